@@ -1,0 +1,3 @@
+from yim.cli import main
+
+raise SystemExit(main())

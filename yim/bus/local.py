@@ -1,0 +1,59 @@
+"""In-process bus: a stored event goes straight to this node's connections.
+
+Push is only a shortcut: every event is in the store before it is published, and a
+device that misses a push (not connected, cut off, pseudo-online) finds it by ``sync``
+from its cursor. So the bus may drop; it must never reorder one user's events, and it
+does not — publishing happens in commit order on the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from yim.protocol.codec import JSON, MSGPACK
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.gateway.hub import Hub
+    from yim.metrics import Metrics
+
+
+class LocalBus:
+    def __init__(self, hub: Hub, metrics: Metrics) -> None:
+        self._hub = hub
+        self._events_out = metrics.events_out
+
+    def publish_event(
+        self,
+        deliveries: list[tuple[int, int]],
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+    ) -> None:
+        """Push one event to every device of each (user_id, inbox_seq), except ``origin``
+        (the sending connection, which learns the same facts from its reply). The payload
+        is encoded once; only the small frame around it differs per user."""
+        payload_msgpack: bytes | None = None
+        devices_of = self._hub.devices_of
+        sent = 0
+        for user_id, inbox_seq in deliveries:
+            devices = devices_of(user_id)
+            if not devices:
+                continue
+            json_frame = msgpack_frame = None
+            for conn in devices.values():
+                if conn is origin:
+                    continue
+                if conn.codec.binary:
+                    if msgpack_frame is None:
+                        if payload_msgpack is None:
+                            payload_msgpack = MSGPACK.json_to_native(payload_json)
+                        msgpack_frame = MSGPACK.event(inbox_seq, type_, payload_msgpack)
+                    conn.send(msgpack_frame)
+                else:
+                    if json_frame is None:
+                        json_frame = JSON.event(inbox_seq, type_, payload_json)
+                    conn.send(json_frame)
+                sent += 1
+        if sent:
+            self._events_out.inc(sent)

@@ -1,0 +1,51 @@
+"""The ``yim`` command: ``yim serve`` runs a node; more subcommands join as they land."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from yim.config import load_settings
+    from yim.gateway.app import serve_forever
+
+    settings = load_settings(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data,
+        node_id=args.node_id,
+        store=args.store,
+    )
+    uvloop.run(serve_forever(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yim", description="yim instant-messaging server")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node (HTTP API, WebSocket gateway, web client)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--data", help="data folder for the embedded store and secrets (default ./data)")
+    serve.add_argument("--store", help="'sqlite' (default, under --data) or sqlite:///PATH")
+    serve.add_argument("--node-id", type=int, help="Snowflake node id, 0..1023 (default 0)")
+    serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.func(args)

@@ -1,0 +1,72 @@
+"""Settings: one typed struct, filled from defaults < TOML file < ``YIM_*`` env vars < CLI flags.
+
+The embedded default needs no configuration at all: ``yim serve`` keeps its SQLite store,
+its token secret and its node id under ``--data``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    #: "sqlite" (embedded, under data_dir) or a postgres:// DSN (cluster mode).
+    store: str = "sqlite"
+    node_id: int = 0
+
+    # accounts and tokens
+    token_ttl_s: int = 30 * 24 * 3600
+    #: argon2 profile: "default" (RFC 9106 low-memory) or "cheapest" (tests only).
+    password_hashing: str = "default"
+
+    # gateway
+    heartbeat_s: float = 25.0  # how often clients should ping
+    idle_timeout_s: float = 75.0  # silent for this long -> closed, device offline
+    auth_timeout_s: float = 10.0  # time to send `auth` after connecting
+    max_frame_bytes: int = 64 * 1024  # larger frames get `frame_too_large`, the connection lives
+    hard_frame_bytes: int = 1024 * 1024  # larger frames close the connection (1009)
+    #: bytes queued to a connection before it counts as a slow reader and is cut off
+    #: (it then catches up by sync). 50,000 connections x this is the worst-case memory.
+    max_send_buffer_bytes: int = 4 * 1024 * 1024
+
+    # messages
+    max_text_chars: int = 8000
+    history_page_max: int = 200
+    sync_page_max: int = 1000
+
+    # store
+    #: SQLite group commit: a batch closes after this many jobs or this long, whichever first.
+    commit_batch_max: int = 512
+    sqlite_synchronous: str = "NORMAL"  # WAL + NORMAL survives a process kill; FULL also power loss
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+_ENV_PREFIX = "YIM_"
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Merge defaults, an optional TOML file, ``YIM_<FIELD>`` env vars and explicit overrides."""
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("YIM_CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            values.update(tomllib.load(fh))
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    for name in fields:
+        env = os.environ.get(_ENV_PREFIX + name.upper())
+        if env is not None:
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    # strict=False lets "8080" from the environment become an int, with range/type checks intact.
+    return msgspec.convert(values, Settings, strict=False)

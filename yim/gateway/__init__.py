@@ -1,0 +1,1 @@
+"""The gateway: HTTP routes, WebSocket connections, and the table of live connections."""

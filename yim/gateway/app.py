@@ -1,0 +1,79 @@
+"""The aiohttp application of a node and its server lifecycle (start, graceful stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+
+from aiohttp import web
+
+from yim.config import Settings
+from yim.gateway.http import error_middleware, routes
+from yim.gateway.keys import NODE_KEY
+from yim.gateway.ws import websocket_handler
+from yim.node import Node
+
+log = logging.getLogger("yim.gateway")
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=node.settings.hard_frame_bytes)
+    app[NODE_KEY] = node
+    app.router.add_get("/ws", websocket_handler)
+    app.add_routes(routes)
+    return app
+
+
+class NodeServer:
+    """A node served on host:port. ``start()`` returns once it accepts connections."""
+
+    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.node = Node(settings)
+        self.app = build_app(self.node)
+        self._ssl = ssl_context
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.node.start()
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        sock.listen(4096)
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl)
+        await site.start()
+        log.info("serving on %s (WebSocket %s/ws)", self.url, self.url.replace("http", "ws", 1))
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection with 1001 after flushing, drain the store."""
+        self.node.stopping = True
+        for conn in list(self.node.hub.connections()):
+            conn.close(1001, "server shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.node.stop()
+
+
+async def serve_forever(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> None:
+    server = NodeServer(settings, ssl_context=ssl_context)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"yim node {settings.node_id} listening on {server.url}  (data: {settings.data_dir})", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()

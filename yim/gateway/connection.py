@@ -1,0 +1,133 @@
+"""One device's WebSocket connection, with corked writes (RFC 6455 §5.2 framing).
+
+Outgoing frames are not sent one ``send`` call at a time: they are framed here and
+appended to a per-connection buffer that is flushed with ONE ``transport.write`` per event
+loop turn. Under load a connection gets several frames per turn (its ACKs and pushes),
+and the kernel send per frame is most of the cost of a relay (docs/performance.md).
+
+Back-pressure: nothing awaits a drain. If the bytes queued for a connection (our buffer +
+the transport's) exceed ``max_send_buffer_bytes``, the reader is too slow: the connection
+is cut off with close code 4008 and the device catches up by ``sync`` from its cursor. So
+one connection costs at most that many bytes of send buffer, and a slow member never
+delays anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from yim.protocol.codec import Codec
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# Close codes (docs/protocol.md, "Close codes").
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_AUTH_FAILED = 4001
+CLOSE_REPLACED = 4002
+CLOSE_REVOKED = 4003
+CLOSE_IDLE = 4004
+CLOSE_AUTH_TIMEOUT = 4005
+CLOSE_SLOW = 4008
+
+_OP_TEXT = 0x81  # FIN + text
+_OP_BINARY = 0x82  # FIN + binary
+
+
+def frame_header(first_byte: int, length: int) -> bytes:
+    """Header of an unmasked, unfragmented server frame (RFC 6455 §5.2)."""
+    if length < 126:
+        return bytes((first_byte, length))
+    if length < 65536:
+        return struct.pack("!BBH", first_byte, 126, length)
+    return struct.pack("!BBQ", first_byte, 127, length)
+
+
+class Connection:
+    __slots__ = (
+        "_buf",
+        "_flush_pending",
+        "_loop",
+        "_max_buffer",
+        "_opcode",
+        "acked_seq",
+        "closing",
+        "codec",
+        "connected_at",
+        "device_id",
+        "last_recv",
+        "on_slow",
+        "platform",
+        "session_id",
+        "transport",
+        "user_id",
+        "ws",
+    )
+
+    def __init__(self, ws: web.WebSocketResponse, transport: Any, codec: Codec, max_buffer: int) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.codec = codec
+        self._opcode = _OP_BINARY if codec.binary else _OP_TEXT
+        self._loop = asyncio.get_running_loop()
+        self._buf = bytearray()
+        self._flush_pending = False
+        self._max_buffer = max_buffer
+        self.closing = False
+        self.user_id = 0
+        self.device_id = ""
+        self.platform = ""
+        self.session_id = ""
+        self.acked_seq = 0
+        self.connected_at = time.time()
+        self.last_recv = time.monotonic()
+        self.on_slow: Any = None
+
+    def send(self, payload: bytes) -> None:
+        """Queue one complete frame; it leaves with everything else queued this turn."""
+        if self.closing:
+            return
+        buf = self._buf
+        buf += frame_header(self._opcode, len(payload))
+        buf += payload
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+        if len(buf) + self.transport.get_write_buffer_size() > self._max_buffer:
+            self._cut_off()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._buf and not self.transport.is_closing():
+            self.transport.write(bytes(self._buf))
+        self._buf.clear()
+
+    def flush_now(self) -> None:
+        if self._buf:
+            self._flush()
+
+    def _cut_off(self) -> None:
+        self._buf.clear()
+        if self.on_slow is not None:
+            self.on_slow(self)
+        self.close(CLOSE_SLOW, "slow consumer: catch up with sync")
+
+    async def close_and_wait(self, code: int, reason: str) -> None:
+        """Close from inside the connection's own handler."""
+        if self.closing:
+            return
+        self.flush_now()
+        self.closing = True
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def close(self, code: int, reason: str) -> None:
+        """Close from outside the receive loop (kick, revoke, idle, shutdown)."""
+        if self.closing:
+            return
+        self.flush_now()
+        self.closing = True
+        self._loop.create_task(self.ws.close(code=code, message=reason.encode()[:120]))

@@ -1,0 +1,110 @@
+"""The table of this node's live connections, keyed by (user, device), and local delivery.
+
+Session identity is (user_id, device_id): a device that connects again replaces its old
+connection (the old one is closed with 4002), so the newest connection always wins.
+
+Memory: one dict entry per online user plus one per device; a Connection is ~300 bytes
+plus its (usually empty) send buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from yim.gateway.connection import CLOSE_IDLE, CLOSE_REPLACED, Connection
+
+if TYPE_CHECKING:
+    from yim.metrics import Metrics
+
+
+class Hub:
+    def __init__(self, metrics: Metrics, idle_timeout_s: float) -> None:
+        self._by_user: dict[int, dict[str, Connection]] = {}
+        self._metrics = metrics
+        self._idle_timeout = idle_timeout_s
+        self._sweeper: asyncio.Task[None] | None = None
+        #: (user, device) -> (last_seen_ms, acked_seq), flushed to the store periodically.
+        self.seen: dict[tuple[int, str], tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._by_user.values())
+
+    def connections(self) -> Iterator[Connection]:
+        for devices in list(self._by_user.values()):
+            yield from list(devices.values())
+
+    def devices_of(self, user_id: int) -> dict[str, Connection]:
+        return self._by_user.get(user_id, {})
+
+    def register(self, conn: Connection) -> None:
+        devices = self._by_user.setdefault(conn.user_id, {})
+        old = devices.get(conn.device_id)
+        devices[conn.device_id] = conn
+        if old is not None and old is not conn:
+            old.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
+        else:
+            self._metrics.connections.inc()
+
+    def unregister(self, conn: Connection) -> None:
+        devices = self._by_user.get(conn.user_id)
+        if devices is not None and devices.get(conn.device_id) is conn:
+            del devices[conn.device_id]
+            if not devices:
+                del self._by_user[conn.user_id]
+            self._metrics.connections.dec()
+        self.mark_seen(conn)
+
+    def mark_seen(self, conn: Connection) -> None:
+        if conn.user_id:
+            self.seen[(conn.user_id, conn.device_id)] = (int(time.time() * 1000), conn.acked_seq)
+
+    def deliver(self, user_id: int, frames: dict[str, bytes], exclude: Connection | None = None) -> int:
+        """Send an already-encoded frame (one per wire format) to every device of a user."""
+        devices = self._by_user.get(user_id)
+        if not devices:
+            return 0
+        sent = 0
+        for conn in devices.values():
+            if conn is exclude:
+                continue
+            conn.send(frames[conn.codec.name])
+            sent += 1
+        return sent
+
+    def close_sessions(self, user_id: int, session_ids: set[str], code: int, reason: str) -> int:
+        closed = 0
+        for conn in list(self.devices_of(user_id).values()):
+            if conn.session_id in session_ids:
+                conn.close(code, reason)
+                closed += 1
+        return closed
+
+    # idle sweeping: one task for all connections instead of a timer per connection
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.2, min(5.0, self._idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep_idle()
+
+    def sweep_idle(self) -> int:
+        deadline = time.monotonic() - self._idle_timeout
+        closed = 0
+        for conn in self.connections():
+            if conn.last_recv < deadline:
+                conn.close(CLOSE_IDLE, "idle timeout: no frame within the heartbeat window")
+                closed += 1
+        return closed

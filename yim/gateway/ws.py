@@ -1,0 +1,230 @@
+"""The WebSocket endpoint ``/ws``: one connection per device (docs/protocol.md).
+
+Per connection: the first frame must be ``auth`` within ``auth_timeout_s``; afterwards
+every request gets exactly one reply with its ``rid``. Sends are pipelined — the frame
+loop submits a message to the store and reads on without waiting for the commit; the
+reply is sent from the store future's callback, so no task is created per message. At
+most ``MAX_SENDS_IN_FLIGHT`` sends of one connection wait for their commit at a time
+(then the loop stops reading that connection), which bounds what one client can queue.
+Reads (sync, history, lists) are awaited in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from yim.gateway.connection import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_TOO_BIG,
+    Connection,
+)
+from yim.gateway.keys import NODE_KEY
+from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
+from yim.protocol.errors import YimError
+from yim.protocol.frames import (
+    Ack,
+    Auth,
+    AuthOk,
+    Conversations,
+    History,
+    Ping,
+    Read,
+    Send,
+    Sync,
+)
+from yim.services import conversations as conv_service
+from yim.services import sync as sync_service
+from yim.services.messages import send_ack, send_message
+from yim.storage.base import SendResult, SessionRec
+
+if TYPE_CHECKING:
+    from yim.node import Node
+
+log = logging.getLogger("yim.gateway.ws")
+
+MAX_SENDS_IN_FLIGHT = 64
+
+
+def _reply_error(node: Node, conn: Connection, rid: Any, exc: YimError) -> None:
+    node.metrics.errors.labels(exc.code).inc()
+    conn.send(conn.codec.err(rid, exc))
+
+
+def _on_sent(node: Node, conn: Connection, rid: Any, fut: asyncio.Future[SendResult]) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is None:
+        conn.send(conn.codec.ok(rid, send_ack(fut.result())))
+    elif isinstance(exc, YimError):
+        _reply_error(node, conn, rid, exc)
+    else:
+        log.error("send failed", exc_info=exc)
+        _reply_error(node, conn, rid, YimError("internal", "internal error"))
+
+
+class _Session:
+    """The frame loop of one authenticated connection."""
+
+    __slots__ = ("conn", "node", "pending", "session")
+
+    def __init__(self, node: Node, conn: Connection, session: SessionRec) -> None:
+        self.node = node
+        self.conn = conn
+        self.session = session
+        self.pending: deque[asyncio.Future[SendResult]] = deque()
+
+    async def handle(self, req: Any) -> None:
+        node, conn, session = self.node, self.conn, self.session
+        node.metrics.frames_in.labels(type(req).__struct_config__.tag).inc()
+        match req:
+            case Send():
+                fut = send_message(node, session, req, conn)
+                fut.add_done_callback(functools.partial(_on_sent, node, conn, req.rid))
+                pending = self.pending
+                pending.append(fut)
+                while pending and pending[0].done():
+                    pending.popleft()
+                if len(pending) >= MAX_SENDS_IN_FLIGHT:
+                    await asyncio.wait([pending[0]])
+            case Ack():
+                if req.seq > conn.acked_seq:
+                    conn.acked_seq = req.seq
+                conn.send(conn.codec.ok(req.rid))
+            case Ping():
+                conn.send(conn.codec.ok(req.rid, {"time": int(time.time() * 1000)}))
+            case Sync():
+                conn.send(conn.codec.ok(req.rid, await sync_service.sync(node, session, req.since, req.limit)))
+            case Read():
+                result = await conv_service.mark_read(node, session, req.conv_id, req.seq, conn)
+                conn.send(conn.codec.ok(req.rid, result))
+            case History():
+                page = await conv_service.history(node, session, req.conv_id, req.before, req.after, req.limit)
+                conn.send(conn.codec.ok(req.rid, page))
+            case Conversations():
+                page = await conv_service.list_conversations(node, session, req.before, req.limit)
+                conn.send(conn.codec.ok(req.rid, page))
+            case Auth():
+                raise YimError("already_authenticated", "this connection is already authenticated")
+            case _:  # pragma: no cover - the decoder admits only known ops
+                raise YimError("unknown_op", "unknown op")
+
+
+def _decode(node: Node, conn: Connection, msg: Any) -> Any:
+    """Frame -> request, or None after replying with an error. Raises on a fatal frame."""
+    data = msg.data
+    codec_in: Codec = JSON if msg.type == WSMsgType.TEXT else MSGPACK
+    limit = node.settings.max_frame_bytes
+    size = len(data)
+    if isinstance(data, str) and size * 4 > limit:
+        size = len(data.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        _reply_error(node, conn, codec_in.rid_of(data), YimError("frame_too_large", f"frame exceeds {limit} bytes"))
+        return None
+    try:
+        return codec_in.decode_request(data)
+    except YimError as exc:
+        _reply_error(node, conn, codec_in.rid_of(data), exc)
+        return None
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    node: Node = request.app[NODE_KEY]
+    settings = node.settings
+    codec = CODECS.get(request.query.get("format", "json"))
+    if codec is None:
+        raise web.HTTPBadRequest(text="format must be json or msgpack")
+    if node.stopping:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    ws = web.WebSocketResponse(max_msg_size=settings.hard_frame_bytes, compress=False, autoping=True)
+    await ws.prepare(request)
+    conn = Connection(ws, request.transport, codec, settings.max_send_buffer_bytes)
+    conn.on_slow = lambda _c: node.metrics.slow_consumers.inc()
+    loop_session: _Session | None = None
+    try:
+        loop_session = await _authenticate(node, conn, ws)
+        if loop_session is None:
+            return ws
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                conn.last_recv = time.monotonic()
+                req = _decode(node, conn, msg)
+                if req is None:
+                    continue
+                try:
+                    await loop_session.handle(req)
+                except YimError as exc:
+                    _reply_error(node, conn, req.rid, exc)
+                except Exception:
+                    log.exception("request %s failed", type(req).__name__)
+                    _reply_error(node, conn, req.rid, YimError("internal", "internal error"))
+            elif msg.type == WSMsgType.ERROR:
+                break
+        if ws.close_code == CLOSE_TOO_BIG:
+            log.info("connection closed: frame above the hard limit")
+    finally:
+        conn.flush_now()
+        if loop_session is not None:
+            node.hub.unregister(conn)
+    return ws
+
+
+async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse) -> _Session | None:
+    settings = node.settings
+    deadline = time.monotonic() + settings.auth_timeout_s
+    while True:
+        try:
+            msg = await ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            await conn.close_and_wait(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
+            return None
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return None
+        req = _decode(node, conn, msg)
+        if req is None:
+            continue
+        if isinstance(req, Ping):
+            conn.send(conn.codec.ok(req.rid, {"time": int(time.time() * 1000)}))
+            continue
+        if not isinstance(req, Auth):
+            _reply_error(node, conn, req.rid, YimError("auth_required", "send `auth` first"))
+            continue
+        try:
+            session = await node.accounts.authenticate(req.token)
+        except YimError as exc:
+            _reply_error(node, conn, req.rid, exc)
+            await conn.close_and_wait(CLOSE_AUTH_FAILED, exc.message)
+            return None
+        conn.user_id = session.user_id
+        conn.device_id = session.device_id
+        conn.platform = session.platform
+        conn.session_id = session.id
+        conn.last_recv = time.monotonic()
+        # Read the head before registering: the reply then precedes every push, and an
+        # event committed in between reaches the device through its sync.
+        head = await node.store.inbox_head(session.user_id)
+        node.hub.register(conn)
+        conn.send(
+            conn.codec.ok(
+                req.rid,
+                AuthOk(
+                    user_id=str(session.user_id),
+                    device_id=session.device_id,
+                    platform=session.platform,
+                    inbox_seq=head,
+                    heartbeat_s=settings.heartbeat_s,
+                    idle_timeout_s=settings.idle_timeout_s,
+                    max_frame_bytes=settings.max_frame_bytes,
+                    server_time=int(time.time() * 1000),
+                ),
+            )
+        )
+        return _Session(node, conn, session)

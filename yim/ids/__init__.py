@@ -1,0 +1,1 @@
+"""Identifiers: globally unique Snowflake ids (the gap-free sequences live in the store)."""

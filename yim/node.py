@@ -1,0 +1,96 @@
+"""A node: one process holding the store, the id generator, the connection table and the
+services, with its lifecycle (start, graceful stop). The gateway serves it over HTTP/WS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from yim.bus.local import LocalBus
+from yim.config import Settings
+from yim.gateway.connection import CLOSE_GOING_AWAY
+from yim.gateway.hub import Hub
+from yim.ids.snowflake import Snowflake
+from yim.metrics import Metrics
+from yim.services.accounts import Accounts
+from yim.storage import open_store
+
+log = logging.getLogger("yim.node")
+
+_SEEN_FLUSH_S = 5.0
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The token-signing key: 32 random bytes made on first start, kept 0600 in the data dir."""
+    path = data_dir / "secret.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 32:
+            raise RuntimeError(f"{path} holds a key shorter than 32 bytes") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex())
+    return key
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = open_store(settings.store, settings.data_dir)
+        self.hub = Hub(self.metrics, settings.idle_timeout_s)
+        self.bus = LocalBus(self.hub, self.metrics)
+        self.ids: Snowflake = Snowflake(settings.node_id)
+        self.accounts: Accounts
+        self.started_at = time.time()
+        self.stopping = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        data = self.settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        secret = load_or_create_secret(data)
+        await self.store.open()
+        # Seed the generator above every id already issued, so a restart on a clock that
+        # went backwards cannot reissue one.
+        self.ids = Snowflake(self.settings.node_id, floor=await self.store.max_msg_id())
+        self.accounts = Accounts(self, secret)
+        self.hub.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
+        log.info("node %d started, store %s", self.settings.node_id, self.settings.store)
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse new work, close connections with 1001, flush, close store."""
+        self.stopping = True
+        for conn in list(self.hub.connections()):
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.hub.stop()
+        await self.flush_seen()
+        await self.store.close()
+
+    async def flush_seen(self) -> None:
+        seen, self.hub.seen = self.hub.seen, {}
+        if seen:
+            await self.store.touch_devices([(uid, did, ts, acked) for (uid, did), (ts, acked) in seen.items()])
+
+    async def _flush_seen_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SEEN_FLUSH_S)
+            for conn in self.hub.connections():
+                self.hub.mark_seen(conn)
+            try:
+                await self.flush_seen()
+            except Exception:  # best effort: last-seen times are advisory
+                log.exception("flushing device last-seen times failed")

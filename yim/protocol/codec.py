@@ -1,0 +1,103 @@
+"""Frame codecs: JSON text frames (default) and MessagePack binary frames.
+
+A connection picks its format once (``?format=msgpack`` on the WebSocket URL); both
+decode into the same typed structs from :mod:`yim.protocol.frames`. Message bodies are
+kept as canonical JSON bytes inside the server (that is what the store holds), so a
+JSON connection embeds them without re-encoding and a MessagePack connection converts
+them once per message, not once per recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import AnyRequest, Err, Event, Ok, RidOnly, Send
+
+KNOWN_OPS: Final = frozenset(t.__struct_config__.tag for t in AnyRequest.__args__)  # type: ignore[attr-defined]
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    return str(exc).replace("`$.", "`")
+
+
+class Codec:
+    """One wire format. Instances are shared and stateless (msgspec encoders are reentrant)."""
+
+    name: str
+    binary: bool
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.binary = name == "msgpack"
+        mod = msgspec.msgpack if self.binary else msgspec.json
+        self._mod = mod
+        self._decoder = mod.Decoder(AnyRequest)
+        self._lenient = mod.Decoder(RidOnly)
+        self._encoder = mod.Encoder()
+
+    # -- decoding --------------------------------------------------------------------
+    def decode_request(self, data: bytes | str) -> AnyRequest:
+        """Decode one client frame, or raise :class:`YimError` naming what is wrong."""
+        try:
+            req = self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise self._classify(data, exc) from None
+        except msgspec.DecodeError as exc:
+            raise YimError("bad_frame", f"frame is not valid {self.name}: {exc}") from None
+        if self.binary and isinstance(req, Send):
+            # Bodies are canonical JSON inside the server; convert the MessagePack body once.
+            try:
+                body = msgspec.json.encode(msgspec.msgpack.decode(req.body))
+            except (msgspec.DecodeError, TypeError) as exc:
+                raise YimError("invalid_body", f"body cannot be represented as JSON: {exc}") from None
+            req = msgspec.structs.replace(req, body=msgspec.Raw(body))
+        return req
+
+    def rid_of(self, data: bytes | str) -> Any:
+        """Best-effort request id of a frame that failed validation (None if unreadable)."""
+        try:
+            rid = self._lenient.decode(data).rid
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+
+    def _classify(self, data: bytes | str, exc: msgspec.ValidationError) -> YimError:
+        try:
+            op = self._lenient.decode(data).op
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return YimError("bad_request", f"frame must be an object with `op` and `rid`: {_describe(exc)}")
+        if op is None:
+            return YimError("bad_request", "frame has no `op` field")
+        if not isinstance(op, str) or op not in KNOWN_OPS:
+            return YimError("unknown_op", f"unknown op {op!r}")
+        return YimError("bad_request", _describe(exc))
+
+    # -- encoding --------------------------------------------------------------------
+    def encode(self, obj: Any) -> bytes:
+        return self._encoder.encode(obj)
+
+    def ok(self, rid: Any, data: Any = None) -> bytes:
+        if self.binary and data is not None:
+            # Replies may embed canonical-JSON payloads (msgspec.Raw); MessagePack needs them
+            # as values. Only MessagePack connections pay this round trip.
+            data = msgspec.json.decode(msgspec.json.encode(data))
+        return self._encoder.encode(Ok(rid=rid, data=data))
+
+    def err(self, rid: Any, error: YimError) -> bytes:
+        return self._encoder.encode(Err(rid=rid, code=error.code, message=error.message, retry_after=error.retry_after))
+
+    def event(self, seq: int, type_: str, payload: bytes) -> bytes:
+        """An event frame around a payload already encoded in this codec's format."""
+        return self._encoder.encode(Event(seq=seq, type=type_, data=msgspec.Raw(payload)))
+
+    def json_to_native(self, payload: bytes) -> bytes:
+        """Canonical JSON payload -> this format's bytes (identity for JSON)."""
+        return payload if not self.binary else msgspec.msgpack.encode(msgspec.json.decode(payload))
+
+
+JSON: Final = Codec("json")
+MSGPACK: Final = Codec("msgpack")
+CODECS: Final = {"json": JSON, "msgpack": MSGPACK}

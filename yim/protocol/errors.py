@@ -1,0 +1,51 @@
+"""Stable error codes shared by the HTTP API and the WebSocket gateway.
+
+A code never changes meaning once published (docs/protocol.md lists them all); the
+human-readable message may. Each code maps to one HTTP status so that the same domain
+error reads the same over both transports.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: code -> HTTP status
+ERROR_STATUS: Final[dict[str, int]] = {
+    "bad_frame": 400,  # not decodable JSON / MessagePack, or not an object
+    "bad_request": 400,  # decodable, but a field is missing, of the wrong type or out of range
+    "unknown_op": 400,
+    "frame_too_large": 413,
+    "invalid_kind": 400,
+    "invalid_body": 400,
+    "body_too_large": 413,
+    "invalid_username": 400,
+    "weak_password": 400,
+    "unauthorized": 401,  # no, bad, expired or revoked credentials
+    "auth_required": 401,  # a WebSocket request before `auth`
+    "already_authenticated": 409,
+    "forbidden": 403,
+    "not_member": 403,
+    "not_found": 404,
+    "username_taken": 409,
+    "rate_limited": 429,
+    "unavailable": 503,  # the node is shutting down or its store is failing
+    "internal": 500,
+}
+
+
+class YimError(Exception):
+    """A request failed for a reason the client can act on."""
+
+    __slots__ = ("code", "message", "retry_after")
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
+        if code not in ERROR_STATUS:  # a typo here would publish an undocumented code
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return ERROR_STATUS[self.code]

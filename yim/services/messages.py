@@ -1,0 +1,125 @@
+"""Sending messages: validate, store durably, then deliver (``send_message``).
+
+The life of a message (docs/architecture.md): the gateway decodes the frame; this module
+validates kind and body and assigns a Snowflake ``msg_id``; the store appends it in one
+transaction (conversation seq, each member's inbox seq, idempotency by client_msg_id);
+only after COMMIT does the returned future resolve, the sender's ACK go out, and the
+event get pushed to every other device of every member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import EmojiBody, Send, SendAck, SendBody, TextBody
+from yim.services.wire import message_json
+from yim.storage.base import SendCmd, SendResult, SessionRec
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+MEDIA_KINDS = frozenset({"image", "video", "file"})
+_text_decoder = msgspec.json.Decoder(TextBody)
+_emoji_decoder = msgspec.json.Decoder(EmojiBody)
+_encoder = msgspec.json.Encoder()
+# C0 control characters other than tab, newline and carriage return have no place in chat text.
+_FORBIDDEN_CONTROLS = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+
+
+def parse_id(value: str, what: str) -> int:
+    n = int(value)
+    if n >= 2**63:
+        raise YimError("not_found", f"no {what} {value}")
+    return n
+
+
+def _has_controls(text: str) -> bool:
+    return not _FORBIDDEN_CONTROLS.isdisjoint(text)
+
+
+def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
+    """Validate a body for its kind and return its canonical JSON."""
+    if len(raw) > max_text_chars * 6 + 256:  # worst case: every char escaped as \\uXXXX
+        raise YimError("body_too_large", f"body exceeds {max_text_chars} characters")
+    try:
+        if kind == "text":
+            body = _text_decoder.decode(raw)
+            if not body.text.strip():
+                raise YimError("invalid_body", "text must not be empty")
+            if len(body.text) > max_text_chars:
+                raise YimError("body_too_large", f"text exceeds {max_text_chars} characters")
+            if _has_controls(body.text):
+                raise YimError("invalid_body", "text contains control characters")
+            return _encoder.encode(body)
+        if kind == "emoji":
+            emoji = _emoji_decoder.decode(raw)
+            if _has_controls(emoji.emoji) or not emoji.emoji.strip():
+                raise YimError("invalid_body", "emoji must be a visible emoji or sticker code")
+            return _encoder.encode(emoji)
+    except msgspec.ValidationError as exc:
+        raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise YimError("invalid_body", f"body is not valid JSON: {exc}") from None
+    if kind in MEDIA_KINDS:
+        raise YimError("invalid_kind", f"{kind} messages need the media service, which this node does not run yet")
+    raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file)")
+
+
+def send_message(
+    node: Node, session: SessionRec, req: Send | SendBody, origin: Connection | None = None
+) -> asyncio.Future[SendResult]:
+    """Validate and submit a message. The returned future resolves after the durable
+    commit *and* after delivery to the other devices, so an ACK sent from a callback
+    added by the caller always follows the pushes."""
+    if (req.to is None) == (req.conv_id is None):
+        raise YimError("bad_request", "give exactly one of `to` (a user id) or `conv_id`")
+    body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
+    now = int(time.time() * 1000)
+    cmd = SendCmd(
+        msg_id=node.ids.next_id(),
+        new_conv_id=node.ids.next_id() if req.to is not None else 0,
+        sender_id=session.user_id,
+        sender_device=session.device_id,
+        kind=req.kind,
+        body=body,
+        client_msg_id=req.client_msg_id,
+        created_at=now,
+        to=parse_id(req.to, "user") if req.to is not None else None,
+        conv_id=parse_id(req.conv_id, "conversation") if req.conv_id is not None else None,
+    )
+    fut = node.store.send_message(cmd)
+    fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter()))
+    return fut
+
+
+def _after_commit(node: Node, origin: Connection | None, started: float, fut: asyncio.Future[SendResult]) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    result = fut.result()
+    metrics = node.metrics
+    if result.duplicate:
+        metrics.messages_dup.inc()
+        return
+    metrics.store_latency.observe(time.perf_counter() - started)
+    metrics.messages_in.inc()
+    metrics.deliveries.inc(len(result.deliveries))
+    node.bus.publish_event(result.deliveries, "message", message_json(result.message), origin)
+
+
+def send_ack(result: SendResult) -> SendAck:
+    m = result.message
+    return SendAck(
+        msg_id=str(m.msg_id),
+        conv_id=str(m.conv_id),
+        seq=m.seq,
+        inbox_seq=result.sender_inbox_seq,
+        created_at=m.created_at,
+        duplicate=result.duplicate,
+    )

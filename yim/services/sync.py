@@ -1,0 +1,28 @@
+"""Multi-device sync: a device pulls its user's inbox after its cursor.
+
+Every device keeps a cursor — the highest inbox seq it holds. Pushes are a shortcut; the
+inbox is the truth: on (re)connect, or on seeing a gap in pushed seqs, the device asks for
+``sync(since=cursor)`` and pages until ``has_more`` is false. Seqs are gap-free, so
+``next_since`` is always the last event's seq and a device can never skip an event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from yim.protocol.frames import Event, SyncPage
+from yim.services.wire import event_payload
+from yim.storage.base import SessionRec
+
+if TYPE_CHECKING:
+    from yim.node import Node
+
+
+async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
+    limit = min(limit, node.settings.sync_page_max)
+    events, head = await node.store.sync(session.user_id, since, limit)
+    out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(event_payload(e))) for e in events]
+    next_since = events[-1].seq if events else since
+    return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head)

@@ -1,0 +1,630 @@
+"""The embedded store: SQLite in WAL mode, one writer thread with group commit.
+
+Write path: every write is a job (a plain function of a connection) queued to one writer
+thread that owns the only writing connection. The thread takes every job waiting (up to
+``batch_max``), runs each inside its own SAVEPOINT — so one failing job rolls back alone
+— and commits the batch with one COMMIT, i.e. one WAL append + (with synchronous=NORMAL)
+no fsync per message. A lone message is committed as soon as the thread is free: batches
+form only from what queued up during the previous commit, so batching adds no waiting.
+
+Durability: WAL with synchronous=NORMAL keeps every committed transaction across a kill
+of the process (the WAL is written before COMMIT returns); ``sqlite_synchronous=FULL``
+also keeps it across a power cut, at one fsync per batch. Futures are resolved only after
+COMMIT returns, which is what lets the gateway ACK "durably stored".
+
+Read path: a small pool of reader threads, each with its own read-only connection; WAL
+lets them read the last committed state while the writer works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from yim.protocol.errors import YimError
+from yim.storage.base import (
+    ConvRow,
+    DeviceRec,
+    InboxEvent,
+    MessageRec,
+    ReadRes,
+    SendCmd,
+    SendResult,
+    SessionRec,
+    Store,
+    UserRec,
+)
+
+SCHEMA_VERSION = 1
+_MSG_COLS = (
+    "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
+    "m.created_at, m.recalled"
+)
+
+
+def _msg(row: tuple[Any, ...], at: int = 0) -> MessageRec:
+    return MessageRec(
+        msg_id=row[at],
+        conv_id=row[at + 1],
+        seq=row[at + 2],
+        sender_id=row[at + 3],
+        sender_device=row[at + 4],
+        kind=row[at + 5],
+        body=row[at + 6].encode(),
+        client_msg_id=row[at + 7],
+        created_at=row[at + 8],
+        recalled=bool(row[at + 9]),
+    )
+
+
+def _connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+    conn.execute("PRAGMA temp_store = MEMORY")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class _WriterThread:
+    """Owns the only writing connection; runs queued jobs in batched transactions."""
+
+    _STOP = object()
+
+    def __init__(self, path: str, synchronous: str, batch_max: int) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._batch_max = batch_max
+        # Unbounded by type, bounded in practice: every job has an awaiting coroutine and
+        # the gateway limits requests in flight per connection.
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="yim-sqlite-writer", daemon=True)
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.batches = 0
+        self.jobs_done = 0
+        self.stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error:
+            raise self._startup_error
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self._jobs.put(self._STOP)
+        self._thread.join()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self.stopped:
+            fut.set_exception(YimError("unavailable", "the store is closed"))
+        else:
+            self._jobs.put((fn, args, fut, loop))
+        return fut
+
+    def _run(self) -> None:
+        try:
+            conn = _connect(self._path, self._synchronous)
+            conn.execute("PRAGMA journal_mode = WAL")
+            schema = resources.files("yim.storage").joinpath("schema_sqlite.sql").read_text()
+            conn.executescript(schema)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException as exc:  # surfaced to start()
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        while not stopping:
+            batch = [self._jobs.get()]
+            while len(batch) < self._batch_max:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is self._STOP or self._STOP in batch:
+                stopping = True
+                batch = [job for job in batch if job is not self._STOP]
+            if batch:
+                self._run_batch(conn, batch)
+        conn.close()
+        # Anything submitted while stopping gets an answer rather than waiting forever.
+        leftovers = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not self._STOP:
+                leftovers.append((job[2], job[3], None, YimError("unavailable", "the store is closed")))
+        for fut, loop, _r, exc in leftovers:
+            try:
+                loop.call_soon_threadsafe(_resolve, [(fut, loop, None, exc)])
+            except RuntimeError:
+                pass
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, fut, loop in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = fn(conn, *args)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((fut, loop, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((fut, loop, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = YimError("unavailable", f"store write failed: {exc}")
+            outcomes = [(fut, loop, None, failure) for _fn, _args, fut, loop in batch]
+        self.batches += 1
+        self.jobs_done += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[1], []).append(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+                pass
+
+
+def _resolve(items: list[Any]) -> None:
+    for fut, _loop, result, exc in items:
+        if fut.cancelled():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+# --- write jobs (run on the writer thread, inside a SAVEPOINT) -------------------------------
+
+
+def _create_user(conn: sqlite3.Connection, u: UserRec) -> UserRec:
+    try:
+        conn.execute(
+            "INSERT INTO users (id, username, display_name, password_hash, created_at) VALUES (?,?,?,?,?)",
+            (u.id, u.username, u.display_name, u.password_hash, u.created_at),
+        )
+    except sqlite3.IntegrityError:
+        raise YimError("username_taken", f"username {u.username!r} is taken") from None
+    return u
+
+
+def _create_session(conn: sqlite3.Connection, s: SessionRec, device_name: str) -> list[str]:
+    superseded = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM sessions WHERE user_id=? AND device_id=? AND revoked_at IS NULL",
+            (s.user_id, s.device_id),
+        )
+    ]
+    if superseded:
+        conn.execute(
+            "UPDATE sessions SET revoked_at=? WHERE user_id=? AND device_id=? AND revoked_at IS NULL",
+            (s.created_at, s.user_id, s.device_id),
+        )
+    conn.execute(
+        "INSERT INTO sessions (id, user_id, device_id, platform, created_at, expires_at) VALUES (?,?,?,?,?,?)",
+        (s.id, s.user_id, s.device_id, s.platform, s.created_at, s.expires_at),
+    )
+    conn.execute(
+        "INSERT INTO devices (user_id, device_id, platform, name, created_at, last_seen_at) VALUES (?,?,?,?,?,?)"
+        " ON CONFLICT (user_id, device_id) DO UPDATE SET platform=excluded.platform, name=excluded.name,"
+        " last_seen_at=excluded.last_seen_at",
+        (s.user_id, s.device_id, s.platform, device_name, s.created_at, s.created_at),
+    )
+    return superseded
+
+
+def _revoke(
+    conn: sqlite3.Connection, user_id: int, device_id: str | None, session_id: str | None, now: int
+) -> list[str]:
+    where, args = "user_id=? AND revoked_at IS NULL", [user_id]
+    if device_id is not None:
+        where += " AND device_id=?"
+        args.append(device_id)
+    if session_id is not None:
+        where += " AND id=?"
+        args.append(session_id)
+    ids = [r[0] for r in conn.execute(f"SELECT id FROM sessions WHERE {where}", args)]
+    if ids:
+        conn.execute(f"UPDATE sessions SET revoked_at=? WHERE {where}", [now, *args])
+    return ids
+
+
+def _touch_devices(conn: sqlite3.Connection, seen: list[tuple[int, str, int, int]]) -> None:
+    conn.executemany(
+        "UPDATE devices SET last_seen_at=max(last_seen_at, ?), acked_seq=max(acked_seq, ?)"
+        " WHERE user_id=? AND device_id=?",
+        [(ts, acked, uid, did) for uid, did, ts, acked in seen],
+    )
+
+
+def _next_inbox_seq(conn: sqlite3.Connection, user_id: int) -> int:
+    return conn.execute(
+        "UPDATE users SET inbox_seq = inbox_seq + 1 WHERE id=? RETURNING inbox_seq", (user_id,)
+    ).fetchone()[0]
+
+
+def _send_message(conn: sqlite3.Connection, c: SendCmd) -> SendResult:
+    # Idempotency first: a retried client_msg_id returns the original, writes nothing.
+    row = conn.execute(
+        f"SELECT {_MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
+        (c.sender_id, c.client_msg_id),
+    ).fetchone()
+    if row is not None:
+        return SendResult(message=_msg(row), sender_inbox_seq=row[10], duplicate=True, deliveries=[])
+
+    if c.to is not None:
+        if c.to == c.sender_id:
+            raise YimError("bad_request", "cannot send a direct message to yourself")
+        if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
+            raise YimError("not_found", f"no user {c.to}")
+        lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
+        found = conn.execute("SELECT conv_id FROM direct_pairs WHERE user_lo=? AND user_hi=?", (lo, hi)).fetchone()
+        if found is None:
+            conv_id = c.new_conv_id
+            conn.execute(
+                "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at)"
+                " VALUES (?, 'direct', ?, 0, ?, ?)",
+                (conv_id, c.created_at, conv_id, c.created_at),
+            )
+            conn.execute("INSERT INTO direct_pairs VALUES (?,?,?)", (lo, hi, conv_id))
+            conn.executemany(
+                "INSERT INTO user_conversations (user_id, conv_id, peer_id) VALUES (?,?,?)",
+                [(c.sender_id, conv_id, c.to), (c.to, conv_id, c.sender_id)],
+            )
+            members = [c.sender_id, c.to]
+        else:
+            conv_id = found[0]
+            members = [c.sender_id, c.to]
+    else:
+        conv_id = c.conv_id
+        members = [r[0] for r in conn.execute("SELECT user_id FROM user_conversations WHERE conv_id=?", (conv_id,))]
+        if c.sender_id not in members:
+            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+
+    seq = conn.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_msg_id=?, updated_at=? WHERE id=? RETURNING last_seq",
+        (c.msg_id, c.created_at, conv_id),
+    ).fetchone()[0]
+    deliveries = []
+    sender_inbox = 0
+    for uid in members:
+        inbox_seq = _next_inbox_seq(conn, uid)
+        deliveries.append((uid, inbox_seq))
+        if uid == c.sender_id:
+            sender_inbox = inbox_seq
+    conn.executemany(
+        "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)",
+        [(uid, iseq, conv_id, seq, c.created_at) for uid, iseq in deliveries],
+    )
+    conn.execute(
+        "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
+        " sender_inbox_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            conv_id,
+            seq,
+            c.msg_id,
+            c.sender_id,
+            c.sender_device,
+            c.kind,
+            c.body.decode(),
+            c.client_msg_id,
+            sender_inbox,
+            c.created_at,
+        ),
+    )
+    # Sending reads the conversation up to one's own message (unread never counts it).
+    conn.execute("UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=?", (seq, c.sender_id, conv_id))
+    message = MessageRec(
+        msg_id=c.msg_id,
+        conv_id=conv_id,
+        seq=seq,
+        sender_id=c.sender_id,
+        sender_device=c.sender_device,
+        kind=c.kind,
+        body=c.body,
+        client_msg_id=c.client_msg_id,
+        created_at=c.created_at,
+    )
+    return SendResult(message=message, sender_inbox_seq=sender_inbox, duplicate=False, deliveries=deliveries)
+
+
+def _total_unread(conn: sqlite3.Connection, user_id: int) -> int:
+    return conn.execute(
+        "SELECT COALESCE(SUM(c.last_seq - uc.read_seq), 0) FROM user_conversations uc"
+        " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=?",
+        (user_id,),
+    ).fetchone()[0]
+
+
+def _mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
+    row = conn.execute(
+        "SELECT uc.read_seq, c.last_seq FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " WHERE uc.user_id=? AND uc.conv_id=?",
+        (user_id, conv_id),
+    ).fetchone()
+    if row is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    read_seq, last_seq = row
+    target = min(seq, last_seq)  # cannot read what does not exist yet
+    inbox_seq = None
+    if target > read_seq:  # read markers only move forward
+        conn.execute(
+            "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=?", (target, user_id, conv_id)
+        )
+        read_seq = target
+        inbox_seq = _next_inbox_seq(conn, user_id)
+        conn.execute(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'read',?,?,?)",
+            (user_id, inbox_seq, conv_id, target, now),
+        )
+    return ReadRes(
+        read_seq=read_seq,
+        unread=last_seq - read_seq,
+        total_unread=_total_unread(conn, user_id),
+        inbox_seq=inbox_seq,
+    )
+
+
+# --- read jobs (run on a reader thread) -------------------------------------------------------
+
+
+def _read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
+    conn.execute("BEGIN")
+    try:
+        head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
+        head = head_row[0] if head_row else 0
+        rows = conn.execute(
+            f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, {_MSG_COLS} FROM inbox i"
+            " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
+            " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
+            (user_id, since, limit),
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    events = [
+        InboxEvent(seq=r[0], type=r[1], conv_id=r[2], conv_seq=r[3], message=_msg(r, 4) if r[4] is not None else None)
+        for r in rows
+    ]
+    return events, head
+
+
+def _read_history(
+    conn: sqlite3.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
+) -> tuple[list[MessageRec], bool]:
+    conn.execute("BEGIN")
+    try:
+        member = conn.execute(
+            "SELECT joined_seq FROM user_conversations WHERE user_id=? AND conv_id=?", (user_id, conv_id)
+        ).fetchone()
+        if member is None:
+            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+        floor = member[0]
+        if after is not None:
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq>? ORDER BY m.seq LIMIT ?",
+                (conv_id, max(after, floor), limit + 1),
+            ).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+        else:
+            upper = before if before is not None else 2**62
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq<? AND m.seq>?"
+                " ORDER BY m.seq DESC LIMIT ?",
+                (conv_id, upper, floor, limit + 1),
+            ).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit][::-1]
+    finally:
+        conn.execute("COMMIT")
+    return [_msg(r) for r in rows], more
+
+
+def _read_conversations(
+    conn: sqlite3.Connection, user_id: int, before: int | None, limit: int
+) -> tuple[list[ConvRow], int]:
+    conn.execute("BEGIN")
+    try:
+        rows = conn.execute(
+            f"SELECT c.id, c.type, uc.peer_id, c.last_seq, uc.read_seq, c.last_msg_id, c.updated_at, {_MSG_COLS}"
+            " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+            " LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = c.last_seq"
+            " WHERE uc.user_id=? AND c.last_msg_id < ? ORDER BY c.last_msg_id DESC LIMIT ?",
+            (user_id, before if before is not None else 2**63 - 1, limit),
+        ).fetchall()
+        total = _total_unread(conn, user_id)
+    finally:
+        conn.execute("COMMIT")
+    convs = [
+        ConvRow(
+            conv_id=r[0],
+            type=r[1],
+            peer_id=r[2],
+            last_seq=r[3],
+            read_seq=r[4],
+            last_msg_id=r[5],
+            updated_at=r[6],
+            last_message=_msg(r, 7) if r[7] is not None else None,
+        )
+        for r in rows
+    ]
+    return convs, total
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", batch_max: int = 512, readers: int = 2) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._writer = _WriterThread(path, synchronous, batch_max)
+        self._readers = readers
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._writer.start)
+        self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="yim-sqlite-reader")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        await asyncio.to_thread(self._writer.stop)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"batches": self._writer.batches, "jobs": self._writer.jobs_done}
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, self._synchronous, readonly=True)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            return fn(self._reader(), *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    # accounts
+    async def create_user(self, user: UserRec) -> UserRec:
+        return await self._writer.submit(_create_user, user)
+
+    async def user_by_name(self, username: str) -> UserRec | None:
+        def q(conn: sqlite3.Connection) -> UserRec | None:
+            r = conn.execute(
+                "SELECT id, username, display_name, password_hash, created_at FROM users"
+                " WHERE username=? COLLATE NOCASE",
+                (username,),
+            ).fetchone()
+            return UserRec(*r) if r else None
+
+        return await self._read(q)
+
+    async def users_by_ids(self, ids: list[int]) -> dict[int, UserRec]:
+        if not ids:
+            return {}
+
+        def q(conn: sqlite3.Connection) -> dict[int, UserRec]:
+            out: dict[int, UserRec] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    f"SELECT id, username, display_name, password_hash, created_at FROM users WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    out[r[0]] = UserRec(*r)
+            return out
+
+        return await self._read(q)
+
+    # sessions
+    async def create_session(self, session: SessionRec, device_name: str) -> list[str]:
+        return await self._writer.submit(_create_session, session, device_name)
+
+    async def get_session(self, session_id: str) -> SessionRec | None:
+        def q(conn: sqlite3.Connection) -> SessionRec | None:
+            r = conn.execute(
+                "SELECT id, user_id, device_id, platform, created_at, expires_at, revoked_at FROM sessions WHERE id=?",
+                (session_id,),
+            ).fetchone()
+            return SessionRec(*r) if r else None
+
+        return await self._read(q)
+
+    async def revoke_sessions(
+        self, user_id: int, *, device_id: str | None = None, session_id: str | None = None, now: int
+    ) -> list[str]:
+        return await self._writer.submit(_revoke, user_id, device_id, session_id, now)
+
+    async def list_devices(self, user_id: int) -> list[DeviceRec]:
+        def q(conn: sqlite3.Connection) -> list[DeviceRec]:
+            return [
+                DeviceRec(*r)
+                for r in conn.execute(
+                    "SELECT d.user_id, d.device_id, d.platform, d.name, d.created_at, d.last_seen_at, d.acked_seq"
+                    " FROM devices d"
+                    " WHERE d.user_id=? AND EXISTS (SELECT 1 FROM sessions s WHERE s.user_id=d.user_id"
+                    " AND s.device_id=d.device_id AND s.revoked_at IS NULL) ORDER BY d.last_seen_at DESC",
+                    (user_id,),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def touch_devices(self, seen: list[tuple[int, str, int, int]]) -> None:
+        if seen:
+            await self._writer.submit(_touch_devices, seen)
+
+    # messages
+    def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
+        return self._writer.submit(_send_message, cmd)
+
+    async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
+        return await self._writer.submit(_mark_read, user_id, conv_id, seq, now)
+
+    async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
+        return await self._read(_read_sync, user_id, since, limit)
+
+    async def inbox_head(self, user_id: int) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            r = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
+            return r[0] if r else 0
+
+        return await self._read(q)
+
+    async def history(
+        self, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
+    ) -> tuple[list[MessageRec], bool]:
+        return await self._read(_read_history, user_id, conv_id, before, after, limit)
+
+    async def conversations(self, user_id: int, before: int | None, limit: int) -> tuple[list[ConvRow], int]:
+        return await self._read(_read_conversations, user_id, before, limit)
+
+    async def max_msg_id(self) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            # Users, conversations and messages all take ids from the same generator.
+            return conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(msg_id) FROM messages), 0),"
+                " COALESCE((SELECT MAX(id) FROM conversations), 0), COALESCE((SELECT MAX(id) FROM users), 0))"
+            ).fetchone()[0]
+
+        return await self._read(q)
