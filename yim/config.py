@@ -42,6 +42,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     history_page_max: int = 200
     sync_page_max: int = 1000
 
+    # groups
+    #: groups with at most this many members use write fan-out (a copy in every member's
+    #: inbox); larger ones use read fan-out (one copy, members pull). See docs/performance.md.
+    group_write_fanout_max: int = 500
+    group_max_members: int = 100_000
+    recall_limit_s: int = 120
+    typing_interval_s: float = 3.0  # at most one typing notice per user and conversation per interval
+    #: member lists kept in memory for pushes to read-fan-out groups and typing notices
+    roster_cache_groups: int = 10_000
+
     # store
     #: SQLite group commit: a batch closes after this many jobs or this long, whichever first.
     commit_batch_max: int = 512

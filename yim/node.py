@@ -18,6 +18,8 @@ from yim.gateway.hub import Hub
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics
 from yim.services.accounts import Accounts
+from yim.services.rosters import Rosters
+from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 
 log = logging.getLogger("yim.node")
@@ -48,6 +50,8 @@ class Node:
         self.store = open_store(settings.store, settings.data_dir)
         self.hub = Hub(self.metrics, settings.idle_timeout_s)
         self.bus = LocalBus(self.hub, self.metrics)
+        self.rosters = Rosters(self, settings.roster_cache_groups)
+        self.typing = TypingLimiter(settings.typing_interval_s)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.accounts: Accounts
         self.started_at = time.time()

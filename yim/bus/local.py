@@ -8,9 +8,13 @@ does not — publishing happens in commit order on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from yim.protocol.codec import JSON, MSGPACK
+from yim.protocol.frames import Notice
 
 if TYPE_CHECKING:
     from yim.gateway.connection import Connection
@@ -54,6 +58,41 @@ class LocalBus:
                     if json_frame is None:
                         json_frame = JSON.event(inbox_seq, type_, payload_json)
                     conn.send(json_frame)
+                sent += 1
+        if sent:
+            self._events_out.inc(sent)
+
+    def publish_notice(
+        self,
+        user_ids: Iterable[int],
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+        skip: set[int] | None = None,
+    ) -> None:
+        """Push one unnumbered notice to every online device of the given users: the frame
+        is serialized once per wire format and the same bytes go to every connection."""
+        frames: dict[str, bytes] = {}
+        devices_of = self._hub.devices_of
+        if isinstance(user_ids, set | frozenset) and len(user_ids) > self._hub.online_users():
+            # A big group with few members online: walk the online users, not the roster.
+            user_ids = [u for u in self._hub.online_user_ids() if u in user_ids]
+        sent = 0
+        for user_id in user_ids:
+            devices = devices_of(user_id)
+            if not devices or (skip and user_id in skip):
+                continue
+            for conn in devices.values():
+                if conn is origin:
+                    continue
+                name = conn.codec.name
+                frame = frames.get(name)
+                if frame is None:
+                    codec = MSGPACK if conn.codec.binary else JSON
+                    frame = frames[name] = codec.encode(
+                        Notice(type=type_, data=msgspec.Raw(codec.json_to_native(payload_json)))
+                    )
+                conn.send(frame)
                 sent += 1
         if sent:
             self._events_out.inc(sent)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -17,21 +16,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from yim import __version__
+from yim import web as web_assets
 from yim.gateway.keys import NODE_KEY
+from yim.gateway.ops import OPS
+from yim.protocol import frames as f
 from yim.protocol.errors import YimError
-from yim.protocol.frames import (
-    ConversationsQuery,
-    Health,
-    HistoryQuery,
-    LoginBody,
-    ReadBody,
-    RegisterBody,
-    SendBody,
-    SyncQuery,
-    UserQuery,
-)
-from yim.services import conversations as conv_service
-from yim.services import sync as sync_service
+from yim.protocol.frames import Health, LoginBody, RegisterBody, SendBody, UserQuery
 from yim.services.accounts import user_out
 from yim.services.messages import parse_id, send_ack, send_message
 from yim.storage.base import SessionRec
@@ -128,10 +118,43 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# The web client (yim/web): the page at ``/``, its modules and styles under ``/static/``.
+# Every response carries a strong ETag and ``no-cache`` (revalidate, answered by 304): the
+# files have no build step and no content hashes in their names, so a cached copy must
+# never outlive an upgrade of the node.
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _asset_response(request: web.Request, rel: str) -> web.Response:
+    found = web_assets.asset(rel)
+    if found is None:
+        raise web.HTTPNotFound(text="no such file")
+    headers = {
+        "ETag": found.etag,
+        "Cache-Control": "no-cache",
+        "Content-Type": found.content_type,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if found.content_type.startswith("text/html"):
+        headers["Content-Security-Policy"] = _PAGE_CSP
+        headers["Referrer-Policy"] = "no-referrer"
+    if found.etag in request.headers.get("If-None-Match", ""):
+        del headers["Content-Type"]
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=found.body, headers=headers)
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
-    page = resources.files("yim.web").joinpath("index.html").read_bytes()
-    return web.Response(body=page, content_type="text/html", charset="utf-8")
+    return _asset_response(request, "index.html")
+
+
+@routes.get("/static/{path:.+}")
+async def static_file(request: web.Request) -> web.Response:
+    return _asset_response(request, request.match_info["path"])
 
 
 @routes.post("/api/v1/accounts")
@@ -201,33 +224,59 @@ async def post_message(request: web.Request) -> web.Response:
     return json_response(send_ack(result), status=200 if result.duplicate else 201)
 
 
-@routes.get("/api/v1/sync")
-async def get_sync(request: web.Request) -> web.Response:
+# --- the shared ops (same structs and actions as the WebSocket; docs/protocol.md) ----------
+
+
+async def _run_op(request: web.Request, op: type, *, from_query: bool = False, status: int = 200) -> web.Response:
+    """Decode an op from the query string or JSON body plus the path, and run its action."""
     session = await authenticated(request)
-    q = read_query(request, SyncQuery)
-    return json_response(await sync_service.sync(_node(request), session, q.since, q.limit))
+    data: dict[str, Any]
+    if from_query:
+        data = dict(request.query)
+    else:
+        raw = await request.read()
+        try:
+            data = msgspec.json.decode(raw) if raw else {}
+        except msgspec.DecodeError as exc:
+            raise YimError("bad_frame", f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise YimError("bad_request", "body must be a JSON object")
+    data.pop("op", None)
+    data.update(request.match_info)
+    data["rid"] = 0
+    try:
+        req = msgspec.convert(data, op, strict=not from_query)
+    except msgspec.ValidationError as exc:
+        raise YimError("bad_request", str(exc).replace("`$.", "`")) from None
+    return json_response(await OPS[op](_node(request), session, req, None), status=status)
 
 
-@routes.get("/api/v1/conversations")
-async def get_conversations(request: web.Request) -> web.Response:
-    session = await authenticated(request)
-    q = read_query(request, ConversationsQuery)
-    return json_response(await conv_service.list_conversations(_node(request), session, q.before, q.limit))
+def _op_route(method: str, path: str, op: type, *, from_query: bool = False, status: int = 200) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return await _run_op(request, op, from_query=from_query, status=status)
+
+    handler.__name__ = f"{op.__name__.lower()}_handler"
+    routes.route(method, path)(handler)
 
 
-@routes.get("/api/v1/conversations/{conv_id:[0-9]{1,20}}/messages")
-async def get_history(request: web.Request) -> web.Response:
-    session = await authenticated(request)
-    q = read_query(request, HistoryQuery)
-    page = await conv_service.history(
-        _node(request), session, request.match_info["conv_id"], q.before, q.after, q.limit
-    )
-    return json_response(page)
-
-
-@routes.post("/api/v1/conversations/{conv_id:[0-9]{1,20}}/read")
-async def post_read(request: web.Request) -> web.Response:
-    session = await authenticated(request)
-    body = await read_body(request, ReadBody)
-    result = await conv_service.mark_read(_node(request), session, request.match_info["conv_id"], body.seq)
-    return json_response(result)
+_CONV = "/api/v1/conversations/{conv_id:[0-9]{1,20}}"
+_GROUP = "/api/v1/groups/{conv_id:[0-9]{1,20}}"
+_MEMBER = _GROUP + "/members/{user_id:[0-9]{1,20}}"
+_op_route("GET", "/api/v1/sync", f.Sync, from_query=True)
+_op_route("GET", "/api/v1/conversations", f.Conversations, from_query=True)
+_op_route("GET", _CONV + "/messages", f.History, from_query=True)
+_op_route("POST", _CONV + "/read", f.Read)
+_op_route("POST", _CONV + "/recall", f.Recall)
+_op_route("GET", _CONV + "/receipts", f.Receipts, from_query=True)
+_op_route("POST", _CONV + "/typing", f.Typing)
+_op_route("POST", "/api/v1/groups", f.GroupCreate, status=201)
+_op_route("GET", _GROUP, f.GroupInfo, from_query=True)
+_op_route("PATCH", _GROUP, f.GroupUpdate)
+_op_route("DELETE", _GROUP, f.GroupDissolve)
+_op_route("GET", _GROUP + "/members", f.GroupMembers, from_query=True)
+_op_route("POST", _GROUP + "/members", f.GroupInvite)
+_op_route("POST", _GROUP + "/join", f.GroupJoin)
+_op_route("POST", _GROUP + "/leave", f.GroupLeave)
+_op_route("DELETE", _MEMBER, f.GroupRemove)
+_op_route("PUT", _MEMBER + "/role", f.GroupRole)
+_op_route("PUT", _MEMBER + "/mute", f.GroupMute)

@@ -36,6 +36,12 @@ class Hub:
         for devices in list(self._by_user.values()):
             yield from list(devices.values())
 
+    def online_users(self) -> int:
+        return len(self._by_user)
+
+    def online_user_ids(self) -> list[int]:
+        return list(self._by_user)
+
     def devices_of(self, user_id: int) -> dict[str, Connection]:
         return self._by_user.get(user_id, {})
 

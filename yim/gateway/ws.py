@@ -27,21 +27,10 @@ from yim.gateway.connection import (
     Connection,
 )
 from yim.gateway.keys import NODE_KEY
+from yim.gateway.ops import OPS
 from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
-from yim.protocol.frames import (
-    Ack,
-    Auth,
-    AuthOk,
-    Conversations,
-    History,
-    Ping,
-    Read,
-    Send,
-    Sync,
-)
-from yim.services import conversations as conv_service
-from yim.services import sync as sync_service
+from yim.protocol.frames import Ack, Auth, AuthOk, Ping, Send
 from yim.services.messages import send_ack, send_message
 from yim.storage.base import SendResult, SessionRec
 
@@ -101,21 +90,11 @@ class _Session:
                 conn.send(conn.codec.ok(req.rid))
             case Ping():
                 conn.send(conn.codec.ok(req.rid, {"time": int(time.time() * 1000)}))
-            case Sync():
-                conn.send(conn.codec.ok(req.rid, await sync_service.sync(node, session, req.since, req.limit)))
-            case Read():
-                result = await conv_service.mark_read(node, session, req.conv_id, req.seq, conn)
-                conn.send(conn.codec.ok(req.rid, result))
-            case History():
-                page = await conv_service.history(node, session, req.conv_id, req.before, req.after, req.limit)
-                conn.send(conn.codec.ok(req.rid, page))
-            case Conversations():
-                page = await conv_service.list_conversations(node, session, req.before, req.limit)
-                conn.send(conn.codec.ok(req.rid, page))
             case Auth():
                 raise YimError("already_authenticated", "this connection is already authenticated")
-            case _:  # pragma: no cover - the decoder admits only known ops
-                raise YimError("unknown_op", "unknown op")
+            case _:
+                action = OPS[type(req)]
+                conn.send(conn.codec.ok(req.rid, await action(node, session, req, conn)))
 
 
 def _decode(node: Node, conn: Connection, msg: Any) -> Any:

@@ -27,6 +27,11 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "not_member": 403,
     "not_found": 404,
     "username_taken": 409,
+    "muted": 403,  # the sender is muted in this group (or the whole group is)
+    "recall_expired": 403,  # past the recall time limit
+    "already_recalled": 409,
+    "group_full": 409,  # the group is at its member limit
+    "group_dissolved": 410,
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

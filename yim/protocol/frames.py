@@ -47,12 +47,22 @@ class Ping(Request, tag="ping"):
     pass
 
 
+Mentions = Annotated[list[IdStr], Meta(max_length=100)]
+GroupName = Annotated[str, Meta(min_length=1, max_length=64)]
+Announcement = Annotated[str, Meta(max_length=2000)]
+MediaRef = Annotated[str, Meta(max_length=128)]
+JoinPolicy = Literal["open", "members_invite", "admins_invite"]
+UserIds = Annotated[list[IdStr], Meta(min_length=1, max_length=10_000)]
+
+
 class Send(Request, tag="send"):
     kind: str
     body: Raw
     client_msg_id: ClientMsgId
     to: IdStr | None = None
     conv_id: IdStr | None = None
+    mentions: Mentions | None = None
+    mention_all: bool = False
 
 
 class Sync(Request, tag="sync"):
@@ -81,7 +91,107 @@ class Conversations(Request, tag="conversations"):
     before: Annotated[int, Meta(ge=0)] | None = None
 
 
-AnyRequest = Auth | Ping | Send | Sync | Ack | Read | History | Conversations
+class Recall(Request, tag="recall"):
+    conv_id: IdStr
+    seq: Seq
+
+
+class Receipts(Request, tag="receipts"):
+    conv_id: IdStr
+    seq: Seq
+
+
+class Typing(Request, tag="typing"):
+    conv_id: IdStr
+
+
+class GroupCreate(Request, tag="group_create"):
+    name: GroupName
+    members: Annotated[list[IdStr], Meta(max_length=10_000)] = []
+    announcement: Announcement = ""
+    avatar: MediaRef = ""
+    join_policy: JoinPolicy = "members_invite"
+    max_members: Annotated[int, Meta(ge=2)] | None = None
+
+
+class GroupInfo(Request, tag="group_info"):
+    conv_id: IdStr
+
+
+class GroupMembers(Request, tag="group_members"):
+    conv_id: IdStr
+    after: IdStr | None = None
+    limit: PageLimit = 200
+
+
+class GroupInvite(Request, tag="group_invite"):
+    conv_id: IdStr
+    user_ids: UserIds
+
+
+class GroupJoin(Request, tag="group_join"):
+    conv_id: IdStr
+
+
+class GroupLeave(Request, tag="group_leave"):
+    conv_id: IdStr
+
+
+class GroupRemove(Request, tag="group_remove"):
+    conv_id: IdStr
+    user_id: IdStr
+
+
+class GroupRole(Request, tag="group_role"):
+    conv_id: IdStr
+    user_id: IdStr
+    role: Literal["owner", "admin", "member"]
+
+
+class GroupMute(Request, tag="group_mute"):
+    conv_id: IdStr
+    user_id: IdStr
+    duration_s: Annotated[int, Meta(ge=0, le=366 * 24 * 3600)]
+
+
+class GroupUpdate(Request, tag="group_update"):
+    conv_id: IdStr
+    name: GroupName | None = None
+    avatar: MediaRef | None = None
+    announcement: Announcement | None = None
+    join_policy: JoinPolicy | None = None
+    mute_all: bool | None = None
+    max_members: Annotated[int, Meta(ge=2)] | None = None
+
+
+class GroupDissolve(Request, tag="group_dissolve"):
+    conv_id: IdStr
+
+
+AnyRequest = (
+    Auth
+    | Ping
+    | Send
+    | Sync
+    | Ack
+    | Read
+    | History
+    | Conversations
+    | Recall
+    | Receipts
+    | Typing
+    | GroupCreate
+    | GroupInfo
+    | GroupMembers
+    | GroupInvite
+    | GroupJoin
+    | GroupLeave
+    | GroupRemove
+    | GroupRole
+    | GroupMute
+    | GroupUpdate
+    | GroupDissolve
+)
 
 
 class RidOnly(Struct):
@@ -146,6 +256,8 @@ class MessageOut(Struct, omit_defaults=True):
     client_msg_id: str
     created_at: int
     recalled: bool = False
+    mentions: list[str] = []
+    mention_all: bool = False
 
 
 class SendAck(Struct):
@@ -162,11 +274,26 @@ class ReadMarker(Struct):
     read_seq: int
 
 
+class ReceiptMarker(Struct):
+    """A one-to-one read receipt: ``user_id`` has read ``conv_id`` up to ``read_seq``."""
+
+    conv_id: str
+    user_id: str
+    read_seq: int
+
+
+class TypingNotice(Struct):
+    conv_id: str
+    user_id: str
+
+
 class ReadResult(Struct):
     conv_id: str
     read_seq: int
     unread: int
     total_unread: int
+    #: the requesting device's inbox seq for the "read" event it stands for (0: nothing moved)
+    inbox_seq: int = 0
 
 
 class UserOut(Struct):
@@ -178,11 +305,15 @@ class UserOut(Struct):
 
 class ConversationOut(Struct):
     conv_id: str
-    type: str
-    peer: UserOut | None
+    type: str  # "direct" | "group"
+    peer: UserOut | None  # direct conversations
+    name: str  # groups
+    member_count: int
+    active: bool  # false once the user left or was removed from the group
     last_seq: int
     read_seq: int
     unread: int
+    mentioned: bool  # a message after read_seq mentions the user (or everyone)
     updated_at: int
     last_message: MessageOut | None
 
@@ -193,11 +324,73 @@ class ConversationPage(Struct):
     next_before: int | None
 
 
+class GroupHeadOut(Struct):
+    """A read-fan-out group: its timeline head, and the seq after which this member must
+    pull its messages with ``history`` (earlier ones came through the inbox)."""
+
+    conv_id: str
+    last_seq: int
+    from_seq: int
+
+
 class SyncPage(Struct):
     events: list[Event]
     next_since: int
     head: int
     has_more: bool
+    groups: list[GroupHeadOut] = []
+
+
+class GroupOut(Struct):
+    conv_id: str
+    name: str
+    avatar: str
+    announcement: str
+    owner_id: str
+    join_policy: str
+    mute_all: bool
+    max_members: int
+    member_count: int
+    fanout: str  # "write" | "read"
+    last_seq: int
+    created_at: int
+    dissolved: bool
+
+
+class GroupChangeOut(Struct):
+    group: GroupOut
+    #: seq of the system entry the change appended (None when nothing changed)
+    seq: int | None
+    #: the actor's inbox seq for that entry (0 under read fan-out or when nothing changed)
+    inbox_seq: int
+
+
+class MemberOut(Struct):
+    user_id: str
+    role: str
+    joined_seq: int
+    muted_until: int
+
+
+class MembersPage(Struct):
+    members: list[MemberOut]
+    next_after: str | None
+
+
+class ReceiptsOut(Struct):
+    conv_id: str
+    seq: int
+    read_count: int
+    total: int
+    #: who has read it; null for read-fan-out groups (counts only, see docs/protocol.md)
+    readers: list[str] | None
+
+
+class RecallOut(Struct):
+    conv_id: str
+    seq: int  # the recalled message
+    recall_seq: int  # the "recall" entry appended to the timeline
+    inbox_seq: int
 
 
 class HistoryPage(Struct):
@@ -249,10 +442,6 @@ class SendBody(Struct, forbid_unknown_fields=True):
     conv_id: IdStr | None = None
 
 
-class ReadBody(Struct, forbid_unknown_fields=True):
-    seq: Seq
-
-
 class DeviceOut(Struct):
     device_id: str
     platform: str
@@ -276,22 +465,6 @@ def to_builtins(obj: Any) -> Any:
 
 
 # --- HTTP query strings ----------------------------------------------------------------------
-
-
-class SyncQuery(Struct, forbid_unknown_fields=True):
-    since: Seq = 0
-    limit: PageLimit = 200
-
-
-class ConversationsQuery(Struct, forbid_unknown_fields=True):
-    limit: PageLimit = 50
-    before: Annotated[int, Meta(ge=0)] | None = None
-
-
-class HistoryQuery(Struct, forbid_unknown_fields=True):
-    before: Seq | None = None
-    after: Seq | None = None
-    limit: PageLimit = 50
 
 
 class UserQuery(Struct, forbid_unknown_fields=True):

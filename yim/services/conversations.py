@@ -12,10 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import ConversationOut, ConversationPage, HistoryPage, ReadResult
+from yim.protocol.frames import ConversationOut, ConversationPage, HistoryPage, ReadResult, Receipts, ReceiptsOut
 from yim.services.accounts import user_out
 from yim.services.messages import parse_id
-from yim.services.wire import message_out, read_json
+from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
@@ -31,9 +31,13 @@ async def list_conversations(node: Node, session: SessionRec, before: int | None
             conv_id=str(r.conv_id),
             type=r.type,
             peer=user_out(peers[r.peer_id]) if r.peer_id in peers else None,
+            name=r.name,
+            member_count=r.member_count,
+            active=r.active,
             last_seq=r.last_seq,
             read_seq=r.read_seq,
-            unread=r.last_seq - r.read_seq,
+            unread=r.unread,
+            mentioned=r.mentioned,
             updated_at=r.updated_at,
             last_message=message_out(r.last_message) if r.last_message else None,
         )
@@ -50,7 +54,16 @@ async def mark_read(
     res = await node.store.mark_read(session.user_id, cid, seq, int(time.time() * 1000))
     if res.inbox_seq is not None:
         node.bus.publish_event([(session.user_id, res.inbox_seq)], "read", read_json(cid, res.read_seq), origin)
-    return ReadResult(conv_id=conv_id, read_seq=res.read_seq, unread=res.unread, total_unread=res.total_unread)
+    if res.receipt is not None:
+        peer_id, peer_seq = res.receipt
+        node.bus.publish_event([(peer_id, peer_seq)], "receipt", receipt_json(cid, session.user_id, res.read_seq))
+    return ReadResult(
+        conv_id=conv_id,
+        read_seq=res.read_seq,
+        unread=res.unread,
+        total_unread=res.total_unread,
+        inbox_seq=res.inbox_seq or 0,
+    )
 
 
 async def history(
@@ -61,3 +74,19 @@ async def history(
     limit = min(limit, node.settings.history_page_max)
     msgs, more = await node.store.history(session.user_id, parse_id(conv_id, "conversation"), before, after, limit)
     return HistoryPage(messages=[message_out(m) for m in msgs], has_more=more)
+
+
+async def receipts(node: Node, session: SessionRec, req: Receipts, origin: Connection | None = None) -> ReceiptsOut:
+    """Who has read a message: derived from members' read markers, nothing stored per
+    message. The list of readers is given for groups up to the write-fan-out threshold;
+    above it only the counts (a list of up to 100,000 ids per query is not a chat feature)."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    readers, total = await node.store.receipts(conv_id, session.user_id, req.seq)
+    listed = total <= node.settings.group_write_fanout_max
+    return ReceiptsOut(
+        conv_id=req.conv_id,
+        seq=req.seq,
+        read_count=len(readers),
+        total=total,
+        readers=[str(u) for u in readers] if listed else None,
+    )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import EmojiBody, Send, SendAck, SendBody, TextBody
-from yim.services.wire import message_json
+from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, SendBody, TextBody
+from yim.services.delivery import publish_entry
 from yim.storage.base import SendCmd, SendResult, SessionRec
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
         raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise YimError("invalid_body", f"body is not valid JSON: {exc}") from None
+    if kind in ("system", "recall"):
+        raise YimError("invalid_kind", f"{kind} entries are written by the server, not sent")
     if kind in MEDIA_KINDS:
         raise YimError("invalid_kind", f"{kind} messages need the media service, which this node does not run yet")
     raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file)")
@@ -93,6 +95,8 @@ def send_message(
         created_at=now,
         to=parse_id(req.to, "user") if req.to is not None else None,
         conv_id=parse_id(req.conv_id, "conversation") if req.conv_id is not None else None,
+        mentions=tuple(dict.fromkeys(parse_id(u, "user") for u in req.mentions or ())),
+        mention_all=req.mention_all,
     )
     fut = node.store.send_message(cmd)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter()))
@@ -110,7 +114,20 @@ def _after_commit(node: Node, origin: Connection | None, started: float, fut: as
     metrics.store_latency.observe(time.perf_counter() - started)
     metrics.messages_in.inc()
     metrics.deliveries.inc(len(result.deliveries))
-    node.bus.publish_event(result.deliveries, "message", message_json(result.message), origin)
+    publish_entry(node, result, origin)
+
+
+async def recall(node: Node, session: SessionRec, req: Recall, origin: Connection | None = None) -> RecallOut:
+    """Recall (撤回) a message: the sender within ``recall_limit_s``, a group owner/admin any
+    time. The message is replaced by a recalled marker and a ``recall`` entry naming it is
+    appended, so every device — online now or syncing later — learns of it in order."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    now = int(time.time() * 1000)
+    result = await node.store.recall(
+        conv_id, session.user_id, req.seq, node.ids.next_id(), now, node.settings.recall_limit_s * 1000
+    )
+    publish_entry(node, result, origin)
+    return RecallOut(conv_id=req.conv_id, seq=req.seq, recall_seq=result.message.seq, inbox_seq=result.sender_inbox_seq)
 
 
 def send_ack(result: SendResult) -> SendAck:

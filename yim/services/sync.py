@@ -4,6 +4,9 @@ Every device keeps a cursor — the highest inbox seq it holds. Pushes are a sho
 inbox is the truth: on (re)connect, or on seeing a gap in pushed seqs, the device asks for
 ``sync(since=cursor)`` and pages until ``has_more`` is false. Seqs are gap-free, so
 ``next_since`` is always the last event's seq and a device can never skip an event.
+
+Read-fan-out groups are not in the inbox: each sync page also lists them with their head
+seq, and the device pulls ``history(after=its group cursor)`` where the head is ahead.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from yim.protocol.frames import Event, SyncPage
+from yim.protocol.frames import Event, GroupHeadOut, SyncPage
 from yim.services.wire import event_payload
 from yim.storage.base import SessionRec
 
@@ -25,4 +28,8 @@ async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncP
     events, head = await node.store.sync(session.user_id, since, limit)
     out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(event_payload(e))) for e in events]
     next_since = events[-1].seq if events else since
-    return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head)
+    groups = [
+        GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
+        for g in await node.store.read_groups(session.user_id)
+    ]
+    return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head, groups=groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from yim.protocol.frames import MessageOut, ReadMarker
+from yim.protocol.frames import MessageOut, ReadMarker, ReceiptMarker
 from yim.storage.base import InboxEvent, MessageRec
 
 _json = msgspec.json.Encoder()
@@ -23,6 +23,8 @@ def message_out(m: MessageRec) -> MessageOut:
         client_msg_id=m.client_msg_id,
         created_at=m.created_at,
         recalled=m.recalled,
+        mentions=[str(u) for u in m.mentions],
+        mention_all=m.mention_all,
     )
 
 
@@ -34,10 +36,16 @@ def read_json(conv_id: int, read_seq: int) -> bytes:
     return _json.encode(ReadMarker(conv_id=str(conv_id), read_seq=read_seq))
 
 
+def receipt_json(conv_id: int, reader_id: int, read_seq: int) -> bytes:
+    return _json.encode(ReceiptMarker(conv_id=str(conv_id), user_id=str(reader_id), read_seq=read_seq))
+
+
 def event_payload(ev: InboxEvent) -> bytes:
     """The canonical JSON ``data`` of an inbox event, as sync and push both send it."""
     if ev.type == "message" and ev.message is not None:
         return message_json(ev.message)
     if ev.type == "read":
         return read_json(ev.conv_id, ev.conv_seq)
+    if ev.type == "receipt" and ev.actor_id is not None:
+        return receipt_json(ev.conv_id, ev.actor_id, ev.conv_seq)
     raise ValueError(f"unknown inbox event type {ev.type!r}")

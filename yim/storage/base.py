@@ -59,6 +59,8 @@ class MessageRec(msgspec.Struct, frozen=True):
     client_msg_id: str
     created_at: int
     recalled: bool = False
+    mentions: tuple[int, ...] = ()
+    mention_all: bool = False
 
 
 class SendCmd(msgspec.Struct, frozen=True):
@@ -74,22 +76,85 @@ class SendCmd(msgspec.Struct, frozen=True):
     created_at: int
     to: int | None = None
     conv_id: int | None = None
+    mentions: tuple[int, ...] = ()
+    mention_all: bool = False
+
+
+class CreateGroupCmd(msgspec.Struct, frozen=True):
+    conv_id: int
+    msg_id: int
+    owner_id: int
+    member_ids: list[int]
+    name: str
+    announcement: str
+    avatar: str
+    join_policy: str
+    max_members: int
+    threshold: int  # groups above this many members use read fan-out
+    created_at: int
 
 
 class SendResult(msgspec.Struct, frozen=True):
+    """A timeline append (a message, or a system / recall entry)."""
+
     message: MessageRec
     sender_inbox_seq: int
     duplicate: bool
-    #: (user_id, inbox_seq) for every member whose inbox got the message, sender included.
+    #: (user_id, inbox_seq) for every member whose inbox got the entry (write fan-out).
     deliveries: list[tuple[int, int]]
+    #: "write": delivered through inboxes; "read": stored once, members pull the timeline.
+    fanout: str = "write"
+    #: the group's membership changed with this entry (caches of member sets are stale).
+    members_changed: bool = False
+
+
+class GroupRec(msgspec.Struct, frozen=True):
+    conv_id: int
+    name: str
+    avatar: str
+    announcement: str
+    owner_id: int
+    join_policy: str
+    mute_all: bool
+    max_members: int
+    member_count: int
+    fanout: str
+    switch_seq: int
+    last_seq: int
+    created_at: int
+    dissolved: bool
+
+
+class MemberRec(msgspec.Struct, frozen=True):
+    user_id: int
+    role: str
+    joined_seq: int
+    read_seq: int
+    muted_until: int
+
+
+class GroupHead(msgspec.Struct, frozen=True):
+    """A read-fan-out group a user belongs to: pull its timeline after ``from_seq``."""
+
+    conv_id: int
+    last_seq: int
+    from_seq: int
+
+
+class GroupChange(msgspec.Struct, frozen=True):
+    """Outcome of a group operation: the group after it and the system entry it appended."""
+
+    group: GroupRec
+    entry: SendResult | None
 
 
 class InboxEvent(msgspec.Struct, frozen=True):
     seq: int
-    type: str  # "message" | "read"
+    type: str  # "message" | "read" | "receipt"
     conv_id: int
     conv_seq: int
     message: MessageRec | None = None
+    actor_id: int | None = None
 
 
 class ReadRes(msgspec.Struct, frozen=True):
@@ -98,6 +163,8 @@ class ReadRes(msgspec.Struct, frozen=True):
     total_unread: int
     #: inbox seq of the "read" event written for the user's devices; None if nothing moved.
     inbox_seq: int | None
+    #: one-to-one receipts: (peer user id, inbox seq of the "receipt" event written for them)
+    receipt: tuple[int, int] | None = None
 
 
 class ConvRow(msgspec.Struct, frozen=True):
@@ -109,6 +176,11 @@ class ConvRow(msgspec.Struct, frozen=True):
     last_msg_id: int
     updated_at: int
     last_message: MessageRec | None
+    unread: int
+    mentioned: bool
+    name: str = ""
+    member_count: int = 0
+    active: bool = True
 
 
 class Store(abc.ABC):
@@ -180,6 +252,64 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def conversations(self, user_id: int, before: int | None, limit: int) -> tuple[list[ConvRow], int]:
         """The user's conversations, most recent first (paged by last_msg_id), and total unread."""
+
+    # groups -----------------------------------------------------------------------------------
+    # Every membership or settings change appends a "system" entry to the group timeline in
+    # the same transaction, so members see changes in order with the chat. Permissions are
+    # checked inside that transaction (raise YimError('forbidden' / 'not_member' / ...)).
+    @abc.abstractmethod
+    async def create_group(self, cmd: CreateGroupCmd) -> GroupChange: ...
+
+    @abc.abstractmethod
+    async def add_members(
+        self, conv_id: int, actor_id: int, user_ids: list[int], via: str, msg_id: int, now: int, threshold: int
+    ) -> GroupChange:
+        """``via`` is "invite" (actor adds others) or "join" (actor adds themself, open groups)."""
+
+    @abc.abstractmethod
+    async def remove_member(self, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int) -> GroupChange:
+        """Leave (actor == user) or remove someone (owner/admin)."""
+
+    @abc.abstractmethod
+    async def set_role(
+        self, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
+    ) -> GroupChange: ...
+
+    @abc.abstractmethod
+    async def mute_member(
+        self, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
+    ) -> GroupChange: ...
+
+    @abc.abstractmethod
+    async def update_group(
+        self, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
+    ) -> GroupChange:
+        """changes: name, avatar, announcement, join_policy, mute_all, max_members."""
+
+    @abc.abstractmethod
+    async def dissolve_group(self, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange: ...
+
+    @abc.abstractmethod
+    async def group_info(self, conv_id: int, viewer_id: int) -> GroupRec: ...
+
+    @abc.abstractmethod
+    async def group_members(self, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]: ...
+
+    @abc.abstractmethod
+    async def member_ids(self, conv_id: int) -> list[int]:
+        """Current members of a conversation (for pushes of read-fan-out groups and typing)."""
+
+    @abc.abstractmethod
+    async def read_groups(self, user_id: int) -> list[GroupHead]: ...
+
+    # recall and receipts ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
+        """Replace a message by a recalled marker and append a "recall" entry naming it."""
+
+    @abc.abstractmethod
+    async def receipts(self, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
+        """(members who have read up to seq, members who could read it)."""
 
     @abc.abstractmethod
     async def max_msg_id(self) -> int:

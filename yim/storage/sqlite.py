@@ -29,10 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from yim.protocol.errors import YimError
+from yim.storage import sqlite_groups as groups
+from yim.storage import sqlite_timeline as timeline
 from yim.storage.base import (
     ConvRow,
+    CreateGroupCmd,
     DeviceRec,
+    GroupChange,
+    GroupHead,
+    GroupRec,
     InboxEvent,
+    MemberRec,
     MessageRec,
     ReadRes,
     SendCmd,
@@ -43,25 +50,6 @@ from yim.storage.base import (
 )
 
 SCHEMA_VERSION = 1
-_MSG_COLS = (
-    "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
-    "m.created_at, m.recalled"
-)
-
-
-def _msg(row: tuple[Any, ...], at: int = 0) -> MessageRec:
-    return MessageRec(
-        msg_id=row[at],
-        conv_id=row[at + 1],
-        seq=row[at + 2],
-        sender_id=row[at + 3],
-        sender_device=row[at + 4],
-        kind=row[at + 5],
-        body=row[at + 6].encode(),
-        client_msg_id=row[at + 7],
-        created_at=row[at + 8],
-        recalled=bool(row[at + 9]),
-    )
 
 
 def _connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -264,220 +252,6 @@ def _touch_devices(conn: sqlite3.Connection, seen: list[tuple[int, str, int, int
     )
 
 
-def _next_inbox_seq(conn: sqlite3.Connection, user_id: int) -> int:
-    return conn.execute(
-        "UPDATE users SET inbox_seq = inbox_seq + 1 WHERE id=? RETURNING inbox_seq", (user_id,)
-    ).fetchone()[0]
-
-
-def _send_message(conn: sqlite3.Connection, c: SendCmd) -> SendResult:
-    # Idempotency first: a retried client_msg_id returns the original, writes nothing.
-    row = conn.execute(
-        f"SELECT {_MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
-        (c.sender_id, c.client_msg_id),
-    ).fetchone()
-    if row is not None:
-        return SendResult(message=_msg(row), sender_inbox_seq=row[10], duplicate=True, deliveries=[])
-
-    if c.to is not None:
-        if c.to == c.sender_id:
-            raise YimError("bad_request", "cannot send a direct message to yourself")
-        if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
-            raise YimError("not_found", f"no user {c.to}")
-        lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
-        found = conn.execute("SELECT conv_id FROM direct_pairs WHERE user_lo=? AND user_hi=?", (lo, hi)).fetchone()
-        if found is None:
-            conv_id = c.new_conv_id
-            conn.execute(
-                "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at)"
-                " VALUES (?, 'direct', ?, 0, ?, ?)",
-                (conv_id, c.created_at, conv_id, c.created_at),
-            )
-            conn.execute("INSERT INTO direct_pairs VALUES (?,?,?)", (lo, hi, conv_id))
-            conn.executemany(
-                "INSERT INTO user_conversations (user_id, conv_id, peer_id) VALUES (?,?,?)",
-                [(c.sender_id, conv_id, c.to), (c.to, conv_id, c.sender_id)],
-            )
-            members = [c.sender_id, c.to]
-        else:
-            conv_id = found[0]
-            members = [c.sender_id, c.to]
-    else:
-        conv_id = c.conv_id
-        members = [r[0] for r in conn.execute("SELECT user_id FROM user_conversations WHERE conv_id=?", (conv_id,))]
-        if c.sender_id not in members:
-            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-
-    seq = conn.execute(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_msg_id=?, updated_at=? WHERE id=? RETURNING last_seq",
-        (c.msg_id, c.created_at, conv_id),
-    ).fetchone()[0]
-    deliveries = []
-    sender_inbox = 0
-    for uid in members:
-        inbox_seq = _next_inbox_seq(conn, uid)
-        deliveries.append((uid, inbox_seq))
-        if uid == c.sender_id:
-            sender_inbox = inbox_seq
-    conn.executemany(
-        "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)",
-        [(uid, iseq, conv_id, seq, c.created_at) for uid, iseq in deliveries],
-    )
-    conn.execute(
-        "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
-        " sender_inbox_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (
-            conv_id,
-            seq,
-            c.msg_id,
-            c.sender_id,
-            c.sender_device,
-            c.kind,
-            c.body.decode(),
-            c.client_msg_id,
-            sender_inbox,
-            c.created_at,
-        ),
-    )
-    # Sending reads the conversation up to one's own message (unread never counts it).
-    conn.execute("UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=?", (seq, c.sender_id, conv_id))
-    message = MessageRec(
-        msg_id=c.msg_id,
-        conv_id=conv_id,
-        seq=seq,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-    )
-    return SendResult(message=message, sender_inbox_seq=sender_inbox, duplicate=False, deliveries=deliveries)
-
-
-def _total_unread(conn: sqlite3.Connection, user_id: int) -> int:
-    return conn.execute(
-        "SELECT COALESCE(SUM(c.last_seq - uc.read_seq), 0) FROM user_conversations uc"
-        " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=?",
-        (user_id,),
-    ).fetchone()[0]
-
-
-def _mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
-    row = conn.execute(
-        "SELECT uc.read_seq, c.last_seq FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
-        " WHERE uc.user_id=? AND uc.conv_id=?",
-        (user_id, conv_id),
-    ).fetchone()
-    if row is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    read_seq, last_seq = row
-    target = min(seq, last_seq)  # cannot read what does not exist yet
-    inbox_seq = None
-    if target > read_seq:  # read markers only move forward
-        conn.execute(
-            "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=?", (target, user_id, conv_id)
-        )
-        read_seq = target
-        inbox_seq = _next_inbox_seq(conn, user_id)
-        conn.execute(
-            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'read',?,?,?)",
-            (user_id, inbox_seq, conv_id, target, now),
-        )
-    return ReadRes(
-        read_seq=read_seq,
-        unread=last_seq - read_seq,
-        total_unread=_total_unread(conn, user_id),
-        inbox_seq=inbox_seq,
-    )
-
-
-# --- read jobs (run on a reader thread) -------------------------------------------------------
-
-
-def _read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
-    conn.execute("BEGIN")
-    try:
-        head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
-        head = head_row[0] if head_row else 0
-        rows = conn.execute(
-            f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, {_MSG_COLS} FROM inbox i"
-            " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
-            " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
-            (user_id, since, limit),
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    events = [
-        InboxEvent(seq=r[0], type=r[1], conv_id=r[2], conv_seq=r[3], message=_msg(r, 4) if r[4] is not None else None)
-        for r in rows
-    ]
-    return events, head
-
-
-def _read_history(
-    conn: sqlite3.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
-) -> tuple[list[MessageRec], bool]:
-    conn.execute("BEGIN")
-    try:
-        member = conn.execute(
-            "SELECT joined_seq FROM user_conversations WHERE user_id=? AND conv_id=?", (user_id, conv_id)
-        ).fetchone()
-        if member is None:
-            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-        floor = member[0]
-        if after is not None:
-            rows = conn.execute(
-                f"SELECT {_MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq>? ORDER BY m.seq LIMIT ?",
-                (conv_id, max(after, floor), limit + 1),
-            ).fetchall()
-            more = len(rows) > limit
-            rows = rows[:limit]
-        else:
-            upper = before if before is not None else 2**62
-            rows = conn.execute(
-                f"SELECT {_MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq<? AND m.seq>?"
-                " ORDER BY m.seq DESC LIMIT ?",
-                (conv_id, upper, floor, limit + 1),
-            ).fetchall()
-            more = len(rows) > limit
-            rows = rows[:limit][::-1]
-    finally:
-        conn.execute("COMMIT")
-    return [_msg(r) for r in rows], more
-
-
-def _read_conversations(
-    conn: sqlite3.Connection, user_id: int, before: int | None, limit: int
-) -> tuple[list[ConvRow], int]:
-    conn.execute("BEGIN")
-    try:
-        rows = conn.execute(
-            f"SELECT c.id, c.type, uc.peer_id, c.last_seq, uc.read_seq, c.last_msg_id, c.updated_at, {_MSG_COLS}"
-            " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
-            " LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = c.last_seq"
-            " WHERE uc.user_id=? AND c.last_msg_id < ? ORDER BY c.last_msg_id DESC LIMIT ?",
-            (user_id, before if before is not None else 2**63 - 1, limit),
-        ).fetchall()
-        total = _total_unread(conn, user_id)
-    finally:
-        conn.execute("COMMIT")
-    convs = [
-        ConvRow(
-            conv_id=r[0],
-            type=r[1],
-            peer_id=r[2],
-            last_seq=r[3],
-            read_seq=r[4],
-            last_msg_id=r[5],
-            updated_at=r[6],
-            last_message=_msg(r, 7) if r[7] is not None else None,
-        )
-        for r in rows
-    ]
-    return convs, total
-
-
 class SqliteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "NORMAL", batch_max: int = 512, readers: int = 2) -> None:
         self.path = path
@@ -520,6 +294,19 @@ class SqliteStore(Store):
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
             return fn(self._reader(), *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def _read_tx(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read of several statements, from one snapshot."""
+
+        def run() -> Any:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("COMMIT")
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -596,13 +383,16 @@ class SqliteStore(Store):
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        return self._writer.submit(_send_message, cmd)
+        return self._writer.submit(timeline.send_message, cmd)
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
-        return await self._writer.submit(_mark_read, user_id, conv_id, seq, now)
+        return await self._writer.submit(timeline.mark_read, user_id, conv_id, seq, now)
+
+    async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
+        return await self._writer.submit(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms)
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
-        return await self._read(_read_sync, user_id, since, limit)
+        return await self._read_tx(timeline.read_sync, user_id, since, limit)
 
     async def inbox_head(self, user_id: int) -> int:
         def q(conn: sqlite3.Connection) -> int:
@@ -614,10 +404,55 @@ class SqliteStore(Store):
     async def history(
         self, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
     ) -> tuple[list[MessageRec], bool]:
-        return await self._read(_read_history, user_id, conv_id, before, after, limit)
+        return await self._read_tx(timeline.read_history, user_id, conv_id, before, after, limit)
 
     async def conversations(self, user_id: int, before: int | None, limit: int) -> tuple[list[ConvRow], int]:
-        return await self._read(_read_conversations, user_id, before, limit)
+        return await self._read_tx(timeline.read_conversations, user_id, before, limit)
+
+    async def receipts(self, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
+        return await self._read_tx(groups.receipts, conv_id, viewer_id, seq)
+
+    # groups
+    async def create_group(self, cmd: CreateGroupCmd) -> GroupChange:
+        return await self._writer.submit(groups.create_group, cmd)
+
+    async def add_members(
+        self, conv_id: int, actor_id: int, user_ids: list[int], via: str, msg_id: int, now: int, threshold: int
+    ) -> GroupChange:
+        return await self._writer.submit(groups.add_members, conv_id, actor_id, user_ids, via, msg_id, now, threshold)
+
+    async def remove_member(self, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int) -> GroupChange:
+        return await self._writer.submit(groups.remove_member, conv_id, actor_id, user_id, msg_id, now)
+
+    async def set_role(
+        self, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
+    ) -> GroupChange:
+        return await self._writer.submit(groups.set_role, conv_id, actor_id, user_id, role, msg_id, now)
+
+    async def mute_member(
+        self, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
+    ) -> GroupChange:
+        return await self._writer.submit(groups.mute_member, conv_id, actor_id, user_id, until, msg_id, now)
+
+    async def update_group(
+        self, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
+    ) -> GroupChange:
+        return await self._writer.submit(groups.update_group, conv_id, actor_id, changes, msg_id, now)
+
+    async def dissolve_group(self, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
+        return await self._writer.submit(groups.dissolve_group, conv_id, actor_id, msg_id, now)
+
+    async def group_info(self, conv_id: int, viewer_id: int) -> GroupRec:
+        return await self._read_tx(groups.group_info, conv_id, viewer_id)
+
+    async def group_members(self, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]:
+        return await self._read_tx(groups.group_members, conv_id, viewer_id, after, limit)
+
+    async def member_ids(self, conv_id: int) -> list[int]:
+        return await self._read(timeline.member_ids, conv_id)
+
+    async def read_groups(self, user_id: int) -> list[GroupHead]:
+        return await self._read(groups.read_groups, user_id)
 
     async def max_msg_id(self) -> int:
         def q(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,55 @@
+"""The request ops served the same way over WebSocket and HTTP: op struct -> action.
+
+Every action has the signature ``(node, session, request, origin_connection) -> result``;
+the WebSocket loop and the HTTP routes are thin adapters over this table. ``send``,
+``ack``, ``ping`` and ``auth`` are handled by the WebSocket loop itself (pipelining,
+connection state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from yim.protocol import frames as f
+from yim.services import conversations, groups, messages, sync, typing
+
+Action = Callable[..., Awaitable[Any]]
+
+
+async def _sync(node: Any, session: Any, req: f.Sync, origin: Any = None) -> f.SyncPage:
+    return await sync.sync(node, session, req.since, req.limit)
+
+
+async def _read(node: Any, session: Any, req: f.Read, origin: Any = None) -> f.ReadResult:
+    return await conversations.mark_read(node, session, req.conv_id, req.seq, origin)
+
+
+async def _history(node: Any, session: Any, req: f.History, origin: Any = None) -> f.HistoryPage:
+    return await conversations.history(node, session, req.conv_id, req.before, req.after, req.limit)
+
+
+async def _conversations(node: Any, session: Any, req: f.Conversations, origin: Any = None) -> f.ConversationPage:
+    return await conversations.list_conversations(node, session, req.before, req.limit)
+
+
+OPS: dict[type, Action] = {
+    f.Sync: _sync,
+    f.Read: _read,
+    f.History: _history,
+    f.Conversations: _conversations,
+    f.Recall: messages.recall,
+    f.Receipts: conversations.receipts,
+    f.Typing: typing.typing,
+    f.GroupCreate: groups.create_group,
+    f.GroupInfo: groups.info,
+    f.GroupMembers: groups.members,
+    f.GroupInvite: groups.invite,
+    f.GroupJoin: groups.join,
+    f.GroupLeave: groups.leave,
+    f.GroupRemove: groups.remove,
+    f.GroupRole: groups.set_role,
+    f.GroupMute: groups.mute,
+    f.GroupUpdate: groups.update,
+    f.GroupDissolve: groups.dissolve,
+}

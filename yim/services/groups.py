@@ -1,0 +1,197 @@
+"""Group chat: create, invite / join, leave / remove, roles, mute, settings, dissolve.
+
+Each action validates its request, lets the store apply the change together with the
+system entry that announces it (one transaction, permissions checked inside it), and
+publishes that entry like any message. Roles: the owner manages everything; admins manage
+members (not other admins) and settings; members chat, and invite when the group's
+``join_policy`` allows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import (
+    GroupChangeOut,
+    GroupCreate,
+    GroupDissolve,
+    GroupInfo,
+    GroupInvite,
+    GroupJoin,
+    GroupLeave,
+    GroupMembers,
+    GroupMute,
+    GroupOut,
+    GroupRemove,
+    GroupRole,
+    GroupUpdate,
+    MemberOut,
+    MembersPage,
+)
+from yim.services.delivery import publish_entry
+from yim.services.messages import parse_id
+from yim.storage.base import CreateGroupCmd, GroupChange, GroupRec, SessionRec
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def group_out(g: GroupRec) -> GroupOut:
+    return GroupOut(
+        conv_id=str(g.conv_id),
+        name=g.name,
+        avatar=g.avatar,
+        announcement=g.announcement,
+        owner_id=str(g.owner_id),
+        join_policy=g.join_policy,
+        mute_all=g.mute_all,
+        max_members=g.max_members,
+        member_count=g.member_count,
+        fanout=g.fanout,
+        last_seq=g.last_seq,
+        created_at=g.created_at,
+        dissolved=g.dissolved,
+    )
+
+
+def _changed(node: Node, change: GroupChange, origin: Connection | None) -> GroupChangeOut:
+    entry = change.entry
+    if entry is not None:
+        publish_entry(node, entry, origin)
+    return GroupChangeOut(
+        group=group_out(change.group),
+        seq=entry.message.seq if entry else None,
+        inbox_seq=entry.sender_inbox_seq if entry else 0,
+    )
+
+
+async def create_group(
+    node: Node, session: SessionRec, req: GroupCreate, origin: Connection | None = None
+) -> GroupChangeOut:
+    settings = node.settings
+    max_members = min(req.max_members or settings.group_max_members, settings.group_max_members)
+    conv_id = node.ids.next_id()
+    cmd = CreateGroupCmd(
+        conv_id=conv_id,
+        msg_id=node.ids.next_id(),
+        owner_id=session.user_id,
+        member_ids=[parse_id(u, "user") for u in req.members],
+        name=req.name,
+        announcement=req.announcement,
+        avatar=req.avatar,
+        join_policy=req.join_policy,
+        max_members=max_members,
+        threshold=settings.group_write_fanout_max,
+        created_at=_now(),
+    )
+    return _changed(node, await node.store.create_group(cmd), origin)
+
+
+async def invite(node: Node, session: SessionRec, req: GroupInvite, origin: Connection | None = None) -> GroupChangeOut:
+    change = await node.store.add_members(
+        parse_id(req.conv_id, "group"),
+        session.user_id,
+        [parse_id(u, "user") for u in req.user_ids],
+        "invite",
+        node.ids.next_id(),
+        _now(),
+        node.settings.group_write_fanout_max,
+    )
+    return _changed(node, change, origin)
+
+
+async def join(node: Node, session: SessionRec, req: GroupJoin, origin: Connection | None = None) -> GroupChangeOut:
+    change = await node.store.add_members(
+        parse_id(req.conv_id, "group"),
+        session.user_id,
+        [session.user_id],
+        "join",
+        node.ids.next_id(),
+        _now(),
+        node.settings.group_write_fanout_max,
+    )
+    return _changed(node, change, origin)
+
+
+async def leave(node: Node, session: SessionRec, req: GroupLeave, origin: Connection | None = None) -> GroupChangeOut:
+    change = await node.store.remove_member(
+        parse_id(req.conv_id, "group"), session.user_id, session.user_id, node.ids.next_id(), _now()
+    )
+    return _changed(node, change, origin)
+
+
+async def remove(node: Node, session: SessionRec, req: GroupRemove, origin: Connection | None = None) -> GroupChangeOut:
+    target = parse_id(req.user_id, "user")
+    if target == session.user_id:
+        raise YimError("bad_request", "use group_leave to leave a group")
+    change = await node.store.remove_member(
+        parse_id(req.conv_id, "group"), session.user_id, target, node.ids.next_id(), _now()
+    )
+    return _changed(node, change, origin)
+
+
+async def set_role(node: Node, session: SessionRec, req: GroupRole, origin: Connection | None = None) -> GroupChangeOut:
+    change = await node.store.set_role(
+        parse_id(req.conv_id, "group"),
+        session.user_id,
+        parse_id(req.user_id, "user"),
+        req.role,
+        node.ids.next_id(),
+        _now(),
+    )
+    return _changed(node, change, origin)
+
+
+async def mute(node: Node, session: SessionRec, req: GroupMute, origin: Connection | None = None) -> GroupChangeOut:
+    now = _now()
+    until = now + req.duration_s * 1000 if req.duration_s else 0
+    change = await node.store.mute_member(
+        parse_id(req.conv_id, "group"), session.user_id, parse_id(req.user_id, "user"), until, node.ids.next_id(), now
+    )
+    return _changed(node, change, origin)
+
+
+async def update(node: Node, session: SessionRec, req: GroupUpdate, origin: Connection | None = None) -> GroupChangeOut:
+    changes: dict[str, object] = {
+        name: getattr(req, name)
+        for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")
+        if getattr(req, name) is not None
+    }
+    if "max_members" in changes:
+        changes["max_members"] = min(int(changes["max_members"]), node.settings.group_max_members)  # type: ignore[call-overload]
+    change = await node.store.update_group(
+        parse_id(req.conv_id, "group"), session.user_id, changes, node.ids.next_id(), _now()
+    )
+    return _changed(node, change, origin)
+
+
+async def dissolve(
+    node: Node, session: SessionRec, req: GroupDissolve, origin: Connection | None = None
+) -> GroupChangeOut:
+    change = await node.store.dissolve_group(
+        parse_id(req.conv_id, "group"), session.user_id, node.ids.next_id(), _now()
+    )
+    return _changed(node, change, origin)
+
+
+async def info(node: Node, session: SessionRec, req: GroupInfo, origin: Connection | None = None) -> GroupOut:
+    return group_out(await node.store.group_info(parse_id(req.conv_id, "group"), session.user_id))
+
+
+async def members(node: Node, session: SessionRec, req: GroupMembers, origin: Connection | None = None) -> MembersPage:
+    after = parse_id(req.after, "user") if req.after else 0
+    rows = await node.store.group_members(parse_id(req.conv_id, "group"), session.user_id, after, req.limit)
+    return MembersPage(
+        members=[
+            MemberOut(user_id=str(m.user_id), role=m.role, joined_seq=m.joined_seq, muted_until=m.muted_until)
+            for m in rows
+        ],
+        next_after=str(rows[-1].user_id) if len(rows) == req.limit else None,
+    )

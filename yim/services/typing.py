@@ -1,0 +1,50 @@
+"""Typing indicator: ephemeral, forwarded to the other members' online devices, never
+stored, at most one per (user, conversation) per ``typing_interval_s``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import Typing, TypingNotice
+from yim.services.messages import parse_id
+from yim.storage.base import SessionRec
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+_MAX_TRACKED = 100_000  # (user, conversation) pairs remembered for rate limiting: ~10 MB
+
+
+class TypingLimiter:
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._last: dict[tuple[int, int], float] = {}
+
+    def allow(self, user_id: int, conv_id: int) -> bool:
+        now = time.monotonic()
+        key = (user_id, conv_id)
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            return False
+        if len(self._last) >= _MAX_TRACKED:
+            cutoff = now - self._interval
+            self._last = {k: t for k, t in self._last.items() if t >= cutoff}
+        self._last[key] = now
+        return True
+
+
+async def typing(node: Node, session: SessionRec, req: Typing, origin: Connection | None = None) -> dict[str, bool]:
+    conv_id = parse_id(req.conv_id, "conversation")
+    members = await node.rosters.members(conv_id)
+    if session.user_id not in members:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    forwarded = node.typing.allow(session.user_id, conv_id)
+    if forwarded:
+        payload = msgspec.json.encode(TypingNotice(conv_id=req.conv_id, user_id=str(session.user_id)))
+        node.bus.publish_notice(members, "typing", payload, origin, skip={session.user_id})
+    return {"forwarded": forwarded}

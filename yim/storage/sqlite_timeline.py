@@ -1,0 +1,436 @@
+"""Timeline jobs of the SQLite store: appending entries, read markers, sync and history.
+
+Every function here runs on the writer thread (appends) or a reader thread (queries),
+inside the transaction the caller opened; see :mod:`yim.storage.sqlite`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult
+
+MSG_COLS = (
+    "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
+    "m.created_at, m.recalled, m.mentions, m.mention_all"
+)
+_N_MSG_COLS = 12
+_ids_decoder = msgspec.json.Decoder(list[str])
+
+#: The last seq a member may see: their leave seq if they left, else the conversation head.
+VISIBLE_HEAD = "COALESCE(uc.left_seq, c.last_seq)"
+#: Unread of one membership row `uc` joined to its conversation `c` — derived, never stored:
+#: entries after the read marker, minus those that never count (system / recall entries,
+#: recalled messages), which a partial index lists cheaply.
+UNREAD_SQL = (
+    f"(MAX({VISIBLE_HEAD} - uc.read_seq, 0) - (SELECT COUNT(*) FROM messages u WHERE u.conv_id = uc.conv_id"
+    f" AND u.uncounted = 1 AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD}))"
+)
+
+
+def msg_from_row(row: tuple[Any, ...], at: int = 0) -> MessageRec:
+    mentions = row[at + 10]
+    return MessageRec(
+        msg_id=row[at],
+        conv_id=row[at + 1],
+        seq=row[at + 2],
+        sender_id=row[at + 3],
+        sender_device=row[at + 4],
+        kind=row[at + 5],
+        body=row[at + 6].encode(),
+        client_msg_id=row[at + 7],
+        created_at=row[at + 8],
+        recalled=bool(row[at + 9]),
+        mentions=tuple(int(x) for x in _ids_decoder.decode(mentions)) if mentions else (),
+        mention_all=bool(row[at + 11]),
+    )
+
+
+def member_ids(conn: sqlite3.Connection, conv_id: int) -> list[int]:
+    return [
+        r[0]
+        for r in conn.execute("SELECT user_id FROM user_conversations WHERE conv_id=? AND left_seq IS NULL", (conv_id,))
+    ]
+
+
+def next_inbox_seqs(conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple[int, int]]:
+    """Allocate the next inbox seq of each user, in one statement per 10,000 users."""
+    out: list[tuple[int, int]] = []
+    for i in range(0, len(user_ids), 10_000):
+        chunk = user_ids[i : i + 10_000]
+        marks = ",".join("?" * len(chunk))
+        out += conn.execute(
+            f"UPDATE users SET inbox_seq = inbox_seq + 1 WHERE id IN ({marks}) RETURNING id, inbox_seq", chunk
+        ).fetchall()
+    return out
+
+
+def total_unread(conn: sqlite3.Connection, user_id: int) -> int:
+    return conn.execute(
+        f"SELECT COALESCE(SUM({UNREAD_SQL}), 0) FROM user_conversations uc"
+        " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=?",
+        (user_id,),
+    ).fetchone()[0]
+
+
+def append_entry(
+    conn: sqlite3.Connection,
+    conv_id: int,
+    *,
+    msg_id: int,
+    sender_id: int,
+    sender_device: str,
+    kind: str,
+    body: bytes,
+    client_msg_id: str,
+    created_at: int,
+    uncounted: bool = False,
+    mentions: tuple[int, ...] = (),
+    mention_all: bool = False,
+    also_inbox: tuple[int, ...] = (),
+    members_changed: bool = False,
+) -> SendResult:
+    """Append one entry to a conversation timeline and fan it out by the group's policy.
+
+    Invariant: the conversation seq and every inbox seq are allocated by UPDATE ...
+    RETURNING inside this transaction, so they are gap-free and never reused. ``also_inbox``
+    names users who get an inbox entry even under read fan-out (a removed member learning
+    of the removal).
+    """
+    seq, fanout = conn.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_msg_id=?, updated_at=?,"
+        " mention_all_seq = CASE WHEN ? THEN last_seq + 1 ELSE mention_all_seq END"
+        " WHERE id=? RETURNING last_seq, fanout",
+        (msg_id, created_at, mention_all, conv_id),
+    ).fetchone()
+    if fanout == "write":
+        recipients = member_ids(conn, conv_id)
+        recipients += [u for u in also_inbox if u not in recipients]
+    else:
+        recipients = list(also_inbox)
+    deliveries = next_inbox_seqs(conn, recipients) if recipients else []
+    if deliveries:
+        conn.executemany(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)",
+            [(uid, iseq, conv_id, seq, created_at) for uid, iseq in deliveries],
+        )
+    sender_inbox = next((iseq for uid, iseq in deliveries if uid == sender_id), 0)
+    mentions_json = msgspec.json.encode([str(u) for u in mentions]).decode() if mentions else None
+    conn.execute(
+        "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
+        " sender_inbox_seq, created_at, uncounted, mentions, mention_all) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            conv_id,
+            seq,
+            msg_id,
+            sender_id,
+            sender_device,
+            kind,
+            body.decode(),
+            client_msg_id,
+            sender_inbox,
+            created_at,
+            uncounted,
+            mentions_json,
+            mention_all,
+        ),
+    )
+    # Sending reads the conversation up to one's own entry (unread never counts it).
+    conn.execute(
+        "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=? AND left_seq IS NULL",
+        (seq, sender_id, conv_id),
+    )
+    if mentions:
+        marks = ",".join("?" * len(mentions))
+        conn.execute(
+            f"UPDATE user_conversations SET mention_seq=? WHERE conv_id=? AND user_id IN ({marks})",
+            (seq, conv_id, *mentions),
+        )
+    message = MessageRec(
+        msg_id=msg_id,
+        conv_id=conv_id,
+        seq=seq,
+        sender_id=sender_id,
+        sender_device=sender_device,
+        kind=kind,
+        body=body,
+        client_msg_id=client_msg_id,
+        created_at=created_at,
+        mentions=mentions,
+        mention_all=mention_all,
+    )
+    return SendResult(
+        message=message,
+        sender_inbox_seq=sender_inbox,
+        duplicate=False,
+        deliveries=deliveries,
+        fanout=fanout,
+        members_changed=members_changed,
+    )
+
+
+def send_message(conn: sqlite3.Connection, c: SendCmd) -> SendResult:
+    # Idempotency first: a retried client_msg_id returns the original and writes nothing.
+    row = conn.execute(
+        f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
+        (c.sender_id, c.client_msg_id),
+    ).fetchone()
+    if row is not None:
+        return SendResult(message=msg_from_row(row), sender_inbox_seq=row[_N_MSG_COLS], duplicate=True, deliveries=[])
+
+    if c.to is not None:
+        conv_id = _direct_conversation(conn, c)
+    else:
+        conv_id = c.conv_id
+        _check_may_speak(conn, c)
+    return append_entry(
+        conn,
+        conv_id,
+        msg_id=c.msg_id,
+        sender_id=c.sender_id,
+        sender_device=c.sender_device,
+        kind=c.kind,
+        body=c.body,
+        client_msg_id=c.client_msg_id,
+        created_at=c.created_at,
+        mentions=c.mentions,
+        mention_all=c.mention_all,
+    )
+
+
+def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
+    """The conversation of a user pair, created on its first message (mapping table)."""
+    assert c.to is not None
+    if c.to == c.sender_id:
+        raise YimError("bad_request", "cannot send a direct message to yourself")
+    if c.mentions or c.mention_all:
+        raise YimError("bad_request", "mentions are for group messages")
+    lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
+    found = conn.execute("SELECT conv_id FROM direct_pairs WHERE user_lo=? AND user_hi=?", (lo, hi)).fetchone()
+    if found is not None:
+        return found[0]
+    if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
+        raise YimError("not_found", f"no user {c.to}")
+    conv_id = c.new_conv_id
+    conn.execute(
+        "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, member_count)"
+        " VALUES (?, 'direct', ?, 0, ?, ?, 2)",
+        (conv_id, c.created_at, conv_id, c.created_at),
+    )
+    conn.execute("INSERT INTO direct_pairs VALUES (?,?,?)", (lo, hi, conv_id))
+    conn.executemany(
+        "INSERT INTO user_conversations (user_id, conv_id, peer_id) VALUES (?,?,?)",
+        [(c.sender_id, conv_id, c.to), (c.to, conv_id, c.sender_id)],
+    )
+    return conv_id
+
+
+def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
+    row = conn.execute(
+        "SELECT c.type, c.mute_all, c.dissolved, uc.role, uc.left_seq, uc.muted_until"
+        " FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id=?"
+        " WHERE c.id=?",
+        (c.sender_id, c.conv_id),
+    ).fetchone()
+    if row is None or row[3] is None or row[4] is not None:
+        if row is not None and row[2]:
+            raise YimError("group_dissolved", f"group {c.conv_id} was dissolved")
+        raise YimError("not_member", f"you are not a member of conversation {c.conv_id}")
+    conv_type, mute_all, _dissolved, role, _left, muted_until = row
+    if conv_type == "group":
+        if muted_until > c.created_at:
+            raise YimError("muted", f"you are muted in this group until {muted_until}")
+        if mute_all and role == "member":
+            raise YimError("muted", "the whole group is muted; only the owner and admins may speak")
+        if c.mention_all and role == "member":
+            raise YimError("forbidden", "only the owner and admins may mention everyone")
+        if c.mentions:
+            marks = ",".join("?" * len(c.mentions))
+            found = conn.execute(
+                f"SELECT COUNT(*) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL"
+                f" AND user_id IN ({marks})",
+                (c.conv_id, *c.mentions),
+            ).fetchone()[0]
+            if found != len(set(c.mentions)):
+                raise YimError("bad_request", "every mentioned user must be a member of the group")
+    elif c.mentions or c.mention_all:
+        raise YimError("bad_request", "mentions are for group messages")
+
+
+def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
+    row = conn.execute(
+        f"SELECT uc.read_seq, {VISIBLE_HEAD}, c.type, uc.peer_id FROM user_conversations uc"
+        " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=? AND uc.conv_id=?",
+        (user_id, conv_id),
+    ).fetchone()
+    if row is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    read_seq, visible_head, conv_type, peer_id = row
+    target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
+    inbox_seq = None
+    receipt = None
+    if target > read_seq:  # read markers only move forward
+        conn.execute(
+            "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=?", (target, user_id, conv_id)
+        )
+        read_seq = target
+        [(_uid, inbox_seq)] = next_inbox_seqs(conn, [user_id])
+        events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
+        if conv_type == "direct" and peer_id is not None:
+            # One-to-one read receipt: the peer's devices learn "read up to seq".
+            [(_peer, peer_seq)] = next_inbox_seqs(conn, [peer_id])
+            receipt = (peer_id, peer_seq)
+            events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
+        conn.executemany(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, actor_id, created_at) VALUES (?,?,?,?,?,?,?)",
+            events,
+        )
+    unread = conn.execute(
+        f"SELECT {UNREAD_SQL} FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " WHERE uc.user_id=? AND uc.conv_id=?",
+        (user_id, conv_id),
+    ).fetchone()[0]
+    return ReadRes(
+        read_seq=read_seq,
+        unread=unread,
+        total_unread=total_unread(conn, user_id),
+        inbox_seq=inbox_seq,
+        receipt=receipt,
+    )
+
+
+def recall(
+    conn: sqlite3.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
+) -> SendResult:
+    row = conn.execute(
+        "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type FROM messages m"
+        " JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id=? AND m.seq=?",
+        (conv_id, seq),
+    ).fetchone()
+    me = conn.execute(
+        "SELECT role, joined_seq FROM user_conversations WHERE conv_id=? AND user_id=? AND left_seq IS NULL",
+        (conv_id, actor_id),
+    ).fetchone()
+    if me is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    if row is None or seq <= me[1]:
+        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
+    sender_id, created_at, recalled, kind, target_msg_id, conv_type = row
+    if kind in ("system", "recall"):
+        raise YimError("bad_request", "system entries cannot be recalled")
+    if recalled:
+        raise YimError("already_recalled", "this message was already recalled")
+    moderator = conv_type == "group" and me[0] in ("owner", "admin")
+    if sender_id == actor_id:
+        if now - created_at > limit_ms and not moderator:
+            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
+    elif not moderator:
+        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    conn.execute(
+        "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL WHERE conv_id=? AND seq=?",
+        (conv_id, seq),
+    )
+    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
+    return append_entry(
+        conn,
+        conv_id,
+        msg_id=msg_id,
+        sender_id=actor_id,
+        sender_device="",
+        kind="recall",
+        body=body,
+        client_msg_id=f"recall:{msg_id}",
+        created_at=now,
+        uncounted=True,
+    )
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
+    head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
+    head = head_row[0] if head_row else 0
+    rows = conn.execute(
+        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, {MSG_COLS} FROM inbox i"
+        " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
+        " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
+        (user_id, since, limit),
+    ).fetchall()
+    events = [
+        InboxEvent(
+            seq=r[0],
+            type=r[1],
+            conv_id=r[2],
+            conv_seq=r[3],
+            actor_id=r[4],
+            message=msg_from_row(r, 5) if r[5] is not None else None,
+        )
+        for r in rows
+    ]
+    return events, head
+
+
+def read_history(
+    conn: sqlite3.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
+) -> tuple[list[MessageRec], bool]:
+    member = conn.execute(
+        "SELECT joined_seq, left_seq FROM user_conversations WHERE user_id=? AND conv_id=?", (user_id, conv_id)
+    ).fetchone()
+    if member is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    floor = member[0]
+    ceiling = member[1] + 1 if member[1] is not None else 2**62  # exclusive
+    if after is not None:
+        rows = conn.execute(
+            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq>? AND m.seq<? ORDER BY m.seq LIMIT ?",
+            (conv_id, max(after, floor), ceiling, limit + 1),
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        upper = min(before, ceiling) if before is not None else ceiling
+        rows = conn.execute(
+            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq<? AND m.seq>? ORDER BY m.seq DESC LIMIT ?",
+            (conv_id, upper, floor, limit + 1),
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    return [msg_from_row(r) for r in rows], more
+
+
+def read_conversations(
+    conn: sqlite3.Connection, user_id: int, before: int | None, limit: int
+) -> tuple[list[ConvRow], int]:
+    rows = conn.execute(
+        f"SELECT c.id, c.type, uc.peer_id, {VISIBLE_HEAD}, uc.read_seq, c.last_msg_id, c.updated_at,"
+        f" {UNREAD_SQL}, MAX(uc.mention_seq, c.mention_all_seq) > uc.read_seq, c.name, c.member_count,"
+        f" uc.left_seq IS NULL, {MSG_COLS}"
+        " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
+        " WHERE uc.user_id=? AND c.last_msg_id < ? ORDER BY c.last_msg_id DESC LIMIT ?",
+        (user_id, before if before is not None else 2**63 - 1, limit),
+    ).fetchall()
+    convs = [
+        ConvRow(
+            conv_id=r[0],
+            type=r[1],
+            peer_id=r[2],
+            last_seq=r[3],
+            read_seq=r[4],
+            last_msg_id=r[5],
+            updated_at=r[6],
+            unread=r[7],
+            mentioned=bool(r[8]),
+            name=r[9],
+            member_count=r[10],
+            active=bool(r[11]),
+            last_message=msg_from_row(r, 12) if r[12] is not None else None,
+        )
+        for r in rows
+    ]
+    return convs, total_unread(conn, user_id)
