@@ -108,8 +108,13 @@ class _WriterThread:
         try:
             conn = _connect(self._path, self._synchronous)
             conn.execute("PRAGMA journal_mode = WAL")
-            schema = resources.files("yim.storage").joinpath("schema_sqlite.sql").read_text()
-            conn.executescript(schema)
+            # The core schema, then each concept's own file (schema_sqlite_<concept>.sql).
+            files = sorted(
+                (f for f in resources.files("yim.storage").iterdir() if f.name.startswith("schema_sqlite")),
+                key=lambda f: (f.name != "schema_sqlite.sql", f.name),
+            )
+            for schema in files:
+                conn.executescript(schema.read_text())
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException as exc:  # surfaced to start()
             self._startup_error = exc
@@ -290,6 +295,15 @@ class SqliteStore(Store):
             with self._conns_lock:
                 self._reader_conns.append(conn)
         return conn
+
+    # Concept stores (relations, media, ...) run their own jobs through these two.
+    def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(conn, *args)`` on the writer thread inside the next group commit."""
+        return self._writer.submit(fn, *args)
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` on a reader thread, in one read transaction (one snapshot)."""
+        return await self._read_tx(fn, *args)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
