@@ -37,6 +37,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: (it then catches up by sync). 50,000 connections x this is the worst-case memory.
     max_send_buffer_bytes: int = 4 * 1024 * 1024
 
+    # devices and presence
+    #: at most this many devices of one platform class online at once (0 = no limit); a new
+    #: connection beyond it closes the oldest of that class (close code 4006).
+    max_online_mobile: int = 1  # android + ios
+    max_online_desktop: int = 0
+    max_online_web: int = 0
+    max_connections_per_user: int = 16
+    #: presence changes are published after this quiet period, so a flapping connection
+    #: produces at most one change per period (or none, if it flapped back).
+    presence_debounce_s: float = 1.0
+
     # messages
     max_text_chars: int = 8000
     history_page_max: int = 200

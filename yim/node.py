@@ -18,6 +18,7 @@ from yim.gateway.hub import Hub
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics
 from yim.services.accounts import Accounts
+from yim.services.presence import Presence
 from yim.services.rosters import Rosters
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
@@ -48,10 +49,11 @@ class Node:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.data_dir)
-        self.hub = Hub(self.metrics, settings.idle_timeout_s)
+        self.hub = Hub(self.metrics, settings)
         self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)
         self.typing = TypingLimiter(settings.typing_interval_s)
+        self.presence = Presence(self, settings.presence_debounce_s)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.accounts: Accounts
         self.started_at = time.time()
@@ -81,6 +83,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.hub.stop()
+        self.presence.stop()
         await self.flush_seen()
         await self.store.close()
 

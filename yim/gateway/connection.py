@@ -32,6 +32,7 @@ CLOSE_REPLACED = 4002
 CLOSE_REVOKED = 4003
 CLOSE_IDLE = 4004
 CLOSE_AUTH_TIMEOUT = 4005
+CLOSE_POLICY = 4006  # the multi-device policy signed this device out (a newer one took its place)
 CLOSE_SLOW = 4008
 
 _OP_TEXT = 0x81  # FIN + text
@@ -62,6 +63,7 @@ class Connection:
         "last_recv",
         "on_slow",
         "platform",
+        "presence",
         "session_id",
         "transport",
         "user_id",
@@ -81,9 +83,10 @@ class Connection:
         self.user_id = 0
         self.device_id = ""
         self.platform = ""
+        self.presence = "online"  # or "away" (presence_set)
         self.session_id = ""
         self.acked_seq = 0
-        self.connected_at = time.time()
+        self.connected_at = time.monotonic()
         self.last_recv = time.monotonic()
         self.on_slow: Any = None
 

@@ -14,17 +14,26 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from yim.gateway.connection import CLOSE_IDLE, CLOSE_REPLACED, Connection
+from yim.gateway.connection import CLOSE_IDLE, CLOSE_POLICY, CLOSE_REPLACED, Connection
 
 if TYPE_CHECKING:
+    from yim.config import Settings
     from yim.metrics import Metrics
+
+PLATFORM_CLASS = {"android": "mobile", "ios": "mobile", "desktop": "desktop", "web": "web"}
 
 
 class Hub:
-    def __init__(self, metrics: Metrics, idle_timeout_s: float) -> None:
+    def __init__(self, metrics: Metrics, settings: Settings) -> None:
         self._by_user: dict[int, dict[str, Connection]] = {}
         self._metrics = metrics
-        self._idle_timeout = idle_timeout_s
+        self._idle_timeout = settings.idle_timeout_s
+        self._class_limits = {
+            "mobile": settings.max_online_mobile,
+            "desktop": settings.max_online_desktop,
+            "web": settings.max_online_web,
+        }
+        self._max_per_user = settings.max_connections_per_user
         self._sweeper: asyncio.Task[None] | None = None
         #: (user, device) -> (last_seen_ms, acked_seq), flushed to the store periodically.
         self.seen: dict[tuple[int, str], tuple[int, int]] = {}
@@ -53,6 +62,25 @@ class Hub:
             old.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
         else:
             self._metrics.connections.inc()
+        self._enforce_device_policy(conn, devices)
+
+    def _enforce_device_policy(self, newest: Connection, devices: dict[str, Connection]) -> None:
+        """The newest connection wins: older devices beyond a platform-class limit (e.g. one
+        mobile at a time) or beyond the per-user limit are closed with 4006."""
+        cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
+        limit = self._class_limits.get(cls, 0)
+        if limit:
+            same = sorted(
+                (c for c in devices.values() if PLATFORM_CLASS.get(c.platform) == cls and not c.closing),
+                key=lambda c: c.connected_at,
+            )
+            for old in same[: max(0, len(same) - limit)]:
+                if old is not newest:
+                    old.close(CLOSE_POLICY, f"signed in on another {cls} device")
+        live = sorted((c for c in devices.values() if not c.closing), key=lambda c: c.connected_at)
+        for old in live[: max(0, len(live) - self._max_per_user)]:
+            if old is not newest:
+                old.close(CLOSE_POLICY, "too many devices online")
 
     def unregister(self, conn: Connection) -> None:
         devices = self._by_user.get(conn.user_id)

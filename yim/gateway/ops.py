@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, sync, typing
+from yim.services import conversations, groups, messages, presence, relations, sync, typing
 
 Action = Callable[..., Awaitable[Any]]
 
@@ -52,4 +52,25 @@ OPS: dict[type, Action] = {
     f.GroupMute: groups.mute,
     f.GroupUpdate: groups.update,
     f.GroupDissolve: groups.dissolve,
+    f.FriendRequest: relations.friend_request,
+    f.FriendAccept: relations.friend_accept,
+    f.FriendReject: relations.friend_reject,
+    f.FriendCancel: relations.friend_cancel,
+    f.FriendDelete: relations.friend_delete,
+    f.FriendUpdate: relations.friend_update,
+    f.Friends: relations.friends,
+    f.FriendRequests: relations.friend_requests,
+    f.Follow: relations.follow,
+    f.Unfollow: relations.unfollow,
+    f.Followers: relations.followers,
+    f.Following: relations.following,
+    f.Block: relations.block,
+    f.Unblock: relations.unblock,
+    f.Blocks: relations.blocks,
+    f.Relation: relations.relation,
+    f.RelationCountsReq: relations.counts,
+    f.PrivacyGet: relations.privacy_get,
+    f.PrivacySet: relations.privacy_set,
+    f.PresenceSet: presence.presence_set,
+    f.PresenceQuery: presence.presence_query,
 }

@@ -32,6 +32,9 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "already_recalled": 409,
     "group_full": 409,  # the group is at its member limit
     "group_dissolved": 410,
+    "blocked": 403,  # the other user blocked you (or you blocked them: unblock first)
+    "friends_only": 403,  # the recipient accepts direct messages from friends only
+    "already_friends": 409,
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

@@ -168,6 +168,105 @@ class GroupDissolve(Request, tag="group_dissolve"):
     conv_id: IdStr
 
 
+# relation chain, privacy and presence
+
+
+class FriendRequest(Request, tag="friend_request"):
+    to: IdStr
+    message: Annotated[str, Meta(max_length=200)] = ""
+
+
+class FriendAccept(Request, tag="friend_accept"):
+    request_id: IdStr
+
+
+class FriendReject(Request, tag="friend_reject"):
+    request_id: IdStr
+
+
+class FriendCancel(Request, tag="friend_cancel"):
+    request_id: IdStr
+
+
+class FriendDelete(Request, tag="friend_delete"):
+    user_id: IdStr
+
+
+class FriendUpdate(Request, tag="friend_update"):
+    user_id: IdStr
+    remark: Annotated[str, Meta(max_length=64)] | None = None
+    tags: Annotated[list[Annotated[str, Meta(min_length=1, max_length=32)]], Meta(max_length=20)] | None = None
+
+
+class Friends(Request, tag="friends"):
+    after: IdStr | None = None
+    limit: PageLimit = 200
+
+
+class FriendRequests(Request, tag="friend_requests"):
+    direction: Literal["incoming", "outgoing"] = "incoming"
+    before: IdStr | None = None
+    limit: PageLimit = 100
+
+
+class Follow(Request, tag="follow"):
+    user_id: IdStr
+
+
+class Unfollow(Request, tag="unfollow"):
+    user_id: IdStr
+
+
+class Followers(Request, tag="followers"):
+    user_id: IdStr | None = None  # default: me
+    after: IdStr | None = None
+    limit: PageLimit = 200
+
+
+class Following(Request, tag="following"):
+    user_id: IdStr | None = None  # default: me
+    after: IdStr | None = None
+    limit: PageLimit = 200
+
+
+class Block(Request, tag="block"):
+    user_id: IdStr
+
+
+class Unblock(Request, tag="unblock"):
+    user_id: IdStr
+
+
+class Blocks(Request, tag="blocks"):
+    after: IdStr | None = None
+    limit: PageLimit = 200
+
+
+class Relation(Request, tag="relation"):
+    user_id: IdStr
+
+
+class RelationCountsReq(Request, tag="relation_counts"):
+    user_id: IdStr | None = None  # default: me
+
+
+class PrivacyGet(Request, tag="privacy_get"):
+    pass
+
+
+class PrivacySet(Request, tag="privacy_set"):
+    dm_policy: Literal["anyone", "friends"] | None = None
+    presence: Literal["friends", "nobody"] | None = None
+
+
+class PresenceSet(Request, tag="presence_set"):
+    status: Literal["online", "away"]
+
+
+class PresenceQuery(Request, tag="presence_query"):
+    user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
+
+
 AnyRequest = (
     Auth
     | Ping
@@ -191,6 +290,27 @@ AnyRequest = (
     | GroupMute
     | GroupUpdate
     | GroupDissolve
+    | FriendRequest
+    | FriendAccept
+    | FriendReject
+    | FriendCancel
+    | FriendDelete
+    | FriendUpdate
+    | Friends
+    | FriendRequests
+    | Follow
+    | Unfollow
+    | Followers
+    | Following
+    | Block
+    | Unblock
+    | Blocks
+    | Relation
+    | RelationCountsReq
+    | PrivacyGet
+    | PrivacySet
+    | PresenceSet
+    | PresenceQuery
 )
 
 
@@ -407,6 +527,85 @@ class AuthOk(Struct):
     idle_timeout_s: float
     max_frame_bytes: int
     server_time: int
+
+
+class FriendRequestOut(Struct):
+    request_id: str
+    from_id: str
+    to_id: str
+    message: str
+    status: str  # "pending" | "accepted" | "rejected" | "canceled"
+    created_at: int
+    updated_at: int
+
+
+class FriendOut(Struct):
+    user: UserOut
+    remark: str
+    tags: list[str]
+    since: int
+
+
+class FriendsPage(Struct):
+    friends: list[FriendOut]
+    next_after: str | None
+
+
+class FriendRequestsPage(Struct):
+    requests: list[FriendRequestOut]
+    next_before: str | None
+
+
+class EdgeOut(Struct):
+    user: UserOut
+    since: int
+
+
+class EdgesPage(Struct):
+    users: list[EdgeOut]
+    next_after: str | None
+
+
+class RelationOut(Struct):
+    user_id: str
+    friend: bool
+    following: bool
+    followed_by: bool
+    blocked: bool
+    blocked_by: bool
+    pending_request_id: str | None
+
+
+class CountsOut(Struct):
+    user_id: str
+    friends: int
+    followers: int
+    following: int
+
+
+class PrivacyOut(Struct):
+    dm_policy: str
+    presence: str
+
+
+class PresenceOut(Struct):
+    user_id: str
+    status: str  # "online" | "away" | "offline"
+    platforms: list[str]  # platforms with a device online (or away)
+    last_seen: int | None = None
+
+
+class PresencePage(Struct):
+    presence: list[PresenceOut]
+
+
+class RelationEvent(Struct, omit_defaults=True):
+    """Payload of a ``relation`` inbox event; ``user_id`` is the other party."""
+
+    event: str
+    user_id: str
+    request_id: str | None = None
+    message: str | None = None
 
 
 # --- HTTP bodies -----------------------------------------------------------------------------

@@ -48,4 +48,6 @@ def event_payload(ev: InboxEvent) -> bytes:
         return read_json(ev.conv_id, ev.conv_seq)
     if ev.type == "receipt" and ev.actor_id is not None:
         return receipt_json(ev.conv_id, ev.actor_id, ev.conv_seq)
+    if ev.data is not None:
+        return ev.data
     raise ValueError(f"unknown inbox event type {ev.type!r}")

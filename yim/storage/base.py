@@ -19,6 +19,8 @@ import asyncio
 
 import msgspec
 
+from yim.storage.relations import RelationStore
+
 
 class UserRec(msgspec.Struct, frozen=True):
     id: int
@@ -155,6 +157,7 @@ class InboxEvent(msgspec.Struct, frozen=True):
     conv_seq: int
     message: MessageRec | None = None
     actor_id: int | None = None
+    data: bytes | None = None  # JSON payload of events that carry their own (e.g. "relation")
 
 
 class ReadRes(msgspec.Struct, frozen=True):
@@ -184,7 +187,12 @@ class ConvRow(msgspec.Struct, frozen=True):
 
 
 class Store(abc.ABC):
-    """A durable store. All methods are coroutines; each is atomic."""
+    """A durable store. All methods are coroutines; each is atomic.
+
+    Concepts with their own interface hang off it: ``store.relations``
+    (:class:`yim.storage.relations.RelationStore`)."""
+
+    relations: RelationStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -109,10 +109,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency ON messages (sender_id, c
 CREATE TABLE IF NOT EXISTS inbox (
     user_id    INTEGER NOT NULL,
     seq        INTEGER NOT NULL,
-    type       TEXT    NOT NULL,                -- 'message' | 'read' | 'receipt'
-    conv_id    INTEGER NOT NULL,
+    type       TEXT    NOT NULL,                -- 'message' | 'read' | 'receipt' | 'relation'
+    conv_id    INTEGER NOT NULL,                -- 0 for events outside conversations
     conv_seq   INTEGER NOT NULL,
-    actor_id   INTEGER,                         -- 'receipt': who read
+    actor_id   INTEGER,                         -- 'receipt': who read; 'relation': the other user
+    data       TEXT,                            -- JSON payload of events that carry one
     created_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, seq)
 ) WITHOUT ROWID;

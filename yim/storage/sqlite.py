@@ -48,6 +48,7 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.sqlite_relations import SqliteRelationStore
 
 SCHEMA_VERSION = 1
 
@@ -267,6 +268,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self.relations = SqliteRelationStore(self)
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult
+from yim.storage.sqlite_policy import check_direct_allowed
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -66,6 +67,23 @@ def next_inbox_seqs(conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple
         out += conn.execute(
             f"UPDATE users SET inbox_seq = inbox_seq + 1 WHERE id IN ({marks}) RETURNING id, inbox_seq", chunk
         ).fetchall()
+    return out
+
+
+def append_inbox_events(
+    conn: sqlite3.Connection, type_: str, events: list[tuple[int, int, bytes]], now: int
+) -> list[tuple[int, int, bytes]]:
+    """Write events that are not timeline entries into inboxes: ``(user_id, actor_id,
+    payload_json)`` in, ``(user_id, inbox_seq, payload_json)`` out."""
+    out = []
+    for user_id, actor_id, payload in events:
+        [(_uid, seq)] = next_inbox_seqs(conn, [user_id])
+        conn.execute(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, actor_id, data, created_at)"
+            " VALUES (?,?,?,0,0,?,?,?)",
+            (user_id, seq, type_, actor_id, payload.decode(), now),
+        )
+        out.append((user_id, seq, payload))
     return out
 
 
@@ -212,9 +230,11 @@ def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
     lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
     found = conn.execute("SELECT conv_id FROM direct_pairs WHERE user_lo=? AND user_hi=?", (lo, hi)).fetchone()
     if found is not None:
+        check_direct_allowed(conn, c.sender_id, c.to)
         return found[0]
     if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
         raise YimError("not_found", f"no user {c.to}")
+    check_direct_allowed(conn, c.sender_id, c.to)
     conv_id = c.new_conv_id
     conn.execute(
         "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, member_count)"
@@ -231,7 +251,7 @@ def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
 
 def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
     row = conn.execute(
-        "SELECT c.type, c.mute_all, c.dissolved, uc.role, uc.left_seq, uc.muted_until"
+        "SELECT c.type, c.mute_all, c.dissolved, uc.role, uc.left_seq, uc.muted_until, uc.peer_id"
         " FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id=?"
         " WHERE c.id=?",
         (c.sender_id, c.conv_id),
@@ -240,7 +260,7 @@ def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
         if row is not None and row[2]:
             raise YimError("group_dissolved", f"group {c.conv_id} was dissolved")
         raise YimError("not_member", f"you are not a member of conversation {c.conv_id}")
-    conv_type, mute_all, _dissolved, role, _left, muted_until = row
+    conv_type, mute_all, _dissolved, role, _left, muted_until, peer_id = row
     if conv_type == "group":
         if muted_until > c.created_at:
             raise YimError("muted", f"you are muted in this group until {muted_until}")
@@ -257,8 +277,10 @@ def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
             ).fetchone()[0]
             if found != len(set(c.mentions)):
                 raise YimError("bad_request", "every mentioned user must be a member of the group")
-    elif c.mentions or c.mention_all:
-        raise YimError("bad_request", "mentions are for group messages")
+    else:
+        if c.mentions or c.mention_all:
+            raise YimError("bad_request", "mentions are for group messages")
+        check_direct_allowed(conn, c.sender_id, peer_id)
 
 
 def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
@@ -356,7 +378,7 @@ def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) ->
     head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
     head = head_row[0] if head_row else 0
     rows = conn.execute(
-        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, {MSG_COLS} FROM inbox i"
+        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, i.data, {MSG_COLS} FROM inbox i"
         " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
         " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
         (user_id, since, limit),
@@ -368,7 +390,8 @@ def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) ->
             conv_id=r[2],
             conv_seq=r[3],
             actor_id=r[4],
-            message=msg_from_row(r, 5) if r[5] is not None else None,
+            data=r[5].encode() if r[5] is not None else None,
+            message=msg_from_row(r, 6) if r[6] is not None else None,
         )
         for r in rows
     ]

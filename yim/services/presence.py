@@ -1,0 +1,149 @@
+"""Presence (用户状态): online / away / offline, aggregated over a user's devices.
+
+A device is online while its connection lives; the client says ``away`` (挂起: app in
+the background) or ``online`` with ``presence_set``. Liveness is the heartbeat: a device
+whose frames stop is closed by the idle sweep after ``idle_timeout_s`` even when no close
+ever arrives ("pseudo-online"), and that closing is what turns it offline.
+
+Aggregate: any device online -> online; else any away -> away; else offline, with the
+platforms that have a device connected.
+
+Changes go only to those allowed to see them (friends, unless the user hides presence;
+never blocked users) and only to their online devices — presence fan-out is the largest
+steady load of big chat services, so nothing is sent to offline watchers. A change is
+published after ``presence_debounce_s`` of quiet: a connection that flaps and comes back
+within that window publishes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import PresenceOut, PresencePage, PresenceQuery, PresenceSet
+from yim.services.messages import parse_id
+from yim.storage.base import SessionRec
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+log = logging.getLogger("yim.presence")
+_enc = msgspec.json.Encoder()
+State = tuple[str, tuple[str, ...]]
+OFFLINE: State = ("offline", ())
+
+
+class Presence:
+    def __init__(self, node: Node, debounce_s: float) -> None:
+        self._node = node
+        self._debounce = debounce_s
+        self._published: dict[int, State] = {}  # users not offline, as last told to watchers
+        self._pending: dict[int, asyncio.TimerHandle] = {}
+        self._last_seen: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def state(self, user_id: int) -> State:
+        devices = self._node.hub.devices_of(user_id)
+        if not devices:
+            return OFFLINE
+        statuses = {conn.presence for conn in devices.values()}
+        status = "online" if "online" in statuses else "away"
+        return status, tuple(sorted({conn.platform for conn in devices.values()}))
+
+    def changed(self, user_id: int) -> None:
+        """A device of the user connected, disconnected or changed status."""
+        if not self._node.hub.devices_of(user_id):
+            self._last_seen[user_id] = int(time.time() * 1000)
+        if user_id not in self._pending:
+            self._pending[user_id] = asyncio.get_running_loop().call_later(self._debounce, self._flush, user_id)
+
+    def _flush(self, user_id: int) -> None:
+        self._pending.pop(user_id, None)
+        state = self.state(user_id)
+        if state == self._published.get(user_id, OFFLINE):
+            return  # flapped back within the window: nothing to tell
+        if state == OFFLINE:
+            self._published.pop(user_id, None)
+        else:
+            self._published[user_id] = state
+        task = asyncio.get_running_loop().create_task(self._publish(user_id, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def last_seen(self, user_id: int) -> int | None:
+        return self._last_seen.get(user_id)
+
+    def payload(self, user_id: int, state: State) -> bytes:
+        status, platforms = state
+        return _enc.encode(
+            PresenceOut(
+                user_id=str(user_id),
+                status=status,
+                platforms=list(platforms),
+                last_seen=self._last_seen.get(user_id) if status == "offline" else None,
+            )
+        )
+
+    async def _publish(self, user_id: int, state: State) -> None:
+        try:
+            audience = await self._node.store.relations.presence_audience(user_id)
+        except Exception:
+            log.exception("presence audience of %d failed", user_id)
+            return
+        # The user's own other devices see it too (a "my devices" view).
+        self._node.bus.publish_notice([*audience, user_id], "presence", self.payload(user_id, state))
+
+    def share(self, a: int, b: int) -> None:
+        """Two users just became friends: show each the other's current presence."""
+        for user, watcher in ((a, b), (b, a)):
+            state = self.state(user)
+            if state != OFFLINE:
+                task = asyncio.get_running_loop().create_task(self._share(user, watcher, state))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _share(self, user_id: int, watcher: int, state: State) -> None:
+        if watcher in await self._node.store.relations.presence_audience(user_id):
+            self._node.bus.publish_notice([watcher], "presence", self.payload(user_id, state))
+
+    def stop(self) -> None:
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
+
+
+async def presence_set(
+    node: Node, session: SessionRec, req: PresenceSet, origin: Connection | None = None
+) -> PresenceOut:
+    if origin is None:
+        raise YimError("bad_request", "presence is a property of a live connection: send it over the WebSocket")
+    origin.presence = req.status
+    node.presence.changed(session.user_id)
+    status, platforms = node.presence.state(session.user_id)
+    return PresenceOut(user_id=str(session.user_id), status=status, platforms=list(platforms))
+
+
+async def presence_query(
+    node: Node, session: SessionRec, req: PresenceQuery, origin: Connection | None = None
+) -> PresencePage:
+    """Many users at once; those who do not let the viewer see them read as offline."""
+    ids = list(dict.fromkeys(parse_id(u, "user") for u in req.user_ids))
+    visible = await node.store.relations.presence_visible(session.user_id, ids)
+    out = []
+    for uid in ids:
+        status, platforms = node.presence.state(uid) if uid in visible else OFFLINE
+        out.append(
+            PresenceOut(
+                user_id=str(uid),
+                status=status,
+                platforms=list(platforms),
+                last_seen=node.presence.last_seen(uid) if uid in visible and status == "offline" else None,
+            )
+        )
+    return PresencePage(presence=out)

@@ -1,0 +1,36 @@
+"""Relation checks used on the message path: blocks and who may message whom.
+
+Kept apart from the relation jobs so the timeline module can use them without a cycle.
+Each check is one primary-key lookup."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from yim.protocol.errors import YimError
+
+
+def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:
+    return conn.execute(sql, args).fetchone() is not None
+
+
+def is_blocked(conn: sqlite3.Connection, user_id: int, by_id: int) -> bool:
+    return _exists(conn, "SELECT 1 FROM blocks WHERE user_id=? AND blocked_id=?", by_id, user_id)
+
+
+def are_friends(conn: sqlite3.Connection, a: int, b: int) -> bool:
+    return _exists(conn, "SELECT 1 FROM friends WHERE user_id=? AND friend_id=?", a, b)
+
+
+def check_direct_allowed(conn: sqlite3.Connection, sender_id: int, to_id: int) -> None:
+    """May sender message to_id directly? (blocks, then the recipient's dm_policy)."""
+    if is_blocked(conn, sender_id, by_id=to_id):
+        raise YimError("blocked", "this user does not accept messages from you")
+    if is_blocked(conn, to_id, by_id=sender_id):
+        raise YimError("blocked", "you blocked this user; unblock them first")
+    policy = conn.execute("SELECT dm_policy FROM privacy WHERE user_id=?", (to_id,)).fetchone()
+    if policy is not None and policy[0] == "friends" and not are_friends(conn, to_id, sender_id):
+        raise YimError("friends_only", "this user accepts direct messages from friends only")
+
+
