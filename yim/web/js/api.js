@@ -1,0 +1,82 @@
+// HTTP API client (/api/v1/, docs/protocol.md). Every method resolves to the decoded
+// JSON body or rejects with an ApiError carrying the server's stable error `code`.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class Api {
+  constructor(base = "") {
+    this.base = base;
+    this.token = null;
+  }
+
+  async call(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let res;
+    try {
+      res = await fetch(this.base + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+      });
+    } catch {
+      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+    }
+    if (res.status === 204) return null;
+    let data = null;
+    try {
+      data = await res.json();
+    } catch {
+      // a proxy's HTML error page, or an empty body
+    }
+    if (!res.ok) {
+      throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
+    }
+    return data;
+  }
+
+  register(username, password, displayName) {
+    return this.call("POST", "/api/v1/accounts", { username, password, display_name: displayName });
+  }
+
+  login(username, password, deviceId, deviceName) {
+    return this.call("POST", "/api/v1/sessions", {
+      username,
+      password,
+      device_id: deviceId,
+      platform: "web",
+      device_name: deviceName,
+    });
+  }
+
+  logout() {
+    return this.call("DELETE", "/api/v1/sessions/current");
+  }
+
+  me() {
+    return this.call("GET", "/api/v1/me");
+  }
+
+  userByName(username) {
+    return this.call("GET", "/api/v1/users?username=" + encodeURIComponent(username));
+  }
+
+  user(userId) {
+    return this.call("GET", "/api/v1/users/" + encodeURIComponent(userId));
+  }
+
+  // `before` is a 64-bit id and must stay a decimal string: a JS number would round it.
+  conversations(before, limit = 50) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (before != null) q.set("before", String(before));
+    return this.call("GET", "/api/v1/conversations?" + q);
+  }
+}

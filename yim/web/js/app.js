@@ -1,0 +1,178 @@
+// Entry point: the session in localStorage, the hash router, and the wiring of the
+// modules (api: HTTP, socket: WebSocket transport, store: state + sync, views: DOM).
+import { Api } from "./api.js";
+import { h } from "./dom.js";
+import { randomId } from "./ids.js";
+import { Socket, socketUrl } from "./socket.js";
+import { Store } from "./store.js";
+import { ChatView } from "./views/chat.js";
+import { loginView } from "./views/login.js";
+import { Sidebar } from "./views/sidebar.js";
+
+const SESSION_KEY = "yim.session";
+const DEVICE_KEY = "yim.device_id";
+const root = document.getElementById("app");
+const api = new Api("");
+
+// One device id per browser profile, kept across logins (the server keys sessions and
+// read state by (user, device)).
+function deviceId() {
+  let id = localStorage.getItem(DEVICE_KEY);
+  if (!id) {
+    id = "web-" + randomId(10);
+    localStorage.setItem(DEVICE_KEY, id);
+  }
+  return id;
+}
+
+function loadSession() {
+  try {
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
+    if (s?.token && s.expires_at > Date.now() + 60000) return s;
+  } catch {
+    // unreadable: log in again
+  }
+  return null;
+}
+
+function showLogin(notice) {
+  api.token = null;
+  root.className = "";
+  root.replaceChildren(
+    loginView({
+      api,
+      deviceId: deviceId(),
+      notice,
+      onLoggedIn(login) {
+        const session = { ...login, display_name: login.username };
+        localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+        startMain(session);
+      },
+    }),
+  );
+  root.querySelector("input")?.focus();
+}
+
+let current = null; // {socket, store, stop}
+
+function startMain(session) {
+  api.token = session.token;
+  const socket = new Socket(socketUrl(), () => api.token);
+  const store = new Store(api, socket, session);
+  let ended = false;
+
+  const end = (notice) => {
+    if (ended) return;
+    ended = true;
+    socket.stop();
+    window.removeEventListener("hashchange", route);
+    document.removeEventListener("visibilitychange", onVisibility);
+    localStorage.removeItem(SESSION_KEY);
+    history.replaceState(null, "", location.pathname);
+    current = null;
+    showLogin(notice);
+  };
+  const logout = async () => {
+    socket.stop(); // first: the server closes revoked sessions' sockets, which is no error here
+    try {
+      await api.logout();
+    } catch {
+      // the token is dropped locally either way
+    }
+    end();
+  };
+
+  const chat = new ChatView({ store });
+  const sidebar = new Sidebar({
+    store,
+    api,
+    onLogout: logout,
+    onOpenUser(user) {
+      const conv = store.convWithPeer(user.user_id);
+      location.hash = conv ? `#/c/${conv.conv_id}` : `#/u/${user.user_id}`;
+    },
+  });
+  root.className = "";
+  root.replaceChildren(h("div", { class: "shell" }, sidebar.el, chat.el));
+
+  const route = async () => {
+    const [, kind, id] = location.hash.match(/^#\/([cu])\/([0-9]{1,20})$/) ?? [];
+    let r = null;
+    if (kind === "c") r = { conv_id: id };
+    else if (kind === "u") {
+      const existing = store.convWithPeer(id);
+      if (existing) return location.replace(`#/c/${existing.conv_id}`);
+      let user = store.users.get(id);
+      if (!user) {
+        try {
+          user = await api.user(id);
+          store.rememberUser(user);
+        } catch {
+          return location.replace("#/");
+        }
+      }
+      r = { user };
+    }
+    root.querySelector(".shell").classList.toggle("chat-open", !!r);
+    sidebar.activeConv = r?.conv_id ?? null;
+    chat.show(r);
+    sidebar.render();
+    updateVisible();
+  };
+  const updateVisible = () => {
+    store.setVisible(document.visibilityState === "visible" ? (chat.route?.conv_id ?? null) : null);
+  };
+  const onVisibility = () => updateVisible();
+
+  let frame = 0;
+  let pending = null;
+  store.addEventListener("change", (e) => {
+    const d = e.detail;
+    if (!pending) pending = { list: false, status: false, convs: new Set() };
+    pending.list ||= d.list || d.synced;
+    pending.status ||= d.status;
+    for (const c of d.convs) pending.convs.add(c);
+    if (!frame) {
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        const p = pending;
+        pending = null;
+        if (p.list || p.status) sidebar.render();
+        const draftPeer = chat.route?.user;
+        const started = draftPeer && store.convWithPeer(draftPeer.user_id);
+        if (started && !store.outboxFor(null, draftPeer.user_id).length) location.replace(`#/c/${started.conv_id}`);
+        else if (chat.route) chat.render();
+      });
+    }
+  });
+  store.addEventListener("sent", (e) => {
+    // The first message to someone created the conversation: show it under its id.
+    const { item, msg } = e.detail;
+    if (chat.route?.user && item.to === chat.route.user.user_id) location.replace(`#/c/${msg.conv_id}`);
+  });
+  socket.addEventListener("unauthorized", () => end("Your session has ended. Please log in again."));
+  window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", onVisibility);
+
+  current = { socket, store, sidebar, chat };
+  window.yim = current; // for the browser console
+  sidebar.render();
+  route();
+  socket.start();
+
+  // Refresh the profile (display name) in the background; a 401 means the session is gone.
+  api
+    .me()
+    .then((me) => {
+      Object.assign(store.me, me);
+      localStorage.setItem(SESSION_KEY, JSON.stringify({ ...session, display_name: me.display_name }));
+      sidebar.renderMe();
+    })
+    .catch((err) => {
+      if (err.code === "unauthorized") end("Your session has ended. Please log in again.");
+    });
+}
+
+const saved = loadSession();
+if (saved) startMain(saved);
+else showLogin();
