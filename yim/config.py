@@ -63,6 +63,23 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: member lists kept in memory for pushes to read-fan-out groups and typing notices
     roster_cache_groups: int = 10_000
 
+    # media (docs/protocol.md, "Media, search")
+    #: where media bytes live: "local" (<data_dir>/blobs) or "s3://bucket[/prefix]"
+    blob_store: str = "local"
+    s3_endpoint_url: str = ""  # empty: AWS itself; else any S3-compatible endpoint
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""  # empty: boto3's default credential chain
+    s3_secret_access_key: str = ""
+    #: uploads to S3 above this size go up as multipart uploads (parts of 8 MiB)
+    s3_multipart_threshold_bytes: int = 16 * 1024 * 1024
+    media_max_image_bytes: int = 30 * 1024 * 1024
+    media_max_video_bytes: int = 500 * 1024 * 1024
+    media_max_file_bytes: int = 500 * 1024 * 1024
+    #: images with more pixels are refused (decompression bombs); decoding costs ~4 B/pixel
+    media_max_image_pixels: int = 50_000_000
+    media_thumbnail_px: int = 320  # thumbnails fit in a square of this many pixels
+    media_cache_max_age_s: int = 86_400  # Cache-Control max-age of media downloads
+
     # store
     #: SQLite group commit: a batch closes after this many jobs or this long, whichever first.
     commit_batch_max: int = 512

@@ -18,6 +18,7 @@ from yim.gateway.hub import Hub
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics
 from yim.services.accounts import Accounts
+from yim.services.media import MediaService
 from yim.services.presence import Presence
 from yim.services.rosters import Rosters
 from yim.services.typing import TypingLimiter
@@ -54,6 +55,7 @@ class Node:
         self.rosters = Rosters(self, settings.roster_cache_groups)
         self.typing = TypingLimiter(settings.typing_interval_s)
         self.presence = Presence(self, settings.presence_debounce_s)
+        self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.accounts: Accounts
         self.started_at = time.time()
@@ -65,6 +67,7 @@ class Node:
         data.mkdir(parents=True, exist_ok=True)
         secret = load_or_create_secret(data)
         await self.store.open()
+        await self.media.start()
         # Seed the generator above every id already issued, so a restart on a clock that
         # went backwards cannot reissue one.
         self.ids = Snowflake(self.settings.node_id, floor=await self.store.max_msg_id())
@@ -86,6 +89,7 @@ class Node:
         self.presence.stop()
         await self.flush_seen()
         await self.store.close()
+        await self.media.close()
 
     async def flush_seen(self) -> None:
         seen, self.hub.seen = self.hub.seen, {}

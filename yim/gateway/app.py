@@ -13,6 +13,7 @@ from aiohttp import web
 from yim.config import Settings
 from yim.gateway.http import error_middleware, routes
 from yim.gateway.keys import NODE_KEY
+from yim.gateway.media_http import media_routes
 from yim.gateway.ws import websocket_handler
 from yim.node import Node
 
@@ -24,6 +25,7 @@ def build_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
     app.add_routes(routes)
+    app.add_routes(media_routes)
     return app
 
 

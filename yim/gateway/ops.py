@@ -13,6 +13,7 @@ from typing import Any
 
 from yim.protocol import frames as f
 from yim.services import conversations, groups, messages, presence, relations, sync, typing
+from yim.services import search as search_service
 
 Action = Callable[..., Awaitable[Any]]
 
@@ -73,4 +74,5 @@ OPS: dict[type, Action] = {
     f.PrivacySet: relations.privacy_set,
     f.PresenceSet: presence.presence_set,
     f.PresenceQuery: presence.presence_query,
+    f.Search: search_service.search,
 }

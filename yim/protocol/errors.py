@@ -35,6 +35,13 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "blocked": 403,  # the other user blocked you (or you blocked them: unblock first)
     "friends_only": 403,  # the recipient accepts direct messages from friends only
     "already_friends": 409,
+    "media_too_large": 413,  # an upload over its kind's size limit, or an image over the pixel limit
+    "media_type_mismatch": 415,  # the bytes are not what the upload or its name says (an .exe named photo.jpg)
+    "media_type_not_allowed": 415,  # a type refused for the kind (svg as an image) or at all (executables)
+    "invalid_media": 400,  # an empty upload, or an image that does not decode
+    "media_not_found": 404,  # no such media, or not uploaded by / visible to the requester
+    "media_kind_mismatch": 400,  # an image message naming a media that is not an image, etc.
+    "range_not_satisfiable": 416,  # a media download's Range lies outside the content
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

@@ -168,6 +168,15 @@ class GroupDissolve(Request, tag="group_dissolve"):
     conv_id: IdStr
 
 
+class Search(Request, tag="search"):
+    """Full-text search of the messages the user can see (one conversation, or all of theirs)."""
+
+    q: Annotated[str, Meta(min_length=1, max_length=100)]
+    conv_id: IdStr | None = None
+    before: IdStr | None = None  # a msg_id: only hits older than it (the previous page's next_before)
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
 # relation chain, privacy and presence
 
 
@@ -311,6 +320,7 @@ AnyRequest = (
     | PrivacySet
     | PresenceSet
     | PresenceQuery
+    | Search
 )
 
 
@@ -331,6 +341,24 @@ class TextBody(Struct, forbid_unknown_fields=True):
 class EmojiBody(Struct, forbid_unknown_fields=True):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
 
+
+class MediaRefBody(Struct, forbid_unknown_fields=True):
+    """What a client sends for an ``image``, ``video`` or ``file`` message."""
+
+    media_id: IdStr
+
+
+class MediaMessageBody(Struct):
+    """The canonical body of a media message: the server fills it in from the upload."""
+
+    media_id: str
+    mime: str  # detected from the bytes
+    size: int
+    name: str
+    sha256: str
+    width: int | None = None  # images
+    height: int | None = None
+    thumbnail: bool = False  # GET /api/v1/media/{media_id}/thumbnail exists
 
 # --- server -> client ----------------------------------------------------------------------
 
@@ -518,6 +546,38 @@ class HistoryPage(Struct):
     has_more: bool
 
 
+class MediaOut(Struct):
+    """An upload (``POST /api/v1/media``)."""
+
+    media_id: str
+    kind: str  # "image" | "video" | "file"
+    mime: str
+    size: int
+    name: str
+    sha256: str
+    width: int | None
+    height: int | None
+    thumbnail: bool
+    created_at: int
+
+
+class SearchHit(Struct):
+    message: MessageOut
+    #: the searched text of the message (a text's text, a file's name)
+    text: str
+    #: [start, end) code-point offsets in ``text`` of each match of the query's terms
+    highlights: list[tuple[int, int]]
+    #: the neighbouring entries of the conversation the user can see (None at an edge)
+    previous: MessageOut | None
+    next: MessageOut | None
+
+
+class SearchPage(Struct):
+    hits: list[SearchHit]
+    #: pass as ``before`` for the next (older) page; None when there is none
+    next_before: str | None
+
+
 class AuthOk(Struct):
     user_id: str
     device_id: str
@@ -668,3 +728,10 @@ def to_builtins(obj: Any) -> Any:
 
 class UserQuery(Struct, forbid_unknown_fields=True):
     username: Annotated[str, Meta(min_length=1, max_length=32)]
+
+
+class MediaUploadQuery(Struct, forbid_unknown_fields=True):
+    """``POST /api/v1/media?kind=&name=`` (the body is the raw bytes)."""
+
+    kind: Literal["image", "video", "file"] = "file"
+    name: Annotated[str, Meta(max_length=1024)] = ""

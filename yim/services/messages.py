@@ -19,6 +19,7 @@ import msgspec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, SendBody, TextBody
 from yim.services.delivery import publish_entry
+from yim.services.media import media_ref_body
 from yim.storage.base import SendCmd, SendResult, SessionRec
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
     if kind in ("system", "recall"):
         raise YimError("invalid_kind", f"{kind} entries are written by the server, not sent")
     if kind in MEDIA_KINDS:
-        raise YimError("invalid_kind", f"{kind} messages need the media service, which this node does not run yet")
+        # {"media_id": ...}: resolved (access, kind/type, metadata) in the store transaction.
+        return media_ref_body(kind, raw)
     raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file)")
 
 
@@ -98,7 +100,7 @@ def send_message(
         mentions=tuple(dict.fromkeys(parse_id(u, "user") for u in req.mentions or ())),
         mention_all=req.mention_all,
     )
-    fut = node.store.send_message(cmd)
+    fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter()))
     return fut
 

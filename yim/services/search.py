@@ -1,0 +1,75 @@
+"""History search (op ``search``, ``GET /api/v1/search``): full-text search over the
+messages a user can see, newest first, each hit with its neighbours for context.
+
+Matching is by substring, case-insensitive, every whitespace-separated term required;
+Chinese works without word segmentation ("亿级消息" finds "支持亿级消息量", and a
+2-character query like "亿级" too). See :mod:`yim.storage.sqlite_search` for how.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import Search, SearchHit, SearchPage
+from yim.services.messages import parse_id
+from yim.services.wire import message_out
+from yim.storage import sqlite_search
+from yim.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from yim.node import Node
+    from yim.storage.base import SessionRec
+
+MAX_TERMS = 8
+MAX_HIGHLIGHTS = 32
+
+
+def query_terms(q: str) -> list[str]:
+    terms = list(dict.fromkeys(q.split()))[:MAX_TERMS]
+    if not terms:
+        raise YimError("bad_request", "`q` must contain a word to search for")
+    return terms
+
+
+def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """[start, end) code-point ranges of every occurrence of every term (merged, sorted)."""
+    folded = text.lower()
+    if len(folded) != len(text):  # case folding changed offsets (rare scripts): no ranges
+        return []
+    spans: list[tuple[int, int]] = []
+    for term in terms:
+        needle = term.lower()
+        at = folded.find(needle)
+        while at != -1 and len(spans) < MAX_HIGHLIGHTS * 4:
+            spans.append((at, at + len(needle)))
+            at = folded.find(needle, at + len(needle))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged[:MAX_HIGHLIGHTS]
+
+
+async def search(node: Node, session: SessionRec, req: Search, origin: Any = None) -> SearchPage:
+    store = node.store
+    if not isinstance(store, SqliteStore):
+        raise YimError("unavailable", "search needs the SQLite store in this build")
+    terms = query_terms(req.q)
+    conv_id = parse_id(req.conv_id, "conversation") if req.conv_id is not None else None
+    before = min(int(req.before), 2**63 - 1) if req.before is not None else None
+    rows, more = await store.read(sqlite_search.search, session.user_id, conv_id, terms, before, req.limit)
+    hits = [
+        SearchHit(
+            message=message_out(r.message),
+            text=r.text,
+            highlights=highlights(r.text, terms),
+            previous=message_out(r.previous) if r.previous is not None else None,
+            next=message_out(r.next) if r.next is not None else None,
+        )
+        for r in rows
+    ]
+    return SearchPage(hits=hits, next_before=str(rows[-1].message.msg_id) if more and rows else None)
