@@ -192,6 +192,8 @@ async def test_receipts_and_recall_reach_devices_that_were_offline(server: NodeS
         events, _ = await alice.sync_all()
         receipts = [e["data"] for e in events if e["type"] == "receipt"]
         assert receipts == [{"conv_id": conv, "user_id": bob.user_id, "read_seq": 2}]
+        one = await alice.request("conversation", conv_id=conv)
+        assert (one["conv_id"], one["peer_read_seq"], one["unread"]) == (conv, 2, 0)
 
         # Alice recalls her unread third message while bob is offline.
         recall = await alice.request("recall", conv_id=conv, seq=acks[2]["seq"])

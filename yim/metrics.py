@@ -26,3 +26,7 @@ class Metrics:
         )
         self.slow_consumers = Counter("yim_slow_consumers_total", "Connections cut off for not reading", registry=r)
         self.logins = Counter("yim_logins_total", "Successful logins", registry=r)
+        self.service_assignments = Counter(
+            "yim_service_assignments_total", "Service sessions assigned to an agent", registry=r
+        )
+        self.service_queued = Counter("yim_service_queued_total", "Service sessions put in a shop queue", registry=r)

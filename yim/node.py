@@ -20,6 +20,7 @@ from yim.metrics import Metrics
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService
 from yim.services.presence import Presence
+from yim.services.service import CustomerService
 from yim.services.rosters import Rosters
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
@@ -55,6 +56,7 @@ class Node:
         self.rosters = Rosters(self, settings.roster_cache_groups)
         self.typing = TypingLimiter(settings.typing_interval_s)
         self.presence = Presence(self, settings.presence_debounce_s)
+        self.service = CustomerService(self)
         self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.accounts: Accounts
@@ -72,6 +74,7 @@ class Node:
         # went backwards cannot reissue one.
         self.ids = Snowflake(self.settings.node_id, floor=await self.store.max_msg_id())
         self.accounts = Accounts(self, secret)
+        self.service.start()
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.settings.node_id, self.settings.store)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, presence, relations, sync, typing
+from yim.services import conversations, groups, messages, presence, relations, service, sync, typing
 from yim.services import search as search_service
 
 Action = Callable[..., Awaitable[Any]]
@@ -39,6 +39,7 @@ OPS: dict[type, Action] = {
     f.Read: _read,
     f.History: _history,
     f.Conversations: _conversations,
+    f.Conversation: conversations.conversation,
     f.Recall: messages.recall,
     f.Receipts: conversations.receipts,
     f.Typing: typing.typing,
@@ -74,5 +75,17 @@ OPS: dict[type, Action] = {
     f.PrivacySet: relations.privacy_set,
     f.PresenceSet: presence.presence_set,
     f.PresenceQuery: presence.presence_query,
+    f.ShopCreate: service.shop_create,
+    f.Shops: service.shops,
+    f.ShopAgentSet: service.agent_set,
+    f.ShopAgentRemove: service.agent_remove,
+    f.ShopAgents: service.agents,
+    f.AgentStatus: service.agent_status,
+    f.ServiceSessions: service.sessions,
+    f.ServiceStatus: service.status,
+    f.ServiceTransfer: service.transfer,
+    f.ServiceClose: service.close,
+    f.ServiceRate: service.rate,
+    f.ShopDashboard: service.dashboard,
     f.Search: search_service.search,
 }

@@ -24,7 +24,8 @@ Rid = int | str
 IdStr = Annotated[str, Meta(pattern=r"^[0-9]{1,20}$", description="a 64-bit id as a decimal string")]
 Seq = Annotated[int, Meta(ge=0, le=2**62)]
 PageLimit = Annotated[int, Meta(ge=1, le=1000)]
-ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
+# "system:" and "recall:" keys are the server's own (for entries it writes); clients use any other.
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^(?!system:|recall:)")]
 Username = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
 DisplayName = Annotated[str, Meta(max_length=64)]
@@ -55,6 +56,9 @@ JoinPolicy = Literal["open", "members_invite", "admins_invite"]
 UserIds = Annotated[list[IdStr], Meta(min_length=1, max_length=10_000)]
 
 
+Category = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")]
+
+
 class Send(Request, tag="send"):
     kind: str
     body: Raw
@@ -63,6 +67,8 @@ class Send(Request, tag="send"):
     conv_id: IdStr | None = None
     mentions: Mentions | None = None
     mention_all: bool = False
+    shop_id: IdStr | None = None  # a customer's message to a shop (customer service)
+    category: Category | None = None  # the customer's choice; else the shop's rules decide
 
 
 class Sync(Request, tag="sync"):
@@ -88,7 +94,11 @@ class History(Request, tag="history"):
 
 class Conversations(Request, tag="conversations"):
     limit: PageLimit = 50
-    before: Annotated[int, Meta(ge=0)] | None = None
+    before: IdStr | None = None  # the previous page's next_before
+
+
+class Conversation(Request, tag="conversation"):
+    conv_id: IdStr
 
 
 class Recall(Request, tag="recall"):
@@ -276,6 +286,71 @@ class PresenceQuery(Request, tag="presence_query"):
     user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
 
 
+# customer service
+
+
+class ShopCreate(Request, tag="shop_create"):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Shops(Request, tag="shops"):
+    pass
+
+
+class ShopAgentSet(Request, tag="shop_agent_set"):
+    shop_id: IdStr
+    user_id: IdStr
+    role: Literal["agent", "admin"] = "agent"
+    skills: Annotated[list[Category], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: ["pre_sale", "after_sale"]
+    )
+    capacity: Annotated[int, Meta(ge=0, le=1000)] = 10
+
+
+class ShopAgentRemove(Request, tag="shop_agent_remove"):
+    shop_id: IdStr
+    user_id: IdStr
+
+
+class ShopAgents(Request, tag="shop_agents"):
+    shop_id: IdStr
+
+
+class AgentStatus(Request, tag="agent_status"):
+    status: Literal["online", "busy", "away", "offline"]
+    shop_id: IdStr | None = None  # default: every shop the agent serves
+
+
+class ServiceSessions(Request, tag="service_sessions"):
+    shop_id: IdStr | None = None
+    status: Literal["queued", "active", "closed"] | None = None
+    limit: PageLimit = 200
+
+
+class ServiceStatus(Request, tag="service_status"):
+    shop_id: IdStr
+
+
+class ServiceTransfer(Request, tag="service_transfer"):
+    session_id: IdStr
+    to_agent: IdStr | None = None
+    to_category: Category | None = None
+
+
+class ServiceClose(Request, tag="service_close"):
+    session_id: IdStr
+
+
+class ServiceRate(Request, tag="service_rate"):
+    session_id: IdStr
+    rating: Annotated[int, Meta(ge=1, le=5)]
+    comment: Annotated[str, Meta(max_length=500)] = ""
+
+
+class ShopDashboard(Request, tag="shop_dashboard"):
+    shop_id: IdStr
+
+
 AnyRequest = (
     Auth
     | Ping
@@ -285,6 +360,7 @@ AnyRequest = (
     | Read
     | History
     | Conversations
+    | Conversation
     | Recall
     | Receipts
     | Typing
@@ -321,6 +397,18 @@ AnyRequest = (
     | PresenceSet
     | PresenceQuery
     | Search
+    | ShopCreate
+    | Shops
+    | ShopAgentSet
+    | ShopAgentRemove
+    | ShopAgents
+    | AgentStatus
+    | ServiceSessions
+    | ServiceStatus
+    | ServiceTransfer
+    | ServiceClose
+    | ServiceRate
+    | ShopDashboard
 )
 
 
@@ -359,6 +447,7 @@ class MediaMessageBody(Struct):
     width: int | None = None  # images
     height: int | None = None
     thumbnail: bool = False  # GET /api/v1/media/{media_id}/thumbnail exists
+
 
 # --- server -> client ----------------------------------------------------------------------
 
@@ -464,12 +553,13 @@ class ConversationOut(Struct):
     mentioned: bool  # a message after read_seq mentions the user (or everyone)
     updated_at: int
     last_message: MessageOut | None
+    peer_read_seq: int = 0  # direct conversations: the other user has read up to here
 
 
 class ConversationPage(Struct):
     conversations: list[ConversationOut]
     total_unread: int
-    next_before: int | None
+    next_before: str | None
 
 
 class GroupHeadOut(Struct):
@@ -659,6 +749,51 @@ class PresencePage(Struct):
     presence: list[PresenceOut]
 
 
+class ShopOut(Struct):
+    shop_id: str
+    name: str
+    owner_id: str
+    created_at: int
+
+
+class AgentOut(Struct):
+    shop_id: str
+    user_id: str
+    role: str  # "agent" | "admin"
+    skills: list[str]
+    capacity: int
+    status: str  # what the agent set: online | busy | away | offline
+    online: bool  # connected right now
+    open_sessions: int
+
+
+class ServiceSessionOut(Struct):
+    session_id: str
+    shop_id: str
+    customer_id: str
+    conv_id: str
+    category: str
+    status: str  # "queued" | "active" | "closed"
+    agent_id: str | None
+    queued_at: int
+    assigned_at: int | None
+    closed_at: int | None
+    rating: int | None
+    comment: str | None
+    position: int | None  # 1-based place in the queue while queued
+
+
+class DashboardOut(Struct):
+    shop_id: str
+    queued: int
+    queued_by_category: dict[str, int]
+    longest_wait_ms: int
+    active: int
+    closed_today: int
+    avg_rating: float | None
+    agents: list[AgentOut]
+
+
 class RelationEvent(Struct, omit_defaults=True):
     """Payload of a ``relation`` inbox event; ``user_id`` is the other party."""
 
@@ -699,6 +834,10 @@ class SendBody(Struct, forbid_unknown_fields=True):
     client_msg_id: ClientMsgId
     to: IdStr | None = None
     conv_id: IdStr | None = None
+    mentions: Mentions | None = None
+    mention_all: bool = False
+    shop_id: IdStr | None = None
+    category: Category | None = None
 
 
 class DeviceOut(Struct):

@@ -12,9 +12,18 @@ import time
 from typing import TYPE_CHECKING
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import ConversationOut, ConversationPage, HistoryPage, ReadResult, Receipts, ReceiptsOut
+from yim.protocol.frames import (
+    Conversation,
+    ConversationOut,
+    ConversationPage,
+    HistoryPage,
+    ReadResult,
+    Receipts,
+    ReceiptsOut,
+)
 from yim.services.accounts import user_out
 from yim.services.messages import parse_id
+from yim.services.sync import REPLY_BUDGET_BYTES
 from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.base import SessionRec
 
@@ -23,8 +32,12 @@ if TYPE_CHECKING:
     from yim.node import Node
 
 
-async def list_conversations(node: Node, session: SessionRec, before: int | None, limit: int) -> ConversationPage:
-    rows, total = await node.store.conversations(session.user_id, before, limit)
+async def list_conversations(
+    node: Node, session: SessionRec, before: str | None, limit: int, conv_id: int | None = None
+) -> ConversationPage:
+    rows, total = await node.store.conversations(
+        session.user_id, parse_id(before, "cursor") if before is not None else None, limit, conv_id
+    )
     peers = await node.store.users_by_ids(sorted({r.peer_id for r in rows if r.peer_id is not None}))
     out = [
         ConversationOut(
@@ -38,13 +51,22 @@ async def list_conversations(node: Node, session: SessionRec, before: int | None
             read_seq=r.read_seq,
             unread=r.unread,
             mentioned=r.mentioned,
+            peer_read_seq=r.peer_read_seq,
             updated_at=r.updated_at,
             last_message=message_out(r.last_message) if r.last_message else None,
         )
         for r in rows
     ]
-    next_before = rows[-1].last_msg_id if len(rows) == limit else None
+    next_before = str(rows[-1].last_msg_id) if len(rows) == limit else None
     return ConversationPage(conversations=out, total_unread=total, next_before=next_before)
+
+
+async def conversation(node: Node, session: SessionRec, req: Conversation, origin: Connection | None = None):
+    """One conversation of the user, as it appears in the list."""
+    page = await list_conversations(node, session, None, 1, parse_id(req.conv_id, "conversation"))
+    if not page.conversations:
+        raise YimError("not_member", f"you are not a member of conversation {req.conv_id}")
+    return page.conversations[0]
 
 
 async def mark_read(
@@ -73,6 +95,12 @@ async def history(
         raise YimError("bad_request", "give at most one of `before` and `after`")
     limit = min(limit, node.settings.history_page_max)
     msgs, more = await node.store.history(session.user_id, parse_id(conv_id, "conversation"), before, after, limit)
+    # Keep the page within the reply budget: drop from the far end of the paging direction.
+    size = sum(len(m.body) for m in msgs)
+    while len(msgs) > 1 and size > REPLY_BUDGET_BYTES:
+        dropped = msgs.pop() if after is not None else msgs.pop(0)
+        size -= len(dropped.body)
+        more = True
     return HistoryPage(messages=[message_out(m) for m in msgs], has_more=more)
 
 

@@ -27,6 +27,8 @@ def publish_entry(node: Node, result: SendResult, origin: Connection | None = No
         node.rosters.apply(result.message)
     if result.deliveries:
         node.bus.publish_event(result.deliveries, "message", payload, origin)
+    if result.events:
+        node.service.publish(result.events)
     if result.fanout == "read":
         skip = {uid for uid, _seq in result.deliveries}  # got it through their inbox just now
         node.rosters.push_notice(result.message.conv_id, "group_message", payload, origin, skip)

@@ -82,13 +82,13 @@ def send_message(
     """Validate and submit a message. The returned future resolves after the durable
     commit *and* after delivery to the other devices, so an ACK sent from a callback
     added by the caller always follows the pushes."""
-    if (req.to is None) == (req.conv_id is None):
-        raise YimError("bad_request", "give exactly one of `to` (a user id) or `conv_id`")
+    if (req.to is not None) + (req.conv_id is not None) + (req.shop_id is not None) != 1:
+        raise YimError("bad_request", "give exactly one of `to` (a user id), `conv_id` or `shop_id`")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
     now = int(time.time() * 1000)
     cmd = SendCmd(
         msg_id=node.ids.next_id(),
-        new_conv_id=node.ids.next_id() if req.to is not None else 0,
+        new_conv_id=node.ids.next_id() if req.conv_id is None else 0,
         sender_id=session.user_id,
         sender_device=session.device_id,
         kind=req.kind,
@@ -99,6 +99,9 @@ def send_message(
         conv_id=parse_id(req.conv_id, "conversation") if req.conv_id is not None else None,
         mentions=tuple(dict.fromkeys(parse_id(u, "user") for u in req.mentions or ())),
         mention_all=req.mention_all,
+        shop_id=parse_id(req.shop_id, "shop") if req.shop_id is not None else None,
+        category=req.category,
+        new_session_id=node.ids.next_id() if req.to is None else 0,
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter()))

@@ -68,10 +68,13 @@ class Presence:
         state = self.state(user_id)
         if state == self._published.get(user_id, OFFLINE):
             return  # flapped back within the window: nothing to tell
+        was_offline = user_id not in self._published
         if state == OFFLINE:
             self._published.pop(user_id, None)
         else:
             self._published[user_id] = state
+        if was_offline != (state == OFFLINE):  # came online, or went offline
+            self._node.service.presence_changed(user_id, state != OFFLINE)
         task = asyncio.get_running_loop().create_task(self._publish(user_id, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

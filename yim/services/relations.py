@@ -58,8 +58,10 @@ def _now() -> int:
 
 
 def _publish(node: Node, events: list[InboxWrite], origin: Connection | None) -> None:
+    # The requesting connection gets its own event pushed too (unlike a sent message, whose
+    # reply carries the inbox seq): its cursor then has no gap to fill.
     for user_id, inbox_seq, payload in events:
-        node.bus.publish_event([(user_id, inbox_seq)], "relation", payload, origin)
+        node.bus.publish_event([(user_id, inbox_seq)], "relation", payload)
 
 
 def request_out(r: FriendRequestRec) -> FriendRequestOut:

@@ -22,12 +22,23 @@ from yim.storage.base import SessionRec
 if TYPE_CHECKING:
     from yim.node import Node
 
+#: A page stops growing past this many payload bytes, so a reply of long messages always
+#: fits a connection's send buffer (max_send_buffer_bytes) with room to spare.
+REPLY_BUDGET_BYTES = 1024 * 1024
+
 
 async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
     limit = min(limit, node.settings.sync_page_max)
     events, head = await node.store.sync(session.user_id, since, limit)
-    out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(event_payload(e))) for e in events]
-    next_since = events[-1].seq if events else since
+    out = []
+    size = 0
+    for e in events:
+        payload = event_payload(e)
+        size += len(payload)
+        if out and size > REPLY_BUDGET_BYTES:
+            break  # the rest comes with the next page (has_more)
+        out.append(Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)))
+    next_since = out[-1].seq if out else since
     groups = [
         GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
         for g in await node.store.read_groups(session.user_id)

@@ -20,6 +20,7 @@ import asyncio
 import msgspec
 
 from yim.storage.relations import RelationStore
+from yim.storage.service import ServiceStore
 
 
 class UserRec(msgspec.Struct, frozen=True):
@@ -66,7 +67,7 @@ class MessageRec(msgspec.Struct, frozen=True):
 
 
 class SendCmd(msgspec.Struct, frozen=True):
-    """What the messages service asks the store to append. Exactly one of to / conv_id."""
+    """What the messages service asks the store to append. Exactly one of to / conv_id / shop_id."""
 
     msg_id: int
     new_conv_id: int  # used only if this message opens a new direct conversation
@@ -80,6 +81,9 @@ class SendCmd(msgspec.Struct, frozen=True):
     conv_id: int | None = None
     mentions: tuple[int, ...] = ()
     mention_all: bool = False
+    shop_id: int | None = None  # a customer's message to a shop (customer service)
+    category: str | None = None  # the customer's choice of service category, if any
+    new_session_id: int = 0  # used only if this message opens a service session
 
 
 class CreateGroupCmd(msgspec.Struct, frozen=True):
@@ -108,6 +112,8 @@ class SendResult(msgspec.Struct, frozen=True):
     fanout: str = "write"
     #: the group's membership changed with this entry (caches of member sets are stale).
     members_changed: bool = False
+    #: other inbox events written with it, (user_id, inbox_seq, payload) of type "service"
+    events: list[tuple[int, int, bytes]] = []
 
 
 class GroupRec(msgspec.Struct, frozen=True):
@@ -184,15 +190,18 @@ class ConvRow(msgspec.Struct, frozen=True):
     name: str = ""
     member_count: int = 0
     active: bool = True
+    peer_read_seq: int = 0  # direct conversations: how far the other user has read
 
 
 class Store(abc.ABC):
     """A durable store. All methods are coroutines; each is atomic.
 
     Concepts with their own interface hang off it: ``store.relations``
-    (:class:`yim.storage.relations.RelationStore`)."""
+    (:class:`yim.storage.relations.RelationStore`), ``store.service``
+    (:class:`yim.storage.service.ServiceStore`)."""
 
     relations: RelationStore
+    service: ServiceStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -258,8 +267,11 @@ class Store(abc.ABC):
         ``after``: ascending from after+1; otherwise descending from before-1 (or the end)."""
 
     @abc.abstractmethod
-    async def conversations(self, user_id: int, before: int | None, limit: int) -> tuple[list[ConvRow], int]:
-        """The user's conversations, most recent first (paged by last_msg_id), and total unread."""
+    async def conversations(
+        self, user_id: int, before: int | None, limit: int, conv_id: int | None = None
+    ) -> tuple[list[ConvRow], int]:
+        """The user's conversations, most recent first (paged by last_msg_id), and total
+        unread; with ``conv_id``, just that one (if the user belongs to it)."""
 
     # groups -----------------------------------------------------------------------------------
     # Every membership or settings change appends a "system" entry to the group timeline in

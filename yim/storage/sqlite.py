@@ -49,6 +49,7 @@ from yim.storage.base import (
     UserRec,
 )
 from yim.storage.sqlite_relations import SqliteRelationStore
+from yim.storage.sqlite_service import SqliteServiceStore
 
 SCHEMA_VERSION = 1
 
@@ -269,6 +270,7 @@ class SqliteStore(Store):
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self.relations = SqliteRelationStore(self)
+        self.service = SqliteServiceStore(self)
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +401,7 @@ class SqliteStore(Store):
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        return self._writer.submit(timeline.send_message, cmd)
+        return self._writer.submit(timeline.send_message, cmd, self.service.ctx)
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
         return await self._writer.submit(timeline.mark_read, user_id, conv_id, seq, now)
@@ -422,8 +424,10 @@ class SqliteStore(Store):
     ) -> tuple[list[MessageRec], bool]:
         return await self._read_tx(timeline.read_history, user_id, conv_id, before, after, limit)
 
-    async def conversations(self, user_id: int, before: int | None, limit: int) -> tuple[list[ConvRow], int]:
-        return await self._read_tx(timeline.read_conversations, user_id, before, limit)
+    async def conversations(
+        self, user_id: int, before: int | None, limit: int, conv_id: int | None = None
+    ) -> tuple[list[ConvRow], int]:
+        return await self._read_tx(timeline.read_conversations, user_id, before, limit, conv_id)
 
     async def receipts(self, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
         return await self._read_tx(groups.receipts, conv_id, viewer_id, seq)

@@ -32,5 +32,3 @@ def check_direct_allowed(conn: sqlite3.Connection, sender_id: int, to_id: int) -
     policy = conn.execute("SELECT dm_policy FROM privacy WHERE user_id=?", (to_id,)).fetchone()
     if policy is not None and policy[0] == "friends" and not are_friends(conn, to_id, sender_id):
         raise YimError("friends_only", "this user accepts direct messages from friends only")
-
-

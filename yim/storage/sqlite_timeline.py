@@ -191,7 +191,12 @@ def append_entry(
     )
 
 
-def send_message(conn: sqlite3.Connection, c: SendCmd) -> SendResult:
+def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
+    row = conn.execute("SELECT type FROM conversations WHERE id=?", (conv_id,)).fetchone()
+    return row[0] if row else None
+
+
+def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) -> SendResult:
     # Idempotency first: a retried client_msg_id returns the original and writes nothing.
     row = conn.execute(
         f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
@@ -200,6 +205,10 @@ def send_message(conn: sqlite3.Connection, c: SendCmd) -> SendResult:
     if row is not None:
         return SendResult(message=msg_from_row(row), sender_inbox_seq=row[_N_MSG_COLS], duplicate=True, deliveries=[])
 
+    if c.shop_id is not None or (c.conv_id is not None and _conv_type(conn, c.conv_id) == "service"):
+        from yim.storage.sqlite_service import service_send
+
+        return service_send(conn, c, service_ctx)
     if c.to is not None:
         conv_id = _direct_conversation(conn, c)
     else:
@@ -398,12 +407,26 @@ def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) ->
     return events, head
 
 
+def _is_service_supervisor(conn: sqlite3.Connection, user_id: int, conv_id: int) -> bool:
+    """Shop admins (supervisors) may read every customer conversation of their shop."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM service_pairs sp JOIN shop_agents a ON a.shop_id = sp.shop_id"
+            " WHERE sp.conv_id=? AND a.user_id=? AND a.role='admin'",
+            (conv_id, user_id),
+        ).fetchone()
+        is not None
+    )
+
+
 def read_history(
     conn: sqlite3.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
 ) -> tuple[list[MessageRec], bool]:
     member = conn.execute(
         "SELECT joined_seq, left_seq FROM user_conversations WHERE user_id=? AND conv_id=?", (user_id, conv_id)
     ).fetchone()
+    if member is None and _is_service_supervisor(conn, user_id, conv_id):
+        member = (0, None)
     if member is None:
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     floor = member[0]
@@ -427,16 +450,21 @@ def read_history(
 
 
 def read_conversations(
-    conn: sqlite3.Connection, user_id: int, before: int | None, limit: int
+    conn: sqlite3.Connection, user_id: int, before: int | None, limit: int, conv_id: int | None = None
 ) -> tuple[list[ConvRow], int]:
+    where, args = "uc.user_id=? AND c.last_msg_id < ?", [user_id, before if before is not None else 2**63 - 1]
+    if conv_id is not None:
+        where += " AND uc.conv_id=?"
+        args.append(conv_id)
     rows = conn.execute(
         f"SELECT c.id, c.type, uc.peer_id, {VISIBLE_HEAD}, uc.read_seq, c.last_msg_id, c.updated_at,"
         f" {UNREAD_SQL}, MAX(uc.mention_seq, c.mention_all_seq) > uc.read_seq, c.name, c.member_count,"
-        f" uc.left_seq IS NULL, {MSG_COLS}"
+        " uc.left_seq IS NULL, (SELECT p.read_seq FROM user_conversations p"
+        f"  WHERE p.conv_id = uc.conv_id AND p.user_id = uc.peer_id), {MSG_COLS}"
         " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
         f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
-        " WHERE uc.user_id=? AND c.last_msg_id < ? ORDER BY c.last_msg_id DESC LIMIT ?",
-        (user_id, before if before is not None else 2**63 - 1, limit),
+        f" WHERE {where} ORDER BY c.last_msg_id DESC LIMIT ?",
+        (*args, limit),
     ).fetchall()
     convs = [
         ConvRow(
@@ -452,7 +480,8 @@ def read_conversations(
             name=r[9],
             member_count=r[10],
             active=bool(r[11]),
-            last_message=msg_from_row(r, 12) if r[12] is not None else None,
+            peer_read_seq=r[12] or 0,
+            last_message=msg_from_row(r, 13) if r[13] is not None else None,
         )
         for r in rows
     ]

@@ -1,0 +1,243 @@
+"""Customer service (客服): shops, agents and routing customers' sessions to agents.
+
+A customer messages a *shop* (``send`` with ``shop_id``), never an agent; the first
+message after the last session closed opens a session, which the routing policy
+(:mod:`yim.services.routing`) assigns to an agent or queues. Messages use the same
+pipeline as every chat (ids, seqs, durable ACK, sync, unread). Agents' availability
+follows their connection (debounced presence) and the status they set; when an agent
+goes offline — including a connection that died without a close and timed out — their
+open sessions are re-routed by the same rules, and the new agent sees the full history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.protocol.frames import (
+    AgentOut,
+    AgentStatus,
+    DashboardOut,
+    ServiceClose,
+    ServiceRate,
+    ServiceSessionOut,
+    ServiceSessions,
+    ServiceStatus,
+    ServiceTransfer,
+    ShopAgentRemove,
+    ShopAgents,
+    ShopAgentSet,
+    ShopCreate,
+    ShopDashboard,
+    ShopOut,
+    Shops,
+)
+from yim.services.messages import parse_id
+from yim.services.routing import DefaultRouting, RoutingPolicy
+from yim.storage.base import SessionRec
+from yim.storage.relations import InboxWrite
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+log = logging.getLogger("yim.service")
+_event_decoder = msgspec.json.Decoder(dict)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class CustomerService:
+    """Wires routing to the live node: who is connected, which users are agents."""
+
+    def __init__(self, node: Node, policy: RoutingPolicy | None = None) -> None:
+        self._node = node
+        self.policy: RoutingPolicy = policy or DefaultRouting()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        hub = self._node.hub
+        self._node.store.service.ctx = ServiceCtx(
+            is_connected=lambda uid: bool(hub.devices_of(uid)), policy=self.policy
+        )
+
+    def publish(self, events: list[InboxWrite], origin: Connection | None = None) -> None:
+        metrics = self._node.metrics
+        for user_id, inbox_seq, payload in events:
+            # Pushed to the requesting connection too, so its cursor sees no gap.
+            self._node.bus.publish_event([(user_id, inbox_seq)], "service", payload)
+            ev = _event_decoder.decode(payload)
+            if ev["event"] == "assigned" and ev.get("agent_id") == str(user_id):
+                metrics.service_assignments.inc()
+            elif ev["event"] == "queued":
+                metrics.service_queued.inc()
+
+    def presence_changed(self, user_id: int, online: bool) -> None:
+        """Called with debounced presence; a no-op for users who are not agents (one
+        indexed read in the writer, only when someone's presence really changed)."""
+        task = asyncio.get_running_loop().create_task(self._presence(user_id, online))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _presence(self, user_id: int, online: bool) -> None:
+        try:
+            self.publish(await self._node.store.service.agent_presence(user_id, online, _now()))
+        except YimError:
+            pass
+        except Exception:
+            log.exception("re-routing after a presence change of %d failed", user_id)
+
+
+def shop_out(s: ShopRec) -> ShopOut:
+    return ShopOut(shop_id=str(s.id), name=s.name, owner_id=str(s.owner_id), created_at=s.created_at)
+
+
+def agent_out(node: Node, a: AgentRec) -> AgentOut:
+    return AgentOut(
+        shop_id=str(a.shop_id),
+        user_id=str(a.user_id),
+        role=a.role,
+        skills=a.skills,
+        capacity=a.capacity,
+        status=a.status,
+        online=bool(node.hub.devices_of(a.user_id)),
+        open_sessions=a.open_sessions,
+    )
+
+
+def session_out(s: ServiceSessionRec) -> ServiceSessionOut:
+    return ServiceSessionOut(
+        session_id=str(s.id),
+        shop_id=str(s.shop_id),
+        customer_id=str(s.customer_id),
+        conv_id=str(s.conv_id),
+        category=s.category,
+        status=s.status,
+        agent_id=str(s.agent_id) if s.agent_id else None,
+        queued_at=s.queued_at,
+        assigned_at=s.assigned_at,
+        closed_at=s.closed_at,
+        rating=s.rating,
+        comment=s.comment,
+        position=s.position,
+    )
+
+
+async def shop_create(node: Node, session: SessionRec, req: ShopCreate, origin: Connection | None = None) -> ShopOut:
+    return shop_out(await node.store.service.create_shop(node.ids.next_id(), req.name, session.user_id, _now()))
+
+
+async def shops(node: Node, session: SessionRec, req: Shops, origin: Connection | None = None) -> dict[str, list]:
+    return {"shops": [shop_out(s) for s in await node.store.service.shops_of(session.user_id)]}
+
+
+async def agent_set(node: Node, session: SessionRec, req: ShopAgentSet, origin: Connection | None = None) -> AgentOut:
+    agent, events = await node.store.service.set_agent(
+        parse_id(req.shop_id, "shop"),
+        session.user_id,
+        parse_id(req.user_id, "user"),
+        req.role,
+        list(dict.fromkeys(req.skills)),
+        req.capacity,
+        _now(),
+    )
+    node.service.publish(events, origin)
+    return agent_out(node, agent)
+
+
+async def agent_remove(
+    node: Node, session: SessionRec, req: ShopAgentRemove, origin: Connection | None = None
+) -> dict[str, bool]:
+    events = await node.store.service.remove_agent(
+        parse_id(req.shop_id, "shop"), session.user_id, parse_id(req.user_id, "user"), _now()
+    )
+    node.service.publish(events, origin)
+    return {"removed": True}
+
+
+async def agents(node: Node, session: SessionRec, req: ShopAgents, origin: Connection | None = None) -> dict[str, list]:
+    rows = await node.store.service.agents(parse_id(req.shop_id, "shop"), session.user_id)
+    return {"agents": [agent_out(node, a) for a in rows]}
+
+
+async def agent_status(
+    node: Node, session: SessionRec, req: AgentStatus, origin: Connection | None = None
+) -> dict[str, str]:
+    shop_id = parse_id(req.shop_id, "shop") if req.shop_id else None
+    events = await node.store.service.set_agent_status(session.user_id, shop_id, req.status, _now())
+    node.service.publish(events, origin)
+    return {"status": req.status}
+
+
+async def sessions(
+    node: Node, session: SessionRec, req: ServiceSessions, origin: Connection | None = None
+) -> dict[str, list]:
+    shop_id = parse_id(req.shop_id, "shop") if req.shop_id else None
+    rows = await node.store.service.sessions(session.user_id, shop_id, req.status, req.limit)
+    return {"sessions": [session_out(s) for s in rows]}
+
+
+async def status(
+    node: Node, session: SessionRec, req: ServiceStatus, origin: Connection | None = None
+) -> ServiceSessionOut:
+    found = await node.store.service.customer_session(parse_id(req.shop_id, "shop"), session.user_id)
+    if found is None:
+        raise YimError("not_found", "you have no service session with this shop")
+    return session_out(found)
+
+
+async def transfer(
+    node: Node, session: SessionRec, req: ServiceTransfer, origin: Connection | None = None
+) -> dict[str, bool]:
+    if (req.to_agent is None) == (req.to_category is None):
+        raise YimError("bad_request", "give exactly one of `to_agent` or `to_category`")
+    events = await node.store.service.transfer(
+        parse_id(req.session_id, "session"),
+        session.user_id,
+        parse_id(req.to_agent, "user") if req.to_agent else None,
+        req.to_category,
+        _now(),
+    )
+    node.service.publish(events, origin)
+    return {"transferred": True}
+
+
+async def close(
+    node: Node, session: SessionRec, req: ServiceClose, origin: Connection | None = None
+) -> dict[str, bool]:
+    events = await node.store.service.close(parse_id(req.session_id, "session"), session.user_id, _now())
+    node.service.publish(events, origin)
+    return {"closed": True}
+
+
+async def rate(
+    node: Node, session: SessionRec, req: ServiceRate, origin: Connection | None = None
+) -> ServiceSessionOut:
+    rec = await node.store.service.rate(
+        parse_id(req.session_id, "session"), session.user_id, req.rating, req.comment, _now()
+    )
+    return session_out(rec)
+
+
+async def dashboard(
+    node: Node, session: SessionRec, req: ShopDashboard, origin: Connection | None = None
+) -> DashboardOut:
+    st = await node.store.service.stats(parse_id(req.shop_id, "shop"), session.user_id, _now())
+    return DashboardOut(
+        shop_id=req.shop_id,
+        queued=st.queued,
+        queued_by_category=st.queued_by_category,
+        longest_wait_ms=st.longest_wait_ms,
+        active=st.active,
+        closed_today=st.closed_today,
+        avg_rating=st.avg_rating,
+        agents=[agent_out(node, a) for a in st.agents],
+    )
