@@ -1,0 +1,37 @@
+"""The Python SDK of yim: ``from yim.client import Client, login, register``."""
+
+from yim.client.sdk import (
+    CLOSE_REPLACED,
+    CLOSE_REVOKED,
+    FATAL_CLOSE_CODES,
+    ApiError,
+    Client,
+    ClientClosed,
+    ConnectionLost,
+    Endpoint,
+    HttpApi,
+    InboxItem,
+    SessionEnded,
+    YimClientError,
+    login,
+    parse_endpoint,
+    register,
+)
+
+__all__ = [
+    "CLOSE_REPLACED",
+    "CLOSE_REVOKED",
+    "FATAL_CLOSE_CODES",
+    "ApiError",
+    "Client",
+    "ClientClosed",
+    "ConnectionLost",
+    "Endpoint",
+    "HttpApi",
+    "InboxItem",
+    "SessionEnded",
+    "YimClientError",
+    "login",
+    "parse_endpoint",
+    "register",
+]

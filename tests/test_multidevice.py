@@ -1,0 +1,104 @@
+"""Several devices of one user converge: same inbox timeline, same history, same read
+markers and unread counts (per conversation and total), whichever device acted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from yim.client import Client
+from yim.gateway.app import NodeServer
+from yim.protocol.frames import ReadMarker
+
+from .sdk_helpers import Chat, derived_unread, history_of, list_view, reconnected, timeline_key
+
+
+async def test_three_devices_converge_on_history_reads_and_unread_counts(server: NodeServer) -> None:
+    async with asyncio.timeout(60), Chat(server.url) as chat:
+        alice = await chat.user("alice")
+        await chat.user("bob")
+        await chat.user("carol")
+        devices = {name: await chat.client("alice", name) for name in ("phone", "web", "desktop")}
+        inboxes = {name: chat.inbox(c) for name, c in devices.items()}
+        bob = await chat.client("bob", "phone")
+        carol = await chat.client("carol", "phone", format="msgpack")
+
+        # alice writes first from her phone; the other two devices are pushed her messages
+        own = [await devices["phone"].send_text(f"a{i}", to=bob.user_id) for i in range(5)]
+        conv_bob = own[0].conv_id
+        # then bob and carol write at once, while the desktop loses its connection twice
+        stream = asyncio.gather(
+            *(bob.send_text(f"b{i}", to=alice.user_id) for i in range(30)),
+            *(carol.send_text(f"c{i}", to=alice.user_id) for i in range(20)),
+        )
+        for drop in range(2):
+            await reconnected(devices["desktop"], drop)
+            devices["desktop"].drop_connection()
+        acks = await stream
+        conv_carol = acks[-1].conv_id
+        for inbox in inboxes.values():
+            await inbox.wait_for(lambda inbox=inbox: len(inbox.items) == 55)
+
+        # one device reads, the others learn it by a pushed `read` event
+        result = await devices["phone"].mark_read(conv_bob, 20)
+        assert (result.read_seq, result.unread, result.total_unread) == (20, 15, 35)
+        result = await devices["web"].mark_read(conv_carol, 20)
+        assert (result.read_seq, result.unread, result.total_unread) == (20, 0, 15)
+        # marking read again, or behind the marker, changes nothing and writes no event
+        result = await devices["desktop"].mark_read(conv_bob, 3)
+        assert (result.read_seq, result.unread, result.total_unread) == (20, 15, 15)
+        for inbox in inboxes.values():
+            await inbox.wait_for(lambda inbox=inbox: len(inbox.items) == 57)
+
+        timelines = {name: [timeline_key(i) for i in inbox.items] for name, inbox in inboxes.items()}
+        assert timelines["phone"] == timelines["web"] == timelines["desktop"]
+        assert [k[0] for k in timelines["phone"]] == list(range(1, 58))
+        assert [k[1] for k in timelines["phone"][-2:]] == ["read", "read"]
+
+        pages = {name: await c.conversations() for name, c in devices.items()}
+        views = {name: list_view(p) for name, p in pages.items()}
+        assert views["phone"] == views["web"] == views["desktop"]
+        page = pages["phone"]
+        assert page.total_unread == sum(c.unread for c in page.conversations) == 15
+        assert all(c.unread == c.last_seq - c.read_seq for c in page.conversations)
+        assert {c.conv_id: c.unread for c in page.conversations} == {conv_bob: 15, conv_carol: 0}
+        for inbox in inboxes.values():
+            assert derived_unread(inbox.items, alice.user_id) == {conv_bob: 15, conv_carol: 0}
+
+        # every device's messages per conversation are exactly the conversation's history
+        for conv in (conv_bob, conv_carol):
+            history = [(m.msg_id, m.seq) for m in await history_of(bob if conv == conv_bob else carol, conv)]
+            assert [s for _, s in history] == list(range(1, len(history) + 1))
+            for inbox in inboxes.values():
+                assert [(m.msg_id, m.seq) for m in inbox.messages(conv)] == history
+
+        # a fourth device that logs in later starts from cursor 0 and lands in the same place
+        late = await chat.client("alice", "tablet")
+        late_inbox = chat.inbox(late)
+        await late_inbox.wait_for(lambda: len(late_inbox.items) == 57)
+        assert [timeline_key(i) for i in late_inbox.items] == timelines["phone"]
+        assert list_view(await late.conversations()) == views["phone"]
+        assert all(c.cursor == 57 for c in (*devices.values(), late))
+
+
+async def test_device_that_was_offline_catches_up_reads_made_elsewhere(server: NodeServer) -> None:
+    async with asyncio.timeout(30), Chat(server.url) as chat:
+        alice = await chat.user("alice")
+        await chat.user("bob")
+        phone = await chat.client("alice", "phone")
+        laptop = await chat.client("alice", "laptop")
+        bob = await chat.client("bob", "phone")
+        acks = [await bob.send_text(f"b{i}", to=alice.user_id) for i in range(10)]
+        conv = acks[0].conv_id
+        await laptop.sync_now()
+        token, cursor = laptop.token, laptop.cursor
+        await laptop.close()
+        await phone.mark_read(conv, 10)
+        await bob.send_text("more", to=alice.user_id)
+        back: Client = await chat.connect(token, cursor=cursor)
+        inbox = chat.inbox(back)
+        await inbox.wait_for(lambda: len(inbox.items) == 2)
+        assert [i.type for i in inbox.items] == ["read", "message"]
+        assert inbox.reads() == [ReadMarker(conv_id=conv, read_seq=10)]
+        page = await back.conversations()
+        assert page.total_unread == 1 and page.conversations[0].unread == 1
+        assert derived_unread(inbox.items, alice.user_id) == {conv: 11 - 10}

@@ -1,0 +1,1167 @@
+"""The Python SDK: HTTP account calls and a resilient WebSocket client (docs/protocol.md).
+
+Two layers:
+
+- :class:`HttpApi` (and the shortcuts :func:`register` / :func:`login`) speaks the HTTP API
+  under ``/api/v1/``: accounts, sessions, devices.
+- :class:`Client` keeps one device online over ``/ws``. It authenticates, syncs the
+  user's inbox from its *cursor* (the highest inbox seq it holds without a hole), merges
+  pushed ``event`` frames by seq, acknowledges its cursor, heartbeats, and reconnects with
+  exponential backoff + jitter across a list of endpoints, resuming from the cursor.
+
+Delivery model (the inbox is the truth, pushes are a shortcut):
+
+- Every inbox event is handed to the application exactly once and in seq order through
+  :meth:`Client.events` / :meth:`Client.next_event`, as an :class:`InboxItem`.
+- Events pushed while a sync is running, or ahead of a missing seq, wait in a buffer
+  keyed by seq until the hole is filled; a hole that persists for ``gap_grace_s`` makes
+  the client sync the missing range.
+- The server does not push a device its own message: the ``send`` reply's ``inbox_seq``
+  stands for it. The client counts that seq as held and hands the application the
+  message (built from the request and the reply), so the event stream of every device is
+  the same inbox timeline.
+- Likewise for the device's own ``read`` event: the ``read`` reply's ``inbox_seq`` stands
+  for it. Replies of other ops that name an ``inbox_seq`` (see :meth:`Client.call`) make
+  the client sync, since their event is not pushed to the acting connection either.
+- A ``send`` (and the idempotent ``read``, ``history``, ``conversations``) whose reply is
+  lost with the connection is sent again after the reconnect, a send with the SAME
+  ``client_msg_id``: the server answers a repeat with the original message and
+  ``duplicate: true``. Requests resent after a reconnect keep their original order, and
+  requests made meanwhile queue behind them, so one sender's messages keep their order.
+- Messages are also deduplicated by ``msg_id``.
+
+Close codes 4001 (auth failed), 4002 (replaced by a newer connection of the same device),
+4003 (session revoked) and 4006 (signed out by the multi-device policy) end the client: it
+does not reconnect, pending requests fail with :class:`SessionEnded`, and the event stream
+ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import msgspec
+from msgspec import Raw, Struct
+
+from yim.protocol.frames import (
+    Ack,
+    Auth,
+    AuthOk,
+    ConversationPage,
+    Conversations,
+    DeviceOut,
+    History,
+    HistoryPage,
+    LoginBody,
+    LoginOut,
+    MessageOut,
+    Notice,
+    Ping,
+    Read,
+    ReadMarker,
+    ReadResult,
+    RegisterBody,
+    Request,
+    SendAck,
+    Sync,
+    UserOut,
+)
+
+log = logging.getLogger("yim.client")
+
+T = TypeVar("T")
+Format = Literal["json", "msgpack"]
+Platform = Literal["android", "ios", "web", "desktop"]
+
+# Close codes of the protocol (docs/protocol.md, "Close codes").
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_AUTH_FAILED: Final = 4001
+CLOSE_REPLACED: Final = 4002
+CLOSE_REVOKED: Final = 4003
+CLOSE_IDLE: Final = 4004
+CLOSE_AUTH_TIMEOUT: Final = 4005
+CLOSE_POLICY: Final = 4006
+CLOSE_SLOW: Final = 4008
+#: A connection closed with one of these is over for good: reconnecting would not help
+#: (4006: the multi-device policy signed this device out).
+FATAL_CLOSE_CODES: Final = frozenset({CLOSE_AUTH_FAILED, CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_POLICY})
+
+_SEEN_MSG_IDS_MAX = 100_000
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class YimClientError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class ApiError(YimClientError):
+    """The server answered a request with an error (``code`` is the protocol's stable code)."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ConnectionLost(YimClientError):
+    """The connection dropped before a (non-retried) request got its reply."""
+
+
+class SessionEnded(YimClientError):
+    """The server ended this device's session (close code 4001, 4002 or 4003, or a refused token)."""
+
+    def __init__(self, close_code: int | None, reason: str):
+        super().__init__(f"session ended ({close_code}): {reason}")
+        self.close_code = close_code
+        self.reason = reason
+
+
+class ClientClosed(YimClientError):
+    """The client was closed by the application."""
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+class Endpoint(NamedTuple):
+    http: str  # base URL of the HTTP API, e.g. http://127.0.0.1:8080
+    ws: str  # the WebSocket URL, e.g. ws://127.0.0.1:8080/ws
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """Accept ``http(s)://host:port`` or ``ws(s)://host:port/ws`` and derive the other one."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    secure = scheme in ("https", "wss")
+    if scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise ValueError(f"endpoint must be an http(s):// or ws(s):// URL, not {url!r}")
+    path = parts.path.rstrip("/")
+    if scheme in ("ws", "wss"):
+        base_path = path.removesuffix("/ws")
+        ws_path = path or "/ws"
+    else:
+        base_path = path
+        ws_path = path + "/ws"
+    http = urlunsplit(("https" if secure else "http", parts.netloc, base_path, "", ""))
+    ws = urlunsplit(("wss" if secure else "ws", parts.netloc, ws_path, "", ""))
+    return Endpoint(http=http, ws=ws)
+
+
+def _endpoints(urls: str | Sequence[str]) -> list[Endpoint]:
+    items = [urls] if isinstance(urls, str) else list(urls)
+    if not items:
+        raise ValueError("give at least one endpoint URL")
+    return [parse_endpoint(u) for u in items]
+
+
+# --- HTTP API ----------------------------------------------------------------------------------
+
+
+class _HttpError(Struct):
+    code: str = "http_error"
+    message: str = ""
+    retry_after: float | None = None
+
+
+class _DeviceList(Struct):
+    devices: list[DeviceOut]
+
+
+class HttpApi:
+    """The HTTP API of a node (or of a cluster, given several endpoints).
+
+    A connection failure moves on to the next endpoint; any HTTP answer (success or error)
+    is final. Use as ``async with HttpApi(url) as api: ...`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        token: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.endpoints = _endpoints(endpoints)
+        self.token = token
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._index = 0
+
+    async def __aenter__(self) -> HttpApi:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        auth: bool = True,
+        type_: Any = Any,
+    ) -> Any:
+        """One API call; returns the decoded JSON body as ``type_`` (None for 204)."""
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            if not self.token:
+                raise ApiError("unauthorized", "this call needs a token: log in first")
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = msgspec.json.encode(body) if body is not None else None
+        last_exc: Exception | None = None
+        for attempt in range(len(self.endpoints)):
+            endpoint = self.endpoints[(self._index + attempt) % len(self.endpoints)]
+            try:
+                async with self._http().request(
+                    method, endpoint.http + path, data=data, params=params, headers=headers, timeout=self._timeout
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except aiohttp.ClientConnectorError as exc:  # nothing was sent: the next endpoint is safe
+                last_exc = exc
+                continue
+            self._index = (self._index + attempt) % len(self.endpoints)
+            if status >= 400:
+                try:
+                    err = msgspec.json.decode(raw, type=_HttpError)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    err = _HttpError(code=f"http_{status}", message=raw[:200].decode(errors="replace"))
+                raise ApiError(err.code, err.message, status=status, retry_after=err.retry_after)
+            if not raw:
+                return None
+            return msgspec.json.decode(raw, type=type_)
+        raise ConnectionLost(f"no endpoint reachable: {last_exc}")
+
+    async def register(self, username: str, password: str, display_name: str = "") -> UserOut:
+        body = RegisterBody(username=username, password=password, display_name=display_name)
+        return await self.request("POST", "/api/v1/accounts", body=body, auth=False, type_=UserOut)
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        device_id: str,
+        platform: Platform = "desktop",
+        device_name: str = "",
+    ) -> LoginOut:
+        """Start a session on a device; the token is kept for later calls on this object."""
+        body = LoginBody(
+            username=username, password=password, device_id=device_id, platform=platform, device_name=device_name
+        )
+        out: LoginOut = await self.request("POST", "/api/v1/sessions", body=body, auth=False, type_=LoginOut)
+        self.token = out.token
+        return out
+
+    async def logout(self) -> None:
+        await self.request("DELETE", "/api/v1/sessions/current")
+
+    async def me(self) -> UserOut:
+        return await self.request("GET", "/api/v1/me", type_=UserOut)
+
+    async def user_by_name(self, username: str) -> UserOut:
+        return await self.request("GET", "/api/v1/users", params={"username": username}, type_=UserOut)
+
+    async def devices(self) -> list[DeviceOut]:
+        out: _DeviceList = await self.request("GET", "/api/v1/devices", type_=_DeviceList)
+        return out.devices
+
+    async def revoke_device(self, device_id: str) -> None:
+        await self.request("DELETE", f"/api/v1/devices/{device_id}")
+
+
+async def register(endpoints: str | Sequence[str], username: str, password: str, display_name: str = "") -> UserOut:
+    """Create an account (``username_taken`` if the name exists, case-insensitively)."""
+    async with HttpApi(endpoints) as api:
+        return await api.register(username, password, display_name)
+
+
+async def login(
+    endpoints: str | Sequence[str],
+    username: str,
+    password: str,
+    device_id: str,
+    platform: Platform = "desktop",
+    device_name: str = "",
+) -> LoginOut:
+    """Log a device in; pass ``.token`` to :class:`Client`."""
+    async with HttpApi(endpoints) as api:
+        return await api.login(username, password, device_id, platform, device_name)
+
+
+# --- what the application receives ---------------------------------------------------------------
+
+
+class InboxItem(Struct, frozen=True):
+    """One durable inbox event, delivered once, in seq order.
+
+    ``data`` is a :class:`MessageOut` for ``type == "message"``, a :class:`ReadMarker` for
+    ``"read"``, and the decoded JSON value for event types this SDK does not know yet.
+    """
+
+    seq: int
+    type: str
+    data: Any
+
+
+# --- wire structs of the client side --------------------------------------------------------------
+
+
+class _InFrame(Struct):
+    """Every server frame in one lenient struct; ``data`` stays raw until its type is known."""
+
+    t: str
+    rid: int | str | None = None
+    data: Raw = Raw()
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+    seq: int = 0
+    type: str = ""
+
+
+class _EventIn(Struct):
+    seq: int
+    type: str
+    data: Raw = Raw()
+
+
+class _SyncPageIn(Struct):
+    events: list[_EventIn]
+    next_since: int
+    head: int
+    has_more: bool
+
+
+_EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker}
+
+
+def _send_frame(
+    rid: int, kind: str, body: Raw, client_msg_id: str, optional: dict[str, Any], mention_all: bool
+) -> dict[str, Any]:
+    """A ``send`` frame (see :class:`yim.protocol.frames.Send`) with only the fields in use,
+    so that it stays valid for servers that do not know the optional ones."""
+    frame: dict[str, Any] = {"op": "send", "rid": rid, "kind": kind, "body": body, "client_msg_id": client_msg_id}
+    frame.update((k, v) for k, v in optional.items() if v)
+    if mention_all:
+        frame["mention_all"] = True
+    return frame
+
+
+def _close_of(
+    reader: asyncio.Task[tuple[int | None, str]], ws: aiohttp.ClientWebSocketResponse
+) -> tuple[int | None, str]:
+    """Close code and reason of a connection whose reader task has ended (or was stopped)."""
+    if reader.done() and not reader.cancelled() and reader.exception() is None:
+        return reader.result()
+    return ws.close_code, ""
+
+
+class _Pending:
+    """A request waiting for its reply. ``gen`` is the connection it was last written to."""
+
+    __slots__ = ("future", "gen", "on_reply", "payload", "reply_type", "retry", "rid")
+
+    def __init__(
+        self,
+        rid: int,
+        payload: bytes,
+        future: asyncio.Future[Any],
+        *,
+        retry: bool,
+        reply_type: Any,
+        on_reply: Callable[[Any], None] | None,
+    ) -> None:
+        self.rid = rid
+        self.payload = payload
+        self.future = future
+        self.retry = retry
+        self.reply_type = reply_type
+        self.on_reply = on_reply
+        self.gen = 0
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+class Client:
+    """One device of one user, kept online over the WebSocket.
+
+    ``endpoints`` are node URLs (``http://host:port`` or ``ws://host:port/ws``); the client
+    connects to the first and moves to the next when a connection attempt fails.
+    ``cursor`` resumes from a cursor the application stored earlier (0 = the whole inbox,
+    None = from the inbox head at the first connection: only what happens from now on).
+    ``sync_limit`` is the sync page size; a page is one frame, so it is halved whenever the
+    server cuts the connection as a slow reader (4008).
+
+    Usage::
+
+        async with Client(url, token) as client:
+            ack = await client.send(to=peer_id, body={"text": "hi"})
+            async for item in client.events():
+                ...
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        token: str,
+        *,
+        format: Format = "json",
+        cursor: int | None = 0,
+        sync_limit: int = 100,
+        ack_delay_s: float = 0.2,
+        gap_grace_s: float = 0.05,
+        heartbeat_s: float | None = None,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 10.0,
+        connect_timeout_s: float = 10.0,
+        auth_timeout_s: float = 10.0,
+    ) -> None:
+        if format not in ("json", "msgpack"):
+            raise ValueError("format must be 'json' or 'msgpack'")
+        self.endpoints = _endpoints(endpoints)
+        self.token = token
+        self.format: Format = format
+        self._binary = format == "msgpack"
+        self._mod: Any = msgspec.msgpack if self._binary else msgspec.json
+        self._encoder = self._mod.Encoder()
+        self._frame_decoder = self._mod.Decoder(_InFrame)
+        self._decoders: dict[Any, Any] = {}
+        self._opcode = aiohttp.WSMsgType.BINARY if self._binary else aiohttp.WSMsgType.TEXT
+
+        self._sync_limit = sync_limit
+        self._ack_delay = ack_delay_s
+        self._gap_grace = gap_grace_s
+        self._heartbeat_override = heartbeat_s
+        self._backoff_initial = backoff_initial_s
+        self._backoff_max = backoff_max_s
+        self._connect_timeout = connect_timeout_s
+        self._auth_timeout = auth_timeout_s
+
+        #: highest inbox seq held with no hole below it
+        self.cursor = cursor or 0
+        self._from_head = cursor is None
+        #: events above the cursor waiting for the hole below them to fill
+        self._held: dict[int, InboxItem] = {}
+        self._seen_msgs: OrderedDict[str, None] = OrderedDict()
+        self._queue: asyncio.Queue[InboxItem | Notice | None] = asyncio.Queue()
+
+        self._waiters: dict[int, _Pending] = {}
+        self._rids = itertools.count(1)
+        self._gen = 0
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ready = False  # the current connection is authenticated and has its backlog resent
+        self._endpoint_index = 0
+
+        self._http_session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._need_sync = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._acked = self.cursor
+        self._ack_handle: asyncio.TimerHandle | None = None
+        self._gap_handle: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+        #: why the client stopped for good (set on a fatal close or refused token)
+        self.ended: SessionEnded | None = None
+        #: the auth reply of the current (or last) connection
+        self.auth: AuthOk | None = None
+        self.user_id = ""
+        self.device_id = ""
+        #: close code and reason of the last connection that ended
+        self.last_close: tuple[int | None, str] = (None, "")
+        # counters, for applications and tests
+        self.connects = 0
+        self.syncs = 0
+        self.gaps = 0
+        self.resent = 0
+        self.acks_sent = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Start connecting. With ``wait`` (the default), return once the first connection is
+        authenticated and caught up; raise :class:`SessionEnded` if the token is refused."""
+        if self._runner is not None:
+            raise RuntimeError("client already started")
+        self._http_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, connect=self._connect_timeout)
+        )
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="yim-client")
+        if wait:
+            await self.wait_synced()
+
+    async def close(self) -> None:
+        """Acknowledge the cursor, close the connection, fail what is still pending."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None and self._ready and self.cursor > self._acked:
+            with contextlib.suppress(Exception):
+                await self._write(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
+                self._acked = self.cursor
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for task in list(self._background):
+            task.cancel()
+        for handle in (self._ack_handle, self._gap_handle):
+            if handle is not None:
+                handle.cancel()
+        self._ack_handle = self._gap_handle = None
+        self._finish(ClientClosed("client closed"))
+        if self._http_session is not None:
+            await self._http_session.close()
+            self._http_session = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ready
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint in use (or to be tried next)."""
+        return self.endpoints[self._endpoint_index % len(self.endpoints)]
+
+    async def wait_connected(self) -> None:
+        await self._wait_for(self._connected)
+
+    async def wait_synced(self) -> None:
+        """Wait until connected, caught up with the inbox head, and without a hole."""
+        await self._wait_for(self._synced)
+
+    async def wait_ended(self) -> SessionEnded | ClientClosed:
+        """Wait until the client stops for good; returns why."""
+        await self._ended.wait()
+        return self.ended or ClientClosed("client closed")
+
+    async def _wait_for(self, event: asyncio.Event) -> None:
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        ender = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            ender.cancel()
+        if not event.is_set():
+            raise self.ended or ClientClosed("client closed")
+
+    def drop_connection(self) -> None:
+        """Cut the current connection at the socket, without a close handshake, as a network
+        failure would. The client then reconnects and resumes as usual."""
+        ws = self._ws
+        if ws is None:
+            return
+        sock = ws.get_extra_info("socket")
+        if sock is None:
+            return
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
+            dup.shutdown(socket.SHUT_RDWR)
+
+    # -- the event stream -------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[InboxItem | Notice]:
+        """Inbox items (in seq order, each once) and ephemeral notices, until the client ends."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                self._queue.put_nowait(None)  # let other iterators end too
+                return
+            yield item
+
+    async def next_event(self) -> InboxItem | Notice:
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)
+            raise self.ended or ClientClosed("client closed")
+        return item
+
+    def pending_events(self) -> int:
+        """Items delivered to the stream and not yet taken by the application."""
+        return self._queue.qsize()
+
+    # -- application requests -----------------------------------------------------------------------
+    async def send(
+        self,
+        *,
+        to: str | None = None,
+        conv_id: str | None = None,
+        kind: str = "text",
+        body: Any,
+        client_msg_id: str | None = None,
+        mentions: list[str] | None = None,
+        mention_all: bool = False,
+        shop_id: str | None = None,
+        category: str | None = None,
+    ) -> SendAck:
+        """Send a message to a user (``to``), into a conversation (``conv_id``), or to a
+        shop's customer service (``shop_id``, optionally with a ``category``).
+
+        Returns once the message is durably stored. If the connection drops first, the
+        request is sent again after the reconnect with the same ``client_msg_id``.
+        ``mentions`` (user ids) and ``mention_all`` are for group messages.
+        """
+        if (to is not None) + (conv_id is not None) + (shop_id is not None) != 1:
+            raise ValueError("give exactly one of `to`, `conv_id` or `shop_id`")
+        cmid = client_msg_id or uuid.uuid4().hex
+        body_bytes = self._mod.encode(body)
+        canonical = msgspec.json.decode(msgspec.json.encode(body))
+        fut = await self._submit(
+            lambda rid: _send_frame(
+                rid,
+                kind,
+                Raw(body_bytes),
+                cmid,
+                {"to": to, "conv_id": conv_id, "shop_id": shop_id, "category": category, "mentions": mentions},
+                mention_all,
+            ),
+            reply_type=SendAck,
+            retry=True,
+            on_reply=lambda ack: self._on_send_ack(ack, kind, canonical, cmid, mentions or [], mention_all),
+        )
+        return await fut
+
+    async def send_text(self, text: str, *, to: str | None = None, conv_id: str | None = None) -> SendAck:
+        return await self.send(to=to, conv_id=conv_id, kind="text", body={"text": text})
+
+    async def mark_read(self, conv_id: str, seq: int) -> ReadResult:
+        """Mark a conversation read up to ``seq``; the other devices get a ``read`` event."""
+        fut = await self._submit(
+            lambda rid: Read(rid=rid, conv_id=conv_id, seq=seq),
+            reply_type=ReadResult,
+            retry=True,
+            on_reply=self._on_read_reply,
+        )
+        return await fut
+
+    async def history(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        """One page of a conversation: ascending after ``after``, else descending from ``before``."""
+        fut = await self._submit(
+            lambda rid: History(rid=rid, conv_id=conv_id, before=before, after=after, limit=limit),
+            reply_type=HistoryPage,
+            retry=True,
+        )
+        return await fut
+
+    async def iter_history(self, conv_id: str, *, after: int = 0, page: int = 200) -> AsyncIterator[MessageOut]:
+        """Every message of a conversation after seq ``after``, oldest first."""
+        while True:
+            result = await self.history(conv_id, after=after, limit=page)
+            for m in result.messages:
+                yield m
+            if not result.has_more or not result.messages:
+                return
+            after = result.messages[-1].seq
+
+    async def conversations(self, *, limit: int = 50, before: int | None = None) -> ConversationPage:
+        """One page of the conversation list, most recent first, with unread counts."""
+        fut = await self._submit(
+            lambda rid: Conversations(rid=rid, limit=limit, before=before),
+            reply_type=ConversationPage,
+            retry=True,
+        )
+        return await fut
+
+    async def call(
+        self, op: str, *, reply_type: Any = Any, retry: bool = False, catch_up: bool = True, **fields: Any
+    ) -> Any:
+        """Any request by op name (for ops this SDK has no method for yet).
+
+        With ``retry`` the request is sent again after a reconnect (only for idempotent
+        ops). With ``catch_up``, a reply naming an ``inbox_seq`` above the cursor (an event
+        this device is not pushed, e.g. its own recall) makes the client sync at once;
+        otherwise the hole is found on the next push.
+        """
+        fut = await self._submit(
+            lambda rid: {"op": op, "rid": rid, **fields},
+            reply_type=reply_type,
+            retry=retry,
+            on_reply=self._catch_up if catch_up else None,
+            wait_connected=True,
+        )
+        return await fut
+
+    async def sync_now(self) -> None:
+        """Sync from the cursor now and wait until caught up."""
+        self._synced.clear()
+        self._need_sync.set()
+        await self.wait_synced()
+
+    # -- HTTP conveniences on this device's session -----------------------------------------------------
+    def http(self) -> HttpApi:
+        """An :class:`HttpApi` on this client's token and HTTP session (endpoint in use first)."""
+        order = self.endpoints[self._endpoint_index :] + self.endpoints[: self._endpoint_index]
+        return HttpApi([e.http for e in order], self.token, session=self._http_session)
+
+    async def devices(self) -> list[DeviceOut]:
+        return await self.http().devices()
+
+    async def revoke_device(self, device_id: str) -> None:
+        await self.http().revoke_device(device_id)
+
+    async def logout(self) -> None:
+        """End this device's session on the server, then close the client."""
+        try:
+            await self.http().logout()
+        finally:
+            await self.close()
+
+    # -- requests ----------------------------------------------------------------------------
+    def _encode(self, obj: Any) -> bytes:
+        return self._encoder.encode(obj)
+
+    def _decode(self, raw: Raw, type_: Any) -> Any:
+        if type_ is Any:
+            return self._mod.decode(raw) if raw else None
+        dec = self._decoders.get(type_)
+        if dec is None:
+            dec = self._decoders[type_] = self._mod.Decoder(type_)
+        return dec.decode(raw)
+
+    async def _submit(
+        self,
+        build: Callable[[int], Request | dict[str, Any]],
+        *,
+        reply_type: Any,
+        retry: bool,
+        on_reply: Callable[[Any], None] | None = None,
+        wait_connected: bool = False,
+    ) -> asyncio.Future[Any]:
+        """Register a request and write it now if connected; return its reply future.
+
+        Registration and the write happen without an await in between, so requests leave
+        in the order they were made. ``retry`` requests made while offline wait for the
+        next connection; others wait for it only with ``wait_connected``.
+        """
+        self._check_alive()
+        if not retry and not self._ready:
+            if not wait_connected:
+                raise ConnectionLost("not connected")
+            while not self._ready:
+                await self._wait_for(self._connected)
+        rid = next(self._rids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = _Pending(rid, self._encode(build(rid)), fut, retry=retry, reply_type=reply_type, on_reply=on_reply)
+        self._waiters[rid] = pending
+        ws = self._ws
+        if self._ready and ws is not None:
+            pending.gen = self._gen
+            try:
+                await self._write(ws, pending.payload)
+            except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+                if not retry:
+                    self._waiters.pop(rid, None)
+                    raise ConnectionLost(str(exc)) from None
+                # a retried request goes out again on the next connection
+        return fut
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse, payload: bytes) -> None:
+        await ws.send_frame(payload, self._opcode)
+
+    def _check_alive(self) -> None:
+        if self.ended is not None:
+            raise self.ended
+        if self._closed:
+            raise ClientClosed("client closed")
+
+    def _fire(self, ws: aiohttp.ClientWebSocketResponse, payload: bytes) -> None:
+        """Write a frame whose reply nobody waits for (acks)."""
+
+        async def write() -> None:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+                await self._write(ws, payload)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the connection loop ---------------------------------------------------------------------
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._closed and self.ended is None:
+                endpoint = self.endpoint
+                assert self._http_session is not None
+                try:
+                    ws = await self._http_session.ws_connect(
+                        endpoint.ws,
+                        params={"format": "msgpack"} if self._binary else None,
+                        autoping=True,
+                        max_msg_size=64 * 1024 * 1024,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    )
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    log.info("connecting to %s failed: %s", endpoint.ws, exc)
+                    self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                authenticated = False
+                try:
+                    authenticated = await self._serve(ws)
+                except SessionEnded as exc:
+                    self.ended = exc
+                except (ConnectionError, aiohttp.ClientError, TimeoutError, ConnectionLost) as exc:
+                    log.info("connection to %s lost: %s", endpoint.ws, exc)
+                if self._closed or self.ended is not None:
+                    break
+                if authenticated:
+                    attempt = 0
+                else:
+                    self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
+                await self._backoff(attempt)
+                attempt += 1
+        finally:
+            self._finish(self.ended or ClientClosed("client closed"))
+
+    async def _backoff(self, attempt: int) -> None:
+        """Exponential backoff with jitter: a random delay in [d/2, d], d = initial * 2**attempt."""
+        delay = min(self._backoff_max, self._backoff_initial * (2**attempt))
+        delay *= random.uniform(0.5, 1.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+
+    def _finish(self, why: YimClientError) -> None:
+        """Stop for good: fail every pending request and end the event stream."""
+        for pending in list(self._waiters.values()):
+            if not pending.future.done():
+                pending.future.set_exception(why)
+                pending.future.exception()  # retrieved: nobody may be waiting any more
+        self._waiters.clear()
+        if not self._ended.is_set():
+            self._ended.set()
+            self._queue.put_nowait(None)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """Run one connection until it ends. Returns whether it got authenticated."""
+        self._gen += 1
+        gen = self._gen
+        self._ws = ws
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read_loop(ws, gen), name="yim-client-reader")
+        tasks: set[asyncio.Task[Any]] = {reader}
+        authenticated = False
+        try:
+            auth = await self._authenticate(ws, reader)
+            authenticated = True
+            self.auth = auth
+            self.user_id = auth.user_id
+            self.device_id = auth.device_id
+            self.connects += 1
+            if self._from_head:
+                self._from_head = False
+                self.cursor = self._acked = max(self.cursor, auth.inbox_seq)
+            await self._resend_backlog(ws, gen)
+            self._ready = True
+            self._connected.set()
+            self._need_sync.set()
+            tasks.add(loop.create_task(self._syncer(), name="yim-client-syncer"))
+            # ping as asked, but always well within the idle timeout
+            heartbeat = self._heartbeat_override or min(auth.heartbeat_s, auth.idle_timeout_s * 0.4)
+            tasks.add(loop.create_task(self._heartbeat(heartbeat), name="yim-client-heartbeat"))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not reader and not task.cancelled() and task.exception() is not None:
+                    log.info("connection abandoned: %s", task.exception())
+        finally:
+            self._ready = False
+            self._ws = None
+            self._connected.clear()
+            self._synced.clear()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2.0):
+                        await ws.close()
+            self._connection_lost(gen)
+            self.last_close = code, reason = _close_of(reader, ws)
+        if self.ended is None and code in FATAL_CLOSE_CODES:
+            self.ended = SessionEnded(code, reason)
+        if code == CLOSE_SLOW:  # most likely a sync page too big for the send buffer
+            self._sync_limit = max(1, self._sync_limit // 2)
+        return authenticated
+
+    async def _authenticate(
+        self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[tuple[int | None, str]]
+    ) -> AuthOk:
+        rid = next(self._rids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = _Pending(
+            rid, self._encode(Auth(rid=rid, token=self.token)), fut, retry=False, reply_type=AuthOk, on_reply=None
+        )
+        pending.gen = self._gen
+        self._waiters[rid] = pending
+        await self._write(ws, pending.payload)
+        async with asyncio.timeout(self._auth_timeout):
+            await asyncio.wait({fut, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not fut.done():
+            self._waiters.pop(rid, None)
+            code, reason = _close_of(reader, ws)
+            if code in FATAL_CLOSE_CODES:
+                raise SessionEnded(code, reason)
+            raise ConnectionLost(f"connection closed before the auth reply ({code})")
+        try:
+            return fut.result()
+        except ApiError as exc:
+            if exc.code == "unauthorized":
+                raise SessionEnded(CLOSE_AUTH_FAILED, exc.message) from None
+            raise ConnectionLost(f"auth failed: {exc}") from None
+
+    async def _resend_backlog(self, ws: aiohttp.ClientWebSocketResponse, gen: int) -> None:
+        """Write every retried request not yet written on this connection, oldest first.
+        Requests made during the awaits land behind them and are picked up by the next round."""
+        while True:
+            todo = [p for p in self._waiters.values() if p.retry and p.gen != gen]
+            if not todo:
+                return
+            for pending in todo:
+                if pending.rid in self._waiters and pending.gen != gen:
+                    if pending.gen != 0:
+                        self.resent += 1
+                    pending.gen = gen
+                    await self._write(ws, pending.payload)
+
+    def _connection_lost(self, gen: int) -> None:
+        """Fail the one-shot requests of a dead connection; retried ones wait for the next."""
+        for rid, pending in list(self._waiters.items()):
+            if pending.gen == gen and not pending.retry:
+                del self._waiters[rid]
+                if not pending.future.done():
+                    pending.future.set_exception(ConnectionLost("connection lost before the reply"))
+                    pending.future.exception()
+        if self._ack_handle is not None:
+            self._ack_handle.cancel()
+            self._ack_handle = None
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse, gen: int) -> tuple[int | None, str]:
+        """Dispatch frames until the connection ends; return its close code and reason."""
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                self._dispatch(msg.data, gen)
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                # the code the server sent (ws.close_code may say 1006 if the server had
+                # already dropped the transport when aiohttp answered the close)
+                return msg.data, msg.extra or ""
+            elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return ws.close_code, str(msg.data or "")
+
+    def _dispatch(self, data: bytes | str, gen: int) -> None:
+        try:
+            frame = self._frame_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("unreadable frame from the server: %s", exc)
+            return
+        if frame.t == "event":
+            self._accept(frame.seq, self._item(frame.seq, frame.type, frame.data))
+            return
+        if frame.t == "notice":
+            self._queue.put_nowait(Notice(type=frame.type, data=self._decode(frame.data, Any)))
+            return
+        if not isinstance(frame.rid, int):
+            if frame.t == "err":
+                log.warning("server error without a request: %s %s", frame.code, frame.message)
+            return
+        pending = self._waiters.get(frame.rid)
+        if pending is None or pending.gen != gen:
+            return  # e.g. the reply to an ack
+        del self._waiters[frame.rid]
+        fut = pending.future
+        if frame.t == "err":
+            if not fut.done():
+                fut.set_exception(ApiError(frame.code, frame.message, retry_after=frame.retry_after))
+            return
+        try:
+            result = self._decode(frame.data, pending.reply_type) if pending.reply_type is not None else None
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if not fut.done():
+                fut.set_exception(YimClientError(f"malformed reply: {exc}"))
+            return
+        if pending.on_reply is not None:
+            pending.on_reply(result)
+        if not fut.done():
+            fut.set_result(result)
+
+    # -- merging the inbox ------------------------------------------------------------------------
+    def _item(self, seq: int, type_: str, raw: Raw) -> InboxItem:
+        try:
+            data = self._decode(raw, _EVENT_TYPES.get(type_, Any))
+        except msgspec.ValidationError as exc:  # a newer server's shape: still deliver it, as plain data
+            log.warning("event %d (%s) does not match this SDK's struct: %s", seq, type_, exc)
+            data = self._decode(raw, Any)
+        return InboxItem(seq=seq, type=type_, data=data)
+
+    def _on_send_ack(
+        self, ack: SendAck, kind: str, body: Any, client_msg_id: str, mentions: list[str], mention_all: bool
+    ) -> None:
+        # Our own message is not pushed to this connection: the reply stands for its inbox event.
+        message = MessageOut(
+            msg_id=ack.msg_id,
+            conv_id=ack.conv_id,
+            seq=ack.seq,
+            sender_id=self.user_id,
+            sender_device=self.device_id,
+            kind=kind,
+            body=body,
+            client_msg_id=client_msg_id,
+            created_at=ack.created_at,
+            mentions=mentions,
+            mention_all=mention_all,
+        )
+        self._accept(ack.inbox_seq, InboxItem(seq=ack.inbox_seq, type="message", data=message))
+
+    def _on_read_reply(self, result: ReadResult) -> None:
+        # Our own "read" event is not pushed to this connection: the reply stands for it.
+        if result.inbox_seq > 0:
+            marker = ReadMarker(conv_id=result.conv_id, read_seq=result.read_seq)
+            self._accept(result.inbox_seq, InboxItem(seq=result.inbox_seq, type="read", data=marker))
+
+    def _catch_up(self, result: Any) -> None:
+        seq = result.get("inbox_seq") if isinstance(result, dict) else getattr(result, "inbox_seq", None)
+        if isinstance(seq, int) and seq > self.cursor:
+            self._need_sync.set()
+
+    def _accept(self, seq: int, item: InboxItem) -> None:
+        """Take one inbox event (pushed, synced, or stood for by a send reply)."""
+        if seq <= self.cursor or seq in self._held:
+            return
+        self._held[seq] = item
+        held = self._held
+        nxt = self.cursor + 1
+        while nxt in held:
+            self.cursor = nxt
+            self._deliver(held.pop(nxt))
+            nxt += 1
+        if held:
+            self._synced.clear()
+            if self._gap_handle is None:
+                self._gap_handle = asyncio.get_running_loop().call_later(self._gap_grace, self._gap_check)
+        self._schedule_ack()
+
+    def _deliver(self, item: InboxItem) -> None:
+        if isinstance(item.data, MessageOut):
+            msg_id = item.data.msg_id
+            if msg_id in self._seen_msgs:
+                return
+            self._seen_msgs[msg_id] = None
+            if len(self._seen_msgs) > _SEEN_MSG_IDS_MAX:
+                self._seen_msgs.popitem(last=False)
+        self._queue.put_nowait(item)
+
+    def _gap_check(self) -> None:
+        self._gap_handle = None
+        if self._held:
+            self.gaps += 1
+            self._need_sync.set()
+
+    async def _syncer(self) -> None:
+        while True:
+            await self._need_sync.wait()
+            self._need_sync.clear()
+            await self._sync_to_head()
+            if not self._held and not self._need_sync.is_set():
+                self._synced.set()
+            self._schedule_ack()
+
+    async def _sync_to_head(self) -> None:
+        """Page the inbox from the cursor until the head, and until no hole remains."""
+        idle_rounds = 0
+        while True:
+            since = self.cursor
+            fut = await self._submit(
+                functools.partial(Sync, since=since, limit=self._sync_limit), reply_type=_SyncPageIn, retry=False
+            )
+            page: _SyncPageIn = await fut
+            self.syncs += 1
+            for ev in page.events:
+                self._accept(ev.seq, self._item(ev.seq, ev.type, ev.data))
+            if page.has_more:
+                continue
+            if not self._held:
+                return
+            # Held events sit above a seq the head did not cover yet: it commits shortly.
+            idle_rounds = idle_rounds + 1 if self.cursor == since else 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, 0.01 * 2**idle_rounds)):
+                    await self._stopping.wait()
+
+    # -- acks and heartbeats ------------------------------------------------------------------------
+    def _schedule_ack(self) -> None:
+        if self._ack_handle is None and self._ready and self.cursor > self._acked:
+            self._ack_handle = asyncio.get_running_loop().call_later(self._ack_delay, self._send_ack)
+
+    def _send_ack(self) -> None:
+        """One ``ack`` for everything up to the cursor (batched: at most one per ``ack_delay_s``)."""
+        self._ack_handle = None
+        ws = self._ws
+        if ws is None or not self._ready or self.cursor <= self._acked:
+            return
+        self._acked = self.cursor
+        self.acks_sent += 1
+        self._fire(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Ping every ``interval``; a ping without a reply within ``interval`` means the
+        connection is dead even if the socket looks open (pseudo-online)."""
+        while True:
+            await asyncio.sleep(interval)
+            fut = await self._submit(lambda rid: Ping(rid=rid), reply_type=None, retry=False)
+            try:
+                async with asyncio.timeout(interval):
+                    await fut
+            except TimeoutError:
+                raise ConnectionLost("no reply to ping") from None
