@@ -19,6 +19,8 @@ from yim.config import Settings, load_settings
 from yim.gateway.app import NodeServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# Throwaway PostgreSQL / Redis servers and the store-backend parameter (sqlite, postgres).
+pytest_plugins = ["tests.services"]
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
@@ -46,13 +48,14 @@ MakeServer = Callable[..., Awaitable[NodeServer]]
 
 
 @pytest_asyncio.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
-    """Start in-process nodes: ``server = await make_server(idle_timeout_s=2)``."""
+async def make_server(tmp_path: Path, store_url: str) -> AsyncIterator[MakeServer]:
+    """Start in-process nodes: ``server = await make_server(idle_timeout_s=2)``. Runs once
+    per store backend (``store_url``, from tests/services.py)."""
     servers: list[NodeServer] = []
 
     async def start(data_dir: Path | None = None, **overrides: Any) -> NodeServer:
         folder = data_dir or tmp_path / f"node{len(servers)}"
-        server = NodeServer(test_settings(folder, **overrides))
+        server = NodeServer(test_settings(folder, **{"store": store_url, **overrides}))
         await server.start()
         servers.append(server)
         return server

@@ -25,6 +25,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_migrate(args: argparse.Namespace) -> int:
+    """Bring a PostgreSQL database to the current schema (nodes also do this on start)."""
+    import asyncio
+
+    from yim.config import load_settings
+
+    store = args.store or load_settings(args.config).store
+    if not store.startswith(("postgres://", "postgresql://")):
+        print(f"yim admin migrate: --store must be a postgres:// URL (got {store!r}); SQLite migrates itself")
+        return 2
+    from yim.storage.postgres import migrate
+
+    applied = asyncio.run(migrate(store))
+    print("applied: " + ", ".join(applied) if applied else "already up to date")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yim", description="yim instant-messaging server")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -34,10 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--data", help="data folder for the embedded store and secrets (default ./data)")
-    serve.add_argument("--store", help="'sqlite' (default, under --data) or sqlite:///PATH")
+    serve.add_argument("--store", help="'sqlite' (default, under --data), sqlite:///PATH or postgres://...")
     serve.add_argument("--node-id", type=int, help="Snowflake node id, 0..1023 (default 0)")
     serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     serve.set_defaults(func=_serve)
+
+    admin = sub.add_parser("admin", help="operator tasks").add_subparsers(dest="admin_command", required=True)
+    migrate = admin.add_parser("migrate", help="apply PostgreSQL schema migrations (idempotent)")
+    migrate.add_argument("--store", help="postgres://USER@HOST:PORT/DB (default: the configured store)")
+    migrate.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
+    migrate.set_defaults(func=_admin_migrate)
     return parser
 
 

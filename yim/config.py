@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: SQLite group commit: a batch closes after this many jobs or this long, whichever first.
     commit_batch_max: int = 512
     sqlite_synchronous: str = "NORMAL"  # WAL + NORMAL survives a process kill; FULL also power loss
+    #: PostgreSQL store (``store = "postgres://..."``): pooled connections for reads; the
+    #: group-commit writer holds one more of its own.
+    pg_pool_min: int = 2
+    pg_pool_max: int = 10
 
     @property
     def data_path(self) -> Path:

@@ -50,7 +50,9 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.store = open_store(settings.store, settings.data_dir)
+        self.store = open_store(
+            settings.store, settings.data_dir, pool_min=settings.pg_pool_min, pool_max=settings.pg_pool_max
+        )
         self.hub = Hub(self.metrics, settings)
         self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)

@@ -6,8 +6,13 @@ from __future__ import annotations
 from yim.storage.base import Store
 
 
-def open_store(url: str, data_dir: str) -> Store:
-    """``sqlite`` (under data_dir) or ``sqlite:///path/to/file.db``."""
+def open_store(url: str, data_dir: str, *, pool_min: int = 2, pool_max: int = 10) -> Store:
+    """``sqlite`` (under data_dir), ``sqlite:///path/to/file.db``, or a PostgreSQL DSN
+    (``postgres://`` / ``postgresql://``; pool sizes apply to it)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        from yim.storage.postgres import PostgresStore
+
+        return PostgresStore(url, pool_min=pool_min, pool_max=pool_max)
     from yim.storage.sqlite import SqliteStore
 
     if url == "sqlite":
@@ -16,4 +21,4 @@ def open_store(url: str, data_dir: str) -> Store:
         return SqliteStore(str(Path(data_dir) / "yim.db"))
     if url.startswith("sqlite:///"):
         return SqliteStore(url.removeprefix("sqlite:///"))
-    raise ValueError(f"unsupported store {url!r} (this build knows 'sqlite' and 'sqlite:///PATH')")
+    raise ValueError(f"unsupported store {url!r} (this build knows 'sqlite', 'sqlite:///PATH' and 'postgres://...')")

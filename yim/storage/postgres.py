@@ -1,0 +1,661 @@
+"""The cluster store: PostgreSQL through asyncpg, with group commit.
+
+Write path: every write is a job queued to one writer task per node, which owns one
+connection. The task takes every job waiting (up to ``batch_max``) and runs them in ONE
+transaction, in submission order, and resolves their futures after COMMIT returns — so
+an ACK always means "durably stored", a lone message is committed as soon as the task is
+free (batches form only from what queued up during the previous round trip), and a burst
+costs one commit per batch instead of one per message.
+
+- Sends are the hot path: each is one call of the server-side function ``yim_send``
+  (postgres_functions.sql), and consecutive sends of a batch go out *pipelined* in one
+  ``fetchmany`` — one network round trip for the whole run. ``yim_send`` checks before it
+  writes and returns a refusal instead of raising, so no savepoint is needed per message.
+- Other writes (groups, read markers, accounts, relations) are Python jobs run inside a
+  savepoint each, so one failing job rolls back alone.
+- Seqs are allocated by ``UPDATE ... RETURNING`` on the timeline's head row inside that
+  transaction: gap-free, never reused, serialised per timeline by the row lock.
+- A deadlock or serialization failure (another node's batch locked rows in the other
+  order) rolls the batch back; it is then rerun one job per transaction, in order, with
+  retries — per-sender order holds because the jobs still run in submission order.
+- A lost connection leaves the outcome unknown: the batch's futures fail with
+  ``unavailable``; clients resend, and ``client_msg_id`` makes the resend idempotent.
+
+Read path: an asyncpg pool; prepared statements come from asyncpg's per-connection
+statement cache. Reads that must agree with themselves (a sync page and its head, a
+conversation list and its total unread) are single statements, hence one snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from yim.protocol.errors import YimError
+from yim.storage import postgres_groups as groups
+from yim.storage import postgres_timeline as timeline
+from yim.storage.base import (
+    ConvRow,
+    CreateGroupCmd,
+    DeviceRec,
+    GroupChange,
+    GroupHead,
+    GroupRec,
+    InboxEvent,
+    MemberRec,
+    MessageRec,
+    ReadRes,
+    SendCmd,
+    SendResult,
+    SessionRec,
+    Store,
+    UserRec,
+)
+
+log = logging.getLogger("yim.storage.postgres")
+
+_MIGRATION_LOCK = 0x79696D  # pg_advisory_xact_lock key: "yim"
+_FUNCTIONS = "postgres_functions.sql"
+#: errors after which rerunning the same work can succeed
+RETRYABLE = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
+#: errors after which the connection, and the outcome of what ran on it, is lost
+CONNECTION_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+Job = Callable[..., Awaitable[Any]]
+
+
+def _ascii_fold(name: str) -> str:
+    """Case folding of SQLite's NOCASE: ASCII letters only."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+# --- migrations ---------------------------------------------------------------------------------
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) of every table migration, in order: the core file, then numbered ones."""
+    files = [
+        f
+        for f in resources.files("yim.storage").iterdir()
+        if f.name.startswith("schema_postgres") and f.name.endswith(".sql")
+    ]
+    files.sort(key=lambda f: (f.name != "schema_postgres.sql", f.name))
+    return [(f.name, f.read_text()) for f in files]
+
+
+def _checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+async def migrate_conn(conn: asyncpg.Connection) -> list[str]:
+    """Bring a database to the current schema; returns what was applied. Safe to run from
+    many nodes at once (an advisory lock serialises them) and idempotent."""
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS yim_migrations (name text PRIMARY KEY, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM yim_migrations")}
+        for name, sql in migration_files():
+            checksum = _checksum(sql)
+            if name in done:
+                if done[name] != checksum:
+                    raise RuntimeError(
+                        f"migration {name} changed after it was applied; add a new migration file instead"
+                    )
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO yim_migrations (name, checksum) VALUES ($1, $2)", name, checksum)
+            applied.append(name)
+        # Functions are code: replaced whenever their file changes.
+        sql = resources.files("yim.storage").joinpath(_FUNCTIONS).read_text()
+        checksum = _checksum(sql)
+        if done.get(_FUNCTIONS) != checksum:
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO yim_migrations (name, checksum) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
+                _FUNCTIONS,
+                checksum,
+            )
+            applied.append(_FUNCTIONS)
+    return applied
+
+
+async def migrate(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate_conn(conn)
+    finally:
+        await conn.close()
+
+
+# --- the writer ---------------------------------------------------------------------------------
+
+
+class _Job:
+    __slots__ = ("args", "cmd", "fn", "fut")
+
+    def __init__(self, fut: asyncio.Future[Any], fn: Job | None, args: tuple[Any, ...], cmd: SendCmd | None) -> None:
+        self.fut = fut
+        self.fn = fn  # None for a send (cmd)
+        self.args = args
+        self.cmd = cmd
+
+
+Outcome = tuple[Any, BaseException | None]
+
+
+class _Writer:
+    """One task, one connection: drains the job queue in batched transactions."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], batch_max: int, queue_max: int) -> None:
+        self._connect = connect
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._jobs: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.stopped = False
+        self.batches = 0
+        self.jobs_done = 0
+        self.retries = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="yim-pg-writer")
+
+    async def stop(self) -> None:
+        """Refuse new jobs, finish the queued ones, close the connection."""
+        self.stopped = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=5)
+            self._conn = None
+
+    def submit(self, fn: Job | None, args: tuple[Any, ...] = (), cmd: SendCmd | None = None) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.stopped:
+            fut.set_exception(YimError("unavailable", "the store is closed"))
+        elif len(self._jobs) >= self._queue_max:
+            fut.set_exception(YimError("unavailable", "the store is overloaded; retry", retry_after=1.0))
+        else:
+            self._jobs.append(_Job(fut, fn, args, cmd))
+            self._wake.set()
+        return fut
+
+    async def _run(self) -> None:
+        while True:
+            if not self._jobs:
+                if self.stopped:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            n = min(len(self._jobs), self._batch_max)
+            batch = [self._jobs.popleft() for _ in range(n)]
+            try:
+                outcomes = await self._run_batch(batch)
+            except Exception as exc:  # never let the writer die: fail the batch, carry on
+                log.exception("store write batch failed")
+                failure = YimError("unavailable", f"store write failed: {exc}")
+                outcomes = [(None, failure)] * len(batch)
+            self.batches += 1
+            self.jobs_done += len(batch)
+            for job, (result, exc) in zip(batch, outcomes, strict=True):
+                if job.fut.done():
+                    continue
+                if exc is not None:
+                    job.fut.set_exception(exc)
+                else:
+                    job.fut.set_result(result)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    def _lost(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def _run_batch(self, batch: list[_Job]) -> list[Outcome]:
+        try:
+            conn = await self._connection()
+        except CONNECTION_LOST as exc:
+            await asyncio.sleep(0.1)  # do not spin while the database is away
+            return [(None, YimError("unavailable", f"store unreachable: {exc}"))] * len(batch)
+        try:
+            return await self._in_one_transaction(conn, batch)
+        except RETRYABLE:
+            self.retries += 1
+        except CONNECTION_LOST as exc:
+            self._lost()
+            return [(None, YimError("unavailable", f"store connection lost: {exc}"))] * len(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("store write job failed")
+            # An unexpected error aborted the batch: rerun the jobs alone to isolate it.
+        outcomes: list[Outcome] = []
+        for i, job in enumerate(batch):
+            try:
+                outcomes.append(await self._alone(conn, job))
+            except CONNECTION_LOST as exc:
+                self._lost()
+                failure = YimError("unavailable", f"store connection lost: {exc}")
+                return outcomes + [(None, failure)] * (len(batch) - i)
+        return outcomes
+
+    async def _in_one_transaction(self, conn: asyncpg.Connection, batch: list[_Job]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        async with conn.transaction():
+            i, n = 0, len(batch)
+            while i < n:
+                if batch[i].fn is None:  # a run of sends: one pipelined round trip
+                    j = i + 1
+                    while j < n and batch[j].fn is None:
+                        j += 1
+                    sends = batch[i:j]
+                    rows = await conn.fetchmany(timeline.SEND_SQL, [job.args for job in sends])
+                    outcomes += [timeline.send_outcome(job.cmd, row) for job, row in zip(sends, rows, strict=True)]
+                    i = j
+                    continue
+                job = batch[i]
+                try:
+                    async with conn.transaction():  # a savepoint: a failing job rolls back alone
+                        outcomes.append((await job.fn(conn, *job.args), None))
+                except YimError as exc:
+                    outcomes.append((None, exc))
+                i += 1
+        return outcomes
+
+    async def _alone(self, conn: asyncpg.Connection, job: _Job, attempts: int = 8) -> Outcome:
+        for attempt in range(attempts):
+            try:
+                async with conn.transaction():
+                    if job.fn is None:
+                        row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
+                        return timeline.send_outcome(job.cmd, row)
+                    return await job.fn(conn, *job.args), None
+            except YimError as exc:
+                return None, exc
+            except RETRYABLE:
+                self.retries += 1
+                await asyncio.sleep(random.uniform(0.001, 0.01) * (2**attempt))
+            except CONNECTION_LOST:
+                raise
+            except Exception as exc:
+                log.exception("store write job failed")
+                return None, exc
+        return None, YimError("unavailable", "store write kept conflicting with other nodes; retry")
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def _require_async(fn: Job) -> None:
+    if not asyncio.iscoroutinefunction(fn):
+        # A SQLite job (a plain function of a sqlite3 connection) handed to this store.
+        raise NotImplementedError(
+            f"{fn.__module__}.{fn.__qualname__} is a SQLite job; the PostgreSQL store has no port of it yet"
+        )
+
+
+class _NotYetOnPostgres:
+    """A concept store not ported to PostgreSQL yet: every call fails loudly, except the
+    notifications that are correct no-ops when the concept holds no data at all."""
+
+    ctx: Any = None
+    _NO_OPS: frozenset[str] = frozenset({"agent_presence"})  # nobody can be an agent here
+
+    def __init__(self, concept: str) -> None:
+        self._concept = concept
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def missing(*args: Any, **kwargs: Any) -> Any:
+            if name in self._NO_OPS:
+                return []
+            raise NotImplementedError(f"the PostgreSQL store does not implement {self._concept}.{name} yet")
+
+        return missing
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Readers never change session state, so the pool's reset round trip is skipped."""
+
+
+class PostgresStore(Store):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_min: int = 2,
+        pool_max: int = 10,
+        batch_max: int = 512,
+        queue_max: int = 100_000,
+        migrate_on_open: bool = True,
+    ) -> None:
+        self.dsn = dsn
+        self._pool_min = pool_min
+        self._pool_max = max(pool_max, pool_min, 1)
+        self._migrate = migrate_on_open
+        self._pool: asyncpg.Pool | None = None
+        self._writer = _Writer(self._connect, batch_max, queue_max)
+        from yim.storage.postgres_relations import PgRelationStore
+
+        self.relations = PgRelationStore(self)
+        self.service = _NotYetOnPostgres("service")  # type: ignore[assignment]
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn, timeout=10)
+
+    async def open(self) -> None:
+        if self._migrate:
+            applied = await migrate(self.dsn)
+            if applied:
+                log.info("migrated %s: %s", self.dsn.rsplit("@", 1)[-1], ", ".join(applied))
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=self._pool_min, max_size=self._pool_max, reset=_no_reset, timeout=10
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        w = self._writer
+        return {"batches": w.batches, "jobs": w.jobs_done, "retries": w.retries}
+
+    # Concept stores (relations, ...) run their own jobs through these two.
+    def write(self, fn: Job, *args: Any) -> asyncio.Future[Any]:
+        """Run ``await fn(conn, *args)`` in the next batch, inside a savepoint of its own."""
+        _require_async(fn)
+        return self._writer.submit(fn, args)
+
+    async def read(self, fn: Job, *args: Any) -> Any:
+        """Run ``await fn(conn, *args)`` in one repeatable-read, read-only transaction."""
+        _require_async(fn)
+        pool = self._readers()
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                return await fn(conn, *args)
+        except CONNECTION_LOST as exc:
+            raise YimError("unavailable", f"store unreachable: {exc}") from None
+
+    async def read1(self, fn: Job, *args: Any) -> Any:
+        """Run ``await fn(conn, *args)`` outside a transaction (single-statement reads)."""
+        pool = self._readers()
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn, *args)
+        except CONNECTION_LOST as exc:
+            raise YimError("unavailable", f"store unreachable: {exc}") from None
+
+    def _readers(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise YimError("unavailable", "the store is closed")
+        return self._pool
+
+    # accounts
+    async def create_user(self, user: UserRec) -> UserRec:
+        return await self.write(_create_user, user)
+
+    async def user_by_name(self, username: str) -> UserRec | None:
+        async def q(conn: asyncpg.Connection) -> UserRec | None:
+            r = await conn.fetchrow(
+                "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at FROM usernames n"
+                " JOIN users u ON u.id = n.user_id WHERE n.username_key = $1",
+                _ascii_fold(username),
+            )
+            return UserRec(*r) if r else None
+
+        return await self.read1(q)
+
+    async def users_by_ids(self, ids: list[int]) -> dict[int, UserRec]:
+        if not ids:
+            return {}
+
+        async def q(conn: asyncpg.Connection) -> dict[int, UserRec]:
+            rows = await conn.fetch(
+                "SELECT id, username, display_name, password_hash, created_at FROM users WHERE id = ANY ($1)",
+                ids,
+            )
+            return {r[0]: UserRec(*r) for r in rows}
+
+        return await self.read1(q)
+
+    # sessions
+    async def create_session(self, session: SessionRec, device_name: str) -> list[str]:
+        return await self.write(_create_session, session, device_name)
+
+    async def get_session(self, session_id: str) -> SessionRec | None:
+        async def q(conn: asyncpg.Connection) -> SessionRec | None:
+            r = await conn.fetchrow(
+                "SELECT id, user_id, device_id, platform, created_at, expires_at, revoked_at FROM sessions WHERE id=$1",
+                session_id,
+            )
+            return SessionRec(*r) if r else None
+
+        return await self.read1(q)
+
+    async def revoke_sessions(
+        self, user_id: int, *, device_id: str | None = None, session_id: str | None = None, now: int
+    ) -> list[str]:
+        return await self.write(_revoke, user_id, device_id, session_id, now)
+
+    async def list_devices(self, user_id: int) -> list[DeviceRec]:
+        async def q(conn: asyncpg.Connection) -> list[DeviceRec]:
+            rows = await conn.fetch(
+                "SELECT d.user_id, d.device_id, d.platform, d.name, d.created_at, d.last_seen_at, d.acked_seq"
+                " FROM devices d WHERE d.user_id=$1 AND EXISTS (SELECT 1 FROM sessions s WHERE s.user_id=d.user_id"
+                " AND s.device_id=d.device_id AND s.revoked_at IS NULL) ORDER BY d.last_seen_at DESC",
+                user_id,
+            )
+            return [DeviceRec(*r) for r in rows]
+
+        return await self.read1(q)
+
+    async def touch_devices(self, seen: list[tuple[int, str, int, int]]) -> None:
+        if seen:
+            await self.write(_touch_devices, seen)
+
+    # messages
+    def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
+        if cmd.shop_id is not None:
+            raise NotImplementedError("the PostgreSQL store does not implement customer-service sends yet")
+        return self._writer.submit(None, timeline.send_args(cmd), cmd)
+
+    async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
+        return await self.write(timeline.mark_read, user_id, conv_id, seq, now)
+
+    async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
+        return await self.write(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms)
+
+    async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
+        return await self.read1(timeline.read_sync, user_id, since, limit)
+
+    async def inbox_head(self, user_id: int) -> int:
+        async def q(conn: asyncpg.Connection) -> int:
+            return await conn.fetchval("SELECT inbox_seq FROM users WHERE id=$1", user_id) or 0
+
+        return await self.read1(q)
+
+    async def history(
+        self, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
+    ) -> tuple[list[MessageRec], bool]:
+        return await self.read1(timeline.read_history, user_id, conv_id, before, after, limit)
+
+    async def conversations(
+        self, user_id: int, before: int | None, limit: int, conv_id: int | None = None
+    ) -> tuple[list[ConvRow], int]:
+        return await self.read1(timeline.read_conversations, user_id, before, limit, conv_id)
+
+    async def receipts(self, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
+        return await self.read(groups.receipts, conv_id, viewer_id, seq)
+
+    # groups
+    async def create_group(self, cmd: CreateGroupCmd) -> GroupChange:
+        return await self.write(groups.create_group, cmd)
+
+    async def add_members(
+        self, conv_id: int, actor_id: int, user_ids: list[int], via: str, msg_id: int, now: int, threshold: int
+    ) -> GroupChange:
+        return await self.write(groups.add_members, conv_id, actor_id, user_ids, via, msg_id, now, threshold)
+
+    async def remove_member(self, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int) -> GroupChange:
+        return await self.write(groups.remove_member, conv_id, actor_id, user_id, msg_id, now)
+
+    async def set_role(
+        self, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
+    ) -> GroupChange:
+        return await self.write(groups.set_role, conv_id, actor_id, user_id, role, msg_id, now)
+
+    async def mute_member(
+        self, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
+    ) -> GroupChange:
+        return await self.write(groups.mute_member, conv_id, actor_id, user_id, until, msg_id, now)
+
+    async def update_group(
+        self, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
+    ) -> GroupChange:
+        return await self.write(groups.update_group, conv_id, actor_id, changes, msg_id, now)
+
+    async def dissolve_group(self, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
+        return await self.write(groups.dissolve_group, conv_id, actor_id, msg_id, now)
+
+    async def group_info(self, conv_id: int, viewer_id: int) -> GroupRec:
+        return await self.read(groups.group_info, conv_id, viewer_id)
+
+    async def group_members(self, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]:
+        return await self.read(groups.group_members, conv_id, viewer_id, after, limit)
+
+    async def member_ids(self, conv_id: int) -> list[int]:
+        return await self.read1(timeline.member_ids, conv_id)
+
+    async def read_groups(self, user_id: int) -> list[GroupHead]:
+        return await self.read1(groups.read_groups, user_id)
+
+    async def max_msg_id(self) -> int:
+        async def q(conn: asyncpg.Connection) -> int:
+            # Users, conversations and messages all take ids from the same generator.
+            return await conn.fetchval(
+                "SELECT GREATEST((SELECT COALESCE(MAX(msg_id), 0) FROM messages),"
+                " (SELECT COALESCE(MAX(id), 0) FROM conversations), (SELECT COALESCE(MAX(id), 0) FROM users))"
+            )
+
+        return await self.read1(q)
+
+
+# --- account jobs (run by the writer, inside a savepoint) ----------------------------------------
+
+
+async def _create_user(conn: asyncpg.Connection, u: UserRec) -> UserRec:
+    inserted = await conn.fetchval(
+        "INSERT INTO usernames (username_key, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
+        _ascii_fold(u.username),
+        u.id,
+    )
+    if inserted is None:
+        raise YimError("username_taken", f"username {u.username!r} is taken")
+    await conn.execute(
+        "INSERT INTO users (id, username, display_name, password_hash, created_at) VALUES ($1,$2,$3,$4,$5)",
+        u.id,
+        u.username,
+        u.display_name,
+        u.password_hash,
+        u.created_at,
+    )
+    return u
+
+
+async def _create_session(conn: asyncpg.Connection, s: SessionRec, device_name: str) -> list[str]:
+    superseded = [
+        r[0]
+        for r in await conn.fetch(
+            "UPDATE sessions SET revoked_at=$3 WHERE user_id=$1 AND device_id=$2 AND revoked_at IS NULL RETURNING id",
+            s.user_id,
+            s.device_id,
+            s.created_at,
+        )
+    ]
+    await conn.execute(
+        "INSERT INTO sessions (id, user_id, device_id, platform, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
+        s.id,
+        s.user_id,
+        s.device_id,
+        s.platform,
+        s.created_at,
+        s.expires_at,
+    )
+    await conn.execute(
+        "INSERT INTO devices (user_id, device_id, platform, name, created_at, last_seen_at) VALUES ($1,$2,$3,$4,$5,$5)"
+        " ON CONFLICT (user_id, device_id) DO UPDATE SET platform=excluded.platform, name=excluded.name,"
+        " last_seen_at=excluded.last_seen_at",
+        s.user_id,
+        s.device_id,
+        s.platform,
+        device_name,
+        s.created_at,
+    )
+    return sorted(superseded)
+
+
+async def _revoke(
+    conn: asyncpg.Connection, user_id: int, device_id: str | None, session_id: str | None, now: int
+) -> list[str]:
+    rows = await conn.fetch(
+        "UPDATE sessions SET revoked_at=$4 WHERE user_id=$1 AND revoked_at IS NULL"
+        " AND ($2::text IS NULL OR device_id=$2) AND ($3::text IS NULL OR id=$3) RETURNING id",
+        user_id,
+        device_id,
+        session_id,
+        now,
+    )
+    return sorted(r[0] for r in rows)
+
+
+async def _touch_devices(conn: asyncpg.Connection, seen: list[tuple[int, str, int, int]]) -> None:
+    # One statement; rows locked in key order so concurrent nodes cannot deadlock on them.
+    seen = sorted(seen)
+    await conn.execute(
+        "UPDATE devices d SET last_seen_at=GREATEST(d.last_seen_at, s.ts), acked_seq=GREATEST(d.acked_seq, s.acked)"
+        " FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS s(uid, did, ts, acked)"
+        " WHERE d.user_id=s.uid AND d.device_id=s.did",
+        [r[0] for r in seen],
+        [r[1] for r in seen],
+        [r[2] for r in seen],
+        [r[3] for r in seen],
+    )

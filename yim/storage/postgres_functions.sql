@@ -1,0 +1,196 @@
+-- Server-side functions of the PostgreSQL store: the message hot path in one round trip.
+--
+-- These are code, not data: applied with CREATE OR REPLACE on every node start when the
+-- file changed (its hash is kept in yim_migrations), after the table migrations. They
+-- mirror yim/storage/sqlite_timeline.py (the behavioural spec) statement for statement.
+--
+-- Checks never raise: a refused send returns (o_err, o_err_msg) having written nothing,
+-- so a batch of sends runs in one transaction without a savepoint per message.
+
+-- May p_sender message p_to directly? NULL, or the error (blocks, then dm_policy).
+CREATE OR REPLACE FUNCTION yim_direct_denied(p_sender bigint, p_to bigint, OUT o_err text, OUT o_msg text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM blocks WHERE user_id = p_to AND blocked_id = p_sender) THEN
+        o_err := 'blocked'; o_msg := 'this user does not accept messages from you'; RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to) THEN
+        o_err := 'blocked'; o_msg := 'you blocked this user; unblock them first'; RETURN;
+    END IF;
+    IF (SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
+       AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender) THEN
+        o_err := 'friends_only'; o_msg := 'this user accepts direct messages from friends only';
+    END IF;
+END $$;
+
+
+-- Append one entry to a conversation timeline and fan it out by the conversation's policy.
+-- The conversation seq (UPDATE of its row, which also locks it) and each inbox seq
+-- (UPDATE of each user row, locked in id order) are allocated in the caller's
+-- transaction: gap-free, never reused, whatever happens to the process or to Redis.
+CREATE OR REPLACE FUNCTION yim_append(
+    p_conv bigint, p_msg_id bigint, p_sender bigint, p_device text, p_kind text, p_body text,
+    p_client_msg_id text, p_created bigint, p_uncounted boolean, p_mentions bigint[], p_mention_all boolean,
+    p_also_inbox bigint[],
+    OUT o_seq bigint, OUT o_fanout text, OUT o_sender_inbox bigint, OUT o_users bigint[], OUT o_seqs bigint[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_recipients bigint[];
+BEGIN
+    UPDATE conversations c
+       SET last_seq = c.last_seq + 1, last_msg_id = p_msg_id, updated_at = p_created,
+           mention_all_seq = CASE WHEN p_mention_all THEN c.last_seq + 1 ELSE c.mention_all_seq END
+     WHERE c.id = p_conv
+    RETURNING c.last_seq, c.fanout INTO o_seq, o_fanout;
+    IF o_seq IS NULL THEN
+        RAISE EXCEPTION 'no conversation %', p_conv USING ERRCODE = 'no_data_found';
+    END IF;
+    IF o_fanout = 'write' THEN
+        SELECT COALESCE(array_agg(r.u), '{}') INTO v_recipients FROM (
+            SELECT uc.user_id AS u FROM user_conversations uc WHERE uc.conv_id = p_conv AND uc.left_seq IS NULL
+            UNION SELECT unnest(p_also_inbox)
+        ) r;
+    ELSE
+        v_recipients := COALESCE(p_also_inbox, '{}');
+    END IF;
+    IF cardinality(v_recipients) > 0 THEN
+        WITH bumped AS (
+            UPDATE users u SET inbox_seq = u.inbox_seq + 1 WHERE u.id = ANY (v_recipients)
+            RETURNING u.id, u.inbox_seq
+        ), written AS (
+            INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at)
+            SELECT b.id, b.inbox_seq, 'message', p_conv, o_seq, p_created FROM bumped b
+        )
+        SELECT COALESCE(array_agg(b.id ORDER BY b.id), '{}'), COALESCE(array_agg(b.inbox_seq ORDER BY b.id), '{}')
+          INTO o_users, o_seqs FROM bumped b;
+    ELSE
+        o_users := '{}'; o_seqs := '{}';
+    END IF;
+    o_sender_inbox := COALESCE(o_seqs[array_position(o_users, p_sender)], 0);
+    INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,
+                          sender_inbox_seq, created_at, uncounted, mentions, mention_all)
+    VALUES (p_conv, o_seq, p_msg_id, p_sender, p_device, p_kind, p_body, p_client_msg_id,
+            o_sender_inbox, p_created, p_uncounted, NULLIF(p_mentions, '{}'), p_mention_all);
+    INSERT INTO client_msg_ids (sender_id, client_msg_id, conv_id, seq)
+    VALUES (p_sender, p_client_msg_id, p_conv, o_seq) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        -- The same (sender, client_msg_id) committed meanwhile on another connection: make
+        -- the batch retry; the retry finds it in the idempotency lookup.
+        RAISE EXCEPTION 'concurrent send of client_msg_id %', p_client_msg_id USING ERRCODE = 'serialization_failure';
+    END IF;
+    -- Sending reads the conversation up to one's own entry (unread never counts it).
+    UPDATE user_conversations SET read_seq = o_seq
+     WHERE user_id = p_sender AND conv_id = p_conv AND left_seq IS NULL;
+    IF cardinality(p_mentions) > 0 THEN
+        UPDATE user_conversations SET mention_seq = o_seq WHERE conv_id = p_conv AND user_id = ANY (p_mentions);
+    END IF;
+END $$;
+
+
+-- A user's message: idempotency, the direct conversation (created on first message) or the
+-- group checks, then the append. One call per message; see PostgresStore.send_message.
+CREATE OR REPLACE FUNCTION yim_send(
+    p_msg_id bigint, p_new_conv bigint, p_sender bigint, p_device text, p_kind text, p_body text,
+    p_cmid text, p_created bigint, p_to bigint, p_conv bigint, p_mentions bigint[], p_mention_all boolean,
+    OUT o_err text, OUT o_err_msg text, OUT o_dup boolean,
+    OUT o_conv bigint, OUT o_seq bigint, OUT o_sender_inbox bigint, OUT o_fanout text,
+    OUT o_users bigint[], OUT o_seqs bigint[],
+    -- the stored message, for duplicates only
+    OUT d_msg_id bigint, OUT d_device text, OUT d_kind text, OUT d_body text, OUT d_created bigint,
+    OUT d_recalled boolean, OUT d_mentions bigint[], OUT d_mention_all boolean
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_lo bigint; v_hi bigint;
+    v_exists boolean; v_type text; v_mute_all boolean; v_dissolved boolean;
+    v_role text; v_left bigint; v_muted_until bigint; v_peer bigint; v_found bigint;
+BEGIN
+    o_dup := false;
+    -- Idempotency first: a retried client_msg_id returns the original and writes nothing.
+    SELECT m.conv_id, m.seq, m.sender_inbox_seq, m.msg_id, m.sender_device, m.kind, m.body, m.created_at,
+           m.recalled, m.mentions, m.mention_all
+      INTO o_conv, o_seq, o_sender_inbox, d_msg_id, d_device, d_kind, d_body, d_created,
+           d_recalled, d_mentions, d_mention_all
+      FROM client_msg_ids k JOIN messages m ON m.conv_id = k.conv_id AND m.seq = k.seq
+     WHERE k.sender_id = p_sender AND k.client_msg_id = p_cmid;
+    IF FOUND THEN
+        o_dup := true;
+        RETURN;
+    END IF;
+
+    IF p_to IS NOT NULL THEN
+        IF p_to = p_sender THEN
+            o_err := 'bad_request'; o_err_msg := 'cannot send a direct message to yourself'; RETURN;
+        END IF;
+        IF cardinality(p_mentions) > 0 OR p_mention_all THEN
+            o_err := 'bad_request'; o_err_msg := 'mentions are for group messages'; RETURN;
+        END IF;
+        v_lo := LEAST(p_sender, p_to);
+        v_hi := GREATEST(p_sender, p_to);
+        SELECT dp.conv_id INTO o_conv FROM direct_pairs dp WHERE dp.user_lo = v_lo AND dp.user_hi = v_hi;
+        IF o_conv IS NULL AND NOT EXISTS (SELECT 1 FROM users WHERE id = p_to) THEN
+            o_err := 'not_found'; o_err_msg := format('no user %s', p_to); RETURN;
+        END IF;
+        SELECT d.o_err, d.o_msg INTO o_err, o_err_msg FROM yim_direct_denied(p_sender, p_to) d;
+        IF o_err IS NOT NULL THEN
+            RETURN;
+        END IF;
+        IF o_conv IS NULL THEN
+            INSERT INTO direct_pairs (user_lo, user_hi, conv_id) VALUES (v_lo, v_hi, p_new_conv)
+            ON CONFLICT DO NOTHING;
+            IF FOUND THEN
+                o_conv := p_new_conv;
+                INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, member_count)
+                VALUES (o_conv, 'direct', p_created, 0, o_conv, p_created, 2);
+                INSERT INTO user_conversations (user_id, conv_id, peer_id)
+                VALUES (p_sender, o_conv, p_to), (p_to, o_conv, p_sender);
+            ELSE  -- a first message of the same pair committed meanwhile on another connection
+                SELECT dp.conv_id INTO o_conv FROM direct_pairs dp WHERE dp.user_lo = v_lo AND dp.user_hi = v_hi;
+            END IF;
+        END IF;
+    ELSE
+        o_conv := p_conv;
+        -- Lock the conversation first: membership changes lock it too, so the checks
+        -- below and the append see one state of the group.
+        SELECT true, c.type, c.mute_all, c.dissolved INTO v_exists, v_type, v_mute_all, v_dissolved
+          FROM conversations c WHERE c.id = p_conv FOR UPDATE;
+        SELECT uc.role, uc.left_seq, uc.muted_until, uc.peer_id INTO v_role, v_left, v_muted_until, v_peer
+          FROM user_conversations uc WHERE uc.user_id = p_sender AND uc.conv_id = p_conv;
+        IF v_exists IS NULL OR v_role IS NULL OR v_left IS NOT NULL THEN
+            IF v_dissolved THEN
+                o_err := 'group_dissolved'; o_err_msg := format('group %s was dissolved', p_conv); RETURN;
+            END IF;
+            o_err := 'not_member'; o_err_msg := format('you are not a member of conversation %s', p_conv); RETURN;
+        END IF;
+        IF v_type = 'group' THEN
+            IF v_muted_until > p_created THEN
+                o_err := 'muted'; o_err_msg := format('you are muted in this group until %s', v_muted_until); RETURN;
+            END IF;
+            IF v_mute_all AND v_role = 'member' THEN
+                o_err := 'muted'; o_err_msg := 'the whole group is muted; only the owner and admins may speak'; RETURN;
+            END IF;
+            IF p_mention_all AND v_role = 'member' THEN
+                o_err := 'forbidden'; o_err_msg := 'only the owner and admins may mention everyone'; RETURN;
+            END IF;
+            IF cardinality(p_mentions) > 0 THEN
+                SELECT count(*) INTO v_found FROM user_conversations
+                 WHERE conv_id = p_conv AND left_seq IS NULL AND user_id = ANY (p_mentions);
+                IF v_found <> (SELECT count(DISTINCT x) FROM unnest(p_mentions) x) THEN
+                    o_err := 'bad_request'; o_err_msg := 'every mentioned user must be a member of the group'; RETURN;
+                END IF;
+            END IF;
+        ELSE
+            IF cardinality(p_mentions) > 0 OR p_mention_all THEN
+                o_err := 'bad_request'; o_err_msg := 'mentions are for group messages'; RETURN;
+            END IF;
+            SELECT d.o_err, d.o_msg INTO o_err, o_err_msg FROM yim_direct_denied(p_sender, v_peer) d;
+            IF o_err IS NOT NULL THEN
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+
+    SELECT a.o_seq, a.o_fanout, a.o_sender_inbox, a.o_users, a.o_seqs
+      INTO o_seq, o_fanout, o_sender_inbox, o_users, o_seqs
+      FROM yim_append(o_conv, p_msg_id, p_sender, p_device, p_kind, p_body, p_cmid, p_created, false,
+                      p_mentions, p_mention_all, '{}') a;
+END $$;

@@ -1,0 +1,401 @@
+"""Timeline jobs of the PostgreSQL store: sends, read markers, recall, sync and history.
+
+Mirrors :mod:`yim.storage.sqlite_timeline` (the behavioural spec). Appends go through the
+server-side functions ``yim_send`` / ``yim_append`` (postgres_functions.sql); write jobs
+run on the writer's connection inside its batch transaction, reads on a pooled one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult
+
+MSG_COLS = (
+    "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
+    "m.created_at, m.recalled, m.mentions, m.mention_all"
+)
+#: The last seq a member may see: their leave seq if they left, else the conversation head.
+VISIBLE_HEAD = "COALESCE(uc.left_seq, c.last_seq)"
+#: Unread of one membership row ``uc`` joined to its conversation ``c``: derived, never stored.
+UNREAD_SQL = (
+    f"(GREATEST({VISIBLE_HEAD} - uc.read_seq, 0) - (SELECT COUNT(*) FROM messages u WHERE u.conv_id = uc.conv_id"
+    f" AND u.uncounted AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD}))"
+)
+TOTAL_UNREAD_SQL = (
+    f"(SELECT COALESCE(SUM({UNREAD_SQL}), 0)::bigint FROM user_conversations uc"
+    " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id = $1)"
+)
+
+SEND_SQL = "SELECT * FROM yim_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+APPEND_SQL = "SELECT * FROM yim_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+
+
+def msg_from_row(r: Any, at: int = 0) -> MessageRec:
+    return MessageRec(
+        msg_id=r[at],
+        conv_id=r[at + 1],
+        seq=r[at + 2],
+        sender_id=r[at + 3],
+        sender_device=r[at + 4],
+        kind=r[at + 5],
+        body=r[at + 6].encode(),
+        client_msg_id=r[at + 7],
+        created_at=r[at + 8],
+        recalled=r[at + 9],
+        mentions=tuple(r[at + 10] or ()),
+        mention_all=r[at + 11],
+    )
+
+
+# --- sends --------------------------------------------------------------------------------------
+
+
+def send_args(c: SendCmd) -> tuple[Any, ...]:
+    return (
+        c.msg_id,
+        c.new_conv_id,
+        c.sender_id,
+        c.sender_device,
+        c.kind,
+        c.body.decode(),
+        c.client_msg_id,
+        c.created_at,
+        c.to,
+        c.conv_id,
+        list(c.mentions),
+        c.mention_all,
+    )
+
+
+def send_outcome(c: SendCmd | None, r: Any) -> tuple[SendResult | None, YimError | None]:
+    """A ``yim_send`` row -> (result, None) or (None, the refusal)."""
+    assert c is not None
+    if r["o_err"] is not None:
+        return None, YimError(r["o_err"], r["o_err_msg"])
+    if r["o_dup"]:
+        message = MessageRec(
+            msg_id=r["d_msg_id"],
+            conv_id=r["o_conv"],
+            seq=r["o_seq"],
+            sender_id=c.sender_id,
+            sender_device=r["d_device"],
+            kind=r["d_kind"],
+            body=r["d_body"].encode(),
+            client_msg_id=c.client_msg_id,
+            created_at=r["d_created"],
+            recalled=r["d_recalled"],
+            mentions=tuple(r["d_mentions"] or ()),
+            mention_all=r["d_mention_all"],
+        )
+        return SendResult(message=message, sender_inbox_seq=r["o_sender_inbox"], duplicate=True, deliveries=[]), None
+    message = MessageRec(
+        msg_id=c.msg_id,
+        conv_id=r["o_conv"],
+        seq=r["o_seq"],
+        sender_id=c.sender_id,
+        sender_device=c.sender_device,
+        kind=c.kind,
+        body=c.body,
+        client_msg_id=c.client_msg_id,
+        created_at=c.created_at,
+        mentions=c.mentions,
+        mention_all=c.mention_all,
+    )
+    result = SendResult(
+        message=message,
+        sender_inbox_seq=r["o_sender_inbox"],
+        duplicate=False,
+        deliveries=list(zip(r["o_users"], r["o_seqs"], strict=True)),
+        fanout=r["o_fanout"],
+    )
+    return result, None
+
+
+async def append_entry(
+    conn: asyncpg.Connection,
+    conv_id: int,
+    *,
+    msg_id: int,
+    sender_id: int,
+    sender_device: str,
+    kind: str,
+    body: bytes,
+    client_msg_id: str,
+    created_at: int,
+    uncounted: bool = False,
+    mentions: tuple[int, ...] = (),
+    mention_all: bool = False,
+    also_inbox: tuple[int, ...] = (),
+    members_changed: bool = False,
+) -> SendResult:
+    """Append one entry to a conversation timeline (see ``yim_append``)."""
+    r = await conn.fetchrow(
+        APPEND_SQL,
+        conv_id,
+        msg_id,
+        sender_id,
+        sender_device,
+        kind,
+        body.decode(),
+        client_msg_id,
+        created_at,
+        uncounted,
+        list(mentions),
+        mention_all,
+        list(also_inbox),
+    )
+    message = MessageRec(
+        msg_id=msg_id,
+        conv_id=conv_id,
+        seq=r["o_seq"],
+        sender_id=sender_id,
+        sender_device=sender_device,
+        kind=kind,
+        body=body,
+        client_msg_id=client_msg_id,
+        created_at=created_at,
+        mentions=mentions,
+        mention_all=mention_all,
+    )
+    return SendResult(
+        message=message,
+        sender_inbox_seq=r["o_sender_inbox"],
+        duplicate=False,
+        deliveries=list(zip(r["o_users"], r["o_seqs"], strict=True)),
+        fanout=r["o_fanout"],
+        members_changed=members_changed,
+    )
+
+
+async def next_inbox_seq(conn: asyncpg.Connection, user_id: int) -> int:
+    return await conn.fetchval("UPDATE users SET inbox_seq = inbox_seq + 1 WHERE id=$1 RETURNING inbox_seq", user_id)
+
+
+async def append_inbox_events(
+    conn: asyncpg.Connection, type_: str, events: list[tuple[int, int, bytes]], now: int
+) -> list[tuple[int, int, bytes]]:
+    """Write events that are not timeline entries into inboxes: ``(user_id, actor_id,
+    payload_json)`` in, ``(user_id, inbox_seq, payload_json)`` out."""
+    out = []
+    for user_id, actor_id, payload in events:
+        seq = await next_inbox_seq(conn, user_id)
+        await conn.execute(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, actor_id, data, created_at)"
+            " VALUES ($1,$2,$3,0,0,$4,$5,$6)",
+            user_id,
+            seq,
+            type_,
+            actor_id,
+            payload.decode(),
+            now,
+        )
+        out.append((user_id, seq, payload))
+    return out
+
+
+# --- other write jobs ---------------------------------------------------------------------------
+
+
+async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
+    row = await conn.fetchrow(
+        f"SELECT uc.read_seq, {VISIBLE_HEAD}, c.type, uc.peer_id FROM user_conversations uc"
+        " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=$1 AND uc.conv_id=$2 FOR UPDATE OF uc",
+        user_id,
+        conv_id,
+    )
+    if row is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    read_seq, visible_head, conv_type, peer_id = row
+    target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
+    inbox_seq = None
+    receipt = None
+    if target > read_seq:  # read markers only move forward
+        await conn.execute(
+            "UPDATE user_conversations SET read_seq=$3 WHERE user_id=$1 AND conv_id=$2", user_id, conv_id, target
+        )
+        read_seq = target
+        inbox_seq = await next_inbox_seq(conn, user_id)
+        events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
+        if conv_type == "direct" and peer_id is not None:
+            # One-to-one read receipt: the peer's devices learn "read up to seq".
+            peer_seq = await next_inbox_seq(conn, peer_id)
+            receipt = (peer_id, peer_seq)
+            events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
+        await conn.executemany(
+            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, actor_id, created_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            events,
+        )
+    unread, total = await conn.fetchrow(
+        f"SELECT (SELECT {UNREAD_SQL} FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        f" WHERE uc.user_id=$1 AND uc.conv_id=$2), {TOTAL_UNREAD_SQL}",
+        user_id,
+        conv_id,
+    )
+    return ReadRes(read_seq=read_seq, unread=unread, total_unread=total, inbox_seq=inbox_seq, receipt=receipt)
+
+
+async def recall(
+    conn: asyncpg.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
+) -> SendResult:
+    # Lock the conversation first, like every other write to it.
+    conv_type = await conn.fetchval("SELECT type FROM conversations WHERE id=$1 FOR UPDATE", conv_id)
+    row = await conn.fetchrow(
+        "SELECT sender_id, created_at, recalled, kind, msg_id FROM messages WHERE conv_id=$1 AND seq=$2",
+        conv_id,
+        seq,
+    )
+    me = await conn.fetchrow(
+        "SELECT role, joined_seq FROM user_conversations WHERE conv_id=$1 AND user_id=$2 AND left_seq IS NULL",
+        conv_id,
+        actor_id,
+    )
+    if me is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    if row is None or seq <= me[1]:
+        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
+    sender_id, created_at, recalled, kind, target_msg_id = row
+    if kind in ("system", "recall"):
+        raise YimError("bad_request", "system entries cannot be recalled")
+    if recalled:
+        raise YimError("already_recalled", "this message was already recalled")
+    moderator = conv_type == "group" and me[0] in ("owner", "admin")
+    if sender_id == actor_id:
+        if now - created_at > limit_ms and not moderator:
+            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
+    elif not moderator:
+        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    await conn.execute(
+        "UPDATE messages SET recalled=true, uncounted=true, body='{}', mentions=NULL WHERE conv_id=$1 AND seq=$2",
+        conv_id,
+        seq,
+    )
+    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
+    return await append_entry(
+        conn,
+        conv_id,
+        msg_id=msg_id,
+        sender_id=actor_id,
+        sender_device="",
+        kind="recall",
+        body=body,
+        client_msg_id=f"recall:{msg_id}",
+        created_at=now,
+        uncounted=True,
+    )
+
+
+# --- reads (each one statement: one snapshot) -----------------------------------------------------
+
+
+async def member_ids(conn: asyncpg.Connection, conv_id: int) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT user_id FROM user_conversations WHERE conv_id=$1 AND left_seq IS NULL ORDER BY user_id", conv_id
+    )
+    return [r[0] for r in rows]
+
+
+_SYNC_SQL = (
+    f"SELECT u.inbox_seq, e.* FROM (SELECT COALESCE((SELECT inbox_seq FROM users WHERE id=$1), 0) AS inbox_seq) u"
+    f" LEFT JOIN LATERAL (SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, i.data, {MSG_COLS} FROM inbox i"
+    " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
+    " WHERE i.user_id=$1 AND i.seq>$2 ORDER BY i.seq LIMIT $3) e ON true"
+)
+
+
+async def read_sync(conn: asyncpg.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
+    rows = await conn.fetch(_SYNC_SQL, user_id, since, limit)
+    head = rows[0][0] if rows else 0
+    events = [
+        InboxEvent(
+            seq=r[1],
+            type=r[2],
+            conv_id=r[3],
+            conv_seq=r[4],
+            actor_id=r[5],
+            data=r[6].encode() if r[6] is not None else None,
+            message=msg_from_row(r, 7) if r[7] is not None else None,
+        )
+        for r in rows
+        if r[1] is not None
+    ]
+    return events, head
+
+
+_HISTORY_ME = (
+    "WITH me AS (SELECT joined_seq AS floor, COALESCE(left_seq + 1, 4611686018427387904) AS ceiling"
+    " FROM user_conversations WHERE user_id=$1 AND conv_id=$2)"
+)
+_HISTORY_AFTER = (
+    f"{_HISTORY_ME} SELECT me.floor, h.* FROM me LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m"
+    " WHERE m.conv_id=$2 AND m.seq > GREATEST($3, me.floor) AND m.seq < me.ceiling ORDER BY m.seq LIMIT $4) h ON true"
+)
+_HISTORY_BEFORE = (
+    f"{_HISTORY_ME} SELECT me.floor, h.* FROM me LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m"
+    " WHERE m.conv_id=$2 AND m.seq < LEAST($3, me.ceiling) AND m.seq > me.floor ORDER BY m.seq DESC LIMIT $4) h ON true"
+)
+
+
+async def read_history(
+    conn: asyncpg.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
+) -> tuple[list[MessageRec], bool]:
+    if after is not None:
+        rows = await conn.fetch(_HISTORY_AFTER, user_id, conv_id, after, limit + 1)
+    else:
+        upper = before if before is not None else 2**62
+        rows = await conn.fetch(_HISTORY_BEFORE, user_id, conv_id, upper, limit + 1)
+    if not rows:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    msgs = [msg_from_row(r, 1) for r in rows if r[1] is not None]
+    more = len(msgs) > limit
+    msgs = msgs[:limit]
+    if after is None:
+        msgs.reverse()
+    return msgs, more
+
+
+_CONVERSATIONS_SQL = (
+    f"SELECT c.id, c.type, uc.peer_id, {VISIBLE_HEAD}, uc.read_seq, c.last_msg_id, c.updated_at,"
+    f" {UNREAD_SQL}, GREATEST(uc.mention_seq, c.mention_all_seq) > uc.read_seq, c.name, c.member_count,"
+    " uc.left_seq IS NULL, (SELECT p.read_seq FROM user_conversations p"
+    f"  WHERE p.user_id = uc.peer_id AND p.conv_id = uc.conv_id), {MSG_COLS}, {TOTAL_UNREAD_SQL}"
+    " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+    f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
+    " WHERE uc.user_id=$1 AND c.last_msg_id < $2 AND ($4::bigint IS NULL OR uc.conv_id = $4)"
+    " ORDER BY c.last_msg_id DESC LIMIT $3"
+)
+
+
+async def read_conversations(
+    conn: asyncpg.Connection, user_id: int, before: int | None, limit: int, conv_id: int | None = None
+) -> tuple[list[ConvRow], int]:
+    # The total rides on every row of the same statement, so it agrees with the rows.
+    rows = await conn.fetch(_CONVERSATIONS_SQL, user_id, before if before is not None else 2**63 - 1, limit, conv_id)
+    convs = [
+        ConvRow(
+            conv_id=r[0],
+            type=r[1],
+            peer_id=r[2],
+            last_seq=r[3],
+            read_seq=r[4],
+            last_msg_id=r[5],
+            updated_at=r[6],
+            unread=r[7],
+            mentioned=bool(r[8]),
+            name=r[9],
+            member_count=r[10],
+            active=bool(r[11]),
+            peer_read_seq=r[12] or 0,
+            last_message=msg_from_row(r, 13) if r[13] is not None else None,
+        )
+        for r in rows
+    ]
+    if rows:
+        return convs, rows[0][25]
+    total = await conn.fetchval(f"SELECT {TOTAL_UNREAD_SQL}", user_id)
+    return convs, total
