@@ -25,7 +25,7 @@ from yim.protocol.errors import YimError
 from yim.storage.base import MessageRec
 from yim.storage.sqlite_timeline import MSG_COLS, msg_from_row
 
-_N = 12  # columns of MSG_COLS
+_N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
 _TEXT = "CASE m.kind WHEN 'text' THEN json_extract(m.body, '$.text') ELSE json_extract(m.body, '$.name') END"
 _NO_CEILING = 2**62
 #: trigram: shorter terms have no trigram to look up
