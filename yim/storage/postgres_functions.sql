@@ -8,25 +8,30 @@
 -- so a batch of sends runs in one transaction without a savepoint per message.
 
 -- May p_sender message p_to directly? NULL, or the error (blocks, then dm_policy).
+-- (plpgsql, not sql: a non-inlined SQL function is planned again on every call.)
 CREATE OR REPLACE FUNCTION yim_direct_denied(p_sender bigint, p_to bigint, OUT o_err text, OUT o_msg text)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_blocked_by_them boolean; v_blocked_them boolean; v_friends_only boolean;
 BEGIN
-    IF EXISTS (SELECT 1 FROM blocks WHERE user_id = p_to AND blocked_id = p_sender) THEN
-        o_err := 'blocked'; o_msg := 'this user does not accept messages from you'; RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to) THEN
-        o_err := 'blocked'; o_msg := 'you blocked this user; unblock them first'; RETURN;
-    END IF;
-    IF (SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
-       AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender) THEN
+    SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id = p_to AND blocked_id = p_sender),
+           EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to),
+           COALESCE((SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
+                    AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender), false)
+      INTO v_blocked_by_them, v_blocked_them, v_friends_only;
+    IF v_blocked_by_them THEN
+        o_err := 'blocked'; o_msg := 'this user does not accept messages from you';
+    ELSIF v_blocked_them THEN
+        o_err := 'blocked'; o_msg := 'you blocked this user; unblock them first';
+    ELSIF v_friends_only THEN
         o_err := 'friends_only'; o_msg := 'this user accepts direct messages from friends only';
     END IF;
 END $$;
 
 
--- Append one entry to a conversation timeline and fan it out by the conversation's policy.
--- The conversation seq (UPDATE of its row, which also locks it) and each inbox seq
--- (UPDATE of each user row, locked in id order) are allocated in the caller's
+-- Append one entry to a conversation timeline and fan it out by the conversation's policy,
+-- in two statements. The conversation seq (UPDATE of its row, which also locks it) and each
+-- inbox seq (UPDATE of each recipient's user row) are allocated in the caller's
 -- transaction: gap-free, never reused, whatever happens to the process or to Redis.
 CREATE OR REPLACE FUNCTION yim_append(
     p_conv bigint, p_msg_id bigint, p_sender bigint, p_device text, p_kind text, p_body text,
@@ -36,51 +41,59 @@ CREATE OR REPLACE FUNCTION yim_append(
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_recipients bigint[];
+    v_claimed boolean;
 BEGIN
-    UPDATE conversations c
-       SET last_seq = c.last_seq + 1, last_msg_id = p_msg_id, updated_at = p_created,
-           mention_all_seq = CASE WHEN p_mention_all THEN c.last_seq + 1 ELSE c.mention_all_seq END
-     WHERE c.id = p_conv
-    RETURNING c.last_seq, c.fanout INTO o_seq, o_fanout;
+    WITH c AS (
+        UPDATE conversations c
+           SET last_seq = c.last_seq + 1, last_msg_id = p_msg_id, updated_at = p_created,
+               mention_all_seq = CASE WHEN p_mention_all THEN c.last_seq + 1 ELSE c.mention_all_seq END
+         WHERE c.id = p_conv
+        RETURNING c.last_seq, c.fanout
+    )
+    SELECT c.last_seq, c.fanout,
+           CASE WHEN c.fanout = 'write' THEN ARRAY(
+               SELECT uc.user_id FROM user_conversations uc WHERE uc.conv_id = p_conv AND uc.left_seq IS NULL
+               UNION SELECT unnest(p_also_inbox))
+           ELSE COALESCE(p_also_inbox, '{}') END
+      INTO o_seq, o_fanout, v_recipients FROM c;
     IF o_seq IS NULL THEN
         RAISE EXCEPTION 'no conversation %', p_conv USING ERRCODE = 'no_data_found';
     END IF;
-    IF o_fanout = 'write' THEN
-        SELECT COALESCE(array_agg(r.u), '{}') INTO v_recipients FROM (
-            SELECT uc.user_id AS u FROM user_conversations uc WHERE uc.conv_id = p_conv AND uc.left_seq IS NULL
-            UNION SELECT unnest(p_also_inbox)
-        ) r;
-    ELSE
-        v_recipients := COALESCE(p_also_inbox, '{}');
-    END IF;
-    IF cardinality(v_recipients) > 0 THEN
-        WITH bumped AS (
-            UPDATE users u SET inbox_seq = u.inbox_seq + 1 WHERE u.id = ANY (v_recipients)
-            RETURNING u.id, u.inbox_seq
-        ), written AS (
-            INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at)
-            SELECT b.id, b.inbox_seq, 'message', p_conv, o_seq, p_created FROM bumped b
-        )
-        SELECT COALESCE(array_agg(b.id ORDER BY b.id), '{}'), COALESCE(array_agg(b.inbox_seq ORDER BY b.id), '{}')
-          INTO o_users, o_seqs FROM bumped b;
-    ELSE
-        o_users := '{}'; o_seqs := '{}';
-    END IF;
-    o_sender_inbox := COALESCE(o_seqs[array_position(o_users, p_sender)], 0);
-    INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,
-                          sender_inbox_seq, created_at, uncounted, mentions, mention_all)
-    VALUES (p_conv, o_seq, p_msg_id, p_sender, p_device, p_kind, p_body, p_client_msg_id,
-            o_sender_inbox, p_created, p_uncounted, NULLIF(p_mentions, '{}'), p_mention_all);
-    INSERT INTO client_msg_ids (sender_id, client_msg_id, conv_id, seq)
-    VALUES (p_sender, p_client_msg_id, p_conv, o_seq) ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
+    -- The rest in one statement; `= ANY (array)` keeps the user updates on the primary key.
+    WITH bumped AS (
+        UPDATE users u SET inbox_seq = u.inbox_seq + 1 WHERE u.id = ANY (v_recipients)
+        RETURNING u.id, u.inbox_seq
+    ), inboxed AS (
+        INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at)
+        SELECT b.id, b.inbox_seq, 'message', p_conv, o_seq, p_created FROM bumped b
+    ), sender AS (
+        SELECT COALESCE((SELECT b.inbox_seq FROM bumped b WHERE b.id = p_sender), 0) AS inbox_seq
+    ), stored AS (
+        INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,
+                              sender_inbox_seq, created_at, uncounted, mentions, mention_all)
+        SELECT p_conv, o_seq, p_msg_id, p_sender, p_device, p_kind, p_body, p_client_msg_id,
+               sender.inbox_seq, p_created, p_uncounted, NULLIF(p_mentions, '{}'), p_mention_all
+          FROM sender
+    ), claimed AS (
+        INSERT INTO client_msg_ids (sender_id, client_msg_id, conv_id, seq)
+        VALUES (p_sender, p_client_msg_id, p_conv, o_seq)
+        ON CONFLICT DO NOTHING RETURNING 1
+    ), read_own AS (
+        -- Sending reads the conversation up to one's own entry (unread never counts it).
+        UPDATE user_conversations uc SET read_seq = o_seq
+         WHERE uc.user_id = p_sender AND uc.conv_id = p_conv AND uc.left_seq IS NULL
+    )
+    SELECT sender.inbox_seq,
+           COALESCE((SELECT array_agg(b.id ORDER BY b.id) FROM bumped b), '{}'),
+           COALESCE((SELECT array_agg(b.inbox_seq ORDER BY b.id) FROM bumped b), '{}'),
+           EXISTS (SELECT 1 FROM claimed)
+      INTO o_sender_inbox, o_users, o_seqs, v_claimed
+      FROM sender;
+    IF NOT v_claimed THEN
         -- The same (sender, client_msg_id) committed meanwhile on another connection: make
         -- the batch retry; the retry finds it in the idempotency lookup.
         RAISE EXCEPTION 'concurrent send of client_msg_id %', p_client_msg_id USING ERRCODE = 'serialization_failure';
     END IF;
-    -- Sending reads the conversation up to one's own entry (unread never counts it).
-    UPDATE user_conversations SET read_seq = o_seq
-     WHERE user_id = p_sender AND conv_id = p_conv AND left_seq IS NULL;
     IF cardinality(p_mentions) > 0 THEN
         UPDATE user_conversations SET mention_seq = o_seq WHERE conv_id = p_conv AND user_id = ANY (p_mentions);
     END IF;
@@ -151,10 +164,10 @@ BEGIN
         o_conv := p_conv;
         -- Lock the conversation first: membership changes lock it too, so the checks
         -- below and the append see one state of the group.
-        SELECT true, c.type, c.mute_all, c.dissolved INTO v_exists, v_type, v_mute_all, v_dissolved
-          FROM conversations c WHERE c.id = p_conv FOR UPDATE;
-        SELECT uc.role, uc.left_seq, uc.muted_until, uc.peer_id INTO v_role, v_left, v_muted_until, v_peer
-          FROM user_conversations uc WHERE uc.user_id = p_sender AND uc.conv_id = p_conv;
+        SELECT true, c.type, c.mute_all, c.dissolved, uc.role, uc.left_seq, uc.muted_until, uc.peer_id
+          INTO v_exists, v_type, v_mute_all, v_dissolved, v_role, v_left, v_muted_until, v_peer
+          FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id = p_sender
+         WHERE c.id = p_conv FOR UPDATE OF c;
         IF v_exists IS NULL OR v_role IS NULL OR v_left IS NOT NULL THEN
             IF v_dissolved THEN
                 o_err := 'group_dissolved'; o_err_msg := format('group %s was dissolved', p_conv); RETURN;
