@@ -4,7 +4,9 @@ it records every pushed frame so tests can check exactly what each device receiv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -120,3 +122,31 @@ async def login(http: aiohttp.ClientSession, name: str, device_id: str, platform
     )
     assert r.status == 201, await r.text()
     return await r.json()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded) until a condition on what devices received holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def keepalive(*devices: Device, every: float = 0.2) -> AsyncIterator[None]:
+    """Ping like a real client, so a short idle timeout closes only the silent devices."""
+
+    async def loop() -> None:
+        while True:
+            for d in devices:
+                if d.ws is not None and not d.ws.closed:
+                    with contextlib.suppress(Exception):
+                        await d.request("ping")
+            await asyncio.sleep(every)
+
+    task = asyncio.get_running_loop().create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

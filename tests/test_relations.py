@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.rawclient import Device, ProtocolError, login, make_users
+from tests.rawclient import Device, ProtocolError, keepalive, login, make_users, until
 from yim.gateway.app import NodeServer
 
 
 def _relation_events(device: Device) -> list[dict[str, Any]]:
     return [e["data"] for e in device.events if e["type"] == "relation"]
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def _keepalive(*devices: Device, every: float = 0.2) -> AsyncIterator[None]:
-    """Ping like a real client so a short idle timeout only closes the silent devices."""
-
-    async def loop() -> None:
-        while True:
-            for d in devices:
-                if d.ws is not None and not d.ws.closed:
-                    with contextlib.suppress(Exception):
-                        await d.request("ping")
-            await asyncio.sleep(every)
-
-    task = asyncio.get_running_loop().create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_friend_requests_from_both_sides_while_one_side_is_offline(server: NodeServer) -> None:
@@ -56,7 +27,7 @@ async def test_friend_requests_from_both_sides_while_one_side_is_offline(server:
         # Bob is offline when alice asks; her other device sees the request live.
         sent = await alice.request("friend_request", to=bob.user_id, message="我是 alice")
         assert sent["status"] == "pending"
-        await _until(lambda: _relation_events(alice_desktop))
+        await until(lambda: _relation_events(alice_desktop))
         assert _relation_events(alice_desktop)[0]["event"] == "friend_request_sent"
         again = await alice.request("friend_request", to=bob.user_id, message="again")
         assert again["request_id"] == sent["request_id"]  # a repeated request is the same one
@@ -83,7 +54,7 @@ async def test_friend_requests_from_both_sides_while_one_side_is_offline(server:
         assert [e["data"]["event"] for e in events if e["type"] == "relation"][-1] == "friend_added"
         friends = await alice.request("friends")
         assert [f["user"]["user_id"] for f in friends["friends"]] == [bob.user_id]
-        await _until(lambda: any(e["event"] == "friend_added" for e in _relation_events(alice_desktop)))
+        await until(lambda: any(e["event"] == "friend_added" for e in _relation_events(alice_desktop)))
 
         # Crossing requests accept each other.
         await carol.connect()
@@ -106,7 +77,7 @@ async def test_friend_requests_from_both_sides_while_one_side_is_offline(server:
         await carol.request("friend_cancel", request_id=r["request_id"])
         await dave.request("friend_delete", user_id=carol.user_id)
         assert (await carol.request("relation", user_id=dave.user_id))["friend"] is False
-        await _until(lambda: any(e["event"] == "friend_removed" for e in _relation_events(carol)))
+        await until(lambda: any(e["event"] == "friend_removed" for e in _relation_events(carol)))
 
         # Remarks and tags are the owner's own view.
         updated = await alice.request("friend_update", user_id=bob.user_id, remark="老同学", tags=["school"])
@@ -148,7 +119,7 @@ async def test_block_is_enforced_on_every_path(make_server: Any) -> None:
         # Presence: hidden from the blocked user, who is told "offline" at once.
         hidden = await alice.request("presence_query", user_ids=[bob.user_id])
         assert hidden["presence"][0]["status"] == "offline"
-        await _until(lambda: any(n["type"] == "presence" and n["data"]["status"] == "offline" for n in alice.notices))
+        await until(lambda: any(n["type"] == "presence" and n["data"]["status"] == "offline" for n in alice.notices))
         assert (await bob.request("blocks"))["users"][0]["user"]["user_id"] == alice.user_id
         await bob.request("unblock", user_id=alice.user_id)
         await alice.request("send", to=bob.user_id, kind="text", body={"text": "back"}, client_msg_id="m4")
@@ -187,7 +158,7 @@ async def test_follow_lists_and_counts(server: NodeServer) -> None:
         rest = await star.request("followers", limit=3, after=page["next_after"])
         ids = [u["user"]["user_id"] for u in page["users"] + rest["users"]]
         assert sorted(ids) == sorted(f.user_id for f in fans)
-        await _until(lambda: len([e for e in _relation_events(star) if e["event"] == "follower_added"]) == 4)
+        await until(lambda: len([e for e in _relation_events(star) if e["event"] == "follower_added"]) == 4)
         await fans[0].request("unfollow", user_id=star.user_id)
         assert (await star.request("relation_counts"))["followers"] == 3
         for d in devices:
@@ -214,25 +185,25 @@ async def test_presence_of_three_devices_through_background_silence_and_timeout(
             ]
             return found[-1] if found else None
 
-        async with _keepalive(watcher, stranger, phone):
-            await _until(lambda: (last_presence(watcher) or {}).get("status") == "online")
+        async with keepalive(watcher, stranger, phone):
+            await until(lambda: (last_presence(watcher) or {}).get("status") == "online")
             await web.connect()
             await desk.connect()
-            async with _keepalive(web, desk):
-                await _until(lambda: (last_presence(watcher) or {}).get("platforms") == ["android", "desktop", "web"])
+            async with keepalive(web, desk):
+                await until(lambda: (last_presence(watcher) or {}).get("platforms") == ["android", "desktop", "web"])
                 for d in (phone, web, desk):
                     await d.request("presence_set", status="away")
-                await _until(lambda: (last_presence(watcher) or {}).get("status") == "away")
+                await until(lambda: (last_presence(watcher) or {}).get("status") == "away")
                 await desk.request("presence_set", status="online")
-                await _until(lambda: (last_presence(watcher) or {}).get("status") == "online")
+                await until(lambda: (last_presence(watcher) or {}).get("status") == "online")
             # web and desk now fall silent without closing (pseudo-online): the heartbeat
             # timeout takes them offline, and the aggregate follows.
-            await _until(lambda: (last_presence(watcher) or {}).get("platforms") == ["android"], timeout=6)
+            await until(lambda: (last_presence(watcher) or {}).get("platforms") == ["android"], timeout=6)
             assert last_presence(watcher)["status"] == "away"
             q = await watcher.request("presence_query", user_ids=[phone.user_id, stranger.user_id])
             assert [p["status"] for p in q["presence"]] == ["away", "offline"]  # not friends with s: hidden
             await phone.close()
-            await _until(lambda: (last_presence(watcher) or {}).get("status") == "offline")
+            await until(lambda: (last_presence(watcher) or {}).get("status") == "offline")
             assert last_presence(watcher)["last_seen"] is not None
         assert last_presence(stranger) is None  # never told anything about u
         for d in (watcher, stranger, web, desk):

@@ -4,15 +4,13 @@ supervision, and a burst of 200 customers against 5 agents."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.rawclient import Device, ProtocolError, make_users
+from tests.rawclient import Device, ProtocolError, keepalive, make_users, until
 from yim.gateway.app import NodeServer
 
 
@@ -20,12 +18,6 @@ def service_events(device: Device, event: str | None = None) -> list[dict[str, A
     return [
         e["data"] for e in device.events if e["type"] == "service" and (event is None or e["data"]["event"] == event)
     ]
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def users(http: aiohttp.ClientSession, names: list[str], connect: bool = True) -> list[Device]:
@@ -137,24 +129,6 @@ async def test_sticky_agent_and_the_last_free_slot(server: NodeServer) -> None:
         assert statuses == ["active", "queued"]
         for d in (owner, a, b, c, x, y, owner2, solo, p, q):
             await d.close()
-
-
-@contextlib.asynccontextmanager
-async def keepalive(*devices: Device) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            for d in devices:
-                with contextlib.suppress(Exception):
-                    await d.request("ping")
-            await asyncio.sleep(0.2)
-
-    task = asyncio.get_running_loop().create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_reroute_when_an_agent_connection_dies_without_close(make_server: Any) -> None:
