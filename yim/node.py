@@ -20,8 +20,8 @@ from yim.metrics import Metrics
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService
 from yim.services.presence import Presence
-from yim.services.service import CustomerService
 from yim.services.rosters import Rosters
+from yim.services.service import CustomerService
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 
