@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from yim.client import Client, HttpApi, InboxItem
+from yim.client import Client, GroupItem, HttpApi, InboxItem
 from yim.protocol.frames import ConversationPage, LoginOut, MessageOut, ReadMarker, UserOut
 
 PASSWORD = "password123"
@@ -79,6 +79,10 @@ class Inbox:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.items: list[InboxItem] = []
+        #: entries of read-fan-out groups (GroupItem), in delivery order
+        self.group_items: list[GroupItem] = []
+        #: every timeline entry (inbox message or group entry), in delivery order
+        self.entries: list[MessageOut] = []
         self.changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._pump())
 
@@ -86,6 +90,12 @@ class Inbox:
         async for item in self.client.events():
             if isinstance(item, InboxItem):
                 self.items.append(item)
+                if isinstance(item.data, MessageOut):
+                    self.entries.append(item.data)
+                self.changed.set()
+            elif isinstance(item, GroupItem):
+                self.group_items.append(item)
+                self.entries.append(item.data)
                 self.changed.set()
 
     def messages(self, conv_id: str | None = None) -> list[MessageOut]:
@@ -94,6 +104,10 @@ class Inbox:
             for i in self.items
             if isinstance(i.data, MessageOut) and (conv_id is None or i.data.conv_id == conv_id)
         ]
+
+    def timeline(self, conv_id: str) -> list[MessageOut]:
+        """The entries of one conversation this stream delivered, by either fan-out, in order."""
+        return [m for m in self.entries if m.conv_id == conv_id]
 
     def reads(self) -> list[ReadMarker]:
         return [i.data for i in self.items if isinstance(i.data, ReadMarker)]

@@ -30,6 +30,18 @@ Delivery model (the inbox is the truth, pushes are a shortcut):
   requests made meanwhile queue behind them, so one sender's messages keep their order.
 - Messages are also deduplicated by ``msg_id``.
 
+Read-fan-out groups (large groups; docs/protocol.md §12.3) keep their entries in the group
+timeline, not in the inbox. The client keeps one *group cursor* per such group next to the
+inbox cursor (:attr:`Client.group_cursors`: the highest conversation seq delivered without
+a hole). Every sync page names the groups with their heads; ``group_message`` notices
+carry new entries live; a head ahead of the cursor, or a notice past a hole, makes the
+client pull ``history(after=cursor)``. Those entries reach the event stream as
+:class:`GroupItem`, each once and in seq order per group, across reconnects. A group the
+client has no cursor for starts at the ``from_seq`` the server names (earlier entries came
+through the inbox). The device's own sends and changes in such a group stand for their
+entries, as in the inbox. An application that persists ``cursor`` should persist
+``group_cursors`` with it and pass both back to :class:`Client`.
+
 Close codes 4001 (auth failed), 4002 (replaced by a newer connection of the same device),
 4003 (session revoked) and 4006 (signed out by the multi-device policy) end the client: it
 does not reconnect, pending requests fail with :class:`SessionEnded`, and the event stream
@@ -60,6 +72,8 @@ from yim.protocol.frames import (
     Ack,
     Auth,
     AuthOk,
+    Conversation,
+    ConversationOut,
     ConversationPage,
     Conversations,
     DeviceOut,
@@ -292,6 +306,40 @@ class HttpApi:
     async def user_by_name(self, username: str) -> UserOut:
         return await self.request("GET", "/api/v1/users", params={"username": username}, type_=UserOut)
 
+    async def user(self, user_id: str) -> UserOut:
+        return await self.request("GET", f"/api/v1/users/{user_id}", type_=UserOut)
+
+    async def send(
+        self,
+        *,
+        to: str | None = None,
+        conv_id: str | None = None,
+        kind: str = "text",
+        body: Any,
+        client_msg_id: str | None = None,
+    ) -> SendAck:
+        """``POST /api/v1/messages``. Sending again with the same ``client_msg_id`` is safe:
+        the server answers a repeat with the original message (``duplicate: true``)."""
+        if (to is None) == (conv_id is None):
+            raise ValueError("give exactly one of `to` or `conv_id`")
+        frame: dict[str, Any] = {"kind": kind, "body": body, "client_msg_id": client_msg_id or uuid.uuid4().hex}
+        frame.update({"to": to} if to is not None else {"conv_id": conv_id})
+        return await self.request("POST", "/api/v1/messages", body=frame, type_=SendAck)
+
+    async def conversations(self, *, limit: int = 50, before: str | None = None) -> ConversationPage:
+        params = {"limit": str(limit)} | ({"before": before} if before else {})
+        return await self.request("GET", "/api/v1/conversations", params=params, type_=ConversationPage)
+
+    async def history(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        params = {"limit": str(limit)}
+        if before is not None:
+            params["before"] = str(before)
+        if after is not None:
+            params["after"] = str(after)
+        return await self.request("GET", f"/api/v1/conversations/{conv_id}/messages", params=params, type_=HistoryPage)
+
     async def devices(self) -> list[DeviceOut]:
         out: _DeviceList = await self.request("GET", "/api/v1/devices", type_=_DeviceList)
         return out.devices
@@ -334,6 +382,20 @@ class InboxItem(Struct, frozen=True):
     data: Any
 
 
+class GroupItem(Struct, frozen=True):
+    """One entry of a read-fan-out group, delivered once, in ``seq`` order per group.
+
+    ``seq`` is the entry's conversation seq (not an inbox seq); ``data`` is the entry.
+    """
+
+    conv_id: str
+    seq: int
+    data: MessageOut
+
+
+StreamItem = InboxItem | GroupItem | Notice
+
+
 # --- wire structs of the client side --------------------------------------------------------------
 
 
@@ -356,11 +418,18 @@ class _EventIn(Struct):
     data: Raw = Raw()
 
 
+class _GroupHeadIn(Struct):
+    conv_id: str
+    last_seq: int
+    from_seq: int
+
+
 class _SyncPageIn(Struct):
     events: list[_EventIn]
     next_since: int
     head: int
     has_more: bool
+    groups: list[_GroupHeadIn] = []
 
 
 _EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker}
@@ -421,6 +490,9 @@ class Client:
     connects to the first and moves to the next when a connection attempt fails.
     ``cursor`` resumes from a cursor the application stored earlier (0 = the whole inbox,
     None = from the inbox head at the first connection: only what happens from now on).
+    ``group_cursors`` resumes the read-fan-out groups the same way (conv_id -> the last
+    conversation seq delivered); a group missing from it starts where its entries stop
+    coming through the inbox, or at its head when ``cursor`` is None.
     ``sync_limit`` is the sync page size; a page is one frame, so it is halved whenever the
     server cuts the connection as a slow reader (4008).
 
@@ -439,6 +511,7 @@ class Client:
         *,
         format: Format = "json",
         cursor: int | None = 0,
+        group_cursors: dict[str, int] | None = None,
         sync_limit: int = 100,
         ack_delay_s: float = 0.2,
         gap_grace_s: float = 0.05,
@@ -475,7 +548,12 @@ class Client:
         #: events above the cursor waiting for the hole below them to fill
         self._held: dict[int, InboxItem] = {}
         self._seen_msgs: OrderedDict[str, None] = OrderedDict()
-        self._queue: asyncio.Queue[InboxItem | Notice | None] = asyncio.Queue()
+        #: read-fan-out groups: conv_id -> highest conversation seq delivered with no hole below
+        self.group_cursors: dict[str, int] = dict(group_cursors or {})
+        #: group entries above their group cursor (or of a group not known yet), by conv_id and seq
+        self._group_held: dict[str, dict[int, MessageOut]] = {}
+        self._groups_from_head = cursor is None
+        self._queue: asyncio.Queue[StreamItem | None] = asyncio.Queue()
 
         self._waiters: dict[int, _Pending] = {}
         self._rids = itertools.count(1)
@@ -509,6 +587,7 @@ class Client:
         self.connects = 0
         self.syncs = 0
         self.gaps = 0
+        self.group_pulls = 0
         self.resent = 0
         self.acks_sent = 0
 
@@ -607,8 +686,10 @@ class Client:
             dup.shutdown(socket.SHUT_RDWR)
 
     # -- the event stream -------------------------------------------------------------------------
-    async def events(self) -> AsyncIterator[InboxItem | Notice]:
-        """Inbox items (in seq order, each once) and ephemeral notices, until the client ends."""
+    async def events(self) -> AsyncIterator[StreamItem]:
+        """Inbox items (in seq order, each once), entries of read-fan-out groups
+        (:class:`GroupItem`, in seq order per group, each once) and ephemeral notices,
+        until the client ends."""
         while True:
             item = await self._queue.get()
             if item is None:
@@ -616,7 +697,7 @@ class Client:
                 return
             yield item
 
-    async def next_event(self) -> InboxItem | Notice:
+    async def next_event(self) -> StreamItem:
         item = await self._queue.get()
         if item is None:
             self._queue.put_nowait(None)
@@ -702,12 +783,20 @@ class Client:
                 return
             after = result.messages[-1].seq
 
-    async def conversations(self, *, limit: int = 50, before: int | None = None) -> ConversationPage:
-        """One page of the conversation list, most recent first, with unread counts."""
+    async def conversations(self, *, limit: int = 50, before: str | None = None) -> ConversationPage:
+        """One page of the conversation list, most recent first, with unread counts
+        (``before``: the previous page's ``next_before``)."""
         fut = await self._submit(
             lambda rid: Conversations(rid=rid, limit=limit, before=before),
             reply_type=ConversationPage,
             retry=True,
+        )
+        return await fut
+
+    async def conversation(self, conv_id: str) -> ConversationOut:
+        """One conversation as it appears in the list (unread count, the peer's read marker)."""
+        fut = await self._submit(
+            lambda rid: Conversation(rid=rid, conv_id=conv_id), reply_type=ConversationOut, retry=True
         )
         return await fut
 
@@ -1010,6 +1099,14 @@ class Client:
             self._accept(frame.seq, self._item(frame.seq, frame.type, frame.data))
             return
         if frame.t == "notice":
+            if frame.type == "group_message":
+                try:
+                    entry = self._decode(frame.data, MessageOut)
+                except msgspec.ValidationError as exc:
+                    log.warning("group_message notice does not match this SDK's struct: %s", exc)
+                else:
+                    self._group_accept(entry)
+                return
             self._queue.put_nowait(Notice(type=frame.type, data=self._decode(frame.data, Any)))
             return
         if not isinstance(frame.rid, int):
@@ -1062,7 +1159,10 @@ class Client:
             mentions=mentions,
             mention_all=mention_all,
         )
-        self._accept(ack.inbox_seq, InboxItem(seq=ack.inbox_seq, type="message", data=message))
+        if ack.inbox_seq == 0:  # a read-fan-out group: the entry is in the group timeline only
+            self._group_accept(message)
+        else:
+            self._accept(ack.inbox_seq, InboxItem(seq=ack.inbox_seq, type="message", data=message))
 
     def _on_read_reply(self, result: ReadResult) -> None:
         # Our own "read" event is not pushed to this connection: the reply stands for it.
@@ -1071,9 +1171,22 @@ class Client:
             self._accept(result.inbox_seq, InboxItem(seq=result.inbox_seq, type="read", data=marker))
 
     def _catch_up(self, result: Any) -> None:
-        seq = result.get("inbox_seq") if isinstance(result, dict) else getattr(result, "inbox_seq", None)
+        if not isinstance(result, dict):
+            result = msgspec.to_builtins(result) if isinstance(result, Struct) else {}
+        seq = result.get("inbox_seq")
         if isinstance(seq, int) and seq > self.cursor:
             self._need_sync.set()
+            return
+        # A change in a read-fan-out group (recall, group_* ops) names its entry by
+        # conversation seq only, with inbox_seq 0: pull the group if that entry is news.
+        group = result.get("group")
+        conv_id = result.get("conv_id") or (group.get("conv_id") if isinstance(group, dict) else None)
+        entry_seq = result.get("recall_seq") or result.get("seq")
+        if seq == 0 and isinstance(conv_id, str) and isinstance(entry_seq, int):
+            cursor = self.group_cursors.get(conv_id)
+            is_read_group = isinstance(group, dict) and group.get("fanout") == "read"
+            if (cursor is not None and entry_seq > cursor) or (cursor is None and is_read_group):
+                self._need_sync.set()
 
     def _accept(self, seq: int, item: InboxItem) -> None:
         """Take one inbox event (pushed, synced, or stood for by a send reply)."""
@@ -1092,7 +1205,7 @@ class Client:
                 self._gap_handle = asyncio.get_running_loop().call_later(self._gap_grace, self._gap_check)
         self._schedule_ack()
 
-    def _deliver(self, item: InboxItem) -> None:
+    def _deliver(self, item: InboxItem | GroupItem) -> None:
         if isinstance(item.data, MessageOut):
             msg_id = item.data.msg_id
             if msg_id in self._seen_msgs:
@@ -1100,25 +1213,122 @@ class Client:
             self._seen_msgs[msg_id] = None
             if len(self._seen_msgs) > _SEEN_MSG_IDS_MAX:
                 self._seen_msgs.popitem(last=False)
+            conv_id = item.data.conv_id
+            if isinstance(item, InboxItem) and conv_id in self.group_cursors:
+                # an inbox entry of a read-fan-out group (left, removed, dissolved): the
+                # membership changed, so reconcile the group cursors with a sync soon
+                if item.data.seq == self.group_cursors[conv_id] + 1:
+                    self.group_cursors[conv_id] = item.data.seq
+                self._need_sync.set()
         self._queue.put_nowait(item)
 
     def _gap_check(self) -> None:
         self._gap_handle = None
-        if self._held:
+        if self._held or self._group_held:
             self.gaps += 1
             self._need_sync.set()
+
+    def _arm_gap_timer(self) -> None:
+        if self._gap_handle is None:
+            self._gap_handle = asyncio.get_running_loop().call_later(self._gap_grace, self._gap_check)
+
+    # -- merging read-fan-out groups ------------------------------------------------------------
+    def _group_accept(self, entry: MessageOut) -> None:
+        """Take one entry of a read-fan-out group (notice, pull, or own reply)."""
+        conv_id, seq = entry.conv_id, entry.seq
+        cursor = self.group_cursors.get(conv_id)
+        if cursor is not None and seq <= cursor:
+            return
+        held = self._group_held.setdefault(conv_id, {})
+        held.setdefault(seq, entry)
+        if cursor is None:
+            # not known yet: the next sync page says where this group's entries start
+            self._synced.clear()
+            self._need_sync.set()
+            return
+        self._group_drain(conv_id)
+
+    def _group_drain(self, conv_id: str) -> None:
+        """Deliver the held entries of a group that follow its cursor without a hole."""
+        held = self._group_held.get(conv_id)
+        cursor = self.group_cursors.get(conv_id)
+        if held is None or cursor is None:
+            return
+        for seq in [s for s in held if s <= cursor]:
+            del held[seq]
+        nxt = cursor + 1
+        while nxt in held:
+            self._deliver(GroupItem(conv_id=conv_id, seq=nxt, data=held.pop(nxt)))
+            self.group_cursors[conv_id] = nxt
+            nxt += 1
+        if held:
+            self._synced.clear()
+            self._arm_gap_timer()
+        else:
+            del self._group_held[conv_id]
+
+    async def _sync_groups(self, heads: list[_GroupHeadIn]) -> None:
+        """Bring every read-fan-out group up to the head a sync page named."""
+        from_head, self._groups_from_head = self._groups_from_head, False
+        listed: set[str] = set()
+        for head in heads:
+            listed.add(head.conv_id)
+            start = head.last_seq if from_head else head.from_seq
+            self.group_cursors[head.conv_id] = max(self.group_cursors.get(head.conv_id, start), head.from_seq)
+            self._group_drain(head.conv_id)
+            if head.last_seq > self.group_cursors[head.conv_id]:
+                try:
+                    await self._pull_group(head.conv_id)
+                except ApiError as exc:  # e.g. removed in between: the next sync forgets it
+                    log.warning("pulling group %s failed: %s", head.conv_id, exc)
+        # Groups this user is no longer in (left, removed, dissolved): take what is still
+        # visible up to the end of the membership, then forget them.
+        for conv_id in [c for c in self.group_cursors if c not in listed]:
+            with contextlib.suppress(ApiError):
+                await self._pull_group(conv_id)
+            self.group_cursors.pop(conv_id, None)
+            self._group_held.pop(conv_id, None)
+        # Held entries of groups the page did not name (e.g. a notice that raced the sync):
+        # they are ahead of their head or no longer ours.
+        for conv_id in [c for c in self._group_held if c not in self.group_cursors]:
+            del self._group_held[conv_id]
+
+    async def _pull_group(self, conv_id: str, upto: int | None = None) -> None:
+        """Page a group's timeline from its cursor until the end (or up to seq ``upto``)."""
+        while conv_id in self.group_cursors:
+            after = self.group_cursors[conv_id]
+            limit = self._sync_limit
+            if upto is not None:
+                if after >= upto:
+                    return
+                limit = min(limit, upto - after)
+            fut = await self._submit(
+                functools.partial(History, conv_id=conv_id, after=after, limit=limit),
+                reply_type=HistoryPage,
+                retry=False,
+            )
+            page: HistoryPage = await fut
+            self.group_pulls += 1
+            for entry in page.messages:
+                self._group_accept(entry)
+            if not page.has_more or not page.messages:
+                return
 
     async def _syncer(self) -> None:
         while True:
             await self._need_sync.wait()
             self._need_sync.clear()
-            await self._sync_to_head()
-            if not self._held and not self._need_sync.is_set():
+            heads = await self._sync_to_head()
+            await self._sync_groups(heads)
+            if self._group_held:  # entries above a head this sync saw: they commit shortly
+                self._arm_gap_timer()
+            if not self._held and not self._group_held and not self._need_sync.is_set():
                 self._synced.set()
             self._schedule_ack()
 
-    async def _sync_to_head(self) -> None:
-        """Page the inbox from the cursor until the head, and until no hole remains."""
+    async def _sync_to_head(self) -> list[_GroupHeadIn]:
+        """Page the inbox from the cursor until the head, and until no hole remains.
+        Returns the read-fan-out groups of the last page."""
         idle_rounds = 0
         while True:
             since = self.cursor
@@ -1128,11 +1338,18 @@ class Client:
             page: _SyncPageIn = await fut
             self.syncs += 1
             for ev in page.events:
-                self._accept(ev.seq, self._item(ev.seq, ev.type, ev.data))
+                item = self._item(ev.seq, ev.type, ev.data)
+                entry = item.data
+                if ev.seq > self.cursor and isinstance(entry, MessageOut) and entry.conv_id in self.group_cursors:
+                    # an inbox entry of a read-fan-out group (left, removed, dissolved):
+                    # the group's earlier entries go first
+                    with contextlib.suppress(ApiError):
+                        await self._pull_group(entry.conv_id, upto=entry.seq - 1)
+                self._accept(ev.seq, item)
             if page.has_more:
                 continue
             if not self._held:
-                return
+                return page.groups
             # Held events sit above a seq the head did not cover yet: it commits shortly.
             idle_rounds = idle_rounds + 1 if self.cursor == since else 0
             with contextlib.suppress(TimeoutError):
