@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     serve.set_defaults(func=_serve)
 
+    from yim.client.terminal import add_terminal_parsers
+
+    add_terminal_parsers(sub)  # chat, send, history, register
+
     admin = sub.add_parser("admin", help="operator tasks").add_subparsers(dest="admin_command", required=True)
     migrate = admin.add_parser("migrate", help="apply PostgreSQL schema migrations (idempotent)")
     migrate.add_argument("--store", help="postgres://USER@HOST:PORT/DB (default: the configured store)")

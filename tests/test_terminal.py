@@ -1,0 +1,325 @@
+"""The terminal client and the one-shot commands, run as real processes against a node
+started with ``yim serve``: ``yim register``, ``yim send``, ``yim history`` and ``yim chat``
+(over plain pipes, and in a pseudo-terminal)."""
+
+# ruff: noqa: RUF001 - Chinese test texts use fullwidth punctuation, as real ones do
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import queue
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yim.client import HttpApi
+
+from .conftest import ROOT, ServerProcess
+
+PASSWORD = "password123"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One ``yim serve`` for the module (the tests use different usernames)."""
+    server = ServerProcess(tmp_path_factory.mktemp("terminal") / "node")
+    server.start()
+    yield server
+    server.stop()
+
+
+class Cli:
+    """Runs ``python -m yim`` commands against one node, with their own state folder."""
+
+    def __init__(self, server: ServerProcess, home: Path) -> None:
+        self.server = server
+        self.state = home / "state"
+        self.env = {
+            **os.environ,
+            "YIM_PASSWORD": PASSWORD,
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("YIM_SERVER", None)
+
+    def argv(self, command: str, user: str, *args: str) -> list[str]:
+        argv = [sys.executable, "-m", "yim", command, "--server", self.server.url, "--user", user]
+        if command != "register":
+            argv += ["--state", str(self.state)]
+        return argv + list(args)
+
+    def run(
+        self, command: str, user: str, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(command, user, *args),
+            env=env or self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            input=stdin,
+            timeout=30,
+        )
+
+    def ok(self, command: str, user: str, *args: str) -> str:
+        done = self.run(command, user, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+@pytest.fixture
+def cli(node: ServerProcess, tmp_path: Path) -> Cli:
+    return Cli(node, tmp_path)
+
+
+def register(url: str, *usernames: str) -> None:
+    """Accounts made through the SDK (faster than a process each, where the command is not under test)."""
+
+    async def go() -> None:
+        async with HttpApi(url) as api:
+            for name in usernames:
+                await api.register(name, PASSWORD)
+
+    asyncio.run(go())
+
+
+def as_user(url: str, username: str, action: Callable[[HttpApi], Awaitable[Any]]) -> Any:
+    """Run ``action`` on the HTTP API logged in as ``username`` (through the SDK)."""
+
+    async def go() -> Any:
+        async with HttpApi(url) as api:
+            await api.login(username, PASSWORD, "test-helper", "web")
+            return await action(api)
+
+    return asyncio.run(go())
+
+
+def say(url: str, sender: str, to_username: str, text: str) -> None:
+    async def send(api: HttpApi) -> None:
+        peer = await api.user_by_name(to_username)
+        await api.send(to=peer.user_id, body={"text": text})
+
+    as_user(url, sender, send)
+
+
+class Lines:
+    """The output of a process, line by line, read by a thread; ``expect`` waits (bounded)."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._read = read
+        self.tail = ""  # what follows the last newline so far (e.g. a prompt)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                chunk = self._read()
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if buffer:
+                    self._queue.put(buffer.decode("utf-8", errors="replace"))
+                self._queue.put(None)
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._queue.put(line.decode("utf-8", errors="replace").rstrip("\r"))
+            self.tail = buffer.decode("utf-8", errors="ignore")
+
+    def expect(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first line from now on that matches ``pattern`` (a regular expression)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; got {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"output ended before {pattern!r}; got {self.seen}")
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+
+    def wait_tail(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the unfinished last line ends with ``text`` (a prompt waiting for input)."""
+        deadline = time.monotonic() + timeout
+        while not self.tail.endswith(text):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the last line is {self.tail!r}, not ending in {text!r}")
+            time.sleep(0.01)
+
+
+def test_register_send_and_history_commands(cli: Cli, tmp_path: Path) -> None:
+    alice = json.loads(cli.ok("register", "alice"))
+    password_file = tmp_path / "bob.pw"
+    password_file.write_text("another-secret\n", encoding="utf-8")
+    env = {k: v for k, v in cli.env.items() if k != "YIM_PASSWORD"}
+    done = cli.run("register", "bob", "--password-file", str(password_file), "--display-name", "Bob 鲍勃", env=env)
+    assert done.returncode == 0, done.stderr
+    bob = json.loads(done.stdout)
+    assert (alice["username"], bob["display_name"]) == ("alice", "Bob 鲍勃")
+
+    taken = cli.run("register", "ALICE")
+    assert taken.returncode == 1 and "username_taken" in taken.stderr
+    # No password anywhere and no terminal to ask on: refused, not hung.
+    nothing = cli.run("send", "alice", "--to", "bob", "hi", env=env, stdin="")
+    assert nothing.returncode == 1 and "no password" in nothing.stderr
+    wrong = cli.run("send", "bob", "--to", "alice", "hi")  # bob's password is not YIM_PASSWORD's
+    assert wrong.returncode == 1 and "unauthorized" in wrong.stderr
+
+    ack = json.loads(cli.ok("send", "alice", "--to", "bob", "你好，Bob！这是第一条消息 👋"))
+    assert ack["seq"] == 1 and ack["duplicate"] is False and ack["msg_id"].isdigit()
+    done = cli.run("send", "bob", "--password-file", str(password_file), "--to", "alice", "-", env=env, stdin="收到\n")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert (reply["conv_id"], reply["seq"]) == (ack["conv_id"], 2)
+
+    lines = cli.ok("history", "alice", "--with", "bob").splitlines()
+    assert re.fullmatch(r"#1 \d{4}-\d\d-\d\d \d\d:\d\d alice: 你好，Bob！这是第一条消息 👋", lines[0]), lines
+    assert re.fullmatch(r"#2 .* Bob 鲍勃: 收到", lines[1]), lines
+    page = json.loads(cli.ok("history", "alice", "--conv", ack["conv_id"], "--limit", "1", "--json"))
+    assert [m["body"]["text"] for m in page["messages"]] == ["收到\n"] and page["has_more"] is True
+    unknown = cli.run("history", "alice", "--with", "nobody")
+    assert unknown.returncode == 1 and "no conversation with nobody" in unknown.stderr
+
+    # The one-shot commands keep one device id per user and server.
+    state = json.loads((cli.state / "state.json").read_text(encoding="utf-8"))
+    devices = {key.split("|")[1]: value["cli_device_id"] for key, value in state["accounts"].items()}
+    assert set(devices) == {"alice", "bob"} and all(d.startswith("desktop-cli-") for d in devices.values())
+
+
+def test_chat_over_pipes_lists_opens_sends_and_receives(cli: Cli) -> None:
+    url = cli.server.url
+    register(url, "wang", "liu", "zhao")
+    say(url, "liu", "wang", "早上好")
+    say(url, "liu", "wang", "在吗？")
+
+    chat = subprocess.Popen(
+        cli.argv("chat", "wang"),
+        env=cli.env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
+
+    def type_line(text: str) -> None:
+        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
+        chat.stdin.flush()  # type: ignore[union-attr]
+
+    try:
+        out.expect(r"^Logged in as wang")
+        out.expect(r"^Conversations \(2 unread\):")
+        assert re.search(r"1\. liu +2 unread +\d\d:\d\d liu: 在吗？", out.expect(r"1\. liu"))
+
+        type_line("/open 1")
+        out.expect(r"── liu ──")
+        out.expect(r"\d\d:\d\d liu: 早上好")
+        out.expect(r"\d\d:\d\d liu: 在吗？")
+        type_line("我在，刚看到 😀")
+        out.expect(r"^\d\d:\d\d wang: 我在，刚看到 😀$")
+
+        # A message from the open conversation, and one from another user, arrive live.
+        cli.ok("send", "liu", "--to", "wang", "好的，晚点聊")
+        out.expect(r"^\d\d:\d\d liu: 好的，晚点聊$")
+        say(url, "zhao", "wang", "我是 zhao")
+        out.expect(r"^\d\d:\d\d \[zhao\] zhao: 我是 zhao$")
+
+        # A group: created from the chat, answered by a member with `yim send --group`.
+        type_line("/create 周末计划 liu zhao")
+        header = out.expect(r"── #周末计划 ── \(group \d+, 3 members\)")
+        group_id = re.search(r"group (\d+)", header).group(1)  # type: ignore[union-attr]
+        out.expect(r"\* wang created the group 周末计划")
+        type_line("周六出发")
+        out.expect(r"^\d\d:\d\d wang: 周六出发$")
+        cli.ok("send", "zhao", "--group", group_id, "好主意")
+        out.expect(r"^\d\d:\d\d zhao: 好主意$")
+
+        type_line("/list")
+        out.expect(r"^Conversations \(\d+ unread\):")
+        type_line("/dm zhao")
+        out.expect(r"── zhao ──")
+        type_line("/read")
+        out.expect(r"^\* read up to #1; 2 unread in all$")  # liu's last message and zhao's in the group
+        type_line("/nonsense")
+        out.expect(r"unknown command /nonsense")
+        type_line("/quit")
+        assert chat.wait(timeout=10) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait(timeout=10)
+        chat.stdin.close()
+        chat.stdout.close()
+
+    # What was typed is in the timelines, for the others too.
+    async def timelines(api: HttpApi) -> tuple[list[str], list[str]]:
+        page = await api.conversations()
+        direct = next(c for c in page.conversations if c.peer is not None and c.peer.username == "wang")
+        one = await api.history(direct.conv_id)
+        group = await api.history(group_id)
+        return [m.body["text"] for m in one.messages], [m.body["text"] for m in group.messages if m.kind == "text"]
+
+    direct, group = as_user(url, "liu", timelines)
+    assert direct == ["早上好", "在吗？", "我在，刚看到 😀", "好的，晚点聊"]
+    assert group == ["周六出发", "好主意"]
+
+
+def test_chat_in_a_terminal_prints_arrivals_above_the_prompt(cli: Cli) -> None:
+    url = cli.server.url
+    register(url, "mei", "lei")
+    say(url, "lei", "mei", "你好")
+    master, slave = pty.openpty()
+    chat = subprocess.Popen(
+        cli.argv("chat", "mei"), env={**cli.env, "TERM": "xterm"}, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+
+    def read() -> bytes:
+        while chat.poll() is None:
+            if select.select([master], [], [], 0.1)[0]:
+                return os.read(master, 65536)
+        return b""
+
+    out = Lines(read)
+    try:
+        out.expect(r"1\. lei +1 unread")
+        out.wait_tail("> ")
+        os.write(master, b"/open lei\n")
+        out.expect(r"lei: 你好")
+        out.wait_tail("lei> ")
+        os.write(master, "写了一半".encode())  # typed, not sent yet
+        out.wait_tail("lei> 写了一半")
+        say(url, "lei", "mei", "插话")
+        # The arrival clears the prompt line, prints itself, and draws the prompt and the typing again.
+        assert re.fullmatch(r"lei> 写了一半\r\x1b\[K\d\d:\d\d lei: 插话", out.expect(r"lei: 插话"))
+        os.write(master, "完\n".encode())
+        assert out.expect(r"写了一半完") == "lei> 写了一半完"
+        # the typed line is replaced by the message as sent
+        assert re.fullmatch(r"\x1b\[1A\x1b\[2K\d\d:\d\d mei: 写了一半完", out.expect(r"mei: 写了一半完"))
+        out.wait_tail("lei> ")
+        os.write(master, b"/quit\n")
+        assert chat.wait(timeout=10) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait(timeout=10)
+        os.close(master)
