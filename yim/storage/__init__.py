@@ -6,7 +6,15 @@ from __future__ import annotations
 from yim.storage.base import Store
 
 
-def open_store(url: str, data_dir: str, *, pool_min: int = 2, pool_max: int = 10) -> Store:
+def open_store(
+    url: str,
+    data_dir: str,
+    *,
+    pool_min: int = 2,
+    pool_max: int = 10,
+    sqlite_synchronous: str = "NORMAL",
+    batch_max: int = 512,
+) -> Store:
     """``sqlite`` (under data_dir), ``sqlite:///path/to/file.db``, or a PostgreSQL DSN
     (``postgres://`` / ``postgresql://``; pool sizes apply to it)."""
     if url.startswith(("postgres://", "postgresql://")):
@@ -18,7 +26,7 @@ def open_store(url: str, data_dir: str, *, pool_min: int = 2, pool_max: int = 10
     if url == "sqlite":
         from pathlib import Path
 
-        return SqliteStore(str(Path(data_dir) / "yim.db"))
+        return SqliteStore(str(Path(data_dir) / "yim.db"), synchronous=sqlite_synchronous, batch_max=batch_max)
     if url.startswith("sqlite:///"):
-        return SqliteStore(url.removeprefix("sqlite:///"))
+        return SqliteStore(url.removeprefix("sqlite:///"), synchronous=sqlite_synchronous, batch_max=batch_max)
     raise ValueError(f"unsupported store {url!r} (this build knows 'sqlite', 'sqlite:///PATH' and 'postgres://...')")
