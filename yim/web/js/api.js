@@ -79,4 +79,38 @@ export class Api {
     if (before != null) q.set("before", String(before));
     return this.call("GET", "/api/v1/conversations?" + q);
   }
+
+  // Media (POST /api/v1/media): the raw bytes as the body, not multipart. Resolves to Media.
+  async upload(file, kind, name) {
+    const q = new URLSearchParams({ kind, name: name ?? file.name ?? "" });
+    let res;
+    try {
+      res = await fetch(this.base + "/api/v1/media?" + q, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}`, Accept: "application/json" },
+        body: file,
+        cache: "no-store",
+      });
+    } catch {
+      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+    }
+    const data = await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
+    return data;
+  }
+
+  // A download that needs the bearer token (media): the bytes as a Blob.
+  async blob(path) {
+    let res;
+    try {
+      res = await fetch(this.base + path, { headers: { Authorization: `Bearer ${this.token}` } });
+    } catch {
+      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+    }
+    if (!res.ok) {
+      const data = await res.json().catch(() => null);
+      throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
+    }
+    return res.blob();
+  }
 }

@@ -1,13 +1,25 @@
 // Entry point: the session in localStorage, the hash router, and the wiring of the
-// modules (api: HTTP, socket: WebSocket transport, store: state + sync, views: DOM).
+// modules (api: HTTP, socket: WebSocket transport, store: state + sync, one model per
+// feature: presence, typing, relations, groups, media, service; views: DOM).
+//
+// Routes: #/c/<conv_id> a conversation, #/u/<user_id> a draft with a user,
+// #/s/<shop_id> the chat with a shop (customer service).
 import { Api } from "./api.js";
 import { h } from "./dom.js";
+import { Groups } from "./groups.js";
 import { randomId } from "./ids.js";
+import { Media } from "./media.js";
+import { Presence } from "./presence.js";
+import { Relations } from "./relations.js";
+import { Service } from "./service.js";
 import { Socket, socketUrl } from "./socket.js";
 import { Store } from "./store.js";
+import { Typing } from "./typing.js";
 import { ChatView } from "./views/chat.js";
+import { openGroupInfo } from "./views/groupinfo.js";
 import { loginView } from "./views/login.js";
 import { Sidebar } from "./views/sidebar.js";
+import { userMenu } from "./views/usermenu.js";
 
 const SESSION_KEY = "yim.session";
 const DEVICE_KEY = "yim.device_id";
@@ -59,12 +71,21 @@ function startMain(session) {
   api.token = session.token;
   const socket = new Socket(socketUrl(), () => api.token);
   const store = new Store(api, socket, session);
+  const presence = new Presence(socket);
+  const typing = new Typing(socket, store);
+  const relations = new Relations(socket, store, presence);
+  const groups = new Groups(socket, store, api);
+  const service = new Service(socket, store);
+  const media = new Media(api);
   let ended = false;
+  let pendingJump = null; // {conv_id, seq}: a search hit to show once its chat is open
 
   const end = (notice) => {
     if (ended) return;
     ended = true;
     socket.stop();
+    presence.stop();
+    service.stop();
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
     localStorage.removeItem(SESSION_KEY);
@@ -82,24 +103,56 @@ function startMain(session) {
     end();
   };
 
-  const chat = new ChatView({ store });
+  const openUser = (user) => {
+    const conv = store.convWithPeer(user.user_id);
+    location.hash = conv ? `#/c/${conv.conv_id}` : `#/u/${user.user_id}`;
+  };
+  const onUserMenu = (user, at) =>
+    userMenu({ relations, onOpenUser: openUser, inChat: chat.peer()?.user_id === user.user_id }, user, at);
+  const chat = new ChatView({
+    store,
+    presence,
+    typing,
+    groups,
+    media,
+    relations,
+    service,
+    onGroupInfo: (convId) => openGroupInfo({ store, groups }, convId),
+    onUserMenu,
+  });
   const sidebar = new Sidebar({
     store,
     api,
+    presence,
+    relations,
+    groups,
+    service,
     onLogout: logout,
-    onOpenUser(user) {
-      const conv = store.convWithPeer(user.user_id);
-      location.hash = conv ? `#/c/${conv.conv_id}` : `#/u/${user.user_id}`;
+    onOpenUser: openUser,
+    onUserMenu,
+    onOpenShop(shopId) {
+      if (!/^[0-9]{1,20}$/.test(shopId)) throw new Error("A shop id is a number.");
+      location.hash = `#/s/${shopId}`;
+    },
+    onSearchHit(convId, seq) {
+      pendingJump = { conv_id: convId, seq };
+      if (location.hash === `#/c/${convId}`) route();
+      else location.hash = `#/c/${convId}`;
     },
   });
   root.className = "";
   root.replaceChildren(h("div", { class: "shell" }, sidebar.el, chat.el));
 
   const route = async () => {
-    const [, kind, id] = location.hash.match(/^#\/([cu])\/([0-9]{1,20})$/) ?? [];
+    const [, kind, id] = location.hash.match(/^#\/([cus])\/([0-9]{1,20})$/) ?? [];
     let r = null;
     if (kind === "c") r = { conv_id: id };
-    else if (kind === "u") {
+    else if (kind === "s") {
+      // My one conversation with this shop, if I ever wrote to it.
+      const existing = socket.isOpen ? await service.customerStatus(id).catch(() => null) : null;
+      if (existing) return location.replace(`#/c/${existing.conv_id}`);
+      r = { shop_id: id };
+    } else if (kind === "u") {
       const existing = store.convWithPeer(id);
       if (existing) return location.replace(`#/c/${existing.conv_id}`);
       let user = store.users.get(id);
@@ -116,6 +169,8 @@ function startMain(session) {
     root.querySelector(".shell").classList.toggle("chat-open", !!r);
     sidebar.activeConv = r?.conv_id ?? null;
     chat.show(r);
+    if (r?.conv_id && pendingJump?.conv_id === r.conv_id) chat.jumpTo(pendingJump.seq);
+    pendingJump = null;
     sidebar.render();
     updateVisible();
   };
@@ -146,15 +201,32 @@ function startMain(session) {
     }
   });
   store.addEventListener("sent", (e) => {
-    // The first message to someone created the conversation: show it under its id.
+    // The first message to someone (or to a shop) created the conversation: show it under its id.
     const { item, msg } = e.detail;
+    if (item.shop_id) service.rememberShop(msg.conv_id, item.shop_id);
     if (chat.route?.user && item.to === chat.route.user.user_id) location.replace(`#/c/${msg.conv_id}`);
+    if (chat.route?.shop_id && item.shop_id === chat.route.shop_id) location.replace(`#/c/${msg.conv_id}`);
   });
+  // Feature models: re-render what shows them.
+  const renderSoon = (() => {
+    let queued = false;
+    return () => {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(() => {
+        queued = false;
+        sidebar.render();
+      });
+    };
+  })();
+  presence.addEventListener("change", renderSoon);
+  relations.addEventListener("change", renderSoon);
+  service.addEventListener("change", renderSoon);
   socket.addEventListener("unauthorized", () => end("Your session has ended. Please log in again."));
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", onVisibility);
 
-  current = { socket, store, sidebar, chat };
+  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media };
   window.yim = current; // for the browser console
   sidebar.render();
   route();

@@ -55,27 +55,56 @@ export function shortWhen(ms) {
   return d.getFullYear() === new Date().getFullYear() ? dayFmt.format(d) : yearDayFmt.format(d);
 }
 
-export function convTitle(conv) {
-  return conv.type === "group" ? conv.name || "Group" : displayName(conv.peer);
+// A conversation's title. Service conversations are named after the shop; the agent
+// serving one sees the customer too (`customer`: that user, when known).
+export function convTitle(conv, customer = null) {
+  if (conv.type === "group") return conv.name || "Group";
+  if (conv.type === "service") {
+    const shop = conv.name || "Shop";
+    return customer ? `${displayName(customer)} · ${shop}` : shop;
+  }
+  return displayName(conv.peer);
 }
 
-const SYSTEM_VERBS = {
-  created: "created the group",
-  joined: "joined",
-  invited: "added members",
-  left: "left",
-  removed: "removed a member",
-  role: "changed a member's role",
-  owner: "handed over the group",
-  muted: "muted a member",
-  unmuted: "unmuted a member",
-  updated: "updated the group",
-  dissolved: "dissolved the group",
-};
-
-export function systemText(m, who) {
-  const event = m.body?.event;
-  return `${who} ${SYSTEM_VERBS[event] ?? "changed the group"}`;
+// One line for a group's system entry (docs/protocol.md §11.3). `name(id)` gives a user's
+// name ("You" for oneself).
+export function systemText(m, name) {
+  const b = m.body ?? {};
+  const who = name(b.actor ?? m.sender_id);
+  const users = (b.users ?? []).filter((u) => u !== b.actor);
+  const list = users.map(name).join(", ");
+  switch (b.event) {
+    case "created":
+      return `${who} created the group${b.name ? ` “${b.name}”` : ""}`;
+    case "invited":
+      return `${who} added ${list || "members"}`;
+    case "joined":
+      return `${who} joined the group`;
+    case "left":
+      return `${who} left the group`;
+    case "removed":
+      return `${who} removed ${list || "a member"}`;
+    case "role":
+      return b.role === "admin" ? `${who} made ${list} an admin` : `${who} made ${list} a member`;
+    case "owner":
+      return `${who} made ${list} the owner`;
+    case "muted":
+      return `${who} muted ${list}`;
+    case "unmuted":
+      return `${who} unmuted ${list}`;
+    case "updated": {
+      const c = b.changes ?? {};
+      if (c.name) return `${who} renamed the group to “${c.name}”`;
+      if (c.announcement != null) return `${who} changed the announcement`;
+      if (c.mute_all === true) return `${who} muted the group`;
+      if (c.mute_all === false) return `${who} unmuted the group`;
+      return `${who} changed the group settings`;
+    }
+    case "dissolved":
+      return `${who} dissolved the group`;
+    default:
+      return `${who} changed the group`;
+  }
 }
 
 export function messageText(m) {
@@ -83,6 +112,9 @@ export function messageText(m) {
   const body = m.body ?? {};
   if (m.kind === "text") return body.text ?? "";
   if (m.kind === "emoji") return body.emoji ?? "";
+  if (m.kind === "image") return "[Image]";
+  if (m.kind === "video") return "[Video] " + (body.name ?? "");
+  if (m.kind === "file") return "[File] " + (body.name ?? "");
   if (m.kind === "system") return "Group updated";
   return `[${m.kind}]`;
 }
@@ -92,4 +124,28 @@ export function singleEmoji(text) {
   const t = text.trim();
   const segs = [...graphemes.segment(t)];
   return segs.length === 1 && EMOJI.test(t) ? t : null;
+}
+
+// A presence dot (online, away, offline) for an avatar; `p` is a Presence or null.
+export function presenceDot(p) {
+  const status = p?.status ?? "offline";
+  return h("span", {
+    class: "presence-dot",
+    dataset: { presence: status },
+    title: presenceText(p) || "offline",
+    "aria-label": status,
+    role: "img",
+  });
+}
+
+export function presenceText(p) {
+  if (!p) return "";
+  if (p.status === "online") return "online";
+  if (p.status === "away") return "away";
+  return p.last_seen ? `last seen ${shortWhen(p.last_seen)}` : "offline";
+}
+
+// A customer-service category as people read it.
+export function category(c) {
+  return { pre_sale: "pre-sale", after_sale: "after-sale" }[c] ?? c ?? "";
 }

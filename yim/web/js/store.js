@@ -19,6 +19,10 @@
 // from someone else adds one, and a read marker recounts from loaded history or asks the
 // server again. Each (last_seq, read_seq) pair is a version: a list snapshot replaces the
 // local numbers only when it is at least as new.
+//
+// Inbox events of other types (relation, service, ...) are applied in the same order and
+// handed to the feature modules as "inbox" events; each newly applied timeline entry is
+// announced as a "message" event (typing indicators, group members, read receipts).
 
 import { randomId } from "./ids.js";
 
@@ -38,6 +42,7 @@ function newConv(convId) {
     last_seq: 0,
     read_seq: 0, // confirmed by the server
     unread: 0,
+    mentioned: false, // a message after read_seq mentions me (or everyone)
     peer_read_seq: null, // one-to-one read receipts: the peer has read up to here (null: unknown)
     updated_at: 0,
     last_message: null,
@@ -60,11 +65,9 @@ export function isEntry(m) {
   return m.kind === "system" || m.kind === "recall";
 }
 
-// The list pages by the last conversation's last message id, kept as a decimal string:
-// `next_before` is a JSON number, which JavaScript rounds above 2**53.
+// The list pages by the last conversation's newest entry id (a decimal string).
 function nextListCursor(page) {
-  if (page.next_before == null) return null;
-  return page.conversations.at(-1)?.last_message?.msg_id ?? String(page.next_before);
+  return page.next_before == null ? null : String(page.next_before);
 }
 
 function idCompare(a, b) {
@@ -94,6 +97,8 @@ export class Store extends EventTarget {
     this.pending = new Map(); // inbox seq -> event, waiting for the gap below it to fill
     this.outbox = new Map(); // client_msg_id -> a message not yet acknowledged
     this.peerHints = new Map(); // conv_id -> peer user, learned from a send reply
+    this.previews = new Map(); // msg_id -> blob: URL of an image this page uploaded
+    this.fetching = new Set(); // conv_ids with a `conversation` request queued
     this.offUnread = 0; // unread in conversations beyond the loaded pages of the list
     this.listNext = null;
     this.listLoading = false;
@@ -151,8 +156,15 @@ export class Store extends EventTarget {
     return null;
   }
 
-  outboxFor(convId, peerId) {
-    return [...this.outbox.values()].filter((m) => (convId ? m.conv_id === convId : m.to === peerId));
+  // Unsent messages of a conversation, or of a draft with a user or a shop.
+  outboxFor(convId, peerId, shopId) {
+    return [...this.outbox.values()].filter((m) =>
+      convId ? m.conv_id === convId : shopId ? m.shop_id === shopId : m.to === peerId,
+    );
+  }
+
+  mentionsMe(m) {
+    return m.sender_id !== this.me.user_id && (!!m.mention_all || (m.mentions ?? []).includes(this.me.user_id));
   }
 
   rememberUser(u) {
@@ -296,7 +308,9 @@ export class Store extends EventTarget {
         break;
       }
       default:
-        // An event type this client does not know yet: hold it (the cursor moves on).
+        // relation, service, and types this client does not know: the feature modules
+        // listen (the cursor moves on either way).
+        this.dispatchEvent(new CustomEvent("inbox", { detail: ev }));
         break;
     }
   }
@@ -316,7 +330,7 @@ export class Store extends EventTarget {
         conv.hasOlder = false;
       }
       this.convs.set(m.conv_id, conv);
-      this.refreshListSoon(); // learn its type, peer and read state
+      this.fetchConv(m.conv_id); // learn its type, peer and read state
     }
     const isNew = m.seq > conv.last_seq;
     if (isNew) conv.last_seq = m.seq;
@@ -331,10 +345,13 @@ export class Store extends EventTarget {
       this.outbox.delete(m.client_msg_id);
     } else if (isNew && m.seq > conv.read_seq && this.countable(m)) {
       conv.unread += 1;
+      if (this.mentionsMe(m)) conv.mentioned = true;
     }
     if (m.kind === "recall" && isNew) this.applyRecall(conv, m);
+    else if (m.kind === "system" && isNew && conv.type !== "direct") this.fetchConv(conv.conv_id); // members, name
     if (conv.loaded || conv.loading) this.insertMsg(conv, m);
     this.changed("conv", conv.conv_id);
+    if (isNew) this.dispatchEvent(new CustomEvent("message", { detail: m }));
     if (this.visibleConv === conv.conv_id) this.markRead(conv.conv_id);
   }
 
@@ -354,8 +371,10 @@ export class Store extends EventTarget {
   applyReadMarker(conv, readSeq) {
     if (readSeq > conv.read_seq) {
       conv.read_seq = readSeq;
-      if (readSeq >= conv.last_seq) conv.unread = 0;
-      else {
+      if (readSeq >= conv.last_seq) {
+        conv.unread = 0;
+        conv.mentioned = false;
+      } else {
         const n = this.countAfter(conv, readSeq);
         if (n === null) this.refreshListSoon();
         else conv.unread = n;
@@ -433,16 +452,32 @@ export class Store extends EventTarget {
     // Take the server's numbers when they are at least as new as ours.
     if (c.last_seq > conv.last_seq || (c.last_seq === conv.last_seq && c.read_seq >= conv.read_seq)) {
       conv.unread = c.read_seq >= conv.read_seq || conv.read_seq < c.last_seq ? c.unread : 0;
+      conv.mentioned = !!c.mentioned && conv.unread > 0;
       conv.last_seq = c.last_seq;
       if (c.read_seq > conv.read_seq) conv.read_seq = c.read_seq;
     }
-    if (c.peer_read_seq != null) this.peerRead(conv, c.peer_read_seq);
+    if (c.peer_read_seq) this.peerRead(conv, c.peer_read_seq);
     if (c.last_message && (!conv.last_message || c.last_message.seq >= conv.last_message.seq)) {
       conv.last_message = c.last_message;
     }
     if (c.updated_at > conv.updated_at) conv.updated_at = c.updated_at;
     if (conv.last_seq === 0) conv.hasOlder = false;
     this.changed("conv", conv.conv_id);
+  }
+
+  // One conversation as the list shows it (`conversation` op): a new one, or one whose
+  // type or membership changed.
+  fetchConv(convId) {
+    if (!this.socket.isOpen) return this.refreshListSoon();
+    if (this.fetching.has(convId)) return;
+    this.fetching.add(convId);
+    setTimeout(() => {
+      this.fetching.delete(convId);
+      this.socket
+        .request("conversation", { conv_id: convId })
+        .then((c) => this.mergeConv(c))
+        .catch(() => {});
+    }, 0);
   }
 
   refreshListSoon() {
@@ -516,7 +551,8 @@ export class Store extends EventTarget {
     }
   }
 
-  // The list carries no peer read position: ask once whether my latest message was read.
+  // The peer's read position may be older than what is loaded: ask once whether my latest
+  // message was read.
   askReceipt(conv) {
     if (conv.type !== "direct" || !this.socket.isOpen) return;
     const mine = conv.msgs.findLast((m) => m.sender_id === this.me.user_id && !isEntry(m));
@@ -541,8 +577,9 @@ export class Store extends EventTarget {
     if (!conv || !this.ready) return;
     const target = conv.last_seq;
     if (target <= conv.read_seq) return;
-    if (conv.unread) {
+    if (conv.unread || conv.mentioned) {
       conv.unread = 0; // everything up to `target` is being read: the badge clears at once
+      conv.mentioned = false;
       this.changed("conv", convId);
     }
     if (conv.readBusy || !this.socket.isOpen) return;
@@ -564,15 +601,20 @@ export class Store extends EventTarget {
   }
 
   // --- sending ----------------------------------------------------------------------------
-  // target: {conv_id} for an existing conversation, or {to: user} to start one.
-  send(target, kind, body) {
+  // target: {conv_id} for an existing conversation, {to: user} to start one, or
+  // {shop_id} to write to a shop (customer service). extra: {mentions, mention_all}.
+  send(target, kind, body, extra = {}) {
     const item = {
       client_msg_id: randomId(),
       conv_id: target.conv_id ?? null,
       to: target.to?.user_id ?? null,
       toUser: target.to ?? null,
+      shop_id: target.shop_id ?? null,
       kind,
       body,
+      mentions: extra.mentions?.length ? extra.mentions : null,
+      mention_all: !!extra.mention_all,
+      upload: extra.upload ?? null, // media: {file, name, size, mime, preview} until uploaded
       sender_id: this.me.user_id,
       created_at: Date.now(),
       state: "sending",
@@ -583,6 +625,37 @@ export class Store extends EventTarget {
     this.changed(item.conv_id ? "conv" : "list", item.conv_id);
     this.transmit(item);
     return item;
+  }
+
+  // An image or a file: upload the bytes first, then send a message naming the upload.
+  sendMedia(target, file, kind) {
+    const upload = {
+      file,
+      name: file.name || kind,
+      size: file.size,
+      mime: file.type,
+      preview: kind === "image" ? URL.createObjectURL(file) : null,
+      media: null,
+    };
+    return this.send(target, kind, { media_id: null }, { upload });
+  }
+
+  async uploadFor(item) {
+    const up = item.upload;
+    if (item.inflight) return;
+    item.inflight = true;
+    try {
+      up.media = await this.api.upload(up.file, item.kind, up.name);
+    } catch (err) {
+      item.state = "failed";
+      item.error = err.message;
+      this.changed("conv", item.conv_id);
+      return;
+    } finally {
+      item.inflight = false;
+    }
+    item.body = { media_id: up.media.media_id };
+    this.transmit(item);
   }
 
   retry(clientMsgId) {
@@ -606,11 +679,15 @@ export class Store extends EventTarget {
   }
 
   transmit(item) {
+    if (item.upload && !item.upload.media) return void this.uploadFor(item);
     if (!this.socket.isOpen || !this.ready) return; // sent by flushOutbox after the next sync
     item.inflight = true;
     const fields = { kind: item.kind, body: item.body, client_msg_id: item.client_msg_id };
     if (item.conv_id) fields.conv_id = item.conv_id;
+    else if (item.shop_id) fields.shop_id = item.shop_id;
     else fields.to = item.to;
+    if (item.mentions) fields.mentions = item.mentions;
+    if (item.mention_all) fields.mention_all = true;
     this.socket
       .request("send", fields)
       .then(
@@ -619,6 +696,7 @@ export class Store extends EventTarget {
           if (err.code === "disconnected" || err.code === "timeout") return; // resent after reconnecting
           item.state = "failed";
           item.error = err.message;
+          item.code = err.code;
           this.changed("conv", item.conv_id);
         },
       )
@@ -629,6 +707,15 @@ export class Store extends EventTarget {
 
   onSent(item, ack) {
     if (item.toUser) this.peerHints.set(ack.conv_id, item.toUser);
+    if (item.shop_id && !this.convs.has(ack.conv_id)) {
+      // The first message to a shop opened the service conversation (named after the shop).
+      const conv = newConv(ack.conv_id);
+      conv.type = "service";
+      if (ack.seq === 1) Object.assign(conv, { loaded: true, hasOlder: false });
+      this.convs.set(ack.conv_id, conv);
+      this.fetchConv(ack.conv_id);
+    }
+    const media = item.upload?.media;
     const msg = {
       msg_id: ack.msg_id,
       conv_id: ack.conv_id,
@@ -636,13 +723,72 @@ export class Store extends EventTarget {
       sender_id: this.me.user_id,
       sender_device: this.deviceId,
       kind: item.kind,
-      body: item.body,
+      // A media message's canonical body is the upload's description (docs/protocol.md §16.3).
+      body: media ? mediaBody(media) : item.body,
       client_msg_id: item.client_msg_id,
       created_at: ack.created_at,
     };
+    if (item.mentions) msg.mentions = item.mentions;
+    if (item.mention_all) msg.mention_all = true;
+    if (item.upload?.preview) this.previews.set(ack.msg_id, item.upload.preview);
     this.outbox.delete(item.client_msg_id);
     this.applyMessage(msg); // show it now; idempotent when the pipeline applies it again
     this.onPush({ seq: ack.inbox_seq, type: "message", data: msg });
     this.dispatchEvent(new CustomEvent("sent", { detail: { item, msg } }));
   }
+
+  // --- recall and group changes -----------------------------------------------------------
+  // The reply stands for the entry the request appended (docs/protocol.md §12.2), but does
+  // not carry it: pull it with `sync` (or `history` in a read-fan-out group).
+  pullAfterChange(convId, inboxSeq) {
+    if (inboxSeq > this.cursor) this.catchUp().catch(() => {});
+    const conv = this.convs.get(convId);
+    if (!inboxSeq && conv?.loaded) this.loadNewer(conv).catch(() => {});
+  }
+
+  async recall(convId, seq) {
+    const res = await this.socket.request("recall", { conv_id: convId, seq });
+    const conv = this.convs.get(convId);
+    if (conv) {
+      this.applyRecall(conv, { body: { seq } });
+      this.changed("conv", convId);
+    }
+    this.pullAfterChange(convId, res.inbox_seq);
+    return res;
+  }
+
+  // A group this user just created or joined: list it at once.
+  addGroup(change) {
+    const g = change.group;
+    if (!this.convs.has(g.conv_id)) {
+      this.mergeConv({
+        conv_id: g.conv_id,
+        type: "group",
+        peer: null,
+        name: g.name,
+        member_count: g.member_count,
+        active: true,
+        last_seq: g.last_seq,
+        read_seq: g.last_seq,
+        unread: 0,
+        mentioned: false,
+        updated_at: g.created_at,
+        last_message: null,
+      });
+    }
+    this.pullAfterChange(g.conv_id, change.inbox_seq);
+  }
+}
+
+function mediaBody(m) {
+  return {
+    media_id: m.media_id,
+    mime: m.mime,
+    size: m.size,
+    name: m.name,
+    sha256: m.sha256,
+    width: m.width,
+    height: m.height,
+    thumbnail: m.thumbnail,
+  };
 }

@@ -1,33 +1,70 @@
-// The right column: one conversation (or a draft with a user we have no conversation
-// with yet), its history with paging upwards, and the composer.
+// The right column: one conversation (or a draft with a user or a shop we have no
+// conversation with yet), its history with paging upwards, and the composer.
+//
+// Also: who is typing, presence of a one-to-one peer, media (images inline, files with a
+// download), recall from a message's menu, @mentions in groups and "read by k of n" on
+// one's own group messages (asked with `receipts` when they scroll into view).
 import { h } from "../dom.js";
 import {
   avatar,
   convTitle,
+  category,
   dayKey,
   dayLabel,
   displayName,
   messageText,
+  presenceDot,
+  presenceText,
   singleEmoji,
   systemText,
   timeLabel,
 } from "../format.js";
+import { openDialog } from "./dialog.js";
 import { EmojiPicker } from "./emoji.js";
+import { icon } from "./icons.js";
+import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
+import { EVERYONE, MentionPicker } from "./mentions.js";
+import { openMenu } from "./menu.js";
+import { toast } from "./toast.js";
 
 const MAX_TEXT = 8000;
+const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
+const RECEIPT_STALE_MS = 4000;
+const RECEIPTS_AT_ONCE = 12;
+const MENTION_LOOKUPS = 100;
+const MEDIA_KINDS = new Set(["image", "video", "file"]);
+const SEND_ERRORS = {
+  blocked: "Not sent: this person doesn't accept your messages.",
+  friends_only: "Not sent: this person accepts messages from friends only.",
+  muted: "Not sent: you are muted in this group.",
+  not_member: "Not sent: you are not in this conversation.",
+  group_dissolved: "Not sent: the group was dissolved.",
+};
 
 export class ChatView {
-  constructor({ store }) {
+  constructor({ store, presence, typing, groups, media, relations, service, onGroupInfo, onUserMenu }) {
     this.store = store;
-    this.route = null; // {conv_id} | {user} | null
+    this.presence = presence;
+    this.typing = typing;
+    this.groups = groups;
+    this.media = media;
+    this.relations = relations;
+    this.service = service;
+    this.onGroupInfo = onGroupInfo;
+    this.onUserMenu = onUserMenu;
+    this.route = null; // {conv_id} | {user} | {shop_id} | null
     this.nodes = new Map(); // key -> element of the message list
     this.shownKey = null; // what the list currently shows (conv or draft)
+    this.jump = null; // {seq, tries}: scroll to this message once it is loaded
+    this.receipts = new Map(); // "conv:seq" -> {read_count, total, at, asking}
+    this.visibleOwn = new Set(); // own group messages in view (elements)
 
     this.head = h("header", { class: "chat-head" });
     this.top = h("div", { class: "history-top" });
     this.list = h("ol", { class: "msg-list", "aria-live": "polite" });
     this.scroller = h("div", { class: "messages", tabindex: "-1" }, this.top, this.list);
     this.scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
+    this.observer = new IntersectionObserver((entries) => this.onSeen(entries), { root: this.scroller });
 
     this.input = h("textarea", {
       class: "composer-input",
@@ -38,8 +75,10 @@ export class ChatView {
       enterkeyhint: "send",
     });
     this.input.addEventListener("keydown", (e) => this.onKey(e));
-    this.input.addEventListener("input", () => this.autosize());
+    this.input.addEventListener("input", () => this.onInput());
+    this.input.addEventListener("paste", (e) => this.onPaste(e));
     this.picker = new EmojiPicker((emoji) => this.insert(emoji));
+    this.mentions = new MentionPicker(this.input, () => this.mentionCandidates());
     this.emojiBtn = h(
       "button",
       {
@@ -52,17 +91,53 @@ export class ChatView {
       },
       "☺",
     );
+    this.fileInput = h("input", { type: "file", class: "file-input", "aria-label": "Attach a file", multiple: true });
+    this.fileInput.addEventListener("change", () => {
+      this.attach([...this.fileInput.files]);
+      this.fileInput.value = "";
+    });
+    this.attachBtn = h(
+      "button",
+      {
+        type: "button",
+        class: "ghost attach-btn",
+        title: "Send an image or a file",
+        "aria-label": "Send an image or a file",
+        onclick: () => this.fileInput.click(),
+      },
+      icon("attach", 21),
+    );
     this.sendBtn = h("button", { type: "submit", class: "primary send-btn" }, "Send");
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (e) => this.onSubmit(e) },
       this.picker.el,
+      this.mentions.el,
       this.emojiBtn,
+      this.attachBtn,
+      this.fileInput,
       this.input,
       this.sendBtn,
     );
-    this.gone = h("p", { class: "chat-gone", hidden: true }, "You are no longer a member of this group.");
-    this.pane = h("div", { class: "chat-pane", hidden: true }, this.head, this.scroller, this.composer, this.gone);
+    this.typingLine = h("p", { class: "typing-line", "aria-live": "polite" });
+    this.gone = h("p", { class: "chat-gone", hidden: true });
+    this.pane = h(
+      "div",
+      { class: "chat-pane", hidden: true },
+      this.head,
+      this.scroller,
+      this.typingLine,
+      this.composer,
+      this.gone,
+    );
+    this.pane.addEventListener("dragover", (e) => {
+      if (e.dataTransfer?.types.includes("Files")) e.preventDefault();
+    });
+    this.pane.addEventListener("drop", (e) => {
+      if (!e.dataTransfer?.files.length) return;
+      e.preventDefault();
+      this.attach([...e.dataTransfer.files]);
+    });
     this.emptyState = h(
       "div",
       { class: "chat-empty" },
@@ -70,31 +145,69 @@ export class ChatView {
       h("p", null, "Pick a conversation, or start one with a username."),
     );
     this.el = h("section", { class: "chat" }, this.emptyState, this.pane);
+
+    typing.addEventListener("change", (e) => {
+      if (e.detail === this.route?.conv_id) this.renderTyping();
+    });
+    presence.addEventListener("change", (e) => {
+      if (e.detail === this.peer()?.user_id) this.renderHead();
+    });
+    groups.addEventListener("change", (e) => {
+      if (e.detail === this.route?.conv_id) this.render();
+    });
+    service.addEventListener("change", () => {
+      if (this.conv()?.type === "service" || this.route?.shop_id) this.render();
+    });
+    relations.addEventListener("change", () => {
+      if (this.peer()) this.renderHead();
+    });
+    // Someone wrote in this group: they have read what came before; ask again.
+    store.addEventListener("message", (e) => {
+      const m = e.detail;
+      if (m.conv_id === this.route?.conv_id && m.sender_id !== store.me.user_id) this.refreshReceiptsSoon();
+    });
   }
 
   // --- routing --------------------------------------------------------------------------
   show(route) {
     this.route = route;
-    const key = route ? (route.conv_id ? "c:" + route.conv_id : "u:" + route.user.user_id) : null;
+    const key = !route
+      ? null
+      : route.conv_id
+        ? "c:" + route.conv_id
+        : route.shop_id
+          ? "s:" + route.shop_id
+          : "u:" + route.user.user_id;
     if (key !== this.shownKey) {
       // A draft becoming its conversation (first message sent) keeps what is being typed.
-      const sameChat = this.shownKey?.startsWith("u:") && route?.conv_id;
+      const sameChat = !this.shownKey?.startsWith("c:") && route?.conv_id;
       this.shownKey = key;
+      for (const el of this.nodes.values()) this.observer.unobserve(el);
       this.nodes.clear();
+      this.visibleOwn.clear();
       this.list.replaceChildren();
       if (!sameChat) this.input.value = "";
+      this.mentions.reset();
       this.autosize();
       this.picker.close();
       this.stickToBottom = true;
+      this.jump = null;
     }
     this.emptyState.hidden = !!route;
     this.pane.hidden = !route;
-    this.render();
     if (route) {
       const conv = this.conv();
       if (conv && !conv.loaded) this.store.loadLatest(conv).catch(() => {});
       if (matchMedia("(pointer: fine)").matches) this.input.focus({ preventScroll: true });
     }
+    this.render();
+  }
+
+  // Show a message (a search hit): load older pages until it is there, then scroll to it.
+  jumpTo(seq) {
+    this.jump = { seq, tries: 0 };
+    this.stickToBottom = false;
+    this.render();
   }
 
   conv() {
@@ -102,44 +215,149 @@ export class ChatView {
   }
 
   peer() {
-    return this.conv()?.peer ?? this.route?.user ?? null;
+    const conv = this.conv();
+    if (conv) return conv.type === "direct" ? conv.peer : null;
+    return this.route?.user ?? null;
+  }
+
+  // The customer of a service conversation I serve (agent side), as a user.
+  customer(conv) {
+    const s = conv && this.service.sessionOf(conv.conv_id);
+    return s ? this.store.user(s.customer_id) : null;
   }
 
   // --- rendering ------------------------------------------------------------------------
   render() {
     if (!this.route) return;
     const conv = this.conv();
-    const peer = this.peer();
-    const group = conv?.type === "group";
-    const sub = group ? `${conv.member_count} members` : peer?.username ? "@" + peer.username : "";
-    this.head.replaceChildren(
-      h("a", { href: "#/", class: "back", "aria-label": "Back to conversations" }, "‹"),
-      group ? avatar({ user_id: conv.conv_id, display_name: conv.name }) : avatar(peer),
-      h(
-        "div",
-        { class: "chat-title-box" },
-        h("h2", { class: "chat-title" }, conv ? convTitle(conv) : displayName(peer)),
-        sub ? h("p", { class: "chat-sub" }, sub) : null,
-      ),
-    );
+    if (conv?.type === "group" && !this.groups.get(conv.conv_id)) this.groups.load(conv.conv_id).catch(() => {});
+    this.renderHead();
     const inactive = conv && !conv.active;
     this.composer.hidden = !!inactive;
     this.gone.hidden = !inactive;
+    this.gone.textContent =
+      conv?.type === "service"
+        ? "This customer is no longer assigned to you."
+        : "You are no longer a member of this group.";
+    this.attachBtn.hidden = !!this.route.shop_id && !conv; // a shop chat starts with words
     if (this.route.conv_id && !conv) {
       this.top.textContent = this.store.ready ? "This conversation is not available." : "Loading…";
       return;
     }
-    if (!conv) this.top.textContent = "Say hello to start the conversation.";
-    else if (!conv.loaded) this.top.textContent = "Loading…";
-    else if (conv.loadingOlder) this.top.textContent = "Loading earlier messages…";
-    else if (conv.hasOlder) this.top.textContent = "";
-    else this.top.textContent = conv.msgs.length ? "This is the beginning of the conversation." : "";
+    let top;
+    if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
+    else if (!conv.loaded) top = "Loading…";
+    else if (conv.loadingOlder) top = "Loading earlier messages…";
+    else if (conv.hasOlder) top = "";
+    else top = conv.msgs.length ? "This is the beginning of the conversation." : "";
+    this.top.textContent = top;
     this.renderMessages(conv);
+    this.renderTyping();
+    // Members (or their names) may have arrived after "@" was typed.
+    if (conv?.type === "group" && document.activeElement === this.input) this.mentions.update();
+  }
+
+  renderHead() {
+    if (!this.route) return;
+    const conv = this.conv();
+    const peer = this.peer();
+    const type = conv?.type ?? (this.route.shop_id ? "service" : "direct");
+    let title;
+    let sub = "";
+    let actions = [];
+    let face;
+    if (type === "group") {
+      title = convTitle(conv);
+      sub = `${conv.member_count} members`;
+      face = avatar({ user_id: conv.conv_id, display_name: conv.name });
+      actions.push(
+        h(
+          "button",
+          { type: "button", class: "ghost head-btn", onclick: () => this.onGroupInfo(conv.conv_id) },
+          "Group info",
+        ),
+      );
+    } else if (type === "service") {
+      const customer = this.customer(conv);
+      title = conv ? convTitle(conv, customer) : `Shop ${this.route.shop_id}`;
+      face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: conv?.name || "Shop" });
+      const serving = conv && this.service.sessionOf(conv.conv_id);
+      if (serving) {
+        sub = `Customer · ${category(serving.category)}`;
+        actions = [
+          h("button", { type: "button", class: "ghost head-btn", onclick: () => this.transfer(serving) }, "Transfer"),
+          h(
+            "button",
+            { type: "button", class: "ghost head-btn", onclick: () => this.closeSession(serving) },
+            "Close session",
+          ),
+        ];
+      } else if (conv && conv.active !== false) {
+        sub = this.customerLine(conv);
+      }
+    } else {
+      title = conv ? convTitle(conv) : displayName(peer);
+      face = h("span", { class: "face" }, avatar(peer), presenceDot(this.presence.get(peer?.user_id)));
+      this.presence.watch([peer?.user_id]);
+      sub = [peer?.username ? "@" + peer.username : "", presenceText(this.presence.get(peer?.user_id))]
+        .filter(Boolean)
+        .join(" · ");
+      if (peer) {
+        actions.push(
+          h(
+            "button",
+            {
+              type: "button",
+              class: "ghost head-btn more-btn",
+              "aria-label": `More about ${displayName(peer)}`,
+              title: "More",
+              onclick: (e) => this.onUserMenu(peer, e.currentTarget),
+            },
+            "⋯",
+          ),
+        );
+      }
+    }
+    this.head.replaceChildren(
+      h("a", { href: "#/", class: "back", "aria-label": "Back to conversations" }, "‹"),
+      face,
+      h(
+        "div",
+        { class: "chat-title-box" },
+        h("h2", { class: "chat-title" }, title),
+        sub ? h("p", { class: "chat-sub" }, sub) : null,
+      ),
+      h("div", { class: "head-actions" }, actions),
+    );
+  }
+
+  customerLine(conv) {
+    const s = this.service.customerSession(conv.conv_id);
+    if (!s?.status) return "";
+    if (s.status === "queued") {
+      return s.position ? `Waiting for an agent · position ${s.position}` : "Waiting for an agent";
+    }
+    if (s.status === "active") return `Chatting with ${displayName(this.store.user(s.agent_id))}`;
+    return "Chat closed · write again to start a new one";
+  }
+
+  renderTyping() {
+    const conv = this.conv();
+    const who = conv ? this.typing.who(conv.conv_id) : [];
+    if (!who.length) {
+      this.typingLine.textContent = "";
+      return;
+    }
+    const names = who.map((id) => displayName(this.store.user(id)));
+    this.typingLine.textContent =
+      names.length === 1
+        ? `${names[0]} is typing…`
+        : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
   }
 
   items(conv) {
     const me = this.store.me.user_id;
-    const group = conv?.type === "group";
+    const group = conv?.type === "group" || conv?.type === "service";
     const items = [];
     let day = null;
     let lastSender = null;
@@ -162,7 +380,9 @@ export class ChatView {
       items.push({ key: local ? "l:" + m.client_msg_id : "m:" + m.msg_id, msg: m, local, mine, from });
     };
     if (conv?.loaded) for (const m of conv.msgs) push(m, false);
-    for (const m of this.store.outboxFor(conv?.conv_id ?? null, this.route.user?.user_id)) push(m, true);
+    for (const m of this.store.outboxFor(conv?.conv_id ?? null, this.route.user?.user_id, this.route.shop_id)) {
+      push(m, true);
+    }
     return items;
   }
 
@@ -171,6 +391,15 @@ export class ChatView {
     if (item.local) return item.msg.state === "failed" ? "failed" : "sending";
     if (conv?.peer_read_seq != null && item.msg.seq <= conv.peer_read_seq) return "read";
     return "sent";
+  }
+
+  // "Read by k of n" for one's own group messages.
+  receiptText(item, conv) {
+    if (conv?.type !== "group" || !item.mine || item.local || item.msg.recalled) return "";
+    const r = this.receipts.get(conv.conv_id + ":" + item.msg.seq);
+    if (!r || r.total === 0) return "";
+    if (r.read_count === 0) return "Not read yet";
+    return r.read_count >= r.total ? "Read by all" : `Read by ${r.read_count} of ${r.total}`;
   }
 
   renderMessages(conv) {
@@ -187,7 +416,21 @@ export class ChatView {
     for (const item of items) {
       keep.add(item.key);
       const from = item.from ? displayName(this.store.user(item.from)) : "";
-      const sig = item.msg ? `${this.status(item, conv)}|${item.msg.recalled ? 1 : 0}|${from}` : "";
+      let sig = "";
+      if (item.msg) {
+        const m = item.msg;
+        sig = [
+          this.status(item, conv),
+          m.recalled ? 1 : 0,
+          from,
+          this.receiptText(item, conv),
+          item.local ? `${m.state}${m.upload?.media ? 1 : 0}` : "",
+          this.canAct(item, conv) ? 1 : 0,
+          this.mentionLabels(m).join(","),
+        ].join("|");
+      } else if (item.system) {
+        sig = systemText(item.system, (id) => this.nameOf(id));
+      }
       let el = this.nodes.get(item.key);
       if (!el || el.dataset.sig !== sig) {
         const fresh = item.msg
@@ -197,21 +440,32 @@ export class ChatView {
             : this.dayEl(item.day);
         fresh.dataset.key = item.key;
         fresh.dataset.sig = sig;
-        if (el) el.replaceWith(fresh);
+        if (el) {
+          this.observer.unobserve(el);
+          this.visibleOwn.delete(el);
+          el.replaceWith(fresh);
+        }
         if (ref === el) ref = fresh;
         el = fresh;
         this.nodes.set(item.key, el);
+        if (conv?.type === "group" && item.mine && !item.local && !item.msg.recalled) this.observer.observe(el);
       }
       if (el !== ref) this.list.insertBefore(el, ref);
       else ref = ref.nextElementSibling;
     }
     for (const [key, el] of this.nodes) {
       if (!keep.has(key)) {
+        this.observer.unobserve(el);
+        this.visibleOwn.delete(el);
         el.remove();
         this.nodes.delete(key);
       }
     }
 
+    if (this.jump && conv?.loaded) {
+      this.doJump(conv);
+      return;
+    }
     const last = items.at(-1);
     if (this.stickToBottom || (last && last.key !== oldLast && (atBottom || last.mine))) {
       s.scrollTop = s.scrollHeight;
@@ -225,40 +479,114 @@ export class ChatView {
     }
   }
 
+  doJump(conv) {
+    const { seq } = this.jump;
+    const el = this.list.querySelector(`.msg[data-seq="${seq}"]`);
+    if (el) {
+      this.jump = null;
+      el.scrollIntoView({ block: "center" });
+      el.classList.add("flash");
+      setTimeout(() => el.classList.remove("flash"), 2000);
+      return;
+    }
+    const first = conv.msgs[0]?.seq ?? Infinity;
+    if (conv.hasOlder && first > seq && this.jump.tries < 40) {
+      if (!conv.loadingOlder) {
+        this.jump.tries += 1;
+        this.store.loadOlder(conv).catch(() => {});
+      }
+    } else {
+      this.jump = null; // not there (recalled, or outside my window)
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    }
+  }
+
+  nameOf(userId) {
+    return userId === this.store.me.user_id ? "You" : displayName(this.store.user(userId));
+  }
+
   systemEl(m) {
-    const actor = m.body?.actor;
-    const who = actor === this.store.me.user_id ? "You" : displayName(this.store.user(actor));
-    return h("li", { class: "system-note" }, h("span", null, systemText(m, who)));
+    return h("li", { class: "system-note" }, h("span", null, systemText(m, (id) => this.nameOf(id))));
   }
 
   dayEl(ms) {
     return h("li", { class: "day-sep" }, h("span", null, dayLabel(ms)));
   }
 
+  // Whether a message has actions (recall): one's own within the limit, or any message
+  // of a group one administers.
+  canAct(item, conv) {
+    const m = item.msg;
+    if (item.local || m.recalled || !m.seq || !conv?.active) return false;
+    if (item.mine) return Date.now() - m.created_at < RECALL_LIMIT_MS || this.groups.isAdmin(conv.conv_id);
+    return conv.type === "group" && this.groups.isAdmin(conv.conv_id);
+  }
+
   messageEl(item, conv) {
     const m = item.msg;
+    if (m.recalled) {
+      const who = item.mine ? "You" : displayName(this.store.user(m.sender_id));
+      return h(
+        "li",
+        { class: "recalled-note", dataset: { seq: String(m.seq), msgId: m.msg_id } },
+        h("span", null, `${who} recalled a message`),
+      );
+    }
     const status = this.status(item, conv);
-    const emoji = m.kind === "emoji" && !m.recalled;
+    const emoji = m.kind === "emoji";
+    const media = MEDIA_KINDS.has(m.kind);
     const cls = ["msg", item.mine ? "mine" : "theirs"];
     if (emoji) cls.push("emoji-only");
-    if (m.recalled) cls.push("recalled");
+    if (media) cls.push("media-msg");
+    if (m.kind === "image") cls.push("image-msg");
     if (status) cls.push("is-" + status);
+    if (!item.local && this.store.mentionsMe(m)) cls.push("mentions-me");
+    const receipt = this.receiptText(item, conv);
     const meta = h(
       "span",
       { class: "meta" },
+      receipt ? h("span", { class: "receipt" }, receipt) : null,
       h("time", { datetime: new Date(m.created_at).toISOString() }, timeLabel(m.created_at)),
       status ? statusMark(status) : null,
     );
+    let content;
+    if (media) {
+      const info = mediaInfo(m, item.local, this.store.previews);
+      const uploading = item.local && status !== "failed";
+      content = m.kind === "image" ? imageEl(info, this.media, uploading) : fileEl(info, this.media, uploading);
+    } else {
+      content = h("p", { class: "text" }, this.withMentions(m));
+    }
+    const actions = this.canAct(item, conv)
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "msg-actions",
+            "aria-label": "Message actions",
+            title: "More",
+            onclick: (e) => this.messageMenu(item, conv, e.currentTarget),
+          },
+          "⋯",
+        )
+      : null;
+    const bubble = h("div", { class: "bubble" }, content, meta);
+    if (actions) {
+      bubble.addEventListener("contextmenu", (e) => {
+        e.preventDefault();
+        this.messageMenu(item, conv, { x: e.clientX, y: e.clientY });
+      });
+    }
     return h(
       "li",
       { class: cls.join(" "), dataset: m.seq ? { seq: String(m.seq), msgId: m.msg_id } : { local: "1" } },
       item.from ? h("span", { class: "sender" }, displayName(this.store.user(item.from))) : null,
-      h("div", { class: "bubble" }, h("p", { class: "text" }, messageText(m)), meta),
+      h("div", { class: "bubble-row" }, bubble, actions),
       status === "failed"
         ? h(
             "p",
             { class: "failed-note" },
-            item.msg.error ? item.msg.error + " " : "Not sent. ",
+            (SEND_ERRORS[item.msg.code] ?? item.msg.error ?? "Not sent.") + " ",
             linkButton("Retry", () => this.store.retry(m.client_msg_id)),
             " · ",
             linkButton("Delete", () => this.store.discard(m.client_msg_id)),
@@ -267,13 +595,154 @@ export class ChatView {
     );
   }
 
+  // The names a text message mentions, as written in it ("@Name").
+  mentionLabels(m) {
+    if (m.kind !== "text" || m.recalled || (!m.mentions?.length && !m.mention_all)) return [];
+    const labels = (m.mentions ?? []).map((id) => this.store.user(id)).filter(Boolean).map(displayName);
+    if (m.mention_all) labels.push(EVERYONE);
+    return labels;
+  }
+
+  // A text with its @mentions marked.
+  withMentions(m) {
+    const text = messageText(m);
+    const labels = this.mentionLabels(m);
+    if (!labels.length) return text;
+    const re = new RegExp(`@(?:${labels.map(escapeRegExp).join("|")})`, "gu");
+    const out = [];
+    let at = 0;
+    for (const match of text.matchAll(re)) {
+      out.push(text.slice(at, match.index), h("span", { class: "mention" }, match[0]));
+      at = match.index + match[0].length;
+    }
+    out.push(text.slice(at));
+    return out;
+  }
+
+  messageMenu(item, conv, at) {
+    openMenu(
+      at,
+      [
+        {
+          label: "Recall",
+          danger: true,
+          onSelect: () =>
+            this.store.recall(conv.conv_id, item.msg.seq).catch((err) =>
+              toast(err.code === "recall_expired" ? "Too late to recall this message." : err.message),
+            ),
+        },
+      ],
+      "Message actions",
+    );
+  }
+
+  // --- group read receipts ------------------------------------------------------------------
+  onSeen(entries) {
+    for (const e of entries) {
+      if (e.isIntersecting) this.visibleOwn.add(e.target);
+      else this.visibleOwn.delete(e.target);
+    }
+    this.askReceipts(false);
+  }
+
+  refreshReceiptsSoon() {
+    clearTimeout(this.receiptTimer);
+    this.receiptTimer = setTimeout(() => this.askReceipts(true), 300);
+  }
+
+  askReceipts(force) {
+    const conv = this.conv();
+    if (conv?.type !== "group" || !this.store.socket.isOpen || document.visibilityState === "hidden") return;
+    const now = Date.now();
+    // The newest few in view: read markers only move forward, so older ones change less.
+    const seqs = [...this.visibleOwn]
+      .map((el) => Number(el.dataset.seq))
+      .filter(Boolean)
+      .sort((a, b) => b - a)
+      .slice(0, RECEIPTS_AT_ONCE);
+    for (const seq of seqs) {
+      const key = conv.conv_id + ":" + seq;
+      const r = this.receipts.get(key);
+      if (r?.total && r.read_count >= r.total) continue; // everyone read it: final
+      if (r?.asking) {
+        if (force) r.again = true; // ask once more when this answer is in
+        continue;
+      }
+      if (r && !force && now - r.at < RECEIPT_STALE_MS) continue;
+      const entry = { ...(r ?? { read_count: 0, total: 0 }), asking: true, again: false, at: now };
+      this.receipts.set(key, entry);
+      this.store.socket
+        .request("receipts", { conv_id: conv.conv_id, seq })
+        .then((res) => {
+          this.receipts.set(key, { read_count: res.read_count, total: res.total, at: Date.now(), asking: false });
+          if (this.route?.conv_id === conv.conv_id) this.render();
+        })
+        .catch(() => this.receipts.set(key, { ...entry, asking: false }))
+        .finally(() => {
+          if (entry.again) this.refreshReceiptsSoon();
+        });
+    }
+  }
+
+  // --- service (agent side) -------------------------------------------------------------------
+  transfer(session) {
+    const shop = this.service.shops.get(session.shop_id);
+    const me = this.store.me.user_id;
+    const agents = (shop?.agents ?? []).filter((a) => a.user_id !== me);
+    const select = h(
+      "select",
+      { class: "select", "aria-label": "Transfer to" },
+      h("option", { value: "" }, "Any available agent"),
+      agents.map((a) =>
+        h("option", { value: "a:" + a.user_id }, `${displayName(this.store.user(a.user_id))} (${a.status})`),
+      ),
+      ["pre_sale", "after_sale"]
+        .filter((c) => c !== session.category)
+        .map((c) => h("option", { value: "c:" + c }, `Any ${category(c)} agent`)),
+    );
+    openDialog({
+      title: "Transfer this customer",
+      content: h("label", { class: "field" }, h("span", null, "Transfer to"), select),
+      submitLabel: "Transfer",
+      onSubmit: () => {
+        const v = select.value;
+        const target = v.startsWith("a:")
+          ? { to_agent: v.slice(2) }
+          : { to_category: v.startsWith("c:") ? v.slice(2) : session.category };
+        return this.service.transfer(session.session_id, target);
+      },
+    });
+  }
+
+  closeSession(session) {
+    this.service.close(session.session_id).catch((err) => toast(err.message));
+  }
+
   // --- interaction ----------------------------------------------------------------------
   onScroll() {
     const conv = this.conv();
     if (conv && this.scroller.scrollTop < 150) this.store.loadOlder(conv).catch(() => {});
   }
 
+  mentionCandidates() {
+    const conv = this.conv();
+    if (conv?.type !== "group") return [];
+    const me = this.store.me.user_id;
+    const out = [];
+    if (this.groups.isAdmin(conv.conv_id)) out.push({ id: "*", label: EVERYONE, sub: "Everyone in the group" });
+    // Names are looked up one user at a time: only the first MENTION_LOOKUPS unknown members
+    // are asked for; the others join the list once known.
+    let lookups = 0;
+    for (const m of this.groups.members(conv.conv_id)) {
+      if (m.user_id === me) continue;
+      const u = this.store.users.get(m.user_id) ?? (lookups++ < MENTION_LOOKUPS ? this.store.user(m.user_id) : null);
+      if (u) out.push({ id: m.user_id, label: displayName(u), sub: "@" + u.username });
+    }
+    return out;
+  }
+
   onKey(e) {
+    if (this.mentions.onKey(e)) return;
     if (e.key === "Escape" && this.picker.isOpen) {
       this.picker.close();
       return;
@@ -282,6 +751,19 @@ export class ChatView {
       e.preventDefault(); // Enter sends; Shift+Enter is a new line; an IME keeps its Enter
       this.composer.requestSubmit();
     }
+  }
+
+  onInput() {
+    this.autosize();
+    this.mentions.update();
+    if (this.input.value.trim()) this.typing.typed(this.route?.conv_id);
+  }
+
+  onPaste(e) {
+    const files = [...(e.clipboardData?.files ?? [])];
+    if (!files.length) return;
+    e.preventDefault();
+    this.attach(files);
   }
 
   insert(text) {
@@ -298,20 +780,38 @@ export class ChatView {
     this.input.style.height = Math.min(this.input.scrollHeight, 160) + "px";
   }
 
+  target() {
+    if (this.route.conv_id) return { conv_id: this.route.conv_id };
+    if (this.route.shop_id) return { shop_id: this.route.shop_id };
+    return { to: this.route.user };
+  }
+
+  attach(files) {
+    if (!this.route || !files.length || this.composer.hidden) return;
+    for (const file of files) this.store.sendMedia(this.target(), file, kindOf(file));
+    this.stickToBottom = true;
+    this.render();
+  }
+
   onSubmit(e) {
     e.preventDefault();
     const text = this.input.value;
     if (!text.trim() || !this.route) return;
     const emoji = singleEmoji(text);
     const [kind, body] = emoji ? ["emoji", { emoji }] : ["text", { text }];
-    const target = this.route.conv_id ? { conv_id: this.route.conv_id } : { to: this.route.user };
-    this.store.send(target, kind, body);
+    const extra = this.conv()?.type === "group" ? this.mentions.collect(text) : {};
+    this.store.send(this.target(), kind, body, extra);
     this.input.value = "";
+    this.mentions.reset();
     this.autosize();
     this.picker.close();
     this.stickToBottom = true;
     this.input.focus();
   }
+}
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 function linkButton(label, onclick) {

@@ -1,20 +1,41 @@
-// The left column: who I am, total unread, connection state, "start a chat", and the
-// conversation list with unread badges.
+// The left column: who I am, total unread, connection state, and four tabs: the
+// conversation list (start a chat, a group or a shop chat), friends, search and, for shop
+// agents, the agent view.
 import { clear, h } from "../dom.js";
-import { avatar, convTitle, displayName, messageText, shortWhen } from "../format.js";
+import { avatar, convTitle, displayName, messageText, presenceDot, shortWhen, systemText } from "../format.js";
 import { unreadOf } from "../store.js";
+import { AgentView } from "./agent.js";
+import { field, openDialog } from "./dialog.js";
+import { FriendsView } from "./friends.js";
+import { openMenu } from "./menu.js";
+import { SearchView } from "./search.js";
 
 function badgeText(n) {
   return n > 99 ? "99+" : String(n);
 }
 
+const TABS = [
+  ["chats", "Chats"],
+  ["friends", "Friends"],
+  ["search", "Search"],
+  ["agent", "Agent"],
+];
+
 export class Sidebar {
-  constructor({ store, api, onLogout, onOpenUser }) {
+  constructor(options) {
+    const { store, api, presence, relations, groups, service } = options;
+    const { onLogout, onOpenUser, onOpenShop, onUserMenu, onSearchHit } = options;
     this.store = store;
     this.api = api;
+    this.presence = presence;
+    this.relations = relations;
+    this.groups = groups;
+    this.service = service;
     this.onOpenUser = onOpenUser;
+    this.onOpenShop = onOpenShop;
     this.activeConv = null;
     this.countdown = 0;
+    this.tab = "chats";
 
     this.meName = h("span", { class: "me-name" });
     this.meAvatar = h("span", { class: "me-avatar" });
@@ -22,10 +43,35 @@ export class Sidebar {
     this.bannerText = h("span", { class: "conn-text" });
     this.bannerBtn = h("button", { type: "button", class: "link conn-action", hidden: true });
     this.banner = h("div", { class: "conn-banner", role: "status", hidden: true }, this.bannerText, this.bannerBtn);
+
+    // tabs
+    this.tabBtns = new Map();
+    this.requestBadge = h("span", { class: "badge tab-badge", hidden: true });
+    for (const [id, label] of TABS) {
+      this.tabBtns.set(
+        id,
+        h(
+          "button",
+          {
+            type: "button",
+            role: "tab",
+            class: "tab",
+            id: "tab-" + id,
+            "aria-controls": "panel-" + id,
+            onclick: () => this.showTab(id),
+          },
+          label,
+          id === "friends" ? this.requestBadge : null,
+        ),
+      );
+    }
+    this.tabBar = h("nav", { class: "tabs", role: "tablist", "aria-label": "Sections" }, [...this.tabBtns.values()]);
+
+    // chats
     this.newInput = h("input", {
       type: "search",
       name: "peer",
-      placeholder: "Username to chat with",
+      placeholder: "Username",
       "aria-label": "Username to chat with",
       autocomplete: "off",
       spellcheck: "false",
@@ -38,6 +84,55 @@ export class Sidebar {
     this.more = h("p", { class: "list-more", hidden: true }, "Loading…");
     this.scroller = h("nav", { class: "conv-scroll" }, this.list, this.empty, this.more);
     this.scroller.addEventListener("scroll", () => this.maybeLoadMore(), { passive: true });
+    const newBtn = h(
+      "button",
+      {
+        type: "button",
+        class: "ghost new-btn",
+        title: "New group or shop chat",
+        "aria-label": "New group or shop chat",
+        "aria-haspopup": "menu",
+        onclick: (e) =>
+          openMenu(
+            e.currentTarget,
+            [
+              { label: "New group", onSelect: () => this.newGroup() },
+              { label: "Chat with a shop", onSelect: () => this.contactShop() },
+            ],
+            "New",
+          ),
+      },
+      "+",
+    );
+    const chats = h(
+      "div",
+      { class: "chats-panel" },
+      h(
+        "form",
+        { class: "new-chat", onsubmit: (e) => this.startChat(e) },
+        this.newInput,
+        h("button", { type: "submit", class: "primary small" }, "Chat"),
+        newBtn,
+      ),
+      this.newError,
+      this.scroller,
+    );
+
+    this.friends = new FriendsView({ store, api, relations, presence, onOpenUser, onUserMenu });
+    this.search = new SearchView({ store, onOpen: onSearchHit });
+    this.agent = new AgentView({ store, service, onOpenConv: (id) => (location.hash = `#/c/${id}`) });
+    this.panels = new Map([
+      ["chats", chats],
+      ["friends", this.friends.el],
+      ["search", this.search.el],
+      ["agent", this.agent.el],
+    ]);
+    for (const [id, el] of this.panels) {
+      el.id = "panel-" + id;
+      el.setAttribute("role", "tabpanel");
+      el.setAttribute("aria-labelledby", "tab-" + id);
+      el.classList.add("panel");
+    }
 
     this.el = h(
       "aside",
@@ -51,16 +146,24 @@ export class Sidebar {
         h("button", { type: "button", class: "ghost logout", onclick: onLogout, title: "Log out" }, "Log out"),
       ),
       this.banner,
-      h(
-        "form",
-        { class: "new-chat", onsubmit: (e) => this.startChat(e) },
-        this.newInput,
-        h("button", { type: "submit", class: "primary small" }, "Chat"),
-      ),
-      this.newError,
-      this.scroller,
+      this.tabBar,
+      [...this.panels.values()],
     );
     this.renderMe();
+    this.showTab("chats");
+  }
+
+  showTab(id) {
+    if (id === "agent" && this.tab !== "agent") this.service.watch(true);
+    else if (id !== "agent" && this.tab === "agent") this.service.watch(false);
+    this.tab = id;
+    for (const [tid, btn] of this.tabBtns) {
+      btn.setAttribute("aria-selected", tid === id ? "true" : "false");
+      btn.tabIndex = tid === id ? 0 : -1;
+    }
+    for (const [pid, el] of this.panels) el.hidden = pid !== id;
+    if (id === "search") this.search.focus();
+    this.render();
   }
 
   renderMe() {
@@ -73,7 +176,7 @@ export class Sidebar {
     const name = this.newInput.value.trim();
     this.newError.textContent = "";
     if (!name) return;
-    if (name === this.store.me.username) {
+    if (name.toLowerCase() === this.store.me.username.toLowerCase()) {
       this.newError.textContent = "That's you. Enter someone else's username.";
       return;
     }
@@ -85,6 +188,40 @@ export class Sidebar {
     } catch (err) {
       this.newError.textContent = err.code === "not_found" ? `No user named "${name}".` : err.message;
     }
+  }
+
+  newGroup() {
+    const name = h("input", { name: "group_name", required: true, maxlength: 64, autocomplete: "off" });
+    const members = h("textarea", {
+      name: "members",
+      rows: 3,
+      placeholder: "bob, carol",
+      autocomplete: "off",
+      spellcheck: "false",
+    });
+    openDialog({
+      title: "New group",
+      content: [field("Group name", name), field("Members (usernames)", members)],
+      submitLabel: "Create group",
+      onSubmit: async () => {
+        const group = await this.groups.create(name.value.trim(), members.value);
+        location.hash = `#/c/${group.conv_id}`;
+      },
+    });
+    name.focus();
+  }
+
+  contactShop() {
+    const id = h("input", { name: "shop_id", required: true, inputmode: "numeric", pattern: "[0-9]{1,20}" });
+    openDialog({
+      title: "Chat with a shop",
+      content: [
+        h("p", { class: "dialog-note" }, "Enter the shop's id, as the shop gave it to you."),
+        field("Shop id", id),
+      ],
+      submitLabel: "Open chat",
+      onSubmit: () => this.onOpenShop(id.value.trim()),
+    });
   }
 
   maybeLoadMore() {
@@ -102,12 +239,22 @@ export class Sidebar {
     this.total.setAttribute("aria-label", `${total} unread`);
     document.title = total ? `(${badgeText(total)}) yim` : "yim";
 
-    const convs = store.sortedConvs();
-    clear(this.list);
-    for (const conv of convs) this.list.append(this.item(conv));
-    this.empty.hidden = convs.length > 0;
-    this.more.hidden = !store.listLoading;
+    const requests = this.relations.incoming.length;
+    this.requestBadge.hidden = requests === 0;
+    this.requestBadge.textContent = badgeText(requests);
+    this.requestBadge.setAttribute("aria-label", `${requests} friend requests`);
+    this.tabBtns.get("agent").hidden = !this.service.isAgent;
     this.renderStatus();
+
+    if (this.tab === "chats") {
+      const convs = store.sortedConvs();
+      this.presence.watch(convs.filter((c) => c.type === "direct" && c.peer).map((c) => c.peer.user_id));
+      clear(this.list);
+      for (const conv of convs) this.list.append(this.item(conv));
+      this.empty.hidden = convs.length > 0;
+      this.more.hidden = !store.listLoading;
+    } else if (this.tab === "friends") this.friends.render();
+    else if (this.tab === "agent") this.agent.render();
   }
 
   item(conv) {
@@ -115,10 +262,22 @@ export class Sidebar {
     const last = conv.last_message;
     const mine = last && last.sender_id === this.store.me.user_id;
     const failed = [...this.store.outbox.values()].some((m) => m.conv_id === conv.conv_id && m.state === "failed");
-    const name = convTitle(conv);
-    const group = conv.type === "group";
-    const who = !last || mine ? "" : group ? displayName(this.store.user(last.sender_id)) + ": " : "";
-    const preview = failed ? "Message not sent" : last ? (mine ? "You: " : who) + messageText(last) : "";
+    const session = conv.type === "service" ? this.service.sessionOf(conv.conv_id) : null;
+    const name = convTitle(conv, session ? this.store.user(session.customer_id) : null);
+    const many = conv.type !== "direct";
+    const who = !last || mine ? "" : many ? displayName(this.store.user(last.sender_id)) + ": " : "";
+    const nameOf = (id) => (id === this.store.me.user_id ? "You" : displayName(this.store.user(id)));
+    let preview = "";
+    if (failed) preview = "Message not sent";
+    else if (last?.kind === "system") preview = systemText(last, nameOf);
+    else if (last?.kind === "recall") preview = `${nameOf(last.sender_id)} recalled a message`;
+    else if (last) preview = (mine ? "You: " : who) + messageText(last);
+    let face;
+    if (conv.type === "direct") {
+      face = h("span", { class: "face" }, avatar(conv.peer), presenceDot(this.presence.get(conv.peer?.user_id)));
+    }
+    else if (session) face = avatar(this.store.user(session.customer_id) ?? { user_id: session.customer_id });
+    else face = avatar({ user_id: conv.conv_id, display_name: conv.name });
     return h(
       "li",
       null,
@@ -127,10 +286,10 @@ export class Sidebar {
         {
           href: `#/c/${conv.conv_id}`,
           class: "conv" + (conv.conv_id === this.activeConv ? " active" : "") + (unread ? " has-unread" : ""),
-          dataset: { convId: conv.conv_id },
+          dataset: { convId: conv.conv_id, type: conv.type },
           "aria-current": conv.conv_id === this.activeConv ? "page" : null,
         },
-        group ? avatar({ user_id: conv.conv_id, display_name: conv.name }) : avatar(conv.peer),
+        face,
         h(
           "span",
           { class: "conv-main" },
@@ -143,6 +302,7 @@ export class Sidebar {
           h(
             "span",
             { class: "conv-bottom" },
+            conv.mentioned && unread ? h("span", { class: "mention-mark" }, "[@you]") : null,
             h("span", { class: "conv-preview" + (failed ? " failed" : "") }, preview),
             unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, badgeText(unread)) : null,
           ),

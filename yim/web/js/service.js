@@ -1,0 +1,220 @@
+// Customer service (客服), both sides of it.
+//
+// As an agent (a user listed by `shops`): the sessions assigned to me, my status per shop,
+// and for the shops I administer the queue and the dashboard. `service` inbox events
+// (assigned / unassigned / queued / closed) keep the sessions current; the dashboards,
+// which nothing pushes, are re-read after each event and every few seconds while shown.
+//
+// As a customer: one conversation per shop (`send` with `shop_id` opens it), and the state
+// of my latest session there (queued at position n, served by an agent, closed).
+
+const DASHBOARD_EVERY_MS = 10000;
+
+export class Service extends EventTarget {
+  constructor(socket, store) {
+    super();
+    this.socket = socket;
+    this.store = store;
+    this.shops = new Map(); // shop_id -> {shop, me: AgentOut, agents, dashboard, queue}
+    this.sessions = new Map(); // conv_id -> ServiceSessionOut assigned to me
+    this.customer = new Map(); // conv_id -> my latest session as a customer (or its event)
+    this.loaded = false;
+    this.watching = 0; // >0 while the agent view is shown: dashboards are polled
+    this.pollTimer = 0;
+    this.refreshTimer = 0;
+    this.shopOfConv = loadMap(this.storageKey());
+
+    socket.addEventListener("open", () => this.load().catch(() => {}));
+    store.addEventListener("inbox", (e) => {
+      if (e.detail.type === "service") this.onEvent(e.detail.data ?? {});
+    });
+  }
+
+  storageKey() {
+    return "yim.service." + this.store.me.user_id;
+  }
+
+  get isAgent() {
+    return this.shops.size > 0;
+  }
+
+  isAdmin(shopId) {
+    return this.shops.get(shopId)?.me?.role === "admin";
+  }
+
+  sessionOf(convId) {
+    return this.sessions.get(convId) ?? null;
+  }
+
+  // --- loading ----------------------------------------------------------------------------
+  async load() {
+    const { shops } = await this.socket.request("shops");
+    const next = new Map();
+    for (const shop of shops) {
+      const old = this.shops.get(shop.shop_id);
+      next.set(shop.shop_id, { shop, me: old?.me ?? null, agents: old?.agents ?? [], dashboard: null, queue: [] });
+    }
+    this.shops = next;
+    await Promise.all([...next.keys()].map((id) => this.loadShop(id)));
+    await this.loadSessions();
+    this.loaded = true;
+    this.changed();
+  }
+
+  async loadShop(shopId) {
+    const entry = this.shops.get(shopId);
+    if (!entry) return;
+    const { agents } = await this.socket.request("shop_agents", { shop_id: shopId });
+    entry.agents = agents;
+    entry.me = agents.find((a) => a.user_id === this.store.me.user_id) ?? null;
+    if (entry.me?.role === "admin") {
+      const [dashboard, queue] = await Promise.all([
+        this.socket.request("shop_dashboard", { shop_id: shopId }),
+        this.socket.request("service_sessions", { shop_id: shopId, status: "queued" }),
+      ]);
+      entry.dashboard = dashboard;
+      entry.agents = dashboard.agents;
+      entry.queue = queue.sessions;
+    }
+  }
+
+  async loadSessions() {
+    if (!this.shops.size) return;
+    const { sessions } = await this.socket.request("service_sessions", { status: "active" });
+    this.sessions = new Map(sessions.filter((s) => s.agent_id === this.store.me.user_id).map((s) => [s.conv_id, s]));
+  }
+
+  stop() {
+    clearInterval(this.pollTimer);
+    clearTimeout(this.refreshTimer);
+  }
+
+  // The agent view is shown: keep its numbers fresh.
+  watch(on) {
+    this.watching += on ? 1 : -1;
+    clearInterval(this.pollTimer);
+    if (this.watching > 0) {
+      this.pollTimer = setInterval(() => this.refreshSoon(), DASHBOARD_EVERY_MS);
+      this.refreshSoon();
+    }
+  }
+
+  refreshSoon() {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => {
+      if (!this.socket.isOpen || !this.shops.size) return;
+      Promise.all([...this.shops.keys()].map((id) => this.loadShop(id)))
+        .then(() => this.loadSessions())
+        .then(() => this.changed())
+        .catch(() => {});
+    }, 50);
+  }
+
+  changed() {
+    this.dispatchEvent(new CustomEvent("change"));
+  }
+
+  // --- events -------------------------------------------------------------------------------
+  onEvent(d) {
+    const me = this.store.me.user_id;
+    if (d.customer_id === me) {
+      this.rememberShop(d.conv_id, d.shop_id);
+      const status = { queued: "queued", assigned: "active", unassigned: "queued", closed: "closed" }[d.event];
+      if (status) {
+        const old = this.customer.get(d.conv_id) ?? {};
+        this.customer.set(d.conv_id, {
+          ...old,
+          ...d,
+          status,
+          agent_id: d.event === "assigned" ? d.agent_id : null,
+          position: d.event === "queued" ? (d.position ?? null) : null,
+        });
+      }
+    } else {
+      if (d.event === "assigned" && d.agent_id === me) {
+        this.sessions.set(d.conv_id, {
+          session_id: d.session_id,
+          shop_id: d.shop_id,
+          customer_id: d.customer_id,
+          conv_id: d.conv_id,
+          category: d.category,
+          status: "active",
+          agent_id: me,
+          queued_at: null,
+          assigned_at: Date.now(),
+        });
+      } else if (d.event === "unassigned" || d.event === "closed") {
+        const s = this.sessions.get(d.conv_id);
+        if (s && s.session_id === d.session_id) this.sessions.delete(d.conv_id);
+      }
+      if (this.shops.has(d.shop_id)) this.refreshSoon();
+    }
+    this.store.fetchConv(d.conv_id); // joined or left the conversation
+    this.changed();
+  }
+
+  rememberShop(convId, shopId) {
+    if (this.shopOfConv[convId] === shopId) return;
+    this.shopOfConv[convId] = shopId;
+    try {
+      localStorage.setItem(this.storageKey(), JSON.stringify(this.shopOfConv));
+    } catch {
+      // storage full or disabled: known for this page only
+    }
+  }
+
+  // --- customer side --------------------------------------------------------------------------
+  // My latest session with a shop, or null when I never wrote to it.
+  async customerStatus(shopId) {
+    try {
+      const s = await this.socket.request("service_status", { shop_id: shopId });
+      this.rememberShop(s.conv_id, shopId);
+      this.customer.set(s.conv_id, s);
+      this.changed();
+      return s;
+    } catch (err) {
+      if (err.code === "not_found") return null;
+      throw err;
+    }
+  }
+
+  // The state of my session in a service conversation (asked once if unknown).
+  customerSession(convId) {
+    const known = this.customer.get(convId);
+    if (known) return known;
+    const shopId = this.shopOfConv[convId];
+    if (shopId && this.socket.isOpen) {
+      this.customer.set(convId, { status: null, shop_id: shopId });
+      this.customerStatus(shopId).catch(() => this.customer.delete(convId));
+    }
+    return null;
+  }
+
+  // --- agent actions --------------------------------------------------------------------------
+  async setStatus(shopId, status) {
+    await this.socket.request("agent_status", { shop_id: shopId, status });
+    const entry = this.shops.get(shopId);
+    if (entry?.me) entry.me = { ...entry.me, status };
+    this.changed();
+    this.refreshSoon();
+  }
+
+  async transfer(sessionId, target) {
+    await this.socket.request("service_transfer", { session_id: sessionId, ...target });
+    this.refreshSoon();
+  }
+
+  async close(sessionId) {
+    await this.socket.request("service_close", { session_id: sessionId });
+    this.refreshSoon();
+  }
+}
+
+function loadMap(key) {
+  try {
+    const v = JSON.parse(localStorage.getItem(key) ?? "{}");
+    return v && typeof v === "object" ? v : {};
+  } catch {
+    return {};
+  }
+}
