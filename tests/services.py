@@ -219,6 +219,7 @@ SQLITE_ONLY: dict[str, str] = {
     "tests/test_service.py": "the PostgreSQL store has no customer-service (shops, agents, sessions) jobs yet",
     "tests/test_media.py": "the PostgreSQL store has no media tables (uploads, media_refs) yet",
     "tests/test_search.py": "the PostgreSQL store has no search index yet (SQLite: FTS5 trigram)",
+    "tests/test_web_features.py": "the web client's media, search and agent view need the SQLite-only tables above",
 }
 
 
