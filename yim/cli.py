@@ -18,11 +18,17 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         data_dir=args.data,
-        node_id=args.node_id,
+        node_id=None if args.node_id == "auto" else args.node_id,
+        node_id_lease=True if args.node_id == "auto" else None,
         store=args.store,
+        redis_url=args.redis,
     )
     uvloop.run(serve_forever(settings))
     return 0
+
+
+def _node_id(value: str) -> int | str:
+    return value if value == "auto" else int(value)
 
 
 def _admin_migrate(args: argparse.Namespace) -> int:
@@ -52,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--data", help="data folder for the embedded store and secrets (default ./data)")
     serve.add_argument("--store", help="'sqlite' (default, under --data), sqlite:///PATH or postgres://...")
-    serve.add_argument("--node-id", type=int, help="Snowflake node id, 0..1023 (default 0)")
+    serve.add_argument(
+        "--node-id", type=_node_id, help="Snowflake node id, 0..1023 (default 0), or 'auto' to lease one from --redis"
+    )
+    serve.add_argument("--redis", help="cluster mode: redis://HOST:PORT/DB or redis+cluster://HOST:PORT,...")
     serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     serve.set_defaults(func=_serve)
 

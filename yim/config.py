@@ -89,6 +89,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pg_pool_min: int = 2
     pg_pool_max: int = 10
 
+    # cluster mode (docs/architecture.md, "Cluster mode")
+    #: Redis for device routing, node-id leases and cross-node push: "redis://host:port/db",
+    #: or "redis+cluster://host:port,host:port" for Redis Cluster. Empty: one node, in-process bus.
+    redis_url: str = ""
+    #: lease a free Snowflake node id from Redis instead of using ``node_id`` (``--node-id auto``)
+    node_id_lease: bool = False
+    #: a node id lease lives this long unless renewed (every third of it); a node whose
+    #: lease lapsed issues no id until it holds the lease again.
+    node_lease_ttl_s: float = 15.0
+    #: a (user, device) -> node route lives this long unless refreshed (every third of it)
+    #: while its connection lives, so a dead node's routes vanish on their own.
+    cluster_route_ttl_s: float = 30.0
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)

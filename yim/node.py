@@ -54,7 +54,15 @@ class Node:
             settings.store, settings.data_dir, pool_min=settings.pg_pool_min, pool_max=settings.pg_pool_max
         )
         self.hub = Hub(self.metrics, settings)
-        self.bus = LocalBus(self.hub, self.metrics)
+        self.bus: LocalBus
+        if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases
+            if not settings.store.startswith(("postgres://", "postgresql://")):
+                raise ValueError("cluster mode (redis_url) needs a shared store: store = 'postgres://...'")
+            from yim.bus.redis import RedisBus
+
+            self.bus = RedisBus(self, settings.redis_url)
+        else:
+            self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)
         self.typing = TypingLimiter(settings.typing_interval_s)
         self.presence = Presence(self, settings.presence_debounce_s)
@@ -74,12 +82,13 @@ class Node:
         await self.media.start()
         # Seed the generator above every id already issued, so a restart on a clock that
         # went backwards cannot reissue one.
-        self.ids = Snowflake(self.settings.node_id, floor=await self.store.max_msg_id())
+        await self.bus.start()
+        self.ids = self.bus.make_ids(self.settings.node_id, floor=await self.store.max_msg_id())
         self.accounts = Accounts(self, secret)
         self.service.start()
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
-        log.info("node %d started, store %s", self.settings.node_id, self.settings.store)
+        log.info("node %d started, store %s", self.ids.node_id, self.settings.store)
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, close connections with 1001, flush, close store."""
@@ -93,6 +102,7 @@ class Node:
         await self.hub.stop()
         self.presence.stop()
         await self.flush_seen()
+        await self.bus.stop()
         await self.store.close()
         await self.media.close()
 

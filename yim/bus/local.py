@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from yim.ids.snowflake import Snowflake
 from yim.protocol.codec import JSON, MSGPACK
 from yim.protocol.frames import Notice
 
@@ -96,3 +97,26 @@ class LocalBus:
                 sent += 1
         if sent:
             self._events_out.inc(sent)
+
+    # --- cluster hooks: no-ops on one node; yim.bus.redis.RedisBus implements them ---------
+    async def start(self) -> None:
+        """Connect to whatever carries events between nodes (nothing, here)."""
+
+    async def stop(self) -> None: ...
+
+    def make_ids(self, node_id: int, floor: int) -> Snowflake:
+        """The node's id generator (cluster mode leases the node id)."""
+        return Snowflake(node_id, floor=floor)
+
+    async def connected(self, conn: Connection) -> None:
+        """A device authenticated on this node; called before it is registered locally and
+        before its auth reply, so every node can route to it once it can sync."""
+
+    def disconnected(self, conn: Connection) -> None:
+        """A device's connection on this node ended."""
+
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None:
+        """Sessions were revoked on this node: other nodes must drop them too."""
+
+    def roster_changed(self, conv_id: int) -> None:
+        """A conversation's membership changed: other nodes' cached rosters are stale."""

@@ -153,6 +153,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         conn.flush_now()
         if loop_session is not None:
             node.hub.unregister(conn)
+            node.bus.disconnected(conn)
             node.presence.changed(conn.user_id)
     return ws
 
@@ -191,6 +192,7 @@ async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse)
         # Read the head before registering: the reply then precedes every push, and an
         # event committed in between reaches the device through its sync.
         head = await node.store.inbox_head(session.user_id)
+        await node.bus.connected(conn)  # cluster mode: other nodes route to this device from now on
         node.hub.register(conn)
         node.presence.changed(session.user_id)
         conn.send(

@@ -165,7 +165,14 @@ class Accounts:
     def _forget(self, session_ids: list[str], user_id: int, reason: str) -> None:
         from yim.gateway.connection import CLOSE_REVOKED
 
-        for sid in session_ids:
-            self._sessions.pop(sid, None)
+        self.forget_cached(session_ids)
         if session_ids:
             self._node.hub.close_sessions(user_id, set(session_ids), CLOSE_REVOKED, f"session revoked: {reason}")
+            self._node.bus.sessions_revoked(user_id, session_ids, reason)  # other nodes, in cluster mode
+
+    def forget_cached(self, session_ids: list[str] | None = None) -> None:
+        """Drop sessions from this node's cache (``None``: all; revocations may have been missed)."""
+        if session_ids is None:
+            self._sessions.clear()
+        for sid in session_ids or ():
+            self._sessions.pop(sid, None)

@@ -25,6 +25,7 @@ def publish_entry(node: Node, result: SendResult, origin: Connection | None = No
     payload = message_json(result.message)
     if result.members_changed:
         node.rosters.apply(result.message)
+        node.bus.roster_changed(result.message.conv_id)  # other nodes' cached rosters
     if result.deliveries:
         node.bus.publish_event(result.deliveries, "message", payload, origin)
     if result.events:

@@ -75,6 +75,14 @@ class Rosters:
             return members
         return await asyncio.shield(pending)
 
+    def forget(self, conv_id: int | None = None) -> None:
+        """Drop a cached roster (its membership changed on another node), or all of them
+        (``None``: changes may have been missed); reloaded on use."""
+        if conv_id is None:
+            self._members.clear()
+        else:
+            self._members.pop(conv_id, None)
+
     def apply(self, entry: MessageRec) -> None:
         """Keep a cached roster current from a membership system entry."""
         if entry.kind != "system":

@@ -20,7 +20,7 @@ def open_store(
     if url.startswith(("postgres://", "postgresql://")):
         from yim.storage.postgres import PostgresStore
 
-        return PostgresStore(url, pool_min=pool_min, pool_max=pool_max)
+        return PostgresStore(url, pool_min=pool_min, pool_max=pool_max, batch_max=batch_max)
     from yim.storage.sqlite import SqliteStore
 
     if url == "sqlite":

@@ -1,0 +1,632 @@
+"""The cluster bus: cross-node push, device routing and node-id leases on Redis.
+
+Push stays a shortcut (see :mod:`yim.bus.local`): every event is committed to the shared
+store before it is published, and a device that misses a push finds it by ``sync``. So
+this bus may drop; it never reorders one user's events.
+
+Routing. ``yim:r:{<user>}`` is a hash: device id -> ``<node>|<serial>|<connected_ms>|
+<platform>|<expires_ms>``, the node that holds the device's live connection. A node
+writes the field when a device authenticates — before the auth reply, so that any event
+committed after the device's first sync is routed to it — and refreshes it (and the
+key's TTL) every third of ``cluster_route_ttl_s`` while the connection lives: the
+heartbeat keeps the connection alive, the connection keeps the route alive. A node that
+dies (SIGKILL) leaves routes that expire on their own; a device that reconnects
+elsewhere overwrites its field at once.
+
+Delivery. Each node reads one channel of its own, ``yim:n:{<node>}`` (sharded pub/sub on
+Redis Cluster: the channel lives on one shard, so one reader per node; plain pub/sub on a
+single Redis). To publish, a node delivers to its own connections at once, then one task
+looks up the routes of the other recipients (one pipelined round trip for a whole batch
+of events) and sends each node that holds some of them ONE message with that batch's
+items for it, in order. One task, one batch at a time: one user's events reach a node in
+commit order. Notices to many users (big groups) skip the lookups and go to every live
+node, which filters by its own connections.
+
+Newest connection wins everywhere: registering a device returns the user's routes; an
+older connection of the same device on another node is closed there (4002), and the
+multi-device policy (e.g. one mobile device at a time) is applied over the devices of
+every node (4006).
+
+Node ids. ``--node-id auto`` leases ``yim:nodeid:{<n>}`` with SET NX PX; the lease is
+renewed every third of its TTL with a compare-and-set. A fresh lease is not used before
+one renewal period has passed, and a node whose lease has not been renewed in time
+issues no id (sends answer ``unavailable``), so two live nodes never issue ids with one
+node id — also when Redis restarts empty (see :class:`LeasedSnowflake`).
+
+Seams left for presence (built per node elsewhere): :meth:`RedisBus.devices_anywhere`
+answers "which devices of this user are online, on which node, on which platform" from
+the routes, and :meth:`connected` / :meth:`disconnected` are where a cluster-wide
+presence would publish changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from yim.bus.local import LocalBus
+from yim.gateway.connection import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
+from yim.gateway.hub import PLATFORM_CLASS
+from yim.ids.snowflake import MAX_NODE, Snowflake
+from yim.protocol.errors import YimError
+
+if TYPE_CHECKING:
+    from yim.gateway.connection import Connection
+    from yim.node import Node
+
+log = logging.getLogger("yim.bus.redis")
+
+#: notices to more users than this go to every live node instead of being routed
+NOTICE_ROUTE_MAX = 64
+#: the route lookups and publishes of at most this many queued items go in one round
+BATCH_MAX = 1024
+
+_REGISTER = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {old or '', redis.call('HGETALL', KEYS[1])}
+"""
+# Refresh a route only while it is still ours (a newer connection elsewhere wins), or
+# re-create it if Redis lost it.
+_REFRESH = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+  return 1
+end
+return 0
+"""
+_UNREGISTER = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+_RENEW = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Route(msgspec.Struct, frozen=True):
+    """One online device of a user, somewhere in the cluster."""
+
+    device_id: str
+    node: str
+    serial: int
+    connected_ms: int
+    platform: str
+    expires_ms: int
+
+
+def _parse_route(device_id: str, value: str) -> Route | None:
+    parts = value.split("|")
+    if len(parts) != 5:
+        return None
+    return Route(device_id, parts[0], int(parts[1]), int(parts[2]), parts[3], int(parts[4]))
+
+
+# Wire messages between nodes: a list of items, msgpack-encoded once per target node.
+class _Ev(msgspec.Struct, tag="ev", tag_field="k", array_like=True):
+    type: str
+    payload: bytes
+    deliveries: list[tuple[int, int]]
+
+
+class _Notice(msgspec.Struct, tag="no", tag_field="k", array_like=True):
+    type: str
+    payload: bytes
+    users: list[int]
+
+
+class _Close(msgspec.Struct, tag="cl", tag_field="k", array_like=True):
+    user_id: int
+    device_id: str
+    code: int
+    reason: str
+    before_ms: int  # close only connections made before this
+
+
+class _Revoke(msgspec.Struct, tag="rv", tag_field="k", array_like=True):
+    user_id: int
+    session_ids: list[str]
+    reason: str
+
+
+class _Roster(msgspec.Struct, tag="ro", tag_field="k", array_like=True):
+    conv_id: int
+
+
+Item = _Ev | _Notice | _Close | _Revoke | _Roster
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Item])
+
+
+class LeasedSnowflake(Snowflake):
+    """A Snowflake generator that issues ids only while its node id lease is known valid."""
+
+    __slots__ = ("valid_until",)
+
+    def __init__(self, node_id: int, *, floor: int = 0, valid_until: float = 0.0) -> None:
+        super().__init__(node_id, floor=floor)
+        self.valid_until = valid_until  # time.monotonic() deadline
+
+    def next_id(self) -> int:
+        if time.monotonic() >= self.valid_until:
+            raise YimError("unavailable", "this node's id lease is not confirmed; retry", retry_after=1.0)
+        return super().next_id()
+
+
+def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
+    """``redis://host:port/db`` (one server) or ``redis+cluster://host:port,host:port``."""
+    if url.startswith("redis+cluster://"):
+        nodes = []
+        for hostport in url.removeprefix("redis+cluster://").strip("/").split(","):
+            host, _, port = hostport.rpartition(":")
+            nodes.append(ClusterNode(host, int(port)))
+        return RedisCluster(startup_nodes=nodes, decode_responses=False)
+    return aioredis.Redis.from_url(url, decode_responses=False)
+
+
+class RedisBus(LocalBus):
+    def __init__(self, node: Node, url: str) -> None:
+        super().__init__(node.hub, node.metrics)
+        self._node = node
+        self._url = url
+        self._cluster = url.startswith("redis+cluster://")
+        self.node_name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.channel = f"yim:n:{{{self.node_name}}}"
+        settings = node.settings
+        self._route_ttl_ms = int(settings.cluster_route_ttl_s * 1000)
+        self._lease_ttl_ms = int(settings.node_lease_ttl_s * 1000)
+        self._redis: aioredis.Redis | RedisCluster = connect_redis(url)
+        self._scripts: dict[str, Any] = {}
+        self._out: deque[tuple[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._serials = itertools.count(1)
+        #: (user, device) -> (connection, serial) of this node's registered connections
+        self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
+        self._peers: list[str] = []  # other live nodes, refreshed periodically
+        self.lease_id: int | None = None
+        self._ids: LeasedSnowflake | None = None
+        self._stopping = False
+        self._subscribed = asyncio.Event()
+        self._peers_at = 0.0  # when the peer list was last read (monotonic)
+        self.remote_in = 0  # items received from other nodes
+        self.remote_out = 0  # messages sent to other nodes
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        for name, src in (
+            ("register", _REGISTER),
+            ("refresh", _REFRESH),
+            ("unregister", _UNREGISTER),
+            ("renew", _RENEW),
+            ("release", _RELEASE),
+        ):
+            self._scripts[name] = self._redis.register_script(src)
+        await self._redis.ping()
+        if self._node.settings.node_id_lease:
+            await self._acquire_lease()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._send_forever(), name="yim-bus-send"),
+            loop.create_task(self._read_forever(), name="yim-bus-read"),
+            loop.create_task(self._refresh_forever(), name="yim-bus-refresh"),
+        ]
+        # Listen before telling the others we exist: nothing sent to us is missed.
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+        await self._announce()
+        if self.lease_id is not None:
+            self._tasks.append(loop.create_task(self._renew_forever(), name="yim-bus-lease"))
+
+    async def stop(self) -> None:
+        """Flush what is queued, leave the cluster (routes, node registry, id lease)."""
+        self._stopping = True
+        self._wake.set()
+        sender, *others = self._tasks
+        for task in others:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(sender, 5)
+        for task in others:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._redis.zrem("yim:nodes", self.node_name)
+            if self.lease_id is not None:
+                await self._scripts["release"](keys=[self._lease_key(self.lease_id)], args=[self.node_name])
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    # --- node ids ------------------------------------------------------------------------------
+    def _lease_key(self, n: int) -> str:
+        return f"yim:nodeid:{{{n}}}"
+
+    async def _acquire_lease(self) -> None:
+        start = random.randrange(MAX_NODE + 1)
+        for i in range(MAX_NODE + 1):
+            n = (start + i) % (MAX_NODE + 1)
+            if await self._redis.set(self._lease_key(n), self.node_name, nx=True, px=self._lease_ttl_ms):
+                self.lease_id = n
+                break
+        else:
+            raise RuntimeError(f"all {MAX_NODE + 1} node ids are leased by live nodes")
+        # A previous holder that lost this id (Redis restarted empty while it ran) learns it
+        # at its next renewal and stops issuing; wait that long before issuing ourselves.
+        await asyncio.sleep(self._lease_ttl_ms / 3000 + 0.2)
+        log.info("leased node id %d as %s", n, self.node_name)
+
+    def make_ids(self, node_id: int, floor: int) -> Snowflake:
+        if self.lease_id is None:
+            return Snowflake(node_id, floor=floor)
+        valid = time.monotonic() + self._lease_ttl_ms / 1000 * 0.8
+        self._ids = LeasedSnowflake(self.lease_id, floor=floor, valid_until=valid)
+        return self._ids
+
+    async def _renew_forever(self) -> None:
+        assert self.lease_id is not None
+        interval = self._lease_ttl_ms / 3000
+        key = self._lease_key(self.lease_id)
+        while True:
+            await asyncio.sleep(interval)
+            asked = time.monotonic()
+            try:
+                got = await self._scripts["renew"](keys=[key], args=[self.node_name, self._lease_ttl_ms])
+            except Exception as exc:  # Redis away: ids stop when the lease may have lapsed
+                log.warning("renewing node id lease %d failed: %s", self.lease_id, exc)
+                continue
+            if int(got) == 0:
+                log.critical("node id %d is leased by another node: this node issues no more ids", self.lease_id)
+                if self._ids is not None:
+                    self._ids.valid_until = 0.0
+                return
+            if self._ids is not None:
+                self._ids.valid_until = asked + self._lease_ttl_ms / 1000 * 0.8
+
+    # --- routes --------------------------------------------------------------------------------
+    @staticmethod
+    def route_key(user_id: int) -> str:
+        return f"yim:r:{{{user_id}}}"
+
+    def _route_value(self, serial: int, conn: Connection, expires_ms: int) -> str:
+        return f"{self.node_name}|{serial}|{int(conn.connected_at * 1000)}|{conn.platform}|{expires_ms}"
+
+    async def connected(self, conn: Connection) -> None:
+        serial = next(self._serials)
+        self._local[(conn.user_id, conn.device_id)] = (conn, serial)
+        now_ms = int(time.time() * 1000)
+        try:
+            old, flat = await self._scripts["register"](
+                keys=[self.route_key(conn.user_id)],
+                args=[conn.device_id, self._route_value(serial, conn, now_ms + self._route_ttl_ms), self._route_ttl_ms],
+            )
+        except Exception as exc:  # Redis away: this node still serves the device; pushes from
+            log.warning("registering a route failed: %s", exc)  # other nodes wait for the refresh
+            return
+        routes = [
+            r
+            for i in range(0, len(flat), 2)
+            if (r := _parse_route(flat[i].decode(), flat[i + 1].decode())) is not None and r.expires_ms > now_ms
+        ]
+        self._apply_device_policy(conn, old.decode() if old else "", routes, now_ms)
+
+    def _apply_device_policy(self, conn: Connection, old_value: str, routes: list[Route], now_ms: int) -> None:
+        """The newest connection wins across nodes: the device's older connection is
+        replaced (4002), and the platform-class / per-user limits count every node."""
+        old = _parse_route(conn.device_id, old_value) if old_value else None
+        if old is not None and old.node != self.node_name:
+            self._send_to(
+                old.node,
+                _Close(
+                    conn.user_id,
+                    conn.device_id,
+                    CLOSE_REPLACED,
+                    "replaced by a newer connection of this device",
+                    now_ms,
+                ),
+            )
+        settings = self._node.settings
+        limits = {
+            "mobile": settings.max_online_mobile,
+            "desktop": settings.max_online_desktop,
+            "web": settings.max_online_web,
+        }
+        others = sorted((r for r in routes if r.device_id != conn.device_id), key=lambda r: r.connected_ms)
+        cls = PLATFORM_CLASS.get(conn.platform, conn.platform)
+        limit = limits.get(cls, 0)
+        victims: dict[str, tuple[Route, str]] = {}
+        if limit:
+            same = [r for r in others if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
+            for r in same[: max(0, len(same) + 1 - limit)]:
+                victims[r.device_id] = (r, f"signed in on another {cls} device")
+        rest = [r for r in others if r.device_id not in victims]
+        for r in rest[: max(0, len(rest) + 1 - settings.max_connections_per_user)]:
+            victims[r.device_id] = (r, "too many devices online")
+        for r, reason in victims.values():
+            if r.node != self.node_name:
+                self._send_to(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms))
+
+    def disconnected(self, conn: Connection) -> None:
+        key = (conn.user_id, conn.device_id)
+        entry = self._local.get(key)
+        if entry is None or entry[0] is not conn:
+            return
+        del self._local[key]
+        self._queue("unroute", (conn.user_id, conn.device_id, f"{self.node_name}|{entry[1]}|"))
+
+    async def devices_anywhere(self, user_id: int) -> list[Route]:
+        """Every online device of a user, on any node (the seam for cluster presence)."""
+        flat = await self._redis.hgetall(self.route_key(user_id))
+        now_ms = int(time.time() * 1000)
+        routes = [_parse_route(k.decode(), v.decode()) for k, v in flat.items()]
+        return sorted((r for r in routes if r is not None and r.expires_ms > now_ms), key=lambda r: r.device_id)
+
+    async def _refresh_forever(self) -> None:
+        interval = self._route_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._announce()
+                await self._refresh_routes()
+            except Exception as exc:
+                log.warning("refreshing routes failed: %s", exc)
+
+    async def _announce(self) -> None:
+        """This node is alive (the registry broadcasts go to), and who else is."""
+        now_ms = int(time.time() * 1000)
+        await self._redis.zadd("yim:nodes", {self.node_name: now_ms + self._route_ttl_ms})
+        await self._redis.zremrangebyscore("yim:nodes", 0, now_ms)
+        self._set_peers(await self._redis.zrangebyscore("yim:nodes", now_ms, "+inf"))
+
+    def _set_peers(self, names: list[bytes]) -> None:
+        self._peers = [n.decode() for n in names if n.decode() != self.node_name]
+        self._peers_at = time.monotonic()
+
+    async def _refresh_routes(self) -> None:
+        expires = int(time.time() * 1000) + self._route_ttl_ms
+        script = self._scripts["refresh"]
+        entries = list(self._local.items())
+        for i in range(0, len(entries), 200):  # scripts run concurrently over the client's pool
+            await asyncio.gather(
+                *(
+                    script(
+                        keys=[self.route_key(user_id)],
+                        args=[
+                            device_id,
+                            self._route_value(serial, conn, expires),
+                            f"{self.node_name}|{serial}|",
+                            self._route_ttl_ms,
+                        ],
+                    )
+                    for (user_id, device_id), (conn, serial) in entries[i : i + 200]
+                )
+            )
+
+    # --- publishing ----------------------------------------------------------------------------
+    def publish_event(
+        self,
+        deliveries: list[tuple[int, int]],
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+    ) -> None:
+        super().publish_event(deliveries, type_, payload_json, origin)
+        if deliveries:
+            self._queue("event", (type_, payload_json, deliveries))
+
+    def publish_notice(
+        self,
+        user_ids: Any,
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+        skip: set[int] | None = None,
+    ) -> None:
+        users = [u for u in user_ids if not skip or u not in skip]
+        super().publish_notice(users, type_, payload_json, origin)
+        if users:
+            self._queue("notice", (type_, payload_json, users))
+
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None:
+        self._queue("all", _Revoke(user_id, list(session_ids), reason))
+
+    def roster_changed(self, conv_id: int) -> None:
+        self._queue("all", _Roster(conv_id))
+
+    def _send_to(self, node_name: str, item: Item) -> None:
+        self._queue("to", (node_name, item))
+
+    def _queue(self, kind: str, what: Any) -> None:
+        if self._stopping and kind != "unroute":
+            return
+        self._out.append((kind, what))
+        self._wake.set()
+
+    async def _send_forever(self) -> None:
+        while True:
+            if not self._out:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._out.popleft() for _ in range(min(len(self._out), BATCH_MAX))]
+            try:
+                await self._send_batch(batch)
+            except Exception as exc:  # the bus may drop: devices catch up by sync
+                log.warning("cross-node publish of %d items failed: %s", len(batch), exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(0.1)
+
+    async def _send_batch(self, batch: list[tuple[str, Any]]) -> None:
+        # 1. one pipelined round trip: the routes of every user to look up, and the
+        #    route removals (ordered with everything else this node published).
+        lookups: dict[int, list[Route]] = {}
+        for kind, what in batch:
+            if kind == "event":
+                for user_id, _seq in what[2]:
+                    lookups[user_id] = []
+            elif kind == "notice" and len(what[2]) <= NOTICE_ROUTE_MAX:
+                for user_id in what[2]:
+                    lookups[user_id] = []
+        unroutes = [what for kind, what in batch if kind == "unroute"]
+        if unroutes:
+            script = self._scripts["unregister"]
+            await asyncio.gather(
+                *(script(keys=[self.route_key(u)], args=[device, prefix]) for u, device, prefix in unroutes)
+            )
+        users = list(lookups)
+        # Broadcasts go to the nodes alive now: a node that joined a moment ago has to get
+        # a roster invalidation too, so the list is re-read with the lookups when stale.
+        broadcast = any(k == "all" or (k == "notice" and len(w[2]) > NOTICE_ROUTE_MAX) for k, w in batch)
+        reread = broadcast and time.monotonic() - self._peers_at > 0.05
+        results: list[Any] = []
+        if users or reread:
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id in users:
+                pipe.hgetall(self.route_key(user_id))
+            if reread:
+                pipe.zrangebyscore("yim:nodes", int(time.time() * 1000), "+inf")
+            results = await pipe.execute()
+            if reread:
+                self._set_peers(results.pop())
+        now_ms = int(time.time() * 1000)
+        for user_id, flat in zip(users, results, strict=False):
+            nodes = lookups[user_id]
+            for k, v in flat.items():
+                r = _parse_route(k.decode(), v.decode())
+                if r is not None and r.expires_ms > now_ms and r.node != self.node_name:
+                    nodes.append(r)
+        # 2. per target node, its items in order; one message per node.
+        per_node: dict[str, list[Item]] = {}
+        for kind, what in batch:
+            if kind == "event":
+                type_, payload, deliveries = what
+                by_node: dict[str, list[tuple[int, int]]] = {}
+                for user_id, seq in deliveries:
+                    for node_name in {r.node for r in lookups[user_id]}:
+                        by_node.setdefault(node_name, []).append((user_id, seq))
+                for node_name, ds in by_node.items():
+                    per_node.setdefault(node_name, []).append(_Ev(type_, payload, ds))
+            elif kind == "notice":
+                type_, payload, users_ = what
+                if len(users_) <= NOTICE_ROUTE_MAX:
+                    by_node_u: dict[str, list[int]] = {}
+                    for user_id in users_:
+                        for node_name in {r.node for r in lookups[user_id]}:
+                            by_node_u.setdefault(node_name, []).append(user_id)
+                    for node_name, us in by_node_u.items():
+                        per_node.setdefault(node_name, []).append(_Notice(type_, payload, us))
+                else:
+                    for node_name in self._peers:
+                        per_node.setdefault(node_name, []).append(_Notice(type_, payload, users_))
+            elif kind == "all":
+                for node_name in self._peers:
+                    per_node.setdefault(node_name, []).append(what)
+            elif kind == "to":
+                node_name, item = what
+                per_node.setdefault(node_name, []).append(item)
+        for node_name, items in per_node.items():
+            data = _encoder.encode(items)
+            channel = f"yim:n:{{{node_name}}}"
+            if self._cluster:
+                await self._redis.spublish(channel, data)  # type: ignore[union-attr]
+            else:
+                await self._redis.publish(channel, data)
+            self.remote_out += 1
+
+    # --- receiving -----------------------------------------------------------------------------
+    async def _read_forever(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                if self._cluster:
+                    assert isinstance(self._redis, RedisCluster)
+                    await pubsub.ssubscribe(self.channel)
+                    target = self._redis.get_node_from_key(self.channel)
+                    self._resubscribed()
+                    while True:
+                        msg = await pubsub.get_sharded_message(  # type: ignore[union-attr]
+                            ignore_subscribe_messages=True, timeout=1.0, target_node=target
+                        )
+                        if msg is not None:
+                            self._receive(msg["data"])
+                else:
+                    await pubsub.subscribe(self.channel)
+                    self._resubscribed()
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if msg is not None and msg.get("type") in ("message", b"message"):
+                            self._receive(msg["data"])
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except Exception as exc:
+                log.warning("cross-node subscription lost (%s); resubscribing", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(0.2)
+
+    def _resubscribed(self) -> None:
+        if self._subscribed.is_set():
+            # Messages sent while the subscription was down are lost: pushes are caught up
+            # by sync, but invalidations are not — drop what they would have invalidated.
+            log.warning("cross-node subscription restored; dropping cached rosters and sessions")
+            self._node.rosters.forget()
+            self._node.accounts.forget_cached()
+        self._subscribed.set()
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            items = _decoder.decode(data)
+        except msgspec.DecodeError:
+            log.warning("undecodable cross-node message of %d bytes", len(data))
+            return
+        for item in items:
+            self.remote_in += 1
+            try:
+                self._apply(item)
+            except Exception:
+                log.exception("applying a cross-node %s failed", type(item).__name__)
+
+    def _apply(self, item: Item) -> None:
+        match item:
+            case _Ev():
+                LocalBus.publish_event(self, item.deliveries, item.type, item.payload)
+            case _Notice():
+                LocalBus.publish_notice(self, item.users, item.type, item.payload)
+            case _Close():
+                conn = self._hub.devices_of(item.user_id).get(item.device_id)
+                if conn is not None and conn.connected_at * 1000 < item.before_ms:
+                    conn.close(item.code, item.reason)
+            case _Revoke():
+                self._node.accounts.forget_cached(item.session_ids)
+                self._hub.close_sessions(
+                    item.user_id, set(item.session_ids), CLOSE_REVOKED, f"session revoked: {item.reason}"
+                )
+            case _Roster():
+                self._node.rosters.forget(item.conv_id)
