@@ -48,6 +48,10 @@ def png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+HELLO = "大家好，设计稿在共享盘"  # noqa: RUF001 - full-width punctuation, as people type it
+REPLY = "收到，配色我再调一下"  # noqa: RUF001
+
+
 def conv_item(page: Page, name: str) -> Any:
     return page.locator("#panel-chats .conv", has_text=name)
 
@@ -72,6 +76,20 @@ async def test_group_with_mention_typing_receipts_recall_and_members(
     await expect(alice.locator(".chat-sub")).to_have_text("3 members")
     await expect(alice.locator(".system-note")).to_have_text(["You created the group “项目组”"])
     await expect(conv_item(bob, "项目组")).to_be_visible()
+    conv_id = alice.url.rsplit("/", 1)[1]
+    async with aiohttp.ClientSession(server.url) as http:  # Carol says hello from another client
+        r = await http.post(
+            "/api/v1/messages",
+            json={
+                "conv_id": conv_id,
+                "kind": "text",
+                "body": {"text": HELLO},
+                "client_msg_id": "c1",
+            },
+            headers={"Authorization": "Bearer " + people["carol"]["token"]},
+        )
+        assert r.status == 201, await r.text()
+    await expect(alice.locator(".msg.theirs .sender")).to_have_text(["陈晓"])
 
     # An @mention chosen from the member picker.
     box = alice.get_by_label("Message", exact=True)
@@ -88,11 +106,11 @@ async def test_group_with_mention_typing_receipts_recall_and_members(
     # Bob's list marks the group as mentioning him until he reads it.
     group = conv_item(bob, "项目组")
     await expect(group.locator(".mention-mark")).to_be_visible()
-    await expect(group.locator(".badge")).to_have_text("1")
+    await expect(group.locator(".badge")).to_have_text("2")
     await expect(group.locator(".conv-preview")).to_have_text("爱丽丝: @鲍勃 请看一下新版设计稿")
     await shot(bob, "group-mentioned")
     await group.click()
-    await expect(bob.locator(".msg.theirs .sender")).to_have_text(["爱丽丝"])
+    await expect(bob.locator(".msg.theirs .sender")).to_have_text(["陈晓", "爱丽丝"])
     await expect(bob.locator(".msg.theirs.mentions-me .text")).to_have_text("@鲍勃 请看一下新版设计稿")
     await expect(bob.locator(".system-note")).to_have_text(["爱丽丝 created the group “项目组”"])
     await expect(group.locator(".mention-mark")).to_have_count(0)
@@ -104,12 +122,12 @@ async def test_group_with_mention_typing_receipts_recall_and_members(
     await expect(alice.locator(".msg.theirs .media-img")).to_have_js_property("naturalWidth", 320)
 
     # Bob types: Alice sees it; his messages tell her he read hers (1 of its 2 readers).
-    await bob.get_by_label("Message", exact=True).press_sequentially("收到，配色我再调一下")  # noqa: RUF001
+    await bob.get_by_label("Message", exact=True).press_sequentially(REPLY)
     await expect(alice.locator(".typing-line")).to_have_text("鲍勃 is typing…")
     await expect(alice.locator(".msg.mine .receipt")).to_have_text("Read by 1 of 2")
     await shot(alice, "group")
     await bob.get_by_label("Message", exact=True).press("Enter")
-    await expect(alice.locator(".msg.theirs .text")).to_have_text(["收到，配色我再调一下"])  # noqa: RUF001
+    await expect(alice.locator(".msg.theirs .text")).to_have_text([HELLO, REPLY])
     await expect(alice.locator(".typing-line")).to_be_hidden()
 
     # Alice recalls her message from its menu; both sides show the marker.
@@ -118,7 +136,7 @@ async def test_group_with_mention_typing_receipts_recall_and_members(
     await alice.get_by_role("menuitem", name="Recall").click()
     await expect(alice.locator(".recalled-note")).to_have_text("You recalled a message")
     await expect(bob.locator(".recalled-note")).to_have_text("爱丽丝 recalled a message")
-    await expect(bob.locator(".msg .text")).to_have_text(["收到，配色我再调一下"])  # noqa: RUF001
+    await expect(bob.locator(".msg .text")).to_have_text([HELLO, REPLY])
 
     # Members and roles; Alice (the owner) adds Dave.
     await alice.get_by_role("button", name="Group info").click()
