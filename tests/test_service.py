@@ -199,7 +199,13 @@ async def test_transfer_supervision_close_and_rating(server: NodeServer) -> None
         assert (board["closed_today"], board["avg_rating"], board["active"]) == (1, 5.0, 0)
         # The customer sees one conversation with the shop, named after it.
         convs = (await c.request("conversations"))["conversations"]
-        assert [(x["type"], x["name"]) for x in convs] == [("service", "好店")]
+        assert [(x["type"], x["name"], x["shop_id"], x["customer_id"]) for x in convs] == [
+            ("service", "好店", shop, c.user_id)
+        ]
+        assert (await c.request("shop_info", shop_id=shop))["name"] == "好店"
+        with pytest.raises(ProtocolError) as err:
+            await c.request("shop_info", shop_id="12345")
+        assert err.value.code == "not_found"
         with pytest.raises(ProtocolError) as err:
             await a.request("shop_dashboard", shop_id=shop)
         assert err.value.code == "forbidden"

@@ -25,6 +25,11 @@ async def test_two_users_chat_over_raw_protocol(server: NodeServer) -> None:
             await ws.send_json({"op": "auth", "rid": 1, "token": logins[name]["token"]})
             reply = await ws.receive_json()
             assert reply["t"] == "ok" and reply["data"]["user_id"] == logins[name]["user_id"]
+            assert reply["data"]["recall_limit_s"] == 120 and reply["data"]["typing_interval_s"] == 3.0
+        ids = [logins["bob"]["user_id"], "123", logins["alice"]["user_id"]]
+        await ws_a.send_json({"op": "users", "rid": 9, "user_ids": ids})
+        found = (await ws_a.receive_json())["data"]["users"]
+        assert [u["username"] for u in found] == ["bob", "alice"]  # unknown ids are left out
         await ws_a.send_json(
             {
                 "op": "send",

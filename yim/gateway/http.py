@@ -305,6 +305,8 @@ _op_route("PATCH", "/api/v1/me/privacy", f.PrivacySet)
 _op_route("POST", "/api/v1/presence/query", f.PresenceQuery)
 _SHOP = "/api/v1/shops/{shop_id:[0-9]{1,20}}"
 _SESSION = "/api/v1/service/sessions/{session_id:[0-9]{1,20}}"
+_op_route("POST", "/api/v1/users/lookup", f.Users)
+_op_route("GET", _SHOP, f.ShopInfo, from_query=True)
 _op_route("POST", "/api/v1/shops", f.ShopCreate, status=201)
 _op_route("GET", "/api/v1/shops", f.Shops, from_query=True)
 _op_route("GET", _SHOP + "/agents", f.ShopAgents, from_query=True)

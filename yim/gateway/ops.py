@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, presence, relations, service, sync, typing
+from yim.services import conversations, groups, messages, presence, relations, service, sync, typing, users
 from yim.services import search as search_service
 
 Action = Callable[..., Awaitable[Any]]
@@ -40,6 +40,8 @@ OPS: dict[type, Action] = {
     f.History: _history,
     f.Conversations: _conversations,
     f.Conversation: conversations.conversation,
+    f.Users: users.users,
+    f.ShopInfo: service.shop_info,
     f.Recall: messages.recall,
     f.Receipts: conversations.receipts,
     f.Typing: typing.typing,

@@ -207,6 +207,8 @@ async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse)
                     idle_timeout_s=settings.idle_timeout_s,
                     max_frame_bytes=settings.max_frame_bytes,
                     server_time=int(time.time() * 1000),
+                    recall_limit_s=settings.recall_limit_s,
+                    typing_interval_s=settings.typing_interval_s,
                 ),
             )
         )

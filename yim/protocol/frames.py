@@ -97,6 +97,14 @@ class Conversations(Request, tag="conversations"):
     before: IdStr | None = None  # the previous page's next_before
 
 
+class Users(Request, tag="users"):
+    user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
+
+
+class ShopInfo(Request, tag="shop_info"):
+    shop_id: IdStr
+
+
 class Conversation(Request, tag="conversation"):
     conv_id: IdStr
 
@@ -361,6 +369,8 @@ AnyRequest = (
     | History
     | Conversations
     | Conversation
+    | Users
+    | ShopInfo
     | Recall
     | Receipts
     | Typing
@@ -540,6 +550,10 @@ class UserOut(Struct):
     created_at: int
 
 
+class UsersPage(Struct):
+    users: list[UserOut]
+
+
 class ConversationOut(Struct):
     conv_id: str
     type: str  # "direct" | "group"
@@ -554,6 +568,8 @@ class ConversationOut(Struct):
     updated_at: int
     last_message: MessageOut | None
     peer_read_seq: int = 0  # direct conversations: the other user has read up to here
+    shop_id: str | None = None  # service conversations: the shop
+    customer_id: str | None = None  # service conversations: the customer
 
 
 class ConversationPage(Struct):
@@ -677,6 +693,8 @@ class AuthOk(Struct):
     idle_timeout_s: float
     max_frame_bytes: int
     server_time: int
+    recall_limit_s: int = 120
+    typing_interval_s: float = 3.0
 
 
 class FriendRequestOut(Struct):

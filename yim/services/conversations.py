@@ -52,6 +52,8 @@ async def list_conversations(
             unread=r.unread,
             mentioned=r.mentioned,
             peer_read_seq=r.peer_read_seq,
+            shop_id=str(r.shop_id) if r.shop_id else None,
+            customer_id=str(r.customer_id) if r.customer_id else None,
             updated_at=r.updated_at,
             last_message=message_out(r.last_message) if r.last_message else None,
         )

@@ -34,6 +34,7 @@ from yim.protocol.frames import (
     ShopAgentSet,
     ShopCreate,
     ShopDashboard,
+    ShopInfo,
     ShopOut,
     Shops,
 )
@@ -133,6 +134,14 @@ def session_out(s: ServiceSessionRec) -> ServiceSessionOut:
 
 async def shop_create(node: Node, session: SessionRec, req: ShopCreate, origin: Connection | None = None) -> ShopOut:
     return shop_out(await node.store.service.create_shop(node.ids.next_id(), req.name, session.user_id, _now()))
+
+
+async def shop_info(node: Node, session: SessionRec, req: ShopInfo, origin: Connection | None = None) -> ShopOut:
+    """A shop's public card (any signed-in user: customers look a shop up before writing)."""
+    shop = await node.store.service.shop(parse_id(req.shop_id, "shop"))
+    if shop is None:
+        raise YimError("not_found", f"no shop {req.shop_id}")
+    return shop_out(shop)
 
 
 async def shops(node: Node, session: SessionRec, req: Shops, origin: Connection | None = None) -> dict[str, list]:

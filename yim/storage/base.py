@@ -191,6 +191,8 @@ class ConvRow(msgspec.Struct, frozen=True):
     member_count: int = 0
     active: bool = True
     peer_read_seq: int = 0  # direct conversations: how far the other user has read
+    shop_id: int | None = None  # service conversations
+    customer_id: int | None = None
 
 
 class Store(abc.ABC):

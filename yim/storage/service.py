@@ -108,6 +108,9 @@ class ServiceStore(abc.ABC):
     ) -> ServiceSessionRec: ...
 
     @abc.abstractmethod
+    async def shop(self, shop_id: int) -> ShopRec | None: ...
+
+    @abc.abstractmethod
     async def shops_of(self, user_id: int) -> list[ShopRec]: ...
 
     @abc.abstractmethod

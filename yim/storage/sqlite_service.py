@@ -451,6 +451,11 @@ def rate(
 # --- reads ---------------------------------------------------------------------------------------
 
 
+def shop(conn: sqlite3.Connection, shop_id: int) -> ShopRec | None:
+    r = conn.execute("SELECT id, name, owner_id, created_at FROM shops WHERE id=?", (shop_id,)).fetchone()
+    return ShopRec(*r) if r else None
+
+
 def shops_of(conn: sqlite3.Connection, user_id: int) -> list[ShopRec]:
     return [
         ShopRec(*r)
@@ -570,6 +575,9 @@ class SqliteServiceStore(ServiceStore):
 
     async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
         return await self._s.write(rate, session_id, customer_id, rating, comment, now)
+
+    async def shop(self, shop_id: int) -> ShopRec | None:
+        return await self._s.read(shop, shop_id)
 
     async def shops_of(self, user_id: int) -> list[ShopRec]:
         return await self._s.read(shops_of, user_id)

@@ -460,8 +460,10 @@ def read_conversations(
         f"SELECT c.id, c.type, uc.peer_id, {VISIBLE_HEAD}, uc.read_seq, c.last_msg_id, c.updated_at,"
         f" {UNREAD_SQL}, MAX(uc.mention_seq, c.mention_all_seq) > uc.read_seq, c.name, c.member_count,"
         " uc.left_seq IS NULL, (SELECT p.read_seq FROM user_conversations p"
-        f"  WHERE p.conv_id = uc.conv_id AND p.user_id = uc.peer_id), {MSG_COLS}"
+        "  WHERE p.conv_id = uc.conv_id AND p.user_id = uc.peer_id), sp.shop_id, sp.customer_id,"
+        f" {MSG_COLS}"
         " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " LEFT JOIN service_pairs sp ON c.type = 'service' AND sp.conv_id = c.id"
         f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
         f" WHERE {where} ORDER BY c.last_msg_id DESC LIMIT ?",
         (*args, limit),
@@ -481,7 +483,9 @@ def read_conversations(
             member_count=r[10],
             active=bool(r[11]),
             peer_read_seq=r[12] or 0,
-            last_message=msg_from_row(r, 13) if r[13] is not None else None,
+            shop_id=r[13],
+            customer_id=r[14],
+            last_message=msg_from_row(r, 15) if r[15] is not None else None,
         )
         for r in rows
     ]
