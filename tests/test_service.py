@@ -256,3 +256,43 @@ async def test_burst_of_200_customers_against_5_agents_of_capacity_10(server: No
         assert assigned == sorted(assigned)
         for d in (owner, *agents, *customers):
             await d.close()
+
+
+async def test_media_typing_membership_and_history_in_service_conversations(server: NodeServer) -> None:
+    from tests.test_media import uploaded
+
+    async with aiohttp.ClientSession(server.url) as http:
+        owner, a = await users(http, ["owner", "agenta"])
+        shop = await make_shop(owner, [(a, ["pre_sale"], 1)])
+        busy, c = await users(http, ["busy", "customer"])
+        await ask(busy, shop, "taking the only slot")
+        await until(lambda: assigned_agent(busy) == a.user_id)
+
+        # While queued, the customer types and sends a file: both work, the file is kept.
+        await ask(c, shop, "hello", 1)
+        conv = (await c.request("service_status", shop_id=shop))["conv_id"]
+        assert (await c.request("typing", conv_id=conv))["forwarded"] is True
+        media = await uploaded(http, c.login, b"order list\n" * 10, kind="file", name="清单.txt")
+        await c.request("send", conv_id=conv, kind="file", body={"media_id": media["media_id"]}, client_msg_id="f1")
+        with pytest.raises(ProtocolError) as err:
+            await c.request(
+                "send", conv_id=conv, kind="text", body={"text": "@x"}, client_msg_id="m1", mentions=[a.user_id]
+            )
+        assert err.value.code == "bad_request"
+
+        # The agent frees up and gets the customer: typing reaches them both ways now.
+        await a.request("service_close", session_id=(await busy.request("service_status", shop_id=shop))["session_id"])
+        await until(lambda: assigned_agent(c) == a.user_id)
+        entry = await c.request("conversation", conv_id=conv)
+        assert entry["member_count"] == 2
+        assert (await a.request("typing", conv_id=conv))["forwarded"] is True
+        await until(lambda: any(n["type"] == "typing" for n in c.notices))
+        page = await a.request("history", conv_id=conv)
+        assert [m["kind"] for m in page["messages"]] == ["text", "file"]
+        assert page["messages"][1]["body"]["name"] == "清单.txt"
+
+        # An agent lists the sessions they closed too, newest first.
+        closed = await a.request("service_sessions", status="closed")
+        assert [s["customer_id"] for s in closed["sessions"]] == [busy.user_id]
+        for d in (owner, a, busy, c):
+            await d.close()

@@ -328,7 +328,8 @@ class MediaService:
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         """Append a media message: the media is checked and the body filled in inside the
         same write transaction (and in the sender's order, like any other send)."""
-        return self._store().write(sqlite_media.send_media_message, cmd)
+        store = self._store()
+        return store.write(sqlite_media.send_media_message, cmd, store.service.ctx)
 
 
 def media_out(m: MediaRec) -> MediaOut:

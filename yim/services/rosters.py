@@ -83,6 +83,11 @@ class Rosters:
         else:
             self._members.pop(conv_id, None)
 
+    def invalidate(self, conv_id: int) -> None:
+        """Forget a roster whose membership changed outside system entries (customer service
+        assigns and releases agents); the next use reloads it from the store."""
+        self._members.pop(conv_id, None)
+
     def apply(self, entry: MessageRec) -> None:
         """Keep a cached roster current from a membership system entry."""
         if entry.kind != "system":

@@ -76,6 +76,8 @@ class CustomerService:
             # Pushed to the requesting connection too, so its cursor sees no gap.
             self._node.bus.publish_event([(user_id, inbox_seq)], "service", payload)
             ev = _event_decoder.decode(payload)
+            if ev["event"] in ("assigned", "unassigned", "closed"):
+                self._node.rosters.invalidate(int(ev["conv_id"]))
             if ev["event"] == "assigned" and ev.get("agent_id") == str(user_id):
                 metrics.service_assignments.inc()
             elif ev["event"] == "queued":

@@ -11,6 +11,7 @@ a recall or a leave, and a media send keeps its place in the sender's order.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import msgspec
 
@@ -127,7 +128,7 @@ def message_body(media: MediaRec) -> bytes:
     )
 
 
-def send_media_message(conn: sqlite3.Connection, cmd: SendCmd) -> SendResult:
+def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any = None) -> SendResult:
     """:func:`yim.storage.sqlite_timeline.send_message` for ``image`` / ``video`` / ``file``:
     ``cmd.body`` is the client's ``{"media_id": ...}``; the stored body is the canonical one."""
     duplicate = conn.execute(
@@ -149,4 +150,4 @@ def send_media_message(conn: sqlite3.Connection, cmd: SendCmd) -> SendResult:
                 f"media {media.id} was stored as a file without decoding it as an image; send it as a file",
             )
         cmd = msgspec.structs.replace(cmd, body=message_body(media))
-    return timeline.send_message(conn, cmd)
+    return timeline.send_message(conn, cmd, service_ctx)

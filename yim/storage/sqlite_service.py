@@ -74,12 +74,21 @@ def _event(event: str, s: ServiceSessionRec, **extra: Any) -> bytes:
     return _enc.encode(payload)
 
 
+def _count_members(conn: sqlite3.Connection, conv_id: int) -> None:
+    conn.execute(
+        "UPDATE conversations SET member_count=(SELECT COUNT(*) FROM user_conversations"
+        " WHERE conv_id=? AND left_seq IS NULL) WHERE id=?",
+        (conv_id, conv_id),
+    )
+
+
 def _leave_conv(conn: sqlite3.Connection, conv_id: int, agent_id: int) -> None:
     conn.execute(
         "UPDATE user_conversations SET left_seq=(SELECT last_seq FROM conversations WHERE id=?)"
         " WHERE conv_id=? AND user_id=? AND left_seq IS NULL",
         (conv_id, conv_id, agent_id),
     )
+    _count_members(conn, conv_id)
 
 
 def _join_conv(conn: sqlite3.Connection, conv_id: int, agent_id: int, read_seq: int) -> None:
@@ -90,6 +99,7 @@ def _join_conv(conn: sqlite3.Connection, conv_id: int, agent_id: int, read_seq: 
         " read_seq=MAX(read_seq, excluded.read_seq)",
         (agent_id, conv_id, read_seq),
     )
+    _count_members(conn, conv_id)
 
 
 def _route(
@@ -292,6 +302,8 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
     of a service conversation from its customer or its serving agent)."""
     if ctx is None:
         raise YimError("unavailable", "customer service is not running on this node")
+    if c.mentions or c.mention_all:
+        raise YimError("bad_request", "mentions are for group messages")
     pending: Pending = []
     if c.shop_id is not None:
         shop = conn.execute("SELECT name FROM shops WHERE id=?", (c.shop_id,)).fetchone()
@@ -480,17 +492,20 @@ def sessions(
     if shop_id is not None and _role(conn, shop_id, viewer_id) == "admin":
         where, args = "shop_id=?", [shop_id]  # supervisors see every session of their shop
     else:
-        where, args = "agent_id=?", [viewer_id]
+        # An agent's own sessions: the ones they serve, and closed ones they served last.
+        where, args = "(agent_id=? OR (status='closed' AND last_agent_id=?))", [viewer_id, viewer_id]
         if shop_id is not None:
             where += " AND shop_id=?"
             args.append(shop_id)
     if status is not None:
         where += " AND status=?"
         args.append(status)
+    # The queue in its FIFO order; everything else newest first.
+    order = "queued_at, id" if status == "queued" else "id DESC"
     rows = [
         ServiceSessionRec(*r)
         for r in conn.execute(
-            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE {where} ORDER BY queued_at, id LIMIT ?", (*args, limit)
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE {where} ORDER BY {order} LIMIT ?", (*args, limit)
         )
     ]
     return [msgspec.structs.replace(s, position=_position(conn, s)) for s in rows]
