@@ -23,7 +23,7 @@ from yim.protocol.frames import (
 )
 from yim.services.accounts import user_out
 from yim.services.messages import parse_id
-from yim.services.sync import REPLY_BUDGET_BYTES
+from yim.services.sync import within_budget
 from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.base import SessionRec
 
@@ -38,6 +38,9 @@ async def list_conversations(
     rows, total = await node.store.conversations(
         session.user_id, parse_id(before, "cursor") if before is not None else None, limit, conv_id
     )
+    kept = within_budget(rows, lambda r: len(r.last_message.body) if r.last_message else 0)
+    more = len(rows) == limit or len(kept) < len(rows)
+    rows = kept
     peers = await node.store.users_by_ids(sorted({r.peer_id for r in rows if r.peer_id is not None}))
     out = [
         ConversationOut(
@@ -59,7 +62,7 @@ async def list_conversations(
         )
         for r in rows
     ]
-    next_before = str(rows[-1].last_msg_id) if len(rows) == limit else None
+    next_before = str(rows[-1].last_msg_id) if more and rows else None
     return ConversationPage(conversations=out, total_unread=total, next_before=next_before)
 
 
@@ -98,11 +101,12 @@ async def history(
     limit = min(limit, node.settings.history_page_max)
     msgs, more = await node.store.history(session.user_id, parse_id(conv_id, "conversation"), before, after, limit)
     # Keep the page within the reply budget: drop from the far end of the paging direction.
-    size = sum(len(m.body) for m in msgs)
-    while len(msgs) > 1 and size > REPLY_BUDGET_BYTES:
-        dropped = msgs.pop() if after is not None else msgs.pop(0)
-        size -= len(dropped.body)
-        more = True
+    if after is not None:
+        kept = within_budget(msgs, lambda m: len(m.body))
+    else:  # paging backwards: keep the newest, drop from the old end
+        kept = within_budget(msgs[::-1], lambda m: len(m.body))[::-1]
+    more = more or len(kept) < len(msgs)
+    msgs = kept
     return HistoryPage(messages=[message_out(m) for m in msgs], has_more=more)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Search, SearchHit, SearchPage
 from yim.services.messages import parse_id
+from yim.services.sync import within_budget
 from yim.services.wire import message_out
 from yim.storage import sqlite_search
 from yim.storage.sqlite import SqliteStore
@@ -62,6 +63,9 @@ async def search(node: Node, session: SessionRec, req: Search, origin: Any = Non
     conv_id = parse_id(req.conv_id, "conversation") if req.conv_id is not None else None
     before = min(int(req.before), 2**63 - 1) if req.before is not None else None
     rows, more = await store.read(sqlite_search.search, session.user_id, conv_id, terms, before, req.limit)
+    kept = within_budget(rows, lambda r: len(r.text) * 3 + 2048)  # hit text plus its context messages
+    more = more or len(kept) < len(rows)
+    rows = kept
     hits = [
         SearchHit(
             message=message_out(r.message),

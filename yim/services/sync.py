@@ -11,7 +11,8 @@ seq, and the device pulls ``history(after=its group cursor)`` where the head is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -25,19 +26,25 @@ if TYPE_CHECKING:
 #: A page stops growing past this many payload bytes, so a reply of long messages always
 #: fits a connection's send buffer (max_send_buffer_bytes) with room to spare.
 REPLY_BUDGET_BYTES = 1024 * 1024
+T = TypeVar("T")
+
+
+def within_budget(items: list[T], size: Callable[[T], int], budget: int = REPLY_BUDGET_BYTES) -> list[T]:
+    """The longest prefix of items whose sizes add up to the budget (at least one item)."""
+    total = 0
+    for i, item in enumerate(items):
+        total += size(item)
+        if i and total > budget:
+            return items[:i]
+    return items
 
 
 async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
     limit = min(limit, node.settings.sync_page_max)
     events, head = await node.store.sync(session.user_id, since, limit)
-    out = []
-    size = 0
-    for e in events:
-        payload = event_payload(e)
-        size += len(payload)
-        if out and size > REPLY_BUDGET_BYTES:
-            break  # the rest comes with the next page (has_more)
-        out.append(Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)))
+    payloads = within_budget([(e, event_payload(e)) for e in events], lambda pair: len(pair[1]))
+    # What did not fit comes with the next page (has_more).
+    out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)) for e, payload in payloads]
     next_since = out[-1].seq if out else since
     groups = [
         GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
