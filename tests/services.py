@@ -216,7 +216,6 @@ BACKENDS = ("sqlite", "postgres")
 #: PostgreSQL store, listed here (not skipped) so that it stays visible. Keys are a test
 #: file ("tests/test_x.py") or one test ("tests/test_x.py::test_name").
 SQLITE_ONLY: dict[str, str] = {
-    "tests/test_service.py": "the PostgreSQL store has no customer-service (shops, agents, sessions) jobs yet",
     "tests/test_media.py": "the PostgreSQL store has no media tables (uploads, media_refs) yet",
     "tests/test_search.py": "the PostgreSQL store has no search index yet (SQLite: FTS5 trigram)",
     "tests/test_web_features.py": "the web client's media, search and agent view need the SQLite-only tables above",

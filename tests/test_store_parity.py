@@ -22,8 +22,10 @@ import msgspec
 import pytest_asyncio
 
 from yim.protocol.errors import YimError
+from yim.services.routing import DefaultRouting
 from yim.storage.base import CreateGroupCmd, SendCmd, SessionRec, Store, UserRec
 from yim.storage.postgres import PostgresStore
+from yim.storage.service import ServiceCtx
 from yim.storage.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +242,52 @@ async def scenario(t: Transcript) -> None:
     await t("presence visible", r.presence_visible(5, [3, 5, 4]))
     await t("unblock", r.block(3, 4, False, T0 + 507))
     await t("sync carol", s.sync(3, 0, 1000))
+
+    # customer service: routing decisions, queue, transfer, close, rating, supervision
+    online = {1, 2, 3}
+    s.service.ctx = ServiceCtx(is_connected=lambda uid: uid in online, policy=DefaultRouting())
+    sv = s.service
+    await t("shop", sv.create_shop(700, "小店", 1, T0 + 700))
+    await t("shop get", sv.shop(700))
+    await t("agent by non-admin", sv.set_agent(700, 2, 3, "agent", ["pre_sale"], 2, T0 + 701))
+    await t("agent bob", sv.set_agent(700, 1, 2, "agent", ["pre_sale"], 1, T0 + 702))
+    await t("agent carol", sv.set_agent(700, 1, 3, "agent", ["after_sale", "pre_sale"], 1, T0 + 703))
+    ask = await t(
+        "customer asks",
+        s.send_message(_send(710, 4, shop_id=700, new_session_id=711, body='{"text":"有货吗"}'.encode())),
+    )
+    await t(
+        "second customer", s.send_message(_send(712, 5, shop_id=700, new_session_id=713, body=b'{"text":"price?"}'))
+    )
+    await t("third is queued", s.send_message(_send(714, 6, shop_id=700, new_session_id=715, body=b'{"text":"hi"}')))
+    await t("no such shop", s.send_message(_send(716, 6, shop_id=9999, new_session_id=717)))
+    conv = ask.message.conv_id
+    served = await sv.customer_session(700, 4)
+    agent = served.agent_id if served else 0
+    await t("agent replies", s.send_message(_send(718, agent, conv_id=conv)))
+    await t("other agent may not", s.send_message(_send(720, 5 - agent, conv_id=conv)))
+    await t("customer again", s.send_message(_send(722, 4, conv_id=conv)))
+    await t("customer retry", s.send_message(_send(724, 4, shop_id=700, new_session_id=725, cmid="c710")))
+    await t("sessions agent", sv.sessions(agent, None, None, 10))
+    await t("sessions admin", sv.sessions(1, 700, None, 10))
+    await t("queued session", sv.customer_session(700, 6))
+    await t("agents", sv.agents(700, 2))
+    await t("stats", sv.stats(700, 1, T0 + 730))
+    await t("stats by agent", sv.stats(700, 2, T0 + 730))
+    assert served is not None
+    await t("transfer", sv.transfer(served.id, agent, None, "after_sale", T0 + 740))
+    await t("close", sv.close(served.id, 4, T0 + 750))
+    await t("rate", sv.rate(served.id, 4, 5, "好", T0 + 751))
+    await t("rate by other", sv.rate(served.id, 5, 1, "", T0 + 752))
+    await t("status offline", sv.set_agent_status(3, 700, "offline", T0 + 760))
+    online.discard(2)
+    await t("presence off", sv.agent_presence(2, False, T0 + 770))
+    await t("remove agent", sv.remove_agent(700, 1, 3, T0 + 780))
+    await t("supervisor history", s.history(1, conv, None, None, 50))
+    await t("outsider history", s.history(5, conv, None, None, 50))
+    await t("convs customer", s.conversations(4, None, 10))
+    await t("shops of", sv.shops_of(2))
+    await t("stats end", sv.stats(700, 1, T0 + 790))
     await t("max id", s.max_msg_id())
 
 

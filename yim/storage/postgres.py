@@ -168,6 +168,10 @@ class _Job:
 Outcome = tuple[Any, BaseException | None]
 
 
+class _Rerun(Exception):
+    """Abort the batch transaction and run its jobs one by one."""
+
+
 class _Writer:
     """One task, one connection: drains the job queue in batched transactions."""
 
@@ -180,6 +184,10 @@ class _Writer:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
+        #: conversations known to be customer-service ones (their sends are Python jobs);
+        #: a conversation's type never changes, so this never goes stale.
+        self.service_convs: set[int] = set()
+        self.service: Any = None  # the store's PgServiceStore, for sends found to be service ones
         self.batches = 0
         self.jobs_done = 0
         self.retries = 0
@@ -253,6 +261,8 @@ class _Writer:
             return [(None, YimError("unavailable", f"store unreachable: {exc}"))] * len(batch)
         try:
             return await self._in_one_transaction(conn, batch)
+        except _Rerun:
+            pass
         except RETRYABLE:
             self.retries += 1
         except CONNECTION_LOST as exc:
@@ -283,6 +293,11 @@ class _Writer:
                         j += 1
                     sends = batch[i:j]
                     rows = await conn.fetchmany(timeline.SEND_SQL, [job.args for job in sends])
+                    if any(row["o_err"] == timeline.SERVICE_CONV for row in rows):
+                        # A send into a customer-service conversation: it needs the Python
+                        # routing job. Redo the batch job by job, in order.
+                        self._learn_service_convs(rows)
+                        raise _Rerun
                     outcomes += [timeline.send_outcome(job.cmd, row) for job, row in zip(sends, rows, strict=True)]
                     i = j
                     continue
@@ -295,12 +310,20 @@ class _Writer:
                 i += 1
         return outcomes
 
+    def _learn_service_convs(self, rows: list[Any]) -> None:
+        if len(self.service_convs) > 100_000:
+            self.service_convs.clear()
+        self.service_convs.update(r["o_conv"] for r in rows if r["o_err"] == timeline.SERVICE_CONV)
+
     async def _alone(self, conn: asyncpg.Connection, job: _Job, attempts: int = 8) -> Outcome:
         for attempt in range(attempts):
             try:
                 async with conn.transaction():
                     if job.fn is None:
                         row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
+                        if row["o_err"] == timeline.SERVICE_CONV:
+                            self._learn_service_convs([row])
+                            return await _service_send(conn, job.cmd, self.service), None
                         return timeline.send_outcome(job.cmd, row)
                     return await job.fn(conn, *job.args), None
             except YimError as exc:
@@ -327,28 +350,6 @@ def _require_async(fn: Job) -> None:
         )
 
 
-class _NotYetOnPostgres:
-    """A concept store not ported to PostgreSQL yet: every call fails loudly, except the
-    notifications that are correct no-ops when the concept holds no data at all."""
-
-    ctx: Any = None
-    _NO_OPS: frozenset[str] = frozenset({"agent_presence"})  # nobody can be an agent here
-
-    def __init__(self, concept: str) -> None:
-        self._concept = concept
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        async def missing(*args: Any, **kwargs: Any) -> Any:
-            if name in self._NO_OPS:
-                return []
-            raise NotImplementedError(f"the PostgreSQL store does not implement {self._concept}.{name} yet")
-
-        return missing
-
-
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Readers never change session state, so the pool's reset round trip is skipped."""
 
@@ -371,9 +372,11 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._writer = _Writer(self._connect, batch_max, queue_max)
         from yim.storage.postgres_relations import PgRelationStore
+        from yim.storage.postgres_service import PgServiceStore
 
         self.relations = PgRelationStore(self)
-        self.service = _NotYetOnPostgres("service")  # type: ignore[assignment]
+        self.service = PgServiceStore(self)
+        self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.dsn, timeout=10)
@@ -494,8 +497,9 @@ class PostgresStore(Store):
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        if cmd.shop_id is not None:
-            raise NotImplementedError("the PostgreSQL store does not implement customer-service sends yet")
+        if cmd.shop_id is not None or cmd.conv_id in self._writer.service_convs:
+            # Customer service: routing decisions in Python, in the same batch.
+            return self._writer.submit(_service_send, (cmd, self.service))
         return self._writer.submit(None, timeline.send_args(cmd), cmd)
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
@@ -577,6 +581,16 @@ class PostgresStore(Store):
             )
 
         return await self.read1(q)
+
+
+async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
+    from yim.storage.postgres_service import service_send
+
+    # Idempotency first, as for every send: a retried client_msg_id returns the original.
+    duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    return await service_send(conn, cmd, service.ctx)
 
 
 # --- account jobs (run by the writer, inside a savepoint) ----------------------------------------

@@ -168,6 +168,9 @@ BEGIN
           INTO v_exists, v_type, v_mute_all, v_dissolved, v_role, v_left, v_muted_until, v_peer
           FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id = p_sender
          WHERE c.id = p_conv FOR UPDATE OF c;
+        IF v_type = 'service' THEN  -- customer service: the writer runs its Python routing job
+            o_err := 'service_conversation'; RETURN;
+        END IF;
         IF v_exists IS NULL OR v_role IS NULL OR v_left IS NOT NULL THEN
             IF v_dissolved THEN
                 o_err := 'group_dissolved'; o_err_msg := format('group %s was dissolved', p_conv); RETURN;

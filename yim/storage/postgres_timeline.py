@@ -31,6 +31,9 @@ TOTAL_UNREAD_SQL = (
     " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id = $1)"
 )
 
+#: ``yim_send``'s answer for a conversation of type "service" (customer service): the
+#: writer runs the Python routing job instead; nothing was written.
+SERVICE_CONV = "service_conversation"
 SEND_SQL = "SELECT * FROM yim_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 APPEND_SQL = "SELECT * FROM yim_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
@@ -114,6 +117,19 @@ def send_outcome(c: SendCmd | None, r: Any) -> tuple[SendResult | None, YimError
         fanout=r["o_fanout"],
     )
     return result, None
+
+
+async def find_duplicate(conn: asyncpg.Connection, sender_id: int, client_msg_id: str) -> SendResult | None:
+    """The entry an earlier send with this client_msg_id produced, as a duplicate result."""
+    r = await conn.fetchrow(
+        f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM client_msg_ids k"
+        " JOIN messages m ON m.conv_id = k.conv_id AND m.seq = k.seq WHERE k.sender_id=$1 AND k.client_msg_id=$2",
+        sender_id,
+        client_msg_id,
+    )
+    if r is None:
+        return None
+    return SendResult(message=msg_from_row(r), sender_inbox_seq=r[12], duplicate=True, deliveries=[])
 
 
 async def append_entry(
@@ -350,7 +366,11 @@ async def read_history(
         upper = before if before is not None else 2**62
         rows = await conn.fetch(_HISTORY_BEFORE, user_id, conv_id, upper, limit + 1)
     if not rows:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+        from yim.storage.postgres_service import is_service_supervisor
+
+        if not await is_service_supervisor(conn, user_id, conv_id):
+            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+        rows = await _supervisor_history(conn, conv_id, before, after, limit + 1)
     msgs = [msg_from_row(r, 1) for r in rows if r[1] is not None]
     more = len(msgs) > limit
     msgs = msgs[:limit]
@@ -359,12 +379,33 @@ async def read_history(
     return msgs, more
 
 
+async def _supervisor_history(
+    conn: asyncpg.Connection, conv_id: int, before: int | None, after: int | None, limit: int
+) -> list[Any]:
+    """A shop admin reads a customer conversation of the shop whole (no membership window)."""
+    if after is not None:
+        return await conn.fetch(
+            f"SELECT 0, {MSG_COLS} FROM messages m WHERE m.conv_id=$1 AND m.seq>$2 ORDER BY m.seq LIMIT $3",
+            conv_id,
+            after,
+            limit,
+        )
+    return await conn.fetch(
+        f"SELECT 0, {MSG_COLS} FROM messages m WHERE m.conv_id=$1 AND m.seq<$2 ORDER BY m.seq DESC LIMIT $3",
+        conv_id,
+        before if before is not None else 2**62,
+        limit,
+    )
+
+
 _CONVERSATIONS_SQL = (
     f"SELECT c.id, c.type, uc.peer_id, {VISIBLE_HEAD}, uc.read_seq, c.last_msg_id, c.updated_at,"
     f" {UNREAD_SQL}, GREATEST(uc.mention_seq, c.mention_all_seq) > uc.read_seq, c.name, c.member_count,"
     " uc.left_seq IS NULL, (SELECT p.read_seq FROM user_conversations p"
-    f"  WHERE p.user_id = uc.peer_id AND p.conv_id = uc.conv_id), {MSG_COLS}, {TOTAL_UNREAD_SQL}"
+    "  WHERE p.user_id = uc.peer_id AND p.conv_id = uc.conv_id), sp.shop_id, sp.customer_id,"
+    f" {MSG_COLS}, {TOTAL_UNREAD_SQL}"
     " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+    " LEFT JOIN service_pairs sp ON c.type = 'service' AND sp.conv_id = c.id"
     f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
     " WHERE uc.user_id=$1 AND c.last_msg_id < $2 AND ($4::bigint IS NULL OR uc.conv_id = $4)"
     " ORDER BY c.last_msg_id DESC LIMIT $3"
@@ -391,11 +432,13 @@ async def read_conversations(
             member_count=r[10],
             active=bool(r[11]),
             peer_read_seq=r[12] or 0,
-            last_message=msg_from_row(r, 13) if r[13] is not None else None,
+            shop_id=r[13],
+            customer_id=r[14],
+            last_message=msg_from_row(r, 15) if r[15] is not None else None,
         )
         for r in rows
     ]
     if rows:
-        return convs, rows[0][25]
+        return convs, rows[0][27]
     total = await conn.fetchval(f"SELECT {TOTAL_UNREAD_SQL}", user_id)
     return convs, total

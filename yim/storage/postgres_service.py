@@ -1,0 +1,662 @@
+"""PostgreSQL jobs of customer service; mirrors :mod:`yim.storage.sqlite_service`.
+
+Concurrency: SQLite routes with one writer; here several nodes route at once, so every
+job that reads agent loads or the queue and then assigns first locks its shop's row
+(``FOR UPDATE``; several shops in id order). Capacity therefore can never be exceeded by
+two nodes deciding at the same moment, exactly as on one node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from yim.protocol.errors import YimError
+from yim.storage.base import SendCmd, SendResult
+from yim.storage.postgres_timeline import append_entry, append_inbox_events
+from yim.storage.relations import InboxWrite
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
+
+_enc = msgspec.json.Encoder()
+_skills = msgspec.json.Decoder(list[str])
+_SESSION_COLS = (
+    "id, shop_id, customer_id, conv_id, category, status, agent_id, queued_at, assigned_at, closed_at, rating, comment"
+)
+Pending = list[tuple[int, int, bytes]]
+
+
+async def _lock_shop(conn: asyncpg.Connection, shop_id: int) -> None:
+    await conn.execute("SELECT 1 FROM shops WHERE id=$1 FOR UPDATE", shop_id)
+
+
+async def _load_agent_loads(conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
+    from yim.services.routing import AgentLoad
+
+    rows = await conn.fetch(
+        "SELECT a.user_id, a.skills, a.capacity, a.status, a.last_assigned_at,"
+        " (SELECT COUNT(*) FROM service_sessions s WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id"
+        "  AND s.status='active') FROM shop_agents a WHERE a.shop_id=$1 ORDER BY a.user_id",
+        shop_id,
+    )
+    return [
+        AgentLoad(
+            user_id=r[0],
+            skills=frozenset(_skills.decode(r[1])),
+            capacity=r[2],
+            open_sessions=r[5],
+            last_assigned_at=r[4],
+            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
+        )
+        for r in rows
+    ]
+
+
+async def _session(conn: asyncpg.Connection, session_id: int) -> ServiceSessionRec:
+    r = await conn.fetchrow(f"SELECT {_SESSION_COLS} FROM service_sessions WHERE id=$1", session_id)
+    if r is None:
+        raise YimError("not_found", f"no service session {session_id}")
+    return ServiceSessionRec(*r)
+
+
+async def _position(conn: asyncpg.Connection, s: ServiceSessionRec) -> int | None:
+    if s.status != "queued":
+        return None
+    return await conn.fetchval(
+        "SELECT COUNT(*) FROM service_sessions WHERE shop_id=$1 AND status='queued' AND (queued_at, id) <= ($2, $3)",
+        s.shop_id,
+        s.queued_at,
+        s.id,
+    )
+
+
+def _event(event: str, s: ServiceSessionRec, **extra: Any) -> bytes:
+    payload = {
+        "event": event,
+        "session_id": str(s.id),
+        "shop_id": str(s.shop_id),
+        "conv_id": str(s.conv_id),
+        "customer_id": str(s.customer_id),
+        "category": s.category,
+        **extra,
+    }
+    return _enc.encode(payload)
+
+
+async def _leave_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int) -> None:
+    await conn.execute(
+        "UPDATE user_conversations SET left_seq=(SELECT last_seq FROM conversations WHERE id=$1)"
+        " WHERE conv_id=$1 AND user_id=$2 AND left_seq IS NULL",
+        conv_id,
+        agent_id,
+    )
+
+
+async def _join_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int, read_seq: int) -> None:
+    # The serving agent sees the whole history; what the customer wrote in this session is unread.
+    await conn.execute(
+        "INSERT INTO user_conversations AS uc (user_id, conv_id, joined_seq, read_seq, role)"
+        " VALUES ($1, $2, 0, $3, 'agent') ON CONFLICT (user_id, conv_id) DO UPDATE SET joined_seq=0,"
+        " left_seq=NULL, read_seq=GREATEST(uc.read_seq, excluded.read_seq)",
+        agent_id,
+        conv_id,
+        read_seq,
+    )
+
+
+async def _route(
+    conn: asyncpg.Connection,
+    s: ServiceSessionRec,
+    ctx: ServiceCtx,
+    now: int,
+    pending: Pending,
+    exclude: int | None = None,
+) -> int | None:
+    """Assign a queued (or orphaned) session, or leave/put it in the queue. Returns the agent."""
+    previous = await conn.fetchval(
+        "SELECT last_agent_id FROM service_sessions WHERE shop_id=$1 AND customer_id=$2"
+        " AND last_agent_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+        s.shop_id,
+        s.customer_id,
+    )
+    agents = await _load_agent_loads(conn, s.shop_id, ctx, exclude)
+    chosen = ctx.policy.choose(s.category, agents, previous)
+    if chosen is None:
+        if s.status != "queued":
+            await conn.execute("UPDATE service_sessions SET status='queued', agent_id=NULL WHERE id=$1", s.id)
+        queued = msgspec.structs.replace(s, status="queued", agent_id=None)
+        pending.append((s.customer_id, s.customer_id, _event("queued", queued, position=await _position(conn, queued))))
+        return None
+    await conn.execute(
+        "UPDATE service_sessions SET status='active', agent_id=$2, last_agent_id=$2, assigned_at=$3 WHERE id=$1",
+        s.id,
+        chosen,
+        now,
+    )
+    # Strictly increasing, so round-robin ties break even within one millisecond.
+    await conn.execute(
+        "UPDATE shop_agents SET last_assigned_at=GREATEST($1, (SELECT MAX(last_assigned_at) + 1 FROM shop_agents"
+        " WHERE shop_id=$2)) WHERE shop_id=$2 AND user_id=$3",
+        now,
+        s.shop_id,
+        chosen,
+    )
+    open_seq = await conn.fetchval("SELECT open_seq FROM service_sessions WHERE id=$1", s.id)
+    await _join_conv(conn, s.conv_id, chosen, open_seq)
+    assigned = msgspec.structs.replace(s, status="active", agent_id=chosen)
+    pending.append((chosen, s.customer_id, _event("assigned", assigned, agent_id=str(chosen))))
+    pending.append((s.customer_id, chosen, _event("assigned", assigned, agent_id=str(chosen))))
+    return chosen
+
+
+async def _drain(conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, now: int, pending: Pending) -> None:
+    """Serve the queue in FIFO order as far as agents allow (a session no agent can take
+    does not block the ones behind it that need another skill)."""
+    queued = [
+        ServiceSessionRec(*r)
+        for r in await conn.fetch(
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=$1 AND status='queued' ORDER BY queued_at, id",
+            shop_id,
+        )
+    ]
+    blocked: set[str] = set()
+    for s in queued:
+        if s.category in blocked:
+            continue
+        probe: Pending = []
+        if await _route(conn, s, ctx, now, probe) is None:
+            blocked.add(s.category)  # nobody for this skill now: later ones of it wait too
+        else:
+            pending.extend(probe)
+
+
+async def _flush(conn: asyncpg.Connection, pending: Pending, now: int) -> list[InboxWrite]:
+    return await append_inbox_events(conn, "service", pending, now) if pending else []
+
+
+# --- shops and agents ------------------------------------------------------------------------
+
+
+async def _role(conn: asyncpg.Connection, shop_id: int, user_id: int) -> str | None:
+    if await conn.fetchval("SELECT 1 FROM shops WHERE id=$1", shop_id) is None:
+        raise YimError("not_found", f"no shop {shop_id}")
+    return await conn.fetchval("SELECT role FROM shop_agents WHERE shop_id=$1 AND user_id=$2", shop_id, user_id)
+
+
+async def _require_admin(conn: asyncpg.Connection, shop_id: int, user_id: int) -> None:
+    if await _role(conn, shop_id, user_id) != "admin":
+        raise YimError("forbidden", "only the shop's admins may do this")
+
+
+async def create_shop(conn: asyncpg.Connection, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
+    await conn.execute(
+        "INSERT INTO shops (id, name, owner_id, created_at) VALUES ($1,$2,$3,$4)", shop_id, name, owner_id, now
+    )
+    # The owner supervises; they serve customers only once given skills and a capacity.
+    await conn.execute(
+        "INSERT INTO shop_agents (shop_id, user_id, role, skills, capacity, added_at) VALUES ($1,$2,'admin','[]',0,$3)",
+        shop_id,
+        owner_id,
+        now,
+    )
+    return ShopRec(id=shop_id, name=name, owner_id=owner_id, created_at=now)
+
+
+async def _agent(conn: asyncpg.Connection, shop_id: int, user_id: int) -> AgentRec:
+    r = await conn.fetchrow(
+        "SELECT a.shop_id, a.user_id, a.role, a.skills, a.capacity, a.status, (SELECT COUNT(*) FROM service_sessions s"
+        " WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id AND s.status='active')"
+        " FROM shop_agents a WHERE a.shop_id=$1 AND a.user_id=$2",
+        shop_id,
+        user_id,
+    )
+    if r is None:
+        raise YimError("not_found", f"user {user_id} is not an agent of shop {shop_id}")
+    return AgentRec(r[0], r[1], r[2], _skills.decode(r[3]), r[4], r[5], r[6])
+
+
+async def set_agent(
+    conn: asyncpg.Connection,
+    shop_id: int,
+    actor_id: int,
+    user_id: int,
+    role: str,
+    skills: list[str],
+    capacity: int,
+    now: int,
+    ctx: ServiceCtx,
+) -> tuple[AgentRec, list[InboxWrite]]:
+    await _require_admin(conn, shop_id, actor_id)
+    await _lock_shop(conn, shop_id)
+    if await conn.fetchval("SELECT 1 FROM users WHERE id=$1", user_id) is None:
+        raise YimError("not_found", f"no user {user_id}")
+    await conn.execute(
+        "INSERT INTO shop_agents (shop_id, user_id, role, skills, capacity, added_at) VALUES ($1,$2,$3,$4,$5,$6)"
+        " ON CONFLICT (shop_id, user_id) DO UPDATE SET role=excluded.role, skills=excluded.skills,"
+        " capacity=excluded.capacity",
+        shop_id,
+        user_id,
+        role,
+        _enc.encode(skills).decode(),
+        capacity,
+        now,
+    )
+    pending: Pending = []
+    await _drain(conn, shop_id, ctx, now, pending)  # new skills or capacity may serve the queue
+    return await _agent(conn, shop_id, user_id), await _flush(conn, pending, now)
+
+
+async def _reroute_agent(
+    conn: asyncpg.Connection, agent_id: int, shop_id: int, ctx: ServiceCtx, now: int, pending: Pending
+) -> None:
+    sessions = [
+        ServiceSessionRec(*r)
+        for r in await conn.fetch(
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE agent_id=$1 AND status='active' AND shop_id=$2"
+            " ORDER BY queued_at, id",
+            agent_id,
+            shop_id,
+        )
+    ]
+    for s in sessions:
+        await _leave_conv(conn, s.conv_id, agent_id)
+        pending.append((agent_id, s.customer_id, _event("unassigned", s, agent_id=str(agent_id))))
+        await _route(conn, s, ctx, now, pending, exclude=agent_id)
+
+
+async def remove_agent(
+    conn: asyncpg.Connection, shop_id: int, actor_id: int, user_id: int, now: int, ctx: ServiceCtx
+) -> list[InboxWrite]:
+    await _require_admin(conn, shop_id, actor_id)
+    await _lock_shop(conn, shop_id)
+    await _agent(conn, shop_id, user_id)
+    pending: Pending = []
+    await conn.execute("UPDATE shop_agents SET status='offline' WHERE shop_id=$1 AND user_id=$2", shop_id, user_id)
+    await _reroute_agent(conn, user_id, shop_id, ctx, now, pending)
+    await conn.execute("DELETE FROM shop_agents WHERE shop_id=$1 AND user_id=$2", shop_id, user_id)
+    return await _flush(conn, pending, now)
+
+
+async def _shops_of_agent(conn: asyncpg.Connection, user_id: int, shop_id: int | None) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT shop_id FROM shop_agents WHERE user_id=$1 AND ($2::bigint IS NULL OR shop_id=$2) ORDER BY shop_id",
+        user_id,
+        shop_id,
+    )
+    return [r[0] for r in rows]
+
+
+async def set_agent_status(
+    conn: asyncpg.Connection, user_id: int, shop_id: int | None, status: str, now: int, ctx: ServiceCtx
+) -> list[InboxWrite]:
+    shops = await _shops_of_agent(conn, user_id, shop_id or None)
+    if not shops:
+        raise YimError("not_found", "you are not an agent of that shop")
+    pending: Pending = []
+    for sid in shops:  # locked in id order: no deadlock with another multi-shop job
+        await _lock_shop(conn, sid)
+        await conn.execute("UPDATE shop_agents SET status=$1 WHERE shop_id=$2 AND user_id=$3", status, sid, user_id)
+        if status == "offline":
+            await _reroute_agent(conn, user_id, sid, ctx, now, pending)
+        elif status == "online":
+            await _drain(conn, sid, ctx, now, pending)
+    # busy / away: keeps current sessions, takes no new ones.
+    return await _flush(conn, pending, now)
+
+
+async def agent_presence(
+    conn: asyncpg.Connection, user_id: int, online: bool, now: int, ctx: ServiceCtx
+) -> list[InboxWrite]:
+    shops = await _shops_of_agent(conn, user_id, None)
+    pending: Pending = []
+    for sid in shops:
+        await _lock_shop(conn, sid)
+        if online:
+            await _drain(conn, sid, ctx, now, pending)
+        else:
+            await _reroute_agent(conn, user_id, sid, ctx, now, pending)
+    return await _flush(conn, pending, now)
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | None) -> SendResult:
+    """A message into a service conversation (``c.shop_id`` from a customer, or ``c.conv_id``
+    of a service conversation from its customer or its serving agent)."""
+    if ctx is None:
+        raise YimError("unavailable", "customer service is not running on this node")
+    pending: Pending = []
+    if c.shop_id is not None:
+        shop = await conn.fetchval("SELECT name FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
+        if shop is None:
+            raise YimError("not_found", f"no shop {c.shop_id}")
+        conv_id = await conn.fetchval(
+            "SELECT conv_id FROM service_pairs WHERE shop_id=$1 AND customer_id=$2", c.shop_id, c.sender_id
+        )
+        if conv_id is None:
+            conv_id = c.new_conv_id
+            await conn.execute(
+                "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name,"
+                " member_count) VALUES ($1, 'service', $2, 0, $1, $2, $3, 1)",
+                conv_id,
+                c.created_at,
+                shop,
+            )
+            await conn.execute("INSERT INTO service_pairs VALUES ($1,$2,$3)", c.shop_id, c.sender_id, conv_id)
+            await conn.execute(
+                "INSERT INTO user_conversations (user_id, conv_id, role) VALUES ($1,$2,'customer')",
+                c.sender_id,
+                conv_id,
+            )
+        shop_id, customer_id = c.shop_id, c.sender_id
+    else:
+        conv_id = c.conv_id
+        pair = await conn.fetchrow("SELECT shop_id, customer_id FROM service_pairs WHERE conv_id=$1", conv_id)
+        shop_id, customer_id = pair
+        await _lock_shop(conn, shop_id)
+    if c.sender_id == customer_id:
+        open_row = await conn.fetchrow(
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE conv_id=$1 AND status!='closed'"
+            " ORDER BY id DESC LIMIT 1",
+            conv_id,
+        )
+        if open_row is None:
+            text = msgspec.json.decode(c.body).get("text", "") if c.kind == "text" else ""
+            category = ctx.policy.classify(text, c.category)
+            session = ServiceSessionRec(
+                id=c.new_session_id,
+                shop_id=shop_id,
+                customer_id=customer_id,
+                conv_id=conv_id,
+                category=category,
+                status="queued",
+                agent_id=None,
+                queued_at=c.created_at,
+                assigned_at=None,
+                closed_at=None,
+                rating=None,
+                comment=None,
+            )
+            last_seq = await conn.fetchval("SELECT last_seq FROM conversations WHERE id=$1", conv_id)
+            await conn.execute(
+                f"INSERT INTO service_sessions ({_SESSION_COLS}, open_seq)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                *msgspec.structs.astuple(session)[:12],
+                last_seq,
+            )
+            await _route(conn, session, ctx, c.created_at, pending)
+    else:
+        active = await conn.fetchval(
+            "SELECT 1 FROM service_sessions WHERE conv_id=$1 AND status='active' AND agent_id=$2", conv_id, c.sender_id
+        )
+        if active is None:
+            raise YimError("not_member", "you are not serving this customer now")
+    result = await append_entry(
+        conn,
+        conv_id,
+        msg_id=c.msg_id,
+        sender_id=c.sender_id,
+        sender_device=c.sender_device,
+        kind=c.kind,
+        body=c.body,
+        client_msg_id=c.client_msg_id,
+        created_at=c.created_at,
+    )
+    return msgspec.structs.replace(result, events=await _flush(conn, pending, c.created_at))
+
+
+async def _owned_session(conn: asyncpg.Connection, session_id: int, actor_id: int) -> ServiceSessionRec:
+    s = await _session(conn, session_id)
+    if s.agent_id != actor_id and await _role(conn, s.shop_id, actor_id) != "admin":
+        raise YimError("forbidden", "only the serving agent or a shop admin may do this")
+    return s
+
+
+class _ForcedPolicy:
+    def __init__(self, agent_id: int) -> None:
+        self.agent_id = agent_id
+
+    def choose(self, category: str, agents: list[Any], previous_agent: int | None) -> int | None:
+        return self.agent_id
+
+
+async def transfer(
+    conn: asyncpg.Connection,
+    session_id: int,
+    actor_id: int,
+    to_agent: int | None,
+    to_category: str | None,
+    now: int,
+    ctx: ServiceCtx,
+) -> list[InboxWrite]:
+    s = await _session(conn, session_id)
+    await _lock_shop(conn, s.shop_id)
+    s = await _owned_session(conn, session_id, actor_id)  # as it is now that the shop is ours
+    if s.status == "closed":
+        raise YimError("bad_request", "the session is closed")
+    pending: Pending = []
+    old = s.agent_id
+    if to_agent is not None:
+        target = next((a for a in await _load_agent_loads(conn, s.shop_id, ctx, None) if a.user_id == to_agent), None)
+        if target is None:
+            raise YimError("not_found", f"user {to_agent} is not an agent of this shop")
+        if not target.online or target.open_sessions >= target.capacity:
+            raise YimError("forbidden", "that agent is not available (offline, busy or at capacity)")
+    if old is not None:
+        await _leave_conv(conn, s.conv_id, old)
+        pending.append((old, s.customer_id, _event("unassigned", s, agent_id=str(old))))
+    if to_category is not None:
+        await conn.execute("UPDATE service_sessions SET category=$1 WHERE id=$2", to_category, s.id)
+        s = msgspec.structs.replace(s, category=to_category)
+    if to_agent is not None:
+        forced = _ForcedPolicy(to_agent)
+        await _route(conn, s, ServiceCtx(is_connected=ctx.is_connected, policy=forced), now, pending)
+    else:
+        await _route(conn, s, ctx, now, pending, exclude=old)
+    if old is not None:
+        await _drain(conn, s.shop_id, ctx, now, pending)  # the old agent has a free slot now
+    return await _flush(conn, pending, now)
+
+
+async def close(
+    conn: asyncpg.Connection, session_id: int, actor_id: int, now: int, ctx: ServiceCtx
+) -> list[InboxWrite]:
+    s = await _session(conn, session_id)
+    await _lock_shop(conn, s.shop_id)
+    s = await _session(conn, session_id)
+    if actor_id not in (s.agent_id, s.customer_id) and await _role(conn, s.shop_id, actor_id) != "admin":
+        raise YimError("forbidden", "only the customer, the serving agent or a shop admin may close a session")
+    if s.status == "closed":
+        return []
+    await conn.execute(
+        "UPDATE service_sessions SET status='closed', closed_at=$1, agent_id=NULL WHERE id=$2", now, s.id
+    )
+    closed = msgspec.structs.replace(s, status="closed")
+    pending: Pending = [(s.customer_id, actor_id, _event("closed", closed))]
+    if s.agent_id is not None:
+        await _leave_conv(conn, s.conv_id, s.agent_id)
+        pending.append((s.agent_id, actor_id, _event("closed", closed)))
+        await _drain(conn, s.shop_id, ctx, now, pending)
+    return await _flush(conn, pending, now)
+
+
+async def rate(
+    conn: asyncpg.Connection, session_id: int, customer_id: int, rating: int, comment: str, now: int
+) -> ServiceSessionRec:
+    s = await _session(conn, session_id)
+    if s.customer_id != customer_id:
+        raise YimError("forbidden", "only the customer may rate a session")
+    if s.status != "closed":
+        raise YimError("bad_request", "a session is rated once it is closed")
+    await conn.execute("UPDATE service_sessions SET rating=$1, comment=$2 WHERE id=$3", rating, comment, s.id)
+    return await _session(conn, session_id)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+async def shop(conn: asyncpg.Connection, shop_id: int) -> ShopRec | None:
+    r = await conn.fetchrow("SELECT id, name, owner_id, created_at FROM shops WHERE id=$1", shop_id)
+    return ShopRec(*r) if r else None
+
+
+async def shops_of(conn: asyncpg.Connection, user_id: int) -> list[ShopRec]:
+    rows = await conn.fetch(
+        "SELECT s.id, s.name, s.owner_id, s.created_at FROM shops s JOIN shop_agents a ON a.shop_id=s.id"
+        " WHERE a.user_id=$1 ORDER BY s.id",
+        user_id,
+    )
+    return [ShopRec(*r) for r in rows]
+
+
+async def agents(conn: asyncpg.Connection, shop_id: int, viewer_id: int) -> list[AgentRec]:
+    if await _role(conn, shop_id, viewer_id) is None:
+        raise YimError("forbidden", "only the shop's agents may list its agents")
+    ids = [r[0] for r in await conn.fetch("SELECT user_id FROM shop_agents WHERE shop_id=$1 ORDER BY user_id", shop_id)]
+    return [await _agent(conn, shop_id, uid) for uid in ids]
+
+
+async def sessions(
+    conn: asyncpg.Connection, viewer_id: int, shop_id: int | None, status: str | None, limit: int
+) -> list[ServiceSessionRec]:
+    if shop_id is not None and await _role(conn, shop_id, viewer_id) == "admin":
+        rows = await conn.fetch(  # supervisors see every session of their shop
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=$1 AND ($2::text IS NULL OR status=$2)"
+            " ORDER BY queued_at, id LIMIT $3",
+            shop_id,
+            status,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE agent_id=$1 AND ($2::bigint IS NULL OR shop_id=$2)"
+            " AND ($3::text IS NULL OR status=$3) ORDER BY queued_at, id LIMIT $4",
+            viewer_id,
+            shop_id,
+            status,
+            limit,
+        )
+    out = []
+    for r in rows:
+        s = ServiceSessionRec(*r)
+        out.append(msgspec.structs.replace(s, position=await _position(conn, s)))
+    return out
+
+
+async def customer_session(conn: asyncpg.Connection, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
+    r = await conn.fetchrow(
+        f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=$1 AND customer_id=$2 ORDER BY id DESC LIMIT 1",
+        shop_id,
+        customer_id,
+    )
+    if r is None:
+        return None
+    s = ServiceSessionRec(*r)
+    return msgspec.structs.replace(s, position=await _position(conn, s))
+
+
+async def stats(conn: asyncpg.Connection, shop_id: int, viewer_id: int, now: int) -> ShopStats:
+    if await _role(conn, shop_id, viewer_id) != "admin":
+        raise YimError("forbidden", "only the shop's admins see its dashboard")
+    by_cat = {
+        r[0]: r[1]
+        for r in await conn.fetch(
+            "SELECT category, COUNT(*) FROM service_sessions WHERE shop_id=$1 AND status='queued'"
+            " GROUP BY category ORDER BY category",
+            shop_id,
+        )
+    }
+    oldest = await conn.fetchval(
+        "SELECT MIN(queued_at) FROM service_sessions WHERE shop_id=$1 AND status='queued'", shop_id
+    )
+    active = await conn.fetchval("SELECT COUNT(*) FROM service_sessions WHERE shop_id=$1 AND status='active'", shop_id)
+    day_start = now - now % 86_400_000
+    closed_today, avg = await conn.fetchrow(
+        "SELECT COUNT(*), AVG(rating)::float8 FROM service_sessions WHERE shop_id=$1 AND status='closed'"
+        " AND closed_at>=$2",
+        shop_id,
+        day_start,
+    )
+    return ShopStats(
+        queued=sum(by_cat.values()),
+        queued_by_category=by_cat,
+        longest_wait_ms=now - oldest if oldest else 0,
+        active=active,
+        closed_today=closed_today,
+        avg_rating=avg,
+        agents=await agents(conn, shop_id, viewer_id),
+    )
+
+
+async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id: int) -> bool:
+    """Shop admins (supervisors) may read every customer conversation of their shop."""
+    return (
+        await conn.fetchval(
+            "SELECT 1 FROM service_pairs sp JOIN shop_agents a ON a.shop_id = sp.shop_id"
+            " WHERE sp.conv_id=$1 AND a.user_id=$2 AND a.role='admin'",
+            conv_id,
+            user_id,
+        )
+        is not None
+    )
+
+
+class PgServiceStore(ServiceStore):
+    def __init__(self, store: Any) -> None:
+        self._s = store
+        self.ctx: ServiceCtx | None = None
+
+    def _ctx(self) -> ServiceCtx:
+        if self.ctx is None:
+            raise YimError("unavailable", "customer service is not running on this node")
+        return self.ctx
+
+    async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
+        return await self._s.write(create_shop, shop_id, name, owner_id, now)
+
+    async def set_agent(
+        self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        return await self._s.write(set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
+
+    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
+        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx())
+
+    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
+        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
+
+    async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
+        return await self._s.write(agent_presence, user_id, online, now, self._ctx())
+
+    async def transfer(
+        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
+    ) -> list[InboxWrite]:
+        return await self._s.write(transfer, session_id, actor_id, to_agent, to_category, now, self._ctx())
+
+    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
+        return await self._s.write(close, session_id, actor_id, now, self._ctx())
+
+    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
+        return await self._s.write(rate, session_id, customer_id, rating, comment, now)
+
+    async def shop(self, shop_id: int) -> ShopRec | None:
+        return await self._s.read1(shop, shop_id)
+
+    async def shops_of(self, user_id: int) -> list[ShopRec]:
+        return await self._s.read1(shops_of, user_id)
+
+    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
+        return await self._s.read(agents, shop_id, viewer_id)
+
+    async def sessions(
+        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
+    ) -> list[ServiceSessionRec]:
+        return await self._s.read(sessions, viewer_id, shop_id, status, limit)
+
+    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
+        return await self._s.read(customer_session, shop_id, customer_id)
+
+    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
+        return await self._s.read(stats, shop_id, viewer_id, now)
