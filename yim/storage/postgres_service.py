@@ -84,6 +84,14 @@ def _event(event: str, s: ServiceSessionRec, **extra: Any) -> bytes:
     return _enc.encode(payload)
 
 
+async def _count_members(conn: asyncpg.Connection, conv_id: int) -> None:
+    await conn.execute(
+        "UPDATE conversations SET member_count=(SELECT COUNT(*) FROM user_conversations"
+        " WHERE conv_id=$1 AND left_seq IS NULL) WHERE id=$1",
+        conv_id,
+    )
+
+
 async def _leave_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int) -> None:
     await conn.execute(
         "UPDATE user_conversations SET left_seq=(SELECT last_seq FROM conversations WHERE id=$1)"
@@ -91,6 +99,7 @@ async def _leave_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int) -> 
         conv_id,
         agent_id,
     )
+    await _count_members(conn, conv_id)
 
 
 async def _join_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int, read_seq: int) -> None:
@@ -103,6 +112,7 @@ async def _join_conv(conn: asyncpg.Connection, conv_id: int, agent_id: int, read
         conv_id,
         read_seq,
     )
+    await _count_members(conn, conv_id)
 
 
 async def _route(
@@ -327,6 +337,8 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
     of a service conversation from its customer or its serving agent)."""
     if ctx is None:
         raise YimError("unavailable", "customer service is not running on this node")
+    if c.mentions or c.mention_all:
+        raise YimError("bad_request", "mentions are for group messages")
     pending: Pending = []
     if c.shop_id is not None:
         shop = await conn.fetchval("SELECT name FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
@@ -521,18 +533,22 @@ async def agents(conn: asyncpg.Connection, shop_id: int, viewer_id: int) -> list
 async def sessions(
     conn: asyncpg.Connection, viewer_id: int, shop_id: int | None, status: str | None, limit: int
 ) -> list[ServiceSessionRec]:
+    # The queue in its FIFO order; everything else newest first.
+    order = "queued_at, id" if status == "queued" else "id DESC"
     if shop_id is not None and await _role(conn, shop_id, viewer_id) == "admin":
         rows = await conn.fetch(  # supervisors see every session of their shop
             f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=$1 AND ($2::text IS NULL OR status=$2)"
-            " ORDER BY queued_at, id LIMIT $3",
+            f" ORDER BY {order} LIMIT $3",
             shop_id,
             status,
             limit,
         )
     else:
+        # An agent's own sessions: the ones they serve, and closed ones they served last.
         rows = await conn.fetch(
-            f"SELECT {_SESSION_COLS} FROM service_sessions WHERE agent_id=$1 AND ($2::bigint IS NULL OR shop_id=$2)"
-            " AND ($3::text IS NULL OR status=$3) ORDER BY queued_at, id LIMIT $4",
+            f"SELECT {_SESSION_COLS} FROM service_sessions"
+            " WHERE (agent_id=$1 OR (status='closed' AND last_agent_id=$1)) AND ($2::bigint IS NULL OR shop_id=$2)"
+            f" AND ($3::text IS NULL OR status=$3) ORDER BY {order} LIMIT $4",
             viewer_id,
             shop_id,
             status,
