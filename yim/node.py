@@ -61,6 +61,8 @@ class Node:
             from yim.bus.redis import RedisBus
 
             self.bus = RedisBus(self, settings.redis_url)
+        elif settings.node_id_lease:
+            raise ValueError("node ids are leased from Redis: --node-id auto needs --redis (redis_url)")
         else:
             self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)
