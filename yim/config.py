@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -81,9 +81,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media_cache_max_age_s: int = 86_400  # Cache-Control max-age of media downloads
 
     # store
-    #: SQLite group commit: a batch closes after this many jobs or this long, whichever first.
+    #: SQLite group commit: one transaction takes at most this many queued writes (a batch
+    #: is whatever queued up during the previous commit; a lone write never waits for one).
     commit_batch_max: int = 512
-    sqlite_synchronous: str = "NORMAL"  # WAL + NORMAL survives a process kill; FULL also power loss
+    #: WAL + NORMAL keeps every commit across a process kill; FULL also across power loss
+    #: (one fsync per group commit).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     #: PostgreSQL store (``store = "postgres://..."``): pooled connections for reads; the
     #: group-commit writer holds one more of its own.
     pg_pool_min: int = 2

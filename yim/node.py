@@ -51,7 +51,12 @@ class Node:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(
-            settings.store, settings.data_dir, pool_min=settings.pg_pool_min, pool_max=settings.pg_pool_max
+            settings.store,
+            settings.data_dir,
+            pool_min=settings.pg_pool_min,
+            pool_max=settings.pg_pool_max,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            batch_max=settings.commit_batch_max,
         )
         self.hub = Hub(self.metrics, settings)
         self.bus: LocalBus
