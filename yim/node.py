@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from yim.bus.local import LocalBus
 from yim.config import Settings
@@ -28,6 +29,15 @@ from yim.storage import open_store
 log = logging.getLogger("yim.node")
 
 _SEEN_FLUSH_S = 5.0
+
+
+def redact_url(url: str) -> str:
+    """A store or Redis URL fit for logs: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -95,7 +105,7 @@ class Node:
         self.service.start()
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
-        log.info("node %d started, store %s", self.ids.node_id, self.settings.store)
+        log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, close connections with 1001, flush, close store."""
