@@ -215,14 +215,7 @@ BACKENDS = ("sqlite", "postgres")
 #: Tests that run on SQLite only, each with the reason: every entry is a gap of the
 #: PostgreSQL store, listed here (not skipped) so that it stays visible. Keys are a test
 #: file ("tests/test_x.py") or one test ("tests/test_x.py::test_name").
-SQLITE_ONLY: dict[str, str] = {
-    "tests/test_service.py::test_media_typing_membership_and_history_in_service_conversations": (
-        "it uploads media, which has no PostgreSQL tables yet"
-    ),
-    "tests/test_media.py": "the PostgreSQL store has no media tables (uploads, media_refs) yet",
-    "tests/test_search.py": "the PostgreSQL store has no search index yet (SQLite: FTS5 trigram)",
-    "tests/test_web_features.py": "the web client's media, search and agent view need the SQLite-only tables above",
-}
+SQLITE_ONLY: dict[str, str] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:

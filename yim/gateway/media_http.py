@@ -19,7 +19,7 @@ from yim.gateway.http import authenticated, error_response, json_response, read_
 from yim.gateway.keys import NODE_KEY
 from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaUploadQuery
-from yim.storage.sqlite_media import IMAGE_MIMES
+from yim.storage.media import IMAGE_MIMES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator

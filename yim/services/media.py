@@ -39,11 +39,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaOut, MediaRefBody
-from yim.storage import sqlite_media
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.blobs import BlobStore, open_blob_store
-from yim.storage.sqlite import SqliteStore
-from yim.storage.sqlite_media import IMAGE_MIMES, BlobRec, MediaRec
+from yim.storage.media import IMAGE_MIMES, BlobRec, MediaRec, MediaStore
 
 if TYPE_CHECKING:
     from aiohttp import StreamReader
@@ -186,11 +184,8 @@ class MediaService:
     async def close(self) -> None:
         await self.blobs.close()
 
-    def _store(self) -> SqliteStore:
-        store = self.node.store
-        if not isinstance(store, SqliteStore):
-            raise YimError("unavailable", "media needs the SQLite store in this build")
-        return store
+    def _store(self) -> MediaStore:
+        return self.node.store.media
 
     def limit(self, kind: str) -> int:
         s = self.settings
@@ -216,7 +211,6 @@ class MediaService:
     ) -> MediaOut:
         if kind not in KINDS:
             raise YimError("bad_request", f"kind must be one of {', '.join(KINDS)}")
-        self._store()  # refuse before reading a byte if this node cannot record media
         limit = self.limit(kind)
         if content_length is not None and content_length > limit:
             raise YimError("media_too_large", f"{_an(kind)} {kind} may be at most {limit:,} bytes")
@@ -271,7 +265,7 @@ class MediaService:
         client_type: str,
     ) -> MediaOut:
         store = self._store()
-        blob: BlobRec | None = await store.read(sqlite_media.blob_by_sha, sha256)
+        blob: BlobRec | None = await store.blob_by_sha(sha256)
         mime = blob.mime if blob is not None else await asyncio.to_thread(self._sniff, head)
         check_type(kind, mime, name, client_type)
         if blob is None or (kind == "image" and blob.width is None):
@@ -280,8 +274,7 @@ class MediaService:
             blob = await self._new_blob(kind, path, sha256, size, mime)
         if not name:
             name = f"{kind}{mimetypes.guess_extension(mime) or ''}"
-        media = await store.write(
-            sqlite_media.create_media,
+        media = await store.create_media(
             self.node.ids.next_id(),
             uploader_id,
             kind,
@@ -323,13 +316,12 @@ class MediaService:
     # --- access --------------------------------------------------------------------------------
 
     async def visible(self, user_id: int, media_id: int) -> MediaRec:
-        return await self._store().read(sqlite_media.visible_media, media_id, user_id)
+        return await self._store().visible(media_id, user_id)
 
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         """Append a media message: the media is checked and the body filled in inside the
         same write transaction (and in the sender's order, like any other send)."""
-        store = self._store()
-        return store.write(sqlite_media.send_media_message, cmd, store.service.ctx)
+        return self._store().send(cmd)
 
 
 def media_out(m: MediaRec) -> MediaOut:

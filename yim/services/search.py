@@ -3,7 +3,7 @@ messages a user can see, newest first, each hit with its neighbours for context.
 
 Matching is by substring, case-insensitive, every whitespace-separated term required;
 Chinese works without word segmentation ("亿级消息" finds "支持亿级消息量", and a
-2-character query like "亿级" too). See :mod:`yim.storage.sqlite_search` for how.
+2-character query like "亿级" too). See :mod:`yim.storage.search` for how.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from yim.protocol.frames import Search, SearchHit, SearchPage
 from yim.services.messages import parse_id
 from yim.services.sync import within_budget
 from yim.services.wire import message_out
-from yim.storage import sqlite_search
-from yim.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from yim.node import Node
@@ -56,13 +54,10 @@ def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
 
 
 async def search(node: Node, session: SessionRec, req: Search, origin: Any = None) -> SearchPage:
-    store = node.store
-    if not isinstance(store, SqliteStore):
-        raise YimError("unavailable", "search needs the SQLite store in this build")
     terms = query_terms(req.q)
     conv_id = parse_id(req.conv_id, "conversation") if req.conv_id is not None else None
     before = min(int(req.before), 2**63 - 1) if req.before is not None else None
-    rows, more = await store.read(sqlite_search.search, session.user_id, conv_id, terms, before, req.limit)
+    rows, more = await node.store.search.search(session.user_id, conv_id, terms, before, req.limit)
     kept = within_budget(rows, lambda r: len(r.text) * 3 + 2048)  # hit text plus its context messages
     more = more or len(kept) < len(rows)
     rows = kept

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from yim.storage.relations import RelationStore
 from yim.storage.service import ServiceStore
+
+if TYPE_CHECKING:
+    from yim.storage.media import MediaStore
+    from yim.storage.search import SearchStore
 
 
 class UserRec(msgspec.Struct, frozen=True):
@@ -200,10 +205,14 @@ class Store(abc.ABC):
 
     Concepts with their own interface hang off it: ``store.relations``
     (:class:`yim.storage.relations.RelationStore`), ``store.service``
-    (:class:`yim.storage.service.ServiceStore`)."""
+    (:class:`yim.storage.service.ServiceStore`), ``store.media``
+    (:class:`yim.storage.media.MediaStore`), ``store.search``
+    (:class:`yim.storage.search.SearchStore`)."""
 
     relations: RelationStore
     service: ServiceStore
+    media: MediaStore
+    search: SearchStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -376,6 +376,11 @@ class PostgresStore(Store):
 
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
+        from yim.storage.postgres_media import PgMediaStore
+        from yim.storage.postgres_search import PgSearchStore
+
+        self.media = PgMediaStore(self)
+        self.search = PgSearchStore(self)
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:

@@ -271,6 +271,11 @@ class SqliteStore(Store):
         self._conns_lock = threading.Lock()
         self.relations = SqliteRelationStore(self)
         self.service = SqliteServiceStore(self)
+        from yim.storage.sqlite_media import SqliteMediaStore
+        from yim.storage.sqlite_search import SqliteSearchStore
+
+        self.media = SqliteMediaStore(self)
+        self.search = SqliteSearchStore(self)
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -10,53 +10,33 @@ a recall or a leave, and a media send keeps its place in the sender's order.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from yim.protocol.errors import YimError
-from yim.protocol.frames import MediaMessageBody, MediaRefBody
 from yim.storage import sqlite_timeline as timeline
 from yim.storage.base import SendCmd, SendResult
+from yim.storage.media import (
+    IMAGE_MIMES,
+    MAX_MEDIA_ID,
+    BlobRec,
+    MediaRec,
+    MediaStore,
+    checked_body,
+    message_body,
+    mime_fits_kind,
+    not_found,
+    ref_media_id,
+)
 
-#: raster types an ``image`` may be: what Pillow decodes and every client can show inline.
-IMAGE_MIMES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"})
+if TYPE_CHECKING:
+    from yim.storage.sqlite import SqliteStore
 
-_ref_decoder = msgspec.json.Decoder(MediaRefBody)
-_encoder = msgspec.json.Encoder()
-
-
-class BlobRec(msgspec.Struct, frozen=True):
-    sha256: str
-    size: int
-    mime: str
-    width: int | None
-    height: int | None
-    thumb_sha256: str | None
-    thumb_size: int | None
-    created_at: int
-
-
-class MediaRec(msgspec.Struct, frozen=True):
-    id: int
-    uploader_id: int
-    kind: str
-    name: str
-    created_at: int
-    blob: BlobRec
-
+__all__ = ["IMAGE_MIMES", "BlobRec", "MediaRec", "SqliteMediaStore", "message_body", "mime_fits_kind"]
 
 _BLOB_COLS = "b.sha256, b.size, b.mime, b.width, b.height, b.thumb_sha256, b.thumb_size, b.created_at"
-
-
-def mime_fits_kind(kind: str, mime: str) -> bool:
-    """May media of this (detected) type be sent as a message of ``kind``?"""
-    if kind == "image":
-        return mime in IMAGE_MIMES
-    if kind == "video":
-        return mime.startswith("video/")
-    return kind == "file"
 
 
 def blob_by_sha(conn: sqlite3.Connection, sha256: str) -> BlobRec | None:
@@ -90,8 +70,8 @@ def create_media(
 def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> MediaRec:
     """The media, if ``user_id`` uploaded it or can see an entry carrying it; else
     ``media_not_found`` (the same answer as for an id that does not exist)."""
-    if media_id >= 2**63:
-        raise YimError("media_not_found", f"no media {media_id}")
+    if media_id > MAX_MEDIA_ID:
+        raise not_found(media_id)
     row = conn.execute(
         f"SELECT m.id, m.uploader_id, m.kind, m.name, m.created_at, {_BLOB_COLS}"
         " FROM media m JOIN media_blobs b ON b.sha256 = m.sha256 WHERE m.id=?",
@@ -107,25 +87,8 @@ def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> Medi
         if seen is None:
             row = None
     if row is None:
-        raise YimError("media_not_found", f"no media {media_id} that you uploaded or can see in a conversation")
+        raise not_found(media_id)
     return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
-
-
-def message_body(media: MediaRec) -> bytes:
-    """The canonical body of a message carrying ``media`` (authoritative metadata)."""
-    b = media.blob
-    return _encoder.encode(
-        MediaMessageBody(
-            media_id=str(media.id),
-            mime=b.mime,
-            size=b.size,
-            name=media.name,
-            sha256=b.sha256,
-            width=b.width,
-            height=b.height,
-            thumbnail=b.thumb_sha256 is not None,
-        )
-    )
 
 
 def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any = None) -> SendResult:
@@ -135,19 +98,25 @@ def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any 
         "SELECT 1 FROM messages WHERE sender_id=? AND client_msg_id=?", (cmd.sender_id, cmd.client_msg_id)
     ).fetchone()
     if duplicate is None:  # a retry returns the original, whatever happened to the media since
-        ref = _ref_decoder.decode(cmd.body)
-        media = visible_media(conn, int(ref.media_id), cmd.sender_id)
-        article = "an" if cmd.kind == "image" else "a"
-        if not mime_fits_kind(cmd.kind, media.blob.mime):
-            raise YimError(
-                "media_kind_mismatch",
-                f"{article} {cmd.kind} message must reference {article} {cmd.kind};"
-                f" media {media.id} is {media.blob.mime}",
-            )
-        if cmd.kind == "image" and media.blob.width is None:
-            raise YimError(
-                "media_kind_mismatch",
-                f"media {media.id} was stored as a file without decoding it as an image; send it as a file",
-            )
-        cmd = msgspec.structs.replace(cmd, body=message_body(media))
+        media = visible_media(conn, ref_media_id(cmd.body), cmd.sender_id)
+        cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media))
     return timeline.send_message(conn, cmd, service_ctx)
+
+
+class SqliteMediaStore(MediaStore):
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def blob_by_sha(self, sha256: str) -> BlobRec | None:
+        return await self._store.read(blob_by_sha, sha256)
+
+    async def create_media(
+        self, media_id: int, uploader_id: int, kind: str, name: str, blob: BlobRec, now: int
+    ) -> MediaRec:
+        return await self._store.write(create_media, media_id, uploader_id, kind, name, blob, now)
+
+    async def visible(self, media_id: int, user_id: int) -> MediaRec:
+        return await self._store.read(visible_media, media_id, user_id)
+
+    def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
+        return self._store.write(send_media_message, cmd, self._store.service.ctx)

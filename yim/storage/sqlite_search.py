@@ -17,26 +17,19 @@ message the user could not page to with ``history``.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from yim.protocol.errors import YimError
 from yim.storage.base import MessageRec
+from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 from yim.storage.sqlite_timeline import MSG_COLS, msg_from_row
+
+if TYPE_CHECKING:
+    from yim.storage.sqlite import SqliteStore
 
 _N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
 _TEXT = "CASE m.kind WHEN 'text' THEN json_extract(m.body, '$.text') ELSE json_extract(m.body, '$.name') END"
 _NO_CEILING = 2**62
-#: trigram: shorter terms have no trigram to look up
-MIN_INDEXED_CHARS = 3
-
-
-class SearchRow(msgspec.Struct, frozen=True):
-    message: MessageRec
-    text: str
-    previous: MessageRec | None
-    next: MessageRec | None
 
 
 def _like(term: str) -> str:
@@ -126,3 +119,13 @@ def _neighbour(
         (conv_id, *bound),
     ).fetchone()
     return msg_from_row(row) if row else None
+
+
+class SqliteSearchStore(SearchStore):
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def search(
+        self, user_id: int, conv_id: int | None, terms: list[str], before: int | None, limit: int
+    ) -> tuple[list[SearchRow], bool]:
+        return await self._store.read(search, user_id, conv_id, terms, before, limit)
