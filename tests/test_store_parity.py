@@ -24,6 +24,7 @@ import pytest_asyncio
 from yim.protocol.errors import YimError
 from yim.services.routing import DefaultRouting
 from yim.storage.base import CreateGroupCmd, SendCmd, SessionRec, Store, UserRec
+from yim.storage.media import BlobRec
 from yim.storage.postgres import PostgresStore
 from yim.storage.service import ServiceCtx
 from yim.storage.sqlite import SqliteStore
@@ -309,6 +310,97 @@ async def test_postgres_transcript_equals_sqlite(stores: tuple[Store, Store]) ->
     assert len(pg.lines) == len(lite.lines)
     for (label, want), (_, got) in zip(lite.lines, pg.lines, strict=True):
         assert got == want, label
+
+
+def _blob(sha: str, mime: str, width: int | None = None) -> BlobRec:
+    thumb = f"t{sha}" if width else None
+    return BlobRec(sha, 1000, mime, width, width, thumb, 10 if width else None, 0)
+
+
+def _media(msg_id: int, sender: int, kind: str, media_id: int, **kw: Any) -> SendCmd:
+    return _send(msg_id, sender, kind=kind, body=f'{{"media_id":"{media_id}"}}'.encode(), **kw)
+
+
+def _text(msg_id: int, sender: int, text: str, **kw: Any) -> SendCmd:
+    return _send(msg_id, sender, body=msgspec.json.encode({"text": text}), **kw)
+
+
+async def media_and_search_scenario(t: Transcript) -> None:
+    s, m = t.store, t.store.media
+    for i, name in enumerate(["alice", "bob", "carol", "dave"], start=1):
+        await s.create_user(UserRec(i, name, name, "h", T0))
+    # uploads: one blob row per distinct bytes; an image description fills in a file's
+    await t("no blob", m.blob_by_sha("aa"))
+    await t("image", m.create_media(900, 1, "image", "cat.png", _blob("aa", "image/png", 64), T0 + 1))
+    await t("pdf", m.create_media(901, 1, "file", "年报 Report.pdf", _blob("bb", "application/pdf"), T0 + 2))
+    await t("same bytes again", m.create_media(902, 2, "file", "copy.png", _blob("aa", "image/png"), T0 + 3))
+    await t("png as file", m.create_media(903, 1, "file", "big.png", _blob("cc", "image/png"), T0 + 4))
+    await t("blob", m.blob_by_sha("aa"))
+    await t("uploader sees", m.visible(900, 1))
+    await t("other does not", m.visible(900, 2))
+    await t("unknown id", m.visible(12345, 1))
+    await t("id past int64", m.visible(2**63, 1))
+    # media messages: access, kind checks, canonical body, idempotency, recall
+    first = await t("dm", s.send_message(_text(1000, 1, "支持亿级消息量 Hello World", to=2)))
+    dm = first.message.conv_id
+    await t("image to bob", m.send(_media(1002, 1, "image", 900, conv_id=dm)))
+    await t("bob sees it", m.visible(900, 2))
+    await t("carol does not", m.visible(900, 3))
+    await t("video of an image", m.send(_media(1004, 1, "video", 900, conv_id=dm)))
+    await t("image never decoded", m.send(_media(1006, 1, "image", 903, conv_id=dm)))
+    await t("bob forwards unseen", m.send(_media(1008, 2, "file", 901, conv_id=dm)))
+    await t("outsider with own media", m.send(_media(1010, 3, "file", 902, conv_id=dm)))
+    await t("bob forwards seen", m.send(_media(1012, 2, "file", 900, to=3)))
+    await t("pdf", m.send(_media(1014, 1, "file", 901, conv_id=dm)))
+    await t("recall image", s.recall(dm, 1, 2, 1016, T0 + 1016, 120_000))
+    await t("bob still sees via carol dm", m.visible(900, 2))
+    await t("image retry after recall", m.send(_media(1018, 1, "image", 900, conv_id=dm, cmid="c1002")))
+    # search: substrings, case, short terms, windows, recall, paging, context
+    group = await s.create_group(
+        CreateGroupCmd(
+            conv_id=1100, msg_id=1101, owner_id=1, member_ids=[2, 4], name="g", announcement="",
+            avatar="", join_policy="open", max_members=10, threshold=100, created_at=T0 + 1100,
+        )
+    )  # fmt: skip
+    gid = group.group.conv_id
+    await t("g1", s.send_message(_text(1102, 1, "hello before carol", conv_id=gid)))
+    await s.add_members(gid, 3, [3], "join", 1104, T0 + 1104, 100)
+    await t("g2", s.send_message(_text(1106, 2, "HELLO after carol 亿级", conv_id=gid)))
+    await s.remove_member(gid, 4, 4, 1108, T0 + 1108)
+    await t("g3", s.send_message(_text(1110, 1, "hello after dave left", conv_id=gid)))
+    gone = await t("g4", s.send_message(_text(1112, 1, "hello to recall", conv_id=gid)))
+    await s.recall(gid, 1, gone.message.seq, 1114, T0 + 1114, 120_000)
+    q = s.search.search
+    await t("cjk 4", q(1, None, ["亿级消息"], None, 10))
+    await t("cjk 2", q(2, None, ["亿级"], None, 10))
+    await t("case", q(1, None, ["hello"], None, 10))
+    await t("two terms", q(1, None, ["HELLO", "carol"], None, 10))
+    await t("short and long", q(1, None, ["he", "World"], None, 10))
+    await t("short only", q(1, None, ["Re"], None, 10))
+    await t("file name", q(2, None, ["report"], None, 10))
+    await t("carol's window", q(3, None, ["hello"], None, 10))
+    await t("dave's window", q(4, None, ["hello"], None, 10))
+    await t("one conversation", q(1, gid, ["hello"], None, 10))
+    await t("not a member", q(3, dm, ["hello"], None, 10))
+    page = await t("page 1", q(1, None, ["hello"], None, 2))
+    await t("page 2", q(1, None, ["hello"], page[0][-1].message.msg_id, 2))
+    await t("wildcards are literal", q(1, None, ["%", "_"], None, 10))
+    await t("nothing", q(1, None, ["不存在的词"], None, 10))
+
+
+async def test_media_and_search_transcripts_equal(stores: tuple[Store, Store]) -> None:
+    lite, pg = (Transcript(s) for s in stores)
+    await media_and_search_scenario(lite)
+    await media_and_search_scenario(pg)
+    assert len(pg.lines) == len(lite.lines)
+    for (label, want), (_, got) in zip(lite.lines, pg.lines, strict=True):
+        assert got == want, label
+    hits = dict(lite.lines)
+    assert [h["text"] for h in hits["cjk 2"][0]] == ["HELLO after carol 亿级", "支持亿级消息量 Hello World"]
+    assert [h["text"] for h in hits["carol's window"][0]] == ["hello after dave left", "HELLO after carol 亿级"]
+    assert hits["not a member"][:2] == ["error", "not_member"]
+    assert hits["bob forwards unseen"][:2] == ["error", "media_not_found"]
+    assert hits["image never decoded"][:2] == ["error", "media_kind_mismatch"]
 
 
 async def _users(store: Store, n: int) -> None:
