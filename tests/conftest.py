@@ -27,6 +27,16 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     return {"uvloop": uvloop.new_event_loop}
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    """Print what the reliability and security tests counted (tests/report.py)."""
+    from tests.report import LINES
+
+    if LINES:
+        terminalreporter.section("reliability and security counts")
+        for line in LINES:
+            terminalreporter.write_line(line)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -64,7 +64,11 @@ class Device:
         rid = next(self._rids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
-        await self.ws.send_json({"op": op, "rid": rid, **fields})
+        try:
+            await self.ws.send_json({"op": op, "rid": rid, **fields})
+        except BaseException:
+            self._waiting.pop(rid, None)  # the reader would fail it later, unawaited
+            raise
         frame = await fut
         if frame["t"] == "err":
             raise ProtocolError(frame["code"], frame["message"])

@@ -22,8 +22,15 @@ def _serve(args: argparse.Namespace) -> int:
         node_id_lease=True if args.node_id == "auto" else None,
         store=args.store,
         redis_url=args.redis,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
-    uvloop.run(serve_forever(settings))
+    ssl_context = None
+    if settings.tls_cert or settings.tls_key:
+        from yim.gateway.tls import server_ssl_context
+
+        ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
+    uvloop.run(serve_forever(settings, ssl_context))
     return 0
 
 
@@ -63,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--redis", help="cluster mode: redis://HOST:PORT/DB or redis+cluster://HOST:PORT,...")
     serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.set_defaults(func=_serve)
 
     from yim.client.terminal import add_terminal_parsers

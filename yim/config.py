@@ -79,6 +79,38 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media_max_image_pixels: int = 50_000_000
     media_thumbnail_px: int = 320  # thumbnails fit in a square of this many pixels
     media_cache_max_age_s: int = 86_400  # Cache-Control max-age of media downloads
+    # limits and abuse (docs/security.md). Token buckets: ``*_s`` is the sustained rate per
+    # second, ``*_burst`` how much may be saved up; a rate of 0 turns that limit off. The
+    # defaults are far above what a person's client does.
+    #: comma-separated networks exempt from the per-IP limits (not from per-user ones)
+    limits_exempt_networks: str = "127.0.0.0/8,::1/128"
+    rate_send_per_user_s: float = 200.0  # messages per user (WebSocket and HTTP)
+    rate_send_burst: int = 5000
+    rate_send_per_ip_s: float = 1000.0
+    rate_send_ip_burst: int = 20_000
+    #: every other request (history, sync, group and relation ops ...) per user; not ping/ack
+    rate_requests_per_user_s: float = 100.0
+    rate_requests_burst: int = 2000
+    rate_register_per_ip_s: float = 0.1
+    rate_register_ip_burst: int = 50
+    rate_login_per_ip_s: float = 2.0  # login attempts (each costs an argon2 verify)
+    rate_login_ip_burst: int = 100
+    #: failed logins per username before exponential back-off (base * 2**k, at most max)
+    login_free_failures: int = 5
+    login_ip_free_failures: int = 50
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 900.0
+    login_failure_window_s: float = 3600.0  # failures are forgotten this long after the last
+    rate_upload_per_user_s: float = 1.0
+    rate_upload_burst: int = 60
+    max_connections_per_ip: int = 1000  # TCP connections (HTTP + WebSocket); 0 = no cap
+    #: a connection that has not sent a complete HTTP request within this long of connecting
+    #: (or of its last response) is closed: idle keep-alive and slowloris sockets
+    http_idle_timeout_s: float = 15.0
+    limits_max_keys: int = 200_000  # entries per limit table (~150 B each)
+    # TLS: both set -> https/wss on the same port (``yim serve --tls-cert --tls-key``)
+    tls_cert: str = ""
+    tls_key: str = ""
 
     # store
     #: SQLite group commit: one transaction takes at most this many queued writes (a batch

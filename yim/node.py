@@ -16,6 +16,7 @@ from yim.bus.local import LocalBus
 from yim.config import Settings
 from yim.gateway.connection import CLOSE_GOING_AWAY
 from yim.gateway.hub import Hub
+from yim.gateway.limits import Limits
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics
 from yim.services.accounts import Accounts
@@ -86,6 +87,7 @@ class Node:
         self.service = CustomerService(self)
         self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
+        self.limits = Limits(settings)
         self.accounts: Accounts
         self.started_at = time.time()
         self.stopping = False
@@ -93,7 +95,7 @@ class Node:
 
     async def start(self) -> None:
         data = self.settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store holds password hashes
         secret = load_or_create_secret(data)
         await self.store.open()
         await self.media.start()

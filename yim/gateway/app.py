@@ -13,7 +13,9 @@ from aiohttp import web
 from yim.config import Settings
 from yim.gateway.http import error_middleware, routes
 from yim.gateway.keys import NODE_KEY
+from yim.gateway.limits import install_connection_guard, throttle_logger
 from yim.gateway.media_http import media_routes
+from yim.gateway.openapi import openapi_handler
 from yim.gateway.ws import websocket_handler
 from yim.node import Node
 
@@ -26,6 +28,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/ws", websocket_handler)
     app.add_routes(routes)
     app.add_routes(media_routes)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler)
     return app
 
 
@@ -47,8 +50,20 @@ class NodeServer:
 
     async def start(self) -> None:
         await self.node.start()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+            # also the deadline for a new connection's first complete request (slowloris)
+            keepalive_timeout=self.settings.http_idle_timeout_s,
+            # a request line fits the longest query the API takes (a 1,024-character media
+            # name, percent-encoded); headers keep aiohttp's limits (8 KiB each, 128 of them)
+            max_line_size=16 * 1024,
+        )
         await self._runner.setup()
+        install_connection_guard(self._runner.server, self.node.limits)
+        throttle_logger("aiohttp.server")  # it logs every malformed request with a traceback
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.host, self.settings.port))

@@ -35,6 +35,10 @@ CLOSE_AUTH_TIMEOUT = 4005
 CLOSE_POLICY = 4006  # the multi-device policy signed this device out (a newer one took its place)
 CLOSE_SLOW = 4008
 
+#: a closing handshake the peer does not complete in this long ends with an abort: a client
+#: that stops reading would otherwise pin its socket and full send buffer forever
+CLOSE_GRACE_S = 5.0
+
 _OP_TEXT = 0x81  # FIN + text
 _OP_BINARY = 0x82  # FIN + binary
 
@@ -125,7 +129,11 @@ class Connection:
             return
         self.flush_now()
         self.closing = True
-        await self.ws.close(code=code, message=reason.encode()[:120])
+        abort = self._loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
+        try:
+            await self.ws.close(code=code, message=reason.encode()[:120])
+        finally:
+            abort.cancel()
 
     def close(self, code: int, reason: str) -> None:
         """Close from outside the receive loop (kick, revoke, idle, shutdown)."""
@@ -134,3 +142,9 @@ class Connection:
         self.flush_now()
         self.closing = True
         self._loop.create_task(self.ws.close(code=code, message=reason.encode()[:120]))
+        self._loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        transport = self.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()  # also drops bytes the peer never read

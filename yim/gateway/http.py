@@ -56,8 +56,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
-            code = {404: "not_found", 405: "bad_request", 413: "frame_too_large"}.get(exc.status, "bad_request")
-            return error_response(YimError(code, exc.reason or "error"))
+            code = {404: "not_found", 405: "method_not_allowed", 413: "frame_too_large"}.get(exc.status, "bad_request")
+            resp = error_response(YimError(code, exc.reason or "error"))
+            if "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
@@ -72,9 +75,15 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
         raise YimError("bad_request", str(exc).replace("`$.", "`")) from None
     except msgspec.DecodeError as exc:
         raise YimError("bad_frame", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise YimError("bad_frame", "body is nested too deeply") from None
+    except UnicodeError:
+        raise YimError("bad_frame", "body is not valid UTF-8") from None
 
 
 def read_query(request: web.Request, type_: type[T]) -> T:
+    if len(set(request.query)) != len(request.query):
+        raise YimError("bad_request", "query: a parameter is given more than once")
     try:
         return msgspec.convert(dict(request.query), type_, strict=False)
     except msgspec.ValidationError as exc:
@@ -159,6 +168,8 @@ async def static_file(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/accounts")
 async def register(request: web.Request) -> web.Response:
+    limits = _node(request).limits
+    limits.check_register(limits.ip_key(request.remote))
     body = await read_body(request, RegisterBody)
     return json_response(await _node(request).accounts.register(body), status=201)
 
@@ -166,7 +177,17 @@ async def register(request: web.Request) -> web.Response:
 @routes.post("/api/v1/sessions")
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
-    return json_response(await _node(request).accounts.login(body), status=201)
+    limits = _node(request).limits
+    ip = limits.ip_key(request.remote)
+    limits.check_login(body.username, ip)  # lockout with exponential back-off (docs/security.md)
+    try:
+        out = await _node(request).accounts.login(body)
+    except YimError as exc:
+        if exc.code == "unauthorized":
+            limits.login_failed(body.username, ip)
+        raise
+    limits.login_succeeded(body.username, ip)
+    return json_response(out, status=201)
 
 
 @routes.delete("/api/v1/sessions/current")
@@ -220,6 +241,8 @@ async def revoke_device(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     session = await authenticated(request)
     body = await read_body(request, SendBody)
+    limits = _node(request).limits
+    limits.check_send(session.user_id, limits.ip_key(request.remote))
     result = await send_message(_node(request), session, body)
     return json_response(send_ack(result), status=200 if result.duplicate else 201)
 
@@ -233,14 +256,21 @@ async def _run_op(request: web.Request, op: type, *, from_query: bool = False, s
     data: dict[str, Any]
     if from_query:
         data = dict(request.query)
+        if len(data) != len(request.query):
+            raise YimError("bad_request", "query: a parameter is given more than once")
     else:
         raw = await request.read()
         try:
             data = msgspec.json.decode(raw) if raw else {}
         except msgspec.DecodeError as exc:
             raise YimError("bad_frame", f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise YimError("bad_frame", "body is nested too deeply") from None
+        except UnicodeError:
+            raise YimError("bad_frame", "body is not valid UTF-8") from None
         if not isinstance(data, dict):
             raise YimError("bad_request", "body must be a JSON object")
+    _node(request).limits.check_request(session.user_id)
     data.pop("op", None)
     data.update(request.match_info)
     data["rid"] = 0
@@ -251,7 +281,14 @@ async def _run_op(request: web.Request, op: type, *, from_query: bool = False, s
     return json_response(await OPS[op](_node(request), session, req, None), status=status)
 
 
+#: (method, path, op struct, from_query, status) of every shared-op route: the OpenAPI
+#: description (yim/gateway/openapi.py) is generated from this table.
+OP_ROUTES: list[tuple[str, str, type, bool, int]] = []
+
+
 def _op_route(method: str, path: str, op: type, *, from_query: bool = False, status: int = 200) -> None:
+    OP_ROUTES.append((method, path, op, from_query, status))
+
     async def handler(request: web.Request) -> web.Response:
         return await _run_op(request, op, from_query=from_query, status=status)
 

@@ -45,6 +45,7 @@ async def upload(request: web.Request) -> web.Response:
     node = _node(request)
     try:
         session = await authenticated(request)
+        node.limits.check_upload(session.user_id)
         query = read_query(request, MediaUploadQuery)
         media = await node.media.upload(
             session.user_id,

@@ -63,19 +63,21 @@ def _on_sent(node: Node, conn: Connection, rid: Any, fut: asyncio.Future[SendRes
 class _Session:
     """The frame loop of one authenticated connection."""
 
-    __slots__ = ("conn", "node", "pending", "session")
+    __slots__ = ("conn", "ip", "node", "pending", "session")
 
-    def __init__(self, node: Node, conn: Connection, session: SessionRec) -> None:
+    def __init__(self, node: Node, conn: Connection, session: SessionRec, ip: str | None = None) -> None:
         self.node = node
         self.conn = conn
         self.session = session
         self.pending: deque[asyncio.Future[SendResult]] = deque()
+        self.ip = ip  # the key of per-IP limits (None: exempt)
 
     async def handle(self, req: Any) -> None:
         node, conn, session = self.node, self.conn, self.session
         node.metrics.frames_in.labels(type(req).__struct_config__.tag).inc()
         match req:
             case Send():
+                node.limits.check_send(session.user_id, self.ip)
                 fut = send_message(node, session, req, conn)
                 fut.add_done_callback(functools.partial(_on_sent, node, conn, req.rid))
                 pending = self.pending
@@ -93,6 +95,7 @@ class _Session:
             case Auth():
                 raise YimError("already_authenticated", "this connection is already authenticated")
             case _:
+                node.limits.check_request(session.user_id)
                 action = OPS[type(req)]
                 conn.send(conn.codec.ok(req.rid, await action(node, session, req, conn)))
 
@@ -158,6 +161,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def ws_remote(ws: web.WebSocketResponse) -> str | None:
+    peer = ws.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) and peer else None
+
+
 async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse) -> _Session | None:
     settings = node.settings
     deadline = time.monotonic() + settings.auth_timeout_s
@@ -212,4 +220,4 @@ async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse)
                 ),
             )
         )
-        return _Session(node, conn, session)
+        return _Session(node, conn, session, node.limits.ip_key(ws_remote(ws)))

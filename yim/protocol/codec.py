@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import AnyRequest, Err, Event, Ok, RidOnly, Send
+from yim.protocol.frames import RID_MAX, RID_MIN, AnyRequest, Err, Event, Ok, RidOnly, Send
 
 KNOWN_OPS: Final = frozenset(t.__struct_config__.tag for t in AnyRequest.__args__)  # type: ignore[attr-defined]
 
@@ -47,12 +47,18 @@ class Codec:
             raise self._classify(data, exc) from None
         except msgspec.DecodeError as exc:
             raise YimError("bad_frame", f"frame is not valid {self.name}: {exc}") from None
+        except RecursionError:  # a value nested thousands deep (inside `body`, say)
+            raise YimError("bad_frame", "frame is nested too deeply") from None
+        except UnicodeError:  # a string that is not UTF-8 (or a str frame with lone surrogates)
+            raise YimError("bad_frame", f"frame is not valid {self.name}: invalid UTF-8") from None
         if self.binary and isinstance(req, Send):
             # Bodies are canonical JSON inside the server; convert the MessagePack body once.
             try:
                 body = msgspec.json.encode(msgspec.msgpack.decode(req.body))
-            except (msgspec.DecodeError, TypeError) as exc:
+            except (msgspec.DecodeError, TypeError, UnicodeError) as exc:
                 raise YimError("invalid_body", f"body cannot be represented as JSON: {exc}") from None
+            except RecursionError:
+                raise YimError("invalid_body", "body is nested too deeply") from None
             req = msgspec.structs.replace(req, body=msgspec.Raw(body))
         return req
 
@@ -60,14 +66,16 @@ class Codec:
         """Best-effort request id of a frame that failed validation (None if unreadable)."""
         try:
             rid = self._lenient.decode(data).rid
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
             return None
-        return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+        if isinstance(rid, bool) or (isinstance(rid, int) and not RID_MIN <= rid <= RID_MAX):
+            return None  # an int every codec can echo: int64
+        return rid if isinstance(rid, int | str) else None
 
     def _classify(self, data: bytes | str, exc: msgspec.ValidationError) -> YimError:
         try:
             op = self._lenient.decode(data).op
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
             return YimError("bad_request", f"frame must be an object with `op` and `rid`: {_describe(exc)}")
         if op is None:
             return YimError("bad_request", "frame has no `op` field")

@@ -14,6 +14,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "bad_frame": 400,  # not decodable JSON / MessagePack, or not an object
     "bad_request": 400,  # decodable, but a field is missing, of the wrong type or out of range
     "unknown_op": 400,
+    "method_not_allowed": 405,  # HTTP only: the path exists, the method does not (see the Allow header)
     "frame_too_large": 413,
     "invalid_kind": 400,
     "invalid_body": 400,

@@ -20,7 +20,10 @@ from msgspec import Meta, Raw, Struct
 
 # --- field types ---------------------------------------------------------------------
 
-Rid = int | str
+RID_MIN = -(2**63)
+RID_MAX = 2**63 - 1
+#: a client's request id; integers are bounded to int64 so every codec can echo them
+Rid = Annotated[int, Meta(ge=RID_MIN, le=RID_MAX)] | str
 IdStr = Annotated[str, Meta(pattern=r"^[0-9]{1,20}$", description="a 64-bit id as a decimal string")]
 Seq = Annotated[int, Meta(ge=0, le=2**62)]
 PageLimit = Annotated[int, Meta(ge=1, le=1000)]

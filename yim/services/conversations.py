@@ -66,7 +66,9 @@ async def list_conversations(
     return ConversationPage(conversations=out, total_unread=total, next_before=next_before)
 
 
-async def conversation(node: Node, session: SessionRec, req: Conversation, origin: Connection | None = None):
+async def conversation(
+    node: Node, session: SessionRec, req: Conversation, origin: Connection | None = None
+) -> ConversationOut:
     """One conversation of the user, as it appears in the list."""
     page = await list_conversations(node, session, None, 1, parse_id(req.conv_id, "conversation"))
     if not page.conversations:

@@ -66,7 +66,7 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
             return _encoder.encode(emoji)
     except msgspec.ValidationError as exc:
         raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: an HTTP body that is not UTF-8
         raise YimError("invalid_body", f"body is not valid JSON: {exc}") from None
     if kind in ("system", "recall"):
         raise YimError("invalid_kind", f"{kind} entries are written by the server, not sent")

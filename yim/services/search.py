@@ -25,6 +25,9 @@ MAX_HIGHLIGHTS = 32
 
 
 def query_terms(q: str) -> list[str]:
+    if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in q):
+        # messages never hold control characters, and a NUL breaks the FTS5 query syntax
+        raise YimError("bad_request", "`q` must not contain control characters")
     terms = list(dict.fromkeys(q.split()))[:MAX_TERMS]
     if not terms:
         raise YimError("bad_request", "`q` must contain a word to search for")

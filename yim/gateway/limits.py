@@ -1,0 +1,320 @@
+"""Rate limits and abuse defences of one node (docs/security.md).
+
+Everything here is in memory and per node: token buckets keyed by user id or client IP,
+exponential back-off after failed logins, and a cap on TCP connections per IP. A check is
+one dict lookup plus a few float operations (a few hundred ns), so the send hot path pays
+no task, lock or timer per message. Tables are bounded: when one reaches ``max_keys``
+entries, entries that are back to their resting state are dropped first, then the oldest.
+Dropping an entry only ever *forgets* a debt, so memory stays bounded and the worst an
+attacker gains by churning keys is a fresh bucket.
+
+Per-IP limits skip clients in ``limits_exempt_networks`` (by default loopback: load
+generators and tools on the node's own host). Behind a load balancer that rewrites source
+addresses every client shares the balancer's address; see docs/security.md.
+
+Settings (yim/config.py): a rate of 0 turns that limit off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from yim.protocol.errors import YimError
+
+if TYPE_CHECKING:
+    from yim.config import Settings
+
+log = logging.getLogger("yim.gateway.limits")
+
+_monotonic = time.monotonic
+
+
+class TokenBuckets:
+    """One token bucket per key: ``rate`` tokens per second, at most ``burst`` saved up.
+
+    State per key is a two-item list ``[tokens, last_refill]``; ``take`` refills lazily.
+    """
+
+    __slots__ = ("_max_keys", "_state", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 200_000) -> None:
+        self.rate = float(rate)
+        self.burst = max(1.0, float(burst))
+        self._max_keys = max(16, max_keys)
+        self._state: dict[Hashable, list[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def take(self, key: Hashable, cost: float = 1.0, now: float = 0.0) -> float:
+        """Spend ``cost`` tokens: 0.0 if allowed, else the seconds until it would be.
+        ``now`` (time.monotonic()) may be passed by a caller checking several buckets."""
+        rate = self.rate
+        if rate <= 0.0:
+            return 0.0
+        if not now:
+            now = _monotonic()
+        st = self._state.get(key)
+        if st is None:
+            if len(self._state) >= self._max_keys:
+                self._prune(now)
+            self._state[key] = [self.burst - cost, now]
+            return 0.0
+        tokens = st[0] + (now - st[1]) * rate
+        if tokens > self.burst:
+            tokens = self.burst
+        st[1] = now
+        if tokens >= cost:
+            st[0] = tokens - cost
+            return 0.0
+        st[0] = tokens
+        return (cost - tokens) / rate
+
+    def _prune(self, now: float) -> None:
+        rate, burst, state = self.rate, self.burst, self._state
+        for key in [k for k, (tokens, t) in state.items() if tokens + (now - t) * rate >= burst]:
+            del state[key]  # a full bucket is the same as no entry
+        if len(state) >= self._max_keys * 0.9:
+            for key in list(state)[: len(state) // 2]:
+                del state[key]
+
+
+class Backoff:
+    """Exponential back-off after failures, per key (a username or an IP).
+
+    The first ``free`` failures cost nothing; each further one locks the key for
+    ``base_s * 2**k`` seconds (k = 0, 1, 2, ...), at most ``max_s``. Failures are forgotten
+    ``window_s`` after the last one; a success forgives (``succeeded``).
+    """
+
+    __slots__ = ("_max_keys", "_state", "base_s", "free", "max_s", "window_s")
+
+    def __init__(self, free: int, base_s: float, max_s: float, window_s: float, max_keys: int = 200_000) -> None:
+        self.free = max(0, free)
+        self.base_s = base_s
+        self.max_s = max_s
+        self.window_s = window_s
+        self._max_keys = max(16, max_keys)
+        #: key -> [failures, locked_until, last_failure]
+        self._state: dict[Hashable, list[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def locked_for(self, key: Hashable) -> float:
+        """Seconds until ``key`` may try again (0.0: now)."""
+        if self.base_s <= 0:
+            return 0.0
+        st = self._state.get(key)
+        if st is None:
+            return 0.0
+        now = _monotonic()
+        if now - st[2] > self.window_s:
+            del self._state[key]
+            return 0.0
+        return max(0.0, st[1] - now)
+
+    def failed(self, key: Hashable) -> None:
+        if self.base_s <= 0:
+            return
+        now = _monotonic()
+        st = self._state.get(key)
+        if st is None or now - st[2] > self.window_s:
+            if st is None and len(self._state) >= self._max_keys:
+                self._prune(now)
+            st = self._state[key] = [0, 0.0, now]
+        st[0] += 1
+        st[2] = now
+        over = int(st[0]) - self.free
+        if over > 0:
+            st[1] = now + min(self.max_s, self.base_s * 2 ** min(over - 1, 40))
+
+    def succeeded(self, key: Hashable, *, forget: bool = True) -> None:
+        """A success: forget the key's failures (``forget``) or forgive one of them."""
+        if forget:
+            self._state.pop(key, None)
+            return
+        st = self._state.get(key)
+        if st is not None and st[0] > 0:
+            st[0] -= 1
+
+    def _prune(self, now: float) -> None:
+        state = self._state
+        for key in [k for k, st in state.items() if now - st[2] > self.window_s or st[0] <= self.free]:
+            del state[key]
+        if len(state) >= self._max_keys * 0.9:
+            for key in list(state)[: len(state) // 2]:
+                del state[key]
+
+
+def _retry(wait: float) -> float:
+    return round(max(wait, 0.001), 3)
+
+
+class Limits:
+    """The limits of one node, built from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = settings
+        n = s.limits_max_keys
+        self._exempt = [ipaddress.ip_network(x.strip(), strict=False) for x in s.limits_exempt_networks.split(",") if x]
+        self._ip_keys: dict[str, str | None] = {}
+        self.send_user = TokenBuckets(s.rate_send_per_user_s, s.rate_send_burst, n)
+        self.send_ip = TokenBuckets(s.rate_send_per_ip_s, s.rate_send_ip_burst, n)
+        self.requests_user = TokenBuckets(s.rate_requests_per_user_s, s.rate_requests_burst, n)
+        self.register_ip = TokenBuckets(s.rate_register_per_ip_s, s.rate_register_ip_burst, n)
+        self.login_attempts_ip = TokenBuckets(s.rate_login_per_ip_s, s.rate_login_ip_burst, n)
+        self.upload_user = TokenBuckets(s.rate_upload_per_user_s, s.rate_upload_burst, n)
+        self.login_user = Backoff(
+            s.login_free_failures, s.login_backoff_base_s, s.login_backoff_max_s, s.login_failure_window_s, n
+        )
+        self.login_ip = Backoff(
+            s.login_ip_free_failures, s.login_backoff_base_s, s.login_backoff_max_s, s.login_failure_window_s, n
+        )
+        self.max_connections_per_ip = s.max_connections_per_ip
+        self.connections_ip: dict[str, int] = {}
+        self.refused_connections = 0
+
+    # -- who counts as an IP -------------------------------------------------------------
+    def ip_key(self, remote: str | None) -> str | None:
+        """The key per-IP limits use for a peer address, or None when they do not apply."""
+        if not remote:
+            return None
+        cached = self._ip_keys.get(remote, "")
+        if cached != "":
+            return cached
+        try:
+            addr = ipaddress.ip_address(remote)
+        except ValueError:
+            key: str | None = None
+        else:
+            if addr.version == 6 and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            key = None if any(addr in net for net in self._exempt) else str(addr)
+        if len(self._ip_keys) >= 100_000:
+            self._ip_keys.clear()
+        self._ip_keys[remote] = key
+        return key
+
+    # -- checks (each raises YimError("rate_limited") with retry_after) -----------------------
+    def check_send(self, user_id: int, ip: str | None) -> None:
+        now = _monotonic()
+        wait = self.send_user.take(user_id, 1.0, now)
+        if not wait and ip is not None:
+            wait = self.send_ip.take(ip, 1.0, now)
+        if wait:
+            raise YimError("rate_limited", "sending too fast; slow down", retry_after=_retry(wait))
+
+    def check_request(self, user_id: int) -> None:
+        wait = self.requests_user.take(user_id)
+        if wait:
+            raise YimError("rate_limited", "too many requests; slow down", retry_after=_retry(wait))
+
+    def check_register(self, ip: str | None) -> None:
+        wait = self.register_ip.take(ip) if ip is not None else 0.0
+        if wait:
+            raise YimError("rate_limited", "too many registrations from this address", retry_after=_retry(wait))
+
+    def check_upload(self, user_id: int) -> None:
+        """Media uploads per user (``POST /api/v1/media``)."""
+        wait = self.upload_user.take(user_id)
+        if wait:
+            raise YimError("rate_limited", "uploading too fast; slow down", retry_after=_retry(wait))
+
+    def check_login(self, username: str, ip: str | None) -> None:
+        """Before verifying a password: refuse while the username or the IP is locked out,
+        and pace attempts per IP (each costs an argon2 verify, ~170 ms of CPU)."""
+        wait = self.login_user.locked_for(username.lower())
+        if ip is not None:
+            wait = max(wait, self.login_ip.locked_for(ip))
+            if not wait:
+                wait = self.login_attempts_ip.take(ip)
+        if wait:
+            raise YimError("rate_limited", "too many login attempts; try again later", retry_after=_retry(wait))
+
+    def login_failed(self, username: str, ip: str | None) -> None:
+        self.login_user.failed(username.lower())
+        if ip is not None:
+            self.login_ip.failed(ip)
+
+    def login_succeeded(self, username: str, ip: str | None) -> None:
+        self.login_user.succeeded(username.lower())
+        if ip is not None:
+            self.login_ip.succeeded(ip, forget=False)
+
+    # -- TCP connections per IP ------------------------------------------------------------
+    def connection_opened(self, ip: str | None) -> bool:
+        """Count a new TCP connection; False if its IP is at the cap (close it)."""
+        if ip is None or self.max_connections_per_ip <= 0:
+            return True
+        count = self.connections_ip.get(ip, 0)
+        if count >= self.max_connections_per_ip:
+            return False
+        self.connections_ip[ip] = count + 1
+        return True
+
+    def connection_closed(self, ip: str) -> None:
+        count = self.connections_ip.get(ip, 0) - 1
+        if count > 0:
+            self.connections_ip[ip] = count
+        else:
+            self.connections_ip.pop(ip, None)
+
+
+def install_connection_guard(server: Any, limits: Limits) -> None:
+    """Count TCP connections per client IP on an aiohttp low-level ``web.Server`` and abort
+    those beyond ``max_connections_per_ip`` before a byte of them is parsed. Counting at the
+    TCP level (not per WebSocket) also covers sockets that never finish their HTTP request
+    (slowloris); ``http_idle_timeout_s`` bounds how long such a socket lives."""
+    made = server.connection_made
+    lost = server.connection_lost
+    counted: dict[Any, str] = {}
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        ip = limits.ip_key(peer[0] if isinstance(peer, tuple) and peer else None)
+        if limits.connection_opened(ip):
+            if ip is not None and limits.max_connections_per_ip > 0:
+                counted[handler] = ip
+        else:
+            limits.refused_connections += 1
+            if limits.refused_connections % 1000 == 1:  # a flood must not flood the log too
+                log.warning("refusing connections from %s: %d open (cap)", ip, limits.max_connections_per_ip)
+            transport.abort()
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        ip = counted.pop(handler, None)
+        if ip is not None:
+            limits.connection_closed(ip)
+        lost(handler, exc)
+
+    server.connection_made = connection_made
+    server.connection_lost = connection_lost
+
+
+class LogThrottle(logging.Filter):
+    """Pass at most ``burst`` records, then ``rate`` per second: malformed requests from a
+    flood (aiohttp logs each with a traceback) must not fill the disk."""
+
+    def __init__(self, rate: float = 1.0, burst: int = 20) -> None:
+        super().__init__()
+        self._bucket = TokenBuckets(rate, burst, 16)
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._bucket.take(0):
+            self.suppressed += 1
+            return False
+        return True
+
+
+def throttle_logger(name: str, rate: float = 1.0, burst: int = 20) -> None:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, LogThrottle) for f in logger.filters):
+        logger.addFilter(LogThrottle(rate, burst))
