@@ -26,6 +26,7 @@ from yim.services.rosters import Rosters
 from yim.services.service import CustomerService
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
+from yim.storage.base import Store
 
 log = logging.getLogger("yim.node")
 
@@ -41,16 +42,35 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _read_key(path: Path) -> bytes:
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) < 32:
+        raise RuntimeError(f"{path} holds a key shorter than 32 bytes")
+    return key
+
+
+async def signing_key(data_dir: Path, store: Store) -> bytes:
+    """The token-signing key. A store shared by several nodes (PostgreSQL) holds it, so that
+    a token issued by one node is valid on every other: the first node stores its candidate
+    (the data folder's ``secret.key`` if there is one, else 32 fresh random bytes) and all
+    read back the same key. One node on SQLite keeps it in ``<data>/secret.key``."""
+    path = data_dir / "secret.key"
+    local = _read_key(path) if path.exists() else None
+    shared = await store.shared_signing_key(local or secrets.token_bytes(32))
+    if shared is None:
+        return load_or_create_secret(data_dir)
+    if local is not None and local != shared:
+        log.warning("%s differs from the signing key in the shared store; the store's key is used", path)
+    return shared
+
+
 def load_or_create_secret(data_dir: Path) -> bytes:
     """The token-signing key: 32 random bytes made on first start, kept 0600 in the data dir."""
     path = data_dir / "secret.key"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = bytes.fromhex(path.read_text().strip())
-        if len(key) < 32:
-            raise RuntimeError(f"{path} holds a key shorter than 32 bytes") from None
-        return key
+        return _read_key(path)
     key = secrets.token_bytes(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex())
@@ -96,8 +116,8 @@ class Node:
     async def start(self) -> None:
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store holds password hashes
-        secret = load_or_create_secret(data)
         await self.store.open()
+        secret = await signing_key(data, self.store)
         await self.media.start()
         # Seed the generator above every id already issued, so a restart on a clock that
         # went backwards cannot reissue one.

@@ -90,7 +90,7 @@ async def serve_forever(settings: Settings, ssl_context: ssl.SSLContext | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"yim node {settings.node_id} listening on {server.url}  (data: {settings.data_dir})", flush=True)
+    print(f"yim node {server.node.ids.node_id} listening on {server.url}  (data: {settings.data_dir})", flush=True)
     await stop.wait()
     log.info("shutting down")
     await server.stop()

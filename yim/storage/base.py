@@ -220,6 +220,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def shared_signing_key(self, candidate: bytes) -> bytes | None:
+        """The token-signing key of a store that several nodes share: the stored key, or
+        ``candidate`` stored first if there is none yet (concurrent first starts agree on
+        one). None for a store of one node (SQLite), whose key stays in the data folder."""
+        return None
+
     # accounts ------------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(self, user: UserRec) -> UserRec:

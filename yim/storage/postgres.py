@@ -396,6 +396,14 @@ class PostgresStore(Store):
         )
         self._writer.start()
 
+    async def shared_signing_key(self, candidate: bytes) -> bytes:
+        async with self._readers().acquire() as conn:
+            await conn.execute(
+                "INSERT INTO yim_keys (name, value) VALUES ('token', $1) ON CONFLICT (name) DO NOTHING", candidate
+            )
+            key: bytes = await conn.fetchval("SELECT value FROM yim_keys WHERE name = 'token'")
+        return bytes(key)
+
     async def close(self) -> None:
         await self._writer.stop()
         if self._pool is not None:
