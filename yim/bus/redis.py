@@ -177,6 +177,12 @@ class LeasedSnowflake(Snowflake):
         return super().next_id()
 
 
+#: connections to one Redis server per node; commands beyond them wait for one to be free
+REDIS_CONNECTIONS = 128
+REDIS_POOL_WAIT_S = 10.0
+REDIS_CLUSTER_CONNECTIONS = 4096  # per shard
+
+
 def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
     """``redis://host:port/db`` (one server) or ``redis+cluster://host:port,host:port``."""
     if url.startswith("redis+cluster://"):
@@ -184,8 +190,13 @@ def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
         for hostport in url.removeprefix("redis+cluster://").strip("/").split(","):
             host, _, port = hostport.rpartition(":")
             nodes.append(ClusterNode(host, int(port)))
-        return RedisCluster(startup_nodes=nodes, decode_responses=False)
-    return aioredis.Redis.from_url(url, decode_responses=False)
+        # No blocking pool exists for a cluster: allow enough connections per shard that a
+        # reconnect storm (every device of a dead node authenticating here) stays under it.
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=REDIS_CLUSTER_CONNECTIONS)
+    # redis-py's default pool raises MaxConnectionsError ("Too many connections") past 100
+    # commands in flight, which a burst of logins reaches; a blocking pool makes them queue.
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S)
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisBus(LocalBus):
