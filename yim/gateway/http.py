@@ -113,7 +113,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(
         Health(
             status="stopping" if node.stopping else "ok",
-            node_id=node.settings.node_id,
+            node_id=node.ids.node_id,
             version=__version__,
             uptime_s=round(time.time() - node.started_at, 3),
             connections=len(node.hub),
