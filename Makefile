@@ -30,3 +30,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# `make bench`: the one-to-one benchmark against yim and the bare relay, medians of 3
+# (docs/performance.md). BENCH_ARGS adds options, e.g. BENCH_ARGS="--procs 2 --json".
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/yim bench pairs --runs 3 --compare-baseline $(BENCH_ARGS)

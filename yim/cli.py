@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--store", help="postgres://USER@HOST:PORT/DB (default: the configured store)")
     migrate.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     migrate.set_defaults(func=_admin_migrate)
+    from yim.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

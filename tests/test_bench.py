@@ -1,0 +1,100 @@
+"""Smoke test of ``yim bench``: tiny runs of each scenario against real subprocess nodes.
+
+Only correctness is asserted (nothing lost or duplicated, the fields are there); the
+figures themselves depend on the machine and are never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = (
+    "system",
+    "scenario",
+    "params",
+    "msgs_per_s",
+    "deliveries_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "sent",
+    "received",
+    "lost",
+    "dups",
+    "server_rss_mb",
+    "kb_per_conn",
+    "server_cpu_pct",
+    "client_cpu_pct",
+)
+
+
+def bench(*args: str) -> list[dict[str, Any]]:
+    """Run ``yim bench ... --json`` in a subprocess (bounded by --timeout); its JSON lines."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "yim", "bench", *args, "--json", "--timeout", "60"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def runs(lines: list[dict[str, Any]], system: str = "yim") -> list[dict[str, Any]]:
+    return [r for r in lines if r.get("kind") == "run" and r["system"] == system]
+
+
+def test_pairs_against_yim_and_the_bare_relay(tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
+    lines = bench(
+        "pairs",
+        "--pairs",
+        "2",
+        "--messages",
+        "20",
+        "--procs",
+        "2",
+        "--runs",
+        "2",
+        "--compare-baseline",
+        "--plot",
+        str(plots),
+    )
+    for system in ("yim", "relay"):
+        rows = runs(lines, system)
+        assert len(rows) == 2
+        for row in rows:
+            assert all(key in row for key in FIELDS), row
+            assert (row["sent"], row["received"], row["lost"], row["dups"]) == (40, 40, 0, 0)
+            assert row["params"]["pairs"] == 2 and row["params"]["procs"] == 2
+            assert row["server_rss_mb"] > 0
+        assert [r["system"] for r in lines if r["kind"] == "median"].count(system) == 1
+    yim = runs(lines)[0]
+    assert yim["params"]["password_hashing"] == "cheapest"
+    (comparison,) = (r for r in lines if r["kind"] == "comparison")
+    assert "msgs_per_s" in comparison["ratio"]
+    assert (plots / "pairs-latency.svg").read_text().startswith("<svg")
+
+
+def test_idle_holds_connections_from_two_source_addresses() -> None:
+    (row,) = runs(bench("idle", "--conns", "20", "--per-addr", "10", "--hold", "0.2"))
+    assert all(key in row for key in FIELDS), row
+    assert row["conns"] == 20 and row["failed"] == 0
+    assert row["source_addrs"] == 2
+    assert row["connects_per_s"] > 0
+
+
+def test_sync_catches_up_every_message_once() -> None:
+    (row,) = runs(bench("sync", "--messages", "200", "--page", "50", "--senders", "3"))
+    assert all(key in row for key in FIELDS), row
+    assert (row["sent"], row["received"], row["lost"], row["dups"], row["gaps"]) == (200, 200, 0, 0, 0)
+    assert row["pages"] >= 4 and row["head"] == 200

@@ -1,0 +1,206 @@
+"""``yim bench SCENARIO [options]``: the command, its output and the medians.
+
+Output: one line per run (a JSON object with ``--json``, else a table row), then with
+``--runs N`` (N > 1) a line of per-field medians, then with ``--compare-baseline`` a line
+with yim's figures as ratios of the bare relay's. Runs of yim and of the relay are
+interleaved, so drift of the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from yim.bench.runner import BenchError, median_row, run_once
+from yim.bench.scenarios import SCENARIOS, Scenario
+
+_RATIO_KEYS = (
+    "msgs_per_s",
+    "deliveries_per_s",
+    "connects_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_us_per_msg",
+    "kb_per_conn",
+)
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def d(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("run")
+    g.add_argument("--url", default=d(None), help="drive this node (loopback only) instead of starting one")
+    g.add_argument("--server-pid", type=int, default=d(None), help="pid of the --url server, for RSS/CPU")
+    g.add_argument("--baseline", action="store_true", default=d(False), help="run against the bare relay instead")
+    g.add_argument(
+        "--compare-baseline", action="store_true", default=d(False), help="run yim and the bare relay, print the ratio"
+    )
+    g.add_argument("--procs", type=int, default=d(1), help="load-generator processes (default 1)")
+    g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
+    g.add_argument("--timeout", type=float, default=d(120.0), help="bound of each run in seconds (default 120)")
+    g.add_argument("--json", action="store_true", default=d(False), help="one JSON object per line")
+    g.add_argument("--plot", metavar="DIR", default=d(None), help="write SVG latency/throughput charts here")
+
+
+def add_bench_parser(sub: Any) -> None:
+    """Register ``yim bench`` on the ``yim`` command's subparsers."""
+    bench = sub.add_parser(
+        "bench",
+        help="drive a node over the real protocol and measure it",
+        description="Drive a yim node (started on a free loopback port, or --url) and measure it.",
+    )
+    _add_common(bench, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
+    scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for name, cls in SCENARIOS.items():
+        doc = sys.modules[cls.__module__].__doc__ or cls.help
+        p = scenarios.add_parser(
+            name, parents=[common], help=cls.help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        cls.add_arguments(p)
+    bench.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    cls = SCENARIOS[args.scenario]
+    try:
+        systems = _systems(args, cls)
+    except ValueError as exc:
+        print(f"yim bench: {exc}", file=sys.stderr)
+        return 2
+    clean = True
+    for variant in cls.variants(args):
+        scenario = cls(variant)
+        try:
+            scenario.validate()
+        except ValueError as exc:
+            print(f"yim bench: {exc}", file=sys.stderr)
+            return 2
+        printer = _Printer(out, scenario, variant.json)
+        by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        for k in range(variant.runs):
+            for system in systems:
+                try:
+                    row = run_once(scenario, system, variant)
+                except (BenchError, RuntimeError, OSError, TimeoutError) as exc:
+                    print(f"yim bench: {system} run {k + 1} failed: {exc}", file=sys.stderr)
+                    return 1
+                row = {"kind": "run", "run": k + 1, **row}
+                by_system[system].append(row)
+                printer.row(row)
+                clean = clean and not (row.get("lost") or row.get("dups"))
+        medians = {}
+        for system, rows in by_system.items():
+            medians[system] = median_row(rows) if len(rows) > 1 else rows[0]
+            if len(rows) > 1:
+                medians[system]["kind"] = "median"
+                printer.row(medians[system])
+        if len(systems) == 2:
+            printer.comparison(_comparison(medians["yim"], medians["relay"]))
+        printer.footer(medians)
+        if variant.plot:
+            from yim.bench.plot import write_plots
+
+            rows = [r for rs in by_system.values() for r in rs]
+            for path in write_plots(Path(variant.plot), scenario.name, scenario.latency_of, rows):
+                print(f"wrote {path}", file=sys.stderr)
+    if not clean:
+        print("yim bench: some run lost or duplicated messages (see lost / dups)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _systems(args: argparse.Namespace, cls: type[Scenario]) -> list[str]:
+    if args.baseline and args.compare_baseline:
+        raise ValueError("--baseline and --compare-baseline exclude each other")
+    if args.compare_baseline and args.url:
+        raise ValueError("--compare-baseline starts both servers itself; drop --url")
+    if args.procs < 1 or args.runs < 1 or args.timeout <= 0:
+        raise ValueError("--procs and --runs must be at least 1, --timeout positive")
+    systems = ["relay"] if args.baseline else ["yim", "relay"] if args.compare_baseline else ["yim"]
+    if "relay" in systems and not cls.baseline_ok:
+        raise ValueError(f"the bare relay stores nothing, so it has no `{cls.name}` baseline")
+    return systems
+
+
+def _comparison(yim: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
+    ratio = {}
+    for key in _RATIO_KEYS:
+        a, b = yim.get(key), relay.get(key)
+        if isinstance(a, int | float) and isinstance(b, int | float) and b:
+            ratio[key] = round(a / b, 3)
+    return {
+        "kind": "comparison",
+        "scenario": yim["scenario"],
+        "params": {k: v for k, v in yim["params"].items() if k not in ("password_hashing", "store")},
+        "of": yim.get("run"),
+        "yim": {k: yim.get(k) for k in _RATIO_KEYS if yim.get(k) is not None},
+        "relay": {k: relay.get(k) for k in _RATIO_KEYS if relay.get(k) is not None},
+        "ratio": ratio,
+    }
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+class _Printer:
+    def __init__(self, out: TextIO, scenario: Scenario, as_json: bool) -> None:
+        self.out = out
+        self.scenario = scenario
+        self.json = as_json
+        self.header_done = False
+        self.columns = [
+            ("system", "system", "{}"),
+            ("run", "run", "{}"),
+            *scenario.columns,
+            ("other_cpu_pct", "other CPU%", "{:.0f}"),
+        ]
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _cells(self, values: list[str]) -> str:
+        widths = [max(len(h), 6) for _k, h, _f in self.columns]
+        widths[1] = 11
+        return "  ".join(
+            v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    def row(self, row: dict[str, Any]) -> None:
+        if self.json:
+            self._line(json.dumps(_public(row), separators=(",", ":")))
+            return
+        if not self.header_done:
+            params = " ".join(f"{k}={v}" for k, v in row["params"].items() if v is not None)
+            self._line(f"{self.scenario.name}: {params}")
+            self._line(f"latency = {self.scenario.latency_of}")
+            self._line(self._cells([h for _k, h, _f in self.columns]))
+            self.header_done = True
+        cells = []
+        for key, _h, fmt in self.columns:
+            value = row.get(key)
+            if key == "run" and row.get("kind") == "median":
+                value = "median"
+            cells.append("-" if value is None else fmt.format(value))
+        self._line(self._cells(cells))
+
+    def comparison(self, comp: dict[str, Any]) -> None:
+        if self.json:
+            self._line(json.dumps(comp, separators=(",", ":")))
+            return
+        parts = [f"{k} {v:.2f}x" for k, v in comp["ratio"].items()]
+        of = comp["of"] if isinstance(comp["of"], str) else f"run {comp['of']}"
+        self._line(f"yim / bare relay ({of}): " + ", ".join(parts))
+
+    def footer(self, medians: dict[str, dict[str, Any]]) -> None:
+        if self.json:
+            return
+        for system, row in medians.items():
+            self._line(f"{system}: limited by {row.get('limited_by')}")

@@ -1,0 +1,102 @@
+"""What a scenario provides to the run engine (yim/bench/runner.py).
+
+A new scenario (``group``, ``fanout-sweep`` …) is one module with a ``Scenario`` subclass,
+listed in ``yim.bench.scenarios.SCENARIOS``:
+
+- ``add_arguments`` — its own options (the common ones live in yim/bench/cli.py);
+- ``variants`` — the configurations one invocation runs (one, or a sweep over a parameter);
+- ``prepare`` — in the coordinator: accounts (and conversations) over HTTP, then one
+  payload per load-generator process;
+- ``work`` — in each load-generator process: connect, walk the barriers, drive the load,
+  return raw results (counts, latencies, timestamps);
+- ``on_barrier`` — optional coordinator hook while every worker waits at a barrier;
+- ``summarize`` — worker results + psutil snapshots → the scenario's result fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from yim.bench.runner import Coordinator, RunData, WorkerCtx
+    from yim.bench.target import Target
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list (None if empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def latency_fields(latencies_ms: list[float]) -> dict[str, float | None]:
+    values = sorted(latencies_ms)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {
+        "p50_ms": r(percentile(values, 50)),
+        "p95_ms": r(percentile(values, 95)),
+        "p99_ms": r(percentile(values, 99)),
+        "max_ms": r(values[-1] if values else None),
+    }
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """Round-robin ``items`` over ``parts`` non-empty lists (fewer if there are fewer items)."""
+    parts = max(1, min(parts, len(items)))
+    return [items[i::parts] for i in range(parts)]
+
+
+class Scenario:
+    name: ClassVar[str]
+    help: ClassVar[str]
+    #: what p50..max measure in this scenario
+    latency_of: ClassVar[str]
+    #: can the bare relay (which stores nothing) serve this scenario?
+    baseline_ok: ClassVar[bool] = True
+    #: the barriers between which CPU percentages are measured
+    cpu_phase: ClassVar[tuple[str, str]]
+    #: the barriers whose server-RSS difference, per connection, gives kb_per_conn
+    mem_phase: ClassVar[tuple[str, str] | None] = ("ready", "connected")
+    #: table columns: (result key, header, format)
+    columns: ClassVar[list[tuple[str, str, str]]] = []
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    @classmethod
+    def variants(cls, args: argparse.Namespace) -> list[argparse.Namespace]:
+        """The configurations one invocation runs; a sweep returns several."""
+        return [args]
+
+    def validate(self) -> None:
+        """Raise ValueError on options that make no sense together."""
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def connections(self) -> int:
+        """How many WebSocket connections the run holds open (for kb_per_conn)."""
+        return 0
+
+    async def prepare(self, target: Target, deadline: float) -> list[Any]:
+        raise NotImplementedError
+
+    def on_barrier(self, name: str, coordinator: Coordinator) -> None:
+        pass
+
+    @staticmethod
+    async def work(ctx: WorkerCtx, payload: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summarize(self, run: RunData) -> dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,221 @@
+"""What a bench run drives: a node it starts itself (``yim serve`` or the bare relay, as a
+subprocess on a free loopback port with a temporary data folder) or one given by ``--url``;
+and the psutil probe that watches that server process's memory and CPU."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import psutil
+
+#: Environment of a node the bench starts: account set-up must not be argon2-bound.
+# Accounts are set up with the cheapest argon2 profile (set-up is not what is measured), and
+# per-user rate limits are off: a benchmark measures the server, not the abuse limits.
+NODE_ENV = {
+    "YIM_PASSWORD_HASHING": "cheapest",
+    "YIM_RATE_SEND_PER_USER_S": "0",
+    "YIM_RATE_REQUESTS_PER_USER_S": "0",
+}
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (children inherit it); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_loopback(url: str) -> tuple[str, int]:
+    """The bench only ever drives loopback targets: return (host, port) or raise ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "ws") or not parts.hostname:
+        raise ValueError(f"--url must be http://127.x.y.z:PORT, not {url!r}")
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--url must be a loopback address (127.0.0.0/8), not {parts.hostname!r}") from None
+    return host, parts.port or 80
+
+
+def find_listener_pid(host: str, port: int) -> int | None:
+    """Best effort: the pid of the process listening on host:port (None if not visible)."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            if c.laddr.ip in (host, "0.0.0.0", "::"):
+                return c.pid
+    return None
+
+
+@dataclass
+class Target:
+    """A server under test: its base URL, the pid to watch (if known), and what it is."""
+
+    url: str
+    system: str  # "yim" or "relay"
+    pid: int | None
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+class LocalServer:
+    """``yim serve`` (or the relay) in a subprocess on a free port; stopped by its own pid."""
+
+    def __init__(self, system: str, *, startup_timeout: float = 30.0) -> None:
+        self.system = system
+        self.port = free_port()
+        self.startup_timeout = startup_timeout
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"yim-bench-{system}-"))
+        self.log_path = self.tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.system == "relay":
+            return [sys.executable, "-m", "yim.bench.relay", "--host", "127.0.0.1", "--port", str(self.port)]
+        data = str(self.tmp / "data")
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", data]
+        return [sys.executable, "-m", "yim", "--log-level", "WARNING", *serve]
+
+    def __enter__(self) -> Target:
+        raise_fd_limit()
+        env = {**os.environ, **NODE_ENV}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"{self.system} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1.0) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"{self.system} did not answer /healthz within {self.startup_timeout}s")
+            time.sleep(0.05)
+        notes: dict[str, object] = {"started_by_bench": True}
+        if self.system == "yim":
+            notes["password_hashing"] = NODE_ENV["YIM_PASSWORD_HASHING"]
+            notes["rate_limits"] = "per-user limits off"
+            notes["store"] = "sqlite (temporary data folder)"
+        return Target(url=url, system=self.system, pid=self.proc.pid, notes=notes)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@dataclass
+class Snapshot:
+    """CPU seconds and memory at one instant of a run."""
+
+    t: float  # time.monotonic()
+    server_cpu: float | None = None  # user+system seconds of the whole server process
+    server_loop_cpu: float | None = None  # ... of its main thread (the event loop)
+    server_rss: int | None = None
+    server_threads: dict[int, float] = field(default_factory=dict)  # thread id -> CPU seconds
+    client_cpu: float = 0.0  # user+system seconds of all load-generator processes
+    machine_cpu: float = 0.0  # busy seconds of all CPUs (whoever used them)
+
+
+class Probe:
+    """Snapshots of the server and the load generator, plus a sampler for peak server RSS."""
+
+    def __init__(self, server_pid: int | None, client_pids: list[int], interval: float = 0.1) -> None:
+        self.server = psutil.Process(server_pid) if server_pid else None
+        self.clients = [psutil.Process(pid) for pid in client_pids]
+        self.clients.append(psutil.Process())  # the coordinating process counts as load generator too
+        self.peak_rss = 0
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            rss = self._rss()
+            if rss is not None and rss > self.peak_rss:
+                self.peak_rss = rss
+
+    def _rss(self) -> int | None:
+        if self.server is None:
+            return None
+        try:
+            return self.server.memory_info().rss
+        except psutil.Error:
+            return None
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot(t=time.monotonic())
+        if self.server is not None:
+            try:
+                with self.server.oneshot():
+                    ct = self.server.cpu_times()
+                    snap.server_cpu = ct.user + ct.system
+                    snap.server_rss = self.server.memory_info().rss
+                    for th in self.server.threads():
+                        snap.server_threads[th.id] = th.user_time + th.system_time
+                    snap.server_loop_cpu = snap.server_threads.get(self.server.pid)
+            except psutil.Error:
+                pass
+            if snap.server_rss is not None and snap.server_rss > self.peak_rss:
+                self.peak_rss = snap.server_rss
+        ct = psutil.cpu_times()
+        snap.machine_cpu = sum(ct) - ct.idle - getattr(ct, "iowait", 0.0)
+        for proc in self.clients:
+            try:
+                ct = proc.cpu_times()
+                snap.client_cpu += ct.user + ct.system
+            except psutil.Error:
+                continue
+        return snap
