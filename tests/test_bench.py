@@ -98,3 +98,12 @@ def test_sync_catches_up_every_message_once() -> None:
     assert all(key in row for key in FIELDS), row
     assert (row["sent"], row["received"], row["lost"], row["dups"], row["gaps"]) == (200, 200, 0, 0, 0)
     assert row["pages"] >= 4 and row["head"] == 200
+
+
+def test_group_in_both_fanout_modes() -> None:
+    for mode in ("write", "read"):
+        [row] = runs(bench("group", "--members", "12", "--senders", "2", "--messages", "15", "--fanout", mode))
+        assert all(key in row for key in FIELDS), row
+        assert row["fanout_mode"] == mode
+        # every message reaches every member but its sender's own connection, exactly once
+        assert (row["sent"], row["received"], row["lost"], row["dups"]) == (30, 30 * 11, 0, 0)

@@ -96,6 +96,13 @@ def send_frame(rid: int, to: str, text: str, client_msg_id: str) -> str:
     )
 
 
+def group_send_frame(rid: int, conv_id: str, text: str, client_msg_id: str) -> str:
+    return (
+        f'{{"op":"send","rid":{rid},"conv_id":"{conv_id}","kind":"text","body":{{"text":"{text}"}},'
+        f'"client_msg_id":"{client_msg_id}"}}'
+    )
+
+
 def ack_frame(rid: int, seq: int) -> str:
     return f'{{"op":"ack","rid":{rid},"seq":{seq}}}'
 

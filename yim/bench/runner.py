@@ -270,7 +270,7 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
         pid = args.server_pid or find_listener_pid(host, port)
         target = Target(url=args.url.rstrip("/").replace("ws://", "http://", 1), system=system, pid=pid)
         return _run_on(scenario, target, deadline, args)
-    with LocalServer(system) as target:
+    with LocalServer(system, env=scenario.node_env() if system == "yim" else None) as target:
         return _run_on(scenario, target, deadline, args)
 
 

@@ -86,8 +86,9 @@ class Target:
 class LocalServer:
     """``yim serve`` (or the relay) in a subprocess on a free port; stopped by its own pid."""
 
-    def __init__(self, system: str, *, startup_timeout: float = 30.0) -> None:
+    def __init__(self, system: str, *, startup_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         self.system = system
+        self.extra_env = env or {}
         self.port = free_port()
         self.startup_timeout = startup_timeout
         self.tmp = Path(tempfile.mkdtemp(prefix=f"yim-bench-{system}-"))
@@ -103,7 +104,7 @@ class LocalServer:
 
     def __enter__(self) -> Target:
         raise_fd_limit()
-        env = {**os.environ, **NODE_ENV}
+        env = {**os.environ, **NODE_ENV, **self.extra_env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{self.port}"
@@ -127,6 +128,7 @@ class LocalServer:
             notes["password_hashing"] = NODE_ENV["YIM_PASSWORD_HASHING"]
             notes["rate_limits"] = "per-user limits off"
             notes["store"] = "sqlite (temporary data folder)"
+            notes.update({k.removeprefix("YIM_").lower(): v for k, v in self.extra_env.items()})
         return Target(url=url, system=self.system, pid=self.proc.pid, notes=notes)
 
     def log_tail(self, lines: int = 20) -> str:

@@ -84,6 +84,10 @@ class Scenario:
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def node_env(self) -> dict[str, str]:
+        """Settings (YIM_* variables) for a node the bench starts itself for this scenario."""
+        return {}
+
     def connections(self) -> int:
         """How many WebSocket connections the run holds open (for kb_per_conn)."""
         return 0

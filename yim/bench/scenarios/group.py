@@ -1,0 +1,278 @@
+"""``group``: one group of ``--members`` online members, ``--senders`` of them sending.
+
+Each sender keeps at most ``--window`` messages awaiting their ACK. Every other member's
+connection receives every message: under write fan-out as an inbox ``event`` frame
+(a copy in every member's inbox), under read fan-out as a ``group_message`` notice (one
+stored copy, the same bytes pushed to every member). ``--fanout write|read`` starts the
+node with a threshold that forces the mode; ``auto`` keeps the node's default (500). The
+message text carries the sender's clock, so latency is end to end (sender's send → a
+member's receipt); ``deliveries_per_s`` counts receipts by members.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from array import array
+from typing import Any
+
+import aiohttp
+
+from yim.bench.client import (
+    Account,
+    ack_frame,
+    client_session,
+    connect,
+    decode_frame,
+    group_send_frame,
+    make_accounts,
+    run_tag,
+)
+from yim.bench.runner import RunData, WorkerCtx
+from yim.bench.scenarios.base import Scenario, latency_fields, split
+from yim.bench.target import Target
+
+_TEXT = aiohttp.WSMsgType.TEXT
+_FIRST_RID = 2  # rid 1 is the auth frame
+_THRESHOLD = {"write": "1000000", "read": "1"}
+
+
+class GroupScenario(Scenario):
+    name = "group"
+    help = "group chat: M online members, S senders, write or read fan-out"
+    latency_of = "sender's send → each member's receipt"
+    cpu_phase = ("connected", "done")
+    columns = [
+        ("msgs_per_s", "msgs/s", "{:,.0f}"),
+        ("deliveries_per_s", "deliv/s", "{:,.0f}"),
+        ("p50_ms", "p50 ms", "{:.2f}"),
+        ("p99_ms", "p99 ms", "{:.2f}"),
+        ("max_ms", "max ms", "{:.1f}"),
+        ("sent", "sent", "{}"),
+        ("received", "recv", "{}"),
+        ("lost", "lost", "{}"),
+        ("dups", "dups", "{}"),
+        ("server_cpu_pct", "srv CPU%", "{:.0f}"),
+        ("client_cpu_pct", "gen CPU%", "{:.0f}"),
+    ]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("group")
+        g.add_argument("--members", type=int, default=100, help="online members, senders included (default 100)")
+        g.add_argument("--senders", type=int, default=2, help="members that send (default 2)")
+        g.add_argument("--messages", type=int, default=500, help="messages per sender (default 500)")
+        g.add_argument("--window", type=int, default=10, help="messages awaiting their ACK per sender (default 10)")
+        g.add_argument(
+            "--fanout", choices=("write", "read", "auto"), default="auto", help="fan-out mode to force (default auto)"
+        )
+        g.add_argument("--ack-every", type=int, default=100, help="members ack after this many events (default 100)")
+        g.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late deliveries (default 10)")
+
+    def validate(self) -> None:
+        a = self.args
+        if a.members < 2 or not 1 <= a.senders <= a.members or a.messages < 1 or a.window < 1:
+            raise ValueError("need --members >= 2, 1 <= --senders <= --members, --messages and --window >= 1")
+
+    def params(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "members": a.members,
+            "senders": a.senders,
+            "messages": a.messages,
+            "window": a.window,
+            "fanout": a.fanout,
+        }
+
+    def node_env(self) -> dict[str, str]:
+        threshold = _THRESHOLD.get(self.args.fanout)
+        return {"YIM_GROUP_WRITE_FANOUT_MAX": threshold} if threshold else {}
+
+    def connections(self) -> int:
+        return self.args.members
+
+    async def prepare(self, target: Target, deadline: float) -> list[Any]:
+        a = self.args
+        tag = run_tag()
+        accounts = [acc[0] for acc in await make_accounts(target.url, [f"g{tag}m{i}" for i in range(a.members)])]
+        owner = accounts[0]
+        async with aiohttp.ClientSession(target.url) as http:
+            r = await http.post(
+                "/api/v1/groups",
+                json={"name": f"bench {tag}", "members": [m.user_id for m in accounts[1:]]},
+                headers={"Authorization": f"Bearer {owner.token}"},
+            )
+            body = await r.json()
+            if r.status != 201:
+                raise RuntimeError(f"creating the group failed: {body}")
+        conv_id = body["group"]["conv_id"]
+        indexed = list(enumerate(accounts))
+        return [
+            {
+                "url": target.url,
+                "conv_id": conv_id,
+                "members": chunk,
+                "senders": a.senders,
+                "messages": a.messages,
+                "window": a.window,
+                "ack_every": a.ack_every,
+                "drain": a.drain,
+                "expected": a.senders * a.messages * (a.members - 1),
+                "fanout": body["group"]["fanout"],
+            }
+            for chunk in split(indexed, a.procs)
+        ]
+
+    @staticmethod
+    async def work(ctx: WorkerCtx, payload: Any) -> dict[str, Any]:
+        return await _GroupWorker(ctx, payload).run()
+
+    def summarize(self, run: RunData) -> dict[str, Any]:
+        rs = run.results
+        sent = sum(r["sent"] for r in rs)
+        acked = sum(r["acked"] for r in rs)
+        received = sum(r["received"] for r in rs)
+        expected = self.args.senders * self.args.messages * (self.args.members - 1)
+        firsts = [r["first_send"] for r in rs if r["first_send"]]
+        lasts = [r["last_event"] for r in rs if r["last_event"]]
+        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
+        lat: list[float] = []
+        for r in rs:
+            lat.extend(r["lat"])
+        return {
+            "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
+            "deliveries_per_s": round(received / elapsed, 1) if elapsed > 0 else None,
+            **latency_fields(lat),
+            "sent": sent,
+            "acked": acked,
+            "received": received,
+            "lost": expected - received if sent == self.args.senders * self.args.messages else None,
+            "dups": sum(r["dups"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "elapsed_s": round(elapsed, 3),
+            "fanout_mode": rs[0]["fanout"] if rs else None,
+            "latency_of": self.latency_of,
+        }
+
+
+class _GroupWorker:
+    def __init__(self, ctx: WorkerCtx, payload: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.p = payload
+        self.n: int = payload["messages"]
+        self.senders: int = payload["senders"]
+        self.members: list[tuple[int, Account]] = payload["members"]
+        self.seen: dict[int, bytearray] = {}  # member index -> one byte per (sender, message)
+        self.lat = array("d")
+        self.sent = self.acked = self.received = self.dups = self.errors = 0
+        self.first_send = 0.0
+        self.last_event = 0.0
+        self.my_sends = sum(1 for idx, _ in self.members if idx < self.senders) * self.n
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._windows: dict[int, asyncio.Semaphore] = {}
+
+    async def run(self) -> dict[str, Any]:
+        ctx = self.ctx
+        url, conv_id = self.p["url"], self.p["conv_id"]
+        socks: dict[int, aiohttp.ClientWebSocketResponse] = {}
+        async with client_session() as http:
+            await ctx.barrier("ready")
+            sem = asyncio.Semaphore(100)
+
+            async def open_one(idx: int, acc: Account) -> None:
+                async with sem:
+                    socks[idx], _ = await connect(http, url, acc.token)
+
+            await asyncio.wait_for(
+                asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
+            )
+            for idx, _ in self.members:
+                self.seen[idx] = bytearray(self.senders * self.n)
+            await ctx.barrier("connected")
+            tasks = [asyncio.create_task(self._read(idx, ws)) for idx, ws in socks.items()]
+            tasks += [
+                asyncio.create_task(self._send_all(idx, socks[idx], conv_id))
+                for idx, _ in self.members
+                if idx < self.senders
+            ]
+            expected_here = self.senders * self.n * len(self.members) - self.my_sends
+            try:
+                if self.my_sends:
+                    await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
+                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
+                while self.received < expected_here and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            except TimeoutError:
+                pass
+            await ctx.barrier("done")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait_for(
+                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
+            )
+        return {
+            "sent": self.sent,
+            "acked": self.acked,
+            "received": self.received,
+            "dups": self.dups,
+            "errors": self.errors,
+            "first_send": self.first_send,
+            "last_event": self.last_event,
+            "lat": self.lat,
+            "fanout": self.p["fanout"],
+        }
+
+    async def _send_all(self, idx: int, ws: aiohttp.ClientWebSocketResponse, conv_id: str) -> None:
+        window = self._windows[idx] = asyncio.Semaphore(self.p["window"])
+        for i in range(self.n):
+            await window.acquire()
+            t = time.monotonic_ns()
+            if not self.first_send:
+                self.first_send = t / 1e9
+            self.sent += 1
+            await ws.send_str(group_send_frame(_FIRST_RID + i, conv_id, f"{idx} {i} {t}", f"c{i}"))
+
+    async def _read(self, idx: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+        seen = self.seen[idx]
+        n, ack_every = self.n, self.p["ack_every"]
+        since_ack = max_seq = 0
+        while True:
+            msg = await ws.receive()
+            if msg.type is not _TEXT:
+                return
+            now = time.monotonic_ns()
+            frame = decode_frame(msg.data)
+            if frame.t in ("ok", "err"):
+                if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + n:
+                    if frame.t == "ok":
+                        self.acked += 1
+                    else:
+                        self.errors += 1
+                    self._windows[idx].release()
+                    if self.acked + self.errors >= self.my_sends and not self.settled.done():
+                        self.settled.set_result(None)
+                continue
+            if frame.data is None or frame.data.body is None or frame.type not in ("message", "group_message"):
+                continue
+            parts = frame.data.body.text.split(" ", 3)
+            if len(parts) < 3:
+                continue  # system entries
+            src, i, ts = int(parts[0]), int(parts[1]), int(parts[2])
+            if not (0 <= src < self.senders and 0 <= i < n):
+                continue
+            k = src * n + i
+            if seen[k]:
+                self.dups += 1
+                continue
+            seen[k] = 1
+            self.received += 1
+            self.lat.append((now - ts) / 1e6)
+            self.last_event = max(self.last_event, now / 1e9)
+            if frame.t == "event":
+                max_seq = frame.seq
+                since_ack += 1
+                if since_ack >= ack_every:
+                    since_ack = 0
+                    await ws.send_str(ack_frame(_FIRST_RID + n + 1, max_seq))
