@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -198,6 +199,30 @@ class ConvRow(msgspec.Struct, frozen=True):
     peer_read_seq: int = 0  # direct conversations: how far the other user has read
     shop_id: int | None = None  # service conversations
     customer_id: int | None = None
+
+
+def conv_row(r: Sequence[Any], last_message: MessageRec | None) -> ConvRow:
+    """A conversation-list row from the columns both stores select in this order:
+    id, type, peer, visible head, read_seq, last_msg_id, updated_at, unread, mentioned,
+    name, member_count, active, peer_read_seq, shop_id, customer_id."""
+    return ConvRow(
+        conv_id=r[0],
+        type=r[1],
+        peer_id=r[2],
+        last_seq=r[3],
+        read_seq=r[4],
+        last_msg_id=r[5],
+        updated_at=r[6],
+        unread=r[7],
+        mentioned=bool(r[8]),
+        name=r[9],
+        member_count=r[10],
+        active=bool(r[11]),
+        peer_read_seq=r[12] or 0,
+        shop_id=r[13],
+        customer_id=r[14],
+        last_message=last_message,
+    )
 
 
 class Store(abc.ABC):

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult
+from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -417,27 +417,7 @@ async def read_conversations(
 ) -> tuple[list[ConvRow], int]:
     # The total rides on every row of the same statement, so it agrees with the rows.
     rows = await conn.fetch(_CONVERSATIONS_SQL, user_id, before if before is not None else 2**63 - 1, limit, conv_id)
-    convs = [
-        ConvRow(
-            conv_id=r[0],
-            type=r[1],
-            peer_id=r[2],
-            last_seq=r[3],
-            read_seq=r[4],
-            last_msg_id=r[5],
-            updated_at=r[6],
-            unread=r[7],
-            mentioned=bool(r[8]),
-            name=r[9],
-            member_count=r[10],
-            active=bool(r[11]),
-            peer_read_seq=r[12] or 0,
-            shop_id=r[13],
-            customer_id=r[14],
-            last_message=msg_from_row(r, 15) if r[15] is not None else None,
-        )
-        for r in rows
-    ]
+    convs = [conv_row(r, msg_from_row(r, 15) if r[15] is not None else None) for r in rows]
     if rows:
         return convs, rows[0][27]
     total = await conn.fetchval(f"SELECT {TOTAL_UNREAD_SQL}", user_id)

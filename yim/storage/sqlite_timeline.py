@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult
+from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.sqlite_policy import check_direct_allowed
 
 MSG_COLS = (
@@ -468,25 +468,5 @@ def read_conversations(
         f" WHERE {where} ORDER BY c.last_msg_id DESC LIMIT ?",
         (*args, limit),
     ).fetchall()
-    convs = [
-        ConvRow(
-            conv_id=r[0],
-            type=r[1],
-            peer_id=r[2],
-            last_seq=r[3],
-            read_seq=r[4],
-            last_msg_id=r[5],
-            updated_at=r[6],
-            unread=r[7],
-            mentioned=bool(r[8]),
-            name=r[9],
-            member_count=r[10],
-            active=bool(r[11]),
-            peer_read_seq=r[12] or 0,
-            shop_id=r[13],
-            customer_id=r[14],
-            last_message=msg_from_row(r, 15) if r[15] is not None else None,
-        )
-        for r in rows
-    ]
+    convs = [conv_row(r, msg_from_row(r, 15) if r[15] is not None else None) for r in rows]
     return convs, total_unread(conn, user_id)
