@@ -118,17 +118,40 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, *, cluster: bool = False, base: Path | None = None) -> None:
         _require(REDIS_SERVER, "redis-server")
-        self.port = port or _free_port(below=55536)  # cluster mode also uses port + 10000
+        self._auto_port = port is None
         self.cluster = cluster
+        self.port = port or self._pick_port()
         self.base = base or Path(tempfile.mkdtemp(prefix="yim-redis-"))
         self.base.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _pick_port(self) -> int:
+        """A free port; in cluster mode port + 10000 (the cluster bus) must be free too."""
+        while True:
+            port = _free_port(below=55536)
+            if not self.cluster:
+                return port
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                    return port
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start it; a port taken by someone else between picking and binding (another
+        process on this machine) costs a retry on a fresh port, not a failed run."""
+        for attempt in range(5):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                if not self._auto_port or attempt == 4:
+                    raise
+                self.port = self._pick_port()
+
+    def _start_once(self) -> None:
         args = [
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.base), "--daemonize", "no", "--logfile", str(self.base / "log"),

@@ -376,7 +376,9 @@ async def test_bad_credentials_are_refused_on_every_authenticated_route(
     make_server: MakeServer, tmp_path: Path, backend: str
 ) -> None:
     server = await make_server(data_dir=tmp_path / "node")
-    secret = bytes.fromhex((tmp_path / "node" / "secret.key").read_text())
+    # The node's signing key (kept in <data>/secret.key on SQLite, in the shared store on
+    # PostgreSQL), to forge otherwise valid tokens.
+    secret = server.node.accounts._secret
     calls = 0
     async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
         alice_l, bob_l = await make_users(http, ["alice", "bob"])
