@@ -342,6 +342,10 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if nums and len(nums) == len(values):
             med = statistics.median(nums)
             out[key] = round(med, 3) if isinstance(med, float) else med
+        elif all(isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in values):
+            # per-position medians (e.g. the server's busiest threads, busiest first)
+            width = max(len(v) for v in values)
+            out[key] = [round(statistics.median(v[i] for v in values if len(v) > i), 1) for i in range(width)]
         elif isinstance(value, str) and key == "limited_by":
             out[key] = statistics.mode(str(v) for v in values)
     out["run"] = f"median of {len(rows)}"

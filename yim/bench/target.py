@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import psutil
 
-#: Environment of a node the bench starts: account set-up must not be argon2-bound.
-# Accounts are set up with the cheapest argon2 profile (set-up is not what is measured), and
-# per-user rate limits are off: a benchmark measures the server, not the abuse limits.
+#: Environment of a node the bench starts. Accounts are set up with the cheapest argon2
+#: profile (set-up is not what is measured), and per-user rate limits are off: a benchmark
+#: measures the server, not the abuse limits.
 NODE_ENV = {
     "YIM_PASSWORD_HASHING": "cheapest",
     "YIM_RATE_SEND_PER_USER_S": "0",

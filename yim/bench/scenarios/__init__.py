@@ -9,8 +9,6 @@ from yim.bench.scenarios.idle import IdleScenario
 from yim.bench.scenarios.pairs import PairsScenario
 from yim.bench.scenarios.sync import SyncScenario
 
-SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (PairsScenario, GroupScenario, IdleScenario, SyncScenario)
-}
+SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (PairsScenario, GroupScenario, IdleScenario, SyncScenario)}
 
 __all__ = ["SCENARIOS", "Scenario"]
