@@ -69,7 +69,9 @@ class NodeServer:
         sock.bind((self.settings.host, self.settings.port))
         sock.listen(4096)
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, ssl_context=self._ssl)
+        # SockSite listens again on the socket: without backlog it would shrink to 128 and
+        # drop connections in a reconnect storm.
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl, backlog=4096)
         await site.start()
         log.info("serving on %s (WebSocket %s/ws)", self.url, self.url.replace("http", "ws", 1))
 
