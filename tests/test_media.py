@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
+import random
 import socket
 import struct
 import subprocess
@@ -65,6 +65,12 @@ ELF = (
 MZ = b"MZ" + b"\x00" * 62
 #: the first boxes of an MP4 file
 MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x00\x08free" + b"\x00" * 24
+
+
+def noise(n: int) -> bytes:
+    """Fixed pseudo-random bytes. Not os.urandom: truly random bytes sometimes begin like an
+    executable ("MZ", "\\x7fELF" ...), which the server then rightly refuses."""
+    return random.Random(n).randbytes(n)
 
 
 def auth(login: dict[str, Any]) -> dict[str, str]:
@@ -196,7 +202,7 @@ async def test_image_message_reaches_member_who_downloads_it(server: NodeServer)
 async def test_same_bytes_are_stored_once(server: NodeServer) -> None:
     async with aiohttp.ClientSession(server.url) as http:
         alice, bob = await make_users(http, ["alice", "bob"])
-        data = os.urandom(300_000)
+        data = noise(300_000)
         first = await uploaded(http, alice, data, name="a.bin")
         second = await uploaded(http, bob, data, name="b.bin")
         third = await uploaded(http, alice, data, name="c.bin")
@@ -221,7 +227,7 @@ async def test_same_bytes_are_stored_once(server: NodeServer) -> None:
 async def test_range_requests_and_file_headers(server: NodeServer) -> None:
     async with aiohttp.ClientSession(server.url) as http:
         (alice,) = await make_users(http, ["alice"])
-        data = os.urandom(100_000)
+        data = noise(100_000)
         media = await uploaded(http, alice, data, name="季度报告 2024.bin")
         path = f"/api/v1/media/{media['media_id']}"
 
@@ -428,13 +434,13 @@ async def test_200_mb_upload_keeps_server_memory_flat(server_process: Any) -> No
     async with aiohttp.ClientSession(proc.url) as http:
         (alice,) = await make_users(http, ["alice"])
         await uploaded(http, alice, jpeg_bytes(320, 240), kind="image")  # warm up: imports, thread pools
-        await uploaded(http, alice, os.urandom(4 * MiB), name="warm.bin")
+        await uploaded(http, alice, noise(4 * MiB), name="warm.bin")
         baseline = ps.memory_info().rss
         peak = baseline
         digest = hashlib.sha256()
 
         async def body() -> AsyncIterator[bytes]:
-            block = bytearray(os.urandom(MiB))
+            block = bytearray(noise(MiB))
             for i in range(size // MiB):
                 struct.pack_into("<Q", block, 0, i)
                 chunk = bytes(block)
@@ -555,7 +561,7 @@ async def test_s3_blob_store_round_trip(make_server: MakeServer, moto: MotoServe
 
     async with aiohttp.ClientSession(server.url) as http:
         alice, bob = await devices(http, ["alice", "bob"])
-        data = os.urandom(12 * MiB)  # above the threshold: a multipart upload
+        data = noise(12 * MiB)  # above the threshold: a multipart upload
         media = await uploaded(http, alice.login, data, name="dataset.bin")
         again = await uploaded(http, bob.login, data, name="copy.bin")
         photo = await uploaded(http, alice.login, jpeg_bytes(400, 300), kind="image", name="p.jpg")
