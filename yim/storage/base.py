@@ -201,6 +201,32 @@ class ConvRow(msgspec.Struct, frozen=True):
     customer_id: int | None = None
 
 
+#: The group columns both stores select, in the order group_rec() reads them.
+GROUP_COLS = (
+    "id, name, avatar, announcement, owner_id, join_policy, mute_all, max_members, member_count, fanout,"
+    " switch_seq, last_seq, created_at, dissolved"
+)
+
+
+def group_rec(r: Sequence[Any]) -> GroupRec:
+    return GroupRec(
+        conv_id=r[0],
+        name=r[1],
+        avatar=r[2],
+        announcement=r[3],
+        owner_id=r[4],
+        join_policy=r[5],
+        mute_all=bool(r[6]),
+        max_members=r[7],
+        member_count=r[8],
+        fanout=r[9],
+        switch_seq=r[10],
+        last_seq=r[11],
+        created_at=r[12],
+        dissolved=bool(r[13]),
+    )
+
+
 def conv_row(r: Sequence[Any], last_message: MessageRec | None) -> ConvRow:
     """A conversation-list row from the columns both stores select in this order:
     id, type, peer, visible head, read_seq, last_msg_id, updated_at, unread, mentioned,

@@ -19,40 +19,26 @@ import sqlite3
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.base import CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, SendResult
+from yim.storage.base import (
+    GROUP_COLS,
+    CreateGroupCmd,
+    GroupChange,
+    GroupHead,
+    GroupRec,
+    MemberRec,
+    SendResult,
+    group_rec,
+)
 from yim.storage.sqlite_timeline import append_entry, member_ids
 
-_GROUP_COLS = (
-    "id, name, avatar, announcement, owner_id, join_policy, mute_all, max_members, member_count, fanout,"
-    " switch_seq, last_seq, created_at, dissolved"
-)
 MANAGERS = ("owner", "admin")
 
 
-def _group_from_row(r: tuple) -> GroupRec:
-    return GroupRec(
-        conv_id=r[0],
-        name=r[1],
-        avatar=r[2],
-        announcement=r[3],
-        owner_id=r[4],
-        join_policy=r[5],
-        mute_all=bool(r[6]),
-        max_members=r[7],
-        member_count=r[8],
-        fanout=r[9],
-        switch_seq=r[10],
-        last_seq=r[11],
-        created_at=r[12],
-        dissolved=bool(r[13]),
-    )
-
-
 def load_group(conn: sqlite3.Connection, conv_id: int, *, allow_dissolved: bool = False) -> GroupRec:
-    r = conn.execute(f"SELECT {_GROUP_COLS} FROM conversations WHERE id=? AND type='group'", (conv_id,)).fetchone()
+    r = conn.execute(f"SELECT {GROUP_COLS} FROM conversations WHERE id=? AND type='group'", (conv_id,)).fetchone()
     if r is None:
         raise YimError("not_found", f"no group {conv_id}")
-    group = _group_from_row(r)
+    group = group_rec(r)
     if group.dissolved and not allow_dissolved:
         raise YimError("group_dissolved", f"group {conv_id} was dissolved")
     return group
