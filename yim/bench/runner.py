@@ -174,6 +174,8 @@ class Coordinator:
         self.procs: list[BaseProcess] = []
         self.pipes: list[Connection] = []
         self.probe: Probe | None = None
+        #: what a scenario's ``on_barrier`` gathered (e.g. server counters), for ``summarize``
+        self.extra: dict[str, Any] = {}
 
     def snapshot(self, name: str) -> Snapshot:
         assert self.probe is not None
@@ -205,7 +207,7 @@ class Coordinator:
         finally:
             self.probe.stop()
             self._reap()
-        return RunData(self.target, results, self.snapshots, self.probe.peak_rss)
+        return RunData(self.target, results, self.snapshots, self.probe.peak_rss, self.extra)
 
     def _loop(self) -> list[dict[str, Any]]:
         n = len(self.pipes)

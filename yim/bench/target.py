@@ -73,6 +73,26 @@ def find_listener_pid(host: str, port: int) -> int | None:
     return None
 
 
+#: The node's counters of rows it has written: one ``messages`` row per stored message,
+#: one ``inbox`` row per member under write fan-out (yim/metrics.py).
+STORE_COUNTERS = ("yim_messages_in_total", "yim_deliveries_total")
+
+
+def store_counters(url: str, timeout: float = 5.0) -> dict[str, float]:
+    """The node's store-write counters from its Prometheus ``/metrics`` page."""
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in STORE_COUNTERS:
+            found[name] = float(value)
+    missing = set(STORE_COUNTERS) - found.keys()
+    if missing:
+        raise RuntimeError(f"{url}/metrics lacks {sorted(missing)}")
+    return found
+
+
 @dataclass
 class Target:
     """A server under test: its base URL, the pid to watch (if known), and what it is."""

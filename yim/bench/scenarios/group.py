@@ -7,6 +7,12 @@ stored copy, the same bytes pushed to every member). ``--fanout write|read`` sta
 node with a threshold that forces the mode; ``auto`` keeps the node's default (500). The
 message text carries the sender's clock, so latency is end to end (sender's send → a
 member's receipt); ``deliveries_per_s`` counts receipts by members.
+
+``store_writes_per_s`` is the rows the node inserted while the load ran (its
+``yim_messages_in_total`` + ``yim_deliveries_total`` counters, read from ``/metrics`` at
+the ``connected`` and ``done`` barriers): one ``messages`` row per message, plus one
+``inbox`` row per member under write fan-out. Each inbox row also advances that member's
+inbox head (an ``UPDATE users``), which is not counted.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from yim.bench.client import (
     make_accounts,
     run_tag,
 )
-from yim.bench.runner import RunData, WorkerCtx
+from yim.bench.runner import Coordinator, RunData, WorkerCtx
 from yim.bench.scenarios.base import Scenario, latency_fields, split
-from yim.bench.target import Target
+from yim.bench.target import Target, store_counters
 
 _TEXT = aiohttp.WSMsgType.TEXT
 _FIRST_RID = 2  # rid 1 is the auth frame
@@ -42,10 +48,12 @@ class GroupScenario(Scenario):
     name = "group"
     help = "group chat: M online members, S senders, write or read fan-out"
     latency_of = "sender's send → each member's receipt"
+    baseline_ok = False  # the bare relay has no groups
     cpu_phase = ("connected", "done")
     columns = [
         ("msgs_per_s", "msgs/s", "{:,.0f}"),
         ("deliveries_per_s", "deliv/s", "{:,.0f}"),
+        ("store_writes_per_s", "store w/s", "{:,.0f}"),
         ("p50_ms", "p50 ms", "{:.2f}"),
         ("p99_ms", "p99 ms", "{:.2f}"),
         ("max_ms", "max ms", "{:.1f}"),
@@ -124,6 +132,11 @@ class GroupScenario(Scenario):
             for chunk in split(indexed, a.procs)
         ]
 
+    def on_barrier(self, name: str, coordinator: Coordinator) -> None:
+        # Read while every worker waits, so the scrape is outside the measured phase.
+        if name in ("connected", "done") and coordinator.target.system == "yim":
+            coordinator.extra[f"counters_{name}"] = store_counters(coordinator.target.url)
+
     @staticmethod
     async def work(ctx: WorkerCtx, payload: Any) -> dict[str, Any]:
         return await _GroupWorker(ctx, payload).run()
@@ -140,9 +153,13 @@ class GroupScenario(Scenario):
         lat: list[float] = []
         for r in rs:
             lat.extend(r["lat"])
+        rows = store_rows(run)
         return {
             "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
             "deliveries_per_s": round(received / elapsed, 1) if elapsed > 0 else None,
+            "store_writes_per_s": round(sum(rows) / elapsed, 1) if rows and elapsed > 0 else None,
+            "store_message_rows": rows[0] if rows else None,
+            "store_inbox_rows": rows[1] if rows else None,
             **latency_fields(lat),
             "sent": sent,
             "acked": acked,
@@ -154,6 +171,18 @@ class GroupScenario(Scenario):
             "fanout_mode": rs[0]["fanout"] if rs else None,
             "latency_of": self.latency_of,
         }
+
+
+def store_rows(run: RunData) -> tuple[int, int] | None:
+    """(message rows, inbox rows) the node wrote between the ``connected`` and ``done``
+    barriers, from its counters; None when they were not read (the relay)."""
+    a, b = run.extra.get("counters_connected"), run.extra.get("counters_done")
+    if a is None or b is None:
+        return None
+    return (
+        round(b["yim_messages_in_total"] - a["yim_messages_in_total"]),
+        round(b["yim_deliveries_total"] - a["yim_deliveries_total"]),
+    )
 
 
 class _GroupWorker:
