@@ -107,3 +107,25 @@ def test_group_in_both_fanout_modes() -> None:
         assert row["fanout_mode"] == mode
         # every message reaches every member but its sender's own connection, exactly once
         assert (row["sent"], row["received"], row["lost"], row["dups"]) == (30, 30 * 11, 0, 0)
+
+
+def test_fanout_sweep_forces_each_mode_and_counts_store_rows(tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
+    # 60 receipts per point: 60 / (2 x 2) = 15, capped at 10 messages per sender for 3
+    # members; 60 / (2 x 5) = 6 for 6 members
+    lines = bench("fanout-sweep", "--sizes", "3,6", "--deliveries", "60", "--max-messages", "10", "--plot", str(plots))
+    rows = runs(lines)
+    assert [(r["members"], r["fanout_mode"]) for r in rows] == [(3, "write"), (3, "read"), (6, "write"), (6, "read")]
+    for row in rows:
+        assert all(key in row for key in FIELDS), row
+        members, mode = row["members"], row["fanout_mode"]
+        sent = 2 * {3: 10, 6: 6}[members]
+        assert row["params"]["members"] == members and row["params"]["fanout"] == mode
+        assert row["messages_per_sender"] == sent // 2
+        assert (row["sent"], row["received"], row["lost"], row["dups"]) == (sent, sent * (members - 1), 0, 0)
+        # one messages row per message; under write fan-out one inbox row per member too
+        inbox = sent * members if mode == "write" else 0
+        assert (row["store_message_rows"], row["store_inbox_rows"]) == (sent, inbox)
+        assert row["store_writes_per_s"] > 0
+        assert row["server_rss_mb"] > 0 and row["server_rss_connected_mb"] > 0
+    assert (plots / "fanout-sweep.png").read_bytes().startswith(b"\x89PNG")

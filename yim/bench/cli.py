@@ -75,6 +75,8 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"yim bench: {exc}", file=sys.stderr)
         return 2
     clean = True
+    printer: _Printer | None = None
+    sweep_rows: list[dict[str, Any]] = []
     for variant in cls.variants(args):
         scenario = cls(variant)
         try:
@@ -82,7 +84,8 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         except ValueError as exc:
             print(f"yim bench: {exc}", file=sys.stderr)
             return 2
-        printer = _Printer(out, scenario, variant.json)
+        if printer is None or not cls.swept:
+            printer = _Printer(out, scenario, variant.json)
         by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
         for k in range(variant.runs):
             for system in systems:
@@ -104,12 +107,18 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if len(systems) == 2:
             printer.comparison(_comparison(medians["yim"], medians["relay"]))
         printer.footer(medians)
+        sweep_rows.extend(medians.values())
         if variant.plot:
             from yim.bench.plot import write_plots
 
             rows = [r for rs in by_system.values() for r in rs]
             for path in write_plots(Path(variant.plot), scenario.name, scenario.latency_of, rows):
                 print(f"wrote {path}", file=sys.stderr)
+    if printer is not None:
+        printer.finish()
+    if args.plot and cls.swept:
+        for path in cls.sweep_plots(Path(args.plot), sweep_rows):
+            print(f"wrote {path}", file=sys.stderr)
     if not clean:
         print("yim bench: some run lost or duplicated messages (see lost / dups)", file=sys.stderr)
         return 1
@@ -156,6 +165,8 @@ class _Printer:
         self.scenario = scenario
         self.json = as_json
         self.header_done = False
+        self.swept = scenario.swept
+        self.pending: list[str] = []  # a sweep's footers, held back so its table stays whole
         self.columns = [
             ("system", "system", "{}"),
             ("run", "run", "{}"),
@@ -178,7 +189,7 @@ class _Printer:
             self._line(json.dumps(_public(row), separators=(",", ":")))
             return
         if not self.header_done:
-            params = " ".join(f"{k}={v}" for k, v in row["params"].items() if v is not None)
+            params = " ".join(f"{k}={v}" for k, v in row["params"].items() if v is not None and k not in self.swept)
             self._line(f"{self.scenario.name}: {params}")
             self._line(f"latency = {self.scenario.latency_of}")
             self._line(self._cells([h for _k, h, _f in self.columns]))
@@ -203,4 +214,14 @@ class _Printer:
         if self.json:
             return
         for system, row in medians.items():
-            self._line(f"{system}: limited by {row.get('limited_by')}")
+            point = "".join(f" {k}={row['params'].get(k)}" for k in self.swept)
+            line = f"{system}{point}: limited by {row.get('limited_by')}"
+            if self.swept:
+                self.pending.append(line)
+            else:
+                self._line(line)
+
+    def finish(self) -> None:
+        for line in self.pending:
+            self._line(line)
+        self.pending.clear()

@@ -1,4 +1,5 @@
-"""``--plot DIR``: small SVG line charts written without any plotting library.
+"""``--plot DIR``: small SVG line charts written without any plotting library, and PNG
+charts of sweeps drawn with Pillow (already a dependency, for media thumbnails).
 
 Per scenario invocation: ``<scenario>-latency.svg`` (latency by percentile, every run of
 every system, with the tail stretched out: the x axis is -log10(1 - q)) and, where the
@@ -8,6 +9,7 @@ scenario has receipt times, ``<scenario>-throughput.svg`` (deliveries/s per 100 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -147,3 +149,127 @@ def write_plots(directory: Path, scenario: str, latency_of: str, rows: list[dict
         line_chart(path, f"{scenario}: deliveries per second (100 ms buckets)", "seconds", "deliveries/s", thr)
         written.append(path)
     return written
+
+
+# --- PNG charts over a log x axis (sweeps), drawn with Pillow -------------------------------------
+
+
+@dataclass
+class Panel:
+    """One chart of a stacked figure: a y axis and its named series of (x, y) points."""
+
+    ylabel: str
+    series: Series
+    log_y: bool = True
+    note: str = ""  # shown at the panel's top right
+
+
+_PNG_COLORS = {"write fan-out": (31, 119, 180), "read fan-out": (214, 39, 40)}
+_SS = 2  # drawn at twice the size and scaled down: Pillow's lines are not antialiased
+
+
+def _si(v: float) -> str:
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
+def _log_ticks(lo: float, hi: float) -> tuple[float, float, list[float], list[float]]:
+    """Axis range (in log10) covering [lo, hi], labelled ticks, and unlabelled grid lines."""
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    if a == b:
+        b += 1
+    steps = (1, 2, 5) if b - a <= 3 else (1,)
+    major = [m * 10**e for e in range(a, b + 1) for m in steps if m * 10**e <= 10**b]
+    minor = [m * 10**e for e in range(a, b) for m in range(2, 10) if m not in steps]
+    return float(a), float(b), major, minor
+
+
+def log_x_png(
+    path: Path,
+    title: str,
+    xlabel: str,
+    panels: list[Panel],
+    *,
+    mark_x: float | None = None,
+    mark_label: str = "",
+) -> None:
+    """Stacked line charts sharing one log-scale x axis, with an optional marked x value."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    xs = [x for p in panels for pts in p.series.values() for x, _ in pts]
+    if not xs:
+        return
+    s = _SS
+    width, panel_h, left, right, top, gap = 1000 * s, 300 * s, 90 * s, 30 * s, 60 * s, 70 * s
+    height = top + len(panels) * (panel_h + gap)
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=13 * s)
+    big = ImageFont.load_default(size=17 * s)
+    draw.text((width // 2, 24 * s), title, fill="black", font=big, anchor="mm")
+    x_lo, x_hi, x_major, x_minor = _log_ticks(min(min(xs), mark_x or min(xs)), max(max(xs), mark_x or 0))
+    pw = width - left - right
+
+    def sx(x: float) -> float:
+        return left + (math.log10(x) - x_lo) / (x_hi - x_lo) * pw
+
+    for k, panel in enumerate(panels):
+        y0 = top + k * (panel_h + gap)
+        ys = [y for pts in panel.series.values() for _, y in pts]
+        if panel.log_y:
+            ys = [y for y in ys if y > 0] or [1.0]
+            y_lo, y_hi, y_major, y_minor = _log_ticks(min(ys), max(ys))
+
+            def sy(y: float, y0: int = y0, lo: float = y_lo, hi: float = y_hi) -> float:
+                return y0 + panel_h - (math.log10(max(y, 10**lo)) - lo) / (hi - lo) * panel_h
+
+        else:
+            top_y = 1.1 * max(ys or [1.0])  # headroom: a flat line at the top stays visible
+            y_major, y_minor = _nice_ticks(0.0, top_y), []
+            if y_major[-1] < top_y:  # _nice_ticks stops at the last step within the range
+                y_major.append(y_major[-1] + (y_major[1] - y_major[0]))
+
+            def sy(y: float, y0: int = y0, hi: float = y_major[-1]) -> float:
+                return y0 + panel_h - y / hi * panel_h
+
+        if mark_x is not None:  # the default threshold: write fan-out left of it, read right
+            mx = sx(mark_x)
+            draw.rectangle((left, y0, mx, y0 + panel_h), fill=(238, 244, 251))
+            draw.rectangle((mx, y0, left + pw, y0 + panel_h), fill=(252, 240, 240))
+        for t in y_minor:
+            draw.line((left, sy(t), left + pw, sy(t)), fill=(232, 232, 232), width=s)
+        for t in y_major:
+            draw.line((left, sy(t), left + pw, sy(t)), fill=(205, 205, 205), width=s)
+            draw.text((left - 8 * s, sy(t)), _si(t), fill="black", font=font, anchor="rm")
+        for t in x_minor:
+            draw.line((sx(t), y0, sx(t), y0 + panel_h), fill=(232, 232, 232), width=s)
+        for t in x_major:
+            draw.line((sx(t), y0, sx(t), y0 + panel_h), fill=(205, 205, 205), width=s)
+            draw.text((sx(t), y0 + panel_h + 6 * s), _si(t), fill="black", font=font, anchor="mt")
+        draw.rectangle((left, y0, left + pw, y0 + panel_h), outline=(60, 60, 60), width=s)
+        draw.text((left, y0 - 8 * s), panel.ylabel, fill="black", font=font, anchor="ls")
+        if panel.note:
+            draw.text((left + pw, y0 - 8 * s), panel.note, fill=(60, 60, 60), font=font, anchor="rs")
+        if mark_x is not None:
+            mx = sx(mark_x)
+            for yy in range(y0, y0 + panel_h, 12 * s):  # dashed
+                draw.line((mx, yy, mx, min(yy + 7 * s, y0 + panel_h)), fill=(90, 90, 90), width=2 * s)
+            if k == 0:  # on whichever side of the line has room
+                room_right = left + pw - mx > draw.textlength(mark_label, font=font) + 12 * s
+                lx, anchor = (mx + 6 * s, "la") if room_right else (mx - 6 * s, "ra")
+                draw.text((lx, y0 + panel_h - 22 * s), mark_label, fill=(60, 60, 60), font=font, anchor=anchor)
+        for j, (name, pts) in enumerate(panel.series.items()):
+            color = _PNG_COLORS.get(name, _COLORS[j % len(_COLORS)])
+            coords = [(sx(x), sy(y)) for x, y in pts]
+            if len(coords) > 1:
+                draw.line(coords, fill=color, width=3 * s, joint="curve")
+            for cx, cy in coords:
+                r = 5 * s
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
+            ly = y0 + 14 * s + 20 * s * j
+            draw.line((left + 12 * s, ly, left + 40 * s, ly), fill=color, width=4 * s)
+            draw.text((left + 48 * s, ly), name, fill="black", font=font, anchor="lm")
+    draw.text((left + pw // 2, height - 22 * s), xlabel, fill="black", font=font, anchor="mm")
+    img.resize((width // s, height // s), Image.Resampling.LANCZOS).save(path, optimize=True)

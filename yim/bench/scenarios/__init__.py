@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from yim.bench.scenarios.base import Scenario
+from yim.bench.scenarios.fanout_sweep import FanoutSweepScenario
 from yim.bench.scenarios.group import GroupScenario
 from yim.bench.scenarios.idle import IdleScenario
 from yim.bench.scenarios.pairs import PairsScenario
 from yim.bench.scenarios.sync import SyncScenario
 
-SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (PairsScenario, GroupScenario, IdleScenario, SyncScenario)}
+SCENARIOS: dict[str, type[Scenario]] = {
+    s.name: s for s in (PairsScenario, GroupScenario, FanoutSweepScenario, IdleScenario, SyncScenario)
+}
 
 __all__ = ["SCENARIOS", "Scenario"]

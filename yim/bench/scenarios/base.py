@@ -10,13 +10,15 @@ listed in ``yim.bench.scenarios.SCENARIOS``:
 - ``work`` — in each load-generator process: connect, walk the barriers, drive the load,
   return raw results (counts, latencies, timestamps);
 - ``on_barrier`` — optional coordinator hook while every worker waits at a barrier;
-- ``summarize`` — worker results + psutil snapshots → the scenario's result fields.
+- ``summarize`` — worker results + psutil snapshots → the scenario's result fields;
+- ``sweep_plots`` — optional charts over every variant of a sweep (``--plot``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ class Scenario:
     mem_phase: ClassVar[tuple[str, str] | None] = ("ready", "connected")
     #: table columns: (result key, header, format)
     columns: ClassVar[list[tuple[str, str, str]]] = []
+    #: ``params`` that differ between the variants of a sweep: the variants then share one
+    #: table (these are columns of it) instead of printing a header each
+    swept: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -104,3 +109,9 @@ class Scenario:
 
     def summarize(self, run: RunData) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def sweep_plots(cls, directory: Path, rows: list[dict[str, Any]]) -> list[Path]:
+        """Charts over all variants of one invocation (one row per variant and system,
+        the median where there were several runs); returns the files written."""
+        return []
