@@ -43,7 +43,7 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
     g.add_argument("--timeout", type=float, default=d(120.0), help="bound of each run in seconds (default 120)")
     g.add_argument("--json", action="store_true", default=d(False), help="one JSON object per line")
-    g.add_argument("--plot", metavar="DIR", default=d(None), help="write SVG latency/throughput charts here")
+    g.add_argument("--plot", metavar="DIR", default=d(None), help="write charts here (SVG; a sweep's PNG)")
 
 
 def add_bench_parser(sub: Any) -> None:

@@ -8,7 +8,10 @@ members send; every member is online and receives every message.
 So that no point runs long, the messages per sender shrink as the group grows: enough for
 about ``--deliveries`` receipts in all, that is deliveries / (senders * (members - 1)),
 but at most ``--max-messages``. ``--messages N`` fixes the count for every point
-instead. Each point is bounded by ``--timeout`` like any run.
+instead. Each point is bounded by ``--timeout`` like any run. Give large groups
+``--procs 2``: one load-generator process reading thousands of connections is otherwise
+what saturates first. On a 2-core machine the 10,000-member points take ~30 s each,
+mostly making and connecting the accounts.
 
 Each row is a ``group`` row (msgs/s, deliveries/s, latency, lost/dups, server CPU and
 peak RSS …) with ``store_writes_per_s`` (rows the node inserted per second, from its
@@ -32,7 +35,7 @@ from yim.bench.scenarios.group import GroupScenario
 from yim.bench.target import raise_fd_limit
 from yim.config import Settings
 
-DEFAULT_SIZES = (10, 30, 100, 300, 1000, 3000)
+DEFAULT_SIZES = (10, 30, 100, 300, 1000, 3000, 10_000)
 MODES = ("write", "read")
 
 
