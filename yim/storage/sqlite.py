@@ -48,14 +48,17 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.sqlite_memory import WriterConnection, WriterMemory
 from yim.storage.sqlite_relations import SqliteRelationStore
 from yim.storage.sqlite_service import SqliteServiceStore
 
 SCHEMA_VERSION = 1
 
 
-def _connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _connect(
+    path: str, synchronous: str, *, readonly: bool = False, factory: type[sqlite3.Connection] = sqlite3.Connection
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=factory)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
@@ -81,6 +84,7 @@ class _WriterThread:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.batches = 0
+        self.slow_batches = 0  # batches redone with a savepoint per job
         self.jobs_done = 0
         self.stopped = False
 
@@ -108,7 +112,7 @@ class _WriterThread:
 
     def _run(self) -> None:
         try:
-            conn = _connect(self._path, self._synchronous)
+            conn = _connect(self._path, self._synchronous, factory=WriterConnection)
             conn.execute("PRAGMA journal_mode = WAL")
             # The core schema, then each concept's own file (schema_sqlite_<concept>.sql).
             files = sorted(
@@ -118,6 +122,8 @@ class _WriterThread:
             for schema in files:
                 conn.executescript(schema.read_text())
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            assert isinstance(conn, WriterConnection)
+            conn.memory = WriterMemory(conn)
         except BaseException as exc:  # surfaced to start()
             self._startup_error = exc
             self._ready.set()
@@ -152,25 +158,19 @@ class _WriterThread:
             except RuntimeError:
                 pass
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
+    def _run_batch(self, conn: WriterConnection, batch: list[Any]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, args, fut, loop in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = fn(conn, *args)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((fut, loop, None, exc))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((fut, loop, result, None))
+            outcomes = self._run_optimistic(conn, batch)
+            if outcomes is None:  # a job failed half-way: redo the batch, each job isolated
+                conn.execute("ROLLBACK")
+                conn.memory.forget()
+                self.slow_batches += 1
+                outcomes = self._run_isolated(conn, batch)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            conn.memory.forget()
             failure = YimError("unavailable", f"store write failed: {exc}")
             outcomes = [(fut, loop, None, failure) for _fn, _args, fut, loop in batch]
         self.batches += 1
@@ -183,6 +183,69 @@ class _WriterThread:
                 loop.call_soon_threadsafe(_resolve, items)
             except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
                 pass
+
+    @staticmethod
+    def _run_optimistic(conn: WriterConnection, batch: list[Any]) -> list[Any] | None:
+        """Run the batch in one transaction without a savepoint per job, or return None.
+
+        A savepoint per job costs two statements, and every savepoint makes the FTS5
+        search index flush its pending terms to a new segment. Most failing jobs fail in
+        validation, before they write anything: ``total_changes`` and the memory's
+        ``allocations`` not moving across the job prove the transaction is exactly as it
+        was before it (a failing statement is itself undone by SQLite), so the batch carries
+        on. A job that fails after writing returns None: the caller rolls back and redoes
+        the batch with savepoints.
+
+        Appending jobs run with the writer's heads in memory; before any other job they
+        are written back, and after it forgotten (the invariants are in sqlite_memory).
+        """
+        memory = conn.memory
+        outcomes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, args, fut, loop in batch:
+            appending = fn in _APPENDING_JOBS
+            if not appending:
+                memory.flush(conn)
+            memory.active = appending
+            before, allocated = conn.total_changes, memory.allocations
+            try:
+                result = fn(conn, *args)
+            except Exception as exc:
+                if conn.total_changes != before or memory.allocations != allocated:
+                    return None
+                outcomes.append((fut, loop, None, exc))
+            else:
+                outcomes.append((fut, loop, result, None))
+            if not memory.active:  # not an appending job, or one that left the memory path
+                memory.forget_heads()
+        memory.active = False
+        memory.flush(conn)
+        return outcomes
+
+    @staticmethod
+    def _run_isolated(conn: WriterConnection, batch: list[Any]) -> list[Any]:
+        """The batch with a savepoint per job: slower, but a job failing half-way is undone
+        alone. Heads stay in the tables (the memory is off), as a savepoint rollback would
+        not undo an allocation made in memory."""
+        outcomes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, args, fut, loop in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = fn(conn, *args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((fut, loop, None, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((fut, loop, result, None))
+        return outcomes
+
+
+#: Jobs that only append to timelines and inboxes: they may take heads from the writer's
+#: memory (yim/storage/sqlite_memory.py).
+_APPENDING_JOBS = frozenset({timeline.send_message})
 
 
 def _resolve(items: list[Any]) -> None:
@@ -294,7 +357,11 @@ class SqliteStore(Store):
 
     @property
     def stats(self) -> dict[str, int]:
-        return {"batches": self._writer.batches, "jobs": self._writer.jobs_done}
+        return {
+            "batches": self._writer.batches,
+            "slow_batches": self._writer.slow_batches,
+            "jobs": self._writer.jobs_done,
+        }
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

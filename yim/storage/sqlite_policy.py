@@ -1,7 +1,10 @@
 """Relation checks used on the message path: blocks and who may message whom.
 
 Kept apart from the relation jobs so the timeline module can use them without a cycle.
-Each check is one primary-key lookup."""
+Each check is one primary-key lookup — and is skipped when the writer's memory
+(:class:`~yim.storage.sqlite_memory.WriterMemory`) proves it would find nothing, which is the common case: most
+users block nobody and accept messages from anyone.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from yim.protocol.errors import YimError
+from yim.storage.sqlite_memory import writer_memory
 
 
 def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:
@@ -25,10 +29,13 @@ def are_friends(conn: sqlite3.Connection, a: int, b: int) -> bool:
 
 def check_direct_allowed(conn: sqlite3.Connection, sender_id: int, to_id: int) -> None:
     """May sender message to_id directly? (blocks, then the recipient's dm_policy)."""
-    if is_blocked(conn, sender_id, by_id=to_id):
+    memory = writer_memory(conn)
+    if (memory is None or to_id in memory.blockers) and is_blocked(conn, sender_id, by_id=to_id):
         raise YimError("blocked", "this user does not accept messages from you")
-    if is_blocked(conn, to_id, by_id=sender_id):
+    if (memory is None or sender_id in memory.blockers) and is_blocked(conn, to_id, by_id=sender_id):
         raise YimError("blocked", "you blocked this user; unblock them first")
+    if memory is not None and to_id not in memory.friends_only:
+        return
     policy = conn.execute("SELECT dm_policy FROM privacy WHERE user_id=?", (to_id,)).fetchone()
     if policy is not None and policy[0] == "friends" and not are_friends(conn, to_id, sender_id):
         raise YimError("friends_only", "this user accepts direct messages from friends only")

@@ -18,6 +18,7 @@ from yim.storage.relations import (
     RelationState,
     RelationStore,
 )
+from yim.storage.sqlite_memory import writer_memory
 from yim.storage.sqlite_policy import _exists, are_friends, is_blocked
 from yim.storage.sqlite_timeline import append_inbox_events
 
@@ -206,6 +207,9 @@ def block(conn: sqlite3.Connection, actor_id: int, target_id: int, on: bool, now
     _user_exists(conn, target_id)
     events: list[tuple[int, int, bytes]] = []
     if on:
+        memory = writer_memory(conn)
+        if memory is not None:
+            memory.blockers.add(actor_id)  # before the row exists: the set stays a superset
         cur = conn.execute(
             "INSERT OR IGNORE INTO blocks (user_id, blocked_id, created_at) VALUES (?,?,?)", (actor_id, target_id, now)
         )
@@ -241,6 +245,9 @@ def privacy(conn: sqlite3.Connection, user_id: int) -> PrivacyRec:
 def set_privacy(conn: sqlite3.Connection, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
     current = privacy(conn, user_id)
     new = PrivacyRec(dm_policy=dm_policy or current.dm_policy, presence=presence or current.presence)
+    memory = writer_memory(conn)
+    if memory is not None and new.dm_policy == "friends":
+        memory.friends_only.add(user_id)  # before the row changes: the set stays a superset
     conn.execute(
         "INSERT INTO privacy (user_id, dm_policy, presence) VALUES (?,?,?) ON CONFLICT (user_id)"
         " DO UPDATE SET dm_policy=excluded.dm_policy, presence=excluded.presence",

@@ -13,6 +13,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.sqlite_memory import active_memory, writer_memory
 from yim.storage.sqlite_policy import check_direct_allowed
 
 MSG_COLS = (
@@ -59,7 +60,11 @@ def member_ids(conn: sqlite3.Connection, conv_id: int) -> list[int]:
 
 
 def next_inbox_seqs(conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple[int, int]]:
-    """Allocate the next inbox seq of each user, in one statement per 10,000 users."""
+    """Allocate the next inbox seq of each user, in one statement per 10,000 users (or from
+    the writer's memory while an appending job runs: :mod:`yim.storage.sqlite_memory`)."""
+    memory = active_memory(conn)
+    if memory is not None:
+        return memory.next_inbox_seqs(conn, user_ids)
     out: list[tuple[int, int]] = []
     for i in range(0, len(user_ids), 10_000):
         chunk = user_ids[i : i + 10_000]
@@ -111,6 +116,7 @@ def append_entry(
     mention_all: bool = False,
     also_inbox: tuple[int, ...] = (),
     members_changed: bool = False,
+    members: tuple[int, ...] | None = None,
 ) -> SendResult:
     """Append one entry to a conversation timeline and fan it out by the group's policy.
 
@@ -119,14 +125,19 @@ def append_entry(
     names users who get an inbox entry even under read fan-out (a removed member learning
     of the removal).
     """
-    seq, fanout = conn.execute(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_msg_id=?, updated_at=?,"
-        " mention_all_seq = CASE WHEN ? THEN last_seq + 1 ELSE mention_all_seq END"
-        " WHERE id=? RETURNING last_seq, fanout",
-        (msg_id, created_at, mention_all, conv_id),
-    ).fetchone()
+    memory = active_memory(conn)
+    if memory is not None:
+        seq, fanout = memory.next_conv_seq(conn, conv_id, msg_id, created_at, mention_all)
+    else:
+        seq, fanout = conn.execute(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_msg_id=?, updated_at=?,"
+            " mention_all_seq = CASE WHEN ? THEN last_seq + 1 ELSE mention_all_seq END"
+            " WHERE id=? RETURNING last_seq, fanout",
+            (msg_id, created_at, mention_all, conv_id),
+        ).fetchone()
     if fanout == "write":
-        recipients = member_ids(conn, conv_id)
+        # A direct conversation's members never change: the caller names them.
+        recipients = list(members) if members is not None else member_ids(conn, conv_id)
         recipients += [u for u in also_inbox if u not in recipients]
     else:
         recipients = list(also_inbox)
@@ -197,6 +208,8 @@ def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
 
 
 def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) -> SendResult:
+    """Append a message (direct, group or customer service). An *appending job*: the writer
+    runs it with its heads in memory (:mod:`yim.storage.sqlite_memory`)."""
     # Idempotency first: a retried client_msg_id returns the original and writes nothing.
     row = conn.execute(
         f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
@@ -208,9 +221,19 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
     if c.shop_id is not None or (c.conv_id is not None and _conv_type(conn, c.conv_id) == "service"):
         from yim.storage.sqlite_service import service_send
 
+        # Routing reads and writes session and conversation rows in SQL: run it on the
+        # tables, with the writer's heads written back first.
+        memory = writer_memory(conn)
+        if memory is not None and memory.active:
+            memory.flush(conn)
+            memory.forget_heads()
+            memory.active = False
+
         return service_send(conn, c, service_ctx)
+    members: tuple[int, ...] | None = None
     if c.to is not None:
         conv_id = _direct_conversation(conn, c)
+        members = (c.sender_id, c.to)
     else:
         conv_id = c.conv_id
         _check_may_speak(conn, c)
@@ -226,6 +249,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         created_at=c.created_at,
         mentions=c.mentions,
         mention_all=c.mention_all,
+        members=members,
     )
 
 
@@ -237,8 +261,15 @@ def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
     if c.mentions or c.mention_all:
         raise YimError("bad_request", "mentions are for group messages")
     lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
+    memory = writer_memory(conn)
+    known = memory.direct_pairs.get((lo, hi)) if memory is not None else None
+    if known is not None:
+        check_direct_allowed(conn, c.sender_id, c.to)
+        return known
     found = conn.execute("SELECT conv_id FROM direct_pairs WHERE user_lo=? AND user_hi=?", (lo, hi)).fetchone()
     if found is not None:
+        if memory is not None:
+            memory.remember_pair(lo, hi, found[0])
         check_direct_allowed(conn, c.sender_id, c.to)
         return found[0]
     if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:

@@ -1,0 +1,243 @@
+"""Property: the SQLite writer's memory (yim/storage/sqlite_memory.py) never changes an outcome.
+
+Random mixes of direct and group sends, resends, read markers, blocks, privacy changes,
+members joining (a group switching to read fan-out) and jobs that fail half-way (which
+force the writer to redo its batch with a savepoint per job) are submitted without waiting,
+so they share group commits. Every job's outcome must be what running the jobs one by one
+gives (a small model of blocks and privacy decides it), and the tables must stay whole:
+conversation and inbox seqs gap-free and equal to the heads, each ACKed message stored
+where its ACK says, a failed job's writes gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from yim.protocol.errors import YimError
+from yim.storage.base import CreateGroupCmd, SendCmd, SendResult, UserRec
+from yim.storage.sqlite import SqliteStore
+
+USERS = 4
+GROUP_MEMBERS = (0, 1, 2)  # user 3 may join later
+THRESHOLD = 3  # the group switches to read fan-out when user 3 joins
+
+user = st.integers(0, USERS - 1)
+op = st.one_of(
+    st.tuples(st.just("send"), user, user),
+    st.tuples(st.just("gsend"), user, st.just(0)),
+    st.tuples(st.just("resend"), st.integers(0, 30), st.just(0)),
+    st.tuples(st.just("read"), user, st.just(0)),
+    st.tuples(st.just("block"), user, user),
+    st.tuples(st.just("unblock"), user, user),
+    st.tuples(st.just("friends_only"), user, st.booleans()),
+    st.tuples(st.just("join"), st.just(3), st.just(0)),
+    st.tuples(st.just("boom"), user, st.just(0)),
+)
+
+
+class Model:
+    """What running the jobs one at a time decides."""
+
+    def __init__(self) -> None:
+        self.blocks: set[tuple[int, int]] = set()
+        self.friends_only: set[int] = set()
+        self.members = set(GROUP_MEMBERS)
+        self.sent: dict[str, str] = {}  # client_msg_id -> "ok" once stored
+
+    def direct(self, a: int, b: int, cmid: str) -> str:
+        if cmid in self.sent:
+            return "duplicate"
+        if a == b:
+            return "bad_request"
+        if (b, a) in self.blocks or (a, b) in self.blocks:
+            return "blocked"
+        if b in self.friends_only:
+            return "friends_only"
+        self.sent[cmid] = "ok"
+        return "ok"
+
+    def group(self, a: int, cmid: str) -> str:
+        if cmid in self.sent:
+            return "duplicate"
+        if a not in self.members:
+            return "not_member"
+        self.sent[cmid] = "ok"
+        return "ok"
+
+
+async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
+    folder = tempfile.mkdtemp(prefix="yim-writer-memory-")
+    store = SqliteStore(str(Path(folder) / "yim.db"))
+    await store.open()
+    ids = itertools.count(10_000)
+    try:
+        uids = [next(ids) for _ in range(USERS)]
+        for i, uid in enumerate(uids):
+            await store.create_user(UserRec(id=uid, username=f"u{i}", display_name="", password_hash="x", created_at=1))
+        gid = next(ids)
+        await store.create_group(
+            CreateGroupCmd(
+                conv_id=gid,
+                msg_id=next(ids),
+                owner_id=uids[0],
+                member_ids=[uids[i] for i in GROUP_MEMBERS],
+                name="g",
+                announcement="",
+                avatar="",
+                join_policy="members_invite",
+                max_members=100,
+                threshold=THRESHOLD,
+                created_at=1,
+            )
+        )
+        model = Model()
+        sends: list[tuple[SendCmd, str]] = []  # every send submitted, and its expected outcome
+        checks: list[tuple[str, Any, asyncio.Future[Any] | asyncio.Task[Any]]] = []
+
+        def boom(conn: sqlite3.Connection, uid: int) -> None:
+            conn.execute("UPDATE users SET display_name = 'half-way' WHERE id=?", (uid,))
+            raise ValueError("fails after writing")
+
+        def send_cmd(a: int, b: int | None, cmid: str) -> SendCmd:
+            return SendCmd(
+                msg_id=next(ids),
+                new_conv_id=next(ids),
+                sender_id=uids[a],
+                sender_device="d",
+                kind="text",
+                body=b'{"text":"hi"}',
+                client_msg_id=cmid,
+                created_at=next(ids),
+                to=uids[b] if b is not None else None,
+                conv_id=gid if b is None else None,
+            )
+
+        per_wave = max(1, len(ops) // waves)
+        for start in range(0, len(ops), per_wave):
+            wave: list[Any] = []
+            for kind, x, y in ops[start : start + per_wave]:
+                now = next(ids)
+                if kind == "send":
+                    cmid = f"c{len(sends)}"
+                    cmd = send_cmd(x, y, cmid)
+                    expected = model.direct(x, y, cmid)
+                    sends.append((cmd, expected))
+                    wave.append(("send", cmd, expected, store.send_message(cmd)))
+                elif kind == "gsend":
+                    cmid = f"c{len(sends)}"
+                    cmd = send_cmd(x, None, cmid)
+                    expected = model.group(x, cmid)
+                    sends.append((cmd, expected))
+                    wave.append(("send", cmd, expected, store.send_message(cmd)))
+                elif kind == "resend" and sends:
+                    original, _ = sends[x % len(sends)]
+                    cmd = msgspec.structs.replace(original, msg_id=next(ids))  # a retry: same client_msg_id
+                    if original.to is not None:
+                        a, b = uids.index(original.sender_id), uids.index(original.to)
+                        expected = model.direct(a, b, original.client_msg_id)
+                    else:
+                        expected = model.group(uids.index(original.sender_id), original.client_msg_id)
+                    wave.append(("send", cmd, expected, store.send_message(cmd)))
+                elif kind == "read":
+                    expected = "ok" if x in model.members else "not_member"
+                    task = asyncio.ensure_future(store.mark_read(uids[x], gid, 10**9, now))
+                    wave.append(("read", None, expected, task))
+                elif kind in ("block", "unblock"):
+                    on = kind == "block"
+                    expected = "bad_request" if x == y else "ok"
+                    if x != y:
+                        (model.blocks.add if on else model.blocks.discard)((x, y))
+                    task = asyncio.ensure_future(store.relations.block(uids[x], uids[y], on, now))
+                    wave.append(("relation", None, expected, task))
+                elif kind == "friends_only":
+                    (model.friends_only.add if y else model.friends_only.discard)(x)
+                    policy = "friends" if y else "anyone"
+                    task = asyncio.ensure_future(store.relations.set_privacy(uids[x], policy, None))
+                    wave.append(("relation", None, "ok", task))
+                elif kind == "join":
+                    expected = "ok"
+                    model.members.add(3)
+                    task = asyncio.ensure_future(
+                        store.add_members(gid, uids[0], [uids[3]], "invite", next(ids), now, THRESHOLD)
+                    )
+                    wave.append(("join", None, expected, task))
+                elif kind == "boom":
+                    wave.append(("boom", None, "ValueError", asyncio.ensure_future(store.write(boom, uids[x]))))
+                # let a task reach its submit before the next op is created: keeps job order = op order
+                await asyncio.sleep(0)
+            results = await asyncio.gather(*(w[3] for w in wave), return_exceptions=True)
+            for (what, cmd, expected, _f), res in zip(wave, results, strict=True):
+                checks.append((what, (cmd, expected), res))
+
+        # 1. every outcome is the one-at-a-time outcome
+        stored: dict[str, SendResult] = {}
+        for what, (cmd, expected), res in checks:
+            if isinstance(res, YimError):
+                got = res.code
+            elif isinstance(res, BaseException):
+                got = type(res).__name__
+            elif what == "send" and res.duplicate:
+                got = "duplicate"
+            else:
+                got = "ok"
+            if what == "join" and got != "ok":
+                got = "ok" if isinstance(res, YimError) and res.code == "already_member" else got
+            assert got == expected, (what, cmd, expected, res)
+            if what == "send" and got == "ok":
+                stored[cmd.client_msg_id] = res
+            if what == "send" and got == "duplicate":
+                first = stored[cmd.client_msg_id]
+                assert (res.message.conv_id, res.message.seq) == (first.message.conv_id, first.message.seq)
+
+        # 2. only a job failing half-way makes the writer redo a batch: a stale head in the
+        # writer's memory would also, through a duplicate key, and cost every job in it
+        booms = sum(1 for what, _e, _r in checks if what == "boom")
+        assert store.stats["slow_batches"] <= booms
+
+        # 3. the tables are whole
+        conn = sqlite3.connect(store.path)
+        try:
+            fanout, switch_seq = conn.execute(
+                "SELECT fanout, switch_seq FROM conversations WHERE id=?", (gid,)
+            ).fetchone()
+            if fanout == "read":  # read fan-out: entries past the switch are in no inbox
+                assert not conn.execute(
+                    "SELECT 1 FROM inbox WHERE type='message' AND conv_id=? AND conv_seq>? AND user_id != ?",
+                    (gid, switch_seq, uids[3]),
+                ).fetchall()
+            for conv_id, last_seq in conn.execute("SELECT id, last_seq FROM conversations"):
+                seqs = [r[0] for r in conn.execute("SELECT seq FROM messages WHERE conv_id=? ORDER BY seq", (conv_id,))]
+                assert seqs == list(range(1, last_seq + 1)), conv_id
+            for uid, head, name in conn.execute("SELECT id, inbox_seq, display_name FROM users"):
+                seqs = [r[0] for r in conn.execute("SELECT seq FROM inbox WHERE user_id=? ORDER BY seq", (uid,))]
+                assert seqs == list(range(1, head + 1)), uid
+                assert name != "half-way"
+            for res in stored.values():
+                m = res.message
+                row = conn.execute(
+                    "SELECT msg_id, sender_inbox_seq FROM messages WHERE conv_id=? AND seq=?", (m.conv_id, m.seq)
+                ).fetchone()
+                assert row == (m.msg_id, res.sender_inbox_seq)
+                for uid, iseq in res.deliveries:
+                    assert conn.execute(
+                        "SELECT conv_id, conv_seq FROM inbox WHERE user_id=? AND seq=?", (uid, iseq)
+                    ).fetchone() == (m.conv_id, m.seq)
+        finally:
+            conn.close()
+    finally:
+        await store.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op, min_size=1, max_size=40), waves=st.integers(1, 3))
+def test_writer_memory_keeps_one_at_a_time_outcomes(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
+    asyncio.run(_run(ops, waves))

@@ -1,0 +1,182 @@
+"""What the SQLite writer thread remembers between jobs, to run fewer statements.
+
+Why: every statement the writer runs costs far more than its SQLite work — the GIL is let
+go and taken back around it, and a busy event loop takes it in between — so the writer's
+throughput is set by statements per message more than by rows. A direct message took 12
+statements; with this memory it takes 4 (idempotency check, message row, inbox rows, the
+sender's read marker), plus a share of two ``executemany`` per batch.
+
+What is remembered, and the invariant that keeps each one right:
+
+- ``blockers`` ⊇ every user with a row in ``blocks`` (as the one who blocks), and
+  ``friends_only`` ⊇ every user whose ``dm_policy`` is 'friends': filled at start, added
+  to by the jobs *before* they write the row, never shrunk. A stale member (unblocked
+  since, or a rolled-back block) only costs the lookup it would have cost anyway.
+- ``direct_pairs``: user pair -> conversation id, filled only from rows the writer read.
+  A rolled-back transaction could have created a pair it saw, so every rollback clears it.
+  Bounded at ``PAIRS_MAX`` entries (≈ 150 bytes each, ≈ 10 MB), cleared when full.
+- Heads — each user's inbox seq and each conversation's last seq (with what the same row
+  says about fan-out and mentions): allocated here instead of by ``UPDATE … RETURNING``,
+  and written back with one ``executemany`` per table before the batch commits
+  (:meth:`flush`). They are only *used* while ``active``, which the writer sets for the
+  jobs that only append messages (``send_message``); before any other job it flushes, and
+  after it forgets them, because those jobs read and write the same columns in SQL. A
+  rollback forgets everything that was not committed. So between jobs the table and the
+  memory agree, and inside a batch only appending jobs ever see the memory.
+- ``allocations`` counts heads handed out: a job that fails after taking one has changed
+  the transaction's outcome even if it wrote no row, so the writer must not keep the batch
+  as if the job never ran (see ``_WriterThread._run_optimistic``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from yim.protocol.errors import YimError
+
+
+class ConvHead:
+    """The allocation state of one conversation row while it lives in the writer's memory."""
+
+    __slots__ = ("fanout", "last_msg_id", "last_seq", "mention_all_seq", "updated_at")
+
+    def __init__(self, last_seq: int, fanout: str, mention_all_seq: int, last_msg_id: int, updated_at: int) -> None:
+        self.last_seq = last_seq
+        self.fanout = fanout
+        self.mention_all_seq = mention_all_seq
+        self.last_msg_id = last_msg_id
+        self.updated_at = updated_at
+
+
+class WriterMemory:
+    PAIRS_MAX = 65_536
+    #: Heads kept between batches; past this they are dropped after a flush (≈ 100 bytes
+    #: per inbox head, ≈ 250 per conversation head: ≈ 20 MB at the limits).
+    HEADS_MAX = 65_536
+
+    __slots__ = (
+        "active",
+        "allocations",
+        "blockers",
+        "conv_heads",
+        "direct_pairs",
+        "dirty_convs",
+        "dirty_users",
+        "friends_only",
+        "inbox_heads",
+    )
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.blockers: set[int] = {r[0] for r in conn.execute("SELECT DISTINCT user_id FROM blocks")}
+        self.friends_only: set[int] = {
+            r[0] for r in conn.execute("SELECT user_id FROM privacy WHERE dm_policy = 'friends'")
+        }
+        self.direct_pairs: dict[tuple[int, int], int] = {}
+        self.inbox_heads: dict[int, int] = {}
+        self.conv_heads: dict[int, ConvHead] = {}
+        self.dirty_users: set[int] = set()
+        self.dirty_convs: set[int] = set()
+        self.active = False
+        self.allocations = 0
+
+    # --- direct pairs -------------------------------------------------------------------
+
+    def remember_pair(self, lo: int, hi: int, conv_id: int) -> None:
+        if len(self.direct_pairs) >= self.PAIRS_MAX:
+            self.direct_pairs.clear()
+        self.direct_pairs[(lo, hi)] = conv_id
+
+    # --- heads --------------------------------------------------------------------------
+
+    def next_inbox_seqs(self, conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple[int, int]]:
+        """Like the SQL allocation: one new seq per existing user, unknown users skipped."""
+        heads = self.inbox_heads
+        missing = [u for u in user_ids if u not in heads]
+        for i in range(0, len(missing), 10_000):
+            chunk = missing[i : i + 10_000]
+            marks = ",".join("?" * len(chunk))
+            heads.update(conn.execute(f"SELECT id, inbox_seq FROM users WHERE id IN ({marks})", chunk).fetchall())
+        out = []
+        for u in user_ids:
+            seq = heads.get(u)
+            if seq is not None:
+                heads[u] = seq + 1
+                out.append((u, seq + 1))
+        self.dirty_users.update(u for u, _ in out)
+        self.allocations += 1
+        return out
+
+    def next_conv_seq(
+        self, conn: sqlite3.Connection, conv_id: int, msg_id: int, created_at: int, mention_all: bool
+    ) -> tuple[int, str]:
+        head = self.conv_heads.get(conv_id)
+        if head is None:
+            row = conn.execute(
+                "SELECT last_seq, fanout, mention_all_seq, last_msg_id, updated_at FROM conversations WHERE id=?",
+                (conv_id,),
+            ).fetchone()
+            if row is None:
+                raise YimError("not_found", f"no conversation {conv_id}")
+            head = self.conv_heads[conv_id] = ConvHead(*row)
+        head.last_seq += 1
+        head.last_msg_id = msg_id
+        head.updated_at = created_at
+        if mention_all:
+            head.mention_all_seq = head.last_seq
+        self.dirty_convs.add(conv_id)
+        self.allocations += 1
+        return head.last_seq, head.fanout
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Write the heads allocated since the last flush into their rows."""
+        if self.dirty_users:
+            heads = self.inbox_heads
+            conn.executemany("UPDATE users SET inbox_seq=? WHERE id=?", [(heads[u], u) for u in self.dirty_users])
+            self.dirty_users.clear()
+        if self.dirty_convs:
+            convs = self.conv_heads
+            conn.executemany(
+                "UPDATE conversations SET last_seq=?, last_msg_id=?, updated_at=?, mention_all_seq=? WHERE id=?",
+                [
+                    (h.last_seq, h.last_msg_id, h.updated_at, h.mention_all_seq, c)
+                    for c in self.dirty_convs
+                    for h in (convs[c],)
+                ],
+            )
+            self.dirty_convs.clear()
+        if len(self.inbox_heads) > self.HEADS_MAX:
+            self.inbox_heads.clear()
+        if len(self.conv_heads) > self.HEADS_MAX:
+            self.conv_heads.clear()
+
+    def forget_heads(self) -> None:
+        """Drop every head (after a job that may have changed the rows in SQL, or a
+        rollback that undid allocations)."""
+        self.inbox_heads.clear()
+        self.conv_heads.clear()
+        self.dirty_users.clear()
+        self.dirty_convs.clear()
+
+    def forget(self) -> None:
+        """After a rollback: nothing the rolled-back transaction showed may be kept."""
+        self.forget_heads()
+        self.direct_pairs.clear()
+        self.active = False
+
+
+class WriterConnection(sqlite3.Connection):
+    """The writer thread's connection: a connection that carries the writer's memory."""
+
+    memory: WriterMemory
+
+
+def writer_memory(conn: sqlite3.Connection) -> WriterMemory | None:
+    """The writer's memory if ``conn`` is the writer's connection (jobs also run on plain
+    connections in tests and tools, which simply do every lookup)."""
+    return getattr(conn, "memory", None)
+
+
+def active_memory(conn: sqlite3.Connection) -> WriterMemory | None:
+    """The writer's memory if heads may be allocated from it in the current job."""
+    memory = getattr(conn, "memory", None)
+    return memory if memory is not None and memory.active else None
