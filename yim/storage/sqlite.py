@@ -48,6 +48,7 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.sqlite_indexer import SearchIndexer
 from yim.storage.sqlite_memory import WriterConnection, WriterMemory
 from yim.storage.sqlite_relations import SqliteRelationStore
 from yim.storage.sqlite_service import SqliteServiceStore
@@ -73,8 +74,9 @@ class _WriterThread:
 
     _STOP = object()
 
-    def __init__(self, path: str, synchronous: str, batch_max: int) -> None:
+    def __init__(self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer) -> None:
         self._path = path
+        self._indexer = indexer
         self._synchronous = synchronous
         self._batch_max = batch_max
         # Unbounded by type, bounded in practice: every job has an awaiting coroutine and
@@ -167,6 +169,9 @@ class _WriterThread:
                 self.slow_batches += 1
                 outcomes = self._run_isolated(conn, batch)
             conn.execute("COMMIT")
+            if conn.memory.index_ops:  # committed: now the search index may learn of them
+                self._indexer.submit(conn.memory.index_ops)
+                conn.memory.index_ops = []
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -225,17 +230,20 @@ class _WriterThread:
     @staticmethod
     def _run_isolated(conn: WriterConnection, batch: list[Any]) -> list[Any]:
         """The batch with a savepoint per job: slower, but a job failing half-way is undone
-        alone. Heads stay in the tables (the memory is off), as a savepoint rollback would
-        not undo an allocation made in memory."""
+        alone, with its search index changes. Heads stay in the tables (the memory is off),
+        as a savepoint rollback would not undo an allocation made in memory."""
         outcomes: list[Any] = []
+        index_ops = conn.memory.index_ops
         conn.execute("BEGIN IMMEDIATE")
         for fn, args, fut, loop in batch:
             conn.execute("SAVEPOINT job")
+            indexed = len(index_ops)
             try:
                 result = fn(conn, *args)
             except Exception as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
+                del index_ops[indexed:]
                 outcomes.append((fut, loop, None, exc))
             else:
                 conn.execute("RELEASE job")
@@ -326,7 +334,9 @@ class SqliteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "NORMAL", batch_max: int = 512, readers: int = 2) -> None:
         self.path = path
         self._synchronous = synchronous
-        self._writer = _WriterThread(path, synchronous, batch_max)
+        stem = Path(path)
+        self.indexer = SearchIndexer(path, str(stem.with_name(f"{stem.stem}-search{stem.suffix}")), synchronous)
+        self._writer = _WriterThread(path, synchronous, batch_max, self.indexer)
         self._readers = readers
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -342,7 +352,8 @@ class SqliteStore(Store):
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._writer.start)
+        await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
+        await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="yim-sqlite-reader")
 
     async def close(self) -> None:
@@ -354,6 +365,7 @@ class SqliteStore(Store):
                 conn.close()
             self._reader_conns.clear()
         await asyncio.to_thread(self._writer.stop)
+        await asyncio.to_thread(self.indexer.stop)  # after the writer: takes its last changes
 
     @property
     def stats(self) -> dict[str, int]:
@@ -367,6 +379,7 @@ class SqliteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path, self._synchronous, readonly=True)
+            conn.execute("ATTACH DATABASE ? AS search", (self.indexer.index_path,))
             self._local.conn = conn
             with self._conns_lock:
                 self._reader_conns.append(conn)

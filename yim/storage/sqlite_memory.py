@@ -23,6 +23,9 @@ What is remembered, and the invariant that keeps each one right:
   after it forgets them, because those jobs read and write the same columns in SQL. A
   rollback forgets everything that was not committed. So between jobs the table and the
   memory agree, and inside a batch only appending jobs ever see the memory.
+- ``index_ops``: the search index changes of the batch's jobs, handed to the indexer
+  thread after COMMIT (yim/storage/sqlite_indexer.py); a rollback drops them with the
+  rows they describe.
 - ``allocations`` counts heads handed out: a job that fails after taking one has changed
   the transaction's outcome even if it wrote no row, so the writer must not keep the batch
   as if the job never ran (see ``_WriterThread._run_optimistic``).
@@ -33,6 +36,7 @@ from __future__ import annotations
 import sqlite3
 
 from yim.protocol.errors import YimError
+from yim.storage.sqlite_indexer import IndexOp
 
 
 class ConvHead:
@@ -64,6 +68,7 @@ class WriterMemory:
         "dirty_users",
         "friends_only",
         "inbox_heads",
+        "index_ops",
     )
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -78,6 +83,7 @@ class WriterMemory:
         self.dirty_convs: set[int] = set()
         self.active = False
         self.allocations = 0
+        self.index_ops: list[IndexOp] = []
 
     # --- direct pairs -------------------------------------------------------------------
 
@@ -161,6 +167,7 @@ class WriterMemory:
         """After a rollback: nothing the rolled-back transaction showed may be kept."""
         self.forget_heads()
         self.direct_pairs.clear()
+        self.index_ops.clear()
         self.active = False
 
 

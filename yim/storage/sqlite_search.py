@@ -2,7 +2,8 @@
 
 A query is split into terms (on whitespace); every term must occur in the message's text
 (a text's text, a file's name), case-insensitively, as a substring — so Chinese needs no
-word segmentation. Terms of 3 or more characters go to the FTS5 trigram index, which
+word segmentation. Terms of 3 or more characters go to the FTS5 trigram index (its own
+database file, attached to every reader as ``search``: yim/storage/sqlite_indexer.py), which
 yields candidates newest first; terms of 1 or 2 characters cannot be answered by trigrams
 (and SQLite 3.40's LIKE on a trigram table misses 2-character CJK terms), so they are
 checked with LIKE on the text read through the content view. A query made only of short
@@ -61,10 +62,10 @@ def search(
     args: list[Any]
     if indexed:
         sql = (
-            f"SELECT {MSG_COLS}, uc.joined_seq, uc.left_seq, {_TEXT} FROM message_fts f"
+            f"SELECT {MSG_COLS}, uc.joined_seq, uc.left_seq, {_TEXT} FROM search.message_fts f"
             " JOIN messages m ON m.msg_id = f.rowid"
             " JOIN user_conversations uc ON uc.user_id = ? AND uc.conv_id = m.conv_id"
-            " WHERE message_fts MATCH ? AND f.rowid < ?"
+            " WHERE f.message_fts MATCH ? AND f.rowid < ?"
             " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq) AND m.recalled = 0"
         )
         args = [user_id, " ".join(_phrase(t) for t in indexed), before if before is not None else 2**63 - 1]
@@ -128,4 +129,6 @@ class SqliteSearchStore(SearchStore):
     async def search(
         self, user_id: int, conv_id: int | None, terms: list[str], before: int | None, limit: int
     ) -> tuple[list[SearchRow], bool]:
+        # Every message committed before this call is in the index once the barrier passes.
+        await self._store.indexer.barrier()
         return await self._store.read(search, user_id, conv_id, terms, before, limit)

@@ -13,6 +13,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.sqlite_indexer import INDEXED_KINDS
 from yim.storage.sqlite_memory import active_memory, writer_memory
 from yim.storage.sqlite_policy import check_direct_allowed
 
@@ -168,6 +169,8 @@ def append_entry(
             mention_all,
         ),
     )
+    if kind in INDEXED_KINDS and (writer := writer_memory(conn)) is not None:
+        writer.index_ops.append((msg_id, kind, body))  # indexed after COMMIT, off this thread
     # Sending reads the conversation up to one's own entry (unread never counts it).
     conn.execute(
         "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=? AND left_seq IS NULL",
@@ -396,6 +399,9 @@ def recall(
         "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL WHERE conv_id=? AND seq=?",
         (conv_id, seq),
     )
+    memory = writer_memory(conn)
+    if memory is not None:
+        memory.index_ops.append((target_msg_id, None, None))  # out of the search index
     body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
     return append_entry(
         conn,
