@@ -76,7 +76,7 @@ async def test_restart_indexes_what_a_crash_left_out_and_drops_what_was_recalled
     # messages missing from the index (indexed_upto stays where it was), and a recall whose
     # removal never reached the index.
     index = sqlite3.connect(tmp_path / "yim-search.db", isolation_level=None)
-    index.execute("DELETE FROM search_text WHERE msg_id IN (?, ?)", (kept[3][2], kept[4][2]))
+    index.execute("DELETE FROM message_fts WHERE rowid IN (?, ?)", (kept[3][2], kept[4][2]))
     index.close()
     store = await _store(tmp_path)
     try:
@@ -84,20 +84,20 @@ async def test_restart_indexes_what_a_crash_left_out_and_drops_what_was_recalled
     finally:
         await store.close()
     index = sqlite3.connect(tmp_path / "yim-search.db", isolation_level=None)
-    index.execute("INSERT INTO search_text (msg_id, text) VALUES (?, 'kept message 0')", (recalled[2],))
+    index.execute("INSERT INTO message_fts (rowid, text) VALUES (?, 'kept message 0')", (recalled[2],))
     index.close()
 
     store = await _store(tmp_path)
     try:
         assert sorted(await _found(store, b, "kept message")) == [f"kept message {i}" for i in range(1, 5)]
         index = sqlite3.connect(tmp_path / "yim-search.db")
-        assert index.execute("SELECT COUNT(*) FROM search_text WHERE msg_id=?", (recalled[2],)).fetchone() == (0,)
+        assert index.execute("SELECT COUNT(*) FROM message_fts WHERE rowid=?", (recalled[2],)).fetchone() == (0,)
         index.close()
     finally:
         await store.close()
 
 
-async def test_a_lost_index_file_is_rebuilt_from_the_messages(tmp_path: Path) -> None:
+async def test_a_lost_or_outdated_index_file_is_rebuilt_from_the_messages(tmp_path: Path) -> None:
     store = await _store(tmp_path)
     a, b = await _users(store)
     for i in range(12):
@@ -106,6 +106,17 @@ async def test_a_lost_index_file_is_rebuilt_from_the_messages(tmp_path: Path) ->
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"yim-search.db{suffix}").unlink(missing_ok=True)
 
+    store = await _store(tmp_path)
+    try:
+        assert len(await _found(store, a, "亿级消息")) == 12
+        assert store.indexer.indexed == 12
+    finally:
+        await store.close()
+
+    # an index file of another layout (an older release) is replaced, not misread
+    index = sqlite3.connect(tmp_path / "yim-search.db", isolation_level=None)
+    index.execute("PRAGMA user_version = 1")
+    index.close()
     store = await _store(tmp_path)
     try:
         assert len(await _found(store, a, "亿级消息")) == 12

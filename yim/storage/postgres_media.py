@@ -132,4 +132,3 @@ class PgMediaStore(MediaStore):
 
     def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         return self._store.write(send_media_message, cmd, self._store.service)
-

@@ -22,8 +22,9 @@ Invariants:
   recalled. A missing index file is rebuilt from ``messages`` the same way.
 
 Memory: the queue is unbounded by type and bounded in practice: the writer hands over one
-list per commit and the indexer takes everything waiting each turn, so it holds the bodies
-of the messages committed during one indexing transaction (a few ms of traffic).
+list per commit and the indexer takes everything waiting, gathering for at most
+``GATHER_S`` or ``GATHER_OPS`` changes, so it holds the bodies of about 50 ms of text
+traffic (≈ 1 MB at 10,000 messages/s).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sqlite3
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -49,6 +51,12 @@ MARGIN_IDS = (10 * 60 * 1000) << (NODE_BITS + SEQ_BITS)
 #: Message kinds whose text is indexed (a text's text, a file's name).
 INDEXED_KINDS = ("text", "file")
 _REBUILD_PAGE = 5_000
+#: The layout of the index file (its PRAGMA user_version); another one is rebuilt.
+INDEX_VERSION = 2
+#: How long the indexer gathers changes into one transaction, and how many are enough. A
+#: search never waits for it: its barrier ends the gathering at once.
+GATHER_S = 0.05
+GATHER_OPS = 5_000
 
 #: One index change: (msg_id, kind, body) adds a message; (msg_id, None, None) removes it.
 IndexOp = tuple[int, str | None, bytes | str | None]
@@ -114,11 +122,7 @@ class SearchIndexer:
 
     def _run(self) -> None:
         try:
-            conn = sqlite3.connect(self.index_path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.executescript(resources.files("yim.storage").joinpath("search_sqlite.sql").read_text())
+            conn = self._open_index()
             self._catch_up(conn)
         except BaseException as exc:  # surfaced to start()
             self._startup_error = exc
@@ -127,21 +131,31 @@ class SearchIndexer:
         self._ready.set()
         stopping = False
         while not stopping:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
             ops: list[IndexOp] = []
             barriers: list[tuple[asyncio.Future[None], asyncio.AbstractEventLoop]] = []
-            for item in items:
+            item = self._queue.get()
+            deadline = time.monotonic() + GATHER_S
+            while True:
                 if item is self._STOP:
                     stopping = True
                 elif isinstance(item, list):
                     ops.extend(item)
                 else:
                     barriers.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                    continue
+                except queue.Empty:
+                    pass
+                # Gather a larger batch unless someone waits for the index (a search) or
+                # enough is here: FTS5 costs ~25 us a row in batches of 10, ~6 in 5,000.
+                left = deadline - time.monotonic()
+                if barriers or stopping or len(ops) >= GATHER_OPS or left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
             failure: BaseException | None = None
             if ops:
                 try:
@@ -158,26 +172,54 @@ class SearchIndexer:
                     pass
         conn.close()
 
+    def _open_index(self) -> sqlite3.Connection:
+        """The index file, made anew if it is missing or of another layout (derived data)."""
+        for _attempt in range(2):
+            conn = sqlite3.connect(self.index_path, isolation_level=None, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()[0]
+            if version == INDEX_VERSION or tables == 0:
+                break
+            conn.close()
+            log.info("search index: %s has layout %d, not %d; rebuilding it", self.index_path, version, INDEX_VERSION)
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.index_path + suffix).unlink(missing_ok=True)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.executescript(resources.files("yim.storage").joinpath("search_sqlite.sql").read_text())
+        conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+        return conn
+
     def _apply(self, conn: sqlite3.Connection, ops: list[IndexOp]) -> None:
-        adds, removes = [], []
+        adds: dict[int, str] = {}
+        removes = []
         for msg_id, kind, body in ops:
             if kind is None:
                 removes.append((msg_id,))
+                adds.pop(msg_id, None)
             elif body is not None:
                 text = indexed_text(kind, body)
                 if text is not None:
-                    adds.append((msg_id, text))
+                    adds[msg_id] = text
         conn.execute("BEGIN IMMEDIATE")
         try:
             if adds:
-                conn.executemany("INSERT OR IGNORE INTO search_text (msg_id, text) VALUES (?,?)", adds)
+                # Only a restart's catch-up can offer a message twice: skip what is there.
+                ids = list(adds)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for (present,) in conn.execute(f"SELECT rowid FROM message_fts WHERE rowid IN ({marks})", chunk):
+                        del adds[present]
+                conn.executemany("INSERT INTO message_fts (rowid, text) VALUES (?,?)", adds.items())
                 conn.execute(
                     "INSERT INTO search_state (name, value) VALUES ('indexed_upto', ?) ON CONFLICT (name)"
                     " DO UPDATE SET value = max(value, excluded.value)",
-                    (max(a[0] for a in adds),),
+                    (max(ids),),
                 )
             if removes:
-                conn.executemany("DELETE FROM search_text WHERE msg_id=?", removes)
+                conn.executemany("DELETE FROM message_fts WHERE rowid=?", removes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

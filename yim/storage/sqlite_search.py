@@ -1,4 +1,4 @@
-"""History search jobs of the SQLite store (index: ``schema_sqlite_search.sql``).
+"""History search jobs of the SQLite store (index: ``search_sqlite.sql``, its own file).
 
 A query is split into terms (on whitespace); every term must occur in the message's text
 (a text's text, a file's name), case-insensitively, as a substring — so Chinese needs no
