@@ -9,7 +9,7 @@ scenario has receipt times, ``<scenario>-throughput.svg`` (deliveries/s per 100 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,8 @@ class Panel:
     series: Series
     log_y: bool = True
     note: str = ""  # shown at the panel's top right
+    #: per series, the x values whose points are drawn hollow (measured under interference)
+    hollow: dict[str, set[float]] = field(default_factory=dict)
 
 
 _PNG_COLORS = {"write fan-out": (31, 119, 180), "read fan-out": (214, 39, 40)}
@@ -194,6 +196,7 @@ def log_x_png(
     *,
     mark_x: float | None = None,
     mark_label: str = "",
+    footnote: str = "",
 ) -> None:
     """Stacked line charts sharing one log-scale x axis, with an optional marked x value."""
     from PIL import Image, ImageDraw, ImageFont
@@ -202,8 +205,8 @@ def log_x_png(
     if not xs:
         return
     s = _SS
-    width, panel_h, left, right, top, gap = 1000 * s, 300 * s, 90 * s, 30 * s, 60 * s, 70 * s
-    height = top + len(panels) * (panel_h + gap)
+    width, panel_h, left, right, top, gap = 1000 * s, 300 * s, 90 * s, 30 * s, 84 * s, 70 * s
+    height = top + len(panels) * (panel_h + gap) + (16 * s if footnote else 0)
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=13 * s)
@@ -265,11 +268,17 @@ def log_x_png(
             coords = [(sx(x), sy(y)) for x, y in pts]
             if len(coords) > 1:
                 draw.line(coords, fill=color, width=3 * s, joint="curve")
-            for cx, cy in coords:
+            hollow = panel.hollow.get(name, set())
+            for (x, _), (cx, cy) in zip(pts, coords, strict=True):
                 r = 5 * s
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
-            ly = y0 + 14 * s + 20 * s * j
-            draw.line((left + 12 * s, ly, left + 40 * s, ly), fill=color, width=4 * s)
-            draw.text((left + 48 * s, ly), name, fill="black", font=font, anchor="lm")
-    draw.text((left + pw // 2, height - 22 * s), xlabel, fill="black", font=font, anchor="mm")
+                fill = "white" if x in hollow else color
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=color, width=2 * s)
+            if k == 0:  # one legend for all panels, under the title, clear of the data
+                lx = left + 180 * s * j
+                draw.line((lx, 50 * s, lx + 28 * s, 50 * s), fill=color, width=4 * s)
+                draw.text((lx + 36 * s, 50 * s), name, fill="black", font=font, anchor="lm")
+    xlabel_y = height - (34 if footnote else 22) * s
+    draw.text((left + pw // 2, xlabel_y), xlabel, fill="black", font=font, anchor="mm")
+    if footnote:
+        draw.text((left, height - 12 * s), footnote, fill=(90, 90, 90), font=font, anchor="ls")
     img.resize((width // s, height // s), Image.Resampling.LANCZOS).save(path, optimize=True)
