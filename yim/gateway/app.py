@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -20,6 +21,10 @@ from yim.gateway.ws import websocket_handler
 from yim.node import Node
 
 log = logging.getLogger("yim.gateway")
+
+#: Allocations between two young-generation collections of a serving process (CPython's
+#: default is 700). See tune_gc().
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def build_app(node: Node) -> web.Application:
@@ -85,9 +90,30 @@ class NodeServer:
         await self.node.stop()
 
 
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a process whose heap is mostly long-lived connections.
+
+    Every connection leaves ~65 GC-tracked objects behind (aiohttp's protocol, parser,
+    request, WebSocket reader and writer, two tasks and their coroutines, ours). With
+    CPython's default thresholds a young collection runs every ~10 connects and moves
+    them on, a middle one every ~100, and a full one at every 25 % of heap growth: in a
+    burst of 10,000 connects that was 2.5-4 s of event-loop CPU, ~300 µs per connect,
+    more than a bare relay spends on the whole connect. Freezing what exists after
+    start-up (modules, classes, the node) keeps it out of every later scan, and a young
+    threshold of 10,000 makes collections ~15 times rarer. Garbage cycles then wait for
+    at most 10,000 more allocations (a few MB). A full collection still comes after 10
+    middle ones (now ~1M net allocations) once the heap has grown by 25 % since the last.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 async def serve_forever(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> None:
     server = NodeServer(settings, ssl_context=ssl_context)
     await server.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
