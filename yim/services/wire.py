@@ -41,13 +41,14 @@ def receipt_json(conv_id: int, reader_id: int, read_seq: int) -> bytes:
 
 
 def event_payload(ev: InboxEvent) -> bytes:
-    """The canonical JSON ``data`` of an inbox event, as sync and push both send it."""
+    """The canonical JSON ``data`` of an inbox event, as sync and push both send it (a store
+    may hand it over ready-made in ``data``)."""
+    if ev.data is not None:
+        return ev.data
     if ev.type == "message" and ev.message is not None:
         return message_json(ev.message)
     if ev.type == "read":
         return read_json(ev.conv_id, ev.conv_seq)
     if ev.type == "receipt" and ev.actor_id is not None:
         return receipt_json(ev.conv_id, ev.actor_id, ev.conv_seq)
-    if ev.data is not None:
-        return ev.data
     raise ValueError(f"unknown inbox event type {ev.type!r}")

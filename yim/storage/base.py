@@ -169,7 +169,9 @@ class InboxEvent(msgspec.Struct, frozen=True):
     conv_seq: int
     message: MessageRec | None = None
     actor_id: int | None = None
-    data: bytes | None = None  # JSON payload of events that carry their own (e.g. "relation")
+    #: JSON payload of events that carry their own (e.g. "relation"); a store may also hand
+    #: over the whole wire payload of any event here, ready to send.
+    data: bytes | None = None
 
 
 class ReadRes(msgspec.Struct, frozen=True):

@@ -35,6 +35,29 @@ UNREAD_SQL = (
 )
 
 
+#: The wire payload of an inbox event (``data`` of its ``event`` frame), built by SQLite:
+#: byte for byte what yim/services/wire.py encodes (MessageOut with omitted defaults,
+#: ReadMarker, ReceiptMarker; ids as strings; the body and mentions are stored as canonical
+#: JSON). Why in SQL: a sync page is 1,000 events, and building them here runs in C on the
+#: reader thread, which lets go of the GIL while SQLite steps — the event loop no longer
+#: makes a record and a JSON document per event (about half of a page's server time).
+EVENT_PAYLOAD_SQL = (
+    "CAST(CASE i.type"
+    " WHEN 'message' THEN"
+    """ '{"msg_id":"' || m.msg_id || '","conv_id":"' || m.conv_id || '","seq":' || m.seq"""
+    """ || ',"sender_id":"' || m.sender_id || '","sender_device":' || json_quote(m.sender_device)"""
+    """ || ',"kind":' || json_quote(m.kind) || ',"body":' || m.body"""
+    """ || ',"client_msg_id":' || json_quote(m.client_msg_id) || ',"created_at":' || m.created_at"""
+    """ || CASE WHEN m.recalled THEN ',"recalled":true' ELSE '' END"""
+    """ || CASE WHEN m.mentions IS NOT NULL AND m.mentions != '[]' THEN ',"mentions":' || m.mentions ELSE '' END"""
+    """ || CASE WHEN m.mention_all THEN ',"mention_all":true' ELSE '' END || '}'"""
+    """ WHEN 'read' THEN '{"conv_id":"' || i.conv_id || '","read_seq":' || i.conv_seq || '}'"""
+    """ WHEN 'receipt' THEN '{"conv_id":"' || i.conv_id || '","user_id":"' || i.actor_id || '","read_seq":'"""
+    """ || i.conv_seq || '}'"""
+    " ELSE i.data END AS BLOB)"
+)
+
+
 def msg_from_row(row: tuple[Any, ...], at: int = 0) -> MessageRec:
     mentions = row[at + 10]
     return MessageRec(
@@ -424,22 +447,13 @@ def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) ->
     head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
     head = head_row[0] if head_row else 0
     rows = conn.execute(
-        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, i.data, {MSG_COLS} FROM inbox i"
+        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, {EVENT_PAYLOAD_SQL} FROM inbox i"
         " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
         " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
         (user_id, since, limit),
     ).fetchall()
     events = [
-        InboxEvent(
-            seq=r[0],
-            type=r[1],
-            conv_id=r[2],
-            conv_seq=r[3],
-            actor_id=r[4],
-            data=r[5].encode() if r[5] is not None else None,
-            message=msg_from_row(r, 6) if r[6] is not None else None,
-        )
-        for r in rows
+        InboxEvent(seq=r[0], type=r[1], conv_id=r[2], conv_seq=r[3], actor_id=r[4], data=r[5]) for r in rows
     ]
     return events, head
 
