@@ -19,6 +19,7 @@ lets them read the last committed state while the writer works.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -54,6 +55,7 @@ from yim.storage.sqlite_relations import SqliteRelationStore
 from yim.storage.sqlite_service import SqliteServiceStore
 
 SCHEMA_VERSION = 1
+log = logging.getLogger("yim.storage.sqlite")
 
 
 def _connect(
@@ -209,8 +211,8 @@ class _WriterThread:
         conn.execute("BEGIN IMMEDIATE")
         for fn, args, fut, loop in batch:
             appending = fn in _APPENDING_JOBS
-            if not appending:
-                memory.flush(conn)
+            if not appending and not _flushed(conn, memory):
+                return None
             memory.active = appending
             before, allocated = conn.total_changes, memory.allocations
             try:
@@ -224,8 +226,7 @@ class _WriterThread:
             if not memory.active:  # not an appending job, or one that left the memory path
                 memory.forget_heads()
         memory.active = False
-        memory.flush(conn)
-        return outcomes
+        return outcomes if _flushed(conn, memory) else None
 
     @staticmethod
     def _run_isolated(conn: WriterConnection, batch: list[Any]) -> list[Any]:
@@ -249,6 +250,17 @@ class _WriterThread:
                 conn.execute("RELEASE job")
                 outcomes.append((fut, loop, result, None))
         return outcomes
+
+
+def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
+    """Write what the memory holds; False if that failed (the batch is then redone with a
+    savepoint per job, where nothing waits in memory, so the failing job fails alone)."""
+    try:
+        memory.flush(conn)
+    except sqlite3.Error:
+        log.exception("writing the batch's held rows failed; redoing the batch job by job")
+        return False
+    return True
 
 
 #: Jobs that only append to timelines and inboxes: they may take heads from the writer's

@@ -124,6 +124,17 @@ def total_unread(conn: sqlite3.Connection, user_id: int) -> int:
     ).fetchone()[0]
 
 
+INSERT_MESSAGE = (
+    "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
+    " sender_inbox_seq, created_at, uncounted, mentions, mention_all) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_INBOX_MESSAGE = (
+    "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)"
+)
+#: (seq, user_id, conv_id): a sender has read their conversation up to their own entry.
+UPDATE_SENDER_READ = "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=? AND left_seq IS NULL"
+
+
 def append_entry(
     conn: sqlite3.Connection,
     conv_id: int,
@@ -166,39 +177,37 @@ def append_entry(
     else:
         recipients = list(also_inbox)
     deliveries = next_inbox_seqs(conn, recipients) if recipients else []
-    if deliveries:
-        conn.executemany(
-            "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)",
-            [(uid, iseq, conv_id, seq, created_at) for uid, iseq in deliveries],
-        )
+    inbox_rows = [(uid, iseq, conv_id, seq, created_at) for uid, iseq in deliveries]
     sender_inbox = next((iseq for uid, iseq in deliveries if uid == sender_id), 0)
     mentions_json = msgspec.json.encode([str(u) for u in mentions]).decode() if mentions else None
-    conn.execute(
-        "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
-        " sender_inbox_seq, created_at, uncounted, mentions, mention_all) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            conv_id,
-            seq,
-            msg_id,
-            sender_id,
-            sender_device,
-            kind,
-            body.decode(),
-            client_msg_id,
-            sender_inbox,
-            created_at,
-            uncounted,
-            mentions_json,
-            mention_all,
-        ),
+    message_row = (
+        conv_id,
+        seq,
+        msg_id,
+        sender_id,
+        sender_device,
+        kind,
+        body.decode(),
+        client_msg_id,
+        sender_inbox,
+        created_at,
+        uncounted,
+        mentions_json,
+        mention_all,
     )
+    if memory is not None:
+        # Written with the rest of the batch, one executemany per table (sqlite_memory).
+        memory.pending_messages.append(message_row)
+        memory.pending_inbox += inbox_rows
+        memory.pending_reads[(sender_id, conv_id)] = seq
+    else:
+        if inbox_rows:
+            conn.executemany(INSERT_INBOX_MESSAGE, inbox_rows)
+        conn.execute(INSERT_MESSAGE, message_row)
+        # Sending reads the conversation up to one's own entry (unread never counts it).
+        conn.execute(UPDATE_SENDER_READ, (seq, sender_id, conv_id))
     if kind in INDEXED_KINDS and (writer := writer_memory(conn)) is not None:
         writer.index_ops.append((msg_id, kind, body))  # indexed after COMMIT, off this thread
-    # Sending reads the conversation up to one's own entry (unread never counts it).
-    conn.execute(
-        "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=? AND left_seq IS NULL",
-        (seq, sender_id, conv_id),
-    )
     if mentions:
         marks = ",".join("?" * len(mentions))
         conn.execute(
@@ -236,7 +245,13 @@ def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
 def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) -> SendResult:
     """Append a message (direct, group or customer service). An *appending job*: the writer
     runs it with its heads in memory (:mod:`yim.storage.sqlite_memory`)."""
-    # Idempotency first: a retried client_msg_id returns the original and writes nothing.
+    # Idempotency first: a retried client_msg_id returns the original and writes nothing
+    # (one still waiting in the writer's memory to be written counts too).
+    memory = active_memory(conn)
+    if memory is not None and (earlier := memory.pending_sends.get((c.sender_id, c.client_msg_id))) is not None:
+        return SendResult(
+            message=earlier.message, sender_inbox_seq=earlier.sender_inbox_seq, duplicate=True, deliveries=[]
+        )
     row = conn.execute(
         f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
         (c.sender_id, c.client_msg_id),
@@ -248,13 +263,11 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         from yim.storage.sqlite_service import service_send
 
         # Routing reads and writes session and conversation rows in SQL: run it on the
-        # tables, with the writer's heads written back first.
-        memory = writer_memory(conn)
-        if memory is not None and memory.active:
+        # tables, with what the writer's memory holds written first.
+        if memory is not None:
             memory.flush(conn)
             memory.forget_heads()
             memory.active = False
-
         return service_send(conn, c, service_ctx)
     members: tuple[int, ...] | None = None
     if c.to is not None:
@@ -263,7 +276,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
     else:
         conv_id = c.conv_id
         _check_may_speak(conn, c)
-    return append_entry(
+    result = append_entry(
         conn,
         conv_id,
         msg_id=c.msg_id,
@@ -277,6 +290,9 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         mention_all=c.mention_all,
         members=members,
     )
+    if memory is not None:
+        memory.pending_sends[(c.sender_id, c.client_msg_id)] = result
+    return result
 
 
 def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
@@ -452,9 +468,7 @@ def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) ->
         " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
         (user_id, since, limit),
     ).fetchall()
-    events = [
-        InboxEvent(seq=r[0], type=r[1], conv_id=r[2], conv_seq=r[3], actor_id=r[4], data=r[5]) for r in rows
-    ]
+    events = [InboxEvent(seq=r[0], type=r[1], conv_id=r[2], conv_seq=r[3], actor_id=r[4], data=r[5]) for r in rows]
     return events, head
 
 
