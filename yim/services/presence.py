@@ -38,13 +38,21 @@ _enc = msgspec.json.Encoder()
 State = tuple[str, tuple[str, ...]]
 OFFLINE: State = ("offline", ())
 
+#: Changes whose debounce has ended are published together on ticks at most this far
+#: apart, so a burst of connects reaches the store threads as a few batches of reads and
+#: agent checks, not one thread wake-up per user.
+FLUSH_TICK_S = 0.05
+
 
 class Presence:
     def __init__(self, node: Node, debounce_s: float) -> None:
         self._node = node
         self._debounce = debounce_s
         self._published: dict[int, State] = {}  # users not offline, as last told to watchers
-        self._pending: dict[int, asyncio.TimerHandle] = {}
+        # user -> loop time its debounce ends; insertion order is deadline order, since
+        # every deadline is the change's time plus the same debounce
+        self._pending: dict[int, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._last_seen: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -61,10 +69,32 @@ class Presence:
         if not self._node.hub.devices_of(user_id):
             self._last_seen[user_id] = int(time.time() * 1000)
         if user_id not in self._pending:
-            self._pending[user_id] = asyncio.get_running_loop().call_later(self._debounce, self._flush, user_id)
+            loop = asyncio.get_running_loop()
+            self._pending[user_id] = loop.time() + self._debounce
+            if self._timer is None:
+                self._timer = loop.call_later(self._debounce, self._flush_due)
+
+    def _flush_due(self) -> None:
+        """Publish every user whose debounce has ended; wait for the next one."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._pending
+        due = []
+        for user_id, deadline in pending.items():
+            if deadline > now:
+                break
+            due.append(user_id)
+        for user_id in due:
+            del pending[user_id]
+            self._flush(user_id)
+        self._timer = None
+        if pending:
+            first = next(iter(pending.values()))
+            # After a batch, let the next one gather for a tick; woken a hair before the
+            # first deadline (timers are ms-grained), come back exactly at it.
+            self._timer = loop.call_at(max(first, now + FLUSH_TICK_S) if due else first, self._flush_due)
 
     def _flush(self, user_id: int) -> None:
-        self._pending.pop(user_id, None)
         state = self.state(user_id)
         if state == self._published.get(user_id, OFFLINE):
             return  # flapped back within the window: nothing to tell
@@ -116,8 +146,9 @@ class Presence:
             self._node.bus.publish_notice([watcher], "presence", self.payload(user_id, state))
 
     def stop(self) -> None:
-        for handle in self._pending.values():
-            handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._pending.clear()
 
 
