@@ -37,6 +37,11 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         #: (user, device) -> (last_seen_ms, acked_seq), flushed to the store periodically.
         self.seen: dict[tuple[int, str], tuple[int, int]] = {}
+        #: every connection's Connection.on_slow: one bound method, not a closure each
+        self.on_slow = self._count_slow
+
+    def _count_slow(self, _conn: Connection) -> None:
+        self._metrics.slow_consumers.inc()
 
     def __len__(self) -> int:
         return sum(len(d) for d in self._by_user.values())
@@ -62,7 +67,8 @@ class Hub:
             old.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
         else:
             self._metrics.connections.inc()
-        self._enforce_device_policy(conn, devices)
+        if len(devices) > 1:  # a lone device is the newest and within every limit
+            self._enforce_device_policy(conn, devices)
 
     def _enforce_device_policy(self, newest: Connection, devices: dict[str, Connection]) -> None:
         """The newest connection wins: older devices beyond a platform-class limit (e.g. one
