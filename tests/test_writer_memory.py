@@ -241,3 +241,48 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
 @given(ops=st.lists(op, min_size=1, max_size=40), waves=st.integers(1, 3))
 def test_writer_memory_keeps_one_at_a_time_outcomes(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
     asyncio.run(_run(ops, waves))
+
+
+async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path: Path) -> None:
+    """The writer never checkpoints (that ran inside a commit); the checkpointer thread does,
+    so the WAL restarts from its beginning instead of holding every write since start."""
+    store = SqliteStore(str(tmp_path / "yim.db"), checkpoint_interval=0.1)
+    await store.open()
+    ids = itertools.count(10_000)
+    wal = tmp_path / "yim.db-wal"
+    try:
+        a, b = next(ids), next(ids)
+        for uid in (a, b):
+            await store.create_user(
+                UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1)
+            )
+        sizes = []
+        for round_ in range(4):
+            await asyncio.gather(
+                *(
+                    store.send_message(
+                        SendCmd(
+                            msg_id=next(ids),
+                            new_conv_id=next(ids),
+                            sender_id=a,
+                            sender_device="d",
+                            kind="text",
+                            body=b'{"text":"a message long enough to fill some pages of the log"}',
+                            client_msg_id=f"r{round_}-{i}",
+                            created_at=1,
+                            to=b,
+                        )
+                    )
+                    for i in range(1500)
+                )
+            )
+            done = store.stats["checkpoints"]
+            for _ in range(200):  # two whole checkpoints after the round's last commit (bounded)
+                if store.stats["checkpoints"] >= done + 2:
+                    break
+                await asyncio.sleep(0.05)
+            sizes.append(wal.stat().st_size)
+        # Without checkpoints the log would hold all four rounds (4x the first size).
+        assert sizes[-1] < 2 * sizes[0], sizes
+    finally:
+        await store.close()

@@ -118,6 +118,10 @@ class _WriterThread:
         try:
             conn = _connect(self._path, self._synchronous, factory=WriterConnection)
             conn.execute("PRAGMA journal_mode = WAL")
+            # Checkpoints run on their own thread (_Checkpointer): here one would run inside
+            # the COMMIT of every ~1000th page, copying and syncing megabytes while the
+            # futures of that batch's messages wait — the tail of the ACK latency.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             # The core schema, then each concept's own file (schema_sqlite_<concept>.sql).
             files = sorted(
                 (f for f in resources.files("yim.storage").iterdir() if f.name.startswith("schema_sqlite")),
@@ -268,6 +272,45 @@ def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
 _APPENDING_JOBS = frozenset({timeline.send_message})
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database file every ``interval`` seconds, off the
+    writer thread (which has ``wal_autocheckpoint = 0``).
+
+    PASSIVE checkpoints never block the writer or readers; once every frame is copied the
+    writer's next transaction starts the WAL over from its beginning, so the file stays
+    about the size of ``interval`` seconds of writes. The database file is synced by the
+    checkpoint, which is why it must not run inside a commit that someone waits for.
+    """
+
+    def __init__(self, path: str, synchronous: str, interval: float = 1.0) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="yim-sqlite-checkpoint", daemon=True)
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn = _connect(self._path, self._synchronous)
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # busy or I/O: the next turn tries again
+                    log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+
 def _resolve(items: list[Any]) -> None:
     for fut, _loop, result, exc in items:
         if fut.cancelled():
@@ -343,12 +386,21 @@ def _touch_devices(conn: sqlite3.Connection, seen: list[tuple[int, str, int, int
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str, *, synchronous: str = "NORMAL", batch_max: int = 512, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "NORMAL",
+        batch_max: int = 512,
+        readers: int = 2,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         stem = Path(path)
         self.indexer = SearchIndexer(path, str(stem.with_name(f"{stem.stem}-search{stem.suffix}")), synchronous)
         self._writer = _WriterThread(path, synchronous, batch_max, self.indexer)
+        self._checkpointer = _Checkpointer(path, synchronous, checkpoint_interval)
         self._readers = readers
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -366,6 +418,7 @@ class SqliteStore(Store):
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
         await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
+        self._checkpointer.start()
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="yim-sqlite-reader")
 
     async def close(self) -> None:
@@ -377,6 +430,7 @@ class SqliteStore(Store):
                 conn.close()
             self._reader_conns.clear()
         await asyncio.to_thread(self._writer.stop)
+        await asyncio.to_thread(self._checkpointer.stop)  # the last connection to close checkpoints the rest
         await asyncio.to_thread(self.indexer.stop)  # after the writer: takes its last changes
 
     @property
@@ -384,6 +438,7 @@ class SqliteStore(Store):
         return {
             "batches": self._writer.batches,
             "slow_batches": self._writer.slow_batches,
+            "checkpoints": self._checkpointer.checkpoints,
             "jobs": self._writer.jobs_done,
         }
 
