@@ -9,6 +9,7 @@ scenario has receipt times, ``<scenario>-throughput.svg`` (deliveries/s per 100 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -164,6 +165,8 @@ class Panel:
     note: str = ""  # shown at the panel's top right
     #: per series, the x values whose points are drawn hollow (measured under interference)
     hollow: dict[str, set[float]] = field(default_factory=dict)
+    #: set: the panel has an x axis of its own (log scale, this label, no marked x)
+    xlabel: str = ""
 
 
 _PNG_COLORS = {"write fan-out": (31, 119, 180), "read fan-out": (214, 39, 40)}
@@ -198,28 +201,50 @@ def log_x_png(
     mark_label: str = "",
     footnote: str = "",
 ) -> None:
-    """Stacked line charts sharing one log-scale x axis, with an optional marked x value."""
+    """Stacked line charts sharing one log-scale x axis, with an optional marked x value.
+    A panel with an ``xlabel`` of its own gets its own log x axis instead, unmarked."""
     from PIL import Image, ImageDraw, ImageFont
 
-    xs = [x for p in panels for pts in p.series.values() for x, _ in pts]
-    if not xs:
+    shared = [p for p in panels if not p.xlabel]
+    xs = [x for p in shared for pts in p.series.values() for x, _ in pts]
+    if not xs and not any(p.series for p in panels):
         return
     s = _SS
     width, panel_h, left, right, top, gap = 1000 * s, 300 * s, 90 * s, 30 * s, 84 * s, 70 * s
-    height = top + len(panels) * (panel_h + gap) + (16 * s if footnote else 0)
+    # an x label under every panel that does not share the next one's axis
+    labels = [p.xlabel or xlabel for p in panels]
+    labelled = [k for k in range(len(panels)) if k == len(panels) - 1 or labels[k] != labels[k + 1]]
+    n = len(panels)
+    height = top + n * panel_h + (n - 1) * gap + 20 * s * (len(labelled) - 1) + 50 * s + (18 * s if footnote else 0)
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=13 * s)
     big = ImageFont.load_default(size=17 * s)
     draw.text((width // 2, 24 * s), title, fill="black", font=big, anchor="mm")
-    x_lo, x_hi, x_major, x_minor = _log_ticks(min(min(xs), mark_x or min(xs)), max(max(xs), mark_x or 0))
     pw = width - left - right
 
-    def sx(x: float) -> float:
-        return left + (math.log10(x) - x_lo) / (x_hi - x_lo) * pw
+    def x_axis(xs: list[float], mark: float | None) -> tuple[Callable[[float], float], list[float], list[float]]:
+        lo, hi, major, minor = _log_ticks(min(min(xs), mark or min(xs)), max(max(xs), mark or 0))
 
+        def sx(x: float) -> float:
+            return left + (math.log10(x) - lo) / (hi - lo) * pw
+
+        return sx, major, minor
+
+    shared_axis = x_axis(xs, mark_x) if xs else None
+    y0 = top - panel_h - gap
     for k, panel in enumerate(panels):
-        y0 = top + k * (panel_h + gap)
+        y0 += panel_h + gap
+        own = [x for pts in panel.series.values() for x, _ in pts]
+        if panel.xlabel:
+            if not own:
+                continue
+            sx, x_major, x_minor = x_axis(own, None)
+        elif shared_axis is None:
+            continue
+        else:
+            sx, x_major, x_minor = shared_axis
+        panel_mark = None if panel.xlabel else mark_x
         ys = [y for pts in panel.series.values() for _, y in pts]
         if panel.log_y:
             ys = [y for y in ys if y > 0] or [1.0]
@@ -237,8 +262,8 @@ def log_x_png(
             def sy(y: float, y0: int = y0, hi: float = y_major[-1]) -> float:
                 return y0 + panel_h - y / hi * panel_h
 
-        if mark_x is not None:  # the default threshold: write fan-out left of it, read right
-            mx = sx(mark_x)
+        if panel_mark is not None:  # the default threshold: write fan-out left of it, read right
+            mx = sx(panel_mark)
             draw.rectangle((left, y0, mx, y0 + panel_h), fill=(238, 244, 251))
             draw.rectangle((mx, y0, left + pw, y0 + panel_h), fill=(252, 240, 240))
         for t in y_minor:
@@ -255,8 +280,8 @@ def log_x_png(
         draw.text((left, y0 - 8 * s), panel.ylabel, fill="black", font=font, anchor="ls")
         if panel.note:
             draw.text((left + pw, y0 - 8 * s), panel.note, fill=(60, 60, 60), font=font, anchor="rs")
-        if mark_x is not None:
-            mx = sx(mark_x)
+        if panel_mark is not None:
+            mx = sx(panel_mark)
             for yy in range(y0, y0 + panel_h, 12 * s):  # dashed
                 draw.line((mx, yy, mx, min(yy + 7 * s, y0 + panel_h)), fill=(90, 90, 90), width=2 * s)
             if k == 0:  # on whichever side of the line has room
@@ -277,8 +302,9 @@ def log_x_png(
                 lx = left + 180 * s * j
                 draw.line((lx, 50 * s, lx + 28 * s, 50 * s), fill=color, width=4 * s)
                 draw.text((lx + 36 * s, 50 * s), name, fill="black", font=font, anchor="lm")
-    xlabel_y = height - (34 if footnote else 22) * s
-    draw.text((left + pw // 2, xlabel_y), xlabel, fill="black", font=font, anchor="mm")
+        if k in labelled:
+            draw.text((left + pw // 2, y0 + panel_h + 36 * s), labels[k], fill="black", font=font, anchor="mm")
+            y0 += 20 * s
     if footnote:
-        draw.text((left, height - 12 * s), footnote, fill=(90, 90, 90), font=font, anchor="ls")
+        draw.text((left, height - 10 * s), footnote, fill=(90, 90, 90), font=font, anchor="ls")
     img.resize((width // s, height // s), Image.Resampling.LANCZOS).save(path, optimize=True)
