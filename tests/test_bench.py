@@ -112,10 +112,54 @@ def test_group_in_both_fanout_modes() -> None:
 def test_fanout_sweep_forces_each_mode_and_counts_store_rows(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     # 60 receipts per point: 60 / (2 x 2) = 15, capped at 10 messages per sender for 3
-    # members; 60 / (2 x 5) = 6 for 6 members
-    lines = bench("fanout-sweep", "--sizes", "3,6", "--deliveries", "60", "--max-messages", "10", "--plot", str(plots))
-    rows = runs(lines)
+    # members; 60 / (2 x 5) = 6 for 6 members. Catch-up: 30 messages over 4 groups
+    # (8, 8, 7, 7 each) of min(size, 4) members, pages of 7; then 1 and 5 groups of 3.
+    lines = bench(
+        "fanout-sweep",
+        "--sizes",
+        "3,6",
+        "--deliveries",
+        "60",
+        "--max-messages",
+        "10",
+        "--catchup-groups",
+        "4",
+        "--catchup-messages",
+        "30",
+        "--catchup-max-members",
+        "4",
+        "--catchup-page",
+        "7",
+        "--catchup-repeat",
+        "2",
+        "--sweep-groups",
+        "1,5",
+        "--sweep-groups-members",
+        "3",
+        "--plot",
+        str(plots),
+    )
+    rows = [r for r in runs(lines) if r["sweep"] == "size"]
     assert [(r["members"], r["fanout_mode"]) for r in rows] == [(3, "write"), (3, "read"), (6, "write"), (6, "read")]
+    for row in rows:
+        assert (row["catchup_groups"], row["catchup_group_members"]) == (4, min(row["members"], 4))
+        assert row["catchup_fanout"] == row["fanout_mode"]
+        # write fan-out: each fill message is one inbox row per member
+        assert row["catchup_fill_inbox_rows"] == (30 * min(row["members"], 4) if row["fanout_mode"] == "write" else 0)
+        assert_caught_up(row, 30, {"write": (5, 0), "read": (1, 2 + 2 + 1 + 1)})
+    groups = [r for r in runs(lines) if r["sweep"] == "groups"]
+    assert [(r["catchup_groups"], r["fanout_mode"]) for r in groups] == [
+        (1, "write"),
+        (1, "read"),
+        (5, "write"),
+        (5, "read"),
+    ]
+    for row in groups:
+        assert all(key in row for key in FIELDS), row
+        assert row["catchup_group_members"] == row["members"] == 3
+        assert (row["sent"], row["received"], row["lost"], row["dups"]) == (30, 30, 0, 0)
+        # one group: 30 entries in pages of 7 (5); five groups: 6 entries each (1 page each)
+        assert_caught_up(row, 30, {"write": (5, 0), "read": (1, 5)})
     for row in rows:
         assert all(key in row for key in FIELDS), row
         members, mode = row["members"], row["fanout_mode"]
@@ -129,3 +173,14 @@ def test_fanout_sweep_forces_each_mode_and_counts_store_rows(tmp_path: Path) -> 
         assert row["store_writes_per_s"] > 0
         assert row["server_rss_mb"] > 0 and row["server_rss_connected_mb"] > 0
     assert (plots / "fanout-sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+def assert_caught_up(row: dict[str, Any], messages: int, pages: dict[str, tuple[int, int]]) -> None:
+    """The returning member got every fill message exactly once, with no hole in its inbox
+    or in any group, in the (sync, history) pages the protocol implies for its mode."""
+    assert row["catchup_messages"] == row["catchup_sent"] == row["catchup_received"] == messages
+    assert (row["catchup_lost"], row["catchup_dups"], row["catchup_gaps"]) == (0, 0, 0)
+    assert (row["catchup_sync_pages"], row["catchup_history_pages"]) == pages[row["fanout_mode"]]
+    assert row["catchup_requests"] == sum(pages[row["fanout_mode"]])
+    assert len(row["catchup_ms_runs"]) == 2 and row["catchup_ms"] > 0 and row["catchup_msgs_per_s"] > 0
+    assert row["catchup_fill_message_rows"] == messages
