@@ -24,6 +24,7 @@ from yim.services.media import MediaService
 from yim.services.presence import Presence
 from yim.services.rosters import Rosters
 from yim.services.service import CustomerService
+from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
@@ -103,6 +104,7 @@ class Node:
             self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)
         self.typing = TypingLimiter(settings.typing_interval_s)
+        self.read_ahead = ReadAhead()
         self.presence = Presence(self, settings.presence_debounce_s)
         self.service = CustomerService(self)
         self.media = MediaService(self)
@@ -142,6 +144,7 @@ class Node:
         self.presence.stop()
         await self.flush_seen()
         await self.bus.stop()
+        await self.read_ahead.close()
         await self.store.close()
         await self.media.close()
 

@@ -11,8 +11,10 @@ seq, and the device pulls ``history(after=its group cursor)`` where the head is 
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -39,9 +41,68 @@ def within_budget(items: list[T], size: Callable[[T], int], budget: int = REPLY_
     return items
 
 
+class ReadAhead:
+    """The next sync page of devices that are paging through a backlog, read while the
+    device is busy with the current one.
+
+    A device catching up asks for page after page, each waiting for the previous reply;
+    reading page k+1 while page k travels and is processed overlaps the store's work with
+    the client's. The inbox is append-only, so a page read early holds the same events;
+    its ``head`` may be a little older, which is the same race as any page read just
+    before new events (they reach the device by push, or by its next sync).
+
+    Bounded: at most ``max_devices`` pages are held (≈ 1 MiB each at worst, by the reply
+    budget); past that, the oldest is dropped (its device just reads its page itself).
+    A page is used only by the same device asking for exactly that cursor and limit.
+    """
+
+    def __init__(self, max_devices: int = 64) -> None:
+        self.max_devices = max_devices
+        self._pages: OrderedDict[tuple[int, str], tuple[int, int, asyncio.Task[tuple[list[Any], int]]]] = OrderedDict()
+        self.hits = 0
+
+    def take(self, user_id: int, device_id: str, since: int, limit: int) -> asyncio.Task[Any] | None:
+        entry = self._pages.pop((user_id, device_id), None)
+        if entry is None:
+            return None
+        at, size, task = entry
+        if at == since and size == limit:
+            self.hits += 1
+            return task
+        task.cancel()
+        return None
+
+    def start(self, node: Node, user_id: int, device_id: str, since: int, limit: int) -> None:
+        key = (user_id, device_id)
+        old = self._pages.pop(key, None)
+        if old is not None:
+            old[2].cancel()
+        while len(self._pages) >= self.max_devices:
+            _key, (_at, _size, dropped) = self._pages.popitem(last=False)
+            dropped.cancel()
+        task = asyncio.get_running_loop().create_task(node.store.sync(user_id, since, limit))
+        task.add_done_callback(_consume)
+        self._pages[key] = (since, limit, task)
+
+    async def close(self) -> None:
+        """Drop every page held (the store is about to close)."""
+        tasks = [task for _at, _size, task in self._pages.values()]
+        self._pages.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """A dropped read-ahead's outcome is nobody's: do not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
     limit = min(limit, node.settings.sync_page_max)
-    events, head = await node.store.sync(session.user_id, since, limit)
+    early = node.read_ahead.take(session.user_id, session.device_id, since, limit)
+    events, head = await early if early is not None else await node.store.sync(session.user_id, since, limit)
     payloads = within_budget([(e, event_payload(e)) for e in events], lambda pair: len(pair[1]))
     # What did not fit comes with the next page (has_more).
     out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)) for e, payload in payloads]
@@ -50,4 +111,6 @@ async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncP
         GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
         for g in await node.store.read_groups(session.user_id)
     ]
+    if next_since < head:  # more to come: read the next page while this one travels
+        node.read_ahead.start(node, session.user_id, session.device_id, next_since, limit)
     return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head, groups=groups)
