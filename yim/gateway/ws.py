@@ -188,21 +188,32 @@ async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse,
             _reply_error(node, conn, req.rid, YimError("auth_required", "send `auth` first"))
     finally:
         expiry.cancel()  # the deadline is for the auth frame, not for checking it
+    accounts = node.accounts
+    epoch = accounts.revocations
     try:
-        session = await node.accounts.authenticate(req.token)
+        # The head is read before registering: the reply then precedes every push, and an
+        # event committed in between reaches the device through its sync.
+        session, head = await accounts.authenticate_with_head(req.token)
+        conn.user_id = session.user_id
+        conn.device_id = session.device_id
+        conn.platform = session.platform
+        conn.session_id = session.id
+        conn.last_recv = time.monotonic()
+        await node.bus.connected(conn)  # cluster mode: other nodes route to this device from now on
+        # A revocation that landed while this connect awaited the store or the bus did not
+        # see it in the hub, and may be of this session: check again until none did. The
+        # cache has dropped what was revoked, so this reads the row if it must.
+        while accounts.revocations != epoch:
+            epoch = accounts.revocations
+            try:
+                await accounts.authenticate(req.token)
+            except BaseException:
+                node.bus.disconnected(conn)  # it was routed to: unroute it
+                raise
     except YimError as exc:
         _reply_error(node, conn, req.rid, exc)
         await conn.close_and_wait(CLOSE_AUTH_FAILED, exc.message)
         return None
-    conn.user_id = session.user_id
-    conn.device_id = session.device_id
-    conn.platform = session.platform
-    conn.session_id = session.id
-    conn.last_recv = time.monotonic()
-    # Read the head before registering: the reply then precedes every push, and an
-    # event committed in between reaches the device through its sync.
-    head = await node.store.inbox_head(session.user_id)
-    await node.bus.connected(conn)  # cluster mode: other nodes route to this device from now on
     node.hub.register(conn)
     node.presence.changed(session.user_id)
     conn.send(
