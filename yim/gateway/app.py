@@ -65,6 +65,10 @@ class NodeServer:
             # a request line fits the longest query the API takes (a 1,024-character media
             # name, percent-encoded); headers keep aiohttp's limits (8 KiB each, 128 of them)
             max_line_size=16 * 1024,
+            # No SO_KEEPALIVE: a setsockopt per connect for probes after 2 h of silence, when
+            # the idle sweep closes a silent WebSocket after idle_timeout_s and the deadline
+            # above a silent HTTP connection.
+            tcp_keepalive=False,
         )
         await self._runner.setup()
         install_connection_guard(self._runner.server, self.node.limits)
