@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import pytest
+
+from yim import node as node_module
 from yim.client import Client
 from yim.gateway.app import NodeServer
 from yim.protocol.frames import ReadMarker
 
+from .conftest import MakeServer
+from .rawclient import Device, make_users, until
 from .sdk_helpers import Chat, derived_unread, history_of, list_view, reconnected, timeline_key
 
 
@@ -102,3 +108,35 @@ async def test_device_that_was_offline_catches_up_reads_made_elsewhere(server: N
         page = await back.conversations()
         assert page.total_unread == 1 and page.conversations[0].unread == 1
         assert derived_unread(inbox.items, alice.user_id) == {conv: 11 - 10}
+
+
+async def test_an_idle_device_is_not_rewritten_every_turn_but_a_moving_cursor_is(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last-seen rows of connected devices: written when the delivery cursor moves, and
+    otherwise only every few minutes — not once per flush turn for every connection."""
+    monkeypatch.setattr(node_module, "_SEEN_FLUSH_S", 0.05)
+    server = await make_server()
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = (Device(http, x) for x in await make_users(http, ["alice", "bob"]))
+        await bob.connect()
+
+        async def row() -> tuple[int, int]:
+            [device] = await server.node.store.list_devices(int(bob.user_id))
+            return device.last_seen_at, device.acked_seq
+
+        await asyncio.sleep(0.5)  # the first turns write the new connection once
+        settled = await row()
+        await asyncio.sleep(0.5)  # ten more turns
+        assert await row() == settled
+        await alice.connect()
+        await alice.request("send", to=bob.user_id, kind="text", body={"text": "hi"}, client_msg_id="m1")
+        await until(lambda: bool(bob.events))
+        seq = bob.events[-1]["seq"]
+        await bob.request("ack", seq=seq)
+        async with asyncio.timeout(10):
+            while (now := await row())[1] != seq:
+                await asyncio.sleep(0.05)
+        assert now[0] >= settled[0]
+        await alice.close()
+        await bob.close()

@@ -32,6 +32,8 @@ from yim.storage.base import Store
 log = logging.getLogger("yim.node")
 
 _SEEN_FLUSH_S = 5.0
+#: A connected device whose cursor did not move has its last-seen time written this often.
+_SEEN_COARSE_MS = 300_000
 
 
 def redact_url(url: str) -> str:
@@ -154,10 +156,23 @@ class Node:
             await self.store.touch_devices([(uid, did, ts, acked) for (uid, did), (ts, acked) in seen.items()])
 
     async def _flush_seen_forever(self) -> None:
+        # What was last written per connected device: an idle device's row is rewritten only
+        # every _SEEN_COARSE_MS, not every turn — at 100,000 connections every turn would
+        # be 20,000 row updates a second for nothing. Rebuilt each turn from the live
+        # connections, so it never holds a device that left (O(connections), ~150 B each).
+        written: dict[tuple[int, str], tuple[int, int]] = {}
         while True:
             await asyncio.sleep(_SEEN_FLUSH_S)
+            now = int(time.time() * 1000)
+            kept: dict[tuple[int, str], tuple[int, int]] = {}
             for conn in self.hub.connections():
-                self.hub.mark_seen(conn)
+                key = (conn.user_id, conn.device_id)
+                last = written.get(key)
+                if last is None or last[1] != conn.acked_seq or now - last[0] >= _SEEN_COARSE_MS:
+                    self.hub.mark_seen(conn)
+                    last = (now, conn.acked_seq)
+                kept[key] = last
+            written = kept
             try:
                 await self.flush_seen()
             except Exception:  # best effort: last-seen times are advisory
