@@ -419,6 +419,7 @@ class SqliteStore(Store):
         await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
         await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
         self._checkpointer.start()
+        await self.service.load()
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="yim-sqlite-reader")
 
     async def close(self) -> None:

@@ -553,10 +553,22 @@ def stats(conn: sqlite3.Connection, shop_id: int, viewer_id: int, now: int) -> S
     )
 
 
+def _agent_ids(conn: sqlite3.Connection) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM shop_agents")]
+
+
 class SqliteServiceStore(ServiceStore):
     def __init__(self, store: Any) -> None:
         self._s = store
         self.ctx: ServiceCtx | None = None
+        #: ⊇ every user with a shop_agents row: loaded at open, added to before a job that
+        #: may insert one, never shrunk. Presence changes of everyone else — nearly every
+        #: user — need no writer job at all (one embedded store = one process, so this set
+        #: sees every insert).
+        self._maybe_agents: set[int] = set()
+
+    async def load(self) -> None:
+        self._maybe_agents = set(await self._s.read(_agent_ids))
 
     def _ctx(self) -> ServiceCtx:
         if self.ctx is None:
@@ -564,11 +576,13 @@ class SqliteServiceStore(ServiceStore):
         return self.ctx
 
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
+        self._maybe_agents.add(owner_id)  # the owner becomes the shop's first admin agent
         return await self._s.write(create_shop, shop_id, name, owner_id, now)
 
     async def set_agent(
         self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
     ) -> tuple[AgentRec, list[InboxWrite]]:
+        self._maybe_agents.add(user_id)
         return await self._s.write(set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
 
     async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
@@ -578,6 +592,8 @@ class SqliteServiceStore(ServiceStore):
         return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
 
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
+        if user_id not in self._maybe_agents:
+            return []  # not an agent: nothing to route, and no writer job for it
         return await self._s.write(agent_presence, user_id, online, now, self._ctx())
 
     async def transfer(
