@@ -213,6 +213,9 @@ class _WriterThread:
         memory = conn.memory
         outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
+        sends = [(a[0].sender_id, a[0].client_msg_id) for fn, a, _f, _l in batch if fn is timeline.send_message]
+        if len(sends) > 1:
+            memory.prefetch_absent(conn, sends)
         for fn, args, fut, loop in batch:
             appending = fn in _APPENDING_JOBS
             if not appending and not _flushed(conn, memory):
@@ -230,6 +233,7 @@ class _WriterThread:
             if not memory.active:  # not an appending job, or one that left the memory path
                 memory.forget_heads()
         memory.active = False
+        memory.absent_keys = set()
         return outcomes if _flushed(conn, memory) else None
 
     @staticmethod

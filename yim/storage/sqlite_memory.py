@@ -38,7 +38,9 @@ What is remembered, and the invariant that keeps each one right:
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from yim.protocol.errors import YimError
@@ -66,6 +68,7 @@ class WriterMemory:
     HEADS_MAX = 65_536
 
     __slots__ = (
+        "absent_keys",
         "active",
         "allocations",
         "blockers",
@@ -96,9 +99,12 @@ class WriterMemory:
         self.allocations = 0
         self.index_ops: list[IndexOp] = []
         self.pending_messages: list[tuple[Any, ...]] = []
-        self.pending_inbox: list[tuple[int, int, int, int, int]] = []
+        self.pending_inbox: list[tuple[int, int, str, int, int, int]] = []
         self.pending_reads: dict[tuple[int, int], int] = {}
         self.pending_sends: dict[tuple[int, str], SendResult] = {}
+        #: (sender, client_msg_id) of this batch's sends found absent from `messages` by
+        #: one query at the batch's start (:meth:`prefetch_absent`): those skip their own.
+        self.absent_keys: set[tuple[int, str]] = set()
 
     # --- direct pairs -------------------------------------------------------------------
 
@@ -149,37 +155,75 @@ class WriterMemory:
         return head.last_seq, head.fanout
 
     def flush(self, conn: sqlite3.Connection) -> None:
-        """Write the rows and heads held since the last flush."""
+        """Write the rows and heads held since the last flush: a few multi-row statements
+        per table (see :func:`write_rows` for why not ``executemany``)."""
         if self.pending_messages:
-            from yim.storage.sqlite_timeline import INSERT_INBOX_MESSAGE, INSERT_MESSAGE, UPDATE_SENDER_READ
+            from yim.storage.sqlite_timeline import MESSAGE_COLUMNS
 
-            conn.executemany(INSERT_MESSAGE, self.pending_messages)
+            write_rows(conn, f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ", self.pending_messages)
             if self.pending_inbox:
-                conn.executemany(INSERT_INBOX_MESSAGE, self.pending_inbox)
-            conn.executemany(UPDATE_SENDER_READ, [(seq, u, c) for (u, c), seq in self.pending_reads.items()])
+                write_rows(
+                    conn, "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES ",
+                    self.pending_inbox,
+                )  # fmt: skip
+            write_rows(
+                conn,
+                "UPDATE user_conversations SET read_seq = v.column3 FROM (VALUES ",
+                [(u, c, seq) for (u, c), seq in self.pending_reads.items()],
+                ") AS v WHERE user_conversations.user_id = v.column1 AND user_conversations.conv_id = v.column2"
+                " AND user_conversations.left_seq IS NULL",
+            )
             self.pending_messages = []
             self.pending_inbox = []
             self.pending_reads = {}
             self.pending_sends = {}
         if self.dirty_users:
             heads = self.inbox_heads
-            conn.executemany("UPDATE users SET inbox_seq=? WHERE id=?", [(heads[u], u) for u in self.dirty_users])
+            write_rows(
+                conn,
+                "UPDATE users SET inbox_seq = v.column2 FROM (VALUES ",
+                [(u, heads[u]) for u in self.dirty_users],
+                ") AS v WHERE users.id = v.column1",
+            )
             self.dirty_users.clear()
         if self.dirty_convs:
             convs = self.conv_heads
-            conn.executemany(
-                "UPDATE conversations SET last_seq=?, last_msg_id=?, updated_at=?, mention_all_seq=? WHERE id=?",
+            write_rows(
+                conn,
+                "UPDATE conversations SET last_seq = v.column2, last_msg_id = v.column3, updated_at = v.column4,"
+                " mention_all_seq = v.column5 FROM (VALUES ",
                 [
-                    (h.last_seq, h.last_msg_id, h.updated_at, h.mention_all_seq, c)
+                    (c, h.last_seq, h.last_msg_id, h.updated_at, h.mention_all_seq)
                     for c in self.dirty_convs
                     for h in (convs[c],)
                 ],
+                ") AS v WHERE conversations.id = v.column1",
             )
             self.dirty_convs.clear()
         if len(self.inbox_heads) > self.HEADS_MAX:
             self.inbox_heads.clear()
         if len(self.conv_heads) > self.HEADS_MAX:
             self.conv_heads.clear()
+
+    def prefetch_absent(self, conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
+        """Which of these sends are new, in one query per 256 instead of one each.
+
+        Valid for the batch it is made for: a key can only become present during it by a
+        send of the same batch, which ``pending_sends`` answers; anything else writing the
+        same key makes the flush fail on the unique index, and the batch is redone job by
+        job, with a query per send.
+        """
+        found: set[tuple[int, str]] = set()
+        for i in range(0, len(keys), 256):
+            chunk = keys[i : i + 256]
+            found.update(
+                conn.execute(
+                    _rows_sql("SELECT m.sender_id, m.client_msg_id FROM (VALUES ", 2, len(chunk),
+                              ") AS v JOIN messages m ON m.sender_id = v.column1 AND m.client_msg_id = v.column2"),
+                    [v for key in chunk for v in key],
+                ).fetchall()
+            )  # fmt: skip
+        self.absent_keys = set(keys) - found
 
     def forget_heads(self) -> None:
         """Drop every head (after a job that may have changed the rows in SQL, or a
@@ -194,11 +238,41 @@ class WriterMemory:
         self.forget_heads()
         self.direct_pairs.clear()
         self.index_ops.clear()
+        self.absent_keys = set()
         self.pending_messages = []
         self.pending_inbox = []
         self.pending_reads = {}
         self.pending_sends = {}
         self.active = False
+
+
+#: Rows per multi-row statement: any count is written as a sum of these (at most one of
+#: each below the largest), so each statement text is prepared once and then cached.
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([row] * count) + tail
+
+
+def write_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``head`` + ``(?,…),(?,…)…`` + ``tail`` for all ``rows``, a chunk per statement.
+
+    Why not ``executemany``: the sqlite3 module lets go of the GIL around every step, so
+    ``executemany`` of 500 rows is 500 hand-offs of the GIL, each waiting for the event
+    loop to let go of it again; a 256-row statement is one step. The SQLite work is the
+    same; the writer's time per message roughly halves under load.
+    """
+    if not rows:
+        return
+    width, i, n = len(rows[0]), 0, len(rows)
+    while i < n:
+        size = next(c for c in _CHUNKS if c <= n - i)
+        chunk = rows[i : i + size]
+        conn.execute(_rows_sql(head, width, size, tail), [v for row in chunk for v in row])
+        i += size
 
 
 class WriterConnection(sqlite3.Connection):

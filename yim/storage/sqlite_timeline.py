@@ -124,13 +124,12 @@ def total_unread(conn: sqlite3.Connection, user_id: int) -> int:
     ).fetchone()[0]
 
 
-INSERT_MESSAGE = (
-    "INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
-    " sender_inbox_seq, created_at, uncounted, mentions, mention_all) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+MESSAGE_COLUMNS = (
+    "conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,"
+    " sender_inbox_seq, created_at, uncounted, mentions, mention_all"
 )
-INSERT_INBOX_MESSAGE = (
-    "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,'message',?,?,?)"
-)
+INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_INBOX_MESSAGE = "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES (?,?,?,?,?,?)"
 #: (seq, user_id, conv_id): a sender has read their conversation up to their own entry.
 UPDATE_SENDER_READ = "UPDATE user_conversations SET read_seq=? WHERE user_id=? AND conv_id=? AND left_seq IS NULL"
 
@@ -177,7 +176,7 @@ def append_entry(
     else:
         recipients = list(also_inbox)
     deliveries = next_inbox_seqs(conn, recipients) if recipients else []
-    inbox_rows = [(uid, iseq, conv_id, seq, created_at) for uid, iseq in deliveries]
+    inbox_rows = [(uid, iseq, "message", conv_id, seq, created_at) for uid, iseq in deliveries]
     sender_inbox = next((iseq for uid, iseq in deliveries if uid == sender_id), 0)
     mentions_json = msgspec.json.encode([str(u) for u in mentions]).decode() if mentions else None
     message_row = (
@@ -252,10 +251,13 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         return SendResult(
             message=earlier.message, sender_inbox_seq=earlier.sender_inbox_seq, duplicate=True, deliveries=[]
         )
-    row = conn.execute(
-        f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
-        (c.sender_id, c.client_msg_id),
-    ).fetchone()
+    if memory is not None and (c.sender_id, c.client_msg_id) in memory.absent_keys:
+        row = None  # the batch's one idempotency query found it new
+    else:
+        row = conn.execute(
+            f"SELECT {MSG_COLS}, m.sender_inbox_seq FROM messages m WHERE m.sender_id=? AND m.client_msg_id=?",
+            (c.sender_id, c.client_msg_id),
+        ).fetchone()
     if row is not None:
         return SendResult(message=msg_from_row(row), sender_inbox_seq=row[_N_MSG_COLS], duplicate=True, deliveries=[])
 
