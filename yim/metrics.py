@@ -12,7 +12,7 @@ no lock; a scrape reads them on the same thread.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -117,3 +117,15 @@ class Metrics:
         counter = LabelledLoopCounter()
         loop.labelled.append((name, doc, label, counter))
         return counter
+
+
+class StoreCollector(Collector):
+    """The store writer's group-commit counters (``stats``), read at scrape time:
+    jobs / batches is the average batch, the measure of how well commits are shared."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for key, value in sorted(self._stats().items()):
+            yield CounterMetricFamily(f"yim_store_{key}", f"store writer: {key.replace('_', ' ')}", value=value)

@@ -18,7 +18,7 @@ from yim.gateway.connection import CLOSE_GOING_AWAY
 from yim.gateway.hub import Hub
 from yim.gateway.limits import Limits
 from yim.ids.snowflake import Snowflake
-from yim.metrics import Metrics
+from yim.metrics import Metrics, StoreCollector
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService
 from yim.services.presence import Presence
@@ -92,6 +92,8 @@ class Node:
             sqlite_synchronous=settings.sqlite_synchronous,
             batch_max=settings.commit_batch_max,
         )
+        if hasattr(self.store, "stats"):
+            self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)
         self.bus: LocalBus
         if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases
