@@ -6,6 +6,11 @@ authenticates (its ``ok`` carries the inbox head) and pages ``sync`` from seq 0 
 ``--page`` events per page until ``has_more`` is false. ``msgs_per_s`` is messages caught
 up per second from the start of the connect to the last page; p50..max are the page
 round trips. Every event is checked: inbox seqs gap-free, each message once.
+
+Between the two the bench waits until the node is quiet (``settle_s``): what the node
+defers after a burst — indexing the messages for search, WAL checkpoints — would otherwise
+land in the catch-up, while a device returning after a real absence finds a node that has
+long finished it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from yim.bench.client import (
     send_frame,
     sync_frame,
 )
-from yim.bench.runner import RunData, WorkerCtx
+from yim.bench.runner import Coordinator, RunData, WorkerCtx
 from yim.bench.scenarios.base import Scenario, latency_fields
+from yim.bench.scenarios.catchup import wait_quiet
 from yim.bench.target import Target
 
 _TEXT = aiohttp.WSMsgType.TEXT
@@ -43,6 +49,12 @@ class SyncScenario(Scenario):
     latency_of = "one sync page round trip"
     baseline_ok = False  # the relay stores nothing to sync
     cpu_phase = ("stored", "caught_up")
+
+    def on_barrier(self, name: str, coordinator: Coordinator) -> None:
+        if name == "stored" and coordinator.target.pid:
+            coordinator.extra["settle_s"] = wait_quiet(coordinator.target.pid)
+            coordinator.snapshot(name)  # the measured phase starts after the wait
+
     mem_phase = None
     columns = [
         ("received", "messages", "{}"),
@@ -137,6 +149,7 @@ class SyncScenario(Scenario):
             "pages": len(r["page_ms"]),
             "head": r["head"],
             "catchup_s": round(catchup, 4),
+            "settle_s": run.extra.get("settle_s"),
             "fill_msgs_per_s": round(sent / r["fill_s"], 1) if r["fill_s"] > 0 else None,
             "server_cpu_us_per_msg": round(server_cpu / received * 1e6, 2) if server_cpu and received else None,
             "latency_of": self.latency_of,
