@@ -1,7 +1,7 @@
 """Property: the SQLite writer's memory (yim/storage/sqlite_memory.py) never changes an outcome.
 
 Random mixes of direct and group sends, resends, read markers, blocks, privacy changes,
-members joining (a group switching to read fan-out) and jobs that fail half-way (which
+members joining (a group switching to read fan-out, or staying on write fan-out) and jobs that fail half-way (which
 force the writer to redo its batch with a savepoint per job) are submitted without waiting,
 so they share group commits. Every job's outcome must be what running the jobs one by one
 gives (a small model of blocks and privacy decides it), and the tables must stay whole:
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from yim.protocol.errors import YimError
@@ -28,7 +28,9 @@ from yim.storage.sqlite import SqliteStore
 
 USERS = 4
 GROUP_MEMBERS = (0, 1, 2)  # user 3 may join later
-THRESHOLD = 3  # the group switches to read fan-out when user 3 joins
+#: with 3 the group switches to read fan-out when user 3 joins; with 10 it stays on write
+#: fan-out, and every message must reach exactly the members of its moment
+THRESHOLDS = (3, 10)
 
 user = st.integers(0, USERS - 1)
 op = st.one_of(
@@ -74,7 +76,7 @@ class Model:
         return "ok"
 
 
-async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
+async def _run(ops: list[tuple[Any, Any, Any]], waves: int, threshold: int) -> None:
     folder = tempfile.mkdtemp(prefix="yim-writer-memory-")
     store = SqliteStore(str(Path(folder) / "yim.db"))
     await store.open()
@@ -95,11 +97,12 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
                 avatar="",
                 join_policy="members_invite",
                 max_members=100,
-                threshold=THRESHOLD,
+                threshold=threshold,
                 created_at=1,
             )
         )
         model = Model()
+        audience: dict[str, set[int]] = {}  # group sends: the members when each was submitted
         sends: list[tuple[SendCmd, str]] = []  # every send submitted, and its expected outcome
         checks: list[tuple[str, Any, asyncio.Future[Any] | asyncio.Task[Any]]] = []
 
@@ -136,6 +139,7 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
                     cmid = f"c{len(sends)}"
                     cmd = send_cmd(x, None, cmid)
                     expected = model.group(x, cmid)
+                    audience[cmid] = {uids[m] for m in model.members}
                     sends.append((cmd, expected))
                     wave.append(("send", cmd, expected, store.send_message(cmd)))
                 elif kind == "resend" and sends:
@@ -146,6 +150,8 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
                         expected = model.direct(a, b, original.client_msg_id)
                     else:
                         expected = model.group(uids.index(original.sender_id), original.client_msg_id)
+                        if expected == "ok":  # stored by this resend: today's members get it
+                            audience[original.client_msg_id] = {uids[m] for m in model.members}
                     wave.append(("send", cmd, expected, store.send_message(cmd)))
                 elif kind == "read":
                     expected = "ok" if x in model.members else "not_member"
@@ -167,7 +173,7 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
                     expected = "ok"
                     model.members.add(3)
                     task = asyncio.ensure_future(
-                        store.add_members(gid, uids[0], [uids[3]], "invite", next(ids), now, THRESHOLD)
+                        store.add_members(gid, uids[0], [uids[3]], "invite", next(ids), now, threshold)
                     )
                     wave.append(("join", None, expected, task))
                 elif kind == "boom":
@@ -194,6 +200,8 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
             assert got == expected, (what, cmd, expected, res)
             if what == "send" and got == "ok":
                 stored[cmd.client_msg_id] = res
+                if cmd.conv_id == gid and threshold > USERS:  # write fan-out throughout
+                    assert {u for u, _seq in res.deliveries} == audience[cmd.client_msg_id], cmd
             if what == "send" and got == "duplicate":
                 first = stored[cmd.client_msg_id]
                 assert (res.message.conv_id, res.message.seq) == (first.message.conv_id, first.message.seq)
@@ -237,10 +245,16 @@ async def _run(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
         await store.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(op, min_size=1, max_size=40), waves=st.integers(1, 3))
-def test_writer_memory_keeps_one_at_a_time_outcomes(ops: list[tuple[Any, Any, Any]], waves: int) -> None:
-    asyncio.run(_run(ops, waves))
+# Interleavings that once broke (or would break) the memory, always tried first: a group's
+# roster cached across a join; a resend after a mid-batch flush wrote the original.
+@example(ops=[("gsend", 0, 0), ("join", 3, 0), ("gsend", 0, 0)], waves=1, threshold=10)
+@example(ops=[("send", 0, 1), ("block", 0, 1), ("resend", 0, 0)], waves=1, threshold=3)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op, min_size=1, max_size=40), waves=st.integers(1, 3), threshold=st.sampled_from(THRESHOLDS))
+def test_writer_memory_keeps_one_at_a_time_outcomes(
+    ops: list[tuple[Any, Any, Any]], waves: int, threshold: int
+) -> None:
+    asyncio.run(_run(ops, waves, threshold))
 
 
 async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path: Path) -> None:

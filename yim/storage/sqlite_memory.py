@@ -31,6 +31,12 @@ What is remembered, and the invariant that keeps each one right:
 - ``index_ops``: the search index changes of the batch's jobs, handed to the indexer
   thread after COMMIT (yim/storage/sqlite_indexer.py); a rollback drops them with the
   rows they describe.
+- ``members``: the current members of write-fan-out groups that appending jobs sent to,
+  loaded on first use. Membership changes only in jobs that are not appending (joins,
+  leaves, removals, dissolves, customer service), and after every such job the writer
+  forgets the heads and these lists with them. Bounded by ``MEMBER_IDS_MAX`` ids in all
+  (≈ 20 MB), dropped when past it. Why: reading a 100-member group's roster is a hundred
+  SQLite steps, each a GIL hand-off, per message.
 - ``allocations`` counts heads handed out: a job that fails after taking one has changed
   the transaction's outcome even if it wrote no row, so the writer must not keep the batch
   as if the job never ran (see ``_WriterThread._run_optimistic``).
@@ -66,6 +72,7 @@ class WriterMemory:
     #: Heads kept between batches; past this they are dropped after a flush (≈ 100 bytes
     #: per inbox head, ≈ 250 per conversation head: ≈ 20 MB at the limits).
     HEADS_MAX = 65_536
+    MEMBER_IDS_MAX = 500_000
 
     __slots__ = (
         "absent_keys",
@@ -79,6 +86,8 @@ class WriterMemory:
         "friends_only",
         "inbox_heads",
         "index_ops",
+        "member_ids_held",
+        "members",
         "pending_inbox",
         "pending_messages",
         "pending_reads",
@@ -95,6 +104,8 @@ class WriterMemory:
         self.conv_heads: dict[int, ConvHead] = {}
         self.dirty_users: set[int] = set()
         self.dirty_convs: set[int] = set()
+        self.members: dict[int, list[int]] = {}
+        self.member_ids_held = 0
         self.active = False
         self.allocations = 0
         self.index_ops: list[IndexOp] = []
@@ -154,6 +165,19 @@ class WriterMemory:
         self.allocations += 1
         return head.last_seq, head.fanout
 
+    def members_of(self, conn: sqlite3.Connection, conv_id: int) -> list[int]:
+        """The current members of a conversation (a copy the caller may extend)."""
+        members = self.members.get(conv_id)
+        if members is None:
+            from yim.storage.sqlite_timeline import member_ids
+
+            if self.member_ids_held > self.MEMBER_IDS_MAX:
+                self.members.clear()
+                self.member_ids_held = 0
+            members = self.members[conv_id] = member_ids(conn, conv_id)
+            self.member_ids_held += len(members)
+        return list(members)
+
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write the rows and heads held since the last flush: a few multi-row statements
         per table (see :func:`write_rows` for why not ``executemany``)."""
@@ -176,6 +200,8 @@ class WriterMemory:
             self.pending_messages = []
             self.pending_inbox = []
             self.pending_reads = {}
+            # Written now: a resend later in this batch must find them in the table.
+            self.absent_keys.difference_update(self.pending_sends)
             self.pending_sends = {}
         if self.dirty_users:
             heads = self.inbox_heads
@@ -232,6 +258,8 @@ class WriterMemory:
         self.conv_heads.clear()
         self.dirty_users.clear()
         self.dirty_convs.clear()
+        self.members.clear()
+        self.member_ids_held = 0
 
     def forget(self) -> None:
         """After a rollback: nothing the rolled-back transaction showed may be kept."""

@@ -171,7 +171,12 @@ def append_entry(
         ).fetchone()
     if fanout == "write":
         # A direct conversation's members never change: the caller names them.
-        recipients = list(members) if members is not None else member_ids(conn, conv_id)
+        if members is not None:
+            recipients = list(members)
+        elif memory is not None:
+            recipients = memory.members_of(conn, conv_id)
+        else:
+            recipients = member_ids(conn, conv_id)
         recipients += [u for u in also_inbox if u not in recipients]
     else:
         recipients = list(also_inbox)
