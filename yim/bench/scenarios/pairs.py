@@ -29,6 +29,7 @@ from yim.bench.client import (
     connect,
     decode_frame,
     make_accounts,
+    ping_frame,
     run_tag,
     send_frame,
 )
@@ -38,6 +39,7 @@ from yim.bench.target import Target
 
 _TEXT = aiohttp.WSMsgType.TEXT
 _FIRST_RID = 2  # rid 1 is the auth frame
+_KEEPALIVE_S = 20.0  # below the node's heartbeat_s (25 s)
 
 
 class PairsScenario(Scenario):
@@ -235,6 +237,7 @@ class _PairsWorker:
             await ctx.barrier("connected")
             tasks = [asyncio.create_task(self._read_sender(p)) for p in self.pairs.values()]
             tasks += [asyncio.create_task(self._read_receiver(p)) for p in self.pairs.values()]
+            tasks.append(asyncio.create_task(self._keepalive()))
             if self.interval:
                 step = self.interval / len(self.pairs)
                 start = time.monotonic()
@@ -305,6 +308,17 @@ class _PairsWorker:
                 await p.waiter
                 p.waiter = None
             await self._send(p)
+
+    async def _keepalive(self) -> None:
+        """Ping every connection now and then, as real clients do: a paced run can outlast
+        the node's idle timeout (75 s) on a receiver that has nothing to send, and the
+        node would rightly close it. Rid 1 (the auth frame's) is ignored by the readers."""
+        while True:
+            await asyncio.sleep(_KEEPALIVE_S)
+            for p in self.pairs.values():
+                for ws in (p.sender, p.receiver):
+                    if ws is not None and not ws.closed:
+                        await ws.send_str(ping_frame(1))
 
     def _check(self) -> None:
         if self.acked + self.errors >= self.total and not self.all_settled.done():
