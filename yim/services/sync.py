@@ -41,6 +41,10 @@ def within_budget(items: list[T], size: Callable[[T], int], budget: int = REPLY_
     return items
 
 
+#: What one page needs from the store: inbox events, the inbox head, read-fan-out groups.
+PageRead = tuple[list[Any], int, list[Any]]
+
+
 class ReadAhead:
     """The next sync page of devices that are paging through a backlog, read while the
     device is busy with the current one.
@@ -58,7 +62,7 @@ class ReadAhead:
 
     def __init__(self, max_devices: int = 64) -> None:
         self.max_devices = max_devices
-        self._pages: OrderedDict[tuple[int, str], tuple[int, int, asyncio.Task[tuple[list[Any], int]]]] = OrderedDict()
+        self._pages: OrderedDict[tuple[int, str], tuple[int, int, asyncio.Task[PageRead]]] = OrderedDict()
         self.hits = 0
 
     def take(self, user_id: int, device_id: str, since: int, limit: int) -> asyncio.Task[Any] | None:
@@ -80,7 +84,7 @@ class ReadAhead:
         while len(self._pages) >= self.max_devices:
             _key, (_at, _size, dropped) = self._pages.popitem(last=False)
             dropped.cancel()
-        task = asyncio.get_running_loop().create_task(node.store.sync(user_id, since, limit))
+        task = asyncio.get_running_loop().create_task(_read_page(node, user_id, since, limit))
         task.add_done_callback(_consume)
         self._pages[key] = (since, limit, task)
 
@@ -99,18 +103,24 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+async def _read_page(node: Node, user_id: int, since: int, limit: int) -> PageRead:
+    """A page's inbox events and head, and the read-fan-out groups, read side by side (two
+    reader threads): the groups list is a snapshot of its own either way."""
+    (events, head), groups = await asyncio.gather(
+        node.store.sync(user_id, since, limit), node.store.read_groups(user_id)
+    )
+    return events, head, groups
+
+
 async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
     limit = min(limit, node.settings.sync_page_max)
     early = node.read_ahead.take(session.user_id, session.device_id, since, limit)
-    events, head = await early if early is not None else await node.store.sync(session.user_id, since, limit)
+    events, head, heads = await (early if early is not None else _read_page(node, session.user_id, since, limit))
     payloads = within_budget([(e, event_payload(e)) for e in events], lambda pair: len(pair[1]))
     # What did not fit comes with the next page (has_more).
     out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)) for e, payload in payloads]
     next_since = out[-1].seq if out else since
-    groups = [
-        GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
-        for g in await node.store.read_groups(session.user_id)
-    ]
+    groups = [GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq) for g in heads]
     if next_since < head:  # more to come: read the next page while this one travels
         node.read_ahead.start(node, session.user_id, session.device_id, next_since, limit)
     return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head, groups=groups)
