@@ -300,3 +300,34 @@ async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path:
         assert sizes[-1] < 2 * sizes[0], sizes
     finally:
         await store.close()
+
+
+async def test_heads_asked_for_together_are_read_together_and_each_is_right(tmp_path: Path) -> None:
+    """Connects read their user's inbox head; heads asked for in one loop turn share one
+    read, and every caller still gets its own user's head (0 for an unknown user)."""
+    store = SqliteStore(str(tmp_path / "yim.db"))
+    await store.open()
+    ids = itertools.count(10_000)
+    try:
+        users = [next(ids) for _ in range(6)]
+        for uid in users:
+            await store.create_user(
+                UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1)
+            )
+        expected = dict.fromkeys(users, 0)
+        for k, (a, b) in enumerate(itertools.pairwise(users)):
+            for _ in range(k + 1):
+                res = await store.send_message(
+                    SendCmd(
+                        msg_id=next(ids), new_conv_id=next(ids), sender_id=a, sender_device="d", kind="text",
+                        body=b'{"text":"hi"}', client_msg_id=f"h{next(ids)}", created_at=1, to=b,
+                    )
+                )  # fmt: skip
+                for uid, seq in res.deliveries:
+                    expected[uid] = seq
+        asked = [*users, users[2], 999]  # one user twice, one unknown
+        got = await asyncio.gather(*(store.inbox_head(u) for u in asked))
+        assert got == [*(expected[u] for u in users), expected[users[2]], 0]
+        assert len(set(expected.values())) > 2  # the heads differ, so a mix-up would show
+    finally:
+        await store.close()

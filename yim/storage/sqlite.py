@@ -410,6 +410,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._heads_waiting: dict[int, asyncio.Future[int]] | None = None  # see inbox_head
         self.relations = SqliteRelationStore(self)
         self.service = SqliteServiceStore(self)
         from yim.storage.sqlite_media import SqliteMediaStore
@@ -570,11 +571,43 @@ class SqliteStore(Store):
         return await self._read_tx(timeline.read_sync, user_id, since, limit)
 
     async def inbox_head(self, user_id: int) -> int:
-        def q(conn: sqlite3.Connection) -> int:
-            r = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
-            return r[0] if r else 0
+        """Every connect reads its user's head. Heads asked for in the same loop turn are
+        read together, in one reader-thread round trip: under a burst of connects the
+        hand-off per read, not the read, is what costs the event loop."""
+        waiting = self._heads_waiting
+        if waiting is None:
+            waiting = self._heads_waiting = {}
+            asyncio.get_running_loop().call_soon(self._read_heads)
+        fut = waiting.get(user_id)
+        if fut is None:
+            fut = waiting[user_id] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(fut)  # one waiter's cancellation must not cancel the others'
 
-        return await self._read(q)
+    def _read_heads(self) -> None:
+        waiting, self._heads_waiting = self._heads_waiting or {}, None
+        ids = list(waiting)
+
+        def q(conn: sqlite3.Connection) -> dict[int, int]:
+            heads: dict[int, int] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                heads.update(conn.execute(f"SELECT id, inbox_seq FROM users WHERE id IN ({marks})", chunk).fetchall())
+            return heads
+
+        def done(task: asyncio.Future[dict[int, int]]) -> None:
+            exc = None if task.cancelled() else task.exception()
+            for user_id, fut in waiting.items():
+                if fut.done():
+                    continue
+                if task.cancelled():
+                    fut.cancel()
+                elif exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(task.result().get(user_id, 0))
+
+        asyncio.ensure_future(self._read(q)).add_done_callback(done)
 
     async def history(
         self, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
