@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -189,3 +190,24 @@ def client_session(local_addr: str | None = None) -> aiohttp.ClientSession:
     the ~28k ephemeral-port ceiling of one source address)."""
     connector = aiohttp.TCPConnector(limit=0, local_addr=(local_addr, 0) if local_addr else None)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def send_windowed(
+    ws: aiohttp.ClientWebSocketResponse, count: int, frame_of: Callable[[int], str], window: int, who: str
+) -> int:
+    """Send ``frame_of(i)`` for i in 0..count-1 (each with rid 2 + i), at most ``window``
+    unanswered at a time; return how many were refused. Filling phases of scenarios use
+    this: not measured, only bounded."""
+    refused = sent = done = 0
+    while done < count:
+        while sent < count and sent - done < window:
+            await ws.send_str(frame_of(sent))
+            sent += 1
+        msg = await ws.receive()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"{who}: connection ended while filling ({msg.type.name})")
+        frame = decode_frame(msg.data)
+        if isinstance(frame.rid, int) and frame.rid >= 2:
+            done += 1
+            refused += frame.t != "ok"
+    return refused

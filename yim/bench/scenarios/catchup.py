@@ -39,7 +39,7 @@ import aiohttp
 import msgspec
 import psutil
 
-from yim.bench.client import Account, Body, client_session, connect, decode_frame, decode_reply, group_send_frame
+from yim.bench.client import Account, Body, client_session, connect, decode_reply, group_send_frame, send_windowed
 
 _TEXT = aiohttp.WSMsgType.TEXT
 #: sends a connection may have awaiting their commit (docs/protocol.md §6.3)
@@ -139,24 +139,15 @@ async def fill(url: str, senders: list[Account], groups: list[str], messages: in
 
 async def _send_all(http: aiohttp.ClientSession, url: str, sender: Account, groups: list[str], ids: list[int]) -> int:
     ws, _ = await connect(http, url, sender.token)
-    refused = sent = done = 0
+
+    def frame(k: int) -> str:
+        i = ids[k]
+        return group_send_frame(2 + k, groups[i % len(groups)], f"{i} {time.time_ns()}", f"cu{i}")
+
     try:
-        while done < len(ids):
-            while sent < len(ids) and sent - done < FILL_WINDOW:
-                i = ids[sent]
-                text = f"{i} {time.time_ns()}"
-                await ws.send_str(group_send_frame(2 + sent, groups[i % len(groups)], text, f"cu{i}"))
-                sent += 1
-            msg = await ws.receive()
-            if msg.type is not _TEXT:
-                raise RuntimeError(f"{sender.username}: connection ended while filling ({msg.type.name})")
-            frame = decode_frame(msg.data)
-            if isinstance(frame.rid, int) and frame.rid >= 2:
-                done += 1
-                refused += frame.t != "ok"
+        return await send_windowed(ws, len(ids), frame, FILL_WINDOW, sender.username)
     finally:
         await ws.close()
-    return refused
 
 
 # --- catching up ----------------------------------------------------------------------------------

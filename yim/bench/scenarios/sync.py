@@ -28,12 +28,12 @@ from yim.bench.client import (
     Account,
     client_session,
     connect,
-    decode_frame,
     decode_page,
     decode_reply,
     make_accounts,
     run_tag,
     send_frame,
+    send_windowed,
     sync_frame,
 )
 from yim.bench.runner import Coordinator, RunData, WorkerCtx
@@ -161,23 +161,12 @@ class SyncScenario(Scenario):
 async def _fill(http: aiohttp.ClientSession, url: str, k: int, sender: Account, n: int, to: str, window: int) -> int:
     """Send n messages, at most ``window`` unacknowledged; return how many were refused."""
     ws, _ = await connect(http, url, sender.token)
-    refused = 0
     try:
-        sent = done = 0
-        while done < n:
-            while sent < n and sent - done < window:
-                await ws.send_str(send_frame(2 + sent, to, f"{k} {sent} {time.monotonic_ns()}", f"f{sent}"))
-                sent += 1
-            msg = await ws.receive()
-            if msg.type is not _TEXT:
-                raise RuntimeError(f"sender {k}: connection ended while filling ({msg.type.name})")
-            frame = decode_frame(msg.data)
-            if isinstance(frame.rid, int) and frame.rid >= 2:
-                done += 1
-                refused += frame.t != "ok"
+        return await send_windowed(
+            ws, n, lambda i: send_frame(2 + i, to, f"{k} {i} {time.monotonic_ns()}", f"f{i}"), window, f"sender {k}"
+        )
     finally:
         await ws.close()
-    return refused
 
 
 async def _catch_up(
