@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
+from yim.bench.rawws import RawWebSocket, open_websocket
+
 PASSWORD = "bench-password-1"
 
 
@@ -182,6 +184,28 @@ async def connect(
     except BaseException:
         await ws.close()
         raise
+    return ws, reply
+
+
+async def raw_connect(
+    url: str, token: str, *, local_addr: str | None = None, auth_timeout: float = 30.0
+) -> tuple[RawWebSocket, Frame]:
+    """As :func:`connect`, on the lean client of yim/bench/rawws.py (for connect-heavy runs);
+    the socket reads nothing after the ``ok``."""
+    ws = await open_websocket(url.replace("http://", "ws://", 1) + "/ws", local_addr=local_addr)
+    try:
+        ws.send_text(auth_frame(1, token))
+        async with asyncio.timeout(auth_timeout):
+            while True:  # the reply to rid 1, past any push that might come first
+                reply = decode_frame(await ws.next_text())
+                if reply.rid == 1:
+                    break
+        if reply.t != "ok":
+            raise AuthError(f"auth refused: {reply.code} {reply.message}")
+    except BaseException:
+        await ws.close(timeout=1.0)
+        raise
+    ws.stop_reading()
     return ws, reply
 
 

@@ -20,9 +20,8 @@ import time
 from array import array
 from typing import Any
 
-import aiohttp
-
-from yim.bench.client import Account, client_session, connect, make_accounts, ping_frame, run_tag
+from yim.bench.client import Account, make_accounts, ping_frame, raw_connect, run_tag
+from yim.bench.rawws import RawWebSocket
 from yim.bench.runner import Coordinator, RunData, WorkerCtx
 from yim.bench.scenarios.base import Scenario, latency_fields, split
 from yim.bench.target import Target, raise_fd_limit
@@ -112,22 +111,23 @@ class IdleScenario(Scenario):
         url: str = payload["url"]
         conns: list[tuple[Account, str]] = payload["conns"]
         sem = asyncio.Semaphore(payload["concurrency"])
-        sessions: dict[str, aiohttp.ClientSession] = {}
-        sockets: list[aiohttp.ClientWebSocketResponse] = []
+        sockets: list[RawWebSocket] = []
         times = array("d")
         failures: dict[str, int] = {}
         try:
-            for _acc, addr in conns:
-                if addr not in sessions:
-                    sessions[addr] = client_session(addr if addr != "127.0.0.1" else None)
             await ctx.barrier("ready")
 
             async def one(acc: Account, addr: str) -> None:
                 async with sem:
                     t = time.monotonic()
                     try:
-                        ws, _ok = await connect(sessions[addr], url, acc.token, auth_timeout=max(0.1, ctx.remaining()))
-                    except (aiohttp.ClientError, OSError, RuntimeError, TimeoutError) as exc:
+                        ws, _ok = await raw_connect(
+                            url,
+                            acc.token,
+                            local_addr=addr if addr != "127.0.0.1" else None,
+                            auth_timeout=max(0.1, ctx.remaining()),
+                        )
+                    except (OSError, RuntimeError, TimeoutError) as exc:
                         key = type(exc).__name__
                         failures[key] = failures.get(key, 0) + 1
                         return
@@ -143,15 +143,16 @@ class IdleScenario(Scenario):
             closing = asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
             await asyncio.wait_for(closing, timeout=max(5.0, min(30.0, ctx.remaining())))
         finally:
-            for s in sessions.values():
-                await s.close()
+            for ws in sockets:
+                if ws.transport is not None:
+                    ws.transport.abort()
         return {
             "ok": len(times),
             "failures": failures,
             "times": times,
             "started": started,
             "finished": finished,
-            "addrs": len(sessions),
+            "addrs": len({addr for _acc, addr in conns}),
         }
 
     def summarize(self, run: RunData) -> dict[str, Any]:
@@ -183,14 +184,14 @@ class IdleScenario(Scenario):
         }
 
 
-async def _keep_alive(sockets: list[aiohttp.ClientWebSocketResponse], heartbeat: float) -> None:
+async def _keep_alive(sockets: list[RawWebSocket], heartbeat: float) -> None:
     """Ping every connection once per heartbeat, spread over it, so a long hold stays online."""
     rid = 2
     while True:
         await asyncio.sleep(heartbeat * 0.8)
         for k, ws in enumerate(sockets):
-            if not ws.closed:
-                await ws.send_str(ping_frame(rid))
+            if not ws.is_closed:
+                ws.send_text(ping_frame(rid))
             if k % 500 == 499:
                 await asyncio.sleep(0)
         rid += 1
