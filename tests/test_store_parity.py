@@ -239,6 +239,10 @@ async def scenario(t: Transcript) -> None:
     await t("dm to friend", s.send_message(_send(402, 4, to=3)))
     await t("friends", r.friends(3, 0, 10))
     await t("friend update", r.friend_update(3, 4, "老四", ["work"]))
+    assert await t("presence audiences", r.presence_audiences([3, 4, 5])) == {3: [4], 4: [3], 5: []}
+    await t("hide presence", r.set_privacy(4, None, "nobody"))
+    assert await t("presence audiences hidden", r.presence_audiences([3, 4])) == {3: [4], 4: []}
+    await t("show presence", r.set_privacy(4, None, "friends"))
     await t("follow", r.follow(5, 3, True, T0 + 504))
     await t("follow again", r.follow(5, 3, True, T0 + 505))
     await t("counts", r.counts(3))
@@ -248,8 +252,11 @@ async def scenario(t: Transcript) -> None:
     await t("blocker dm", s.send_message(_send(406, 3, to=4)))
     await t("blocks", r.edges(3, "blocks", 0, 10))
     await t("presence audience", r.presence_audience(3))
+    # 3 blocked 4, which also ended their friendship; 5 only follows 3
+    assert await t("presence audiences blocked", r.presence_audiences([3, 4, 5, 99])) == {3: [], 4: [], 5: [], 99: []}
     await t("presence visible", r.presence_visible(5, [3, 5, 4]))
     await t("unblock", r.block(3, 4, False, T0 + 507))
+    await t("presence audiences unblocked", r.presence_audiences([4, 3]))
     await t("sync carol", _wire_sync(s, 3, 0, 1000))
 
     # customer service: routing decisions, queue, transfer, close, rating, supervision

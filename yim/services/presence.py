@@ -84,9 +84,16 @@ class Presence:
             if deadline > now:
                 break
             due.append(user_id)
+        changes = []
         for user_id in due:
             del pending[user_id]
-            self._flush(user_id)
+            state = self._settle(user_id)
+            if state is not None:
+                changes.append((user_id, state))
+        if changes:
+            task = loop.create_task(self._publish(changes))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._timer = None
         if pending:
             first = next(iter(pending.values()))
@@ -94,10 +101,11 @@ class Presence:
             # first deadline (timers are ms-grained), come back exactly at it.
             self._timer = loop.call_at(max(first, now + FLUSH_TICK_S) if due else first, self._flush_due)
 
-    def _flush(self, user_id: int) -> None:
+    def _settle(self, user_id: int) -> State | None:
+        """The user's state to publish now, or None if watchers already know it."""
         state = self.state(user_id)
         if state == self._published.get(user_id, OFFLINE):
-            return  # flapped back within the window: nothing to tell
+            return None  # flapped back within the window: nothing to tell
         was_offline = user_id not in self._published
         if state == OFFLINE:
             self._published.pop(user_id, None)
@@ -105,9 +113,7 @@ class Presence:
             self._published[user_id] = state
         if was_offline != (state == OFFLINE):  # came online, or went offline
             self._node.service.presence_changed(user_id, state != OFFLINE)
-        task = asyncio.get_running_loop().create_task(self._publish(user_id, state))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return state
 
     def last_seen(self, user_id: int) -> int | None:
         return self._last_seen.get(user_id)
@@ -123,14 +129,17 @@ class Presence:
             )
         )
 
-    async def _publish(self, user_id: int, state: State) -> None:
+    async def _publish(self, changes: list[tuple[int, State]]) -> None:
+        """Tell each changed user's audience, all audiences read in one store round trip."""
         try:
-            audience = await self._node.store.relations.presence_audience(user_id)
+            audiences = await self._node.store.relations.presence_audiences([user_id for user_id, _ in changes])
         except Exception:
-            log.exception("presence audience of %d failed", user_id)
+            log.exception("presence audiences of %d users failed", len(changes))
             return
-        # The user's own other devices see it too (a "my devices" view).
-        self._node.bus.publish_notice([*audience, user_id], "presence", self.payload(user_id, state))
+        for user_id, state in changes:
+            # The user's own other devices see it too (a "my devices" view).
+            audience = audiences.get(user_id, [])
+            self._node.bus.publish_notice([*audience, user_id], "presence", self.payload(user_id, state))
 
     def share(self, a: int, b: int) -> None:
         """Two users just became friends: show each the other's current presence."""

@@ -374,15 +374,21 @@ async def relation(conn: asyncpg.Connection, user_id: int, other_id: int) -> Rel
 
 
 async def presence_audience(conn: asyncpg.Connection, user_id: int) -> list[int]:
-    if (await privacy(conn, user_id)).presence == "nobody":
-        return []
+    return (await presence_audiences(conn, [user_id]))[user_id]
+
+
+async def presence_audiences(conn: asyncpg.Connection, user_ids: list[int]) -> dict[int, list[int]]:
+    audiences: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
     rows = await conn.fetch(
-        "SELECT f.friend_id FROM friends f WHERE f.user_id=$1 AND NOT EXISTS"
-        " (SELECT 1 FROM blocks b WHERE (b.user_id=f.user_id AND b.blocked_id=f.friend_id)"
-        " OR (b.user_id=f.friend_id AND b.blocked_id=f.user_id)) ORDER BY f.friend_id",
-        user_id,
+        "SELECT f.user_id, f.friend_id FROM friends f LEFT JOIN privacy p ON p.user_id = f.user_id"
+        " WHERE f.user_id = ANY ($1::bigint[]) AND COALESCE(p.presence, 'friends') <> 'nobody'"
+        " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.user_id=f.user_id AND b.blocked_id=f.friend_id)"
+        " OR (b.user_id=f.friend_id AND b.blocked_id=f.user_id)) ORDER BY f.user_id, f.friend_id",
+        list(audiences),
     )
-    return [r[0] for r in rows]
+    for user_id, friend_id in rows:
+        audiences[user_id].append(friend_id)
+    return audiences
 
 
 async def presence_visible(conn: asyncpg.Connection, viewer_id: int, user_ids: list[int]) -> set[int]:
@@ -454,6 +460,9 @@ class PgRelationStore(RelationStore):
 
     async def presence_audience(self, user_id: int) -> list[int]:
         return await self._s.read(presence_audience, user_id)
+
+    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
+        return await self._s.read(presence_audiences, user_ids)
 
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         return await self._s.read1(presence_visible, viewer_id, user_ids)

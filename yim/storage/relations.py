@@ -117,5 +117,10 @@ class RelationStore(abc.ABC):
         """Users allowed to see this user's presence: friends unless hidden, never blocked."""
 
     @abc.abstractmethod
+    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
+        """``presence_audience`` of each of user_ids, in one store round trip (a presence
+        flush publishes the users of a burst of connects together)."""
+
+    @abc.abstractmethod
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         """Which of user_ids let viewer_id see their presence."""

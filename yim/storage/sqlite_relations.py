@@ -323,17 +323,26 @@ def relation(conn: sqlite3.Connection, user_id: int, other_id: int) -> RelationS
 
 
 def presence_audience(conn: sqlite3.Connection, user_id: int) -> list[int]:
-    if privacy(conn, user_id).presence == "nobody":
-        return []
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT f.friend_id FROM friends f WHERE f.user_id=? AND NOT EXISTS"
+    return presence_audiences(conn, [user_id])[user_id]
+
+
+def presence_audiences(conn: sqlite3.Connection, user_ids: list[int]) -> dict[int, list[int]]:
+    audiences: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
+    ids = list(audiences)
+    for i in range(0, len(ids), 500):  # a bounded statement however big the burst
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        hidden_sql = f"SELECT user_id FROM privacy WHERE presence='nobody' AND user_id IN ({marks})"
+        hidden = {r[0] for r in conn.execute(hidden_sql, chunk)}
+        for user_id, friend_id in conn.execute(
+            f"SELECT f.user_id, f.friend_id FROM friends f WHERE f.user_id IN ({marks}) AND NOT EXISTS"
             " (SELECT 1 FROM blocks b WHERE (b.user_id=f.user_id AND b.blocked_id=f.friend_id)"
-            " OR (b.user_id=f.friend_id AND b.blocked_id=f.user_id))",
-            (user_id,),
-        )
-    ]
+            " OR (b.user_id=f.friend_id AND b.blocked_id=f.user_id)) ORDER BY f.user_id, f.friend_id",
+            chunk,
+        ):
+            if user_id not in hidden:
+                audiences[user_id].append(friend_id)
+    return audiences
 
 
 def presence_visible(conn: sqlite3.Connection, viewer_id: int, user_ids: list[int]) -> set[int]:
@@ -408,6 +417,9 @@ class SqliteRelationStore(RelationStore):
 
     async def presence_audience(self, user_id: int) -> list[int]:
         return await self._s.read(presence_audience, user_id)
+
+    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
+        return await self._s.read(presence_audiences, user_ids)
 
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         return await self._s.read(presence_visible, viewer_id, user_ids)
