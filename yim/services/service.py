@@ -86,6 +86,8 @@ class CustomerService:
     def presence_changed(self, user_id: int, online: bool) -> None:
         """Called with debounced presence; a no-op for users who are not agents (one
         indexed read in the writer, only when someone's presence really changed)."""
+        if not self._node.store.service.may_be_agent(user_id):
+            return  # nearly every user: not even a task (a burst of connects calls this per user)
         task = asyncio.get_running_loop().create_task(self._presence(user_id, online))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

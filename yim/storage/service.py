@@ -94,6 +94,11 @@ class ServiceStore(abc.ABC):
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
         """The agent connected (drain queues) or went offline (re-route their sessions)."""
 
+    def may_be_agent(self, user_id: int) -> bool:
+        """False only when the user is certainly no agent, so their presence changes need
+        no ``agent_presence`` at all. A store that cannot tell cheaply says True."""
+        return True
+
     @abc.abstractmethod
     async def transfer(
         self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int

@@ -591,6 +591,9 @@ class SqliteServiceStore(ServiceStore):
     async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
         return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
 
+    def may_be_agent(self, user_id: int) -> bool:
+        return user_id in self._maybe_agents
+
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
         if user_id not in self._maybe_agents:
             return []  # not an agent: nothing to route, and no writer job for it
