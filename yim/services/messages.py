@@ -21,12 +21,12 @@ from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, Sen
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
 from yim.storage.base import SendCmd, SendResult, SessionRec
+from yim.storage.media import MEDIA_KINDS
 
 if TYPE_CHECKING:
     from yim.gateway.connection import Connection
     from yim.node import Node
 
-MEDIA_KINDS = frozenset({"image", "video", "file"})
 _text_decoder = msgspec.json.Decoder(TextBody)
 _emoji_decoder = msgspec.json.Decoder(EmojiBody)
 _encoder = msgspec.json.Encoder()

@@ -25,12 +25,21 @@ from yim.protocol.frames import MediaMessageBody, MediaRefBody
 if TYPE_CHECKING:
     from yim.storage.base import SendCmd, SendResult
 
+#: message kinds whose body references a media id
+MEDIA_KINDS = frozenset({"image", "video", "file"})
 #: raster types an ``image`` may be: what Pillow decodes and every client can show inline.
 IMAGE_MIMES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"})
 #: the largest media id (ids are signed 64-bit in both stores)
 MAX_MEDIA_ID = 2**63 - 1
 
 _ref_decoder = msgspec.json.Decoder(MediaRefBody)
+
+
+class _CarriedMedia(msgspec.Struct):
+    media_id: str
+
+
+_carried_decoder = msgspec.json.Decoder(_CarriedMedia)
 _encoder = msgspec.json.Encoder()
 
 
@@ -70,6 +79,14 @@ def not_found(media_id: int) -> YimError:
 def ref_media_id(body: bytes) -> int:
     """The media id of a client's ``{"media_id": ...}`` body (validated by the service)."""
     return int(_ref_decoder.decode(body).media_id)
+
+
+def carried_media_id(body: bytes) -> int | None:
+    """The media id a stored media message's body carries, or None if it names none."""
+    try:
+        return int(_carried_decoder.decode(body).media_id)
+    except (msgspec.DecodeError, ValueError):
+        return None
 
 
 def message_body(media: MediaRec) -> bytes:
