@@ -1,4 +1,5 @@
-"""The load generator's client side: lean code on raw aiohttp (not the SDK).
+"""The load generator's client side: lean code on raw aiohttp (not the SDK), and for
+connect-heavy runs the smaller client of :mod:`yim.bench.rawws`.
 
 Frames are built with string formatting and read with msgspec decoders of small structs
 that pick out only the fields the bench looks at; nothing per message allocates more
