@@ -79,8 +79,7 @@ class _Session:
         match req:
             case Send():
                 node.limits.check_send(session.user_id, self.ip)
-                fut = send_message(node, session, req, conn)
-                fut.add_done_callback(functools.partial(_on_sent, node, conn, req.rid))
+                fut = send_message(node, session, req, conn, functools.partial(_on_sent, node, conn, req.rid))
                 pending = self.pending
                 if pending is None:
                     pending = self.pending = deque()
