@@ -252,3 +252,46 @@ async def test_second_mobile_device_signs_out_the_first(server: NodeServer) -> N
         assert online == {"d1": False, "phone-1": False, "phone-2": True, "browser": True, "laptop": True}
         for d in (phone2, web, desk):
             await d.close()
+
+
+async def test_presence_of_users_flushed_together_reaches_only_their_own_audiences(make_server: Any) -> None:
+    """Presence changes that fall due together are published from one audience read; each
+    user's change must still reach exactly that user's audience."""
+    server: NodeServer = await make_server(presence_debounce_s=0.3)
+    batch_sizes: list[int] = []
+    relations = server.node.store.relations
+    read_audiences = relations.presence_audiences
+
+    async def recording(user_ids: list[int]) -> dict[int, list[int]]:
+        batch_sizes.append(len(user_ids))
+        return await read_audiences(user_ids)
+
+    relations.presence_audiences = recording  # type: ignore[method-assign]  # records, then reads for real
+    async with aiohttp.ClientSession(server.url) as http:
+        logins = await make_users(http, ["watcher", "amy", "ben", "cleo", "hana"])
+        watcher, amy, ben, cleo, hana = (Device(http, x) for x in logins)
+        await watcher.connect()
+        for friend in (amy, ben, hana):  # not cleo
+            await friend.connect()
+            req = await friend.request("friend_request", to=watcher.user_id)
+            await watcher.request("friend_accept", request_id=req["request_id"])
+        await hana.request("privacy_set", presence="nobody")
+        for d in (amy, ben, hana):
+            await d.close()
+        await until(lambda: server.node.presence.state(int(amy.user_id))[0] == "offline")
+        await asyncio.sleep(0.5)  # the offline changes are published and done with
+        watcher.notices.clear()
+        batch_sizes.clear()
+
+        await asyncio.gather(*(d.connect() for d in (amy, ben, cleo, hana)))
+        await until(lambda: sum(batch_sizes) >= 4)
+        await asyncio.sleep(0.2)
+        online = {n["data"]["user_id"] for n in watcher.notices if n["type"] == "presence"}
+        assert online == {amy.user_id, ben.user_id}  # not cleo (no friend), not hana (hidden)
+        assert max(batch_sizes) >= 2, batch_sizes  # the four came due together, or nearly
+        # each user is told of their own change too (the "my devices" view), nobody else's
+        for d in (amy, ben, cleo, hana):
+            seen = {n["data"]["user_id"] for n in d.notices if n["type"] == "presence"}
+            assert d.user_id in seen and seen <= {d.user_id, watcher.user_id}, (d.user_id, seen)
+        for d in (watcher, amy, ben, cleo, hana):
+            await d.close()
