@@ -332,16 +332,14 @@ def presence_audiences(conn: sqlite3.Connection, user_ids: list[int]) -> dict[in
     for i in range(0, len(ids), 500):  # a bounded statement however big the burst
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        hidden_sql = f"SELECT user_id FROM privacy WHERE presence='nobody' AND user_id IN ({marks})"
-        hidden = {r[0] for r in conn.execute(hidden_sql, chunk)}
         for user_id, friend_id in conn.execute(
-            f"SELECT f.user_id, f.friend_id FROM friends f WHERE f.user_id IN ({marks}) AND NOT EXISTS"
-            " (SELECT 1 FROM blocks b WHERE (b.user_id=f.user_id AND b.blocked_id=f.friend_id)"
+            "SELECT f.user_id, f.friend_id FROM friends f LEFT JOIN privacy p ON p.user_id = f.user_id"
+            f" WHERE f.user_id IN ({marks}) AND COALESCE(p.presence, 'friends') <> 'nobody'"
+            " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.user_id=f.user_id AND b.blocked_id=f.friend_id)"
             " OR (b.user_id=f.friend_id AND b.blocked_id=f.user_id)) ORDER BY f.user_id, f.friend_id",
             chunk,
         ):
-            if user_id not in hidden:
-                audiences[user_id].append(friend_id)
+            audiences[user_id].append(friend_id)
     return audiences
 
 

@@ -595,7 +595,7 @@ class SqliteServiceStore(ServiceStore):
         return user_id in self._maybe_agents
 
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
-        if user_id not in self._maybe_agents:
+        if not self.may_be_agent(user_id):
             return []  # not an agent: nothing to route, and no writer job for it
         return await self._s.write(agent_presence, user_id, online, now, self._ctx())
 
