@@ -6,6 +6,7 @@ import asyncio
 import struct
 
 import aiohttp
+import msgspec
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -90,3 +91,36 @@ async def test_the_server_closing_is_echoed(server: NodeServer) -> None:
         assert first.close_code == 4002
         assert isinstance(second, RawWebSocket) and not second.is_closed
         await second.close()
+
+
+async def test_corked_frames_and_callback_delivery_keep_every_reply_in_order(server: NodeServer) -> None:
+    async with aiohttp.ClientSession(server.url) as http:
+        (dave,) = await make_users(http, ["rawwsd"])
+        ws, _ = await raw_connect(server.url, dave["token"], keep_reading=True)
+        try:
+            # three frames written in one turn leave as one write; the node must read all three
+            for rid in (11, 12, 13):
+                ws.send_text(f'{{"op":"ping","rid":{rid}}}')
+            await asyncio.sleep(0.2)  # their replies (most likely) wait in the queue by now
+            rids: list[int] = []
+            done = asyncio.get_running_loop().create_future()
+
+            def on_text(data: bytes) -> None:
+                rids.append(msgspec.json.decode(data)["rid"])
+                if len(rids) == 4 and not done.done():
+                    done.set_result(None)
+
+            ws.deliver_to(on_text)  # queued replies first, then the live ones
+            ws.send_text('{"op":"ping","rid":14}')
+            await asyncio.wait_for(done, 10)
+            assert rids == [11, 12, 13, 14]
+            # a malformed frame gets its error reply; the connection carries on
+            ws.send_text('{"op":"ping","rid":15')
+            ws.send_text('{"op":"ping","rid":16}')
+            for _ in range(500):
+                if 16 in rids:
+                    break
+                await asyncio.sleep(0.02)
+            assert rids[-1] == 16 and not ws.is_closed
+        finally:
+            await ws.close()

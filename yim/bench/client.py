@@ -1,5 +1,5 @@
-"""The load generator's client side: lean code on raw aiohttp (not the SDK), and for
-connect-heavy runs the smaller client of :mod:`yim.bench.rawws`.
+"""The load generator's client side: lean code on raw aiohttp (not the SDK), and for the
+connect-heavy and one-to-one runs the smaller client of :mod:`yim.bench.rawws`.
 
 Frames are built with string formatting and read with msgspec decoders of small structs
 that pick out only the fields the bench looks at; nothing per message allocates more
@@ -189,10 +189,11 @@ async def connect(
 
 
 async def raw_connect(
-    url: str, token: str, *, local_addr: str | None = None, auth_timeout: float = 30.0
+    url: str, token: str, *, local_addr: str | None = None, auth_timeout: float = 30.0, keep_reading: bool = False
 ) -> tuple[RawWebSocket, Frame]:
-    """As :func:`connect`, on the lean client of yim/bench/rawws.py (for connect-heavy runs);
-    the socket reads nothing after the ``ok``."""
+    """As :func:`connect`, on the lean client of yim/bench/rawws.py. After the ``ok`` the
+    socket reads nothing, unless ``keep_reading``: then it keeps what comes for a later
+    ``deliver_to``."""
     ws = await open_websocket(url.replace("http://", "ws://", 1) + "/ws", local_addr=local_addr)
     try:
         ws.send_text(auth_frame(1, token))
@@ -206,7 +207,8 @@ async def raw_connect(
     except BaseException:
         await ws.close(timeout=1.0)
         raise
-    ws.stop_reading()
+    if not keep_reading:
+        ws.stop_reading()
     return ws, reply
 
 

@@ -1,4 +1,4 @@
-"""A minimal WebSocket client on an asyncio Protocol, for the connect-heavy scenarios.
+"""A minimal WebSocket client on an asyncio Protocol: the load generator's client.
 
 RFC 6455 §4.1 (the client's opening handshake), §5.2 (base framing), §5.3 (client frames
 are masked), §5.5 (control frames). Only what a load generator needs: one HTTP/1.1
@@ -10,9 +10,19 @@ connector, a reader task per socket), so ``idle`` measured two saturated process
 than the server. Here a connect is one ``create_connection``, one write of a prepared
 request, and a few slices of the reply.
 
-Memory: a connection holds its transport, this object and its unread buffer. Text frames
-are kept (at most ``_MAX_QUEUED``) until ``stop_reading``; after that they are dropped,
-so a held connection's buffer stays empty however much the server pushes.
+Two ways to read: ``next_text`` awaits frames one by one (the handshake and auth), and
+``deliver_to`` hands every later text frame to a plain callback straight from
+``data_received`` — no future and no task per frame, which is what the message scenarios
+need to keep the load generator off the critical path.
+
+Writes are corked as the server's are (yim/gateway/connection.py): frames queued in one
+event-loop turn leave in one ``transport.write``, so a receiver's ack and the next send
+that its events released cost one system call, not one each.
+
+Memory: a connection holds its transport, this object, its unread buffer and the frames
+written this turn. Text frames are kept (at most ``_MAX_QUEUED``) until ``stop_reading``
+or ``deliver_to``; after ``stop_reading`` they are dropped, so a held connection's buffer
+stays empty however much the server pushes.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import hashlib
 import random
 import struct
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 #: RFC 6455 §1.3: the GUID the server appends to the key before hashing it
@@ -69,12 +80,15 @@ class RawWebSocket(asyncio.Protocol):
         self._accept = accept_of(key)
         self._buf = bytearray()
         self._upgraded = False
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._handshake: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._texts: deque[bytes] = deque()
         self._text_waiter: asyncio.Future[None] | None = None
         self._reading = True
+        self._on_text: Callable[[bytes], None] | None = None
+        self._out = bytearray()
+        self._flush_pending = False
         self._close_sent = False
         self.close_code: int | None = None
 
@@ -141,7 +155,9 @@ class RawWebSocket(asyncio.Protocol):
             del buf[: offset + n]
             opcode = first & 0x0F
             if opcode == _OP_TEXT or opcode == _OP_BINARY:
-                if self._reading and len(self._texts) < _MAX_QUEUED:
+                if self._on_text is not None:
+                    self._on_text(payload)
+                elif self._reading and len(self._texts) < _MAX_QUEUED:
                     self._texts.append(payload)
                     if self._text_waiter is not None and not self._text_waiter.done():
                         self._text_waiter.set_result(None)
@@ -166,7 +182,16 @@ class RawWebSocket(asyncio.Protocol):
     def stop_reading(self) -> None:
         """Drop every text frame from now on (a held connection reads nothing)."""
         self._reading = False
+        self._on_text = None
         self._texts.clear()
+
+    def deliver_to(self, on_text: Callable[[bytes], None]) -> None:
+        """Hand every text frame to ``on_text`` from now on, those already queued first.
+        It runs inside ``data_received``: it must not block, and may send."""
+        self._reading = True
+        while self._texts:
+            on_text(self._texts.popleft())
+        self._on_text = on_text
 
     async def next_text(self) -> bytes:
         """The next unread text (or binary) frame."""
@@ -183,8 +208,16 @@ class RawWebSocket(asyncio.Protocol):
     # --- writing --------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        self._out += data
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(bytes(self._out))
+        self._out.clear()
 
     def send_text(self, text: str) -> None:
         self._write(masked_frame(_OP_TEXT, text.encode()))

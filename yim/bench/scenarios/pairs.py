@@ -9,35 +9,36 @@ sender's send → the receiver's receipt of the pushed event. Receivers ack thei
 seq every ``--ack-every`` events, as real clients do.
 
 Both ends of a pair live in the same load-generator process; pairs are spread over
-``--procs`` processes round-robin.
+``--procs`` processes round-robin. The hot path is callbacks on the lean client of
+yim/bench/rawws.py: each frame is handled inside ``data_received``, and a released window
+slot sends the next message right there — no task or future per message — so the load
+generator's CPU per message stays well below the server's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import time
 from array import array
 from typing import Any
 
-import aiohttp
-
 from yim.bench.client import (
     Account,
     ack_frame,
-    client_session,
-    connect,
     decode_frame,
     make_accounts,
     ping_frame,
+    raw_connect,
     run_tag,
     send_frame,
 )
+from yim.bench.rawws import RawWebSocket
 from yim.bench.runner import RunData, WorkerCtx
 from yim.bench.scenarios.base import Scenario, latency_fields, split
 from yim.bench.target import Target
 
-_TEXT = aiohttp.WSMsgType.TEXT
 _FIRST_RID = 2  # rid 1 is the auth frame
 _KEEPALIVE_S = 20.0  # below the node's heartbeat_s (25 s)
 
@@ -183,8 +184,8 @@ class _Pair:
     def __init__(self, idx: int, to: str, n: int) -> None:
         self.idx = idx
         self.to = to
-        self.sender: aiohttp.ClientWebSocketResponse | None = None
-        self.receiver: aiohttp.ClientWebSocketResponse | None = None
+        self.sender: RawWebSocket | None = None
+        self.receiver: RawWebSocket | None = None
         self.next_i = 0
         self.inflight = 0
         self.acked = 0
@@ -221,23 +222,25 @@ class _PairsWorker:
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        async with client_session() as http:
-            await ctx.barrier("ready")
-            sem = asyncio.Semaphore(100)
+        await ctx.barrier("ready")
+        sem = asyncio.Semaphore(100)
 
-            async def open_pair(idx: int, s: Account, r: Account) -> None:
-                async with sem:
-                    p = self.pairs[idx]
-                    p.receiver, _ = await connect(http, self.url, r.token)
-                    p.sender, _ = await connect(http, self.url, s.token)
+        async def open_pair(idx: int, s: Account, r: Account) -> None:
+            async with sem:
+                p = self.pairs[idx]
+                p.receiver, _ = await raw_connect(self.url, r.token, keep_reading=True)
+                p.sender, _ = await raw_connect(self.url, s.token, keep_reading=True)
 
+        try:
             await asyncio.wait_for(
                 asyncio.gather(*(open_pair(*acc) for acc in self.accounts)), timeout=max(0.1, ctx.remaining())
             )
             await ctx.barrier("connected")
-            tasks = [asyncio.create_task(self._read_sender(p)) for p in self.pairs.values()]
-            tasks += [asyncio.create_task(self._read_receiver(p)) for p in self.pairs.values()]
-            tasks.append(asyncio.create_task(self._keepalive()))
+            for p in self.pairs.values():
+                assert p.sender is not None and p.receiver is not None
+                p.sender.deliver_to(functools.partial(self._on_sender_frame, p))
+                p.receiver.deliver_to(functools.partial(self._on_receiver_frame, p))
+            tasks = [asyncio.create_task(self._keepalive())]
             if self.interval:
                 step = self.interval / len(self.pairs)
                 start = time.monotonic()
@@ -247,7 +250,7 @@ class _PairsWorker:
             else:
                 for p in self.pairs.values():
                     for _ in range(min(self.window, self.n)):
-                        await self._send(p)
+                        self._send(p)
             try:
                 await asyncio.wait_for(asyncio.shield(self.all_settled), timeout=max(0.0, ctx.remaining()))
                 await asyncio.wait_for(
@@ -256,12 +259,13 @@ class _PairsWorker:
             except TimeoutError:
                 pass
             for p in self.pairs.values():
-                if p.since_ack and p.receiver is not None and not p.receiver.closed:
-                    await p.receiver.send_str(ack_frame(_FIRST_RID + self.n + 1, p.max_seq))
+                if p.since_ack and p.receiver is not None and not p.receiver.is_closed:
+                    p.receiver.send_text(ack_frame(_FIRST_RID + self.n + 1, p.max_seq))
             await ctx.barrier("done")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
             closing = [ws.close() for p in self.pairs.values() for ws in (p.sender, p.receiver) if ws is not None]
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=10)
         return {
@@ -278,7 +282,7 @@ class _PairsWorker:
             "recv_times": self.recv_times,
         }
 
-    async def _send(self, p: _Pair) -> None:
+    def _send(self, p: _Pair) -> None:
         i = p.next_i
         p.next_i = i + 1
         p.inflight += 1
@@ -288,7 +292,7 @@ class _PairsWorker:
         if not self.first_send:
             self.first_send = t / 1e9
         assert p.sender is not None
-        await p.sender.send_str(send_frame(_FIRST_RID + i, p.to, f"{p.idx} {i} {t}{self.pad}", f"c{i}"))
+        p.sender.send_text(send_frame(_FIRST_RID + i, p.to, f"{p.idx} {i} {t}{self.pad}", f"c{i}"))
 
     @staticmethod
     def _release(p: _Pair) -> None:
@@ -307,7 +311,7 @@ class _PairsWorker:
                 p.waiter = loop.create_future()
                 await p.waiter
                 p.waiter = None
-            await self._send(p)
+            self._send(p)
 
     async def _keepalive(self) -> None:
         """Ping every connection now and then, as real clients do: a paced run can outlast
@@ -317,8 +321,8 @@ class _PairsWorker:
             await asyncio.sleep(_KEEPALIVE_S)
             for p in self.pairs.values():
                 for ws in (p.sender, p.receiver):
-                    if ws is not None and not ws.closed:
-                        await ws.send_str(ping_frame(1))
+                    if ws is not None and not ws.is_closed:
+                        ws.send_text(ping_frame(1))
 
     def _check(self) -> None:
         if self.acked + self.errors >= self.total and not self.all_settled.done():
@@ -326,62 +330,52 @@ class _PairsWorker:
         if self.received + self.errors >= self.total and not self.all_received.done():
             self.all_received.set_result(None)
 
-    async def _read_sender(self, p: _Pair) -> None:
-        ws = p.sender
-        assert ws is not None
-        n = self.n
-        while True:
-            msg = await ws.receive()
-            if msg.type is not _TEXT:
-                return
-            now = time.monotonic_ns()
-            frame = decode_frame(msg.data)
-            i = frame.rid - _FIRST_RID if isinstance(frame.rid, int) else -1
-            if not 0 <= i < n:
-                continue
-            if frame.t == "ok":
-                self.acked += 1
-                self.ack_lat.append((now - p.send_ts[i]) / 1e6)
-                self.last_event = max(self.last_event, now / 1e9)
-            else:
-                self.errors += 1
-                self.error_codes[frame.code] = self.error_codes.get(frame.code, 0) + 1
-                self._release(p)
-                if not self.interval and p.next_i < n:
-                    await self._send(p)
-            self._check()
-
-    async def _read_receiver(self, p: _Pair) -> None:
-        ws = p.receiver
-        assert ws is not None
-        pairs, n, paced = self.pairs, self.n, bool(self.interval)
-        while True:
-            msg = await ws.receive()
-            if msg.type is not _TEXT:
-                return
-            now = time.monotonic_ns()
-            frame = decode_frame(msg.data)
-            if frame.t != "event" or frame.data is None or frame.data.body is None:
-                continue
-            idx_s, i_s, ts_s = frame.data.body.text.split(" ", 3)[:3]
-            src = pairs.get(int(idx_s))
-            i = int(i_s)
-            if src is None or not 0 <= i < n:
-                continue
-            if src.seen[i]:
-                self.dups += 1
-                continue
-            src.seen[i] = 1
-            self.received += 1
-            self.lat.append((now - int(ts_s)) / 1e6)
-            self.recv_times.append(now / 1e9)
+    def _on_sender_frame(self, p: _Pair, data: bytes) -> None:
+        """A reply to one of ``p``'s sends: its ACK, or the error that frees its slot."""
+        now = time.monotonic_ns()
+        frame = decode_frame(data)
+        i = frame.rid - _FIRST_RID if isinstance(frame.rid, int) else -1
+        if not 0 <= i < self.n:
+            return
+        if frame.t == "ok":
+            self.acked += 1
+            self.ack_lat.append((now - p.send_ts[i]) / 1e6)
             self.last_event = max(self.last_event, now / 1e9)
-            p.max_seq = frame.seq
-            p.since_ack += 1
-            if p.since_ack >= self.ack_every:
-                p.since_ack = 0
-                await ws.send_str(ack_frame(_FIRST_RID + n + 1, p.max_seq))
-            self._release(src)
-            if not paced and src.next_i < n:
-                await self._send(src)
-            self._check()
+        else:
+            self.errors += 1
+            self.error_codes[frame.code] = self.error_codes.get(frame.code, 0) + 1
+            self._release(p)
+            if not self.interval and p.next_i < self.n:
+                self._send(p)
+        self._check()
+
+    def _on_receiver_frame(self, p: _Pair, data: bytes) -> None:
+        """A frame pushed to ``p``'s receiver: a message event frees a slot of its sender."""
+        now = time.monotonic_ns()
+        frame = decode_frame(data)
+        if frame.t != "event" or frame.data is None or frame.data.body is None:
+            return
+        n = self.n
+        idx_s, i_s, ts_s = frame.data.body.text.split(" ", 3)[:3]
+        src = self.pairs.get(int(idx_s))
+        i = int(i_s)
+        if src is None or not 0 <= i < n:
+            return
+        if src.seen[i]:
+            self.dups += 1
+            return
+        src.seen[i] = 1
+        self.received += 1
+        self.lat.append((now - int(ts_s)) / 1e6)
+        self.recv_times.append(now / 1e9)
+        self.last_event = max(self.last_event, now / 1e9)
+        p.max_seq = frame.seq
+        p.since_ack += 1
+        if p.since_ack >= self.ack_every:
+            p.since_ack = 0
+            assert p.receiver is not None
+            p.receiver.send_text(ack_frame(_FIRST_RID + n + 1, p.max_seq))
+        self._release(src)
+        if not self.interval and src.next_i < n:
+            self._send(src)
+        self._check()
