@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import time
 from array import array
 from typing import Any
@@ -28,18 +29,17 @@ import aiohttp
 from yim.bench.client import (
     Account,
     ack_frame,
-    client_session,
-    connect,
     decode_frame,
     group_send_frame,
     make_accounts,
+    raw_connect,
     run_tag,
 )
+from yim.bench.rawws import RawWebSocket
 from yim.bench.runner import Coordinator, RunData, WorkerCtx
 from yim.bench.scenarios.base import Scenario, latency_fields, split
 from yim.bench.target import Target, store_counters
 
-_TEXT = aiohttp.WSMsgType.TEXT
 _FIRST_RID = 2  # rid 1 is the auth frame
 _THRESHOLD = {"write": "1000000", "read": "1"}
 
@@ -185,46 +185,63 @@ def store_rows(run: RunData) -> tuple[int, int] | None:
     )
 
 
+class _Member:
+    """One member's connection and what its reader has seen; a sender's window too."""
+
+    __slots__ = ("idx", "max_seq", "next_i", "seen", "since_ack", "ws")
+
+    def __init__(self, idx: int, ws: RawWebSocket, seen_size: int) -> None:
+        self.idx = idx
+        self.ws = ws
+        self.seen = bytearray(seen_size)  # one byte per (sender, message)
+        self.since_ack = self.max_seq = 0
+        self.next_i = 0  # a sender's next message; its window reopens with each ACK
+
+
 class _GroupWorker:
+    """The members of one load-generator process, on callbacks (as in ``pairs``): each
+    frame is handled inside ``data_received``, and an ACK sends the sender's next message
+    right there."""
+
     def __init__(self, ctx: WorkerCtx, payload: dict[str, Any]) -> None:
         self.ctx = ctx
         self.p = payload
         self.n: int = payload["messages"]
         self.senders: int = payload["senders"]
+        self.window: int = payload["window"]
+        self.ack_every: int = payload["ack_every"]
+        self.conv_id: str = payload["conv_id"]
         self.members: list[tuple[int, Account]] = payload["members"]
-        self.seen: dict[int, bytearray] = {}  # member index -> one byte per (sender, message)
         self.lat = array("d")
         self.sent = self.acked = self.received = self.dups = self.errors = 0
         self.first_send = 0.0
         self.last_event = 0.0
         self.my_sends = sum(1 for idx, _ in self.members if idx < self.senders) * self.n
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._windows: dict[int, asyncio.Semaphore] = {}
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        url, conv_id = self.p["url"], self.p["conv_id"]
-        socks: dict[int, aiohttp.ClientWebSocketResponse] = {}
-        async with client_session() as http:
-            await ctx.barrier("ready")
-            sem = asyncio.Semaphore(100)
+        url = self.p["url"]
+        socks: dict[int, RawWebSocket] = {}
+        await ctx.barrier("ready")
+        sem = asyncio.Semaphore(100)
 
-            async def open_one(idx: int, acc: Account) -> None:
-                async with sem:
-                    socks[idx], _ = await connect(http, url, acc.token)
+        async def open_one(idx: int, acc: Account) -> None:
+            async with sem:
+                socks[idx], _ = await raw_connect(url, acc.token, keep_reading=True)
 
+        try:
             await asyncio.wait_for(
                 asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
             )
-            for idx, _ in self.members:
-                self.seen[idx] = bytearray(self.senders * self.n)
+            members = [_Member(idx, socks[idx], self.senders * self.n) for idx, _ in self.members]
             await ctx.barrier("connected")
-            tasks = [asyncio.create_task(self._read(idx, ws)) for idx, ws in socks.items()]
-            tasks += [
-                asyncio.create_task(self._send_all(idx, socks[idx], conv_id))
-                for idx, _ in self.members
-                if idx < self.senders
-            ]
+            for m in members:
+                m.ws.deliver_to(functools.partial(self._on_frame, m))
+            for m in members:
+                if m.idx < self.senders:
+                    for _ in range(min(self.window, self.n)):
+                        self._send(m)
             expected_here = self.senders * self.n * len(self.members) - self.my_sends
             try:
                 if self.my_sends:
@@ -235,9 +252,7 @@ class _GroupWorker:
             except TimeoutError:
                 pass
             await ctx.barrier("done")
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
             await asyncio.wait_for(
                 asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
             )
@@ -253,55 +268,50 @@ class _GroupWorker:
             "fanout": self.p["fanout"],
         }
 
-    async def _send_all(self, idx: int, ws: aiohttp.ClientWebSocketResponse, conv_id: str) -> None:
-        window = self._windows[idx] = asyncio.Semaphore(self.p["window"])
-        for i in range(self.n):
-            await window.acquire()
-            t = time.monotonic_ns()
-            if not self.first_send:
-                self.first_send = t / 1e9
-            self.sent += 1
-            await ws.send_str(group_send_frame(_FIRST_RID + i, conv_id, f"{idx} {i} {t}", f"c{i}"))
+    def _send(self, m: _Member) -> None:
+        i = m.next_i
+        m.next_i = i + 1
+        t = time.monotonic_ns()
+        if not self.first_send:
+            self.first_send = t / 1e9
+        self.sent += 1
+        m.ws.send_text(group_send_frame(_FIRST_RID + i, self.conv_id, f"{m.idx} {i} {t}", f"c{i}"))
 
-    async def _read(self, idx: int, ws: aiohttp.ClientWebSocketResponse) -> None:
-        seen = self.seen[idx]
-        n, ack_every = self.n, self.p["ack_every"]
-        since_ack = max_seq = 0
-        while True:
-            msg = await ws.receive()
-            if msg.type is not _TEXT:
-                return
-            now = time.monotonic_ns()
-            frame = decode_frame(msg.data)
-            if frame.t in ("ok", "err"):
-                if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + n:
-                    if frame.t == "ok":
-                        self.acked += 1
-                    else:
-                        self.errors += 1
-                    self._windows[idx].release()
-                    if self.acked + self.errors >= self.my_sends and not self.settled.done():
-                        self.settled.set_result(None)
-                continue
-            if frame.data is None or frame.data.body is None or frame.type not in ("message", "group_message"):
-                continue
-            parts = frame.data.body.text.split(" ", 3)
-            if len(parts) < 3:
-                continue  # system entries
-            src, i, ts = int(parts[0]), int(parts[1]), int(parts[2])
-            if not (0 <= src < self.senders and 0 <= i < n):
-                continue
-            k = src * n + i
-            if seen[k]:
-                self.dups += 1
-                continue
-            seen[k] = 1
-            self.received += 1
-            self.lat.append((now - ts) / 1e6)
-            self.last_event = max(self.last_event, now / 1e9)
-            if frame.t == "event":
-                max_seq = frame.seq
-                since_ack += 1
-                if since_ack >= ack_every:
-                    since_ack = 0
-                    await ws.send_str(ack_frame(_FIRST_RID + n + 1, max_seq))
+    def _on_frame(self, m: _Member, data: bytes) -> None:
+        now = time.monotonic_ns()
+        frame = decode_frame(data)
+        n = self.n
+        if frame.t in ("ok", "err"):
+            if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + n:
+                if frame.t == "ok":
+                    self.acked += 1
+                else:
+                    self.errors += 1
+                if m.next_i < n:
+                    self._send(m)
+                if self.acked + self.errors >= self.my_sends and not self.settled.done():
+                    self.settled.set_result(None)
+            return
+        if frame.data is None or frame.data.body is None or frame.type not in ("message", "group_message"):
+            return
+        parts = frame.data.body.text.split(" ", 3)
+        if len(parts) < 3:
+            return  # system entries
+        src, i, ts = int(parts[0]), int(parts[1]), int(parts[2])
+        if not (0 <= src < self.senders and 0 <= i < n):
+            return
+        k = src * n + i
+        seen = m.seen
+        if seen[k]:
+            self.dups += 1
+            return
+        seen[k] = 1
+        self.received += 1
+        self.lat.append((now - ts) / 1e6)
+        self.last_event = max(self.last_event, now / 1e9)
+        if frame.t == "event":
+            m.max_seq = frame.seq
+            m.since_ack += 1
+            if m.since_ack >= self.ack_every:
+                m.since_ack = 0
+                m.ws.send_text(ack_frame(_FIRST_RID + n + 1, m.max_seq))
