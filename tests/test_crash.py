@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 from typing import Any
 
 from yim.protocol.frames import SendAck
@@ -20,7 +21,7 @@ async def test_sigkill_during_a_send_burst_loses_no_acknowledged_message(server_
         bob = await chat.user("bob")
         await chat.user("alice")
         alice = await chat.client("alice", "phone")
-        total, kill_after = 3000, 400
+        total, kill_after, first_wave = 3000, 400, 600
         acked: dict[str, SendAck] = {}
         enough = asyncio.Event()
 
@@ -30,16 +31,24 @@ async def test_sigkill_during_a_send_burst_loses_no_acknowledged_message(server_
                 if len(acked) >= kill_after:
                     enough.set()
 
-        tasks = []
-        for i in range(total):
+        def send(i: int) -> asyncio.Task[SendAck]:
             cmid = f"burst-{i:05d}"
             task = asyncio.create_task(alice.send(to=bob.user_id, body={"text": f"m{i:05d}"}, client_msg_id=cmid))
             task.add_done_callback(functools.partial(on_reply, cmid))
-            tasks.append(task)
+            return task
+
+        tasks = [send(i) for i in range(first_wave)]
         await enough.wait()
+        # Freeze the node, then write the rest of the burst into its socket: those sends are
+        # on the wire and unanswered when it dies, however fast it was until now (a node
+        # quicker than this client could otherwise answer the whole burst before the kill).
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGSTOP)
+        tasks += [send(i) for i in range(first_wave, total)]
+        await asyncio.sleep(0.5)  # let the new tasks write their frames
         proc.kill()
         acked_before_kill = dict(acked)
-        assert kill_after <= len(acked_before_kill) < total  # the kill landed mid-burst
+        assert kill_after <= len(acked_before_kill) <= first_wave  # the kill landed mid-burst
 
         await asyncio.to_thread(proc.start)
         # Every send still waiting is resent after the restart with its client_msg_id.
