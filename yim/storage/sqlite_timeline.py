@@ -216,9 +216,7 @@ def append_entry(
         # The entry lends its media to the conversation's members (yim/storage/media.py).
         # Here rather than in an INSERT trigger: a trigger, even one whose WHEN is false,
         # cost every message row ~5 µs of the writer's time.
-        conn.execute(
-            "INSERT OR IGNORE INTO media_refs (media_id, conv_id, seq) VALUES (?,?,?)", (media_id, conv_id, seq)
-        )
+        conn.execute(INSERT_MEDIA_REF, (media_id, conv_id, seq))
     if kind in INDEXED_KINDS and (writer := writer_memory(conn)) is not None:
         writer.index_ops.append((msg_id, kind, body))  # indexed after COMMIT, off this thread
     if mentions:
