@@ -452,7 +452,7 @@ async def test_a_burst_is_batched_and_keeps_each_senders_order(postgres_dsn: str
 
 async def test_two_nodes_on_one_database_allocate_gap_free_seqs(postgres_dsn: str) -> None:
     """Two stores are two nodes: their writers commit concurrently, crossing row locks on
-    the same conversations and users (deadlocks are retried); every timeline stays gap-free
+    the same conversations and users (in one lock order); every timeline stays gap-free
     and every message lands exactly once."""
     a, b = PostgresStore(postgres_dsn), PostgresStore(postgres_dsn)
     await a.open()

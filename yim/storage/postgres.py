@@ -15,9 +15,16 @@ costs one commit per batch instead of one per message.
   savepoint each, so one failing job rolls back alone.
 - Seqs are allocated by ``UPDATE ... RETURNING`` on the timeline's head row inside that
   transaction: gap-free, never reused, serialised per timeline by the row lock.
-- A deadlock or serialization failure (another node's batch locked rows in the other
-  order) rolls the batch back; it is then rerun one job per transaction, in order, with
-  retries — per-sender order holds because the jobs still run in submission order.
+- Lock order (postgres_locks): every job declares the conversation and user rows it may
+  lock; a batch first locks their union in one global order (conversations, then users,
+  each by id), so batches of different nodes queue behind each other but never deadlock.
+  A job that cannot declare them (customer-service routing) runs in a transaction alone.
+- Bounded lifetimes: sessions end when idle in a transaction for IDLE_IN_TRANSACTION_MS (a
+  paused node releases its locks), lock waits give up after LOCK_TIMEOUT_MS. A conflict
+  that still happens (a lock timeout, a serialization failure on a client_msg_id sent
+  twice at once) rolls the batch back; it is then rerun one job per transaction, in
+  order, with retries — per-sender order holds because the jobs still run in submission
+  order, and a resend is idempotent by client_msg_id.
 - A lost connection leaves the outcome unknown: the batch's futures fail with
   ``unavailable``; clients resend, and ``client_msg_id`` makes the resend idempotent.
 
@@ -33,6 +40,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -60,13 +68,45 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.postgres_locks import NO_ANCHORS, Anchors, lock_anchors, send_anchors
 
 log = logging.getLogger("yim.storage.postgres")
 
 _MIGRATION_LOCK = 0x79696D  # pg_advisory_xact_lock key: "yim"
 _FUNCTIONS = "postgres_functions.sql"
-#: errors after which rerunning the same work can succeed
-RETRYABLE = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
+#: errors after which rerunning the same work can succeed: a conflict with another node, a
+#: lock held longer than LOCK_TIMEOUT_MS (a paused node's, until PostgreSQL ends its session),
+#: a statement cut off by STATEMENT_TIMEOUT_MS
+RETRYABLE = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+# Bounded lifetimes (docs/operations.md, "Cluster faults"): nothing a node does may hold
+# another node up for long. A node paused (SIGSTOP, a long GC, a frozen VM) in the middle of
+# a transaction keeps its row locks until PostgreSQL ends its session: after
+# IDLE_IN_TRANSACTION_MS. Writers of other nodes wait at most LOCK_TIMEOUT_MS for a lock —
+# longer than that, so that they normally get it right after the paused session is gone —
+# and then retry. The outcome of the paused node's batch is "not committed"; its clients
+# resend with the same client_msg_id.
+IDLE_IN_TRANSACTION_MS = 2_000
+LOCK_TIMEOUT_MS = 4_000
+STATEMENT_TIMEOUT_MS = 30_000
+#: client side: a statement that gets no answer in this long means the server is gone
+COMMAND_TIMEOUT_S = 35.0
+SERVER_SETTINGS = {
+    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+    "lock_timeout": str(LOCK_TIMEOUT_MS),
+    "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+    # The server probes an idle client connection: a node whose host died (no FIN) loses
+    # its sessions, and their locks, in ~10 + 3 * 3 s.
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "3",
+    "tcp_keepalives_count": "3",
+    "application_name": "yim",
+}
 #: errors after which the connection, and the outcome of what ran on it, is lost
 CONNECTION_LOST = (
     asyncpg.exceptions.PostgresConnectionError,
@@ -76,6 +116,9 @@ CONNECTION_LOST = (
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
+    # PostgreSQL ended the session: a restart, or idle_in_transaction_session_timeout after
+    # this node was paused mid-transaction (nothing of that transaction committed).
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
 
 Job = Callable[..., Awaitable[Any]]
@@ -155,14 +198,43 @@ async def migrate(dsn: str) -> list[str]:
 # --- the writer ---------------------------------------------------------------------------------
 
 
-class _Job:
-    __slots__ = ("args", "cmd", "fn", "fut")
+class RefusalLog:
+    """One log line per burst of refused work, not one per request: the first refusal after
+    a quiet spell is logged at once, then at most one summary every ``interval_s``."""
 
-    def __init__(self, fut: asyncio.Future[Any], fn: Job | None, args: tuple[Any, ...], cmd: SendCmd | None) -> None:
+    def __init__(self, logger: logging.Logger, what: str, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._what = what
+        self._interval = interval_s
+        self._last = -interval_s
+        self._count = 0
+
+    def note(self, reason: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._log.warning("%d %s refused since the last report; last reason: %s", self._count, self._what, reason)
+            self._last = now
+            self._count = 0
+
+
+class _Job:
+    __slots__ = ("anchors", "args", "cmd", "fn", "fut")
+
+    def __init__(
+        self,
+        fut: asyncio.Future[Any],
+        fn: Job | None,
+        args: tuple[Any, ...],
+        cmd: SendCmd | None,
+        anchors: Anchors | None,
+    ) -> None:
         self.fut = fut
         self.fn = fn  # None for a send (cmd)
         self.args = args
         self.cmd = cmd
+        #: what the job may lock (postgres_locks); None: opaque, runs in a transaction alone
+        self.anchors = anchors
 
 
 Outcome = tuple[Any, BaseException | None]
@@ -191,6 +263,9 @@ class _Writer:
         self.batches = 0
         self.jobs_done = 0
         self.retries = 0
+        #: when the writer's connection was lost (None: connected), for one log line per outage
+        self._lost_since: float | None = None
+        self.refusals = RefusalLog(log, "store writes")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="yim-pg-writer")
@@ -206,16 +281,29 @@ class _Writer:
                 await self._conn.close(timeout=5)
             self._conn = None
 
-    def submit(self, fn: Job | None, args: tuple[Any, ...] = (), cmd: SendCmd | None = None) -> asyncio.Future[Any]:
+    def submit(
+        self, fn: Job | None, args: tuple[Any, ...] = (), cmd: SendCmd | None = None, anchors: Anchors | None = None
+    ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.stopped:
             fut.set_exception(YimError("unavailable", "the store is closed"))
         elif len(self._jobs) >= self._queue_max:
+            self.refusals.note("the write queue is full")
             fut.set_exception(YimError("unavailable", "the store is overloaded; retry", retry_after=1.0))
         else:
-            self._jobs.append(_Job(fut, fn, args, cmd))
+            self._jobs.append(_Job(fut, fn, args, cmd, anchors))
             self._wake.set()
         return fut
+
+    def _take_batch(self) -> list[_Job]:
+        """The next transaction's jobs: an opaque job alone, else the longest run of jobs
+        with declared anchors (up to ``batch_max``) — their prelude locks them all first."""
+        if self._jobs[0].anchors is None:
+            return [self._jobs.popleft()]
+        batch: list[_Job] = []
+        while self._jobs and len(batch) < self._batch_max and self._jobs[0].anchors is not None:
+            batch.append(self._jobs.popleft())
+        return batch
 
     async def _run(self) -> None:
         while True:
@@ -225,8 +313,7 @@ class _Writer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            n = min(len(self._jobs), self._batch_max)
-            batch = [self._jobs.popleft() for _ in range(n)]
+            batch = self._take_batch()
             try:
                 outcomes = await self._run_batch(batch)
             except Exception as exc:  # never let the writer die: fail the batch, carry on
@@ -239,6 +326,8 @@ class _Writer:
                 if job.fut.done():
                     continue
                 if exc is not None:
+                    if isinstance(exc, YimError) and exc.code == "unavailable":
+                        self.refusals.note(exc.message)
                     job.fut.set_exception(exc)
                 else:
                     job.fut.set_result(result)
@@ -246,17 +335,28 @@ class _Writer:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await self._connect()
+            if self._lost_since is not None:
+                log.warning("store writer reconnected after %.1f s", time.monotonic() - self._lost_since)
+                self._lost_since = None
         return self._conn
 
-    def _lost(self) -> None:
+    def _lost(self, exc: BaseException) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.terminate()
+        if self._lost_since is None:  # one line per outage, not per batch
+            self._lost_since = time.monotonic()
+            log.warning(
+                "store writer lost its connection (%s: %s); writes fail until it is back", type(exc).__name__, exc
+            )
 
     async def _run_batch(self, batch: list[_Job]) -> list[Outcome]:
         try:
             conn = await self._connection()
         except CONNECTION_LOST as exc:
+            if self._lost_since is None:
+                self._lost_since = time.monotonic()
+                log.warning("store writer cannot connect (%s: %s); writes fail until it can", type(exc).__name__, exc)
             await asyncio.sleep(0.1)  # do not spin while the database is away
             return [(None, YimError("unavailable", f"store unreachable: {exc}"))] * len(batch)
         try:
@@ -266,7 +366,7 @@ class _Writer:
         except RETRYABLE:
             self.retries += 1
         except CONNECTION_LOST as exc:
-            self._lost()
+            self._lost(exc)
             return [(None, YimError("unavailable", f"store connection lost: {exc}"))] * len(batch)
         except Exception:
             if len(batch) == 1:
@@ -277,7 +377,7 @@ class _Writer:
             try:
                 outcomes.append(await self._alone(conn, job))
             except CONNECTION_LOST as exc:
-                self._lost()
+                self._lost(exc)
                 failure = YimError("unavailable", f"store connection lost: {exc}")
                 return outcomes + [(None, failure)] * (len(batch) - i)
         return outcomes
@@ -285,6 +385,7 @@ class _Writer:
     async def _in_one_transaction(self, conn: asyncpg.Connection, batch: list[_Job]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         async with conn.transaction():
+            await lock_anchors(conn, [job.anchors for job in batch if job.anchors is not None])
             i, n = 0, len(batch)
             while i < n:
                 if batch[i].fn is None:  # a run of sends: one pipelined round trip
@@ -319,6 +420,8 @@ class _Writer:
         for attempt in range(attempts):
             try:
                 async with conn.transaction():
+                    if job.anchors is not None:
+                        await lock_anchors(conn, [job.anchors])
                     if job.fn is None:
                         row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
                         if row["o_err"] == timeline.SERVICE_CONV:
@@ -384,7 +487,9 @@ class PostgresStore(Store):
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn, timeout=10)
+        return await asyncpg.connect(
+            self.dsn, timeout=10, command_timeout=COMMAND_TIMEOUT_S, server_settings=SERVER_SETTINGS
+        )
 
     async def open(self) -> None:
         if self._migrate:
@@ -392,7 +497,13 @@ class PostgresStore(Store):
             if applied:
                 log.info("migrated %s: %s", self.dsn.rsplit("@", 1)[-1], ", ".join(applied))
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=self._pool_min, max_size=self._pool_max, reset=_no_reset, timeout=10
+            self.dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            reset=_no_reset,
+            timeout=10,
+            command_timeout=COMMAND_TIMEOUT_S,
+            server_settings=SERVER_SETTINGS,
         )
         self._writer.start()
 
@@ -416,10 +527,12 @@ class PostgresStore(Store):
         return {"batches": w.batches, "jobs": w.jobs_done, "retries": w.retries}
 
     # Concept stores (relations, ...) run their own jobs through these two.
-    def write(self, fn: Job, *args: Any) -> asyncio.Future[Any]:
-        """Run ``await fn(conn, *args)`` in the next batch, inside a savepoint of its own."""
+    def write(self, fn: Job, *args: Any, anchors: Anchors | None) -> asyncio.Future[Any]:
+        """Run ``await fn(conn, *args)`` in the next batch, inside a savepoint of its own.
+        ``anchors``: every conversation and user row the job may lock (postgres_locks);
+        ``None`` for a job that cannot tell before it runs — it gets a transaction alone."""
         _require_async(fn)
-        return self._writer.submit(fn, args)
+        return self._writer.submit(fn, args, anchors=anchors)
 
     async def read(self, fn: Job, *args: Any) -> Any:
         """Run ``await fn(conn, *args)`` in one repeatable-read, read-only transaction."""
@@ -447,7 +560,7 @@ class PostgresStore(Store):
 
     # accounts
     async def create_user(self, user: UserRec) -> UserRec:
-        return await self.write(_create_user, user)
+        return await self.write(_create_user, user, anchors=NO_ANCHORS)
 
     async def user_by_name(self, username: str) -> UserRec | None:
         async def q(conn: asyncpg.Connection) -> UserRec | None:
@@ -475,7 +588,7 @@ class PostgresStore(Store):
 
     # sessions
     async def create_session(self, session: SessionRec, device_name: str) -> list[str]:
-        return await self.write(_create_session, session, device_name)
+        return await self.write(_create_session, session, device_name, anchors=NO_ANCHORS)
 
     async def get_session(self, session_id: str) -> SessionRec | None:
         async def q(conn: asyncpg.Connection) -> SessionRec | None:
@@ -490,7 +603,7 @@ class PostgresStore(Store):
     async def revoke_sessions(
         self, user_id: int, *, device_id: str | None = None, session_id: str | None = None, now: int
     ) -> list[str]:
-        return await self.write(_revoke, user_id, device_id, session_id, now)
+        return await self.write(_revoke, user_id, device_id, session_id, now, anchors=NO_ANCHORS)
 
     async def list_devices(self, user_id: int) -> list[DeviceRec]:
         async def q(conn: asyncpg.Connection) -> list[DeviceRec]:
@@ -506,20 +619,22 @@ class PostgresStore(Store):
 
     async def touch_devices(self, seen: list[tuple[int, str, int, int]]) -> None:
         if seen:
-            await self.write(_touch_devices, seen)
+            await self.write(_touch_devices, seen, anchors=NO_ANCHORS)
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         if cmd.shop_id is not None or cmd.conv_id in self._writer.service_convs:
             # Customer service: routing decisions in Python, in the same batch.
             return self._writer.submit(_service_send, (cmd, self.service))
-        return self._writer.submit(None, timeline.send_args(cmd), cmd)
+        return self._writer.submit(None, timeline.send_args(cmd), cmd, send_anchors(cmd))
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
-        return await self.write(timeline.mark_read, user_id, conv_id, seq, now)
+        anchors = Anchors(read_convs=(conv_id,), users=(user_id,), peers_of=((user_id, conv_id),))
+        return await self.write(timeline.mark_read, user_id, conv_id, seq, now, anchors=anchors)
 
     async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
-        return await self.write(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms)
+        anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(actor_id,))
+        return await self.write(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms, anchors=anchors)
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self.read1(timeline.read_sync, user_id, since, limit)
@@ -545,33 +660,42 @@ class PostgresStore(Store):
 
     # groups
     async def create_group(self, cmd: CreateGroupCmd) -> GroupChange:
-        return await self.write(groups.create_group, cmd)
+        anchors = Anchors(convs=(cmd.conv_id,), users=(cmd.owner_id, *cmd.member_ids))
+        return await self.write(groups.create_group, cmd, anchors=anchors)
 
     async def add_members(
         self, conv_id: int, actor_id: int, user_ids: list[int], via: str, msg_id: int, now: int, threshold: int
     ) -> GroupChange:
-        return await self.write(groups.add_members, conv_id, actor_id, user_ids, via, msg_id, now, threshold)
+        anchors = _group_anchors(conv_id, actor_id, *user_ids)
+        return await self.write(
+            groups.add_members, conv_id, actor_id, user_ids, via, msg_id, now, threshold, anchors=anchors
+        )
 
     async def remove_member(self, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int) -> GroupChange:
-        return await self.write(groups.remove_member, conv_id, actor_id, user_id, msg_id, now)
+        anchors = _group_anchors(conv_id, actor_id, user_id)
+        return await self.write(groups.remove_member, conv_id, actor_id, user_id, msg_id, now, anchors=anchors)
 
     async def set_role(
         self, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
     ) -> GroupChange:
-        return await self.write(groups.set_role, conv_id, actor_id, user_id, role, msg_id, now)
+        anchors = _group_anchors(conv_id, actor_id, user_id)
+        return await self.write(groups.set_role, conv_id, actor_id, user_id, role, msg_id, now, anchors=anchors)
 
     async def mute_member(
         self, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
     ) -> GroupChange:
-        return await self.write(groups.mute_member, conv_id, actor_id, user_id, until, msg_id, now)
+        anchors = _group_anchors(conv_id, actor_id, user_id)
+        return await self.write(groups.mute_member, conv_id, actor_id, user_id, until, msg_id, now, anchors=anchors)
 
     async def update_group(
         self, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
     ) -> GroupChange:
-        return await self.write(groups.update_group, conv_id, actor_id, changes, msg_id, now)
+        anchors = _group_anchors(conv_id, actor_id)
+        return await self.write(groups.update_group, conv_id, actor_id, changes, msg_id, now, anchors=anchors)
 
     async def dissolve_group(self, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
-        return await self.write(groups.dissolve_group, conv_id, actor_id, msg_id, now)
+        anchors = Anchors(convs=(conv_id,), users=(actor_id,), all_members_of=(conv_id,))
+        return await self.write(groups.dissolve_group, conv_id, actor_id, msg_id, now, anchors=anchors)
 
     async def group_info(self, conv_id: int, viewer_id: int) -> GroupRec:
         return await self.read(groups.group_info, conv_id, viewer_id)
@@ -594,6 +718,12 @@ class PostgresStore(Store):
             )
 
         return await self.read1(q)
+
+
+def _group_anchors(conv_id: int, *users: int) -> Anchors:
+    """A group change: the group, its write fan-out members, and the users it names (who may
+    get the entry in their inbox even in a read fan-out group)."""
+    return Anchors(convs=(conv_id,), members_of=(conv_id,), users=users)
 
 
 async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:

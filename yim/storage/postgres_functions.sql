@@ -29,6 +29,61 @@ BEGIN
 END $$;
 
 
+-- The lock prelude of a write transaction (docs/architecture.md, "Lock order"). Every row
+-- lock a transaction of the writer may have to WAIT for is taken here, first, in one global
+-- order: conversations by id (exclusive for timeline and membership writers, shared for read
+-- markers), then users by id (their inbox seq). What the transaction writes afterwards is
+-- guarded by one of these anchors, so two transactions that both passed their prelude never
+-- wait for each other, and transactions in their prelude wait in the same order: no cycle,
+-- hence no deadlock, whatever the nodes and the interleaving.
+--   p_convs       conversations appended to or whose membership changes (exclusive)
+--   p_read_convs  conversations whose read markers move (shared; exclusive if also in p_convs)
+--   p_members_of  conversations whose current members' inboxes get the entry (write fan-out)
+--   p_users       users whose inbox seq moves, named directly
+--   p_pair_lo/hi  direct pairs by user: their conversation if it exists (exclusive), both users
+--   p_peer_user/conv  (user, direct conversation): the peer, who gets a read receipt
+--   p_all_members_of  conversations whose current members all get an entry (dissolve)
+CREATE OR REPLACE FUNCTION yim_lock(
+    p_convs bigint[], p_read_convs bigint[], p_members_of bigint[], p_users bigint[],
+    p_pair_lo bigint[], p_pair_hi bigint[], p_peer_user bigint[], p_peer_conv bigint[],
+    p_all_members_of bigint[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_excl bigint[]; v_id bigint; v_exclusive boolean;
+BEGIN
+    -- direct_pairs rows never change once written: reading them needs no lock.
+    v_excl := ARRAY(SELECT unnest(p_convs)
+                    UNION SELECT dp.conv_id FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
+                           JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi);
+    IF cardinality(p_read_convs) = 0 THEN
+        PERFORM 1 FROM conversations WHERE id = ANY (v_excl) ORDER BY id FOR NO KEY UPDATE;
+    ELSE
+        FOR v_id, v_exclusive IN
+            SELECT x.id, bool_or(x.excl) FROM (SELECT unnest(v_excl) AS id, true AS excl
+                                              UNION ALL SELECT unnest(p_read_convs), false) x
+             GROUP BY x.id ORDER BY x.id
+        LOOP
+            IF v_exclusive THEN
+                PERFORM 1 FROM conversations WHERE id = v_id FOR NO KEY UPDATE;
+            ELSE
+                PERFORM 1 FROM conversations WHERE id = v_id FOR SHARE;
+            END IF;
+        END LOOP;
+    END IF;
+    -- Memberships hold still from here on: every membership writer locks the conversation.
+    PERFORM 1 FROM users WHERE id IN (
+            SELECT unnest(p_users) UNION SELECT unnest(p_pair_lo) UNION SELECT unnest(p_pair_hi)
+            UNION SELECT uc.user_id FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id
+                   WHERE uc.conv_id = ANY (p_members_of) AND c.fanout = 'write' AND uc.left_seq IS NULL
+            UNION SELECT uc.user_id FROM user_conversations uc
+                   WHERE uc.conv_id = ANY (p_all_members_of) AND uc.left_seq IS NULL
+            UNION SELECT uc.peer_id FROM unnest(p_peer_user, p_peer_conv) AS q(u, c)
+                   JOIN user_conversations uc ON uc.user_id = q.u AND uc.conv_id = q.c
+                   WHERE uc.peer_id IS NOT NULL)
+     ORDER BY id FOR NO KEY UPDATE;
+END $$;
+
+
 -- Append one entry to a conversation timeline and fan it out by the conversation's policy,
 -- in two statements. The conversation seq (UPDATE of its row, which also locks it) and each
 -- inbox seq (UPDATE of each recipient's user row) are allocated in the caller's
@@ -162,12 +217,13 @@ BEGIN
         END IF;
     ELSE
         o_conv := p_conv;
-        -- Lock the conversation first: membership changes lock it too, so the checks
-        -- below and the append see one state of the group.
+        -- The conversation is locked (the writer's prelude, yim_lock, took it already):
+        -- membership changes lock it too, so the checks below and the append see one
+        -- state of the group.
         SELECT true, c.type, c.mute_all, c.dissolved, uc.role, uc.left_seq, uc.muted_until, uc.peer_id
           INTO v_exists, v_type, v_mute_all, v_dissolved, v_role, v_left, v_muted_until, v_peer
           FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id = p_sender
-         WHERE c.id = p_conv FOR UPDATE OF c;
+         WHERE c.id = p_conv FOR NO KEY UPDATE OF c;
         IF v_type = 'service' THEN  -- customer service: the writer runs its Python routing job
             o_err := 'service_conversation'; RETURN;
         END IF;

@@ -31,7 +31,7 @@ async def load_group(
     conn: asyncpg.Connection, conv_id: int, *, allow_dissolved: bool = False, lock: bool = False
 ) -> GroupRec:
     r = await conn.fetchrow(
-        f"SELECT {GROUP_COLS} FROM conversations WHERE id=$1 AND type='group'{' FOR UPDATE' if lock else ''}",
+        f"SELECT {GROUP_COLS} FROM conversations WHERE id=$1 AND type='group'{' FOR NO KEY UPDATE' if lock else ''}",
         conv_id,
     )
     if r is None:

@@ -25,6 +25,7 @@ import msgspec
 from yim.storage import postgres_timeline as timeline
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
+from yim.storage.postgres_locks import NO_ANCHORS, send_anchors
 
 if TYPE_CHECKING:
     from yim.storage.postgres import PostgresStore
@@ -125,10 +126,12 @@ class PgMediaStore(MediaStore):
     async def create_media(
         self, media_id: int, uploader_id: int, kind: str, name: str, blob: BlobRec, now: int
     ) -> MediaRec:
-        return await self._store.write(create_media, media_id, uploader_id, kind, name, blob, now)
+        return await self._store.write(create_media, media_id, uploader_id, kind, name, blob, now, anchors=NO_ANCHORS)
 
     async def visible(self, media_id: int, user_id: int) -> MediaRec:
         return await self._store.read(visible_media, media_id, user_id)
 
     def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        return self._store.write(send_media_message, cmd, self._store.service)
+        # A customer-service send routes inside the job: opaque (postgres_locks).
+        anchors = None if cmd.shop_id is not None else send_anchors(cmd)
+        return self._store.write(send_media_message, cmd, self._store.service, anchors=anchors)

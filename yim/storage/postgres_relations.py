@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 
 from yim.protocol.errors import YimError
+from yim.storage.postgres_locks import Anchors
 from yim.storage.postgres_timeline import append_inbox_events
 from yim.storage.relations import (
     EdgeRec,
@@ -414,29 +415,33 @@ class PgRelationStore(RelationStore):
     async def friend_request(
         self, request_id: int, from_id: int, to_id: int, message: str, now: int
     ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(friend_request, request_id, from_id, to_id, message, now)
+        return await self._s.write(
+            friend_request, request_id, from_id, to_id, message, now, anchors=Anchors(users=(from_id, to_id))
+        )
 
     async def friend_respond(
         self, request_id: int, actor_id: int, action: str, now: int
     ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(friend_respond, request_id, actor_id, action, now)
+        return await self._s.write(
+            friend_respond, request_id, actor_id, action, now, anchors=None
+        )  # users known only inside
 
     async def friend_delete(self, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(friend_delete, actor_id, other_id, now)
+        return await self._s.write(friend_delete, actor_id, other_id, now, anchors=Anchors(users=(actor_id, other_id)))
 
     async def friend_update(
         self, actor_id: int, other_id: int, remark: str | None, tags: list[str] | None
     ) -> FriendRec:
-        return await self._s.write(friend_update, actor_id, other_id, remark, tags)
+        return await self._s.write(friend_update, actor_id, other_id, remark, tags, anchors=Anchors(users=(actor_id,)))
 
     async def follow(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(follow, actor_id, target_id, on, now)
+        return await self._s.write(follow, actor_id, target_id, on, now, anchors=Anchors(users=(actor_id, target_id)))
 
     async def block(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(block, actor_id, target_id, on, now)
+        return await self._s.write(block, actor_id, target_id, on, now, anchors=Anchors(users=(actor_id, target_id)))
 
     async def set_privacy(self, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
-        return await self._s.write(set_privacy, user_id, dm_policy, presence)
+        return await self._s.write(set_privacy, user_id, dm_policy, presence, anchors=Anchors(users=(user_id,)))
 
     async def privacy(self, user_id: int) -> PrivacyRec:
         return await self._s.read1(privacy, user_id)

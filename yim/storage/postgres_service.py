@@ -630,32 +630,36 @@ class PgServiceStore(ServiceStore):
         return self.ctx
 
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
-        return await self._s.write(create_shop, shop_id, name, owner_id, now)
+        return await self._s.write(create_shop, shop_id, name, owner_id, now, anchors=None)
 
     async def set_agent(
         self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
     ) -> tuple[AgentRec, list[InboxWrite]]:
-        return await self._s.write(set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
+        return await self._s.write(
+            set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx(), anchors=None
+        )
 
     async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx())
+        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx(), anchors=None)
 
     async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
-        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
+        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx(), anchors=None)
 
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(agent_presence, user_id, online, now, self._ctx())
+        return await self._s.write(agent_presence, user_id, online, now, self._ctx(), anchors=None)
 
     async def transfer(
         self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
     ) -> list[InboxWrite]:
-        return await self._s.write(transfer, session_id, actor_id, to_agent, to_category, now, self._ctx())
+        return await self._s.write(
+            transfer, session_id, actor_id, to_agent, to_category, now, self._ctx(), anchors=None
+        )
 
     async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(close, session_id, actor_id, now, self._ctx())
+        return await self._s.write(close, session_id, actor_id, now, self._ctx(), anchors=None)
 
     async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
-        return await self._s.write(rate, session_id, customer_id, rating, comment, now)
+        return await self._s.write(rate, session_id, customer_id, rating, comment, now, anchors=None)
 
     async def shop(self, shop_id: int) -> ShopRec | None:
         return await self._s.read1(shop, shop_id)

@@ -260,7 +260,7 @@ async def recall(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
 ) -> SendResult:
     # Lock the conversation first, like every other write to it.
-    conv_type = await conn.fetchval("SELECT type FROM conversations WHERE id=$1 FOR UPDATE", conv_id)
+    conv_type = await conn.fetchval("SELECT type FROM conversations WHERE id=$1 FOR NO KEY UPDATE", conv_id)
     row = await conn.fetchrow(
         "SELECT sender_id, created_at, recalled, kind, msg_id FROM messages WHERE conv_id=$1 AND seq=$2",
         conv_id,
