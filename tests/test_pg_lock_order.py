@@ -171,3 +171,41 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
     finally:
         for node in nodes:
             await node.close()
+
+
+async def test_a_paused_writer_holds_other_nodes_up_for_seconds_only(postgres_dsn: str) -> None:
+    """A node paused in the middle of its batch (SIGSTOP, a frozen VM) keeps its row locks
+    only until PostgreSQL ends its idle-in-transaction session; the other node's send waits
+    for that, then succeeds — it is neither refused nor held for the length of the pause."""
+    from yim.storage.postgres import IDLE_IN_TRANSACTION_MS, SERVER_SETTINGS
+
+    node = PostgresStore(postgres_dsn)
+    await node.open()
+    paused = await asyncpg.connect(postgres_dsn, server_settings=SERVER_SETTINGS)
+    try:
+        ids = Ids()
+        for uid in (1, 2):
+            await node.create_user(UserRec(uid, f"u{uid}", f"u{uid}", "h", T0))
+        conv = (await node.send_message(_send(ids, 1, to=2))).message.conv_id
+        # The paused node: its batch locked the conversation and both inboxes, then it stopped.
+        tx = paused.transaction()
+        await tx.start()
+        await paused.execute("SELECT yim_lock($1, '{}', $1, '{}', '{}', '{}', '{}', '{}', '{}')", [conv])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await asyncio.wait_for(node.send_message(_send(ids, 2, conv_id=conv)), timeout=30)
+        waited = loop.time() - started
+        assert result.message.seq == 2
+        # It waited for the paused session to be ended, and not much longer.
+        assert IDLE_IN_TRANSACTION_MS / 1000 * 0.8 <= waited < 10, waited
+        assert node.stats["retries"] == 0  # it got the lock, no timeout, no rerun
+        # The paused node, when it wakes, finds its session gone: its batch never committed.
+        try:
+            await paused.execute("SELECT 1")
+        except (asyncpg.exceptions.IdleInTransactionSessionTimeoutError, asyncpg.exceptions.InterfaceError):
+            pass
+        else:
+            raise AssertionError("the paused session survived idle_in_transaction_session_timeout")
+    finally:
+        paused.terminate()
+        await node.close()
