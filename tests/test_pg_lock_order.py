@@ -1,9 +1,11 @@
 """The PostgreSQL store's lock order (yim/storage/postgres_locks.py) under fire: three
 stores on one database are three nodes whose writers commit batched transactions at the
 same time. A mixed load — one-to-one and group sends, read markers with receipts,
-recalls, membership changes, follows — crosses their row locks in every order the load
+recalls, membership changes, follows, customers writing to a shop whose agents come and
+go — crosses their row locks in every order the load
 can produce. The test fails on any ``deadlock detected`` in PostgreSQL's own log and on
-any retried batch, and checks that every timeline and every inbox stayed gap-free.
+any conflict of a transaction whose jobs declared their anchors, and checks that every
+timeline and every inbox stayed gap-free.
 
 Without the prelude (``lock_anchors`` a no-op) this load deadlocks within the first wave.
 YIM_STRESS=1 runs more waves."""
@@ -18,8 +20,10 @@ from typing import Any
 import asyncpg
 
 from yim.protocol.errors import YimError
+from yim.services.routing import DefaultRouting
 from yim.storage.base import CreateGroupCmd, SendCmd, UserRec
 from yim.storage.postgres import PostgresStore
+from yim.storage.service import ServiceCtx
 
 from .report import LINES
 
@@ -70,6 +74,16 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
     try:
         for uid in range(1, USERS + 1):
             await nodes[0].create_user(UserRec(uid, f"u{uid}", f"u{uid}", "h", T0))
+        # A shop (owner 1) with five agents; every user counts as connected.
+        for node in nodes:
+            node.service.ctx = ServiceCtx(is_connected=lambda uid: True, policy=DefaultRouting())
+        shop = ids()
+        await nodes[0].service.create_shop(shop, "shop", 1, T0)
+        agents = [2, 3, 4, 5, 6]
+        for agent in agents:
+            await nodes[0].service.set_agent(shop, 1, agent, "agent", ["pre_sale", "after_sale"], 3, T0)
+            await nodes[0].service.set_agent_status(agent, shop, "online", T0)
+        service_convs: list[tuple[int, int]] = []  # (customer, conversation)
         # Overlapping groups of 10 to 20 members; the last one uses read fan-out.
         groups: dict[int, set[int]] = {}
         for g in range(7):
@@ -101,6 +115,9 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
                 sender = rng.choice(sorted(groups[conv]))
                 return ("group", None), node.send_message(_send(ids, sender, conv_id=conv))
             if kind < 0.85:  # read markers: shared conversation lock, receipts to the peer
+                if service_convs and rng.random() < 0.15:
+                    customer, conv = rng.choice(service_convs)
+                    return ("read", None), node.mark_read(customer, conv, 10**9, T0)
                 if direct and rng.random() < 0.5:
                     (a, b), conv = rng.choice(list(direct.items()))
                     return ("read", None), node.mark_read(rng.choice((a, b)), conv, 10**9, T0)
@@ -119,6 +136,13 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
                     return ("leave", None), node.remove_member(conv, owners[conv], user, ids(), T0)
                 groups[conv].add(user)
                 return ("join", None), node.add_members(conv, owners[conv], [user], "invite", ids(), T0, 100)
+            if kind < 0.98:  # customer service: a customer writes to the shop, routed to an agent
+                customer = rng.randint(7, USERS)
+                cmd = _send(ids, customer, shop_id=shop, new_session_id=ids())
+                return ("service", None), node.send_message(cmd)
+            if kind < 0.99:  # an agent goes offline (its sessions are re-routed) or comes back
+                status = rng.choice(("online", "offline"))
+                return ("agent", None), node.service.set_agent_status(rng.choice(agents), shop, status, T0)
             a, b = rng.sample(range(1, USERS + 1), 2)
             return ("follow", None), node.relations.follow(a, b, True, T0)
 
@@ -134,23 +158,29 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
                 if isinstance(res, BaseException):
                     raise res
                 done += 1
+                if what == "service":
+                    service_convs.append((res.message.sender_id, res.message.conv_id))
                 if what == "direct" and pair is not None:
                     direct[(min(pair), max(pair))] = res.message.conv_id
                 if what in ("direct", "group") and rng.random() < 0.2:
                     recallable.append((res.message.conv_id, res.message.seq, res.message.sender_id))
 
         retries = sum(node.stats["retries"] for node in nodes)
+        declared_conflicts = sum(node.stats["declared_conflicts"] for node in nodes)
         batches = sum(node.stats["batches"] for node in nodes)
         log = _log_tail(log_path, log_offset)
         deadlocks = log.count("deadlock detected")
         lock_timeouts = log.count("canceling statement due to lock timeout")
         LINES.append(
             f"PostgreSQL lock order: {WAVES * OPS_PER_WAVE} mixed writes on 3 writers in {batches} batches,"
-            f" {done} done, {deadlocks} deadlocks, {lock_timeouts} lock timeouts, {retries} retried batches"
+            f" {done} done, {deadlocks} deadlocks, {lock_timeouts} lock timeouts, {retries} retried transactions"
+            f" ({declared_conflicts} with declared anchors)"
         )
         assert deadlocks == 0, [line for line in log.splitlines() if "deadlock" in line or "DETAIL" in line][:20]
-        assert lock_timeouts == 0
-        assert retries == 0
+        # Transactions with declared anchors never conflict; customer-service routing (which
+        # finds its locks as it goes) may time out on a lock after 100 ms and be rerun.
+        assert declared_conflicts == 0
+        assert lock_timeouts <= retries - declared_conflicts
         assert done > WAVES * OPS_PER_WAVE // 2, refused
 
         conn = await asyncpg.connect(postgres_dsn)
@@ -182,6 +212,7 @@ async def test_a_paused_writer_holds_other_nodes_up_for_seconds_only(postgres_ds
     node = PostgresStore(postgres_dsn)
     await node.open()
     paused = await asyncpg.connect(postgres_dsn, server_settings=SERVER_SETTINGS)
+    paused_pid = paused.get_server_pid()
     try:
         ids = Ids()
         for uid in (1, 2):
@@ -199,13 +230,14 @@ async def test_a_paused_writer_holds_other_nodes_up_for_seconds_only(postgres_ds
         # It waited for the paused session to be ended, and not much longer.
         assert IDLE_IN_TRANSACTION_MS / 1000 * 0.8 <= waited < 10, waited
         assert node.stats["retries"] == 0  # it got the lock, no timeout, no rerun
-        # The paused node, when it wakes, finds its session gone: its batch never committed.
+        # PostgreSQL ended the paused session (its batch never committed): when the node
+        # wakes, its connection is gone and its clients resend.
+        probe = await asyncpg.connect(postgres_dsn)
         try:
-            await paused.execute("SELECT 1")
-        except (asyncpg.exceptions.IdleInTransactionSessionTimeoutError, asyncpg.exceptions.InterfaceError):
-            pass
-        else:
-            raise AssertionError("the paused session survived idle_in_transaction_session_timeout")
+            alive = await probe.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid=$1", paused_pid)
+        finally:
+            await probe.close()
+        assert alive == 0, "the paused session survived idle_in_transaction_session_timeout"
     finally:
         paused.terminate()
         await node.close()

@@ -16,10 +16,15 @@ So yim never lets that happen:
   while holding an anchor that guards it, so no two transactions past their preludes ever
   wait for each other; and transactions inside their preludes wait in one global order.
   No cycle can form, so no deadlock.
-- **Opaque jobs.** A job that cannot name its anchors before it runs (customer-service
-  routing, which picks an agent inside the job; a friend request answered by id) is
-  submitted with ``anchors=None`` and runs in a transaction of its own, never batched with
-  others, so at most one opaque job's locks are ever mixed into a wait chain per node.
+- **Opaque jobs.** A job that cannot name its anchors before it is submitted runs in a
+  transaction of its own, never batched with others. If it learns them before its first
+  lock (a friend request answered by id), it takes its own prelude then. If it only
+  discovers them as it goes (customer-service routing picks an agent and then serves the
+  queue, conversation by conversation), it first locks its shop — shops come before
+  conversations in the order — and from then on waits at most ``DYNAMIC_LOCK_TIMEOUT_MS``
+  for any further lock (:func:`bound_dynamic_waits`): a wait that would close a cycle
+  fails in well under PostgreSQL's ``deadlock_timeout``, the job rolls back and the
+  writer reruns it, while the transactions it blocked go on.
 
 The rule each anchor keeps (docs/architecture.md, "Lock order", has the table):
 
@@ -112,3 +117,13 @@ def send_anchors(cmd: SendCmd) -> Anchors:
         return Anchors(pairs=((cmd.sender_id, cmd.to),), users=(cmd.sender_id,))
     assert cmd.conv_id is not None
     return Anchors(convs=(cmd.conv_id,), members_of=(cmd.conv_id,), users=(cmd.sender_id,))
+
+
+#: How long a job that discovers its locks as it goes (see the module docstring) waits for
+#: one: far below deadlock_timeout (1 s), far above a batch's usual lock hold (~1-5 ms).
+DYNAMIC_LOCK_TIMEOUT_MS = 100
+
+
+async def bound_dynamic_waits(conn: asyncpg.Connection) -> None:
+    """From here to the end of the transaction, give up on any lock after a short wait."""
+    await conn.execute(f"SET LOCAL lock_timeout = {DYNAMIC_LOCK_TIMEOUT_MS}")

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.postgres_locks import Anchors
+from yim.storage.postgres_locks import Anchors, lock_anchors
 from yim.storage.postgres_timeline import append_inbox_events
 from yim.storage.relations import (
     EdgeRec,
@@ -140,6 +140,9 @@ async def friend_respond(
     req = await _request(conn, request_id)
     if actor_id not in (req.from_id, req.to_id):
         raise YimError("not_found", f"no friend request {request_id}")
+    # Submitted without anchors (the users are known only now), so it runs alone and takes
+    # its prelude here, before any other lock: the pair's users, then the pair.
+    await lock_anchors(conn, [Anchors(users=(req.from_id, req.to_id))])
     await _lock_pair(conn, req.from_id, req.to_id)
     req = await _request(conn, request_id)  # as it is now that the pair is ours
     if req.status != "pending":

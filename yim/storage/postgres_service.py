@@ -15,6 +15,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import SendCmd, SendResult
+from yim.storage.postgres_locks import bound_dynamic_waits
 from yim.storage.postgres_timeline import append_entry, append_inbox_events
 from yim.storage.relations import InboxWrite
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
@@ -29,6 +30,9 @@ Pending = list[tuple[int, int, bytes]]
 
 async def _lock_shop(conn: asyncpg.Connection, shop_id: int) -> None:
     await conn.execute("SELECT 1 FROM shops WHERE id=$1 FOR UPDATE", shop_id)
+    # Routing finds the conversations and users it writes as it goes: bound every later
+    # wait instead (postgres_locks, "Opaque jobs").
+    await bound_dynamic_waits(conn)
 
 
 async def _load_agent_loads(conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
@@ -344,6 +348,7 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
         shop = await conn.fetchval("SELECT name FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
         if shop is None:
             raise YimError("not_found", f"no shop {c.shop_id}")
+        await bound_dynamic_waits(conn)
         conv_id = await conn.fetchval(
             "SELECT conv_id FROM service_pairs WHERE shop_id=$1 AND customer_id=$2", c.shop_id, c.sender_id
         )
