@@ -241,3 +241,32 @@ async def test_a_paused_writer_holds_other_nodes_up_for_seconds_only(postgres_ds
     finally:
         paused.terminate()
         await node.close()
+
+
+async def test_postgresql_restart_costs_a_node_no_failed_read() -> None:
+    """After PostgreSQL restarts (fast shutdown), the node's next reads and writes succeed:
+    the pool replaces its dead connections and the writer reconnects. A server of its own, so
+    the restart cuts no other test's sessions."""
+    from .services import PostgresServer
+
+    server = PostgresServer()
+    await asyncio.to_thread(server.start)
+    node = PostgresStore(server.dsn(), pool_min=3, pool_max=3)
+    try:
+        await node.open()
+        ids = Ids()
+        for uid in (1, 2):
+            await node.create_user(UserRec(uid, f"u{uid}", f"u{uid}", "h", T0))
+        first = await node.send_message(_send(ids, 1, to=2))
+        conv = first.message.conv_id
+        # Every pooled connection in use once, so all of them die with the server.
+        await asyncio.gather(*(node.conversations(1, None, 10) for _ in range(6)))
+        await asyncio.to_thread(server.restart)
+        for _ in range(6):
+            convs, total = await node.conversations(2, None, 10)
+            assert [c.conv_id for c in convs] == [conv] and total == 1
+        second = await node.send_message(_send(ids, 2, conv_id=conv))
+        assert second.message.seq == 2
+    finally:
+        await node.close()
+        await asyncio.to_thread(server.stop)
