@@ -421,12 +421,34 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
     )
 
 
+def _unmention(conn: sqlite3.Connection, conv_id: int, seq: int, mentioned: list[int], mention_all: bool) -> None:
+    """A recalled message mentions no one: move the mention markers it set back to the
+    latest mention that still stands (only the part after each read marker matters for
+    the `mentioned` flag, so only that part is searched)."""
+    if mention_all:
+        conn.execute(
+            "UPDATE conversations SET mention_all_seq = COALESCE((SELECT MAX(seq) FROM messages"
+            " WHERE conv_id=? AND seq<? AND mention_all=1 AND recalled=0), 0) WHERE id=? AND mention_all_seq=?",
+            (conv_id, seq, conv_id, seq),
+        )
+    if mentioned:
+        marks = ",".join("?" * len(mentioned))
+        conn.execute(
+            "UPDATE user_conversations SET mention_seq = COALESCE((SELECT MAX(m.seq) FROM messages m"
+            " WHERE m.conv_id=user_conversations.conv_id AND m.seq > user_conversations.read_seq AND m.seq<?"
+            " AND m.recalled=0 AND m.mentions IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(m.mentions)"
+            " WHERE value = CAST(user_conversations.user_id AS TEXT))), 0)"
+            f" WHERE conv_id=? AND mention_seq=? AND user_id IN ({marks})",
+            (seq, conv_id, seq, *mentioned),
+        )
+
+
 def recall(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
 ) -> SendResult:
     row = conn.execute(
-        "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type FROM messages m"
-        " JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id=? AND m.seq=?",
+        "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type, m.mentions, m.mention_all"
+        " FROM messages m JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id=? AND m.seq=?",
         (conv_id, seq),
     ).fetchone()
     me = conn.execute(
@@ -437,7 +459,7 @@ def recall(
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     if row is None or seq <= me[1]:
         raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, conv_type = row
+    sender_id, created_at, recalled, kind, target_msg_id, conv_type, mentions, mention_all = row
     if kind in ("system", "recall"):
         raise YimError("bad_request", "system entries cannot be recalled")
     if recalled:
@@ -449,9 +471,11 @@ def recall(
     elif not moderator:
         raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
     conn.execute(
-        "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL WHERE conv_id=? AND seq=?",
+        "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL, mention_all=0"
+        " WHERE conv_id=? AND seq=?",
         (conv_id, seq),
     )
+    _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target_msg_id, None, None))  # out of the search index

@@ -1,0 +1,84 @@
+"""Behaviour that docs/protocol.md promises, checked from outside over real nodes (both
+stores): recalled mentions, MessagePack bodies, search highlights, read-fan-out groups a
+device left while offline, blocks in one-to-one conversations, and request validation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import MakeServer
+from tests.rawclient import Device, make_users
+
+
+async def _devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:
+    devices = [Device(http, login) for login in await make_users(http, names)]
+    await asyncio.gather(*(d.connect() for d in devices))
+    return devices
+
+
+async def _conv(device: Device, conv_id: str) -> dict[str, Any]:
+    return await device.request("conversation", conv_id=conv_id)
+
+
+async def _text(device: Device, conv_id: str, text: str, cmid: str, **fields: Any) -> dict[str, Any]:
+    return await device.request("send", conv_id=conv_id, kind="text", body={"text": text}, client_msg_id=cmid, **fields)
+
+
+# --- 1. a recalled mention no longer flags the conversation ----------------------------------------
+
+
+@pytest.mark.parametrize("fanout_max", [500, 1], ids=["write", "read"])
+async def test_recalled_mentions_clear_the_mentioned_flag(make_server: MakeServer, fanout_max: int) -> None:
+    server = await make_server(group_write_fanout_max=fanout_max)
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await _devices(http, ["alice", "bob", "carol"])
+        gid = (await alice.request("group_create", name="g", members=[bob.user_id, carol.user_id]))["group"]["conv_id"]
+
+        # One mention of bob, recalled: no unread, no flag.
+        one = await _text(alice, gid, "@bob", "a1", mentions=[bob.user_id])
+        assert (await _conv(bob, gid))["mentioned"] is True
+        await alice.request("recall", conv_id=gid, seq=one["seq"])
+        c = await _conv(bob, gid)
+        assert (c["unread"], c["mentioned"]) == (0, False)
+
+        # Two mentions; recalling the later one leaves the earlier standing.
+        first = await _text(alice, gid, "@bob 1", "a2", mentions=[bob.user_id, carol.user_id])
+        later = await _text(alice, gid, "@bob 2", "a3", mentions=[bob.user_id])
+        await alice.request("recall", conv_id=gid, seq=later["seq"])
+        assert (await _conv(bob, gid))["mentioned"] is True
+        await alice.request("recall", conv_id=gid, seq=first["seq"])
+        assert (await _conv(bob, gid))["mentioned"] is False
+        assert (await _conv(carol, gid))["mentioned"] is False
+
+        # A mention bob has already read stays read when a later one is recalled.
+        read_one = await _text(alice, gid, "@bob 3", "a4", mentions=[bob.user_id])
+        await bob.request("read", conv_id=gid, seq=read_one["seq"])
+        unread_one = await _text(alice, gid, "@bob 4", "a5", mentions=[bob.user_id])
+        await alice.request("recall", conv_id=gid, seq=unread_one["seq"])
+        assert (await _conv(bob, gid))["mentioned"] is False
+
+        # mention_all: the same, and the recalled entry no longer says it mentioned everyone.
+        everyone_before = await _text(alice, gid, "@all 1", "a6", mention_all=True)
+        everyone = await _text(alice, gid, "@all 2", "a7", mention_all=True)
+        await alice.request("recall", conv_id=gid, seq=everyone["seq"])
+        assert (await _conv(carol, gid))["mentioned"] is True  # the earlier @all stands
+        await alice.request("recall", conv_id=gid, seq=everyone_before["seq"])
+        for d, unread in ((bob, 0), (carol, 1)):  # carol has not read "@bob 3"
+            c = await _conv(d, gid)
+            assert (c["unread"], c["mentioned"]) == (unread, False)
+        page = await bob.request("history", conv_id=gid, limit=50)
+        recalled = {m["seq"]: m for m in page["messages"] if m.get("recalled")}
+        assert set(recalled) == {one["seq"], first["seq"], later["seq"], unread_one["seq"], everyone["seq"],
+                                 everyone_before["seq"]}  # fmt: skip
+        assert not any(m.get("mention_all") or m.get("mentions") for m in recalled.values())
+
+        # A new mention after all that flags again.
+        await _text(alice, gid, "@carol", "a8", mentions=[carol.user_id])
+        assert (await _conv(carol, gid))["mentioned"] is True
+        assert (await _conv(bob, gid))["mentioned"] is False
+        for d in (alice, bob, carol):
+            await d.close()
