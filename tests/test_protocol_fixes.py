@@ -5,13 +5,17 @@ device left while offline, blocks in one-to-one conversations, and request valid
 from __future__ import annotations
 
 import asyncio
+import datetime
+import math
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from tests.conftest import MakeServer
-from tests.rawclient import Device, make_users
+from tests.rawclient import Device, make_users, until
+from yim.gateway.app import NodeServer
 
 
 async def _devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:
@@ -82,3 +86,44 @@ async def test_recalled_mentions_clear_the_mentioned_flag(make_server: MakeServe
         assert (await _conv(bob, gid))["mentioned"] is False
         for d in (alice, bob, carol):
             await d.close()
+
+
+# --- 2. MessagePack bodies: only values JSON holds as they are ---------------------------------------
+
+
+async def test_msgpack_body_without_a_json_equivalent_is_refused(server: NodeServer) -> None:
+    async with aiohttp.ClientSession(server.url) as http:
+        [alice_login, bob_login] = await make_users(http, ["alice", "bob"])
+        bob = Device(http, bob_login)
+        await bob.connect()
+        ws = await http.ws_connect("/ws", params={"format": "msgpack"})
+        rids = iter(range(1, 100))
+
+        async def request(op: str, **fields: Any) -> dict[str, Any]:
+            rid = next(rids)
+            await ws.send_bytes(msgspec.msgpack.encode({"op": op, "rid": rid, **fields}))
+            while True:
+                frame = msgspec.msgpack.decode((await ws.receive(timeout=5)).data)
+                if frame.get("rid") == rid:
+                    return frame
+
+        assert (await request("auth", token=alice_login["token"]))["t"] == "ok"
+        refused = [
+            {"text": b"hello"},  # bin: would arrive as the base64 text "aGVsbG8="
+            {"text": "hi", "x": [b"\x00"]},
+            {"text": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)},  # timestamp ext: an ISO string
+            {"text": "hi", "n": {1: "one"}},  # a number key: the string "1"
+            {"text": "hi", "f": math.nan},  # NaN: null
+            {"text": msgspec.msgpack.Ext(5, b"x")},
+        ]
+        for i, body in enumerate(refused):
+            frame = await request("send", to=bob.user_id, kind="text", body=body, client_msg_id=f"bad{i}")
+            assert (frame["t"], frame["code"]) == ("err", "invalid_body"), (body, frame)
+        # What has a JSON equivalent arrives exactly as sent.
+        frame = await request("send", to=bob.user_id, kind="text", body={"text": "hello ✓"}, client_msg_id="ok")
+        assert frame["t"] == "ok", frame
+        await until(lambda: any(e["data"].get("client_msg_id") == "ok" for e in bob.events))
+        got = [e["data"] for e in bob.events if e["type"] == "message"]
+        assert [m["body"] for m in got] == [{"text": "hello ✓"}]  # none of the refused ones was stored
+        await ws.close()
+        await bob.close()
