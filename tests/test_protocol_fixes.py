@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from tests.conftest import MakeServer
-from tests.rawclient import Device, make_users, until
+from tests.rawclient import Device, ProtocolError, make_users, until
 from yim.gateway.app import NodeServer
 
 
@@ -126,4 +126,38 @@ async def test_msgpack_body_without_a_json_equivalent_is_refused(server: NodeSer
         got = [e["data"] for e in bob.events if e["type"] == "message"]
         assert [m["body"] for m in got] == [{"text": "hello ✓"}]  # none of the refused ones was stored
         await ws.close()
+        await bob.close()
+
+
+# --- 3. search highlights every term; 6. a 9th term is refused, not dropped -----------------------
+
+
+async def test_search_highlights_every_term_and_refuses_a_ninth(server: NodeServer) -> None:
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = await _devices(http, ["alice", "bob"])
+        text = "ab " * 40 + "xyz"
+        await alice.request("send", to=bob.user_id, kind="text", body={"text": text}, client_msg_id="h1")
+        [hit] = (await bob.request("search", q="ab xyz"))["hits"]
+        marked = [text[start:end] for start, end in hit["highlights"]]
+        assert "xyz" in marked and len(marked) == 32  # capped, and the cap keeps every term
+        assert hit["highlights"][:31] == [[3 * i, 3 * i + 2] for i in range(31)]  # then the earliest others
+
+        # Each of 8 terms, every one past the cap of another, gets its range.
+        words = [f"w{i}x" for i in range(8)]
+        text = " ".join(["ab"] * 50 + words)
+        await alice.request("send", to=bob.user_id, kind="text", body={"text": text}, client_msg_id="h2")
+        [hit] = (await bob.request("search", q="ab " + " ".join(words[:7])))["hits"]
+        marked = {text[start:end] for start, end in hit["highlights"]}
+        assert marked == {"ab", *words[:7]}
+
+        # A 9th different term is refused (repeats count once); it used to be dropped silently.
+        with pytest.raises(ProtocolError) as err:
+            await bob.request("search", q=" ".join(["ab", *words]))
+        assert err.value.code == "bad_request" and "at most 8" in str(err.value)
+        assert len((await bob.request("search", q=" ".join(["ab", *words[:7], "ab"])))["hits"]) == 1
+        r = await http.get(
+            "/api/v1/search", params={"q": " ".join(["ab", *words])}, headers={"Authorization": f"Bearer {bob.token}"}
+        )
+        assert r.status == 400 and (await r.json())["code"] == "bad_request"
+        await alice.close()
         await bob.close()
