@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from tests.conftest import MakeServer
-from tests.rawclient import Device, ProtocolError, make_users, until
+from tests.rawclient import Device, ProtocolError, login, make_users, until
 from yim.gateway.app import NodeServer
 
 
@@ -161,3 +161,55 @@ async def test_search_highlights_every_term_and_refuses_a_ninth(server: NodeServ
         assert r.status == 400 and (await r.json())["code"] == "bad_request"
         await alice.close()
         await bob.close()
+
+
+# --- 4. a device offline while its user left a read-fan-out group still gets its entries ---------
+
+
+@pytest.mark.parametrize("how", ["removed", "left", "dissolved"])
+async def test_offline_device_pulls_a_read_fanout_group_it_was_taken_out_of(make_server: MakeServer, how: str) -> None:
+    server = await make_server(group_write_fanout_max=1)  # every group of 2+ reads by fan-out on read
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await _devices(http, ["alice", "bob", "carol"])
+        bob_phone = Device(http, await login(http, "bob", "phone"))
+        await bob_phone.connect()
+        gid = (await alice.request("group_create", name="g", members=[bob.user_id, carol.user_id]))["group"]["conv_id"]
+        await _text(alice, gid, "before", "m0")
+        # bob's desktop follows §12.3 up to here, then goes offline.
+        events, groups = await bob.sync_all()
+        cursor = max([e["seq"] for e in events], default=0)
+        [head] = groups
+        pulled = await bob.pull(gid, head["from_seq"])
+        group_cursor = pulled[-1]["seq"]
+        await bob.close()
+
+        missed = [(await _text(alice, gid, f"missed {i}", f"m{i + 1}"))["seq"] for i in range(3)]
+        if how == "removed":
+            end = (await alice.request("group_remove", conv_id=gid, user_id=bob.user_id))["seq"]
+        elif how == "left":
+            end = (await bob_phone.request("group_leave", conv_id=gid))["seq"]
+        else:
+            end = (await alice.request("group_dissolve", conv_id=gid))["seq"]
+        if how != "dissolved":
+            await _text(carol, gid, "after", "c1")
+
+        # Back online: the page with the leave entry names the group, up to that entry.
+        await bob.connect()
+        page = await bob.request("sync", since=cursor, limit=500)
+        assert [(e["data"]["conv_id"], e["data"]["seq"]) for e in page["events"]] == [(gid, end)]
+        assert page["groups"] == [{"conv_id": gid, "last_seq": end, "from_seq": head["from_seq"]}]
+        got = await bob.pull(gid, group_cursor)
+        assert [m["seq"] for m in got] == [*missed, end]  # and nothing after the end
+        # Once past that page, the group is not named again.
+        later = await bob.request("sync", since=page["next_since"], limit=500)
+        assert later["groups"] == [] and later["events"] == []
+        # A fresh device from the start gets it too, on the page that carries the entry.
+        pages: list[dict[str, Any]] = []
+        since = 0
+        while not pages or pages[-1]["has_more"]:
+            pages.append(await bob.request("sync", since=since, limit=1))
+            since = pages[-1]["next_since"]
+        named = [p for p in pages if p["groups"]]
+        assert [e["data"]["seq"] for p in named for e in p["events"] if e["data"]["conv_id"] == gid] == [end]
+        for d in (alice, bob, bob_phone, carol):
+            await d.close()
