@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,8 @@ import pytest
 
 from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, login, make_users, until
+from yim import cli
+from yim.config import MIN_SEND_BUFFER_BYTES, SettingsError, load_settings
 from yim.gateway.app import NodeServer
 
 
@@ -213,3 +216,64 @@ async def test_offline_device_pulls_a_read_fanout_group_it_was_taken_out_of(make
         assert [e["data"]["seq"] for p in named for e in p["events"] if e["data"]["conv_id"] == gid] == [end]
         for d in (alice, bob, bob_phone, carol):
             await d.close()
+
+
+# --- 6. decided corner cases -----------------------------------------------------------------------
+
+
+async def test_malformed_requests_get_their_documented_errors(server: NodeServer) -> None:
+    async with aiohttp.ClientSession(server.url) as http:
+        [login_] = await make_users(http, ["alice"])
+        ws = await http.ws_connect("/ws")
+
+        async def answer(frame: str) -> dict[str, Any]:
+            await ws.send_str(frame)
+            while True:
+                got = await ws.receive_json(timeout=5)
+                if got["t"] in ("ok", "err"):
+                    return got
+
+        assert (await answer(json_frame(op="auth", rid=0, token=login_["token"])))["t"] == "ok"
+        # An `op` that is not a string is a malformed frame, not an op this node lacks.
+        for op in (5, True, ["sync"]):
+            got = await answer(json_frame(op=op, rid=1))
+            assert (got["rid"], got["code"]) == (1, "bad_request"), got
+            assert "`op` must be a string" in got["message"]
+        got = await answer(json_frame(op="fly", rid=2))
+        assert (got["rid"], got["code"]) == (2, "unknown_op")
+        # Nesting: 256 levels (and more) are read (and judged: a text must be a string) ...
+        deep = "[" * 256 + "]" * 256
+        head = '{"op":"send","rid":%d,"to":"1","kind":"text","client_msg_id":"x","body":'
+        got = await answer(head.replace("%d", "3") + '{"text":' + deep + "}}")
+        assert (got["rid"], got["code"]) == (3, "invalid_body"), got
+        # ... thousands are not read at all: like a frame that is not JSON, no rid.
+        deep = "[" * 5000 + "]" * 5000
+        got = await answer(head.replace("%d", "4") + deep + "}")
+        assert (got["rid"], got["code"]) == (None, "bad_frame"), got
+        assert (await answer(json_frame(op="ping", rid=5)))["t"] == "ok"  # the connection stays
+        await ws.close()
+
+        # HTTP: a method the path does not have is 405 with Allow (§13, §14), not 400.
+        r = await http.get("/api/v1/messages", headers={"Authorization": f"Bearer {login_['token']}"})
+        assert r.status == 405 and (await r.json())["code"] == "method_not_allowed"
+        assert "POST" in r.headers["Allow"]
+
+
+def json_frame(**fields: Any) -> str:
+    return msgspec.json.encode(fields).decode()
+
+
+def test_a_send_buffer_too_small_for_a_page_is_refused_at_start(tmp_path: Path, capsys: Any) -> None:
+    with pytest.raises(SettingsError, match="max_send_buffer_bytes must be at least 2097152"):
+        load_settings(None, max_send_buffer_bytes=1024 * 1024)
+    assert load_settings(None, max_send_buffer_bytes=MIN_SEND_BUFFER_BYTES).max_send_buffer_bytes == 2 * 1024 * 1024
+    with pytest.raises(SettingsError, match="bad setting: Expected `int`, got `str` - at `port`"):
+        load_settings(None, port="eighty")
+    # `yim serve` says so in one line and exits 2, before it opens the data folder.
+    data = tmp_path / "data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YIM_MAX_SEND_BUFFER_BYTES", "65536")
+        assert cli.main(["serve", "--data", str(data), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("yim serve: bad setting: max_send_buffer_bytes must be at least") and "Traceback" not in err
+    assert not data.exists()

@@ -110,7 +110,9 @@ class Codec:
             return YimError("bad_request", f"frame must be an object with `op` and `rid`: {_describe(exc)}")
         if op is None:
             return YimError("bad_request", "frame has no `op` field")
-        if not isinstance(op, str) or op not in KNOWN_OPS:
+        if not isinstance(op, str):  # a malformed frame, not the name of an op we lack
+            return YimError("bad_request", f"`op` must be a string, got {type(op).__name__}")
+        if op not in KNOWN_OPS:
             return YimError("unknown_op", f"unknown op {op!r}")
         return YimError("bad_request", _describe(exc))
 
