@@ -218,6 +218,62 @@ async def test_offline_device_pulls_a_read_fanout_group_it_was_taken_out_of(make
             await d.close()
 
 
+# --- 5. a block stops typing and read receipts between the two --------------------------------------
+
+
+async def test_a_block_stops_typing_and_read_receipts_in_a_one_to_one_conversation(make_server: MakeServer) -> None:
+    server = await make_server(typing_interval_s=0.0)  # every typing signal is judged, none rate-limited
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await _devices(http, ["alice", "bob", "carol"])
+        first = await bob.request("send", to=alice.user_id, kind="text", body={"text": "1"}, client_msg_id="b1")
+        second = await bob.request("send", to=alice.user_id, kind="text", body={"text": "2"}, client_msg_id="b2")
+        dm = first["conv_id"]
+        await alice.request("read", conv_id=dm, seq=first["seq"])  # before the block: a receipt
+        gid = (await alice.request("group_create", name="g", members=[bob.user_id, carol.user_id]))["group"]["conv_id"]
+
+        def receipts_for_bob() -> list[int]:
+            return [e["data"]["read_seq"] for e in bob.events if e["type"] == "receipt" and e["data"]["conv_id"] == dm]
+
+        def typing(device: Device, conv_id: str, user: Device) -> list[dict[str, Any]]:
+            return [
+                n
+                for n in device.notices
+                if n["type"] == "typing" and n["data"] == {"conv_id": conv_id, "user_id": user.user_id}
+            ]
+
+        await until(lambda: receipts_for_bob() == [first["seq"]])
+
+        for blocker, blocked in ((alice, bob), (bob, alice)):  # either side's block counts
+            await blocker.request("block", user_id=blocked.user_id)
+            # Typing is not forwarded, either way: the reply says so.
+            assert (await bob.request("typing", conv_id=dm))["forwarded"] is False
+            assert (await alice.request("typing", conv_id=dm))["forwarded"] is False
+            # Nor are the reads: no receipt event, and neither sees the other's read marker.
+            if blocker is alice:
+                await alice.request("read", conv_id=dm, seq=second["seq"])
+            assert (await bob.request("receipts", conv_id=dm, seq=first["seq"]))["read_count"] == 0
+            assert (await bob.request("receipts", conv_id=dm, seq=first["seq"]))["readers"] == []
+            assert (await _conv(bob, dm))["peer_read_seq"] == 0
+            page = await bob.request("conversations")
+            assert {c["conv_id"]: c["peer_read_seq"] for c in page["conversations"]}[dm] == 0
+            # Groups are not affected: bob's typing there reaches alice.
+            await bob.request("typing", conv_id=gid)
+            await until(lambda: len(typing(alice, gid, bob)) >= 1)
+            assert typing(alice, dm, bob) == [] and typing(bob, dm, alice) == []
+            await blocker.request("unblock", user_id=blocked.user_id)
+
+        # No receipt was written while blocked; after the unblock the marker shows again.
+        events, _groups = await bob.sync_all()
+        assert [e["data"]["read_seq"] for e in events if e["type"] == "receipt"] == [first["seq"]]
+        assert receipts_for_bob() == [first["seq"]]
+        assert (await bob.request("receipts", conv_id=dm, seq=second["seq"]))["read_count"] == 1
+        assert (await _conv(bob, dm))["peer_read_seq"] == second["seq"]
+        assert (await bob.request("typing", conv_id=dm))["forwarded"] is True
+        await until(lambda: len(typing(alice, dm, bob)) == 1)
+        for d in (alice, bob, carol):
+            await d.close()
+
+
 # --- 6. decided corner cases -----------------------------------------------------------------------
 
 

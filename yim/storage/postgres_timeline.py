@@ -237,8 +237,9 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
         read_seq = target
         inbox_seq = await next_inbox_seq(conn, user_id)
         events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
-        if conv_type == "direct" and peer_id is not None:
-            # One-to-one read receipt: the peer's devices learn "read up to seq".
+        if conv_type == "direct" and peer_id is not None and not await _blocked_either_way(conn, user_id, peer_id):
+            # One-to-one read receipt: the peer's devices learn "read up to seq" — unless
+            # a block stands between the two (docs/protocol.md §8.2).
             peer_seq = await next_inbox_seq(conn, peer_id)
             receipt = (peer_id, peer_seq)
             events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
@@ -254,6 +255,15 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
         conv_id,
     )
     return ReadRes(read_seq=read_seq, unread=unread, total_unread=total, inbox_seq=inbox_seq, receipt=receipt)
+
+
+async def _blocked_either_way(conn: asyncpg.Connection, a: int, b: int) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id=$1 AND blocked_id=$2)"
+        " OR EXISTS (SELECT 1 FROM blocks WHERE user_id=$2 AND blocked_id=$1)",
+        a,
+        b,
+    )
 
 
 async def _unmention(conn: asyncpg.Connection, conv_id: int, seq: int, mentioned: list[int], mention_all: bool) -> None:

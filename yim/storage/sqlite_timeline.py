@@ -16,7 +16,7 @@ from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, 
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.sqlite_indexer import INDEXED_KINDS
 from yim.storage.sqlite_memory import active_memory, writer_memory
-from yim.storage.sqlite_policy import check_direct_allowed
+from yim.storage.sqlite_policy import blocked_either_way, check_direct_allowed
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -398,8 +398,9 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
         read_seq = target
         [(_uid, inbox_seq)] = next_inbox_seqs(conn, [user_id])
         events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
-        if conv_type == "direct" and peer_id is not None:
-            # One-to-one read receipt: the peer's devices learn "read up to seq".
+        if conv_type == "direct" and peer_id is not None and not blocked_either_way(conn, user_id, peer_id):
+            # One-to-one read receipt: the peer's devices learn "read up to seq" — unless
+            # a block stands between the two (docs/protocol.md §8.2).
             [(_peer, peer_seq)] = next_inbox_seqs(conn, [peer_id])
             receipt = (peer_id, peer_seq)
             events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
