@@ -44,9 +44,10 @@ async def typing(node: Node, session: SessionRec, req: Typing, origin: Connectio
     members = await node.rosters.members(conv_id)
     if session.user_id not in members:
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    if len(members) == 2 and await direct_peer_blocked(node, session.user_id, conv_id):
-        return {"forwarded": False}  # one-to-one, and a block stands between the two (§8.2)
     forwarded = node.typing.allow(session.user_id, conv_id)
+    # After the limiter, so that at most one signal per interval costs the store reads.
+    if forwarded and len(members) == 2 and await direct_peer_blocked(node, session.user_id, conv_id):
+        forwarded = False  # one-to-one, and a block stands between the two (§8.2)
     if forwarded:
         payload = msgspec.json.encode(TypingNotice(conv_id=req.conv_id, user_id=str(session.user_id)))
         node.bus.publish_notice(members, "typing", payload, origin, skip={session.user_id})
