@@ -48,7 +48,7 @@ async def test_bad_frames_get_errors_and_the_connection_stays_usable(server: Nod
             ('"just a string"', None, "bad_request"),
             ('{"rid": 3}', 3, "bad_request"),  # no op
             ('{"op": "teleport", "rid": 4}', 4, "unknown_op"),
-            ('{"op": 42, "rid": 5}', 5, "unknown_op"),
+            ('{"op": 42, "rid": 5}', 5, "bad_request"),  # not a string: malformed, not unknown
             ('{"op": "sync", "rid": 6, "since": "zero"}', 6, "bad_request"),
             ('{"op": "sync", "rid": 7, "since": -1}', 7, "bad_request"),
             ('{"op": "sync", "rid": 8, "limit": 100000}', 8, "bad_request"),

@@ -10,21 +10,25 @@ import sys
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
-    from yim.config import load_settings
+    from yim.config import SettingsError, load_settings
     from yim.gateway.app import serve_forever
 
-    settings = load_settings(
-        args.config,
-        host=args.host,
-        port=args.port,
-        data_dir=args.data,
-        node_id=None if args.node_id == "auto" else args.node_id,
-        node_id_lease=True if args.node_id == "auto" else None,
-        store=args.store,
-        redis_url=args.redis,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-    )
+    try:
+        settings = load_settings(
+            args.config,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data,
+            node_id=None if args.node_id == "auto" else args.node_id,
+            node_id_lease=True if args.node_id == "auto" else None,
+            store=args.store,
+            redis_url=args.redis,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except SettingsError as exc:  # a sentence for the operator, not a traceback
+        print(f"yim serve: {exc}", file=sys.stderr)
+        return 2
     ssl_context = None
     if settings.tls_cert or settings.tls_key:
         from yim.gateway.tls import server_ssl_context

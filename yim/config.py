@@ -13,6 +13,14 @@ from typing import Any, Literal
 
 import msgspec
 
+#: Floor of ``max_send_buffer_bytes``: twice the payload budget of one sync / history page
+#: (REPLY_BUDGET_BYTES in yim/services/sync.py, which a page passes by at most one entry).
+MIN_SEND_BUFFER_BYTES = 2 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it and says why."""
+
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -35,6 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     hard_frame_bytes: int = 1024 * 1024  # larger frames close the connection (1009)
     #: bytes queued to a connection before it counts as a slow reader and is cut off
     #: (it then catches up by sync). 50,000 connections x this is the worst-case memory.
+    #: At least MIN_SEND_BUFFER_BYTES (checked in __post_init__).
     max_send_buffer_bytes: int = 4 * 1024 * 1024
 
     # devices and presence
@@ -137,6 +146,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: while its connection lives, so a dead node's routes vanish on their own.
     cluster_route_ttl_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:
+            raise ValueError(
+                f"max_send_buffer_bytes must be at least {MIN_SEND_BUFFER_BYTES} (2 MiB), got"
+                f" {self.max_send_buffer_bytes}: a sync or history page may take 1 MiB and more, and a"
+                " connection that cannot queue one would be closed (4008) on every large page"
+            )
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -159,4 +176,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
     # strict=False lets "8080" from the environment become an int, with range/type checks intact.
-    return msgspec.convert(values, Settings, strict=False)
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"bad setting: {str(exc).replace('`$.', '`')}") from None

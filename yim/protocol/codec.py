@@ -9,6 +9,7 @@ them once per message, not once per recipient.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import msgspec
@@ -17,6 +18,32 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import RID_MAX, RID_MIN, AnyRequest, Err, Event, Ok, RidOnly, Send
 
 KNOWN_OPS: Final = frozenset(t.__struct_config__.tag for t in AnyRequest.__args__)  # type: ignore[attr-defined]
+
+
+def _without_json_equivalent(value: Any) -> str | None:
+    """What in a decoded MessagePack value JSON cannot hold as it is (None: nothing).
+
+    ``msgspec.json`` would write ``bin`` as a base64 string, a timestamp as an ISO string,
+    a number map key as a string and NaN as ``null``: the recipient would get a different
+    value, so these are refused instead (§3: a body has a JSON equivalent or is refused)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            for key, item in v.items():
+                if not isinstance(key, str):
+                    return "a map key that is not a string"
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return "a NaN or infinite float"
+        elif isinstance(v, bytes | bytearray):
+            return "a bin value (send text as str)"
+        elif not (v is None or isinstance(v, str | int)):  # bool is an int
+            return f"a {type(v).__name__} value"  # a timestamp (datetime) or another ext type
+    return None
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
@@ -54,7 +81,11 @@ class Codec:
         if self.binary and isinstance(req, Send):
             # Bodies are canonical JSON inside the server; convert the MessagePack body once.
             try:
-                body = msgspec.json.encode(msgspec.msgpack.decode(req.body))
+                value = msgspec.msgpack.decode(req.body)
+                bad = _without_json_equivalent(value)
+                if bad is not None:
+                    raise YimError("invalid_body", f"body cannot be represented as JSON: it holds {bad}")
+                body = msgspec.json.encode(value)
             except (msgspec.DecodeError, TypeError, UnicodeError) as exc:
                 raise YimError("invalid_body", f"body cannot be represented as JSON: {exc}") from None
             except RecursionError:
@@ -79,7 +110,9 @@ class Codec:
             return YimError("bad_request", f"frame must be an object with `op` and `rid`: {_describe(exc)}")
         if op is None:
             return YimError("bad_request", "frame has no `op` field")
-        if not isinstance(op, str) or op not in KNOWN_OPS:
+        if not isinstance(op, str):  # a malformed frame, not the name of an op we lack
+            return YimError("bad_request", f"`op` must be a string, got {type(op).__name__}")
+        if op not in KNOWN_OPS:
             return YimError("unknown_op", f"unknown op {op!r}")
         return YimError("bad_request", _describe(exc))
 

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
     from yim.node import Node
 
 
+async def direct_peer_blocked(node: Node, user_id: int, conv_id: int) -> bool:
+    """Is conv_id a one-to-one conversation of user_id with someone they block, or who
+    blocks them? (Between the two, a block stops typing and read receipts too, §8.2.)"""
+    rows, _total = await node.store.conversations(user_id, None, 1, conv_id)
+    if not rows or rows[0].type != "direct" or rows[0].peer_id is None:
+        return False
+    return bool(await node.store.relations.blocked_either_way(user_id, [rows[0].peer_id]))
+
+
 async def list_conversations(
     node: Node, session: SessionRec, before: str | None, limit: int, conv_id: int | None = None
 ) -> ConversationPage:
@@ -42,6 +51,9 @@ async def list_conversations(
     more = len(rows) == limit or len(kept) < len(rows)
     rows = kept
     peers = await node.store.users_by_ids(sorted({r.peer_id for r in rows if r.peer_id is not None}))
+    # A block (either way) hides each one's reads from the other (docs/protocol.md §8.2).
+    readers = sorted({r.peer_id for r in rows if r.type == "direct" and r.peer_id is not None and r.peer_read_seq})
+    hidden = await node.store.relations.blocked_either_way(session.user_id, readers) if readers else set()
     out = [
         ConversationOut(
             conv_id=str(r.conv_id),
@@ -54,7 +66,7 @@ async def list_conversations(
             read_seq=r.read_seq,
             unread=r.unread,
             mentioned=r.mentioned,
-            peer_read_seq=r.peer_read_seq,
+            peer_read_seq=0 if r.peer_id in hidden else r.peer_read_seq,
             shop_id=str(r.shop_id) if r.shop_id else None,
             customer_id=str(r.customer_id) if r.customer_id else None,
             updated_at=r.updated_at,
@@ -118,6 +130,8 @@ async def receipts(node: Node, session: SessionRec, req: Receipts, origin: Conne
     above it only the counts (a list of up to 100,000 ids per query is not a chat feature)."""
     conv_id = parse_id(req.conv_id, "conversation")
     readers, total = await node.store.receipts(conv_id, session.user_id, req.seq)
+    if readers and total == 1 and await direct_peer_blocked(node, session.user_id, conv_id):
+        readers = []  # a block (either way) hides each one's reads from the other (§8.2)
     listed = total <= node.settings.group_write_fanout_max
     return ReceiptsOut(
         conv_id=req.conv_id,

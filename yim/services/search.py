@@ -28,32 +28,43 @@ def query_terms(q: str) -> list[str]:
     if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in q):
         # messages never hold control characters, and a NUL breaks the FTS5 query syntax
         raise YimError("bad_request", "`q` must not contain control characters")
-    terms = list(dict.fromkeys(q.split()))[:MAX_TERMS]
+    terms = list(dict.fromkeys(q.split()))
     if not terms:
         raise YimError("bad_request", "`q` must contain a word to search for")
+    if len(terms) > MAX_TERMS:
+        # Dropping the rest would find messages that lack them: a wider search than asked.
+        raise YimError("bad_request", f"`q` has {len(terms)} different terms; at most {MAX_TERMS}")
     return terms
 
 
 def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
-    """[start, end) code-point ranges of every occurrence of every term (merged, sorted)."""
+    """[start, end) code-point ranges of the occurrences of the terms (merged, sorted): at
+    most MAX_HIGHLIGHTS ranges, always including the first occurrence of every term, then
+    the earliest of the others."""
     folded = text.lower()
     if len(folded) != len(text):  # case folding changed offsets (rare scripts): no ranges
         return []
-    spans: list[tuple[int, int]] = []
+    firsts: list[tuple[int, int]] = []
+    others: list[tuple[int, int]] = []
     for term in terms:
         needle = term.lower()
         at = folded.find(needle)
-        while at != -1 and len(spans) < MAX_HIGHLIGHTS * 4:
-            spans.append((at, at + len(needle)))
+        found = 0
+        # More than MAX_HIGHLIGHTS of one term can never be shown: stop looking there.
+        while at != -1 and found < MAX_HIGHLIGHTS:
+            (others if found else firsts).append((at, at + len(needle)))
+            found += 1
             at = folded.find(needle, at + len(needle))
-    spans.sort()
+    others.sort()
+    # firsts has at most MAX_TERMS (< MAX_HIGHLIGHTS) spans; merging only lowers the count.
+    spans = sorted(firsts + others[: MAX_HIGHLIGHTS - len(firsts)])
     merged: list[tuple[int, int]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((start, end))
-    return merged[:MAX_HIGHLIGHTS]
+    return merged
 
 
 async def search(node: Node, session: SessionRec, req: Search, origin: Any = None) -> SearchPage:

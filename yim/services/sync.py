@@ -120,7 +120,14 @@ async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncP
     # What did not fit comes with the next page (has_more).
     out = [Event(seq=e.seq, type=e.type, data=msgspec.Raw(payload)) for e, payload in payloads]
     next_since = out[-1].seq if out else since
-    groups = [GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq) for g in heads]
+    # A group the user left is listed on the page that carries their leave entry, so a
+    # device that was offline then pulls the entries before it (§12.3); never again after.
+    left_here = {(e.conv_id, e.conv_seq) for e, _payload in payloads if e.type == "message"}
+    groups = [
+        GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
+        for g in heads
+        if not g.left or (g.conv_id, g.last_seq) in left_here
+    ]
     if next_since < head:  # more to come: read the next page while this one travels
         node.read_ahead.start(node, session.user_id, session.device_id, next_since, limit)
     return SyncPage(events=out, next_since=next_since, head=head, has_more=next_since < head, groups=groups)

@@ -10,6 +10,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Typing, TypingNotice
+from yim.services.conversations import direct_peer_blocked
 from yim.services.messages import parse_id
 from yim.storage.base import SessionRec
 
@@ -44,6 +45,9 @@ async def typing(node: Node, session: SessionRec, req: Typing, origin: Connectio
     if session.user_id not in members:
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     forwarded = node.typing.allow(session.user_id, conv_id)
+    # After the limiter, so that at most one signal per interval costs the store reads.
+    if forwarded and len(members) == 2 and await direct_peer_blocked(node, session.user_id, conv_id):
+        forwarded = False  # one-to-one, and a block stands between the two (§8.2)
     if forwarded:
         payload = msgspec.json.encode(TypingNotice(conv_id=req.conv_id, user_id=str(session.user_id)))
         node.bus.publish_notice(members, "typing", payload, origin, skip={session.user_id})

@@ -148,11 +148,14 @@ class MemberRec(msgspec.Struct, frozen=True):
 
 
 class GroupHead(msgspec.Struct, frozen=True):
-    """A read-fan-out group a user belongs to: pull its timeline after ``from_seq``."""
+    """A read-fan-out group a user belongs to: pull its timeline after ``from_seq``. With
+    ``left``, one the user left (or was removed from, or saw dissolved): ``last_seq`` is
+    then the seq of that entry, the end of what they may pull."""
 
     conv_id: int
     last_seq: int
     from_seq: int
+    left: bool = False
 
 
 class GroupChange(msgspec.Struct, frozen=True):
@@ -390,7 +393,9 @@ class Store(abc.ABC):
         """Current members of a conversation (for pushes of read-fan-out groups and typing)."""
 
     @abc.abstractmethod
-    async def read_groups(self, user_id: int) -> list[GroupHead]: ...
+    async def read_groups(self, user_id: int) -> list[GroupHead]:
+        """The read-fan-out groups of the user, and those left with entries still to pull
+        (left after ``from_seq`` + 1: entries between came by no inbox)."""
 
     # recall and receipts ----------------------------------------------------------------------
     @abc.abstractmethod

@@ -342,13 +342,16 @@ async def group_members(
 
 
 async def read_groups(conn: asyncpg.Connection, user_id: int) -> list[GroupHead]:
+    # A left group is listed when entries lie between from_seq and the leave entry (which
+    # itself reached the user's inbox): a device offline at the time must still pull them.
     rows = await conn.fetch(
-        "SELECT c.id, c.last_seq, GREATEST(uc.joined_seq, c.switch_seq) FROM user_conversations uc"
-        " JOIN conversations c ON c.id = uc.conv_id"
-        " WHERE uc.user_id=$1 AND uc.left_seq IS NULL AND c.fanout='read'",
+        "SELECT c.id, COALESCE(uc.left_seq, c.last_seq), GREATEST(uc.joined_seq, c.switch_seq),"
+        " uc.left_seq IS NOT NULL FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " WHERE uc.user_id=$1 AND c.fanout='read'"
+        " AND (uc.left_seq IS NULL OR uc.left_seq > GREATEST(uc.joined_seq, c.switch_seq) + 1)",
         user_id,
     )
-    return [GroupHead(conv_id=r[0], last_seq=r[1], from_seq=r[2]) for r in rows]
+    return [GroupHead(conv_id=r[0], last_seq=r[1], from_seq=r[2], left=r[3]) for r in rows]
 
 
 async def receipts(conn: asyncpg.Connection, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:

@@ -360,6 +360,16 @@ async def counts(conn: asyncpg.Connection, user_id: int) -> RelationCounts:
     return RelationCounts(friends=r[0], followers=r[1], following=r[2])
 
 
+async def blocked_either_way(conn: asyncpg.Connection, user_id: int, others: list[int]) -> set[int]:
+    rows = await conn.fetch(
+        "SELECT blocked_id FROM blocks WHERE user_id=$1 AND blocked_id = ANY ($2)"
+        " UNION SELECT user_id FROM blocks WHERE blocked_id=$1 AND user_id = ANY ($2)",
+        user_id,
+        others,
+    )
+    return {r[0] for r in rows}
+
+
 async def relation(conn: asyncpg.Connection, user_id: int, other_id: int) -> RelationState:
     r = await conn.fetchrow(
         "SELECT EXISTS (SELECT 1 FROM friends WHERE user_id=$1 AND friend_id=$2),"
@@ -465,6 +475,9 @@ class PgRelationStore(RelationStore):
 
     async def relation(self, user_id: int, other_id: int) -> RelationState:
         return await self._s.read1(relation, user_id, other_id)
+
+    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
+        return await self._s.read1(blocked_either_way, user_id, others)
 
     async def presence_audience(self, user_id: int) -> list[int]:
         return await self._s.read(presence_audience, user_id)

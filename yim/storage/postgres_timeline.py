@@ -237,8 +237,9 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
         read_seq = target
         inbox_seq = await next_inbox_seq(conn, user_id)
         events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
-        if conv_type == "direct" and peer_id is not None:
-            # One-to-one read receipt: the peer's devices learn "read up to seq".
+        if conv_type == "direct" and peer_id is not None and not await _blocked_either_way(conn, user_id, peer_id):
+            # One-to-one read receipt: the peer's devices learn "read up to seq" — unless
+            # a block stands between the two (docs/protocol.md §8.2).
             peer_seq = await next_inbox_seq(conn, peer_id)
             receipt = (peer_id, peer_seq)
             events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
@@ -256,13 +257,46 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
     return ReadRes(read_seq=read_seq, unread=unread, total_unread=total, inbox_seq=inbox_seq, receipt=receipt)
 
 
+async def _blocked_either_way(conn: asyncpg.Connection, a: int, b: int) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id=$1 AND blocked_id=$2)"
+        " OR EXISTS (SELECT 1 FROM blocks WHERE user_id=$2 AND blocked_id=$1)",
+        a,
+        b,
+    )
+
+
+async def _unmention(conn: asyncpg.Connection, conv_id: int, seq: int, mentioned: list[int], mention_all: bool) -> None:
+    """A recalled message mentions no one: move the mention markers it set back to the
+    latest mention that still stands (only the part after each read marker matters for
+    the `mentioned` flag, so only that part is searched)."""
+    if mention_all:
+        await conn.execute(
+            "UPDATE conversations SET mention_all_seq = COALESCE((SELECT max(seq) FROM messages"
+            " WHERE conv_id=$1 AND seq<$2 AND mention_all AND NOT recalled), 0) WHERE id=$1 AND mention_all_seq=$2",
+            conv_id,
+            seq,
+        )
+    if mentioned:
+        await conn.execute(
+            "UPDATE user_conversations uc SET mention_seq = COALESCE((SELECT max(m.seq) FROM messages m"
+            " WHERE m.conv_id=uc.conv_id AND m.seq > uc.read_seq AND m.seq<$2 AND NOT m.recalled"
+            " AND uc.user_id = ANY (m.mentions)), 0)"
+            " WHERE uc.conv_id=$1 AND uc.mention_seq=$2 AND uc.user_id = ANY ($3)",
+            conv_id,
+            seq,
+            mentioned,
+        )
+
+
 async def recall(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
 ) -> SendResult:
     # Lock the conversation first, like every other write to it.
     conv_type = await conn.fetchval("SELECT type FROM conversations WHERE id=$1 FOR NO KEY UPDATE", conv_id)
     row = await conn.fetchrow(
-        "SELECT sender_id, created_at, recalled, kind, msg_id FROM messages WHERE conv_id=$1 AND seq=$2",
+        "SELECT sender_id, created_at, recalled, kind, msg_id, mentions, mention_all FROM messages"
+        " WHERE conv_id=$1 AND seq=$2",
         conv_id,
         seq,
     )
@@ -275,7 +309,7 @@ async def recall(
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     if row is None or seq <= me[1]:
         raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id = row
+    sender_id, created_at, recalled, kind, target_msg_id, mentions, mention_all = row
     if kind in ("system", "recall"):
         raise YimError("bad_request", "system entries cannot be recalled")
     if recalled:
@@ -287,10 +321,12 @@ async def recall(
     elif not moderator:
         raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
     await conn.execute(
-        "UPDATE messages SET recalled=true, uncounted=true, body='{}', mentions=NULL WHERE conv_id=$1 AND seq=$2",
+        "UPDATE messages SET recalled=true, uncounted=true, body='{}', mentions=NULL, mention_all=false"
+        " WHERE conv_id=$1 AND seq=$2",
         conv_id,
         seq,
     )
+    await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
     body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
     return await append_entry(
         conn,

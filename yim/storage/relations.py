@@ -113,6 +113,10 @@ class RelationStore(abc.ABC):
     async def relation(self, user_id: int, other_id: int) -> RelationState: ...
 
     @abc.abstractmethod
+    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
+        """Which of others block user_id, or are blocked by them."""
+
+    @abc.abstractmethod
     async def presence_audience(self, user_id: int) -> list[int]:
         """Users allowed to see this user's presence: friends unless hidden, never blocked."""
 

@@ -331,12 +331,15 @@ def group_members(conn: sqlite3.Connection, conv_id: int, viewer_id: int, after:
 
 
 def read_groups(conn: sqlite3.Connection, user_id: int) -> list[GroupHead]:
+    # A left group is listed when entries lie between from_seq and the leave entry (which
+    # itself reached the user's inbox): a device offline at the time must still pull them.
     return [
-        GroupHead(conv_id=r[0], last_seq=r[1], from_seq=r[2])
+        GroupHead(conv_id=r[0], last_seq=r[1], from_seq=r[2], left=bool(r[3]))
         for r in conn.execute(
-            "SELECT c.id, c.last_seq, MAX(uc.joined_seq, c.switch_seq) FROM user_conversations uc"
-            " JOIN conversations c ON c.id = uc.conv_id"
-            " WHERE uc.user_id=? AND uc.left_seq IS NULL AND c.fanout='read'",
+            "SELECT c.id, COALESCE(uc.left_seq, c.last_seq), MAX(uc.joined_seq, c.switch_seq),"
+            " uc.left_seq IS NOT NULL FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+            " WHERE uc.user_id=? AND c.fanout='read'"
+            " AND (uc.left_seq IS NULL OR uc.left_seq > MAX(uc.joined_seq, c.switch_seq) + 1)",
             (user_id,),
         )
     ]

@@ -23,6 +23,15 @@ def is_blocked(conn: sqlite3.Connection, user_id: int, by_id: int) -> bool:
     return _exists(conn, "SELECT 1 FROM blocks WHERE user_id=? AND blocked_id=?", by_id, user_id)
 
 
+def blocked_either_way(conn: sqlite3.Connection, a: int, b: int) -> bool:
+    """Does a block b, or b block a? (skipped, like the checks below, when the writer's
+    memory proves neither blocks anyone)"""
+    memory = writer_memory(conn)
+    return ((memory is None or b in memory.blockers) and is_blocked(conn, a, by_id=b)) or (
+        (memory is None or a in memory.blockers) and is_blocked(conn, b, by_id=a)
+    )
+
+
 def are_friends(conn: sqlite3.Connection, a: int, b: int) -> bool:
     return _exists(conn, "SELECT 1 FROM friends WHERE user_id=? AND friend_id=?", a, b)
 

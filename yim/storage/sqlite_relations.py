@@ -306,6 +306,22 @@ def counts(conn: sqlite3.Connection, user_id: int) -> RelationCounts:
     return RelationCounts(friends=n("friends"), followers=n("followers"), following=n("following"))
 
 
+def blocked_either_way(conn: sqlite3.Connection, user_id: int, others: list[int]) -> set[int]:
+    found: set[int] = set()
+    for i in range(0, len(others), 500):
+        chunk = others[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT blocked_id FROM blocks WHERE user_id=? AND blocked_id IN ({marks})"
+                f" UNION SELECT user_id FROM blocks WHERE blocked_id=? AND user_id IN ({marks})",
+                (user_id, *chunk, user_id, *chunk),
+            )
+        )
+    return found
+
+
 def relation(conn: sqlite3.Connection, user_id: int, other_id: int) -> RelationState:
     pending = conn.execute(
         "SELECT id FROM friend_requests WHERE status='pending'"
@@ -412,6 +428,9 @@ class SqliteRelationStore(RelationStore):
 
     async def relation(self, user_id: int, other_id: int) -> RelationState:
         return await self._s.read(relation, user_id, other_id)
+
+    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
+        return await self._s.read(blocked_either_way, user_id, others)
 
     async def presence_audience(self, user_id: int) -> list[int]:
         return await self._s.read(presence_audience, user_id)

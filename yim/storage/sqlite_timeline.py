@@ -16,7 +16,7 @@ from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, 
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.sqlite_indexer import INDEXED_KINDS
 from yim.storage.sqlite_memory import active_memory, writer_memory
-from yim.storage.sqlite_policy import check_direct_allowed
+from yim.storage.sqlite_policy import blocked_either_way, check_direct_allowed
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -398,8 +398,9 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
         read_seq = target
         [(_uid, inbox_seq)] = next_inbox_seqs(conn, [user_id])
         events = [(user_id, inbox_seq, "read", conv_id, target, user_id, now)]
-        if conv_type == "direct" and peer_id is not None:
-            # One-to-one read receipt: the peer's devices learn "read up to seq".
+        if conv_type == "direct" and peer_id is not None and not blocked_either_way(conn, user_id, peer_id):
+            # One-to-one read receipt: the peer's devices learn "read up to seq" — unless
+            # a block stands between the two (docs/protocol.md §8.2).
             [(_peer, peer_seq)] = next_inbox_seqs(conn, [peer_id])
             receipt = (peer_id, peer_seq)
             events.append((peer_id, peer_seq, "receipt", conv_id, target, user_id, now))
@@ -421,12 +422,34 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
     )
 
 
+def _unmention(conn: sqlite3.Connection, conv_id: int, seq: int, mentioned: list[int], mention_all: bool) -> None:
+    """A recalled message mentions no one: move the mention markers it set back to the
+    latest mention that still stands (only the part after each read marker matters for
+    the `mentioned` flag, so only that part is searched)."""
+    if mention_all:
+        conn.execute(
+            "UPDATE conversations SET mention_all_seq = COALESCE((SELECT MAX(seq) FROM messages"
+            " WHERE conv_id=? AND seq<? AND mention_all=1 AND recalled=0), 0) WHERE id=? AND mention_all_seq=?",
+            (conv_id, seq, conv_id, seq),
+        )
+    if mentioned:
+        marks = ",".join("?" * len(mentioned))
+        conn.execute(
+            "UPDATE user_conversations SET mention_seq = COALESCE((SELECT MAX(m.seq) FROM messages m"
+            " WHERE m.conv_id=user_conversations.conv_id AND m.seq > user_conversations.read_seq AND m.seq<?"
+            " AND m.recalled=0 AND m.mentions IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(m.mentions)"
+            " WHERE value = CAST(user_conversations.user_id AS TEXT))), 0)"
+            f" WHERE conv_id=? AND mention_seq=? AND user_id IN ({marks})",
+            (seq, conv_id, seq, *mentioned),
+        )
+
+
 def recall(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
 ) -> SendResult:
     row = conn.execute(
-        "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type FROM messages m"
-        " JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id=? AND m.seq=?",
+        "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type, m.mentions, m.mention_all"
+        " FROM messages m JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id=? AND m.seq=?",
         (conv_id, seq),
     ).fetchone()
     me = conn.execute(
@@ -437,7 +460,7 @@ def recall(
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     if row is None or seq <= me[1]:
         raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, conv_type = row
+    sender_id, created_at, recalled, kind, target_msg_id, conv_type, mentions, mention_all = row
     if kind in ("system", "recall"):
         raise YimError("bad_request", "system entries cannot be recalled")
     if recalled:
@@ -449,9 +472,11 @@ def recall(
     elif not moderator:
         raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
     conn.execute(
-        "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL WHERE conv_id=? AND seq=?",
+        "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL, mention_all=0"
+        " WHERE conv_id=? AND seq=?",
         (conv_id, seq),
     )
+    _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target_msg_id, None, None))  # out of the search index
