@@ -430,8 +430,35 @@ def test_register_says_what_is_wrong_before_the_password_prompt(cli: Cli) -> Non
     assert short.returncode == 1 and "the password must be 8 to 256 characters long" in short.stderr
     assert "Expected" not in short.stderr  # not the server's validation text
 
-    # A server that does not answer is said at once, before asking for a password (twice).
+    # At the prompt, a short password is refused at once, not after typing it a second time.
     env = {k: v for k, v in cli.env.items() if k != "YIM_PASSWORD"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli.argv("register", "shorty"), env=env, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+
+    def read() -> bytes:
+        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    return os.read(master, 65536)
+                except OSError:
+                    return b""
+        return b""
+
+    out = Lines(read)
+    try:
+        out.wait_tail("password for shorty: ")
+        os.write(master, b"short\n")
+        out.expect(r"the password must be 8 to 256 characters long")
+        assert proc.wait(timeout=10) == 1
+        assert not any("again" in line for line in out.seen), out.seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+    # A server that does not answer is said at once, before asking for a password (twice).
     master, slave = pty.openpty()
     argv = [sys.executable, "-m", "yim", "register", "--server", f"http://127.0.0.1:{free_port()}", "--user", "nobody"]
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)

@@ -71,8 +71,11 @@ class UsageError(Exception):
 # --- passwords and local state ------------------------------------------------------------------
 
 
-def read_password(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    """From ``--password-file`` (its first line), ``YIM_PASSWORD``, or a prompt on the terminal."""
+def read_password(
+    args: argparse.Namespace, *, confirm: bool = False, check: Callable[[str], None] | None = None
+) -> str:
+    """From ``--password-file`` (its first line), ``YIM_PASSWORD``, or a prompt on the terminal.
+    ``check`` refuses a password (with a UsageError) before it is asked for a second time."""
     if args.password_file:
         try:
             text = Path(args.password_file).read_text(encoding="utf-8")
@@ -81,13 +84,19 @@ def read_password(args: argparse.Namespace, *, confirm: bool = False) -> str:
         password = text.splitlines()[0] if text else ""
         if not password:
             raise UsageError(f"the password file {args.password_file} is empty")
+        if check is not None:
+            check(password)
         return password
     env = os.environ.get("YIM_PASSWORD")
     if env:
+        if check is not None:
+            check(env)
         return env
     if not sys.stdin.isatty():
         raise UsageError("no password: give --password-file, set YIM_PASSWORD, or run in a terminal")
     password = getpass.getpass(f"password for {args.user}: ")
+    if check is not None:
+        check(password)
     if confirm and getpass.getpass("again: ") != password:
         raise UsageError("the passwords do not match")
     return password
@@ -926,8 +935,9 @@ async def _register(args: argparse.Namespace) -> int:
     _check(args.user, Username, f"{args.user!r} cannot be a username: 3 to 32 letters, digits, '_', '.' or '-'")
     async with HttpApi(_servers(args)) as api:
         await api.request("GET", "/healthz", auth=False)  # unreachable: said now, not after the prompt
-        password = read_password(args, confirm=True)
-        _check(password, Password, "the password must be 8 to 256 characters long")
+        password = read_password(
+            args, confirm=True, check=lambda p: _check(p, Password, "the password must be 8 to 256 characters long")
+        )
         user = await api.register(args.user, password, args.display_name or "")
     _print_json(user)
     return 0
