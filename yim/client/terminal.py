@@ -2,7 +2,8 @@
 
 - ``yim chat``: an interactive chat in line mode. It lists the conversations with their
   unread counts, opens one (by number, username or group name), shows its history, sends
-  what is typed and prints what arrives above the prompt, live.
+  what is typed and prints what arrives above the prompt, live; what the open conversation
+  shows is marked read, as a person is looking at it.
 - ``yim send``, ``yim history``, ``yim register``: one-shot commands for operators and
   scripts. ``send`` prints the server's ACK as JSON; ``history`` prints lines or JSON.
 
@@ -383,7 +384,7 @@ commands:
   /group NAME         open a group by its name
   /create NAME USER…  create a group with these members and open it
   /history [N]        the last N messages of the open conversation (default 20)
-  /read               mark the open conversation read
+  /read               mark the open conversation read (what it shows is read already)
   /quit               leave (also Ctrl-D)
 anything else is sent to the open conversation"""
 
