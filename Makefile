@@ -1,5 +1,6 @@
 # The two commands of the README: `make serve` and `make test`. Both build the
-# virtualenv from the pinned files on first use, so a fresh machine needs only Python 3.11.
+# virtualenv from the pinned files on first use; the machine needs Python 3.11 with venv
+# and libmagic (Debian: python3-venv libmagic1), see the README.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -10,14 +11,19 @@ DATA   ?= ./data
 
 .PHONY: serve test lint venv clean
 
+# pip's own progress (one line per package) is shown: the first install takes a minute or
+# two, and a silent terminal for that long looks like a hang.
 $(STAMP): pyproject.toml requirements.lock
+	@echo "Setting up $(VENV): installing the pinned dependencies (first run only, a minute or two)..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-cache-dir -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -c requirements.lock -e '.[test]'
 	touch $(STAMP)
+	@echo "$(VENV) is ready."
 
 venv: $(STAMP)
 
 serve: $(STAMP)
+	@echo "Serving http://$(HOST):$(PORT) with data in $(DATA); Ctrl-C stops it."
 	$(BIN)/yim serve --host $(HOST) --port $(PORT) --data $(DATA)
 
 test: $(STAMP)

@@ -6,9 +6,15 @@ a member), around a direct chat (its two parties, a third user) and around crede
 (anonymous, expired, revoked, forged and tampered tokens). Each cell of the group table runs
 against a fresh group, so one cell's change cannot mask another's outcome.
 
-Extension point: ``EXTRA_ACTORS`` / ``EXTRA_CASES`` below. Customer service adds
-``other_shop_agent`` (an agent of shop B acting on shop A's customer conversations) there,
-with the expectation ``not_member`` / ``forbidden`` for every shop-A operation.
+Extension point: ``EXTRA_ACTORS`` / ``EXTRA_CASES`` below. Customer service adds its
+actors there: shop A's admin and agent and a customer of shop A (who must be able to do
+their part, so a refusal is known to be about the actor), and ``other_shop_agent`` and
+``other_shop_admin`` of shop B, who act on shop A's sessions, dashboard, agents,
+transfers, closes and ratings and are refused every one (``not_member``, ``forbidden`` or
+``not_found``; ``service_sessions``, which answers anyone with their own sessions, must
+not list shop A's). Each shop cell runs on a fresh session of the customer with shop A,
+served by shop A's agent. To the groups, the extra actors are strangers: they get what
+``outsider`` gets.
 """
 
 from __future__ import annotations
@@ -151,10 +157,175 @@ GROUP_CASES: dict[str, tuple[Op, dict[str, str]]] = {
     ),
 }
 
-#: Extension point: more actors (name -> async factory making a Device in the world) and
-#: more cases (same shape as GROUP_CASES, expectations for the extra actors included).
-EXTRA_ACTORS: dict[str, Callable[[aiohttp.ClientSession, World], Awaitable[Device]]] = {}
-EXTRA_CASES: dict[str, tuple[Op, dict[str, str]]] = {}
+# --- customer service: shop A (admin, agent, a customer) and shop B (admin, agent) -------------------
+
+
+async def _user(http: aiohttp.ClientSession, name: str) -> Device:
+    (made,) = await make_users(http, [name])
+    device = Device(http, made)
+    await device.connect()
+    return device
+
+
+async def _shop_admin(http: aiohttp.ClientSession, w: World) -> Device:
+    d = await _user(http, "shop_a_admin")
+    w.extra["shop_a"] = (await d.request("shop_create", name="Shop A"))["shop_id"]
+    return d
+
+
+async def _shop_agent(http: aiohttp.ClientSession, w: World) -> Device:
+    d = await _user(http, "shop_a_agent")
+    await w.dev["shop_admin"].request("shop_agent_set", shop_id=w.extra["shop_a"], user_id=d.user_id, capacity=1000)
+    return d
+
+
+async def _customer(http: aiohttp.ClientSession, w: World) -> Device:
+    return await _user(http, "shop_a_customer")
+
+
+async def _other_shop_admin(http: aiohttp.ClientSession, w: World) -> Device:
+    d = await _user(http, "shop_b_admin")
+    w.extra["shop_b"] = (await d.request("shop_create", name="Shop B"))["shop_id"]
+    return d
+
+
+async def _other_shop_agent(http: aiohttp.ClientSession, w: World) -> Device:
+    d = await _user(http, "shop_b_agent")
+    await w.dev["other_shop_admin"].request(
+        "shop_agent_set", shop_id=w.extra["shop_b"], user_id=d.user_id, capacity=1000
+    )
+    return d
+
+
+async def new_service_session(w: World) -> None:
+    """A fresh active session of the customer with shop A, served by shop A's agent."""
+    if "session" in w.extra:
+        await w.dev["shop_admin"].request("service_close", session_id=w.extra["session"])
+    customer = w.dev["customer"]
+    ack = await customer.request(
+        "send",
+        shop_id=w.extra["shop_a"],
+        category="pre_sale",
+        kind="text",
+        body={"text": "hello?"},
+        client_msg_id=f"c-{time.monotonic_ns()}",
+    )
+    session = await customer.request("service_status", shop_id=w.extra["shop_a"])
+    assert (session["status"], session["agent_id"]) == ("active", w.ids["shop_agent"]), session
+    w.extra["service_conv"], w.extra["session"] = ack["conv_id"], session["session_id"]
+
+
+async def _listed(w: World, d: Device) -> None:
+    """``service_sessions`` of shop A: "listed" when the caller's answer holds the session."""
+    page = await d.request("service_sessions", shop_id=w.extra["shop_a"])
+    if w.extra["session"] in {x["session_id"] for x in page["sessions"]}:
+        raise ProtocolError("listed", "the session is in the caller's list")
+
+
+async def _rate(w: World, d: Device) -> Any:
+    await w.dev["shop_admin"].request("service_close", session_id=w.extra["session"])  # rated once closed
+    return await d.request("service_rate", session_id=w.extra["session"], rating=1, comment="by someone")
+
+
+#: Extension point: more actors (name -> async factory making a Device in the world, in
+#: order) and more cases (same shape as GROUP_CASES, with expectations for every actor).
+EXTRA_ACTORS: dict[str, Callable[[aiohttp.ClientSession, World], Awaitable[Device]]] = {
+    "shop_admin": _shop_admin,
+    "shop_agent": _shop_agent,
+    "customer": _customer,
+    "other_shop_admin": _other_shop_admin,
+    "other_shop_agent": _other_shop_agent,
+}
+
+
+def _shop(outcomes: dict[str, str], strangers: str = FB) -> dict[str, str]:
+    """Expectations of a shop-A case: the group actors, strangers to shop A, all get ``strangers``."""
+    return {**dict.fromkeys(GROUP_ACTORS, strangers), **outcomes}
+
+
+NF = "not_found"
+EXTRA_CASES: dict[str, tuple[Op, dict[str, str]]] = {
+    "service: history of the customer's conversation": (
+        lambda w, d: d.request("history", conv_id=w.extra["service_conv"]),
+        _shop(
+            {"shop_admin": OK, "shop_agent": OK, "customer": OK, "other_shop_admin": NM, "other_shop_agent": NM},
+            NM,
+        ),
+    ),
+    "service: send to the customer's conversation": (
+        lambda w, d: d.request(
+            "send",
+            conv_id=w.extra["service_conv"],
+            kind="text",
+            body={"text": "hi"},
+            client_msg_id=f"s-{time.monotonic_ns()}",
+        ),
+        # a supervisor reads every conversation of the shop but writes in none
+        _shop(
+            {"shop_admin": NM, "shop_agent": OK, "customer": OK, "other_shop_admin": NM, "other_shop_agent": NM},
+            NM,
+        ),
+    ),
+    "service: read the customer's conversation": (
+        lambda w, d: d.request("read", conv_id=w.extra["service_conv"], seq=1),
+        _shop(
+            {"shop_admin": NM, "shop_agent": OK, "customer": OK, "other_shop_admin": NM, "other_shop_agent": NM},
+            NM,
+        ),
+    ),
+    "service: shop A's sessions": (
+        _listed,
+        # answered for everyone (with the caller's own sessions), but lists A's session only
+        # to A's admin and to the agent serving it
+        _shop(
+            {
+                "shop_admin": "listed",
+                "shop_agent": "listed",
+                "customer": OK,
+                "other_shop_admin": OK,
+                "other_shop_agent": OK,
+            },
+            OK,
+        ),
+    ),
+    "service: the customer's session status": (
+        lambda w, d: d.request("service_status", shop_id=w.extra["shop_a"]),
+        _shop(
+            {"shop_admin": NF, "shop_agent": NF, "customer": OK, "other_shop_admin": NF, "other_shop_agent": NF},
+            NF,
+        ),
+    ),
+    "service: shop A's dashboard": (
+        lambda w, d: d.request("shop_dashboard", shop_id=w.extra["shop_a"]),
+        _shop({"shop_admin": OK, "shop_agent": FB, "customer": FB, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: shop A's agents": (
+        lambda w, d: d.request("shop_agents", shop_id=w.extra["shop_a"]),
+        _shop({"shop_admin": OK, "shop_agent": OK, "customer": FB, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: make oneself an admin of shop A": (
+        lambda w, d: d.request(
+            "shop_agent_set", shop_id=w.extra["shop_a"], user_id=d.user_id, role="admin", skills=[], capacity=0
+        ),
+        _shop({"shop_admin": OK, "shop_agent": FB, "customer": FB, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: transfer the session to another category": (
+        lambda w, d: d.request("service_transfer", session_id=w.extra["session"], to_category="after_sale"),
+        _shop({"shop_admin": OK, "shop_agent": OK, "customer": FB, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: transfer the session to shop B's agent": (
+        lambda w, d: d.request("service_transfer", session_id=w.extra["session"], to_agent=w.ids["other_shop_agent"]),
+        _shop({"shop_admin": NF, "shop_agent": NF, "customer": FB, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: close the session": (
+        lambda w, d: d.request("service_close", session_id=w.extra["session"]),
+        _shop({"shop_admin": OK, "shop_agent": OK, "customer": OK, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+    "service: rate the closed session": (
+        _rate,
+        _shop({"shop_admin": FB, "shop_agent": FB, "customer": OK, "other_shop_admin": FB, "other_shop_agent": FB}),
+    ),
+}
 
 # the direct chat of target and peer, and the relation chain around target (who blocked `blocked`)
 DM_ACTORS = ["target", "peer", "outsider", "blocked"]
@@ -227,6 +398,7 @@ async def _world(http: aiohttp.ClientSession) -> World:
     w.extra["request_to_peer"] = (await dev["owner"].request("friend_request", to=w.ids["peer"]))["request_id"]
     for name, factory in EXTRA_ACTORS.items():
         dev[name] = await factory(http, w)
+        w.ids[name] = dev[name].user_id
     return w
 
 
@@ -237,11 +409,12 @@ async def test_group_and_direct_chat_authorization_matrix(server: NodeServer, ba
         mismatches = []
         for op, (run, expected) in {**GROUP_CASES, **EXTRA_CASES}.items():
             for actor in [*GROUP_ACTORS, *EXTRA_ACTORS]:
-                await new_group(w)
+                await (new_service_session(w) if op in EXTRA_CASES else new_group(w))
                 got = await outcome(run(w, w.dev[actor]))
                 cells += 1
-                if got != expected[actor]:
-                    mismatches.append(f"group {op!r} by {actor}: expected {expected[actor]}, got {got}")
+                want = expected.get(actor, expected["outsider"])  # extra actors are strangers to the group
+                if got != want:
+                    mismatches.append(f"{op!r} by {actor}: expected {want}, got {got}")
         for op, (run, expected) in DM_CASES.items():
             for actor, want in expected.items():
                 if op == "recall target's message" and actor == "target":

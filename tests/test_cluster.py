@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,7 @@ async def test_a_node_killed_mid_burst_costs_one_reconnect_and_nothing_else(
             await chat.user("alice")
             alice = await chat.client("alice", "phone")  # on node a; fails over to b
             receiver = far.inbox(await far.client("bob", "phone"))  # on node c
-            total, kill_after = 2000, 300
+            total, kill_after, first_wave = 2000, 300, 500
             acked: dict[str, SendAck] = {}
             enough = asyncio.Event()
 
@@ -227,16 +228,24 @@ async def test_a_node_killed_mid_burst_costs_one_reconnect_and_nothing_else(
                     if len(acked) >= kill_after:
                         enough.set()
 
-            tasks = []
-            for i in range(total):
+            def send(i: int) -> asyncio.Task[SendAck]:
                 cmid = f"burst-{i:05d}"
                 task = asyncio.create_task(alice.send(to=bob.user_id, body={"text": f"m{i:05d}"}, client_msg_id=cmid))
                 task.add_done_callback(functools.partial(on_reply, cmid))
-                tasks.append(task)
+                return task
+
+            tasks = [send(i) for i in range(first_wave)]
             await enough.wait()
+            # Freeze node a, then write the rest of the burst into its socket: those sends are
+            # on the wire and unanswered when it dies, however fast it was until now (as in
+            # test_crash.py: a quick node could otherwise answer the whole burst before the kill).
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGSTOP)
+            tasks += [send(i) for i in range(first_wave, total)]
+            await asyncio.sleep(0.5)  # let the new tasks write their frames
             a.kill()
             acked_before_kill = dict(acked)
-            assert kill_after <= len(acked_before_kill) < total  # the kill landed mid-burst
+            assert kill_after <= len(acked_before_kill) <= first_wave  # the kill landed mid-burst
 
             acks = await asyncio.gather(*tasks)  # resent to node b with the same client_msg_ids
             assert alice.connects >= 2 and alice.endpoint.http == b.url

@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from yim.client import HttpApi
+from yim.client import Client, HttpApi
+from yim.client.terminal import display_width
 
-from .conftest import ROOT, ServerProcess
+from .conftest import ROOT, ServerProcess, free_port
 
 PASSWORD = "password123"
 
@@ -102,6 +103,18 @@ def as_user(url: str, username: str, action: Callable[[HttpApi], Awaitable[Any]]
         async with HttpApi(url) as api:
             await api.login(username, PASSWORD, "test-helper", "web")
             return await action(api)
+
+    return asyncio.run(go())
+
+
+def call(url: str, username: str, op: str, **fields: Any) -> Any:
+    """One WebSocket operation as ``username`` (through the SDK), e.g. ``recall`` or ``read``."""
+
+    async def go() -> Any:
+        async with HttpApi(url) as api:
+            login = await api.login(username, PASSWORD, "test-helper-ws", "web")
+        async with Client(url, login.token) as client:
+            return await client.call(op, **fields)
 
     return asyncio.run(go())
 
@@ -194,9 +207,18 @@ def test_register_send_and_history_commands(cli: Cli, tmp_path: Path) -> None:
     assert re.fullmatch(r"#1 \d{4}-\d\d-\d\d \d\d:\d\d alice: 你好，Bob！这是第一条消息 👋", lines[0]), lines
     assert re.fullmatch(r"#2 .* Bob 鲍勃: 收到", lines[1]), lines
     page = json.loads(cli.ok("history", "alice", "--conv", ack["conv_id"], "--limit", "1", "--json"))
-    assert [m["body"]["text"] for m in page["messages"]] == ["收到\n"] and page["has_more"] is True
+    # The line break that ended stdin is not part of the message.
+    assert [m["body"]["text"] for m in page["messages"]] == ["收到"] and page["has_more"] is True
     unknown = cli.run("history", "alice", "--with", "nobody")
     assert unknown.returncode == 1 and "no conversation with nobody" in unknown.stderr
+
+    # A group by its name (as people know it) or by its id.
+    group = call(cli.server.url, "alice", "group_create", name="项目组", members=[bob["user_id"]])["group"]
+    by_name = json.loads(cli.ok("send", "alice", "--group", "项目组", "开会了"))
+    by_id = json.loads(cli.ok("send", "alice", "--group", group["conv_id"], "三点"))
+    assert by_name["conv_id"] == by_id["conv_id"] == group["conv_id"]
+    nameless = cli.run("send", "alice", "--group", "没有这个组", "hi")
+    assert nameless.returncode == 1 and "no group named 没有这个组" in nameless.stderr
 
     # The one-shot commands keep one device id per user and server.
     state = json.loads((cli.state / "state.json").read_text(encoding="utf-8"))
@@ -258,7 +280,8 @@ def test_chat_over_pipes_lists_opens_sends_and_receives(cli: Cli) -> None:
         type_line("/dm zhao")
         out.expect(r"── zhao ──")
         type_line("/read")
-        out.expect(r"^\* read up to #1; 2 unread in all$")  # liu's last message and zhao's in the group
+        # Whatever arrived in the open conversation was read there: nothing is left unread.
+        out.expect(r"^\* marked read; nothing unread$")
         type_line("/nonsense")
         out.expect(r"unknown command /nonsense")
         type_line("/quit")
@@ -269,6 +292,8 @@ def test_chat_over_pipes_lists_opens_sends_and_receives(cli: Cli) -> None:
             chat.wait(timeout=10)
         chat.stdin.close()
         chat.stdout.close()
+    # The group's first entry is both in the history shown on opening and pushed: shown once.
+    assert sum("created the group 周末计划" in line for line in out.seen) == 1, out.seen
 
     # What was typed is in the timelines, for the others too.
     async def timelines(api: HttpApi) -> tuple[list[str], list[str]]:
@@ -322,4 +347,141 @@ def test_chat_in_a_terminal_prints_arrivals_above_the_prompt(cli: Cli) -> None:
         if chat.poll() is None:
             chat.kill()
             chat.wait(timeout=10)
+        os.close(master)
+
+
+def test_chat_reads_what_it_shows_and_speaks_in_words(cli: Cli) -> None:
+    """The open conversation is read as messages arrive (the other devices' badges go), the
+    list keeps one row per conversation, a recall is told once, and receipts and /read say
+    nothing of internal sequence numbers."""
+    url = cli.server.url
+    register(url, "sun", "qian")
+    long_text = "这是一条很长很长的消息，" * 20
+    say(url, "qian", "sun", long_text)
+    chat = subprocess.Popen(
+        cli.argv("chat", "sun"),
+        env={**cli.env, "COLUMNS": "80"},
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
+
+    def type_line(text: str) -> None:
+        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
+        chat.stdin.flush()  # type: ignore[union-attr]
+
+    def unread_elsewhere() -> int:
+        """sun's unread count as another device of sun's sees it."""
+
+        async def total(api: HttpApi) -> int:
+            return sum(c.unread for c in (await api.conversations()).conversations)
+
+        return int(as_user(url, "sun", total))
+
+    try:
+        out.expect(r"^Conversations \(1 unread\):")
+        row = out.expect(r"1\. qian")
+        assert display_width(row) <= 80 and row.endswith("…"), row  # cut to the line, not wrapped
+
+        type_line("/open 5")
+        out.expect(r"^! no conversation 5: /list shows 1 to 1$")
+        type_line("/open 1")
+        out.expect(r"── qian ──")
+        out.expect(r"qian: 这是一条很长很长的消息")
+        conv_id = call(url, "qian", "conversations", limit=1)["conversations"][0]["conv_id"]
+
+        say(url, "qian", "sun", "还在吗")
+        out.expect(r"^\d\d:\d\d qian: 还在吗$")
+        deadline = time.monotonic() + 10
+        while unread_elsewhere() != 0:  # shown in the open conversation, so read everywhere
+            assert time.monotonic() < deadline, "the message shown in the open conversation stayed unread"
+            time.sleep(0.1)
+
+        call(url, "qian", "recall", conv_id=conv_id, seq=2)
+        out.expect(r"^\d\d:\d\d \* qian recalled a message: “还在吗”$")
+        type_line("/history")
+        out.expect(r"^\d\d:\d\d qian: \(recalled\)$")
+        type_line("在的")
+        out.expect(r"^\d\d:\d\d sun: 在的$")
+        call(url, "qian", "read", conv_id=conv_id, seq=4)
+        out.expect(r"^\* seen by qian$")
+        type_line("/read")
+        out.expect(r"^\* marked read; nothing unread$")
+        type_line("/quit")
+        assert chat.wait(timeout=10) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait(timeout=10)
+        chat.stdin.close()
+        chat.stdout.close()
+    # The recall was told once: the history shows the message as recalled, not the recall again.
+    assert sum("recalled a message" in line for line in out.seen) == 1, out.seen
+    assert not any(re.search(r"#\d", line) for line in out.seen), out.seen  # no internal numbers
+
+
+def test_register_says_what_is_wrong_before_the_password_prompt(cli: Cli) -> None:
+    bad_name = cli.run("register", "a!")
+    assert bad_name.returncode == 1 and "'a!' cannot be a username: 3 to 32" in bad_name.stderr
+    short = cli.run("register", "shorty", env={**cli.env, "YIM_PASSWORD": "short"})
+    assert short.returncode == 1 and "the password must be 8 to 256 characters long" in short.stderr
+    assert "Expected" not in short.stderr  # not the server's validation text
+
+    # At the prompt, a short password is refused at once, not after typing it a second time.
+    env = {k: v for k, v in cli.env.items() if k != "YIM_PASSWORD"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli.argv("register", "shorty"), env=env, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+
+    def read() -> bytes:
+        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    return os.read(master, 65536)
+                except OSError:
+                    return b""
+        return b""
+
+    out = Lines(read)
+    try:
+        out.wait_tail("password for shorty: ")
+        os.write(master, b"short\n")
+        out.expect(r"the password must be 8 to 256 characters long")
+        assert proc.wait(timeout=10) == 1
+        assert not any("again" in line for line in out.seen), out.seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+    # A server that does not answer is said at once, before asking for a password (twice).
+    master, slave = pty.openpty()
+    argv = [sys.executable, "-m", "yim", "register", "--server", f"http://127.0.0.1:{free_port()}", "--user", "nobody"]
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif proc.poll() is not None:
+                break
+        said = b"".join(chunks).decode("utf-8", errors="replace")
+        assert "cannot reach the server" in said and "password" not in said, said
+        assert proc.wait(timeout=10) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
         os.close(master)

@@ -33,8 +33,20 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.tls_cert or settings.tls_key:
         from yim.gateway.tls import server_ssl_context
 
-        ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
-    uvloop.run(serve_forever(settings, ssl_context))
+        try:
+            ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
+        except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+            msg = f"yim serve: cannot use the TLS certificate {settings.tls_cert} and key {settings.tls_key}: {exc}"
+            print(msg, file=sys.stderr)
+            return 2
+    try:
+        uvloop.run(serve_forever(settings, ssl_context))
+    except (ValueError, OSError) as exc:
+        # A node that cannot start (settings that do not fit together, a port in use, an
+        # unreadable certificate) says so in one line; the traceback is for --log-level DEBUG.
+        logging.getLogger("yim").debug("start-up failed", exc_info=True)
+        print(f"yim serve: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

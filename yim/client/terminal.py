@@ -2,7 +2,8 @@
 
 - ``yim chat``: an interactive chat in line mode. It lists the conversations with their
   unread counts, opens one (by number, username or group name), shows its history, sends
-  what is typed and prints what arrives above the prompt, live.
+  what is typed and prints what arrives above the prompt, live; what the open conversation
+  shows is marked read, as a person is looking at it.
 - ``yim send``, ``yim history``, ``yim register``: one-shot commands for operators and
   scripts. ``send`` prints the server's ACK as JSON; ``history`` prints lines or JSON.
 
@@ -32,6 +33,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -50,11 +52,15 @@ from yim.client.sdk import (
     SessionEnded,
     YimClientError,
 )
-from yim.protocol.frames import ConversationOut, MessageOut, Notice, UserOut
+from yim.protocol.frames import ConversationOut, MessageOut, Notice, Password, Username, UserOut
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 PLATFORM = "desktop"
 HISTORY_LINES = 20
+#: texts of the entries shown lately, to quote when one is recalled or read (bounded)
+SHOWN_MAX = 1000
+#: columns of a /list row before its preview: "NNN. " + title (24) + " " + unread (10) + " "
+LIST_PREFIX_COLUMNS = 41
 
 log = logging.getLogger("yim.terminal")
 
@@ -66,8 +72,11 @@ class UsageError(Exception):
 # --- passwords and local state ------------------------------------------------------------------
 
 
-def read_password(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    """From ``--password-file`` (its first line), ``YIM_PASSWORD``, or a prompt on the terminal."""
+def read_password(
+    args: argparse.Namespace, *, confirm: bool = False, check: Callable[[str], None] | None = None
+) -> str:
+    """From ``--password-file`` (its first line), ``YIM_PASSWORD``, or a prompt on the terminal.
+    ``check`` refuses a password (with a UsageError) before it is asked for a second time."""
     if args.password_file:
         try:
             text = Path(args.password_file).read_text(encoding="utf-8")
@@ -76,13 +85,19 @@ def read_password(args: argparse.Namespace, *, confirm: bool = False) -> str:
         password = text.splitlines()[0] if text else ""
         if not password:
             raise UsageError(f"the password file {args.password_file} is empty")
+        if check is not None:
+            check(password)
         return password
     env = os.environ.get("YIM_PASSWORD")
     if env:
+        if check is not None:
+            check(env)
         return env
     if not sys.stdin.isatty():
         raise UsageError("no password: give --password-file, set YIM_PASSWORD, or run in a terminal")
     password = getpass.getpass(f"password for {args.user}: ")
+    if check is not None:
+        check(password)
     if confirm and getpass.getpass("again: ") != password:
         raise UsageError("the passwords do not match")
     return password
@@ -249,7 +264,7 @@ async def describe(message: MessageOut, names: Directory) -> tuple[str, str]:
         detail = f" ({', '.join(extra)})" if extra else ""
         return await names.name(message.sender_id), f"[{kind}: {name}{detail}]"
     if kind == "recall":
-        return "", f"* {await names.name(message.sender_id)} recalled message #{body.get('seq', '?')}"
+        return "", f"* {await names.name(message.sender_id)} recalled a message"
     if kind == "system":
         event = str(body.get("event", ""))
         fields = {
@@ -265,6 +280,12 @@ async def describe(message: MessageOut, names: Directory) -> tuple[str, str]:
         template = _SYSTEM_TEXT.get(event, "{actor}: " + event)
         return "", "* " + template.format(**fields)
     return await names.name(message.sender_id), f"[{kind}]"
+
+
+def shown_in_history(message: MessageOut) -> bool:
+    """Whether a history view lists an entry: a recall entry is not listed, since the message
+    it recalled already reads "(recalled)" at its own place (listing both says it twice)."""
+    return message.kind != "recall"
 
 
 async def history_line(message: MessageOut, names: Directory, *, full_time: bool = False) -> str:
@@ -363,7 +384,7 @@ commands:
   /group NAME         open a group by its name
   /create NAME USER…  create a group with these members and open it
   /history [N]        the last N messages of the open conversation (default 20)
-  /read               mark the open conversation read
+  /read               mark the open conversation read (what it shows is read already)
   /quit               leave (also Ctrl-D)
 anything else is sent to the open conversation"""
 
@@ -394,6 +415,12 @@ class ChatApp:
         self.listed: list[ConversationOut] = []
         self.convs: dict[str, ConversationOut] = {}
         self._opening: list[MessageOut] | None = None  # entries that arrive while a conversation opens
+        self._shown: OrderedDict[tuple[str, int], str] = OrderedDict()  # (conv_id, seq) -> text, SHOWN_MAX
+        self._own_last: dict[str, int] = {}  # conv_id -> seq of the last entry of this user seen
+        self._shown_upto: dict[str, int] = {}  # conv_id -> seq of the last entry shown as the open one
+        self._read_wanted: dict[str, int] = {}  # conv_id -> seq the open conversation should be read to
+        self._read_done: dict[str, int] = {}  # conv_id -> seq it was marked read to
+        self._marking: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -431,6 +458,9 @@ class ChatApp:
                 self.say(f"* session ended: {client.ended.reason or client.ended.close_code}")
                 self.exit_code = 1
         finally:
+            if self._marking is not None:  # a read still on its way is let through, briefly
+                await asyncio.wait({self._marking}, timeout=2.0)
+                self._marking.cancel()
             await client.close()
         return self.exit_code
 
@@ -547,6 +577,8 @@ class ChatApp:
             self.say("No conversations yet: /dm USER to start one.")
             return
         self.say(f"Conversations ({total} unread):")
+        # The preview is cut to the rest of the line: one row per conversation, however long.
+        preview_width = max(10, shutil.get_terminal_size().columns - LIST_PREFIX_COLUMNS - 1)
         for i, conv in enumerate(convs, 1):
             title = await self._title(conv)
             unread = f"{conv.unread} unread" if conv.unread else ""
@@ -554,6 +586,7 @@ class ChatApp:
             if conv.last_message is not None:
                 who, what = await describe(conv.last_message, self._names())
                 last = f"{clock(conv.last_message.created_at)} {who + ': ' if who else ''}{one_line(what)}"
+                last = fit(last, preview_width).rstrip()
             state = "" if conv.active else " (left)"
             self.say(f"{i:>3}. {fit(title + state, 24)} {fit(unread, 10)} {last}")
 
@@ -567,7 +600,15 @@ class ChatApp:
         if conv is not None:
             await self._open(conv)
             return
-        await self.cmd_dm(arg)
+        try:
+            await self.cmd_dm(arg)
+        except UsageError:
+            if not arg.isdigit():
+                raise
+            # A number is meant as a place in the list, not as a username.
+            if not self.listed:
+                raise UsageError(f"no conversation {arg}: the list is empty (/dm USER starts one)") from None
+            raise UsageError(f"no conversation {arg}: /list shows 1 to {len(self.listed)}") from None
 
     async def cmd_dm(self, username: str) -> None:
         if not username:
@@ -614,9 +655,10 @@ class ChatApp:
             return
         limit = int(arg) if arg.isdigit() else HISTORY_LINES
         page = await self.client.history(target.conv_id, limit=max(1, min(limit, 200)))
-        if not page.messages:
+        shown = [m for m in page.messages if shown_in_history(m)]
+        if not shown:
             self.say("(no messages yet)")
-        for message in page.messages:
+        for message in shown:
             self.say(await self._format(message, current=True))
 
     async def cmd_read(self, _: str) -> None:
@@ -626,7 +668,9 @@ class ChatApp:
             return
         conv = await self.client.conversation(target.conv_id)
         result = await self.client.mark_read(target.conv_id, conv.last_seq)
-        self.say(f"* read up to #{result.read_seq}; {result.total_unread} unread in all")
+        self._read_done[target.conv_id] = max(self._read_done.get(target.conv_id, 0), result.read_seq)
+        elsewhere = f"{result.total_unread} unread in other conversations" if result.total_unread else "nothing unread"
+        self.say(f"* marked read; {elsewhere}")
 
     # -- helpers ---------------------------------------------------------------------------------
     def _names(self) -> Directory:
@@ -691,7 +735,7 @@ class ChatApp:
             if not page.messages and not self._opening:
                 self.say("(no messages yet)")
             last = 0
-            batch = list(page.messages)
+            batch = [m for m in page.messages if shown_in_history(m)]
             while batch:
                 for message in batch:
                     if message.seq > last:
@@ -701,8 +745,32 @@ class ChatApp:
                 self._opening.clear()
         finally:
             self._opening = None
+        last = max([last] + [m.seq for m in page.messages])
+        self._shown_upto[conv_id] = max(self._shown_upto.get(conv_id, 0), last)
         if last:
-            await self.client.mark_read(conv_id, last)
+            self._mark_read(conv_id, last)
+
+    def _mark_read(self, conv_id: str, seq: int) -> None:
+        """Mark the open conversation read up to ``seq``, as the person at the terminal has seen
+        it (so the badges on the user's other devices go too). A burst of arrivals costs one
+        ``read`` at a time: the latest wanted seq per conversation is sent once the last call is done."""
+        if seq <= max(self._read_done.get(conv_id, 0), self._read_wanted.get(conv_id, 0)):
+            return
+        self._read_wanted[conv_id] = seq
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._send_reads(), name="yim-chat-read")
+
+    async def _send_reads(self) -> None:
+        assert self.client is not None
+        while self._read_wanted:
+            conv_id, seq = next(iter(self._read_wanted.items()))
+            del self._read_wanted[conv_id]
+            try:
+                await self.client.mark_read(conv_id, seq)
+            except (YimClientError, aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("could not mark %s read to %d: %s", conv_id, seq, exc)
+                continue  # the next arrival or /read tries again
+            self._read_done[conv_id] = max(self._read_done.get(conv_id, 0), seq)
 
     async def _is_current(self, conv_id: str) -> bool:
         target = self.target
@@ -716,8 +784,29 @@ class ChatApp:
             return True
         return False
 
+    def _remember(self, message: MessageOut, what: str) -> None:
+        """Keep what an entry said (to quote it if it is recalled) and the user's own last entry."""
+        if self.me is not None and message.sender_id == self.me.user_id and message.kind not in ("system", "recall"):
+            self._own_last[message.conv_id] = max(self._own_last.get(message.conv_id, 0), message.seq)
+        if message.kind in ("system", "recall") or message.recalled:
+            return
+        self._shown[(message.conv_id, message.seq)] = one_line(what)
+        self._shown.move_to_end((message.conv_id, message.seq))
+        while len(self._shown) > SHOWN_MAX:
+            self._shown.popitem(last=False)
+
+    def _quote(self, conv_id: str, seq: int) -> str:
+        """The text of an entry shown lately, shortened and in quotes; "" if it was not shown."""
+        text = self._shown.get((conv_id, seq))
+        return f"“{fit(text, 40).rstrip()}”" if text else ""
+
     async def _format(self, message: MessageOut, *, current: bool) -> str:
         who, what = await describe(message, self._names())
+        self._remember(message, what)
+        if message.kind == "recall" and isinstance(message.body, dict):
+            quote = self._quote(message.conv_id, int(message.body.get("seq", 0)))
+            if quote:
+                what = f"{what}: {quote}"
         where = ""
         if not current:
             conv = await self._conv(message.conv_id)
@@ -744,15 +833,38 @@ class ChatApp:
             if current and self._opening is not None:
                 self._opening.append(data)  # shown after the history being loaded
                 return
+            if current:
+                # An entry pushed while its conversation was opening may be in the history
+                # page already (the event is handled after the page): not shown twice.
+                if data.seq <= self._shown_upto.get(data.conv_id, 0):
+                    return
+                self._shown_upto[data.conv_id] = data.seq
             self.say(await self._format(data, current=current))
+            if current and (self.me is None or data.sender_id != self.me.user_id):
+                self._mark_read(data.conv_id, data.seq)  # it is on the screen: read
             return
         if isinstance(item, InboxItem) and item.type == "receipt" and isinstance(data, dict):
-            if self.target is not None and data.get("conv_id") == self.target.conv_id:
-                self.say(f"* {await self._names().name(str(data.get('user_id')))} read up to #{data.get('read_seq')}")
+            await self._show_receipt(data)
             return
         if isinstance(item, InboxItem) and item.type == "relation" and isinstance(data, dict):
             event = str(data.get("event", "")).replace("_", " ")
             self.say(f"* {event}: {await self._names().name(str(data.get('user_id')))}")
+
+    async def _show_receipt(self, data: dict[str, Any]) -> None:
+        """A read receipt of the open conversation, in words: "seen by X" once X has read the
+        user's last message, else which message X has read up to (if it is still on screen)."""
+        conv_id, user_id, read_seq = data.get("conv_id"), str(data.get("user_id")), data.get("read_seq")
+        if self.target is None or conv_id != self.target.conv_id or not isinstance(read_seq, int):
+            return
+        if self.me is not None and user_id == self.me.user_id:
+            return  # another device of this user
+        name = await self._names().name(user_id)
+        if read_seq >= self._own_last.get(conv_id, 0):
+            self.say(f"* seen by {name}")
+            return
+        quote = self._quote(conv_id, read_seq)
+        if quote:
+            self.say(f"* {name} has read up to {quote}")
 
     async def _watch_connection(self) -> None:
         """Say when the connection drops and when it is back (the SDK reconnects by itself)."""
@@ -811,24 +923,39 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
 
 
+def _check(value: str, rule: Any, what: str) -> None:
+    """``value`` against a field type of the protocol (frames.py keeps the rule itself)."""
+    try:
+        msgspec.convert(value, rule)
+    except msgspec.ValidationError:
+        raise UsageError(what) from None
+
+
 async def _register(args: argparse.Namespace) -> int:
-    password = read_password(args, confirm=True)
+    # What can be wrong is said before the password is asked for (twice, at a prompt).
+    _check(args.user, Username, f"{args.user!r} cannot be a username: 3 to 32 letters, digits, '_', '.' or '-'")
     async with HttpApi(_servers(args)) as api:
+        await api.request("GET", "/healthz", auth=False)  # unreachable: said now, not after the prompt
+        password = read_password(
+            args, confirm=True, check=lambda p: _check(p, Password, "the password must be 8 to 256 characters long")
+        )
         user = await api.register(args.user, password, args.display_name or "")
     _print_json(user)
     return 0
 
 
 async def _send(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
+    # From stdin, the line break that ends the input (`echo`, a file) is not part of the message.
+    text = sys.stdin.read().rstrip("\r\n") if args.text == ["-"] else " ".join(args.text)
     if not text.strip():
         raise UsageError("nothing to send")
     async with HttpApi(_servers(args)) as api:
         await _logged_in(args, api)
         try:
-            target: dict[str, str] = {"conv_id": args.group}
             if args.to is not None:
                 target = {"to": (await api.user_by_name(args.to)).user_id}
+            else:
+                target = {"conv_id": await _group_conversation(api, args.group)}
             client_msg_id = uuid.uuid4().hex
             for attempt in range(3):  # a resend with the same client_msg_id is never a second message
                 try:
@@ -855,7 +982,7 @@ async def _history(args: argparse.Namespace) -> int:
                 _print_json(page)
                 return 0
             names = Directory(api)
-            for message in page.messages:
+            for message in filter(shown_in_history, page.messages):
                 sys.stdout.write(await history_line(message, names, full_time=True) + "\n")
             if page.has_more:
                 sys.stdout.write(f"(older messages before #{page.messages[0].seq})\n")
@@ -863,6 +990,34 @@ async def _history(args: argparse.Namespace) -> int:
             with contextlib.suppress(YimClientError, aiohttp.ClientError, TimeoutError):
                 await api.logout()
     return 0
+
+
+async def _group_conversation(api: HttpApi, group: str) -> str:
+    """A group's conversation id, from the id itself (digits) or from the group's name:
+    exactly as written, else ignoring case; a name that two groups share is refused."""
+    if group.isdigit():
+        return group
+    exact: list[ConversationOut] = []
+    folded: list[ConversationOut] = []
+    before: str | None = None
+    while True:
+        page = await api.conversations(limit=200, before=before)
+        for conv in page.conversations:
+            if conv.type == "group" and conv.active:
+                if conv.name == group:
+                    exact.append(conv)
+                elif conv.name.casefold() == group.casefold():
+                    folded.append(conv)
+        if page.next_before is None:
+            break
+        before = page.next_before
+    found = exact or folded
+    if not found:
+        raise UsageError(f"no group named {group} among your conversations")
+    if len(found) > 1:
+        ids = ", ".join(c.conv_id for c in found)
+        raise UsageError(f"{len(found)} groups are named {group}: give the id instead ({ids})")
+    return found[0].conv_id
 
 
 async def _direct_conversation(api: HttpApi, username: str) -> str:
@@ -935,7 +1090,7 @@ def add_terminal_parsers(sub: Any) -> None:
     _account_args(send)
     to = send.add_mutually_exclusive_group(required=True)
     to.add_argument("--to", metavar="USER", help="a username: the one-to-one conversation with them")
-    to.add_argument("--group", metavar="CONV_ID", help="a group's conversation id")
+    to.add_argument("--group", metavar="NAME|ID", help="a group you are in, by its name or conversation id")
     send.add_argument("text", nargs="+", metavar="TEXT", help="the message ('-': read it from stdin)")
     send.set_defaults(func=_one_shot(_send))
 
