@@ -31,6 +31,11 @@ const MAX_TEXT = 8000;
 const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
 const RECEIPT_STALE_MS = 4000;
 const RECEIPTS_AT_ONCE = 12;
+// Group receipts are not pushed (docs/protocol.md §9.3): while own messages in view are not
+// read by everyone, they are asked again, first after RECEIPT_POLL_MIN_MS, then less often
+// while nothing changes (doubling up to RECEIPT_POLL_MAX_MS); any change starts over.
+const RECEIPT_POLL_MIN_MS = 1500;
+const RECEIPT_POLL_MAX_MS = 8000;
 const MENTION_LOOKUPS = 100;
 const MEDIA_KINDS = new Set(["image", "video", "file"]);
 const SEND_ERRORS = {
@@ -58,6 +63,7 @@ export class ChatView {
     this.jump = null; // {seq, tries}: scroll to this message once it is loaded
     this.receipts = new Map(); // "conv:seq" -> {read_count, total, at, asking}
     this.visibleOwn = new Set(); // own group messages in view (elements)
+    this.receiptPoll = { timer: 0, delay: RECEIPT_POLL_MIN_MS };
 
     this.head = h("header", { class: "chat-head" });
     this.top = h("div", { class: "history-top" });
@@ -147,7 +153,12 @@ export class ChatView {
     this.el = h("section", { class: "chat" }, this.emptyState, this.pane);
 
     typing.addEventListener("change", (e) => {
-      if (e.detail === this.route?.conv_id) this.renderTyping();
+      if (e.detail !== this.route?.conv_id) return;
+      this.renderTyping();
+      this.pollReceiptsSoon(); // someone is active in the chat: they may be reading, too
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.pollReceiptsSoon();
     });
     presence.addEventListener("change", (e) => {
       if (e.detail === this.peer()?.user_id) this.renderHead();
@@ -390,7 +401,13 @@ export class ChatView {
     if (!item.mine) return null;
     if (item.local) return item.msg.state === "failed" ? "failed" : "sending";
     if (conv?.peer_read_seq != null && item.msg.seq <= conv.peer_read_seq) return "read";
+    if (conv?.type === "group" && this.readByAll(conv, item.msg.seq)) return "read";
     return "sent";
+  }
+
+  readByAll(conv, seq) {
+    const r = this.receipts.get(conv.conv_id + ":" + seq);
+    return !!r && r.total > 0 && r.read_count >= r.total;
   }
 
   // "Read by k of n" for one's own group messages.
@@ -650,9 +667,40 @@ export class ChatView {
     this.receiptTimer = setTimeout(() => this.askReceipts(true), 300);
   }
 
+  // Ask again shortly, and keep asking (less and less often) while the answers stay open.
+  pollReceiptsSoon() {
+    this.receiptPoll.delay = RECEIPT_POLL_MIN_MS;
+    this.scheduleReceiptPoll();
+  }
+
+  scheduleReceiptPoll() {
+    const poll = this.receiptPoll;
+    clearTimeout(poll.timer);
+    poll.timer = 0;
+    if (!this.openReceipts()) return; // nothing in view can still change: wait for a trigger
+    poll.timer = setTimeout(() => {
+      poll.timer = 0;
+      poll.delay = Math.min(poll.delay * 2, RECEIPT_POLL_MAX_MS);
+      this.askReceipts(true);
+      this.scheduleReceiptPoll();
+    }, poll.delay);
+  }
+
+  // Whether an own message in view of the shown group is not yet read by everyone.
+  openReceipts() {
+    const conv = this.conv();
+    if (conv?.type !== "group" || document.visibilityState === "hidden") return false;
+    for (const el of this.visibleOwn) {
+      const seq = Number(el.dataset.seq);
+      if (seq && !this.readByAll(conv, seq)) return true;
+    }
+    return false;
+  }
+
   askReceipts(force) {
     const conv = this.conv();
     if (conv?.type !== "group" || !this.store.socket.isOpen || document.visibilityState === "hidden") return;
+    if (!this.receiptPoll.timer) this.scheduleReceiptPoll();
     const now = Date.now();
     // The newest few in view: read markers only move forward, so older ones change less.
     const seqs = [...this.visibleOwn]
@@ -674,8 +722,11 @@ export class ChatView {
       this.store.socket
         .request("receipts", { conv_id: conv.conv_id, seq })
         .then((res) => {
+          const moved = res.read_count !== entry.read_count || res.total !== entry.total;
           this.receipts.set(key, { read_count: res.read_count, total: res.total, at: Date.now(), asking: false });
-          if (this.route?.conv_id === conv.conv_id) this.render();
+          if (this.route?.conv_id !== conv.conv_id) return;
+          if (moved) this.pollReceiptsSoon(); // others are reading now: look again soon
+          this.render();
         })
         .catch(() => this.receipts.set(key, { ...entry, asking: false }))
         .finally(() => {
