@@ -74,6 +74,8 @@ function startMain(session) {
   const presence = new Presence(socket);
   const typing = new Typing(socket, store);
   const relations = new Relations(socket, store, presence);
+  // The server shows presence to friends only (and oneself): others read as "offline".
+  presence.canSee = (userId) => userId === store.me.user_id || relations.isFriend(userId);
   const groups = new Groups(socket, store, api);
   const service = new Service(socket, store);
   const media = new Media(api);
