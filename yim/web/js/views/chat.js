@@ -19,7 +19,7 @@ import {
   systemText,
   timeLabel,
 } from "../format.js";
-import { openDialog } from "./dialog.js";
+import { confirmAction, openDialog } from "./dialog.js";
 import { EmojiPicker } from "./emoji.js";
 import { icon } from "./icons.js";
 import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
@@ -643,14 +643,28 @@ export class ChatView {
         {
           label: "Recall",
           danger: true,
-          onSelect: () =>
-            this.store.recall(conv.conv_id, item.msg.seq).catch((err) =>
-              toast(err.code === "recall_expired" ? "Too late to recall this message." : err.message),
-            ),
+          onSelect: () => this.confirmRecall(item, conv),
         },
       ],
       "Message actions",
     );
+  }
+
+  confirmRecall(item, conv) {
+    const mine = item.mine;
+    confirmAction({
+      title: "Recall this message?",
+      text: mine
+        ? "It will be removed for everyone in this chat. They will see that you recalled a message."
+        : `It will be removed for everyone in this group. They will see that a message of ${displayName(
+            this.store.user(item.msg.sender_id),
+          )} was recalled.`,
+      confirmLabel: "Recall",
+      onConfirm: () =>
+        this.store.recall(conv.conv_id, item.msg.seq).catch((err) => {
+          throw new Error(err.code === "recall_expired" ? "Too late to recall this message." : err.message);
+        }),
+    });
   }
 
   // --- group read receipts ------------------------------------------------------------------
@@ -766,7 +780,13 @@ export class ChatView {
   }
 
   closeSession(session) {
-    this.service.close(session.session_id).catch((err) => toast(err.message));
+    const customer = displayName(this.store.user(session.customer_id));
+    confirmAction({
+      title: "Close this session?",
+      text: `${customer} will see that the chat is closed and can rate it. If they write again, a new session starts.`,
+      confirmLabel: "Close session",
+      onConfirm: () => this.service.close(session.session_id),
+    });
   }
 
   // --- interaction ----------------------------------------------------------------------
