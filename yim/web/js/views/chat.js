@@ -231,6 +231,25 @@ export class ChatView {
     return this.route?.user ?? null;
   }
 
+  // The shop of a shop draft (route {shop_id}): Shop, null when there is no such shop, or
+  // undefined while it is being looked up (a render follows).
+  shop() {
+    const id = this.route?.shop_id;
+    if (!id) return undefined;
+    const info = this.service.shopInfo(id);
+    if (info === undefined && this.store.socket.isOpen && !this.shopAsked?.has(id)) {
+      (this.shopAsked ??= new Set()).add(id);
+      this.service
+        .lookupShop(id)
+        .catch(() => {})
+        .finally(() => {
+          this.shopAsked.delete(id);
+          if (this.route?.shop_id === id) this.render();
+        });
+    }
+    return info;
+  }
+
   // The customer of a service conversation I serve (agent side), as a user.
   customer(conv) {
     const s = conv && this.service.sessionOf(conv.conv_id);
@@ -243,11 +262,13 @@ export class ChatView {
     const conv = this.conv();
     if (conv?.type === "group" && !this.groups.get(conv.conv_id)) this.groups.load(conv.conv_id).catch(() => {});
     this.renderHead();
-    const inactive = conv && !conv.active;
+    const noShop = !conv && this.route.shop_id && this.shop() === null;
+    const inactive = (conv && !conv.active) || noShop;
     this.composer.hidden = !!inactive;
     this.gone.hidden = !inactive;
-    this.gone.textContent =
-      conv?.type === "service"
+    this.gone.textContent = noShop
+      ? `There is no shop with id ${this.route.shop_id}. Check the number with the shop.`
+      : conv?.type === "service"
         ? "This customer is no longer assigned to you."
         : "You are no longer a member of this group.";
     this.attachBtn.hidden = !!this.route.shop_id && !conv; // a shop chat starts with words
@@ -256,7 +277,8 @@ export class ChatView {
       return;
     }
     let top;
-    if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
+    if (noShop) top = "";
+    else if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
     else if (!conv.loaded) top = "Loading…";
     else if (conv.loadingOlder) top = "Loading earlier messages…";
     else if (conv.hasOlder) top = "";
@@ -290,8 +312,10 @@ export class ChatView {
       );
     } else if (type === "service") {
       const customer = this.customer(conv);
-      title = conv ? convTitle(conv, customer) : `Shop ${this.route.shop_id}`;
-      face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: conv?.name || "Shop" });
+      const shop = conv ? null : this.shop();
+      title = conv ? convTitle(conv, customer) : shop === null ? "No such shop" : (shop?.name ?? "Shop");
+      const shopName = conv?.name || shop?.name || "Shop";
+      face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: shopName });
       const serving = conv && this.service.sessionOf(conv.conv_id);
       if (serving) {
         sub = `Customer · ${category(serving.category)}`;
@@ -305,6 +329,18 @@ export class ChatView {
         ];
       } else if (conv && conv.active !== false) {
         sub = this.customerLine(conv);
+        const s = this.service.customerSession(conv.conv_id);
+        if (s?.status === "closed" && s.session_id) {
+          actions = [
+            h(
+              "button",
+              { type: "button", class: "ghost head-btn", onclick: () => this.rate(s) },
+              s.rating ? "Change rating" : "Rate this chat",
+            ),
+          ];
+        }
+      } else if (!conv && shop) {
+        sub = `Shop id ${this.route.shop_id}`;
       }
     } else {
       title = conv ? convTitle(conv) : displayName(peer);
@@ -349,7 +385,53 @@ export class ChatView {
       return s.position ? `Waiting for an agent · position ${s.position}` : "Waiting for an agent";
     }
     if (s.status === "active") return `Chatting with ${displayName(this.store.user(s.agent_id))}`;
+    if (s.rating) return `Chat closed · you rated it ${s.rating} of 5 · write again to start a new one`;
     return "Chat closed · write again to start a new one";
+  }
+
+  // The customer rates a closed session: 1 … 5 stars and an optional comment.
+  rate(session) {
+    let rating = session.rating ?? 0;
+    const stars = [1, 2, 3, 4, 5].map((n) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "star",
+          role: "radio",
+          "aria-label": `${n} of 5`,
+          onclick: () => {
+            rating = n;
+            paint();
+          },
+        },
+        "★",
+      ),
+    );
+    const paint = () => {
+      stars.forEach((el, i) => {
+        el.classList.toggle("on", i < rating);
+        el.setAttribute("aria-checked", i + 1 === rating ? "true" : "false");
+      });
+    };
+    paint();
+    const comment = h("textarea", { name: "comment", rows: 3, maxlength: 500, placeholder: "Optional" });
+    comment.value = session.comment ?? "";
+    const shop = this.conv()?.name || "the shop";
+    openDialog({
+      title: "Rate this chat",
+      content: [
+        h("p", { class: "dialog-note" }, `How did ${shop} help you?`),
+        h("div", { class: "stars", role: "radiogroup", "aria-label": "Rating" }, stars),
+        h("label", { class: "field" }, h("span", null, "Comment"), comment),
+      ],
+      submitLabel: "Send rating",
+      onSubmit: async () => {
+        if (!rating) throw new Error("Choose 1 to 5 stars.");
+        await this.service.rate(session, rating, comment.value.trim());
+        toast("Thank you for your rating.");
+      },
+    });
   }
 
   renderTyping() {
