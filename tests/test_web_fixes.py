@@ -219,6 +219,7 @@ async def test_customer_service_shop_checks_confirmation_and_rating(
         await rating.get_by_role("button", name="Send rating").click()
         await expect(rating.locator(".form-error")).to_have_text("Choose 1 to 5 stars.")
         await rating.get_by_role("radio", name="4 of 5").click()
+        await expect(rating.locator(".form-error")).to_be_empty()
         await rating.get_by_label("Comment").fill("回复很快")
         await shot(bob, "fix-rate")
         await rating.get_by_role("button", name="Send rating").click()
@@ -227,6 +228,7 @@ async def test_customer_service_shop_checks_confirmation_and_rating(
             "Chat closed · you rated it 4 of 5 · write again to start a new one"
         )
         await expect(bob.locator(".chat-head").get_by_role("button", name="Change rating")).to_be_visible()
+        await shot(bob, "fix-rated")
         r = await http.get(
             f"/api/v1/shops/{shop_id}/service", headers={"Authorization": "Bearer " + people["bob"]["token"]}
         )

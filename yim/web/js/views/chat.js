@@ -403,6 +403,7 @@ export class ChatView {
           onclick: () => {
             rating = n;
             paint();
+            dialog.error.textContent = ""; // "choose stars" no longer applies
           },
         },
         "★",
@@ -418,7 +419,7 @@ export class ChatView {
     const comment = h("textarea", { name: "comment", rows: 3, maxlength: 500, placeholder: "Optional" });
     comment.value = session.comment ?? "";
     const shop = this.conv()?.name || "the shop";
-    openDialog({
+    const dialog = openDialog({
       title: "Rate this chat",
       content: [
         h("p", { class: "dialog-note" }, `How did ${shop} help you?`),
