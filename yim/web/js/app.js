@@ -88,6 +88,7 @@ function startMain(session) {
     socket.stop();
     presence.stop();
     service.stop();
+    chat.stop();
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
     localStorage.removeItem(SESSION_KEY);

@@ -64,6 +64,7 @@ export class ChatView {
     this.receipts = new Map(); // "conv:seq" -> {read_count, total, at, asking}
     this.visibleOwn = new Set(); // own group messages in view (elements)
     this.receiptPoll = { timer: 0, delay: RECEIPT_POLL_MIN_MS };
+    this.shopAsked = new Set(); // shop ids being looked up for a shop draft
 
     this.head = h("header", { class: "chat-head" });
     this.top = h("div", { class: "history-top" });
@@ -157,9 +158,11 @@ export class ChatView {
       this.renderTyping();
       this.pollReceiptsSoon(); // someone is active in the chat: they may be reading, too
     });
-    document.addEventListener("visibilitychange", () => {
+    this._onVisibility = () => {
       if (document.visibilityState === "visible") this.pollReceiptsSoon();
-    });
+    };
+    document.addEventListener("visibilitychange", this._onVisibility);
+    store.socket.addEventListener("open", () => this.pollReceiptsSoon()); // reads missed while away
     presence.addEventListener("change", (e) => {
       if (e.detail === this.peer()?.user_id) this.renderHead();
     });
@@ -177,6 +180,13 @@ export class ChatView {
       const m = e.detail;
       if (m.conv_id === this.route?.conv_id && m.sender_id !== store.me.user_id) this.refreshReceiptsSoon();
     });
+  }
+
+  // Logged out: no more timers or document listeners for this view.
+  stop() {
+    document.removeEventListener("visibilitychange", this._onVisibility);
+    clearTimeout(this.receiptPoll.timer);
+    clearTimeout(this.receiptTimer);
   }
 
   // --- routing --------------------------------------------------------------------------
@@ -237,8 +247,8 @@ export class ChatView {
     const id = this.route?.shop_id;
     if (!id) return undefined;
     const info = this.service.shopInfo(id);
-    if (info === undefined && this.store.socket.isOpen && !this.shopAsked?.has(id)) {
-      (this.shopAsked ??= new Set()).add(id);
+    if (info === undefined && this.store.socket.isOpen && !this.shopAsked.has(id)) {
+      this.shopAsked.add(id);
       this.service
         .lookupShop(id)
         .catch(() => {})
@@ -786,7 +796,7 @@ export class ChatView {
   // Whether an own message in view of the shown group is not yet read by everyone.
   openReceipts() {
     const conv = this.conv();
-    if (conv?.type !== "group" || document.visibilityState === "hidden") return false;
+    if (conv?.type !== "group" || document.visibilityState === "hidden" || !this.store.socket.isOpen) return false;
     for (const el of this.visibleOwn) {
       const seq = Number(el.dataset.seq);
       if (seq && !this.readByAll(conv, seq)) return true;
