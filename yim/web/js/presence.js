@@ -49,7 +49,8 @@ export class Presence extends EventTarget {
 
   watch(userIds) {
     for (const id of userIds) {
-      if (!id || this.watched.has(id)) continue;
+      // Not asked for users we may not see: the answer would only be "offline".
+      if (!id || this.watched.has(id) || !this.canSee(id)) continue;
       this.watched.add(id);
       this.queue.add(id);
     }
