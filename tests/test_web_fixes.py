@@ -235,13 +235,16 @@ async def test_customer_service_shop_checks_confirmation_and_rating(
         session = await r.json()
         assert (session["status"], session["rating"], session["comment"]) == ("closed", 4, "回复很快")
 
-        # A link to a shop that does not exist says so, with nothing to write into.
+        # A link to a shop that does not exist says so, with nothing to write into (opened
+        # as a fresh page load: the shop is looked up once the connection is up).
+        await bob.goto("about:blank")
         await bob.goto(f"{server.url}/#/s/99999")
         await expect(bob.locator(".chat-title")).to_have_text("No such shop")
         await expect(bob.locator(".chat-gone")).to_have_text(
             "There is no shop with id 99999. Check the number with the shop."
         )
         await expect(bob.locator(".composer")).to_be_hidden()
+        await shot(bob, "fix-no-such-shop")
 
 
 USERNAME_RULE = (
