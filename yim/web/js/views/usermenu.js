@@ -42,7 +42,8 @@ export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
           title: `Block ${name}?`,
           text:
             `${name} will not be able to message you, send you friend requests or follow you. ` +
-            "Blocking also ends your friendship. You can unblock later.",
+            (relations.isFriend(id) ? "Blocking also ends your friendship. " : "") +
+            "You can unblock later.",
           confirmLabel: "Block",
           onConfirm: () =>
             relations.block(id).then(
