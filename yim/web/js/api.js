@@ -2,10 +2,11 @@
 // JSON body or rejects with an ApiError carrying the server's stable error `code`.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter; // seconds, when the server asks to wait (rate_limited)
   }
 }
 
@@ -38,7 +39,13 @@ export class Api {
       // a proxy's HTML error page, or an empty body
     }
     if (!res.ok) {
-      throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
+      const retry = Number(data?.retry_after ?? res.headers.get("Retry-After"));
+      throw new ApiError(
+        res.status,
+        data?.code ?? "http_" + res.status,
+        data?.message ?? res.statusText,
+        Number.isFinite(retry) && retry > 0 ? retry : null,
+      );
     }
     return data;
   }
@@ -109,7 +116,13 @@ export class Api {
     }
     if (!res.ok) {
       const data = await res.json().catch(() => null);
-      throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
+      const retry = Number(data?.retry_after ?? res.headers.get("Retry-After"));
+      throw new ApiError(
+        res.status,
+        data?.code ?? "http_" + res.status,
+        data?.message ?? res.statusText,
+        Number.isFinite(retry) && retry > 0 ? retry : null,
+      );
     }
     return res.blob();
   }

@@ -74,6 +74,8 @@ function startMain(session) {
   const presence = new Presence(socket);
   const typing = new Typing(socket, store);
   const relations = new Relations(socket, store, presence);
+  // The server shows presence to friends only (and oneself): others read as "offline".
+  presence.canSee = (userId) => userId === store.me.user_id || relations.isFriend(userId);
   const groups = new Groups(socket, store, api);
   const service = new Service(socket, store);
   const media = new Media(api);
@@ -86,6 +88,7 @@ function startMain(session) {
     socket.stop();
     presence.stop();
     service.stop();
+    chat.stop();
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
     localStorage.removeItem(SESSION_KEY);
@@ -130,8 +133,11 @@ function startMain(session) {
     onLogout: logout,
     onOpenUser: openUser,
     onUserMenu,
-    onOpenShop(shopId) {
+    // Checked before the chat opens: a mistyped id is refused here, not after the first message.
+    async onOpenShop(shopId) {
       if (!/^[0-9]{1,20}$/.test(shopId)) throw new Error("A shop id is a number.");
+      const shop = await service.lookupShop(shopId);
+      if (!shop) throw new Error(`There is no shop with id ${shopId}. Check the number with the shop.`);
       location.hash = `#/s/${shopId}`;
     },
     onSearchHit(convId, seq) {
@@ -151,6 +157,8 @@ function startMain(session) {
       // My one conversation with this shop, if I ever wrote to it.
       const existing = socket.isOpen ? await service.customerStatus(id).catch(() => null) : null;
       if (existing) return location.replace(`#/c/${existing.conv_id}`);
+      // Its name for the header, and whether it exists at all (the chat says so if not).
+      if (socket.isOpen) await service.lookupShop(id).catch(() => null);
       r = { shop_id: id };
     } else if (kind === "u") {
       const existing = store.convWithPeer(id);
@@ -203,7 +211,13 @@ function startMain(session) {
   store.addEventListener("sent", (e) => {
     // The first message to someone (or to a shop) created the conversation: show it under its id.
     const { item, msg } = e.detail;
-    if (item.shop_id) service.rememberShop(msg.conv_id, item.shop_id);
+    if (item.shop_id) {
+      service.rememberShop(msg.conv_id, item.shop_id);
+      // Named after the shop at once (the `conversation` reply confirms the name later).
+      const conv = store.convs.get(msg.conv_id);
+      const shop = service.shopInfo(item.shop_id);
+      if (conv && !conv.name && shop) conv.name = shop.name;
+    }
     if (chat.route?.user && item.to === chat.route.user.user_id) location.replace(`#/c/${msg.conv_id}`);
     if (chat.route?.shop_id && item.shop_id === chat.route.shop_id) location.replace(`#/c/${msg.conv_id}`);
   });

@@ -126,14 +126,15 @@ export function singleEmoji(text) {
   return segs.length === 1 && EMOJI.test(t) ? t : null;
 }
 
-// A presence dot (online, away, offline) for an avatar; `p` is a Presence or null.
+// A presence dot (online, away, offline) for an avatar; `p` is a Presence, or null when
+// the presence is unknown or not visible to us: then no dot, rather than a false "offline".
 export function presenceDot(p) {
-  const status = p?.status ?? "offline";
+  if (!p) return null;
   return h("span", {
     class: "presence-dot",
-    dataset: { presence: status },
-    title: presenceText(p) || "offline",
-    "aria-label": status,
+    dataset: { presence: p.status },
+    title: presenceText(p),
+    "aria-label": p.status,
     role: "img",
   });
 }

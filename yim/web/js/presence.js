@@ -1,7 +1,9 @@
 // Presence (docs/protocol.md §8.4): who is online, away or offline, and this page's own
 // status. Views ask for the users they show (`watch`); unknown ones are looked up in one
 // batched `presence_query`, and `presence` notices keep them current. The server tells
-// presence only to friends: everyone else reads as offline.
+// presence only to friends: everyone else reads as "offline" there, which would be false,
+// so `get` gives nothing for users whose presence this user may not see (`canSee`, set
+// from the friends list) and the views show no status for them at all.
 //
 // The page sets its connection `away` while it is hidden and `online` when it is shown.
 
@@ -16,6 +18,7 @@ export class Presence extends EventTarget {
     this.queue = new Set();
     this.timer = 0;
     this.sent = null; // the status last told to the server on this connection
+    this.canSee = () => false; // whether the server shows us this user's presence (see above)
 
     socket.addEventListener("open", () => {
       this.sent = "online"; // every connection starts online
@@ -35,18 +38,19 @@ export class Presence extends EventTarget {
     clearTimeout(this.timer);
   }
 
-  // "online" | "away" | "offline", or null while unknown.
+  // "online" | "away" | "offline", or null while unknown or not visible to us.
   status(userId) {
-    return this.states.get(userId)?.status ?? null;
+    return this.get(userId)?.status ?? null;
   }
 
   get(userId) {
-    return this.states.get(userId) ?? null;
+    return userId && this.canSee(userId) ? (this.states.get(userId) ?? null) : null;
   }
 
   watch(userIds) {
     for (const id of userIds) {
-      if (!id || this.watched.has(id)) continue;
+      // Not asked for users we may not see: the answer would only be "offline".
+      if (!id || this.watched.has(id) || !this.canSee(id)) continue;
       this.watched.add(id);
       this.queue.add(id);
     }

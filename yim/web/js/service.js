@@ -9,6 +9,9 @@
 // of my latest session there (queued at position n, served by an agent, closed).
 
 const DASHBOARD_EVERY_MS = 10000;
+// Nothing is pushed when someone makes this user an agent or admin of a shop: the list of
+// shops is re-checked this often (one small request), so the Agent tab appears without a reload.
+const SHOPS_EVERY_MS = 60000;
 
 export class Service extends EventTarget {
   constructor(socket, store) {
@@ -23,6 +26,8 @@ export class Service extends EventTarget {
     this.pollTimer = 0;
     this.refreshTimer = 0;
     this.shopOfConv = loadMap(this.storageKey());
+    this.shopInfos = new Map(); // shop_id -> Shop, or null: no such shop (customer side)
+    this.shopsTimer = setInterval(() => this.checkShops(), SHOPS_EVERY_MS);
 
     socket.addEventListener("open", () => this.load().catch(() => {}));
     store.addEventListener("inbox", (e) => {
@@ -61,6 +66,18 @@ export class Service extends EventTarget {
     this.changed();
   }
 
+  // Whether the shops I serve changed (I was made an agent, or removed): then load them.
+  async checkShops() {
+    if (!this.socket.isOpen || document.visibilityState === "hidden") return;
+    try {
+      const { shops } = await this.socket.request("shops");
+      const ids = shops.map((shop) => shop.shop_id);
+      if (ids.length !== this.shops.size || ids.some((id) => !this.shops.has(id))) await this.load();
+    } catch {
+      // asked again on the next round or connection
+    }
+  }
+
   async loadShop(shopId) {
     const entry = this.shops.get(shopId);
     if (!entry) return;
@@ -86,6 +103,7 @@ export class Service extends EventTarget {
 
   stop() {
     clearInterval(this.pollTimer);
+    clearInterval(this.shopsTimer);
     clearTimeout(this.refreshTimer);
   }
 
@@ -121,7 +139,8 @@ export class Service extends EventTarget {
       this.rememberShop(d.conv_id, d.shop_id);
       const status = { queued: "queued", assigned: "active", unassigned: "queued", closed: "closed" }[d.event];
       if (status) {
-        const old = this.customer.get(d.conv_id) ?? {};
+        const known = this.customer.get(d.conv_id);
+        const old = known?.session_id === d.session_id ? known : {}; // a new session: no rating yet
         this.customer.set(d.conv_id, {
           ...old,
           ...d,
@@ -148,6 +167,7 @@ export class Service extends EventTarget {
         if (s && s.session_id === d.session_id) this.sessions.delete(d.conv_id);
       }
       if (this.shops.has(d.shop_id)) this.refreshSoon();
+      else if (d.agent_id === me) this.load().catch(() => {}); // made an agent of this shop meanwhile
     }
     this.store.fetchConv(d.conv_id); // joined or left the conversation
     this.changed();
@@ -178,16 +198,44 @@ export class Service extends EventTarget {
     }
   }
 
+  // The shop with this id, or null when there is none (`not_found`); other errors throw.
+  async lookupShop(shopId) {
+    if (this.shopInfos.has(shopId)) return this.shopInfos.get(shopId);
+    try {
+      const shop = await this.socket.request("shop_info", { shop_id: shopId });
+      this.shopInfos.set(shopId, shop);
+      return shop;
+    } catch (err) {
+      if (err.code !== "not_found") throw err;
+      this.shopInfos.set(shopId, null);
+      return null;
+    }
+  }
+
+  // A shop looked up before: Shop, null (no such shop) or undefined (not asked).
+  shopInfo(shopId) {
+    return this.shopInfos.get(shopId);
+  }
+
   // The state of my session in a service conversation (asked once if unknown).
   customerSession(convId) {
     const known = this.customer.get(convId);
     if (known) return known;
-    const shopId = this.shopOfConv[convId];
+    const shopId = this.shopOfConv[convId] ?? this.store.convs.get(convId)?.shop_id;
     if (shopId && this.socket.isOpen) {
       this.customer.set(convId, { status: null, shop_id: shopId });
       this.customerStatus(shopId).catch(() => this.customer.delete(convId));
     }
     return null;
+  }
+
+  // Rate my closed session (1 … 5 stars); rating again replaces the rating.
+  async rate(session, rating, comment) {
+    const s = await this.socket.request("service_rate", { session_id: session.session_id, rating, comment });
+    const known = this.customer.get(s.conv_id);
+    if (!known || known.session_id === s.session_id) this.customer.set(s.conv_id, { ...known, ...s });
+    this.changed();
+    return s;
   }
 
   // --- agent actions --------------------------------------------------------------------------

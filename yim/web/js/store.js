@@ -44,6 +44,8 @@ function newConv(convId) {
     unread: 0,
     mentioned: false, // a message after read_seq mentions me (or everyone)
     peer_read_seq: null, // one-to-one read receipts: the peer has read up to here (null: unknown)
+    shop_id: null, // service conversations
+    customer_id: null,
     updated_at: 0,
     last_message: null,
     msgs: [], // loaded history, ascending by seq, contiguous
@@ -445,6 +447,8 @@ export class Store extends EventTarget {
     conv.name = c.name ?? "";
     conv.member_count = c.member_count ?? 0;
     conv.active = c.active ?? true;
+    if (c.shop_id) conv.shop_id = c.shop_id; // service conversations: the shop and its customer
+    if (c.customer_id) conv.customer_id = c.customer_id;
     if (c.peer) {
       conv.peer = c.peer;
       this.rememberUser(c.peer);
@@ -711,6 +715,7 @@ export class Store extends EventTarget {
       // The first message to a shop opened the service conversation (named after the shop).
       const conv = newConv(ack.conv_id);
       conv.type = "service";
+      conv.shop_id = item.shop_id;
       if (ack.seq === 1) Object.assign(conv, { loaded: true, hasOlder: false });
       this.convs.set(ack.conv_id, conv);
       this.fetchConv(ack.conv_id);

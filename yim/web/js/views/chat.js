@@ -19,7 +19,7 @@ import {
   systemText,
   timeLabel,
 } from "../format.js";
-import { openDialog } from "./dialog.js";
+import { confirmAction, openDialog } from "./dialog.js";
 import { EmojiPicker } from "./emoji.js";
 import { icon } from "./icons.js";
 import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
@@ -31,6 +31,11 @@ const MAX_TEXT = 8000;
 const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
 const RECEIPT_STALE_MS = 4000;
 const RECEIPTS_AT_ONCE = 12;
+// Group receipts are not pushed (docs/protocol.md §9.3): while own messages in view are not
+// read by everyone, they are asked again, first after RECEIPT_POLL_MIN_MS, then less often
+// while nothing changes (doubling up to RECEIPT_POLL_MAX_MS); any change starts over.
+const RECEIPT_POLL_MIN_MS = 1500;
+const RECEIPT_POLL_MAX_MS = 8000;
 const MENTION_LOOKUPS = 100;
 const MEDIA_KINDS = new Set(["image", "video", "file"]);
 const SEND_ERRORS = {
@@ -58,6 +63,8 @@ export class ChatView {
     this.jump = null; // {seq, tries}: scroll to this message once it is loaded
     this.receipts = new Map(); // "conv:seq" -> {read_count, total, at, asking}
     this.visibleOwn = new Set(); // own group messages in view (elements)
+    this.receiptPoll = { timer: 0, delay: RECEIPT_POLL_MIN_MS };
+    this.shopAsked = new Set(); // shop ids being looked up for a shop draft
 
     this.head = h("header", { class: "chat-head" });
     this.top = h("div", { class: "history-top" });
@@ -147,8 +154,15 @@ export class ChatView {
     this.el = h("section", { class: "chat" }, this.emptyState, this.pane);
 
     typing.addEventListener("change", (e) => {
-      if (e.detail === this.route?.conv_id) this.renderTyping();
+      if (e.detail !== this.route?.conv_id) return;
+      this.renderTyping();
+      this.pollReceiptsSoon(); // someone is active in the chat: they may be reading, too
     });
+    this._onVisibility = () => {
+      if (document.visibilityState === "visible") this.pollReceiptsSoon();
+    };
+    document.addEventListener("visibilitychange", this._onVisibility);
+    store.socket.addEventListener("open", () => this.pollReceiptsSoon()); // reads missed while away
     presence.addEventListener("change", (e) => {
       if (e.detail === this.peer()?.user_id) this.renderHead();
     });
@@ -166,6 +180,13 @@ export class ChatView {
       const m = e.detail;
       if (m.conv_id === this.route?.conv_id && m.sender_id !== store.me.user_id) this.refreshReceiptsSoon();
     });
+  }
+
+  // Logged out: no more timers or document listeners for this view.
+  stop() {
+    document.removeEventListener("visibilitychange", this._onVisibility);
+    clearTimeout(this.receiptPoll.timer);
+    clearTimeout(this.receiptTimer);
   }
 
   // --- routing --------------------------------------------------------------------------
@@ -220,6 +241,25 @@ export class ChatView {
     return this.route?.user ?? null;
   }
 
+  // The shop of a shop draft (route {shop_id}): Shop, null when there is no such shop, or
+  // undefined while it is being looked up (a render follows).
+  shop() {
+    const id = this.route?.shop_id;
+    if (!id) return undefined;
+    const info = this.service.shopInfo(id);
+    if (info === undefined && this.store.socket.isOpen && !this.shopAsked.has(id)) {
+      this.shopAsked.add(id);
+      this.service
+        .lookupShop(id)
+        .catch(() => {})
+        .finally(() => {
+          this.shopAsked.delete(id);
+          if (this.route?.shop_id === id) this.render();
+        });
+    }
+    return info;
+  }
+
   // The customer of a service conversation I serve (agent side), as a user.
   customer(conv) {
     const s = conv && this.service.sessionOf(conv.conv_id);
@@ -232,11 +272,13 @@ export class ChatView {
     const conv = this.conv();
     if (conv?.type === "group" && !this.groups.get(conv.conv_id)) this.groups.load(conv.conv_id).catch(() => {});
     this.renderHead();
-    const inactive = conv && !conv.active;
+    const noShop = !conv && this.route.shop_id && this.shop() === null;
+    const inactive = (conv && !conv.active) || noShop;
     this.composer.hidden = !!inactive;
     this.gone.hidden = !inactive;
-    this.gone.textContent =
-      conv?.type === "service"
+    this.gone.textContent = noShop
+      ? `There is no shop with id ${this.route.shop_id}. Check the number with the shop.`
+      : conv?.type === "service"
         ? "This customer is no longer assigned to you."
         : "You are no longer a member of this group.";
     this.attachBtn.hidden = !!this.route.shop_id && !conv; // a shop chat starts with words
@@ -245,7 +287,8 @@ export class ChatView {
       return;
     }
     let top;
-    if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
+    if (noShop) top = "";
+    else if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
     else if (!conv.loaded) top = "Loading…";
     else if (conv.loadingOlder) top = "Loading earlier messages…";
     else if (conv.hasOlder) top = "";
@@ -279,8 +322,10 @@ export class ChatView {
       );
     } else if (type === "service") {
       const customer = this.customer(conv);
-      title = conv ? convTitle(conv, customer) : `Shop ${this.route.shop_id}`;
-      face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: conv?.name || "Shop" });
+      const shop = conv ? null : this.shop();
+      title = conv ? convTitle(conv, customer) : shop === null ? "No such shop" : (shop?.name ?? "Shop");
+      const shopName = conv?.name || shop?.name || "Shop";
+      face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: shopName });
       const serving = conv && this.service.sessionOf(conv.conv_id);
       if (serving) {
         sub = `Customer · ${category(serving.category)}`;
@@ -294,6 +339,18 @@ export class ChatView {
         ];
       } else if (conv && conv.active !== false) {
         sub = this.customerLine(conv);
+        const s = this.service.customerSession(conv.conv_id);
+        if (s?.status === "closed" && s.session_id) {
+          actions = [
+            h(
+              "button",
+              { type: "button", class: "ghost head-btn", onclick: () => this.rate(s) },
+              s.rating ? "Change rating" : "Rate this chat",
+            ),
+          ];
+        }
+      } else if (!conv && shop) {
+        sub = `Shop id ${this.route.shop_id}`;
       }
     } else {
       title = conv ? convTitle(conv) : displayName(peer);
@@ -338,7 +395,54 @@ export class ChatView {
       return s.position ? `Waiting for an agent · position ${s.position}` : "Waiting for an agent";
     }
     if (s.status === "active") return `Chatting with ${displayName(this.store.user(s.agent_id))}`;
+    if (s.rating) return `Chat closed · you rated it ${s.rating} of 5 · write again to start a new one`;
     return "Chat closed · write again to start a new one";
+  }
+
+  // The customer rates a closed session: 1 … 5 stars and an optional comment.
+  rate(session) {
+    let rating = session.rating ?? 0;
+    const stars = [1, 2, 3, 4, 5].map((n) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "star",
+          role: "radio",
+          "aria-label": `${n} of 5`,
+          onclick: () => {
+            rating = n;
+            paint();
+            dialog.error.textContent = ""; // "choose stars" no longer applies
+          },
+        },
+        "★",
+      ),
+    );
+    const paint = () => {
+      stars.forEach((el, i) => {
+        el.classList.toggle("on", i < rating);
+        el.setAttribute("aria-checked", i + 1 === rating ? "true" : "false");
+      });
+    };
+    paint();
+    const comment = h("textarea", { name: "comment", rows: 3, maxlength: 500, placeholder: "Optional" });
+    comment.value = session.comment ?? "";
+    const shop = this.conv()?.name || "the shop";
+    const dialog = openDialog({
+      title: "Rate this chat",
+      content: [
+        h("p", { class: "dialog-note" }, `How did ${shop} help you?`),
+        h("div", { class: "stars", role: "radiogroup", "aria-label": "Rating" }, stars),
+        h("label", { class: "field" }, h("span", null, "Comment"), comment),
+      ],
+      submitLabel: "Send rating",
+      onSubmit: async () => {
+        if (!rating) throw new Error("Choose 1 to 5 stars.");
+        await this.service.rate(session, rating, comment.value.trim());
+        toast("Thank you for your rating.");
+      },
+    });
   }
 
   renderTyping() {
@@ -390,7 +494,13 @@ export class ChatView {
     if (!item.mine) return null;
     if (item.local) return item.msg.state === "failed" ? "failed" : "sending";
     if (conv?.peer_read_seq != null && item.msg.seq <= conv.peer_read_seq) return "read";
+    if (conv?.type === "group" && this.readByAll(conv, item.msg.seq)) return "read";
     return "sent";
+  }
+
+  readByAll(conv, seq) {
+    const r = this.receipts.get(conv.conv_id + ":" + seq);
+    return !!r && r.total > 0 && r.read_count >= r.total;
   }
 
   // "Read by k of n" for one's own group messages.
@@ -626,14 +736,28 @@ export class ChatView {
         {
           label: "Recall",
           danger: true,
-          onSelect: () =>
-            this.store.recall(conv.conv_id, item.msg.seq).catch((err) =>
-              toast(err.code === "recall_expired" ? "Too late to recall this message." : err.message),
-            ),
+          onSelect: () => this.confirmRecall(item, conv),
         },
       ],
       "Message actions",
     );
+  }
+
+  confirmRecall(item, conv) {
+    const mine = item.mine;
+    confirmAction({
+      title: "Recall this message?",
+      text: mine
+        ? "It will be removed for everyone in this chat. They will see that you recalled a message."
+        : `It will be removed for everyone in this group. They will see that a message of ${displayName(
+            this.store.user(item.msg.sender_id),
+          )} was recalled.`,
+      confirmLabel: "Recall",
+      onConfirm: () =>
+        this.store.recall(conv.conv_id, item.msg.seq).catch((err) => {
+          throw new Error(err.code === "recall_expired" ? "Too late to recall this message." : err.message);
+        }),
+    });
   }
 
   // --- group read receipts ------------------------------------------------------------------
@@ -650,9 +774,40 @@ export class ChatView {
     this.receiptTimer = setTimeout(() => this.askReceipts(true), 300);
   }
 
+  // Ask again shortly, and keep asking (less and less often) while the answers stay open.
+  pollReceiptsSoon() {
+    this.receiptPoll.delay = RECEIPT_POLL_MIN_MS;
+    this.scheduleReceiptPoll();
+  }
+
+  scheduleReceiptPoll() {
+    const poll = this.receiptPoll;
+    clearTimeout(poll.timer);
+    poll.timer = 0;
+    if (!this.openReceipts()) return; // nothing in view can still change: wait for a trigger
+    poll.timer = setTimeout(() => {
+      poll.timer = 0;
+      poll.delay = Math.min(poll.delay * 2, RECEIPT_POLL_MAX_MS);
+      this.askReceipts(true);
+      this.scheduleReceiptPoll();
+    }, poll.delay);
+  }
+
+  // Whether an own message in view of the shown group is not yet read by everyone.
+  openReceipts() {
+    const conv = this.conv();
+    if (conv?.type !== "group" || document.visibilityState === "hidden" || !this.store.socket.isOpen) return false;
+    for (const el of this.visibleOwn) {
+      const seq = Number(el.dataset.seq);
+      if (seq && !this.readByAll(conv, seq)) return true;
+    }
+    return false;
+  }
+
   askReceipts(force) {
     const conv = this.conv();
     if (conv?.type !== "group" || !this.store.socket.isOpen || document.visibilityState === "hidden") return;
+    if (!this.receiptPoll.timer) this.scheduleReceiptPoll();
     const now = Date.now();
     // The newest few in view: read markers only move forward, so older ones change less.
     const seqs = [...this.visibleOwn]
@@ -674,8 +829,11 @@ export class ChatView {
       this.store.socket
         .request("receipts", { conv_id: conv.conv_id, seq })
         .then((res) => {
+          const moved = res.read_count !== entry.read_count || res.total !== entry.total;
           this.receipts.set(key, { read_count: res.read_count, total: res.total, at: Date.now(), asking: false });
-          if (this.route?.conv_id === conv.conv_id) this.render();
+          if (this.route?.conv_id !== conv.conv_id) return;
+          if (moved) this.pollReceiptsSoon(); // others are reading now: look again soon
+          this.render();
         })
         .catch(() => this.receipts.set(key, { ...entry, asking: false }))
         .finally(() => {
@@ -715,7 +873,13 @@ export class ChatView {
   }
 
   closeSession(session) {
-    this.service.close(session.session_id).catch((err) => toast(err.message));
+    const customer = displayName(this.store.user(session.customer_id));
+    confirmAction({
+      title: "Close this session?",
+      text: `${customer} will see that the chat is closed and can rate it. If they write again, a new session starts.`,
+      confirmLabel: "Close session",
+      onConfirm: () => this.service.close(session.session_id),
+    });
   }
 
   // --- interaction ----------------------------------------------------------------------

@@ -2,9 +2,19 @@
 // `onSubmit` may be async; an error it throws is shown in the dialog, which stays open.
 import { h } from "../dom.js";
 
-export function openDialog({ title, content, submitLabel = "OK", onSubmit, cancelLabel = "Cancel", wide = false }) {
+export function openDialog({
+  title,
+  content,
+  submitLabel = "OK",
+  onSubmit,
+  cancelLabel = "Cancel",
+  wide = false,
+  danger = false,
+}) {
   const error = h("p", { class: "form-error", role: "alert" });
-  const submit = submitLabel ? h("button", { type: "submit", class: "primary" }, submitLabel) : null;
+  const submit = submitLabel
+    ? h("button", { type: "submit", class: "primary" + (danger ? " danger" : "") }, submitLabel)
+    : null;
   const dlg = h(
     "dialog",
     { class: "dialog" + (wide ? " wide" : ""), "aria-label": title },
@@ -48,4 +58,17 @@ export function openDialog({ title, content, submitLabel = "OK", onSubmit, cance
 
 export function field(label, input) {
   return h("label", { class: "field" }, h("span", null, label), input);
+}
+
+// Asks before an action that cannot be undone in one click (recall, block, closing a
+// service session): `onConfirm` runs only after the confirming button, and an error it
+// throws stays in the dialog.
+export function confirmAction({ title, text, confirmLabel, onConfirm }) {
+  return openDialog({
+    title,
+    content: h("p", { class: "dialog-note confirm-text" }, text),
+    submitLabel: confirmLabel,
+    danger: true,
+    onSubmit: onConfirm,
+  });
 }

@@ -6,6 +6,38 @@ const MESSAGES = {
   username_taken: "That username is taken. Pick another one.",
   network: "Cannot reach the server. Check your connection.",
 };
+// The server's rules for a new account (docs/protocol.md §13.3), said the way people read
+// them: the browser's own "Please match the requested format." does not say what is wrong.
+const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
+const USERNAME_RULE =
+  "A username is 3 to 32 characters long and uses only letters a-z or A-Z, digits 0-9, and _ . - (no spaces).";
+const PASSWORD_MIN = 8;
+const PASSWORD_RULE = `A password has at least ${PASSWORD_MIN} characters.`;
+
+// "45 seconds", "10 minutes", "2 hours": how long a lockout lasts, rounded up.
+export function waitText(seconds) {
+  const s = Math.max(1, Math.ceil(seconds));
+  if (s < 60) return s === 1 ? "1 second" : `${s} seconds`;
+  const m = Math.ceil(s / 60);
+  if (m < 60) return m === 1 ? "1 minute" : `${m} minutes`;
+  const hours = Math.ceil(m / 60);
+  return hours === 1 ? "1 hour" : `${hours} hours`;
+}
+
+function errorText(err, mode) {
+  if (err.code === "rate_limited") {
+    const what = mode === "register" ? "Too many attempts from this network." : "Too many failed log-in attempts.";
+    return err.retryAfter
+      ? `${what} Try again in ${waitText(err.retryAfter)}.`
+      : `${what} Wait a few minutes and try again.`;
+  }
+  if (err.code === "bad_request" && mode === "register") {
+    if (/username/.test(err.message)) return USERNAME_RULE;
+    if (/password/.test(err.message)) return PASSWORD_RULE;
+  }
+  const text = MESSAGES[err.code] ?? err.message ?? "Something went wrong. Try again.";
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
 
 export function loginView({ api, deviceId, onLoggedIn, notice }) {
   let mode = "login";
@@ -13,9 +45,7 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
     name: "username",
     autocomplete: "username",
     required: true,
-    minlength: 3,
     maxlength: 32,
-    pattern: "[A-Za-z0-9_.\\-]+",
     spellcheck: "false",
     autocapitalize: "off",
   });
@@ -43,7 +73,6 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
     const reg = mode === "register";
     nameRow.hidden = !reg;
     password.autocomplete = reg ? "new-password" : "current-password";
-    password.minLength = reg ? 8 : 1;
     submit.textContent = reg ? "Create account" : "Log in";
     title.textContent = reg ? "Create an account" : "Log in to chat";
     hint.textContent = reg ? "Have an account?" : "New here?";
@@ -51,17 +80,38 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
     error.textContent = "";
   }
 
+  // Checked here rather than by the browser (the form has novalidate), to say what is wrong.
+  function invalid(name) {
+    if (!name || !password.value) {
+      const text = mode === "register" ? "Choose a username and a password." : "Enter your username and password.";
+      return [name ? password : username, text];
+    }
+    if (mode !== "register") return null;
+    if (!USERNAME_RE.test(name)) return [username, USERNAME_RULE];
+    if (password.value.length < PASSWORD_MIN) return [password, PASSWORD_RULE];
+    return null;
+  }
+
   async function onSubmit(e) {
     e.preventDefault();
     error.textContent = "";
-    submit.disabled = true;
+    username.removeAttribute("aria-invalid");
+    password.removeAttribute("aria-invalid");
     const name = username.value.trim();
+    const bad = invalid(name);
+    if (bad) {
+      bad[0].setAttribute("aria-invalid", "true");
+      bad[0].focus();
+      error.textContent = bad[1];
+      return;
+    }
+    submit.disabled = true;
     try {
       if (mode === "register") await api.register(name, password.value, displayName.value.trim());
       const login = await api.login(name, password.value, deviceId, deviceLabel());
       onLoggedIn({ ...login, username: name });
     } catch (err) {
-      error.textContent = MESSAGES[err.code] ?? err.message;
+      error.textContent = errorText(err, mode);
       submit.disabled = false;
     }
   }
@@ -71,7 +121,7 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
     { class: "login" },
     h(
       "form",
-      { class: "login-card", onsubmit: onSubmit, novalidate: false },
+      { class: "login-card", onsubmit: onSubmit, novalidate: true },
       h("h1", { class: "brand" }, h("span", { class: "brand-mark" }, "y"), "yim"),
       title,
       h("label", { class: "field" }, h("span", null, "Username"), username),

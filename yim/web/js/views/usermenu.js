@@ -2,6 +2,7 @@
 // requests, remove, block / unblock. Every action goes to the server; the lists follow
 // by `relation` events.
 import { displayName } from "../format.js";
+import { confirmAction } from "./dialog.js";
 import { openMenu } from "./menu.js";
 import { toast } from "./toast.js";
 
@@ -33,7 +34,26 @@ export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
   if (relations.isBlocked(id)) {
     items.push({ label: "Unblock", onSelect: () => run(relations.unblock(id), `${name} unblocked.`) });
   } else {
-    items.push({ label: "Block", danger: true, onSelect: () => run(relations.block(id), `${name} blocked.`) });
+    items.push({
+      label: "Block",
+      danger: true,
+      onSelect: () =>
+        confirmAction({
+          title: `Block ${name}?`,
+          text:
+            `${name} will not be able to message you, send you friend requests or follow you. ` +
+            (relations.isFriend(id) ? "Blocking also ends your friendship. " : "") +
+            "You can unblock later.",
+          confirmLabel: "Block",
+          onConfirm: () =>
+            relations.block(id).then(
+              () => toast(`${name} blocked.`),
+              (err) => {
+                throw new Error(ERRORS[err.code] ?? err.message);
+              },
+            ),
+        }),
+    });
   }
   openMenu(at, items, `Actions for ${name}`);
 }
