@@ -17,7 +17,7 @@ from yim.gateway.app import NodeServer
 from yim.ids.snowflake import MAX_NODE, node_of
 from yim.protocol.frames import SendAck
 
-from .conftest import ServerProcess
+from .conftest import MakeServer, ServerProcess
 from .conftest import test_settings as node_settings
 from .rawclient import Device, login, make_users
 from .sdk_helpers import Chat, history_of, poll
@@ -166,3 +166,53 @@ async def test_a_fenced_node_that_cannot_lease_a_fresh_id_exits_with_code_3(
 async def login_ok(http: aiohttp.ClientSession) -> None:
     await make_users(http, ["dave"])
     await login(http, "dave", "phone", "android")
+
+
+async def test_a_node_that_cannot_renew_before_its_lease_expires_fences_until_redis_is_back(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    own = RedisServer()  # its own Redis: this test stops it
+    own.start()
+    [folder] = _data_dirs(tmp_path, 1)
+    server = NodeServer(node_settings(folder, store=postgres_dsn, redis_url=own.url, node_id_lease=True, **TIMINGS))
+    try:
+        await server.start()
+        async with aiohttp.ClientSession(server.url) as http, asyncio.timeout(60):
+            device = Device(http, (await make_users(http, ["erin"]))[0])
+            await device.connect()
+            own.kill()
+
+            async def fenced() -> bool:
+                return (await _status(http, "/healthz"))[0] == 503
+
+            await poll(fenced, timeout=15)
+            status, health = await _status(http, "/healthz")
+            assert "lease expired before it could be renewed" in str(health["reason"])
+            status, ready = await _status(http, "/readyz")
+            problems = ready["problems"]
+            assert status == 503 and isinstance(problems, dict) and set(problems) == {"node", "redis"}
+            await asyncio.wait_for(device.closed.wait(), 10)
+            assert device.ws is not None and device.ws.close_code == 1001
+
+            own.start()  # back, empty
+
+            async def ready_again() -> bool:
+                return (await _status(http, "/readyz"))[0] == 200
+
+            await poll(ready_again, timeout=20)
+            bus = server.node.bus
+            assert isinstance(bus, RedisBus) and bus.lease_id == server.node.ids.node_id
+            assert node_of(server.node.ids.next_id()) == bus.lease_id
+            device = Device(http, await login(http, "erin", "d2"))
+            await device.connect()  # serves again
+            await device.close()
+    finally:
+        await server.stop()
+        own.remove()
+
+
+async def test_readyz_on_one_node_without_redis(make_server: MakeServer) -> None:
+    server = await make_server()
+    async with aiohttp.ClientSession(server.url) as http:
+        status, ready = await _status(http, "/readyz")
+    assert status == 200 and ready["status"] == "ready" and ready["problems"] == {}

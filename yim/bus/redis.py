@@ -856,7 +856,7 @@ class RedisBus(LocalBus):
                 # retry soon: a restarted Redis is noticed here first, and every moment
                 # without a subscription is pushes lost
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
+                pause = min(pause * 2, 0.5)
 
     def _resubscribed(self) -> None:
         if self._subscribed.is_set():
