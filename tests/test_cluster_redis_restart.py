@@ -12,9 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from yim.bus.redis import REDIS_CONNECTIONS, RedisBus, connect_redis
+from yim.bus.redis import REDIS_CONNECTIONS, LeasedSnowflake, RedisBus, connect_redis
 from yim.client import ApiError
 from yim.gateway.app import NodeServer
+from yim.protocol.errors import YimError
 from yim.protocol.frames import SendAck
 
 from .conftest import test_settings as node_settings
@@ -126,3 +127,14 @@ async def test_a_push_after_a_redis_restart_reaches_a_device_that_never_reconnec
         for s in servers:
             await s.stop()
         own.remove()
+
+
+def test_sends_refused_while_the_lease_is_unconfirmed_log_one_line_per_burst(caplog: pytest.LogCaptureFixture) -> None:
+    ids = LeasedSnowflake(7, valid_until=0.0)  # a lease not confirmed, as while Redis is down
+    caplog.set_level(logging.WARNING, logger="yim.bus.redis")
+    for _ in range(500):
+        with pytest.raises(YimError) as err:
+            ids.next_id()
+        assert err.value.code == "unavailable"
+    lines = [rec.getMessage() for rec in caplog.records if "refusing sends" in rec.getMessage()]
+    assert len(lines) == 1 and "node id 7" in lines[0]
