@@ -31,7 +31,16 @@ Node ids. ``--node-id auto`` leases ``yim:nodeid:{<n>}`` with SET NX PX; the lea
 renewed every third of its TTL with a compare-and-set. A fresh lease is not used before
 one renewal period has passed, and a node whose lease has not been renewed in time
 issues no id (sends answer ``unavailable``), so two live nodes never issue ids with one
-node id — also when Redis restarts empty (see :class:`LeasedSnowflake`).
+node id — also when Redis restarts empty (see :class:`LeasedSnowflake`). A node whose
+lease is someone else's, or expired unrenewed, *fences* itself (:meth:`Node.fence`:
+503 on its probes, connections closed with 1001, new ones refused), leases a fresh id
+and serves again — or exits if none can be had.
+
+Redis restarts. A node notices one when its subscription breaks (or Redis's ``run_id``
+changes) and, once Redis answers, heals at once: renews its lease, registers every
+route of its devices again, and pushes each device its newest inbox event, so that one
+that missed a push (it found no route, or this node was not subscribed) sees a gap and
+syncs. Pooled connections that died with Redis are retried once on a fresh connection.
 
 Seams left for presence (built per node elsewhere): :meth:`RedisBus.devices_anywhere`
 answers "which devices of this user are online, on which node, on which platform" from
@@ -675,13 +684,18 @@ class RedisBus(LocalBus):
                 self.push_event(conn, ev.seq, ev.type, payload)
             return len(behind)
 
+        failed = 0
+        error: BaseException | None = None
         for i in range(0, len(users), HEAL_CHUNK):
             results = await asyncio.gather(*(one(u) for u in users[i : i + HEAL_CHUNK]), return_exceptions=True)
             for got in results:
                 if isinstance(got, BaseException):
-                    log.warning("catching a device up failed: %s: %s", type(got).__name__, got)
+                    failed += 1
+                    error = got
                 else:
                     pushed += got
+        if error is not None:  # their devices catch up at their next gap or reconnect
+            log.warning("catching up %d users failed (%s: %s)", failed, type(error).__name__, error)
         self.caught_up += pushed
         return pushed
 
