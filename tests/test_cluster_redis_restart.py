@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from yim.bus.redis import REDIS_CONNECTIONS, LeasedSnowflake, RedisBus, connect_redis
 from yim.client import ApiError
@@ -138,3 +139,40 @@ def test_sends_refused_while_the_lease_is_unconfirmed_log_one_line_per_burst(cap
         assert err.value.code == "unavailable"
     lines = [rec.getMessage() for rec in caplog.records if "refusing sends" in rec.getMessage()]
     assert len(lines) == 1 and "node id 7" in lines[0]
+
+
+async def test_a_push_that_found_no_route_after_a_flush_reaches_the_device_at_the_next_refresh(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Routes can vanish without a restart (FLUSHALL, an eviction): the refresh that puts
+    them back also hands the devices their newest event, so the lost push is caught up."""
+    own = RedisServer()
+    own.start()
+    timings = {"node_lease_ttl_s": 3.0, "cluster_route_ttl_s": 3.0}  # a refresh every second
+    servers = [
+        NodeServer(node_settings(d, store=postgres_dsn, redis_url=own.url, node_id_lease=True, **timings))
+        for d in _data_dirs(tmp_path, 2)
+    ]
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        n0, n1 = servers
+        async with Chat(n0.url) as near, Chat(n1.url) as far, asyncio.timeout(60):
+            await near.user("alice")
+            bob_user = await near.user("bob")
+            alice = await near.client("alice", "laptop")
+            bob = far.inbox(await far.client("bob", "laptop"))
+            first = await alice.send(to=bob_user.user_id, body={"text": "first"})
+            await bob.wait_messages(1)
+            r = aioredis.Redis.from_url(own.url)
+            try:
+                await r.flushall()
+            finally:
+                await r.aclose()
+            lost = await alice.send(to=bob_user.user_id, body={"text": "no route"})  # n0 finds no route
+            got = await bob.wait_messages(2, timeout=10)
+            assert [m.msg_id for m in got] == [first.msg_id, lost.msg_id]
+            assert bob.client.connects == 1
+    finally:
+        for s in servers:
+            await s.stop()
+        own.remove()
