@@ -145,6 +145,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: a (user, device) -> node route lives this long unless refreshed (every third of it)
     #: while its connection lives, so a dead node's routes vanish on their own.
     cluster_route_ttl_s: float = 30.0
+    #: a node that lost its node id lease (fenced: it closed its connections and refuses new
+    #: ones) tries this long to lease a fresh id, then exits with code 3 for its supervisor.
+    node_relet_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,8 @@ from yim.storage.base import Store
 log = logging.getLogger("yim.node")
 
 _SEEN_FLUSH_S = 5.0
+#: /readyz gives the store and Redis this long to answer
+READY_PROBE_TIMEOUT_S = 2.0
 #: A connected device whose cursor did not move has its last-seen time written this often.
 _SEEN_COARSE_MS = 300_000
 
@@ -117,6 +120,11 @@ class Node:
         self.accounts: Accounts
         self.started_at = time.time()
         self.stopping = False
+        #: why this node serves no one now (it cannot guarantee its node id), or None
+        self.fenced: str | None = None
+        #: set when the node can never serve again (e.g. no node id left to lease): the server exits
+        self.failed = asyncio.Event()
+        self.failed_reason = ""
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -134,6 +142,54 @@ class Node:
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
+
+    def fence(self, reason: str) -> None:
+        """Stop being a node until :meth:`unfence`: ids would no longer be unique, so every
+        connection is closed with 1001 (its client moves to another node) and new ones are
+        refused (``unavailable``). Readiness and liveness answer 503 meanwhile."""
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        conns = list(self.hub.connections())
+        log.error(
+            "fenced: %s; closing %d connections, refusing new ones until a fresh node id is leased", reason, len(conns)
+        )
+        for conn in conns:
+            conn.close(CLOSE_GOING_AWAY, "node fenced: reconnect to another node")
+
+    def unfence(self) -> None:
+        if self.fenced is None:
+            return
+        self.fenced = None
+        log.warning("ready: node %d serves again", self.ids.node_id)
+
+    def fail(self, reason: str) -> None:
+        """The node cannot serve again: the server stops and the process exits non-zero."""
+        log.critical("exiting: %s", reason)
+        self.failed_reason = reason
+        self.failed.set()
+
+    async def readiness(self) -> dict[str, str]:
+        """What keeps this node from taking users now: ``{"node"|"store"|"redis": problem}``,
+        empty when ready. The store and Redis are each asked one cheap question."""
+        problems: dict[str, str] = {}
+        if self.stopping:
+            problems["node"] = "stopping"
+        elif self.fenced is not None:
+            problems["node"] = f"fenced: {self.fenced}"
+
+        async def check(name: str, probe: Awaitable[object]) -> None:
+            try:
+                async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                    await probe
+            except TimeoutError:
+                problems[name] = f"no answer within {READY_PROBE_TIMEOUT_S} s"
+            except Exception as exc:
+                problems[name] = f"{type(exc).__name__}: {exc}"[:200]
+
+        # inbox_head of no user: one index lookup, the cheapest read every store has
+        await asyncio.gather(check("store", self.store.inbox_head(0)), check("redis", self.bus.ping()))
+        return problems
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, close connections with 1001, flush, close store."""

@@ -98,7 +98,18 @@ class LocalBus:
         if sent:
             self._events_out.inc(sent)
 
+    @staticmethod
+    def push_event(conn: Connection, seq: int, type_: str, payload_json: bytes) -> None:
+        """Push one stored inbox event to one connection (a catch-up, not a fan-out)."""
+        if conn.codec.binary:
+            conn.send(MSGPACK.event(seq, type_, MSGPACK.json_to_native(payload_json)))
+        else:
+            conn.send(JSON.event(seq, type_, payload_json))
+
     # --- cluster hooks: no-ops on one node; yim.bus.redis.RedisBus implements them ---------
+    async def ping(self) -> None:
+        """Raise if what carries events between nodes is unreachable (nothing, here)."""
+
     async def start(self) -> None:
         """Connect to whatever carries events between nodes (nothing, here)."""
 

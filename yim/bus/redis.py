@@ -31,7 +31,16 @@ Node ids. ``--node-id auto`` leases ``yim:nodeid:{<n>}`` with SET NX PX; the lea
 renewed every third of its TTL with a compare-and-set. A fresh lease is not used before
 one renewal period has passed, and a node whose lease has not been renewed in time
 issues no id (sends answer ``unavailable``), so two live nodes never issue ids with one
-node id — also when Redis restarts empty (see :class:`LeasedSnowflake`).
+node id — also when Redis restarts empty (see :class:`LeasedSnowflake`). A node whose
+lease is someone else's, or expired unrenewed, *fences* itself (:meth:`Node.fence`:
+503 on its probes, connections closed with 1001, new ones refused), leases a fresh id
+and serves again — or exits if none can be had.
+
+Redis restarts. A node notices one when its subscription breaks (or Redis's ``run_id``
+changes) and, once Redis answers, heals at once: renews its lease, registers every
+route of its devices again, and pushes each device its newest inbox event, so that one
+that missed a push (it found no route, or this node was not subscribed) sees a gap and
+syncs. Pooled connections that died with Redis are retried once on a fresh connection.
 
 Seams left for presence (built per node elsewhere): :meth:`RedisBus.devices_anywhere`
 answers "which devices of this user are online, on which node, on which platform" from
@@ -56,12 +65,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from yim.bus.local import LocalBus
-from yim.gateway.connection import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
+from yim.gateway.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.gateway.hub import PLATFORM_CLASS
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.protocol.errors import YimError
+from yim.services.wire import event_payload
 
 if TYPE_CHECKING:
     from yim.gateway.connection import Connection
@@ -81,12 +95,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {old or '', redis.call('HGETALL', KEYS[1])}
 """
 # Refresh a route only while it is still ours (a newer connection elsewhere wins), or
-# re-create it if Redis lost it.
+# re-create it if Redis lost it (2: pushes to the device may have found no route).
 _REFRESH = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+  if not cur then return 2 end
   return 1
 end
 return 0
@@ -162,17 +177,34 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Item])
 
 
+#: refused sends are logged at most this often, as one line with their count
+REFUSED_LOG_INTERVAL_S = 5.0
+
+
 class LeasedSnowflake(Snowflake):
     """A Snowflake generator that issues ids only while its node id lease is known valid."""
 
-    __slots__ = ("valid_until",)
+    __slots__ = ("_refused", "_refused_logged", "valid_until")
 
     def __init__(self, node_id: int, *, floor: int = 0, valid_until: float = 0.0) -> None:
         super().__init__(node_id, floor=floor)
         self.valid_until = valid_until  # time.monotonic() deadline
+        self._refused = 0
+        self._refused_logged = -REFUSED_LOG_INTERVAL_S
 
     def next_id(self) -> int:
-        if time.monotonic() >= self.valid_until:
+        now = time.monotonic()
+        if now >= self.valid_until:
+            # A Redis outage refuses every send: one line per burst, not one per send.
+            self._refused += 1
+            if now - self._refused_logged >= REFUSED_LOG_INTERVAL_S:
+                log.warning(
+                    "refusing sends (`unavailable`): node id %d lease not confirmed; %d refused since the last line",
+                    self.node_id,
+                    self._refused,
+                )
+                self._refused_logged = now
+                self._refused = 0
             raise YimError("unavailable", "this node's id lease is not confirmed; retry", retry_after=1.0)
         return super().next_id()
 
@@ -181,6 +213,11 @@ class LeasedSnowflake(Snowflake):
 REDIS_CONNECTIONS = 128
 REDIS_POOL_WAIT_S = 10.0
 REDIS_CLUSTER_CONNECTIONS = 4096  # per shard
+REDIS_CONNECT_TIMEOUT_S = 2.0
+#: failures of these are Redis being away (restart, network): one log line, no traceback
+EXPECTED_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+#: routes re-registered (and devices caught up) this many at a time, each chunk on its own
+HEAL_CHUNK = 200
 
 
 def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
@@ -195,8 +232,21 @@ def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
         return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=REDIS_CLUSTER_CONNECTIONS)
     # redis-py's default pool raises MaxConnectionsError ("Too many connections") past 100
     # commands in flight, which a burst of logins reaches; a blocking pool makes them queue.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S)
+    # A pooled connection that died with a Redis restart is still handed out once the
+    # server is back (the pool's liveness check does not see the close in time): one retry,
+    # on a fresh connection, makes that invisible to the caller.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_S,
+        retry=Retry(NoBackoff(), 1),
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+    )
     return aioredis.Redis.from_pool(pool)
+
+
+class NoNodeIdError(RuntimeError):
+    """Every node id is leased by a live node."""
 
 
 class RedisBus(LocalBus):
@@ -224,6 +274,15 @@ class RedisBus(LocalBus):
         self._stopping = False
         self._subscribed = asyncio.Event()
         self._peers_at = 0.0  # when the peer list was last read (monotonic)
+        self._lease_expires = 0.0  # monotonic: the lease surely holds until then
+        self._lease_lock = asyncio.Lock()
+        self._down_since: float | None = None  # monotonic: Redis unreachable since
+        self._run_id = ""  # Redis's INFO run_id: a change means it restarted (empty)
+        self._heal_task: asyncio.Task[None] | None = None
+        self._heal_again = ""
+        self._relet_task: asyncio.Task[None] | None = None
+        self.heals = 0  # times this node re-registered its routes after losing them
+        self.caught_up = 0  # devices pushed their newest inbox event by a heal
         self.remote_in = 0  # items received from other nodes
         self.remote_out = 0  # messages sent to other nodes
 
@@ -238,6 +297,7 @@ class RedisBus(LocalBus):
         ):
             self._scripts[name] = self._redis.register_script(src)
         await self._redis.ping()
+        self._run_id = await self._read_run_id()
         if self._node.settings.node_id_lease:
             await self._acquire_lease()
         loop = asyncio.get_running_loop()
@@ -257,6 +317,7 @@ class RedisBus(LocalBus):
         self._stopping = True
         self._wake.set()
         sender, *others = self._tasks
+        others += [t for t in (self._heal_task, self._relet_task) if t is not None]
         for task in others:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -279,11 +340,13 @@ class RedisBus(LocalBus):
         start = random.randrange(MAX_NODE + 1)
         for i in range(MAX_NODE + 1):
             n = (start + i) % (MAX_NODE + 1)
+            asked = time.monotonic()
             if await self._redis.set(self._lease_key(n), self.node_name, nx=True, px=self._lease_ttl_ms):
                 self.lease_id = n
+                self._lease_expires = asked + self._lease_ttl_ms / 1000
                 break
         else:
-            raise RuntimeError(f"all {MAX_NODE + 1} node ids are leased by live nodes")
+            raise NoNodeIdError(f"all {MAX_NODE + 1} node ids are leased by live nodes")
         # A previous holder that lost this id (Redis restarted empty while it ran) learns it
         # at its next renewal and stops issuing; wait that long before issuing ourselves.
         await asyncio.sleep(self._lease_ttl_ms / 3000 + 0.2)
@@ -292,29 +355,104 @@ class RedisBus(LocalBus):
     def make_ids(self, node_id: int, floor: int) -> Snowflake:
         if self.lease_id is None:
             return Snowflake(node_id, floor=floor)
-        valid = time.monotonic() + self._lease_ttl_ms / 1000 * 0.8
+        valid = min(time.monotonic() + self._lease_ttl_ms / 1000 * 0.8, self._lease_expires)
         self._ids = LeasedSnowflake(self.lease_id, floor=floor, valid_until=valid)
         return self._ids
 
     async def _renew_forever(self) -> None:
-        assert self.lease_id is not None
         interval = self._lease_ttl_ms / 3000
-        key = self._lease_key(self.lease_id)
-        while True:
+        while self._node.fenced is None:
             await asyncio.sleep(interval)
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        """Renew the lease; fence the node if it is someone else's, or if it expired
+        before a renewal got through (someone else may hold it by now)."""
+        async with self._lease_lock:
+            if self.lease_id is None or self._node.fenced is not None:
+                return
+            key = self._lease_key(self.lease_id)
             asked = time.monotonic()
             try:
                 got = await self._scripts["renew"](keys=[key], args=[self.node_name, self._lease_ttl_ms])
             except Exception as exc:  # Redis away: ids stop when the lease may have lapsed
-                log.warning("renewing node id lease %d failed: %s", self.lease_id, exc)
-                continue
-            if int(got) == 0:
-                log.critical("node id %d is leased by another node: this node issues no more ids", self.lease_id)
-                if self._ids is not None:
-                    self._ids.valid_until = 0.0
+                self._redis_failed("renewing the node id lease", exc)
+                if time.monotonic() >= self._lease_expires:
+                    self._fence(f"node id {self.lease_id} lease expired before it could be renewed")
                 return
+            self._redis_ok()
+            if int(got) == 0:
+                self._fence(f"node id {self.lease_id} is leased by another node")
+                return
+            self._lease_expires = asked + self._lease_ttl_ms / 1000
             if self._ids is not None:
                 self._ids.valid_until = asked + self._lease_ttl_ms / 1000 * 0.8
+
+    def _fence(self, reason: str) -> None:
+        """This node can no longer guarantee its node id: stop serving, lease a fresh one."""
+        if self._node.fenced is not None:
+            return
+        if self._ids is not None:
+            self._ids.valid_until = 0.0
+        self._node.fence(reason)
+        self._relet_task = asyncio.get_running_loop().create_task(self._relet(), name="yim-bus-relet")
+
+    async def _relet(self) -> None:
+        """Lease a fresh node id (seeded above every id already issued, as at start-up) and
+        serve again; give up — the process exits — if no id can be had in time."""
+        old = self.lease_id
+        deadline = time.monotonic() + self._node.settings.node_relet_timeout_s
+        pause = 0.2
+        while True:
+            try:
+                await self._acquire_lease()
+                floor = await self._node.store.max_msg_id()
+                break
+            except NoNodeIdError as exc:
+                self._node.fail(f"fenced and cannot lease a fresh node id: {exc}")
+                return
+            except Exception as exc:
+                if isinstance(exc, EXPECTED_ERRORS):
+                    self._redis_failed("leasing a fresh node id", exc)
+                else:
+                    log.warning("leasing a fresh node id failed: %s: %s", type(exc).__name__, exc)
+                if time.monotonic() + pause >= deadline:
+                    self._node.fail(
+                        f"fenced and no fresh node id leased within {self._node.settings.node_relet_timeout_s} s"
+                    )
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        self._node.ids = self.make_ids(0, floor)
+        log.warning("re-leased: node id %d (was %d) as %s", self.lease_id, old, self.node_name)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._renew_forever(), name="yim-bus-lease"))
+        self._node.unfence()
+
+    # --- Redis availability ----------------------------------------------------------------------
+    def _redis_failed(self, what: str, exc: BaseException) -> None:
+        """One line when Redis goes away (no traceback: expected), one when it is back."""
+        if not isinstance(exc, EXPECTED_ERRORS):
+            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("Redis unreachable (%s: %s); cross-node push paused", what, exc or type(exc).__name__)
+
+    def _redis_ok(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def _read_run_id(self) -> str:
+        """Redis's run_id (new at every start): on a single server only — a cluster's shards
+        restart one by one and are noticed by their lost connections."""
+        if self._cluster:
+            return ""
+        info = await self._redis.info("server")
+        return str(info.get("run_id", ""))
 
     # --- routes --------------------------------------------------------------------------------
     @staticmethod
@@ -325,6 +463,9 @@ class RedisBus(LocalBus):
         return f"{self.node_name}|{serial}|{int(conn.connected_at * 1000)}|{conn.platform}|{expires_ms}"
 
     async def connected(self, conn: Connection) -> None:
+        if self._node.fenced is not None:  # fenced while this device authenticated
+            conn.close(CLOSE_GOING_AWAY, "node fenced: reconnect to another node")
+            return
         serial = next(self._serials)
         self._local[(conn.user_id, conn.device_id)] = (conn, serial)
         now_ms = int(time.time() * 1000)
@@ -334,7 +475,7 @@ class RedisBus(LocalBus):
                 args=[conn.device_id, self._route_value(serial, conn, now_ms + self._route_ttl_ms), self._route_ttl_ms],
             )
         except Exception as exc:  # Redis away: this node still serves the device; pushes from
-            log.warning("registering a route failed: %s", exc)  # other nodes wait for the refresh
+            self._redis_failed("registering a route", exc)  # other nodes wait for the heal
             return
         routes = [
             r
@@ -399,10 +540,76 @@ class RedisBus(LocalBus):
         while True:
             await asyncio.sleep(interval)
             try:
+                run_id = await self._read_run_id()
+                if run_id != self._run_id:
+                    self._heal(f"Redis restarted (run_id {self._run_id[:8]} -> {run_id[:8]})")
+                    continue
                 await self._announce()
-                await self._refresh_routes()
+                _ok, failed, lost = await self._refresh_routes()
             except Exception as exc:
-                log.warning("refreshing routes failed: %s", exc)
+                self._redis_failed("refreshing routes", exc)
+                continue
+            self._redis_ok()
+            if failed:
+                log.warning("refreshing %d routes failed; retried at the next refresh", failed)
+            if lost:  # Redis lost them without restarting (e.g. evicted, flushed)
+                log.warning("%d routes were gone from Redis and are registered again", len(lost))
+                await self._catch_up(lost)
+
+    def _heal(self, why: str) -> None:
+        """Routes or messages to this node may have been lost (Redis restarted, or this
+        node's subscription was down): heal now rather than at the next refresh."""
+        if self._stopping:
+            return
+        if self._heal_task is not None and not self._heal_task.done():
+            self._heal_again = why  # it runs once more when done: it may have read the old state
+            return
+        self._heal_task = asyncio.get_running_loop().create_task(self._heal_forever(why), name="yim-bus-heal")
+
+    async def _heal_forever(self, why: str) -> None:
+        pause = 0.1
+        while True:
+            self._heal_again = ""
+            try:
+                await self._heal_once(why)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away again: retry until it answers
+                self._redis_failed("restoring routes", exc)
+                self._heal_again = self._heal_again or why
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            if not self._heal_again or self._stopping:
+                return
+            why = self._heal_again
+
+    async def _heal_once(self, why: str) -> None:
+        await self._retire_idle_connections()
+        self._run_id = await self._read_run_id()
+        await self._renew_once()  # at once: sends are refused until the lease is confirmed
+        await self._announce()
+        ok, failed, _ = await self._refresh_routes()
+        self._redis_ok()
+        self.heals += 1
+        # A push published while this device's route was missing, or while this node was
+        # not subscribed, found no one: hand each device its newest inbox event, so that a
+        # client missing anything before it sees a gap and syncs (docs/protocol.md §12.1).
+        conns = [conn for conn, _serial in self._local.values()]
+        caught_up = await self._catch_up(conns)
+        log.warning(
+            "%s: %d of %d routes registered again (%d failed, retried at the next refresh); "
+            "%d devices handed their newest event",
+            why,
+            ok,
+            ok + failed,
+            failed,
+            caught_up,
+        )
+
+    async def _retire_idle_connections(self) -> None:
+        """Drop pooled connections that may have died with Redis: they reconnect when next used."""
+        if isinstance(self._redis, aioredis.Redis):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     async def _announce(self) -> None:
         """This node is alive (the registry broadcasts go to), and who else is."""
@@ -415,12 +622,19 @@ class RedisBus(LocalBus):
         self._peers = [n.decode() for n in names if n.decode() != self.node_name]
         self._peers_at = time.monotonic()
 
-    async def _refresh_routes(self) -> None:
+    async def _refresh_routes(self) -> tuple[int, int, list[Connection]]:
+        """Refresh (or re-create) the route of every device connected here, in chunks that
+        succeed or fail on their own. Returns (refreshed, failed, the re-created ones'
+        connections); raises only if none got through."""
         expires = int(time.time() * 1000) + self._route_ttl_ms
         script = self._scripts["refresh"]
         entries = list(self._local.items())
-        for i in range(0, len(entries), 200):  # scripts run concurrently over the client's pool
-            await asyncio.gather(
+        ok = 0
+        first_error: BaseException | None = None
+        lost: list[Connection] = []
+        for i in range(0, len(entries), HEAL_CHUNK):  # scripts run concurrently over the client's pool
+            chunk = entries[i : i + HEAL_CHUNK]
+            results = await asyncio.gather(
                 *(
                     script(
                         keys=[self.route_key(user_id)],
@@ -431,9 +645,59 @@ class RedisBus(LocalBus):
                             self._route_ttl_ms,
                         ],
                     )
-                    for (user_id, device_id), (conn, serial) in entries[i : i + 200]
-                )
+                    for (user_id, device_id), (conn, serial) in chunk
+                ),
+                return_exceptions=True,
             )
+            for (_key, (conn, _serial)), got in zip(chunk, results, strict=True):
+                if isinstance(got, BaseException):
+                    first_error = first_error or got
+                    continue
+                ok += 1
+                if int(got) == 2:
+                    lost.append(conn)
+        if first_error is not None and ok == 0:
+            raise first_error
+        return ok, len(entries) - ok, lost
+
+    async def _catch_up(self, conns: list[Connection]) -> int:
+        """Push each device its user's newest inbox event, unless it acknowledged it: one
+        that missed earlier events sees a gap and syncs. Repeats are harmless (§12.1)."""
+        by_user: dict[int, list[Connection]] = {}
+        for conn in conns:
+            by_user.setdefault(conn.user_id, []).append(conn)
+        users = list(by_user)
+        store = self._node.store
+        pushed = 0
+
+        async def one(user_id: int) -> int:
+            head = await store.inbox_head(user_id)
+            behind = [c for c in by_user[user_id] if not c.closing and c.acked_seq < head]
+            if not behind:
+                return 0
+            events, _ = await store.sync(user_id, head - 1, 1)
+            if not events:
+                return 0
+            ev = events[0]
+            payload = event_payload(ev)
+            for conn in behind:
+                self.push_event(conn, ev.seq, ev.type, payload)
+            return len(behind)
+
+        failed = 0
+        error: BaseException | None = None
+        for i in range(0, len(users), HEAL_CHUNK):
+            results = await asyncio.gather(*(one(u) for u in users[i : i + HEAL_CHUNK]), return_exceptions=True)
+            for got in results:
+                if isinstance(got, BaseException):
+                    failed += 1
+                    error = got
+                else:
+                    pushed += got
+        if error is not None:  # their devices catch up at their next gap or reconnect
+            log.warning("catching up %d users failed (%s: %s)", failed, type(error).__name__, error)
+        self.caught_up += pushed
+        return pushed
 
     # --- publishing ----------------------------------------------------------------------------
     def publish_event(
@@ -486,8 +750,8 @@ class RedisBus(LocalBus):
             batch = [self._out.popleft() for _ in range(min(len(self._out), BATCH_MAX))]
             try:
                 await self._send_batch(batch)
-            except Exception as exc:  # the bus may drop: devices catch up by sync
-                log.warning("cross-node publish of %d items failed: %s", len(batch), exc)
+            except Exception as exc:  # the bus may drop: receiving nodes heal (see _heal)
+                self._redis_failed(f"cross-node publish of {len(batch)} items", exc)
                 if self._stopping:
                     return
                 await asyncio.sleep(0.1)
@@ -571,6 +835,7 @@ class RedisBus(LocalBus):
 
     # --- receiving -----------------------------------------------------------------------------
     async def _read_forever(self) -> None:
+        pause = 0.05
         while True:
             pubsub = self._redis.pubsub()
             try:
@@ -579,6 +844,7 @@ class RedisBus(LocalBus):
                     await pubsub.ssubscribe(self.channel)
                     target = self._redis.get_node_from_key(self.channel)
                     self._resubscribed()
+                    pause = 0.05
                     while True:
                         msg = await pubsub.get_sharded_message(  # type: ignore[union-attr]
                             ignore_subscribe_messages=True, timeout=1.0, target_node=target
@@ -588,6 +854,7 @@ class RedisBus(LocalBus):
                 else:
                     await pubsub.subscribe(self.channel)
                     self._resubscribed()
+                    pause = 0.05
                     while True:
                         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                         if msg is not None and msg.get("type") in ("message", b"message"):
@@ -597,18 +864,21 @@ class RedisBus(LocalBus):
                     await pubsub.aclose()
                 raise
             except Exception as exc:
-                log.warning("cross-node subscription lost (%s); resubscribing", exc)
+                self._redis_failed("cross-node subscription", exc)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                await asyncio.sleep(0.2)
+                # retry soon: a restarted Redis is noticed here first, and every moment
+                # without a subscription is pushes lost
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _resubscribed(self) -> None:
         if self._subscribed.is_set():
             # Messages sent while the subscription was down are lost: pushes are caught up
-            # by sync, but invalidations are not — drop what they would have invalidated.
-            log.warning("cross-node subscription restored; dropping cached rosters and sessions")
+            # by the heal, invalidations are not — drop what they would have invalidated.
             self._node.rosters.forget()
             self._node.accounts.forget_cached()
+            self._heal("cross-node subscription restored")
         self._subscribed.set()
 
     def _receive(self, data: bytes) -> None:

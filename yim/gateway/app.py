@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import ssl
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from yim.gateway.media_http import media_routes
 from yim.gateway.openapi import openapi_handler
 from yim.gateway.ws import websocket_handler
 from yim.node import Node
+from yim.protocol.errors import YimError
 
 log = logging.getLogger("yim.gateway")
 
@@ -31,8 +33,29 @@ GC_MIDDLE_THRESHOLD = 2
 GC_OLD_THRESHOLD = 50
 
 
+#: the exit code of a node that stopped because it can never serve again (e.g. fenced and no
+#: node id to lease): its supervisor should restart it
+EXIT_FAILED = 3
+
+#: what a fenced node still answers: probes and metrics
+_FENCE_OPEN = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@web.middleware
+async def fence_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A fenced node takes no new connections, logins or API calls: the client goes elsewhere."""
+    node = request.app[NODE_KEY]
+    if node.fenced is not None and request.path not in _FENCE_OPEN:
+        raise YimError(
+            "unavailable", "this node is fenced (its node id is not confirmed); use another node", retry_after=1.0
+        )
+    return await handler(request)
+
+
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=node.settings.hard_frame_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, fence_middleware], client_max_size=node.settings.hard_frame_bytes
+    )
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
     app.add_routes(routes)
@@ -133,6 +156,12 @@ async def serve_forever(settings: Settings, ssl_context: ssl.SSLContext | None =
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"yim node {server.node.ids.node_id} listening on {server.url}  (data: {settings.data_dir})", flush=True)
-    await stop.wait()
+    failed = loop.create_task(server.node.failed.wait())
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed.cancel()
+    stopped.cancel()
     log.info("shutting down")
     await server.stop()
+    if server.node.failed.is_set():
+        raise SystemExit(EXIT_FAILED)

@@ -1,4 +1,4 @@
-"""HTTP API routes under ``/api/v1/`` plus ``/healthz``, ``/metrics`` and ``/``.
+"""HTTP API routes under ``/api/v1/`` plus ``/healthz``, ``/readyz``, ``/metrics`` and ``/``.
 
 Handlers are thin: decode and validate into the typed structs of
 :mod:`yim.protocol.frames`, call a service, encode the result. Errors are
@@ -107,18 +107,34 @@ def _node(request: web.Request) -> Node:
 routes = web.RouteTableDef()
 
 
+def _health(node: Node, status: str) -> Health:
+    return Health(
+        status=status,
+        node_id=node.ids.node_id,
+        version=__version__,
+        uptime_s=round(time.time() - node.started_at, 3),
+        connections=len(node.hub),
+    )
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: 503 only while the node is fenced (it holds no node id it can vouch for and
+    is leasing a new one); a node that stays fenced exits on its own (docs/operations.md)."""
     node = _node(request)
-    return json_response(
-        Health(
-            status="stopping" if node.stopping else "ok",
-            node_id=node.ids.node_id,
-            version=__version__,
-            uptime_s=round(time.time() - node.started_at, 3),
-            connections=len(node.hub),
-        )
-    )
+    if node.fenced is not None:
+        return json_response({**msgspec.structs.asdict(_health(node, "fenced")), "reason": node.fenced}, status=503)
+    return json_response(_health(node, "stopping" if node.stopping else "ok"))
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness, for routing users: 200 only if the node serves (not fenced, not stopping)
+    and its store and Redis each answer a cheap question now."""
+    node = _node(request)
+    problems = await node.readiness()
+    body = {**msgspec.structs.asdict(_health(node, "not_ready" if problems else "ready")), "problems": problems}
+    return json_response(body, status=503 if problems else 200)
 
 
 @routes.get("/metrics")
