@@ -349,8 +349,15 @@ class RedisBus(LocalBus):
             raise NoNodeIdError(f"all {MAX_NODE + 1} node ids are leased by live nodes")
         # A previous holder that lost this id (Redis restarted empty while it ran) learns it
         # at its next renewal and stops issuing; wait that long before issuing ourselves.
-        await asyncio.sleep(self._lease_ttl_ms / 3000 + 0.2)
-        log.info("leased node id %d as %s", n, self.node_name)
+        wait = self._lease_ttl_ms / 3000 + 0.2
+        log.info(
+            "leased node id %d as %s; waiting %.1f s (one renewal period) before issuing ids,"
+            " so that a node that lost this id in a Redis restart has stopped",
+            n,
+            self.node_name,
+            wait,
+        )
+        await asyncio.sleep(wait)
 
     def make_ids(self, node_id: int, floor: int) -> Snowflake:
         if self.lease_id is None:
