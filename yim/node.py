@@ -20,6 +20,7 @@ from yim.gateway.hub import Hub
 from yim.gateway.limits import Limits
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics, StoreCollector
+from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService
 from yim.services.presence import Presence
@@ -233,5 +234,7 @@ class Node:
             written = kept
             try:
                 await self.flush_seen()
+            except YimError as exc:  # the store is away (its own log line says so): advisory data
+                log.info("device last-seen times not flushed: %s", exc.message)
             except Exception:  # best effort: last-seen times are advisory
                 log.exception("flushing device last-seen times failed")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from yim.protocol.errors import YimError
 from yim.storage.base import MessageRec
 
 if TYPE_CHECKING:
@@ -133,6 +134,9 @@ class Rosters:
     ) -> None:
         try:
             members = await self.members(conv_id)
+        except YimError as exc:  # the store is away: an expected failure, one line
+            log.warning("members of %d not loaded (%s); devices will catch up by pulling", conv_id, exc.message)
+            return
         except Exception:
             log.exception("loading the members of %d failed; devices will catch up by pulling", conv_id)
             return
