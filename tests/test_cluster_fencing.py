@@ -79,6 +79,8 @@ async def test_a_node_whose_lease_is_taken_fences_itself_then_serves_with_a_fres
             assert health["status"] == "fenced" and "leased by another node" in str(health["reason"])
             status, ready = await _status(h0, "/readyz")
             assert status == 503 and "fenced" in str(ready["problems"])
+            async with h0.get("/metrics") as resp:
+                assert "yim_fenced 1.0" in await resp.text()
             # New connections and logins are refused with a clear error while fenced.
             async with h0.post(
                 "/api/v1/sessions",
@@ -106,6 +108,9 @@ async def test_a_node_whose_lease_is_taken_fences_itself_then_serves_with_a_fres
 
             await poll(ready, timeout=30)
             assert (await _status(h0, "/healthz"))[0] == 200
+            async with h0.get("/metrics") as resp:
+                scraped = await resp.text()
+            assert "yim_fenced 0.0" in scraped and "yim_fences_total 1.0" in scraped
             new_id = n0.node.ids.node_id
             ids = [s.node.ids.node_id for s in servers]
             assert new_id != old_id and len(set(ids)) == 3

@@ -87,6 +87,8 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge("yim_connections", "Authenticated WebSocket connections", registry=r)
+        self.fenced = Gauge("yim_fenced", "1 while the node is fenced (no node id it can vouch for)", registry=r)
+        self.fences = Counter("yim_fences_total", "Times the node fenced itself", registry=r)
         loop = _LoopCollector()
         self.frames_in = self._labelled(loop, "yim_frames_in", "Request frames received", "op")
         self.errors = self._labelled(loop, "yim_errors", "Error replies sent", "code")

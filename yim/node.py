@@ -151,6 +151,8 @@ class Node:
         if self.fenced is not None:
             return
         self.fenced = reason
+        self.metrics.fenced.set(1)
+        self.metrics.fences.inc()
         conns = list(self.hub.connections())
         log.error(
             "fenced: %s; closing %d connections, refusing new ones until a fresh node id is leased", reason, len(conns)
@@ -162,6 +164,7 @@ class Node:
         if self.fenced is None:
             return
         self.fenced = None
+        self.metrics.fenced.set(0)
         log.warning("ready: node %d serves again", self.ids.node_id)
 
     def fail(self, reason: str) -> None:
