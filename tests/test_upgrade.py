@@ -1,0 +1,121 @@
+"""Today's code on data folders made by earlier releases (tests/fixtures/release-*): every
+message, inbox entry, read mark, relation and media reference is still there, and the node
+works on (send, sync). A schema change adds a migration; this test proves it carries the data.
+
+- release-7ceef9e: the last release before versioned migrations, with everything a client can
+  make (groups, a recall, mentions, friends, a block, a file message).
+- release-1a05bec: the first release (direct messages and read marks only), whose schema
+  lacks the columns groups added; it used to fail with "no such column: uncounted".
+
+Both were made by tests/fixtures/make_release_folder.py, which also wrote what each user's
+client saw then (manifest.json).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from yim.storage.migrations import migrations
+
+from .conftest import ROOT, ServerProcess
+from .fixtures.make_release_folder import Device, login, observe
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _contains(now: Any, then: Any, where: str = "") -> None:
+    """``now`` holds everything ``then`` held: same values, same list lengths and order; new
+    fields (added by later releases) are allowed."""
+    if isinstance(then, dict):
+        assert isinstance(now, dict), where
+        for key, value in then.items():
+            assert key in now, f"{where}.{key} is gone"
+            _contains(now[key], value, f"{where}.{key}")
+    elif isinstance(then, list):
+        assert isinstance(now, list) and len(now) == len(then), f"{where}: {now!r} != {then!r}"
+        for i, (a, b) in enumerate(zip(now, then, strict=True)):
+            _contains(a, b, f"{where}[{i}]")
+    else:
+        assert now == then, f"{where}: {now!r} != {then!r}"
+
+
+@pytest.mark.parametrize("release", ["release-7ceef9e", "release-1a05bec"])
+async def test_a_data_folder_of_an_earlier_release_keeps_everything(tmp_path: Path, release: str) -> None:
+    manifest = json.loads((FIXTURES / release / "manifest.json").read_text())
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / release / "folder", data)
+    node = ServerProcess(data)
+    node.start()
+    try:
+        async with aiohttp.ClientSession(node.url) as http:
+            devs = {name: Device(http, await login(http, name)) for name in manifest["users"]}
+            for name, dev in devs.items():
+                assert dev.user_id == manifest["users"][name]
+                await dev.connect()
+            for name, then in manifest["seen"].items():
+                now = await observe(devs[name], manifest["media"])
+                _contains(now, then, name)
+                if release == "release-7ceef9e":  # the same schema: not one field differs
+                    assert now == then, name
+
+            # The node works on: a message in the old conversation gets the next seqs and ids.
+            alice, bob = devs["alice"], devs["bob"]
+            histories = manifest["seen"]["alice"]["history"]
+            conv_id, old = next((c, msgs) for c, msgs in histories.items() if msgs[0]["client_msg_id"] == "a1")
+            before = manifest["seen"]["bob"]["events"][-1]
+            ack = await alice.request(
+                "send", kind="text", body={"text": "after the upgrade"}, client_msg_id="up1", conv_id=conv_id
+            )
+            assert ack["seq"] == old[-1]["seq"] + 1 and int(ack["msg_id"]) > int(old[-1]["msg_id"])
+            page = await bob.request("sync", since=before["seq"], limit=200)
+            assert [e["data"].get("msg_id") for e in page["events"]] == [ack["msg_id"]]
+            assert page["events"][0]["seq"] == before["seq"] + 1
+            for dev in devs.values():
+                await dev.close()
+    finally:
+        node.stop()
+    assert node.proc is not None and node.proc.returncode == 0, node.log_path.read_text()
+    with sqlite3.connect(data / "yim.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations("sqlite")[-1].version
+
+
+def test_a_data_folder_of_a_newer_release_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "release-7ceef9e" / "folder", data)
+    newer = migrations("sqlite")[-1].version + 1
+    db = sqlite3.connect(data / "yim.db")
+    db.execute(f"PRAGMA user_version = {newer}")
+    db.close()  # the last connection: its WAL is copied into the file, which is then compared
+    before = (data / "yim.db").read_bytes()
+    argv = [sys.executable, "-m", "yim", "serve", "--port", "0", "--data", str(data)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    said = done.stderr.strip().splitlines()
+    assert said[-1].startswith(
+        f"yim serve: cannot start: the SQLite store {data / 'yim.db'} has schema version {newer}"
+    )
+    assert "newer release" in said[-1] and "Traceback" not in done.stderr, done.stderr
+    assert (data / "yim.db").read_bytes() == before  # untouched
+
+
+def test_a_failing_migration_leaves_the_folder_at_its_version(tmp_path: Path) -> None:
+    """Each migration runs in one transaction with the user_version it reaches."""
+    from yim.storage.migrations import Migration, _apply
+
+    db = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    _apply(db, "CREATE TABLE a (x INTEGER);", 1)
+    broken = Migration(2, "schema_sqlite_0002_broken.sql", "ALTER TABLE a ADD COLUMN y INTEGER;\nCREATE TABLE a (z);")
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        _apply(db, broken.sql, broken.version)
+    assert not db.in_transaction
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert [r[1] for r in db.execute("PRAGMA table_info(a)")] == ["x"]
