@@ -90,7 +90,8 @@ def prepare_data_folder(folder: Path) -> None:
         blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
         raise DataFolderError(f"data folder {where}: {os.path.abspath(blocker)} is a file, not a folder") from None
     except OSError as exc:  # no permission, a read-only file system ...
-        raise DataFolderError(f"data folder {where} cannot be created: {exc.strerror} ({exc.filename})") from None
+        at = "" if exc.filename in (None, str(folder)) else f" (at {exc.filename})"
+        raise DataFolderError(f"data folder {where} cannot be created: {exc.strerror}{at}") from None
 
 
 def lock_data_folder(folder: Path) -> int:

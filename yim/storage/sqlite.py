@@ -419,7 +419,10 @@ class SqliteStore(Store):
         self.search = SqliteSearchStore(self)
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot open the SQLite store {self.path}: {exc.strerror} ({exc.filename})") from exc
         await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
         await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
         self._checkpointer.start()
