@@ -13,6 +13,7 @@ client saw then (manifest.json).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -119,3 +120,26 @@ def test_a_failing_migration_leaves_the_folder_at_its_version(tmp_path: Path) ->
     assert not db.in_transaction
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert [r[1] for r in db.execute("PRAGMA table_info(a)")] == ["x"]
+
+
+async def test_a_postgres_database_of_a_newer_release_is_refused(postgres_server: Any, postgres_dsn: str) -> None:
+    """The same rule over PostgreSQL's ledger (yim_migrations, by file name): a migration
+    this code does not know means a newer release wrote the database."""
+    import asyncpg
+
+    from yim.storage.postgres import migrate_conn
+
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await migrate_conn(conn) == []  # migrated by the fixture: nothing left to do
+        future = f"schema_postgres_{migrations('postgres')[-1].version + 1:04d}_future.sql"
+        await conn.execute("INSERT INTO yim_migrations (name, checksum) VALUES ($1, 'x')", future)
+    finally:
+        await conn.close()
+    argv = [sys.executable, "-m", "yim", "admin", "migrate", "--store", postgres_dsn]
+    done = await asyncio.to_thread(subprocess.run, argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    said = done.stderr.strip().splitlines()
+    assert len(said) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert said[0].startswith("yim admin migrate: the PostgreSQL database ") and future in said[0], said
+    assert "newer release" in said[0], said

@@ -66,9 +66,14 @@ def _admin_migrate(args: argparse.Namespace) -> int:
     if not store.startswith(("postgres://", "postgresql://")):
         print(f"yim admin migrate: --store must be a postgres:// URL (got {store!r}); SQLite migrates itself")
         return 2
+    from yim.storage.migrations import SchemaError
     from yim.storage.postgres import migrate
 
-    applied = asyncio.run(migrate(store))
+    try:
+        applied = asyncio.run(migrate(store))
+    except SchemaError as exc:  # written by a newer release: one line, nothing applied
+        print(f"yim admin migrate: {exc}", file=sys.stderr)
+        return 2
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 

@@ -71,11 +71,15 @@ def pending(known: list[Migration], current: int, where: str) -> list[Migration]
     newer than this code."""
     latest = known[-1].version if known else 0
     if current > latest:
-        raise SchemaError(
-            f"{where} has schema version {current} but this yim knows versions up to {latest}: it was"
-            " written by a newer release; run that release (or a newer one), or restore a backup"
-        )
+        raise too_new(where, f"has schema version {current} but this yim knows versions up to {latest}")
     return [m for m in known if m.version > current]
+
+
+def too_new(where: str, what: str) -> SchemaError:
+    """The refusal of a database written by a newer release, in the words of both stores."""
+    return SchemaError(
+        f"{where} {what}: it was written by a newer release; run that release (or a newer one), or restore a backup"
+    )
 
 
 # --- SQLite -------------------------------------------------------------------------------------
