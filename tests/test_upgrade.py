@@ -14,6 +14,7 @@ client saw then (manifest.json).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -106,6 +107,22 @@ def test_a_data_folder_of_a_newer_release_is_refused_in_one_line(tmp_path: Path)
     )
     assert "newer release" in said[-1] and "Traceback" not in done.stderr, done.stderr
     assert (data / "yim.db").read_bytes() == before  # untouched
+
+
+#: sha256 of SQLite's migration 1 (schema_sqlite.sql and the concept files), as released
+BASELINE_SHA256 = "fad96fae82f30ec09c70e97510677a6f5f7bb58f39cb6b1bb1c34c5fc88db491"
+
+
+def test_the_released_sqlite_baseline_does_not_change() -> None:
+    """Folders at version 1 do not run migration 1 again, so an edit of it would reach new
+    folders only (or, through the shape check, add bare columns to old ones, with none of the
+    data a migration would carry over). A schema change is a new file,
+    schema_sqlite_NNNN_<name>.sql, that every folder runs the same way."""
+    baseline = migrations("sqlite")[0]
+    assert baseline.version == 1 and baseline.name == "schema_sqlite.sql"
+    assert hashlib.sha256(baseline.sql.encode()).hexdigest() == BASELINE_SHA256, (
+        "schema_sqlite*.sql are migration 1, released: add schema_sqlite_NNNN_<name>.sql instead"
+    )
 
 
 def test_a_failing_migration_leaves_the_folder_at_its_version(tmp_path: Path) -> None:
