@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from yim.storage.migrations import migrations
+from yim.storage.migrations import Migration, SchemaError, migrate_sqlite, migrations
 
 from .conftest import ROOT, ServerProcess
 from .fixtures.make_release_folder import Device, login, observe
@@ -125,18 +125,30 @@ def test_the_released_sqlite_baseline_does_not_change() -> None:
     )
 
 
-def test_a_failing_migration_leaves_the_folder_at_its_version(tmp_path: Path) -> None:
-    """Each migration runs in one transaction with the user_version it reaches."""
-    from yim.storage.migrations import Migration, _apply
-
-    db = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
-    _apply(db, "CREATE TABLE a (x INTEGER);", 1)
-    broken = Migration(2, "schema_sqlite_0002_broken.sql", "ALTER TABLE a ADD COLUMN y INTEGER;\nCREATE TABLE a (z);")
+def test_later_migrations_run_in_order_and_a_failing_one_leaves_the_folder_at_its_version(tmp_path: Path) -> None:
+    """The runner past the baseline (no real migration 2 exists yet): each migration runs in
+    one transaction with the user_version it reaches, so the one that fails is undone alone."""
+    shutil.copytree(FIXTURES / "release-7ceef9e" / "folder", tmp_path / "folder")
+    db = sqlite3.connect(tmp_path / "folder" / "yim.db", isolation_level=None)
+    baseline = migrations("sqlite")[0]
+    second = Migration(
+        2,
+        "schema_sqlite_0002_word_count.sql",
+        "ALTER TABLE messages ADD COLUMN words INTEGER NOT NULL DEFAULT 0;\n"
+        "UPDATE messages SET words = 1 WHERE kind = 'text';",
+    )
+    broken = Migration(3, "schema_sqlite_0003_broken.sql", "CREATE TABLE later (x);\nCREATE TABLE messages (x);")
     with pytest.raises(sqlite3.OperationalError, match="already exists"):
-        _apply(db, broken.sql, broken.version)
+        migrate_sqlite(db, "test", [baseline, second, broken])
     assert not db.in_transaction
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
-    assert [r[1] for r in db.execute("PRAGMA table_info(a)")] == ["x"]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # the second stays, the third is undone
+    texts = db.execute("SELECT count(*) FROM messages WHERE kind = 'text'").fetchone()[0]
+    assert texts > 0 and db.execute("SELECT count(*) FROM messages WHERE words = 1").fetchone()[0] == texts
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'later'").fetchone()[0] == 0
+    assert migrate_sqlite(db, "test", [baseline, second]) == []  # at version 2: nothing left
+    with pytest.raises(SchemaError, match="test has schema version 2 but this yim knows versions up to 1"):
+        migrate_sqlite(db, "test", [baseline])
+    db.close()
 
 
 async def test_a_postgres_database_of_a_newer_release_is_refused(postgres_server: Any, postgres_dsn: str) -> None:

@@ -85,11 +85,12 @@ def too_new(where: str, what: str) -> SchemaError:
 # --- SQLite -------------------------------------------------------------------------------------
 
 
-def migrate_sqlite(conn: sqlite3.Connection, where: str) -> list[str]:
-    """Bring the SQLite database of ``conn`` (autocommit mode) to the current schema; returns
-    the names of the migrations applied. Each runs in its own transaction together with the
-    ``user_version`` it reaches, so a failure leaves the database at the previous version."""
-    known = migrations("sqlite")
+def migrate_sqlite(conn: sqlite3.Connection, where: str, known: list[Migration] | None = None) -> list[str]:
+    """Bring the SQLite database of ``conn`` (autocommit mode) to the current schema (or to
+    the last of ``known``); returns the names of the migrations applied. Each runs in its own
+    transaction together with the ``user_version`` it reaches, so a failure leaves the
+    database at the previous version."""
+    known = known if known is not None else migrations("sqlite")
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     todo = pending(known, current, where)
     applied: list[str] = []
