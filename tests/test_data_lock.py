@@ -13,9 +13,9 @@ from pathlib import Path
 from .conftest import ROOT, ServerProcess, free_port
 
 
-def _second(data: Path) -> subprocess.CompletedProcess[str]:
+def _second(data: Path, **env: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "yim", "serve", "--port", str(free_port()), "--data", str(data)]
-    env = {**os.environ, "YIM_PASSWORD_HASHING": "cheapest"}
+    env = {**os.environ, "YIM_PASSWORD_HASHING": "cheapest", **env}
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
 
 
@@ -62,3 +62,22 @@ def test_a_killed_node_leaves_no_stale_lock(tmp_path: Path) -> None:
         assert second.proc is not None and (data / "yim.lock").read_text().strip() == str(second.proc.pid)
     finally:
         second.stop()
+
+
+def test_a_store_file_outside_the_data_folder_is_held_too(tmp_path: Path) -> None:
+    """Two nodes with their own data folders on one ``sqlite:///PATH`` store would issue ids
+    as the same node just the same."""
+    shared = tmp_path / "shared"
+    store = f"sqlite:///{shared / 'yim.db'}"
+    first = ServerProcess(tmp_path / "one", YIM_STORE=store)
+    first.start()
+    try:
+        assert first.proc is not None
+        done = _second(tmp_path / "two", YIM_STORE=store)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"yim serve: cannot start: data folder {shared} is in use by another yim node (pid {first.proc.pid});"
+            " one node per data folder"
+        ], done.stderr
+    finally:
+        first.stop()

@@ -108,9 +108,16 @@ def test_a_data_path_under_a_file_is_said_in_one_line(tmp_path: Path) -> None:
 def test_a_store_file_that_cannot_be_opened_is_said_in_one_line(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    with _unwritable(elsewhere):
-        said = _said(_serve(tmp_path, "--port", "0", "--store", f"sqlite:///{elsewhere / 'yim.db'}"))
-    assert said.startswith(f"yim serve: cannot start: cannot open the SQLite store {elsewhere / 'yim.db'}: "), said
+    store = f"sqlite:///{elsewhere / 'yim.db'}"
+    with _unwritable(elsewhere):  # the store's folder is a data folder too
+        said = _said(_serve(tmp_path, "--port", "0", "--store", store))
+    assert said.startswith(f"yim serve: cannot start: data folder {elsewhere} is not writable: "), said
+    (elsewhere / "yim.db").mkdir()
+    said = _said(_serve(tmp_path, "--port", "0", "--store", store))
+    assert (
+        said
+        == f"yim serve: cannot start: cannot open the SQLite store {elsewhere / 'yim.db'}: unable to open database file"
+    )
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
+from yim.storage.sqlite import SqliteStore
 
 log = logging.getLogger("yim.node")
 
@@ -175,13 +176,19 @@ class Node:
         self.failed = asyncio.Event()
         self.failed_reason = ""
         self._flusher: asyncio.Task[None] | None = None
-        self._folder_lock: int | None = None  # see lock_data_folder
+        self._folder_locks: list[int] = []  # see lock_data_folder
 
     async def start(self) -> None:
         data = self.settings.data_path
-        prepare_data_folder(data)
-        # Before the store opens: a second node must not even migrate a folder in use.
-        self._folder_lock = lock_data_folder(data)
+        folders = [data]
+        if isinstance(self.store, SqliteStore):  # store = "sqlite:///PATH" may lie elsewhere
+            elsewhere = Path(self.store.path).parent
+            if elsewhere.resolve() != data.resolve():
+                folders.append(elsewhere)
+        for folder in folders:
+            prepare_data_folder(folder)
+            # Before the store opens: a second node must not even migrate a folder in use.
+            self._folder_locks.append(lock_data_folder(folder))
         await self.store.open()
         secret = await signing_key(data, self.store)
         await self.media.start()
@@ -259,9 +266,8 @@ class Node:
         await self.read_ahead.close()
         await self.store.close()
         await self.media.close()
-        if self._folder_lock is not None:  # last: the folder is free once nothing writes to it
-            os.close(self._folder_lock)
-            self._folder_lock = None
+        while self._folder_locks:  # last: a folder is free once nothing writes to it
+            os.close(self._folder_locks.pop())
 
     async def flush_seen(self) -> None:
         seen, self.hub.seen = self.hub.seen, {}
