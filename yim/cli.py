@@ -12,6 +12,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from yim.config import SettingsError, load_settings
     from yim.gateway.app import serve_forever
+    from yim.storage.migrations import SchemaError
 
     try:
         settings = load_settings(
@@ -41,9 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
     try:
         uvloop.run(serve_forever(settings, ssl_context))
-    except (ValueError, OSError) as exc:
-        # A node that cannot start (settings that do not fit together, a port in use, an
-        # unreadable certificate) says so in one line; the traceback is for --log-level DEBUG.
+    except (ValueError, OSError, SchemaError) as exc:
+        # A node that cannot start (settings that do not fit together, a port in use, a data
+        # folder it cannot use or that another node holds, a store written by a newer
+        # release) says so in one line; the traceback is for --log-level DEBUG.
         logging.getLogger("yim").debug("start-up failed", exc_info=True)
         print(f"yim serve: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -64,9 +66,14 @@ def _admin_migrate(args: argparse.Namespace) -> int:
     if not store.startswith(("postgres://", "postgresql://")):
         print(f"yim admin migrate: --store must be a postgres:// URL (got {store!r}); SQLite migrates itself")
         return 2
+    from yim.storage.migrations import SchemaError
     from yim.storage.postgres import migrate
 
-    applied = asyncio.run(migrate(store))
+    try:
+        applied = asyncio.run(migrate(store))
+    except SchemaError as exc:  # written by a newer release: one line, nothing applied
+        print(f"yim admin migrate: {exc}", file=sys.stderr)
+        return 2
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 

@@ -7,9 +7,10 @@ its token secret and its node id under ``--data``.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -24,11 +25,11 @@ class SettingsError(ValueError):
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0: any free port
     data_dir: str = "./data"
     #: "sqlite" (embedded, under data_dir) or a postgres:// DSN (cluster mode).
     store: str = "sqlite"
-    node_id: int = 0
+    node_id: Annotated[int, msgspec.Meta(ge=0, le=1023)] = 0  # Snowflake: 10 bits
 
     # accounts and tokens
     token_ttl_s: int = 30 * 24 * 3600
@@ -168,18 +169,70 @@ _ENV_PREFIX = "YIM_"
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Merge defaults, an optional TOML file, ``YIM_<FIELD>`` env vars and explicit overrides."""
     values: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, for the error message
     path = config_file or os.environ.get("YIM_CONFIG")
     if path:
-        with open(path, "rb") as fh:
-            values.update(tomllib.load(fh))
+        try:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        except OSError as exc:
+            raise SettingsError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        origin.update({name: path for name in values})
     fields = {f.name: f for f in msgspec.structs.fields(Settings)}
     for name in fields:
         env = os.environ.get(_ENV_PREFIX + name.upper())
         if env is not None:
             values[name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            origin[name] = _ENV_PREFIX + name.upper()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    origin.update({name: "the command line" for name in given})
     # strict=False lets "8080" from the environment become an int, with range/type checks intact.
     try:
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"bad setting: {str(exc).replace('`$.', '`')}") from None
+        raise SettingsError(_explain(str(exc), values, origin)) from None
+
+
+_AT = re.compile(r" - at `\$\.(\w+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(\w+)`$")
+
+
+def _explain(error: str, values: dict[str, Any], origin: dict[str, str]) -> str:
+    """msgspec's message, with the setting, the value given, where it came from and what
+    the setting takes."""
+    unknown = _UNKNOWN.match(error)
+    if unknown:
+        name = unknown.group(1)
+        return f"bad setting: there is no setting {name!r} (in {origin.get(name, 'the settings')})"
+    at = _AT.search(error)
+    if at is None:  # a check of __post_init__: its message already says it all
+        return f"bad setting: {error}"
+    name = at.group(1)
+    value = "***" if "secret" in name else repr(values.get(name))
+    return (
+        f"bad setting: {name} = {value} (from {origin.get(name, 'the defaults')}): {error[: at.start()]};"
+        f" allowed: {_allowed(name)}"
+    )
+
+
+def _allowed(name: str) -> str:
+    struct = msgspec.inspect.type_info(Settings)
+    assert isinstance(struct, msgspec.inspect.StructType)
+    info = next(f.type for f in struct.fields if f.name == name)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return "one of " + ", ".join(repr(v) for v in info.values)
+    if isinstance(info, msgspec.inspect.BoolType):
+        return "true or false"
+    if isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        kind = "an integer" if isinstance(info, msgspec.inspect.IntType) else "a number"
+        low = info.ge if info.ge is not None else info.gt
+        high = info.le if info.le is not None else info.lt
+        if low is not None and high is not None:
+            return f"{kind} from {low} to {high}"
+        if low is not None:
+            return f"{kind} >= {low}"
+        return kind
+    return "text"

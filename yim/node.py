@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -30,6 +31,7 @@ from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
+from yim.storage.sqlite import SqliteStore
 
 log = logging.getLogger("yim.node")
 
@@ -69,6 +71,53 @@ async def signing_key(data_dir: Path, store: Store) -> bytes:
     if local is not None and local != shared:
         log.warning("%s differs from the signing key in the shared store; the store's key is used", path)
     return shared
+
+
+#: the lock file of a data folder (never removed: a node that unlinked it on exit could let
+#: the next two nodes lock two different files of the same name)
+LOCK_FILE = "yim.lock"
+
+
+class DataFolderError(OSError):
+    """A data folder this node cannot use: the message names it and says why, in one line."""
+
+
+def prepare_data_folder(folder: Path) -> None:
+    """Make the data folder (0700: the store holds password hashes) or say why not."""
+    where = os.path.abspath(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise DataFolderError(f"data folder {where}: {os.path.abspath(blocker)} is a file, not a folder") from None
+    except OSError as exc:  # no permission, a read-only file system ...
+        at = "" if exc.filename in (None, str(folder)) else f" (at {exc.filename})"
+        raise DataFolderError(f"data folder {where} cannot be created: {exc.strerror}{at}") from None
+
+
+def lock_data_folder(folder: Path) -> int:
+    """Take the data folder for this process, or raise :class:`DataFolderError` naming the
+    node that holds it. Two nodes on one folder would both issue ids as the same node and
+    never see each other's pushes. The lock is an exclusive ``flock`` on ``<folder>/yim.lock``,
+    held while the returned descriptor is open: the kernel drops it when the process ends,
+    however it ends, so a crashed node never leaves a stale lock behind. The file holds the
+    holder's pid, for the message of the next one."""
+    where = os.path.abspath(folder)
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DataFolderError(f"data folder {where} is not writable: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "not written yet"
+        os.close(fd)
+        raise DataFolderError(
+            f"data folder {where} is in use by another yim node (pid {holder}); one node per data folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -127,10 +176,19 @@ class Node:
         self.failed = asyncio.Event()
         self.failed_reason = ""
         self._flusher: asyncio.Task[None] | None = None
+        self._folder_locks: list[int] = []  # see lock_data_folder
 
     async def start(self) -> None:
         data = self.settings.data_path
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store holds password hashes
+        folders = [data]
+        if isinstance(self.store, SqliteStore):  # store = "sqlite:///PATH" may lie elsewhere
+            elsewhere = Path(self.store.path).parent
+            if elsewhere.resolve() != data.resolve():
+                folders.append(elsewhere)
+        for folder in folders:
+            prepare_data_folder(folder)
+            # Before the store opens: a second node must not even migrate a folder in use.
+            self._folder_locks.append(lock_data_folder(folder))
         await self.store.open()
         secret = await signing_key(data, self.store)
         await self.media.start()
@@ -211,6 +269,8 @@ class Node:
         await self.read_ahead.close()
         await self.store.close()
         await self.media.close()
+        while self._folder_locks:  # last: a folder is free once nothing writes to it
+            os.close(self._folder_locks.pop())
 
     async def flush_seen(self) -> None:
         seen, self.hub.seen = self.hub.seen, {}

@@ -68,6 +68,7 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.migrations import SchemaError, migrations, too_new
 from yim.storage.postgres_locks import NO_ANCHORS, Anchors, lock_anchors, send_anchors
 
 log = logging.getLogger("yim.storage.postgres")
@@ -136,14 +137,9 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 def migration_files() -> list[tuple[str, str]]:
-    """(name, sql) of every table migration, in order: the core file, then numbered ones."""
-    files = [
-        f
-        for f in resources.files("yim.storage").iterdir()
-        if f.name.startswith("schema_postgres") and f.name.endswith(".sql")
-    ]
-    files.sort(key=lambda f: (f.name != "schema_postgres.sql", f.name))
-    return [(f.name, f.read_text()) for f in files]
+    """(name, sql) of every table migration, in order: the core file, then numbered ones
+    (found and checked as SQLite's are: yim/storage/migrations.py)."""
+    return [(m.name, m.sql) for m in migrations("postgres")]
 
 
 def _checksum(sql: str) -> str:
@@ -161,11 +157,16 @@ async def migrate_conn(conn: asyncpg.Connection) -> list[str]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM yim_migrations")}
-        for name, sql in migration_files():
+        files = migration_files()
+        unknown = sorted(set(done) - {name for name, _sql in files} - {_FUNCTIONS})
+        if unknown:  # applied by a newer release: this code would not know what they hold
+            where = f"the PostgreSQL database {await conn.fetchval('SELECT current_database()')}"
+            raise too_new(where, f"has migrations this yim does not know ({', '.join(unknown)})")
+        for name, sql in files:
             checksum = _checksum(sql)
             if name in done:
                 if done[name] != checksum:
-                    raise RuntimeError(
+                    raise SchemaError(
                         f"migration {name} changed after it was applied; add a new migration file instead"
                     )
                 continue

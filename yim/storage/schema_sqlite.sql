@@ -1,4 +1,7 @@
--- yim embedded schema (SQLite, WAL). Version tracked in PRAGMA user_version.
+-- yim embedded schema (SQLite, WAL): migration 1, the baseline, together with the concept
+-- files schema_sqlite_<concept>.sql. Released, so frozen: a schema change is a new file
+-- schema_sqlite_NNNN_<name>.sql (yim/storage/migrations.py); PRAGMA user_version holds the
+-- number of the last migration applied.
 -- Every hot table leads its primary key with its distribution key (conversation id for
 -- timelines, user id for inboxes), the same keys the PostgreSQL schema shards on.
 

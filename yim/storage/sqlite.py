@@ -25,7 +25,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,12 @@ from yim.storage.base import (
     Store,
     UserRec,
 )
+from yim.storage.migrations import migrate_sqlite
 from yim.storage.sqlite_indexer import SearchIndexer
 from yim.storage.sqlite_memory import WriterConnection, WriterMemory
 from yim.storage.sqlite_relations import SqliteRelationStore
 from yim.storage.sqlite_service import SqliteServiceStore
 
-SCHEMA_VERSION = 1
 log = logging.getLogger("yim.storage.sqlite")
 
 
@@ -122,18 +121,18 @@ class _WriterThread:
             # the COMMIT of every ~1000th page, copying and syncing megabytes while the
             # futures of that batch's messages wait — the tail of the ACK latency.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            # The core schema, then each concept's own file (schema_sqlite_<concept>.sql).
-            files = sorted(
-                (f for f in resources.files("yim.storage").iterdir() if f.name.startswith("schema_sqlite")),
-                key=lambda f: (f.name != "schema_sqlite.sql", f.name),
-            )
-            for schema in files:
-                conn.executescript(schema.read_text())
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Versioned migrations (yim/storage/migrations.py), each in its own transaction; a
+            # folder written by a newer release is refused before anything touches it.
+            applied = migrate_sqlite(conn, f"the SQLite store {self._path}")
+            if applied:
+                log.info("SQLite store %s: applied %s", self._path, ", ".join(applied))
             assert isinstance(conn, WriterConnection)
             conn.memory = WriterMemory(conn)
         except BaseException as exc:  # surfaced to start()
             self._startup_error = exc
+            if isinstance(exc, sqlite3.Error):  # e.g. "unable to open database file": say which
+                self._startup_error = OSError(f"cannot open the SQLite store {self._path}: {exc}")
+                self._startup_error.__cause__ = exc
             self._ready.set()
             return
         self._ready.set()
@@ -420,7 +419,10 @@ class SqliteStore(Store):
         self.search = SqliteSearchStore(self)
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot open the SQLite store {self.path}: {exc.strerror} ({exc.filename})") from exc
         await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
         await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
         self._checkpointer.start()
