@@ -136,6 +136,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: a (user, device) -> node route lives this long unless refreshed (every third of it)
     #: while its connection lives, so a dead node's routes vanish on their own.
     cluster_route_ttl_s: float = 30.0
+    #: cluster-wide state (presence, rate limits, online agents; docs/operations.md §6):
+    #: what each node spent of the shared send-rate buckets is added to them this often, so
+    #: a send pays no Redis round trip; concurrent nodes may overdraw by one period's spending.
+    cluster_limits_sync_s: float = 0.1
+    #: a cluster-state call to Redis that takes longer fails, and that check falls back to
+    #: this node's own state (nothing is refused because Redis is away).
+    cluster_state_timeout_s: float = 1.0
 
     @property
     def data_path(self) -> Path:

@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from yim.bus.local import LocalBus
@@ -28,6 +29,9 @@ from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
+
+if TYPE_CHECKING:
+    from yim.bus.cluster_state import ClusterState
 
 log = logging.getLogger("yim.node")
 
@@ -114,6 +118,16 @@ class Node:
         self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.limits = Limits(settings)
+        #: cluster mode: presence, rate limits and online agents shared through Redis
+        self.cluster: ClusterState | None = None
+        if settings.redis_url:
+            from yim.bus.cluster_state import ClusterState
+            from yim.bus.redis import RedisBus
+
+            assert isinstance(self.bus, RedisBus)
+            self.cluster = ClusterState(self, settings.redis_url, self.bus.node_name)
+            self.presence.cluster = self.cluster
+            self.limits.share(self.cluster)
         self.accounts: Accounts
         self.started_at = time.time()
         self.stopping = False
@@ -128,6 +142,8 @@ class Node:
         # Seed the generator above every id already issued, so a restart on a clock that
         # went backwards cannot reissue one.
         await self.bus.start()
+        if self.cluster is not None:
+            await self.cluster.start(self.presence.resync)
         self.ids = self.bus.make_ids(self.settings.node_id, floor=await self.store.max_msg_id())
         self.accounts = Accounts(self, secret)
         self.service.start()
@@ -147,6 +163,8 @@ class Node:
         await self.hub.stop()
         self.presence.stop()
         await self.flush_seen()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.bus.stop()
         await self.read_ahead.close()
         await self.store.close()
