@@ -110,6 +110,11 @@ async def test_presence_queries_agree_with_pushes_on_every_node(nodes: list[Node
             got = await _queried(w, uid)
             assert got["status"] == "offline" and got["last_seen"] is not None, got
 
+        # node 0 wakes up: it learns it was swept and writes its users again, so alice
+        # (still connected there) is away again for everyone
+        state0._tasks = [asyncio.get_running_loop().create_task(state0._refresh_forever())]
+        await agree("away", ["desktop"])
+
         for d in (alice, bob, carol, bob_web):
             await d.close()
 

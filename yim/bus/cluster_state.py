@@ -17,9 +17,9 @@ users with devices on a node.
 Liveness. Each node renews its score in ``yim:pnodes`` (node -> expiry ms) every third of
 ``cluster_route_ttl_s``. A node whose score lapsed (killed, or paused for that long) is
 dead: its fields no longer count in any aggregate, and one surviving node (holding
-``yim:psweep:{<node>}``) re-aggregates that node's users and publishes them offline,
-then forgets the node. A node that finds itself forgotten (paused past its lease, or
-Redis restarted empty) writes all its users again.
+``yim:psweep:{<node>}``) deletes that node's fields, re-aggregates its users and
+publishes them offline. A node that finds it was swept (paused past its lease) or
+forgotten (Redis restarted empty) writes all its users again at its next refresh.
 
 Online agents. ``yim:ao`` is the set of customer-service agents online anywhere; every
 node keeps a copy in memory (``agents_online``) because routing asks "is this agent
@@ -70,6 +70,8 @@ LocalDevices = dict[str, tuple[str, str, int]]
 
 #: how long ``~seen`` (last seen) of an offline user is kept
 SEEN_TTL_MS = 30 * 24 * 3600 * 1000
+#: a lapsed node is remembered (its fields ignored, its sweep done once) this long
+TOMBSTONE_MS = 3600 * 1000
 #: the users whose presence one pipelined round trip writes
 PRESENCE_CHUNK = 500
 #: a shared bucket overdrawn by nodes spending at once (each from the level it last
@@ -96,24 +98,27 @@ local function aggregate(key, dead)
 end
 """
 
-# KEYS[1] = yim:p:{user}; ARGV = node, now_ms, seen_ttl_ms, ndead, dead..., then pairs of
+# KEYS[1] = yim:p:{user}; ARGV = node, now_ms, seen_ttl_ms, n, n lapsed nodes (their
+# fields count for nothing), m, m swept nodes (their fields are deleted), then pairs of
 # device id and "<status>|<platform>|<connected_ms>" for the user's devices on this node.
 # Returns {changed (0/1), aggregate, previous aggregate, last seen ms or ''}.
 _PRESENCE_SYNC = (
     _AGGREGATE
     + """
 local key, node = KEYS[1], ARGV[1]
-local ndead = tonumber(ARGV[4])
-local dead = {}
-for i = 1, ndead do dead[ARGV[4 + i]] = true end
+local i = 4
+local dead, drop = {}, {}
+for _ = 1, tonumber(ARGV[i]) do i = i + 1; dead[ARGV[i]] = true end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do i = i + 1; drop[ARGV[i]] = true; dead[ARGV[i]] = true end
 local mine = {}
-for i = 5 + ndead, #ARGV, 2 do mine[ARGV[i]] = ARGV[i + 1] end
+for j = i + 1, #ARGV, 2 do mine[ARGV[j]] = ARGV[j + 1] end
 local all = redis.call('HGETALL', key)
-for i = 1, #all, 2 do
-  local f = all[i]
+for j = 1, #all, 2 do
+  local f = all[j]
   if string.byte(f, 1) ~= 126 then
-    local n = string.match(all[i + 1], '^(.-)|')
-    if (n == node and not mine[f]) or dead[n] then redis.call('HDEL', key, f) end
+    local n = string.match(all[j + 1], '^(.-)|')
+    if (n == node and not mine[f]) or drop[n] then redis.call('HDEL', key, f) end
   end
 end
 for f, v in pairs(mine) do
@@ -271,7 +276,7 @@ class ClusterState:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, resync: Callable[[Iterable[int], set[str]], Any]) -> None:
-        """``resync(users, dead)`` re-aggregates users' presence (the presence service)."""
+        """``resync(users, swept)`` re-aggregates users' presence (the presence service)."""
         self._resync = resync
         try:
             await asyncio.wait_for(self._load_scripts(), self.timeout_s * 5)
@@ -346,41 +351,54 @@ class ClusterState:
 
     async def _refresh(self) -> None:
         now_ms = int(time.time() * 1000)
-        added, lapsed, agents = await self._run(
+        swept_key = f"yim:psweep:{{{self.node_name}}}"
+        before, _, lapsed, _, agents, swept = await self._run(
             lambda p: (
+                p.zscore("yim:pnodes", self.node_name),
                 p.zadd("yim:pnodes", {self.node_name: now_ms + self._ttl_ms}),
                 p.zrangebyscore("yim:pnodes", "-inf", now_ms),
+                p.zremrangebyscore("yim:pnodes", "-inf", now_ms - TOMBSTONE_MS),
                 p.smembers("yim:ao"),
+                p.get(swept_key),
             )
         )
         self._came_back()
         self.dead = {n.decode() for n in lapsed} - {self.node_name}
         self.agents_online = {int(a) for a in agents}
         self._agents_at = time.monotonic()
-        forgotten = bool(added) and self._registered
+        # Redis restarted empty, or this node lapsed (a long pause) and was swept: its
+        # users' fields are gone, write them again (a sweep still running: next time).
+        forgotten = self._registered and (before is None or swept == b"done")
         self._registered = True
         assert self._resync is not None
-        if forgotten:  # Redis restarted empty, or this node was swept after a long pause
-            log.warning("cluster state forgot this node; writing its users' presence again")
+        if forgotten:
+            log.warning("cluster state lost this node's presence; writing its users' presence again")
+            if swept is not None:
+                await self._redis.delete(swept_key)
             await self._resync(self._node.hub.online_user_ids(), set())
         for dead in sorted(self.dead):
             await self._sweep(dead)
 
     async def _sweep(self, dead: str) -> None:
-        """Publish a dead node's users offline (one live node does it), then forget it."""
-        got = await self._redis.set(f"yim:psweep:{{{dead}}}", self.node_name, nx=True, px=self._ttl_ms)
-        if not got:
-            return
+        """Publish a dead node's users offline (one live node does it). The node stays in
+        ``yim:pnodes`` as a tombstone for TOMBSTONE_MS, so a field of it left anywhere
+        still counts for nothing, and so it learns it lapsed if it was only paused."""
+        key = f"yim:psweep:{{{dead}}}"
+        if not await self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms):
+            return  # another node sweeps it, or did (until the node comes back and says so)
         users = [int(u) for u in await self._redis.smembers(f"yim:pn:{{{dead}}}")]
-        log.info("node %s lapsed; re-aggregating the presence of its %d users", dead, len(users))
-        await self._resync(users, {dead})  # type: ignore[misc]
-        await self._run(lambda p: (p.delete(f"yim:pn:{{{dead}}}"), p.zrem("yim:pnodes", dead)))
+        log.info("node %s lapsed; publishing the presence of its %d users", dead, len(users))
+        assert self._resync is not None
+        await self._resync(users, {dead})
+        await self._run(lambda p: (p.delete(f"yim:pn:{{{dead}}}"), p.set(key, "done", px=TOMBSTONE_MS)))
 
     # --- presence --------------------------------------------------------------------------
-    async def presence_sync(self, users: dict[int, LocalDevices], dead: set[str]) -> list[PresenceChange]:
-        """Write this node's devices of each user (none: remove them) and aggregate."""
+    async def presence_sync(self, users: dict[int, LocalDevices], swept: set[str]) -> list[PresenceChange]:
+        """Write this node's devices of each user (none: remove them) and aggregate
+        (``swept``: lapsed nodes whose fields to delete)."""
         now_ms = str(int(time.time() * 1000))
-        dead_all = sorted(self.dead | dead)
+        lapsed = sorted(self.dead - swept)
+        head: list[Any] = [self.node_name, now_ms, SEEN_TTL_MS, len(lapsed), *lapsed, len(swept), *sorted(swept)]
         out: list[PresenceChange] = []
         items = list(users.items())
         for i in range(0, len(items), PRESENCE_CHUNK):
@@ -390,7 +408,7 @@ class ClusterState:
                 here = [u for u, devices in chunk if devices]
                 gone = [u for u, devices in chunk if not devices]
                 for user_id, devices in chunk:
-                    args: list[Any] = [self.node_name, now_ms, SEEN_TTL_MS, len(dead_all), *dead_all]
+                    args = list(head)
                     for device_id, (status, platform, cms) in devices.items():
                         args += [device_id, f"{status}|{platform}|{cms}"]
                     self._evalsha(p, "presence", [f"yim:p:{{{user_id}}}"], args)

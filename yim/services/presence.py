@@ -129,14 +129,14 @@ class Presence:
             for device_id, conn in self._node.hub.devices_of(user_id).items()
         }
 
-    async def resync(self, user_ids: Iterable[int], dead: set[str]) -> None:
+    async def resync(self, user_ids: Iterable[int], swept: set[str]) -> None:
         """Cluster mode: write this node's devices of these users to the shared state and
-        publish every aggregate that changed (``dead``: nodes whose fields to drop)."""
+        publish every aggregate that changed (``swept``: lapsed nodes whose fields to drop)."""
         assert self.cluster is not None
         async with self._sync_lock:
             users = {u: self.local_devices(u) for u in dict.fromkeys(user_ids)}
             try:
-                found = await self.cluster.presence_sync(users, dead)
+                found = await self.cluster.presence_sync(users, swept)
             except Exception as exc:  # Redis away: publish this node's own view, as on one node
                 self.cluster.unavailable(exc)
                 changes = [(u, st) for u in users if (st := self._settle(u)) is not None]
