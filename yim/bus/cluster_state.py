@@ -16,10 +16,11 @@ users with devices on a node.
 
 Liveness. Each node renews its score in ``yim:pnodes`` (node -> expiry ms) every third of
 ``cluster_route_ttl_s``. A node whose score lapsed (killed, or paused for that long) is
-dead: its fields no longer count in any aggregate, and one surviving node (holding
-``yim:psweep:{<node>}``) deletes that node's fields, re-aggregates its users and
-publishes them offline. A node that finds it was swept (paused past its lease) or
-forgotten (Redis restarted empty) writes all its users again at its next refresh.
+dead: at its next refresh one surviving node (holding ``yim:psweep:{<node>}``) deletes
+that node's fields, re-aggregates its users and publishes them offline. Until then its
+fields still count, in queries as in the last pushes (they agree). A node that finds it
+was swept (paused past its lease) or forgotten (Redis restarted empty) writes all its
+users again at its next refresh.
 
 Online agents. ``yim:ao`` is the set of customer-service agents online anywhere; every
 node keeps a copy in memory (``agents_online``) because routing asks "is this agent
@@ -70,7 +71,7 @@ LocalDevices = dict[str, tuple[str, str, int]]
 
 #: how long ``~seen`` (last seen) of an offline user is kept
 SEEN_TTL_MS = 30 * 24 * 3600 * 1000
-#: a lapsed node is remembered (its fields ignored, its sweep done once) this long
+#: a lapsed node is remembered (in ``yim:pnodes``, and its sweep marker) this long
 TOMBSTONE_MS = 3600 * 1000
 #: the users whose presence one pipelined round trip writes
 PRESENCE_CHUNK = 500
@@ -79,13 +80,13 @@ PRESENCE_CHUNK = 500
 DEBT_BURSTS = 8.0
 
 _AGGREGATE = """
-local function aggregate(key, dead)
+local function aggregate(key)
   local status, plats = 'offline', {}
   local all = redis.call('HGETALL', key)
   for i = 1, #all, 2 do
     if string.byte(all[i], 1) ~= 126 then
       local n, s, p = string.match(all[i + 1], '^(.-)|(.-)|(.-)|')
-      if n and not dead[n] then
+      if n then
         if s == 'online' then status = 'online' elseif status ~= 'online' then status = 'away' end
         plats[p] = true
       end
@@ -98,19 +99,17 @@ local function aggregate(key, dead)
 end
 """
 
-# KEYS[1] = yim:p:{user}; ARGV = node, now_ms, seen_ttl_ms, n, n lapsed nodes (their
-# fields count for nothing), m, m swept nodes (their fields are deleted), then pairs of
-# device id and "<status>|<platform>|<connected_ms>" for the user's devices on this node.
+# KEYS[1] = yim:p:{user}; ARGV = node, now_ms, seen_ttl_ms, m, m swept nodes (their
+# fields are deleted), then pairs of device id and "<status>|<platform>|<connected_ms>"
+# for the user's devices on this node.
 # Returns {changed (0/1), aggregate, previous aggregate, last seen ms or ''}.
 _PRESENCE_SYNC = (
     _AGGREGATE
     + """
 local key, node = KEYS[1], ARGV[1]
 local i = 4
-local dead, drop = {}, {}
-for _ = 1, tonumber(ARGV[i]) do i = i + 1; dead[ARGV[i]] = true end
-i = i + 1
-for _ = 1, tonumber(ARGV[i]) do i = i + 1; drop[ARGV[i]] = true; dead[ARGV[i]] = true end
+local drop = {}
+for _ = 1, tonumber(ARGV[i]) do i = i + 1; drop[ARGV[i]] = true end
 local mine = {}
 for j = i + 1, #ARGV, 2 do mine[ARGV[j]] = ARGV[j + 1] end
 local all = redis.call('HGETALL', key)
@@ -128,11 +127,11 @@ for f, v in pairs(mine) do
     -- the same device connected again elsewhere: the newest connection wins
     local n, cms = string.match(cur, '^(.-)|.-|.-|(%d+)$')
     local ours = tonumber(string.match(v, '(%d+)$'))
-    if n and n ~= node and not dead[n] and tonumber(cms) > ours then write = false end
+    if n and n ~= node and not drop[n] and tonumber(cms) > ours then write = false end
   end
   if write then redis.call('HSET', key, f, node .. '|' .. v) end
 end
-local status, agg = aggregate(key, dead)
+local status, agg = aggregate(key)
 local pub = redis.call('HGET', key, '~pub') or 'offline|'
 local seen = redis.call('HGET', key, '~seen') or ''
 if agg == pub then return {0, agg, pub, seen} end
@@ -203,7 +202,7 @@ def parse_state(agg: str) -> State:
 
 
 def aggregate_fields(
-    fields: dict[bytes, bytes], dead: set[str], local: tuple[str, LocalDevices] | None = None
+    fields: dict[bytes, bytes], local: tuple[str, LocalDevices] | None = None
 ) -> tuple[State, int | None]:
     """The same aggregate as the sync script, from a user's hash as read by HGETALL
     (``local``: this node's name and its devices as they are now, instead of its fields)."""
@@ -217,7 +216,7 @@ def aggregate_fields(
                 seen = int(v)
             continue
         parts = v.decode().split("|")
-        if len(parts) != 4 or parts[0] in dead or (local is not None and parts[0] == local[0]):
+        if len(parts) != 4 or (local is not None and parts[0] == local[0]):
             continue
         entries.append((parts[1], parts[2]))
     if local is not None:
@@ -261,7 +260,7 @@ class ClusterState:
         self._shas: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False  # this node's liveness entry was written at least once
-        #: nodes whose liveness lapsed: their presence fields count for nothing
+        #: nodes whose liveness lapsed (swept, or to be swept)
         self.dead: set[str] = set()
         #: agents online on any node (a copy of yim:ao), and when it was last confirmed
         self.agents_online: set[int] = set()
@@ -380,9 +379,9 @@ class ClusterState:
             await self._sweep(dead)
 
     async def _sweep(self, dead: str) -> None:
-        """Publish a dead node's users offline (one live node does it). The node stays in
-        ``yim:pnodes`` as a tombstone for TOMBSTONE_MS, so a field of it left anywhere
-        still counts for nothing, and so it learns it lapsed if it was only paused."""
+        """Publish a dead node's users offline (one live node does it). The sweep marker
+        lives TOMBSTONE_MS, so a node is swept once, and a node that was only paused
+        learns from it that its users' fields are gone."""
         key = f"yim:psweep:{{{dead}}}"
         if not await self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms):
             return  # another node sweeps it, or did (until the node comes back and says so)
@@ -397,8 +396,7 @@ class ClusterState:
         """Write this node's devices of each user (none: remove them) and aggregate
         (``swept``: lapsed nodes whose fields to delete)."""
         now_ms = str(int(time.time() * 1000))
-        lapsed = sorted(self.dead - swept)
-        head: list[Any] = [self.node_name, now_ms, SEEN_TTL_MS, len(lapsed), *lapsed, len(swept), *sorted(swept)]
+        head: list[Any] = [self.node_name, now_ms, SEEN_TTL_MS, len(swept), *sorted(swept)]
         out: list[PresenceChange] = []
         items = list(users.items())
         for i in range(0, len(items), PRESENCE_CHUNK):
@@ -442,7 +440,7 @@ class ClusterState:
             self._run(lambda p: [p.hgetall(f"yim:p:{{{u}}}") for u in user_ids]), self.timeout_s
         )
         return {
-            u: aggregate_fields(fields, self.dead, (self.node_name, local(u)) if local is not None else None)
+            u: aggregate_fields(fields, (self.node_name, local(u)) if local is not None else None)
             for u, fields in zip(user_ids, results, strict=False)
         }
 
