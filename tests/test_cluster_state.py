@@ -236,3 +236,48 @@ async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: li
         await until(lambda: assigned_agent(cust2) == agent.user_id)
         for d in (owner, agent2, cust1, cust2):
             await d.close()
+
+
+async def test_with_redis_down_nothing_is_refused_and_presence_heals_when_it_is_back(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Redis dies: logins, registrations, sends and presence queries still work, on each
+    node's own state; Redis comes back empty: presence is shared again by itself."""
+    own = RedisServer()
+    own.start()
+    try:
+        async with (
+            _cluster(tmp_path, postgres_dsn, own, presence_debounce_s=0.2) as (n0, n1, _),
+            aiohttp.ClientSession(n0.url) as h0,
+            aiohttp.ClientSession(n1.url) as h1,
+            asyncio.timeout(90),
+        ):
+            a_login, b_login = await make_users(h0, ["alice", "bob"])
+            alice, bob = Device(h0, a_login), Device(h1, b_login)
+            await alice.connect()
+            await bob.connect()
+            await _befriend(alice, bob)
+            await until(lambda: _pushed(bob, alice.user_id) == ("online", ["desktop"]))
+
+            own.kill()
+            r = await h1.post("/api/v1/accounts", json={"username": "carol", "password": "password123"})
+            assert r.status == 201, await r.text()
+            body = {"username": "alice", "password": "wrong-password", "device_id": "d2", "platform": "web"}
+            assert (await h1.post("/api/v1/sessions", json=body)).status == 401
+            await login(h1, "alice", "d2", "web")
+            ack = await alice.request("send", to=bob.user_id, kind="text", body={"text": "redis?"}, client_msg_id="r1")
+            assert ack["seq"] >= 1
+            # each node answers from its own devices: alice is on node 0 only
+            assert (await _queried(bob, alice.user_id))["status"] == "offline"
+            bob_web = Device(h0, await login(h0, "bob", "web1", "web"))
+            await bob_web.connect()
+            assert (await _queried(bob_web, alice.user_id))["status"] == "online"
+
+            own.start()  # empty, same port: every node writes its users again
+            async with asyncio.timeout(20):
+                while (await _queried(bob, alice.user_id))["status"] != "online":
+                    await asyncio.sleep(0.2)
+            for d in (alice, bob, bob_web):
+                await d.close()
+    finally:
+        own.remove()
