@@ -247,7 +247,7 @@ async def test_with_redis_down_nothing_is_refused_and_presence_heals_when_it_is_
     own.start()
     try:
         async with (
-            _cluster(tmp_path, postgres_dsn, own, presence_debounce_s=0.2) as (n0, n1, _),
+            _cluster(tmp_path, postgres_dsn, own, presence_debounce_s=0.2, limits_exempt_networks="") as (n0, n1, _),
             aiohttp.ClientSession(n0.url) as h0,
             aiohttp.ClientSession(n1.url) as h1,
             asyncio.timeout(90),
