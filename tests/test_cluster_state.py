@@ -19,6 +19,7 @@ import pytest_asyncio
 from yim.gateway.app import NodeServer
 
 from .rawclient import Device, ProtocolError, login, make_users, until
+from .report import record
 from .services import RedisServer
 from .test_cluster import _flush, _start_nodes
 from .test_service import assigned_agent, service_events
@@ -281,3 +282,37 @@ async def test_with_redis_down_nothing_is_refused_and_presence_heals_when_it_is_
                 await d.close()
     finally:
         own.remove()
+
+
+async def test_what_the_shared_send_limit_costs(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> None:
+    """The send check stays in memory (one more dict update per message in cluster mode);
+    what the nodes spent reaches Redis as one pipelined round trip per sync period."""
+    high = {"rate_send_per_user_s": 1e9, "rate_send_burst": 10**9, "rate_send_per_ip_s": 1e9}
+    async with _cluster(tmp_path, postgres_dsn, redis_server, **high) as servers:
+        await _measure_send_limit(servers[0])
+
+
+async def _measure_send_limit(server: NodeServer) -> None:
+    node = server.node
+    limits, state = node.limits, node.cluster
+    assert state is not None and limits.shared is state
+    ip = "203.0.113.7"
+    n, runs = 20_000, []
+    for _ in range(3):  # best of 3: the machine may be busy with other work
+        t0 = time.perf_counter()
+        for i in range(n):
+            limits.check_send(i & 1023, ip)
+        runs.append((time.perf_counter() - t0) / n * 1e9)
+        await state._flush_spent()
+    per_check = min(runs)
+    # one sync period's spending of 1,000 users (and one IP): one round trip
+    for i in range(1000):
+        limits.check_send(10_000 + i, ip)
+    t0 = time.perf_counter()
+    await state._flush_spent()
+    per_flush = (time.perf_counter() - t0) * 1e3
+    assert per_check < 20_000 and per_flush < 5_000  # generous bounds; the figures are recorded
+    record(
+        f"cluster send limit: {per_check:.0f} ns per check in memory; one batch of 1,001 keys to Redis"
+        f" {per_flush:.1f} ms (one round trip per {node.settings.cluster_limits_sync_s}s per node)"
+    )
