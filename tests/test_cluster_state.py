@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from yim.gateway.app import NodeServer
 
 from .rawclient import Device, ProtocolError, login, make_users, until
 from .report import record
-from .services import RedisServer
+from .services import RedisClusterServers, RedisServer
 from .test_cluster import _flush, _start_nodes
 from .test_service import assigned_agent, service_events
 
@@ -28,7 +29,7 @@ from .test_service import assigned_agent, service_events
 @contextlib.asynccontextmanager
 async def _cluster(tmp_path: Path, postgres_dsn: str, redis: RedisServer, **overrides: Any) -> AsyncIterator[list]:
     await _flush(redis.url)
-    servers = await _start_nodes(tmp_path, postgres_dsn, redis.url, **overrides)
+    servers = await _start_nodes(tmp_path, postgres_dsn, redis.url, **{"presence_debounce_s": 0.2, **overrides})
     try:
         yield servers
     finally:
@@ -36,10 +37,24 @@ async def _cluster(tmp_path: Path, postgres_dsn: str, redis: RedisServer, **over
             await s.stop()
 
 
-@pytest_asyncio.fixture
-async def nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> AsyncIterator[list[NodeServer]]:
-    async with _cluster(tmp_path, postgres_dsn, redis_server, presence_debounce_s=0.2) as servers:
+@pytest_asyncio.fixture(params=["redis", "redis_cluster"])
+async def nodes(tmp_path: Path, postgres_dsn: str, request: pytest.FixtureRequest) -> AsyncIterator[list[NodeServer]]:
+    """Three nodes on one Redis server, and on a 3-shard Redis Cluster (keys of one user,
+    one node and one bucket each on their own shard)."""
+    if request.param == "redis":
+        async with _cluster(tmp_path, postgres_dsn, request.getfixturevalue("redis_server")) as servers:
+            yield servers
+        return
+    shards: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    for shard in shards.nodes:
+        await _flush(shard.url)
+    servers = await _start_nodes(tmp_path, postgres_dsn, shards.url, presence_debounce_s=0.2)
+    try:
+        assert all(s.node.cluster is not None and s.node.cluster.healthy for s in servers)
         yield servers
+    finally:
+        for s in servers:
+            await s.stop()
 
 
 def _pushed(watcher: Device, user_id: str) -> tuple[str, list[str]] | None:

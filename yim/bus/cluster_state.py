@@ -270,6 +270,19 @@ class PresenceChange:
         self.last_seen = last_seen
 
 
+class _Batch:
+    """Records pipeline-style calls (``p.zadd(...)``) to replay them one by one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kw: Any) -> None:
+            self.calls.append((name, args, kw))
+
+        return record
+
+
 class ClusterState:
     """One per node in cluster mode: its own Redis connections and background loops."""
 
@@ -338,13 +351,22 @@ class ClusterState:
         ):
             self._shas[name] = await self._redis.script_load(src)
 
-    async def _run(self, build: Callable[[Any], None]) -> list[Any]:
-        """One pipelined round trip; scripts are loaded again if Redis lost them (restart)."""
+    async def _run(self, build: Callable[[Any], None], ordered: bool = False) -> list[Any]:
+        """One pipelined round trip; scripts are loaded again if Redis lost them (restart).
+        On Redis Cluster (whose client pipelines no scripts) the commands go concurrently,
+        each to its key's shard, or one after another when ``ordered``."""
         for attempt in (0, 1):
-            pipe = self._redis.pipeline(transaction=False)
-            build(pipe)
             try:
-                return await pipe.execute()
+                if not self._cluster:
+                    pipe = self._redis.pipeline(transaction=False)
+                    build(pipe)
+                    return await pipe.execute()
+                batch = _Batch()
+                build(batch)
+                calls = [getattr(self._redis, name)(*args, **kw) for name, args, kw in batch.calls]
+                if ordered:
+                    return [await call for call in calls]
+                return list(await asyncio.gather(*calls))
             except NoScriptError:
                 if attempt:
                     raise
@@ -389,7 +411,8 @@ class ClusterState:
                 p.zremrangebyscore("yim:pnodes", "-inf", now_ms - TOMBSTONE_MS),
                 p.smembers("yim:ao"),
                 p.get(swept_key),
-            )
+            ),
+            ordered=True,
         )
         self._came_back()
         self.dead = {n.decode() for n in lapsed} - {self.node_name}
