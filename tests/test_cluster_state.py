@@ -250,6 +250,11 @@ async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: li
         agent2 = Device(h1, a_login)
         await agent2.connect()
         await until(lambda: assigned_agent(cust2) == agent.user_id)
+
+        # a user already online on node 0 becomes an agent there: node 1 counts them too
+        await asyncio.sleep(0.5)  # their presence is settled first
+        await owner.request("shop_agent_set", shop_id=sid, user_id=cust1.user_id, skills=["pre_sale"], capacity=1)
+        await until(lambda: n1.node.service.is_connected(int(cust1.user_id)))
         for d in (owner, agent2, cust1, cust2):
             await d.close()
 

@@ -142,11 +142,11 @@ class Node:
         # Seed the generator above every id already issued, so a restart on a clock that
         # went backwards cannot reissue one.
         await self.bus.start()
-        if self.cluster is not None:
-            await self.cluster.start(self.presence.resync)
         self.ids = self.bus.make_ids(self.settings.node_id, floor=await self.store.max_msg_id())
         self.accounts = Accounts(self, secret)
         self.service.start()
+        if self.cluster is not None:  # after the service: a sweep at start may re-route agents
+            await self.cluster.start(self.presence.resync)
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))

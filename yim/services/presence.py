@@ -152,6 +152,11 @@ class Presence:
                     self._last_seen[ch.user_id] = ch.last_seen
                 if (ch.before[0] == "offline") != offline:  # came online, or went offline, anywhere
                     self._node.service.presence_changed(ch.user_id, not offline)
+                # what watchers were told, should Redis go away and this node publish alone
+                if offline:
+                    self._published.pop(ch.user_id, None)
+                else:
+                    self._published[ch.user_id] = ch.state
                 changes.append((ch.user_id, ch.state))
         if changes:
             await self._publish(changes)
@@ -160,7 +165,7 @@ class Presence:
         """Users' presence and last-seen as every node sees it (cluster mode: from Redis;
         ``fresh``: this node's devices as they are now, before their debounce ends)."""
         cluster = self.cluster
-        if cluster is not None:
+        if cluster is not None and cluster.healthy:  # Redis away: no wait for it to time out
             try:
                 return await cluster.presence_read(user_ids, self.local_devices if fresh else None)
             except Exception as exc:

@@ -106,7 +106,7 @@ class CustomerService:
         """Cluster mode: a user just became an agent; if they are online on some node, every
         node's copy of online agents must count them from now on."""
         cluster = self._node.cluster
-        if cluster is None or cluster.agent_connected(user_id) or self._node.hub.devices_of(user_id):
+        if cluster is None or cluster.agent_connected(user_id):
             return
         state, _ = (await self._node.presence.view([user_id]))[user_id]
         if state[0] != "offline":
