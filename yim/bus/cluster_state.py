@@ -414,6 +414,7 @@ class ClusterState:
             ),
             ordered=True,
         )
+        was_down = not self.healthy
         self._came_back()
         self.dead = {n.decode() for n in lapsed} - {self.node_name}
         self.agents_online = {int(a) for a in agents}
@@ -421,13 +422,15 @@ class ClusterState:
         # Redis restarted empty, or this node lapsed (a long pause) and was swept: its
         # users' fields are gone, write them again (a sweep still running: next time).
         forgotten = self._registered and (before is None or swept == b"done")
-        self._registered = True
         assert self._resync is not None
         if forgotten:
             log.warning("cluster state lost this node's presence; writing its users' presence again")
             if swept is not None:
                 await self._redis.delete(swept_key)
+        if forgotten or (was_down and self._registered):
+            # also the users whose changes could not be written while Redis was away
             await self._resync(self._node.hub.online_user_ids(), set())
+        self._registered = True
         for dead in sorted(self.dead):
             await self._sweep(dead)
 
@@ -569,6 +572,8 @@ class ClusterState:
 
     def spent(self, name: str, key: Any, cost: float) -> None:
         """``cost`` was just taken from the local bucket ``name`` for ``key``."""
+        if not self.healthy:
+            return  # Redis away: the limit is per node until it is back
         spent = self._spent[name]
         spent[key] = spent.get(key, 0.0) + cost
 
@@ -606,15 +611,10 @@ class ClusterState:
                     args += [b.rate, b.burst, cost]
                 self._evalsha(p, "debit_many", keys, args)
 
-        try:
-            replies = await asyncio.wait_for(self._run(build), self.timeout_s)
-            levels = [r[0] for r in replies] if self._cluster else [x for r in replies for x in r]
-        except BaseException:
-            # Not counted in Redis: keep the spending for the next round (bounded: one
-            # entry per key, and keys are bounded by the local tables they came from).
-            for name, key, cost in order:
-                self.spent(name, key, cost)
-            raise
+        # Not counted in Redis if this fails: that spending stays per node (as everything
+        # does while Redis is away), and nothing piles up for later.
+        replies = await asyncio.wait_for(self._run(build), self.timeout_s)
+        levels = [r[0] for r in replies] if self._cluster else [x for r in replies for x in r]
         for (name, key, _cost), level in zip(order, levels, strict=False):
             # Set the local bucket to the shared level, less what was spent here while
             # the round trip was in flight (already queued for the next round).

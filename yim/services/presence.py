@@ -69,8 +69,13 @@ class Presence:
         #: cluster mode: the shared state (set by the node)
         self.cluster: ClusterState | None = None
         # Cluster syncs run one at a time, each reading the hub when its turn comes, so a
-        # later change is never overwritten in Redis by an earlier one.
+        # later change is never overwritten in Redis by an earlier one; users whose debounce
+        # ended meanwhile wait in _dirty (one entry per user: bounded, however slow Redis is).
         self._sync_lock = asyncio.Lock()
+        self._dirty: dict[int, None] = {}
+        self._syncer: asyncio.Task[None] | None = None
+        #: users whose change could not be written to Redis (away): written when it is back
+        self._unsynced: set[int] = set()
 
     def state(self, user_id: int) -> State:
         devices = self._node.hub.devices_of(user_id)
@@ -108,7 +113,9 @@ class Presence:
                 if state is not None:
                     changes.append((user_id, state))
         if due and self.cluster is not None:
-            self._spawn(self.resync(due, set()))
+            self._dirty.update(dict.fromkeys(due))
+            if self._syncer is None or self._syncer.done():
+                self._syncer = loop.create_task(self._sync_dirty())
         if changes:
             self._spawn(self._publish(changes))
         self._timer = None
@@ -129,16 +136,32 @@ class Presence:
             for device_id, conn in self._node.hub.devices_of(user_id).items()
         }
 
+    async def _sync_dirty(self) -> None:
+        while self._dirty:
+            users = list(self._dirty)
+            self._dirty.clear()
+            try:
+                await self.resync(users, set())
+            except Exception:
+                log.exception("presence sync of %d users failed", len(users))
+
     async def resync(self, user_ids: Iterable[int], swept: set[str]) -> None:
         """Cluster mode: write this node's devices of these users to the shared state and
         publish every aggregate that changed (``swept``: lapsed nodes whose fields to drop)."""
-        assert self.cluster is not None
+        cluster = self.cluster
+        assert cluster is not None
         async with self._sync_lock:
-            users = {u: self.local_devices(u) for u in dict.fromkeys(user_ids)}
+            ids = dict.fromkeys(user_ids)
+            ids.update(dict.fromkeys(self._unsynced))
+            self._unsynced.clear()
+            users = {u: self.local_devices(u) for u in ids}
             try:
-                found = await self.cluster.presence_sync(users, swept)
+                if not cluster.healthy:  # no wait for a timeout: known to be away
+                    raise ConnectionError("Redis is unavailable")
+                found = await cluster.presence_sync(users, swept)
             except Exception as exc:  # Redis away: publish this node's own view, as on one node
-                self.cluster.unavailable(exc)
+                cluster.unavailable(exc)
+                self._unsynced.update(users)
                 changes = [(u, st) for u in users if (st := self._settle(u)) is not None]
                 if changes:
                     await self._publish(changes)
@@ -235,6 +258,7 @@ class Presence:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
+        self._dirty.clear()
 
 
 async def presence_set(
