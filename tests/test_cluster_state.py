@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -336,3 +337,52 @@ async def _measure_send_limit(server: NodeServer) -> None:
         f"cluster send limit: {per_check:.0f} ns per check in memory; one batch of 1,001 keys to Redis"
         f" {per_flush:.1f} ms (one round trip per {node.settings.cluster_limits_sync_s}s per node)"
     )
+
+
+async def test_a_hung_redis_costs_at_most_the_state_timeout_and_what_changed_meanwhile_is_written_after(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Redis stops answering (SIGSTOP) and keeps its data: a login waits at most about
+    ``cluster_state_timeout_s`` before using the node's own limits; a device that leaves
+    meanwhile is written to Redis once it answers again, so no node keeps showing it
+    online."""
+    own = RedisServer()
+    own.start()
+    try:
+        async with (
+            _cluster(tmp_path, postgres_dsn, own, limits_exempt_networks="", cluster_state_timeout_s=0.5) as (
+                n0,
+                n1,
+                _,
+            ),
+            aiohttp.ClientSession(n0.url) as h0,
+            aiohttp.ClientSession(n1.url) as h1,
+            asyncio.timeout(90),
+        ):
+            a_login, b_login = await make_users(h0, ["alice", "bob"])
+            alice, bob = Device(h0, a_login), Device(h1, b_login)
+            await alice.connect()
+            await bob.connect()
+            await _befriend(alice, bob)
+            phone = Device(h0, await login(h0, "alice", "phone", "android"))
+            await phone.connect()
+            await until(lambda: _pushed(bob, alice.user_id) == ("online", ["android", "desktop"]))
+
+            assert own.proc is not None
+            own.proc.send_signal(signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                await login(h0, "alice", "d3", "web")
+                assert time.monotonic() - t0 < 5  # one timed-out check, then this node's tables
+                await phone.close()  # alice leaves; written to Redis only once it answers again
+                await alice.close()
+                await asyncio.sleep(1.0)
+            finally:
+                own.proc.send_signal(signal.SIGCONT)
+            async with asyncio.timeout(20):
+                while (got := await _queried(bob, alice.user_id))["status"] != "offline":
+                    await asyncio.sleep(0.2)
+            assert got["platforms"] == [] and got["last_seen"] is not None, got
+            await bob.close()
+    finally:
+        own.remove()

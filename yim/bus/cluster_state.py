@@ -379,7 +379,10 @@ class ClusterState:
     def unavailable(self, exc: BaseException) -> None:
         """A call to Redis failed: checks use this node's own state until a refresh succeeds."""
         if not self._down_logged:
-            log.warning("cluster state in Redis unavailable (%s): presence, limits and agents are per node", exc)
+            log.warning(
+                "cluster state in Redis unavailable (%s): presence, limits and agents are per node",
+                str(exc) or type(exc).__name__,
+            )
             self._down_logged = True
         self.healthy = False
 
