@@ -51,7 +51,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -303,21 +303,23 @@ class ClusterState:
         #: agents online on any node (a copy of yim:ao), and when it was last confirmed
         self.agents_online: set[int] = set()
         self._agents_at = 0.0
-        #: True while the last Redis round trip of the refresh loop succeeded
+        #: False from a failed Redis call until the refresh loop reaches Redis again; while
+        #: False, checks use this node's own state without waiting for Redis
         self.healthy = False
         self._down_logged = False
         # send-limit consumption not yet added to the shared buckets: name -> key -> cost
         self._spent: dict[str, dict[Any, float]] = {}
         self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
-        self._resync: Callable[[Iterable[int], set[str]], Any] | None = None
+        self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def start(self, resync: Callable[[Iterable[int], set[str]], Any]) -> None:
-        """``resync(users, swept)`` re-aggregates users' presence (the presence service)."""
+    async def start(self, resync: Callable[[Iterable[int], set[str]], Awaitable[bool]]) -> None:
+        """``resync(users, swept)`` re-aggregates users' presence (the presence service);
+        it answers whether the result is in Redis."""
         self._resync = resync
         try:
             await asyncio.wait_for(self._load_scripts(), self.timeout_s * 5)
-            await asyncio.wait_for(self._refresh(), self.timeout_s * 5)
+            await self._refresh()
         except Exception as exc:  # the node still starts: everything degrades to per node
             self.unavailable(exc)
         loop = asyncio.get_running_loop()
@@ -397,7 +399,7 @@ class ClusterState:
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
             try:
-                await asyncio.wait_for(self._refresh(), max(self.timeout_s, self._ttl_ms / 3000))
+                await self._refresh()  # each Redis call in it is bounded by timeout_s
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -406,16 +408,19 @@ class ClusterState:
     async def _refresh(self) -> None:
         now_ms = int(time.time() * 1000)
         swept_key = f"yim:psweep:{{{self.node_name}}}"
-        before, _, lapsed, _, agents, swept = await self._run(
-            lambda p: (
-                p.zscore("yim:pnodes", self.node_name),
-                p.zadd("yim:pnodes", {self.node_name: now_ms + self._ttl_ms}),
-                p.zrangebyscore("yim:pnodes", "-inf", now_ms),
-                p.zremrangebyscore("yim:pnodes", "-inf", now_ms - TOMBSTONE_MS),
-                p.smembers("yim:ao"),
-                p.get(swept_key),
+        before, _, lapsed, _, agents, swept = await asyncio.wait_for(
+            self._run(
+                lambda p: (
+                    p.zscore("yim:pnodes", self.node_name),
+                    p.zadd("yim:pnodes", {self.node_name: now_ms + self._ttl_ms}),
+                    p.zrangebyscore("yim:pnodes", "-inf", now_ms),
+                    p.zremrangebyscore("yim:pnodes", "-inf", now_ms - TOMBSTONE_MS),
+                    p.smembers("yim:ao"),
+                    p.get(swept_key),
+                ),
+                ordered=True,
             ),
-            ordered=True,
+            self.timeout_s,
         )
         was_down = not self.healthy
         self._came_back()
@@ -428,11 +433,11 @@ class ClusterState:
         assert self._resync is not None
         if forgotten:
             log.warning("cluster state lost this node's presence; writing its users' presence again")
-            if swept is not None:
-                await self._redis.delete(swept_key)
         if forgotten or (was_down and self._registered):
             # also the users whose changes could not be written while Redis was away
-            await self._resync(self._node.hub.online_user_ids(), set())
+            written = await self._resync(self._node.hub.online_user_ids(), set())
+            if written and swept is not None:  # else: found again next time, and retried
+                await asyncio.wait_for(self._redis.delete(swept_key), self.timeout_s)
         self._registered = True
         for dead in sorted(self.dead):
             await self._sweep(dead)
@@ -442,13 +447,18 @@ class ClusterState:
         lives TOMBSTONE_MS, so a node is swept once, and a node that was only paused
         learns from it that its users' fields are gone."""
         key = f"yim:psweep:{{{dead}}}"
-        if not await self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms):
+        if not await asyncio.wait_for(self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms), self.timeout_s):
             return  # another node sweeps it, or did (until the node comes back and says so)
-        users = [int(u) for u in await self._redis.smembers(f"yim:pn:{{{dead}}}")]
+        members = await asyncio.wait_for(self._redis.smembers(f"yim:pn:{{{dead}}}"), self.timeout_s)
+        users = [int(u) for u in members]
         log.info("node %s lapsed; publishing the presence of its %d users", dead, len(users))
         assert self._resync is not None
-        await self._resync(users, {dead})
-        await self._run(lambda p: (p.delete(f"yim:pn:{{{dead}}}"), p.set(key, "done", px=TOMBSTONE_MS)))
+        if not await self._resync(users, {dead}):
+            return  # Redis failed meanwhile: the claim lapses and a node sweeps it again
+        await asyncio.wait_for(
+            self._run(lambda p: (p.delete(f"yim:pn:{{{dead}}}"), p.set(key, "done", px=TOMBSTONE_MS))),
+            self.timeout_s,
+        )
 
     # --- presence --------------------------------------------------------------------------
     async def presence_sync(self, users: dict[int, LocalDevices], swept: set[str]) -> list[PresenceChange]:

@@ -145,9 +145,10 @@ class Presence:
             except Exception:
                 log.exception("presence sync of %d users failed", len(users))
 
-    async def resync(self, user_ids: Iterable[int], swept: set[str]) -> None:
+    async def resync(self, user_ids: Iterable[int], swept: set[str]) -> bool:
         """Cluster mode: write this node's devices of these users to the shared state and
-        publish every aggregate that changed (``swept``: lapsed nodes whose fields to drop)."""
+        publish every aggregate that changed (``swept``: lapsed nodes whose fields to drop).
+        False if Redis could not be written (this node's own view was published instead)."""
         cluster = self.cluster
         assert cluster is not None
         async with self._sync_lock:
@@ -165,7 +166,7 @@ class Presence:
                 changes = [(u, st) for u in users if (st := self._settle(u)) is not None]
                 if changes:
                     await self._publish(changes)
-                return
+                return False
             changes = []
             for ch in found:
                 if not ch.changed:
@@ -183,6 +184,7 @@ class Presence:
                 changes.append((ch.user_id, ch.state))
         if changes:
             await self._publish(changes)
+        return True
 
     async def view(self, user_ids: list[int], fresh: bool = False) -> dict[int, tuple[State, int | None]]:
         """Users' presence and last-seen as every node sees it (cluster mode: from Redis;
