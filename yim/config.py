@@ -150,6 +150,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: ones) tries this long to lease a fresh id, then exits with code 3 for its supervisor.
     node_relet_timeout_s: float = 300.0
 
+    #: cluster-wide state (presence, rate limits, online agents; docs/operations.md §6):
+    #: what each node spent of the shared send-rate buckets is added to them this often, so
+    #: a send pays no Redis round trip; concurrent nodes may overdraw by one period's spending.
+    cluster_limits_sync_s: float = 0.1
+    #: a cluster-state call to Redis that takes longer fails, and that check falls back to
+    #: this node's own state (nothing is refused because Redis is away).
+    cluster_state_timeout_s: float = 1.0
+
     def __post_init__(self) -> None:
         if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:
             raise ValueError(

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from yim.bus.local import LocalBus
@@ -32,6 +33,9 @@ from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
 from yim.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from yim.bus.cluster_state import ClusterState
 
 log = logging.getLogger("yim.node")
 
@@ -167,6 +171,16 @@ class Node:
         self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.limits = Limits(settings)
+        #: cluster mode: presence, rate limits and online agents shared through Redis
+        self.cluster: ClusterState | None = None
+        if settings.redis_url:
+            from yim.bus.cluster_state import ClusterState
+            from yim.bus.redis import RedisBus
+
+            assert isinstance(self.bus, RedisBus)
+            self.cluster = ClusterState(self, settings.redis_url, self.bus.node_name)
+            self.presence.cluster = self.cluster
+            self.limits.share(self.cluster)
         self.accounts: Accounts
         self.started_at = time.time()
         self.stopping = False
@@ -198,6 +212,8 @@ class Node:
         self.ids = self.bus.make_ids(self.settings.node_id, floor=await self.store.max_msg_id())
         self.accounts = Accounts(self, secret)
         self.service.start()
+        if self.cluster is not None:  # after the service: a sweep at start may re-route agents
+            await self.cluster.start(self.presence.resync)
         self.hub.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
@@ -265,6 +281,8 @@ class Node:
         await self.hub.stop()
         self.presence.stop()
         await self.flush_seen()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.bus.stop()
         await self.read_ahead.close()
         await self.store.close()

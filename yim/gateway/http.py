@@ -185,7 +185,7 @@ async def static_file(request: web.Request) -> web.Response:
 @routes.post("/api/v1/accounts")
 async def register(request: web.Request) -> web.Response:
     limits = _node(request).limits
-    limits.check_register(limits.ip_key(request.remote))
+    await limits.check_register(limits.ip_key(request.remote))
     body = await read_body(request, RegisterBody)
     return json_response(await _node(request).accounts.register(body), status=201)
 
@@ -195,14 +195,14 @@ async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     limits = _node(request).limits
     ip = limits.ip_key(request.remote)
-    limits.check_login(body.username, ip)  # lockout with exponential back-off (docs/security.md)
+    await limits.check_login(body.username, ip)  # lockout with exponential back-off (docs/security.md)
     try:
         out = await _node(request).accounts.login(body)
     except YimError as exc:
         if exc.code == "unauthorized":
-            limits.login_failed(body.username, ip)
+            await limits.login_failed(body.username, ip)
         raise
-    limits.login_succeeded(body.username, ip)
+    await limits.login_succeeded(body.username, ip)
     return json_response(out, status=201)
 
 

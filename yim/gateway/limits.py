@@ -12,6 +12,13 @@ Per-IP limits skip clients in ``limits_exempt_networks`` (by default loopback: l
 generators and tools on the node's own host). Behind a load balancer that rewrites source
 addresses every client shares the balancer's address; see docs/security.md.
 
+In cluster mode (``redis_url``) the limits users could multiply by spreading over nodes
+are shared through Redis (:mod:`yim.bus.cluster_state`): login attempts, failed-login
+back-off and registrations with one round trip per check (each login costs an argon2
+verify anyway), sends through in-memory buckets kept in step with shared ones in batches.
+Per-request, upload and connection limits stay per node. When Redis is away every check
+falls back to this node's own tables.
+
 Settings (yim/config.py): a rate of 0 turns that limit off.
 """
 
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from yim.protocol.errors import YimError
 
 if TYPE_CHECKING:
+    from yim.bus.cluster_state import ClusterState
     from yim.config import Settings
 
 log = logging.getLogger("yim.gateway.limits")
@@ -74,6 +82,13 @@ class TokenBuckets:
             return 0.0
         st[0] = tokens
         return (cost - tokens) / rate
+
+    def set_level(self, key: Hashable, tokens: float) -> None:
+        """Set a key's tokens as of now (cluster mode: the shared bucket's level)."""
+        if tokens >= self.burst:
+            self._state.pop(key, None)  # a full bucket is the same as no entry
+        elif key in self._state or len(self._state) < self._max_keys:
+            self._state[key] = [tokens, _monotonic()]
 
     def _prune(self, now: float) -> None:
         rate, burst, state = self.rate, self.burst, self._state
@@ -179,6 +194,17 @@ class Limits:
         self.max_connections_per_ip = s.max_connections_per_ip
         self.connections_ip: dict[str, int] = {}
         self.refused_connections = 0
+        self.shared: ClusterState | None = None
+
+    def share(self, state: ClusterState) -> None:
+        """Cluster mode: share login, registration and send limits through Redis."""
+        self.shared = state
+        state.share_buckets("send_user", self.send_user)
+        state.share_buckets("send_ip", self.send_ip)
+
+    def _use_shared(self) -> ClusterState | None:
+        shared = self.shared
+        return shared if shared is not None and shared.healthy else None
 
     # -- who counts as an IP -------------------------------------------------------------
     def ip_key(self, remote: str | None) -> str | None:
@@ -205,8 +231,13 @@ class Limits:
     def check_send(self, user_id: int, ip: str | None) -> None:
         now = _monotonic()
         wait = self.send_user.take(user_id, 1.0, now)
+        shared = self.shared
+        if not wait and shared is not None and self.send_user.rate > 0:
+            shared.spent("send_user", user_id, 1.0)  # added to the shared bucket in a batch
         if not wait and ip is not None:
             wait = self.send_ip.take(ip, 1.0, now)
+            if not wait and shared is not None and self.send_ip.rate > 0:
+                shared.spent("send_ip", ip, 1.0)
         if wait:
             raise YimError("rate_limited", "sending too fast; slow down", retry_after=_retry(wait))
 
@@ -215,8 +246,19 @@ class Limits:
         if wait:
             raise YimError("rate_limited", "too many requests; slow down", retry_after=_retry(wait))
 
-    def check_register(self, ip: str | None) -> None:
-        wait = self.register_ip.take(ip) if ip is not None else 0.0
+    async def check_register(self, ip: str | None) -> None:
+        if ip is None:
+            return
+        wait = None
+        shared = self._use_shared()
+        if shared is not None and self.register_ip.rate > 0:
+            b = self.register_ip
+            try:
+                wait = await shared.take("register_ip", ip, b.rate, b.burst)
+            except Exception as exc:  # Redis away: this node's own bucket
+                shared.unavailable(exc)
+        if wait is None:
+            wait = self.register_ip.take(ip)
         if wait:
             raise YimError("rate_limited", "too many registrations from this address", retry_after=_retry(wait))
 
@@ -226,9 +268,19 @@ class Limits:
         if wait:
             raise YimError("rate_limited", "uploading too fast; slow down", retry_after=_retry(wait))
 
-    def check_login(self, username: str, ip: str | None) -> None:
+    async def check_login(self, username: str, ip: str | None) -> None:
         """Before verifying a password: refuse while the username or the IP is locked out,
         and pace attempts per IP (each costs an argon2 verify, ~170 ms of CPU)."""
+        shared = self._use_shared()
+        if shared is not None:
+            try:
+                wait = await self._check_login_shared(shared, username.lower(), ip)
+            except Exception as exc:  # Redis away: this node's own tables
+                shared.unavailable(exc)
+            else:
+                if wait:
+                    raise YimError("rate_limited", "too many login attempts; try again later", retry_after=_retry(wait))
+                return
         wait = self.login_user.locked_for(username.lower())
         if ip is not None:
             wait = max(wait, self.login_ip.locked_for(ip))
@@ -237,12 +289,42 @@ class Limits:
         if wait:
             raise YimError("rate_limited", "too many login attempts; try again later", retry_after=_retry(wait))
 
-    def login_failed(self, username: str, ip: str | None) -> None:
+    async def _check_login_shared(self, shared: ClusterState, username: str, ip: str | None) -> float:
+        ops = self._backoff_ops(username, ip, "check", "check")
+        wait = max(await shared.backoff(ops), default=0.0) if ops else 0.0
+        b = self.login_attempts_ip
+        if not wait and ip is not None and b.rate > 0:
+            wait = await shared.take("login_attempts_ip", ip, b.rate, b.burst)
+        return wait
+
+    def _backoff_ops(self, username: str, ip: str | None, user_op: str, ip_op: str) -> list[tuple[str, Any, str, Any]]:
+        ops: list[tuple[str, Any, str, Any]] = []
+        if self.login_user.base_s > 0:
+            ops.append(("login_user", username, user_op, self.login_user))
+        if ip is not None and self.login_ip.base_s > 0:
+            ops.append(("login_ip", ip, ip_op, self.login_ip))
+        return ops
+
+    async def login_failed(self, username: str, ip: str | None) -> None:
+        shared = self._use_shared()
+        if shared is not None:
+            try:
+                await shared.backoff(self._backoff_ops(username.lower(), ip, "fail", "fail"))
+                return
+            except Exception as exc:
+                shared.unavailable(exc)
         self.login_user.failed(username.lower())
         if ip is not None:
             self.login_ip.failed(ip)
 
-    def login_succeeded(self, username: str, ip: str | None) -> None:
+    async def login_succeeded(self, username: str, ip: str | None) -> None:
+        shared = self._use_shared()
+        if shared is not None:
+            try:
+                await shared.backoff(self._backoff_ops(username.lower(), ip, "forget", "forgive"))
+                return
+            except Exception as exc:
+                shared.unavailable(exc)
         self.login_user.succeeded(username.lower())
         if ip is not None:
             self.login_ip.succeeded(ip, forget=False)

@@ -13,6 +13,14 @@ never blocked users) and only to their online devices — presence fan-out is th
 steady load of big chat services, so nothing is sent to offline watchers. A change is
 published after ``presence_debounce_s`` of quiet: a connection that flaps and comes back
 within that window publishes nothing.
+
+Cluster mode (``redis_url``): the aggregate is over the user's devices on every node
+(:mod:`yim.bus.cluster_state`). When a debounce ends, the node writes its own devices of
+the user to Redis and learns the new aggregate in the same round trip; the one node that
+changed it publishes it, and ``presence_query`` on any node reads the same state, so
+queries and pushes agree everywhere. A dead node's users go offline once its liveness
+lapses (``cluster_route_ttl_s``). With Redis away, presence is this node's own view, as
+on one node.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -30,6 +38,9 @@ from yim.services.messages import parse_id
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from yim.bus.cluster_state import ClusterState, LocalDevices
     from yim.gateway.connection import Connection
     from yim.node import Node
 
@@ -55,6 +66,16 @@ class Presence:
         self._timer: asyncio.TimerHandle | None = None
         self._last_seen: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: cluster mode: the shared state (set by the node)
+        self.cluster: ClusterState | None = None
+        # Cluster syncs run one at a time, each reading the hub when its turn comes, so a
+        # later change is never overwritten in Redis by an earlier one; users whose debounce
+        # ended meanwhile wait in _dirty (one entry per user: bounded, however slow Redis is).
+        self._sync_lock = asyncio.Lock()
+        self._dirty: dict[int, None] = {}
+        self._syncer: asyncio.Task[None] | None = None
+        #: users whose change could not be written to Redis (away): written when it is back
+        self._unsynced: set[int] = set()
 
     def state(self, user_id: int) -> State:
         devices = self._node.hub.devices_of(user_id)
@@ -87,19 +108,94 @@ class Presence:
         changes = []
         for user_id in due:
             del pending[user_id]
-            state = self._settle(user_id)
-            if state is not None:
-                changes.append((user_id, state))
+            if self.cluster is None:
+                state = self._settle(user_id)
+                if state is not None:
+                    changes.append((user_id, state))
+        if due and self.cluster is not None:
+            self._dirty.update(dict.fromkeys(due))
+            if self._syncer is None or self._syncer.done():
+                self._syncer = loop.create_task(self._sync_dirty())
         if changes:
-            task = loop.create_task(self._publish(changes))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._publish(changes))
         self._timer = None
         if pending:
             first = next(iter(pending.values()))
             # After a batch, let the next one gather for a tick; woken a hair before the
             # first deadline (timers are ms-grained), come back exactly at it.
             self._timer = loop.call_at(max(first, now + FLUSH_TICK_S) if due else first, self._flush_due)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def local_devices(self, user_id: int) -> LocalDevices:
+        return {
+            device_id: (conn.presence, conn.platform, int(conn.connected_at * 1000))
+            for device_id, conn in self._node.hub.devices_of(user_id).items()
+        }
+
+    async def _sync_dirty(self) -> None:
+        while self._dirty:
+            users = list(self._dirty)
+            self._dirty.clear()
+            try:
+                await self.resync(users, set())
+            except Exception:
+                log.exception("presence sync of %d users failed", len(users))
+
+    async def resync(self, user_ids: Iterable[int], swept: set[str]) -> bool:
+        """Cluster mode: write this node's devices of these users to the shared state and
+        publish every aggregate that changed (``swept``: lapsed nodes whose fields to drop).
+        False if Redis could not be written (this node's own view was published instead)."""
+        cluster = self.cluster
+        assert cluster is not None
+        async with self._sync_lock:
+            ids = dict.fromkeys(user_ids)
+            ids.update(dict.fromkeys(self._unsynced))
+            self._unsynced.clear()
+            users = {u: self.local_devices(u) for u in ids}
+            try:
+                if not cluster.healthy:  # no wait for a timeout: known to be away
+                    raise ConnectionError("Redis is unavailable")
+                found = await cluster.presence_sync(users, swept)
+            except Exception as exc:  # Redis away: publish this node's own view, as on one node
+                cluster.unavailable(exc)
+                self._unsynced.update(users)
+                changes = [(u, st) for u in users if (st := self._settle(u)) is not None]
+                if changes:
+                    await self._publish(changes)
+                return False
+            changes = []
+            for ch in found:
+                if not ch.changed:
+                    continue
+                offline = ch.state[0] == "offline"
+                if offline and ch.last_seen is not None:
+                    self._last_seen[ch.user_id] = ch.last_seen
+                if (ch.before[0] == "offline") != offline:  # came online, or went offline, anywhere
+                    self._node.service.presence_changed(ch.user_id, not offline)
+                # what watchers were told, should Redis go away and this node publish alone
+                if offline:
+                    self._published.pop(ch.user_id, None)
+                else:
+                    self._published[ch.user_id] = ch.state
+                changes.append((ch.user_id, ch.state))
+        if changes:
+            await self._publish(changes)
+        return True
+
+    async def view(self, user_ids: list[int], fresh: bool = False) -> dict[int, tuple[State, int | None]]:
+        """Users' presence and last-seen as every node sees it (cluster mode: from Redis;
+        ``fresh``: this node's devices as they are now, before their debounce ends)."""
+        cluster = self.cluster
+        if cluster is not None and cluster.healthy:  # Redis away: no wait for it to time out
+            try:
+                return await cluster.presence_read(user_ids, self.local_devices if fresh else None)
+            except Exception as exc:
+                cluster.unavailable(exc)
+        return {u: (st := self.state(u), self._last_seen.get(u) if st == OFFLINE else None) for u in user_ids}
 
     def _settle(self, user_id: int) -> State | None:
         """The user's state to publish now, or None if watchers already know it."""
@@ -144,13 +240,18 @@ class Presence:
     def share(self, a: int, b: int) -> None:
         """Two users just became friends: show each the other's current presence."""
         for user, watcher in ((a, b), (b, a)):
+            if self.cluster is not None:
+                self._spawn(self._share(user, watcher, None))
+                continue
             state = self.state(user)
             if state != OFFLINE:
-                task = asyncio.get_running_loop().create_task(self._share(user, watcher, state))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._share(user, watcher, state))
 
-    async def _share(self, user_id: int, watcher: int, state: State) -> None:
+    async def _share(self, user_id: int, watcher: int, state: State | None) -> None:
+        if state is None:  # cluster mode: the aggregate over every node
+            state = (await self.view([user_id]))[user_id][0]
+            if state == OFFLINE:
+                return
         if watcher in await self._node.store.relations.presence_audience(user_id):
             self._node.bus.publish_notice([watcher], "presence", self.payload(user_id, state))
 
@@ -159,6 +260,7 @@ class Presence:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
+        self._dirty.clear()
 
 
 async def presence_set(
@@ -168,7 +270,7 @@ async def presence_set(
         raise YimError("bad_request", "presence is a property of a live connection: send it over the WebSocket")
     origin.presence = req.status
     node.presence.changed(session.user_id)
-    status, platforms = node.presence.state(session.user_id)
+    status, platforms = (await node.presence.view([session.user_id], fresh=True))[session.user_id][0]
     return PresenceOut(user_id=str(session.user_id), status=status, platforms=list(platforms))
 
 
@@ -178,15 +280,9 @@ async def presence_query(
     """Many users at once; those who do not let the viewer see them read as offline."""
     ids = list(dict.fromkeys(parse_id(u, "user") for u in req.user_ids))
     visible = await node.store.relations.presence_visible(session.user_id, ids)
+    seen = await node.presence.view([uid for uid in ids if uid in visible])
     out = []
     for uid in ids:
-        status, platforms = node.presence.state(uid) if uid in visible else OFFLINE
-        out.append(
-            PresenceOut(
-                user_id=str(uid),
-                status=status,
-                platforms=list(platforms),
-                last_seen=node.presence.last_seen(uid) if uid in visible and status == "offline" else None,
-            )
-        )
+        (status, platforms), last_seen = seen.get(uid, (OFFLINE, None))
+        out.append(PresenceOut(user_id=str(uid), status=status, platforms=list(platforms), last_seen=last_seen))
     return PresencePage(presence=out)

@@ -259,7 +259,11 @@ async def privacy_set(node: Node, session: SessionRec, req: PrivacySet, origin: 
     after = await node.store.relations.set_privacy(session.user_id, req.dm_policy, req.presence)
     if before.presence != after.presence:
         # Hiding: watchers see "offline" now; showing: they see the real state.
-        state = node.presence.state(session.user_id) if after.presence != "nobody" else ("offline", ())
+        state = (
+            (await node.presence.view([session.user_id], fresh=True))[session.user_id][0]
+            if after.presence != "nobody"
+            else ("offline", ())
+        )
         audience = (
             await node.store.relations.presence_audience(session.user_id)
             if after.presence != "nobody"

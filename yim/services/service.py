@@ -7,6 +7,12 @@ pipeline as every chat (ids, seqs, durable ACK, sync, unread). Agents' availabil
 follows their connection (debounced presence) and the status they set; when an agent
 goes offline — including a connection that died without a close and timed out — their
 open sessions are re-routed by the same rules, and the new agent sees the full history.
+
+Cluster mode: an agent counts as connected when online on any node (the shared copy of
+online agents, :mod:`yim.bus.cluster_state`), so a shop's routing on one node sees agents
+connected to another; their load (open sessions) is in the shared store already. The one
+node that sees an agent's cluster-wide presence change updates the copy, then drains or
+re-routes.
 """
 
 from __future__ import annotations
@@ -65,10 +71,14 @@ class CustomerService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        hub = self._node.hub
-        self._node.store.service.ctx = ServiceCtx(
-            is_connected=lambda uid: bool(hub.devices_of(uid)), policy=self.policy
-        )
+        self._node.store.service.ctx = ServiceCtx(is_connected=self.is_connected, policy=self.policy)
+
+    def is_connected(self, user_id: int) -> bool:
+        """Is this agent connected to this node or (cluster mode) to any node."""
+        if self._node.hub.devices_of(user_id):
+            return True
+        cluster = self._node.cluster
+        return cluster is not None and cluster.agent_connected(user_id)
 
     def publish(self, events: list[InboxWrite], origin: Connection | None = None) -> None:
         metrics = self._node.metrics
@@ -92,8 +102,26 @@ class CustomerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def agent_added(self, user_id: int) -> None:
+        """Cluster mode: a user just became an agent; if they are online on some node, every
+        node's copy of online agents must count them from now on."""
+        cluster = self._node.cluster
+        if cluster is None or cluster.agent_connected(user_id):
+            return
+        state, _ = (await self._node.presence.view([user_id]))[user_id]
+        if state[0] != "offline":
+            await self._presence(user_id, True)
+
     async def _presence(self, user_id: int, online: bool) -> None:
         try:
+            cluster = self._node.cluster
+            if cluster is not None:
+                if not await self._node.store.service.shops_of(user_id):
+                    return  # no agent: nothing to share, nothing to route
+                try:
+                    await cluster.agent_online(user_id, online)
+                except Exception as exc:  # the local copy is updated; other nodes catch up
+                    cluster.unavailable(exc)
             self.publish(await self._node.store.service.agent_presence(user_id, online, _now()))
         except YimError:
             pass
@@ -113,7 +141,7 @@ def agent_out(node: Node, a: AgentRec) -> AgentOut:
         skills=a.skills,
         capacity=a.capacity,
         status=a.status,
-        online=bool(node.hub.devices_of(a.user_id)),
+        online=node.service.is_connected(a.user_id),
         open_sessions=a.open_sessions,
     )
 
@@ -163,6 +191,7 @@ async def agent_set(node: Node, session: SessionRec, req: ShopAgentSet, origin: 
         _now(),
     )
     node.service.publish(events, origin)
+    await node.service.agent_added(agent.user_id)
     return agent_out(node, agent)
 
 
