@@ -4,9 +4,10 @@
 node i mod N, so with ``--nodes 3`` every group has members on every node) and join
 ``--groups`` groups of ``--group-min``..``--group-max`` members (default 4 groups of
 10 to 20). Each message is, with probability ``--direct`` (default 0.6), a one-to-one
-message from a random user to another random user, else a group message from a random
-member to one of its groups. The plan (who sends what to whom, and when) is drawn from
-``--seed`` in the coordinator, so every run of a configuration sends the same messages.
+message to another random user, else a group message to one of its sender's groups; the
+sender is drawn at random when paced and taken in turn when windowed. The plan (who
+sends what to whom, and when) is drawn from ``--seed`` in the coordinator, so every run
+of a configuration sends the same messages.
 
 Two modes:
 
