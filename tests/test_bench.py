@@ -184,3 +184,55 @@ def assert_caught_up(row: dict[str, Any], messages: int, pages: dict[str, tuple[
     assert row["catchup_requests"] == sum(pages[row["fanout_mode"]])
     assert len(row["catchup_ms_runs"]) == 2 and row["catchup_ms"] > 0 and row["catchup_msgs_per_s"] > 0
     assert row["catchup_fill_message_rows"] == messages
+
+
+def test_mixed_paced_on_one_sqlite_node() -> None:
+    # 2 s at 30 msgs/s: 60 planned messages, one-to-one and in 2 groups of 3-5 of 6 users
+    (row,) = runs(
+        bench("mixed", "--users", "6", "--groups", "2", "--group-min", "3", "--group-max", "5", "--rate", "30",
+              "--duration", "2")
+    )  # fmt: skip
+    assert all(key in row for key in FIELDS), row
+    assert row["planned"] == row["sent"] == row["acked"] == 60
+    assert 0 < row["group_messages"] < 60
+    assert row["received"] == row["expected_deliveries"] > 60  # group messages reach several members
+    assert (row["lost"], row["dups"], row["errors"]) == (0, 0, 0)
+    assert row["ack_p50_ms"] > 0 and row["p99_ms"] > 0
+    assert row["node_cpu_us_per_msg"] > 0 and "postgres_cpu_us_per_msg" not in row
+
+
+def test_mixed_windowed_on_a_two_node_cluster() -> None:
+    """PostgreSQL + Redis + 2 nodes started by the bench: users alternate between the
+    nodes, so group messages and half the one-to-one ones cross nodes."""
+    (row,) = runs(
+        bench("mixed", "--users", "6", "--groups", "2", "--group-min", "4", "--group-max", "6", "--rate", "0",
+              "--messages", "10", "--window", "3", "--store", "postgres", "--nodes", "2", "--procs", "2")
+    )  # fmt: skip
+    assert row["params"]["nodes"] == 2 and row["params"]["procs"] == 2
+    assert row["planned"] == row["sent"] == row["acked"] == 60
+    assert row["received"] == row["expected_deliveries"]
+    assert (row["lost"], row["dups"], row["errors"], row["pg_deadlocks"]) == (0, 0, 0, 0)
+    for role in ("node", "postgres", "redis", "generator"):
+        assert row[f"{role}_cpu_us_per_msg"] >= 0, role
+    assert row["postgres_cpu_us_per_msg"] > 0 and row["node_cpu_us_per_msg"] > 0
+
+
+def test_pairs_on_postgres_reports_cpu_per_process_and_statements() -> None:
+    (row,) = runs(bench("pairs", "--pairs", "3", "--messages", "20", "--store", "postgres", "--pg-stat-statements"))
+    assert (row["sent"], row["received"], row["lost"], row["dups"]) == (60, 60, 0, 0)
+    assert row["params"]["store"].startswith("postgres")
+    assert row["postgres_cpu_us_per_msg"] > 0
+    assert row["stack_cpu_us_per_msg"] >= row["node_cpu_us_per_msg"] + row["postgres_cpu_us_per_msg"] - 0.2
+    sends = [s for s in row["pg_statements"] if "yim_send" in s["query"]]
+    assert sends and sends[0]["calls"] == 60  # one call per message, reset when the load began
+
+
+def test_cluster_options_are_checked() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "yim", "bench", "mixed", "--nodes", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--store postgres" in proc.stderr

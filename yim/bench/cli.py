@@ -39,6 +39,20 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument(
         "--compare-baseline", action="store_true", default=d(False), help="run yim and the bare relay, print the ratio"
     )
+    g.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default=d("sqlite"),
+        help="sqlite: one node on its embedded store (default); postgres: start PostgreSQL 15 (fsync on)"
+        " + Redis + --nodes nodes in cluster mode",
+    )
+    g.add_argument("--nodes", type=int, default=d(1), help="cluster nodes to start (more than 1: --store postgres)")
+    g.add_argument(
+        "--pg-stat-statements",
+        action="store_true",
+        default=d(False),
+        help="cluster: report PostgreSQL's top statements over the measured phase",
+    )
     g.add_argument("--procs", type=int, default=d(1), help="load-generator processes (default 1)")
     g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
     g.add_argument("--timeout", type=float, default=d(120.0), help="bound of each run in seconds (default 120)")
@@ -132,6 +146,14 @@ def _systems(args: argparse.Namespace, cls: type[Scenario]) -> list[str]:
         raise ValueError("--compare-baseline starts both servers itself; drop --url")
     if args.procs < 1 or args.runs < 1 or args.timeout <= 0:
         raise ValueError("--procs and --runs must be at least 1, --timeout positive")
+    if args.nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    if args.nodes > 1 and args.store != "postgres":
+        raise ValueError("several nodes share one store: add --store postgres")
+    if args.store == "postgres" and (args.url or args.baseline or args.compare_baseline):
+        raise ValueError("--store postgres starts its own cluster of yim nodes: drop --url and the relay options")
+    if args.pg_stat_statements and args.store != "postgres":
+        raise ValueError("--pg-stat-statements needs --store postgres")
     systems = ["relay"] if args.baseline else ["yim", "relay"] if args.compare_baseline else ["yim"]
     if "relay" in systems and not cls.baseline_ok:
         raise ValueError(f"the bare relay stores nothing, so it has no `{cls.name}` baseline")

@@ -135,12 +135,26 @@ class RunData:
         )
 
     def other_cpu_pct(self, start: str, end: str) -> float | None:
-        """CPU used on the machine by anything but the server and the load generator (% of one core)."""
+        """CPU used on the machine by anything but the server (its node(s), PostgreSQL and
+        Redis when the bench started them) and the load generator (% of one core)."""
         a, b = self.snapshots.get(start), self.snapshots.get(end)
-        if a is None or b is None or b.t <= a.t or a.server_cpu is None or b.server_cpu is None:
+        if a is None or b is None or b.t <= a.t:
             return None
-        other = (b.machine_cpu - a.machine_cpu) - (b.server_cpu - a.server_cpu) - (b.client_cpu - a.client_cpu)
+        if a.groups_cpu and b.groups_cpu:
+            server = sum(b.groups_cpu.values()) - sum(a.groups_cpu.values())
+        elif a.server_cpu is not None and b.server_cpu is not None:
+            server = b.server_cpu - a.server_cpu
+        else:
+            return None
+        other = (b.machine_cpu - a.machine_cpu) - server - (b.client_cpu - a.client_cpu)
         return round(max(0.0, 100.0 * other / (b.t - a.t)), 1)
+
+    def group_cpu_s(self, role: str, start: str, end: str) -> float | None:
+        """CPU seconds of one role's processes ("node", "postgres", "redis") between two barriers."""
+        a, b = self.snapshots.get(start), self.snapshots.get(end)
+        if a is None or b is None or role not in a.groups_cpu or role not in b.groups_cpu:
+            return None
+        return b.groups_cpu[role] - a.groups_cpu[role]
 
     def thread_cpu_pcts(self, start: str, end: str) -> list[float]:
         """CPU % of the server's busiest threads (the event loop is the process's own id)."""
@@ -200,7 +214,7 @@ class Coordinator:
             child_end.close()
             self.procs.append(proc)
             self.pipes.append(parent_end)
-        self.probe = Probe(self.target.pid, [p.pid for p in self.procs if p.pid is not None])
+        self.probe = Probe(self.target.pid, [p.pid for p in self.procs if p.pid is not None], groups=self.target.groups)
         self.probe.start()
         try:
             results = self._loop()
@@ -241,11 +255,29 @@ class Coordinator:
                     raise BenchError(f"workers disagree on the barrier: {sorted(names)}")
                 name = names.pop()
                 self.snapshot(name)
+                self._statements(name)
                 self.scenario.on_barrier(name, self)
                 for i in waiting:
                     self.pipes[i].send(("go", name))
                 at_barrier.clear()
         return [r for r in results if r is not None]
+
+    def _statements(self, name: str) -> None:
+        """A cluster stack's log counts at the end of the measured phase, and with
+        ``--pg-stat-statements`` PostgreSQL's statement times over it (reset at its first
+        barrier, read at its last, both after the CPU snapshot)."""
+        stack = self.target.stack
+        if stack is None:
+            return
+        start, end = self.scenario.cpu_phase
+        if name == end:
+            self.extra["logs"] = stack.log_counts()
+        if not stack.pg_stat_statements:
+            return
+        if name == start:
+            stack.reset_statements()
+        elif name == end:
+            self.extra["pg_statements"] = stack.statements()
 
     def _reap(self) -> None:
         for proc in self.procs:
@@ -272,6 +304,12 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
         pid = args.server_pid or find_listener_pid(host, port)
         target = Target(url=args.url.rstrip("/").replace("ws://", "http://", 1), system=system, pid=pid)
         return _run_on(scenario, target, deadline, args)
+    if system == "yim" and (args.store == "postgres" or args.nodes > 1):
+        from yim.bench.stack import ClusterStack
+
+        stack = ClusterStack(args.nodes, env=scenario.node_env(), pg_stat_statements=args.pg_stat_statements)
+        with stack as target:
+            return _run_on(scenario, target, deadline, args)
     with LocalServer(system, env=scenario.node_env() if system == "yim" else None) as target:
         return _run_on(scenario, target, deadline, args)
 
@@ -302,9 +340,44 @@ def _run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.
         if a and b and a.server_rss is not None and b.server_rss is not None and conns >= 100:
             row["kb_per_conn"] = round((b.server_rss - a.server_rss) / 1024 / conns, 2)
     row.update(scenario.summarize(data))
+    row.update(_cpu_by_role(data, start, end, row.get("acked")))
+    row.update(data.extra.get("logs", {}))
+    if "pg_statements" in data.extra:
+        row["pg_statements"] = data.extra["pg_statements"]
     row["setup_s"] = round(setup_s, 2)  # accounts over HTTP, not part of any figure
     row["limited_by"] = limited_by(row, len(payloads))
     return row
+
+
+#: the roles whose CPU a run reports (yim/bench/target.py Target.groups), and the load generator
+ROLES = ("node", "postgres", "redis")
+
+
+def _cpu_by_role(data: RunData, start: str, end: str, acked: Any) -> dict[str, Any]:
+    """``<role>_cpu_pct`` and ``<role>_cpu_us_per_msg`` for every process role (node(s),
+    PostgreSQL's postmaster and backends, Redis) and the load generator, and their sum
+    per message over the server's side (``stack_cpu_us_per_msg``)."""
+    a, b = data.snapshots.get(start), data.snapshots.get(end)
+    if a is None or b is None or b.t <= a.t:
+        return {}
+    dt = b.t - a.t
+    out: dict[str, Any] = {}
+    per_msg = isinstance(acked, int | float) and acked > 0
+    stack = 0.0
+    for role in ROLES:
+        cpu = data.group_cpu_s(role, start, end)
+        if cpu is None:
+            continue
+        out[f"{role}_cpu_pct"] = round(100.0 * cpu / dt, 1)
+        stack += cpu
+        if per_msg:
+            out[f"{role}_cpu_us_per_msg"] = round(cpu / acked * 1e6, 1)
+    client = data.client_cpu_s(start, end)
+    if per_msg and out:
+        out["stack_cpu_us_per_msg"] = round(stack / acked * 1e6, 1)
+        if client is not None:
+            out["generator_cpu_us_per_msg"] = round(client / acked * 1e6, 1)
+    return out
 
 
 def limited_by(row: dict[str, Any], procs: int) -> str:
@@ -324,8 +397,13 @@ def limited_by(row: dict[str, Any], procs: int) -> str:
         hints.append(f"server process ({shares}% over its threads, whose Python work shares one GIL)")
     if client is not None and client >= 90 * min(procs, cores):
         hints.append(f"load generator ({client:.0f}% over {procs} process(es))")
+    pg = row.get("postgres_cpu_pct")
+    if pg is not None and pg >= 80:
+        hints.append(f"PostgreSQL ({pg:.0f}% of a core over its processes)")
     other = row.get("other_cpu_pct") or 0
-    total = server + (client or 0) + other
+    side = (row.get("postgres_cpu_pct") or 0) + (row.get("redis_cpu_pct") or 0)
+    nodes = row.get("node_cpu_pct") or server
+    total = nodes + side + (client or 0) + other
     if not hints and total >= 90 * cores:
         hints.append(f"machine CPU (server + load generator + other = {total:.0f}% of {cores} cores)")
     if other >= 25:

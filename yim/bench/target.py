@@ -4,6 +4,7 @@ and the psutil probe that watches that server process's memory and CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import resource
@@ -18,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -101,6 +103,19 @@ class Target:
     system: str  # "yim" or "relay"
     pid: int | None
     notes: dict[str, object] = field(default_factory=dict)
+    #: every node's base URL (a cluster has several; ``url`` is the first)
+    urls: list[str] = field(default_factory=list)
+    #: the processes whose CPU a run reports, by role ("node", "postgres", "redis"): root
+    #: pids, their descendants included
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    #: the cluster stack the bench started (yim/bench/stack.py), if any
+    stack: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            self.urls = [self.url]
+        if not self.groups and self.pid:
+            self.groups = {"node": [self.pid]}
 
 
 class LocalServer:
@@ -181,14 +196,22 @@ class Snapshot:
     server_rss: int | None = None
     server_threads: dict[int, float] = field(default_factory=dict)  # thread id -> CPU seconds
     client_cpu: float = 0.0  # user+system seconds of all load-generator processes
+    groups_cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds of its processes
     machine_cpu: float = 0.0  # busy seconds of all CPUs (whoever used them)
 
 
 class Probe:
     """Snapshots of the server and the load generator, plus a sampler for peak server RSS."""
 
-    def __init__(self, server_pid: int | None, client_pids: list[int], interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        server_pid: int | None,
+        client_pids: list[int],
+        interval: float = 0.1,
+        groups: dict[str, list[int]] | None = None,
+    ) -> None:
         self.server = psutil.Process(server_pid) if server_pid else None
+        self.groups = {role: [psutil.Process(pid) for pid in pids] for role, pids in (groups or {}).items()}
         self.clients = [psutil.Process(pid) for pid in client_pids]
         self.clients.append(psutil.Process())  # the coordinating process counts as load generator too
         self.peak_rss = 0
@@ -240,4 +263,22 @@ class Probe:
                 snap.client_cpu += ct.user + ct.system
             except psutil.Error:
                 continue
+        for role, procs in self.groups.items():
+            total = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    total += tree_cpu_s(proc)
+            snap.groups_cpu[role] = total
         return snap
+
+
+def tree_cpu_s(root: psutil.Process) -> float:
+    """User + system CPU seconds of a process, its live descendants, and the children it
+    has already reaped (a PostgreSQL backend that exited still counts, via the postmaster)."""
+    ct = root.cpu_times()
+    total = ct.user + ct.system + ct.children_user + ct.children_system
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
