@@ -701,6 +701,10 @@ class Client:
                     await ws.close()
             _abort(sock)
         if self._runner is not None:
+            # The runner notices _stopping between attempts; one stuck in a connection
+            # attempt to a hung node would keep close() waiting for its timeout: cancel it.
+            await asyncio.wait({self._runner}, timeout=_CLOSE_TIMEOUT_S)
+            self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         for task in list(self._background):
