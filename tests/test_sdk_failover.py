@@ -273,3 +273,52 @@ async def test_http_api_leaves_a_hung_node_only_for_calls_safe_to_repeat(server:
                 # creating an account is not safe to repeat: the hung node may still do it
                 with pytest.raises(ConnectionLost, match="did not answer POST"):
                     await api.register("carol", PASSWORD)
+
+
+# --- the web client ------------------------------------------------------------------------------
+
+
+async def test_the_web_client_drops_a_hung_server_and_comes_back_when_it_answers(two_nodes: list[Frozen]) -> None:
+    """The page has one server, its origin: a frozen origin is noticed by the ping timeout,
+    reconnects that hang in the upgrade are abandoned, and once the node answers again the
+    page is back, with what was sent meanwhile (through the other node) counted once."""
+    from playwright.async_api import async_playwright, expect
+
+    from .test_web import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
+
+    a, b = two_nodes
+    async with HttpApi(b.proc.url) as api:
+        bob = await api.register("bob", PASSWORD)
+        await api.register("alice", PASSWORD, "Alice")
+    async with asyncio.timeout(120), Chat(b.proc.url) as chat, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+            await page.goto(a.proc.url)
+            await page.get_by_label("Username").fill("alice")
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Log in").click()
+            await page.wait_for_function("() => window.yim?.socket?.state === 'open'", timeout=10_000)
+            await page.evaluate(
+                """() => { window.statuses = [];
+                window.yim.socket.addEventListener("status", (e) => window.statuses.push(e.detail)); }"""
+            )
+            bob_client = await chat.client("bob", "laptop")
+            alice_id = await page.evaluate("window.yim.store.me.user_id")
+
+            a.stop()
+            await bob_client.send_text("while the page's node is frozen", to=str(alice_id))
+            await page.wait_for_function(
+                "() => window.statuses.some((s) => s.reason === 'no answer to ping')", timeout=FAILOVER_BOUND_S * 1000
+            )
+            await page.wait_for_function(
+                "() => window.statuses.some((s) => s.reason === 'no answer to the WebSocket upgrade')",
+                timeout=FAILOVER_BOUND_S * 1000,
+            )
+            a.resume()
+            await page.wait_for_function("() => window.yim.socket.state === 'open'", timeout=40_000)
+            await expect(page.locator(".conv .badge")).to_have_text("1", timeout=10_000)
+            await expect(page.locator(".total-unread")).to_have_text("1")
+            assert bob.username == "bob"
+        finally:
+            await browser.close()
