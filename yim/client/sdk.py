@@ -482,10 +482,13 @@ def _send_frame(
     return frame
 
 
-def _abort(sock: Any) -> None:
-    """Reset a connection's socket (if the transport has not closed it yet), so that writes
-    blocked on a node that stopped reading fail at once, and the unsent data is dropped
-    rather than delivered if the node wakes. A closed socket's fileno is -1: a no-op."""
+def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Reset the socket of a connection to a node that stopped answering: writes blocked on
+    it (the node does not read, the send buffer fills) fail at once, closing it does not
+    wait to flush, and the unsent frames are dropped rather than delivered if the node
+    wakes. Only while the connection is open: a socket looked up earlier may since have
+    been closed and its descriptor reused."""
+    sock = ws.get_extra_info("socket")
     if sock is None or sock.fileno() < 0:
         return
     with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
@@ -695,11 +698,9 @@ class Client:
                     await self._write(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
                 self._acked = self.cursor
         if ws is not None:
-            sock = ws.get_extra_info("socket")  # before the close: aiohttp lets go of it there
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                     await ws.close()
-            _abort(sock)
         if self._runner is not None:
             # The runner notices _stopping between attempts; one stuck in a connection
             # attempt to a hung node would keep close() waiting for its timeout: cancel it.
@@ -1067,12 +1068,14 @@ class Client:
         reader = loop.create_task(self._read_loop(ws, gen), name="yim-client-reader")
         tasks: set[asyncio.Task[Any]] = {reader}
         authenticated = False
+        hung = False  # left because the node stopped answering
         self._last_frame = loop.time()
         try:
             try:
                 auth = await self._authenticate(ws, reader)
             except TimeoutError:
                 self.timeouts += 1
+                hung = True
                 raise ConnectionLost(f"no auth reply within {self._auth_timeout}s") from None
             authenticated = True
             self.auth = auth
@@ -1092,11 +1095,13 @@ class Client:
             heartbeat = self._heartbeat_override or min(
                 auth.heartbeat_s, auth.idle_timeout_s * 0.4, DEFAULT_PING_INTERVAL_S
             )
-            tasks.add(loop.create_task(self._heartbeat(heartbeat), name="yim-client-heartbeat"))
+            heartbeat_task = loop.create_task(self._heartbeat(heartbeat), name="yim-client-heartbeat")
+            tasks.add(heartbeat_task)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not reader and not task.cancelled() and task.exception() is not None:
                     log.info("connection abandoned: %s", task.exception())
+                    hung = hung or task is heartbeat_task
         finally:
             self._ready = False
             self._ws = None
@@ -1107,12 +1112,12 @@ class Client:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            sock = ws.get_extra_info("socket")  # before the close: aiohttp lets go of it there
+            if hung:
+                _abort(ws)  # a close handshake would only wait for it
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                         await ws.close()
-            _abort(sock)
             self._connection_lost(gen)
             self.last_close = code, reason = _close_of(reader, ws)
         if self.ended is None and code in FATAL_CLOSE_CODES:
