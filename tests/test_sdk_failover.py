@@ -136,6 +136,36 @@ async def test_a_client_leaves_a_sigstopped_node_for_the_next_and_loses_nothing(
         assert alice.connected and alice.endpoint.http == b.proc.url
 
 
+async def test_a_burst_written_into_a_frozen_node_is_resent_once_on_the_next(two_nodes: list[Frozen]) -> None:
+    """More than the socket buffers hold: the node does not read, so the client's writes
+    block. Leaving the node must unblock them (the socket is reset), and every message
+    reaches node b once, in order, also after node a wakes."""
+    a, b = two_nodes
+    total = 2000
+    text = "x" * 7000  # near max_text_chars: 2000 of them are ~14 MB, beyond any socket buffer
+    async with asyncio.timeout(120), Chat([a.proc.url, b.proc.url]) as chat:
+        bob = await chat.user("bob")
+        await chat.user("alice")
+        alice = await chat.client("alice", "phone")
+        assert alice.endpoint.http == a.proc.url
+        a.stop()
+        tasks = [
+            asyncio.create_task(alice.send(to=bob.user_id, body={"text": f"{i:05d}{text}"}, client_msg_id=f"c{i:05d}"))
+            for i in range(total)
+        ]
+        acks = await asyncio.gather(*tasks)
+        assert alice.endpoint.http == b.proc.url and alice.timeouts >= 1
+        a.resume()
+        history = await history_of(alice, acks[0].conv_id)
+        assert [m.client_msg_id for m in history] == [f"c{i:05d}" for i in range(total)]
+        assert [m.seq for m in history] == list(range(1, total + 1))
+        assert [(m.msg_id, m.seq) for m in history] == [(ack.msg_id, ack.seq) for ack in acks]
+        # node a woke with whatever was still in its socket: nothing was stored twice
+        await alice.send_text("last", to=bob.user_id)
+        history = await history_of(alice, acks[0].conv_id)
+        assert len(history) == total + 1 and len({m.client_msg_id for m in history}) == total + 1
+
+
 async def test_a_new_client_goes_past_a_sigstopped_node_first_in_its_list(two_nodes: list[Frozen]) -> None:
     a, b = two_nodes
     urls = [a.proc.url, b.proc.url]
