@@ -256,7 +256,7 @@ async def test_after_a_lost_connection_the_client_tries_the_next_endpoint_first(
     list is walked round until a node answers."""
     with silent_listener() as hung:
         async with asyncio.timeout(60), Chat(server.url) as chat:
-            bob = await chat.user("bob")
+            await chat.user("bob")
             await chat.user("alice")
             session = await login_device(server.url, "alice", "phone")
             alice = chat.track(
@@ -282,7 +282,6 @@ async def test_after_a_lost_connection_the_client_tries_the_next_endpoint_first(
             got = await inbox.wait_messages(1)
             assert [m.msg_id for m in got] == [sent.msg_id]
             assert [i.seq for i in inbox.items] == [1]
-            assert bob.username == "bob"
 
 
 async def test_http_api_leaves_a_hung_node_only_for_calls_safe_to_repeat(server: NodeServer) -> None:
@@ -318,12 +317,14 @@ async def test_the_web_client_drops_a_hung_server_and_comes_back_when_it_answers
 
     a, b = two_nodes
     async with HttpApi(b.proc.url) as api:
-        bob = await api.register("bob", PASSWORD)
+        await api.register("bob", PASSWORD)
         await api.register("alice", PASSWORD, "Alice")
     async with asyncio.timeout(120), Chat(b.proc.url) as chat, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(a.proc.url)
             await page.get_by_label("Username").fill("alice")
             await page.get_by_label("Password").fill(PASSWORD)
@@ -349,6 +350,6 @@ async def test_the_web_client_drops_a_hung_server_and_comes_back_when_it_answers
             await page.wait_for_function("() => window.yim.socket.state === 'open'", timeout=40_000)
             await expect(page.locator(".conv .badge")).to_have_text("1", timeout=10_000)
             await expect(page.locator(".total-unread")).to_have_text("1")
-            assert bob.username == "bob"
+            assert not errors, f"uncaught errors in the page: {errors}"
         finally:
             await browser.close()
