@@ -58,6 +58,7 @@ import logging
 import os
 import random
 import socket
+import struct
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -114,6 +115,12 @@ CLOSE_SLOW: Final = 4008
 FATAL_CLOSE_CODES: Final = frozenset({CLOSE_AUTH_FAILED, CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_POLICY})
 
 _SEEN_MSG_IDS_MAX = 100_000
+#: the client pings at least this often (seconds), whatever the server's heartbeat_s: a
+#: node that hangs is noticed within this plus ping_timeout_s (a server asks for ~25 s,
+#: which would leave a client on a hung node for close to a minute)
+DEFAULT_PING_INTERVAL_S: Final = 5.0
+#: how long closing a connection may wait for the node (a hung one never answers)
+_CLOSE_TIMEOUT_S: Final = 2.0
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -198,11 +205,19 @@ class _DeviceList(Struct):
     devices: list[DeviceOut]
 
 
+_IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
 class HttpApi:
     """The HTTP API of a node (or of a cluster, given several endpoints).
 
     A connection failure moves on to the next endpoint; any HTTP answer (success or error)
-    is final. Use as ``async with HttpApi(url) as api: ...`` or call :meth:`close`.
+    is final. A node that accepts the connection but does not answer within ``timeout_s``
+    (a hung node) is abandoned too: a request that is safe to repeat (GET, PUT, DELETE,
+    log-in, a message with its ``client_msg_id``) moves on to the next endpoint, any other
+    raises :class:`ConnectionLost`, since the hung node may still carry it out later.
+    ``connect_timeout_s`` bounds the TCP connect alone. Use as
+    ``async with HttpApi(url) as api: ...`` or call :meth:`close`.
     """
 
     def __init__(
@@ -211,13 +226,17 @@ class HttpApi:
         token: str | None = None,
         *,
         session: aiohttp.ClientSession | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self.endpoints = _endpoints(endpoints)
         self.token = token
         self._session = session
         self._own_session = session is None
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # per attempt: one hung endpoint costs at most timeout_s before the next is tried
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
+        )
         self._index = 0
 
     async def __aenter__(self) -> HttpApi:
@@ -245,8 +264,14 @@ class HttpApi:
         params: dict[str, str] | None = None,
         auth: bool = True,
         type_: Any = Any,
+        idempotent: bool | None = None,
     ) -> Any:
-        """One API call; returns the decoded JSON body as ``type_`` (None for 204)."""
+        """One API call; returns the decoded JSON body as ``type_`` (None for 204).
+
+        ``idempotent`` says whether the call may be sent again to the next endpoint when one
+        does not answer in time (default: true for GET, HEAD, PUT and DELETE)."""
+        if idempotent is None:
+            idempotent = method.upper() in _IDEMPOTENT_METHODS
         headers = {"Content-Type": "application/json"}
         if auth:
             if not self.token:
@@ -262,7 +287,13 @@ class HttpApi:
                 ) as resp:
                     raw = await resp.read()
                     status = resp.status
-            except aiohttp.ClientConnectorError as exc:  # nothing was sent: the next endpoint is safe
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                last_exc = exc  # nothing was sent: the next endpoint is safe
+                continue
+            except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # sent, but no answer: the node is hung or died under the request
+                if not idempotent:
+                    raise ConnectionLost(f"{endpoint.http} did not answer {method} {path}: {exc!r}") from None
                 last_exc = exc
                 continue
             self._index = (self._index + attempt) % len(self.endpoints)
@@ -293,7 +324,10 @@ class HttpApi:
         body = LoginBody(
             username=username, password=password, device_id=device_id, platform=platform, device_name=device_name
         )
-        out: LoginOut = await self.request("POST", "/api/v1/sessions", body=body, auth=False, type_=LoginOut)
+        # idempotent: logging the same device in again replaces its session
+        out: LoginOut = await self.request(
+            "POST", "/api/v1/sessions", body=body, auth=False, type_=LoginOut, idempotent=True
+        )
         self.token = out.token
         return out
 
@@ -324,7 +358,8 @@ class HttpApi:
             raise ValueError("give exactly one of `to` or `conv_id`")
         frame: dict[str, Any] = {"kind": kind, "body": body, "client_msg_id": client_msg_id or uuid.uuid4().hex}
         frame.update({"to": to} if to is not None else {"conv_id": conv_id})
-        return await self.request("POST", "/api/v1/messages", body=frame, type_=SendAck)
+        # idempotent: the server answers a repeat of the client_msg_id with the original message
+        return await self.request("POST", "/api/v1/messages", body=frame, type_=SendAck, idempotent=True)
 
     async def conversations(self, *, limit: int = 50, before: str | None = None) -> ConversationPage:
         params = {"limit": str(limit)} | ({"before": before} if before else {})
@@ -447,6 +482,21 @@ def _send_frame(
     return frame
 
 
+def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Reset the socket of a connection to a node that stopped answering: writes blocked on
+    it (the node does not read, the send buffer fills) fail at once, closing it does not
+    wait to flush, and the unsent frames are dropped rather than delivered if the node
+    wakes. Only while the connection is open: a socket looked up earlier may since have
+    been closed and its descriptor reused."""
+    sock = ws.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:
+        return
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
+        # linger 0: the last close sends a reset instead of waiting to flush
+        dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        dup.shutdown(socket.SHUT_RDWR)
+
+
 def _close_of(
     reader: asyncio.Task[tuple[int | None, str]], ws: aiohttp.ClientWebSocketResponse
 ) -> tuple[int | None, str]:
@@ -487,7 +537,8 @@ class Client:
     """One device of one user, kept online over the WebSocket.
 
     ``endpoints`` are node URLs (``http://host:port`` or ``ws://host:port/ws``); the client
-    connects to the first and moves to the next when a connection attempt fails.
+    connects to the first and moves to the next whenever a connection attempt fails or a
+    connection is lost, so a node that hangs is never tried again first (failover).
     ``cursor`` resumes from a cursor the application stored earlier (0 = the whole inbox,
     None = from the inbox head at the first connection: only what happens from now on).
     ``group_cursors`` resumes the read-fan-out groups the same way (conv_id -> the last
@@ -495,6 +546,21 @@ class Client:
     coming through the inbox, or at its head when ``cursor`` is None.
     ``sync_limit`` is the sync page size; a page is one frame, so it is halved whenever the
     server cuts the connection as a slow reader (4008).
+
+    Timeouts, so that a node that accepts TCP but never answers (hung, stopped, overloaded)
+    is left for the next endpoint:
+
+    - ``connect_timeout_s``: the TCP connect;
+    - ``handshake_timeout_s``: the whole WebSocket upgrade, connect included, until the 101;
+    - ``auth_timeout_s``: the ``auth`` request until its reply;
+    - ``heartbeat_s``: the client pings this often (default: every ``DEFAULT_PING_INTERVAL_S``,
+      or the server's ``heartbeat_s`` if that is shorter), and ``ping_timeout_s``: a
+      connection on which nothing at all arrives within this long after a ping is dead,
+      even if its socket looks open. A hung node is thus left within
+      ``heartbeat + ping_timeout`` (9 s by default).
+
+    Between attempts the client waits a jittered delay that doubles with each full round
+    of the endpoint list that failed (``backoff_initial_s`` up to ``backoff_max_s``).
 
     Usage::
 
@@ -516,9 +582,11 @@ class Client:
         ack_delay_s: float = 0.2,
         gap_grace_s: float = 0.05,
         heartbeat_s: float | None = None,
+        ping_timeout_s: float = 4.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 10.0,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        handshake_timeout_s: float = 5.0,
         auth_timeout_s: float = 10.0,
     ) -> None:
         if format not in ("json", "msgpack"):
@@ -537,9 +605,11 @@ class Client:
         self._ack_delay = ack_delay_s
         self._gap_grace = gap_grace_s
         self._heartbeat_override = heartbeat_s
+        self._ping_timeout = ping_timeout_s
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._connect_timeout = connect_timeout_s
+        self._handshake_timeout = handshake_timeout_s
         self._auth_timeout = auth_timeout_s
 
         #: highest inbox seq held with no hole below it
@@ -561,6 +631,8 @@ class Client:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ready = False  # the current connection is authenticated and has its backlog resent
         self._endpoint_index = 0
+        #: loop time of the last frame received on the current connection (liveness)
+        self._last_frame = 0.0
 
         self._http_session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -590,6 +662,8 @@ class Client:
         self.group_pulls = 0
         self.resent = 0
         self.acks_sent = 0
+        #: connections abandoned because the node stopped answering (handshake, auth or ping timeout)
+        self.timeouts = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -620,12 +694,18 @@ class Client:
         ws = self._ws
         if ws is not None and self._ready and self.cursor > self._acked:
             with contextlib.suppress(Exception):
-                await self._write(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):  # a hung node must not hold close() up
+                    await self._write(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
                 self._acked = self.cursor
         if ws is not None:
             with contextlib.suppress(Exception):
-                await ws.close()
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await ws.close()
         if self._runner is not None:
+            # The runner notices _stopping between attempts; one stuck in a connection
+            # attempt to a hung node would keep close() waiting for its timeout: cancel it.
+            await asyncio.wait({self._runner}, timeout=_CLOSE_TIMEOUT_S)
+            self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         for task in list(self._background):
@@ -915,46 +995,54 @@ class Client:
 
     # -- the connection loop ---------------------------------------------------------------------
     async def _run(self) -> None:
-        attempt = 0
+        # Every failure, and every lost connection, moves on to the next endpoint: the node
+        # just left may be hung, and any node of a cluster serves any device. ``failures``
+        # counts attempts since the last authenticated connection; the back-off doubles
+        # with each full round of the list that failed.
+        failures = 0
         try:
             while not self._closed and self.ended is None:
                 endpoint = self.endpoint
                 assert self._http_session is not None
                 try:
-                    ws = await self._http_session.ws_connect(
-                        endpoint.ws,
-                        params={"format": "msgpack"} if self._binary else None,
-                        autoping=True,
-                        max_msg_size=64 * 1024 * 1024,
-                        timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                    )
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    async with asyncio.timeout(self._handshake_timeout):
+                        ws = await self._http_session.ws_connect(
+                            endpoint.ws,
+                            params={"format": "msgpack"} if self._binary else None,
+                            autoping=True,
+                            max_msg_size=64 * 1024 * 1024,
+                            timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT_S),
+                        )
+                except TimeoutError:
+                    self.timeouts += 1
+                    log.info("connecting to %s timed out after %.1fs", endpoint.ws, self._handshake_timeout)
+                    failures += 1
+                except (aiohttp.ClientError, OSError) as exc:
                     log.info("connecting to %s failed: %s", endpoint.ws, exc)
-                    self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
-                    await self._backoff(attempt)
-                    attempt += 1
-                    continue
-                authenticated = False
-                try:
-                    authenticated = await self._serve(ws)
-                except SessionEnded as exc:
-                    self.ended = exc
-                except (ConnectionError, aiohttp.ClientError, TimeoutError, ConnectionLost) as exc:
-                    log.info("connection to %s lost: %s", endpoint.ws, exc)
+                    failures += 1
+                else:
+                    try:
+                        if await self._serve(ws):
+                            failures = 0
+                        else:
+                            failures += 1
+                    except SessionEnded as exc:
+                        self.ended = exc
+                    except (ConnectionError, aiohttp.ClientError, TimeoutError, ConnectionLost) as exc:
+                        # the connection failed before it was in use
+                        log.info("connection to %s lost: %s", endpoint.ws, exc)
+                        failures += 1
                 if self._closed or self.ended is not None:
                     break
-                if authenticated:
-                    attempt = 0
-                else:
-                    self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
-                await self._backoff(attempt)
-                attempt += 1
+                self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
+                await self._backoff(failures // len(self.endpoints))
         finally:
             self._finish(self.ended or ClientClosed("client closed"))
 
-    async def _backoff(self, attempt: int) -> None:
-        """Exponential backoff with jitter: a random delay in [d/2, d], d = initial * 2**attempt."""
-        delay = min(self._backoff_max, self._backoff_initial * (2**attempt))
+    async def _backoff(self, rounds: int) -> None:
+        """Jittered exponential back-off: a random delay in [d/2, d], d = initial * 2**rounds,
+        ``rounds`` being the number of full rounds of the endpoint list that failed."""
+        delay = min(self._backoff_max, self._backoff_initial * (2**rounds))
         delay *= random.uniform(0.5, 1.0)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -980,8 +1068,15 @@ class Client:
         reader = loop.create_task(self._read_loop(ws, gen), name="yim-client-reader")
         tasks: set[asyncio.Task[Any]] = {reader}
         authenticated = False
+        hung = False  # left because the node stopped answering
+        self._last_frame = loop.time()
         try:
-            auth = await self._authenticate(ws, reader)
+            try:
+                auth = await self._authenticate(ws, reader)
+            except TimeoutError:
+                self.timeouts += 1
+                hung = True
+                raise ConnectionLost(f"no auth reply within {self._auth_timeout}s") from None
             authenticated = True
             self.auth = auth
             self.user_id = auth.user_id
@@ -995,13 +1090,18 @@ class Client:
             self._connected.set()
             self._need_sync.set()
             tasks.add(loop.create_task(self._syncer(), name="yim-client-syncer"))
-            # ping as asked, but always well within the idle timeout
-            heartbeat = self._heartbeat_override or min(auth.heartbeat_s, auth.idle_timeout_s * 0.4)
-            tasks.add(loop.create_task(self._heartbeat(heartbeat), name="yim-client-heartbeat"))
+            # ping as asked, but often enough to notice a hung node soon, and always well
+            # within the idle timeout
+            heartbeat = self._heartbeat_override or min(
+                auth.heartbeat_s, auth.idle_timeout_s * 0.4, DEFAULT_PING_INTERVAL_S
+            )
+            heartbeat_task = loop.create_task(self._heartbeat(heartbeat), name="yim-client-heartbeat")
+            tasks.add(heartbeat_task)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not reader and not task.cancelled() and task.exception() is not None:
                     log.info("connection abandoned: %s", task.exception())
+                    hung = hung or task is heartbeat_task
         finally:
             self._ready = False
             self._ws = None
@@ -1012,9 +1112,11 @@ class Client:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if hung:
+                _abort(ws)  # a close handshake would only wait for it
             if not ws.closed:
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2.0):
+                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                         await ws.close()
             self._connection_lost(gen)
             self.last_close = code, reason = _close_of(reader, ws)
@@ -1034,9 +1136,13 @@ class Client:
         )
         pending.gen = self._gen
         self._waiters[rid] = pending
-        await self._write(ws, pending.payload)
-        async with asyncio.timeout(self._auth_timeout):
-            await asyncio.wait({fut, reader}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            async with asyncio.timeout(self._auth_timeout):  # the write too: a hung node may not read
+                await self._write(ws, pending.payload)
+                await asyncio.wait({fut, reader}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            self._waiters.pop(rid, None)
+            raise
         if not fut.done():
             self._waiters.pop(rid, None)
             code, reason = _close_of(reader, ws)
@@ -1078,8 +1184,10 @@ class Client:
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse, gen: int) -> tuple[int | None, str]:
         """Dispatch frames until the connection ends; return its close code and reason."""
+        loop = asyncio.get_running_loop()
         while True:
             msg = await ws.receive()
+            self._last_frame = loop.time()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self._dispatch(msg.data, gen)
             elif msg.type == aiohttp.WSMsgType.CLOSE:
@@ -1372,13 +1480,20 @@ class Client:
         self._fire(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
 
     async def _heartbeat(self, interval: float) -> None:
-        """Ping every ``interval``; a ping without a reply within ``interval`` means the
-        connection is dead even if the socket looks open (pseudo-online)."""
+        """Ping every ``interval``. When nothing at all arrives within ``ping_timeout_s`` of a
+        ping, the connection is dead even if its socket looks open (a hung node, or a
+        pseudo-online link). Any frame counts, not only the pong: a busy node may queue the
+        pong behind a large sync page, and it is alive as long as frames arrive."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            fut = await self._submit(lambda rid: Ping(rid=rid), reply_type=None, retry=False)
+            sent_at = loop.time()
             try:
-                async with asyncio.timeout(interval):
+                # the write is bounded too: a hung node stops reading, and the send buffer fills
+                async with asyncio.timeout(self._ping_timeout):
+                    fut = await self._submit(lambda rid: Ping(rid=rid), reply_type=None, retry=False)
                     await fut
             except TimeoutError:
-                raise ConnectionLost("no reply to ping") from None
+                if self._last_frame <= sent_at:
+                    self.timeouts += 1
+                    raise ConnectionLost(f"nothing received within {self._ping_timeout}s of a ping") from None

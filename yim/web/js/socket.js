@@ -1,8 +1,11 @@
 // The WebSocket connection of this device (/ws, JSON frames, docs/protocol.md).
 //
 // Owns transport concerns only: authenticate first, give every request a `rid` and
-// resolve it by its single reply, ping every `heartbeat_s`, notice a dead link (no reply
-// in time, browser offline) and reconnect with exponential backoff plus jitter.
+// resolve it by its single reply, ping, notice a dead link (no reply in time, browser
+// offline) and reconnect with exponential backoff plus jitter.
+// A server that accepts the connection but never answers (hung, stopped) is left: the
+// WebSocket upgrade, the auth reply and every ping are bounded. The page has one server,
+// its own origin; behind a load balancer the reconnect reaches another node.
 // Events it dispatches:
 //   "open"   detail = the auth reply data (user_id, inbox_seq, heartbeat_s, ...)
 //   "event"  detail = a durable inbox event frame {seq, type, data}
@@ -15,6 +18,13 @@ const CLOSE_AUTH_FAILED = 4001;
 const CLOSE_REPLACED = 4002;
 const CLOSE_REVOKED = 4003;
 const REQUEST_TIMEOUT_MS = 15000;
+const HANDSHAKE_TIMEOUT_MS = 5000; // the WebSocket upgrade, until `open`
+const AUTH_TIMEOUT_MS = 10000; // the auth request, until its reply
+// Ping at least this often, whatever `heartbeat_s` says (~25 s): a link on which nothing
+// at all arrives within PING_TIMEOUT_MS of a ping is dead, so a hung server is left
+// within PING_INTERVAL_MAX_MS + PING_TIMEOUT_MS (9 s).
+const PING_INTERVAL_MAX_MS = 5000;
+const PING_TIMEOUT_MS = 4000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 
@@ -37,6 +47,9 @@ export class Socket extends EventTarget {
     this.attempts = 0;
     this.retryTimer = 0;
     this.heartbeatTimer = 0;
+    this.handshakeTimer = 0;
+    this.pingTimer = 0;
+    this.lastFrameAt = 0; // performance.now() of the last frame received (liveness)
     this.auth = null;
     this._onOnline = () => this.reconnectNow();
     this._onOffline = () => this.drop("browser went offline");
@@ -103,8 +116,17 @@ export class Socket extends EventTarget {
     this.setState("connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    ws.onopen = () => this.authenticate(ws);
-    ws.onmessage = (e) => this.onFrame(e.data);
+    this.handshakeTimer = setTimeout(() => {
+      if (this.ws === ws) this.drop("no answer to the WebSocket upgrade");
+    }, HANDSHAKE_TIMEOUT_MS);
+    ws.onopen = () => {
+      clearTimeout(this.handshakeTimer);
+      this.authenticate(ws);
+    };
+    ws.onmessage = (e) => {
+      this.lastFrameAt = performance.now();
+      this.onFrame(e.data);
+    };
     ws.onclose = (e) => {
       if (this.ws !== ws) return; // an old socket we already gave up on
       this.onClosed(e.code, e.reason);
@@ -114,7 +136,7 @@ export class Socket extends EventTarget {
   async authenticate(ws) {
     let data;
     try {
-      data = await this.rawRequest("auth", { token: this.getToken() }, REQUEST_TIMEOUT_MS);
+      data = await this.rawRequest("auth", { token: this.getToken() }, AUTH_TIMEOUT_MS);
     } catch (err) {
       if (err.code === "unauthorized") this.fail(err.message);
       return; // otherwise the close handler reconnects
@@ -180,6 +202,7 @@ export class Socket extends EventTarget {
 
   teardown(code, reason) {
     this.stopHeartbeat();
+    clearTimeout(this.handshakeTimer);
     const ws = this.ws;
     this.ws = null;
     this.rejectAll();
@@ -203,16 +226,28 @@ export class Socket extends EventTarget {
 
   startHeartbeat(seconds) {
     this.stopHeartbeat();
-    const every = Math.max(1, seconds) * 1000;
-    this.heartbeatTimer = setInterval(() => {
-      // A ping without reply in time marks the link dead (rawRequest drops it).
-      this.request("ping", {}, Math.min(every, 10000)).catch(() => {});
-    }, every);
+    const every = Math.min(Math.max(1, seconds) * 1000, PING_INTERVAL_MAX_MS);
+    this.heartbeatTimer = setInterval(() => this.ping(), every);
+  }
+
+  // Any frame counts as a sign of life, not only the pong: a busy server may queue the
+  // pong behind a large sync page. A pong that never comes still drops the link after
+  // REQUEST_TIMEOUT_MS (rawRequest).
+  ping() {
+    const ws = this.ws;
+    if (!this.isOpen || !ws) return;
+    const sentAt = performance.now();
+    this.rawRequest("ping", {}, REQUEST_TIMEOUT_MS).catch(() => {});
+    clearTimeout(this.pingTimer);
+    this.pingTimer = setTimeout(() => {
+      if (this.ws === ws && this.lastFrameAt <= sentAt) this.drop("no answer to ping");
+    }, PING_TIMEOUT_MS);
   }
 
   stopHeartbeat() {
     clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = 0;
+    clearTimeout(this.pingTimer);
+    this.heartbeatTimer = this.pingTimer = 0;
   }
 
   setState(state, extra = {}) {
