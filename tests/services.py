@@ -94,12 +94,27 @@ class PostgresServer:
         opts = (
             f"-h 127.0.0.1 -p {self.port} -k {self.base} -F -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB"
+            # lock waits longer than deadlock_timeout are logged: the cluster tests read the log
+            " -c log_lock_waits=on"
         )
         self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.base / "log"), "-w", "-t", "30",
+            str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.log_path), "-w", "-t", "30",
             "-o", opts, "start",
         )  # fmt: skip
         self.running = True
+
+    @property
+    def log_path(self) -> Path:
+        """The server log (stderr of the postmaster): errors, deadlocks, lock waits."""
+        return self.base / "log"
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: open sessions are cut, the server is back on the same
+        port with the same options, still logging to :attr:`log_path`."""
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-l", str(self.log_path), "-m", "fast",
+            "-w", "-t", "30", "restart",
+        )  # fmt: skip
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -169,6 +184,21 @@ class RedisServer:
             ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, 10, self.proc, "redis-server")
+
+    def restart(self) -> None:
+        """Stop (SIGTERM; nothing is saved) and start again, empty, on the SAME port: what
+        an operator's restart looks like to the nodes. The port is not given up for a new
+        one, since the nodes only know this one."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
