@@ -17,7 +17,8 @@ The checks after each run (:meth:`Run.verify`), from the store and from the clie
   ACKed conv_id, seq and msg_id, and no load message is stored twice;
 - every conversation's seqs are 1..last_seq without a gap;
 - every member device's event stream held every entry of each of its conversations
-  exactly once, in seq order, 1..last_seq, without the test forcing a sync;
+  exactly once, in seq order, 1..last_seq, each the stored entry of its seq, without the
+  test forcing a sync;
 - the PostgreSQL log has no ``deadlock detected`` line.
 The longest and the 99th-percentile ACK wait, the lock waits PostgreSQL logged and the
 tracebacks in the node logs are reported (tests/report.py), not asserted.
@@ -180,6 +181,17 @@ class User:
 
 
 @dataclass
+class StoreView:
+    """What PostgreSQL holds after a run, read directly (not through a node)."""
+
+    rows: list[asyncpg.Record]  # load messages: sender, client_msg_id, conv, seq, msg_id
+    heads: dict[str, int]  # conv_id -> last_seq
+    members: dict[str, list[str]]  # conv_id -> current member user ids
+    entries: dict[tuple[str, int], str]  # (conv_id, seq) -> msg_id, every entry
+    gaps: list[str]  # conversations whose seqs are not exactly 1..last_seq
+
+
+@dataclass
 class Outcome:
     """What one run measured; ``problems`` is empty when every check held."""
 
@@ -201,6 +213,7 @@ class Outcome:
     undelivered: int = 0
     delivered_twice: int = 0
     out_of_order: int = 0
+    phantoms: int = 0
     deadlocks: int = 0
     lock_waits: int = 0
     node_tracebacks: int = 0
@@ -213,7 +226,8 @@ class Outcome:
             f"in-flight cap, {self.retries} retried), longest ACK wait {self.longest_ack_s:.2f} s "
             f"(p99 {self.p99_ack_s:.2f} s); never acked {self.unacked}, lost {self.lost}, stored twice {self.dups}, "
             f"ack/store mismatch {self.mismatched}, conversation gaps {self.conv_gaps}, undelivered "
-            f"{self.undelivered}, delivered twice {self.delivered_twice}, out of order {self.out_of_order}; "
+            f"{self.undelivered}, delivered twice {self.delivered_twice}, out of order {self.out_of_order}, "
+            f"not as stored {self.phantoms}; "
             f"PostgreSQL: {self.deadlocks} deadlocks, {self.lock_waits} logged lock waits; "
             f"{self.node_tracebacks} tracebacks in node logs"
         )
@@ -329,9 +343,7 @@ class Run:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the checks ------------------------------------------------------------------------------
-    async def _store(self) -> tuple[list[asyncpg.Record], dict[str, int], dict[str, list[str]], list[str]]:
-        """Load messages by (sender, client_msg_id), conversation heads, current members, and
-        the conversations whose stored seqs are not exactly 1..last_seq."""
+    async def _store(self) -> StoreView:
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch(
@@ -344,11 +356,15 @@ class Run:
                 "SELECT conv_id::text, user_id::text FROM user_conversations WHERE left_seq IS NULL"
             ):
                 members[r["conv_id"]].append(r["user_id"])
-            seqs = await conn.fetch(
-                "SELECT conv_id::text AS conv, array_agg(seq ORDER BY seq) AS seqs FROM messages GROUP BY 1"
-            )
-            gaps = [r["conv"] for r in seqs if list(r["seqs"]) != list(range(1, heads.get(r["conv"], 0) + 1))]
-            return rows, heads, members, gaps
+            entries = {
+                (r["conv"], r["seq"]): r["msg_id"]
+                for r in await conn.fetch("SELECT conv_id::text AS conv, seq, msg_id::text AS msg_id FROM messages")
+            }
+            seqs: dict[str, list[int]] = defaultdict(list)
+            for conv, seq in sorted(entries):
+                seqs[conv].append(seq)
+            gaps = [conv for conv, got in seqs.items() if got != list(range(1, heads.get(conv, 0) + 1))]
+            return StoreView(rows, heads, members, entries, gaps)
         finally:
             await conn.close()
 
@@ -391,7 +407,8 @@ class Run:
             o.problems.append(f"{o.unacked} of {o.sent} sends never acknowledged (last errors: {dict(errors)})")
 
         # The store: each ACKed (sender, client_msg_id) once, as ACKed.
-        rows, heads, members, gaps = await self._store()
+        store = await self._store()
+        rows, heads, members, gaps = store.rows, store.heads, store.members, store.gaps
         stored: dict[tuple[str, str], list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
             stored[(r["sender"], r["client_msg_id"])].append(r)
@@ -428,6 +445,7 @@ class Run:
                 counts = Counter(seqs)
                 o.delivered_twice += sum(c - 1 for c in counts.values() if c > 1)
                 o.out_of_order += sum(1 for a, b in itertools.pairwise(seqs) if b <= a)
+                o.phantoms += sum(1 for m in got if store.entries.get((conv, m.seq)) != m.msg_id)
                 gone = set(range(1, head + 1)) - set(counts)
                 o.undelivered += len(gone)
                 if gone and len(missing_examples) < 5:
@@ -439,6 +457,8 @@ class Run:
             o.problems.append(f"{o.delivered_twice} entries delivered twice to a device")
         if o.out_of_order:
             o.problems.append(f"{o.out_of_order} entries delivered out of seq order")
+        if o.phantoms:
+            o.problems.append(f"{o.phantoms} delivered entries that are not the stored entry of their seq")
 
         text = await asyncio.to_thread(pg_log.read_text, errors="replace")
         o.deadlocks = text.count("deadlock detected")
