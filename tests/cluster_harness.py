@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import random
@@ -48,6 +49,9 @@ from .conftest import ServerProcess
 from .sdk_helpers import PASSWORD
 
 NODES = 3
+#: sends one user may have awaiting their ACK; the generator skips that user beyond it, so
+#: the load stays bounded while a node hangs and healthy users keep their rate
+MAX_IN_FLIGHT_PER_USER = 50
 #: errors after which an application sends the same message again (same client_msg_id)
 RETRYABLE = frozenset({"unavailable", "rate_limited", "internal", "timeout", "overloaded"})
 
@@ -75,8 +79,8 @@ def chosen_size() -> Size:
 
 class ClusterNodes:
     """Three ``yim serve`` subprocesses in cluster mode, sharing the token secret, one
-    PostgreSQL database and one Redis, with leased node ids and otherwise the default
-    settings (lease and route TTLs included: what an operator runs). Faults act on one
+    PostgreSQL database and one Redis, with leased node ids (TTL 6 s) and otherwise the
+    default settings (the route TTL included: what an operator runs). Faults act on one
     node by index."""
 
     def __init__(self, base: Path, store: str, redis_url: str, **settings: str) -> None:
@@ -85,6 +89,9 @@ class ClusterNodes:
             "YIM_STORE": store,
             "YIM_REDIS_URL": redis_url,
             "YIM_NODE_ID_LEASE": "true",
+            # a node starts issuing ids one renewal period (a third of this) after leasing;
+            # 6 s keeps the start short and still lapses well within the 20 s pause
+            "YIM_NODE_LEASE_TTL_S": "6",
             **settings,
         }
         self.procs: list[ServerProcess] = []
@@ -245,7 +252,7 @@ class Run:
         self.groups: list[tuple[str, list[int]]] = []  # conv_id, member indexes
         self.sends: list[SendRecord] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.max_in_flight = 40 * size.users
+        self.in_flight: Counter[int] = Counter()  # sends awaiting their ACK, per user
         self.skipped = 0
         self.load_started = 0.0
         self.load_ended = 0.0
@@ -288,21 +295,26 @@ class Run:
 
     # -- the load ------------------------------------------------------------------------------
     def _one(self, seq: int) -> None:
-        if len(self._tasks) >= self.max_in_flight:
-            self.skipped += 1
-            return
         if self.rng.random() < 0.6:
             sender = self.rng.randrange(self.size.users)
-            peer = self.users[self.rng.choice(self.peers(sender))]
-            record = SendRecord(sender, f"f{seq:07d}", peer.user_id, None, time.monotonic())
+            to: str | None = self.users[self.rng.choice(self.peers(sender))].user_id
+            conv_id = None
         else:
             conv_id, members = self.rng.choice(self.groups)
-            sender = self.rng.choice(members)
-            record = SendRecord(sender, f"f{seq:07d}", None, conv_id, time.monotonic())
+            sender, to = self.rng.choice(members), None
+        if self.in_flight[sender] >= MAX_IN_FLIGHT_PER_USER:
+            self.skipped += 1  # this user's client is stuck: its app would not pile up more
+            return
+        record = SendRecord(sender, f"f{seq:07d}", to, conv_id, time.monotonic())
         self.sends.append(record)
+        self.in_flight[sender] += 1
         task = asyncio.get_running_loop().create_task(self._send(record))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._done, sender))
+
+    def _done(self, sender: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.in_flight[sender] -= 1
 
     async def _send(self, record: SendRecord) -> None:
         client = self.users[record.sender].client
