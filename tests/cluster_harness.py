@@ -132,6 +132,23 @@ class ClusterNodes:
         async with aiohttp.ClientSession() as http, http.get(f"{self.urls[i]}/healthz") as r:
             return int((await r.json())["node_id"])
 
+    async def states(self) -> list[str]:
+        """What each node's ``/healthz`` answers now: its status, an HTTP code, or why not."""
+
+        async def one(url: str) -> str:
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
+                    http.get(f"{url}/healthz") as r,
+                ):
+                    return str((await r.json()).get("status")) if r.status == 200 else f"HTTP {r.status}"
+            except TimeoutError:
+                return "no answer"
+            except aiohttp.ClientError:
+                return "down"
+
+        return list(await asyncio.gather(*(one(u) for u in self.urls)))
+
     def stop(self) -> None:
         for i in list(self._stopped):
             self.resume(i)  # a stopped process cannot handle SIGTERM
@@ -224,6 +241,7 @@ class Outcome:
     deadlocks: int = 0
     lock_waits: int = 0
     node_tracebacks: int = 0
+    node_states: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -236,7 +254,7 @@ class Outcome:
             f"{self.undelivered}, delivered twice {self.delivered_twice}, out of order {self.out_of_order}, "
             f"not as stored {self.phantoms}; "
             f"PostgreSQL: {self.deadlocks} deadlocks, {self.lock_waits} logged lock waits; "
-            f"{self.node_tracebacks} tracebacks in node logs"
+            f"{self.node_tracebacks} tracebacks in node logs; /healthz at the end: {', '.join(self.node_states)}"
         )
 
 
@@ -478,6 +496,7 @@ class Run:
         if o.deadlocks:
             o.problems.append(f"{o.deadlocks} `deadlock detected` in the PostgreSQL log")
         o.node_tracebacks = self.nodes.log_lines("Traceback")
+        o.node_states = await self.nodes.states()
         return o
 
     async def close(self) -> None:
