@@ -42,7 +42,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from yim.client import ApiError, Client, GroupItem, HttpApi, InboxItem
+from yim.client import ApiError, Client, GroupItem, HttpApi, InboxItem, YimClientError
 from yim.protocol.frames import MessageOut, SendAck
 
 from .conftest import ServerProcess
@@ -248,7 +248,7 @@ class Outcome:
         return (
             f"cluster faults [{self.name}]: {self.sent} sends over {self.load_s:.1f} s "
             f"(offered {self.offered_rate:.0f}/s, acked {self.acked_rate:.0f}/s, {self.skipped} skipped at the "
-            f"in-flight cap, {self.retries} retried), longest ACK wait {self.longest_ack_s:.2f} s "
+            f"in-flight cap, {self.retries} attempts refused), longest ACK wait {self.longest_ack_s:.2f} s "
             f"(p99 {self.p99_ack_s:.2f} s); never acked {self.unacked}, lost {self.lost}, stored twice {self.dups}, "
             f"ack/store mismatch {self.mismatched}, conversation gaps {self.conv_gaps}, undelivered "
             f"{self.undelivered}, delivered twice {self.delivered_twice}, out of order {self.out_of_order}, "
@@ -347,22 +347,25 @@ class Run:
                     return
                 await asyncio.sleep(min(max(exc.retry_after or 0.2, 0.05), 2.0))
                 continue
+            except YimClientError as exc:  # the client ended (e.g. replaced, revoked): never ACKed
+                record.errors.append(type(exc).__name__)
+                return
             record.ack, record.finished = ack, time.monotonic()
             return
 
     async def load(self, seconds: float) -> None:
         """Issue ``rate`` sends a second for ``seconds``, open loop."""
-        loop = asyncio.get_running_loop()
-        self.load_started = start = loop.time()
+        # time.monotonic(), not the loop's clock: ACK times are taken with it too
+        self.load_started = start = time.monotonic()
         issued = len(self.sends)
         first = issued
-        while (now := loop.time()) - start < seconds:
+        while (now := time.monotonic()) - start < seconds:
             due = first + int((now - start) * self.size.rate)
             while issued < due:
                 self._one(issued)
                 issued += 1
             await asyncio.sleep(0.01)
-        self.load_ended = loop.time()
+        self.load_ended = time.monotonic()
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for every send to be answered; what is left counts as unacked."""
