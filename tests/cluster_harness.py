@@ -63,10 +63,15 @@ class Size:
     seconds: float  # load duration when the fault needs no longer
     rate: float  # sends per second
     peers: int  # one-to-one peers per user
+    #: sends still unanswered this long after the load (and the fault) ended count as never ACKed
+    drain_s: float
+    #: entries not at a member device this long after the drain count as undelivered
+    deliver_s: float
 
 
-DEFAULT_SIZE = Size(users=48, groups=(10, 24, 48), seconds=12.0, rate=220.0, peers=4)
-LONG_SIZE = Size(users=300, groups=(10, 50, 120, 300), seconds=60.0, rate=220.0, peers=6)
+DEFAULT_SIZE = Size(users=48, groups=(10, 24, 48), seconds=12.0, rate=220.0, peers=4, drain_s=30.0, deliver_s=20.0)
+# more users queue more sends behind a slow moment: longer bounds
+LONG_SIZE = Size(users=300, groups=(10, 50, 120, 300), seconds=60.0, rate=220.0, peers=6, drain_s=90.0, deliver_s=60.0)
 
 
 def chosen_size() -> Size:

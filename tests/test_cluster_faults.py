@@ -34,10 +34,6 @@ PAUSE_S = 20.0  # how long the SIGSTOPped node stays stopped
 KILLED_FOR_S = 5.0  # how long the SIGKILLed node stays down before it is started again
 #: how long the load goes on after Redis is back (then the clients have no reason to sync)
 REDIS_LOAD_AFTER_S = 2.0
-#: sends still unanswered this long after the load (and the fault) ended count as never ACKed
-DRAIN_S = 30.0
-#: entries not at a member device this long after every send was answered count as undelivered
-DELIVER_S = 20.0
 
 
 @dataclass
@@ -91,7 +87,7 @@ async def _under_load(env: Env, name: str, fault: Fault | None, seconds: float |
     """Run the load for ``seconds`` with ``fault(env, seconds)`` running beside it, then
     check everything; the outcome line goes to the summary either way."""
     seconds = seconds or env.size.seconds
-    async with asyncio.timeout(seconds + DRAIN_S + DELIVER_S + 120):
+    async with asyncio.timeout(seconds + env.size.drain_s + env.size.deliver_s + 120):
         load = asyncio.create_task(env.run.load(seconds))
         try:
             if fault is not None:
@@ -102,8 +98,8 @@ async def _under_load(env: Env, name: str, fault: Fault | None, seconds: float |
                 load.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await load
-        await env.run.drain(DRAIN_S)
-        outcome = await env.run.verify(Outcome(name), env.pg.log_path, DELIVER_S)
+        await env.run.drain(env.size.drain_s)
+        outcome = await env.run.verify(Outcome(name), env.pg.log_path, env.size.deliver_s)
     report.record(outcome.line())
     assert not outcome.problems, outcome.line() + "\n" + "\n".join(outcome.problems)
 
