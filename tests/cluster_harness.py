@@ -234,6 +234,7 @@ class Outcome:
     longest_ack_s: float = 0.0
     p99_ack_s: float = 0.0
     retries: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)  # error code -> attempts refused with it
     unacked: int = 0
     lost: int = 0
     dups: int = 0
@@ -253,7 +254,8 @@ class Outcome:
         return (
             f"cluster faults [{self.name}]: {self.sent} sends over {self.load_s:.1f} s "
             f"(offered {self.offered_rate:.0f}/s, acked {self.acked_rate:.0f}/s, {self.skipped} skipped at the "
-            f"in-flight cap, {self.retries} attempts refused), longest ACK wait {self.longest_ack_s:.2f} s "
+            f"in-flight cap, {self.retries} attempts refused {self.refusals}), "
+            f"longest ACK wait {self.longest_ack_s:.2f} s "
             f"(p99 {self.p99_ack_s:.2f} s); never acked {self.unacked}, lost {self.lost}, stored twice {self.dups}, "
             f"ack/store mismatch {self.mismatched}, conversation gaps {self.conv_gaps}, undelivered "
             f"{self.undelivered}, delivered twice {self.delivered_twice}, out of order {self.out_of_order}, "
@@ -317,16 +319,23 @@ class Run:
         return [(i + s) % n for s in steps]
 
     # -- the load ------------------------------------------------------------------------------
-    def _one(self, seq: int) -> None:
+    def _pick(self) -> tuple[int, str | None, str | None]:
+        """A sender and where to: (sender, to, None) one-to-one or (sender, None, conv_id)."""
         if self.rng.random() < 0.6:
             sender = self.rng.randrange(self.size.users)
-            to: str | None = self.users[self.rng.choice(self.peers(sender))].user_id
-            conv_id = None
+            return sender, self.users[self.rng.choice(self.peers(sender))].user_id, None
+        conv_id, members = self.rng.choice(self.groups)
+        return self.rng.choice(members), None, conv_id
+
+    def _one(self, seq: int) -> None:
+        # a user whose client is stuck has MAX_IN_FLIGHT_PER_USER sends waiting; its app would
+        # not pile up more, so another user sends instead and the offered rate holds
+        for _ in range(10):
+            sender, to, conv_id = self._pick()
+            if self.in_flight[sender] < MAX_IN_FLIGHT_PER_USER:
+                break
         else:
-            conv_id, members = self.rng.choice(self.groups)
-            sender, to = self.rng.choice(members), None
-        if self.in_flight[sender] >= MAX_IN_FLIGHT_PER_USER:
-            self.skipped += 1  # this user's client is stuck: its app would not pile up more
+            self.skipped += 1
             return
         record = SendRecord(sender, f"f{seq:07d}", to, conv_id, time.monotonic())
         self.sends.append(record)
@@ -439,6 +448,7 @@ class Run:
         o.acked = len(acked)
         o.unacked = o.sent - o.acked
         o.retries = sum(len(s.errors) for s in self.sends)
+        o.refusals = dict(Counter(e for s in self.sends for e in s.errors))
         in_window = [s for s in acked if s.finished is not None and s.finished <= self.load_ended]
         o.acked_rate = len(in_window) / o.load_s if o.load_s else 0.0
         waits = sorted(s.finished - s.started for s in acked if s.finished is not None)
