@@ -49,8 +49,8 @@ from .conftest import ServerProcess
 from .sdk_helpers import PASSWORD
 
 NODES = 3
-#: sends one user may have awaiting their ACK; the generator skips that user beyond it, so
-#: the load stays bounded while a node hangs and healthy users keep their rate
+#: sends one user may have awaiting their ACK; beyond it the generator picks another sender,
+#: so the load stays bounded while a node hangs and the healthy users carry the rate
 MAX_IN_FLIGHT_PER_USER = 50
 #: errors after which an application sends the same message again (same client_msg_id)
 RETRYABLE = frozenset({"unavailable", "rate_limited", "internal", "timeout", "overloaded"})
