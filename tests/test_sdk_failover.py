@@ -136,6 +136,30 @@ async def test_a_client_leaves_a_sigstopped_node_for_the_next_and_loses_nothing(
         assert alice.connected and alice.endpoint.http == b.proc.url
 
 
+async def test_a_send_waiting_on_a_frozen_node_probes_at_once(two_nodes: list[Frozen]) -> None:
+    """A user waiting for an ACK does not wait for the next regular ping: a reply overdue
+    while the node sends nothing makes the client probe at once (OVERDUE_REPLY_S, then
+    PROBE_TIMEOUT_S). The regular pings are a minute apart here, so only the probe can
+    move the client within the bound."""
+    a, b = two_nodes
+    async with asyncio.timeout(90), Chat([a.proc.url, b.proc.url]) as chat:
+        bob = await chat.user("bob")
+        await chat.user("alice")
+        session = await login_device(a.proc.url, "alice", "phone")
+        alice = chat.track(Client([a.proc.url, b.proc.url], session.token, heartbeat_s=60))
+        await alice.start()
+        assert alice.endpoint.http == a.proc.url
+        await alice.send_text("warm", to=bob.user_id)
+        a.stop()
+        frozen_at = time.monotonic()
+        ack = await asyncio.wait_for(alice.send_text("into the frozen node", to=bob.user_id), 20)
+        took = time.monotonic() - frozen_at
+        assert alice.endpoint.http == b.proc.url and alice.timeouts == 1
+        history = await history_of(alice, ack.conv_id)
+        assert _texts(history) == ["warm", "into the frozen node"]
+        print(f"an overdue ACK moved the client off the frozen node in {took:.1f}s")
+
+
 async def test_a_burst_written_into_a_frozen_node_is_resent_once_on_the_next(two_nodes: list[Frozen]) -> None:
     """More than the socket buffers hold: the node does not read, so the client's writes
     block. Leaving the node must unblock them (the socket is reset), and every message

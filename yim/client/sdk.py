@@ -119,6 +119,13 @@ _SEEN_MSG_IDS_MAX = 100_000
 #: node that hangs is noticed within this plus ping_timeout_s (a server asks for ~25 s,
 #: which would leave a client on a hung node for close to a minute)
 DEFAULT_PING_INTERVAL_S: Final = 5.0
+#: a request unanswered this long while nothing at all arrived meanwhile makes the client
+#: ping at once instead of at the next interval, with PROBE_TIMEOUT_S to answer: a user who
+#: waits for an ACK from a hung node is moved to another one within ~4 s, not ~9 s
+OVERDUE_REPLY_S: Final = 1.5
+PROBE_TIMEOUT_S: Final = 2.0
+#: how often the heartbeat looks for an overdue reply
+_PROBE_CHECK_S: Final = 0.25
 #: how long closing a connection may wait for the node (a hung one never answers)
 _CLOSE_TIMEOUT_S: Final = 2.0
 
@@ -509,7 +516,7 @@ def _close_of(
 class _Pending:
     """A request waiting for its reply. ``gen`` is the connection it was last written to."""
 
-    __slots__ = ("future", "gen", "on_reply", "payload", "reply_type", "retry", "rid")
+    __slots__ = ("future", "gen", "on_reply", "payload", "reply_type", "retry", "rid", "written_at")
 
     def __init__(
         self,
@@ -528,6 +535,8 @@ class _Pending:
         self.reply_type = reply_type
         self.on_reply = on_reply
         self.gen = 0
+        #: loop time of its last write to a connection (for the overdue-reply probe)
+        self.written_at = 0.0
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -964,6 +973,7 @@ class Client:
         ws = self._ws
         if self._ready and ws is not None:
             pending.gen = self._gen
+            pending.written_at = asyncio.get_running_loop().time()
             try:
                 await self._write(ws, pending.payload)
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
@@ -1168,6 +1178,7 @@ class Client:
                     if pending.gen != 0:
                         self.resent += 1
                     pending.gen = gen
+                    pending.written_at = asyncio.get_running_loop().time()
                     await self._write(ws, pending.payload)
 
     def _connection_lost(self, gen: int) -> None:
@@ -1479,6 +1490,28 @@ class Client:
         self.acks_sent += 1
         self._fire(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
 
+    async def _until_ping_due(self, interval: float) -> float:
+        """Wait until the next ping is due and return how long it may go unanswered: after
+        ``interval`` (``ping_timeout_s``), or sooner when a request has waited
+        ``OVERDUE_REPLY_S`` for its reply while the node sent nothing at all
+        (``PROBE_TIMEOUT_S``, or ``ping_timeout_s`` if shorter) — a healthy node, even a
+        busy one, answers or at least sends something within that time."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
+        while True:
+            now = loop.time()
+            if now >= due:
+                return self._ping_timeout
+            oldest = next(iter(self._waiters.values()), None)
+            if (
+                oldest is not None
+                and oldest.written_at
+                and now - oldest.written_at >= OVERDUE_REPLY_S
+                and now - self._last_frame >= OVERDUE_REPLY_S
+            ):
+                return min(PROBE_TIMEOUT_S, self._ping_timeout)
+            await asyncio.sleep(min(due - now, _PROBE_CHECK_S))
+
     async def _heartbeat(self, interval: float) -> None:
         """Ping every ``interval``. When nothing at all arrives within ``ping_timeout_s`` of a
         ping, the connection is dead even if its socket looks open (a hung node, or a
@@ -1486,14 +1519,14 @@ class Client:
         pong behind a large sync page, and it is alive as long as frames arrive."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            timeout = await self._until_ping_due(interval)
             sent_at = loop.time()
             try:
                 # the write is bounded too: a hung node stops reading, and the send buffer fills
-                async with asyncio.timeout(self._ping_timeout):
+                async with asyncio.timeout(timeout):
                     fut = await self._submit(lambda rid: Ping(rid=rid), reply_type=None, retry=False)
                     await fut
             except TimeoutError:
                 if self._last_frame <= sent_at:
                     self.timeouts += 1
-                    raise ConnectionLost(f"nothing received within {self._ping_timeout}s of a ping") from None
+                    raise ConnectionLost(f"nothing received within {timeout}s of a ping") from None

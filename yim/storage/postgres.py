@@ -125,6 +125,24 @@ CONNECTION_LOST = (
 Job = Callable[..., Awaitable[Any]]
 
 
+class _ExpectedFailureOneLine(logging.Filter):
+    """asyncpg's pool logs a failed reconnect (the server restarting, unreachable) with a
+    traceback; an operator needs one line naming the error, the writer's own lines say
+    when the store is back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], CONNECTION_LOST):
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_ExpectedFailureOneLine())
+
+
 def _ascii_fold(name: str) -> str:
     """Case folding of SQLite's NOCASE: ASCII letters only."""
     return name.translate(_ASCII_LOWER)
