@@ -107,8 +107,11 @@ async def test_three_writers_mixed_load_never_deadlock(postgres_dsn: str, postgr
         def op() -> Any:
             node = rng.choice(nodes)
             kind = rng.random()
-            if kind < 0.35:  # one-to-one
+            if kind < 0.35:  # one-to-one: by user id (opening the pair's conversation), or into it
                 a, b = rng.sample(range(1, USERS + 1), 2)
+                known = direct.get((min(a, b), max(a, b)))
+                if known is not None and rng.random() < 0.5:
+                    return ("direct", (a, b)), node.send_message(_send(ids, a, conv_id=known))
                 return ("direct", (a, b)), node.send_message(_send(ids, a, to=b))
             if kind < 0.65:  # group message
                 conv = rng.choice(list(groups))

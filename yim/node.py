@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("yim.node")
 
 _SEEN_FLUSH_S = 5.0
+#: /readyz asks the store and Redis at most this often; callers in between get the last answer
+READY_PROBE_CACHE_S = 1.0
 #: /readyz gives the store and Redis this long to answer
 READY_PROBE_TIMEOUT_S = 2.0
 #: A connected device whose cursor did not move has its last-seen time written this often.
@@ -186,6 +188,8 @@ class Node:
         self.stopping = False
         #: why this node serves no one now (it cannot guarantee its node id), or None
         self.fenced: str | None = None
+        self._probed: tuple[float, dict[str, str]] | None = None
+        self._probing: asyncio.Task[dict[str, str]] | None = None
         #: set when the node can never serve again (e.g. no node id left to lease): the server exits
         self.failed = asyncio.Event()
         self.failed_reason = ""
@@ -249,12 +253,23 @@ class Node:
 
     async def readiness(self) -> dict[str, str]:
         """What keeps this node from taking users now: ``{"node"|"store"|"redis": problem}``,
-        empty when ready. The store and Redis are each asked one cheap question."""
+        empty when ready. The node's own state is read every time; the store and Redis are
+        asked one cheap question at most once per READY_PROBE_CACHE_S, whoever asks and
+        however often (the endpoint needs no credentials)."""
         problems: dict[str, str] = {}
         if self.stopping:
             problems["node"] = "stopping"
         elif self.fenced is not None:
             problems["node"] = f"fenced: {self.fenced}"
+        loop = asyncio.get_running_loop()
+        if self._probed is None or loop.time() - self._probed[0] >= READY_PROBE_CACHE_S:
+            if self._probing is None or self._probing.done():
+                self._probing = loop.create_task(self._probe_dependencies())
+            self._probed = (loop.time(), await asyncio.shield(self._probing))
+        return {**problems, **self._probed[1]}
+
+    async def _probe_dependencies(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
 
         async def check(name: str, probe: Awaitable[object]) -> None:
             try:
@@ -279,7 +294,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.hub.stop()
-        self.presence.stop()
+        await self.presence.stop()
         await self.flush_seen()
         if self.cluster is not None:
             await self.cluster.stop()

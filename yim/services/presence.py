@@ -255,12 +255,19 @@ class Presence:
         if watcher in await self._node.store.relations.presence_audience(user_id):
             self._node.bus.publish_notice([watcher], "presence", self.payload(user_id, state))
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """No more changes: the timer, the Redis sync and the pushes in flight end here,
+        before the node closes the cluster state and the store under them."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
         self._dirty.clear()
+        tasks = [*self._tasks, *([self._syncer] if self._syncer is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._syncer = None
 
 
 async def presence_set(

@@ -69,7 +69,14 @@ from yim.storage.base import (
     UserRec,
 )
 from yim.storage.migrations import SchemaError, migrations, too_new
-from yim.storage.postgres_locks import NO_ANCHORS, Anchors, lock_anchors, send_anchors
+from yim.storage.postgres_locks import (
+    NO_ANCHORS,
+    Anchors,
+    OpaqueAfterAll,
+    lock_anchors,
+    running_opaque,
+    send_anchors,
+)
 
 log = logging.getLogger("yim.storage.postgres")
 
@@ -386,6 +393,8 @@ class _Writer:
             return await self._in_one_transaction(conn, batch)
         except _Rerun:
             pass
+        except OpaqueAfterAll as exc:  # a customer-service send among them: rerun alone
+            self.service_convs.add(exc.conv_id)
         except RETRYABLE as exc:
             self._conflict(exc, declared=all(job.anchors is not None for job in batch))
         except CONNECTION_LOST as exc:
@@ -426,11 +435,14 @@ class _Writer:
                     i = j
                     continue
                 job = batch[i]
+                token = running_opaque.set(job.anchors is None)
                 try:
                     async with conn.transaction():  # a savepoint: a failing job rolls back alone
                         outcomes.append((await job.fn(conn, *job.args), None))
                 except YimError as exc:
                     outcomes.append((None, exc))
+                finally:
+                    running_opaque.reset(token)
                 i += 1
         return outcomes
 
@@ -441,23 +453,34 @@ class _Writer:
             log.debug("a batch with declared anchors conflicted: %s", exc)
 
     def _learn_service_convs(self, rows: list[Any]) -> None:
+        self._learn_service_convs_ids([r["o_conv"] for r in rows if r["o_err"] == timeline.SERVICE_CONV])
+
+    def _learn_service_convs_ids(self, conv_ids: list[int]) -> None:
         if len(self.service_convs) > 100_000:
             self.service_convs.clear()
-        self.service_convs.update(r["o_conv"] for r in rows if r["o_err"] == timeline.SERVICE_CONV)
+        self.service_convs.update(conv_ids)
 
     async def _alone(self, conn: asyncpg.Connection, job: _Job, attempts: int = 8) -> Outcome:
         for attempt in range(attempts):
+            token = running_opaque.set(job.anchors is None)
             try:
                 async with conn.transaction():
                     if job.anchors is not None:
                         await lock_anchors(conn, [job.anchors])
+                    if job.fn is None and job.anchors is None:  # a send known to be a service one
+                        return await _service_send(conn, job.cmd, self.service), None
                     if job.fn is None:
                         row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
                         if row["o_err"] == timeline.SERVICE_CONV:
-                            self._learn_service_convs([row])
-                            return await _service_send(conn, job.cmd, self.service), None
+                            raise OpaqueAfterAll(row["o_conv"])
                         return timeline.send_outcome(job.cmd, row)
                     return await job.fn(conn, *job.args), None
+            except OpaqueAfterAll as exc:
+                # Routing discovers its locks as it goes: no prelude, a transaction alone
+                # (postgres_locks, "Opaque jobs"). Rolled back above; the next attempt runs it so.
+                self._learn_service_convs_ids([exc.conv_id])
+                job.anchors = None
+                continue
             except YimError as exc:
                 return None, exc
             except RETRYABLE as exc:
@@ -468,6 +491,8 @@ class _Writer:
             except Exception as exc:
                 log.exception("store write job failed")
                 return None, exc
+            finally:
+                running_opaque.reset(token)
         return None, YimError("unavailable", "store write kept conflicting with other nodes; retry")
 
 
@@ -659,6 +684,10 @@ class PostgresStore(Store):
             await self.write(_touch_devices, seen, anchors=NO_ANCHORS)
 
     # messages
+    def is_service_conv(self, conv_id: int | None) -> bool:
+        """Known to be a customer-service conversation (a conversation's type never changes)."""
+        return conv_id in self._writer.service_convs
+
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         if cmd.shop_id is not None or cmd.conv_id in self._writer.service_convs:
             # Customer service: routing decisions in Python, in the same batch.

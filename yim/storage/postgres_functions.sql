@@ -81,6 +81,21 @@ BEGIN
                    JOIN user_conversations uc ON uc.user_id = q.u AND uc.conv_id = q.c
                    WHERE uc.peer_id IS NOT NULL)
      ORDER BY id FOR NO KEY UPDATE;
+    -- A pair's first message may have created its conversation on another node while this
+    -- transaction waited for the pair's users. Take that conversation now without waiting:
+    -- waiting for it here, after users, could close a cycle. If another transaction holds
+    -- it, give up, and the writer reruns the work with the conversation in its prelude.
+    FOR v_id IN SELECT dp.conv_id FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
+                  JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi
+                 WHERE dp.conv_id <> ALL (v_excl)
+    LOOP
+        BEGIN
+            PERFORM 1 FROM conversations WHERE id = v_id FOR NO KEY UPDATE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'direct conversation % was created meanwhile and is busy; retry', v_id
+                USING ERRCODE = 'serialization_failure';
+        END;
+    END LOOP;
 END $$;
 
 

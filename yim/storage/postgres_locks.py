@@ -38,11 +38,17 @@ inbox (u, seq)          user u (its seq comes from ``users.inbox_seq``)
 direct_pairs (a, b)     users a and b
 client_msg_ids (s, k)   user s, the sender (every send anchors its sender)
 ======================  ===========================================================
+
+Two rows outside the anchors are locked without waiting (``NOWAIT``; busy means the work
+is rerun): a direct pair's conversation created by another node while the prelude waited
+for the pair's users (``yim_lock`` checks again), and the ``media_refs`` row that lets a
+sender forward a file seen in another conversation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import NamedTuple
 
 import asyncpg
@@ -73,6 +79,19 @@ class Anchors(NamedTuple):
 
 #: A job that locks no anchor (accounts, sessions, device last-seen times): batchable.
 NO_ANCHORS = Anchors()
+
+#: True while the writer runs a job submitted without anchors (alone, no prelude).
+running_opaque: ContextVar[bool] = ContextVar("yim_pg_running_opaque", default=False)
+
+
+class OpaqueAfterAll(Exception):
+    """Raised by a job that declared anchors and found it must discover its locks as it
+    goes after all (its conversation is a customer-service one): the writer rolls it back
+    and runs it again alone, without anchors."""
+
+    def __init__(self, conv_id: int) -> None:
+        super().__init__(f"conversation {conv_id} is a customer-service one")
+        self.conv_id = conv_id
 
 
 async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> None:

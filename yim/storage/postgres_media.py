@@ -25,7 +25,7 @@ import msgspec
 from yim.storage import postgres_timeline as timeline
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
-from yim.storage.postgres_locks import NO_ANCHORS, send_anchors
+from yim.storage.postgres_locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
 
 if TYPE_CHECKING:
     from yim.storage.postgres import PostgresStore
@@ -87,7 +87,10 @@ async def visible_media(conn: asyncpg.Connection, media_id: int, user_id: int, l
         media_id,
     )
     if row is not None and row[1] != user_id:
-        grant = _GRANT_SQL + (" FOR SHARE OF r" if lock else "")
+        # NOWAIT: the granting ref belongs to another conversation than the send's, so it is
+        # no anchor of the send (postgres_locks); a recall holding it makes the send retry
+        # (LockNotAvailableError is retryable) instead of waiting in a possible cycle.
+        grant = _GRANT_SQL + (" FOR SHARE OF r NOWAIT" if lock else "")
         if await conn.fetchval(grant, user_id, media_id) is None:
             row = None
     if row is None:
@@ -108,6 +111,8 @@ async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: An
         return await service_send(conn, cmd, service.ctx)
     row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))
     if row["o_err"] == timeline.SERVICE_CONV:
+        if not running_opaque.get():  # routing finds its locks as it goes: not in a batch
+            raise OpaqueAfterAll(row["o_conv"])
         return await service_send(conn, cmd, service.ctx)
     result, refusal = timeline.send_outcome(cmd, row)
     if refusal is not None:
@@ -133,5 +138,6 @@ class PgMediaStore(MediaStore):
 
     def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         # A customer-service send routes inside the job: opaque (postgres_locks).
-        anchors = None if cmd.shop_id is not None else send_anchors(cmd)
+        service = cmd.shop_id is not None or self._store.is_service_conv(cmd.conv_id)
+        anchors = None if service else send_anchors(cmd)
         return self._store.write(send_media_message, cmd, self._store.service, anchors=anchors)
