@@ -127,6 +127,9 @@ CONNECTION_LOST = (
     # PostgreSQL ended the session: a restart, or idle_in_transaction_session_timeout after
     # this node was paused mid-transaction (nothing of that transaction committed).
     asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    # asyncpg's protocol state is broken, e.g. the server ended the session while the
+    # connection sat idle ("cannot switch to state ..."): the connection is unusable.
+    asyncpg.exceptions.InternalClientError,
 )
 
 Job = Callable[..., Awaitable[Any]]
