@@ -121,9 +121,9 @@ _SEEN_MSG_IDS_MAX = 100_000
 DEFAULT_PING_INTERVAL_S: Final = 5.0
 #: a request unanswered this long while nothing at all arrived meanwhile makes the client
 #: ping at once instead of at the next interval, with PROBE_TIMEOUT_S to answer: a user who
-#: waits for an ACK from a hung node is moved to another one within ~4 s, not ~9 s
-OVERDUE_REPLY_S: Final = 1.5
-PROBE_TIMEOUT_S: Final = 2.0
+#: waits for an ACK from a hung node is moved to another one within ~3 s, not ~9 s
+OVERDUE_REPLY_S: Final = 1.0
+PROBE_TIMEOUT_S: Final = 1.5
 #: how often the heartbeat looks for an overdue reply
 _PROBE_CHECK_S: Final = 0.25
 #: how long closing a connection may wait for the node (a hung one never answers)
