@@ -1490,43 +1490,50 @@ class Client:
         self.acks_sent += 1
         self._fire(ws, self._encode(Ack(rid=next(self._rids), seq=self.cursor)))
 
-    async def _until_ping_due(self, interval: float) -> float:
-        """Wait until the next ping is due and return how long it may go unanswered: after
-        ``interval`` (``ping_timeout_s``), or sooner when a request has waited
-        ``OVERDUE_REPLY_S`` for its reply while the node sent nothing at all
-        (``PROBE_TIMEOUT_S``, or ``ping_timeout_s`` if shorter) — a healthy node, even a
-        busy one, answers or at least sends something within that time."""
+    def _reply_overdue(self, now: float) -> bool:
+        """A request has waited ``OVERDUE_REPLY_S`` for its reply, and nothing at all arrived
+        meanwhile: a healthy node, even a busy one, answers or sends something by then."""
+        oldest = next(iter(self._waiters.values()), None)
+        return (
+            oldest is not None
+            and oldest.written_at != 0.0
+            and now - oldest.written_at >= OVERDUE_REPLY_S
+            and now - self._last_frame >= OVERDUE_REPLY_S
+        )
+
+    async def _until_ping_due(self, interval: float) -> None:
+        """Wait ``interval``, or less if a reply becomes overdue meanwhile (probe at once)."""
         loop = asyncio.get_running_loop()
         due = loop.time() + interval
-        while True:
-            now = loop.time()
-            if now >= due:
-                return self._ping_timeout
-            oldest = next(iter(self._waiters.values()), None)
-            if (
-                oldest is not None
-                and oldest.written_at
-                and now - oldest.written_at >= OVERDUE_REPLY_S
-                and now - self._last_frame >= OVERDUE_REPLY_S
-            ):
-                return min(PROBE_TIMEOUT_S, self._ping_timeout)
+        while (now := loop.time()) < due and not self._reply_overdue(now):
             await asyncio.sleep(min(due - now, _PROBE_CHECK_S))
 
     async def _heartbeat(self, interval: float) -> None:
-        """Ping every ``interval``. When nothing at all arrives within ``ping_timeout_s`` of a
-        ping, the connection is dead even if its socket looks open (a hung node, or a
-        pseudo-online link). Any frame counts, not only the pong: a busy node may queue the
-        pong behind a large sync page, and it is alive as long as frames arrive."""
+        """Ping every ``interval``, or at once when a reply is overdue. The connection is dead
+        when it stays silent after a ping — no pong, no frame at all — for ``ping_timeout_s``,
+        or for ``PROBE_TIMEOUT_S`` while a reply is overdue, even if its socket looks open
+        (a hung node, or a pseudo-online link). Silence is counted from the ping or the
+        last frame, whichever is later: a busy node may queue the pong behind a large sync
+        page, and it is alive as long as frames arrive."""
         loop = asyncio.get_running_loop()
         while True:
-            timeout = await self._until_ping_due(interval)
+            await self._until_ping_due(interval)
             sent_at = loop.time()
             try:
                 # the write is bounded too: a hung node stops reading, and the send buffer fills
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(self._ping_timeout):
                     fut = await self._submit(lambda rid: Ping(rid=rid), reply_type=None, retry=False)
-                    await fut
             except TimeoutError:
-                if self._last_frame <= sent_at:
+                self.timeouts += 1
+                raise ConnectionLost(f"a ping could not be written within {self._ping_timeout}s") from None
+            while not fut.done():
+                now = loop.time()
+                allowed = min(PROBE_TIMEOUT_S, self._ping_timeout) if self._reply_overdue(now) else self._ping_timeout
+                left = max(sent_at, self._last_frame) + allowed - now
+                if left <= 0:
+                    fut.cancel()
                     self.timeouts += 1
-                    raise ConnectionLost(f"nothing received within {timeout}s of a ping") from None
+                    raise ConnectionLost(f"nothing received for {allowed}s after a ping")
+                await asyncio.wait({fut}, timeout=min(left, _PROBE_CHECK_S))
+            if not fut.cancelled():
+                fut.exception()  # a pong, or the connection's end (the reader reports that)
