@@ -1,4 +1,4 @@
-"""The load generator's lean WebSocket client (yim/bench/rawws.py) against a real node."""
+"""The load generator's lean WebSocket client (yimbench/rawws.py) against a real node."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from yim.bench.client import AuthError, raw_connect
-from yim.bench.rawws import RawWebSocket, accept_of, masked_frame, open_websocket
 from yim.gateway.app import NodeServer
+from yimbench.client import AuthError, raw_connect
+from yimbench.rawws import RawWebSocket, accept_of, masked_frame, open_websocket
 
 from .rawclient import make_users
 

@@ -78,7 +78,18 @@ def _admin_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: ``yim bench`` lives beside the product in its own package (yimbench) with its own
+#: dependency (psutil, the ``bench`` extra). Only a command line that asks for it imports it,
+#: so a node (``yim serve``) never loads the benchmark.
+BENCH_HELP = "drive a node over the real protocol and measure it"
+#: the modules whose absence means the ``bench`` extra (or the package itself) is not installed
+_BENCH_MODULES = frozenset({"yimbench", "psutil"})
+
+
+def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
+    """The ``yim`` command's parser. With ``bench`` it carries the real ``yim bench`` (and
+    imports yimbench); without, a stand-in that accepts any arguments and that :func:`main`
+    swaps for the real one when it is the command chosen."""
     parser = argparse.ArgumentParser(prog="yim", description="yim instant-messaging server")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,14 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--store", help="postgres://USER@HOST:PORT/DB (default: the configured store)")
     migrate.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     migrate.set_defaults(func=_admin_migrate)
-    from yim.bench.cli import add_bench_parser
+    if bench:
+        from yimbench.cli import add_bench_parser
 
-    add_bench_parser(sub)
+        add_bench_parser(sub, help_line=BENCH_HELP)
+    else:
+        sub.add_parser("bench", help=BENCH_HELP, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "bench":
+        try:
+            parser = build_parser(bench=True)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in _BENCH_MODULES:
+                raise
+            hint = "pip install 'yim[bench]' (in a checkout: pip install -e '.[bench]')"
+            print(f"yim bench: needs the 'bench' extra ({exc}): {hint}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
+    elif unknown:  # what parse_args says, for every other command
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

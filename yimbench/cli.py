@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from yim.bench.runner import BenchError, median_row, run_once
-from yim.bench.scenarios import SCENARIOS, Scenario
+from yimbench.runner import BenchError, median_row, run_once
+from yimbench.scenarios import SCENARIOS, Scenario
 
 _RATIO_KEYS = (
     "msgs_per_s",
@@ -60,11 +60,11 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument("--plot", metavar="DIR", default=d(None), help="write charts here (SVG; a sweep's PNG)")
 
 
-def add_bench_parser(sub: Any) -> None:
-    """Register ``yim bench`` on the ``yim`` command's subparsers."""
+def add_bench_parser(sub: Any, *, help_line: str) -> None:
+    """Register ``yim bench`` on the ``yim`` command's subparsers (``help_line``: its line in ``yim --help``)."""
     bench = sub.add_parser(
         "bench",
-        help="drive a node over the real protocol and measure it",
+        help=help_line,
         description="Drive a yim node (started on a free loopback port, or --url) and measure it.",
     )
     _add_common(bench, suppress=False)
@@ -123,7 +123,7 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         printer.footer(medians)
         sweep_rows.extend(medians.values())
         if variant.plot:
-            from yim.bench.plot import write_plots
+            from yimbench.plot import write_plots
 
             rows = [r for rs in by_system.values() for r in rs]
             for path in write_plots(Path(variant.plot), scenario.name, scenario.latency_of, rows):

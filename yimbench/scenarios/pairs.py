@@ -10,7 +10,7 @@ seq every ``--ack-every`` events, as real clients do.
 
 Both ends of a pair live in the same load-generator process; pairs are spread over
 ``--procs`` processes round-robin. The hot path is callbacks on the lean client of
-yim/bench/rawws.py: each frame is handled inside ``data_received``, and a released window
+yimbench/rawws.py: each frame is handled inside ``data_received``, and a released window
 slot sends the next message right there — no task or future per message — so the load
 generator's CPU per message stays well below the server's.
 """
@@ -24,7 +24,7 @@ import time
 from array import array
 from typing import Any
 
-from yim.bench.client import (
+from yimbench.client import (
     Account,
     ack_frame,
     decode_frame,
@@ -34,10 +34,10 @@ from yim.bench.client import (
     run_tag,
     send_frame,
 )
-from yim.bench.rawws import RawWebSocket
-from yim.bench.runner import RunData, WorkerCtx
-from yim.bench.scenarios.base import Scenario, latency_fields, split
-from yim.bench.target import Target
+from yimbench.rawws import RawWebSocket
+from yimbench.runner import RunData, WorkerCtx
+from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
 _KEEPALIVE_S = 20.0  # below the node's heartbeat_s (25 s)

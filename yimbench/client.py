@@ -1,5 +1,5 @@
 """The load generator's client side: lean code on raw aiohttp (not the SDK), and for the
-connect-heavy and one-to-one runs the smaller client of :mod:`yim.bench.rawws`.
+connect-heavy and one-to-one runs the smaller client of :mod:`yimbench.rawws`.
 
 Frames are built with string formatting and read with msgspec decoders of small structs
 that pick out only the fields the bench looks at; nothing per message allocates more
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from yim.bench.rawws import RawWebSocket, open_websocket
+from yimbench.rawws import RawWebSocket, open_websocket
 
 PASSWORD = "bench-password-1"
 
@@ -191,7 +191,7 @@ async def connect(
 async def raw_connect(
     url: str, token: str, *, local_addr: str | None = None, auth_timeout: float = 30.0, keep_reading: bool = False
 ) -> tuple[RawWebSocket, Frame]:
-    """As :func:`connect`, on the lean client of yim/bench/rawws.py. After the ``ok`` the
+    """As :func:`connect`, on the lean client of yimbench/rawws.py. After the ``ok`` the
     socket reads nothing, unless ``keep_reading``: then it keeps what comes for a later
     ``deliver_to``."""
     ws = await open_websocket(url.replace("http://", "ws://", 1) + "/ws", local_addr=local_addr)

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import uvloop
 
-from yim.bench.target import LocalServer, Probe, Snapshot, Target, check_loopback, find_listener_pid, raise_fd_limit
+from yimbench.target import LocalServer, Probe, Snapshot, Target, check_loopback, find_listener_pid, raise_fd_limit
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from yim.bench.scenarios.base import Scenario
+    from yimbench.scenarios.base import Scenario
 
 #: Fields every result row carries (None where a figure does not apply to the scenario).
 RESULT_FIELDS = (
@@ -91,7 +91,7 @@ class WorkerCtx:
 
 
 def _worker_main(scenario_name: str, index: int, workers: int, payload: Any, pipe: Connection, deadline: float) -> None:
-    from yim.bench.scenarios import SCENARIOS
+    from yimbench.scenarios import SCENARIOS
 
     raise_fd_limit()
     ctx = WorkerCtx(index, workers, pipe, deadline)
@@ -305,7 +305,7 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
         target = Target(url=args.url.rstrip("/").replace("ws://", "http://", 1), system=system, pid=pid)
         return _run_on(scenario, target, deadline, args)
     if system == "yim" and (args.store == "postgres" or args.nodes > 1):
-        from yim.bench.stack import ClusterStack
+        from yimbench.stack import ClusterStack
 
         stack = ClusterStack(args.nodes, env=scenario.node_env(), pg_stat_statements=args.pg_stat_statements)
         with stack as target:
@@ -349,7 +349,7 @@ def _run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.
     return row
 
 
-#: the roles whose CPU a run reports (yim/bench/target.py Target.groups), and the load generator
+#: the roles whose CPU a run reports (yimbench/target.py Target.groups), and the load generator
 ROLES = ("node", "postgres", "redis")
 
 

@@ -13,7 +13,7 @@ It speaks just enough of the protocol for the bench's scenarios:
   ``message`` to every connected device of the receiver; ``ack`` / ``ping`` → ``ok``;
   ``sync`` → an empty page (the relay stores nothing).
 
-Run it as ``python -m yim.bench.relay --port 9000``; SIGTERM or SIGINT stops it.
+Run it as ``python -m yimbench.relay --port 9000``; SIGTERM or SIGINT stops it.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yim.bench.relay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m yimbench.relay", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args(argv)

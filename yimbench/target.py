@@ -108,7 +108,7 @@ class Target:
     #: the processes whose CPU a run reports, by role ("node", "postgres", "redis"): root
     #: pids, their descendants included
     groups: dict[str, list[int]] = field(default_factory=dict)
-    #: the cluster stack the bench started (yim/bench/stack.py), if any
+    #: the cluster stack the bench started (yimbench/stack.py), if any
     stack: Any = None
 
     def __post_init__(self) -> None:
@@ -132,7 +132,7 @@ class LocalServer:
 
     def command(self) -> list[str]:
         if self.system == "relay":
-            return [sys.executable, "-m", "yim.bench.relay", "--host", "127.0.0.1", "--port", str(self.port)]
+            return [sys.executable, "-m", "yimbench.relay", "--host", "127.0.0.1", "--port", str(self.port)]
         data = str(self.tmp / "data")
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", data]
         return [sys.executable, "-m", "yim", "--log-level", "WARNING", *serve]

@@ -20,11 +20,11 @@ import time
 from array import array
 from typing import Any
 
-from yim.bench.client import Account, make_accounts, ping_frame, raw_connect, run_tag
-from yim.bench.rawws import RawWebSocket
-from yim.bench.runner import Coordinator, RunData, WorkerCtx
-from yim.bench.scenarios.base import Scenario, latency_fields, split
-from yim.bench.target import Target, raise_fd_limit
+from yimbench.client import Account, make_accounts, ping_frame, raw_connect, run_tag
+from yimbench.rawws import RawWebSocket
+from yimbench.runner import Coordinator, RunData, WorkerCtx
+from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.target import Target, raise_fd_limit
 
 #: a node's default heartbeat (AuthOk.heartbeat_s); held connections ping this often
 _HEARTBEAT_S = 25.0

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from yim.bench.client import (
+from yimbench.client import (
     Account,
     ack_frame,
     decode_frame,
@@ -35,10 +35,10 @@ from yim.bench.client import (
     raw_connect,
     run_tag,
 )
-from yim.bench.rawws import RawWebSocket
-from yim.bench.runner import Coordinator, RunData, WorkerCtx
-from yim.bench.scenarios.base import Scenario, latency_fields, split
-from yim.bench.target import Target, store_counters
+from yimbench.rawws import RawWebSocket
+from yimbench.runner import Coordinator, RunData, WorkerCtx
+from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.target import Target, store_counters
 
 _FIRST_RID = 2  # rid 1 is the auth frame
 _THRESHOLD = {"write": "1000000", "read": "1"}

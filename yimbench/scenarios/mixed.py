@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from yim.bench.client import (
+from yimbench.client import (
     Account,
     ack_frame,
     decode_frame,
@@ -50,10 +50,10 @@ from yim.bench.client import (
     run_tag,
     send_frame,
 )
-from yim.bench.rawws import RawWebSocket
-from yim.bench.runner import RunData, WorkerCtx
-from yim.bench.scenarios.base import Scenario, latency_fields, split
-from yim.bench.target import Target
+from yimbench.rawws import RawWebSocket
+from yimbench.runner import RunData, WorkerCtx
+from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
 _KEEPALIVE_S = 20.0  # below the node's heartbeat_s (25 s)

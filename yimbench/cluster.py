@@ -1,7 +1,7 @@
 """Measurements for docs/operations.md against running nodes, one or several (loopback only).
 
-    python -m yim.bench.cluster idle  --url http://127.0.0.1:8081 --conns 2000 --pid PID
-    python -m yim.bench.cluster pairs --url http://127.0.0.1:8081 [--url ...] --pairs 30 --messages 300
+    python -m yimbench.cluster idle  --url http://127.0.0.1:8081 --conns 2000 --pid PID
+    python -m yimbench.cluster pairs --url http://127.0.0.1:8081 [--url ...] --pairs 30 --messages 300
 
 ``idle`` registers users, holds one authenticated WebSocket each and reports the growth of
 the nodes' RSS (``--pid``: the node processes) per connection. ``pairs``: sender i connects
@@ -181,7 +181,7 @@ async def pairs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m yim.bench.cluster", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m yimbench.cluster", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", choices=("idle", "pairs"))
     p.add_argument("--url", action="append", required=True, help="a node (repeat for several)")
     p.add_argument("--timeout", type=float, default=300.0, help="bound of the whole run, seconds")

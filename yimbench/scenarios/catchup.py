@@ -7,7 +7,7 @@ pages; under read fan-out it pages the inbox, then pulls each group listed in th
 ``groups`` with ``history(after=its group cursor)`` — one request per group at least,
 however few entries the group got.
 
-Used by ``fanout-sweep`` (yim/bench/scenarios/fanout_sweep.py). One measurement:
+Used by ``fanout-sweep`` (yimbench/scenarios/fanout_sweep.py). One measurement:
 
 1. set-up (``create_groups``, over HTTP): K groups, each with the returning user, a few
    senders and other members;
@@ -39,7 +39,7 @@ import aiohttp
 import msgspec
 import psutil
 
-from yim.bench.client import Account, Body, client_session, connect, decode_reply, group_send_frame, send_windowed
+from yimbench.client import Account, Body, client_session, connect, decode_reply, group_send_frame, send_windowed
 
 _TEXT = aiohttp.WSMsgType.TEXT
 #: sends a connection may have awaiting their commit (docs/protocol.md §6.3)

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from yim.bench.client import (
+from yimbench.client import (
     Account,
     client_session,
     connect,
@@ -36,10 +36,10 @@ from yim.bench.client import (
     send_windowed,
     sync_frame,
 )
-from yim.bench.runner import Coordinator, RunData, WorkerCtx
-from yim.bench.scenarios.base import Scenario, latency_fields
-from yim.bench.scenarios.catchup import wait_quiet
-from yim.bench.target import Target
+from yimbench.runner import Coordinator, RunData, WorkerCtx
+from yimbench.scenarios.base import Scenario, latency_fields
+from yimbench.scenarios.catchup import wait_quiet
+from yimbench.target import Target
 
 _TEXT = aiohttp.WSMsgType.TEXT
 

@@ -1,9 +1,9 @@
-"""What a scenario provides to the run engine (yim/bench/runner.py).
+"""What a scenario provides to the run engine (yimbench/runner.py).
 
 A new scenario (``group``, ``fanout-sweep`` …) is one module with a ``Scenario`` subclass,
-listed in ``yim.bench.scenarios.SCENARIOS``:
+listed in ``yimbench.scenarios.SCENARIOS``:
 
-- ``add_arguments`` — its own options (the common ones live in yim/bench/cli.py);
+- ``add_arguments`` — its own options (the common ones live in yimbench/cli.py);
 - ``variants`` — the configurations one invocation runs (one, or a sweep over a parameter);
 - ``prepare`` — in the coordinator: accounts (and conversations) over HTTP, then one
   payload per load-generator process;
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from yim.bench.runner import Coordinator, RunData, WorkerCtx
-    from yim.bench.target import Target
+    from yimbench.runner import Coordinator, RunData, WorkerCtx
+    from yimbench.target import Target
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

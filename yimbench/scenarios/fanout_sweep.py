@@ -1,7 +1,7 @@
 """``fanout-sweep``: write vs read fan-out over group sizes, to see where each one wins.
 
 For every size in ``--sizes`` and every mode in ``--modes`` this is one ``group`` run
-(the same accounts, group, load generator and figures: yim/bench/scenarios/group.py)
+(the same accounts, group, load generator and figures: yimbench/scenarios/group.py)
 against a fresh node started with the threshold that forces the mode. ``--senders``
 members send; every member is online and receives every message.
 
@@ -19,7 +19,7 @@ peak RSS …) with ``store_writes_per_s`` (rows the node inserted per second, fr
 during the load.
 
 Online delivery is only one side: read fan-out moves work to a device that comes back
-(yim/bench/scenarios/catchup.py). So after the online phase, on the same node, one more
+(yimbench/scenarios/catchup.py). So after the online phase, on the same node, one more
 user — a member of ``--catchup-groups`` K groups of min(size, ``--catchup-max-members``)
 members — goes offline up to date, ``--catchup-messages`` M messages are sent round-robin
 over those groups, and it catches up the way the SDK does: ``sync`` pages, then
@@ -57,12 +57,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yim.bench.client import Account, make_accounts, run_tag
-from yim.bench.runner import Coordinator, RunData, WorkerCtx
-from yim.bench.scenarios.catchup import Cursors, catch_up, create_groups, fill, wait_quiet
-from yim.bench.scenarios.group import GroupScenario
-from yim.bench.target import Target, raise_fd_limit, store_counters
 from yim.config import Settings
+from yimbench.client import Account, make_accounts, run_tag
+from yimbench.runner import Coordinator, RunData, WorkerCtx
+from yimbench.scenarios.catchup import Cursors, catch_up, create_groups, fill, wait_quiet
+from yimbench.scenarios.group import GroupScenario
+from yimbench.target import Target, raise_fd_limit, store_counters
 
 DEFAULT_SIZES = (10, 30, 100, 300, 1000, 3000, 10_000)
 DEFAULT_SWEEP_GROUPS = (1, 10, 100, 1000)
@@ -420,7 +420,7 @@ class FanoutSweepScenario(GroupScenario):
 
     @classmethod
     def sweep_plots(cls, directory: Path, rows: list[dict[str, Any]]) -> list[Path]:
-        from yim.bench.plot import Panel, log_x_png
+        from yimbench.plot import Panel, log_x_png
 
         by_size = [r for r in rows if r.get("sweep", "size") == "size"]
         by_groups = [r for r in rows if r.get("sweep") == "groups"]
@@ -516,7 +516,7 @@ def _requests_note(rows: list[dict[str, Any]], x: str) -> str:
 
 async def _catchup_phase(ctx: WorkerCtx, plan: dict[str, Any] | None) -> dict[str, Any] | None:
     """The catch-up barriers, walked by every worker; the one holding ``plan`` does the work
-    (yim/bench/scenarios/catchup.py)."""
+    (yimbench/scenarios/catchup.py)."""
     cursors = Cursors()
     if plan is not None:
         url, device, m, page = plan["url"], plan["device"], plan["messages"], plan["page"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from yim.bench.target import NODE_ENV, Target, free_port, raise_fd_limit
+from yimbench.target import NODE_ENV, Target, free_port, raise_fd_limit
 
 PG_BIN = Path(os.environ.get("YIM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = os.environ.get("YIM_REDIS_SERVER", "/usr/bin/redis-server")
