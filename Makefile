@@ -11,12 +11,14 @@ DATA   ?= ./data
 
 .PHONY: serve test lint venv clean
 
+# The venv carries the `bench` extra (psutil) next to `test`, so `make bench` works in it
+# too; a server installed alone (pip install .) has neither.
 # pip's own progress (one line per package) is shown: the first install takes a minute or
 # two, and a silent terminal for that long looks like a hang.
 $(STAMP): pyproject.toml requirements.lock
 	@echo "Setting up $(VENV): installing the pinned dependencies (first run only, a minute or two)..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -c requirements.lock -e '.[test,bench]'
 	touch $(STAMP)
 	@echo "$(VENV) is ready."
 
@@ -27,12 +29,12 @@ serve: $(STAMP)
 	$(BIN)/yim serve --host $(HOST) --port $(PORT) --data $(DATA)
 
 test: $(STAMP)
-	$(BIN)/ruff check yim tests
+	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check yim tests
-	$(BIN)/ruff format --check yim tests
+	$(BIN)/ruff check yim yimbench tests
+	$(BIN)/ruff format --check yim yimbench tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
