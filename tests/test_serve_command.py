@@ -45,8 +45,15 @@ def _unwritable(folder: Path) -> Iterator[None]:
             folder.chmod(0o700)
         return
     chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("running as root where chattr +i is not available: no way to make a folder unwritable")
+    if chattr is None:
+        pytest.fail("chattr is missing: apt-get install e2fsprogs", pytrace=False)
+    done = subprocess.run([chattr, "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(
+            f"chattr +i {folder} failed (the test needs ext4 or another filesystem with"
+            f" immutable attributes under the temp folder): {done.stderr.strip()}",
+            pytrace=False,
+        )
     try:
         yield
     finally:
