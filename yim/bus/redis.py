@@ -74,6 +74,7 @@ from yim.bus.local import LocalBus
 from yim.gateway.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.gateway.hub import PLATFORM_CLASS
 from yim.ids.snowflake import MAX_NODE, Snowflake
+from yim.logs import BurstLog
 from yim.protocol.errors import YimError
 from yim.services.wire import event_payload
 
@@ -184,27 +185,20 @@ REFUSED_LOG_INTERVAL_S = 5.0
 class LeasedSnowflake(Snowflake):
     """A Snowflake generator that issues ids only while its node id lease is known valid."""
 
-    __slots__ = ("_refused", "_refused_logged", "valid_until")
+    __slots__ = ("_refusals", "valid_until")
 
     def __init__(self, node_id: int, *, floor: int = 0, valid_until: float = 0.0) -> None:
         super().__init__(node_id, floor=floor)
         self.valid_until = valid_until  # time.monotonic() deadline
-        self._refused = 0
-        self._refused_logged = -REFUSED_LOG_INTERVAL_S
+        self._refusals = BurstLog(log, REFUSED_LOG_INTERVAL_S)
 
     def next_id(self) -> int:
-        now = time.monotonic()
-        if now >= self.valid_until:
+        if time.monotonic() >= self.valid_until:
             # A Redis outage refuses every send: one line per burst, not one per send.
-            self._refused += 1
-            if now - self._refused_logged >= REFUSED_LOG_INTERVAL_S:
-                log.warning(
-                    "refusing sends (`unavailable`): node id %d lease not confirmed; %d refused since the last line",
-                    self.node_id,
-                    self._refused,
-                )
-                self._refused_logged = now
-                self._refused = 0
+            self._refusals.note(
+                "refusing sends (`unavailable`): node id %d lease not confirmed; %d refused since the last line",
+                self.node_id,
+            )
             raise YimError("unavailable", "this node's id lease is not confirmed; retry", retry_after=1.0)
         return super().next_id()
 

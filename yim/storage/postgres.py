@@ -48,6 +48,7 @@ from typing import Any
 
 import asyncpg
 
+from yim.logs import BurstLog
 from yim.protocol.errors import YimError
 from yim.storage import postgres_groups as groups
 from yim.storage import postgres_timeline as timeline
@@ -133,6 +134,7 @@ CONNECTION_LOST = (
 )
 
 Job = Callable[..., Awaitable[Any]]
+_REFUSED = "store writes refused (`unavailable`): %s; %d refused since the last line"
 
 
 class _ExpectedFailureOneLine(logging.Filter):
@@ -227,26 +229,6 @@ async def migrate(dsn: str) -> list[str]:
 # --- the writer ---------------------------------------------------------------------------------
 
 
-class RefusalLog:
-    """One log line per burst of refused work, not one per request: the first refusal after
-    a quiet spell is logged at once, then at most one summary every ``interval_s``."""
-
-    def __init__(self, logger: logging.Logger, what: str, interval_s: float = 10.0) -> None:
-        self._log = logger
-        self._what = what
-        self._interval = interval_s
-        self._last = -interval_s
-        self._count = 0
-
-    def note(self, reason: str) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._log.warning("%d %s refused since the last report; last reason: %s", self._count, self._what, reason)
-            self._last = now
-            self._count = 0
-
-
 class _Job:
     __slots__ = ("anchors", "args", "cmd", "fn", "fut")
 
@@ -298,7 +280,8 @@ class _Writer:
         self.declared_conflicts = 0
         #: when the writer's connection was lost (None: connected), for one log line per outage
         self._lost_since: float | None = None
-        self.refusals = RefusalLog(log, "store writes")
+        #: refused writes (`unavailable`): one log line per burst
+        self.refusals = BurstLog(log, 10.0)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="yim-pg-writer")
@@ -321,7 +304,7 @@ class _Writer:
         if self.stopped:
             fut.set_exception(YimError("unavailable", "the store is closed"))
         elif len(self._jobs) >= self._queue_max:
-            self.refusals.note("the write queue is full")
+            self.refusals.note(_REFUSED, "the write queue is full")
             fut.set_exception(YimError("unavailable", "the store is overloaded; retry", retry_after=1.0))
         else:
             self._jobs.append(_Job(fut, fn, args, cmd, anchors))
@@ -360,7 +343,7 @@ class _Writer:
                     continue
                 if exc is not None:
                     if isinstance(exc, YimError) and exc.code == "unavailable":
-                        self.refusals.note(exc.message)
+                        self.refusals.note(_REFUSED, exc.message)
                     job.fut.set_exception(exc)
                 else:
                     job.fut.set_result(result)
