@@ -17,11 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from yim.bus.local import LocalBus
 from yim.config import Settings
-from yim.gateway.connection import CLOSE_GOING_AWAY
 from yim.gateway.hub import Hub
 from yim.gateway.limits import Limits
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics, StoreCollector
+from yim.protocol.close import CLOSE_GOING_AWAY
 from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService

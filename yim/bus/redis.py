@@ -71,10 +71,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from yim.bus.local import LocalBus
-from yim.gateway.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.gateway.hub import PLATFORM_CLASS
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.logs import BurstLog
+from yim.protocol.close import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.services.wire import event_payload
 

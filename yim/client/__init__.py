@@ -1,9 +1,6 @@
 """The Python SDK of yim: ``from yim.client import Client, login, register``."""
 
 from yim.client.sdk import (
-    CLOSE_REPLACED,
-    CLOSE_REVOKED,
-    FATAL_CLOSE_CODES,
     ApiError,
     Client,
     ClientClosed,
@@ -18,6 +15,7 @@ from yim.client.sdk import (
     parse_endpoint,
     register,
 )
+from yim.protocol.close import CLOSE_REPLACED, CLOSE_REVOKED, FATAL_CLOSE_CODES
 
 __all__ = [
     "CLOSE_REPLACED",

@@ -69,6 +69,11 @@ import aiohttp
 import msgspec
 from msgspec import Raw, Struct
 
+from yim.protocol.close import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_SLOW,
+    FATAL_CLOSE_CODES,
+)
 from yim.protocol.frames import (
     Ack,
     Auth,
@@ -100,19 +105,6 @@ log = logging.getLogger("yim.client")
 T = TypeVar("T")
 Format = Literal["json", "msgpack"]
 Platform = Literal["android", "ios", "web", "desktop"]
-
-# Close codes of the protocol (docs/protocol.md, "Close codes").
-CLOSE_TOO_BIG: Final = 1009
-CLOSE_AUTH_FAILED: Final = 4001
-CLOSE_REPLACED: Final = 4002
-CLOSE_REVOKED: Final = 4003
-CLOSE_IDLE: Final = 4004
-CLOSE_AUTH_TIMEOUT: Final = 4005
-CLOSE_POLICY: Final = 4006
-CLOSE_SLOW: Final = 4008
-#: A connection closed with one of these is over for good: reconnecting would not help
-#: (4006: the multi-device policy signed this device out).
-FATAL_CLOSE_CODES: Final = frozenset({CLOSE_AUTH_FAILED, CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_POLICY})
 
 _SEEN_MSG_IDS_MAX = 100_000
 #: the client pings at least this often (seconds), whatever the server's heartbeat_s: a

@@ -19,21 +19,11 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from yim.protocol.close import CLOSE_SLOW
 from yim.protocol.codec import Codec
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-# Close codes (docs/protocol.md, "Close codes").
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_AUTH_FAILED = 4001
-CLOSE_REPLACED = 4002
-CLOSE_REVOKED = 4003
-CLOSE_IDLE = 4004
-CLOSE_AUTH_TIMEOUT = 4005
-CLOSE_POLICY = 4006  # the multi-device policy signed this device out (a newer one took its place)
-CLOSE_SLOW = 4008
 
 #: a closing handshake the peer does not complete in this long ends with an abort: a client
 #: that stops reading would otherwise pin its socket and full send buffer forever

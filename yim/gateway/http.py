@@ -22,8 +22,9 @@ from yim.gateway.ops import OPS
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, RegisterBody, SendBody, UserQuery
+from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.services.messages import parse_id, send_ack, send_message
+from yim.services.messages import send_ack, send_message
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:

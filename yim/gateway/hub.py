@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from yim.gateway.connection import CLOSE_IDLE, CLOSE_POLICY, CLOSE_REPLACED, Connection
+from yim.gateway.connection import Connection
+from yim.protocol.close import CLOSE_IDLE, CLOSE_POLICY, CLOSE_REPLACED
 
 if TYPE_CHECKING:
     from yim.config import Settings

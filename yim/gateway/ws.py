@@ -20,14 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from yim.gateway.connection import (
-    CLOSE_AUTH_FAILED,
-    CLOSE_AUTH_TIMEOUT,
-    CLOSE_TOO_BIG,
-    Connection,
-)
+from yim.gateway.connection import Connection
 from yim.gateway.keys import NODE_KEY
 from yim.gateway.ops import OPS
+from yim.protocol.close import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_TOO_BIG
 from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Ack, Auth, AuthOk, Ping, Send

@@ -267,7 +267,7 @@ class Accounts:
         self._sessions[session.id] = session
 
     def _forget(self, session_ids: list[str], user_id: int, reason: str) -> None:
-        from yim.gateway.connection import CLOSE_REVOKED
+        from yim.protocol.close import CLOSE_REVOKED
 
         self.forget_cached(session_ids)
         if session_ids:

@@ -21,8 +21,8 @@ from yim.protocol.frames import (
     Receipts,
     ReceiptsOut,
 )
+from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.services.messages import parse_id
 from yim.services.sync import within_budget
 from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.base import SessionRec

@@ -30,8 +30,8 @@ from yim.protocol.frames import (
     MemberOut,
     MembersPage,
 )
+from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
-from yim.services.messages import parse_id
 from yim.storage.base import CreateGroupCmd, GroupChange, GroupRec, SessionRec
 
 if TYPE_CHECKING:

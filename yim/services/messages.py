@@ -19,6 +19,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, SendBody, TextBody
+from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
 from yim.storage.base import SendCmd, SendResult, SessionRec
@@ -33,13 +34,6 @@ _emoji_decoder = msgspec.json.Decoder(EmojiBody)
 _encoder = msgspec.json.Encoder()
 # C0 control characters other than tab, newline and carriage return have no place in chat text.
 _FORBIDDEN_CONTROLS = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
-
-
-def parse_id(value: str, what: str) -> int:
-    n = int(value)
-    if n >= 2**63:
-        raise YimError("not_found", f"no {what} {value}")
-    return n
 
 
 def _has_controls(text: str) -> bool:

@@ -34,7 +34,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import PresenceOut, PresencePage, PresenceQuery, PresenceSet
-from yim.services.messages import parse_id
+from yim.protocol.ids import parse_id
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:

@@ -43,8 +43,8 @@ from yim.protocol.frames import (
     Unblock,
     Unfollow,
 )
+from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.services.messages import parse_id
 from yim.storage.base import SessionRec
 from yim.storage.relations import EdgeRec, FriendRequestRec, InboxWrite, PrivacyRec
 

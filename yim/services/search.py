@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Search, SearchHit, SearchPage
-from yim.services.messages import parse_id
+from yim.protocol.ids import parse_id
 from yim.services.sync import within_budget
 from yim.services.wire import message_out
 

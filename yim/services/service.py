@@ -44,7 +44,7 @@ from yim.protocol.frames import (
     ShopOut,
     Shops,
 )
-from yim.services.messages import parse_id
+from yim.protocol.ids import parse_id
 from yim.services.routing import DefaultRouting, RoutingPolicy
 from yim.storage.base import SessionRec
 from yim.storage.relations import InboxWrite

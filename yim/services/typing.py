@@ -10,8 +10,8 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Typing, TypingNotice
+from yim.protocol.ids import parse_id
 from yim.services.conversations import direct_peer_blocked
-from yim.services.messages import parse_id
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:

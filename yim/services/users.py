@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from yim.protocol.frames import Users, UsersPage
+from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.services.messages import parse_id
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
