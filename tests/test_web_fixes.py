@@ -15,6 +15,7 @@ Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -296,3 +297,50 @@ async def test_sign_up_says_what_a_username_is_and_a_lockout_says_how_long(
     assert (await answer.value).status == 429
     await expect(error).to_have_text("Too many failed log-in attempts. Try again in 10 minutes.")
     await shot(page, "fix-lockout")
+
+
+async def test_a_request_to_a_hung_node_fails_with_timeout_instead_of_spinning(
+    server: NodeServer, contexts: list[BrowserContext]
+) -> None:
+    """The page's HTTP client bounds every JSON request (yim/web/js/api.js): a node that
+    accepts the request and never answers (SIGSTOPped, wedged) yields the error code
+    ``timeout`` and a sentence, not a button that spins forever. The route below holds the
+    request unanswered, as such a node does; the module is the page's own, with a short bound."""
+    page = await contexts[0].new_page()
+    await page.goto(server.url)
+    held: list[object] = []
+    await page.route("**/api/v1/me", lambda route: held.append(route))  # never answered
+    # page.evaluate has no bound of its own: without the client's, this would hang, not fail
+    outcome = await asyncio.wait_for(
+        page.evaluate(
+            """async () => {
+            const { Api, REQUEST_TIMEOUT_MS } = await import("/static/js/api.js");
+            const api = new Api("", { timeoutMs: 500 });
+            const started = performance.now();
+            try {
+                await api.me();
+                return { resolved: true };
+            } catch (e) {
+                return { code: e.code, message: e.message, waited: performance.now() - started,
+                         fallback: REQUEST_TIMEOUT_MS };
+            }
+        }"""
+        ),
+        timeout=10,
+    )
+    assert held, "the request never reached the held route"
+    assert outcome.get("code") == "timeout", outcome
+    assert outcome["message"] == "The server did not answer in time. Try again in a moment."
+    assert outcome["waited"] >= 500  # it did wait for its bound, it did not fail at once
+    assert outcome["fallback"] == 15000  # what the page itself uses (app.js builds Api("") )
+
+    # A node that answers within the bound is not cut off: the same client, a real answer.
+    await page.unroute("**/api/v1/me")
+    answered = await page.evaluate(
+        """async () => {
+            const { Api } = await import("/static/js/api.js");
+            try { await new Api("", { timeoutMs: 5000 }).me(); return "resolved"; }
+            catch (e) { return e.code; }
+        }"""
+    )
+    assert answered == "unauthorized"  # no token: the node answered, in time

@@ -1,6 +1,12 @@
 // HTTP API client (/api/v1/, docs/protocol.md). Every method resolves to the decoded
 // JSON body or rejects with an ApiError carrying the server's stable error `code`.
 
+// A node can hang without closing anything (stopped, wedged, overloaded while its kernel
+// still accepts connections): without a bound, a button would spin for as long as the node
+// is stuck. A JSON request that has no answer in this long fails with code "timeout".
+// Uploads and downloads are not bounded by it: their time grows with the file.
+export const REQUEST_TIMEOUT_MS = 15000;
+
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter = null) {
     super(message);
@@ -10,10 +16,18 @@ export class ApiError extends Error {
   }
 }
 
+function requestFailed(error) {
+  if (error?.name === "TimeoutError") {
+    return new ApiError(0, "timeout", "The server did not answer in time. Try again in a moment.");
+  }
+  return new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+}
+
 export class Api {
-  constructor(base = "") {
+  constructor(base = "", { timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
     this.base = base;
     this.token = null;
+    this.timeoutMs = timeoutMs;
   }
 
   async call(method, path, body) {
@@ -27,16 +41,18 @@ export class Api {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         cache: "no-store",
+        signal: AbortSignal.timeout(this.timeoutMs), // bounds the body's arrival too
       });
-    } catch {
-      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+    } catch (e) {
+      throw requestFailed(e);
     }
     if (res.status === 204) return null;
     let data = null;
     try {
       data = await res.json();
-    } catch {
-      // a proxy's HTML error page, or an empty body
+    } catch (e) {
+      if (e?.name === "TimeoutError") throw requestFailed(e);
+      // otherwise a proxy's HTML error page, or an empty body
     }
     if (!res.ok) {
       const retry = Number(data?.retry_after ?? res.headers.get("Retry-After"));
