@@ -28,13 +28,17 @@ serve: $(STAMP)
 	@echo "Serving http://$(HOST):$(PORT) with data in $(DATA); Ctrl-C stops it."
 	$(BIN)/yim serve --host $(HOST) --port $(PORT) --data $(DATA)
 
+# mypy (settings and the checked paths in pyproject.toml) runs before pytest: a type error
+# fails in seconds, not after the suite; its cache (.mypy_cache) rechecks only what changed.
 test: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/ruff format --check yim yimbench tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

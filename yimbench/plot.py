@@ -191,6 +191,16 @@ def _log_ticks(lo: float, hi: float) -> tuple[float, float, list[float], list[fl
     return float(a), float(b), major, minor
 
 
+def _log_y(y0: int, height: int, lo: float, hi: float) -> Callable[[float], float]:
+    """Pixel row of a value on a log axis from 10**lo (bottom) to 10**hi (top) of a panel."""
+    return lambda y: y0 + height - (math.log10(max(y, 10**lo)) - lo) / (hi - lo) * height
+
+
+def _linear_y(y0: int, height: int, hi: float) -> Callable[[float], float]:
+    """Pixel row of a value on a linear axis from 0 (bottom) to ``hi`` (top) of a panel."""
+    return lambda y: y0 + height - y / hi * height
+
+
 def log_x_png(
     path: Path,
     title: str,
@@ -249,19 +259,13 @@ def log_x_png(
         if panel.log_y:
             ys = [y for y in ys if y > 0] or [1.0]
             y_lo, y_hi, y_major, y_minor = _log_ticks(min(ys), max(ys))
-
-            def sy(y: float, y0: int = y0, lo: float = y_lo, hi: float = y_hi) -> float:
-                return y0 + panel_h - (math.log10(max(y, 10**lo)) - lo) / (hi - lo) * panel_h
-
+            sy = _log_y(y0, panel_h, y_lo, y_hi)
         else:
             top_y = 1.1 * max(ys or [1.0])  # headroom: a flat line at the top stays visible
             y_major, y_minor = _nice_ticks(0.0, top_y), []
             if y_major[-1] < top_y:  # _nice_ticks stops at the last step within the range
                 y_major.append(y_major[-1] + (y_major[1] - y_major[0]))
-
-            def sy(y: float, y0: int = y0, hi: float = y_major[-1]) -> float:
-                return y0 + panel_h - y / hi * panel_h
-
+            sy = _linear_y(y0, panel_h, y_major[-1])
         if panel_mark is not None:  # the default threshold: write fan-out left of it, read right
             mx = sx(panel_mark)
             draw.rectangle((left, y0, mx, y0 + panel_h), fill=(238, 244, 251))

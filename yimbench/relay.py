@@ -266,11 +266,11 @@ class Relay:
         elif isinstance(req, _Ack | _Ping):
             conn.send(_encoder.encode(_Ok(rid=req.rid)))
         elif isinstance(req, _Auth):
-            uid_text, _, device = req.token.partition(":")
+            uid_text, _, device_id = req.token.partition(":")
             if not uid_text.isdigit():
                 conn.send(_encoder.encode(_Err(rid=req.rid, code="unauthorized", message="invalid token")))
                 return
-            conn.user_id, conn.device_id = int(uid_text), device or "bench"
+            conn.user_id, conn.device_id = int(uid_text), device_id or "bench"
             self.online.setdefault(conn.user_id, {})[conn.device_id] = conn
             head = self.inbox_seq.get(conn.user_id, 0)
             data = {"user_id": uid_text, "device_id": conn.device_id, "platform": "desktop", "inbox_seq": head}

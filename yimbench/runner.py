@@ -234,9 +234,10 @@ class Coordinator:
                 raise BenchError(f"workers did not finish within --timeout (+{_GRACE_S:.0f}s grace)")
             ready = multiprocessing.connection.wait(list(open_pipes.values()), timeout=min(left, 1.0))
             for pipe in ready:
+                # wait() returns the very objects it was given: look up the Connection itself
                 i = next(k for k, p in open_pipes.items() if p is pipe)
                 try:
-                    kind, value = pipe.recv()
+                    kind, value = open_pipes[i].recv()
                 except EOFError:
                     raise BenchError(
                         f"worker {i} exited without a result (exit code {self.procs[i].exitcode})"
@@ -422,10 +423,12 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if nums and len(nums) == len(values):
             med = statistics.median(nums)
             out[key] = round(med, 3) if isinstance(med, float) else med
-        elif all(isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in values):
+        elif len(lists := [v for v in values if isinstance(v, list)]) == len(values) and all(
+            isinstance(x, int | float) for v in lists for x in v
+        ):
             # per-position medians (e.g. the server's busiest threads, busiest first)
-            width = max(len(v) for v in values)
-            out[key] = [round(statistics.median(v[i] for v in values if len(v) > i), 1) for i in range(width)]
+            width = max(len(v) for v in lists)
+            out[key] = [round(statistics.median(v[i] for v in lists if len(v) > i), 1) for i in range(width)]
         elif isinstance(value, str) and key == "limited_by":
             out[key] = statistics.mode(str(v) for v in values)
     out["run"] = f"median of {len(rows)}"

@@ -353,10 +353,12 @@ class ClusterState:
         ):
             self._shas[name] = await self._redis.script_load(src)
 
-    async def _run(self, build: Callable[[Any], None], ordered: bool = False) -> list[Any]:
+    async def _run(self, build: Callable[[Any], object], ordered: bool = False) -> list[Any]:
         """One pipelined round trip; scripts are loaded again if Redis lost them (restart).
         On Redis Cluster (whose client pipelines no scripts) the commands go concurrently,
-        each to its key's shard, or one after another when ``ordered``."""
+        each to its key's shard, or one after another when ``ordered``. ``build`` queues the
+        commands on what it is given; what it returns is unused (a lambda queueing several
+        returns their tuple)."""
         for attempt in (0, 1):
             try:
                 if not self._cluster:
@@ -612,8 +614,8 @@ class ClusterState:
             if self._cluster:
                 for name, key, cost in order:
                     b = self._buckets[name]
-                    args = [b.rate, b.burst, cost, "debit", DEBT_BURSTS]
-                    self._evalsha(p, "bucket", [f"yim:rl:{name}:{{{key}}}"], args)
+                    one = [b.rate, b.burst, cost, "debit", DEBT_BURSTS]
+                    self._evalsha(p, "bucket", [f"yim:rl:{name}:{{{key}}}"], one)
                 return
             for i in range(0, len(order), DEBIT_CHUNK):  # no single script blocks Redis for long
                 keys: list[str] = []

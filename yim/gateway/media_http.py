@@ -130,9 +130,9 @@ async def _serve(request: web.Request, *, thumbnail: bool) -> web.StreamResponse
         try:
             wanted = parse_range(range_header, size)
         except ValueError:
-            response = error_response(YimError("range_not_satisfiable", f"the content is {size} bytes"))
-            response.headers["Content-Range"] = f"bytes */{size}"
-            return response
+            refused = error_response(YimError("range_not_satisfiable", f"the content is {size} bytes"))
+            refused.headers["Content-Range"] = f"bytes */{size}"
+            return refused
         if wanted is not None:
             (start, stop), status = wanted, 206
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"

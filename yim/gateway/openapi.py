@@ -98,6 +98,11 @@ def _formatter(path: str) -> str:
     return _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
 
 
+def _with_regex(regexes: dict[str, str], m: re.Match[str]) -> str:
+    """``{name}`` -> ``{name:regex}``, the regex aiohttp compiled for that parameter."""
+    return "{" + m.group(1) + ":" + regexes[m.group(1)] + "}"
+
+
 def _path_params(path: str) -> list[tuple[str, str | None]]:
     return [(m.group(1), m.group(2)) for m in _PARAM.finditer(path)]
 
@@ -114,7 +119,7 @@ def _return_type(action: Any) -> Any:
 def _op_operation(op: type, from_query: bool, status: int) -> Operation:
     action = OPS[op]
     doc = (inspect.getdoc(action) or "").split("\n\n")[0].replace("\n", " ")
-    tag = op.__struct_config__.tag  # type: ignore[attr-defined]
+    tag = op.__struct_config__.tag  # type: ignore[attr-defined]  # OP_ROUTES (http.py) types its op structs as plain `type`
     summary = f"`{tag}` (the WebSocket op of the same name)" + (f": {doc}" if doc else "")
     return Operation(
         summary,
@@ -136,12 +141,12 @@ def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def build_spec(routes: list[tuple[str, str]], server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI document for ``routes``: (METHOD, path pattern) pairs of the app."""
     by_key: dict[tuple[str, str], Operation] = dict(EXPLICIT)
-    for method, path, op, from_query, status in OP_ROUTES:
-        by_key[(method, _formatter(path))] = _op_operation(op, from_query, status)
+    for method, path, op_type, from_query, status in OP_ROUTES:
+        by_key[(method, _formatter(path))] = _op_operation(op_type, from_query, status)
 
     types: list[Any] = []
-    for op in by_key.values():
-        for t in (op.body, op.query, op.response):
+    for described in by_key.values():
+        for t in (described.body, described.query, described.response):
             if t is not None and t not in types:
                 types.append(t)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
@@ -280,7 +285,7 @@ def app_routes(app: web.Application) -> tuple[tuple[str, str], ...]:
         regex = info.get("pattern")
         if regex is not None:  # put each parameter's regex back: {name} -> {name:regex}
             groups = dict(re.findall(r"\(\?P<(\w+)>((?:[^()]|\([^()]*\))*)\)", regex.pattern))
-            formatter = _PARAM.sub(lambda m, g=groups: "{" + m.group(1) + ":" + g[m.group(1)] + "}", formatter)
+            formatter = _PARAM.sub(functools.partial(_with_regex, groups), formatter)
         out.append((route.method, formatter))
     return tuple(out)
 

@@ -10,14 +10,16 @@ them once per message, not once per recipient.
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import RID_MAX, RID_MIN, AnyRequest, Err, Event, Ok, RidOnly, Send
 
-KNOWN_OPS: Final = frozenset(t.__struct_config__.tag for t in AnyRequest.__args__)  # type: ignore[attr-defined]
+KNOWN_OPS: Final[frozenset[str]] = frozenset(t.__struct_config__.tag for t in AnyRequest.__args__)
+
+T = TypeVar("T")
 
 
 def _without_json_equivalent(value: Any) -> str | None:
@@ -50,6 +52,18 @@ def _describe(exc: msgspec.ValidationError) -> str:
     return str(exc).replace("`$.", "`")
 
 
+def _decode(decoder: msgspec.json.Decoder[T] | msgspec.msgpack.Decoder[T], data: bytes | str) -> T:
+    """``data`` decoded, where a text frame handed to the MessagePack codec is a bad frame.
+
+    msgspec's MessagePack decoder takes bytes only and raises TypeError on a str; raising
+    DecodeError instead sends it down the same path as any other undecodable frame."""
+    if isinstance(decoder, msgspec.json.Decoder):
+        return decoder.decode(data)
+    if isinstance(data, str):
+        raise msgspec.DecodeError("a MessagePack frame is binary, not text")
+    return decoder.decode(data)
+
+
 class Codec:
     """One wire format. Instances are shared and stateless (msgspec encoders are reentrant)."""
 
@@ -59,17 +73,25 @@ class Codec:
     def __init__(self, name: str) -> None:
         self.name = name
         self.binary = name == "msgpack"
-        mod = msgspec.msgpack if self.binary else msgspec.json
-        self._mod = mod
-        self._decoder = mod.Decoder(AnyRequest)
-        self._lenient = mod.Decoder(RidOnly)
-        self._encoder = mod.Encoder()
+        # Each attribute names both formats' types: AnyRequest is a union, which msgspec's
+        # Decoder overloads cannot carry, so the annotation says what decode returns.
+        self._decoder: msgspec.json.Decoder[AnyRequest] | msgspec.msgpack.Decoder[AnyRequest]
+        self._lenient: msgspec.json.Decoder[RidOnly] | msgspec.msgpack.Decoder[RidOnly]
+        self._encoder: msgspec.json.Encoder | msgspec.msgpack.Encoder
+        if self.binary:
+            self._decoder = msgspec.msgpack.Decoder(AnyRequest)
+            self._lenient = msgspec.msgpack.Decoder(RidOnly)
+            self._encoder = msgspec.msgpack.Encoder()
+        else:
+            self._decoder = msgspec.json.Decoder(AnyRequest)
+            self._lenient = msgspec.json.Decoder(RidOnly)
+            self._encoder = msgspec.json.Encoder()
 
     # -- decoding --------------------------------------------------------------------
     def decode_request(self, data: bytes | str) -> AnyRequest:
         """Decode one client frame, or raise :class:`YimError` naming what is wrong."""
         try:
-            req = self._decoder.decode(data)
+            req = _decode(self._decoder, data)
         except msgspec.ValidationError as exc:
             raise self._classify(data, exc) from None
         except msgspec.DecodeError as exc:
@@ -96,7 +118,7 @@ class Codec:
     def rid_of(self, data: bytes | str) -> Any:
         """Best-effort request id of a frame that failed validation (None if unreadable)."""
         try:
-            rid = self._lenient.decode(data).rid
+            rid = _decode(self._lenient, data).rid
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
             return None
         if isinstance(rid, bool) or (isinstance(rid, int) and not RID_MIN <= rid <= RID_MAX):
@@ -105,7 +127,7 @@ class Codec:
 
     def _classify(self, data: bytes | str, exc: msgspec.ValidationError) -> YimError:
         try:
-            op = self._lenient.decode(data).op
+            op = _decode(self._lenient, data).op
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
             return YimError("bad_request", f"frame must be an object with `op` and `rid`: {_describe(exc)}")
         if op is None:

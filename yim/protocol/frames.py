@@ -43,11 +43,11 @@ class Request(Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
     rid: Rid
 
 
-class Auth(Request, tag="auth"):
+class Auth(Request, tag="auth", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
-class Ping(Request, tag="ping"):
+class Ping(Request, tag="ping", frozen=True):
     pass
 
 
@@ -62,7 +62,7 @@ UserIds = Annotated[list[IdStr], Meta(min_length=1, max_length=10_000)]
 Category = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")]
 
 
-class Send(Request, tag="send"):
+class Send(Request, tag="send", frozen=True):
     kind: str
     body: Raw
     client_msg_id: ClientMsgId
@@ -74,59 +74,59 @@ class Send(Request, tag="send"):
     category: Category | None = None  # the customer's choice; else the shop's rules decide
 
 
-class Sync(Request, tag="sync"):
+class Sync(Request, tag="sync", frozen=True):
     since: Seq = 0
     limit: PageLimit = 200
 
 
-class Ack(Request, tag="ack"):
+class Ack(Request, tag="ack", frozen=True):
     seq: Seq
 
 
-class Read(Request, tag="read"):
+class Read(Request, tag="read", frozen=True):
     conv_id: IdStr
     seq: Seq
 
 
-class History(Request, tag="history"):
+class History(Request, tag="history", frozen=True):
     conv_id: IdStr
     before: Seq | None = None
     after: Seq | None = None
     limit: PageLimit = 50
 
 
-class Conversations(Request, tag="conversations"):
+class Conversations(Request, tag="conversations", frozen=True):
     limit: PageLimit = 50
     before: IdStr | None = None  # the previous page's next_before
 
 
-class Users(Request, tag="users"):
+class Users(Request, tag="users", frozen=True):
     user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
 
 
-class ShopInfo(Request, tag="shop_info"):
+class ShopInfo(Request, tag="shop_info", frozen=True):
     shop_id: IdStr
 
 
-class Conversation(Request, tag="conversation"):
+class Conversation(Request, tag="conversation", frozen=True):
     conv_id: IdStr
 
 
-class Recall(Request, tag="recall"):
-    conv_id: IdStr
-    seq: Seq
-
-
-class Receipts(Request, tag="receipts"):
+class Recall(Request, tag="recall", frozen=True):
     conv_id: IdStr
     seq: Seq
 
 
-class Typing(Request, tag="typing"):
+class Receipts(Request, tag="receipts", frozen=True):
+    conv_id: IdStr
+    seq: Seq
+
+
+class Typing(Request, tag="typing", frozen=True):
     conv_id: IdStr
 
 
-class GroupCreate(Request, tag="group_create"):
+class GroupCreate(Request, tag="group_create", frozen=True):
     name: GroupName
     members: Annotated[list[IdStr], Meta(max_length=10_000)] = []
     announcement: Announcement = ""
@@ -135,47 +135,47 @@ class GroupCreate(Request, tag="group_create"):
     max_members: Annotated[int, Meta(ge=2)] | None = None
 
 
-class GroupInfo(Request, tag="group_info"):
+class GroupInfo(Request, tag="group_info", frozen=True):
     conv_id: IdStr
 
 
-class GroupMembers(Request, tag="group_members"):
+class GroupMembers(Request, tag="group_members", frozen=True):
     conv_id: IdStr
     after: IdStr | None = None
     limit: PageLimit = 200
 
 
-class GroupInvite(Request, tag="group_invite"):
+class GroupInvite(Request, tag="group_invite", frozen=True):
     conv_id: IdStr
     user_ids: UserIds
 
 
-class GroupJoin(Request, tag="group_join"):
+class GroupJoin(Request, tag="group_join", frozen=True):
     conv_id: IdStr
 
 
-class GroupLeave(Request, tag="group_leave"):
+class GroupLeave(Request, tag="group_leave", frozen=True):
     conv_id: IdStr
 
 
-class GroupRemove(Request, tag="group_remove"):
+class GroupRemove(Request, tag="group_remove", frozen=True):
     conv_id: IdStr
     user_id: IdStr
 
 
-class GroupRole(Request, tag="group_role"):
+class GroupRole(Request, tag="group_role", frozen=True):
     conv_id: IdStr
     user_id: IdStr
     role: Literal["owner", "admin", "member"]
 
 
-class GroupMute(Request, tag="group_mute"):
+class GroupMute(Request, tag="group_mute", frozen=True):
     conv_id: IdStr
     user_id: IdStr
     duration_s: Annotated[int, Meta(ge=0, le=366 * 24 * 3600)]
 
 
-class GroupUpdate(Request, tag="group_update"):
+class GroupUpdate(Request, tag="group_update", frozen=True):
     conv_id: IdStr
     name: GroupName | None = None
     avatar: MediaRef | None = None
@@ -185,11 +185,11 @@ class GroupUpdate(Request, tag="group_update"):
     max_members: Annotated[int, Meta(ge=2)] | None = None
 
 
-class GroupDissolve(Request, tag="group_dissolve"):
+class GroupDissolve(Request, tag="group_dissolve", frozen=True):
     conv_id: IdStr
 
 
-class Search(Request, tag="search"):
+class Search(Request, tag="search", frozen=True):
     """Full-text search of the messages the user can see (one conversation, or all of theirs)."""
 
     q: Annotated[str, Meta(min_length=1, max_length=100)]
@@ -201,114 +201,114 @@ class Search(Request, tag="search"):
 # relation chain, privacy and presence
 
 
-class FriendRequest(Request, tag="friend_request"):
+class FriendRequest(Request, tag="friend_request", frozen=True):
     to: IdStr
     message: Annotated[str, Meta(max_length=200)] = ""
 
 
-class FriendAccept(Request, tag="friend_accept"):
+class FriendAccept(Request, tag="friend_accept", frozen=True):
     request_id: IdStr
 
 
-class FriendReject(Request, tag="friend_reject"):
+class FriendReject(Request, tag="friend_reject", frozen=True):
     request_id: IdStr
 
 
-class FriendCancel(Request, tag="friend_cancel"):
+class FriendCancel(Request, tag="friend_cancel", frozen=True):
     request_id: IdStr
 
 
-class FriendDelete(Request, tag="friend_delete"):
+class FriendDelete(Request, tag="friend_delete", frozen=True):
     user_id: IdStr
 
 
-class FriendUpdate(Request, tag="friend_update"):
+class FriendUpdate(Request, tag="friend_update", frozen=True):
     user_id: IdStr
     remark: Annotated[str, Meta(max_length=64)] | None = None
     tags: Annotated[list[Annotated[str, Meta(min_length=1, max_length=32)]], Meta(max_length=20)] | None = None
 
 
-class Friends(Request, tag="friends"):
+class Friends(Request, tag="friends", frozen=True):
     after: IdStr | None = None
     limit: PageLimit = 200
 
 
-class FriendRequests(Request, tag="friend_requests"):
+class FriendRequests(Request, tag="friend_requests", frozen=True):
     direction: Literal["incoming", "outgoing"] = "incoming"
     before: IdStr | None = None
     limit: PageLimit = 100
 
 
-class Follow(Request, tag="follow"):
+class Follow(Request, tag="follow", frozen=True):
     user_id: IdStr
 
 
-class Unfollow(Request, tag="unfollow"):
+class Unfollow(Request, tag="unfollow", frozen=True):
     user_id: IdStr
 
 
-class Followers(Request, tag="followers"):
+class Followers(Request, tag="followers", frozen=True):
     user_id: IdStr | None = None  # default: me
     after: IdStr | None = None
     limit: PageLimit = 200
 
 
-class Following(Request, tag="following"):
+class Following(Request, tag="following", frozen=True):
     user_id: IdStr | None = None  # default: me
     after: IdStr | None = None
     limit: PageLimit = 200
 
 
-class Block(Request, tag="block"):
+class Block(Request, tag="block", frozen=True):
     user_id: IdStr
 
 
-class Unblock(Request, tag="unblock"):
+class Unblock(Request, tag="unblock", frozen=True):
     user_id: IdStr
 
 
-class Blocks(Request, tag="blocks"):
+class Blocks(Request, tag="blocks", frozen=True):
     after: IdStr | None = None
     limit: PageLimit = 200
 
 
-class Relation(Request, tag="relation"):
+class Relation(Request, tag="relation", frozen=True):
     user_id: IdStr
 
 
-class RelationCountsReq(Request, tag="relation_counts"):
+class RelationCountsReq(Request, tag="relation_counts", frozen=True):
     user_id: IdStr | None = None  # default: me
 
 
-class PrivacyGet(Request, tag="privacy_get"):
+class PrivacyGet(Request, tag="privacy_get", frozen=True):
     pass
 
 
-class PrivacySet(Request, tag="privacy_set"):
+class PrivacySet(Request, tag="privacy_set", frozen=True):
     dm_policy: Literal["anyone", "friends"] | None = None
     presence: Literal["friends", "nobody"] | None = None
 
 
-class PresenceSet(Request, tag="presence_set"):
+class PresenceSet(Request, tag="presence_set", frozen=True):
     status: Literal["online", "away"]
 
 
-class PresenceQuery(Request, tag="presence_query"):
+class PresenceQuery(Request, tag="presence_query", frozen=True):
     user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
 
 
 # customer service
 
 
-class ShopCreate(Request, tag="shop_create"):
+class ShopCreate(Request, tag="shop_create", frozen=True):
     name: Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-class Shops(Request, tag="shops"):
+class Shops(Request, tag="shops", frozen=True):
     pass
 
 
-class ShopAgentSet(Request, tag="shop_agent_set"):
+class ShopAgentSet(Request, tag="shop_agent_set", frozen=True):
     shop_id: IdStr
     user_id: IdStr
     role: Literal["agent", "admin"] = "agent"
@@ -318,47 +318,47 @@ class ShopAgentSet(Request, tag="shop_agent_set"):
     capacity: Annotated[int, Meta(ge=0, le=1000)] = 10
 
 
-class ShopAgentRemove(Request, tag="shop_agent_remove"):
+class ShopAgentRemove(Request, tag="shop_agent_remove", frozen=True):
     shop_id: IdStr
     user_id: IdStr
 
 
-class ShopAgents(Request, tag="shop_agents"):
+class ShopAgents(Request, tag="shop_agents", frozen=True):
     shop_id: IdStr
 
 
-class AgentStatus(Request, tag="agent_status"):
+class AgentStatus(Request, tag="agent_status", frozen=True):
     status: Literal["online", "busy", "away", "offline"]
     shop_id: IdStr | None = None  # default: every shop the agent serves
 
 
-class ServiceSessions(Request, tag="service_sessions"):
+class ServiceSessions(Request, tag="service_sessions", frozen=True):
     shop_id: IdStr | None = None
     status: Literal["queued", "active", "closed"] | None = None
     limit: PageLimit = 200
 
 
-class ServiceStatus(Request, tag="service_status"):
+class ServiceStatus(Request, tag="service_status", frozen=True):
     shop_id: IdStr
 
 
-class ServiceTransfer(Request, tag="service_transfer"):
+class ServiceTransfer(Request, tag="service_transfer", frozen=True):
     session_id: IdStr
     to_agent: IdStr | None = None
     to_category: Category | None = None
 
 
-class ServiceClose(Request, tag="service_close"):
+class ServiceClose(Request, tag="service_close", frozen=True):
     session_id: IdStr
 
 
-class ServiceRate(Request, tag="service_rate"):
+class ServiceRate(Request, tag="service_rate", frozen=True):
     session_id: IdStr
     rating: Annotated[int, Meta(ge=1, le=5)]
     comment: Annotated[str, Meta(max_length=500)] = ""
 
 
-class ShopDashboard(Request, tag="shop_dashboard"):
+class ShopDashboard(Request, tag="shop_dashboard", frozen=True):
     shop_id: IdStr
 
 

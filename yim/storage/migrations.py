@@ -51,9 +51,9 @@ def migrations(dialect: str) -> list[Migration]:
     for name in sorted(files):
         if name == core:
             continue
-        m = _NUMBERED.search(name)
-        if m is not None and name.startswith(prefix + "_"):
-            found.append(Migration(int(m.group(1)), name, files[name].read_text()))
+        numbered = _NUMBERED.search(name)
+        if numbered is not None and name.startswith(prefix + "_"):
+            found.append(Migration(int(numbered.group(1)), name, files[name].read_text()))
         elif dialect == "sqlite":  # a concept file of the baseline (see the module docstring)
             baseline.append(files[name].read_text())
         else:

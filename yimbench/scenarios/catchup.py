@@ -33,6 +33,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -247,7 +248,7 @@ async def catch_up(url: str, device: Account, cursors: Cursors, page: int, messa
             heads: list[_GroupHead] = []
             while True:
                 since = cursors.inbox
-                data = _decode_sync(await dev.ask(lambda rid, since=since: _sync_frame(rid, since, page)))
+                data = _decode_sync(await dev.ask(partial(_sync_frame, since=since, limit=page)))
                 stats.sync_pages += 1
                 for ev in data.events:
                     if ev.seq != cursors.inbox + 1:
@@ -265,7 +266,9 @@ async def catch_up(url: str, device: Account, cursors: Cursors, page: int, messa
                 cursors.groups[conv] = max(cursors.groups.get(conv, 0), head.from_seq)
                 while head.last_seq > cursors.groups[conv]:
                     after = cursors.groups[conv]
-                    hist = _decode_history(await dev.ask(lambda rid, c=conv, a=after: _history_frame(rid, c, a, page)))
+                    hist = _decode_history(
+                        await dev.ask(partial(_history_frame, conv_id=conv, after=after, limit=page))
+                    )
                     stats.history_pages += 1
                     for entry in hist.messages:
                         if entry.seq != cursors.groups[conv] + 1:
