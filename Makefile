@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache
 
 # `make bench`: the one-to-one benchmark against yim and the bare relay, medians of 3
 # (docs/performance.md). BENCH_ARGS adds options, e.g. BENCH_ARGS="--procs 2 --json".
