@@ -41,14 +41,13 @@ from typing import Any, NamedTuple, TextIO
 import aiohttp
 import msgspec
 
+from yim.client.core import GroupItem, InboxItem
 from yim.client.sdk import (
     ApiError,
     Client,
     ClientClosed,
     ConnectionLost,
-    GroupItem,
     HttpApi,
-    InboxItem,
     SessionEnded,
     YimClientError,
 )
