@@ -394,3 +394,34 @@ def test_any_order_and_repeats_deliver_each_event_once_in_seq_order(n: int, data
     run.round()  # a reconnect: the rest of the inbox
     assert run.seqs() == list(range(1, n + 1))
     assert not run.core.holding and run.core.cursor == n
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(min_value=1, max_value=25), data=st.data())
+def test_any_order_and_repeats_of_group_notices_deliver_each_entry_once_in_seq_order(
+    n: int, data: st.DataObject
+) -> None:
+    entries = [message(s, "g1") for s in range(1, n + 1)]
+    timeline = Timeline(groups={"g1": entries})
+    notices = data.draw(st.lists(st.integers(min_value=1, max_value=n), max_size=3 * n), label="notices")
+    known = data.draw(st.booleans(), label="cursor known before the first notice")
+    core = ClientCore(
+        group_cursors={"g1": 0} if known else None,
+        sync_limit=data.draw(st.integers(min_value=1, max_value=8), label="sync_limit"),
+        group_held_max=data.draw(st.integers(min_value=1, max_value=8), label="group_held_max"),
+    )
+    run = Run(core, timeline)
+    for seq in notices:
+        run.core.receive_group_entry(entries[seq - 1])
+        out = run.core.poll()
+        run.delivered.extend(out.deliver)
+        if out.sync or (out.hole and data.draw(st.booleans(), label="timer fires")):
+            run.round()
+    if run.core.holding:
+        assert run.core.gap_expired()
+        run.round()
+    seqs = run.group_seqs("g1")
+    assert seqs == list(range(1, len(seqs) + 1))
+    run.round()  # a reconnect: the rest of the group
+    assert run.group_seqs("g1") == list(range(1, n + 1))
+    assert not run.core.holding and run.core.group_cursors == {"g1": n}

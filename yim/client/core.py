@@ -177,7 +177,8 @@ class ClientCore:
         self._out = Output()
         # the catch-up round
         self._phase = _Phase.IDLE
-        self._page: deque[InboxItem] = deque()  # events of the last sync page not yet taken
+        #: events of the last sync page not yet taken (one page: at most sync_limit events)
+        self._page: deque[InboxItem] = deque()
         self._page_wanted = False  # the next inbox request is due
         self._page_has_more = False
         self._page_groups: list[GroupHeadOut] = []
@@ -186,7 +187,7 @@ class ClientCore:
         self._request_out = False  # a request of the round awaits its reply
         self._pull: _Pull | None = None  # the pull in progress
         self._pulled_for_head = False  # the pull before the page's first event is done
-        self._group_work: deque[_Pull] = deque()  # pulls left in the GROUPS phase
+        self._group_work: deque[_Pull] = deque()  # pulls left in the GROUPS phase (one per group)
 
     # -- state -----------------------------------------------------------------------------------
     @property
