@@ -1,14 +1,15 @@
-"""The Python SDK of yim: ``from yim.client import Client, login, register``."""
+"""The Python SDK of yim: ``from yim.client import Client, login, register``.
 
+:mod:`yim.client.core` is its inbox algorithm without I/O, for other drivers to reuse."""
+
+from yim.client.core import ClientCore, GroupItem, InboxItem
 from yim.client.sdk import (
     ApiError,
     Client,
     ClientClosed,
     ConnectionLost,
     Endpoint,
-    GroupItem,
     HttpApi,
-    InboxItem,
     SessionEnded,
     YimClientError,
     login,
@@ -24,6 +25,7 @@ __all__ = [
     "ApiError",
     "Client",
     "ClientClosed",
+    "ClientCore",
     "ConnectionLost",
     "Endpoint",
     "GroupItem",

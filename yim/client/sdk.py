@@ -1,13 +1,15 @@
 """The Python SDK: HTTP account calls and a resilient WebSocket client (docs/protocol.md).
 
-Two layers:
+Two layers, over the I/O-free client core (:mod:`yim.client.core`, which keeps the
+cursors and decides what to deliver and what to ask for):
 
 - :class:`HttpApi` (and the shortcuts :func:`register` / :func:`login`) speaks the HTTP API
   under ``/api/v1/``: accounts, sessions, devices.
-- :class:`Client` keeps one device online over ``/ws``. It authenticates, syncs the
-  user's inbox from its *cursor* (the highest inbox seq it holds without a hole), merges
-  pushed ``event`` frames by seq, acknowledges its cursor, heartbeats, and reconnects with
-  exponential backoff + jitter across a list of endpoints, resuming from the cursor.
+- :class:`Client` keeps one device online over ``/ws``: it is the I/O driver of the core.
+  It authenticates, syncs the user's inbox from its *cursor* (the highest inbox seq it
+  holds without a hole), merges pushed ``event`` frames by seq, acknowledges its cursor,
+  heartbeats, and reconnects with exponential backoff + jitter across a list of
+  endpoints, resuming from the cursor.
 
 Delivery model (the inbox is the truth, pushes are a shortcut):
 
@@ -60,7 +62,6 @@ import random
 import socket
 import struct
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -69,6 +70,12 @@ import aiohttp
 import msgspec
 from msgspec import Raw, Struct
 
+from yim.client.core import (
+    ClientCore,
+    InboxItem,
+    StreamItem,
+    SyncInbox,
+)
 from yim.protocol.close import (
     CLOSE_AUTH_FAILED,
     CLOSE_SLOW,
@@ -83,6 +90,7 @@ from yim.protocol.frames import (
     ConversationPage,
     Conversations,
     DeviceOut,
+    GroupHeadOut,
     History,
     HistoryPage,
     LoginBody,
@@ -106,7 +114,6 @@ T = TypeVar("T")
 Format = Literal["json", "msgpack"]
 Platform = Literal["android", "ios", "web", "desktop"]
 
-_SEEN_MSG_IDS_MAX = 100_000
 #: the client pings at least this often (seconds), whatever the server's heartbeat_s: a
 #: node that hangs is noticed within this plus ping_timeout_s (a server asks for ~25 s,
 #: which would leave a client on a hung node for close to a minute)
@@ -309,7 +316,8 @@ class HttpApi:
 
     async def register(self, username: str, password: str, display_name: str = "") -> UserOut:
         body = RegisterBody(username=username, password=password, display_name=display_name)
-        return await self.request("POST", "/api/v1/accounts", body=body, auth=False, type_=UserOut)
+        out: UserOut = await self.request("POST", "/api/v1/accounts", body=body, auth=False, type_=UserOut)
+        return out
 
     async def login(
         self,
@@ -334,13 +342,16 @@ class HttpApi:
         await self.request("DELETE", "/api/v1/sessions/current")
 
     async def me(self) -> UserOut:
-        return await self.request("GET", "/api/v1/me", type_=UserOut)
+        out: UserOut = await self.request("GET", "/api/v1/me", type_=UserOut)
+        return out
 
     async def user_by_name(self, username: str) -> UserOut:
-        return await self.request("GET", "/api/v1/users", params={"username": username}, type_=UserOut)
+        out: UserOut = await self.request("GET", "/api/v1/users", params={"username": username}, type_=UserOut)
+        return out
 
     async def user(self, user_id: str) -> UserOut:
-        return await self.request("GET", f"/api/v1/users/{user_id}", type_=UserOut)
+        out: UserOut = await self.request("GET", f"/api/v1/users/{user_id}", type_=UserOut)
+        return out
 
     async def send(
         self,
@@ -358,11 +369,15 @@ class HttpApi:
         frame: dict[str, Any] = {"kind": kind, "body": body, "client_msg_id": client_msg_id or uuid.uuid4().hex}
         frame.update({"to": to} if to is not None else {"conv_id": conv_id})
         # idempotent: the server answers a repeat of the client_msg_id with the original message
-        return await self.request("POST", "/api/v1/messages", body=frame, type_=SendAck, idempotent=True)
+        out: SendAck = await self.request("POST", "/api/v1/messages", body=frame, type_=SendAck, idempotent=True)
+        return out
 
     async def conversations(self, *, limit: int = 50, before: str | None = None) -> ConversationPage:
         params = {"limit": str(limit)} | ({"before": before} if before else {})
-        return await self.request("GET", "/api/v1/conversations", params=params, type_=ConversationPage)
+        out: ConversationPage = await self.request(
+            "GET", "/api/v1/conversations", params=params, type_=ConversationPage
+        )
+        return out
 
     async def history(
         self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
@@ -372,7 +387,10 @@ class HttpApi:
             params["before"] = str(before)
         if after is not None:
             params["after"] = str(after)
-        return await self.request("GET", f"/api/v1/conversations/{conv_id}/messages", params=params, type_=HistoryPage)
+        out: HistoryPage = await self.request(
+            "GET", f"/api/v1/conversations/{conv_id}/messages", params=params, type_=HistoryPage
+        )
+        return out
 
     async def devices(self) -> list[DeviceOut]:
         out: _DeviceList = await self.request("GET", "/api/v1/devices", type_=_DeviceList)
@@ -401,35 +419,6 @@ async def login(
         return await api.login(username, password, device_id, platform, device_name)
 
 
-# --- what the application receives ---------------------------------------------------------------
-
-
-class InboxItem(Struct, frozen=True):
-    """One durable inbox event, delivered once, in seq order.
-
-    ``data`` is a :class:`MessageOut` for ``type == "message"``, a :class:`ReadMarker` for
-    ``"read"``, and the decoded JSON value for event types this SDK does not know yet.
-    """
-
-    seq: int
-    type: str
-    data: Any
-
-
-class GroupItem(Struct, frozen=True):
-    """One entry of a read-fan-out group, delivered once, in ``seq`` order per group.
-
-    ``seq`` is the entry's conversation seq (not an inbox seq); ``data`` is the entry.
-    """
-
-    conv_id: str
-    seq: int
-    data: MessageOut
-
-
-StreamItem = InboxItem | GroupItem | Notice
-
-
 # --- wire structs of the client side --------------------------------------------------------------
 
 
@@ -452,18 +441,12 @@ class _EventIn(Struct):
     data: Raw = Raw()
 
 
-class _GroupHeadIn(Struct):
-    conv_id: str
-    last_seq: int
-    from_seq: int
-
-
 class _SyncPageIn(Struct):
     events: list[_EventIn]
     next_since: int
     head: int
     has_more: bool
-    groups: list[_GroupHeadIn] = []
+    groups: list[GroupHeadOut] = []
 
 
 _EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker}
@@ -602,7 +585,6 @@ class Client:
         self._decoders: dict[Any, Any] = {}
         self._opcode = aiohttp.WSMsgType.BINARY if self._binary else aiohttp.WSMsgType.TEXT
 
-        self._sync_limit = sync_limit
         self._ack_delay = ack_delay_s
         self._gap_grace = gap_grace_s
         self._heartbeat_override = heartbeat_s
@@ -613,17 +595,9 @@ class Client:
         self._handshake_timeout = handshake_timeout_s
         self._auth_timeout = auth_timeout_s
 
-        #: highest inbox seq held with no hole below it
-        self.cursor = cursor or 0
-        self._from_head = cursor is None
-        #: events above the cursor waiting for the hole below them to fill
-        self._held: dict[int, InboxItem] = {}
-        self._seen_msgs: OrderedDict[str, None] = OrderedDict()
-        #: read-fan-out groups: conv_id -> highest conversation seq delivered with no hole below
-        self.group_cursors: dict[str, int] = dict(group_cursors or {})
-        #: group entries above their group cursor (or of a group not known yet), by conv_id and seq
-        self._group_held: dict[str, dict[int, MessageOut]] = {}
-        self._groups_from_head = cursor is None
+        #: the cursors, held events and de-duplication (no I/O): this class feeds it what
+        #: arrives and carries out the requests it makes
+        self._core = ClientCore(cursor=cursor, group_cursors=group_cursors, sync_limit=sync_limit)
         self._queue: asyncio.Queue[StreamItem | None] = asyncio.Queue()
 
         self._waiters: dict[int, _Pending] = {}
@@ -665,6 +639,17 @@ class Client:
         self.acks_sent = 0
         #: connections abandoned because the node stopped answering (handshake, auth or ping timeout)
         self.timeouts = 0
+
+    @property
+    def cursor(self) -> int:
+        """The highest inbox seq delivered with no hole below it (persist it to resume)."""
+        return self._core.cursor
+
+    @property
+    def group_cursors(self) -> dict[str, int]:
+        """Read-fan-out groups: conv_id -> the highest conversation seq delivered with no hole
+        below it (persist it with ``cursor``)."""
+        return self._core.group_cursors
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -828,7 +813,8 @@ class Client:
             retry=True,
             on_reply=lambda ack: self._on_send_ack(ack, kind, canonical, cmid, mentions or [], mention_all),
         )
-        return await fut
+        result: SendAck = await fut
+        return result
 
     async def send_text(self, text: str, *, to: str | None = None, conv_id: str | None = None) -> SendAck:
         return await self.send(to=to, conv_id=conv_id, kind="text", body={"text": text})
@@ -841,7 +827,8 @@ class Client:
             retry=True,
             on_reply=self._on_read_reply,
         )
-        return await fut
+        result: ReadResult = await fut
+        return result
 
     async def history(
         self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
@@ -852,7 +839,8 @@ class Client:
             reply_type=HistoryPage,
             retry=True,
         )
-        return await fut
+        result: HistoryPage = await fut
+        return result
 
     async def iter_history(self, conv_id: str, *, after: int = 0, page: int = 200) -> AsyncIterator[MessageOut]:
         """Every message of a conversation after seq ``after``, oldest first."""
@@ -872,14 +860,16 @@ class Client:
             reply_type=ConversationPage,
             retry=True,
         )
-        return await fut
+        result: ConversationPage = await fut
+        return result
 
     async def conversation(self, conv_id: str) -> ConversationOut:
         """One conversation as it appears in the list (unread count, the peer's read marker)."""
         fut = await self._submit(
             lambda rid: Conversation(rid=rid, conv_id=conv_id), reply_type=ConversationOut, retry=True
         )
-        return await fut
+        result: ConversationOut = await fut
+        return result
 
     async def call(
         self, op: str, *, reply_type: Any = Any, retry: bool = False, catch_up: bool = True, **fields: Any
@@ -927,7 +917,8 @@ class Client:
 
     # -- requests ----------------------------------------------------------------------------
     def _encode(self, obj: Any) -> bytes:
-        return self._encoder.encode(obj)
+        encoded: bytes = self._encoder.encode(obj)
+        return encoded
 
     def _decode(self, raw: Raw, type_: Any) -> Any:
         if type_ is Any:
@@ -1084,9 +1075,10 @@ class Client:
             self.user_id = auth.user_id
             self.device_id = auth.device_id
             self.connects += 1
-            if self._from_head:
-                self._from_head = False
-                self.cursor = self._acked = max(self.cursor, auth.inbox_seq)
+            before = self.cursor
+            self._core.authenticated(auth)
+            if self.cursor != before:  # started from the head: nothing below it to acknowledge
+                self._acked = self.cursor
             await self._resend_backlog(ws, gen)
             self._ready = True
             self._connected.set()
@@ -1125,7 +1117,7 @@ class Client:
         if self.ended is None and code in FATAL_CLOSE_CODES:
             self.ended = SessionEnded(code, reason)
         if code == CLOSE_SLOW:  # most likely a sync page too big for the send buffer
-            self._sync_limit = max(1, self._sync_limit // 2)
+            self._core.sync_limit = max(1, self._core.sync_limit // 2)
         return authenticated
 
     async def _authenticate(
@@ -1152,7 +1144,8 @@ class Client:
                 raise SessionEnded(code, reason)
             raise ConnectionLost(f"connection closed before the auth reply ({code})")
         try:
-            return fut.result()
+            auth: AuthOk = fut.result()
+            return auth
         except ApiError as exc:
             if exc.code == "unauthorized":
                 raise SessionEnded(CLOSE_AUTH_FAILED, exc.message) from None
@@ -1174,7 +1167,9 @@ class Client:
                     await self._write(ws, pending.payload)
 
     def _connection_lost(self, gen: int) -> None:
-        """Fail the one-shot requests of a dead connection; retried ones wait for the next."""
+        """Fail the one-shot requests of a dead connection; retried ones wait for the next.
+        A catch-up round in progress is dropped: the next connection starts one afresh."""
+        self._core.abort_sync()
         for rid, pending in list(self._waiters.items()):
             if pending.gen == gen and not pending.retry:
                 del self._waiters[rid]
@@ -1207,7 +1202,8 @@ class Client:
             log.warning("unreadable frame from the server: %s", exc)
             return
         if frame.t == "event":
-            self._accept(frame.seq, self._item(frame.seq, frame.type, frame.data))
+            self._core.receive_event(self._item(frame.seq, frame.type, frame.data))
+            self._after_core()
             return
         if frame.t == "notice":
             if frame.type == "group_message":
@@ -1216,7 +1212,8 @@ class Client:
                 except msgspec.ValidationError as exc:
                     log.warning("group_message notice does not match this SDK's struct: %s", exc)
                 else:
-                    self._group_accept(entry)
+                    self._core.receive_group_entry(entry)
+                    self._after_core()
                 return
             self._queue.put_nowait(Notice(type=frame.type, data=self._decode(frame.data, Any)))
             return
@@ -1241,10 +1238,11 @@ class Client:
             return
         if pending.on_reply is not None:
             pending.on_reply(result)
+            self._after_core()
         if not fut.done():
             fut.set_result(result)
 
-    # -- merging the inbox ------------------------------------------------------------------------
+    # -- feeding the core ----------------------------------------------------------------------
     def _item(self, seq: int, type_: str, raw: Raw) -> InboxItem:
         try:
             data = self._decode(raw, _EVENT_TYPES.get(type_, Any))
@@ -1253,219 +1251,94 @@ class Client:
             data = self._decode(raw, Any)
         return InboxItem(seq=seq, type=type_, data=data)
 
+    def _after_core(self) -> None:
+        """Carry out what the core decided after its last inputs: hand the application what
+        it released (in order), start a catch-up, time a hole, acknowledge the cursor."""
+        out = self._core.poll()
+        for item in out.deliver:
+            self._queue.put_nowait(item)
+        if out.sync:
+            self._need_sync.set()
+        if out.unsettled:
+            self._synced.clear()
+        if out.hole:
+            self._arm_gap_timer()
+        self._schedule_ack()
+
     def _on_send_ack(
         self, ack: SendAck, kind: str, body: Any, client_msg_id: str, mentions: list[str], mention_all: bool
     ) -> None:
-        # Our own message is not pushed to this connection: the reply stands for its inbox event.
-        message = MessageOut(
-            msg_id=ack.msg_id,
-            conv_id=ack.conv_id,
-            seq=ack.seq,
-            sender_id=self.user_id,
-            sender_device=self.device_id,
-            kind=kind,
-            body=body,
-            client_msg_id=client_msg_id,
-            created_at=ack.created_at,
-            mentions=mentions,
-            mention_all=mention_all,
+        # Our own message is not pushed to this connection: the reply stands for its event.
+        self._core.sent(
+            ack, kind=kind, body=body, client_msg_id=client_msg_id, mentions=mentions, mention_all=mention_all
         )
-        if ack.inbox_seq == 0:  # a read-fan-out group: the entry is in the group timeline only
-            self._group_accept(message)
-        else:
-            self._accept(ack.inbox_seq, InboxItem(seq=ack.inbox_seq, type="message", data=message))
 
     def _on_read_reply(self, result: ReadResult) -> None:
         # Our own "read" event is not pushed to this connection: the reply stands for it.
-        if result.inbox_seq > 0:
-            marker = ReadMarker(conv_id=result.conv_id, read_seq=result.read_seq)
-            self._accept(result.inbox_seq, InboxItem(seq=result.inbox_seq, type="read", data=marker))
+        self._core.read_replied(result)
 
     def _catch_up(self, result: Any) -> None:
-        if not isinstance(result, dict):
-            result = msgspec.to_builtins(result) if isinstance(result, Struct) else {}
-        seq = result.get("inbox_seq")
-        if isinstance(seq, int) and seq > self.cursor:
-            self._need_sync.set()
-            return
-        # A change in a read-fan-out group (recall, group_* ops) names its entry by
-        # conversation seq only, with inbox_seq 0: pull the group if that entry is news.
-        group = result.get("group")
-        conv_id = result.get("conv_id") or (group.get("conv_id") if isinstance(group, dict) else None)
-        entry_seq = result.get("recall_seq") or result.get("seq")
-        if seq == 0 and isinstance(conv_id, str) and isinstance(entry_seq, int):
-            cursor = self.group_cursors.get(conv_id)
-            is_read_group = isinstance(group, dict) and group.get("fanout") == "read"
-            if (cursor is not None and entry_seq > cursor) or (cursor is None and is_read_group):
-                self._need_sync.set()
-
-    def _accept(self, seq: int, item: InboxItem) -> None:
-        """Take one inbox event (pushed, synced, or stood for by a send reply)."""
-        if seq <= self.cursor or seq in self._held:
-            return
-        self._held[seq] = item
-        held = self._held
-        nxt = self.cursor + 1
-        while nxt in held:
-            self.cursor = nxt
-            self._deliver(held.pop(nxt))
-            nxt += 1
-        if held:
-            self._synced.clear()
-            if self._gap_handle is None:
-                self._gap_handle = asyncio.get_running_loop().call_later(self._gap_grace, self._gap_check)
-        self._schedule_ack()
-
-    def _deliver(self, item: InboxItem | GroupItem) -> None:
-        if isinstance(item.data, MessageOut):
-            msg_id = item.data.msg_id
-            if msg_id in self._seen_msgs:
-                return
-            self._seen_msgs[msg_id] = None
-            if len(self._seen_msgs) > _SEEN_MSG_IDS_MAX:
-                self._seen_msgs.popitem(last=False)
-            conv_id = item.data.conv_id
-            if isinstance(item, InboxItem) and conv_id in self.group_cursors:
-                # an inbox entry of a read-fan-out group (left, removed, dissolved): the
-                # membership changed, so reconcile the group cursors with a sync soon
-                if item.data.seq == self.group_cursors[conv_id] + 1:
-                    self.group_cursors[conv_id] = item.data.seq
-                self._need_sync.set()
-        self._queue.put_nowait(item)
+        if isinstance(result, Struct):
+            result = msgspec.to_builtins(result)
+        self._core.other_reply(result if isinstance(result, dict) else {})
 
     def _gap_check(self) -> None:
         self._gap_handle = None
-        if self._held or self._group_held:
+        if self._core.gap_expired():
             self.gaps += 1
-            self._need_sync.set()
+            self._after_core()
 
     def _arm_gap_timer(self) -> None:
         if self._gap_handle is None:
             self._gap_handle = asyncio.get_running_loop().call_later(self._gap_grace, self._gap_check)
 
-    # -- merging read-fan-out groups ------------------------------------------------------------
-    def _group_accept(self, entry: MessageOut) -> None:
-        """Take one entry of a read-fan-out group (notice, pull, or own reply)."""
-        conv_id, seq = entry.conv_id, entry.seq
-        cursor = self.group_cursors.get(conv_id)
-        if cursor is not None and seq <= cursor:
-            return
-        held = self._group_held.setdefault(conv_id, {})
-        held.setdefault(seq, entry)
-        if cursor is None:
-            # not known yet: the next sync page says where this group's entries start
-            self._synced.clear()
-            self._need_sync.set()
-            return
-        self._group_drain(conv_id)
-
-    def _group_drain(self, conv_id: str) -> None:
-        """Deliver the held entries of a group that follow its cursor without a hole."""
-        held = self._group_held.get(conv_id)
-        cursor = self.group_cursors.get(conv_id)
-        if held is None or cursor is None:
-            return
-        for seq in [s for s in held if s <= cursor]:
-            del held[seq]
-        nxt = cursor + 1
-        while nxt in held:
-            self._deliver(GroupItem(conv_id=conv_id, seq=nxt, data=held.pop(nxt)))
-            self.group_cursors[conv_id] = nxt
-            nxt += 1
-        if held:
-            self._synced.clear()
-            self._arm_gap_timer()
-        else:
-            del self._group_held[conv_id]
-
-    async def _sync_groups(self, heads: list[_GroupHeadIn]) -> None:
-        """Bring every read-fan-out group up to the head a sync page named."""
-        from_head, self._groups_from_head = self._groups_from_head, False
-        listed: set[str] = set()
-        for head in heads:
-            listed.add(head.conv_id)
-            start = head.last_seq if from_head else head.from_seq
-            self.group_cursors[head.conv_id] = max(self.group_cursors.get(head.conv_id, start), head.from_seq)
-            self._group_drain(head.conv_id)
-            if head.last_seq > self.group_cursors[head.conv_id]:
-                try:
-                    await self._pull_group(head.conv_id)
-                except ApiError as exc:  # e.g. removed in between: the next sync forgets it
-                    log.warning("pulling group %s failed: %s", head.conv_id, exc)
-        # Groups this user is no longer in (left, removed, dissolved): take what is still
-        # visible up to the end of the membership, then forget them.
-        for conv_id in [c for c in self.group_cursors if c not in listed]:
-            with contextlib.suppress(ApiError):
-                await self._pull_group(conv_id)
-            self.group_cursors.pop(conv_id, None)
-            self._group_held.pop(conv_id, None)
-        # Held entries of groups the page did not name (e.g. a notice that raced the sync):
-        # they are ahead of their head or no longer ours.
-        for conv_id in [c for c in self._group_held if c not in self.group_cursors]:
-            del self._group_held[conv_id]
-
-    async def _pull_group(self, conv_id: str, upto: int | None = None) -> None:
-        """Page a group's timeline from its cursor until the end (or up to seq ``upto``)."""
-        while conv_id in self.group_cursors:
-            after = self.group_cursors[conv_id]
-            limit = self._sync_limit
-            if upto is not None:
-                if after >= upto:
-                    return
-                limit = min(limit, upto - after)
-            fut = await self._submit(
-                functools.partial(History, conv_id=conv_id, after=after, limit=limit),
-                reply_type=HistoryPage,
-                retry=False,
-            )
-            page: HistoryPage = await fut
-            self.group_pulls += 1
-            for entry in page.messages:
-                self._group_accept(entry)
-            if not page.has_more or not page.messages:
-                return
-
     async def _syncer(self) -> None:
         while True:
             await self._need_sync.wait()
             self._need_sync.clear()
-            heads = await self._sync_to_head()
-            await self._sync_groups(heads)
-            if self._group_held:  # entries above a head this sync saw: they commit shortly
+            await self._catch_up_round()
+            if self._core.holding:  # entries above a head this round saw: they commit shortly
                 self._arm_gap_timer()
-            if not self._held and not self._group_held and not self._need_sync.is_set():
+            if not self._core.holding and not self._need_sync.is_set():
                 self._synced.set()
             self._schedule_ack()
 
-    async def _sync_to_head(self) -> list[_GroupHeadIn]:
-        """Page the inbox from the cursor until the head, and until no hole remains.
-        Returns the read-fan-out groups of the last page."""
-        idle_rounds = 0
-        while True:
-            since = self.cursor
-            fut = await self._submit(
-                functools.partial(Sync, since=since, limit=self._sync_limit), reply_type=_SyncPageIn, retry=False
-            )
-            page: _SyncPageIn = await fut
-            self.syncs += 1
-            for ev in page.events:
-                item = self._item(ev.seq, ev.type, ev.data)
-                entry = item.data
-                if ev.seq > self.cursor and isinstance(entry, MessageOut) and entry.conv_id in self.group_cursors:
-                    # an inbox entry of a read-fan-out group (left, removed, dissolved):
-                    # the group's earlier entries go first
-                    with contextlib.suppress(ApiError):
-                        await self._pull_group(entry.conv_id, upto=entry.seq - 1)
-                self._accept(ev.seq, item)
-            if page.has_more:
-                continue
-            if not self._held:
-                return page.groups
-            # Held events sit above a seq the head did not cover yet: it commits shortly.
-            idle_rounds = idle_rounds + 1 if self.cursor == since else 0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(1.0, 0.01 * 2**idle_rounds)):
-                    await self._stopping.wait()
+    async def _catch_up_round(self) -> None:
+        """Carry out the requests of one catch-up round of the core (§12.1, §12.3): sync
+        pages from the cursor until the head with no hole left, then the group pulls."""
+        self._core.begin_sync()
+        while (request := self._core.next_request()) is not None:
+            self._after_core()
+            if isinstance(request, SyncInbox):
+                if request.delay_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(request.delay_s):
+                            await self._stopping.wait()
+                fut = await self._submit(
+                    functools.partial(Sync, since=request.since, limit=request.limit),
+                    reply_type=_SyncPageIn,
+                    retry=False,
+                )
+                page: _SyncPageIn = await fut
+                self.syncs += 1
+                events = [self._item(ev.seq, ev.type, ev.data) for ev in page.events]
+                self._core.sync_page(events, has_more=page.has_more, groups=page.groups)
+            else:
+                fut = await self._submit(
+                    functools.partial(History, conv_id=request.conv_id, after=request.after, limit=request.limit),
+                    reply_type=HistoryPage,
+                    retry=False,
+                )
+                try:
+                    history: HistoryPage = await fut
+                except ApiError as exc:  # e.g. removed in between: the next round forgets it
+                    log.warning("pulling group %s failed: %s", request.conv_id, exc)
+                    self._core.pull_failed(request.conv_id)
+                    continue
+                self.group_pulls += 1
+                self._core.group_page(request.conv_id, history.messages, has_more=history.has_more)
+            self._after_core()
+        self._after_core()
 
     # -- acks and heartbeats ------------------------------------------------------------------------
     def _schedule_ack(self) -> None:
