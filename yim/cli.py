@@ -11,7 +11,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from yim.config import SettingsError, load_settings
-    from yim.gateway.app import serve_forever
+    from yim.node import serve_forever
     from yim.storage.migrations import SchemaError
 
     try:
