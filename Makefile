@@ -28,13 +28,18 @@ serve: $(STAMP)
 	@echo "Serving http://$(HOST):$(PORT) with data in $(DATA); Ctrl-C stops it."
 	$(BIN)/yim serve --host $(HOST) --port $(PORT) --data $(DATA)
 
+# lint-imports checks .importlinter: the layers only point down (docs/architecture.md),
+# so a new back-edge fails the build before any test runs. --no-cache: nothing written
+# into the checkout.
 test: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/ruff format --check yim yimbench tests
+	$(BIN)/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
