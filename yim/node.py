@@ -21,13 +21,12 @@ import ssl
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from yim.bus.cluster_state import ClusterState
 from yim.bus.local import LocalBus
-from yim.bus.redis import RedisBus
 from yim.config import Settings
 from yim.gateway.app import build_app, tune_gc
 from yim.gateway.hub import Hub
@@ -46,6 +45,9 @@ from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
 from yim.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from yim.bus.cluster_state import ClusterState
 
 log = logging.getLogger("yim.node")
 #: the serving lines ("serving on", "shutting down") keep the logger name operators know
@@ -174,6 +176,10 @@ class Node:
         if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases
             if not settings.store.startswith(("postgres://", "postgresql://")):
                 raise ValueError("cluster mode (redis_url) needs a shared store: store = 'postgres://...'")
+            # Imported here, not at the top, for no cycle: only so that a node on one machine
+            # never loads redis-py (~80 modules, ~7 MB of RSS per process).
+            from yim.bus.redis import RedisBus
+
             self.bus = RedisBus(self.hub, self.metrics, settings, self.store, self, settings.redis_url)
         elif settings.node_id_lease:
             raise ValueError("node ids are leased from Redis: --node-id auto needs --redis (redis_url)")
@@ -190,6 +196,8 @@ class Node:
         #: cluster mode: presence, rate limits and online agents shared through Redis
         self.cluster: ClusterState | None = None
         if settings.redis_url:
+            from yim.bus.cluster_state import ClusterState  # cluster mode only, as RedisBus above
+
             assert isinstance(self.bus, RedisBus)
             self.cluster = ClusterState(settings, settings.redis_url, self.bus.node_name, self.hub.online_user_ids)
             self.presence.cluster = self.cluster
