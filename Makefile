@@ -28,17 +28,21 @@ serve: $(STAMP)
 	@echo "Serving http://$(HOST):$(PORT) with data in $(DATA); Ctrl-C stops it."
 	$(BIN)/yim serve --host $(HOST) --port $(PORT) --data $(DATA)
 
-# mypy (settings and the checked paths in pyproject.toml) runs before pytest: a type error
-# fails in seconds, not after the suite; its cache (.mypy_cache) rechecks only what changed.
+# Before pytest, so a mistake fails in seconds, not after the suite: mypy (settings and the
+# checked paths in pyproject.toml; its cache, .mypy_cache, rechecks only what changed) and
+# lint-imports (.importlinter: the layers only point down, docs/architecture.md, so a new
+# back-edge fails the build; --no-cache: nothing written into the checkout).
 test: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/ruff format --check yim yimbench tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache

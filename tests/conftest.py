@@ -16,7 +16,7 @@ import pytest_asyncio
 import uvloop
 
 from yim.config import Settings, load_settings
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # Throwaway PostgreSQL / Redis servers and the store-backend parameter (sqlite, postgres).

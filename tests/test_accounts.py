@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from yim.client import ApiError, Client, ClientClosed, HttpApi, SessionEnded
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 from .conftest import MakeServer
 from .sdk_helpers import PASSWORD, Chat, login_device, raw_close_code, raw_ws

@@ -36,8 +36,8 @@ import pytest
 from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, login, make_users
 from tests.report import record
-from yim.gateway.app import NodeServer
 from yim.ids.snowflake import EPOCH_MS, SEQ_BITS
+from yim.node import NodeServer
 
 OK = "ok"
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 from .sdk_helpers import Chat, login_device, raw_close_code, raw_ws
 

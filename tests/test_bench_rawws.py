@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yimbench.client import AuthError, raw_connect
 from yimbench.rawws import RawWebSocket, accept_of, masked_frame, open_websocket
 

@@ -21,8 +21,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from yim.bus.redis import RedisBus
-from yim.gateway.app import NodeServer
 from yim.ids.snowflake import node_of
+from yim.node import NodeServer
 from yim.protocol.errors import YimError
 from yim.protocol.frames import SendAck
 

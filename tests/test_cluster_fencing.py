@@ -13,8 +13,8 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from yim.bus.redis import RedisBus
-from yim.gateway.app import NodeServer
 from yim.ids.snowflake import MAX_NODE, node_of
+from yim.node import NodeServer
 from yim.protocol.frames import SendAck
 
 from .conftest import MakeServer, ServerProcess

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 from .conftest import test_settings as node_settings
 from .rawclient import Device, login, make_users

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from yim.bus.redis import REDIS_CONNECTIONS, LeasedSnowflake, RedisBus, connect_redis
 from yim.client import ApiError
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.errors import YimError
 from yim.protocol.frames import SendAck
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 from .rawclient import Device, ProtocolError, login, make_users, until
 from .report import record

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 from .conftest import MakeServer
 from .rawclient import make_users

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from yim.client import Client, HttpApi
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.frames import MessageOut, SendAck
 
 from .conftest import free_port

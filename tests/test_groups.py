@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 async def _devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from tests.conftest import MakeServer, free_port
 from tests.rawclient import Device, ProtocolError, make_users
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 MiB = 1024 * 1024
 

@@ -10,7 +10,7 @@ import pytest
 
 from yim import node as node_module
 from yim.client import Client
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.frames import ReadMarker
 
 from .conftest import MakeServer

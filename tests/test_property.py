@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yim.client import Client, InboxItem
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.frames import MessageOut, SendAck
 
 from .sdk_helpers import FAST_RECONNECT, Chat, derived_unread, history_of, list_view, login_device, timeline_key

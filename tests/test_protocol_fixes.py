@@ -18,7 +18,7 @@ from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, login, make_users, until
 from yim import cli
 from yim.config import MIN_SEND_BUFFER_BYTES, SettingsError, load_settings
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 async def _devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tests.rawclient import Device, ProtocolError, keepalive, login, make_users, until
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 def _relation_events(device: Device) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from tests.rawclient import Device, make_users
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.services.sync import REPLY_BUDGET_BYTES
 
 

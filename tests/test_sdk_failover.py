@@ -20,7 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from yim.client import Client, ConnectionLost, HttpApi
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.frames import MessageOut
 
 from .conftest import ServerProcess

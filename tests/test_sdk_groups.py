@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from yim.client import Client, GroupItem
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 from yim.protocol.frames import MessageOut
 
 from .sdk_helpers import Chat, Inbox, history_of, reconnected

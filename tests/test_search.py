@@ -15,7 +15,7 @@ import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users
 from tests.test_media import auth, uploaded
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 async def devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:

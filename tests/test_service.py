@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.rawclient import Device, ProtocolError, keepalive, make_users, until
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 def service_events(device: Device, event: str | None = None) -> list[dict[str, Any]]:

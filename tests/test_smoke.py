@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 
 async def test_two_users_chat_over_raw_protocol(server: NodeServer) -> None:

@@ -18,7 +18,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from tests import test_web
 from tests.rawclient import Device
 from tests.test_web import PASSWORD, _http_login, _ws_send, send, shot
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 # The browser fixtures of tests/test_web.py (pytest finds fixtures among a module's attributes).
 browser = test_web.browser

@@ -27,7 +27,7 @@ from tests.conftest import MakeServer
 from tests.rawclient import Device
 from tests.test_web import PASSWORD, send, shot
 from tests.test_web_features import conv_item, login_in_ui, users
-from yim.gateway.app import NodeServer
+from yim.node import NodeServer
 
 browser = test_web.browser
 contexts = test_web.contexts

@@ -1,4 +1,8 @@
-"""The ``yim`` command: ``yim serve`` runs a node; more subcommands join as they land."""
+"""The ``yim`` command: ``yim serve`` runs a node; more subcommands join as they land.
+
+Each subcommand imports what it runs inside its own function: ``yim --help``, the
+terminal client and ``yim admin`` do not load the server, and nothing loads the bench
+unless ``yim bench`` runs (tests/test_bench_package.py). No import here avoids a cycle."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from yim.config import SettingsError, load_settings
-    from yim.gateway.app import serve_forever
+    from yim.node import serve_forever
     from yim.storage.migrations import SchemaError
 
     try:

@@ -1,5 +1,11 @@
 """A node: one process holding the store, the id generator, the connection table and the
-services, with its lifecycle (start, graceful stop). The gateway serves it over HTTP/WS."""
+services, with its lifecycle (start, graceful stop), and ``NodeServer``, which serves it over
+HTTP/WS through the gateway's app.
+
+This is the composition root: the only module that imports every layer (storage, services,
+gateway, bus) and wires them together. Each layer below sees the node only through the
+Protocol it declares (``yim.services.context.Context``, ``yim.gateway.keys.ServedNode``,
+``yim.bus.local.NodeHooks``); docs/architecture.md "Layers" has the map."""
 
 from __future__ import annotations
 
@@ -9,16 +15,22 @@ import fcntl
 import logging
 import os
 import secrets
+import signal
+import socket
+import ssl
 import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp import web
+
 from yim.bus.local import LocalBus
 from yim.config import Settings
+from yim.gateway.app import build_app, tune_gc
 from yim.gateway.hub import Hub
-from yim.gateway.limits import Limits
+from yim.gateway.limits import Limits, install_connection_guard, throttle_logger
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics, StoreCollector
 from yim.protocol.close import CLOSE_GOING_AWAY
@@ -38,6 +50,12 @@ if TYPE_CHECKING:
     from yim.bus.cluster_state import ClusterState
 
 log = logging.getLogger("yim.node")
+#: the serving lines ("serving on", "shutting down") keep the logger name operators know
+_serve_log = logging.getLogger("yim.gateway")
+
+#: the exit code of a node that stopped because it can never serve again (e.g. fenced and no
+#: node id to lease): its supervisor should restart it
+EXIT_FAILED = 3
 
 _SEEN_FLUSH_S = 5.0
 #: /readyz asks the store and Redis at most this often; callers in between get the last answer
@@ -158,9 +176,11 @@ class Node:
         if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases
             if not settings.store.startswith(("postgres://", "postgresql://")):
                 raise ValueError("cluster mode (redis_url) needs a shared store: store = 'postgres://...'")
+            # Imported here, not at the top, for no cycle: only so that a node on one machine
+            # never loads redis-py (~80 modules, ~7 MB of RSS per process).
             from yim.bus.redis import RedisBus
 
-            self.bus = RedisBus(self, settings.redis_url)
+            self.bus = RedisBus(self.hub, self.metrics, settings, self.store, self, settings.redis_url)
         elif settings.node_id_lease:
             raise ValueError("node ids are leased from Redis: --node-id auto needs --redis (redis_url)")
         else:
@@ -176,11 +196,10 @@ class Node:
         #: cluster mode: presence, rate limits and online agents shared through Redis
         self.cluster: ClusterState | None = None
         if settings.redis_url:
-            from yim.bus.cluster_state import ClusterState
-            from yim.bus.redis import RedisBus
+            from yim.bus.cluster_state import ClusterState  # cluster mode only, as RedisBus above
 
             assert isinstance(self.bus, RedisBus)
-            self.cluster = ClusterState(self, settings.redis_url, self.bus.node_name)
+            self.cluster = ClusterState(settings, settings.redis_url, self.bus.node_name, self.hub.online_user_ids)
             self.presence.cluster = self.cluster
             self.limits.share(self.cluster)
         self.accounts: Accounts
@@ -244,6 +263,14 @@ class Node:
         self.fenced = None
         self.metrics.fenced.set(0)
         log.warning("ready: node %d serves again", self.ids.node_id)
+
+    def forget_sessions(self, session_ids: list[str] | None = None) -> None:
+        """Drop cached sessions (``None``: all), e.g. revoked on another node."""
+        self.accounts.forget_cached(session_ids)
+
+    def forget_rosters(self, conv_id: int | None = None) -> None:
+        """Drop cached rosters (``None``: all), e.g. changed on another node."""
+        self.rosters.forget(conv_id)
 
     def fail(self, reason: str) -> None:
         """The node cannot serve again: the server stops and the process exits non-zero."""
@@ -334,3 +361,80 @@ class Node:
                 log.info("device last-seen times not flushed: %s", exc.message)
             except Exception:  # best effort: last-seen times are advisory
                 log.exception("flushing device last-seen times failed")
+
+
+class NodeServer:
+    """A node served on host:port. ``start()`` returns once it accepts connections."""
+
+    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.node = Node(settings)
+        self.app = build_app(self.node)
+        self._ssl = ssl_context
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.node.start()
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+            # also the deadline for a new connection's first complete request (slowloris)
+            keepalive_timeout=self.settings.http_idle_timeout_s,
+            # a request line fits the longest query the API takes (a 1,024-character media
+            # name, percent-encoded); headers keep aiohttp's limits (8 KiB each, 128 of them)
+            max_line_size=16 * 1024,
+            # No SO_KEEPALIVE: a setsockopt per connect for probes after 2 h of silence, when
+            # the idle sweep closes a silent WebSocket after idle_timeout_s and the deadline
+            # above a silent HTTP connection.
+            tcp_keepalive=False,
+        )
+        await self._runner.setup()
+        install_connection_guard(self._runner.server, self.node.limits)
+        throttle_logger("aiohttp.server")  # it logs every malformed request with a traceback
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        sock.listen(4096)
+        self.port = sock.getsockname()[1]
+        # SockSite listens again on the socket: without backlog it would shrink to 128 and
+        # drop connections in a reconnect storm.
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl, backlog=4096)
+        await site.start()
+        _serve_log.info("serving on %s (WebSocket %s/ws)", self.url, self.url.replace("http", "ws", 1))
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection with 1001 after flushing, drain the store."""
+        self.node.stopping = True
+        for conn in list(self.node.hub.connections()):
+            conn.close(1001, "server shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.node.stop()
+
+
+async def serve_forever(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> None:
+    server = NodeServer(settings, ssl_context=ssl_context)
+    await server.start()
+    tune_gc()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"yim node {server.node.ids.node_id} listening on {server.url}  (data: {settings.data_dir})", flush=True)
+    failed = loop.create_task(server.node.failed.wait())
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed.cancel()
+    stopped.cancel()
+    _serve_log.info("shutting down")
+    await server.stop()
+    if server.node.failed.is_set():
+        raise SystemExit(EXIT_FAILED)

@@ -59,15 +59,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from yim.bus.redis import connect_redis
+from yim.services.context import LocalDevices, PresenceChange, State
 
 if TYPE_CHECKING:
-    from yim.node import Node
+    from yim.config import Settings
 
 log = logging.getLogger("yim.bus.cluster_state")
-
-State = tuple[str, tuple[str, ...]]
-#: a user's fields on this node: device id -> (status, platform, connected_ms)
-LocalDevices = dict[str, tuple[str, str, int]]
 
 #: how long ``~seen`` (last seen) of an offline user is kept
 SEEN_TTL_MS = 30 * 24 * 3600 * 1000
@@ -257,19 +254,6 @@ def aggregate_fields(
     return (status, tuple(sorted(platforms))), seen
 
 
-class PresenceChange:
-    """What one sync of a user found: the aggregate now, and what it was before."""
-
-    __slots__ = ("before", "changed", "last_seen", "state", "user_id")
-
-    def __init__(self, user_id: int, changed: bool, state: State, before: State, last_seen: int | None) -> None:
-        self.user_id = user_id
-        self.changed = changed
-        self.state = state
-        self.before = before
-        self.last_seen = last_seen
-
-
 class _Batch:
     """Records pipeline-style calls (``p.zadd(...)``) to replay them one by one."""
 
@@ -286,10 +270,10 @@ class _Batch:
 class ClusterState:
     """One per node in cluster mode: its own Redis connections and background loops."""
 
-    def __init__(self, node: Node, url: str, node_name: str) -> None:
-        self._node = node
+    def __init__(self, settings: Settings, url: str, node_name: str, online_user_ids: Callable[[], list[int]]) -> None:
+        #: the users with a device on this node now (written again when Redis forgot them)
+        self._online_user_ids = online_user_ids
         self.node_name = node_name
-        settings = node.settings
         self._ttl_ms = int(settings.cluster_route_ttl_s * 1000)
         self._sync_s = settings.cluster_limits_sync_s
         self.timeout_s = settings.cluster_state_timeout_s
@@ -437,7 +421,7 @@ class ClusterState:
             log.warning("cluster state lost this node's presence; writing its users' presence again")
         if forgotten or (was_down and self._registered):
             # also the users whose changes could not be written while Redis was away
-            written = await self._resync(self._node.hub.online_user_ids(), set())
+            written = await self._resync(self._online_user_ids(), set())
             if written and swept is not None:  # else: found again next time, and retried
                 await asyncio.wait_for(self._redis.delete(swept_key), self.timeout_s)
         self._registered = True

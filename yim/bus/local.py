@@ -9,7 +9,7 @@ does not — publishing happens in commit order on the event loop.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -18,13 +18,35 @@ from yim.protocol.codec import JSON, MSGPACK
 from yim.protocol.frames import Notice
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.gateway.hub import Hub
     from yim.metrics import Metrics
+    from yim.services.context import Device as Connection
+    from yim.services.context import Devices
+
+
+class NodeHooks(Protocol):
+    """What a cluster bus calls back on the node that owns it: fencing (its node id is no
+    longer its own) and the caches a missed cross-node invalidation leaves stale."""
+
+    #: why the node serves no one now, or None
+    fenced: str | None
+    ids: Snowflake
+
+    def fence(self, reason: str) -> None: ...
+
+    def unfence(self) -> None: ...
+
+    def fail(self, reason: str) -> None:
+        """The node can never serve again: it exits."""
+
+    def forget_sessions(self, session_ids: list[str] | None = None) -> None:
+        """Drop cached sessions (``None``: all)."""
+
+    def forget_rosters(self, conv_id: int | None = None) -> None:
+        """Drop cached conversation rosters (``None``: all)."""
 
 
 class LocalBus:
-    def __init__(self, hub: Hub, metrics: Metrics) -> None:
+    def __init__(self, hub: Devices, metrics: Metrics) -> None:
         self._hub = hub
         self._events_out = metrics.events_out
 

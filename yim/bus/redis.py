@@ -71,16 +71,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from yim.bus.local import LocalBus
-from yim.gateway.hub import PLATFORM_CLASS
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.logs import BurstLog
 from yim.protocol.close import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
+from yim.protocol.platforms import PLATFORM_CLASS
 from yim.services.wire import event_payload
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.bus.local import NodeHooks
+    from yim.config import Settings
+    from yim.metrics import Metrics
+    from yim.services.context import Device as Connection
+    from yim.services.context import Devices
+    from yim.storage.base import Store
 
 log = logging.getLogger("yim.bus.redis")
 
@@ -244,14 +248,17 @@ class NoNodeIdError(RuntimeError):
 
 
 class RedisBus(LocalBus):
-    def __init__(self, node: Node, url: str) -> None:
-        super().__init__(node.hub, node.metrics)
+    def __init__(
+        self, hub: Devices, metrics: Metrics, settings: Settings, store: Store, node: NodeHooks, url: str
+    ) -> None:
+        super().__init__(hub, metrics)
         self._node = node
+        self._settings = settings
+        self._store = store
         self._url = url
         self._cluster = url.startswith("redis+cluster://")
         self.node_name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.channel = f"yim:n:{{{self.node_name}}}"
-        settings = node.settings
         self._route_ttl_ms = int(settings.cluster_route_ttl_s * 1000)
         self._lease_ttl_ms = int(settings.node_lease_ttl_s * 1000)
         self._redis: aioredis.Redis | RedisCluster = connect_redis(url)
@@ -292,7 +299,7 @@ class RedisBus(LocalBus):
             self._scripts[name] = self._redis.register_script(src)
         await self._redis.ping()
         self._run_id = await self._read_run_id()
-        if self._node.settings.node_id_lease:
+        if self._settings.node_id_lease:
             await self._acquire_lease()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -402,12 +409,12 @@ class RedisBus(LocalBus):
         """Lease a fresh node id (seeded above every id already issued, as at start-up) and
         serve again; give up — the process exits — if no id can be had in time."""
         old = self.lease_id
-        deadline = time.monotonic() + self._node.settings.node_relet_timeout_s
+        deadline = time.monotonic() + self._settings.node_relet_timeout_s
         pause = 0.2
         while True:
             try:
                 await self._acquire_lease()
-                floor = await self._node.store.max_msg_id()
+                floor = await self._store.max_msg_id()
                 break
             except NoNodeIdError as exc:
                 self._node.fail(f"fenced and cannot lease a fresh node id: {exc}")
@@ -419,7 +426,7 @@ class RedisBus(LocalBus):
                     log.warning("leasing a fresh node id failed: %s: %s", type(exc).__name__, exc)
                 if time.monotonic() + pause >= deadline:
                     self._node.fail(
-                        f"fenced and no fresh node id leased within {self._node.settings.node_relet_timeout_s} s"
+                        f"fenced and no fresh node id leased within {self._settings.node_relet_timeout_s} s"
                     )
                     return
                 await asyncio.sleep(pause)
@@ -500,7 +507,7 @@ class RedisBus(LocalBus):
                     now_ms,
                 ),
             )
-        settings = self._node.settings
+        settings = self._settings
         limits = {
             "mobile": settings.max_online_mobile,
             "desktop": settings.max_online_desktop,
@@ -668,7 +675,7 @@ class RedisBus(LocalBus):
         for conn in conns:
             by_user.setdefault(conn.user_id, []).append(conn)
         users = list(by_user)
-        store = self._node.store
+        store = self._store
         pushed = 0
 
         async def one(user_id: int) -> int:
@@ -877,8 +884,8 @@ class RedisBus(LocalBus):
         if self._subscribed.is_set():
             # Messages sent while the subscription was down are lost: pushes are caught up
             # by the heal, invalidations are not — drop what they would have invalidated.
-            self._node.rosters.forget()
-            self._node.accounts.forget_cached()
+            self._node.forget_rosters()
+            self._node.forget_sessions()
             self._heal("cross-node subscription restored")
         self._subscribed.set()
 
@@ -906,9 +913,9 @@ class RedisBus(LocalBus):
                 if conn is not None and conn.connected_at * 1000 < item.before_ms:
                     conn.close(item.code, item.reason)
             case _Revoke():
-                self._node.accounts.forget_cached(item.session_ids)
+                self._node.forget_sessions(item.session_ids)
                 self._hub.close_sessions(
                     item.user_id, set(item.session_ids), CLOSE_REVOKED, f"session revoked: {item.reason}"
                 )
             case _Roster():
-                self._node.rosters.forget(item.conv_id)
+                self._node.forget_rosters(item.conv_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -17,18 +17,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from yim import __version__
 from yim import web as web_assets
-from yim.gateway.keys import NODE_KEY
+from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.gateway.ops import OPS
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
-from yim.services.accounts import user_out
+from yim.services import users
 from yim.services.messages import send_ack, send_message
 from yim.storage.base import SessionRec
-
-if TYPE_CHECKING:
-    from yim.node import Node
 
 log = logging.getLogger("yim.gateway.http")
 T = TypeVar("T")
@@ -99,7 +96,7 @@ async def authenticated(request: web.Request) -> SessionRec:
     return await _node(request).accounts.authenticate(token.strip())
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> ServedNode:
     return request.app[NODE_KEY]
 
 
@@ -108,7 +105,7 @@ def _node(request: web.Request) -> Node:
 routes = web.RouteTableDef()
 
 
-def _health(node: Node, status: str) -> Health:
+def _health(node: ServedNode, status: str) -> Health:
     return Health(
         status=status,
         node_id=node.ids.node_id,
@@ -217,28 +214,21 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/api/v1/me")
 async def me(request: web.Request) -> web.Response:
     session = await authenticated(request)
-    users = await _node(request).store.users_by_ids([session.user_id])
-    return json_response(user_out(users[session.user_id]))
+    return json_response(await users.user(_node(request), session.user_id))
 
 
 @routes.get("/api/v1/users")
 async def find_user(request: web.Request) -> web.Response:
     await authenticated(request)
     query = read_query(request, UserQuery)
-    user = await _node(request).store.user_by_name(query.username)
-    if user is None:
-        raise YimError("not_found", f"no user named {query.username!r}")
-    return json_response(user_out(user))
+    return json_response(await users.user_named(_node(request), query.username))
 
 
 @routes.get("/api/v1/users/{user_id:[0-9]{1,20}}")
 async def get_user(request: web.Request) -> web.Response:
     await authenticated(request)
     uid = parse_id(request.match_info["user_id"], "user")
-    users = await _node(request).store.users_by_ids([uid])
-    if uid not in users:
-        raise YimError("not_found", f"no user {uid}")
-    return json_response(user_out(users[uid]))
+    return json_response(await users.user(_node(request), uid))
 
 
 @routes.get("/api/v1/devices")

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 from yim.gateway.connection import Connection
 from yim.protocol.close import CLOSE_IDLE, CLOSE_POLICY, CLOSE_REPLACED
+from yim.protocol.platforms import PLATFORM_CLASS
 
 if TYPE_CHECKING:
     from yim.config import Settings
     from yim.metrics import Metrics
-
-PLATFORM_CLASS = {"android": "mobile", "ios": "mobile", "desktop": "desktop", "web": "web"}
 
 
 class Hub:

@@ -29,17 +29,33 @@ import ipaddress
 import logging
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yim.protocol.errors import YimError
 
 if TYPE_CHECKING:
-    from yim.bus.cluster_state import ClusterState
     from yim.config import Settings
 
 log = logging.getLogger("yim.gateway.limits")
 
 _monotonic = time.monotonic
+
+
+class SharedBuckets(Protocol):
+    """Cluster mode: the rate-limit buckets every node shares (the bus's cluster state, in
+    Redis); ``healthy`` False means Redis is away and each node counts alone."""
+
+    healthy: bool
+
+    def unavailable(self, exc: BaseException) -> None: ...
+
+    def share_buckets(self, name: str, buckets: TokenBuckets) -> None: ...
+
+    def spent(self, name: str, key: Any, cost: float) -> None: ...
+
+    async def take(self, name: str, key: Any, rate: float, burst: float, cost: float = 1.0) -> float: ...
+
+    async def backoff(self, ops: list[tuple[str, Any, str, Any]]) -> list[float]: ...
 
 
 class TokenBuckets:
@@ -194,15 +210,15 @@ class Limits:
         self.max_connections_per_ip = s.max_connections_per_ip
         self.connections_ip: dict[str, int] = {}
         self.refused_connections = 0
-        self.shared: ClusterState | None = None
+        self.shared: SharedBuckets | None = None
 
-    def share(self, state: ClusterState) -> None:
+    def share(self, state: SharedBuckets) -> None:
         """Cluster mode: share login, registration and send limits through Redis."""
         self.shared = state
         state.share_buckets("send_user", self.send_user)
         state.share_buckets("send_ip", self.send_ip)
 
-    def _use_shared(self) -> ClusterState | None:
+    def _use_shared(self) -> SharedBuckets | None:
         shared = self.shared
         return shared if shared is not None and shared.healthy else None
 
@@ -289,7 +305,7 @@ class Limits:
         if wait:
             raise YimError("rate_limited", "too many login attempts; try again later", retry_after=_retry(wait))
 
-    async def _check_login_shared(self, shared: ClusterState, username: str, ip: str | None) -> float:
+    async def _check_login_shared(self, shared: SharedBuckets, username: str, ip: str | None) -> float:
         ops = self._backoff_ops(username, ip, "check", "check")
         wait = max(await shared.backoff(ops), default=0.0) if ops else 0.0
         b = self.login_attempts_ip

@@ -16,15 +16,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from yim.gateway.http import authenticated, error_response, json_response, read_query
-from yim.gateway.keys import NODE_KEY
+from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaUploadQuery
 from yim.storage.media import IMAGE_MIMES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
-
-    from yim.node import Node
 
 log = logging.getLogger("yim.gateway.media")
 
@@ -36,7 +34,7 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ ()+-]")
 _MEDIA_CSP = "default-src 'none'; sandbox"
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> ServedNode:
     return request.app[NODE_KEY]
 
 

@@ -1,6 +1,7 @@
 """The request ops served the same way over WebSocket and HTTP: op struct -> action.
 
-Every action has the signature ``(node, session, request, origin_connection) -> result``;
+Every action has the signature ``(node, session, request, origin_connection) -> result``
+(``Action``: the node as the services' ``Context``, the origin as a ``Device``);
 the WebSocket loop and the HTTP routes are thin adapters over this table. ``send``,
 ``ack``, ``ping`` and ``auth`` are handled by the WebSocket loop itself (pipelining,
 connection state).
@@ -14,23 +15,28 @@ from typing import Any
 from yim.protocol import frames as f
 from yim.services import conversations, groups, messages, presence, relations, service, sync, typing, users
 from yim.services import search as search_service
+from yim.services.context import Context, Device
+from yim.storage.base import SessionRec
 
-Action = Callable[..., Awaitable[Any]]
+#: (node, session, request struct, origin connection or None for HTTP) -> the reply struct
+Action = Callable[[Context, SessionRec, Any, Device | None], Awaitable[Any]]
 
 
-async def _sync(node: Any, session: Any, req: f.Sync, origin: Any = None) -> f.SyncPage:
+async def _sync(node: Context, session: SessionRec, req: f.Sync, origin: Device | None = None) -> f.SyncPage:
     return await sync.sync(node, session, req.since, req.limit)
 
 
-async def _read(node: Any, session: Any, req: f.Read, origin: Any = None) -> f.ReadResult:
+async def _read(node: Context, session: SessionRec, req: f.Read, origin: Device | None = None) -> f.ReadResult:
     return await conversations.mark_read(node, session, req.conv_id, req.seq, origin)
 
 
-async def _history(node: Any, session: Any, req: f.History, origin: Any = None) -> f.HistoryPage:
+async def _history(node: Context, session: SessionRec, req: f.History, origin: Device | None = None) -> f.HistoryPage:
     return await conversations.history(node, session, req.conv_id, req.before, req.after, req.limit)
 
 
-async def _conversations(node: Any, session: Any, req: f.Conversations, origin: Any = None) -> f.ConversationPage:
+async def _conversations(
+    node: Context, session: SessionRec, req: f.Conversations, origin: Device | None = None
+) -> f.ConversationPage:
     return await conversations.list_conversations(node, session, req.before, req.limit)
 
 

@@ -16,12 +16,12 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from yim.gateway.connection import Connection
-from yim.gateway.keys import NODE_KEY
+from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.gateway.ops import OPS
 from yim.protocol.close import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_TOO_BIG
 from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
@@ -30,20 +30,17 @@ from yim.protocol.frames import Ack, Auth, AuthOk, Ping, Send
 from yim.services.messages import send_ack, send_message
 from yim.storage.base import SendResult, SessionRec
 
-if TYPE_CHECKING:
-    from yim.node import Node
-
 log = logging.getLogger("yim.gateway.ws")
 
 MAX_SENDS_IN_FLIGHT = 64
 
 
-def _reply_error(node: Node, conn: Connection, rid: Any, exc: YimError) -> None:
+def _reply_error(node: ServedNode, conn: Connection, rid: Any, exc: YimError) -> None:
     node.metrics.errors.labels(exc.code).inc()
     conn.send(conn.codec.err(rid, exc))
 
 
-def _on_sent(node: Node, conn: Connection, rid: Any, fut: asyncio.Future[SendResult]) -> None:
+def _on_sent(node: ServedNode, conn: Connection, rid: Any, fut: asyncio.Future[SendResult]) -> None:
     if fut.cancelled():
         return
     exc = fut.exception()
@@ -61,7 +58,7 @@ class _Session:
 
     __slots__ = ("conn", "ip", "node", "pending", "session")
 
-    def __init__(self, node: Node, conn: Connection, session: SessionRec, ip: str | None = None) -> None:
+    def __init__(self, node: ServedNode, conn: Connection, session: SessionRec, ip: str | None = None) -> None:
         self.node = node
         self.conn = conn
         self.session = session
@@ -98,7 +95,7 @@ class _Session:
                 conn.send(conn.codec.ok(req.rid, await action(node, session, req, conn)))
 
 
-def _decode(node: Node, conn: Connection, msg: Any) -> Any:
+def _decode(node: ServedNode, conn: Connection, msg: Any) -> Any:
     """Frame -> request, or None after replying with an error. Raises on a fatal frame."""
     data = msg.data
     codec_in: Codec = JSON if msg.type == WSMsgType.TEXT else MSGPACK
@@ -117,7 +114,7 @@ def _decode(node: Node, conn: Connection, msg: Any) -> Any:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    node: Node = request.app[NODE_KEY]
+    node: ServedNode = request.app[NODE_KEY]
     settings = node.settings
     codec = CODECS.get(request.query.get("format", "json"))
     if codec is None:
@@ -160,7 +157,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _authenticate(node: Node, conn: Connection, ws: web.WebSocketResponse, remote: str | None) -> _Session | None:
+async def _authenticate(
+    node: ServedNode, conn: Connection, ws: web.WebSocketResponse, remote: str | None
+) -> _Session | None:
     settings = node.settings
     # One timer that closes the socket, not ws.receive(timeout=...): that enters an
     # asyncio.timeout per frame, ~8 µs of a connect's event-loop time.

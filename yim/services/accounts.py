@@ -20,12 +20,13 @@ import argon2
 import jwt
 import msgspec
 
+from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.frames import DeviceOut, LoginBody, LoginOut, RegisterBody, UserOut
 from yim.storage.base import SessionRec, UserRec
 
 if TYPE_CHECKING:
-    from yim.node import Node
+    from yim.services.context import Context
 
 _SESSION_CACHE_MAX = 100_000  # entries of ~200 bytes: ~20 MB worst case
 
@@ -58,7 +59,7 @@ def now_ms() -> int:
 
 
 class Accounts:
-    def __init__(self, node: Node, secret: bytes) -> None:
+    def __init__(self, node: Context, secret: bytes) -> None:
         self._node = node
         self._secret = secret
         self._hasher = make_hasher(node.settings.password_hashing)
@@ -267,8 +268,6 @@ class Accounts:
         self._sessions[session.id] = session
 
     def _forget(self, session_ids: list[str], user_id: int, reason: str) -> None:
-        from yim.protocol.close import CLOSE_REVOKED
-
         self.forget_cached(session_ids)
         if session_ids:
             self._node.hub.close_sessions(user_id, set(session_ids), CLOSE_REVOKED, f"session revoked: {reason}")

@@ -28,11 +28,10 @@ from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 
-async def direct_peer_blocked(node: Node, user_id: int, conv_id: int) -> bool:
+async def direct_peer_blocked(node: Context, user_id: int, conv_id: int) -> bool:
     """Is conv_id a one-to-one conversation of user_id with someone they block, or who
     blocks them? (Between the two, a block stops typing and read receipts too, §8.2.)"""
     rows, _total = await node.store.conversations(user_id, None, 1, conv_id)
@@ -42,7 +41,7 @@ async def direct_peer_blocked(node: Node, user_id: int, conv_id: int) -> bool:
 
 
 async def list_conversations(
-    node: Node, session: SessionRec, before: str | None, limit: int, conv_id: int | None = None
+    node: Context, session: SessionRec, before: str | None, limit: int, conv_id: int | None = None
 ) -> ConversationPage:
     rows, total = await node.store.conversations(
         session.user_id, parse_id(before, "cursor") if before is not None else None, limit, conv_id
@@ -79,7 +78,7 @@ async def list_conversations(
 
 
 async def conversation(
-    node: Node, session: SessionRec, req: Conversation, origin: Connection | None = None
+    node: Context, session: SessionRec, req: Conversation, origin: Device | None = None
 ) -> ConversationOut:
     """One conversation of the user, as it appears in the list."""
     page = await list_conversations(node, session, None, 1, parse_id(req.conv_id, "conversation"))
@@ -89,7 +88,7 @@ async def conversation(
 
 
 async def mark_read(
-    node: Node, session: SessionRec, conv_id: str, seq: int, origin: Connection | None = None
+    node: Context, session: SessionRec, conv_id: str, seq: int, origin: Device | None = None
 ) -> ReadResult:
     cid = parse_id(conv_id, "conversation")
     res = await node.store.mark_read(session.user_id, cid, seq, int(time.time() * 1000))
@@ -108,7 +107,7 @@ async def mark_read(
 
 
 async def history(
-    node: Node, session: SessionRec, conv_id: str, before: int | None, after: int | None, limit: int
+    node: Context, session: SessionRec, conv_id: str, before: int | None, after: int | None, limit: int
 ) -> HistoryPage:
     if before is not None and after is not None:
         raise YimError("bad_request", "give at most one of `before` and `after`")
@@ -124,7 +123,7 @@ async def history(
     return HistoryPage(messages=[message_out(m) for m in msgs], has_more=more)
 
 
-async def receipts(node: Node, session: SessionRec, req: Receipts, origin: Connection | None = None) -> ReceiptsOut:
+async def receipts(node: Context, session: SessionRec, req: Receipts, origin: Device | None = None) -> ReceiptsOut:
     """Who has read a message: derived from members' read markers, nothing stored per
     message. The list of readers is given for groups up to the write-fan-out threshold;
     above it only the counts (a list of up to 100,000 ids per query is not a chat feature)."""

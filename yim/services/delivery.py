@@ -15,11 +15,10 @@ from yim.services.wire import message_json
 from yim.storage.base import SendResult
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 
-def publish_entry(node: Node, result: SendResult, origin: Connection | None = None) -> None:
+def publish_entry(node: Context, result: SendResult, origin: Device | None = None) -> None:
     if result.duplicate:
         return
     payload = message_json(result.message)

@@ -35,8 +35,7 @@ from yim.services.delivery import publish_entry
 from yim.storage.base import CreateGroupCmd, GroupChange, GroupRec, SessionRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 
 def _now() -> int:
@@ -61,7 +60,7 @@ def group_out(g: GroupRec) -> GroupOut:
     )
 
 
-def _changed(node: Node, change: GroupChange, origin: Connection | None) -> GroupChangeOut:
+def _changed(node: Context, change: GroupChange, origin: Device | None) -> GroupChangeOut:
     entry = change.entry
     if entry is not None:
         publish_entry(node, entry, origin)
@@ -73,7 +72,7 @@ def _changed(node: Node, change: GroupChange, origin: Connection | None) -> Grou
 
 
 async def create_group(
-    node: Node, session: SessionRec, req: GroupCreate, origin: Connection | None = None
+    node: Context, session: SessionRec, req: GroupCreate, origin: Device | None = None
 ) -> GroupChangeOut:
     settings = node.settings
     max_members = min(req.max_members or settings.group_max_members, settings.group_max_members)
@@ -94,7 +93,7 @@ async def create_group(
     return _changed(node, await node.store.create_group(cmd), origin)
 
 
-async def invite(node: Node, session: SessionRec, req: GroupInvite, origin: Connection | None = None) -> GroupChangeOut:
+async def invite(node: Context, session: SessionRec, req: GroupInvite, origin: Device | None = None) -> GroupChangeOut:
     change = await node.store.add_members(
         parse_id(req.conv_id, "group"),
         session.user_id,
@@ -107,7 +106,7 @@ async def invite(node: Node, session: SessionRec, req: GroupInvite, origin: Conn
     return _changed(node, change, origin)
 
 
-async def join(node: Node, session: SessionRec, req: GroupJoin, origin: Connection | None = None) -> GroupChangeOut:
+async def join(node: Context, session: SessionRec, req: GroupJoin, origin: Device | None = None) -> GroupChangeOut:
     change = await node.store.add_members(
         parse_id(req.conv_id, "group"),
         session.user_id,
@@ -120,14 +119,14 @@ async def join(node: Node, session: SessionRec, req: GroupJoin, origin: Connecti
     return _changed(node, change, origin)
 
 
-async def leave(node: Node, session: SessionRec, req: GroupLeave, origin: Connection | None = None) -> GroupChangeOut:
+async def leave(node: Context, session: SessionRec, req: GroupLeave, origin: Device | None = None) -> GroupChangeOut:
     change = await node.store.remove_member(
         parse_id(req.conv_id, "group"), session.user_id, session.user_id, node.ids.next_id(), _now()
     )
     return _changed(node, change, origin)
 
 
-async def remove(node: Node, session: SessionRec, req: GroupRemove, origin: Connection | None = None) -> GroupChangeOut:
+async def remove(node: Context, session: SessionRec, req: GroupRemove, origin: Device | None = None) -> GroupChangeOut:
     target = parse_id(req.user_id, "user")
     if target == session.user_id:
         raise YimError("bad_request", "use group_leave to leave a group")
@@ -137,7 +136,7 @@ async def remove(node: Node, session: SessionRec, req: GroupRemove, origin: Conn
     return _changed(node, change, origin)
 
 
-async def set_role(node: Node, session: SessionRec, req: GroupRole, origin: Connection | None = None) -> GroupChangeOut:
+async def set_role(node: Context, session: SessionRec, req: GroupRole, origin: Device | None = None) -> GroupChangeOut:
     change = await node.store.set_role(
         parse_id(req.conv_id, "group"),
         session.user_id,
@@ -149,7 +148,7 @@ async def set_role(node: Node, session: SessionRec, req: GroupRole, origin: Conn
     return _changed(node, change, origin)
 
 
-async def mute(node: Node, session: SessionRec, req: GroupMute, origin: Connection | None = None) -> GroupChangeOut:
+async def mute(node: Context, session: SessionRec, req: GroupMute, origin: Device | None = None) -> GroupChangeOut:
     now = _now()
     until = now + req.duration_s * 1000 if req.duration_s else 0
     change = await node.store.mute_member(
@@ -158,7 +157,7 @@ async def mute(node: Node, session: SessionRec, req: GroupMute, origin: Connecti
     return _changed(node, change, origin)
 
 
-async def update(node: Node, session: SessionRec, req: GroupUpdate, origin: Connection | None = None) -> GroupChangeOut:
+async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: Device | None = None) -> GroupChangeOut:
     changes: dict[str, object] = {
         name: getattr(req, name)
         for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")
@@ -173,7 +172,7 @@ async def update(node: Node, session: SessionRec, req: GroupUpdate, origin: Conn
 
 
 async def dissolve(
-    node: Node, session: SessionRec, req: GroupDissolve, origin: Connection | None = None
+    node: Context, session: SessionRec, req: GroupDissolve, origin: Device | None = None
 ) -> GroupChangeOut:
     change = await node.store.dissolve_group(
         parse_id(req.conv_id, "group"), session.user_id, node.ids.next_id(), _now()
@@ -181,11 +180,11 @@ async def dissolve(
     return _changed(node, change, origin)
 
 
-async def info(node: Node, session: SessionRec, req: GroupInfo, origin: Connection | None = None) -> GroupOut:
+async def info(node: Context, session: SessionRec, req: GroupInfo, origin: Device | None = None) -> GroupOut:
     return group_out(await node.store.group_info(parse_id(req.conv_id, "group"), session.user_id))
 
 
-async def members(node: Node, session: SessionRec, req: GroupMembers, origin: Connection | None = None) -> MembersPage:
+async def members(node: Context, session: SessionRec, req: GroupMembers, origin: Device | None = None) -> MembersPage:
     after = parse_id(req.after, "user") if req.after else 0
     rows = await node.store.group_members(parse_id(req.conv_id, "group"), session.user_id, after, req.limit)
     return MembersPage(

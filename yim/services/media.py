@@ -46,7 +46,7 @@ from yim.storage.media import IMAGE_MIMES, BlobRec, MediaRec, MediaStore
 if TYPE_CHECKING:
     from aiohttp import StreamReader
 
-    from yim.node import Node
+    from yim.services.context import Context
 
 log = logging.getLogger("yim.media")
 
@@ -165,7 +165,7 @@ def _write_chunks(fd: int, digest: Any, chunks: list[bytes]) -> None:
 
 
 class MediaService:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Context) -> None:
         self.node = node
         self.settings = node.settings
         self.blobs: BlobStore = open_blob_store(node.settings)

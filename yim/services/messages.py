@@ -26,8 +26,7 @@ from yim.storage.base import SendCmd, SendResult, SessionRec
 from yim.storage.media import MEDIA_KINDS
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 _text_decoder = msgspec.json.Decoder(TextBody)
 _emoji_decoder = msgspec.json.Decoder(EmojiBody)
@@ -72,10 +71,10 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
 
 
 def send_message(
-    node: Node,
+    node: Context,
     session: SessionRec,
     req: Send | SendBody,
-    origin: Connection | None = None,
+    origin: Device | None = None,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None = None,
 ) -> asyncio.Future[SendResult]:
     """Validate and submit a message. The returned future resolves after the durable
@@ -108,8 +107,8 @@ def send_message(
 
 
 def _after_commit(
-    node: Node,
-    origin: Connection | None,
+    node: Context,
+    origin: Device | None,
     started: float,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None,
     fut: asyncio.Future[SendResult],
@@ -132,7 +131,7 @@ def _after_commit(
             on_done(fut)
 
 
-async def recall(node: Node, session: SessionRec, req: Recall, origin: Connection | None = None) -> RecallOut:
+async def recall(node: Context, session: SessionRec, req: Recall, origin: Device | None = None) -> RecallOut:
     """Recall (撤回) a message: the sender within ``recall_limit_s``, a group owner/admin any
     time. The message is replaced by a recalled marker and a ``recall`` entry naming it is
     appended, so every device — online now or syncing later — learns of it in order."""

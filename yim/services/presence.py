@@ -35,18 +35,16 @@ import msgspec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import PresenceOut, PresencePage, PresenceQuery, PresenceSet
 from yim.protocol.ids import parse_id
+from yim.services.context import LocalDevices, State
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from yim.bus.cluster_state import ClusterState, LocalDevices
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device, SharedState
 
 log = logging.getLogger("yim.presence")
 _enc = msgspec.json.Encoder()
-State = tuple[str, tuple[str, ...]]
 OFFLINE: State = ("offline", ())
 
 #: Changes whose debounce has ended are published together on ticks at most this far
@@ -56,7 +54,7 @@ FLUSH_TICK_S = 0.05
 
 
 class Presence:
-    def __init__(self, node: Node, debounce_s: float) -> None:
+    def __init__(self, node: Context, debounce_s: float) -> None:
         self._node = node
         self._debounce = debounce_s
         self._published: dict[int, State] = {}  # users not offline, as last told to watchers
@@ -67,7 +65,7 @@ class Presence:
         self._last_seen: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: cluster mode: the shared state (set by the node)
-        self.cluster: ClusterState | None = None
+        self.cluster: SharedState | None = None
         # Cluster syncs run one at a time, each reading the hub when its turn comes, so a
         # later change is never overwritten in Redis by an earlier one; users whose debounce
         # ended meanwhile wait in _dirty (one entry per user: bounded, however slow Redis is).
@@ -271,7 +269,7 @@ class Presence:
 
 
 async def presence_set(
-    node: Node, session: SessionRec, req: PresenceSet, origin: Connection | None = None
+    node: Context, session: SessionRec, req: PresenceSet, origin: Device | None = None
 ) -> PresenceOut:
     if origin is None:
         raise YimError("bad_request", "presence is a property of a live connection: send it over the WebSocket")
@@ -282,7 +280,7 @@ async def presence_set(
 
 
 async def presence_query(
-    node: Node, session: SessionRec, req: PresenceQuery, origin: Connection | None = None
+    node: Context, session: SessionRec, req: PresenceQuery, origin: Device | None = None
 ) -> PresencePage:
     """Many users at once; those who do not let the viewer see them read as offline."""
     ids = list(dict.fromkeys(parse_id(u, "user") for u in req.user_ids))

@@ -49,15 +49,14 @@ from yim.storage.base import SessionRec
 from yim.storage.relations import EdgeRec, FriendRequestRec, InboxWrite, PrivacyRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 
 def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _publish(node: Node, events: list[InboxWrite], origin: Connection | None) -> None:
+def _publish(node: Context, events: list[InboxWrite], origin: Device | None) -> None:
     # The requesting connection gets its own event pushed too (unlike a sent message, whose
     # reply carries the inbox seq): its cursor then has no gap to fill.
     for user_id, inbox_seq, payload in events:
@@ -76,13 +75,13 @@ def request_out(r: FriendRequestRec) -> FriendRequestOut:
     )
 
 
-def _friendship_started(node: Node, req: FriendRequestRec) -> None:
+def _friendship_started(node: Context, req: FriendRequestRec) -> None:
     if req.status == "accepted":
         node.presence.share(req.from_id, req.to_id)
 
 
 async def friend_request(
-    node: Node, session: SessionRec, req: FriendRequest, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendRequest, origin: Device | None = None
 ) -> FriendRequestOut:
     rec, events = await node.store.relations.friend_request(
         node.ids.next_id(), session.user_id, parse_id(req.to, "user"), req.message, _now()
@@ -92,7 +91,7 @@ async def friend_request(
     return request_out(rec)
 
 
-async def _respond(node: Node, session: SessionRec, request_id: str, action: str, origin: Connection | None):
+async def _respond(node: Context, session: SessionRec, request_id: str, action: str, origin: Device | None):
     rec, events = await node.store.relations.friend_respond(
         parse_id(request_id, "friend request"), session.user_id, action, _now()
     )
@@ -102,25 +101,25 @@ async def _respond(node: Node, session: SessionRec, request_id: str, action: str
 
 
 async def friend_accept(
-    node: Node, session: SessionRec, req: FriendAccept, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendAccept, origin: Device | None = None
 ) -> FriendRequestOut:
     return await _respond(node, session, req.request_id, "accept", origin)
 
 
 async def friend_reject(
-    node: Node, session: SessionRec, req: FriendReject, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendReject, origin: Device | None = None
 ) -> FriendRequestOut:
     return await _respond(node, session, req.request_id, "reject", origin)
 
 
 async def friend_cancel(
-    node: Node, session: SessionRec, req: FriendCancel, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendCancel, origin: Device | None = None
 ) -> FriendRequestOut:
     return await _respond(node, session, req.request_id, "cancel", origin)
 
 
 async def friend_delete(
-    node: Node, session: SessionRec, req: FriendDelete, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendDelete, origin: Device | None = None
 ) -> dict[str, bool]:
     events = await node.store.relations.friend_delete(session.user_id, parse_id(req.user_id, "user"), _now())
     _publish(node, events, origin)
@@ -128,7 +127,7 @@ async def friend_delete(
 
 
 async def friend_update(
-    node: Node, session: SessionRec, req: FriendUpdate, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendUpdate, origin: Device | None = None
 ) -> FriendOut:
     other = parse_id(req.user_id, "user")
     rec = await node.store.relations.friend_update(session.user_id, other, req.remark, req.tags)
@@ -136,7 +135,7 @@ async def friend_update(
     return FriendOut(user=user_out(users[other]), remark=rec.remark, tags=rec.tags, since=rec.created_at)
 
 
-async def friends(node: Node, session: SessionRec, req: Friends, origin: Connection | None = None) -> FriendsPage:
+async def friends(node: Context, session: SessionRec, req: Friends, origin: Device | None = None) -> FriendsPage:
     after = parse_id(req.after, "user") if req.after else 0
     rows = await node.store.relations.friends(session.user_id, after, req.limit)
     users = await node.store.users_by_ids([r.friend_id for r in rows])
@@ -151,7 +150,7 @@ async def friends(node: Node, session: SessionRec, req: Friends, origin: Connect
 
 
 async def friend_requests(
-    node: Node, session: SessionRec, req: FriendRequests, origin: Connection | None = None
+    node: Context, session: SessionRec, req: FriendRequests, origin: Device | None = None
 ) -> FriendRequestsPage:
     before = parse_id(req.before, "friend request") if req.before else None
     rows = await node.store.relations.friend_requests(session.user_id, req.direction == "incoming", before, req.limit)
@@ -160,21 +159,21 @@ async def friend_requests(
     )
 
 
-async def _follow(node: Node, session: SessionRec, user_id: str, on: bool, origin: Connection | None) -> RelationOut:
+async def _follow(node: Context, session: SessionRec, user_id: str, on: bool, origin: Device | None) -> RelationOut:
     target = parse_id(user_id, "user")
     _publish(node, await node.store.relations.follow(session.user_id, target, on, _now()), origin)
     return await _relation(node, session.user_id, target)
 
 
-async def follow(node: Node, session: SessionRec, req: Follow, origin: Connection | None = None) -> RelationOut:
+async def follow(node: Context, session: SessionRec, req: Follow, origin: Device | None = None) -> RelationOut:
     return await _follow(node, session, req.user_id, True, origin)
 
 
-async def unfollow(node: Node, session: SessionRec, req: Unfollow, origin: Connection | None = None) -> RelationOut:
+async def unfollow(node: Context, session: SessionRec, req: Unfollow, origin: Device | None = None) -> RelationOut:
     return await _follow(node, session, req.user_id, False, origin)
 
 
-async def _block(node: Node, session: SessionRec, user_id: str, on: bool, origin: Connection | None) -> RelationOut:
+async def _block(node: Context, session: SessionRec, user_id: str, on: bool, origin: Device | None) -> RelationOut:
     target = parse_id(user_id, "user")
     _publish(node, await node.store.relations.block(session.user_id, target, on, _now()), origin)
     if on:  # the blocked user stops seeing my presence at once
@@ -182,15 +181,15 @@ async def _block(node: Node, session: SessionRec, user_id: str, on: bool, origin
     return await _relation(node, session.user_id, target)
 
 
-async def block(node: Node, session: SessionRec, req: Block, origin: Connection | None = None) -> RelationOut:
+async def block(node: Context, session: SessionRec, req: Block, origin: Device | None = None) -> RelationOut:
     return await _block(node, session, req.user_id, True, origin)
 
 
-async def unblock(node: Node, session: SessionRec, req: Unblock, origin: Connection | None = None) -> RelationOut:
+async def unblock(node: Context, session: SessionRec, req: Unblock, origin: Device | None = None) -> RelationOut:
     return await _block(node, session, req.user_id, False, origin)
 
 
-async def _edges_page(node: Node, rows: list[EdgeRec], limit: int) -> EdgesPage:
+async def _edges_page(node: Context, rows: list[EdgeRec], limit: int) -> EdgesPage:
     users = await node.store.users_by_ids([r.user_id for r in rows])
     return EdgesPage(
         users=[EdgeOut(user=user_out(users[r.user_id]), since=r.created_at) for r in rows if r.user_id in users],
@@ -198,7 +197,9 @@ async def _edges_page(node: Node, rows: list[EdgeRec], limit: int) -> EdgesPage:
     )
 
 
-async def _public_edges(node: Node, session: SessionRec, user_id: str | None, kind: str, after: str | None, limit: int):
+async def _public_edges(
+    node: Context, session: SessionRec, user_id: str | None, kind: str, after: str | None, limit: int
+):
     target = parse_id(user_id, "user") if user_id else session.user_id
     if target != session.user_id and (await node.store.relations.relation(session.user_id, target)).blocked_by:
         raise YimError("blocked", "this user's lists are not visible to you")
@@ -206,22 +207,22 @@ async def _public_edges(node: Node, session: SessionRec, user_id: str | None, ki
     return await _edges_page(node, rows, limit)
 
 
-async def followers(node: Node, session: SessionRec, req: Followers, origin: Connection | None = None) -> EdgesPage:
+async def followers(node: Context, session: SessionRec, req: Followers, origin: Device | None = None) -> EdgesPage:
     return await _public_edges(node, session, req.user_id, "followers", req.after, req.limit)
 
 
-async def following(node: Node, session: SessionRec, req: Following, origin: Connection | None = None) -> EdgesPage:
+async def following(node: Context, session: SessionRec, req: Following, origin: Device | None = None) -> EdgesPage:
     return await _public_edges(node, session, req.user_id, "following", req.after, req.limit)
 
 
-async def blocks(node: Node, session: SessionRec, req: Blocks, origin: Connection | None = None) -> EdgesPage:
+async def blocks(node: Context, session: SessionRec, req: Blocks, origin: Device | None = None) -> EdgesPage:
     after = parse_id(req.after, "user") if req.after else 0
     return await _edges_page(
         node, await node.store.relations.edges(session.user_id, "blocks", after, req.limit), req.limit
     )
 
 
-async def _relation(node: Node, user_id: int, other_id: int) -> RelationOut:
+async def _relation(node: Context, user_id: int, other_id: int) -> RelationOut:
     r = await node.store.relations.relation(user_id, other_id)
     return RelationOut(
         user_id=str(other_id),
@@ -234,13 +235,11 @@ async def _relation(node: Node, user_id: int, other_id: int) -> RelationOut:
     )
 
 
-async def relation(node: Node, session: SessionRec, req: Relation, origin: Connection | None = None) -> RelationOut:
+async def relation(node: Context, session: SessionRec, req: Relation, origin: Device | None = None) -> RelationOut:
     return await _relation(node, session.user_id, parse_id(req.user_id, "user"))
 
 
-async def counts(
-    node: Node, session: SessionRec, req: RelationCountsReq, origin: Connection | None = None
-) -> CountsOut:
+async def counts(node: Context, session: SessionRec, req: RelationCountsReq, origin: Device | None = None) -> CountsOut:
     target = parse_id(req.user_id, "user") if req.user_id else session.user_id
     c = await node.store.relations.counts(target)
     return CountsOut(user_id=str(target), friends=c.friends, followers=c.followers, following=c.following)
@@ -250,11 +249,11 @@ def _privacy_out(p: PrivacyRec) -> PrivacyOut:
     return PrivacyOut(dm_policy=p.dm_policy, presence=p.presence)
 
 
-async def privacy_get(node: Node, session: SessionRec, req: PrivacyGet, origin: Connection | None = None) -> PrivacyOut:
+async def privacy_get(node: Context, session: SessionRec, req: PrivacyGet, origin: Device | None = None) -> PrivacyOut:
     return _privacy_out(await node.store.relations.privacy(session.user_id))
 
 
-async def privacy_set(node: Node, session: SessionRec, req: PrivacySet, origin: Connection | None = None) -> PrivacyOut:
+async def privacy_set(node: Context, session: SessionRec, req: PrivacySet, origin: Device | None = None) -> PrivacyOut:
     before = await node.store.relations.privacy(session.user_id)
     after = await node.store.relations.set_privacy(session.user_id, req.dm_policy, req.presence)
     if before.presence != after.presence:

@@ -21,8 +21,7 @@ from yim.protocol.errors import YimError
 from yim.storage.base import MessageRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 log = logging.getLogger("yim.rosters")
 
@@ -36,7 +35,7 @@ _system_decoder = msgspec.json.Decoder(_SystemBody)
 
 
 class Rosters:
-    def __init__(self, node: Node, max_groups: int) -> None:
+    def __init__(self, node: Context, max_groups: int) -> None:
         self._node = node
         self._max = max_groups
         self._members: OrderedDict[int, set[int]] = OrderedDict()
@@ -117,7 +116,7 @@ class Rosters:
         conv_id: int,
         type_: str,
         payload_json: bytes,
-        origin: Connection | None = None,
+        origin: Device | None = None,
         skip: set[int] | None = None,
     ) -> None:
         """Push a notice to the online members of a conversation, in call order."""
@@ -130,7 +129,7 @@ class Rosters:
         asyncio.get_running_loop().create_task(self._push_after_load(conv_id, type_, payload_json, origin, skip))
 
     async def _push_after_load(
-        self, conv_id: int, type_: str, payload_json: bytes, origin: Connection | None, skip: set[int] | None
+        self, conv_id: int, type_: str, payload_json: bytes, origin: Device | None, skip: set[int] | None
     ) -> None:
         try:
             members = await self.members(conv_id)

@@ -17,7 +17,7 @@ from yim.services.sync import within_budget
 from yim.services.wire import message_out
 
 if TYPE_CHECKING:
-    from yim.node import Node
+    from yim.services.context import Context
     from yim.storage.base import SessionRec
 
 MAX_TERMS = 8
@@ -67,7 +67,7 @@ def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
     return merged
 
 
-async def search(node: Node, session: SessionRec, req: Search, origin: Any = None) -> SearchPage:
+async def search(node: Context, session: SessionRec, req: Search, origin: Any = None) -> SearchPage:
     terms = query_terms(req.q)
     conv_id = parse_id(req.conv_id, "conversation") if req.conv_id is not None else None
     before = min(int(req.before), 2**63 - 1) if req.before is not None else None

@@ -51,8 +51,7 @@ from yim.storage.relations import InboxWrite
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 log = logging.getLogger("yim.service")
 _event_decoder = msgspec.json.Decoder(dict)
@@ -65,7 +64,7 @@ def _now() -> int:
 class CustomerService:
     """Wires routing to the live node: who is connected, which users are agents."""
 
-    def __init__(self, node: Node, policy: RoutingPolicy | None = None) -> None:
+    def __init__(self, node: Context, policy: RoutingPolicy | None = None) -> None:
         self._node = node
         self.policy: RoutingPolicy = policy or DefaultRouting()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -80,7 +79,7 @@ class CustomerService:
         cluster = self._node.cluster
         return cluster is not None and cluster.agent_connected(user_id)
 
-    def publish(self, events: list[InboxWrite], origin: Connection | None = None) -> None:
+    def publish(self, events: list[InboxWrite], origin: Device | None = None) -> None:
         metrics = self._node.metrics
         for user_id, inbox_seq, payload in events:
             # Pushed to the requesting connection too, so its cursor sees no gap.
@@ -133,7 +132,7 @@ def shop_out(s: ShopRec) -> ShopOut:
     return ShopOut(shop_id=str(s.id), name=s.name, owner_id=str(s.owner_id), created_at=s.created_at)
 
 
-def agent_out(node: Node, a: AgentRec) -> AgentOut:
+def agent_out(node: Context, a: AgentRec) -> AgentOut:
     return AgentOut(
         shop_id=str(a.shop_id),
         user_id=str(a.user_id),
@@ -164,11 +163,11 @@ def session_out(s: ServiceSessionRec) -> ServiceSessionOut:
     )
 
 
-async def shop_create(node: Node, session: SessionRec, req: ShopCreate, origin: Connection | None = None) -> ShopOut:
+async def shop_create(node: Context, session: SessionRec, req: ShopCreate, origin: Device | None = None) -> ShopOut:
     return shop_out(await node.store.service.create_shop(node.ids.next_id(), req.name, session.user_id, _now()))
 
 
-async def shop_info(node: Node, session: SessionRec, req: ShopInfo, origin: Connection | None = None) -> ShopOut:
+async def shop_info(node: Context, session: SessionRec, req: ShopInfo, origin: Device | None = None) -> ShopOut:
     """A shop's public card (any signed-in user: customers look a shop up before writing)."""
     shop = await node.store.service.shop(parse_id(req.shop_id, "shop"))
     if shop is None:
@@ -176,11 +175,11 @@ async def shop_info(node: Node, session: SessionRec, req: ShopInfo, origin: Conn
     return shop_out(shop)
 
 
-async def shops(node: Node, session: SessionRec, req: Shops, origin: Connection | None = None) -> dict[str, list]:
+async def shops(node: Context, session: SessionRec, req: Shops, origin: Device | None = None) -> dict[str, list]:
     return {"shops": [shop_out(s) for s in await node.store.service.shops_of(session.user_id)]}
 
 
-async def agent_set(node: Node, session: SessionRec, req: ShopAgentSet, origin: Connection | None = None) -> AgentOut:
+async def agent_set(node: Context, session: SessionRec, req: ShopAgentSet, origin: Device | None = None) -> AgentOut:
     agent, events = await node.store.service.set_agent(
         parse_id(req.shop_id, "shop"),
         session.user_id,
@@ -196,7 +195,7 @@ async def agent_set(node: Node, session: SessionRec, req: ShopAgentSet, origin: 
 
 
 async def agent_remove(
-    node: Node, session: SessionRec, req: ShopAgentRemove, origin: Connection | None = None
+    node: Context, session: SessionRec, req: ShopAgentRemove, origin: Device | None = None
 ) -> dict[str, bool]:
     events = await node.store.service.remove_agent(
         parse_id(req.shop_id, "shop"), session.user_id, parse_id(req.user_id, "user"), _now()
@@ -205,13 +204,13 @@ async def agent_remove(
     return {"removed": True}
 
 
-async def agents(node: Node, session: SessionRec, req: ShopAgents, origin: Connection | None = None) -> dict[str, list]:
+async def agents(node: Context, session: SessionRec, req: ShopAgents, origin: Device | None = None) -> dict[str, list]:
     rows = await node.store.service.agents(parse_id(req.shop_id, "shop"), session.user_id)
     return {"agents": [agent_out(node, a) for a in rows]}
 
 
 async def agent_status(
-    node: Node, session: SessionRec, req: AgentStatus, origin: Connection | None = None
+    node: Context, session: SessionRec, req: AgentStatus, origin: Device | None = None
 ) -> dict[str, str]:
     shop_id = parse_id(req.shop_id, "shop") if req.shop_id else None
     events = await node.store.service.set_agent_status(session.user_id, shop_id, req.status, _now())
@@ -220,7 +219,7 @@ async def agent_status(
 
 
 async def sessions(
-    node: Node, session: SessionRec, req: ServiceSessions, origin: Connection | None = None
+    node: Context, session: SessionRec, req: ServiceSessions, origin: Device | None = None
 ) -> dict[str, list]:
     shop_id = parse_id(req.shop_id, "shop") if req.shop_id else None
     rows = await node.store.service.sessions(session.user_id, shop_id, req.status, req.limit)
@@ -228,7 +227,7 @@ async def sessions(
 
 
 async def status(
-    node: Node, session: SessionRec, req: ServiceStatus, origin: Connection | None = None
+    node: Context, session: SessionRec, req: ServiceStatus, origin: Device | None = None
 ) -> ServiceSessionOut:
     found = await node.store.service.customer_session(parse_id(req.shop_id, "shop"), session.user_id)
     if found is None:
@@ -237,7 +236,7 @@ async def status(
 
 
 async def transfer(
-    node: Node, session: SessionRec, req: ServiceTransfer, origin: Connection | None = None
+    node: Context, session: SessionRec, req: ServiceTransfer, origin: Device | None = None
 ) -> dict[str, bool]:
     if (req.to_agent is None) == (req.to_category is None):
         raise YimError("bad_request", "give exactly one of `to_agent` or `to_category`")
@@ -252,17 +251,13 @@ async def transfer(
     return {"transferred": True}
 
 
-async def close(
-    node: Node, session: SessionRec, req: ServiceClose, origin: Connection | None = None
-) -> dict[str, bool]:
+async def close(node: Context, session: SessionRec, req: ServiceClose, origin: Device | None = None) -> dict[str, bool]:
     events = await node.store.service.close(parse_id(req.session_id, "session"), session.user_id, _now())
     node.service.publish(events, origin)
     return {"closed": True}
 
 
-async def rate(
-    node: Node, session: SessionRec, req: ServiceRate, origin: Connection | None = None
-) -> ServiceSessionOut:
+async def rate(node: Context, session: SessionRec, req: ServiceRate, origin: Device | None = None) -> ServiceSessionOut:
     rec = await node.store.service.rate(
         parse_id(req.session_id, "session"), session.user_id, req.rating, req.comment, _now()
     )
@@ -270,7 +265,7 @@ async def rate(
 
 
 async def dashboard(
-    node: Node, session: SessionRec, req: ShopDashboard, origin: Connection | None = None
+    node: Context, session: SessionRec, req: ShopDashboard, origin: Device | None = None
 ) -> DashboardOut:
     st = await node.store.service.stats(parse_id(req.shop_id, "shop"), session.user_id, _now())
     return DashboardOut(

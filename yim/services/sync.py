@@ -23,7 +23,7 @@ from yim.services.wire import event_payload
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
-    from yim.node import Node
+    from yim.services.context import Context
 
 #: A page stops growing past this many payload bytes, so a reply of long messages always
 #: fits a connection's send buffer (max_send_buffer_bytes) with room to spare.
@@ -76,7 +76,7 @@ class ReadAhead:
         task.cancel()
         return None
 
-    def start(self, node: Node, user_id: int, device_id: str, since: int, limit: int) -> None:
+    def start(self, node: Context, user_id: int, device_id: str, since: int, limit: int) -> None:
         key = (user_id, device_id)
         old = self._pages.pop(key, None)
         if old is not None:
@@ -103,7 +103,7 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def _read_page(node: Node, user_id: int, since: int, limit: int) -> PageRead:
+async def _read_page(node: Context, user_id: int, since: int, limit: int) -> PageRead:
     """A page's inbox events and head, and the read-fan-out groups, read side by side (two
     reader threads): the groups list is a snapshot of its own either way."""
     (events, head), groups = await asyncio.gather(
@@ -112,7 +112,7 @@ async def _read_page(node: Node, user_id: int, since: int, limit: int) -> PageRe
     return events, head, groups
 
 
-async def sync(node: Node, session: SessionRec, since: int, limit: int) -> SyncPage:
+async def sync(node: Context, session: SessionRec, since: int, limit: int) -> SyncPage:
     limit = min(limit, node.settings.sync_page_max)
     early = node.read_ahead.take(session.user_id, session.device_id, since, limit)
     events, head, heads = await (early if early is not None else _read_page(node, session.user_id, since, limit))

@@ -15,8 +15,7 @@ from yim.services.conversations import direct_peer_blocked
 from yim.storage.base import SessionRec
 
 if TYPE_CHECKING:
-    from yim.gateway.connection import Connection
-    from yim.node import Node
+    from yim.services.context import Context, Device
 
 _MAX_TRACKED = 100_000  # (user, conversation) pairs remembered for rate limiting: ~10 MB
 
@@ -39,7 +38,7 @@ class TypingLimiter:
         return True
 
 
-async def typing(node: Node, session: SessionRec, req: Typing, origin: Connection | None = None) -> dict[str, bool]:
+async def typing(node: Context, session: SessionRec, req: Typing, origin: Device | None = None) -> dict[str, bool]:
     conv_id = parse_id(req.conv_id, "conversation")
     members = await node.rosters.members(conv_id)
     if session.user_id not in members:

@@ -1,0 +1,221 @@
+"""What a service is handed: the narrow interfaces it uses, not the node that implements them.
+
+Services sit under the gateway and the bus and may not import them (nor ``yim.node``, the
+composition root that builds everything). So the things a service reaches through are
+described here as typing Protocols: ``Context`` (store, ids, settings, the devices on this
+node, the bus, and the node's other services as the little each service uses of them) and
+``Device`` (one live connection: "the connection that asked", or one a push goes to).
+``yim.node.Node`` and ``yim.gateway.connection.Connection`` satisfy them structurally; the
+services only name them in annotations, so nothing here costs anything at run time (no
+wrapper on the send path).
+
+The service collaborators (rosters, presence, ...) are Protocols too rather than the
+classes themselves: those classes take a ``Context``, and naming them here would close an
+import cycle inside the services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from yim.config import Settings
+    from yim.ids.snowflake import Snowflake
+    from yim.metrics import Metrics
+    from yim.protocol.codec import Codec
+    from yim.storage.base import MessageRec, SendCmd, SendResult, Store
+    from yim.storage.relations import InboxWrite
+
+#: a user's devices on this node, as presence shares them: device id -> (status, platform,
+#: connected_ms)
+LocalDevices = dict[str, tuple[str, str, int]]
+#: a user's presence: (status, sorted platform classes)
+State = tuple[str, tuple[str, ...]]
+
+
+class PresenceChange:
+    """What one sync of a user with the shared state found: the aggregate now, and what it
+    was before."""
+
+    __slots__ = ("before", "changed", "last_seen", "state", "user_id")
+
+    def __init__(self, user_id: int, changed: bool, state: State, before: State, last_seen: int | None) -> None:
+        self.user_id = user_id
+        self.changed = changed
+        self.state = state
+        self.before = before
+        self.last_seen = last_seen
+
+
+class Device(Protocol):
+    """One device's live connection on this node."""
+
+    user_id: int
+    device_id: str
+    platform: str
+    #: "online" or "away" (presence_set)
+    presence: str
+    session_id: str
+    acked_seq: int
+    codec: Codec
+    closing: bool
+    connected_at: float
+
+    def send(self, payload: bytes) -> None:
+        """Queue one complete, already-encoded frame."""
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Devices(Protocol):
+    """This node's live connections (the gateway's hub)."""
+
+    def devices_of(self, user_id: int) -> Mapping[str, Device]: ...
+
+    def connections(self) -> Iterator[Device]: ...
+
+    def online_users(self) -> int: ...
+
+    def online_user_ids(self) -> list[int]: ...
+
+    def close_sessions(self, user_id: int, session_ids: set[str], code: int, reason: str) -> int: ...
+
+
+class Publish(Protocol):
+    """Pushing to devices, on this node and (cluster mode) every other: the bus."""
+
+    def publish_event(
+        self, deliveries: list[tuple[int, int]], type_: str, payload_json: bytes, origin: Device | None = None
+    ) -> None: ...
+
+    def publish_notice(
+        self,
+        user_ids: Iterable[int],
+        type_: str,
+        payload_json: bytes,
+        origin: Device | None = None,
+        skip: set[int] | None = None,
+    ) -> None: ...
+
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None: ...
+
+    def roster_changed(self, conv_id: int) -> None: ...
+
+
+class SharedState(Protocol):
+    """Cluster mode: the presence and online agents every node shares (through Redis)."""
+
+    #: False while the shared state is unreachable: callers use this node's own view
+    healthy: bool
+
+    def unavailable(self, exc: BaseException) -> None: ...
+
+    async def presence_sync(self, users: dict[int, LocalDevices], swept: set[str]) -> list[PresenceChange]: ...
+
+    async def presence_read(
+        self, user_ids: list[int], local: Callable[[int], LocalDevices] | None = None
+    ) -> dict[int, tuple[State, int | None]]: ...
+
+    def agent_connected(self, user_id: int) -> bool: ...
+
+    async def agent_online(self, user_id: int, online: bool) -> None: ...
+
+
+class RosterCache(Protocol):
+    async def members(self, conv_id: int) -> set[int]: ...
+
+    def apply(self, entry: MessageRec) -> None: ...
+
+    def invalidate(self, conv_id: int) -> None: ...
+
+    def push_notice(
+        self,
+        conv_id: int,
+        type_: str,
+        payload_json: bytes,
+        origin: Device | None = None,
+        skip: set[int] | None = None,
+    ) -> None: ...
+
+
+class PresenceView(Protocol):
+    def changed(self, user_id: int) -> None: ...
+
+    async def view(self, user_ids: list[int], fresh: bool = False) -> dict[int, tuple[State, int | None]]: ...
+
+    def payload(self, user_id: int, state: State) -> bytes: ...
+
+    def share(self, a: int, b: int) -> None: ...
+
+
+class ServiceEvents(Protocol):
+    """The customer service as other services see it."""
+
+    def is_connected(self, user_id: int) -> bool: ...
+
+    def publish(self, events: list[InboxWrite], origin: Device | None = None) -> None: ...
+
+    def presence_changed(self, user_id: int, online: bool) -> None: ...
+
+    async def agent_added(self, user_id: int) -> None: ...
+
+
+class MediaSend(Protocol):
+    def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]: ...
+
+
+class TypingGate(Protocol):
+    def allow(self, user_id: int, conv_id: int) -> bool: ...
+
+
+class SyncReadAhead(Protocol):
+    def take(self, user_id: int, device_id: str, since: int, limit: int) -> asyncio.Task[Any] | None: ...
+
+    def start(self, ctx: Context, user_id: int, device_id: str, since: int, limit: int) -> None: ...
+
+
+class Context(Protocol):
+    """What a service uses of the node it runs in. Read-only properties, so that the node's
+    own, more specific members (its concrete bus, hub, ...) satisfy them."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def ids(self) -> Snowflake: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def hub(self) -> Devices: ...
+
+    @property
+    def bus(self) -> Publish: ...
+
+    @property
+    def cluster(self) -> SharedState | None:
+        """Cluster mode only."""
+
+    @property
+    def rosters(self) -> RosterCache: ...
+
+    @property
+    def presence(self) -> PresenceView: ...
+
+    @property
+    def service(self) -> ServiceEvents: ...
+
+    @property
+    def media(self) -> MediaSend: ...
+
+    @property
+    def typing(self) -> TypingGate: ...
+
+    @property
+    def read_ahead(self) -> SyncReadAhead: ...
