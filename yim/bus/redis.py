@@ -218,6 +218,12 @@ EXPECTED_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutErro
 HEAL_CHUNK = 200
 
 
+def _text(value: bytes | str) -> str:
+    """A reply of this bus's connections (``decode_responses=False``: bytes), as text. redis-py
+    types replies as bytes or str whatever the connection's setting."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def connect_redis(url: str) -> aioredis.Redis | RedisCluster:
     """``redis://host:port/db`` (one server) or ``redis+cluster://host:port,host:port``."""
     if url.startswith("redis+cluster://"):
@@ -540,7 +546,7 @@ class RedisBus(LocalBus):
         """Every online device of a user, on any node (the seam for cluster presence)."""
         flat = await self._redis.hgetall(self.route_key(user_id))
         now_ms = int(time.time() * 1000)
-        routes = [_parse_route(k.decode(), v.decode()) for k, v in flat.items()]
+        routes = [_parse_route(_text(k), _text(v)) for k, v in flat.items()]
         return sorted((r for r in routes if r is not None and r.expires_ms > now_ms), key=lambda r: r.device_id)
 
     async def _refresh_forever(self) -> None:
@@ -626,8 +632,8 @@ class RedisBus(LocalBus):
         await self._redis.zremrangebyscore("yim:nodes", 0, now_ms)
         self._set_peers(await self._redis.zrangebyscore("yim:nodes", now_ms, "+inf"))
 
-    def _set_peers(self, names: list[bytes]) -> None:
-        self._peers = [n.decode() for n in names if n.decode() != self.node_name]
+    def _set_peers(self, names: list[Any]) -> None:
+        self._peers = [name for name in map(_text, names) if name != self.node_name]
         self._peers_at = time.monotonic()
 
     async def _refresh_routes(self) -> tuple[int, int, list[Connection]]:
@@ -836,7 +842,7 @@ class RedisBus(LocalBus):
             data = _encoder.encode(items)
             channel = f"yim:n:{{{node_name}}}"
             if self._cluster:
-                await self._redis.spublish(channel, data)  # type: ignore[union-attr]
+                await self._redis.spublish(channel, data)
             else:
                 await self._redis.publish(channel, data)
             self.remote_out += 1
@@ -854,7 +860,8 @@ class RedisBus(LocalBus):
                     self._resubscribed()
                     pause = 0.05
                     while True:
-                        msg = await pubsub.get_sharded_message(  # type: ignore[union-attr]
+                        # redis-py's stubs lack the cluster PubSub's method (it is there at run time)
+                        msg = await pubsub.get_sharded_message(  # type: ignore[attr-defined]
                             ignore_subscribe_messages=True, timeout=1.0, target_node=target
                         )
                         if msg is not None:

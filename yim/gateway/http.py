@@ -257,7 +257,9 @@ async def post_message(request: web.Request) -> web.Response:
 # --- the shared ops (same structs and actions as the WebSocket; docs/protocol.md) ----------
 
 
-async def _run_op(request: web.Request, op: type, *, from_query: bool = False, status: int = 200) -> web.Response:
+async def _run_op(
+    request: web.Request, op: type[msgspec.Struct], *, from_query: bool = False, status: int = 200
+) -> web.Response:
     """Decode an op from the query string or JSON body plus the path, and run its action."""
     session = await authenticated(request)
     data: dict[str, Any]
@@ -290,10 +292,10 @@ async def _run_op(request: web.Request, op: type, *, from_query: bool = False, s
 
 #: (method, path, op struct, from_query, status) of every shared-op route: the OpenAPI
 #: description (yim/gateway/openapi.py) is generated from this table.
-OP_ROUTES: list[tuple[str, str, type, bool, int]] = []
+OP_ROUTES: list[tuple[str, str, type[msgspec.Struct], bool, int]] = []
 
 
-def _op_route(method: str, path: str, op: type, *, from_query: bool = False, status: int = 200) -> None:
+def _op_route(method: str, path: str, op: type[msgspec.Struct], *, from_query: bool = False, status: int = 200) -> None:
     OP_ROUTES.append((method, path, op, from_query, status))
 
     async def handler(request: web.Request) -> web.Response:

@@ -116,10 +116,10 @@ def _return_type(action: Any) -> Any:
     return ann
 
 
-def _op_operation(op: type, from_query: bool, status: int) -> Operation:
+def _op_operation(op: type[msgspec.Struct], from_query: bool, status: int) -> Operation:
     action = OPS[op]
     doc = (inspect.getdoc(action) or "").split("\n\n")[0].replace("\n", " ")
-    tag = op.__struct_config__.tag  # type: ignore[attr-defined]  # OP_ROUTES (http.py) types its op structs as plain `type`
+    tag = op.__struct_config__.tag
     summary = f"`{tag}` (the WebSocket op of the same name)" + (f": {doc}" if doc else "")
     return Operation(
         summary,

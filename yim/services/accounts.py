@@ -179,9 +179,10 @@ class Accounts:
                 raise YimError("unauthorized", "token expired") from None
             except jwt.InvalidTokenError:
                 raise YimError("unauthorized", "invalid token") from None
-            sid, sub = claims.get("sid"), claims["sub"]
-            if not isinstance(sid, str):
+            sid_claim, sub = claims.get("sid"), claims["sub"]
+            if not isinstance(sid_claim, str):
                 raise YimError("unauthorized", "invalid token")
+            sid = sid_claim
         return sid, int(sub) if sub.isascii() and sub.isdigit() else None
 
     async def _load_session(self, sid: str) -> SessionRec:
