@@ -56,6 +56,13 @@ async def test_openapi_document_describes_every_route(make_server: MakeServer) -
     body = send["requestBody"]["content"]["application/json"]["schema"]
     assert body["additionalProperties"] is False and "sender_id" not in body["properties"]
     assert paths["/api/v1/sessions"]["post"]["security"] == []  # login needs no token
+    # the probes a balancer uses: their 503 bodies are their own structs, not an Error
+    for path, struct in (("/healthz", "Health"), ("/readyz", "Readiness")):
+        probe = paths[path]["get"]
+        assert probe["security"] == []
+        for status in ("200", "503"):
+            schema = probe["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": f"#/components/schemas/{struct}"}, (path, status)
     assert doc["security"] == [{"bearer": []}]
     # ids in paths are constrained like the structs constrain them
     params = paths["/api/v1/conversations/{conv_id}/messages"]["get"]["parameters"]

@@ -21,7 +21,7 @@ from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.gateway.ops import OPS
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
-from yim.protocol.frames import Health, LoginBody, RegisterBody, SendBody, UserQuery
+from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
 from yim.services import users
 from yim.services.messages import send_ack, send_message
@@ -105,13 +105,14 @@ def _node(request: web.Request) -> ServedNode:
 routes = web.RouteTableDef()
 
 
-def _health(node: ServedNode, status: str) -> Health:
+def _health(node: ServedNode, status: str, reason: str | None = None) -> Health:
     return Health(
         status=status,
         node_id=node.ids.node_id,
         version=__version__,
         uptime_s=round(time.time() - node.started_at, 3),
         connections=len(node.hub),
+        reason=reason,
     )
 
 
@@ -121,7 +122,7 @@ async def healthz(request: web.Request) -> web.Response:
     is leasing a new one); a node that stays fenced exits on its own (docs/operations.md)."""
     node = _node(request)
     if node.fenced is not None:
-        return json_response({**msgspec.structs.asdict(_health(node, "fenced")), "reason": node.fenced}, status=503)
+        return json_response(_health(node, "fenced", node.fenced), status=503)
     return json_response(_health(node, "stopping" if node.stopping else "ok"))
 
 
@@ -131,7 +132,14 @@ async def readyz(request: web.Request) -> web.Response:
     and its store and Redis each answer a cheap question now."""
     node = _node(request)
     problems = await node.readiness()
-    body = {**msgspec.structs.asdict(_health(node, "not_ready" if problems else "ready")), "problems": problems}
+    body = Readiness(
+        status="not_ready" if problems else "ready",
+        node_id=node.ids.node_id,
+        version=__version__,
+        uptime_s=round(time.time() - node.started_at, 3),
+        connections=len(node.hub),
+        problems=problems,
+    )
     return json_response(body, status=503 if problems else 200)
 
 

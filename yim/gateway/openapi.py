@@ -48,6 +48,7 @@ class Operation:
     extra_status: tuple[int, ...] = ()  # other success statuses with the same body
     raw_body: bool = False  # the body is raw bytes (an upload), not JSON
     binary: bool = False  # the success body is the bytes of a file (200, 206 for a Range, 304)
+    unavailable: Any = None  # the struct of the 503 body, where it is not an Error (the probes)
 
 
 class DevicesPage(msgspec.Struct):
@@ -56,7 +57,18 @@ class DevicesPage(msgspec.Struct):
 
 #: explicit handlers of yim/gateway/http.py, keyed by (METHOD, path without regexes)
 EXPLICIT: dict[tuple[str, str], Operation] = {
-    ("GET", "/healthz"): Operation("Liveness and node facts", response=f.Health, auth=False),
+    ("GET", "/healthz"): Operation(
+        "Liveness and node facts (503 only while the node is fenced)",
+        response=f.Health,
+        unavailable=f.Health,
+        auth=False,
+    ),
+    ("GET", "/readyz"): Operation(
+        "Readiness for a balancer: 200 only if the node, its store and Redis can serve now",
+        response=f.Readiness,
+        unavailable=f.Readiness,
+        auth=False,
+    ),
     ("POST", "/api/v1/accounts"): Operation(
         "Register an account", body=f.RegisterBody, response=f.UserOut, status=201, auth=False
     ),
@@ -146,7 +158,7 @@ def build_spec(routes: list[tuple[str, str]], server_url: str | None = None) -> 
 
     types: list[Any] = []
     for described in by_key.values():
-        for t in (described.body, described.query, described.response):
+        for t in (described.body, described.query, described.response, described.unavailable):
             if t is not None and t not in types:
                 types.append(t)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
@@ -170,7 +182,7 @@ def build_spec(routes: list[tuple[str, str]], server_url: str | None = None) -> 
     paths: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()
     for method, pattern in routes:
-        if method == "HEAD" or not (pattern.startswith("/api/") or pattern == "/healthz"):
+        if method == "HEAD" or not (pattern.startswith("/api/") or pattern in ("/healthz", "/readyz")):
             continue
         path = _formatter(pattern)
         if (method, path) in seen:
@@ -230,7 +242,13 @@ def build_spec(routes: list[tuple[str, str]], server_url: str | None = None) -> 
                     "content": {"application/json": {"schema": schema_of[op.response]}},
                 }
         responses["4XX"] = _error_ref()
-        responses["503"] = _error_ref()
+        if op.unavailable is not None:
+            responses["503"] = {
+                "description": "not serving now",
+                "content": {"application/json": {"schema": schema_of[op.unavailable]}},
+            }
+        else:
+            responses["503"] = _error_ref()
         entry["responses"] = responses
         if not op.auth:
             entry["security"] = []

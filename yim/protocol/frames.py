@@ -871,12 +871,27 @@ class DeviceOut(Struct):
     current: bool
 
 
-class Health(Struct):
+class Health(Struct, omit_defaults=True):
+    """``GET /healthz``: ``status`` ok | stopping | fenced; ``reason`` only when fenced (503)."""
+
     status: str
     node_id: int
     version: str
     uptime_s: float
     connections: int
+    reason: str | None = None
+
+
+class Readiness(Struct):
+    """``GET /readyz``: ``status`` ready (200) or not_ready (503), and what keeps the node from
+    taking users, by part: ``{"node" | "store" | "redis": problem}``, empty when ready."""
+
+    status: str
+    node_id: int
+    version: str
+    uptime_s: float
+    connections: int
+    problems: dict[str, str]
 
 
 def to_builtins(obj: Any) -> Any:
