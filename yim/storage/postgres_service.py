@@ -17,6 +17,7 @@ from yim.protocol.errors import YimError
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.postgres_locks import bound_dynamic_waits
 from yim.storage.postgres_timeline import append_entry, append_inbox_events
+from yim.storage.records import AgentLoad
 from yim.storage.relations import InboxWrite
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
 
@@ -35,9 +36,9 @@ async def _lock_shop(conn: asyncpg.Connection, shop_id: int) -> None:
     await bound_dynamic_waits(conn)
 
 
-async def _load_agent_loads(conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
-    from yim.services.routing import AgentLoad
-
+async def _load_agent_loads(
+    conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None
+) -> list[AgentLoad]:
     rows = await conn.fetch(
         "SELECT a.user_id, a.skills, a.capacity, a.status, a.last_assigned_at,"
         " (SELECT COUNT(*) FROM service_sessions s WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id"

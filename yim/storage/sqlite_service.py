@@ -11,6 +11,7 @@ import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import SendCmd, SendResult
+from yim.storage.records import AgentLoad
 from yim.storage.relations import InboxWrite
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
 from yim.storage.sqlite_timeline import append_entry, append_inbox_events
@@ -23,9 +24,7 @@ _SESSION_COLS = (
 Pending = list[tuple[int, int, bytes]]  # (user_id, actor_id, payload) before inbox seqs are allocated
 
 
-def _load_agent_loads(conn: sqlite3.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
-    from yim.services.routing import AgentLoad
-
+def _load_agent_loads(conn: sqlite3.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[AgentLoad]:
     rows = conn.execute(
         "SELECT a.user_id, a.skills, a.capacity, a.status, a.last_assigned_at,"
         " (SELECT COUNT(*) FROM service_sessions s WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id"
