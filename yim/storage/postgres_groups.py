@@ -9,9 +9,7 @@ the group even when several nodes write to it at once.
 from __future__ import annotations
 
 import asyncpg
-import msgspec
 
-from yim.protocol.errors import YimError
 from yim.storage.base import (
     GROUP_COLS,
     CreateGroupCmd,
@@ -23,8 +21,7 @@ from yim.storage.base import (
     group_rec,
 )
 from yim.storage.postgres_timeline import append_entry
-
-MANAGERS = ("owner", "admin")
+from yim.storage.rules import groups as rules
 
 
 async def load_group(
@@ -34,12 +31,7 @@ async def load_group(
         f"SELECT {GROUP_COLS} FROM conversations WHERE id=$1 AND type='group'{' FOR NO KEY UPDATE' if lock else ''}",
         conv_id,
     )
-    if r is None:
-        raise YimError("not_found", f"no group {conv_id}")
-    group = group_rec(r)
-    if group.dissolved and not allow_dissolved:
-        raise YimError("group_dissolved", f"group {conv_id} was dissolved")
-    return group
+    return rules.live_group(group_rec(r) if r else None, conv_id, allow_dissolved=allow_dissolved)
 
 
 async def _role(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str | None:
@@ -49,10 +41,7 @@ async def _role(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str | N
 
 
 async def _require_member(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str:
-    role = await _role(conn, conv_id, user_id)
-    if role is None:
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return role
+    return rules.require_member(await _role(conn, conv_id, user_id), conv_id)
 
 
 async def _system_entry(
@@ -67,21 +56,8 @@ async def _system_entry(
     members_changed: bool = False,
     **fields: object,
 ) -> SendResult:
-    body = msgspec.json.encode({"event": event, "actor": str(actor_id), **fields})
-    return await append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="system",
-        body=body,
-        client_msg_id=f"system:{msg_id}",
-        created_at=now,
-        uncounted=True,
-        also_inbox=also_inbox,
-        members_changed=members_changed,
-    )
+    entry = rules.system_entry(actor_id, msg_id, now, event, **fields)
+    return await append_entry(conn, conv_id, **entry, also_inbox=also_inbox, members_changed=members_changed)
 
 
 async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[int]:
@@ -90,12 +66,9 @@ async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[
 
 async def create_group(conn: asyncpg.Connection, cmd: CreateGroupCmd) -> GroupChange:
     members = list(dict.fromkeys([cmd.owner_id, *cmd.member_ids]))
-    missing = set(members) - await _existing_users(conn, members)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
-    if len(members) > cmd.max_members:
-        raise YimError("group_full", f"a group holds at most {cmd.max_members} members")
-    fanout = "read" if len(members) > cmd.threshold else "write"
+    rules.check_users_exist(members, await _existing_users(conn, members))
+    rules.check_room(len(members), cmd.max_members)
+    fanout = rules.fanout_for(len(members), cmd.threshold)
     await conn.execute(
         "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar,"
         " announcement, owner_id, join_policy, max_members, member_count, fanout)"
@@ -143,19 +116,9 @@ async def add_members(
     threshold: int,
 ) -> GroupChange:
     group = await load_group(conn, conv_id, lock=True)
-    if via == "join":
-        if user_ids != [actor_id]:
-            raise YimError("bad_request", "join adds only yourself")
-        if group.join_policy != "open":
-            raise YimError("forbidden", "this group is joined by invitation only")
-    else:
-        role = await _require_member(conn, conv_id, actor_id)
-        if group.join_policy == "admins_invite" and role not in MANAGERS:
-            raise YimError("forbidden", "only the owner and admins may invite to this group")
+    rules.check_add(group, actor_id, None if via == "join" else await _role(conn, conv_id, actor_id), user_ids, via)
     wanted = list(dict.fromkeys(user_ids))
-    missing = set(wanted) - await _existing_users(conn, wanted)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
+    rules.check_users_exist(wanted, await _existing_users(conn, wanted))
     current = {
         r[0]
         for r in await conn.fetch(
@@ -167,8 +130,7 @@ async def add_members(
     new = [u for u in wanted if u not in current]
     if not new:
         return GroupChange(group=group, entry=None)
-    if group.member_count + len(new) > group.max_members:
-        raise YimError("group_full", f"a group holds at most {group.max_members} members")
+    rules.check_room(group.member_count + len(new), group.max_members)
     # New members see the timeline from the entry announcing them on: joined_seq = head now.
     await conn.execute(
         "INSERT INTO user_conversations (user_id, conv_id, joined_seq, read_seq, role)"
@@ -191,7 +153,7 @@ async def add_members(
         members_changed=True,
         users=[str(u) for u in new],
     )
-    if group.fanout == "write" and count > threshold:
+    if rules.switches_to_read(group, count, threshold):
         await conn.execute(
             "UPDATE conversations SET fanout='read', switch_seq=$2 WHERE id=$1", conv_id, entry.message.seq
         )
@@ -202,18 +164,8 @@ async def remove_member(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    actor_role = await _require_member(conn, conv_id, actor_id)
-    if actor_id == user_id:
-        if actor_role == "owner":
-            raise YimError("forbidden", "the owner must transfer ownership (or dissolve the group) before leaving")
-        event = "left"
-    else:
-        target_role = await _role(conn, conv_id, user_id)
-        if target_role is None:
-            raise YimError("not_found", f"user {user_id} is not a member")
-        if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-            raise YimError("forbidden", "you may not remove this member")
-        event = "removed"
+    actor_role, target_role = await _role(conn, conv_id, actor_id), await _role(conn, conv_id, user_id)
+    event = rules.remove_event(conv_id, actor_id, actor_role, user_id, target_role)
     # Appended while the member still belongs, so they receive it; then their window closes.
     entry = await _system_entry(
         conn, conv_id, actor_id, msg_id, now, event, also_inbox=(user_id,), members_changed=True, users=[str(user_id)]
@@ -232,13 +184,8 @@ async def set_role(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may change roles")
-    target_role = await _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if user_id == actor_id:
-        raise YimError("bad_request", "the owner cannot change their own role (transfer ownership instead)")
+    actor_role, target_role = await _role(conn, conv_id, actor_id), await _role(conn, conv_id, user_id)
+    rules.check_set_role(conv_id, actor_id, actor_role, user_id, target_role)
     if role == "owner":  # transfer: the old owner stays on as an admin
         await conn.execute(
             "UPDATE user_conversations SET role='admin' WHERE conv_id=$1 AND user_id=$2", conv_id, actor_id
@@ -255,12 +202,7 @@ async def mute_member(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    actor_role = await _require_member(conn, conv_id, actor_id)
-    target_role = await _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-        raise YimError("forbidden", "you may not mute this member")
+    rules.check_mute(conv_id, await _role(conn, conv_id, actor_id), user_id, await _role(conn, conv_id, user_id))
     await conn.execute(
         "UPDATE user_conversations SET muted_until=$3 WHERE conv_id=$1 AND user_id=$2", conv_id, user_id, until
     )
@@ -270,21 +212,11 @@ async def mute_member(
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
 
-_UPDATABLE = {"name", "avatar", "announcement", "join_policy", "mute_all", "max_members"}
-
-
 async def update_group(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
 ) -> GroupChange:
     group = await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) not in MANAGERS:
-        raise YimError("forbidden", "only the owner and admins may change group settings")
-    unknown = set(changes) - _UPDATABLE
-    if unknown or not changes:
-        raise YimError("bad_request", f"nothing to update (settable: {', '.join(sorted(_UPDATABLE))})")
-    if "max_members" in changes and int(changes["max_members"]) < group.member_count:  # type: ignore[call-overload]
-        raise YimError("bad_request", f"the group already has {group.member_count} members")
-    cols = sorted(changes)
+    cols = rules.check_update(group, await _role(conn, conv_id, actor_id), changes)
     values = [bool(changes[c]) if c == "mute_all" else changes[c] for c in cols]
     await conn.execute(
         f"UPDATE conversations SET {', '.join(f'{c}=${i + 2}' for i, c in enumerate(cols))} WHERE id=$1",
@@ -297,8 +229,7 @@ async def update_group(
 
 async def dissolve_group(conn: asyncpg.Connection, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may dissolve the group")
+    rules.check_dissolve(conv_id, await _role(conn, conv_id, actor_id))
     members = tuple(
         r[0]
         for r in await conn.fetch(
@@ -321,9 +252,7 @@ async def dissolve_group(conn: asyncpg.Connection, conv_id: int, actor_id: int, 
 async def group_info(conn: asyncpg.Connection, conv_id: int, viewer_id: int) -> GroupRec:
     group = await load_group(conn, conv_id, allow_dissolved=True)
     known = await conn.fetchval("SELECT 1 FROM user_conversations WHERE conv_id=$1 AND user_id=$2", conv_id, viewer_id)
-    if known is None and group.join_policy != "open":
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return group
+    return rules.check_view(group, known is not None)
 
 
 async def group_members(
@@ -356,9 +285,8 @@ async def read_groups(conn: asyncpg.Connection, user_id: int) -> list[GroupHead]
 
 async def receipts(conn: asyncpg.Connection, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
     await _require_member(conn, conv_id, viewer_id)
-    sender = await conn.fetchval("SELECT sender_id FROM messages WHERE conv_id=$1 AND seq=$2", conv_id, seq)
-    if sender is None:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
+    row = await conn.fetchval("SELECT sender_id FROM messages WHERE conv_id=$1 AND seq=$2", conv_id, seq)
+    sender = rules.receipt_sender(row, conv_id, seq)
     # Who could read it: members when it was sent (joined before, not left before), minus its sender.
     eligible = await conn.fetch(
         "SELECT user_id, read_seq FROM user_conversations WHERE conv_id=$1 AND joined_seq < $2"
