@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from yim.protocol.errors import YimError
 from yim.storage.relations import (
     EdgeRec,
     FriendRec,
@@ -15,11 +16,13 @@ from yim.storage.relations import (
     InboxWrite,
     PrivacyRec,
     RelationCounts,
+    RelationJobs,
     RelationState,
-    RelationStore,
 )
+from yim.storage.rules import relations as rules
 from yim.storage.sqlite_memory import writer_memory
 from yim.storage.sqlite_policy import _exists, are_friends, is_blocked
+from yim.storage.sqlite_policy import blocked_either_way as _blocked_pair
 from yim.storage.sqlite_timeline import append_inbox_events
 
 _REQ_COLS = "id, from_id, to_id, message, status, created_at, updated_at"
@@ -27,24 +30,8 @@ _tags = msgspec.json.Decoder(list[str])
 _enc = msgspec.json.Encoder()
 
 
-def _event(event: str, other_id: int, request: FriendRequestRec | None = None) -> bytes:
-    payload: dict[str, Any] = {"event": event, "user_id": str(other_id)}
-    if request is not None:
-        payload["request_id"] = str(request.id)
-        payload["message"] = request.message
-    return _enc.encode(payload)
-
-
 def _user_exists(conn: sqlite3.Connection, user_id: int) -> None:
-    if not _exists(conn, "SELECT 1 FROM users WHERE id=?", user_id):
-        raise YimError("not_found", f"no user {user_id}")
-
-
-def _request(conn: sqlite3.Connection, request_id: int) -> FriendRequestRec:
-    r = conn.execute(f"SELECT {_REQ_COLS} FROM friend_requests WHERE id=?", (request_id,)).fetchone()
-    if r is None:
-        raise YimError("not_found", f"no friend request {request_id}")
-    return FriendRequestRec(*r)
+    rules.require_user(_exists(conn, "SELECT 1 FROM users WHERE id=?", user_id), user_id)
 
 
 def _befriend(conn: sqlite3.Connection, a: int, b: int, now: int) -> None:
@@ -53,86 +40,51 @@ def _befriend(conn: sqlite3.Connection, a: int, b: int, now: int) -> None:
     )
 
 
-def _set_status(conn: sqlite3.Connection, req: FriendRequestRec, status: str, now: int) -> FriendRequestRec:
-    conn.execute("UPDATE friend_requests SET status=?, updated_at=? WHERE id=?", (status, now, req.id))
-    return msgspec.structs.replace(req, status=status, updated_at=now)
+def _save(conn: sqlite3.Connection, req: FriendRequestRec) -> FriendRequestRec:
+    conn.execute("UPDATE friend_requests SET status=?, updated_at=? WHERE id=?", (req.status, req.updated_at, req.id))
+    if req.status == "accepted":
+        _befriend(conn, req.from_id, req.to_id, req.updated_at)
+    return req
 
 
 def friend_request(
     conn: sqlite3.Connection, request_id: int, from_id: int, to_id: int, message: str, now: int
 ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-    if from_id == to_id:
-        raise YimError("bad_request", "you cannot befriend yourself")
+    rules.check_not_self(from_id, to_id, "befriend")
     _user_exists(conn, to_id)
-    if is_blocked(conn, from_id, by_id=to_id):
-        raise YimError("blocked", "this user does not accept friend requests from you")
-    if is_blocked(conn, to_id, by_id=from_id):
-        raise YimError("blocked", "you blocked this user; unblock them first")
-    if are_friends(conn, from_id, to_id):
-        raise YimError("already_friends", "you are already friends")
+    rules.check_request(
+        is_blocked(conn, from_id, by_id=to_id),
+        is_blocked(conn, to_id, by_id=from_id),
+        are_friends(conn, from_id, to_id),
+    )
     pending = conn.execute(
         f"SELECT {_REQ_COLS} FROM friend_requests WHERE status='pending' AND"
         " ((from_id=? AND to_id=?) OR (from_id=? AND to_id=?))",
         (from_id, to_id, to_id, from_id),
     ).fetchone()
     if pending is not None:
-        req = FriendRequestRec(*pending)
-        if req.from_id == from_id:
-            return req, []  # a repeated request is the same request
-        # They already asked me: asking back is accepting.
-        req = _set_status(conn, req, "accepted", now)
-        _befriend(conn, from_id, to_id, now)
-        events = [
-            (to_id, from_id, _event("friend_added", from_id, req)),
-            (from_id, to_id, _event("friend_added", to_id, req)),
-        ]
+        crossing = rules.crossing_request(FriendRequestRec(*pending), from_id, now)
+        if crossing is None:
+            return FriendRequestRec(*pending), []
+        req, events = crossing
+        _save(conn, req)
         return req, append_inbox_events(conn, "relation", events, now)
-    req = FriendRequestRec(
-        id=request_id, from_id=from_id, to_id=to_id, message=message, status="pending", created_at=now, updated_at=now
-    )
+    req, events = rules.new_request(request_id, from_id, to_id, message, now)
     conn.execute(
         f"INSERT INTO friend_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?)",
         (req.id, req.from_id, req.to_id, req.message, req.status, req.created_at, req.updated_at),
     )
-    events = [
-        (to_id, from_id, _event("friend_request", from_id, req)),
-        (from_id, to_id, _event("friend_request_sent", to_id, req)),
-    ]
     return req, append_inbox_events(conn, "relation", events, now)
 
 
 def friend_respond(
     conn: sqlite3.Connection, request_id: int, actor_id: int, action: str, now: int
 ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-    req = _request(conn, request_id)
-    if actor_id not in (req.from_id, req.to_id):
-        raise YimError("not_found", f"no friend request {request_id}")
-    if req.status != "pending":
-        raise YimError("bad_request", f"the request is already {req.status}")
-    if action == "cancel":
-        if actor_id != req.from_id:
-            raise YimError("forbidden", "only the sender can cancel a friend request")
-        req = _set_status(conn, req, "canceled", now)
-        events = [
-            (req.to_id, req.from_id, _event("friend_request_canceled", req.from_id, req)),
-            (req.from_id, req.to_id, _event("friend_request_canceled", req.to_id, req)),
-        ]
-    else:
-        if actor_id != req.to_id:
-            raise YimError("forbidden", "only the recipient can accept or reject a friend request")
-        if action == "accept":
-            if is_blocked(conn, req.to_id, by_id=req.from_id) or is_blocked(conn, req.from_id, by_id=req.to_id):
-                raise YimError("blocked", "one of you blocked the other")
-            req = _set_status(conn, req, "accepted", now)
-            _befriend(conn, req.from_id, req.to_id, now)
-            name = "friend_added"
-        else:
-            req = _set_status(conn, req, "rejected", now)
-            name = "friend_request_rejected"
-        events = [
-            (req.from_id, req.to_id, _event(name, req.to_id, req)),
-            (req.to_id, req.from_id, _event(name, req.from_id, req)),
-        ]
+    r = conn.execute(f"SELECT {_REQ_COLS} FROM friend_requests WHERE id=?", (request_id,)).fetchone()
+    req = rules.visible_request(FriendRequestRec(*r) if r else None, request_id, actor_id)
+    blocked = action == "accept" and _blocked_pair(conn, req.from_id, req.to_id)
+    req, events = rules.respond(req, actor_id, action, now, blocked)
+    _save(conn, req)
     return req, append_inbox_events(conn, "relation", events, now)
 
 
@@ -144,13 +96,8 @@ def _unfriend(conn: sqlite3.Connection, a: int, b: int) -> bool:
 
 
 def friend_delete(conn: sqlite3.Connection, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
-    if not _unfriend(conn, actor_id, other_id):
-        raise YimError("not_found", "you are not friends")
-    events = [
-        (other_id, actor_id, _event("friend_removed", actor_id)),
-        (actor_id, other_id, _event("friend_removed", other_id)),
-    ]
-    return append_inbox_events(conn, "relation", events, now)
+    rules.require_friends(_unfriend(conn, actor_id, other_id))
+    return append_inbox_events(conn, "relation", rules.both(actor_id, other_id, "friend_removed"), now)
 
 
 def friend_update(
@@ -159,8 +106,7 @@ def friend_update(
     row = conn.execute(
         "SELECT remark, tags, created_at FROM friends WHERE user_id=? AND friend_id=?", (actor_id, other_id)
     ).fetchone()
-    if row is None:
-        raise YimError("not_found", "you are not friends")
+    rules.require_friends(row is not None)
     new_remark = row[0] if remark is None else remark
     new_tags = _tags.decode(row[1]) if tags is None else tags
     conn.execute(
@@ -187,25 +133,16 @@ def _set_follow(conn: sqlite3.Connection, actor_id: int, target_id: int, on: boo
 
 
 def follow(conn: sqlite3.Connection, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-    if actor_id == target_id:
-        raise YimError("bad_request", "you cannot follow yourself")
+    rules.check_not_self(actor_id, target_id, "follow")
     _user_exists(conn, target_id)
-    if on and (is_blocked(conn, actor_id, by_id=target_id) or is_blocked(conn, target_id, by_id=actor_id)):
-        raise YimError("blocked", "one of you blocked the other")
-    if not _set_follow(conn, actor_id, target_id, on, now):
-        return []  # already in that state: nothing happened, nobody is told
-    events = [
-        (target_id, actor_id, _event("follower_added" if on else "follower_removed", actor_id)),
-        (actor_id, target_id, _event("following_added" if on else "following_removed", target_id)),
-    ]
+    rules.check_follow(on, on and _blocked_pair(conn, actor_id, target_id))
+    events = rules.follow_events(actor_id, target_id, on, _set_follow(conn, actor_id, target_id, on, now))
     return append_inbox_events(conn, "relation", events, now)
 
 
 def block(conn: sqlite3.Connection, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-    if actor_id == target_id:
-        raise YimError("bad_request", "you cannot block yourself")
+    rules.check_not_self(actor_id, target_id, "block")
     _user_exists(conn, target_id)
-    events: list[tuple[int, int, bytes]] = []
     if on:
         memory = writer_memory(conn)
         if memory is not None:
@@ -215,25 +152,20 @@ def block(conn: sqlite3.Connection, actor_id: int, target_id: int, on: bool, now
         )
         if cur.rowcount == 0:
             return []
-        events.append((actor_id, target_id, _event("blocked", target_id)))
-        if _unfriend(conn, actor_id, target_id):
-            # The blocked user is not told of the block, but their friend list changed.
-            events.append((target_id, actor_id, _event("friend_removed", actor_id)))
-            events.append((actor_id, target_id, _event("friend_removed", target_id)))
+        unfriended = _unfriend(conn, actor_id, target_id)
         conn.execute(
             "UPDATE friend_requests SET status='canceled', updated_at=? WHERE status='pending' AND"
             " ((from_id=? AND to_id=?) OR (from_id=? AND to_id=?))",
             (now, actor_id, target_id, target_id, actor_id),
         )
-        for a, b in ((actor_id, target_id), (target_id, actor_id)):
-            if _set_follow(conn, a, b, False, now):
-                events.append((b, a, _event("follower_removed", a)))
-                events.append((a, b, _event("following_removed", b)))
+        pairs = ((actor_id, target_id), (target_id, actor_id))
+        unfollowed = tuple((a, b) for a, b in pairs if _set_follow(conn, a, b, False, now))
+        events = rules.block_events(actor_id, target_id, unfriended=unfriended, unfollowed=unfollowed)
     else:
         cur = conn.execute("DELETE FROM blocks WHERE user_id=? AND blocked_id=?", (actor_id, target_id))
         if cur.rowcount == 0:
             return []
-        events.append((actor_id, target_id, _event("unblocked", target_id)))
+        events = rules.unblock_events(actor_id, target_id)
     return append_inbox_events(conn, "relation", events, now)
 
 
@@ -374,69 +306,19 @@ def presence_visible(conn: sqlite3.Connection, viewer_id: int, user_ids: list[in
     return visible
 
 
-_follow_job = follow
-_block_job = block
+class _Runner:
+    """One writer thread runs every write in turn; nothing to declare before it runs."""
 
-
-class SqliteRelationStore(RelationStore):
     def __init__(self, store: Any) -> None:
         self._s = store
 
-    async def friend_request(
-        self, request_id: int, from_id: int, to_id: int, message: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(friend_request, request_id, from_id, to_id, message, now)
+    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]:
+        return self._s.write(fn, *args)
 
-    async def friend_respond(
-        self, request_id: int, actor_id: int, action: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(friend_respond, request_id, actor_id, action, now)
+    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]:
+        return self._s.read(fn, *args)
 
-    async def friend_delete(self, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(friend_delete, actor_id, other_id, now)
 
-    async def friend_update(
-        self, actor_id: int, other_id: int, remark: str | None, tags: list[str] | None
-    ) -> FriendRec:
-        return await self._s.write(friend_update, actor_id, other_id, remark, tags)
-
-    async def follow(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(_follow_job, actor_id, target_id, on, now)
-
-    async def block(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(_block_job, actor_id, target_id, on, now)
-
-    async def set_privacy(self, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
-        return await self._s.write(set_privacy, user_id, dm_policy, presence)
-
-    async def privacy(self, user_id: int) -> PrivacyRec:
-        return await self._s.read(privacy, user_id)
-
-    async def friend_requests(
-        self, user_id: int, incoming: bool, before: int | None, limit: int
-    ) -> list[FriendRequestRec]:
-        return await self._s.read(friend_requests, user_id, incoming, before, limit)
-
-    async def friends(self, user_id: int, after: int, limit: int) -> list[FriendRec]:
-        return await self._s.read(friends, user_id, after, limit)
-
-    async def edges(self, user_id: int, kind: str, after: int, limit: int) -> list[EdgeRec]:
-        return await self._s.read(edges, user_id, kind, after, limit)
-
-    async def counts(self, user_id: int) -> RelationCounts:
-        return await self._s.read(counts, user_id)
-
-    async def relation(self, user_id: int, other_id: int) -> RelationState:
-        return await self._s.read(relation, user_id, other_id)
-
-    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
-        return await self._s.read(blocked_either_way, user_id, others)
-
-    async def presence_audience(self, user_id: int) -> list[int]:
-        return await self._s.read(presence_audience, user_id)
-
-    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
-        return await self._s.read(presence_audiences, user_ids)
-
-    async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
-        return await self._s.read(presence_visible, viewer_id, user_ids)
+class SqliteRelationStore(RelationJobs):
+    def __init__(self, store: Any) -> None:
+        super().__init__(sys.modules[__name__], _Runner(store))
