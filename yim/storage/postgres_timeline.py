@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.rules import timeline as timeline_rules
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -224,8 +224,7 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
         user_id,
         conv_id,
     )
-    if row is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(row is not None, conv_id)
     read_seq, visible_head, conv_type, peer_id = row
     target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
     inbox_seq = None
@@ -305,21 +304,11 @@ async def recall(
         conv_id,
         actor_id,
     )
-    if me is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    if row is None or seq <= me[1]:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, mentions, mention_all = row
-    if kind in ("system", "recall"):
-        raise YimError("bad_request", "system entries cannot be recalled")
-    if recalled:
-        raise YimError("already_recalled", "this message was already recalled")
-    moderator = conv_type == "group" and me[0] in ("owner", "admin")
-    if sender_id == actor_id:
-        if now - created_at > limit_ms and not moderator:
-            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
-    elif not moderator:
-        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    target = timeline_rules.RecallTarget(*row[:5]) if row else None
+    target = timeline_rules.check_recall(
+        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, conv_type or "", now, limit_ms
+    )
+    mentions, mention_all = row[5], row[6]
     await conn.execute(
         "UPDATE messages SET recalled=true, uncounted=true, body='{}', mentions=NULL, mention_all=false"
         " WHERE conv_id=$1 AND seq=$2",
@@ -327,19 +316,7 @@ async def recall(
         seq,
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
-    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
-    return await append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="recall",
-        body=body,
-        client_msg_id=f"recall:{msg_id}",
-        created_at=now,
-        uncounted=True,
-    )
+    return await append_entry(conn, conv_id, **timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads (each one statement: one snapshot) -----------------------------------------------------
@@ -404,8 +381,7 @@ async def read_history(
     if not rows:
         from yim.storage.postgres_service import is_service_supervisor
 
-        if not await is_service_supervisor(conn, user_id, conv_id):
-            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+        timeline_rules.require_member(await is_service_supervisor(conn, user_id, conv_id), conv_id)
         rows = await _supervisor_history(conn, conv_id, before, after, limit + 1)
     msgs = [msg_from_row(r, 1) for r in rows if r[1] is not None]
     more = len(msgs) > limit

@@ -11,9 +11,10 @@ from typing import Any
 
 import msgspec
 
-from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.media import MEDIA_KINDS, carried_media_id
+from yim.storage.rules import send as send_rules
+from yim.storage.rules import timeline as timeline_rules
 from yim.storage.sqlite_indexer import INDEXED_KINDS
 from yim.storage.sqlite_memory import active_memory, writer_memory
 from yim.storage.sqlite_policy import blocked_either_way, check_direct_allowed
@@ -312,10 +313,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
 def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
     """The conversation of a user pair, created on its first message (mapping table)."""
     assert c.to is not None
-    if c.to == c.sender_id:
-        raise YimError("bad_request", "cannot send a direct message to yourself")
-    if c.mentions or c.mention_all:
-        raise YimError("bad_request", "mentions are for group messages")
+    send_rules.check_direct(c.sender_id, c.to, c.mentions, c.mention_all)
     lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
     memory = writer_memory(conn)
     known = memory.direct_pairs.get((lo, hi)) if memory is not None else None
@@ -328,8 +326,7 @@ def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
             memory.remember_pair(lo, hi, found[0])
         check_direct_allowed(conn, c.sender_id, c.to)
         return found[0]
-    if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
-        raise YimError("not_found", f"no user {c.to}")
+    send_rules.require_recipient(conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is not None, c.to)
     check_direct_allowed(conn, c.sender_id, c.to)
     conv_id = c.new_conv_id
     conn.execute(
@@ -352,30 +349,21 @@ def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
         " WHERE c.id=?",
         (c.sender_id, c.conv_id),
     ).fetchone()
-    if row is None or row[3] is None or row[4] is not None:
-        if row is not None and row[2]:
-            raise YimError("group_dissolved", f"group {c.conv_id} was dissolved")
-        raise YimError("not_member", f"you are not a member of conversation {c.conv_id}")
-    conv_type, mute_all, _dissolved, role, _left, muted_until, peer_id = row
-    if conv_type == "group":
-        if muted_until > c.created_at:
-            raise YimError("muted", f"you are muted in this group until {muted_until}")
-        if mute_all and role == "member":
-            raise YimError("muted", "the whole group is muted; only the owner and admins may speak")
-        if c.mention_all and role == "member":
-            raise YimError("forbidden", "only the owner and admins may mention everyone")
-        if c.mentions:
-            marks = ",".join("?" * len(c.mentions))
-            found = conn.execute(
-                f"SELECT COUNT(*) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL"
-                f" AND user_id IN ({marks})",
-                (c.conv_id, *c.mentions),
-            ).fetchone()[0]
-            if found != len(set(c.mentions)):
-                raise YimError("bad_request", "every mentioned user must be a member of the group")
-    else:
-        if c.mentions or c.mention_all:
-            raise YimError("bad_request", "mentions are for group messages")
+    speaker = None
+    if row is not None:
+        speaker = send_rules.SpeakerRow(
+            row[0], bool(row[1]), bool(row[2]), row[3], row[4] is not None, row[5] or 0, row[6]
+        )
+    found = 0
+    if c.mentions and speaker is not None and speaker.conv_type == "group":
+        marks = ",".join("?" * len(c.mentions))
+        found = conn.execute(
+            f"SELECT COUNT(*) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL AND user_id IN ({marks})",
+            (c.conv_id, *c.mentions),
+        ).fetchone()[0]
+    assert c.conv_id is not None
+    peer_id = send_rules.check_may_speak(c.conv_id, speaker, c.created_at, c.mentions, c.mention_all, found)
+    if peer_id is not None:
         check_direct_allowed(conn, c.sender_id, peer_id)
 
 
@@ -385,8 +373,7 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
         " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=? AND uc.conv_id=?",
         (user_id, conv_id),
     ).fetchone()
-    if row is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(row is not None, conv_id)
     read_seq, visible_head, conv_type, peer_id = row
     target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
     inbox_seq = None
@@ -456,21 +443,11 @@ def recall(
         "SELECT role, joined_seq FROM user_conversations WHERE conv_id=? AND user_id=? AND left_seq IS NULL",
         (conv_id, actor_id),
     ).fetchone()
-    if me is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    if row is None or seq <= me[1]:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, conv_type, mentions, mention_all = row
-    if kind in ("system", "recall"):
-        raise YimError("bad_request", "system entries cannot be recalled")
-    if recalled:
-        raise YimError("already_recalled", "this message was already recalled")
-    moderator = conv_type == "group" and me[0] in ("owner", "admin")
-    if sender_id == actor_id:
-        if now - created_at > limit_ms and not moderator:
-            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
-    elif not moderator:
-        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    target = timeline_rules.RecallTarget(row[0], row[1], bool(row[2]), row[3], row[4]) if row else None
+    target = timeline_rules.check_recall(
+        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, row[5] if row else "", now, limit_ms
+    )
+    mentions, mention_all = row[6], row[7]
     conn.execute(
         "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL, mention_all=0"
         " WHERE conv_id=? AND seq=?",
@@ -479,20 +456,8 @@ def recall(
     _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     memory = writer_memory(conn)
     if memory is not None:
-        memory.index_ops.append((target_msg_id, None, None))  # out of the search index
-    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
-    return append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="recall",
-        body=body,
-        client_msg_id=f"recall:{msg_id}",
-        created_at=now,
-        uncounted=True,
-    )
+        memory.index_ops.append((target.msg_id, None, None))  # out of the search index
+    return append_entry(conn, conv_id, **timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -531,8 +496,7 @@ def read_history(
     ).fetchone()
     if member is None and _is_service_supervisor(conn, user_id, conv_id):
         member = (0, None)
-    if member is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(member is not None, conv_id)
     floor = member[0]
     ceiling = member[1] + 1 if member[1] is not None else 2**62  # exclusive
     if after is not None:
