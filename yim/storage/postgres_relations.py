@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from yim.storage.adapters import RelationJobs
 from yim.storage.postgres_locks import Anchors, lock_anchors
 from yim.storage.postgres_timeline import append_inbox_events
 from yim.storage.relations import (
@@ -24,7 +25,6 @@ from yim.storage.relations import (
     InboxWrite,
     PrivacyRec,
     RelationCounts,
-    RelationJobs,
     RelationState,
 )
 from yim.storage.rules import relations as rules
@@ -361,24 +361,24 @@ async def presence_visible(conn: asyncpg.Connection, viewer_id: int, user_ids: l
     return visible
 
 
-#: Reads of one statement: they need no transaction of their own.
-_ONE_STATEMENT = {privacy, friend_requests, friends, edges, counts, relation, blocked_either_way, presence_visible}
+class PgRunner:
+    """Writes declare the users they lock (postgres_locks); reads of one statement
+    (``one_statement``) skip the transaction of their own."""
 
-
-class _Runner:
-    """Writes declare the users they lock (postgres_locks); single-statement reads skip
-    the transaction."""
-
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, one_statement: frozenset[Callable[..., Any]]) -> None:
         self._s = store
+        self._one_statement = one_statement
 
     def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]:
         return self._s.write(fn, *args, anchors=None if users is None else Anchors(users=users))
 
     def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]:
-        return (self._s.read1 if fn in _ONE_STATEMENT else self._s.read)(fn, *args)
+        return (self._s.read1 if fn in self._one_statement else self._s.read)(fn, *args)
 
 
 class PgRelationStore(RelationJobs):
     def __init__(self, store: Any) -> None:
-        super().__init__(sys.modules[__name__], _Runner(store))
+        one_statement = frozenset(
+            {privacy, friend_requests, friends, edges, counts, relation, blocked_either_way, presence_visible}
+        )
+        super().__init__(sys.modules[__name__], PgRunner(store, one_statement))

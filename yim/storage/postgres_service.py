@@ -8,19 +8,22 @@ two nodes deciding at the same moment, exactly as on one node.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from yim.storage.adapters import ServiceJobs
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.postgres_locks import bound_dynamic_waits
+from yim.storage.postgres_relations import PgRunner
 from yim.storage.postgres_timeline import append_entry, append_inbox_events
 from yim.storage.records import AgentLoad
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
-from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
 
 _enc = msgspec.json.Encoder()
 _skills = msgspec.json.Decoder(list[str])
@@ -560,62 +563,6 @@ async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id:
     )
 
 
-class PgServiceStore(ServiceStore):
+class PgServiceStore(ServiceJobs):
     def __init__(self, store: Any) -> None:
-        self._s = store
-        self.ctx: ServiceCtx | None = None
-
-    def _ctx(self) -> ServiceCtx:
-        return rules.running(self.ctx)
-
-    async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
-        return await self._s.write(create_shop, shop_id, name, owner_id, now, anchors=None)
-
-    async def set_agent(
-        self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
-    ) -> tuple[AgentRec, list[InboxWrite]]:
-        return await self._s.write(
-            set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx(), anchors=None
-        )
-
-    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx(), anchors=None)
-
-    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
-        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx(), anchors=None)
-
-    async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(agent_presence, user_id, online, now, self._ctx(), anchors=None)
-
-    async def transfer(
-        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
-    ) -> list[InboxWrite]:
-        return await self._s.write(
-            transfer, session_id, actor_id, to_agent, to_category, now, self._ctx(), anchors=None
-        )
-
-    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(close, session_id, actor_id, now, self._ctx(), anchors=None)
-
-    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
-        return await self._s.write(rate, session_id, customer_id, rating, comment, now, anchors=None)
-
-    async def shop(self, shop_id: int) -> ShopRec | None:
-        return await self._s.read1(shop, shop_id)
-
-    async def shops_of(self, user_id: int) -> list[ShopRec]:
-        return await self._s.read1(shops_of, user_id)
-
-    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
-        return await self._s.read(agents, shop_id, viewer_id)
-
-    async def sessions(
-        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
-    ) -> list[ServiceSessionRec]:
-        return await self._s.read(sessions, viewer_id, shop_id, status, limit)
-
-    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
-        return await self._s.read(customer_session, shop_id, customer_id)
-
-    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-        return await self._s.read(stats, shop_id, viewer_id, now)
+        super().__init__(sys.modules[__name__], PgRunner(store, frozenset({shop, shops_of})))

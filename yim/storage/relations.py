@@ -11,9 +11,6 @@ so the service can push them; a device that was offline finds them by sync.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
-from types import ModuleType
-from typing import Any, Protocol
 
 import msgspec
 
@@ -131,84 +128,3 @@ class RelationStore(abc.ABC):
     @abc.abstractmethod
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         """Which of user_ids let viewer_id see their presence."""
-
-
-class JobRunner(Protocol):
-    """How a backend runs a job ``fn(conn, *args)``: the one place the two dialects differ
-    for the relation store. ``users``: the users a write is about, as far as they are
-    known before it runs (None: only the job finds them)."""
-
-    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]: ...
-
-    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]: ...
-
-
-class RelationJobs(RelationStore):
-    """The relation store of either backend: each method runs the backend's job of the same
-    name (from ``jobs``, its module of relation jobs) through its runner."""
-
-    def __init__(self, jobs: ModuleType, runner: JobRunner) -> None:
-        self._jobs = jobs
-        self._run = runner
-
-    async def friend_request(
-        self, request_id: int, from_id: int, to_id: int, message: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._run.write(
-            self._jobs.friend_request, (request_id, from_id, to_id, message, now), (from_id, to_id)
-        )
-
-    async def friend_respond(
-        self, request_id: int, actor_id: int, action: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        # The request's users are known only inside the job.
-        return await self._run.write(self._jobs.friend_respond, (request_id, actor_id, action, now), None)
-
-    async def friend_delete(self, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
-        return await self._run.write(self._jobs.friend_delete, (actor_id, other_id, now), (actor_id, other_id))
-
-    async def friend_update(
-        self, actor_id: int, other_id: int, remark: str | None, tags: list[str] | None
-    ) -> FriendRec:
-        return await self._run.write(self._jobs.friend_update, (actor_id, other_id, remark, tags), (actor_id,))
-
-    async def follow(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._run.write(self._jobs.follow, (actor_id, target_id, on, now), (actor_id, target_id))
-
-    async def block(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._run.write(self._jobs.block, (actor_id, target_id, on, now), (actor_id, target_id))
-
-    async def set_privacy(self, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
-        return await self._run.write(self._jobs.set_privacy, (user_id, dm_policy, presence), (user_id,))
-
-    async def privacy(self, user_id: int) -> PrivacyRec:
-        return await self._run.read(self._jobs.privacy, (user_id,))
-
-    async def friend_requests(
-        self, user_id: int, incoming: bool, before: int | None, limit: int
-    ) -> list[FriendRequestRec]:
-        return await self._run.read(self._jobs.friend_requests, (user_id, incoming, before, limit))
-
-    async def friends(self, user_id: int, after: int, limit: int) -> list[FriendRec]:
-        return await self._run.read(self._jobs.friends, (user_id, after, limit))
-
-    async def edges(self, user_id: int, kind: str, after: int, limit: int) -> list[EdgeRec]:
-        return await self._run.read(self._jobs.edges, (user_id, kind, after, limit))
-
-    async def counts(self, user_id: int) -> RelationCounts:
-        return await self._run.read(self._jobs.counts, (user_id,))
-
-    async def relation(self, user_id: int, other_id: int) -> RelationState:
-        return await self._run.read(self._jobs.relation, (user_id, other_id))
-
-    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
-        return await self._run.read(self._jobs.blocked_either_way, (user_id, others))
-
-    async def presence_audience(self, user_id: int) -> list[int]:
-        return await self._run.read(self._jobs.presence_audience, (user_id,))
-
-    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
-        return await self._run.read(self._jobs.presence_audiences, (user_ids,))
-
-    async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
-        return await self._run.read(self._jobs.presence_visible, (viewer_id, user_ids))

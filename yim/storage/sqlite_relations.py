@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from yim.storage.adapters import RelationJobs
 from yim.storage.relations import (
     EdgeRec,
     FriendRec,
@@ -16,7 +17,6 @@ from yim.storage.relations import (
     InboxWrite,
     PrivacyRec,
     RelationCounts,
-    RelationJobs,
     RelationState,
 )
 from yim.storage.rules import relations as rules
@@ -306,7 +306,7 @@ def presence_visible(conn: sqlite3.Connection, viewer_id: int, user_ids: list[in
     return visible
 
 
-class _Runner:
+class SqliteRunner:
     """One writer thread runs every write in turn; nothing to declare before it runs."""
 
     def __init__(self, store: Any) -> None:
@@ -321,4 +321,4 @@ class _Runner:
 
 class SqliteRelationStore(RelationJobs):
     def __init__(self, store: Any) -> None:
-        super().__init__(sys.modules[__name__], _Runner(store))
+        super().__init__(sys.modules[__name__], SqliteRunner(store))

@@ -5,16 +5,19 @@ decision reads loads and writes the assignment in one transaction."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any
 
 import msgspec
 
+from yim.storage.adapters import ServiceJobs
 from yim.storage.base import SendCmd, SendResult
 from yim.storage.records import AgentLoad
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
-from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
+from yim.storage.sqlite_relations import SqliteRunner
 from yim.storage.sqlite_timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
@@ -491,10 +494,10 @@ def _agent_ids(conn: sqlite3.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM shop_agents")]
 
 
-class SqliteServiceStore(ServiceStore):
+class SqliteServiceStore(ServiceJobs):
     def __init__(self, store: Any) -> None:
+        super().__init__(sys.modules[__name__], SqliteRunner(store))
         self._s = store
-        self.ctx: ServiceCtx | None = None
         #: ⊇ every user with a shop_agents row: loaded at open, added to before a job that
         #: may insert one, never shrunk. Presence changes of everyone else — nearly every
         #: user — need no writer job at all (one embedded store = one process, so this set
@@ -504,24 +507,15 @@ class SqliteServiceStore(ServiceStore):
     async def load(self) -> None:
         self._maybe_agents = set(await self._s.read(_agent_ids))
 
-    def _ctx(self) -> ServiceCtx:
-        return rules.running(self.ctx)
-
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
         self._maybe_agents.add(owner_id)  # the owner becomes the shop's first admin agent
-        return await self._s.write(create_shop, shop_id, name, owner_id, now)
+        return await super().create_shop(shop_id, name, owner_id, now)
 
     async def set_agent(
         self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
     ) -> tuple[AgentRec, list[InboxWrite]]:
         self._maybe_agents.add(user_id)
-        return await self._s.write(set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
-
-    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx())
-
-    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
-        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
+        return await super().set_agent(shop_id, actor_id, user_id, role, skills, capacity, now)
 
     def may_be_agent(self, user_id: int) -> bool:
         return user_id in self._maybe_agents
@@ -529,35 +523,4 @@ class SqliteServiceStore(ServiceStore):
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
         if not self.may_be_agent(user_id):
             return []  # not an agent: nothing to route, and no writer job for it
-        return await self._s.write(agent_presence, user_id, online, now, self._ctx())
-
-    async def transfer(
-        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
-    ) -> list[InboxWrite]:
-        return await self._s.write(transfer, session_id, actor_id, to_agent, to_category, now, self._ctx())
-
-    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(close, session_id, actor_id, now, self._ctx())
-
-    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
-        return await self._s.write(rate, session_id, customer_id, rating, comment, now)
-
-    async def shop(self, shop_id: int) -> ShopRec | None:
-        return await self._s.read(shop, shop_id)
-
-    async def shops_of(self, user_id: int) -> list[ShopRec]:
-        return await self._s.read(shops_of, user_id)
-
-    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
-        return await self._s.read(agents, shop_id, viewer_id)
-
-    async def sessions(
-        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
-    ) -> list[ServiceSessionRec]:
-        return await self._s.read(sessions, viewer_id, shop_id, status, limit)
-
-    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
-        return await self._s.read(customer_session, shop_id, customer_id)
-
-    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-        return await self._s.read(stats, shop_id, viewer_id, now)
+        return await super().agent_presence(user_id, online, now)
