@@ -194,3 +194,45 @@ def test_events() -> None:
 
 def test_forced_choice_picks_the_named_agent() -> None:
     assert rules.ForcedChoice(7).choose("pre_sale", [load(8)], 8) == 7
+
+
+# status, connected, excluded -> online
+ONLINE = [
+    ("online", True, None, True),
+    ("online", False, None, False),
+    ("online", True, AGENT, False),  # the agent a session is taken from is not a candidate
+    ("busy", True, None, False),
+    ("away", True, None, False),
+    ("offline", True, None, False),
+]
+
+
+@pytest.mark.parametrize(("status", "connected", "exclude", "online"), ONLINE)
+def test_agent_loads(status: str, connected: bool, exclude: int | None, online: bool) -> None:
+    ctx = ServiceCtx(is_connected=lambda _u: connected, policy=None)
+    [got] = rules.agent_loads([(AGENT, '["pre_sale","vip"]', 3, status, 55, 2)], ctx, exclude)
+    assert got == AgentLoad(
+        user_id=AGENT,
+        skills=frozenset({"pre_sale", "vip"}),
+        capacity=3,
+        open_sessions=2,
+        last_assigned_at=55,
+        online=online,
+    )
+
+
+def test_agent_row() -> None:
+    agent = rules.require_agent((2, AGENT, "agent", '["pre_sale"]', 3, "online", 1), AGENT, 2)
+    assert (agent.shop_id, agent.user_id, agent.skills, agent.open_sessions) == (2, AGENT, ["pre_sale"], 1)
+
+
+@pytest.mark.parametrize(("oldest", "wait"), [(None, 0), (400, 600)])
+def test_shop_stats(oldest: int | None, wait: int) -> None:
+    stats = rules.shop_stats({"pre_sale": 2, "after_sale": 1}, oldest, 4, 5, 4.5, [], 1000)
+    assert (stats.queued, stats.longest_wait_ms, stats.active, stats.closed_today, stats.avg_rating) == (
+        3,
+        wait,
+        4,
+        5,
+        4.5,
+    )

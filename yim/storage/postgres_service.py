@@ -26,7 +26,6 @@ from yim.storage.rules.relations import require_user
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
 
 _enc = msgspec.json.Encoder()
-_skills = msgspec.json.Decoder(list[str])
 _SESSION_COLS = (
     "id, shop_id, customer_id, conv_id, category, status, agent_id, queued_at, assigned_at, closed_at, rating, comment"
 )
@@ -49,17 +48,7 @@ async def _load_agent_loads(
         "  AND s.status='active') FROM shop_agents a WHERE a.shop_id=$1 ORDER BY a.user_id",
         shop_id,
     )
-    return [
-        AgentLoad(
-            user_id=r[0],
-            skills=frozenset(_skills.decode(r[1])),
-            capacity=r[2],
-            open_sessions=r[5],
-            last_assigned_at=r[4],
-            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
-        )
-        for r in rows
-    ]
+    return rules.agent_loads(rows, ctx, exclude)
 
 
 async def _session(conn: asyncpg.Connection, session_id: int) -> ServiceSessionRec:
@@ -210,8 +199,7 @@ async def _agent(conn: asyncpg.Connection, shop_id: int, user_id: int) -> AgentR
         shop_id,
         user_id,
     )
-    agent = AgentRec(r[0], r[1], r[2], _skills.decode(r[3]), r[4], r[5], r[6]) if r else None
-    return rules.require_agent(agent, user_id, shop_id)
+    return rules.require_agent(r, user_id, shop_id)
 
 
 async def set_agent(
@@ -539,15 +527,7 @@ async def stats(conn: asyncpg.Connection, shop_id: int, viewer_id: int, now: int
         shop_id,
         day_start,
     )
-    return ShopStats(
-        queued=sum(by_cat.values()),
-        queued_by_category=by_cat,
-        longest_wait_ms=now - oldest if oldest else 0,
-        active=active,
-        closed_today=closed_today,
-        avg_rating=avg,
-        agents=await agents(conn, shop_id, viewer_id),
-    )
+    return rules.shop_stats(by_cat, oldest, active, closed_today, avg, await agents(conn, shop_id, viewer_id), now)
 
 
 async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id: int) -> bool:

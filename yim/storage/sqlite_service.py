@@ -21,7 +21,6 @@ from yim.storage.sqlite_relations import SqliteRunner
 from yim.storage.sqlite_timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
-_skills = msgspec.json.Decoder(list[str])
 _SESSION_COLS = (
     "id, shop_id, customer_id, conv_id, category, status, agent_id, queued_at, assigned_at, closed_at, rating, comment"
 )
@@ -35,17 +34,7 @@ def _load_agent_loads(conn: sqlite3.Connection, shop_id: int, ctx: ServiceCtx, e
         "  AND s.status='active') FROM shop_agents a WHERE a.shop_id=?",
         (shop_id,),
     ).fetchall()
-    return [
-        AgentLoad(
-            user_id=r[0],
-            skills=frozenset(_skills.decode(r[1])),
-            capacity=r[2],
-            open_sessions=r[5],
-            last_assigned_at=r[4],
-            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
-        )
-        for r in rows
-    ]
+    return rules.agent_loads(rows, ctx, exclude)
 
 
 def _session(conn: sqlite3.Connection, session_id: int) -> ServiceSessionRec:
@@ -182,8 +171,7 @@ def _agent(conn: sqlite3.Connection, shop_id: int, user_id: int) -> AgentRec:
         " FROM shop_agents a WHERE a.shop_id=? AND a.user_id=?",
         (shop_id, user_id),
     ).fetchone()
-    agent = AgentRec(r[0], r[1], r[2], _skills.decode(r[3]), r[4], r[5], r[6]) if r else None
-    return rules.require_agent(agent, user_id, shop_id)
+    return rules.require_agent(r, user_id, shop_id)
 
 
 def set_agent(
@@ -479,15 +467,7 @@ def stats(conn: sqlite3.Connection, shop_id: int, viewer_id: int, now: int) -> S
         "SELECT COUNT(*), AVG(rating) FROM service_sessions WHERE shop_id=? AND status='closed' AND closed_at>=?",
         (shop_id, day_start),
     ).fetchone()
-    return ShopStats(
-        queued=sum(by_cat.values()),
-        queued_by_category=by_cat,
-        longest_wait_ms=now - oldest if oldest else 0,
-        active=active,
-        closed_today=closed_today,
-        avg_rating=avg,
-        agents=agents(conn, shop_id, viewer_id),
-    )
+    return rules.shop_stats(by_cat, oldest, active, closed_today, avg, agents(conn, shop_id, viewer_id), now)
 
 
 def _agent_ids(conn: sqlite3.Connection) -> list[int]:

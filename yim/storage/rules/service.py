@@ -4,15 +4,17 @@ each transition tells (see :mod:`yim.storage.service` for the concepts)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from yim.protocol.errors import YimError
 from yim.storage.records import AgentLoad
-from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopStats
 
 _enc = msgspec.json.Encoder()
+_skills = msgspec.json.Decoder(list[str])
 
 
 def running(ctx: ServiceCtx | None) -> ServiceCtx:
@@ -32,10 +34,12 @@ def require_admin(role: str | None) -> None:
         raise YimError("forbidden", "only the shop's admins may do this")
 
 
-def require_agent(agent: AgentRec | None, user_id: int, shop_id: int) -> AgentRec:
-    if agent is None:
+def require_agent(row: Sequence[Any] | None, user_id: int, shop_id: int) -> AgentRec:
+    """An agent from a row of (shop_id, user_id, role, skills JSON, capacity, status,
+    active sessions); there must be one."""
+    if row is None:
         raise YimError("not_found", f"user {user_id} is not an agent of shop {shop_id}")
-    return agent
+    return AgentRec(row[0], row[1], row[2], _skills.decode(row[3]), row[4], row[5], row[6])
 
 
 def require_agent_shops(shops: list[int]) -> list[int]:
@@ -105,6 +109,43 @@ def require_shop_agent(role: str | None) -> None:
 def require_dashboard(role: str | None) -> None:
     if role != "admin":
         raise YimError("forbidden", "only the shop's admins see its dashboard")
+
+
+def agent_loads(rows: Iterable[Sequence[Any]], ctx: ServiceCtx, exclude: int | None) -> list[AgentLoad]:
+    """The loads routing chooses from, from rows of (user_id, skills JSON, capacity,
+    status, last_assigned_at, active sessions). An agent is online when their status says
+    so and they are connected; ``exclude`` (an agent a session is taken from) is not."""
+    return [
+        AgentLoad(
+            user_id=r[0],
+            skills=frozenset(_skills.decode(r[1])),
+            capacity=r[2],
+            open_sessions=r[5],
+            last_assigned_at=r[4],
+            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
+        )
+        for r in rows
+    ]
+
+
+def shop_stats(
+    by_category: dict[str, int],
+    oldest_queued_at: int | None,
+    active: int,
+    closed_today: int,
+    avg_rating: float | None,
+    agents: list[AgentRec],
+    now: int,
+) -> ShopStats:
+    return ShopStats(
+        queued=sum(by_category.values()),
+        queued_by_category=by_category,
+        longest_wait_ms=now - oldest_queued_at if oldest_queued_at else 0,
+        active=active,
+        closed_today=closed_today,
+        avg_rating=avg_rating,
+        agents=agents,
+    )
 
 
 def new_session(
