@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from yim.protocol.errors import YimError
-from yim.storage.records import GroupRec
+from yim.storage.records import Entry, GroupRec
 from yim.storage.rules import groups as rules
 
 
@@ -229,16 +229,17 @@ def test_fanout(fanout: str, count: int, threshold: int, new_fanout: str, switch
 
 def test_system_entry() -> None:
     entry = rules.system_entry(3, 99, 1234, "role", users=["4"], role="admin")
-    assert msgspec.json.decode(entry.pop("body")) == {"event": "role", "actor": "3", "users": ["4"], "role": "admin"}
-    assert entry == {
-        "msg_id": 99,
-        "sender_id": 3,
-        "sender_device": "",
-        "kind": "system",
-        "client_msg_id": "system:99",
-        "created_at": 1234,
-        "uncounted": True,
-    }
+    assert msgspec.json.decode(entry.body) == {"event": "role", "actor": "3", "users": ["4"], "role": "admin"}
+    assert msgspec.structs.replace(entry, body=b"") == Entry(
+        msg_id=99,
+        sender_id=3,
+        sender_device="",
+        kind="system",
+        body=b"",
+        client_msg_id="system:99",
+        created_at=1234,
+        uncounted=True,
+    )
 
 
 def test_messages_are_those_clients_saw() -> None:

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from yim.protocol.errors import YimError
+from yim.storage.records import Entry
 from yim.storage.rules import send, timeline
 from yim.storage.rules.send import SpeakerRow
 from yim.storage.rules.timeline import RecallTarget
@@ -63,16 +64,17 @@ def test_recall_expired_names_the_limit() -> None:
 
 def test_recall_entry() -> None:
     entry = timeline.recall_entry(ME, 99, 500, 5, 77)
-    assert msgspec.json.decode(entry.pop("body")) == {"seq": 5, "msg_id": "77"}
-    assert entry == {
-        "msg_id": 99,
-        "sender_id": ME,
-        "sender_device": "",
-        "kind": "recall",
-        "client_msg_id": "recall:99",
-        "created_at": 500,
-        "uncounted": True,
-    }
+    assert msgspec.json.decode(entry.body) == {"seq": 5, "msg_id": "77"}
+    assert msgspec.structs.replace(entry, body=b"") == Entry(
+        msg_id=99,
+        sender_id=ME,
+        sender_device="",
+        kind="recall",
+        body=b"",
+        client_msg_id="recall:99",
+        created_at=500,
+        uncounted=True,
+    )
 
 
 def speaker(**over: object) -> SpeakerRow:

@@ -57,7 +57,7 @@ async def _system_entry(
     **fields: object,
 ) -> SendResult:
     entry = rules.system_entry(actor_id, msg_id, now, event, **fields)
-    return await append_entry(conn, conv_id, **entry, also_inbox=also_inbox, members_changed=members_changed)
+    return await append_entry(conn, conv_id, entry, also_inbox=also_inbox, members_changed=members_changed)
 
 
 async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[int]:

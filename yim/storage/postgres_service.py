@@ -19,7 +19,7 @@ from yim.storage.base import SendCmd, SendResult
 from yim.storage.postgres_locks import bound_dynamic_waits
 from yim.storage.postgres_relations import PgRunner
 from yim.storage.postgres_timeline import append_entry, append_inbox_events
-from yim.storage.records import AgentLoad
+from yim.storage.records import AgentLoad, Entry
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
@@ -362,17 +362,7 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
             "SELECT 1 FROM service_sessions WHERE conv_id=$1 AND status='active' AND agent_id=$2", conv_id, c.sender_id
         )
         rules.require_serving(active is not None)
-    result = await append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-    )
+    result = await append_entry(conn, conv_id, Entry.of(c))
     return msgspec.structs.replace(result, events=await _flush(conn, pending, c.created_at))
 
 

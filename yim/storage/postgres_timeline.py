@@ -13,6 +13,7 @@ import asyncpg
 
 from yim.protocol.errors import YimError
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.records import Entry
 from yim.storage.rules import timeline as timeline_rules
 
 MSG_COLS = (
@@ -135,17 +136,8 @@ async def find_duplicate(conn: asyncpg.Connection, sender_id: int, client_msg_id
 async def append_entry(
     conn: asyncpg.Connection,
     conv_id: int,
+    e: Entry,
     *,
-    msg_id: int,
-    sender_id: int,
-    sender_device: str,
-    kind: str,
-    body: bytes,
-    client_msg_id: str,
-    created_at: int,
-    uncounted: bool = False,
-    mentions: tuple[int, ...] = (),
-    mention_all: bool = False,
     also_inbox: tuple[int, ...] = (),
     members_changed: bool = False,
 ) -> SendResult:
@@ -153,39 +145,20 @@ async def append_entry(
     r = await conn.fetchrow(
         APPEND_SQL,
         conv_id,
-        msg_id,
-        sender_id,
-        sender_device,
-        kind,
-        body.decode(),
-        client_msg_id,
-        created_at,
-        uncounted,
-        list(mentions),
-        mention_all,
+        e.msg_id,
+        e.sender_id,
+        e.sender_device,
+        e.kind,
+        e.body.decode(),
+        e.client_msg_id,
+        e.created_at,
+        e.uncounted,
+        list(e.mentions),
+        e.mention_all,
         list(also_inbox),
     )
-    message = MessageRec(
-        msg_id=msg_id,
-        conv_id=conv_id,
-        seq=r["o_seq"],
-        sender_id=sender_id,
-        sender_device=sender_device,
-        kind=kind,
-        body=body,
-        client_msg_id=client_msg_id,
-        created_at=created_at,
-        mentions=mentions,
-        mention_all=mention_all,
-    )
-    return SendResult(
-        message=message,
-        sender_inbox_seq=r["o_sender_inbox"],
-        duplicate=False,
-        deliveries=list(zip(r["o_users"], r["o_seqs"], strict=True)),
-        fanout=r["o_fanout"],
-        members_changed=members_changed,
-    )
+    deliveries = list(zip(r["o_users"], r["o_seqs"], strict=True))
+    return e.appended(conv_id, r["o_seq"], r["o_sender_inbox"], deliveries, r["o_fanout"], members_changed)
 
 
 async def next_inbox_seq(conn: asyncpg.Connection, user_id: int) -> int:
@@ -316,7 +289,7 @@ async def recall(
         seq,
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
-    return await append_entry(conn, conv_id, **timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
+    return await append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads (each one statement: one snapshot) -----------------------------------------------------

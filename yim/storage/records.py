@@ -77,6 +77,69 @@ class SendCmd(msgspec.Struct, frozen=True):
     new_session_id: int = 0  # used only if this message opens a service session
 
 
+class Entry(msgspec.Struct, frozen=True):
+    """One entry to append to a conversation timeline: a message, or a "system" / "recall"
+    entry (``uncounted``: never counted as unread)."""
+
+    msg_id: int
+    sender_id: int
+    sender_device: str
+    kind: str
+    body: bytes
+    client_msg_id: str
+    created_at: int
+    uncounted: bool = False
+    mentions: tuple[int, ...] = ()
+    mention_all: bool = False
+
+    @classmethod
+    def of(cls, c: SendCmd) -> Entry:
+        """The entry of a message a client sends."""
+        return cls(
+            msg_id=c.msg_id,
+            sender_id=c.sender_id,
+            sender_device=c.sender_device,
+            kind=c.kind,
+            body=c.body,
+            client_msg_id=c.client_msg_id,
+            created_at=c.created_at,
+            mentions=c.mentions,
+            mention_all=c.mention_all,
+        )
+
+    def appended(
+        self,
+        conv_id: int,
+        seq: int,
+        sender_inbox_seq: int,
+        deliveries: list[tuple[int, int]],
+        fanout: str,
+        members_changed: bool,
+    ) -> SendResult:
+        """The outcome of appending this entry at ``seq``."""
+        message = MessageRec(
+            msg_id=self.msg_id,
+            conv_id=conv_id,
+            seq=seq,
+            sender_id=self.sender_id,
+            sender_device=self.sender_device,
+            kind=self.kind,
+            body=self.body,
+            client_msg_id=self.client_msg_id,
+            created_at=self.created_at,
+            mentions=self.mentions,
+            mention_all=self.mention_all,
+        )
+        return SendResult(
+            message=message,
+            sender_inbox_seq=sender_inbox_seq,
+            duplicate=False,
+            deliveries=deliveries,
+            fanout=fanout,
+            members_changed=members_changed,
+        )
+
+
 class CreateGroupCmd(msgspec.Struct, frozen=True):
     conv_id: int
     msg_id: int

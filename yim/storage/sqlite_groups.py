@@ -59,7 +59,7 @@ def _system_entry(
     **fields: object,
 ) -> SendResult:
     entry = rules.system_entry(actor_id, msg_id, now, event, **fields)
-    return append_entry(conn, conv_id, **entry, also_inbox=also_inbox, members_changed=members_changed)
+    return append_entry(conn, conv_id, entry, also_inbox=also_inbox, members_changed=members_changed)
 
 
 def _existing_users(conn: sqlite3.Connection, user_ids: list[int]) -> set[int]:

@@ -12,7 +12,7 @@ import msgspec
 
 from yim.storage.adapters import ServiceJobs
 from yim.storage.base import SendCmd, SendResult
-from yim.storage.records import AgentLoad
+from yim.storage.records import AgentLoad, Entry
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
@@ -317,17 +317,7 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
             "SELECT 1 FROM service_sessions WHERE conv_id=? AND status='active' AND agent_id=?", (conv_id, c.sender_id)
         ).fetchone()
         rules.require_serving(active is not None)
-    result = append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-    )
+    result = append_entry(conn, conv_id, Entry.of(c))
     return msgspec.structs.replace(result, events=_flush(conn, pending, c.created_at))
 
 

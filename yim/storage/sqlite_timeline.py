@@ -13,6 +13,7 @@ import msgspec
 
 from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.media import MEDIA_KINDS, carried_media_id
+from yim.storage.records import Entry
 from yim.storage.rules import send as send_rules
 from yim.storage.rules import timeline as timeline_rules
 from yim.storage.sqlite_indexer import INDEXED_KINDS
@@ -140,17 +141,8 @@ UPDATE_SENDER_READ = "UPDATE user_conversations SET read_seq=? WHERE user_id=? A
 def append_entry(
     conn: sqlite3.Connection,
     conv_id: int,
+    entry: Entry,
     *,
-    msg_id: int,
-    sender_id: int,
-    sender_device: str,
-    kind: str,
-    body: bytes,
-    client_msg_id: str,
-    created_at: int,
-    uncounted: bool = False,
-    mentions: tuple[int, ...] = (),
-    mention_all: bool = False,
     also_inbox: tuple[int, ...] = (),
     members_changed: bool = False,
     members: tuple[int, ...] | None = None,
@@ -162,6 +154,8 @@ def append_entry(
     names users who get an inbox entry even under read fan-out (a removed member learning
     of the removal).
     """
+    msg_id, sender_id, kind, body, created_at = entry.msg_id, entry.sender_id, entry.kind, entry.body, entry.created_at
+    mentions, mention_all = entry.mentions, entry.mention_all
     memory = active_memory(conn)
     if memory is not None:
         seq, fanout = memory.next_conv_seq(conn, conv_id, msg_id, created_at, mention_all)
@@ -192,13 +186,13 @@ def append_entry(
         seq,
         msg_id,
         sender_id,
-        sender_device,
+        entry.sender_device,
         kind,
         body.decode(),
-        client_msg_id,
+        entry.client_msg_id,
         sender_inbox,
         created_at,
-        uncounted,
+        entry.uncounted,
         mentions_json,
         mention_all,
     )
@@ -226,27 +220,7 @@ def append_entry(
             f"UPDATE user_conversations SET mention_seq=? WHERE conv_id=? AND user_id IN ({marks})",
             (seq, conv_id, *mentions),
         )
-    message = MessageRec(
-        msg_id=msg_id,
-        conv_id=conv_id,
-        seq=seq,
-        sender_id=sender_id,
-        sender_device=sender_device,
-        kind=kind,
-        body=body,
-        client_msg_id=client_msg_id,
-        created_at=created_at,
-        mentions=mentions,
-        mention_all=mention_all,
-    )
-    return SendResult(
-        message=message,
-        sender_inbox_seq=sender_inbox,
-        duplicate=False,
-        deliveries=deliveries,
-        fanout=fanout,
-        members_changed=members_changed,
-    )
+    return entry.appended(conv_id, seq, sender_inbox, deliveries, fanout, members_changed)
 
 
 def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
@@ -291,20 +265,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
     else:
         conv_id = c.conv_id
         _check_may_speak(conn, c)
-    result = append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-        mentions=c.mentions,
-        mention_all=c.mention_all,
-        members=members,
-    )
+    result = append_entry(conn, conv_id, Entry.of(c), members=members)
     if memory is not None:
         memory.pending_sends[(c.sender_id, c.client_msg_id)] = result
     return result
@@ -457,7 +418,7 @@ def recall(
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target.msg_id, None, None))  # out of the search index
-    return append_entry(conn, conv_id, **timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
+    return append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ fan-out, and the body of the "system" entries that announce every change."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.records import GroupRec
+from yim.storage.records import Entry, GroupRec
 
 #: Roles that manage a group: they may invite to admins_invite groups, change settings,
 #: and remove or mute members below them.
@@ -145,16 +145,7 @@ def receipt_sender(sender_id: int | None, conv_id: int, seq: int) -> int:
     return sender_id
 
 
-def system_entry(actor_id: int, msg_id: int, now: int, event: str, **fields: object) -> dict[str, Any]:
-    """The timeline entry announcing a group change, as keyword arguments of either
-    backend's ``append_entry``: kind "system", never counted as unread."""
-    return {
-        "msg_id": msg_id,
-        "sender_id": actor_id,
-        "sender_device": "",
-        "kind": "system",
-        "body": msgspec.json.encode({"event": event, "actor": str(actor_id), **fields}),
-        "client_msg_id": f"system:{msg_id}",
-        "created_at": now,
-        "uncounted": True,
-    }
+def system_entry(actor_id: int, msg_id: int, now: int, event: str, **fields: object) -> Entry:
+    """The timeline entry announcing a group change, kind "system", never counted as unread."""
+    body = msgspec.json.encode({"event": event, "actor": str(actor_id), **fields})
+    return Entry(msg_id, actor_id, "", "system", body, f"system:{msg_id}", now, uncounted=True)

@@ -3,11 +3,10 @@ entries a recall appends."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from yim.protocol.errors import YimError
+from yim.storage.records import Entry
 from yim.storage.rules.groups import MANAGERS
 
 
@@ -58,16 +57,7 @@ def check_recall(
     return target
 
 
-def recall_entry(actor_id: int, msg_id: int, now: int, seq: int, target_msg_id: int) -> dict[str, Any]:
-    """The "recall" entry naming the recalled message, as keyword arguments of either
-    backend's ``append_entry``: never counted as unread."""
-    return {
-        "msg_id": msg_id,
-        "sender_id": actor_id,
-        "sender_device": "",
-        "kind": "recall",
-        "body": msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)}),
-        "client_msg_id": f"recall:{msg_id}",
-        "created_at": now,
-        "uncounted": True,
-    }
+def recall_entry(actor_id: int, msg_id: int, now: int, seq: int, target_msg_id: int) -> Entry:
+    """The "recall" entry naming the recalled message, never counted as unread."""
+    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
+    return Entry(msg_id, actor_id, "", "recall", body, f"recall:{msg_id}", now, uncounted=True)
