@@ -249,3 +249,39 @@ def test_messages_are_those_clients_saw() -> None:
         rules.check_add(group(join_policy="admins_invite"), 5, "member", [6], "invite")
     assert code_of(rules.receipt_sender, None, 7, 3) == "not_found"
     assert rules.receipt_sender(4, 7, 3) == 4
+
+
+def test_new_group_row() -> None:
+    from yim.storage.records import CreateGroupCmd
+
+    cmd = CreateGroupCmd(
+        conv_id=7,
+        msg_id=8,
+        owner_id=1,
+        member_ids=[2],
+        name="n",
+        announcement="a",
+        avatar="v",
+        join_policy="open",
+        max_members=50,
+        threshold=2,
+        created_at=100,
+    )
+    cols = [c.strip() for c in rules.NEW_GROUP_COLS.split(",")]
+    assert dict(zip(cols, rules.new_group_row(cmd, 2, cmd.threshold), strict=True)) == {
+        "id": 7,
+        "type": "group",
+        "created_at": 100,
+        "last_seq": 0,
+        "last_msg_id": 7,
+        "updated_at": 100,
+        "name": "n",
+        "avatar": "v",
+        "announcement": "a",
+        "owner_id": 1,
+        "join_policy": "open",
+        "max_members": 50,
+        "member_count": 2,
+        "fanout": "write",
+    }
+    assert rules.new_group_row(cmd, 3, cmd.threshold)[-1] == "read"

@@ -17,7 +17,6 @@ from yim.storage.base import (
     GroupHead,
     GroupRec,
     MemberRec,
-    SendResult,
     group_rec,
 )
 from yim.storage.postgres_timeline import append_entry
@@ -44,22 +43,6 @@ async def _require_member(conn: asyncpg.Connection, conv_id: int, user_id: int) 
     return rules.require_member(await _role(conn, conv_id, user_id), conv_id)
 
 
-async def _system_entry(
-    conn: asyncpg.Connection,
-    conv_id: int,
-    actor_id: int,
-    msg_id: int,
-    now: int,
-    event: str,
-    *,
-    also_inbox: tuple[int, ...] = (),
-    members_changed: bool = False,
-    **fields: object,
-) -> SendResult:
-    entry = rules.system_entry(actor_id, msg_id, now, event, **fields)
-    return await append_entry(conn, conv_id, entry, also_inbox=also_inbox, members_changed=members_changed)
-
-
 async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[int]:
     return {r[0] for r in await conn.fetch("SELECT id FROM users WHERE id = ANY ($1)", user_ids)}
 
@@ -68,22 +51,9 @@ async def create_group(conn: asyncpg.Connection, cmd: CreateGroupCmd) -> GroupCh
     members = list(dict.fromkeys([cmd.owner_id, *cmd.member_ids]))
     rules.check_users_exist(members, await _existing_users(conn, members))
     rules.check_room(len(members), cmd.max_members)
-    fanout = rules.fanout_for(len(members), cmd.threshold)
-    await conn.execute(
-        "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar,"
-        " announcement, owner_id, join_policy, max_members, member_count, fanout)"
-        " VALUES ($1, 'group', $2, 0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        cmd.conv_id,
-        cmd.created_at,
-        cmd.name,
-        cmd.avatar,
-        cmd.announcement,
-        cmd.owner_id,
-        cmd.join_policy,
-        cmd.max_members,
-        len(members),
-        fanout,
-    )
+    row = rules.new_group_row(cmd, len(members), cmd.threshold)
+    marks = ", ".join(f"${i}" for i in range(1, len(row) + 1))
+    await conn.execute(f"INSERT INTO conversations ({rules.NEW_GROUP_COLS}) VALUES ({marks})", *row)
     await conn.execute(
         "INSERT INTO user_conversations (user_id, conv_id, role)"
         " SELECT u, $2, CASE WHEN u = $3 THEN 'owner' ELSE 'member' END FROM unnest($1::bigint[]) AS u",
@@ -91,16 +61,13 @@ async def create_group(conn: asyncpg.Connection, cmd: CreateGroupCmd) -> GroupCh
         cmd.conv_id,
         cmd.owner_id,
     )
-    entry = await _system_entry(
+    entry = await append_entry(
         conn,
         cmd.conv_id,
-        cmd.owner_id,
-        cmd.msg_id,
-        cmd.created_at,
-        "created",
+        rules.system_entry(
+            cmd.owner_id, cmd.msg_id, cmd.created_at, "created", name=cmd.name, users=[str(u) for u in members]
+        ),
         members_changed=True,
-        name=cmd.name,
-        users=[str(u) for u in members],
     )
     return GroupChange(group=await load_group(conn, cmd.conv_id), entry=entry)
 
@@ -143,15 +110,13 @@ async def add_members(
     )
     count = group.member_count + len(new)
     await conn.execute("UPDATE conversations SET member_count=$2 WHERE id=$1", conv_id, count)
-    entry = await _system_entry(
+    entry = await append_entry(
         conn,
         conv_id,
-        actor_id,
-        msg_id,
-        now,
-        "joined" if via == "join" else "invited",
+        rules.system_entry(
+            actor_id, msg_id, now, "joined" if via == "join" else "invited", users=[str(u) for u in new]
+        ),
         members_changed=True,
-        users=[str(u) for u in new],
     )
     if rules.switches_to_read(group, count, threshold):
         await conn.execute(
@@ -167,8 +132,12 @@ async def remove_member(
     actor_role, target_role = await _role(conn, conv_id, actor_id), await _role(conn, conv_id, user_id)
     event = rules.remove_event(conv_id, actor_id, actor_role, user_id, target_role)
     # Appended while the member still belongs, so they receive it; then their window closes.
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, event, also_inbox=(user_id,), members_changed=True, users=[str(user_id)]
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(actor_id, msg_id, now, event, users=[str(user_id)]),
+        also_inbox=(user_id,),
+        members_changed=True,
     )
     await conn.execute(
         "UPDATE user_conversations SET left_seq=$3 WHERE conv_id=$1 AND user_id=$2",
@@ -192,8 +161,12 @@ async def set_role(
         )
         await conn.execute("UPDATE conversations SET owner_id=$2 WHERE id=$1", conv_id, user_id)
     await conn.execute("UPDATE user_conversations SET role=$3 WHERE conv_id=$1 AND user_id=$2", conv_id, user_id, role)
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+        ),
     )
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
@@ -206,8 +179,12 @@ async def mute_member(
     await conn.execute(
         "UPDATE user_conversations SET muted_until=$3 WHERE conv_id=$1 AND user_id=$2", conv_id, user_id, until
     )
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+        ),
     )
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
@@ -223,7 +200,7 @@ async def update_group(
         conv_id,
         *values,
     )
-    entry = await _system_entry(conn, conv_id, actor_id, msg_id, now, "updated", changes=changes)
+    entry = await append_entry(conn, conv_id, rules.system_entry(actor_id, msg_id, now, "updated", changes=changes))
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
 
@@ -236,8 +213,8 @@ async def dissolve_group(conn: asyncpg.Connection, conv_id: int, actor_id: int, 
             "SELECT user_id FROM user_conversations WHERE conv_id=$1 AND left_seq IS NULL ORDER BY user_id", conv_id
         )
     )
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "dissolved", also_inbox=members, members_changed=True
+    entry = await append_entry(
+        conn, conv_id, rules.system_entry(actor_id, msg_id, now, "dissolved"), also_inbox=members, members_changed=True
     )
     await conn.execute(
         "UPDATE user_conversations SET left_seq=$2 WHERE conv_id=$1 AND left_seq IS NULL", conv_id, entry.message.seq

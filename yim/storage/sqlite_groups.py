@@ -23,7 +23,6 @@ from yim.storage.base import (
     GroupHead,
     GroupRec,
     MemberRec,
-    SendResult,
     group_rec,
 )
 from yim.storage.rules import groups as rules
@@ -46,22 +45,6 @@ def _require_member(conn: sqlite3.Connection, conv_id: int, user_id: int) -> str
     return rules.require_member(_role(conn, conv_id, user_id), conv_id)
 
 
-def _system_entry(
-    conn: sqlite3.Connection,
-    conv_id: int,
-    actor_id: int,
-    msg_id: int,
-    now: int,
-    event: str,
-    *,
-    also_inbox: tuple[int, ...] = (),
-    members_changed: bool = False,
-    **fields: object,
-) -> SendResult:
-    entry = rules.system_entry(actor_id, msg_id, now, event, **fields)
-    return append_entry(conn, conv_id, entry, also_inbox=also_inbox, members_changed=members_changed)
-
-
 def _existing_users(conn: sqlite3.Connection, user_ids: list[int]) -> set[int]:
     found: set[int] = set()
     for i in range(0, len(user_ids), 10_000):
@@ -75,40 +58,19 @@ def create_group(conn: sqlite3.Connection, cmd: CreateGroupCmd) -> GroupChange:
     members = list(dict.fromkeys([cmd.owner_id, *cmd.member_ids]))
     rules.check_users_exist(members, _existing_users(conn, members))
     rules.check_room(len(members), cmd.max_members)
-    fanout = rules.fanout_for(len(members), cmd.threshold)
-    conn.execute(
-        "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar,"
-        " announcement, owner_id, join_policy, max_members, member_count, fanout)"
-        " VALUES (?, 'group', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            cmd.conv_id,
-            cmd.created_at,
-            cmd.conv_id,
-            cmd.created_at,
-            cmd.name,
-            cmd.avatar,
-            cmd.announcement,
-            cmd.owner_id,
-            cmd.join_policy,
-            cmd.max_members,
-            len(members),
-            fanout,
-        ),
-    )
+    row = rules.new_group_row(cmd, len(members), cmd.threshold)
+    conn.execute(f"INSERT INTO conversations ({rules.NEW_GROUP_COLS}) VALUES ({','.join('?' * len(row))})", row)
     conn.executemany(
         "INSERT INTO user_conversations (user_id, conv_id, role) VALUES (?,?,?)",
         [(uid, cmd.conv_id, "owner" if uid == cmd.owner_id else "member") for uid in members],
     )
-    entry = _system_entry(
+    entry = append_entry(
         conn,
         cmd.conv_id,
-        cmd.owner_id,
-        cmd.msg_id,
-        cmd.created_at,
-        "created",
+        rules.system_entry(
+            cmd.owner_id, cmd.msg_id, cmd.created_at, "created", name=cmd.name, users=[str(u) for u in members]
+        ),
         members_changed=True,
-        name=cmd.name,
-        users=[str(u) for u in members],
     )
     return GroupChange(group=load_group(conn, cmd.conv_id), entry=entry)
 
@@ -148,15 +110,13 @@ def add_members(
     )
     count = group.member_count + len(new)
     conn.execute("UPDATE conversations SET member_count=? WHERE id=?", (count, conv_id))
-    entry = _system_entry(
+    entry = append_entry(
         conn,
         conv_id,
-        actor_id,
-        msg_id,
-        now,
-        "joined" if via == "join" else "invited",
+        rules.system_entry(
+            actor_id, msg_id, now, "joined" if via == "join" else "invited", users=[str(u) for u in new]
+        ),
         members_changed=True,
-        users=[str(u) for u in new],
     )
     if rules.switches_to_read(group, count, threshold):
         conn.execute("UPDATE conversations SET fanout='read', switch_seq=? WHERE id=?", (entry.message.seq, conv_id))
@@ -172,8 +132,12 @@ def remove_member(
     )
     # The entry is appended while the member still belongs, so they receive it (also
     # under read fan-out, through their inbox) — then their window closes at its seq.
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, event, also_inbox=(user_id,), members_changed=True, users=[str(user_id)]
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(actor_id, msg_id, now, event, users=[str(user_id)]),
+        also_inbox=(user_id,),
+        members_changed=True,
     )
     conn.execute(
         "UPDATE user_conversations SET left_seq=? WHERE conv_id=? AND user_id=?", (entry.message.seq, conv_id, user_id)
@@ -191,8 +155,12 @@ def set_role(
         conn.execute("UPDATE user_conversations SET role='admin' WHERE conv_id=? AND user_id=?", (conv_id, actor_id))
         conn.execute("UPDATE conversations SET owner_id=? WHERE id=?", (user_id, conv_id))
     conn.execute("UPDATE user_conversations SET role=? WHERE conv_id=? AND user_id=?", (role, conv_id, user_id))
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+        ),
     )
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
@@ -203,8 +171,12 @@ def mute_member(
     load_group(conn, conv_id)
     rules.check_mute(conv_id, _role(conn, conv_id, actor_id), user_id, _role(conn, conv_id, user_id))
     conn.execute("UPDATE user_conversations SET muted_until=? WHERE conv_id=? AND user_id=?", (until, conv_id, user_id))
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+        ),
     )
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
@@ -218,7 +190,7 @@ def update_group(
         f"UPDATE conversations SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?",
         (*[changes[c] for c in cols], conv_id),
     )
-    entry = _system_entry(conn, conv_id, actor_id, msg_id, now, "updated", changes=changes)
+    entry = append_entry(conn, conv_id, rules.system_entry(actor_id, msg_id, now, "updated", changes=changes))
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
 
@@ -226,7 +198,9 @@ def dissolve_group(conn: sqlite3.Connection, conv_id: int, actor_id: int, msg_id
     load_group(conn, conv_id)
     rules.check_dissolve(conv_id, _role(conn, conv_id, actor_id))
     members = tuple(member_ids(conn, conv_id))
-    entry = _system_entry(conn, conv_id, actor_id, msg_id, now, "dissolved", also_inbox=members, members_changed=True)
+    entry = append_entry(
+        conn, conv_id, rules.system_entry(actor_id, msg_id, now, "dissolved"), also_inbox=members, members_changed=True
+    )
     conn.execute(
         "UPDATE user_conversations SET left_seq=? WHERE conv_id=? AND left_seq IS NULL", (entry.message.seq, conv_id)
     )

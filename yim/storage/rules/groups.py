@@ -9,7 +9,7 @@ from typing import Final
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.records import Entry, GroupRec
+from yim.storage.records import CreateGroupCmd, Entry, GroupRec
 
 #: Roles that manage a group: they may invite to admins_invite groups, change settings,
 #: and remove or mute members below them.
@@ -59,6 +59,33 @@ def check_room(count: int, max_members: int) -> None:
     """``count`` members would be in the group."""
     if count > max_members:
         raise YimError("group_full", f"a group holds at most {max_members} members")
+
+
+#: The columns of a new group's conversation row, in the order of :func:`new_group_row`.
+NEW_GROUP_COLS: Final = (
+    "id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar, announcement, owner_id, join_policy,"
+    " max_members, member_count, fanout"
+)
+
+
+def new_group_row(cmd: CreateGroupCmd, member_count: int, threshold: int) -> tuple[object, ...]:
+    """A new group's conversation row (NEW_GROUP_COLS), in the fan-out its size calls for."""
+    return (
+        cmd.conv_id,
+        "group",
+        cmd.created_at,
+        0,
+        cmd.conv_id,
+        cmd.created_at,
+        cmd.name,
+        cmd.avatar,
+        cmd.announcement,
+        cmd.owner_id,
+        cmd.join_policy,
+        cmd.max_members,
+        member_count,
+        fanout_for(member_count, threshold),
+    )
 
 
 def fanout_for(count: int, threshold: int) -> str:
