@@ -206,3 +206,24 @@ def test_require() -> None:
         rules.require_friends(False)
     with pytest.raises(YimError, match="no user 5"):
         rules.require_user(False, 5)
+
+
+# remark, tags given -> the friend after the update (stored: "old", ["a"])
+UPDATE = [
+    (None, None, "old", ["a"]),
+    ("new", None, "new", ["a"]),
+    (None, ["b", "c"], "old", ["b", "c"]),
+    ("", [], "", []),  # empty values clear; only None keeps
+]
+
+
+@pytest.mark.parametrize(("remark", "tags", "new_remark", "new_tags"), UPDATE)
+def test_updated_friend(remark: str | None, tags: list[str] | None, new_remark: str, new_tags: list[str]) -> None:
+    friend = rules.updated_friend(("old", '["a"]', 42), 9, remark, tags)
+    assert (friend.friend_id, friend.remark, friend.tags, friend.created_at) == (9, new_remark, new_tags, 42)
+    assert msgspec.json.decode(rules.tags_json(friend.tags)) == new_tags
+
+
+def test_update_needs_friends() -> None:
+    with pytest.raises(YimError, match="you are not friends"):
+        rules.updated_friend(None, 9, "x", None)

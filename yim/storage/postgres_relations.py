@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from yim.storage.adapters import RelationJobs
 from yim.storage.postgres_locks import Anchors, lock_anchors
 from yim.storage.postgres_timeline import append_inbox_events
 from yim.storage.relations import (
+    REQUEST_COLS,
     EdgeRec,
     FriendRec,
     FriendRequestRec,
@@ -28,10 +28,6 @@ from yim.storage.relations import (
     RelationState,
 )
 from yim.storage.rules import relations as rules
-
-_REQ_COLS = "id, from_id, to_id, message, status, created_at, updated_at"
-_tags = msgspec.json.Decoder(list[str])
-_enc = msgspec.json.Encoder()
 
 
 async def _lock_pair(conn: asyncpg.Connection, a: int, b: int) -> None:
@@ -62,7 +58,7 @@ async def _user_exists(conn: asyncpg.Connection, user_id: int) -> None:
 
 
 async def _request(conn: asyncpg.Connection, request_id: int, actor_id: int) -> FriendRequestRec:
-    r = await conn.fetchrow(f"SELECT {_REQ_COLS} FROM friend_requests WHERE id=$1", request_id)
+    r = await conn.fetchrow(f"SELECT {REQUEST_COLS} FROM friend_requests WHERE id=$1", request_id)
     return rules.visible_request(FriendRequestRec(*r) if r else None, request_id, actor_id)
 
 
@@ -95,7 +91,7 @@ async def friend_request(
     )
     rules.check_request(blocked_by_them, blocked_them, await are_friends(conn, from_id, to_id))
     pending = await conn.fetchrow(
-        f"SELECT {_REQ_COLS} FROM friend_requests WHERE status='pending' AND"
+        f"SELECT {REQUEST_COLS} FROM friend_requests WHERE status='pending' AND"
         " ((from_id=$1 AND to_id=$2) OR (from_id=$2 AND to_id=$1))",
         from_id,
         to_id,
@@ -109,7 +105,7 @@ async def friend_request(
         return req, await append_inbox_events(conn, "relation", events, now)
     req, events = rules.new_request(request_id, from_id, to_id, message, now)
     await conn.execute(
-        f"INSERT INTO friend_requests ({_REQ_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        f"INSERT INTO friend_requests ({REQUEST_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)",
         req.id,
         req.from_id,
         req.to_id,
@@ -155,17 +151,10 @@ async def friend_update(
     row = await conn.fetchrow(
         "SELECT remark, tags, created_at FROM friends WHERE user_id=$1 AND friend_id=$2 FOR UPDATE", actor_id, other_id
     )
-    rules.require_friends(row is not None)
-    new_remark = row[0] if remark is None else remark
-    new_tags = _tags.decode(row[1]) if tags is None else tags
-    await conn.execute(
-        "UPDATE friends SET remark=$3, tags=$4 WHERE user_id=$1 AND friend_id=$2",
-        actor_id,
-        other_id,
-        new_remark,
-        _enc.encode(new_tags).decode(),
-    )
-    return FriendRec(friend_id=other_id, remark=new_remark, tags=new_tags, created_at=row[2])
+    friend = rules.updated_friend(row, other_id, remark, tags)
+    sql = "UPDATE friends SET remark=$3, tags=$4 WHERE user_id=$1 AND friend_id=$2"
+    await conn.execute(sql, actor_id, other_id, friend.remark, rules.tags_json(friend.tags))
+    return friend
 
 
 async def _set_follow(conn: asyncpg.Connection, actor_id: int, target_id: int, on: bool, now: int) -> bool:
@@ -253,7 +242,7 @@ async def friend_requests(
 ) -> list[FriendRequestRec]:
     col = "to_id" if incoming else "from_id"
     rows = await conn.fetch(
-        f"SELECT {_REQ_COLS} FROM friend_requests WHERE {col}=$1 AND status='pending' AND id<$2"
+        f"SELECT {REQUEST_COLS} FROM friend_requests WHERE {col}=$1 AND status='pending' AND id<$2"
         " ORDER BY id DESC LIMIT $3",
         user_id,
         before if before is not None else 2**63 - 1,
@@ -270,7 +259,7 @@ async def friends(conn: asyncpg.Connection, user_id: int, after: int, limit: int
         after,
         limit,
     )
-    return [FriendRec(friend_id=r[0], remark=r[1], tags=_tags.decode(r[2]), created_at=r[3]) for r in rows]
+    return [rules.friend(r) for r in rows]
 
 
 _EDGES = {

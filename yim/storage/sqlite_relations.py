@@ -7,10 +7,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
 from yim.storage.adapters import RelationJobs
 from yim.storage.relations import (
+    REQUEST_COLS,
     EdgeRec,
     FriendRec,
     FriendRequestRec,
@@ -24,10 +23,6 @@ from yim.storage.sqlite_memory import writer_memory
 from yim.storage.sqlite_policy import _exists, are_friends, is_blocked
 from yim.storage.sqlite_policy import blocked_either_way as _blocked_pair
 from yim.storage.sqlite_timeline import append_inbox_events
-
-_REQ_COLS = "id, from_id, to_id, message, status, created_at, updated_at"
-_tags = msgspec.json.Decoder(list[str])
-_enc = msgspec.json.Encoder()
 
 
 def _user_exists(conn: sqlite3.Connection, user_id: int) -> None:
@@ -58,7 +53,7 @@ def friend_request(
         are_friends(conn, from_id, to_id),
     )
     pending = conn.execute(
-        f"SELECT {_REQ_COLS} FROM friend_requests WHERE status='pending' AND"
+        f"SELECT {REQUEST_COLS} FROM friend_requests WHERE status='pending' AND"
         " ((from_id=? AND to_id=?) OR (from_id=? AND to_id=?))",
         (from_id, to_id, to_id, from_id),
     ).fetchone()
@@ -71,7 +66,7 @@ def friend_request(
         return req, append_inbox_events(conn, "relation", events, now)
     req, events = rules.new_request(request_id, from_id, to_id, message, now)
     conn.execute(
-        f"INSERT INTO friend_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?)",
+        f"INSERT INTO friend_requests ({REQUEST_COLS}) VALUES (?,?,?,?,?,?,?)",
         (req.id, req.from_id, req.to_id, req.message, req.status, req.created_at, req.updated_at),
     )
     return req, append_inbox_events(conn, "relation", events, now)
@@ -80,7 +75,7 @@ def friend_request(
 def friend_respond(
     conn: sqlite3.Connection, request_id: int, actor_id: int, action: str, now: int
 ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-    r = conn.execute(f"SELECT {_REQ_COLS} FROM friend_requests WHERE id=?", (request_id,)).fetchone()
+    r = conn.execute(f"SELECT {REQUEST_COLS} FROM friend_requests WHERE id=?", (request_id,)).fetchone()
     req = rules.visible_request(FriendRequestRec(*r) if r else None, request_id, actor_id)
     blocked = action == "accept" and _blocked_pair(conn, req.from_id, req.to_id)
     req, events = rules.respond(req, actor_id, action, now, blocked)
@@ -106,14 +101,12 @@ def friend_update(
     row = conn.execute(
         "SELECT remark, tags, created_at FROM friends WHERE user_id=? AND friend_id=?", (actor_id, other_id)
     ).fetchone()
-    rules.require_friends(row is not None)
-    new_remark = row[0] if remark is None else remark
-    new_tags = _tags.decode(row[1]) if tags is None else tags
+    friend = rules.updated_friend(row, other_id, remark, tags)
     conn.execute(
         "UPDATE friends SET remark=?, tags=? WHERE user_id=? AND friend_id=?",
-        (new_remark, _enc.encode(new_tags).decode(), actor_id, other_id),
+        (friend.remark, rules.tags_json(friend.tags), actor_id, other_id),
     )
-    return FriendRec(friend_id=other_id, remark=new_remark, tags=new_tags, created_at=row[2])
+    return friend
 
 
 def _set_follow(conn: sqlite3.Connection, actor_id: int, target_id: int, on: bool, now: int) -> bool:
@@ -195,7 +188,7 @@ def friend_requests(
     return [
         FriendRequestRec(*r)
         for r in conn.execute(
-            f"SELECT {_REQ_COLS} FROM friend_requests WHERE {col}=? AND status='pending' AND id<?"
+            f"SELECT {REQUEST_COLS} FROM friend_requests WHERE {col}=? AND status='pending' AND id<?"
             " ORDER BY id DESC LIMIT ?",
             (user_id, before if before is not None else 2**63 - 1, limit),
         )
@@ -204,7 +197,7 @@ def friend_requests(
 
 def friends(conn: sqlite3.Connection, user_id: int, after: int, limit: int) -> list[FriendRec]:
     return [
-        FriendRec(friend_id=r[0], remark=r[1], tags=_tags.decode(r[2]), created_at=r[3])
+        rules.friend(r)
         for r in conn.execute(
             "SELECT friend_id, remark, tags, created_at FROM friends WHERE user_id=? AND friend_id>?"
             " ORDER BY friend_id LIMIT ?",

@@ -7,12 +7,13 @@ is about, and its JSON payload; the backend allocates the inbox seqs when it wri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.relations import FriendRequestRec
+from yim.storage.relations import FriendRec, FriendRequestRec
 
 #: An inbox event before its seq is allocated: (user_id, actor_id, payload).
 Pending = tuple[int, int, bytes]
@@ -21,6 +22,7 @@ Pending = tuple[int, int, bytes]
 RESPONSES: Final = ("accept", "reject", "cancel")
 
 _enc = msgspec.json.Encoder()
+_tags = msgspec.json.Decoder(list[str])
 
 
 def event(name: str, other_id: int, request: FriendRequestRec | None = None) -> bytes:
@@ -112,6 +114,29 @@ def respond(
 def require_friends(friends: bool) -> None:
     if not friends:
         raise YimError("not_found", "you are not friends")
+
+
+def friend(row: Sequence[Any]) -> FriendRec:
+    """A friend from a row of (friend_id, remark, tags JSON, created_at)."""
+    return FriendRec(friend_id=row[0], remark=row[1], tags=_tags.decode(row[2]), created_at=row[3])
+
+
+def updated_friend(row: Sequence[Any] | None, other_id: int, remark: str | None, tags: list[str] | None) -> FriendRec:
+    """A friend's remark and tags after an update (None keeps the stored value), from the
+    stored row of (remark, tags JSON, created_at); the two must be friends."""
+    require_friends(row is not None)
+    assert row is not None
+    stored = friend((other_id, *row))
+    return FriendRec(
+        friend_id=other_id,
+        remark=stored.remark if remark is None else remark,
+        tags=stored.tags if tags is None else tags,
+        created_at=stored.created_at,
+    )
+
+
+def tags_json(tags: list[str]) -> str:
+    return _enc.encode(tags).decode()
 
 
 def check_follow(on: bool, blocked_either_way: bool) -> None:
