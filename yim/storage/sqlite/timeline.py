@@ -1,7 +1,7 @@
 """Timeline jobs of the SQLite store: appending entries, read markers, sync and history.
 
 Every function here runs on the writer thread (appends) or a reader thread (queries),
-inside the transaction the caller opened; see :mod:`yim.storage.sqlite`.
+inside the transaction the caller opened; see :mod:`yim.storage.sqlite.store`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import Entry
 from yim.storage.rules import send as send_rules
 from yim.storage.rules import timeline as timeline_rules
-from yim.storage.sqlite_indexer import INDEXED_KINDS
-from yim.storage.sqlite_memory import active_memory, writer_memory
-from yim.storage.sqlite_policy import blocked_either_way, check_direct_allowed
+from yim.storage.sqlite.indexer import INDEXED_KINDS
+from yim.storage.sqlite.memory import active_memory, writer_memory
+from yim.storage.sqlite.policy import blocked_either_way, check_direct_allowed
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -88,7 +88,7 @@ def member_ids(conn: sqlite3.Connection, conv_id: int) -> list[int]:
 
 def next_inbox_seqs(conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple[int, int]]:
     """Allocate the next inbox seq of each user, in one statement per 10,000 users (or from
-    the writer's memory while an appending job runs: :mod:`yim.storage.sqlite_memory`)."""
+    the writer's memory while an appending job runs: :mod:`yim.storage.sqlite.memory`)."""
     memory = active_memory(conn)
     if memory is not None:
         return memory.next_inbox_seqs(conn, user_ids)
@@ -230,7 +230,7 @@ def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
 
 def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) -> SendResult:
     """Append a message (direct, group or customer service). An *appending job*: the writer
-    runs it with its heads in memory (:mod:`yim.storage.sqlite_memory`)."""
+    runs it with its heads in memory (:mod:`yim.storage.sqlite.memory`)."""
     # Idempotency first: a retried client_msg_id returns the original and writes nothing
     # (one still waiting in the writer's memory to be written counts too).
     memory = active_memory(conn)
@@ -249,7 +249,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         return SendResult(message=msg_from_row(row), sender_inbox_seq=row[_N_MSG_COLS], duplicate=True, deliveries=[])
 
     if c.shop_id is not None or (c.conv_id is not None and _conv_type(conn, c.conv_id) == "service"):
-        from yim.storage.sqlite_service import service_send
+        from yim.storage.sqlite.service import service_send
 
         # Routing reads and writes session and conversation rows in SQL: run it on the
         # tables, with what the writer's memory holds written first.

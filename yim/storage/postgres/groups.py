@@ -1,6 +1,6 @@
 """Group jobs of the PostgreSQL store: create, membership, roles, mute, settings, dissolve.
 
-Mirrors :mod:`yim.storage.sqlite_groups` (the behavioural spec; the fan-out switch is
+Mirrors :mod:`yim.storage.sqlite.groups` (the behavioural spec; the fan-out switch is
 explained there). Every write job first locks the group's row (``FOR UPDATE``): sends to
 the group lock it too, so permission checks and the entry they append see one state of
 the group even when several nodes write to it at once.
@@ -19,7 +19,7 @@ from yim.storage.base import (
     MemberRec,
     group_rec,
 )
-from yim.storage.postgres_timeline import append_entry
+from yim.storage.postgres.timeline import append_entry
 from yim.storage.rules import groups as rules
 
 

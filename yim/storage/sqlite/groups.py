@@ -26,7 +26,7 @@ from yim.storage.base import (
     group_rec,
 )
 from yim.storage.rules import groups as rules
-from yim.storage.sqlite_timeline import append_entry, member_ids
+from yim.storage.sqlite.timeline import append_entry, member_ids
 
 
 def load_group(conn: sqlite3.Connection, conv_id: int, *, allow_dissolved: bool = False) -> GroupRec:

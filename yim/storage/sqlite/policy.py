@@ -2,7 +2,7 @@
 
 Kept apart from the relation jobs so the timeline module can use them without a cycle.
 Each check is one primary-key lookup — and is skipped when the writer's memory
-(:class:`~yim.storage.sqlite_memory.WriterMemory`) proves it would find nothing, which is the common case: most
+(:class:`~yim.storage.sqlite.memory.WriterMemory`) proves it would find nothing, which is the common case: most
 users block nobody and accept messages from anyone.
 """
 
@@ -12,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from yim.storage.rules.send import check_direct_allowed as check_direct_allowed_rule
-from yim.storage.sqlite_memory import writer_memory
+from yim.storage.sqlite.memory import writer_memory
 
 
 def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:

@@ -1,4 +1,4 @@
-"""PostgreSQL jobs of customer service; mirrors :mod:`yim.storage.sqlite_service`.
+"""PostgreSQL jobs of customer service; mirrors :mod:`yim.storage.sqlite.service`.
 
 Concurrency: SQLite routes with one writer; here several nodes route at once, so every
 job that reads agent loads or the queue and then assigns first locks its shop's row
@@ -16,9 +16,9 @@ import msgspec
 
 from yim.storage.adapters import ServiceJobs
 from yim.storage.base import SendCmd, SendResult
-from yim.storage.postgres_locks import bound_dynamic_waits
-from yim.storage.postgres_relations import PgRunner
-from yim.storage.postgres_timeline import append_entry, append_inbox_events
+from yim.storage.postgres.locks import bound_dynamic_waits
+from yim.storage.postgres.relations import PgRunner
+from yim.storage.postgres.timeline import append_entry, append_inbox_events
 from yim.storage.records import AgentLoad, Entry
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules

@@ -19,10 +19,10 @@ from yim.storage.relations import (
     RelationState,
 )
 from yim.storage.rules import relations as rules
-from yim.storage.sqlite_memory import writer_memory
-from yim.storage.sqlite_policy import _exists, are_friends, is_blocked
-from yim.storage.sqlite_policy import blocked_either_way as _blocked_pair
-from yim.storage.sqlite_timeline import append_inbox_events
+from yim.storage.sqlite.memory import writer_memory
+from yim.storage.sqlite.policy import _exists, are_friends, is_blocked
+from yim.storage.sqlite.policy import blocked_either_way as _blocked_pair
+from yim.storage.sqlite.timeline import append_inbox_events
 
 
 def _user_exists(conn: sqlite3.Connection, user_id: int) -> None:

@@ -17,8 +17,8 @@ from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
-from yim.storage.sqlite_relations import SqliteRunner
-from yim.storage.sqlite_timeline import append_entry, append_inbox_events
+from yim.storage.sqlite.relations import SqliteRunner
+from yim.storage.sqlite.timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
 _SESSION_COLS = (

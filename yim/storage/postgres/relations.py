@@ -1,4 +1,4 @@
-"""PostgreSQL jobs of the relation chain; mirrors :mod:`yim.storage.sqlite_relations`.
+"""PostgreSQL jobs of the relation chain; mirrors :mod:`yim.storage.sqlite.relations`.
 
 Concurrency: SQLite runs one write at a time; here several nodes write at once, so every
 write about a pair of users first takes a transaction-scoped advisory lock on that
@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 
 from yim.storage.adapters import RelationJobs
-from yim.storage.postgres_locks import Anchors, lock_anchors
-from yim.storage.postgres_timeline import append_inbox_events
+from yim.storage.postgres.locks import Anchors, lock_anchors
+from yim.storage.postgres.timeline import append_inbox_events
 from yim.storage.relations import (
     REQUEST_COLS,
     EdgeRec,

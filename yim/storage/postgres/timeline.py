@@ -1,6 +1,6 @@
 """Timeline jobs of the PostgreSQL store: sends, read markers, recall, sync and history.
 
-Mirrors :mod:`yim.storage.sqlite_timeline` (the behavioural spec). Appends go through the
+Mirrors :mod:`yim.storage.sqlite.timeline` (the behavioural spec). Appends go through the
 server-side functions ``yim_send`` / ``yim_append`` (postgres_functions.sql); write jobs
 run on the writer's connection inside its batch transaction, reads on a pooled one.
 """
@@ -352,7 +352,7 @@ async def read_history(
         upper = before if before is not None else 2**62
         rows = await conn.fetch(_HISTORY_BEFORE, user_id, conv_id, upper, limit + 1)
     if not rows:
-        from yim.storage.postgres_service import is_service_supervisor
+        from yim.storage.postgres.service import is_service_supervisor
 
         timeline_rules.require_member(await is_service_supervisor(conn, user_id, conv_id), conv_id)
         rows = await _supervisor_history(conn, conv_id, before, after, limit + 1)
