@@ -21,8 +21,8 @@ import asyncpg
 
 from yim.protocol.errors import YimError
 from yim.services.routing import DefaultRouting
-from yim.storage.base import CreateGroupCmd, SendCmd, UserRec
 from yim.storage.postgres.store import PostgresStore
+from yim.storage.records import CreateGroupCmd, SendCmd, UserRec
 from yim.storage.service import ServiceCtx
 
 from .report import LINES

@@ -10,7 +10,7 @@ import itertools
 import sqlite3
 from pathlib import Path
 
-from yim.storage.base import SendCmd, UserRec
+from yim.storage.records import SendCmd, UserRec
 from yim.storage.sqlite.store import SqliteStore
 
 _ids = itertools.count(1 << 40)

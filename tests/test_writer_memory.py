@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from yim.protocol.errors import YimError
-from yim.storage.base import CreateGroupCmd, SendCmd, SendResult, UserRec
+from yim.storage.records import CreateGroupCmd, SendCmd, SendResult, UserRec
 from yim.storage.sqlite.store import SqliteStore
 
 USERS = 4

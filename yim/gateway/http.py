@@ -25,7 +25,7 @@ from yim.protocol.frames import Health, LoginBody, RegisterBody, SendBody, UserQ
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
 from yim.services.messages import send_ack, send_message
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.node import Node

@@ -35,7 +35,7 @@ import msgspec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import PresenceOut, PresencePage, PresenceQuery, PresenceSet
 from yim.protocol.ids import parse_id
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

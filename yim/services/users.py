@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from yim.protocol.frames import Users, UsersPage
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.gateway.connection import Connection

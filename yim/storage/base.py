@@ -18,8 +18,7 @@ import abc
 import asyncio
 from typing import TYPE_CHECKING
 
-from yim.storage.records import (  # noqa: F401 - re-exported until every importer names records
-    GROUP_COLS,
+from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -34,8 +33,6 @@ from yim.storage.records import (  # noqa: F401 - re-exported until every import
     SendResult,
     SessionRec,
     UserRec,
-    conv_row,
-    group_rec,
 )
 from yim.storage.relations import RelationStore
 from yim.storage.service import ServiceStore

@@ -10,16 +10,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from yim.storage.base import (
-    GROUP_COLS,
-    CreateGroupCmd,
-    GroupChange,
-    GroupHead,
-    GroupRec,
-    MemberRec,
-    group_rec,
-)
 from yim.storage.postgres.timeline import append_entry
+from yim.storage.records import GROUP_COLS, CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, group_rec
 from yim.storage.rules import groups as rules
 
 

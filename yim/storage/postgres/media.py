@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
+from yim.storage.records import SendCmd, SendResult
 
 if TYPE_CHECKING:
     from yim.storage.postgres.store import PostgresStore

@@ -15,11 +15,10 @@ import asyncpg
 import msgspec
 
 from yim.storage.adapters import ServiceJobs
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.postgres.locks import bound_dynamic_waits
 from yim.storage.postgres.relations import PgRunner
 from yim.storage.postgres.timeline import append_entry, append_inbox_events
-from yim.storage.records import AgentLoad, Entry
+from yim.storage.records import AgentLoad, Entry, SendCmd, SendResult
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user

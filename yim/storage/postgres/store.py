@@ -50,7 +50,19 @@ import asyncpg
 
 from yim.logs import BurstLog
 from yim.protocol.errors import YimError
-from yim.storage.base import (
+from yim.storage.base import Store
+from yim.storage.migrations import SchemaError, migrations, too_new
+from yim.storage.postgres import groups as groups
+from yim.storage.postgres import timeline as timeline
+from yim.storage.postgres.locks import (
+    NO_ANCHORS,
+    Anchors,
+    OpaqueAfterAll,
+    lock_anchors,
+    running_opaque,
+    send_anchors,
+)
+from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -64,19 +76,7 @@ from yim.storage.base import (
     SendCmd,
     SendResult,
     SessionRec,
-    Store,
     UserRec,
-)
-from yim.storage.migrations import SchemaError, migrations, too_new
-from yim.storage.postgres import groups as groups
-from yim.storage.postgres import timeline as timeline
-from yim.storage.postgres.locks import (
-    NO_ANCHORS,
-    Anchors,
-    OpaqueAfterAll,
-    lock_anchors,
-    running_opaque,
-    send_anchors,
 )
 
 log = logging.getLogger("yim.storage.postgres")

@@ -12,8 +12,7 @@ from typing import Any
 import asyncpg
 
 from yim.protocol.errors import YimError
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
-from yim.storage.records import Entry
+from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.rules import timeline as timeline_rules
 
 MSG_COLS = (

@@ -16,15 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from yim.storage.base import (
-    GROUP_COLS,
-    CreateGroupCmd,
-    GroupChange,
-    GroupHead,
-    GroupRec,
-    MemberRec,
-    group_rec,
-)
+from yim.storage.records import GROUP_COLS, CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, group_rec
 from yim.storage.rules import groups as rules
 from yim.storage.sqlite.timeline import append_entry, member_ids
 

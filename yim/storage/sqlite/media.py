@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import (
     IMAGE_MIMES,
     MAX_MEDIA_ID,
@@ -29,6 +28,7 @@ from yim.storage.media import (
     not_found,
     ref_media_id,
 )
+from yim.storage.records import SendCmd, SendResult
 from yim.storage.sqlite import timeline as timeline
 
 if TYPE_CHECKING:

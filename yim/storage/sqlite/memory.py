@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from yim.protocol.errors import YimError
-from yim.storage.base import SendResult
+from yim.storage.records import SendResult
 from yim.storage.sqlite.indexer import IndexOp
 
 

@@ -21,7 +21,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from yim.protocol.errors import YimError
-from yim.storage.base import MessageRec
+from yim.storage.records import MessageRec
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 from yim.storage.sqlite.timeline import MSG_COLS, msg_from_row
 

@@ -11,8 +11,7 @@ from typing import Any
 import msgspec
 
 from yim.storage.adapters import ServiceJobs
-from yim.storage.base import SendCmd, SendResult
-from yim.storage.records import AgentLoad, Entry
+from yim.storage.records import AgentLoad, Entry, SendCmd, SendResult
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from yim.protocol.errors import YimError
-from yim.storage.base import (
+from yim.storage.base import Store
+from yim.storage.migrations import migrate_sqlite
+from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -43,10 +45,8 @@ from yim.storage.base import (
     SendCmd,
     SendResult,
     SessionRec,
-    Store,
     UserRec,
 )
-from yim.storage.migrations import migrate_sqlite
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer

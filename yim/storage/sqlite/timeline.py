@@ -11,9 +11,8 @@ from typing import Any
 
 import msgspec
 
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.media import MEDIA_KINDS, carried_media_id
-from yim.storage.records import Entry
+from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.rules import send as send_rules
 from yim.storage.rules import timeline as timeline_rules
 from yim.storage.sqlite.indexer import INDEXED_KINDS
