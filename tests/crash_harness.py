@@ -18,7 +18,7 @@ The check, per user, over fresh connections after the last restart:
   is only ever sent after the commit);
 - unread counts equal what the history implies: entries after the read marker, minus
   those that never count (system and recall entries, recalled messages) — the rule of
-  UNREAD_SQL in yim/storage/sqlite_timeline.py — and the total is their sum.
+  UNREAD_SQL in yim/storage/sqlite/timeline.py — and the total is their sum.
 
 Run standalone for longer: ``python -m tests.crash_harness --kills 100``.
 """

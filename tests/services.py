@@ -325,7 +325,7 @@ async def postgres_admin(postgres_server: PostgresServer) -> AsyncIterator[Any]:
     """A connection to the ``postgres`` database, with the migrated template created."""
     import asyncpg
 
-    from yim.storage.postgres import migrate
+    from yim.storage.postgres.store import migrate
 
     conn = await asyncpg.connect(postgres_server.dsn())
     try:

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from yim.storage.postgres import migrate
+from yim.storage.postgres.store import migrate
 
 from . import report
 from .cluster_harness import ClusterNodes, Outcome, Run, Size, chosen_size

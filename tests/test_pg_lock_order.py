@@ -1,4 +1,4 @@
-"""The PostgreSQL store's lock order (yim/storage/postgres_locks.py) under fire: three
+"""The PostgreSQL store's lock order (yim/storage/postgres/locks.py) under fire: three
 stores on one database are three nodes whose writers commit batched transactions at the
 same time. A mixed load — one-to-one and group sends, read markers with receipts,
 recalls, membership changes, follows, customers writing to a shop whose agents come and
@@ -21,8 +21,8 @@ import asyncpg
 
 from yim.protocol.errors import YimError
 from yim.services.routing import DefaultRouting
-from yim.storage.base import CreateGroupCmd, SendCmd, UserRec
-from yim.storage.postgres import PostgresStore
+from yim.storage.postgres.store import PostgresStore
+from yim.storage.records import CreateGroupCmd, SendCmd, UserRec
 from yim.storage.service import ServiceCtx
 
 from .report import LINES
@@ -210,7 +210,7 @@ async def test_a_paused_writer_holds_other_nodes_up_for_seconds_only(postgres_ds
     """A node paused in the middle of its batch (SIGSTOP, a frozen VM) keeps its row locks
     only until PostgreSQL ends its idle-in-transaction session; the other node's send waits
     for that, then succeeds — it is neither refused nor held for the length of the pause."""
-    from yim.storage.postgres import IDLE_IN_TRANSACTION_MS, SERVER_SETTINGS
+    from yim.storage.postgres.store import IDLE_IN_TRANSACTION_MS, SERVER_SETTINGS
 
     node = PostgresStore(postgres_dsn)
     await node.open()

@@ -1,5 +1,5 @@
 """The embedded store's search index lives in its own file, written after the message commit
-(yim/storage/sqlite_indexer.py). What a crash can leave behind — an index missing the last
+(yim/storage/sqlite/indexer.py). What a crash can leave behind — an index missing the last
 messages, a recall not yet applied, no index file at all — is repaired on the next start,
 and a search never misses a message committed before it."""
 
@@ -10,8 +10,8 @@ import itertools
 import sqlite3
 from pathlib import Path
 
-from yim.storage.base import SendCmd, UserRec
-from yim.storage.sqlite import SqliteStore
+from yim.storage.records import SendCmd, UserRec
+from yim.storage.sqlite.store import SqliteStore
 
 _ids = itertools.count(1 << 40)
 

@@ -24,11 +24,12 @@ import pytest_asyncio
 from yim.protocol.errors import YimError
 from yim.services.routing import DefaultRouting
 from yim.services.wire import event_payload
-from yim.storage.base import CreateGroupCmd, SendCmd, SessionRec, Store, UserRec
+from yim.storage.base import Store
 from yim.storage.media import BlobRec
-from yim.storage.postgres import PostgresStore
+from yim.storage.postgres.store import PostgresStore
+from yim.storage.records import CreateGroupCmd, SendCmd, SessionRec, UserRec
 from yim.storage.service import ServiceCtx
-from yim.storage.sqlite import SqliteStore
+from yim.storage.sqlite.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000_000

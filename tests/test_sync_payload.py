@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yim.services.wire import event_payload, message_json, read_json, receipt_json
-from yim.storage.base import CreateGroupCmd, SendCmd, UserRec
-from yim.storage.sqlite import SqliteStore
+from yim.storage.records import CreateGroupCmd, SendCmd, UserRec
+from yim.storage.sqlite.store import SqliteStore
 
 # Any Unicode text SQLite can hold (no lone surrogates): quotes, backslashes, controls,
 # U+2028, emoji, CJK.

@@ -156,7 +156,7 @@ async def test_a_postgres_database_of_a_newer_release_is_refused(postgres_server
     this code does not know means a newer release wrote the database."""
     import asyncpg
 
-    from yim.storage.postgres import migrate_conn
+    from yim.storage.postgres.store import migrate_conn
 
     conn = await asyncpg.connect(postgres_dsn)
     try:

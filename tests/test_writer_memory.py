@@ -1,4 +1,4 @@
-"""Property: the SQLite writer's memory (yim/storage/sqlite_memory.py) never changes an outcome.
+"""Property: the SQLite writer's memory (yim/storage/sqlite/memory.py) never changes an outcome.
 
 Random mixes of direct and group sends, resends, read markers, blocks, privacy changes,
 members joining (a group switching to read fan-out, or staying on write fan-out) and jobs that fail half-way (which
@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from yim.protocol.errors import YimError
-from yim.storage.base import CreateGroupCmd, SendCmd, SendResult, UserRec
-from yim.storage.sqlite import SqliteStore
+from yim.storage.records import CreateGroupCmd, SendCmd, SendResult, UserRec
+from yim.storage.sqlite.store import SqliteStore
 
 USERS = 4
 GROUP_MEMBERS = (0, 1, 2)  # user 3 may join later

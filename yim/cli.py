@@ -71,7 +71,7 @@ def _admin_migrate(args: argparse.Namespace) -> int:
         print(f"yim admin migrate: --store must be a postgres:// URL (got {store!r}); SQLite migrates itself")
         return 2
     from yim.storage.migrations import SchemaError
-    from yim.storage.postgres import migrate
+    from yim.storage.postgres.store import migrate
 
     try:
         applied = asyncio.run(migrate(store))

@@ -44,7 +44,7 @@ from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
 from yim.storage import open_store
 from yim.storage.base import Store
-from yim.storage.sqlite import SqliteStore
+from yim.storage.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
     from yim.bus.cluster_state import ClusterState

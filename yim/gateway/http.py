@@ -25,7 +25,7 @@ from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, Send
 from yim.protocol.ids import parse_id
 from yim.services import users
 from yim.services.messages import send_ack, send_message
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 log = logging.getLogger("yim.gateway.http")
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from yim.protocol import frames as f
 from yim.services import conversations, groups, messages, presence, relations, service, sync, typing, users
 from yim.services import search as search_service
 from yim.services.context import Context, Device
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 #: (node, session, request struct, origin connection or None for HTTP) -> the reply struct
 Action = Callable[[Context, SessionRec, Any, Device | None], Awaitable[Any]]

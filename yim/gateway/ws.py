@@ -28,7 +28,7 @@ from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Ack, Auth, AuthOk, Ping, Send
 from yim.services.messages import send_ack, send_message
-from yim.storage.base import SendResult, SessionRec
+from yim.storage.records import SendResult, SessionRec
 
 log = logging.getLogger("yim.gateway.ws")
 

@@ -23,7 +23,7 @@ import msgspec
 from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.frames import DeviceOut, LoginBody, LoginOut, RegisterBody, UserOut
-from yim.storage.base import SessionRec, UserRec
+from yim.storage.records import SessionRec, UserRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from yim.ids.snowflake import Snowflake
     from yim.metrics import Metrics
     from yim.protocol.codec import Codec
-    from yim.storage.base import MessageRec, SendCmd, SendResult, Store
+    from yim.storage.base import Store
+    from yim.storage.records import MessageRec, SendCmd, SendResult
     from yim.storage.relations import InboxWrite
 
 #: a user's devices on this node, as presence shares them: device id -> (status, platform,

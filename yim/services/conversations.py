@@ -25,7 +25,7 @@ from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
 from yim.services.sync import within_budget
 from yim.services.wire import message_out, read_json, receipt_json
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

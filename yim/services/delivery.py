@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from yim.services.wire import message_json
-from yim.storage.base import SendResult
+from yim.storage.records import SendResult
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

@@ -32,7 +32,7 @@ from yim.protocol.frames import (
 )
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
-from yim.storage.base import CreateGroupCmd, GroupChange, GroupRec, SessionRec
+from yim.storage.records import CreateGroupCmd, GroupChange, GroupRec, SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

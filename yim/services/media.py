@@ -39,9 +39,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaOut, MediaRefBody
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.blobs import BlobStore, open_blob_store
 from yim.storage.media import IMAGE_MIMES, BlobRec, MediaRec, MediaStore
+from yim.storage.records import SendCmd, SendResult
 
 if TYPE_CHECKING:
     from aiohttp import StreamReader

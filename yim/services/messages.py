@@ -22,8 +22,8 @@ from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, Sen
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
-from yim.storage.base import SendCmd, SendResult, SessionRec
 from yim.storage.media import MEDIA_KINDS
+from yim.storage.records import SendCmd, SendResult, SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

@@ -36,7 +36,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import PresenceOut, PresencePage, PresenceQuery, PresenceSet
 from yim.protocol.ids import parse_id
 from yim.services.context import LocalDevices, State
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

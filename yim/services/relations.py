@@ -45,7 +45,7 @@ from yim.protocol.frames import (
 )
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 from yim.storage.relations import EdgeRec, FriendRequestRec, InboxWrite, PrivacyRec
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.base import MessageRec
+from yim.storage.records import MessageRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

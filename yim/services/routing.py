@@ -20,16 +20,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-import msgspec
-
-
-class AgentLoad(msgspec.Struct, frozen=True):
-    user_id: int
-    skills: frozenset[str]
-    capacity: int
-    open_sessions: int
-    last_assigned_at: int
-    online: bool
+from yim.storage.records import AgentLoad
 
 
 class RoutingPolicy(Protocol):

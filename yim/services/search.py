@@ -18,7 +18,7 @@ from yim.services.wire import message_out
 
 if TYPE_CHECKING:
     from yim.services.context import Context
-    from yim.storage.base import SessionRec
+    from yim.storage.records import SessionRec
 
 MAX_TERMS = 8
 MAX_HIGHLIGHTS = 32

@@ -46,7 +46,7 @@ from yim.protocol.frames import (
 )
 from yim.protocol.ids import parse_id
 from yim.services.routing import DefaultRouting, RoutingPolicy
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 from yim.storage.relations import InboxWrite
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec
 

@@ -20,7 +20,7 @@ import msgspec
 
 from yim.protocol.frames import Event, GroupHeadOut, SyncPage
 from yim.services.wire import event_payload
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context

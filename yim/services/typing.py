@@ -12,7 +12,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import Typing, TypingNotice
 from yim.protocol.ids import parse_id
 from yim.services.conversations import direct_peer_blocked
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

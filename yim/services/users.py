@@ -8,7 +8,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import UserOut, Users, UsersPage
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
-from yim.storage.base import SessionRec
+from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device

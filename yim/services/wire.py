@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from yim.protocol.frames import MessageOut, ReadMarker, ReceiptMarker
-from yim.storage.base import InboxEvent, MessageRec
+from yim.storage.records import InboxEvent, MessageRec
 
 _json = msgspec.json.Encoder()
 

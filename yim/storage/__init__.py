@@ -18,10 +18,10 @@ def open_store(
     """``sqlite`` (under data_dir), ``sqlite:///path/to/file.db``, or a PostgreSQL DSN
     (``postgres://`` / ``postgresql://``; pool sizes apply to it)."""
     if url.startswith(("postgres://", "postgresql://")):
-        from yim.storage.postgres import PostgresStore
+        from yim.storage.postgres.store import PostgresStore
 
         return PostgresStore(url, pool_min=pool_min, pool_max=pool_max, batch_max=batch_max)
-    from yim.storage.sqlite import SqliteStore
+    from yim.storage.sqlite.store import SqliteStore
 
     if url == "sqlite":
         from pathlib import Path

@@ -23,7 +23,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaMessageBody, MediaRefBody
 
 if TYPE_CHECKING:
-    from yim.storage.base import SendCmd, SendResult
+    from yim.storage.records import SendCmd, SendResult
 
 #: message kinds whose body references a media id
 MEDIA_KINDS = frozenset({"image", "video", "file"})

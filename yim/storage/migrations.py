@@ -1,7 +1,7 @@
 """Schema migrations of both stores: one list of numbered SQL files per dialect, one rule for
 which of them a database still needs, two ways of recording what it has.
 
-Files, in ``yim/storage``: ``schema_<dialect>.sql`` is migration 1, the baseline;
+Files, in ``yim/storage/<dialect>``: ``schema_<dialect>.sql`` is migration 1, the baseline;
 ``schema_<dialect>_NNNN_<name>.sql`` is migration NNNN. SQLite's baseline also takes the
 concept files ``schema_sqlite_<concept>.sql`` (no number), as the releases before versioned
 migrations made them. A released migration never changes: a schema change is a new file with
@@ -9,7 +9,7 @@ the next number, and tests/test_upgrade.py starts the code on a data folder of a
 release to prove the change carries its data over.
 
 What a database has: PostgreSQL records each applied file by name and checksum in
-``yim_migrations`` (yim/storage/postgres.py); SQLite keeps the number of the last one in
+``yim_migrations`` (yim/storage/postgres/store.py); SQLite keeps the number of the last one in
 ``PRAGMA user_version`` (:func:`migrate_sqlite`). Either way a database that has a migration
 this code does not know was written by a newer release, and is refused: running old code on
 it could lose what the newer schema holds.
@@ -41,11 +41,11 @@ def migrations(dialect: str) -> list[Migration]:
     """Every migration of ``dialect`` ("sqlite" or "postgres"), by number, checked to run
     1, 2, 3 ... without a gap."""
     prefix = f"schema_{dialect}"
-    files = {f.name: f for f in resources.files("yim.storage").iterdir() if f.name.startswith(prefix)}
+    files = {f.name: f for f in resources.files(f"yim.storage.{dialect}").iterdir() if f.name.startswith(prefix)}
     files = {name: f for name, f in files.items() if name.endswith(".sql")}
     core = f"{prefix}.sql"
     if core not in files:
-        raise SchemaError(f"no {core} in yim/storage: the package is incomplete")
+        raise SchemaError(f"no {core} in yim/storage/{dialect}: the package is incomplete")
     baseline = [files[core].read_text()]
     found = [Migration(1, core, "")]
     for name in sorted(files):

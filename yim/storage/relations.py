@@ -16,6 +16,9 @@ import msgspec
 
 InboxWrite = tuple[int, int, bytes]
 
+#: The friend_requests columns both stores select, in FriendRequestRec's order.
+REQUEST_COLS = "id, from_id, to_id, message, status, created_at, updated_at"
+
 
 class FriendRequestRec(msgspec.Struct, frozen=True):
     id: int

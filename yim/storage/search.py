@@ -18,7 +18,7 @@ import abc
 
 import msgspec
 
-from yim.storage.base import MessageRec
+from yim.storage.records import MessageRec
 
 #: trigram: shorter terms have no trigram to look up
 MIN_INDEXED_CHARS = 3

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from yim.protocol.errors import YimError
-from yim.storage import sqlite_groups as groups
-from yim.storage import sqlite_timeline as timeline
-from yim.storage.base import (
+from yim.storage.base import Store
+from yim.storage.migrations import migrate_sqlite
+from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -45,14 +45,14 @@ from yim.storage.base import (
     SendCmd,
     SendResult,
     SessionRec,
-    Store,
     UserRec,
 )
-from yim.storage.migrations import migrate_sqlite
-from yim.storage.sqlite_indexer import SearchIndexer
-from yim.storage.sqlite_memory import WriterConnection, WriterMemory
-from yim.storage.sqlite_relations import SqliteRelationStore
-from yim.storage.sqlite_service import SqliteServiceStore
+from yim.storage.sqlite import groups as groups
+from yim.storage.sqlite import timeline as timeline
+from yim.storage.sqlite.indexer import SearchIndexer
+from yim.storage.sqlite.memory import WriterConnection, WriterMemory
+from yim.storage.sqlite.relations import SqliteRelationStore
+from yim.storage.sqlite.service import SqliteServiceStore
 
 log = logging.getLogger("yim.storage.sqlite")
 
@@ -271,7 +271,7 @@ def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
 
 
 #: Jobs that only append to timelines and inboxes: they may take heads from the writer's
-#: memory (yim/storage/sqlite_memory.py).
+#: memory (yim/storage/sqlite/memory.py).
 _APPENDING_JOBS = frozenset({timeline.send_message})
 
 
@@ -412,8 +412,8 @@ class SqliteStore(Store):
         self._heads_waiting: dict[int, asyncio.Future[int]] | None = None  # see inbox_head
         self.relations = SqliteRelationStore(self)
         self.service = SqliteServiceStore(self)
-        from yim.storage.sqlite_media import SqliteMediaStore
-        from yim.storage.sqlite_search import SqliteSearchStore
+        from yim.storage.sqlite.media import SqliteMediaStore
+        from yim.storage.sqlite.search import SqliteSearchStore
 
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)

@@ -3,7 +3,7 @@
 A query is split into terms (on whitespace); every term must occur in the message's text
 (a text's text, a file's name), case-insensitively, as a substring — so Chinese needs no
 word segmentation. Terms of 3 or more characters go to the FTS5 trigram index (its own
-database file, attached to every reader as ``search``: yim/storage/sqlite_indexer.py), which
+database file, attached to every reader as ``search``: yim/storage/sqlite/indexer.py), which
 yields candidates newest first; terms of 1 or 2 characters cannot be answered by trigrams
 (and SQLite 3.40's LIKE on a trigram table misses 2-character CJK terms), so they are
 checked with LIKE on the text read through the content view. A query made only of short
@@ -21,12 +21,12 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from yim.protocol.errors import YimError
-from yim.storage.base import MessageRec
+from yim.storage.records import MessageRec
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
-from yim.storage.sqlite_timeline import MSG_COLS, msg_from_row
+from yim.storage.sqlite.timeline import MSG_COLS, msg_from_row
 
 if TYPE_CHECKING:
-    from yim.storage.sqlite import SqliteStore
+    from yim.storage.sqlite.store import SqliteStore
 
 _N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
 _TEXT = "CASE m.kind WHEN 'text' THEN json_extract(m.body, '$.text') ELSE json_extract(m.body, '$.name') END"

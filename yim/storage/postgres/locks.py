@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from yim.storage.base import SendCmd
+from yim.storage.records import SendCmd
 
 LOCK_SQL = "SELECT yim_lock($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 

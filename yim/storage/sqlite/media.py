@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from yim.storage import sqlite_timeline as timeline
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import (
     IMAGE_MIMES,
     MAX_MEDIA_ID,
@@ -30,9 +28,11 @@ from yim.storage.media import (
     not_found,
     ref_media_id,
 )
+from yim.storage.records import SendCmd, SendResult
+from yim.storage.sqlite import timeline as timeline
 
 if TYPE_CHECKING:
-    from yim.storage.sqlite import SqliteStore
+    from yim.storage.sqlite.store import SqliteStore
 
 __all__ = ["IMAGE_MIMES", "BlobRec", "MediaRec", "SqliteMediaStore", "message_body", "mime_fits_kind"]
 
@@ -92,7 +92,7 @@ def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> Medi
 
 
 def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any = None) -> SendResult:
-    """:func:`yim.storage.sqlite_timeline.send_message` for ``image`` / ``video`` / ``file``:
+    """:func:`yim.storage.sqlite.timeline.send_message` for ``image`` / ``video`` / ``file``:
     ``cmd.body`` is the client's ``{"media_id": ...}``; the stored body is the canonical one."""
     duplicate = conn.execute(
         "SELECT 1 FROM messages WHERE sender_id=? AND client_msg_id=?", (cmd.sender_id, cmd.client_msg_id)

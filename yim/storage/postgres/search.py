@@ -1,4 +1,4 @@
-"""History search on the PostgreSQL store; mirrors :mod:`yim.storage.sqlite_search`.
+"""History search on the PostgreSQL store; mirrors :mod:`yim.storage.sqlite.search`.
 
 Index: ``messages_search``, a partial pg_trgm GIN index over ``yim_search_text(kind, body)``
 (``schema_postgres_0004_media_search.sql``). Terms of 3 or more characters are ILIKE
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from yim.protocol.errors import YimError
-from yim.storage.postgres_timeline import MSG_COLS, msg_from_row
+from yim.storage.postgres.timeline import MSG_COLS, msg_from_row
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 
 if TYPE_CHECKING:
-    from yim.storage.postgres import PostgresStore
+    from yim.storage.postgres.store import PostgresStore
 
 _TEXT = "yim_search_text(m.kind, m.body)"
 _NO_CEILING = 2**62

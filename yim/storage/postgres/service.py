@@ -1,4 +1,4 @@
-"""PostgreSQL jobs of customer service; mirrors :mod:`yim.storage.sqlite_service`.
+"""PostgreSQL jobs of customer service; mirrors :mod:`yim.storage.sqlite.service`.
 
 Concurrency: SQLite routes with one writer; here several nodes route at once, so every
 job that reads agent loads or the queue and then assigns first locks its shop's row
@@ -8,20 +8,23 @@ two nodes deciding at the same moment, exactly as on one node.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from yim.protocol.errors import YimError
-from yim.storage.base import SendCmd, SendResult
-from yim.storage.postgres_locks import bound_dynamic_waits
-from yim.storage.postgres_timeline import append_entry, append_inbox_events
+from yim.storage.adapters import ServiceJobs
+from yim.storage.postgres.locks import bound_dynamic_waits
+from yim.storage.postgres.relations import PgRunner
+from yim.storage.postgres.timeline import append_entry, append_inbox_events
+from yim.storage.records import AgentLoad, Entry, SendCmd, SendResult
 from yim.storage.relations import InboxWrite
-from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
+from yim.storage.rules import service as rules
+from yim.storage.rules.relations import require_user
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
 
 _enc = msgspec.json.Encoder()
-_skills = msgspec.json.Decoder(list[str])
 _SESSION_COLS = (
     "id, shop_id, customer_id, conv_id, category, status, agent_id, queued_at, assigned_at, closed_at, rating, comment"
 )
@@ -35,33 +38,21 @@ async def _lock_shop(conn: asyncpg.Connection, shop_id: int) -> None:
     await bound_dynamic_waits(conn)
 
 
-async def _load_agent_loads(conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
-    from yim.services.routing import AgentLoad
-
+async def _load_agent_loads(
+    conn: asyncpg.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None
+) -> list[AgentLoad]:
     rows = await conn.fetch(
         "SELECT a.user_id, a.skills, a.capacity, a.status, a.last_assigned_at,"
         " (SELECT COUNT(*) FROM service_sessions s WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id"
         "  AND s.status='active') FROM shop_agents a WHERE a.shop_id=$1 ORDER BY a.user_id",
         shop_id,
     )
-    return [
-        AgentLoad(
-            user_id=r[0],
-            skills=frozenset(_skills.decode(r[1])),
-            capacity=r[2],
-            open_sessions=r[5],
-            last_assigned_at=r[4],
-            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
-        )
-        for r in rows
-    ]
+    return rules.agent_loads(rows, ctx, exclude)
 
 
 async def _session(conn: asyncpg.Connection, session_id: int) -> ServiceSessionRec:
     r = await conn.fetchrow(f"SELECT {_SESSION_COLS} FROM service_sessions WHERE id=$1", session_id)
-    if r is None:
-        raise YimError("not_found", f"no service session {session_id}")
-    return ServiceSessionRec(*r)
+    return rules.require_session(ServiceSessionRec(*r) if r else None, session_id)
 
 
 async def _position(conn: asyncpg.Connection, s: ServiceSessionRec) -> int | None:
@@ -73,19 +64,6 @@ async def _position(conn: asyncpg.Connection, s: ServiceSessionRec) -> int | Non
         s.queued_at,
         s.id,
     )
-
-
-def _event(event: str, s: ServiceSessionRec, **extra: Any) -> bytes:
-    payload = {
-        "event": event,
-        "session_id": str(s.id),
-        "shop_id": str(s.shop_id),
-        "conv_id": str(s.conv_id),
-        "customer_id": str(s.customer_id),
-        "category": s.category,
-        **extra,
-    }
-    return _enc.encode(payload)
 
 
 async def _count_members(conn: asyncpg.Connection, conv_id: int) -> None:
@@ -139,8 +117,7 @@ async def _route(
     if chosen is None:
         if s.status != "queued":
             await conn.execute("UPDATE service_sessions SET status='queued', agent_id=NULL WHERE id=$1", s.id)
-        queued = msgspec.structs.replace(s, status="queued", agent_id=None)
-        pending.append((s.customer_id, s.customer_id, _event("queued", queued, position=await _position(conn, queued))))
+        pending.append(rules.queued(s, await _position(conn, msgspec.structs.replace(s, status="queued"))))
         return None
     await conn.execute(
         "UPDATE service_sessions SET status='active', agent_id=$2, last_agent_id=$2, assigned_at=$3 WHERE id=$1",
@@ -158,9 +135,7 @@ async def _route(
     )
     open_seq = await conn.fetchval("SELECT open_seq FROM service_sessions WHERE id=$1", s.id)
     await _join_conv(conn, s.conv_id, chosen, open_seq)
-    assigned = msgspec.structs.replace(s, status="active", agent_id=chosen)
-    pending.append((chosen, s.customer_id, _event("assigned", assigned, agent_id=str(chosen))))
-    pending.append((s.customer_id, chosen, _event("assigned", assigned, agent_id=str(chosen))))
+    pending.extend(rules.assigned(s, chosen))
     return chosen
 
 
@@ -193,14 +168,12 @@ async def _flush(conn: asyncpg.Connection, pending: Pending, now: int) -> list[I
 
 
 async def _role(conn: asyncpg.Connection, shop_id: int, user_id: int) -> str | None:
-    if await conn.fetchval("SELECT 1 FROM shops WHERE id=$1", shop_id) is None:
-        raise YimError("not_found", f"no shop {shop_id}")
+    rules.require_shop(await conn.fetchval("SELECT 1 FROM shops WHERE id=$1", shop_id) is not None, shop_id)
     return await conn.fetchval("SELECT role FROM shop_agents WHERE shop_id=$1 AND user_id=$2", shop_id, user_id)
 
 
 async def _require_admin(conn: asyncpg.Connection, shop_id: int, user_id: int) -> None:
-    if await _role(conn, shop_id, user_id) != "admin":
-        raise YimError("forbidden", "only the shop's admins may do this")
+    rules.require_admin(await _role(conn, shop_id, user_id))
 
 
 async def create_shop(conn: asyncpg.Connection, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
@@ -225,9 +198,7 @@ async def _agent(conn: asyncpg.Connection, shop_id: int, user_id: int) -> AgentR
         shop_id,
         user_id,
     )
-    if r is None:
-        raise YimError("not_found", f"user {user_id} is not an agent of shop {shop_id}")
-    return AgentRec(r[0], r[1], r[2], _skills.decode(r[3]), r[4], r[5], r[6])
+    return rules.require_agent(r, user_id, shop_id)
 
 
 async def set_agent(
@@ -243,8 +214,7 @@ async def set_agent(
 ) -> tuple[AgentRec, list[InboxWrite]]:
     await _require_admin(conn, shop_id, actor_id)
     await _lock_shop(conn, shop_id)
-    if await conn.fetchval("SELECT 1 FROM users WHERE id=$1", user_id) is None:
-        raise YimError("not_found", f"no user {user_id}")
+    require_user(await conn.fetchval("SELECT 1 FROM users WHERE id=$1", user_id) is not None, user_id)
     await conn.execute(
         "INSERT INTO shop_agents (shop_id, user_id, role, skills, capacity, added_at) VALUES ($1,$2,$3,$4,$5,$6)"
         " ON CONFLICT (shop_id, user_id) DO UPDATE SET role=excluded.role, skills=excluded.skills,"
@@ -275,7 +245,7 @@ async def _reroute_agent(
     ]
     for s in sessions:
         await _leave_conv(conn, s.conv_id, agent_id)
-        pending.append((agent_id, s.customer_id, _event("unassigned", s, agent_id=str(agent_id))))
+        pending.append(rules.unassigned(s, agent_id))
         await _route(conn, s, ctx, now, pending, exclude=agent_id)
 
 
@@ -305,8 +275,7 @@ async def set_agent_status(
     conn: asyncpg.Connection, user_id: int, shop_id: int | None, status: str, now: int, ctx: ServiceCtx
 ) -> list[InboxWrite]:
     shops = await _shops_of_agent(conn, user_id, shop_id or None)
-    if not shops:
-        raise YimError("not_found", "you are not an agent of that shop")
+    rules.require_agent_shops(shops)
     pending: Pending = []
     for sid in shops:  # locked in id order: no deadlock with another multi-shop job
         await _lock_shop(conn, sid)
@@ -339,15 +308,12 @@ async def agent_presence(
 async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | None) -> SendResult:
     """A message into a service conversation (``c.shop_id`` from a customer, or ``c.conv_id``
     of a service conversation from its customer or its serving agent)."""
-    if ctx is None:
-        raise YimError("unavailable", "customer service is not running on this node")
-    if c.mentions or c.mention_all:
-        raise YimError("bad_request", "mentions are for group messages")
+    ctx = rules.running(ctx)
+    rules.check_send(c.mentions, c.mention_all)
     pending: Pending = []
     if c.shop_id is not None:
         shop = await conn.fetchval("SELECT name FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
-        if shop is None:
-            raise YimError("not_found", f"no shop {c.shop_id}")
+        rules.require_shop(shop is not None, c.shop_id)
         await bound_dynamic_waits(conn)
         conv_id = await conn.fetchval(
             "SELECT conv_id FROM service_pairs WHERE shop_id=$1 AND customer_id=$2", c.shop_id, c.sender_id
@@ -380,22 +346,8 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
             conv_id,
         )
         if open_row is None:
-            text = msgspec.json.decode(c.body).get("text", "") if c.kind == "text" else ""
-            category = ctx.policy.classify(text, c.category)
-            session = ServiceSessionRec(
-                id=c.new_session_id,
-                shop_id=shop_id,
-                customer_id=customer_id,
-                conv_id=conv_id,
-                category=category,
-                status="queued",
-                agent_id=None,
-                queued_at=c.created_at,
-                assigned_at=None,
-                closed_at=None,
-                rating=None,
-                comment=None,
-            )
+            category = ctx.policy.classify(rules.first_text(c.kind, c.body), c.category)
+            session = rules.new_session(c.new_session_id, shop_id, customer_id, conv_id, category, c.created_at)
             last_seq = await conn.fetchval("SELECT last_seq FROM conversations WHERE id=$1", conv_id)
             await conn.execute(
                 f"INSERT INTO service_sessions ({_SESSION_COLS}, open_seq)"
@@ -408,35 +360,14 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
         active = await conn.fetchval(
             "SELECT 1 FROM service_sessions WHERE conv_id=$1 AND status='active' AND agent_id=$2", conv_id, c.sender_id
         )
-        if active is None:
-            raise YimError("not_member", "you are not serving this customer now")
-    result = await append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-    )
+        rules.require_serving(active is not None)
+    result = await append_entry(conn, conv_id, Entry.of(c))
     return msgspec.structs.replace(result, events=await _flush(conn, pending, c.created_at))
 
 
 async def _owned_session(conn: asyncpg.Connection, session_id: int, actor_id: int) -> ServiceSessionRec:
     s = await _session(conn, session_id)
-    if s.agent_id != actor_id and await _role(conn, s.shop_id, actor_id) != "admin":
-        raise YimError("forbidden", "only the serving agent or a shop admin may do this")
-    return s
-
-
-class _ForcedPolicy:
-    def __init__(self, agent_id: int) -> None:
-        self.agent_id = agent_id
-
-    def choose(self, category: str, agents: list[Any], previous_agent: int | None) -> int | None:
-        return self.agent_id
+    return rules.check_manage(s, actor_id, await _role(conn, s.shop_id, actor_id))
 
 
 async def transfer(
@@ -451,24 +382,18 @@ async def transfer(
     s = await _session(conn, session_id)
     await _lock_shop(conn, s.shop_id)
     s = await _owned_session(conn, session_id, actor_id)  # as it is now that the shop is ours
-    if s.status == "closed":
-        raise YimError("bad_request", "the session is closed")
+    wanted = to_agent is not None and s.status != "closed"
+    rules.check_transfer(s, to_agent, await _load_agent_loads(conn, s.shop_id, ctx, None) if wanted else [])
     pending: Pending = []
     old = s.agent_id
-    if to_agent is not None:
-        target = next((a for a in await _load_agent_loads(conn, s.shop_id, ctx, None) if a.user_id == to_agent), None)
-        if target is None:
-            raise YimError("not_found", f"user {to_agent} is not an agent of this shop")
-        if not target.online or target.open_sessions >= target.capacity:
-            raise YimError("forbidden", "that agent is not available (offline, busy or at capacity)")
     if old is not None:
         await _leave_conv(conn, s.conv_id, old)
-        pending.append((old, s.customer_id, _event("unassigned", s, agent_id=str(old))))
+        pending.append(rules.unassigned(s, old))
     if to_category is not None:
         await conn.execute("UPDATE service_sessions SET category=$1 WHERE id=$2", to_category, s.id)
         s = msgspec.structs.replace(s, category=to_category)
     if to_agent is not None:
-        forced = _ForcedPolicy(to_agent)
+        forced = rules.ForcedChoice(to_agent)
         await _route(conn, s, ServiceCtx(is_connected=ctx.is_connected, policy=forced), now, pending)
     else:
         await _route(conn, s, ctx, now, pending, exclude=old)
@@ -483,18 +408,14 @@ async def close(
     s = await _session(conn, session_id)
     await _lock_shop(conn, s.shop_id)
     s = await _session(conn, session_id)
-    if actor_id not in (s.agent_id, s.customer_id) and await _role(conn, s.shop_id, actor_id) != "admin":
-        raise YimError("forbidden", "only the customer, the serving agent or a shop admin may close a session")
-    if s.status == "closed":
+    if not rules.check_close(s, actor_id, await _role(conn, s.shop_id, actor_id)):
         return []
     await conn.execute(
         "UPDATE service_sessions SET status='closed', closed_at=$1, agent_id=NULL WHERE id=$2", now, s.id
     )
-    closed = msgspec.structs.replace(s, status="closed")
-    pending: Pending = [(s.customer_id, actor_id, _event("closed", closed))]
+    pending: Pending = rules.closed(s, actor_id)
     if s.agent_id is not None:
         await _leave_conv(conn, s.conv_id, s.agent_id)
-        pending.append((s.agent_id, actor_id, _event("closed", closed)))
         await _drain(conn, s.shop_id, ctx, now, pending)
     return await _flush(conn, pending, now)
 
@@ -503,10 +424,7 @@ async def rate(
     conn: asyncpg.Connection, session_id: int, customer_id: int, rating: int, comment: str, now: int
 ) -> ServiceSessionRec:
     s = await _session(conn, session_id)
-    if s.customer_id != customer_id:
-        raise YimError("forbidden", "only the customer may rate a session")
-    if s.status != "closed":
-        raise YimError("bad_request", "a session is rated once it is closed")
+    rules.check_rate(s, customer_id)
     await conn.execute("UPDATE service_sessions SET rating=$1, comment=$2 WHERE id=$3", rating, comment, s.id)
     return await _session(conn, session_id)
 
@@ -529,8 +447,7 @@ async def shops_of(conn: asyncpg.Connection, user_id: int) -> list[ShopRec]:
 
 
 async def agents(conn: asyncpg.Connection, shop_id: int, viewer_id: int) -> list[AgentRec]:
-    if await _role(conn, shop_id, viewer_id) is None:
-        raise YimError("forbidden", "only the shop's agents may list its agents")
+    rules.require_shop_agent(await _role(conn, shop_id, viewer_id))
     ids = [r[0] for r in await conn.fetch("SELECT user_id FROM shop_agents WHERE shop_id=$1 ORDER BY user_id", shop_id)]
     return [await _agent(conn, shop_id, uid) for uid in ids]
 
@@ -579,8 +496,7 @@ async def customer_session(conn: asyncpg.Connection, shop_id: int, customer_id: 
 
 
 async def stats(conn: asyncpg.Connection, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-    if await _role(conn, shop_id, viewer_id) != "admin":
-        raise YimError("forbidden", "only the shop's admins see its dashboard")
+    rules.require_dashboard(await _role(conn, shop_id, viewer_id))
     by_cat = {
         r[0]: r[1]
         for r in await conn.fetch(
@@ -600,15 +516,7 @@ async def stats(conn: asyncpg.Connection, shop_id: int, viewer_id: int, now: int
         shop_id,
         day_start,
     )
-    return ShopStats(
-        queued=sum(by_cat.values()),
-        queued_by_category=by_cat,
-        longest_wait_ms=now - oldest if oldest else 0,
-        active=active,
-        closed_today=closed_today,
-        avg_rating=avg,
-        agents=await agents(conn, shop_id, viewer_id),
-    )
+    return rules.shop_stats(by_cat, oldest, active, closed_today, avg, await agents(conn, shop_id, viewer_id), now)
 
 
 async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id: int) -> bool:
@@ -624,64 +532,6 @@ async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id:
     )
 
 
-class PgServiceStore(ServiceStore):
+class PgServiceStore(ServiceJobs):
     def __init__(self, store: Any) -> None:
-        self._s = store
-        self.ctx: ServiceCtx | None = None
-
-    def _ctx(self) -> ServiceCtx:
-        if self.ctx is None:
-            raise YimError("unavailable", "customer service is not running on this node")
-        return self.ctx
-
-    async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
-        return await self._s.write(create_shop, shop_id, name, owner_id, now, anchors=None)
-
-    async def set_agent(
-        self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
-    ) -> tuple[AgentRec, list[InboxWrite]]:
-        return await self._s.write(
-            set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx(), anchors=None
-        )
-
-    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx(), anchors=None)
-
-    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
-        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx(), anchors=None)
-
-    async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(agent_presence, user_id, online, now, self._ctx(), anchors=None)
-
-    async def transfer(
-        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
-    ) -> list[InboxWrite]:
-        return await self._s.write(
-            transfer, session_id, actor_id, to_agent, to_category, now, self._ctx(), anchors=None
-        )
-
-    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(close, session_id, actor_id, now, self._ctx(), anchors=None)
-
-    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
-        return await self._s.write(rate, session_id, customer_id, rating, comment, now, anchors=None)
-
-    async def shop(self, shop_id: int) -> ShopRec | None:
-        return await self._s.read1(shop, shop_id)
-
-    async def shops_of(self, user_id: int) -> list[ShopRec]:
-        return await self._s.read1(shops_of, user_id)
-
-    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
-        return await self._s.read(agents, shop_id, viewer_id)
-
-    async def sessions(
-        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
-    ) -> list[ServiceSessionRec]:
-        return await self._s.read(sessions, viewer_id, shop_id, status, limit)
-
-    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
-        return await self._s.read(customer_session, shop_id, customer_id)
-
-    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-        return await self._s.read(stats, shop_id, viewer_id, now)
+        super().__init__(sys.modules[__name__], PgRunner(store, frozenset({shop, shops_of})))

@@ -1,4 +1,4 @@
-"""Media jobs of the PostgreSQL store; mirrors :mod:`yim.storage.sqlite_media`.
+"""Media jobs of the PostgreSQL store; mirrors :mod:`yim.storage.sqlite.media`.
 
 Tables and the ``media_refs`` triggers: ``schema_postgres_0004_media_search.sql``.
 
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
-from yim.storage import postgres_timeline as timeline
-from yim.storage.base import SendCmd, SendResult
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
-from yim.storage.postgres_locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
+from yim.storage.postgres import timeline as timeline
+from yim.storage.postgres.locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
+from yim.storage.records import SendCmd, SendResult
 
 if TYPE_CHECKING:
-    from yim.storage.postgres import PostgresStore
+    from yim.storage.postgres.store import PostgresStore
 
 _BLOB_COLS = "b.sha256, b.size, b.mime, b.width, b.height, b.thumb_sha256, b.thumb_size, b.created_at"
 
@@ -99,7 +99,7 @@ async def visible_media(conn: asyncpg.Connection, media_id: int, user_id: int, l
 
 
 async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
-    from yim.storage.postgres_service import service_send
+    from yim.storage.postgres.service import service_send
 
     # Idempotency first: a retry returns the original, whatever happened to the media since.
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)

@@ -1,6 +1,6 @@
 """Group jobs of the PostgreSQL store: create, membership, roles, mute, settings, dissolve.
 
-Mirrors :mod:`yim.storage.sqlite_groups` (the behavioural spec; the fan-out switch is
+Mirrors :mod:`yim.storage.sqlite.groups` (the behavioural spec; the fan-out switch is
 explained there). Every write job first locks the group's row (``FOR UPDATE``): sends to
 the group lock it too, so permission checks and the entry they append see one state of
 the group even when several nodes write to it at once.
@@ -9,22 +9,10 @@ the group even when several nodes write to it at once.
 from __future__ import annotations
 
 import asyncpg
-import msgspec
 
-from yim.protocol.errors import YimError
-from yim.storage.base import (
-    GROUP_COLS,
-    CreateGroupCmd,
-    GroupChange,
-    GroupHead,
-    GroupRec,
-    MemberRec,
-    SendResult,
-    group_rec,
-)
-from yim.storage.postgres_timeline import append_entry
-
-MANAGERS = ("owner", "admin")
+from yim.storage.postgres.timeline import append_entry
+from yim.storage.records import GROUP_COLS, CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, group_rec
+from yim.storage.rules import groups as rules
 
 
 async def load_group(
@@ -34,12 +22,7 @@ async def load_group(
         f"SELECT {GROUP_COLS} FROM conversations WHERE id=$1 AND type='group'{' FOR NO KEY UPDATE' if lock else ''}",
         conv_id,
     )
-    if r is None:
-        raise YimError("not_found", f"no group {conv_id}")
-    group = group_rec(r)
-    if group.dissolved and not allow_dissolved:
-        raise YimError("group_dissolved", f"group {conv_id} was dissolved")
-    return group
+    return rules.live_group(group_rec(r) if r else None, conv_id, allow_dissolved=allow_dissolved)
 
 
 async def _role(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str | None:
@@ -49,39 +32,7 @@ async def _role(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str | N
 
 
 async def _require_member(conn: asyncpg.Connection, conv_id: int, user_id: int) -> str:
-    role = await _role(conn, conv_id, user_id)
-    if role is None:
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return role
-
-
-async def _system_entry(
-    conn: asyncpg.Connection,
-    conv_id: int,
-    actor_id: int,
-    msg_id: int,
-    now: int,
-    event: str,
-    *,
-    also_inbox: tuple[int, ...] = (),
-    members_changed: bool = False,
-    **fields: object,
-) -> SendResult:
-    body = msgspec.json.encode({"event": event, "actor": str(actor_id), **fields})
-    return await append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="system",
-        body=body,
-        client_msg_id=f"system:{msg_id}",
-        created_at=now,
-        uncounted=True,
-        also_inbox=also_inbox,
-        members_changed=members_changed,
-    )
+    return rules.require_member(await _role(conn, conv_id, user_id), conv_id)
 
 
 async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[int]:
@@ -90,27 +41,11 @@ async def _existing_users(conn: asyncpg.Connection, user_ids: list[int]) -> set[
 
 async def create_group(conn: asyncpg.Connection, cmd: CreateGroupCmd) -> GroupChange:
     members = list(dict.fromkeys([cmd.owner_id, *cmd.member_ids]))
-    missing = set(members) - await _existing_users(conn, members)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
-    if len(members) > cmd.max_members:
-        raise YimError("group_full", f"a group holds at most {cmd.max_members} members")
-    fanout = "read" if len(members) > cmd.threshold else "write"
-    await conn.execute(
-        "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar,"
-        " announcement, owner_id, join_policy, max_members, member_count, fanout)"
-        " VALUES ($1, 'group', $2, 0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        cmd.conv_id,
-        cmd.created_at,
-        cmd.name,
-        cmd.avatar,
-        cmd.announcement,
-        cmd.owner_id,
-        cmd.join_policy,
-        cmd.max_members,
-        len(members),
-        fanout,
-    )
+    rules.check_users_exist(members, await _existing_users(conn, members))
+    rules.check_room(len(members), cmd.max_members)
+    row = rules.new_group_row(cmd, len(members), cmd.threshold)
+    marks = ", ".join(f"${i}" for i in range(1, len(row) + 1))
+    await conn.execute(f"INSERT INTO conversations ({rules.NEW_GROUP_COLS}) VALUES ({marks})", *row)
     await conn.execute(
         "INSERT INTO user_conversations (user_id, conv_id, role)"
         " SELECT u, $2, CASE WHEN u = $3 THEN 'owner' ELSE 'member' END FROM unnest($1::bigint[]) AS u",
@@ -118,16 +53,13 @@ async def create_group(conn: asyncpg.Connection, cmd: CreateGroupCmd) -> GroupCh
         cmd.conv_id,
         cmd.owner_id,
     )
-    entry = await _system_entry(
+    entry = await append_entry(
         conn,
         cmd.conv_id,
-        cmd.owner_id,
-        cmd.msg_id,
-        cmd.created_at,
-        "created",
+        rules.system_entry(
+            cmd.owner_id, cmd.msg_id, cmd.created_at, "created", name=cmd.name, users=[str(u) for u in members]
+        ),
         members_changed=True,
-        name=cmd.name,
-        users=[str(u) for u in members],
     )
     return GroupChange(group=await load_group(conn, cmd.conv_id), entry=entry)
 
@@ -143,19 +75,9 @@ async def add_members(
     threshold: int,
 ) -> GroupChange:
     group = await load_group(conn, conv_id, lock=True)
-    if via == "join":
-        if user_ids != [actor_id]:
-            raise YimError("bad_request", "join adds only yourself")
-        if group.join_policy != "open":
-            raise YimError("forbidden", "this group is joined by invitation only")
-    else:
-        role = await _require_member(conn, conv_id, actor_id)
-        if group.join_policy == "admins_invite" and role not in MANAGERS:
-            raise YimError("forbidden", "only the owner and admins may invite to this group")
+    rules.check_add(group, actor_id, None if via == "join" else await _role(conn, conv_id, actor_id), user_ids, via)
     wanted = list(dict.fromkeys(user_ids))
-    missing = set(wanted) - await _existing_users(conn, wanted)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
+    rules.check_users_exist(wanted, await _existing_users(conn, wanted))
     current = {
         r[0]
         for r in await conn.fetch(
@@ -167,8 +89,7 @@ async def add_members(
     new = [u for u in wanted if u not in current]
     if not new:
         return GroupChange(group=group, entry=None)
-    if group.member_count + len(new) > group.max_members:
-        raise YimError("group_full", f"a group holds at most {group.max_members} members")
+    rules.check_room(group.member_count + len(new), group.max_members)
     # New members see the timeline from the entry announcing them on: joined_seq = head now.
     await conn.execute(
         "INSERT INTO user_conversations (user_id, conv_id, joined_seq, read_seq, role)"
@@ -181,17 +102,15 @@ async def add_members(
     )
     count = group.member_count + len(new)
     await conn.execute("UPDATE conversations SET member_count=$2 WHERE id=$1", conv_id, count)
-    entry = await _system_entry(
+    entry = await append_entry(
         conn,
         conv_id,
-        actor_id,
-        msg_id,
-        now,
-        "joined" if via == "join" else "invited",
+        rules.system_entry(
+            actor_id, msg_id, now, "joined" if via == "join" else "invited", users=[str(u) for u in new]
+        ),
         members_changed=True,
-        users=[str(u) for u in new],
     )
-    if group.fanout == "write" and count > threshold:
+    if rules.switches_to_read(group, count, threshold):
         await conn.execute(
             "UPDATE conversations SET fanout='read', switch_seq=$2 WHERE id=$1", conv_id, entry.message.seq
         )
@@ -202,21 +121,15 @@ async def remove_member(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    actor_role = await _require_member(conn, conv_id, actor_id)
-    if actor_id == user_id:
-        if actor_role == "owner":
-            raise YimError("forbidden", "the owner must transfer ownership (or dissolve the group) before leaving")
-        event = "left"
-    else:
-        target_role = await _role(conn, conv_id, user_id)
-        if target_role is None:
-            raise YimError("not_found", f"user {user_id} is not a member")
-        if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-            raise YimError("forbidden", "you may not remove this member")
-        event = "removed"
+    actor_role, target_role = await _role(conn, conv_id, actor_id), await _role(conn, conv_id, user_id)
+    event = rules.remove_event(conv_id, actor_id, actor_role, user_id, target_role)
     # Appended while the member still belongs, so they receive it; then their window closes.
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, event, also_inbox=(user_id,), members_changed=True, users=[str(user_id)]
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(actor_id, msg_id, now, event, users=[str(user_id)]),
+        also_inbox=(user_id,),
+        members_changed=True,
     )
     await conn.execute(
         "UPDATE user_conversations SET left_seq=$3 WHERE conv_id=$1 AND user_id=$2",
@@ -232,21 +145,20 @@ async def set_role(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may change roles")
-    target_role = await _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if user_id == actor_id:
-        raise YimError("bad_request", "the owner cannot change their own role (transfer ownership instead)")
+    actor_role, target_role = await _role(conn, conv_id, actor_id), await _role(conn, conv_id, user_id)
+    rules.check_set_role(conv_id, actor_id, actor_role, user_id, target_role)
     if role == "owner":  # transfer: the old owner stays on as an admin
         await conn.execute(
             "UPDATE user_conversations SET role='admin' WHERE conv_id=$1 AND user_id=$2", conv_id, actor_id
         )
         await conn.execute("UPDATE conversations SET owner_id=$2 WHERE id=$1", conv_id, user_id)
     await conn.execute("UPDATE user_conversations SET role=$3 WHERE conv_id=$1 AND user_id=$2", conv_id, user_id, role)
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+        ),
     )
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
@@ -255,58 +167,46 @@ async def mute_member(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
 ) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    actor_role = await _require_member(conn, conv_id, actor_id)
-    target_role = await _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-        raise YimError("forbidden", "you may not mute this member")
+    rules.check_mute(conv_id, await _role(conn, conv_id, actor_id), user_id, await _role(conn, conv_id, user_id))
     await conn.execute(
         "UPDATE user_conversations SET muted_until=$3 WHERE conv_id=$1 AND user_id=$2", conv_id, user_id, until
     )
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+    entry = await append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+        ),
     )
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
-
-
-_UPDATABLE = {"name", "avatar", "announcement", "join_policy", "mute_all", "max_members"}
 
 
 async def update_group(
     conn: asyncpg.Connection, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
 ) -> GroupChange:
     group = await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) not in MANAGERS:
-        raise YimError("forbidden", "only the owner and admins may change group settings")
-    unknown = set(changes) - _UPDATABLE
-    if unknown or not changes:
-        raise YimError("bad_request", f"nothing to update (settable: {', '.join(sorted(_UPDATABLE))})")
-    if "max_members" in changes and int(changes["max_members"]) < group.member_count:  # type: ignore[call-overload]
-        raise YimError("bad_request", f"the group already has {group.member_count} members")
-    cols = sorted(changes)
+    cols = rules.check_update(group, await _role(conn, conv_id, actor_id), changes)
     values = [bool(changes[c]) if c == "mute_all" else changes[c] for c in cols]
     await conn.execute(
         f"UPDATE conversations SET {', '.join(f'{c}=${i + 2}' for i, c in enumerate(cols))} WHERE id=$1",
         conv_id,
         *values,
     )
-    entry = await _system_entry(conn, conv_id, actor_id, msg_id, now, "updated", changes=changes)
+    entry = await append_entry(conn, conv_id, rules.system_entry(actor_id, msg_id, now, "updated", changes=changes))
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
 
 async def dissolve_group(conn: asyncpg.Connection, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
     await load_group(conn, conv_id, lock=True)
-    if await _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may dissolve the group")
+    rules.check_dissolve(conv_id, await _role(conn, conv_id, actor_id))
     members = tuple(
         r[0]
         for r in await conn.fetch(
             "SELECT user_id FROM user_conversations WHERE conv_id=$1 AND left_seq IS NULL ORDER BY user_id", conv_id
         )
     )
-    entry = await _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "dissolved", also_inbox=members, members_changed=True
+    entry = await append_entry(
+        conn, conv_id, rules.system_entry(actor_id, msg_id, now, "dissolved"), also_inbox=members, members_changed=True
     )
     await conn.execute(
         "UPDATE user_conversations SET left_seq=$2 WHERE conv_id=$1 AND left_seq IS NULL", conv_id, entry.message.seq
@@ -321,9 +221,7 @@ async def dissolve_group(conn: asyncpg.Connection, conv_id: int, actor_id: int, 
 async def group_info(conn: asyncpg.Connection, conv_id: int, viewer_id: int) -> GroupRec:
     group = await load_group(conn, conv_id, allow_dissolved=True)
     known = await conn.fetchval("SELECT 1 FROM user_conversations WHERE conv_id=$1 AND user_id=$2", conv_id, viewer_id)
-    if known is None and group.join_policy != "open":
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return group
+    return rules.check_view(group, known is not None)
 
 
 async def group_members(
@@ -356,9 +254,8 @@ async def read_groups(conn: asyncpg.Connection, user_id: int) -> list[GroupHead]
 
 async def receipts(conn: asyncpg.Connection, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
     await _require_member(conn, conv_id, viewer_id)
-    sender = await conn.fetchval("SELECT sender_id FROM messages WHERE conv_id=$1 AND seq=$2", conv_id, seq)
-    if sender is None:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
+    row = await conn.fetchval("SELECT sender_id FROM messages WHERE conv_id=$1 AND seq=$2", conv_id, seq)
+    sender = rules.receipt_sender(row, conv_id, seq)
     # Who could read it: members when it was sent (joined before, not left before), minus its sender.
     eligible = await conn.fetch(
         "SELECT user_id, read_seq FROM user_conversations WHERE conv_id=$1 AND joined_seq < $2"

@@ -2,7 +2,7 @@
 
 Kept apart from the relation jobs so the timeline module can use them without a cycle.
 Each check is one primary-key lookup — and is skipped when the writer's memory
-(:class:`~yim.storage.sqlite_memory.WriterMemory`) proves it would find nothing, which is the common case: most
+(:class:`~yim.storage.sqlite.memory.WriterMemory`) proves it would find nothing, which is the common case: most
 users block nobody and accept messages from anyone.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from yim.protocol.errors import YimError
-from yim.storage.sqlite_memory import writer_memory
+from yim.storage.rules.send import check_direct_allowed as check_direct_allowed_rule
+from yim.storage.sqlite.memory import writer_memory
 
 
 def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:
@@ -39,12 +39,10 @@ def are_friends(conn: sqlite3.Connection, a: int, b: int) -> bool:
 def check_direct_allowed(conn: sqlite3.Connection, sender_id: int, to_id: int) -> None:
     """May sender message to_id directly? (blocks, then the recipient's dm_policy)."""
     memory = writer_memory(conn)
-    if (memory is None or to_id in memory.blockers) and is_blocked(conn, sender_id, by_id=to_id):
-        raise YimError("blocked", "this user does not accept messages from you")
-    if (memory is None or sender_id in memory.blockers) and is_blocked(conn, to_id, by_id=sender_id):
-        raise YimError("blocked", "you blocked this user; unblock them first")
-    if memory is not None and to_id not in memory.friends_only:
-        return
-    policy = conn.execute("SELECT dm_policy FROM privacy WHERE user_id=?", (to_id,)).fetchone()
-    if policy is not None and policy[0] == "friends" and not are_friends(conn, to_id, sender_id):
-        raise YimError("friends_only", "this user accepts direct messages from friends only")
+    blocked_by = (memory is None or to_id in memory.blockers) and is_blocked(conn, sender_id, by_id=to_id)
+    blocking = (memory is None or sender_id in memory.blockers) and is_blocked(conn, to_id, by_id=sender_id)
+    friends_only = False
+    if not (blocked_by or blocking) and (memory is None or to_id in memory.friends_only):
+        policy = conn.execute("SELECT dm_policy FROM privacy WHERE user_id=?", (to_id,)).fetchone()
+        friends_only = policy is not None and policy[0] == "friends" and not are_friends(conn, to_id, sender_id)
+    check_direct_allowed_rule(blocked_by, blocking, friends_only)

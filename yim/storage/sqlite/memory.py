@@ -29,7 +29,7 @@ What is remembered, and the invariant that keeps each one right:
   tables except for idempotency, which ``pending_sends`` answers for the rows not written
   yet; every other job runs after a flush.
 - ``index_ops``: the search index changes of the batch's jobs, handed to the indexer
-  thread after COMMIT (yim/storage/sqlite_indexer.py); a rollback drops them with the
+  thread after COMMIT (yim/storage/sqlite/indexer.py); a rollback drops them with the
   rows they describe.
 - ``members``: the current members of write-fan-out groups that appending jobs sent to,
   loaded on first use. Membership changes only in jobs that are not appending (joins,
@@ -50,8 +50,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from yim.protocol.errors import YimError
-from yim.storage.base import SendResult
-from yim.storage.sqlite_indexer import IndexOp
+from yim.storage.records import SendResult
+from yim.storage.sqlite.indexer import IndexOp
 
 
 class ConvHead:
@@ -169,7 +169,7 @@ class WriterMemory:
         """The current members of a conversation (a copy the caller may extend)."""
         members = self.members.get(conv_id)
         if members is None:
-            from yim.storage.sqlite_timeline import member_ids
+            from yim.storage.sqlite.timeline import member_ids
 
             if self.member_ids_held > self.MEMBER_IDS_MAX:
                 self.members.clear()
@@ -182,7 +182,7 @@ class WriterMemory:
         """Write the rows and heads held since the last flush: a few multi-row statements
         per table (see :func:`write_rows` for why not ``executemany``)."""
         if self.pending_messages:
-            from yim.storage.sqlite_timeline import MESSAGE_COLUMNS
+            from yim.storage.sqlite.timeline import MESSAGE_COLUMNS
 
             write_rows(conn, f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ", self.pending_messages)
             if self.pending_inbox:

@@ -1,4 +1,4 @@
-"""PostgreSQL jobs of the relation chain; mirrors :mod:`yim.storage.sqlite_relations`.
+"""PostgreSQL jobs of the relation chain; mirrors :mod:`yim.storage.sqlite.relations`.
 
 Concurrency: SQLite runs one write at a time; here several nodes write at once, so every
 write about a pair of users first takes a transaction-scoped advisory lock on that
@@ -8,15 +8,17 @@ one after the other exactly as they would on one node.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import msgspec
 
-from yim.protocol.errors import YimError
-from yim.storage.postgres_locks import Anchors, lock_anchors
-from yim.storage.postgres_timeline import append_inbox_events
+from yim.storage.adapters import RelationJobs
+from yim.storage.postgres.locks import Anchors, lock_anchors
+from yim.storage.postgres.timeline import append_inbox_events
 from yim.storage.relations import (
+    REQUEST_COLS,
     EdgeRec,
     FriendRec,
     FriendRequestRec,
@@ -24,20 +26,8 @@ from yim.storage.relations import (
     PrivacyRec,
     RelationCounts,
     RelationState,
-    RelationStore,
 )
-
-_REQ_COLS = "id, from_id, to_id, message, status, created_at, updated_at"
-_tags = msgspec.json.Decoder(list[str])
-_enc = msgspec.json.Encoder()
-
-
-def _event(event: str, other_id: int, request: FriendRequestRec | None = None) -> bytes:
-    payload: dict[str, Any] = {"event": event, "user_id": str(other_id)}
-    if request is not None:
-        payload["request_id"] = str(request.id)
-        payload["message"] = request.message
-    return _enc.encode(payload)
+from yim.storage.rules import relations as rules
 
 
 async def _lock_pair(conn: asyncpg.Connection, a: int, b: int) -> None:
@@ -57,16 +47,19 @@ async def are_friends(conn: asyncpg.Connection, a: int, b: int) -> bool:
     return await _exists(conn, "SELECT 1 FROM friends WHERE user_id=$1 AND friend_id=$2", a, b)
 
 
+async def _blocked_pair(conn: asyncpg.Connection, a: int, b: int) -> bool:
+    return await _exists(
+        conn, "SELECT 1 FROM blocks WHERE (user_id=$1 AND blocked_id=$2) OR (user_id=$2 AND blocked_id=$1)", a, b
+    )
+
+
 async def _user_exists(conn: asyncpg.Connection, user_id: int) -> None:
-    if not await _exists(conn, "SELECT 1 FROM users WHERE id=$1", user_id):
-        raise YimError("not_found", f"no user {user_id}")
+    rules.require_user(await _exists(conn, "SELECT 1 FROM users WHERE id=$1", user_id), user_id)
 
 
-async def _request(conn: asyncpg.Connection, request_id: int) -> FriendRequestRec:
-    r = await conn.fetchrow(f"SELECT {_REQ_COLS} FROM friend_requests WHERE id=$1", request_id)
-    if r is None:
-        raise YimError("not_found", f"no friend request {request_id}")
-    return FriendRequestRec(*r)
+async def _request(conn: asyncpg.Connection, request_id: int, actor_id: int) -> FriendRequestRec:
+    r = await conn.fetchrow(f"SELECT {REQUEST_COLS} FROM friend_requests WHERE id=$1", request_id)
+    return rules.visible_request(FriendRequestRec(*r) if r else None, request_id, actor_id)
 
 
 async def _befriend(conn: asyncpg.Connection, a: int, b: int, now: int) -> None:
@@ -78,47 +71,41 @@ async def _befriend(conn: asyncpg.Connection, a: int, b: int, now: int) -> None:
     )
 
 
-async def _set_status(conn: asyncpg.Connection, req: FriendRequestRec, status: str, now: int) -> FriendRequestRec:
-    await conn.execute("UPDATE friend_requests SET status=$2, updated_at=$3 WHERE id=$1", req.id, status, now)
-    return msgspec.structs.replace(req, status=status, updated_at=now)
+async def _save(conn: asyncpg.Connection, req: FriendRequestRec) -> None:
+    await conn.execute(
+        "UPDATE friend_requests SET status=$2, updated_at=$3 WHERE id=$1", req.id, req.status, req.updated_at
+    )
+    if req.status == "accepted":
+        await _befriend(conn, req.from_id, req.to_id, req.updated_at)
 
 
 async def friend_request(
     conn: asyncpg.Connection, request_id: int, from_id: int, to_id: int, message: str, now: int
 ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-    if from_id == to_id:
-        raise YimError("bad_request", "you cannot befriend yourself")
+    rules.check_not_self(from_id, to_id, "befriend")
     await _user_exists(conn, to_id)
     await _lock_pair(conn, from_id, to_id)
-    if await is_blocked(conn, from_id, by_id=to_id):
-        raise YimError("blocked", "this user does not accept friend requests from you")
-    if await is_blocked(conn, to_id, by_id=from_id):
-        raise YimError("blocked", "you blocked this user; unblock them first")
-    if await are_friends(conn, from_id, to_id):
-        raise YimError("already_friends", "you are already friends")
+    blocked_by_them, blocked_them = (
+        await is_blocked(conn, from_id, by_id=to_id),
+        await is_blocked(conn, to_id, by_id=from_id),
+    )
+    rules.check_request(blocked_by_them, blocked_them, await are_friends(conn, from_id, to_id))
     pending = await conn.fetchrow(
-        f"SELECT {_REQ_COLS} FROM friend_requests WHERE status='pending' AND"
+        f"SELECT {REQUEST_COLS} FROM friend_requests WHERE status='pending' AND"
         " ((from_id=$1 AND to_id=$2) OR (from_id=$2 AND to_id=$1))",
         from_id,
         to_id,
     )
     if pending is not None:
-        req = FriendRequestRec(*pending)
-        if req.from_id == from_id:
-            return req, []  # a repeated request is the same request
-        # They already asked me: asking back is accepting.
-        req = await _set_status(conn, req, "accepted", now)
-        await _befriend(conn, from_id, to_id, now)
-        events = [
-            (to_id, from_id, _event("friend_added", from_id, req)),
-            (from_id, to_id, _event("friend_added", to_id, req)),
-        ]
+        crossing = rules.crossing_request(FriendRequestRec(*pending), from_id, now)
+        if crossing is None:
+            return FriendRequestRec(*pending), []
+        req, events = crossing
+        await _save(conn, req)
         return req, await append_inbox_events(conn, "relation", events, now)
-    req = FriendRequestRec(
-        id=request_id, from_id=from_id, to_id=to_id, message=message, status="pending", created_at=now, updated_at=now
-    )
+    req, events = rules.new_request(request_id, from_id, to_id, message, now)
     await conn.execute(
-        f"INSERT INTO friend_requests ({_REQ_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        f"INSERT INTO friend_requests ({REQUEST_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)",
         req.id,
         req.from_id,
         req.to_id,
@@ -127,52 +114,21 @@ async def friend_request(
         req.created_at,
         req.updated_at,
     )
-    events = [
-        (to_id, from_id, _event("friend_request", from_id, req)),
-        (from_id, to_id, _event("friend_request_sent", to_id, req)),
-    ]
     return req, await append_inbox_events(conn, "relation", events, now)
 
 
 async def friend_respond(
     conn: asyncpg.Connection, request_id: int, actor_id: int, action: str, now: int
 ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-    req = await _request(conn, request_id)
-    if actor_id not in (req.from_id, req.to_id):
-        raise YimError("not_found", f"no friend request {request_id}")
+    req = await _request(conn, request_id, actor_id)
     # Submitted without anchors (the users are known only now), so it runs alone and takes
     # its prelude here, before any other lock: the pair's users, then the pair.
     await lock_anchors(conn, [Anchors(users=(req.from_id, req.to_id))])
     await _lock_pair(conn, req.from_id, req.to_id)
-    req = await _request(conn, request_id)  # as it is now that the pair is ours
-    if req.status != "pending":
-        raise YimError("bad_request", f"the request is already {req.status}")
-    if action == "cancel":
-        if actor_id != req.from_id:
-            raise YimError("forbidden", "only the sender can cancel a friend request")
-        req = await _set_status(conn, req, "canceled", now)
-        events = [
-            (req.to_id, req.from_id, _event("friend_request_canceled", req.from_id, req)),
-            (req.from_id, req.to_id, _event("friend_request_canceled", req.to_id, req)),
-        ]
-    else:
-        if actor_id != req.to_id:
-            raise YimError("forbidden", "only the recipient can accept or reject a friend request")
-        if action == "accept":
-            if await is_blocked(conn, req.to_id, by_id=req.from_id) or await is_blocked(
-                conn, req.from_id, by_id=req.to_id
-            ):
-                raise YimError("blocked", "one of you blocked the other")
-            req = await _set_status(conn, req, "accepted", now)
-            await _befriend(conn, req.from_id, req.to_id, now)
-            name = "friend_added"
-        else:
-            req = await _set_status(conn, req, "rejected", now)
-            name = "friend_request_rejected"
-        events = [
-            (req.from_id, req.to_id, _event(name, req.to_id, req)),
-            (req.to_id, req.from_id, _event(name, req.from_id, req)),
-        ]
+    req = await _request(conn, request_id, actor_id)  # as it is now that the pair is ours
+    blocked = action == "accept" and await _blocked_pair(conn, req.from_id, req.to_id)
+    req, events = rules.respond(req, actor_id, action, now, blocked)
+    await _save(conn, req)
     return req, await append_inbox_events(conn, "relation", events, now)
 
 
@@ -185,13 +141,8 @@ async def _unfriend(conn: asyncpg.Connection, a: int, b: int) -> bool:
 
 async def friend_delete(conn: asyncpg.Connection, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
     await _lock_pair(conn, actor_id, other_id)
-    if not await _unfriend(conn, actor_id, other_id):
-        raise YimError("not_found", "you are not friends")
-    events = [
-        (other_id, actor_id, _event("friend_removed", actor_id)),
-        (actor_id, other_id, _event("friend_removed", other_id)),
-    ]
-    return await append_inbox_events(conn, "relation", events, now)
+    rules.require_friends(await _unfriend(conn, actor_id, other_id))
+    return await append_inbox_events(conn, "relation", rules.both(actor_id, other_id, "friend_removed"), now)
 
 
 async def friend_update(
@@ -200,18 +151,10 @@ async def friend_update(
     row = await conn.fetchrow(
         "SELECT remark, tags, created_at FROM friends WHERE user_id=$1 AND friend_id=$2 FOR UPDATE", actor_id, other_id
     )
-    if row is None:
-        raise YimError("not_found", "you are not friends")
-    new_remark = row[0] if remark is None else remark
-    new_tags = _tags.decode(row[1]) if tags is None else tags
-    await conn.execute(
-        "UPDATE friends SET remark=$3, tags=$4 WHERE user_id=$1 AND friend_id=$2",
-        actor_id,
-        other_id,
-        new_remark,
-        _enc.encode(new_tags).decode(),
-    )
-    return FriendRec(friend_id=other_id, remark=new_remark, tags=new_tags, created_at=row[2])
+    friend = rules.updated_friend(row, other_id, remark, tags)
+    sql = "UPDATE friends SET remark=$3, tags=$4 WHERE user_id=$1 AND friend_id=$2"
+    await conn.execute(sql, actor_id, other_id, friend.remark, rules.tags_json(friend.tags))
+    return friend
 
 
 async def _set_follow(conn: asyncpg.Connection, actor_id: int, target_id: int, on: bool, now: int) -> bool:
@@ -235,27 +178,18 @@ async def _set_follow(conn: asyncpg.Connection, actor_id: int, target_id: int, o
 
 
 async def follow(conn: asyncpg.Connection, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-    if actor_id == target_id:
-        raise YimError("bad_request", "you cannot follow yourself")
+    rules.check_not_self(actor_id, target_id, "follow")
     await _user_exists(conn, target_id)
     await _lock_pair(conn, actor_id, target_id)
-    if on and (await is_blocked(conn, actor_id, by_id=target_id) or await is_blocked(conn, target_id, by_id=actor_id)):
-        raise YimError("blocked", "one of you blocked the other")
-    if not await _set_follow(conn, actor_id, target_id, on, now):
-        return []  # already in that state: nothing happened, nobody is told
-    events = [
-        (target_id, actor_id, _event("follower_added" if on else "follower_removed", actor_id)),
-        (actor_id, target_id, _event("following_added" if on else "following_removed", target_id)),
-    ]
+    rules.check_follow(on, on and await _blocked_pair(conn, actor_id, target_id))
+    events = rules.follow_events(actor_id, target_id, on, await _set_follow(conn, actor_id, target_id, on, now))
     return await append_inbox_events(conn, "relation", events, now)
 
 
 async def block(conn: asyncpg.Connection, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-    if actor_id == target_id:
-        raise YimError("bad_request", "you cannot block yourself")
+    rules.check_not_self(actor_id, target_id, "block")
     await _user_exists(conn, target_id)
     await _lock_pair(conn, actor_id, target_id)
-    events: list[tuple[int, int, bytes]] = []
     if on:
         status = await conn.execute(
             "INSERT INTO blocks (user_id, blocked_id, created_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
@@ -265,11 +199,7 @@ async def block(conn: asyncpg.Connection, actor_id: int, target_id: int, on: boo
         )
         if status == "INSERT 0 0":
             return []
-        events.append((actor_id, target_id, _event("blocked", target_id)))
-        if await _unfriend(conn, actor_id, target_id):
-            # The blocked user is not told of the block, but their friend list changed.
-            events.append((target_id, actor_id, _event("friend_removed", actor_id)))
-            events.append((actor_id, target_id, _event("friend_removed", target_id)))
+        unfriended = await _unfriend(conn, actor_id, target_id)
         await conn.execute(
             "UPDATE friend_requests SET status='canceled', updated_at=$1 WHERE status='pending' AND"
             " ((from_id=$2 AND to_id=$3) OR (from_id=$3 AND to_id=$2))",
@@ -277,15 +207,14 @@ async def block(conn: asyncpg.Connection, actor_id: int, target_id: int, on: boo
             actor_id,
             target_id,
         )
-        for a, b in ((actor_id, target_id), (target_id, actor_id)):
-            if await _set_follow(conn, a, b, False, now):
-                events.append((b, a, _event("follower_removed", a)))
-                events.append((a, b, _event("following_removed", b)))
+        pairs = ((actor_id, target_id), (target_id, actor_id))
+        unfollowed = tuple([(a, b) for a, b in pairs if await _set_follow(conn, a, b, False, now)])
+        events = rules.block_events(actor_id, target_id, unfriended=unfriended, unfollowed=unfollowed)
     else:
         status = await conn.execute("DELETE FROM blocks WHERE user_id=$1 AND blocked_id=$2", actor_id, target_id)
         if status == "DELETE 0":
             return []
-        events.append((actor_id, target_id, _event("unblocked", target_id)))
+        events = rules.unblock_events(actor_id, target_id)
     return await append_inbox_events(conn, "relation", events, now)
 
 
@@ -313,7 +242,7 @@ async def friend_requests(
 ) -> list[FriendRequestRec]:
     col = "to_id" if incoming else "from_id"
     rows = await conn.fetch(
-        f"SELECT {_REQ_COLS} FROM friend_requests WHERE {col}=$1 AND status='pending' AND id<$2"
+        f"SELECT {REQUEST_COLS} FROM friend_requests WHERE {col}=$1 AND status='pending' AND id<$2"
         " ORDER BY id DESC LIMIT $3",
         user_id,
         before if before is not None else 2**63 - 1,
@@ -330,7 +259,7 @@ async def friends(conn: asyncpg.Connection, user_id: int, after: int, limit: int
         after,
         limit,
     )
-    return [FriendRec(friend_id=r[0], remark=r[1], tags=_tags.decode(r[2]), created_at=r[3]) for r in rows]
+    return [rules.friend(r) for r in rows]
 
 
 _EDGES = {
@@ -421,69 +350,24 @@ async def presence_visible(conn: asyncpg.Connection, viewer_id: int, user_ids: l
     return visible
 
 
-class PgRelationStore(RelationStore):
-    def __init__(self, store: Any) -> None:
+class PgRunner:
+    """Writes declare the users they lock (postgres_locks); reads of one statement
+    (``one_statement``) skip the transaction of their own."""
+
+    def __init__(self, store: Any, one_statement: frozenset[Callable[..., Any]]) -> None:
         self._s = store
+        self._one_statement = one_statement
 
-    async def friend_request(
-        self, request_id: int, from_id: int, to_id: int, message: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(
-            friend_request, request_id, from_id, to_id, message, now, anchors=Anchors(users=(from_id, to_id))
+    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]:
+        return self._s.write(fn, *args, anchors=None if users is None else Anchors(users=users))
+
+    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]:
+        return (self._s.read1 if fn in self._one_statement else self._s.read)(fn, *args)
+
+
+class PgRelationStore(RelationJobs):
+    def __init__(self, store: Any) -> None:
+        one_statement = frozenset(
+            {privacy, friend_requests, friends, edges, counts, relation, blocked_either_way, presence_visible}
         )
-
-    async def friend_respond(
-        self, request_id: int, actor_id: int, action: str, now: int
-    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
-        return await self._s.write(
-            friend_respond, request_id, actor_id, action, now, anchors=None
-        )  # users known only inside
-
-    async def friend_delete(self, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(friend_delete, actor_id, other_id, now, anchors=Anchors(users=(actor_id, other_id)))
-
-    async def friend_update(
-        self, actor_id: int, other_id: int, remark: str | None, tags: list[str] | None
-    ) -> FriendRec:
-        return await self._s.write(friend_update, actor_id, other_id, remark, tags, anchors=Anchors(users=(actor_id,)))
-
-    async def follow(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(follow, actor_id, target_id, on, now, anchors=Anchors(users=(actor_id, target_id)))
-
-    async def block(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
-        return await self._s.write(block, actor_id, target_id, on, now, anchors=Anchors(users=(actor_id, target_id)))
-
-    async def set_privacy(self, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
-        return await self._s.write(set_privacy, user_id, dm_policy, presence, anchors=Anchors(users=(user_id,)))
-
-    async def privacy(self, user_id: int) -> PrivacyRec:
-        return await self._s.read1(privacy, user_id)
-
-    async def friend_requests(
-        self, user_id: int, incoming: bool, before: int | None, limit: int
-    ) -> list[FriendRequestRec]:
-        return await self._s.read1(friend_requests, user_id, incoming, before, limit)
-
-    async def friends(self, user_id: int, after: int, limit: int) -> list[FriendRec]:
-        return await self._s.read1(friends, user_id, after, limit)
-
-    async def edges(self, user_id: int, kind: str, after: int, limit: int) -> list[EdgeRec]:
-        return await self._s.read1(edges, user_id, kind, after, limit)
-
-    async def counts(self, user_id: int) -> RelationCounts:
-        return await self._s.read1(counts, user_id)
-
-    async def relation(self, user_id: int, other_id: int) -> RelationState:
-        return await self._s.read1(relation, user_id, other_id)
-
-    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
-        return await self._s.read1(blocked_either_way, user_id, others)
-
-    async def presence_audience(self, user_id: int) -> list[int]:
-        return await self._s.read(presence_audience, user_id)
-
-    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
-        return await self._s.read(presence_audiences, user_ids)
-
-    async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
-        return await self._s.read1(presence_visible, viewer_id, user_ids)
+        super().__init__(sys.modules[__name__], PgRunner(store, one_statement))

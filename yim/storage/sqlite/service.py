@@ -5,51 +5,40 @@ decision reads loads and writes the assignment in one transaction."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any
 
 import msgspec
 
-from yim.protocol.errors import YimError
-from yim.storage.base import SendCmd, SendResult
+from yim.storage.adapters import ServiceJobs
+from yim.storage.records import AgentLoad, Entry, SendCmd, SendResult
 from yim.storage.relations import InboxWrite
-from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
-from yim.storage.sqlite_timeline import append_entry, append_inbox_events
+from yim.storage.rules import service as rules
+from yim.storage.rules.relations import require_user
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
+from yim.storage.sqlite.relations import SqliteRunner
+from yim.storage.sqlite.timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
-_skills = msgspec.json.Decoder(list[str])
 _SESSION_COLS = (
     "id, shop_id, customer_id, conv_id, category, status, agent_id, queued_at, assigned_at, closed_at, rating, comment"
 )
 Pending = list[tuple[int, int, bytes]]  # (user_id, actor_id, payload) before inbox seqs are allocated
 
 
-def _load_agent_loads(conn: sqlite3.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[Any]:
-    from yim.services.routing import AgentLoad
-
+def _load_agent_loads(conn: sqlite3.Connection, shop_id: int, ctx: ServiceCtx, exclude: int | None) -> list[AgentLoad]:
     rows = conn.execute(
         "SELECT a.user_id, a.skills, a.capacity, a.status, a.last_assigned_at,"
         " (SELECT COUNT(*) FROM service_sessions s WHERE s.shop_id=a.shop_id AND s.agent_id=a.user_id"
         "  AND s.status='active') FROM shop_agents a WHERE a.shop_id=?",
         (shop_id,),
     ).fetchall()
-    return [
-        AgentLoad(
-            user_id=r[0],
-            skills=frozenset(_skills.decode(r[1])),
-            capacity=r[2],
-            open_sessions=r[5],
-            last_assigned_at=r[4],
-            online=r[3] == "online" and r[0] != exclude and ctx.is_connected(r[0]),
-        )
-        for r in rows
-    ]
+    return rules.agent_loads(rows, ctx, exclude)
 
 
 def _session(conn: sqlite3.Connection, session_id: int) -> ServiceSessionRec:
     r = conn.execute(f"SELECT {_SESSION_COLS} FROM service_sessions WHERE id=?", (session_id,)).fetchone()
-    if r is None:
-        raise YimError("not_found", f"no service session {session_id}")
-    return ServiceSessionRec(*r)
+    return rules.require_session(ServiceSessionRec(*r) if r else None, session_id)
 
 
 def _position(conn: sqlite3.Connection, s: ServiceSessionRec) -> int | None:
@@ -59,19 +48,6 @@ def _position(conn: sqlite3.Connection, s: ServiceSessionRec) -> int | None:
         "SELECT COUNT(*) FROM service_sessions WHERE shop_id=? AND status='queued' AND (queued_at, id) <= (?, ?)",
         (s.shop_id, s.queued_at, s.id),
     ).fetchone()[0]
-
-
-def _event(event: str, s: ServiceSessionRec, **extra: Any) -> bytes:
-    payload = {
-        "event": event,
-        "session_id": str(s.id),
-        "shop_id": str(s.shop_id),
-        "conv_id": str(s.conv_id),
-        "customer_id": str(s.customer_id),
-        "category": s.category,
-        **extra,
-    }
-    return _enc.encode(payload)
 
 
 def _count_members(conn: sqlite3.Connection, conv_id: int) -> None:
@@ -121,8 +97,7 @@ def _route(
     if chosen is None:
         if s.status != "queued":
             conn.execute("UPDATE service_sessions SET status='queued', agent_id=NULL WHERE id=?", (s.id,))
-        queued = msgspec.structs.replace(s, status="queued", agent_id=None)
-        pending.append((s.customer_id, s.customer_id, _event("queued", queued, position=_position(conn, queued))))
+        pending.append(rules.queued(s, _position(conn, msgspec.structs.replace(s, status="queued"))))
         return None
     conn.execute(
         "UPDATE service_sessions SET status='active', agent_id=?, last_agent_id=?, assigned_at=? WHERE id=?",
@@ -136,9 +111,7 @@ def _route(
     )
     open_seq = conn.execute("SELECT open_seq FROM service_sessions WHERE id=?", (s.id,)).fetchone()[0]
     _join_conv(conn, s.conv_id, chosen, open_seq)
-    assigned = msgspec.structs.replace(s, status="active", agent_id=chosen)
-    pending.append((chosen, s.customer_id, _event("assigned", assigned, agent_id=str(chosen))))
-    pending.append((s.customer_id, chosen, _event("assigned", assigned, agent_id=str(chosen))))
+    pending.extend(rules.assigned(s, chosen))
     return chosen
 
 
@@ -171,15 +144,13 @@ def _flush(conn: sqlite3.Connection, pending: Pending, now: int) -> list[InboxWr
 
 
 def _role(conn: sqlite3.Connection, shop_id: int, user_id: int) -> str | None:
-    if conn.execute("SELECT 1 FROM shops WHERE id=?", (shop_id,)).fetchone() is None:
-        raise YimError("not_found", f"no shop {shop_id}")
+    rules.require_shop(conn.execute("SELECT 1 FROM shops WHERE id=?", (shop_id,)).fetchone() is not None, shop_id)
     r = conn.execute("SELECT role FROM shop_agents WHERE shop_id=? AND user_id=?", (shop_id, user_id)).fetchone()
     return r[0] if r else None
 
 
 def _require_admin(conn: sqlite3.Connection, shop_id: int, user_id: int) -> None:
-    if _role(conn, shop_id, user_id) != "admin":
-        raise YimError("forbidden", "only the shop's admins may do this")
+    rules.require_admin(_role(conn, shop_id, user_id))
 
 
 def create_shop(conn: sqlite3.Connection, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
@@ -199,9 +170,7 @@ def _agent(conn: sqlite3.Connection, shop_id: int, user_id: int) -> AgentRec:
         " FROM shop_agents a WHERE a.shop_id=? AND a.user_id=?",
         (shop_id, user_id),
     ).fetchone()
-    if r is None:
-        raise YimError("not_found", f"user {user_id} is not an agent of shop {shop_id}")
-    return AgentRec(r[0], r[1], r[2], _skills.decode(r[3]), r[4], r[5], r[6])
+    return rules.require_agent(r, user_id, shop_id)
 
 
 def set_agent(
@@ -216,8 +185,7 @@ def set_agent(
     ctx: ServiceCtx,
 ) -> tuple[AgentRec, list[InboxWrite]]:
     _require_admin(conn, shop_id, actor_id)
-    if conn.execute("SELECT 1 FROM users WHERE id=?", (user_id,)).fetchone() is None:
-        raise YimError("not_found", f"no user {user_id}")
+    require_user(conn.execute("SELECT 1 FROM users WHERE id=?", (user_id,)).fetchone() is not None, user_id)
     conn.execute(
         "INSERT INTO shop_agents (shop_id, user_id, role, skills, capacity, added_at) VALUES (?,?,?,?,?,?)"
         " ON CONFLICT (shop_id, user_id) DO UPDATE SET role=excluded.role, skills=excluded.skills,"
@@ -244,7 +212,7 @@ def _reroute_agent(
     ]
     for s in sessions:
         _leave_conv(conn, s.conv_id, agent_id)
-        pending.append((agent_id, s.customer_id, _event("unassigned", s, agent_id=str(agent_id))))
+        pending.append(rules.unassigned(s, agent_id))
         _route(conn, s, ctx, now, pending, exclude=agent_id)
 
 
@@ -270,8 +238,7 @@ def set_agent_status(
             (user_id, shop_id) if shop_id else (user_id,),
         )
     ]
-    if not shops:
-        raise YimError("not_found", "you are not an agent of that shop")
+    rules.require_agent_shops(shops)
     pending: Pending = []
     for sid in shops:
         conn.execute("UPDATE shop_agents SET status=? WHERE shop_id=? AND user_id=?", (status, sid, user_id))
@@ -300,15 +267,12 @@ def agent_presence(conn: sqlite3.Connection, user_id: int, online: bool, now: in
 def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -> SendResult:
     """A message into a service conversation (``c.shop_id`` from a customer, or ``c.conv_id``
     of a service conversation from its customer or its serving agent)."""
-    if ctx is None:
-        raise YimError("unavailable", "customer service is not running on this node")
-    if c.mentions or c.mention_all:
-        raise YimError("bad_request", "mentions are for group messages")
+    ctx = rules.running(ctx)
+    rules.check_send(c.mentions, c.mention_all)
     pending: Pending = []
     if c.shop_id is not None:
         shop = conn.execute("SELECT name FROM shops WHERE id=?", (c.shop_id,)).fetchone()
-        if shop is None:
-            raise YimError("not_found", f"no shop {c.shop_id}")
+        rules.require_shop(shop is not None, c.shop_id)
         pair = conn.execute(
             "SELECT conv_id FROM service_pairs WHERE shop_id=? AND customer_id=?", (c.shop_id, c.sender_id)
         ).fetchone()
@@ -338,22 +302,8 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
             (conv_id,),
         ).fetchone()
         if open_row is None:
-            text = msgspec.json.decode(c.body).get("text", "") if c.kind == "text" else ""
-            category = ctx.policy.classify(text, c.category)
-            session = ServiceSessionRec(
-                id=c.new_session_id,
-                shop_id=shop_id,
-                customer_id=customer_id,
-                conv_id=conv_id,
-                category=category,
-                status="queued",
-                agent_id=None,
-                queued_at=c.created_at,
-                assigned_at=None,
-                closed_at=None,
-                rating=None,
-                comment=None,
-            )
+            category = ctx.policy.classify(rules.first_text(c.kind, c.body), c.category)
+            session = rules.new_session(c.new_session_id, shop_id, customer_id, conv_id, category, c.created_at)
             conn.execute(
                 f"INSERT INTO service_sessions ({_SESSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 msgspec.structs.astuple(session)[:12],
@@ -365,27 +315,14 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
         active = conn.execute(
             "SELECT 1 FROM service_sessions WHERE conv_id=? AND status='active' AND agent_id=?", (conv_id, c.sender_id)
         ).fetchone()
-        if active is None:
-            raise YimError("not_member", "you are not serving this customer now")
-    result = append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-    )
+        rules.require_serving(active is not None)
+    result = append_entry(conn, conv_id, Entry.of(c))
     return msgspec.structs.replace(result, events=_flush(conn, pending, c.created_at))
 
 
 def _owned_session(conn: sqlite3.Connection, session_id: int, actor_id: int) -> ServiceSessionRec:
     s = _session(conn, session_id)
-    if s.agent_id != actor_id and _role(conn, s.shop_id, actor_id) != "admin":
-        raise YimError("forbidden", "only the serving agent or a shop admin may do this")
-    return s
+    return rules.check_manage(s, actor_id, _role(conn, s.shop_id, actor_id))
 
 
 def transfer(
@@ -398,24 +335,18 @@ def transfer(
     ctx: ServiceCtx,
 ) -> list[InboxWrite]:
     s = _owned_session(conn, session_id, actor_id)
-    if s.status == "closed":
-        raise YimError("bad_request", "the session is closed")
+    loads = _load_agent_loads(conn, s.shop_id, ctx, None) if to_agent is not None and s.status != "closed" else []
+    rules.check_transfer(s, to_agent, loads)
     pending: Pending = []
     old = s.agent_id
-    if to_agent is not None:
-        target = next((a for a in _load_agent_loads(conn, s.shop_id, ctx, None) if a.user_id == to_agent), None)
-        if target is None:
-            raise YimError("not_found", f"user {to_agent} is not an agent of this shop")
-        if not target.online or target.open_sessions >= target.capacity:
-            raise YimError("forbidden", "that agent is not available (offline, busy or at capacity)")
     if old is not None:
         _leave_conv(conn, s.conv_id, old)
-        pending.append((old, s.customer_id, _event("unassigned", s, agent_id=str(old))))
+        pending.append(rules.unassigned(s, old))
     if to_category is not None:
         conn.execute("UPDATE service_sessions SET category=? WHERE id=?", (to_category, s.id))
         s = msgspec.structs.replace(s, category=to_category)
     if to_agent is not None:
-        forced = _ForcedPolicy(to_agent)
+        forced = rules.ForcedChoice(to_agent)
         _route(conn, s, ServiceCtx(is_connected=ctx.is_connected, policy=forced), now, pending)
     else:
         _route(conn, s, ctx, now, pending, exclude=old)
@@ -424,26 +355,14 @@ def transfer(
     return _flush(conn, pending, now)
 
 
-class _ForcedPolicy:
-    def __init__(self, agent_id: int) -> None:
-        self.agent_id = agent_id
-
-    def choose(self, category: str, agents: list[Any], previous_agent: int | None) -> int | None:
-        return self.agent_id
-
-
 def close(conn: sqlite3.Connection, session_id: int, actor_id: int, now: int, ctx: ServiceCtx) -> list[InboxWrite]:
     s = _session(conn, session_id)
-    if actor_id not in (s.agent_id, s.customer_id) and _role(conn, s.shop_id, actor_id) != "admin":
-        raise YimError("forbidden", "only the customer, the serving agent or a shop admin may close a session")
-    if s.status == "closed":
+    if not rules.check_close(s, actor_id, _role(conn, s.shop_id, actor_id)):
         return []
     conn.execute("UPDATE service_sessions SET status='closed', closed_at=?, agent_id=NULL WHERE id=?", (now, s.id))
-    closed = msgspec.structs.replace(s, status="closed")
-    pending: Pending = [(s.customer_id, actor_id, _event("closed", closed))]
+    pending: Pending = rules.closed(s, actor_id)
     if s.agent_id is not None:
         _leave_conv(conn, s.conv_id, s.agent_id)
-        pending.append((s.agent_id, actor_id, _event("closed", closed)))
         _drain(conn, s.shop_id, ctx, now, pending)
     return _flush(conn, pending, now)
 
@@ -452,10 +371,7 @@ def rate(
     conn: sqlite3.Connection, session_id: int, customer_id: int, rating: int, comment: str, now: int
 ) -> ServiceSessionRec:
     s = _session(conn, session_id)
-    if s.customer_id != customer_id:
-        raise YimError("forbidden", "only the customer may rate a session")
-    if s.status != "closed":
-        raise YimError("bad_request", "a session is rated once it is closed")
+    rules.check_rate(s, customer_id)
     conn.execute("UPDATE service_sessions SET rating=?, comment=? WHERE id=?", (rating, comment, s.id))
     return _session(conn, session_id)
 
@@ -480,8 +396,7 @@ def shops_of(conn: sqlite3.Connection, user_id: int) -> list[ShopRec]:
 
 
 def agents(conn: sqlite3.Connection, shop_id: int, viewer_id: int) -> list[AgentRec]:
-    if _role(conn, shop_id, viewer_id) is None:
-        raise YimError("forbidden", "only the shop's agents may list its agents")
+    rules.require_shop_agent(_role(conn, shop_id, viewer_id))
     ids = [r[0] for r in conn.execute("SELECT user_id FROM shop_agents WHERE shop_id=? ORDER BY user_id", (shop_id,))]
     return [_agent(conn, shop_id, uid) for uid in ids]
 
@@ -523,8 +438,7 @@ def customer_session(conn: sqlite3.Connection, shop_id: int, customer_id: int) -
 
 
 def stats(conn: sqlite3.Connection, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-    if _role(conn, shop_id, viewer_id) != "admin":
-        raise YimError("forbidden", "only the shop's admins see its dashboard")
+    rules.require_dashboard(_role(conn, shop_id, viewer_id))
     by_cat = dict(
         conn.execute(
             "SELECT category, COUNT(*) FROM service_sessions WHERE shop_id=? AND status='queued' GROUP BY category",
@@ -542,25 +456,17 @@ def stats(conn: sqlite3.Connection, shop_id: int, viewer_id: int, now: int) -> S
         "SELECT COUNT(*), AVG(rating) FROM service_sessions WHERE shop_id=? AND status='closed' AND closed_at>=?",
         (shop_id, day_start),
     ).fetchone()
-    return ShopStats(
-        queued=sum(by_cat.values()),
-        queued_by_category=by_cat,
-        longest_wait_ms=now - oldest if oldest else 0,
-        active=active,
-        closed_today=closed_today,
-        avg_rating=avg,
-        agents=agents(conn, shop_id, viewer_id),
-    )
+    return rules.shop_stats(by_cat, oldest, active, closed_today, avg, agents(conn, shop_id, viewer_id), now)
 
 
 def _agent_ids(conn: sqlite3.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM shop_agents")]
 
 
-class SqliteServiceStore(ServiceStore):
+class SqliteServiceStore(ServiceJobs):
     def __init__(self, store: Any) -> None:
+        super().__init__(sys.modules[__name__], SqliteRunner(store))
         self._s = store
-        self.ctx: ServiceCtx | None = None
         #: ⊇ every user with a shop_agents row: loaded at open, added to before a job that
         #: may insert one, never shrunk. Presence changes of everyone else — nearly every
         #: user — need no writer job at all (one embedded store = one process, so this set
@@ -570,26 +476,15 @@ class SqliteServiceStore(ServiceStore):
     async def load(self) -> None:
         self._maybe_agents = set(await self._s.read(_agent_ids))
 
-    def _ctx(self) -> ServiceCtx:
-        if self.ctx is None:
-            raise YimError("unavailable", "customer service is not running on this node")
-        return self.ctx
-
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
         self._maybe_agents.add(owner_id)  # the owner becomes the shop's first admin agent
-        return await self._s.write(create_shop, shop_id, name, owner_id, now)
+        return await super().create_shop(shop_id, name, owner_id, now)
 
     async def set_agent(
         self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
     ) -> tuple[AgentRec, list[InboxWrite]]:
         self._maybe_agents.add(user_id)
-        return await self._s.write(set_agent, shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
-
-    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(remove_agent, shop_id, actor_id, user_id, now, self._ctx())
-
-    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
-        return await self._s.write(set_agent_status, user_id, shop_id, status, now, self._ctx())
+        return await super().set_agent(shop_id, actor_id, user_id, role, skills, capacity, now)
 
     def may_be_agent(self, user_id: int) -> bool:
         return user_id in self._maybe_agents
@@ -597,35 +492,4 @@ class SqliteServiceStore(ServiceStore):
     async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
         if not self.may_be_agent(user_id):
             return []  # not an agent: nothing to route, and no writer job for it
-        return await self._s.write(agent_presence, user_id, online, now, self._ctx())
-
-    async def transfer(
-        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
-    ) -> list[InboxWrite]:
-        return await self._s.write(transfer, session_id, actor_id, to_agent, to_category, now, self._ctx())
-
-    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
-        return await self._s.write(close, session_id, actor_id, now, self._ctx())
-
-    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
-        return await self._s.write(rate, session_id, customer_id, rating, comment, now)
-
-    async def shop(self, shop_id: int) -> ShopRec | None:
-        return await self._s.read(shop, shop_id)
-
-    async def shops_of(self, user_id: int) -> list[ShopRec]:
-        return await self._s.read(shops_of, user_id)
-
-    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
-        return await self._s.read(agents, shop_id, viewer_id)
-
-    async def sessions(
-        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
-    ) -> list[ServiceSessionRec]:
-        return await self._s.read(sessions, viewer_id, shop_id, status, limit)
-
-    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
-        return await self._s.read(customer_session, shop_id, customer_id)
-
-    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
-        return await self._s.read(stats, shop_id, viewer_id, now)
+        return await super().agent_presence(user_id, online, now)

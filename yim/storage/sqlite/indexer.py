@@ -187,7 +187,7 @@ class SearchIndexer:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 10000")
-        conn.executescript(resources.files("yim.storage").joinpath("search_sqlite.sql").read_text())
+        conn.executescript(resources.files("yim.storage.sqlite").joinpath("search_sqlite.sql").read_text())
         conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
         return conn
 

@@ -1,7 +1,7 @@
 """Timeline jobs of the SQLite store: appending entries, read markers, sync and history.
 
 Every function here runs on the writer thread (appends) or a reader thread (queries),
-inside the transaction the caller opened; see :mod:`yim.storage.sqlite`.
+inside the transaction the caller opened; see :mod:`yim.storage.sqlite.store`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from typing import Any
 
 import msgspec
 
-from yim.protocol.errors import YimError
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
 from yim.storage.media import MEDIA_KINDS, carried_media_id
-from yim.storage.sqlite_indexer import INDEXED_KINDS
-from yim.storage.sqlite_memory import active_memory, writer_memory
-from yim.storage.sqlite_policy import blocked_either_way, check_direct_allowed
+from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.rules import send as send_rules
+from yim.storage.rules import timeline as timeline_rules
+from yim.storage.sqlite.indexer import INDEXED_KINDS
+from yim.storage.sqlite.memory import active_memory, writer_memory
+from yim.storage.sqlite.policy import blocked_either_way, check_direct_allowed
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -86,7 +87,7 @@ def member_ids(conn: sqlite3.Connection, conv_id: int) -> list[int]:
 
 def next_inbox_seqs(conn: sqlite3.Connection, user_ids: list[int]) -> list[tuple[int, int]]:
     """Allocate the next inbox seq of each user, in one statement per 10,000 users (or from
-    the writer's memory while an appending job runs: :mod:`yim.storage.sqlite_memory`)."""
+    the writer's memory while an appending job runs: :mod:`yim.storage.sqlite.memory`)."""
     memory = active_memory(conn)
     if memory is not None:
         return memory.next_inbox_seqs(conn, user_ids)
@@ -139,17 +140,8 @@ UPDATE_SENDER_READ = "UPDATE user_conversations SET read_seq=? WHERE user_id=? A
 def append_entry(
     conn: sqlite3.Connection,
     conv_id: int,
+    entry: Entry,
     *,
-    msg_id: int,
-    sender_id: int,
-    sender_device: str,
-    kind: str,
-    body: bytes,
-    client_msg_id: str,
-    created_at: int,
-    uncounted: bool = False,
-    mentions: tuple[int, ...] = (),
-    mention_all: bool = False,
     also_inbox: tuple[int, ...] = (),
     members_changed: bool = False,
     members: tuple[int, ...] | None = None,
@@ -161,6 +153,8 @@ def append_entry(
     names users who get an inbox entry even under read fan-out (a removed member learning
     of the removal).
     """
+    msg_id, sender_id, kind, body, created_at = entry.msg_id, entry.sender_id, entry.kind, entry.body, entry.created_at
+    mentions, mention_all = entry.mentions, entry.mention_all
     memory = active_memory(conn)
     if memory is not None:
         seq, fanout = memory.next_conv_seq(conn, conv_id, msg_id, created_at, mention_all)
@@ -191,13 +185,13 @@ def append_entry(
         seq,
         msg_id,
         sender_id,
-        sender_device,
+        entry.sender_device,
         kind,
         body.decode(),
-        client_msg_id,
+        entry.client_msg_id,
         sender_inbox,
         created_at,
-        uncounted,
+        entry.uncounted,
         mentions_json,
         mention_all,
     )
@@ -225,27 +219,7 @@ def append_entry(
             f"UPDATE user_conversations SET mention_seq=? WHERE conv_id=? AND user_id IN ({marks})",
             (seq, conv_id, *mentions),
         )
-    message = MessageRec(
-        msg_id=msg_id,
-        conv_id=conv_id,
-        seq=seq,
-        sender_id=sender_id,
-        sender_device=sender_device,
-        kind=kind,
-        body=body,
-        client_msg_id=client_msg_id,
-        created_at=created_at,
-        mentions=mentions,
-        mention_all=mention_all,
-    )
-    return SendResult(
-        message=message,
-        sender_inbox_seq=sender_inbox,
-        duplicate=False,
-        deliveries=deliveries,
-        fanout=fanout,
-        members_changed=members_changed,
-    )
+    return entry.appended(conv_id, seq, sender_inbox, deliveries, fanout, members_changed)
 
 
 def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
@@ -255,7 +229,7 @@ def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
 
 def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) -> SendResult:
     """Append a message (direct, group or customer service). An *appending job*: the writer
-    runs it with its heads in memory (:mod:`yim.storage.sqlite_memory`)."""
+    runs it with its heads in memory (:mod:`yim.storage.sqlite.memory`)."""
     # Idempotency first: a retried client_msg_id returns the original and writes nothing
     # (one still waiting in the writer's memory to be written counts too).
     memory = active_memory(conn)
@@ -274,7 +248,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
         return SendResult(message=msg_from_row(row), sender_inbox_seq=row[_N_MSG_COLS], duplicate=True, deliveries=[])
 
     if c.shop_id is not None or (c.conv_id is not None and _conv_type(conn, c.conv_id) == "service"):
-        from yim.storage.sqlite_service import service_send
+        from yim.storage.sqlite.service import service_send
 
         # Routing reads and writes session and conversation rows in SQL: run it on the
         # tables, with what the writer's memory holds written first.
@@ -290,20 +264,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
     else:
         conv_id = c.conv_id
         _check_may_speak(conn, c)
-    result = append_entry(
-        conn,
-        conv_id,
-        msg_id=c.msg_id,
-        sender_id=c.sender_id,
-        sender_device=c.sender_device,
-        kind=c.kind,
-        body=c.body,
-        client_msg_id=c.client_msg_id,
-        created_at=c.created_at,
-        mentions=c.mentions,
-        mention_all=c.mention_all,
-        members=members,
-    )
+    result = append_entry(conn, conv_id, Entry.of(c), members=members)
     if memory is not None:
         memory.pending_sends[(c.sender_id, c.client_msg_id)] = result
     return result
@@ -312,10 +273,7 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: Any = None) 
 def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
     """The conversation of a user pair, created on its first message (mapping table)."""
     assert c.to is not None
-    if c.to == c.sender_id:
-        raise YimError("bad_request", "cannot send a direct message to yourself")
-    if c.mentions or c.mention_all:
-        raise YimError("bad_request", "mentions are for group messages")
+    send_rules.check_direct(c.sender_id, c.to, c.mentions, c.mention_all)
     lo, hi = min(c.sender_id, c.to), max(c.sender_id, c.to)
     memory = writer_memory(conn)
     known = memory.direct_pairs.get((lo, hi)) if memory is not None else None
@@ -328,8 +286,7 @@ def _direct_conversation(conn: sqlite3.Connection, c: SendCmd) -> int:
             memory.remember_pair(lo, hi, found[0])
         check_direct_allowed(conn, c.sender_id, c.to)
         return found[0]
-    if conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is None:
-        raise YimError("not_found", f"no user {c.to}")
+    send_rules.require_recipient(conn.execute("SELECT 1 FROM users WHERE id=?", (c.to,)).fetchone() is not None, c.to)
     check_direct_allowed(conn, c.sender_id, c.to)
     conv_id = c.new_conv_id
     conn.execute(
@@ -352,30 +309,21 @@ def _check_may_speak(conn: sqlite3.Connection, c: SendCmd) -> None:
         " WHERE c.id=?",
         (c.sender_id, c.conv_id),
     ).fetchone()
-    if row is None or row[3] is None or row[4] is not None:
-        if row is not None and row[2]:
-            raise YimError("group_dissolved", f"group {c.conv_id} was dissolved")
-        raise YimError("not_member", f"you are not a member of conversation {c.conv_id}")
-    conv_type, mute_all, _dissolved, role, _left, muted_until, peer_id = row
-    if conv_type == "group":
-        if muted_until > c.created_at:
-            raise YimError("muted", f"you are muted in this group until {muted_until}")
-        if mute_all and role == "member":
-            raise YimError("muted", "the whole group is muted; only the owner and admins may speak")
-        if c.mention_all and role == "member":
-            raise YimError("forbidden", "only the owner and admins may mention everyone")
-        if c.mentions:
-            marks = ",".join("?" * len(c.mentions))
-            found = conn.execute(
-                f"SELECT COUNT(*) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL"
-                f" AND user_id IN ({marks})",
-                (c.conv_id, *c.mentions),
-            ).fetchone()[0]
-            if found != len(set(c.mentions)):
-                raise YimError("bad_request", "every mentioned user must be a member of the group")
-    else:
-        if c.mentions or c.mention_all:
-            raise YimError("bad_request", "mentions are for group messages")
+    speaker = None
+    if row is not None:
+        speaker = send_rules.SpeakerRow(
+            row[0], bool(row[1]), bool(row[2]), row[3], row[4] is not None, row[5] or 0, row[6]
+        )
+    found = 0
+    if c.mentions and speaker is not None and speaker.conv_type == "group":
+        marks = ",".join("?" * len(c.mentions))
+        found = conn.execute(
+            f"SELECT COUNT(*) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL AND user_id IN ({marks})",
+            (c.conv_id, *c.mentions),
+        ).fetchone()[0]
+    assert c.conv_id is not None
+    peer_id = send_rules.check_may_speak(c.conv_id, speaker, c.created_at, c.mentions, c.mention_all, found)
+    if peer_id is not None:
         check_direct_allowed(conn, c.sender_id, peer_id)
 
 
@@ -385,8 +333,7 @@ def mark_read(conn: sqlite3.Connection, user_id: int, conv_id: int, seq: int, no
         " JOIN conversations c ON c.id = uc.conv_id WHERE uc.user_id=? AND uc.conv_id=?",
         (user_id, conv_id),
     ).fetchone()
-    if row is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(row is not None, conv_id)
     read_seq, visible_head, conv_type, peer_id = row
     target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
     inbox_seq = None
@@ -456,21 +403,11 @@ def recall(
         "SELECT role, joined_seq FROM user_conversations WHERE conv_id=? AND user_id=? AND left_seq IS NULL",
         (conv_id, actor_id),
     ).fetchone()
-    if me is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    if row is None or seq <= me[1]:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, conv_type, mentions, mention_all = row
-    if kind in ("system", "recall"):
-        raise YimError("bad_request", "system entries cannot be recalled")
-    if recalled:
-        raise YimError("already_recalled", "this message was already recalled")
-    moderator = conv_type == "group" and me[0] in ("owner", "admin")
-    if sender_id == actor_id:
-        if now - created_at > limit_ms and not moderator:
-            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
-    elif not moderator:
-        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    target = timeline_rules.RecallTarget(row[0], row[1], bool(row[2]), row[3], row[4]) if row else None
+    target = timeline_rules.check_recall(
+        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, row[5] if row else "", now, limit_ms
+    )
+    mentions, mention_all = row[6], row[7]
     conn.execute(
         "UPDATE messages SET recalled=1, uncounted=1, body='{}', mentions=NULL, mention_all=0"
         " WHERE conv_id=? AND seq=?",
@@ -479,20 +416,8 @@ def recall(
     _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     memory = writer_memory(conn)
     if memory is not None:
-        memory.index_ops.append((target_msg_id, None, None))  # out of the search index
-    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
-    return append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="recall",
-        body=body,
-        client_msg_id=f"recall:{msg_id}",
-        created_at=now,
-        uncounted=True,
-    )
+        memory.index_ops.append((target.msg_id, None, None))  # out of the search index
+    return append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -531,8 +456,7 @@ def read_history(
     ).fetchone()
     if member is None and _is_service_supervisor(conn, user_id, conv_id):
         member = (0, None)
-    if member is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(member is not None, conv_id)
     floor = member[0]
     ceiling = member[1] + 1 if member[1] is not None else 2**62  # exclusive
     if after is not None:

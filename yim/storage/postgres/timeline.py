@@ -1,6 +1,6 @@
 """Timeline jobs of the PostgreSQL store: sends, read markers, recall, sync and history.
 
-Mirrors :mod:`yim.storage.sqlite_timeline` (the behavioural spec). Appends go through the
+Mirrors :mod:`yim.storage.sqlite.timeline` (the behavioural spec). Appends go through the
 server-side functions ``yim_send`` / ``yim_append`` (postgres_functions.sql); write jobs
 run on the writer's connection inside its batch transaction, reads on a pooled one.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.base import ConvRow, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.rules import timeline as timeline_rules
 
 MSG_COLS = (
     "m.msg_id, m.conv_id, m.seq, m.sender_id, m.sender_device, m.kind, m.body, m.client_msg_id, "
@@ -135,17 +135,8 @@ async def find_duplicate(conn: asyncpg.Connection, sender_id: int, client_msg_id
 async def append_entry(
     conn: asyncpg.Connection,
     conv_id: int,
+    e: Entry,
     *,
-    msg_id: int,
-    sender_id: int,
-    sender_device: str,
-    kind: str,
-    body: bytes,
-    client_msg_id: str,
-    created_at: int,
-    uncounted: bool = False,
-    mentions: tuple[int, ...] = (),
-    mention_all: bool = False,
     also_inbox: tuple[int, ...] = (),
     members_changed: bool = False,
 ) -> SendResult:
@@ -153,39 +144,20 @@ async def append_entry(
     r = await conn.fetchrow(
         APPEND_SQL,
         conv_id,
-        msg_id,
-        sender_id,
-        sender_device,
-        kind,
-        body.decode(),
-        client_msg_id,
-        created_at,
-        uncounted,
-        list(mentions),
-        mention_all,
+        e.msg_id,
+        e.sender_id,
+        e.sender_device,
+        e.kind,
+        e.body.decode(),
+        e.client_msg_id,
+        e.created_at,
+        e.uncounted,
+        list(e.mentions),
+        e.mention_all,
         list(also_inbox),
     )
-    message = MessageRec(
-        msg_id=msg_id,
-        conv_id=conv_id,
-        seq=r["o_seq"],
-        sender_id=sender_id,
-        sender_device=sender_device,
-        kind=kind,
-        body=body,
-        client_msg_id=client_msg_id,
-        created_at=created_at,
-        mentions=mentions,
-        mention_all=mention_all,
-    )
-    return SendResult(
-        message=message,
-        sender_inbox_seq=r["o_sender_inbox"],
-        duplicate=False,
-        deliveries=list(zip(r["o_users"], r["o_seqs"], strict=True)),
-        fanout=r["o_fanout"],
-        members_changed=members_changed,
-    )
+    deliveries = list(zip(r["o_users"], r["o_seqs"], strict=True))
+    return e.appended(conv_id, r["o_seq"], r["o_sender_inbox"], deliveries, r["o_fanout"], members_changed)
 
 
 async def next_inbox_seq(conn: asyncpg.Connection, user_id: int) -> int:
@@ -224,8 +196,7 @@ async def mark_read(conn: asyncpg.Connection, user_id: int, conv_id: int, seq: i
         user_id,
         conv_id,
     )
-    if row is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    timeline_rules.require_member(row is not None, conv_id)
     read_seq, visible_head, conv_type, peer_id = row
     target = min(seq, visible_head)  # cannot read what does not exist (or what one may not see)
     inbox_seq = None
@@ -305,21 +276,11 @@ async def recall(
         conv_id,
         actor_id,
     )
-    if me is None:
-        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
-    if row is None or seq <= me[1]:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender_id, created_at, recalled, kind, target_msg_id, mentions, mention_all = row
-    if kind in ("system", "recall"):
-        raise YimError("bad_request", "system entries cannot be recalled")
-    if recalled:
-        raise YimError("already_recalled", "this message was already recalled")
-    moderator = conv_type == "group" and me[0] in ("owner", "admin")
-    if sender_id == actor_id:
-        if now - created_at > limit_ms and not moderator:
-            raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")
-    elif not moderator:
-        raise YimError("forbidden", "only the sender or a group owner/admin can recall a message")
+    target = timeline_rules.RecallTarget(*row[:5]) if row else None
+    target = timeline_rules.check_recall(
+        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, conv_type or "", now, limit_ms
+    )
+    mentions, mention_all = row[5], row[6]
     await conn.execute(
         "UPDATE messages SET recalled=true, uncounted=true, body='{}', mentions=NULL, mention_all=false"
         " WHERE conv_id=$1 AND seq=$2",
@@ -327,19 +288,7 @@ async def recall(
         seq,
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
-    body = msgspec.json.encode({"seq": seq, "msg_id": str(target_msg_id)})
-    return await append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="recall",
-        body=body,
-        client_msg_id=f"recall:{msg_id}",
-        created_at=now,
-        uncounted=True,
-    )
+    return await append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
 # --- reads (each one statement: one snapshot) -----------------------------------------------------
@@ -402,10 +351,9 @@ async def read_history(
         upper = before if before is not None else 2**62
         rows = await conn.fetch(_HISTORY_BEFORE, user_id, conv_id, upper, limit + 1)
     if not rows:
-        from yim.storage.postgres_service import is_service_supervisor
+        from yim.storage.postgres.service import is_service_supervisor
 
-        if not await is_service_supervisor(conn, user_id, conv_id):
-            raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+        timeline_rules.require_member(await is_service_supervisor(conn, user_id, conv_id), conv_id)
         rows = await _supervisor_history(conn, conv_id, before, after, limit + 1)
     msgs = [msg_from_row(r, 1) for r in rows if r[1] is not None]
     more = len(msgs) > limit

@@ -50,9 +50,19 @@ import asyncpg
 
 from yim.logs import BurstLog
 from yim.protocol.errors import YimError
-from yim.storage import postgres_groups as groups
-from yim.storage import postgres_timeline as timeline
-from yim.storage.base import (
+from yim.storage.base import Store
+from yim.storage.migrations import SchemaError, migrations, too_new
+from yim.storage.postgres import groups as groups
+from yim.storage.postgres import timeline as timeline
+from yim.storage.postgres.locks import (
+    NO_ANCHORS,
+    Anchors,
+    OpaqueAfterAll,
+    lock_anchors,
+    running_opaque,
+    send_anchors,
+)
+from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -66,17 +76,7 @@ from yim.storage.base import (
     SendCmd,
     SendResult,
     SessionRec,
-    Store,
     UserRec,
-)
-from yim.storage.migrations import SchemaError, migrations, too_new
-from yim.storage.postgres_locks import (
-    NO_ANCHORS,
-    Anchors,
-    OpaqueAfterAll,
-    lock_anchors,
-    running_opaque,
-    send_anchors,
 )
 
 log = logging.getLogger("yim.storage.postgres")
@@ -204,7 +204,7 @@ async def migrate_conn(conn: asyncpg.Connection) -> list[str]:
             await conn.execute("INSERT INTO yim_migrations (name, checksum) VALUES ($1, $2)", name, checksum)
             applied.append(name)
         # Functions are code: replaced whenever their file changes.
-        sql = resources.files("yim.storage").joinpath(_FUNCTIONS).read_text()
+        sql = resources.files("yim.storage.postgres").joinpath(_FUNCTIONS).read_text()
         checksum = _checksum(sql)
         if done.get(_FUNCTIONS) != checksum:
             await conn.execute(sql)
@@ -514,13 +514,13 @@ class PostgresStore(Store):
         self._migrate = migrate_on_open
         self._pool: asyncpg.Pool | None = None
         self._writer = _Writer(self._connect, batch_max, queue_max)
-        from yim.storage.postgres_relations import PgRelationStore
-        from yim.storage.postgres_service import PgServiceStore
+        from yim.storage.postgres.relations import PgRelationStore
+        from yim.storage.postgres.service import PgServiceStore
 
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
-        from yim.storage.postgres_media import PgMediaStore
-        from yim.storage.postgres_search import PgSearchStore
+        from yim.storage.postgres.media import PgMediaStore
+        from yim.storage.postgres.search import PgSearchStore
 
         self.media = PgMediaStore(self)
         self.search = PgSearchStore(self)
@@ -779,7 +779,7 @@ def _group_anchors(conv_id: int, *users: int) -> Anchors:
 
 
 async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
-    from yim.storage.postgres_service import service_send
+    from yim.storage.postgres.service import service_send
 
     # Idempotency first, as for every send: a retried client_msg_id returns the original.
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)

@@ -16,32 +16,14 @@ from __future__ import annotations
 
 import sqlite3
 
-import msgspec
-
-from yim.protocol.errors import YimError
-from yim.storage.base import (
-    GROUP_COLS,
-    CreateGroupCmd,
-    GroupChange,
-    GroupHead,
-    GroupRec,
-    MemberRec,
-    SendResult,
-    group_rec,
-)
-from yim.storage.sqlite_timeline import append_entry, member_ids
-
-MANAGERS = ("owner", "admin")
+from yim.storage.records import GROUP_COLS, CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, group_rec
+from yim.storage.rules import groups as rules
+from yim.storage.sqlite.timeline import append_entry, member_ids
 
 
 def load_group(conn: sqlite3.Connection, conv_id: int, *, allow_dissolved: bool = False) -> GroupRec:
     r = conn.execute(f"SELECT {GROUP_COLS} FROM conversations WHERE id=? AND type='group'", (conv_id,)).fetchone()
-    if r is None:
-        raise YimError("not_found", f"no group {conv_id}")
-    group = group_rec(r)
-    if group.dissolved and not allow_dissolved:
-        raise YimError("group_dissolved", f"group {conv_id} was dissolved")
-    return group
+    return rules.live_group(group_rec(r) if r else None, conv_id, allow_dissolved=allow_dissolved)
 
 
 def _role(conn: sqlite3.Connection, conv_id: int, user_id: int) -> str | None:
@@ -52,39 +34,7 @@ def _role(conn: sqlite3.Connection, conv_id: int, user_id: int) -> str | None:
 
 
 def _require_member(conn: sqlite3.Connection, conv_id: int, user_id: int) -> str:
-    role = _role(conn, conv_id, user_id)
-    if role is None:
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return role
-
-
-def _system_entry(
-    conn: sqlite3.Connection,
-    conv_id: int,
-    actor_id: int,
-    msg_id: int,
-    now: int,
-    event: str,
-    *,
-    also_inbox: tuple[int, ...] = (),
-    members_changed: bool = False,
-    **fields: object,
-) -> SendResult:
-    body = msgspec.json.encode({"event": event, "actor": str(actor_id), **fields})
-    return append_entry(
-        conn,
-        conv_id,
-        msg_id=msg_id,
-        sender_id=actor_id,
-        sender_device="",
-        kind="system",
-        body=body,
-        client_msg_id=f"system:{msg_id}",
-        created_at=now,
-        uncounted=True,
-        also_inbox=also_inbox,
-        members_changed=members_changed,
-    )
+    return rules.require_member(_role(conn, conv_id, user_id), conv_id)
 
 
 def _existing_users(conn: sqlite3.Connection, user_ids: list[int]) -> set[int]:
@@ -98,45 +48,21 @@ def _existing_users(conn: sqlite3.Connection, user_ids: list[int]) -> set[int]:
 
 def create_group(conn: sqlite3.Connection, cmd: CreateGroupCmd) -> GroupChange:
     members = list(dict.fromkeys([cmd.owner_id, *cmd.member_ids]))
-    missing = set(members) - _existing_users(conn, members)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
-    if len(members) > cmd.max_members:
-        raise YimError("group_full", f"a group holds at most {cmd.max_members} members")
-    fanout = "read" if len(members) > cmd.threshold else "write"
-    conn.execute(
-        "INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, name, avatar,"
-        " announcement, owner_id, join_policy, max_members, member_count, fanout)"
-        " VALUES (?, 'group', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            cmd.conv_id,
-            cmd.created_at,
-            cmd.conv_id,
-            cmd.created_at,
-            cmd.name,
-            cmd.avatar,
-            cmd.announcement,
-            cmd.owner_id,
-            cmd.join_policy,
-            cmd.max_members,
-            len(members),
-            fanout,
-        ),
-    )
+    rules.check_users_exist(members, _existing_users(conn, members))
+    rules.check_room(len(members), cmd.max_members)
+    row = rules.new_group_row(cmd, len(members), cmd.threshold)
+    conn.execute(f"INSERT INTO conversations ({rules.NEW_GROUP_COLS}) VALUES ({','.join('?' * len(row))})", row)
     conn.executemany(
         "INSERT INTO user_conversations (user_id, conv_id, role) VALUES (?,?,?)",
         [(uid, cmd.conv_id, "owner" if uid == cmd.owner_id else "member") for uid in members],
     )
-    entry = _system_entry(
+    entry = append_entry(
         conn,
         cmd.conv_id,
-        cmd.owner_id,
-        cmd.msg_id,
-        cmd.created_at,
-        "created",
+        rules.system_entry(
+            cmd.owner_id, cmd.msg_id, cmd.created_at, "created", name=cmd.name, users=[str(u) for u in members]
+        ),
         members_changed=True,
-        name=cmd.name,
-        users=[str(u) for u in members],
     )
     return GroupChange(group=load_group(conn, cmd.conv_id), entry=entry)
 
@@ -152,19 +78,9 @@ def add_members(
     threshold: int,
 ) -> GroupChange:
     group = load_group(conn, conv_id)
-    if via == "join":
-        if user_ids != [actor_id]:
-            raise YimError("bad_request", "join adds only yourself")
-        if group.join_policy != "open":
-            raise YimError("forbidden", "this group is joined by invitation only")
-    else:
-        role = _require_member(conn, conv_id, actor_id)
-        if group.join_policy == "admins_invite" and role not in MANAGERS:
-            raise YimError("forbidden", "only the owner and admins may invite to this group")
+    rules.check_add(group, actor_id, None if via == "join" else _role(conn, conv_id, actor_id), user_ids, via)
     wanted = list(dict.fromkeys(user_ids))
-    missing = set(wanted) - _existing_users(conn, wanted)
-    if missing:
-        raise YimError("not_found", f"no user {min(missing)}")
+    rules.check_users_exist(wanted, _existing_users(conn, wanted))
     marks = ",".join("?" * len(wanted))
     current = {
         r[0]
@@ -176,8 +92,7 @@ def add_members(
     new = [u for u in wanted if u not in current]
     if not new:
         return GroupChange(group=group, entry=None)
-    if group.member_count + len(new) > group.max_members:
-        raise YimError("group_full", f"a group holds at most {group.max_members} members")
+    rules.check_room(group.member_count + len(new), group.max_members)
     # New members see the timeline from the entry announcing them on: joined_seq = head now.
     conn.executemany(
         "INSERT INTO user_conversations (user_id, conv_id, joined_seq, read_seq, role) VALUES (?,?,?,?,'member')"
@@ -187,17 +102,15 @@ def add_members(
     )
     count = group.member_count + len(new)
     conn.execute("UPDATE conversations SET member_count=? WHERE id=?", (count, conv_id))
-    entry = _system_entry(
+    entry = append_entry(
         conn,
         conv_id,
-        actor_id,
-        msg_id,
-        now,
-        "joined" if via == "join" else "invited",
+        rules.system_entry(
+            actor_id, msg_id, now, "joined" if via == "join" else "invited", users=[str(u) for u in new]
+        ),
         members_changed=True,
-        users=[str(u) for u in new],
     )
-    if group.fanout == "write" and count > threshold:
+    if rules.switches_to_read(group, count, threshold):
         conn.execute("UPDATE conversations SET fanout='read', switch_seq=? WHERE id=?", (entry.message.seq, conv_id))
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
@@ -206,22 +119,17 @@ def remove_member(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, user_id: int, msg_id: int, now: int
 ) -> GroupChange:
     load_group(conn, conv_id)
-    actor_role = _require_member(conn, conv_id, actor_id)
-    if actor_id == user_id:
-        if actor_role == "owner":
-            raise YimError("forbidden", "the owner must transfer ownership (or dissolve the group) before leaving")
-        event = "left"
-    else:
-        target_role = _role(conn, conv_id, user_id)
-        if target_role is None:
-            raise YimError("not_found", f"user {user_id} is not a member")
-        if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-            raise YimError("forbidden", "you may not remove this member")
-        event = "removed"
+    event = rules.remove_event(
+        conv_id, actor_id, _role(conn, conv_id, actor_id), user_id, _role(conn, conv_id, user_id)
+    )
     # The entry is appended while the member still belongs, so they receive it (also
     # under read fan-out, through their inbox) — then their window closes at its seq.
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, event, also_inbox=(user_id,), members_changed=True, users=[str(user_id)]
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(actor_id, msg_id, now, event, users=[str(user_id)]),
+        also_inbox=(user_id,),
+        members_changed=True,
     )
     conn.execute(
         "UPDATE user_conversations SET left_seq=? WHERE conv_id=? AND user_id=?", (entry.message.seq, conv_id, user_id)
@@ -234,19 +142,17 @@ def set_role(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, user_id: int, role: str, msg_id: int, now: int
 ) -> GroupChange:
     load_group(conn, conv_id)
-    if _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may change roles")
-    target_role = _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if user_id == actor_id:
-        raise YimError("bad_request", "the owner cannot change their own role (transfer ownership instead)")
+    rules.check_set_role(conv_id, actor_id, _role(conn, conv_id, actor_id), user_id, _role(conn, conv_id, user_id))
     if role == "owner":  # transfer: the old owner stays on as an admin
         conn.execute("UPDATE user_conversations SET role='admin' WHERE conv_id=? AND user_id=?", (conv_id, actor_id))
         conn.execute("UPDATE conversations SET owner_id=? WHERE id=?", (user_id, conv_id))
     conn.execute("UPDATE user_conversations SET role=? WHERE conv_id=? AND user_id=?", (role, conv_id, user_id))
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "owner" if role == "owner" else "role", users=[str(user_id)], role=role
+        ),
     )
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
@@ -255,48 +161,38 @@ def mute_member(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, user_id: int, until: int, msg_id: int, now: int
 ) -> GroupChange:
     load_group(conn, conv_id)
-    actor_role = _require_member(conn, conv_id, actor_id)
-    target_role = _role(conn, conv_id, user_id)
-    if target_role is None:
-        raise YimError("not_found", f"user {user_id} is not a member")
-    if actor_role not in MANAGERS or target_role == "owner" or (actor_role == "admin" and target_role == "admin"):
-        raise YimError("forbidden", "you may not mute this member")
+    rules.check_mute(conv_id, _role(conn, conv_id, actor_id), user_id, _role(conn, conv_id, user_id))
     conn.execute("UPDATE user_conversations SET muted_until=? WHERE conv_id=? AND user_id=?", (until, conv_id, user_id))
-    entry = _system_entry(
-        conn, conv_id, actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+    entry = append_entry(
+        conn,
+        conv_id,
+        rules.system_entry(
+            actor_id, msg_id, now, "muted" if until > now else "unmuted", users=[str(user_id)], until=until
+        ),
     )
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
-
-
-_UPDATABLE = {"name", "avatar", "announcement", "join_policy", "mute_all", "max_members"}
 
 
 def update_group(
     conn: sqlite3.Connection, conv_id: int, actor_id: int, changes: dict[str, object], msg_id: int, now: int
 ) -> GroupChange:
     group = load_group(conn, conv_id)
-    if _require_member(conn, conv_id, actor_id) not in MANAGERS:
-        raise YimError("forbidden", "only the owner and admins may change group settings")
-    unknown = set(changes) - _UPDATABLE
-    if unknown or not changes:
-        raise YimError("bad_request", f"nothing to update (settable: {', '.join(sorted(_UPDATABLE))})")
-    if "max_members" in changes and int(changes["max_members"]) < group.member_count:  # type: ignore[arg-type]
-        raise YimError("bad_request", f"the group already has {group.member_count} members")
-    cols = sorted(changes)
+    cols = rules.check_update(group, _role(conn, conv_id, actor_id), changes)
     conn.execute(
         f"UPDATE conversations SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?",
         (*[changes[c] for c in cols], conv_id),
     )
-    entry = _system_entry(conn, conv_id, actor_id, msg_id, now, "updated", changes=changes)
+    entry = append_entry(conn, conv_id, rules.system_entry(actor_id, msg_id, now, "updated", changes=changes))
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
 
 def dissolve_group(conn: sqlite3.Connection, conv_id: int, actor_id: int, msg_id: int, now: int) -> GroupChange:
     load_group(conn, conv_id)
-    if _require_member(conn, conv_id, actor_id) != "owner":
-        raise YimError("forbidden", "only the owner may dissolve the group")
+    rules.check_dissolve(conv_id, _role(conn, conv_id, actor_id))
     members = tuple(member_ids(conn, conv_id))
-    entry = _system_entry(conn, conv_id, actor_id, msg_id, now, "dissolved", also_inbox=members, members_changed=True)
+    entry = append_entry(
+        conn, conv_id, rules.system_entry(actor_id, msg_id, now, "dissolved"), also_inbox=members, members_changed=True
+    )
     conn.execute(
         "UPDATE user_conversations SET left_seq=? WHERE conv_id=? AND left_seq IS NULL", (entry.message.seq, conv_id)
     )
@@ -312,9 +208,7 @@ def group_info(conn: sqlite3.Connection, conv_id: int, viewer_id: int) -> GroupR
     known = conn.execute(
         "SELECT 1 FROM user_conversations WHERE conv_id=? AND user_id=?", (conv_id, viewer_id)
     ).fetchone()
-    if known is None and group.join_policy != "open":
-        raise YimError("not_member", f"you are not a member of group {conv_id}")
-    return group
+    return rules.check_view(group, known is not None)
 
 
 def group_members(conn: sqlite3.Connection, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]:
@@ -348,9 +242,7 @@ def read_groups(conn: sqlite3.Connection, user_id: int) -> list[GroupHead]:
 def receipts(conn: sqlite3.Connection, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:
     _require_member(conn, conv_id, viewer_id)
     row = conn.execute("SELECT sender_id FROM messages WHERE conv_id=? AND seq=?", (conv_id, seq)).fetchone()
-    if row is None:
-        raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
-    sender = row[0]
+    sender = rules.receipt_sender(row[0] if row else None, conv_id, seq)
     # Who could read it: members when it was sent (joined before, not left before), minus its sender.
     eligible = conn.execute(
         "SELECT user_id, read_seq FROM user_conversations WHERE conv_id=? AND joined_seq < ?"

@@ -1,0 +1,166 @@
+"""The concept stores of both backends, written once: each method runs the backend's job
+of the same name through a runner, the one place where the dialects differ (how a job
+is submitted, what it declares before it runs, which reads need a transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any, Protocol
+
+from yim.storage.relations import (
+    EdgeRec,
+    FriendRec,
+    FriendRequestRec,
+    InboxWrite,
+    PrivacyRec,
+    RelationCounts,
+    RelationState,
+    RelationStore,
+)
+from yim.storage.rules import service as service_rules
+from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ServiceStore, ShopRec, ShopStats
+
+
+class JobRunner(Protocol):
+    """How a backend runs a job ``fn(conn, *args)``: the one place the two dialects differ
+    for the relation store. ``users``: the users a write is about, as far as they are
+    known before it runs (None: only the job finds them)."""
+
+    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]: ...
+
+    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]: ...
+
+
+class RelationJobs(RelationStore):
+    """The relation store of either backend: each method runs the backend's job of the same
+    name (from ``jobs``, its module of relation jobs) through its runner."""
+
+    def __init__(self, jobs: ModuleType, runner: JobRunner) -> None:
+        self._jobs = jobs
+        self._run = runner
+
+    async def friend_request(
+        self, request_id: int, from_id: int, to_id: int, message: str, now: int
+    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
+        return await self._run.write(
+            self._jobs.friend_request, (request_id, from_id, to_id, message, now), (from_id, to_id)
+        )
+
+    async def friend_respond(
+        self, request_id: int, actor_id: int, action: str, now: int
+    ) -> tuple[FriendRequestRec, list[InboxWrite]]:
+        # The request's users are known only inside the job.
+        return await self._run.write(self._jobs.friend_respond, (request_id, actor_id, action, now), None)
+
+    async def friend_delete(self, actor_id: int, other_id: int, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.friend_delete, (actor_id, other_id, now), (actor_id, other_id))
+
+    async def friend_update(
+        self, actor_id: int, other_id: int, remark: str | None, tags: list[str] | None
+    ) -> FriendRec:
+        return await self._run.write(self._jobs.friend_update, (actor_id, other_id, remark, tags), (actor_id,))
+
+    async def follow(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.follow, (actor_id, target_id, on, now), (actor_id, target_id))
+
+    async def block(self, actor_id: int, target_id: int, on: bool, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.block, (actor_id, target_id, on, now), (actor_id, target_id))
+
+    async def set_privacy(self, user_id: int, dm_policy: str | None, presence: str | None) -> PrivacyRec:
+        return await self._run.write(self._jobs.set_privacy, (user_id, dm_policy, presence), (user_id,))
+
+    async def privacy(self, user_id: int) -> PrivacyRec:
+        return await self._run.read(self._jobs.privacy, (user_id,))
+
+    async def friend_requests(
+        self, user_id: int, incoming: bool, before: int | None, limit: int
+    ) -> list[FriendRequestRec]:
+        return await self._run.read(self._jobs.friend_requests, (user_id, incoming, before, limit))
+
+    async def friends(self, user_id: int, after: int, limit: int) -> list[FriendRec]:
+        return await self._run.read(self._jobs.friends, (user_id, after, limit))
+
+    async def edges(self, user_id: int, kind: str, after: int, limit: int) -> list[EdgeRec]:
+        return await self._run.read(self._jobs.edges, (user_id, kind, after, limit))
+
+    async def counts(self, user_id: int) -> RelationCounts:
+        return await self._run.read(self._jobs.counts, (user_id,))
+
+    async def relation(self, user_id: int, other_id: int) -> RelationState:
+        return await self._run.read(self._jobs.relation, (user_id, other_id))
+
+    async def blocked_either_way(self, user_id: int, others: list[int]) -> set[int]:
+        return await self._run.read(self._jobs.blocked_either_way, (user_id, others))
+
+    async def presence_audience(self, user_id: int) -> list[int]:
+        return await self._run.read(self._jobs.presence_audience, (user_id,))
+
+    async def presence_audiences(self, user_ids: list[int]) -> dict[int, list[int]]:
+        return await self._run.read(self._jobs.presence_audiences, (user_ids,))
+
+    async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
+        return await self._run.read(self._jobs.presence_visible, (viewer_id, user_ids))
+
+
+class ServiceJobs(ServiceStore):
+    """The customer-service store of either backend (jobs: its module of service jobs).
+    Routing jobs find what they lock as they go: none declares its users beforehand."""
+
+    def __init__(self, jobs: ModuleType, runner: JobRunner) -> None:
+        self._jobs = jobs
+        self._run = runner
+        self.ctx: ServiceCtx | None = None
+
+    def _ctx(self) -> ServiceCtx:
+        return service_rules.running(self.ctx)
+
+    async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
+        return await self._run.write(self._jobs.create_shop, (shop_id, name, owner_id, now), None)
+
+    async def set_agent(
+        self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        args = (shop_id, actor_id, user_id, role, skills, capacity, now, self._ctx())
+        return await self._run.write(self._jobs.set_agent, args, None)
+
+    async def remove_agent(self, shop_id: int, actor_id: int, user_id: int, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.remove_agent, (shop_id, actor_id, user_id, now, self._ctx()), None)
+
+    async def set_agent_status(self, user_id: int, shop_id: int | None, status: str, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.set_agent_status, (user_id, shop_id, status, now, self._ctx()), None)
+
+    async def agent_presence(self, user_id: int, online: bool, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.agent_presence, (user_id, online, now, self._ctx()), None)
+
+    async def transfer(
+        self, session_id: int, actor_id: int, to_agent: int | None, to_category: str | None, now: int
+    ) -> list[InboxWrite]:
+        args = (session_id, actor_id, to_agent, to_category, now, self._ctx())
+        return await self._run.write(self._jobs.transfer, args, None)
+
+    async def close(self, session_id: int, actor_id: int, now: int) -> list[InboxWrite]:
+        return await self._run.write(self._jobs.close, (session_id, actor_id, now, self._ctx()), None)
+
+    async def rate(self, session_id: int, customer_id: int, rating: int, comment: str, now: int) -> ServiceSessionRec:
+        return await self._run.write(self._jobs.rate, (session_id, customer_id, rating, comment, now), None)
+
+    async def shop(self, shop_id: int) -> ShopRec | None:
+        return await self._run.read(self._jobs.shop, (shop_id,))
+
+    async def shops_of(self, user_id: int) -> list[ShopRec]:
+        return await self._run.read(self._jobs.shops_of, (user_id,))
+
+    async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
+        return await self._run.read(self._jobs.agents, (shop_id, viewer_id))
+
+    async def sessions(
+        self, viewer_id: int, shop_id: int | None, status: str | None, limit: int
+    ) -> list[ServiceSessionRec]:
+        return await self._run.read(self._jobs.sessions, (viewer_id, shop_id, status, limit))
+
+    async def customer_session(self, shop_id: int, customer_id: int) -> ServiceSessionRec | None:
+        return await self._run.read(self._jobs.customer_session, (shop_id, customer_id))
+
+    async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
+        return await self._run.read(self._jobs.stats, (shop_id, viewer_id, now))
