@@ -24,11 +24,12 @@ class PushSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_response_bytes: int = 64 * 1024
     #: a CA bundle to trust instead of the system's (a TLS-intercepting proxy, a test stand-in)
     ca_file: str | None = None
+    #: seconds a provider keeps an undelivered push for an offline device (Web Push TTL, APNs expiry, FCM)
+    ttl: int = 86_400
 
     # Web Push: the endpoint comes from the browser's subscription, so only its scheme is checked
     vapid_dir: str | None = None  # the folder holding vapid_private.pem (made on first use)
     vapid_subject: str = ""  # mailto: or https: contact for the push services (RFC 8292)
-    ttl: int = 86_400  # seconds a provider keeps an undelivered push for an offline device
     webpush_allow_http: bool = False  # plain-http endpoints (loopback test receivers only)
 
     # APNs token-based auth (a .p8 key from the Apple developer account)
