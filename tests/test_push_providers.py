@@ -354,6 +354,19 @@ async def test_apns_gone_busy_down_error_slow(
     assert await send(apns_provider, ApnsTarget(device_token=ok)) == Delivered()
 
 
+async def test_apns_answer_dripping_past_the_deadline_is_cut(
+    apns: tuple[ApnsStandin, ApnsStandin, PushSettings], apns_provider: ApnsProvider
+) -> None:
+    """Each byte comes within httpx's per-read timeout; only the whole call's deadline ends it."""
+    prod, _, _ = apns
+    token = prod.register("dd" * 32)
+    prod.m.modes[token] = "drip"
+    outcome = await send(apns_provider, ApnsTarget(device_token=token))
+    assert outcome == Retry("APNs: no answer within 0.5 s")
+    ok = prod.register("98" * 32)
+    assert await send(apns_provider, ApnsTarget(device_token=ok)) == Delivered()
+
+
 async def test_apns_refuses_http1(apns: tuple[ApnsStandin, ApnsStandin, PushSettings]) -> None:
     """The stand-in is HTTP/2 only, like APNs: an HTTP/1.1 client does not get through."""
     import ssl

@@ -23,11 +23,13 @@ import h2.exceptions
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.push_standins.common import BUSY_RETRY_AFTER, DOWN_RETRY_AFTER, Modes
+from tests.push_standins.common import BUSY_RETRY_AFTER, DOWN_RETRY_AFTER, DRIP_EVERY, Modes
 
 PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm", "location", "liveactivity"}
 
 Answer = tuple[int, dict[str, str], bytes]
+#: the body of a "drip" answer: sent one byte per DRIP_EVERY seconds until the client resets the stream
+DRIP = b"{" + b" " * 600 + b"}"
 
 
 def _reason(status: int, reason: str, headers: dict[str, str] | None = None) -> Answer:
@@ -132,6 +134,8 @@ class ApnsStandin:
             return _reason(503, "ServiceUnavailable", {"retry-after": DOWN_RETRY_AFTER})
         if mode == "error":
             return _reason(500, "InternalServerError")
+        if mode == "drip":
+            return 200, {"apns-id": str(uuid.uuid4()).upper()}, DRIP
         if mode == "slow":
             await self.m.stall()
         self.m.accepted.append({"token": token, "headers": headers, "payload": payload})
@@ -203,7 +207,14 @@ class _H2Server(asyncio.Protocol):
             out.append(("content-type", "application/json"))
         try:
             self.conn.send_headers(stream_id, out, end_stream=not content)
-            if content:
+            if content is DRIP:
+                for i in range(len(content)):
+                    self.conn.send_data(stream_id, content[i : i + 1], end_stream=i == len(content) - 1)
+                    self.transport.write(self.conn.data_to_send())
+                    await asyncio.sleep(DRIP_EVERY)
+                    if self.transport.is_closing():
+                        return
+            elif content:
                 self.conn.send_data(stream_id, content, end_stream=True)
         except h2.exceptions.ProtocolError:
             return  # the client reset this stream (its timeout) or left

@@ -7,8 +7,10 @@ import base64
 from typing import Literal
 
 #: ok: accepted; gone: the service no longer knows the target; busy: 429 with Retry-After;
-#: down: 503 with Retry-After; error: 500 without; slow: no answer until released (or 60 s)
-Mode = Literal["ok", "gone", "busy", "down", "error", "slow"]
+#: down: 503 with Retry-After; error: 500 without; slow: no answer until released (or 60 s);
+#: drip (APNs only): a 200 whose body comes a byte at a time, each within any per-read timeout
+Mode = Literal["ok", "gone", "busy", "down", "error", "slow", "drip"]
+DRIP_EVERY = 0.1
 BUSY_RETRY_AFTER = "7"
 DOWN_RETRY_AFTER = "11"
 SLOW_CAP = 60.0

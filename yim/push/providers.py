@@ -11,6 +11,7 @@ from yim.push.types import (
     FcmTarget,
     GatewayTarget,
     Notification,
+    Provider,
     PushOutcome,
     PushSettings,
     PushTarget,
@@ -25,10 +26,11 @@ class PushProviders:
 
     def __init__(self, settings: PushSettings) -> None:
         self.vapid: VapidKey | None = load_or_create(settings.vapid_dir) if settings.vapid_dir else None
-        self.webpush = WebPushProvider(settings, self.vapid) if self.vapid else None
-        self.apns = ApnsProvider(settings) if settings.apns_key_file else None
-        self.fcm = FcmProvider(settings) if settings.fcm_credentials_file else None
-        self.gateway = GatewayProvider(settings) if settings.gateway_url else None
+        # typed by the interface, so each class is checked against it
+        self.webpush: Provider[WebPushTarget] | None = WebPushProvider(settings, self.vapid) if self.vapid else None
+        self.apns: Provider[ApnsTarget] | None = ApnsProvider(settings) if settings.apns_key_file else None
+        self.fcm: Provider[FcmTarget] | None = FcmProvider(settings) if settings.fcm_credentials_file else None
+        self.gateway: Provider[GatewayTarget] | None = GatewayProvider(settings) if settings.gateway_url else None
 
     async def send(self, target: PushTarget, notification: Notification) -> PushOutcome:
         match target:
