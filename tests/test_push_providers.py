@@ -207,14 +207,22 @@ async def test_webpush_slow_service_times_out_into_retry(webpush: tuple[WebPushS
     assert standin.m.accepted == []
 
 
-async def test_webpush_endpoint_scheme_checked(tmp_path: Path) -> None:
+async def test_webpush_endpoint_checked(tmp_path: Path) -> None:
     provider = WebPushProvider(msgspec.structs.replace(BASE, webpush_allow_http=False), vapid.load_or_create(tmp_path))
+    sub = WebPushStandin("").subscribe("x")
     try:
-        target = WebPushTarget(endpoint="http://127.0.0.1:9/push/x", p256dh="AAAA", auth="AAAA")
-        outcome = await send(provider, target)
+        outcomes = [
+            await send(provider, WebPushTarget(endpoint=endpoint, p256dh=sub.p256dh, auth=sub.auth_b64))
+            for endpoint in ("http://127.0.0.1:9/push/x", "https://u:p@push.example/x", "https://[::1]:9/push/x")
+        ]
+        bad_keys = await send(provider, WebPushTarget(endpoint="https://push.example/x", p256dh="AAAA", auth="AAAA"))
     finally:
         await provider.close()
-    assert outcome == Failed("web push endpoint must be an https URL")
+    assert outcomes[:2] == [Failed("web push endpoint must be an https URL without credentials")] * 2
+    assert isinstance(outcomes[2], Failed) and outcomes[2].reason.startswith(
+        "web push endpoint origin cannot be signed"
+    )
+    assert bad_keys == Failed("web push subscription keys are not a P-256 point and a 16-byte secret")
 
 
 def test_webpush_bad_subject_is_a_config_error(tmp_path: Path) -> None:
@@ -274,8 +282,11 @@ async def test_apns_delivered_over_h2_with_verified_token(
     token = prod.register("ab" * 32)
     assert await send(apns_provider, ApnsTarget(device_token=token)) == Delivered()
     assert await send(apns_provider, ApnsTarget(device_token=token), QUIET) == Delivered()
+    long_key = msgspec.structs.replace(NOTE, collapse_key="群聊" * 40)
+    assert await send(apns_provider, ApnsTarget(device_token=token), long_key) == Delivered()
     assert prod.m.refused == [] and sandbox.m.accepted == []
-    loud, quiet = prod.m.accepted
+    loud, quiet, long = prod.m.accepted
+    assert len(long["headers"]["apns-collapse-id"]) == 64  # type: ignore[index]
     headers = loud["headers"]
     assert isinstance(headers, dict)
     assert headers[":scheme"] == "https" and headers["apns-topic"] == TOPIC and headers["apns-push-type"] == "alert"

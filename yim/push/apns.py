@@ -8,6 +8,7 @@ httpx (with h2) takes a base URL, a CA bundle, pool limits and timeouts as plain
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import httpx
@@ -42,6 +43,13 @@ NO_PREVIEW_LOC_KEY = "NEW_MESSAGE"
 
 class _Reason(msgspec.Struct):
     reason: str = ""
+
+
+def collapse_id(key: str) -> str:
+    """The key itself if APNs takes it (at most 64 bytes; ASCII, as it is a header), else a stable digest of it."""
+    if key.isascii() and key.isprintable() and len(key) <= 64:
+        return key
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def payload(n: Notification) -> bytes:
@@ -109,8 +117,7 @@ class ApnsProvider:
             "apns-expiration": str(int(time.time()) + self.settings.ttl),
         }
         if notification.collapse_key:
-            # APNs caps apns-collapse-id at 64 bytes
-            headers["apns-collapse-id"] = notification.collapse_key.encode()[:64].decode("utf-8", "ignore")
+            headers["apns-collapse-id"] = collapse_id(notification.collapse_key)
         body = payload(notification)
 
         async def call() -> PushOutcome:

@@ -77,8 +77,8 @@ class WebPushProvider:
     async def send(self, target: WebPushTarget, notification: Notification) -> PushOutcome:
         url = urlsplit(target.endpoint)
         allowed = ("https", "http") if self.settings.webpush_allow_http else ("https",)
-        if url.scheme not in allowed or not url.hostname:
-            return Failed(f"web push endpoint must be an {' or '.join(allowed)} URL")
+        if url.scheme not in allowed or not url.hostname or url.username is not None:
+            return Failed(f"web push endpoint must be an {' or '.join(allowed)} URL without credentials")
         try:
             receiver = _unb64url(target.p256dh)
             auth = _unb64url(target.auth)
@@ -97,11 +97,15 @@ class WebPushProvider:
             )
         except (ValueError, http_ece.ECEException) as e:
             return Failed(f"web push subscription key unusable: {e}")
-        origin = f"{url.scheme}://{url.netloc}"
+        try:
+            # the JWT's audience is the push service's origin, so a signature is good for that service only
+            authorization = self.vapid.authorization(
+                f"{url.scheme}://{url.netloc}", self.settings.vapid_subject, int(time.time()) + JWT_LIFETIME
+            )
+        except VapidException as e:  # py-vapid takes a host name or IPv4 address only
+            return Failed(f"web push endpoint origin cannot be signed for: {e}")
         headers = {
-            "Authorization": self.vapid.authorization(
-                origin, self.settings.vapid_subject, int(time.time()) + JWT_LIFETIME
-            ),
+            "Authorization": authorization,
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "TTL": str(self.settings.ttl),
