@@ -13,8 +13,9 @@ import email.utils
 import json
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -62,17 +63,18 @@ NOTE = Notification(
 )
 QUIET = Notification(conv_id="c_42", msg_id="m_8", badge=4)  # previews off
 BASE = PushSettings(timeout=5.0, vapid_subject="mailto:ops@example.com", webpush_allow_http=True)
+Serve = Callable[[web.Application], Awaitable[str]]
 #: a bound on any one send in these tests: far above every timeout set here, so only a hang trips it
 HANG = 20.0
 
 
-async def send(provider: object, target: object, n: Notification = NOTE) -> PushOutcome:
-    outcome: PushOutcome = await asyncio.wait_for(provider.send(target, n), HANG)  # type: ignore[attr-defined]
+async def send(provider: Any, target: object, n: Notification = NOTE) -> PushOutcome:
+    outcome: PushOutcome = await asyncio.wait_for(provider.send(target, n), HANG)
     return outcome
 
 
 @pytest_asyncio.fixture
-async def serve() -> AsyncIterator[object]:
+async def serve() -> AsyncIterator[Serve]:
     runners: list[web.AppRunner] = []
 
     async def start(app: web.Application) -> str:
@@ -127,10 +129,10 @@ def test_vapid_key_not_ec_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest_asyncio.fixture
-async def webpush(serve: object, tmp_path: Path) -> AsyncIterator[tuple[WebPushStandin, WebPushProvider]]:
+async def webpush(serve: Serve, tmp_path: Path) -> AsyncIterator[tuple[WebPushStandin, WebPushProvider]]:
     key = vapid.load_or_create(tmp_path)
     standin = WebPushStandin(key.public_key)
-    standin.origin = await serve(standin.app)  # type: ignore[operator]
+    standin.origin = await serve(standin.app)
     provider = WebPushProvider(msgspec.structs.replace(BASE, timeout=0.5), key)
     yield standin, provider
     standin.m.release.set()
@@ -187,7 +189,7 @@ async def test_webpush_wrong_subscription_keys_do_not_decrypt(webpush: tuple[Web
 async def test_webpush_gone_busy_down_error(webpush: tuple[WebPushStandin, WebPushProvider]) -> None:
     standin, provider = webpush
     targets = {mode: webpush_target(standin, mode) for mode in ("gone", "busy", "down", "error")}
-    standin.m.modes.update({k: k for k in targets})  # type: ignore[misc]
+    standin.m.modes.update({k: k for k in targets})
     assert isinstance(await send(provider, targets["gone"]), Gone)
     assert await send(provider, targets["busy"]) == Retry("web push service answered 429", float(BUSY_RETRY_AFTER))
     assert await send(provider, targets["down"]) == Retry("web push service answered 503", float(DOWN_RETRY_AFTER))
@@ -286,7 +288,7 @@ async def test_apns_delivered_over_h2_with_verified_token(
     assert await send(apns_provider, ApnsTarget(device_token=token), long_key) == Delivered()
     assert prod.m.refused == [] and sandbox.m.accepted == []
     loud, quiet, long = prod.m.accepted
-    assert len(long["headers"]["apns-collapse-id"]) == 64  # type: ignore[index]
+    assert len(long["headers"]["apns-collapse-id"]) == 64
     headers = loud["headers"]
     assert isinstance(headers, dict)
     assert headers[":scheme"] == "https" and headers["apns-topic"] == TOPIC and headers["apns-push-type"] == "alert"
@@ -302,7 +304,7 @@ async def test_apns_delivered_over_h2_with_verified_token(
         "msg_id": "m_7",
         "kind": "dm",
     }
-    assert quiet["payload"]["aps"]["alert"] == {"loc-key": "NEW_MESSAGE"}  # type: ignore[index]
+    assert quiet["payload"]["aps"]["alert"] == {"loc-key": "NEW_MESSAGE"}
 
 
 async def test_apns_sandbox_tokens_go_to_the_sandbox_host(
@@ -347,7 +349,7 @@ async def test_apns_gone_busy_down_error_slow(
 ) -> None:
     prod, _, _ = apns
     tokens = {mode: prod.register(f"{i:02x}" * 32) for i, mode in enumerate(("gone", "busy", "down", "error", "slow"))}
-    prod.m.modes.update({t: m for m, t in tokens.items()})  # type: ignore[misc]
+    prod.m.modes.update({t: m for m, t in tokens.items()})
     assert await send(apns_provider, ApnsTarget(device_token=tokens["gone"])) == Gone("APNs answered 410 Unregistered")
     assert await send(apns_provider, ApnsTarget(device_token=tokens["busy"])) == Retry(
         "APNs answered 429 TooManyRequests", float(BUSY_RETRY_AFTER)
@@ -423,10 +425,10 @@ def sa_key() -> rsa.RSAPrivateKey:
 
 @pytest_asyncio.fixture
 async def fcm(
-    serve: object, tmp_path: Path, sa_key: rsa.RSAPrivateKey
+    serve: Serve, tmp_path: Path, sa_key: rsa.RSAPrivateKey
 ) -> AsyncIterator[tuple[FcmStandin, PushSettings]]:
     standin = FcmStandin(project_id=PROJECT, client_email=EMAIL, key_id=SA_KID, public_key=sa_key.public_key())
-    standin.origin = await serve(standin.app)  # type: ignore[operator]
+    standin.origin = await serve(standin.app)
     settings = msgspec.structs.replace(
         BASE,
         timeout=0.5,
@@ -466,7 +468,7 @@ async def test_fcm_delivered_with_exchanged_token(
         },
         "apns": {"payload": {"aps": {"badge": 3}}},
     }
-    assert "notification" not in quiet  # type: ignore[operator]
+    assert "notification" not in quiet
 
 
 async def test_fcm_assertion_signed_with_another_key_is_refused(
@@ -498,7 +500,7 @@ async def test_fcm_expired_access_token_is_exchanged_again(
 
 async def test_fcm_gone_busy_down_error_slow(fcm: tuple[FcmStandin, PushSettings], fcm_provider: FcmProvider) -> None:
     standin, _ = fcm
-    standin.m.modes.update({m: m for m in ("gone", "busy", "down", "error", "slow")})  # type: ignore[misc]
+    standin.m.modes.update({m: m for m in ("gone", "busy", "down", "error", "slow")})
     assert await send(fcm_provider, FcmTarget(token="gone")) == Gone("FCM answered 404 NOT_FOUND UNREGISTERED")
     assert await send(fcm_provider, FcmTarget(token="busy")) == Retry(
         "FCM answered 429 RESOURCE_EXHAUSTED QUOTA_EXCEEDED", float(BUSY_RETRY_AFTER)
@@ -521,9 +523,9 @@ def test_fcm_credentials_checked_at_start(tmp_path: Path) -> None:
 
 
 @pytest_asyncio.fixture
-async def gateway(serve: object) -> AsyncIterator[tuple[GatewayStandin, GatewayProvider]]:
+async def gateway(serve: Serve) -> AsyncIterator[tuple[GatewayStandin, GatewayProvider]]:
     standin = GatewayStandin()
-    url = await serve(standin.app)  # type: ignore[operator]
+    url = await serve(standin.app)
     provider = GatewayProvider(msgspec.structs.replace(BASE, timeout=0.5, gateway_url=url, max_in_flight=2))
     yield standin, provider
     standin.m.release.set()
@@ -558,7 +560,7 @@ async def test_gateway_delivered_in_spec_schema(gateway: tuple[GatewayStandin, G
         "content": {"msgtype": "m.text", "body": "lunch at noon? 午饭"},
         "counts": {"unread": 3},
     }
-    assert "content" not in quiet and "room_name" not in quiet  # type: ignore[operator]
+    assert "content" not in quiet and "room_name" not in quiet
 
 
 async def test_gateway_standin_checks_the_schema(gateway: tuple[GatewayStandin, GatewayProvider]) -> None:
@@ -576,7 +578,7 @@ async def test_gateway_standin_checks_the_schema(gateway: tuple[GatewayStandin, 
 
 async def test_gateway_rejected_busy_down_error_slow(gateway: tuple[GatewayStandin, GatewayProvider]) -> None:
     standin, provider = gateway
-    standin.m.modes.update({m: m for m in ("gone", "busy", "down", "error", "slow")})  # type: ignore[misc]
+    standin.m.modes.update({m: m for m in ("gone", "busy", "down", "error", "slow")})
     assert await send(provider, pusher("gone")) == Gone("push gateway rejected the pushkey")
     assert await send(provider, pusher("busy")) == Retry("push gateway answered 429", float(BUSY_RETRY_AFTER))
     assert await send(provider, pusher("down")) == Retry("push gateway answered 503", float(DOWN_RETRY_AFTER))
@@ -602,7 +604,7 @@ async def test_in_flight_bound_answers_retry_instead_of_queueing(
     assert await send(provider, pusher("pk-a")) == Delivered()
 
 
-async def test_gateway_answer_too_long_is_not_held(serve: object) -> None:
+async def test_gateway_answer_too_long_is_not_held(serve: Serve) -> None:
     app = web.Application()
 
     async def flood(request: web.Request) -> web.StreamResponse:
@@ -613,7 +615,7 @@ async def test_gateway_answer_too_long_is_not_held(serve: object) -> None:
         return resp
 
     app.router.add_post("/_matrix/push/v1/notify", flood)
-    url = await serve(app)  # type: ignore[operator]
+    url = await serve(app)
     provider = GatewayProvider(msgspec.structs.replace(BASE, gateway_url=url, max_response_bytes=4096))
     try:
         outcome = await send(provider, pusher("pk-a"))

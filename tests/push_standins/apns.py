@@ -161,7 +161,7 @@ class _H2Server(asyncio.Protocol):
             return
         self.standin.protocols.add(self)
         self.conn.initiate_connection()
-        transport.write(self.conn.data_to_send())
+        self.transport.write(self.conn.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.standin.protocols.discard(self)

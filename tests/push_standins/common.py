@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Literal
+from typing import Any, Literal
 
 #: ok: accepted; gone: the service no longer knows the target; busy: 429 with Retry-After;
 #: down: 503 with Retry-After; error: 500 without; slow: no answer until released (or 60 s);
@@ -28,13 +28,13 @@ class Modes:
     """Per-target modes, what was accepted and why requests were refused."""
 
     def __init__(self) -> None:
-        self.modes: dict[str, Mode] = {}
-        self.accepted: list[dict[str, object]] = []
+        self.modes: dict[str, str] = {}  # target -> a Mode
+        self.accepted: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.release = asyncio.Event()
         self.waiting = 0
 
-    def mode(self, key: str) -> Mode:
+    def mode(self, key: str) -> str:
         return self.modes.get(key, "ok")
 
     def refuse(self, why: str) -> str:
