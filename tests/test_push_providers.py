@@ -159,7 +159,10 @@ async def test_webpush_delivered_and_decrypted(webpush: tuple[WebPushStandin, We
         "data": {"kind": "dm"},
     }
     assert loud["topic"] == "c_42" and loud["urgency"] == "high" and loud["ttl"] == BASE.ttl
-    assert quiet["payload"] == {"conv_id": "c_42", "msg_id": "m_8", "badge": 4}  # no preview text leaves the server
+    assert quiet["payload"] == {"conv_id": "c_42", "msg_id": "m_8", "badge": 4}
+    assert (
+        quiet["authorization"] == loud["authorization"]
+    )  # one signed JWT per push service origin, reused  # no preview text leaves the server
 
 
 async def test_webpush_signed_with_another_key_is_refused(

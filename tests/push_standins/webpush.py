@@ -147,6 +147,7 @@ class WebPushStandin:
                 "topic": topic,
                 "ttl": int(ttl),
                 "urgency": request.headers.get("Urgency"),
+                "authorization": request.headers["Authorization"],
             }
         )
         return web.Response(status=201, headers={"Location": f"{self.origin}/message/{len(self.m.accepted)}"})

@@ -29,6 +29,11 @@ from yim.push.vapid import VapidKey, b64url
 GONE = frozenset({404, 410})
 #: how long one VAPID JWT is valid; RFC 8292 caps it at 24 hours
 JWT_LIFETIME = 12 * 3600
+#: a cached JWT is signed again once it has less than this left (it is reused per origin till then)
+JWT_RENEW = 3600
+#: origins whose JWT is kept; the endpoints are the browsers' push services, a handful, but they
+#: come from clients, so the cache is cleared when full rather than grown
+MAX_CACHED_ORIGINS = 1024
 #: RFC 8030 §5.4: a Topic is at most 32 base64url characters
 TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -66,6 +71,7 @@ class WebPushProvider:
         except VapidException as e:
             raise PushConfigError(f"vapid_subject {settings.vapid_subject!r}: {e}") from e
         self.gate = Gate("web push", settings)
+        self.jwts: dict[str, tuple[str, int]] = {}  # origin -> (Authorization, expiry)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.max_connections, ssl=ssl_context(settings)),
             timeout=aiohttp.ClientTimeout(total=settings.timeout),
@@ -73,6 +79,19 @@ class WebPushProvider:
 
     async def close(self) -> None:
         await self.session.close()
+
+    def authorization(self, origin: str) -> str:
+        """The VAPID header for one push service; its JWT's audience is that origin, good there only."""
+        now = int(time.time())
+        cached = self.jwts.get(origin)
+        if cached and cached[1] - now > JWT_RENEW:
+            return cached[0]
+        expires = now + JWT_LIFETIME
+        header = self.vapid.authorization(origin, self.settings.vapid_subject, expires)
+        if len(self.jwts) >= MAX_CACHED_ORIGINS:
+            self.jwts.clear()
+        self.jwts[origin] = (header, expires)
+        return header
 
     async def send(self, target: WebPushTarget, notification: Notification) -> PushOutcome:
         url = urlsplit(target.endpoint)
@@ -98,10 +117,7 @@ class WebPushProvider:
         except (ValueError, http_ece.ECEException) as e:
             return Failed(f"web push subscription key unusable: {e}")
         try:
-            # the JWT's audience is the push service's origin, so a signature is good for that service only
-            authorization = self.vapid.authorization(
-                f"{url.scheme}://{url.netloc}", self.settings.vapid_subject, int(time.time()) + JWT_LIFETIME
-            )
+            authorization = self.authorization(f"{url.scheme}://{url.netloc}")
         except VapidException as e:  # py-vapid takes a host name or IPv4 address only
             return Failed(f"web push endpoint origin cannot be signed for: {e}")
         headers = {
