@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from typing import Any
 
 import msgspec
 
@@ -16,7 +15,7 @@ from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
-from yim.storage.sqlite.relations import SqliteRunner
+from yim.storage.sqlite.runner import SqliteJobs, SqliteRunner
 from yim.storage.sqlite.timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
@@ -464,7 +463,7 @@ def _agent_ids(conn: sqlite3.Connection) -> list[int]:
 
 
 class SqliteServiceStore(ServiceJobs):
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SqliteJobs) -> None:
         super().__init__(sys.modules[__name__], SqliteRunner(store))
         self._s = store
         #: ⊇ every user with a shop_agents row: loaded at open, added to before a job that

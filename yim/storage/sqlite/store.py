@@ -50,8 +50,12 @@ from yim.storage.records import (
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer
+from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
 from yim.storage.sqlite.relations import SqliteRelationStore
+from yim.storage.sqlite.rows import member_ids
+from yim.storage.sqlite.search import SqliteSearchStore
+from yim.storage.sqlite.send import send_message
 from yim.storage.sqlite.service import SqliteServiceStore
 
 log = logging.getLogger("yim.storage.sqlite")
@@ -212,7 +216,7 @@ class _WriterThread:
         memory = conn.memory
         outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
-        sends = [(a[0].sender_id, a[0].client_msg_id) for fn, a, _f, _l in batch if fn is timeline.send_message]
+        sends = [(a[0].sender_id, a[0].client_msg_id) for fn, a, _f, _l in batch if fn is send_message]
         if len(sends) > 1:
             memory.prefetch_absent(conn, sends)
         for fn, args, fut, loop in batch:
@@ -272,7 +276,7 @@ def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
 
 #: Jobs that only append to timelines and inboxes: they may take heads from the writer's
 #: memory (yim/storage/sqlite/memory.py).
-_APPENDING_JOBS = frozenset({timeline.send_message})
+_APPENDING_JOBS = frozenset({send_message})
 
 
 class _Checkpointer:
@@ -412,9 +416,6 @@ class SqliteStore(Store):
         self._heads_waiting: dict[int, asyncio.Future[int]] | None = None  # see inbox_head
         self.relations = SqliteRelationStore(self)
         self.service = SqliteServiceStore(self)
-        from yim.storage.sqlite.media import SqliteMediaStore
-        from yim.storage.sqlite.search import SqliteSearchStore
-
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
 
@@ -561,7 +562,7 @@ class SqliteStore(Store):
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        return self._writer.submit(timeline.send_message, cmd, self.service.ctx)
+        return self._writer.submit(send_message, cmd, self.service.ctx)
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
         return await self._writer.submit(timeline.mark_read, user_id, conv_id, seq, now)
@@ -661,7 +662,7 @@ class SqliteStore(Store):
         return await self._read_tx(groups.group_members, conv_id, viewer_id, after, limit)
 
     async def member_ids(self, conv_id: int) -> list[int]:
-        return await self._read(timeline.member_ids, conv_id)
+        return await self._read(member_ids, conv_id)
 
     async def read_groups(self, user_id: int) -> list[GroupHead]:
         return await self._read(groups.read_groups, user_id)
