@@ -60,6 +60,8 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: ServiceCtx |
         conv_id = _direct_conversation(conn, c)
         members = (c.sender_id, c.to)
     else:
+        # SendCmd names exactly one of to / conv_id / shop_id, and a shop was routed above.
+        assert c.conv_id is not None
         conv_id = c.conv_id
         _check_may_speak(conn, c)
     result = append_entry(conn, conv_id, Entry.of(c), members=members)

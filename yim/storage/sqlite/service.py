@@ -291,6 +291,8 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
             conv_id = pair[0]
         shop_id, customer_id = c.shop_id, c.sender_id
     else:
+        # SendCmd names exactly one of to / conv_id / shop_id; only these two route here.
+        assert c.conv_id is not None
         conv_id = c.conv_id
         pair = conn.execute("SELECT shop_id, customer_id FROM service_pairs WHERE conv_id=?", (conv_id,)).fetchone()
         shop_id, customer_id = pair
@@ -403,6 +405,7 @@ def agents(conn: sqlite3.Connection, shop_id: int, viewer_id: int) -> list[Agent
 def sessions(
     conn: sqlite3.Connection, viewer_id: int, shop_id: int | None, status: str | None, limit: int
 ) -> list[ServiceSessionRec]:
+    args: list[int | str]
     if shop_id is not None and _role(conn, shop_id, viewer_id) == "admin":
         where, args = "shop_id=?", [shop_id]  # supervisors see every session of their shop
     else:

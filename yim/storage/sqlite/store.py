@@ -163,9 +163,9 @@ class _WriterThread:
                 break
             if job is not self._STOP:
                 leftovers.append((job[2], job[3], None, YimError("unavailable", "the store is closed")))
-        for fut, loop, _r, exc in leftovers:
+        for fut, loop, _r, error in leftovers:
             try:
-                loop.call_soon_threadsafe(_resolve, [(fut, loop, None, exc)])
+                loop.call_soon_threadsafe(_resolve, [(fut, loop, None, error)])
             except RuntimeError:
                 pass
 
@@ -371,7 +371,8 @@ def _create_session(conn: sqlite3.Connection, s: SessionRec, device_name: str) -
 def _revoke(
     conn: sqlite3.Connection, user_id: int, device_id: str | None, session_id: str | None, now: int
 ) -> list[str]:
-    where, args = "user_id=? AND revoked_at IS NULL", [user_id]
+    where = "user_id=? AND revoked_at IS NULL"
+    args: list[int | str] = [user_id]
     if device_id is not None:
         where += " AND device_id=?"
         args.append(device_id)
@@ -393,6 +394,8 @@ def _touch_devices(conn: sqlite3.Connection, seen: list[tuple[int, str, int, int
 
 
 class SqliteStore(Store):
+    service: SqliteServiceStore  # which also loads what it remembers at open
+
     def __init__(
         self,
         path: str,
