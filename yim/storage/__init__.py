@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from yim.storage.base import Store
 
 
@@ -17,6 +19,9 @@ def open_store(
 ) -> Store:
     """``sqlite`` (under data_dir), ``sqlite:///path/to/file.db``, or a PostgreSQL DSN
     (``postgres://`` / ``postgresql://``; pool sizes apply to it)."""
+    # The backends are imported here, not at the top: this package's __init__ runs before
+    # every yim.storage module is imported (the backends' own imports included), and a node
+    # loads only the backend it opens (an SQLite node never imports asyncpg).
     if url.startswith(("postgres://", "postgresql://")):
         from yim.storage.postgres.store import PostgresStore
 
@@ -24,8 +29,6 @@ def open_store(
     from yim.storage.sqlite.store import SqliteStore
 
     if url == "sqlite":
-        from pathlib import Path
-
         return SqliteStore(str(Path(data_dir) / "yim.db"), synchronous=sqlite_synchronous, batch_max=batch_max)
     if url.startswith("sqlite:///"):
         return SqliteStore(url.removeprefix("sqlite:///"), synchronous=sqlite_synchronous, batch_max=batch_max)

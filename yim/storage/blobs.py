@@ -201,7 +201,7 @@ class S3Blobs(BlobStore):
             self._client = None
 
     async def has(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # boto3 is optional (yim[s3]); start() checked it is there
 
         try:
             await asyncio.to_thread(self._client.head_object, Bucket=self.bucket, Key=self.key(key))

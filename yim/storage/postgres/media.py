@@ -17,7 +17,6 @@ carrying media its sender could no longer see.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -25,10 +24,10 @@ import msgspec
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
+from yim.storage.postgres.runner import PgJobs
+from yim.storage.postgres.service import service_send
 from yim.storage.records import SendCmd, SendResult
-
-if TYPE_CHECKING:
-    from yim.storage.postgres.store import PostgresStore
+from yim.storage.service import ServiceStore
 
 _BLOB_COLS = "b.sha256, b.size, b.mime, b.width, b.height, b.thumb_sha256, b.thumb_size, b.created_at"
 
@@ -98,9 +97,7 @@ async def visible_media(conn: asyncpg.Connection, media_id: int, user_id: int, l
     return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
 
 
-async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
-    from yim.storage.postgres.service import service_send
-
+async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: ServiceStore) -> SendResult:
     # Idempotency first: a retry returns the original, whatever happened to the media since.
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
@@ -122,7 +119,7 @@ async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: An
 
 
 class PgMediaStore(MediaStore):
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PgJobs) -> None:
         self._store = store
 
     async def blob_by_sha(self, sha256: str) -> BlobRec | None:

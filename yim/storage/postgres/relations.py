@@ -16,6 +16,7 @@ import asyncpg
 
 from yim.storage.adapters import RelationJobs
 from yim.storage.postgres.locks import Anchors, lock_anchors
+from yim.storage.postgres.runner import PgJobs, PgRunner
 from yim.storage.postgres.timeline import append_inbox_events
 from yim.storage.relations import (
     REQUEST_COLS,
@@ -350,24 +351,9 @@ async def presence_visible(conn: asyncpg.Connection, viewer_id: int, user_ids: l
     return visible
 
 
-class PgRunner:
-    """Writes declare the users they lock (postgres_locks); reads of one statement
-    (``one_statement``) skip the transaction of their own."""
-
-    def __init__(self, store: Any, one_statement: frozenset[Callable[..., Any]]) -> None:
-        self._s = store
-        self._one_statement = one_statement
-
-    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]:
-        return self._s.write(fn, *args, anchors=None if users is None else Anchors(users=users))
-
-    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]:
-        return (self._s.read1 if fn in self._one_statement else self._s.read)(fn, *args)
-
-
 class PgRelationStore(RelationJobs):
-    def __init__(self, store: Any) -> None:
-        one_statement = frozenset(
+    def __init__(self, store: PgJobs) -> None:
+        one_statement: frozenset[Callable[..., Awaitable[Any]]] = frozenset(
             {privacy, friend_requests, friends, edges, counts, relation, blocked_either_way, presence_visible}
         )
         super().__init__(sys.modules[__name__], PgRunner(store, one_statement))

@@ -15,16 +15,14 @@ window (LATERAL lookups on the timeline's primary key).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
 from yim.protocol.errors import YimError
+from yim.storage.postgres.runner import PgJobs
 from yim.storage.postgres.timeline import MSG_COLS, msg_from_row
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
-
-if TYPE_CHECKING:
-    from yim.storage.postgres.store import PostgresStore
 
 _TEXT = "yim_search_text(m.kind, m.body)"
 _NO_CEILING = 2**62
@@ -102,7 +100,7 @@ async def search(
 
 
 class PgSearchStore(SearchStore):
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PgJobs) -> None:
         self._store = store
 
     async def search(

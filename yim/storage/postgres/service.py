@@ -9,14 +9,13 @@ two nodes deciding at the same moment, exactly as on one node.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import asyncpg
 import msgspec
 
 from yim.storage.adapters import ServiceJobs
 from yim.storage.postgres.locks import bound_dynamic_waits
-from yim.storage.postgres.relations import PgRunner
+from yim.storage.postgres.runner import PgJobs, PgRunner
 from yim.storage.postgres.timeline import append_entry, append_inbox_events
 from yim.storage.records import AgentLoad, Entry, SendCmd, SendResult
 from yim.storage.relations import InboxWrite
@@ -519,19 +518,6 @@ async def stats(conn: asyncpg.Connection, shop_id: int, viewer_id: int, now: int
     return rules.shop_stats(by_cat, oldest, active, closed_today, avg, await agents(conn, shop_id, viewer_id), now)
 
 
-async def is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id: int) -> bool:
-    """Shop admins (supervisors) may read every customer conversation of their shop."""
-    return (
-        await conn.fetchval(
-            "SELECT 1 FROM service_pairs sp JOIN shop_agents a ON a.shop_id = sp.shop_id"
-            " WHERE sp.conv_id=$1 AND a.user_id=$2 AND a.role='admin'",
-            conv_id,
-            user_id,
-        )
-        is not None
-    )
-
-
 class PgServiceStore(ServiceJobs):
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: PgJobs) -> None:
         super().__init__(sys.modules[__name__], PgRunner(store, frozenset({shop, shops_of})))

@@ -342,6 +342,19 @@ _HISTORY_BEFORE = (
 )
 
 
+async def _is_service_supervisor(conn: asyncpg.Connection, user_id: int, conv_id: int) -> bool:
+    """Shop admins (supervisors) may read every customer conversation of their shop."""
+    return (
+        await conn.fetchval(
+            "SELECT 1 FROM service_pairs sp JOIN shop_agents a ON a.shop_id = sp.shop_id"
+            " WHERE sp.conv_id=$1 AND a.user_id=$2 AND a.role='admin'",
+            conv_id,
+            user_id,
+        )
+        is not None
+    )
+
+
 async def read_history(
     conn: asyncpg.Connection, user_id: int, conv_id: int, before: int | None, after: int | None, limit: int
 ) -> tuple[list[MessageRec], bool]:
@@ -351,9 +364,7 @@ async def read_history(
         upper = before if before is not None else 2**62
         rows = await conn.fetch(_HISTORY_BEFORE, user_id, conv_id, upper, limit + 1)
     if not rows:
-        from yim.storage.postgres.service import is_service_supervisor
-
-        timeline_rules.require_member(await is_service_supervisor(conn, user_id, conv_id), conv_id)
+        timeline_rules.require_member(await _is_service_supervisor(conn, user_id, conv_id), conv_id)
         rows = await _supervisor_history(conn, conv_id, before, after, limit + 1)
     msgs = [msg_from_row(r, 1) for r in rows if r[1] is not None]
     more = len(msgs) > limit

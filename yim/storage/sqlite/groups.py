@@ -18,7 +18,8 @@ import sqlite3
 
 from yim.storage.records import GROUP_COLS, CreateGroupCmd, GroupChange, GroupHead, GroupRec, MemberRec, group_rec
 from yim.storage.rules import groups as rules
-from yim.storage.sqlite.timeline import append_entry, member_ids
+from yim.storage.sqlite.rows import member_ids
+from yim.storage.sqlite.timeline import append_entry
 
 
 def load_group(conn: sqlite3.Connection, conv_id: int, *, allow_dissolved: bool = False) -> GroupRec:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,10 +28,9 @@ from yim.storage.media import (
     ref_media_id,
 )
 from yim.storage.records import SendCmd, SendResult
-from yim.storage.sqlite import timeline as timeline
-
-if TYPE_CHECKING:
-    from yim.storage.sqlite.store import SqliteStore
+from yim.storage.service import ServiceCtx
+from yim.storage.sqlite.runner import SqliteJobs
+from yim.storage.sqlite.send import send_message
 
 __all__ = ["IMAGE_MIMES", "BlobRec", "MediaRec", "SqliteMediaStore", "message_body", "mime_fits_kind"]
 
@@ -91,8 +89,8 @@ def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> Medi
     return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
 
 
-def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any = None) -> SendResult:
-    """:func:`yim.storage.sqlite.timeline.send_message` for ``image`` / ``video`` / ``file``:
+def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: ServiceCtx | None = None) -> SendResult:
+    """:func:`yim.storage.sqlite.send.send_message` for ``image`` / ``video`` / ``file``:
     ``cmd.body`` is the client's ``{"media_id": ...}``; the stored body is the canonical one."""
     duplicate = conn.execute(
         "SELECT 1 FROM messages WHERE sender_id=? AND client_msg_id=?", (cmd.sender_id, cmd.client_msg_id)
@@ -100,11 +98,11 @@ def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Any 
     if duplicate is None:  # a retry returns the original, whatever happened to the media since
         media = visible_media(conn, ref_media_id(cmd.body), cmd.sender_id)
         cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media))
-    return timeline.send_message(conn, cmd, service_ctx)
+    return send_message(conn, cmd, service_ctx)
 
 
 class SqliteMediaStore(MediaStore):
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteJobs) -> None:
         self._store = store
 
     async def blob_by_sha(self, sha256: str) -> BlobRec | None:

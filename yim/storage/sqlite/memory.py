@@ -52,6 +52,7 @@ from typing import Any
 from yim.protocol.errors import YimError
 from yim.storage.records import SendResult
 from yim.storage.sqlite.indexer import IndexOp
+from yim.storage.sqlite.rows import MESSAGE_COLUMNS, member_ids
 
 
 class ConvHead:
@@ -169,8 +170,6 @@ class WriterMemory:
         """The current members of a conversation (a copy the caller may extend)."""
         members = self.members.get(conv_id)
         if members is None:
-            from yim.storage.sqlite.timeline import member_ids
-
             if self.member_ids_held > self.MEMBER_IDS_MAX:
                 self.members.clear()
                 self.member_ids_held = 0
@@ -182,8 +181,6 @@ class WriterMemory:
         """Write the rows and heads held since the last flush: a few multi-row statements
         per table (see :func:`write_rows` for why not ``executemany``)."""
         if self.pending_messages:
-            from yim.storage.sqlite.timeline import MESSAGE_COLUMNS
-
             write_rows(conn, f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ", self.pending_messages)
             if self.pending_inbox:
                 write_rows(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from yim.storage.adapters import RelationJobs
 from yim.storage.relations import (
@@ -22,6 +20,7 @@ from yim.storage.rules import relations as rules
 from yim.storage.sqlite.memory import writer_memory
 from yim.storage.sqlite.policy import _exists, are_friends, is_blocked
 from yim.storage.sqlite.policy import blocked_either_way as _blocked_pair
+from yim.storage.sqlite.runner import SqliteJobs, SqliteRunner
 from yim.storage.sqlite.timeline import append_inbox_events
 
 
@@ -299,19 +298,6 @@ def presence_visible(conn: sqlite3.Connection, viewer_id: int, user_ids: list[in
     return visible
 
 
-class SqliteRunner:
-    """One writer thread runs every write in turn; nothing to declare before it runs."""
-
-    def __init__(self, store: Any) -> None:
-        self._s = store
-
-    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]:
-        return self._s.write(fn, *args)
-
-    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]:
-        return self._s.read(fn, *args)
-
-
 class SqliteRelationStore(RelationJobs):
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SqliteJobs) -> None:
         super().__init__(sys.modules[__name__], SqliteRunner(store))

@@ -18,15 +18,13 @@ message the user could not page to with ``history``.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yim.protocol.errors import YimError
 from yim.storage.records import MessageRec
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
+from yim.storage.sqlite.runner import SqliteJobs
 from yim.storage.sqlite.timeline import MSG_COLS, msg_from_row
-
-if TYPE_CHECKING:
-    from yim.storage.sqlite.store import SqliteStore
 
 _N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
 _TEXT = "CASE m.kind WHEN 'text' THEN json_extract(m.body, '$.text') ELSE json_extract(m.body, '$.name') END"
@@ -123,7 +121,7 @@ def _neighbour(
 
 
 class SqliteSearchStore(SearchStore):
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteJobs) -> None:
         self._store = store
 
     async def search(

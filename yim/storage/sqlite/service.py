@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from typing import Any
 
 import msgspec
 
@@ -16,7 +15,7 @@ from yim.storage.relations import InboxWrite
 from yim.storage.rules import service as rules
 from yim.storage.rules.relations import require_user
 from yim.storage.service import AgentRec, ServiceCtx, ServiceSessionRec, ShopRec, ShopStats
-from yim.storage.sqlite.relations import SqliteRunner
+from yim.storage.sqlite.runner import SqliteJobs, SqliteRunner
 from yim.storage.sqlite.timeline import append_entry, append_inbox_events
 
 _enc = msgspec.json.Encoder()
@@ -292,6 +291,8 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
             conv_id = pair[0]
         shop_id, customer_id = c.shop_id, c.sender_id
     else:
+        # SendCmd names exactly one of to / conv_id / shop_id; only these two route here.
+        assert c.conv_id is not None
         conv_id = c.conv_id
         pair = conn.execute("SELECT shop_id, customer_id FROM service_pairs WHERE conv_id=?", (conv_id,)).fetchone()
         shop_id, customer_id = pair
@@ -404,6 +405,7 @@ def agents(conn: sqlite3.Connection, shop_id: int, viewer_id: int) -> list[Agent
 def sessions(
     conn: sqlite3.Connection, viewer_id: int, shop_id: int | None, status: str | None, limit: int
 ) -> list[ServiceSessionRec]:
+    args: list[int | str]
     if shop_id is not None and _role(conn, shop_id, viewer_id) == "admin":
         where, args = "shop_id=?", [shop_id]  # supervisors see every session of their shop
     else:
@@ -464,7 +466,7 @@ def _agent_ids(conn: sqlite3.Connection) -> list[int]:
 
 
 class SqliteServiceStore(ServiceJobs):
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SqliteJobs) -> None:
         super().__init__(sys.modules[__name__], SqliteRunner(store))
         self._s = store
         #: ⊇ every user with a shop_agents row: loaded at open, added to before a job that

@@ -50,8 +50,12 @@ from yim.storage.records import (
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer
+from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
 from yim.storage.sqlite.relations import SqliteRelationStore
+from yim.storage.sqlite.rows import member_ids
+from yim.storage.sqlite.search import SqliteSearchStore
+from yim.storage.sqlite.send import send_message
 from yim.storage.sqlite.service import SqliteServiceStore
 
 log = logging.getLogger("yim.storage.sqlite")
@@ -159,9 +163,9 @@ class _WriterThread:
                 break
             if job is not self._STOP:
                 leftovers.append((job[2], job[3], None, YimError("unavailable", "the store is closed")))
-        for fut, loop, _r, exc in leftovers:
+        for fut, loop, _r, error in leftovers:
             try:
-                loop.call_soon_threadsafe(_resolve, [(fut, loop, None, exc)])
+                loop.call_soon_threadsafe(_resolve, [(fut, loop, None, error)])
             except RuntimeError:
                 pass
 
@@ -212,7 +216,7 @@ class _WriterThread:
         memory = conn.memory
         outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
-        sends = [(a[0].sender_id, a[0].client_msg_id) for fn, a, _f, _l in batch if fn is timeline.send_message]
+        sends = [(a[0].sender_id, a[0].client_msg_id) for fn, a, _f, _l in batch if fn is send_message]
         if len(sends) > 1:
             memory.prefetch_absent(conn, sends)
         for fn, args, fut, loop in batch:
@@ -272,7 +276,7 @@ def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
 
 #: Jobs that only append to timelines and inboxes: they may take heads from the writer's
 #: memory (yim/storage/sqlite/memory.py).
-_APPENDING_JOBS = frozenset({timeline.send_message})
+_APPENDING_JOBS = frozenset({send_message})
 
 
 class _Checkpointer:
@@ -367,7 +371,8 @@ def _create_session(conn: sqlite3.Connection, s: SessionRec, device_name: str) -
 def _revoke(
     conn: sqlite3.Connection, user_id: int, device_id: str | None, session_id: str | None, now: int
 ) -> list[str]:
-    where, args = "user_id=? AND revoked_at IS NULL", [user_id]
+    where = "user_id=? AND revoked_at IS NULL"
+    args: list[int | str] = [user_id]
     if device_id is not None:
         where += " AND device_id=?"
         args.append(device_id)
@@ -389,6 +394,8 @@ def _touch_devices(conn: sqlite3.Connection, seen: list[tuple[int, str, int, int
 
 
 class SqliteStore(Store):
+    service: SqliteServiceStore  # which also loads what it remembers at open
+
     def __init__(
         self,
         path: str,
@@ -412,9 +419,6 @@ class SqliteStore(Store):
         self._heads_waiting: dict[int, asyncio.Future[int]] | None = None  # see inbox_head
         self.relations = SqliteRelationStore(self)
         self.service = SqliteServiceStore(self)
-        from yim.storage.sqlite.media import SqliteMediaStore
-        from yim.storage.sqlite.search import SqliteSearchStore
-
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
 
@@ -561,7 +565,7 @@ class SqliteStore(Store):
 
     # messages
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
-        return self._writer.submit(timeline.send_message, cmd, self.service.ctx)
+        return self._writer.submit(send_message, cmd, self.service.ctx)
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
         return await self._writer.submit(timeline.mark_read, user_id, conv_id, seq, now)
@@ -661,7 +665,7 @@ class SqliteStore(Store):
         return await self._read_tx(groups.group_members, conv_id, viewer_id, after, limit)
 
     async def member_ids(self, conv_id: int) -> list[int]:
-        return await self._read(timeline.member_ids, conv_id)
+        return await self._read(member_ids, conv_id)
 
     async def read_groups(self, user_id: int) -> list[GroupHead]:
         return await self._read(groups.read_groups, user_id)
