@@ -169,8 +169,7 @@ class Node:
             sqlite_synchronous=settings.sqlite_synchronous,
             batch_max=settings.commit_batch_max,
         )
-        if hasattr(self.store, "stats"):
-            self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
+        self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)
         self.bus: LocalBus
         if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases

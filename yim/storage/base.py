@@ -62,6 +62,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @property
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]:
+        """The writer's counters (jobs, batches, commits, conflicts, ...), read at every
+        scrape of /metrics (``yim_store_<name>_total``): cheap, no I/O."""
+
     async def shared_signing_key(self, candidate: bytes) -> bytes | None:
         """The token-signing key of a store that several nodes share: the stored key, or
         ``candidate`` stored first if there is none yet (concurrent first starts agree on
