@@ -20,7 +20,8 @@ RETURNS TABLE (o_err text, o_msg text) LANGUAGE sql STABLE AS $$
                    EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to) AS them,
                    COALESCE((SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
                             AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender),
-                            false) AS friends_only) b
+                            false) AS friends_only
+            OFFSET 0) b  -- each EXISTS once: not pulled up into both CASEs
 $$;
 
 -- The same for one pair, as PL/pgSQL: a statement of a PL/pgSQL caller that calls it keeps
@@ -543,19 +544,20 @@ BEGIN
                       r_err, r_msg, r_dup, r_conv, r_seq, r_fanout, r_src)
                WITH ORDINALITY AS t(msg_id, sender, device, kind, body, cmid, created, mention_all,
                                     err, msg, dup, conv, seq, fanout, src, i)
-    ), acc AS (
-        SELECT * FROM inp WHERE inp.src = inp.i
+    ), acc AS (  -- the accepted ones (written as "seq and not a duplicate" for the planner's estimate)
+        SELECT * FROM inp WHERE inp.seq IS NOT NULL AND NOT inp.dup
     ), ment AS (
         SELECT x.i::int AS i, x.u FROM unnest(p_mention_of, p_mention) AS x(i, u)
     ), ment_list AS (
         SELECT x.i, array_agg(x.u ORDER BY x.j) AS mentions
           FROM unnest(p_mention_of, p_mention) WITH ORDINALITY AS x(i, u, j) GROUP BY x.i
     ), rcpt AS (  -- write fan-out: the conversation's current members get it in their inbox
-        SELECT a.i, uc.user_id FROM acc a
+        SELECT a.i, a.sender, a.conv, a.seq AS conv_seq, a.created, uc.user_id FROM acc a
           JOIN user_conversations uc ON uc.conv_id = a.conv AND uc.left_seq IS NULL
          WHERE a.fanout = 'write'
     ), numbered AS (  -- each inbox's seqs, gap-free, in run order
-        SELECT r.i, r.user_id, u.inbox_seq + row_number() OVER (PARTITION BY r.user_id ORDER BY r.i) AS seq
+        SELECT r.i, r.sender, r.conv, r.conv_seq, r.created, r.user_id,
+               u.inbox_seq + row_number() OVER (PARTITION BY r.user_id ORDER BY r.i) AS seq
           FROM rcpt r JOIN users u ON u.id = r.user_id
     ), bumped AS (
         UPDATE users u SET inbox_seq = u.inbox_seq + x.n
@@ -563,11 +565,11 @@ BEGIN
          WHERE u.id = x.user_id
     ), inboxed AS (
         INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at)
-        SELECT nb.user_id, nb.seq, 'message', a.conv, a.seq, a.created FROM numbered nb JOIN acc a ON a.i = nb.i
+        SELECT nb.user_id, nb.seq, 'message', nb.conv, nb.conv_seq, nb.created FROM numbered nb
     ), per_msg AS (
         SELECT nb.i, array_agg(nb.user_id ORDER BY nb.user_id) AS users, array_agg(nb.seq ORDER BY nb.user_id) AS seqs,
-               max(nb.seq) FILTER (WHERE nb.user_id = a.sender) AS sender_seq
-          FROM numbered nb JOIN acc a ON a.i = nb.i GROUP BY nb.i
+               max(nb.seq) FILTER (WHERE nb.user_id = nb.sender) AS sender_seq
+          FROM numbered nb GROUP BY nb.i
     ), stored AS (
         INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,
                               sender_inbox_seq, created_at, uncounted, mentions, mention_all)
