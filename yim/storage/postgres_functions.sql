@@ -315,7 +315,7 @@ CREATE OR REPLACE FUNCTION yim_send_batch(
     o_users bigint[], o_seqs bigint[],
     d_msg_id bigint, d_device text, d_kind text, d_body text, d_created bigint,
     d_recalled boolean, d_mentions bigint[], d_mention_all boolean
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := cardinality(p_msg_id);
     -- phase 1, per message
@@ -361,11 +361,18 @@ BEGIN
                     THEN EXISTS (SELECT 1 FROM users u WHERE u.id = inp.to_) END AS to_exists,
                c.type, c.mute_all, c.dissolved, c.last_seq, c.fanout,
                uc.role, uc.left_seq, uc.muted_until, uc.peer_id, inp.to_
+          -- Each lookup a probe of a primary key, per message, whatever the tables' sizes and
+          -- the plan cache's row estimates (OFFSET 0: not flattened into a hash join that
+          -- would scan a whole table on every call).
           FROM inp
-          LEFT JOIN client_msg_ids k ON k.sender_id = inp.sender AND k.client_msg_id = inp.cmid
-          LEFT JOIN direct_pairs dp ON dp.user_lo = inp.lo AND dp.user_hi = inp.hi
-          LEFT JOIN conversations c ON c.id = COALESCE(inp.conv, dp.conv_id)
-          LEFT JOIN user_conversations uc ON uc.conv_id = inp.conv AND uc.user_id = inp.sender
+          LEFT JOIN LATERAL (SELECT k.conv_id, k.seq FROM client_msg_ids k
+                              WHERE k.sender_id = inp.sender AND k.client_msg_id = inp.cmid OFFSET 0) k ON true
+          LEFT JOIN LATERAL (SELECT dp.conv_id FROM direct_pairs dp
+                              WHERE dp.user_lo = inp.lo AND dp.user_hi = inp.hi OFFSET 0) dp ON true
+          LEFT JOIN LATERAL (SELECT c.type, c.mute_all, c.dissolved, c.last_seq, c.fanout FROM conversations c
+                              WHERE c.id = COALESCE(inp.conv, dp.conv_id) OFFSET 0) c ON true
+          LEFT JOIN LATERAL (SELECT uc.role, uc.left_seq, uc.muted_until, uc.peer_id FROM user_conversations uc
+                              WHERE uc.user_id = inp.sender AND uc.conv_id = inp.conv OFFSET 0) uc ON true
     ), ranked AS (
         SELECT l.*, dense_rank() OVER (ORDER BY l.sender, l.cmid)::int AS key_no,
                CASE WHEN l.lo IS NOT NULL THEN dense_rank() OVER (ORDER BY l.lo, l.hi)::int END AS pair_no,
@@ -614,6 +621,7 @@ BEGIN
       LEFT JOIN per_msg pm ON pm.i = o.src
       LEFT JOIN ment_list sl ON sl.i = o.src
       -- a duplicate of an earlier send: the stored message (the run's own are not visible here)
-      LEFT JOIN messages m ON o.dup AND o.src IS NULL AND m.conv_id = o.conv AND m.seq = o.seq
+      LEFT JOIN LATERAL (SELECT m.* FROM messages m
+                          WHERE o.dup AND o.src IS NULL AND m.conv_id = o.conv AND m.seq = o.seq OFFSET 0) m ON true
      ORDER BY o.i;
 END $$;
