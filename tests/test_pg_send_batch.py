@@ -352,3 +352,34 @@ async def _function_calls(dsn: str) -> dict[str, int]:
         return calls
     finally:
         await conn.close()
+
+
+async def test_a_send_into_a_conversation_the_same_run_opens_is_rerun_alone(postgres_dsn: str) -> None:
+    """The batch function reads all conversations before it opens new ones, so a send by
+    conversation id into one its own run opens (possible only with a guessed id) cannot be
+    decided there: the run is rolled back and rerun send by send, with the outcome of
+    sequential sends — the guessed send goes through."""
+    store = PostgresStore(postgres_dsn)
+    await store.open()
+    try:
+        for uid in (1, 2, 3):
+            await store.create_user(UserRec(uid, f"u{uid}", f"u{uid}", "h", T0))
+        cmds = [
+            SendCmd(100 + i, 500 + i, 1, "phone", "text", b'{"text":"x"}', f"k{i}", T0, to=3)
+            if i != 2
+            else SendCmd(100 + i, 500 + i, 1, "phone", "text", b'{"text":"x"}', f"k{i}", T0, to=2)
+            for i in range(BATCH_SEND_MIN)
+        ]
+        # Sends 0 and 2 open conversations 500 and 502; one more, by user 2 into 502.
+        cmds.append(SendCmd(200, 600, 2, "phone", "text", b'{"text":"y"}', "g", T0, conv_id=502))
+        results = await asyncio.gather(*(store.send_message(c) for c in cmds))
+        assert [(r.message.conv_id, r.message.seq) for r in results] == [
+            (500, 1),
+            (500, 2),
+            (502, 1),
+            (500, 3),
+            (502, 2),
+        ]
+        assert store.stats["batches"] >= 2 and store.stats["retries"] == 1  # the run, then alone
+    finally:
+        await store.close()

@@ -1,7 +1,8 @@
 """Timeline jobs of the PostgreSQL store: sends, read markers, recall, sync and history.
 
 Mirrors :mod:`yim.storage.sqlite_timeline` (the behavioural spec). Appends go through the
-server-side functions ``yim_send`` / ``yim_append`` (postgres_functions.sql); write jobs
+server-side functions ``yim_send`` (one send), ``yim_send_batch`` (a run of sends, with the
+outcome of one ``yim_send`` each) and ``yim_append`` (postgres_functions.sql); write jobs
 run on the writer's connection inside its batch transaction, reads on a pooled one.
 """
 
