@@ -331,6 +331,7 @@ DECLARE
     s_conv bigint[]; s_last bigint[]; s_fanout text[];
     -- per pair and per key
     pair_slot int[] := '{}'; key_origin int[] := '{}';
+    v_known_pairs int[]; v_known_slots int[];  -- pairs with a conversation already, and its slot
     -- phase 2, per message: the answer
     r_err text[] := array_fill(NULL::text, ARRAY[n]); r_msg text[] := array_fill(NULL::text, ARRAY[n]);
     r_dup boolean[] := array_fill(false, ARRAY[n]);
@@ -400,24 +401,17 @@ BEGIN
            array_agg(r.slot_no ORDER BY r.pair_no) FILTER (WHERE r.pair_first AND r.slot_no IS NOT NULL)
       INTO l_key, l_pair, l_slot, l_stored_conv, l_stored_seq, l_to_exists, l_deny, l_deny_msg,
            l_type, l_mute_all, l_dissolved, l_role, l_left, l_muted_until, l_mentions, l_mentions_ok,
-           s_conv, s_last, s_fanout, v_opened, pair_slot
+           s_conv, s_last, s_fanout, v_known_pairs, v_known_slots
       FROM (SELECT x.*,
                    x.slot_no IS NOT NULL AND row_number() OVER (PARTITION BY x.slot_no ORDER BY x.i) = 1 AS slot_first,
                    x.pair_no IS NOT NULL AND row_number() OVER (PARTITION BY x.pair_no ORDER BY x.i) = 1 AS pair_first
               FROM ranked x) r
       LEFT JOIN ment m ON m.i = r.i;
-    -- pair_slot came as (pairs, slots): spread it out into pair -> slot.
     v_slots := COALESCE(cardinality(s_conv), 0);
     s_conv := COALESCE(s_conv, '{}'); s_last := COALESCE(s_last, '{}'); s_fanout := COALESCE(s_fanout, '{}');
-    DECLARE
-        v_pairs int[] := COALESCE(v_opened, '{}'); v_pair_slots int[] := COALESCE(pair_slot, '{}');
-    BEGIN
-        pair_slot := '{}';
-        FOR j IN 1 .. cardinality(v_pairs) LOOP
-            pair_slot[v_pairs[j]] := v_pair_slots[j];
-        END LOOP;
-        v_opened := '{}';
-    END;
+    FOR j IN 1 .. COALESCE(cardinality(v_known_pairs), 0) LOOP  -- (pair, slot) lists -> pair_slot[pair]
+        pair_slot[v_known_pairs[j]] := v_known_slots[j];
+    END LOOP;
 
     FOR i IN 1 .. n LOOP
         -- Idempotency first: a retried client_msg_id returns the original and writes nothing.
