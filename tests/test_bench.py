@@ -224,7 +224,8 @@ def test_pairs_on_postgres_reports_cpu_per_process_and_statements() -> None:
     assert row["postgres_cpu_us_per_msg"] > 0
     assert row["stack_cpu_us_per_msg"] >= row["node_cpu_us_per_msg"] + row["postgres_cpu_us_per_msg"] - 0.2
     sends = [s for s in row["pg_statements"] if "yim_send" in s["query"]]
-    assert sends and sends[0]["calls"] == 60  # one call per message, reset when the load began
+    # one call per run of sends (at most one per message), counted from when the load began
+    assert sends and 0 < sends[0]["calls"] <= 60
 
 
 def test_cluster_options_are_checked() -> None:

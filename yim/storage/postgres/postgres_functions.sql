@@ -7,25 +7,29 @@
 -- Checks never raise: a refused send returns (o_err, o_err_msg) having written nothing,
 -- so a batch of sends runs in one transaction without a savepoint per message.
 
--- May p_sender message p_to directly? NULL, or the error (blocks, then dm_policy).
--- (plpgsql, not sql: a non-inlined SQL function is planned again on every call.)
+-- May p_sender message p_to directly? One row: (NULL, NULL), or the error (blocks, then
+-- dm_policy). The rule itself, in SQL so that a caller's statement inlines it (the batch
+-- send joins it LATERAL over all its messages at once).
+CREATE OR REPLACE FUNCTION yim_direct_denial(p_sender bigint, p_to bigint)
+RETURNS TABLE (o_err text, o_msg text) LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN b.by_them OR b.them THEN 'blocked' WHEN b.friends_only THEN 'friends_only' END,
+           CASE WHEN b.by_them THEN 'this user does not accept messages from you'
+                WHEN b.them THEN 'you blocked this user; unblock them first'
+                WHEN b.friends_only THEN 'this user accepts direct messages from friends only' END
+      FROM (SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id = p_to AND blocked_id = p_sender) AS by_them,
+                   EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to) AS them,
+                   COALESCE((SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
+                            AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender),
+                            false) AS friends_only
+            OFFSET 0) b  -- each EXISTS once: not pulled up into both CASEs
+$$;
+
+-- The same for one pair, as PL/pgSQL: a statement of a PL/pgSQL caller that calls it keeps
+-- a cached plan (a non-inlined SQL function is planned again on every call).
 CREATE OR REPLACE FUNCTION yim_direct_denied(p_sender bigint, p_to bigint, OUT o_err text, OUT o_msg text)
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_blocked_by_them boolean; v_blocked_them boolean; v_friends_only boolean;
 BEGIN
-    SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id = p_to AND blocked_id = p_sender),
-           EXISTS (SELECT 1 FROM blocks WHERE user_id = p_sender AND blocked_id = p_to),
-           COALESCE((SELECT dm_policy FROM privacy WHERE user_id = p_to) = 'friends'
-                    AND NOT EXISTS (SELECT 1 FROM friends WHERE user_id = p_to AND friend_id = p_sender), false)
-      INTO v_blocked_by_them, v_blocked_them, v_friends_only;
-    IF v_blocked_by_them THEN
-        o_err := 'blocked'; o_msg := 'this user does not accept messages from you';
-    ELSIF v_blocked_them THEN
-        o_err := 'blocked'; o_msg := 'you blocked this user; unblock them first';
-    ELSIF v_friends_only THEN
-        o_err := 'friends_only'; o_msg := 'this user accepts direct messages from friends only';
-    END IF;
+    SELECT d.o_err, d.o_msg INTO o_err, o_msg FROM yim_direct_denial(p_sender, p_to) d;
 END $$;
 
 
@@ -280,4 +284,338 @@ BEGIN
       INTO o_seq, o_fanout, o_sender_inbox, o_users, o_seqs
       FROM yim_append(o_conv, p_msg_id, p_sender, p_device, p_kind, p_body, p_cmid, p_created, false,
                       p_mentions, p_mention_all, '{}') a;
+END $$;
+
+
+-- A run of N sends in one call, set-based: the outcome of each message and every row
+-- written are those of N calls of yim_send in array order (tests/test_pg_send_batch.py
+-- compares them row for row), but each statement runs once over the whole run, so its
+-- executor set-up is paid per batch, not per message (docs/performance.md, "Cluster
+-- path"). Three phases:
+--   1. one statement reads all a run needs: earlier sends of each (sender, client_msg_id),
+--      each direct pair's conversation, the sender's membership, blocks and privacy,
+--      whether the mentioned users are members;
+--   2. a loop without SQL walks the messages in order and decides each one: a duplicate
+--      (of an earlier send, or of an earlier message of this run), a refusal, or an append
+--      with its conversation seq; the first accepted message of a new pair opens its
+--      conversation;
+--   3. a few statements write the accepted messages: new pairs, idempotency keys, then
+--      one statement with the inbox fan-out (each inbox's seqs numbered in run order), the
+--      messages, the conversation heads, read markers and mentions; it returns the rows.
+-- Mentions come flattened: p_mention_of[j] is the ordinal (1-based) of the message that
+-- mentions p_mention[j], in the message's order. The caller's prelude (yim_lock) holds
+-- every conversation and user row this writes, as for yim_send.
+CREATE OR REPLACE FUNCTION yim_send_batch(
+    p_msg_id bigint[], p_new_conv bigint[], p_sender bigint[], p_device text[], p_kind text[], p_body text[],
+    p_cmid text[], p_created bigint[], p_to bigint[], p_conv bigint[], p_mention_all boolean[],
+    p_mention_of int[], p_mention bigint[]
+) RETURNS TABLE (
+    o_err text, o_err_msg text, o_dup boolean,
+    o_conv bigint, o_seq bigint, o_sender_inbox bigint, o_fanout text,
+    o_users bigint[], o_seqs bigint[],
+    d_msg_id bigint, d_device text, d_kind text, d_body text, d_created bigint,
+    d_recalled boolean, d_mentions bigint[], d_mention_all boolean
+) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    n int := cardinality(p_msg_id);
+    -- phase 1, per message
+    l_key int[];            -- (sender, client_msg_id), numbered densely
+    l_pair int[];           -- the direct pair of a send by user id, numbered densely
+    l_slot int[];           -- the existing conversation it goes to, numbered densely
+    l_stored_conv bigint[]; l_stored_seq bigint[];  -- an earlier send with the same key
+    l_to_exists boolean[];
+    l_deny text[]; l_deny_msg text[];
+    l_type text[]; l_mute_all boolean[]; l_dissolved boolean[]; l_role text[]; l_left bigint[];
+    l_muted_until bigint[]; l_mentions int[]; l_mentions_ok boolean[];
+    -- per conversation slot
+    s_conv bigint[]; s_last bigint[]; s_fanout text[];
+    -- per pair and per key
+    pair_slot int[] := '{}'; key_origin int[] := '{}';
+    v_known_pairs int[]; v_known_slots int[];  -- pairs with a conversation already, and its slot
+    -- phase 2, per message: the answer
+    r_err text[] := array_fill(NULL::text, ARRAY[n]); r_msg text[] := array_fill(NULL::text, ARRAY[n]);
+    r_dup boolean[] := array_fill(false, ARRAY[n]);
+    r_conv bigint[] := array_fill(NULL::bigint, ARRAY[n]); r_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    r_fanout text[] := array_fill(NULL::text, ARRAY[n]);
+    r_src int[] := array_fill(NULL::int, ARRAY[n]);  -- the accepted message this one is (or duplicates)
+    v_accepted int[] := '{}'; v_opened int[] := '{}'; v_opened_convs bigint[] := '{}';
+    v_slots int; v_slot int; v_pair int; v_key int; v_origin int; v_count bigint;
+BEGIN
+    IF n IS NULL THEN
+        RETURN;
+    END IF;
+    WITH inp AS (
+        SELECT t.i::int AS i, t.sender, t.cmid, t.to_, t.conv,
+               CASE WHEN t.to_ IS NOT NULL AND t.to_ <> t.sender THEN LEAST(t.sender, t.to_) END AS lo,
+               CASE WHEN t.to_ IS NOT NULL AND t.to_ <> t.sender THEN GREATEST(t.sender, t.to_) END AS hi
+          FROM unnest(p_sender, p_cmid, p_to, p_conv) WITH ORDINALITY AS t(sender, cmid, to_, conv, i)
+    ), ment AS (
+        SELECT x.i, count(*)::int AS n, count(DISTINCT x.u) = count(DISTINCT uc.user_id) AS ok
+          FROM unnest(p_mention_of, p_mention) AS x(i, u)
+          JOIN inp ON inp.i = x.i
+          LEFT JOIN user_conversations uc ON uc.conv_id = inp.conv AND uc.user_id = x.u AND uc.left_seq IS NULL
+         GROUP BY x.i
+    ), looked AS (
+        SELECT inp.i, inp.sender, inp.cmid, inp.lo, inp.hi, k.conv_id AS stored_conv, k.seq AS stored_seq,
+               COALESCE(inp.conv, dp.conv_id) AS target_conv,
+               CASE WHEN inp.lo IS NOT NULL AND dp.conv_id IS NULL
+                    THEN EXISTS (SELECT 1 FROM users u WHERE u.id = inp.to_) END AS to_exists,
+               c.type, c.mute_all, c.dissolved, c.last_seq, c.fanout,
+               uc.role, uc.left_seq, uc.muted_until, uc.peer_id, inp.to_
+          -- Each lookup a probe of a primary key, per message, whatever the tables' sizes and
+          -- the plan cache's row estimates (OFFSET 0: not flattened into a hash join that
+          -- would scan a whole table on every call).
+          FROM inp
+          LEFT JOIN LATERAL (SELECT k.conv_id, k.seq FROM client_msg_ids k
+                              WHERE k.sender_id = inp.sender AND k.client_msg_id = inp.cmid OFFSET 0) k ON true
+          LEFT JOIN LATERAL (SELECT dp.conv_id FROM direct_pairs dp
+                              WHERE dp.user_lo = inp.lo AND dp.user_hi = inp.hi OFFSET 0) dp ON true
+          LEFT JOIN LATERAL (SELECT c.type, c.mute_all, c.dissolved, c.last_seq, c.fanout FROM conversations c
+                              WHERE c.id = COALESCE(inp.conv, dp.conv_id) OFFSET 0) c ON true
+          LEFT JOIN LATERAL (SELECT uc.role, uc.left_seq, uc.muted_until, uc.peer_id FROM user_conversations uc
+                              WHERE uc.user_id = inp.sender AND uc.conv_id = inp.conv OFFSET 0) uc ON true
+    ), ranked AS (
+        SELECT l.*, dense_rank() OVER (ORDER BY l.sender, l.cmid)::int AS key_no,
+               CASE WHEN l.lo IS NOT NULL THEN dense_rank() OVER (ORDER BY l.lo, l.hi)::int END AS pair_no,
+               -- existing conversations first, so that their slots are 1..K without gaps
+               CASE WHEN l.type IS NOT NULL THEN dense_rank() OVER (ORDER BY l.type IS NULL, l.target_conv)::int END
+                   AS slot_no,
+               d.o_err AS deny, d.o_msg AS deny_msg
+          FROM looked l
+          -- only direct sends have someone to be refused by: the recipient, or the peer
+          LEFT JOIN LATERAL yim_direct_denial(l.sender, COALESCE(l.to_, l.peer_id)) d
+                 ON l.to_ IS NOT NULL OR l.type = 'direct'
+    )
+    SELECT array_agg(r.key_no ORDER BY r.i), array_agg(r.pair_no ORDER BY r.i), array_agg(r.slot_no ORDER BY r.i),
+           array_agg(r.stored_conv ORDER BY r.i), array_agg(r.stored_seq ORDER BY r.i),
+           array_agg(r.to_exists ORDER BY r.i), array_agg(r.deny ORDER BY r.i), array_agg(r.deny_msg ORDER BY r.i),
+           array_agg(r.type ORDER BY r.i), array_agg(r.mute_all ORDER BY r.i), array_agg(r.dissolved ORDER BY r.i),
+           array_agg(r.role ORDER BY r.i), array_agg(r.left_seq ORDER BY r.i), array_agg(r.muted_until ORDER BY r.i),
+           array_agg(COALESCE(m.n, 0) ORDER BY r.i), array_agg(COALESCE(m.ok, true) ORDER BY r.i),
+           -- one entry per conversation slot (the first message's row stands for its slot)
+           array_agg(r.target_conv ORDER BY r.slot_no) FILTER (WHERE r.slot_first),
+           array_agg(r.last_seq ORDER BY r.slot_no) FILTER (WHERE r.slot_first),
+           array_agg(r.fanout ORDER BY r.slot_no) FILTER (WHERE r.slot_first),
+           -- each pair that has a conversation already: its slot
+           array_agg(r.pair_no ORDER BY r.pair_no) FILTER (WHERE r.pair_first AND r.slot_no IS NOT NULL),
+           array_agg(r.slot_no ORDER BY r.pair_no) FILTER (WHERE r.pair_first AND r.slot_no IS NOT NULL)
+      INTO l_key, l_pair, l_slot, l_stored_conv, l_stored_seq, l_to_exists, l_deny, l_deny_msg,
+           l_type, l_mute_all, l_dissolved, l_role, l_left, l_muted_until, l_mentions, l_mentions_ok,
+           s_conv, s_last, s_fanout, v_known_pairs, v_known_slots
+      FROM (SELECT x.*,
+                   x.slot_no IS NOT NULL AND row_number() OVER (PARTITION BY x.slot_no ORDER BY x.i) = 1 AS slot_first,
+                   x.pair_no IS NOT NULL AND row_number() OVER (PARTITION BY x.pair_no ORDER BY x.i) = 1 AS pair_first
+              FROM ranked x) r
+      LEFT JOIN ment m ON m.i = r.i;
+    v_slots := COALESCE(cardinality(s_conv), 0);
+    s_conv := COALESCE(s_conv, '{}'); s_last := COALESCE(s_last, '{}'); s_fanout := COALESCE(s_fanout, '{}');
+    FOR j IN 1 .. COALESCE(cardinality(v_known_pairs), 0) LOOP  -- (pair, slot) lists -> pair_slot[pair]
+        pair_slot[v_known_pairs[j]] := v_known_slots[j];
+    END LOOP;
+
+    FOR i IN 1 .. n LOOP
+        -- Idempotency first: a retried client_msg_id returns the original and writes nothing.
+        IF l_stored_conv[i] IS NOT NULL THEN
+            r_dup[i] := true; r_conv[i] := l_stored_conv[i]; r_seq[i] := l_stored_seq[i];
+            CONTINUE;
+        END IF;
+        v_key := l_key[i];
+        v_origin := key_origin[v_key];
+        IF v_origin IS NOT NULL THEN  -- the same key earlier in this run, accepted
+            r_dup[i] := true; r_conv[i] := r_conv[v_origin]; r_seq[i] := r_seq[v_origin]; r_src[i] := v_origin;
+            CONTINUE;
+        END IF;
+
+        IF p_to[i] IS NOT NULL THEN
+            IF p_to[i] = p_sender[i] THEN
+                r_err[i] := 'bad_request'; r_msg[i] := 'cannot send a direct message to yourself'; CONTINUE;
+            END IF;
+            IF l_mentions[i] > 0 OR p_mention_all[i] THEN
+                r_err[i] := 'bad_request'; r_msg[i] := 'mentions are for group messages'; CONTINUE;
+            END IF;
+            v_pair := l_pair[i];
+            v_slot := pair_slot[v_pair];
+            r_conv[i] := s_conv[v_slot];
+            IF v_slot IS NULL AND NOT l_to_exists[i] THEN
+                r_err[i] := 'not_found'; r_msg[i] := format('no user %s', p_to[i]); CONTINUE;
+            END IF;
+            IF l_deny[i] IS NOT NULL THEN
+                r_err[i] := l_deny[i]; r_msg[i] := l_deny_msg[i]; CONTINUE;
+            END IF;
+            IF v_slot IS NULL THEN  -- the pair's first message opens its conversation
+                v_slots := v_slots + 1;
+                v_slot := v_slots;
+                s_conv[v_slot] := p_new_conv[i]; s_last[v_slot] := 0; s_fanout[v_slot] := 'write';
+                pair_slot[v_pair] := v_slot;
+                v_opened := v_opened || i;
+                v_opened_convs := v_opened_convs || p_new_conv[i];
+                r_conv[i] := p_new_conv[i];
+            END IF;
+        ELSE
+            r_conv[i] := p_conv[i];
+            v_slot := l_slot[i];
+            IF v_slot IS NULL AND p_conv[i] = ANY (v_opened_convs) THEN
+                -- Into a conversation this very run opened (its id guessed before the ACK):
+                -- phase 1 could not see it. Let the writer run the sends one by one.
+                RAISE EXCEPTION 'send into conversation % opened in the same batch', p_conv[i]
+                    USING ERRCODE = 'serialization_failure';
+            END IF;
+            IF l_type[i] = 'service' THEN  -- customer service: the writer runs its Python routing job
+                r_err[i] := 'service_conversation'; CONTINUE;
+            END IF;
+            IF v_slot IS NULL OR l_role[i] IS NULL OR l_left[i] IS NOT NULL THEN
+                IF l_dissolved[i] THEN
+                    r_err[i] := 'group_dissolved'; r_msg[i] := format('group %s was dissolved', p_conv[i]); CONTINUE;
+                END IF;
+                r_err[i] := 'not_member';
+                r_msg[i] := format('you are not a member of conversation %s', p_conv[i]); CONTINUE;
+            END IF;
+            IF l_type[i] = 'group' THEN
+                IF l_muted_until[i] > p_created[i] THEN
+                    r_err[i] := 'muted';
+                    r_msg[i] := format('you are muted in this group until %s', l_muted_until[i]); CONTINUE;
+                END IF;
+                IF l_mute_all[i] AND l_role[i] = 'member' THEN
+                    r_err[i] := 'muted'; r_msg[i] := 'the whole group is muted; only the owner and admins may speak';
+                    CONTINUE;
+                END IF;
+                IF p_mention_all[i] AND l_role[i] = 'member' THEN
+                    r_err[i] := 'forbidden'; r_msg[i] := 'only the owner and admins may mention everyone'; CONTINUE;
+                END IF;
+                IF NOT l_mentions_ok[i] THEN
+                    r_err[i] := 'bad_request'; r_msg[i] := 'every mentioned user must be a member of the group';
+                    CONTINUE;
+                END IF;
+            ELSE
+                IF l_mentions[i] > 0 OR p_mention_all[i] THEN
+                    r_err[i] := 'bad_request'; r_msg[i] := 'mentions are for group messages'; CONTINUE;
+                END IF;
+                IF l_deny[i] IS NOT NULL THEN
+                    r_err[i] := l_deny[i]; r_msg[i] := l_deny_msg[i]; CONTINUE;
+                END IF;
+            END IF;
+        END IF;
+        -- Accepted: the next seq of its conversation.
+        s_last[v_slot] := s_last[v_slot] + 1;
+        r_seq[i] := s_last[v_slot];
+        r_fanout[i] := s_fanout[v_slot];
+        r_src[i] := i;
+        key_origin[v_key] := i;
+        v_accepted := v_accepted || i;
+    END LOOP;
+
+    IF cardinality(v_opened) > 0 THEN
+        WITH opened AS (
+            SELECT p_sender[o.i] AS sender, p_to[o.i] AS to_, p_new_conv[o.i] AS conv, p_created[o.i] AS created
+              FROM unnest(v_opened) AS o(i)
+        ), paired AS (
+            INSERT INTO direct_pairs (user_lo, user_hi, conv_id)
+            SELECT LEAST(sender, to_), GREATEST(sender, to_), conv FROM opened
+            ON CONFLICT DO NOTHING RETURNING 1
+        ), conv AS (
+            INSERT INTO conversations (id, type, created_at, last_seq, last_msg_id, updated_at, member_count)
+            SELECT conv, 'direct', created, 0, conv, created, 2 FROM opened
+        ), members AS (
+            INSERT INTO user_conversations (user_id, conv_id, peer_id)
+            SELECT sender, conv, to_ FROM opened UNION ALL SELECT to_, conv, sender FROM opened
+        )
+        SELECT count(*) INTO v_count FROM paired;
+        IF v_count <> cardinality(v_opened) THEN
+            -- A first message of the same pair committed meanwhile on another connection (the
+            -- prelude's pair lock rules this out): rerun the sends one by one.
+            RAISE EXCEPTION 'a direct pair of this batch was opened meanwhile' USING ERRCODE = 'serialization_failure';
+        END IF;
+    END IF;
+
+    INSERT INTO client_msg_ids (sender_id, client_msg_id, conv_id, seq)
+    SELECT p_sender[a.i], p_cmid[a.i], r_conv[a.i], r_seq[a.i] FROM unnest(v_accepted) AS a(i)
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count <> cardinality(v_accepted) THEN
+        -- The same (sender, client_msg_id) committed meanwhile on another connection: make
+        -- the batch retry; the retry finds it in the idempotency lookup.
+        RAISE EXCEPTION 'concurrent send of a client_msg_id of this batch' USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    RETURN QUERY
+    WITH inp AS (
+        SELECT t.i::int AS i, t.msg_id, t.sender, t.device, t.kind, t.body, t.cmid, t.created, t.mention_all,
+               t.err, t.msg, t.dup, t.conv, t.seq, t.fanout, t.src
+          FROM unnest(p_msg_id, p_sender, p_device, p_kind, p_body, p_cmid, p_created, p_mention_all,
+                      r_err, r_msg, r_dup, r_conv, r_seq, r_fanout, r_src)
+               WITH ORDINALITY AS t(msg_id, sender, device, kind, body, cmid, created, mention_all,
+                                    err, msg, dup, conv, seq, fanout, src, i)
+    ), acc AS (  -- the accepted ones (written as "seq and not a duplicate" for the planner's estimate)
+        SELECT * FROM inp WHERE inp.seq IS NOT NULL AND NOT inp.dup
+    ), ment AS (
+        SELECT x.i::int AS i, x.u FROM unnest(p_mention_of, p_mention) AS x(i, u)
+    ), ment_list AS (
+        SELECT x.i, array_agg(x.u ORDER BY x.j) AS mentions
+          FROM unnest(p_mention_of, p_mention) WITH ORDINALITY AS x(i, u, j) GROUP BY x.i
+    ), rcpt AS (  -- write fan-out: the conversation's current members get it in their inbox
+        SELECT a.i, a.sender, a.conv, a.seq AS conv_seq, a.created, uc.user_id FROM acc a
+          JOIN user_conversations uc ON uc.conv_id = a.conv AND uc.left_seq IS NULL
+         WHERE a.fanout = 'write'
+    ), numbered AS (  -- each inbox's seqs, gap-free, in run order
+        SELECT r.i, r.sender, r.conv, r.conv_seq, r.created, r.user_id,
+               u.inbox_seq + row_number() OVER (PARTITION BY r.user_id ORDER BY r.i) AS seq
+          FROM rcpt r JOIN users u ON u.id = r.user_id
+    ), bumped AS (
+        UPDATE users u SET inbox_seq = u.inbox_seq + x.n
+          FROM (SELECT r.user_id, count(*) AS n FROM rcpt r GROUP BY r.user_id) x
+         WHERE u.id = x.user_id
+    ), inboxed AS (
+        INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at)
+        SELECT nb.user_id, nb.seq, 'message', nb.conv, nb.conv_seq, nb.created FROM numbered nb
+    ), per_msg AS (
+        SELECT nb.i, array_agg(nb.user_id ORDER BY nb.user_id) AS users, array_agg(nb.seq ORDER BY nb.user_id) AS seqs,
+               max(nb.seq) FILTER (WHERE nb.user_id = nb.sender) AS sender_seq
+          FROM numbered nb GROUP BY nb.i
+    ), stored AS (
+        INSERT INTO messages (conv_id, seq, msg_id, sender_id, sender_device, kind, body, client_msg_id,
+                              sender_inbox_seq, created_at, uncounted, mentions, mention_all)
+        SELECT a.conv, a.seq, a.msg_id, a.sender, a.device, a.kind, a.body, a.cmid,
+               COALESCE(pm.sender_seq, 0), a.created, false, ml.mentions, a.mention_all
+          FROM acc a LEFT JOIN per_msg pm ON pm.i = a.i LEFT JOIN ment_list ml ON ml.i = a.i
+    ), heads AS (  -- each conversation ends at its last message of the run
+        UPDATE conversations c
+           SET last_seq = h.seq, last_msg_id = h.msg_id, updated_at = h.created,
+               mention_all_seq = COALESCE(h.mention_all_seq, c.mention_all_seq)
+          FROM (SELECT DISTINCT ON (a.conv) a.conv, a.seq, a.msg_id, a.created,
+                       max(a.seq) FILTER (WHERE a.mention_all) OVER (PARTITION BY a.conv) AS mention_all_seq
+                  FROM acc a ORDER BY a.conv, a.seq DESC) h
+         WHERE c.id = h.conv
+    ), marks AS (  -- sending reads up to one's own entry; a mention marks the mentioned
+        UPDATE user_conversations uc
+           SET read_seq = CASE WHEN x.read_seq IS NOT NULL AND uc.left_seq IS NULL THEN x.read_seq ELSE uc.read_seq END,
+               mention_seq = COALESCE(x.mention_seq, uc.mention_seq)
+          FROM (SELECT y.user_id, y.conv, max(y.read_seq) AS read_seq, max(y.mention_seq) AS mention_seq
+                  FROM (SELECT a.sender AS user_id, a.conv, a.seq AS read_seq, NULL::bigint AS mention_seq FROM acc a
+                        UNION ALL
+                        SELECT m.u, a.conv, NULL, a.seq FROM ment m JOIN acc a ON a.i = m.i) y
+                 GROUP BY y.user_id, y.conv) x
+         WHERE uc.user_id = x.user_id AND uc.conv_id = x.conv
+    )
+    SELECT o.err, o.msg, o.dup, COALESCE(m.conv_id, o.conv), COALESCE(m.seq, o.seq),
+           CASE WHEN m.conv_id IS NOT NULL THEN m.sender_inbox_seq
+                WHEN o.src IS NOT NULL THEN COALESCE(pm.sender_seq, 0) END,
+           CASE WHEN NOT o.dup THEN o.fanout END,
+           CASE WHEN o.src = o.i THEN COALESCE(pm.users, '{}') END,
+           CASE WHEN o.src = o.i THEN COALESCE(pm.seqs, '{}') END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.msg_id WHEN o.dup THEN s.msg_id END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.sender_device WHEN o.dup THEN s.device END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.kind WHEN o.dup THEN s.kind END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.body WHEN o.dup THEN s.body END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.created_at WHEN o.dup THEN s.created END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.recalled WHEN o.dup THEN false END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.mentions WHEN o.dup THEN sl.mentions END,
+           CASE WHEN m.conv_id IS NOT NULL THEN m.mention_all WHEN o.dup THEN s.mention_all END
+      FROM inp o
+      LEFT JOIN inp s ON s.i = o.src
+      LEFT JOIN per_msg pm ON pm.i = o.src
+      LEFT JOIN ment_list sl ON sl.i = o.src
+      -- a duplicate of an earlier send: the stored message (the run's own are not visible here)
+      LEFT JOIN LATERAL (SELECT m.* FROM messages m
+                          WHERE o.dup AND o.src IS NULL AND m.conv_id = o.conv AND m.seq = o.seq OFFSET 0) m ON true
+     ORDER BY o.i;
 END $$;

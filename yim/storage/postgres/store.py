@@ -7,10 +7,13 @@ an ACK always means "durably stored", a lone message is committed as soon as the
 free (batches form only from what queued up during the previous round trip), and a burst
 costs one commit per batch instead of one per message.
 
-- Sends are the hot path: each is one call of the server-side function ``yim_send``
-  (postgres_functions.sql), and consecutive sends of a batch go out *pipelined* in one
-  ``fetchmany`` — one network round trip for the whole run. ``yim_send`` checks before it
-  writes and returns a refusal instead of raising, so no savepoint is needed per message.
+- Sends are the hot path: consecutive sends of a batch are one call of the server-side
+  function ``yim_send_batch`` (postgres_functions.sql), which takes them as arrays and runs
+  each of its statements once over the whole run — one round trip, and PostgreSQL's
+  per-statement set-up paid per run, not per message. Its outcome is that of one
+  ``yim_send`` per message, in order; a run shorter than BATCH_SEND_MIN, and a send rerun
+  alone, go through ``yim_send`` (pipelined: one round trip too). Both check before they
+  write and return a refusal instead of raising, so no savepoint is needed per message.
 - Other writes (groups, read markers, accounts, relations) are Python jobs run inside a
   savepoint each, so one failing job rolls back alone.
 - Seqs are allocated by ``UPDATE ... RETURNING`` on the timeline's head row inside that
@@ -132,6 +135,12 @@ CONNECTION_LOST = (
     # connection sat idle ("cannot switch to state ..."): the connection is unusable.
     asyncpg.exceptions.InternalClientError,
 )
+
+#: Runs of at least this many sends go to ``yim_send_batch``, shorter ones to ``yim_send``
+#: (pipelined): the batch function's few statements are bigger, and setting them up costs
+#: about as much as ``yim_send`` for 3-4 messages (PostgreSQL CPU, measured with runs of 1,
+#: 2, 4 and 8 sends: docs/performance.md, "Cluster path"). Both give the same outcome.
+BATCH_SEND_MIN = 4
 
 Job = Callable[..., Awaitable[Any]]
 _REFUSED = "store writes refused (`unavailable`): %s; %d refused since the last line"
@@ -406,12 +415,16 @@ class _Writer:
             await lock_anchors(conn, [job.anchors for job in batch if job.anchors is not None])
             i, n = 0, len(batch)
             while i < n:
-                if batch[i].fn is None:  # a run of sends: one pipelined round trip
+                if batch[i].fn is None:  # a run of sends: one round trip
                     j = i + 1
                     while j < n and batch[j].fn is None:
                         j += 1
                     sends = batch[i:j]
-                    rows = await conn.fetchmany(timeline.SEND_SQL, [job.args for job in sends])
+                    if len(sends) >= BATCH_SEND_MIN:
+                        cmds = [job.cmd for job in sends if job.cmd is not None]
+                        rows = await conn.fetch(timeline.SEND_BATCH_SQL, *timeline.send_batch_args(cmds))
+                    else:
+                        rows = await conn.fetchmany(timeline.SEND_SQL, [job.args for job in sends])
                     if any(row["o_err"] == timeline.SERVICE_CONV for row in rows):
                         # A send into a customer-service conversation: it needs the Python
                         # routing job. Redo the batch job by job, in order.

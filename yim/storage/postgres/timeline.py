@@ -1,7 +1,8 @@
 """Timeline jobs of the PostgreSQL store: sends, read markers, recall, sync and history.
 
 Mirrors :mod:`yim.storage.sqlite.timeline` (the behavioural spec). Appends go through the
-server-side functions ``yim_send`` / ``yim_append`` (postgres_functions.sql); write jobs
+server-side functions ``yim_send`` (one send), ``yim_send_batch`` (a run of sends, with the
+outcome of one ``yim_send`` each) and ``yim_append`` (postgres_functions.sql); write jobs
 run on the writer's connection inside its batch transaction, reads on a pooled one.
 """
 
@@ -35,6 +36,9 @@ TOTAL_UNREAD_SQL = (
 #: writer runs the Python routing job instead; nothing was written.
 SERVICE_CONV = "service_conversation"
 SEND_SQL = "SELECT * FROM yim_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+#: A run of sends in one call (``yim_send_batch``): the arrays of :func:`send_batch_args`,
+#: one row per send in order, each row what ``yim_send`` would have answered.
+SEND_BATCH_SQL = "SELECT * FROM yim_send_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 APPEND_SQL = "SELECT * FROM yim_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
 
@@ -75,8 +79,34 @@ def send_args(c: SendCmd) -> tuple[Any, ...]:
     )
 
 
+def send_batch_args(cmds: list[SendCmd]) -> tuple[list[Any], ...]:
+    """The arrays of ``yim_send_batch``: one per field, and the mentions flattened as
+    (ordinal of the message, mentioned user) in each message's order."""
+    mention_of: list[int] = []
+    mentioned: list[int] = []
+    for i, c in enumerate(cmds, 1):
+        for user_id in c.mentions:
+            mention_of.append(i)
+            mentioned.append(user_id)
+    return (
+        [c.msg_id for c in cmds],
+        [c.new_conv_id for c in cmds],
+        [c.sender_id for c in cmds],
+        [c.sender_device for c in cmds],
+        [c.kind for c in cmds],
+        [c.body.decode() for c in cmds],
+        [c.client_msg_id for c in cmds],
+        [c.created_at for c in cmds],
+        [c.to for c in cmds],
+        [c.conv_id for c in cmds],
+        [c.mention_all for c in cmds],
+        mention_of,
+        mentioned,
+    )
+
+
 def send_outcome(c: SendCmd | None, r: Any) -> tuple[SendResult | None, YimError | None]:
-    """A ``yim_send`` row -> (result, None) or (None, the refusal)."""
+    """A ``yim_send`` (or ``yim_send_batch``) row -> (result, None) or (None, the refusal)."""
     assert c is not None
     if r["o_err"] is not None:
         return None, YimError(r["o_err"], r["o_err_msg"])
