@@ -65,6 +65,10 @@ from yim.storage.postgres.locks import (
     running_opaque,
     send_anchors,
 )
+from yim.storage.postgres.media import PgMediaStore
+from yim.storage.postgres.relations import PgRelationStore
+from yim.storage.postgres.search import PgSearchStore
+from yim.storage.postgres.service import PgServiceStore, service_send
 from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
@@ -347,13 +351,13 @@ class _Writer:
                 outcomes = [(None, failure)] * len(batch)
             self.batches += 1
             self.jobs_done += len(batch)
-            for job, (result, exc) in zip(batch, outcomes, strict=True):
+            for job, (result, refusal) in zip(batch, outcomes, strict=True):
                 if job.fut.done():
                     continue
-                if exc is not None:
-                    if isinstance(exc, YimError) and exc.code == "unavailable":
-                        self.refusals.note(_REFUSED, exc.message)
-                    job.fut.set_exception(exc)
+                if refusal is not None:
+                    if isinstance(refusal, YimError) and refusal.code == "unavailable":
+                        self.refusals.note(_REFUSED, refusal.message)
+                    job.fut.set_exception(refusal)
                 else:
                     job.fut.set_result(result)
 
@@ -434,6 +438,7 @@ class _Writer:
                     i = j
                     continue
                 job = batch[i]
+                assert job.fn is not None  # the runs of sends (fn None) were taken above
                 token = running_opaque.set(job.anchors is None)
                 try:
                     async with conn.transaction():  # a savepoint: a failing job rolls back alone
@@ -466,14 +471,15 @@ class _Writer:
                 async with conn.transaction():
                     if job.anchors is not None:
                         await lock_anchors(conn, [job.anchors])
-                    if job.fn is None and job.anchors is None:  # a send known to be a service one
+                    if job.fn is not None:
+                        return await job.fn(conn, *job.args), None
+                    assert job.cmd is not None  # a send's _Job holds its SendCmd instead of a fn
+                    if job.anchors is None:  # a send known to be a service one
                         return await _service_send(conn, job.cmd, self.service), None
-                    if job.fn is None:
-                        row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
-                        if row["o_err"] == timeline.SERVICE_CONV:
-                            raise OpaqueAfterAll(row["o_conv"])
-                        return timeline.send_outcome(job.cmd, row)
-                    return await job.fn(conn, *job.args), None
+                    row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
+                    if row["o_err"] == timeline.SERVICE_CONV:
+                        raise OpaqueAfterAll(row["o_conv"])
+                    return timeline.send_outcome(job.cmd, row)
             except OpaqueAfterAll as exc:
                 # Routing discovers its locks as it goes: no prelude, a transaction alone
                 # (postgres_locks, "Opaque jobs"). Rolled back above; the next attempt runs it so.
@@ -527,14 +533,8 @@ class PostgresStore(Store):
         self._migrate = migrate_on_open
         self._pool: asyncpg.Pool | None = None
         self._writer = _Writer(self._connect, batch_max, queue_max)
-        from yim.storage.postgres.relations import PgRelationStore
-        from yim.storage.postgres.service import PgServiceStore
-
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
-        from yim.storage.postgres.media import PgMediaStore
-        from yim.storage.postgres.search import PgSearchStore
-
         self.media = PgMediaStore(self)
         self.search = PgSearchStore(self)
         self._writer.service = self.service
@@ -792,8 +792,6 @@ def _group_anchors(conv_id: int, *users: int) -> Anchors:
 
 
 async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
-    from yim.storage.postgres.service import service_send
-
     # Idempotency first, as for every send: a retried client_msg_id returns the original.
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
