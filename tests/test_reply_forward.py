@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users, until
+from tests.test_cluster import three_nodes  # noqa: F401 (the cluster fixture)
 from tests.test_media import auth, uploaded
 from yim.node import NodeServer
 
@@ -282,3 +283,35 @@ async def test_custom_kind_delivered_synced_and_searchable(server: NodeServer) -
         await _refused(
             "body_too_large", alice.request("send", kind="custom", body=big, client_msg_id="x", conv_id=conv)
         )
+
+
+async def test_reply_forward_and_recall_across_cluster_nodes(three_nodes: list[NodeServer]) -> None:  # noqa: F811
+    """Cluster mode (three nodes, PostgreSQL + Redis): the quote and the forwarded copy reach
+    members on other nodes, and a recall on one node shows in the quote read on another."""
+    n0, n1, n2 = three_nodes
+    async with (
+        aiohttp.ClientSession(n0.url) as h0,
+        aiohttp.ClientSession(n1.url) as h1,
+        aiohttp.ClientSession(n2.url) as h2,
+        asyncio.timeout(60),
+    ):
+        a_login, b_login, c_login = await make_users(h0, ["alice", "bob", "carol"])
+        alice, bob, carol = Device(h0, a_login), Device(h1, b_login), Device(h2, c_login)
+        for d in (alice, bob, carol):
+            await d.connect()
+        first = await _text(alice, "跨节点", "a1", to=bob.user_id)
+        conv = first["conv_id"]
+        reply = await bob.request("send", **_t("收到", "b1"), conv_id=conv, reply_to=first["seq"])
+        got = await _pushed_seq(alice, conv, reply["seq"])
+        assert got["body"]["quote"]["excerpt"] == "跨节点" and got["body"]["quote"]["sender_id"] == alice.user_id
+
+        gid = (await bob.request("group_create", name="g", members=[carol.user_id]))["group"]["conv_id"]
+        out = await bob.request(
+            "forward", conv_id=conv, seqs=[first["seq"]], targets=[{"conv_id": gid, "client_msg_id": "fw"}]
+        )
+        copy = await _pushed_seq(carol, gid, out["results"][0]["sent"][0]["seq"])
+        assert copy["body"] == {"text": "跨节点", "forwarded": {"sender_id": alice.user_id}}
+
+        await alice.request("recall", conv_id=conv, seq=first["seq"])
+        history = await bob.pull(conv, 0)
+        assert history[1]["body"]["quote"]["recalled"] is True and "excerpt" not in history[1]["body"]["quote"]
