@@ -315,3 +315,21 @@ async def test_reply_forward_and_recall_across_cluster_nodes(three_nodes: list[N
         await alice.request("recall", conv_id=conv, seq=first["seq"])
         history = await bob.pull(conv, 0)
         assert history[1]["body"]["quote"]["recalled"] is True and "excerpt" not in history[1]["body"]["quote"]
+
+
+async def test_forward_copies_count_against_the_send_limit(make_server: Any) -> None:
+    server: NodeServer = await make_server(rate_send_per_user_s=0.01, rate_send_burst=10)
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await _devices(http, ["alice", "bob", "carol"])
+        first = await _text(bob, "one", "b1", to=alice.user_id)
+        await _text(bob, "two", "b2", conv_id=first["conv_id"])
+        targets = [{"to": carol.user_id, "client_msg_id": f"t{i}"} for i in range(3)]
+        # 2 messages x 3 targets = 6 copies of alice's 10; then 6 more do not fit.
+        await alice.request("forward", conv_id=first["conv_id"], seqs=[1, 2], targets=targets)
+        await _refused("rate_limited", alice.request("forward", conv_id=first["conv_id"], seqs=[1, 2], targets=targets))
+        r = await http.post(
+            f"/api/v1/conversations/{first['conv_id']}/forward",
+            json={"seqs": [1, 2], "targets": targets},
+            headers=auth(alice.login),
+        )
+        assert r.status == 429, await r.text()

@@ -24,7 +24,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
 from yim.services import users
-from yim.services.messages import reply_quote, send_ack, send_message
+from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
 from yim.storage.records import SessionRec
 
 log = logging.getLogger("yim.gateway.http")
@@ -296,6 +296,9 @@ async def _run_op(
         req = msgspec.convert(data, op, strict=not from_query)
     except msgspec.ValidationError as exc:
         raise YimError("bad_request", str(exc).replace("`$.", "`")) from None
+    if isinstance(req, f.Forward):  # each copy is a message: the send limits count them all
+        limits = _node(request).limits
+        limits.check_send(session.user_id, limits.ip_key(request.remote), forward_copies(req))
     return json_response(await OPS[op](_node(request), session, req, None), status=status)
 
 

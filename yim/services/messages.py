@@ -198,6 +198,11 @@ async def recall(node: Context, session: SessionRec, req: Recall, origin: Device
     return RecallOut(conv_id=req.conv_id, seq=req.seq, recall_seq=result.message.seq, inbox_seq=result.sender_inbox_seq)
 
 
+def forward_copies(req: Forward) -> int:
+    """How many messages a ``forward`` sends: each distinct seq once per target."""
+    return len(set(req.seqs)) * len(req.targets)
+
+
 async def forward(node: Context, session: SessionRec, req: Forward, origin: Device | None = None) -> ForwardOut:
     """Copy messages of a conversation the sender is a member of into other conversations:
     each copy is a normal send (its own seq, inbox entries, unread count, idempotency by
@@ -209,7 +214,7 @@ async def forward(node: Context, session: SessionRec, req: Forward, origin: Devi
         if (t.to is None) == (t.conv_id is None):
             raise YimError("bad_request", "each forward target gives exactly one of `to` (a user id) or `conv_id`")
     seqs = list(dict.fromkeys(req.seqs))
-    if len(seqs) * len(targets) > MAX_FORWARD_COPIES:
+    if forward_copies(req) > MAX_FORWARD_COPIES:
         raise YimError("bad_request", f"one forward makes at most {MAX_FORWARD_COPIES} copies (messages x targets)")
     found = await node.store.quotable(parse_id(req.conv_id, "conversation"), session.user_id, seqs)
     copies = []
