@@ -120,7 +120,7 @@ def send_message(
     other devices, in the same callback — one loop callback per message, not two.
     ``quote``: what :func:`reply_quote` made of ``req.reply_to``."""
     if (req.reply_to is not None) != (quote is not None):
-        raise YimError("bad_request", "a reply's quote is read with reply_quote() before it is sent")
+        raise ValueError("send_message: a send with reply_to takes the quote reply_quote() read, and only it")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
     return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done)
 
