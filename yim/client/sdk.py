@@ -90,6 +90,9 @@ from yim.protocol.frames import (
     ConversationPage,
     Conversations,
     DeviceOut,
+    Forward,
+    ForwardOut,
+    ForwardTarget,
     GroupHeadOut,
     History,
     HistoryPage,
@@ -787,13 +790,17 @@ class Client:
         mention_all: bool = False,
         shop_id: str | None = None,
         category: str | None = None,
+        reply_to: int | None = None,
     ) -> SendAck:
         """Send a message to a user (``to``), into a conversation (``conv_id``), or to a
         shop's customer service (``shop_id``, optionally with a ``category``).
 
         Returns once the message is durably stored. If the connection drops first, the
         request is sent again after the reconnect with the same ``client_msg_id``.
-        ``mentions`` (user ids) and ``mention_all`` are for group messages.
+        ``mentions`` (user ids) and ``mention_all`` are for group messages. ``reply_to``:
+        the seq of the message of ``conv_id`` this one replies to; the server adds the
+        quote to the body (protocol.md §6.13), so this device gets its own reply as stored
+        by catching up, not from the reply to the send.
         """
         if (to is not None) + (conv_id is not None) + (shop_id is not None) != 1:
             raise ValueError("give exactly one of `to`, `conv_id` or `shop_id`")
@@ -806,18 +813,42 @@ class Client:
                 kind,
                 Raw(body_bytes),
                 cmid,
-                {"to": to, "conv_id": conv_id, "shop_id": shop_id, "category": category, "mentions": mentions},
+                {
+                    "to": to,
+                    "conv_id": conv_id,
+                    "shop_id": shop_id,
+                    "category": category,
+                    "mentions": mentions,
+                    "reply_to": reply_to,
+                },
                 mention_all,
             ),
             reply_type=SendAck,
             retry=True,
-            on_reply=lambda ack: self._on_send_ack(ack, kind, canonical, cmid, mentions or [], mention_all),
+            on_reply=(
+                self._catch_up
+                if reply_to is not None
+                else lambda ack: self._on_send_ack(ack, kind, canonical, cmid, mentions or [], mention_all)
+            ),
         )
         result: SendAck = await fut
         return result
 
     async def send_text(self, text: str, *, to: str | None = None, conv_id: str | None = None) -> SendAck:
         return await self.send(to=to, conv_id=conv_id, kind="text", body={"text": text})
+
+    async def forward(self, conv_id: str, seqs: Sequence[int], targets: Sequence[ForwardTarget]) -> ForwardOut:
+        """Copy messages (by seq) of ``conv_id`` into other conversations (protocol.md §6.14).
+        Each target's copies are keyed by its ``client_msg_id``, so the request is sent again
+        after a reconnect without copying twice. This device gets the copies by catching up."""
+        fut = await self._submit(
+            lambda rid: Forward(rid=rid, conv_id=conv_id, seqs=list(seqs), targets=list(targets)),
+            reply_type=ForwardOut,
+            retry=True,
+            on_reply=self._on_forwarded,
+        )
+        result: ForwardOut = await fut
+        return result
 
     async def mark_read(self, conv_id: str, seq: int) -> ReadResult:
         """Mark a conversation read up to ``seq``; the other devices get a ``read`` event."""
@@ -1272,6 +1303,12 @@ class Client:
         self._core.sent(
             ack, kind=kind, body=body, client_msg_id=client_msg_id, mentions=mentions, mention_all=mention_all
         )
+
+    def _on_forwarded(self, result: ForwardOut) -> None:
+        # The copies are not pushed to this connection: catch up if any is news here.
+        for target in result.results:
+            for ack in target.sent:
+                self._catch_up(ack)
 
     def _on_read_reply(self, result: ReadResult) -> None:
         # Our own "read" event is not pushed to this connection: the reply stands for it.

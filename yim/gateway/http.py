@@ -24,7 +24,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
 from yim.services import users
-from yim.services.messages import send_ack, send_message
+from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
 from yim.storage.records import SessionRec
 
 log = logging.getLogger("yim.gateway.http")
@@ -258,7 +258,8 @@ async def post_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendBody)
     limits = _node(request).limits
     limits.check_send(session.user_id, limits.ip_key(request.remote))
-    result = await send_message(_node(request), session, body)
+    quote = await reply_quote(_node(request), session, body)
+    result = await send_message(_node(request), session, body, quote=quote)
     return json_response(send_ack(result), status=200 if result.duplicate else 201)
 
 
@@ -295,6 +296,9 @@ async def _run_op(
         req = msgspec.convert(data, op, strict=not from_query)
     except msgspec.ValidationError as exc:
         raise YimError("bad_request", str(exc).replace("`$.", "`")) from None
+    if isinstance(req, f.Forward):  # each copy is a message: the send limits count them all
+        limits = _node(request).limits
+        limits.check_send(session.user_id, limits.ip_key(request.remote), forward_copies(req))
     return json_response(await OPS[op](_node(request), session, req, None), status=status)
 
 
@@ -322,6 +326,7 @@ _op_route("GET", _CONV, f.Conversation, from_query=True)
 _op_route("GET", _CONV + "/messages", f.History, from_query=True)
 _op_route("POST", _CONV + "/read", f.Read)
 _op_route("POST", _CONV + "/recall", f.Recall)
+_op_route("POST", _CONV + "/forward", f.Forward)
 _op_route("GET", _CONV + "/receipts", f.Receipts, from_query=True)
 _op_route("POST", _CONV + "/typing", f.Typing)
 _op_route("POST", "/api/v1/groups", f.GroupCreate, status=201)

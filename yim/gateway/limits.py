@@ -244,16 +244,18 @@ class Limits:
         return key
 
     # -- checks (each raises YimError("rate_limited") with retry_after) -----------------------
-    def check_send(self, user_id: int, ip: str | None) -> None:
+    def check_send(self, user_id: int, ip: str | None, messages: int = 1) -> None:
+        """``messages``: how many messages the request sends (a ``forward`` sends many)."""
         now = _monotonic()
-        wait = self.send_user.take(user_id, 1.0, now)
+        cost = float(messages)
+        wait = self.send_user.take(user_id, cost, now)
         shared = self.shared
         if not wait and shared is not None and self.send_user.rate > 0:
-            shared.spent("send_user", user_id, 1.0)  # added to the shared bucket in a batch
+            shared.spent("send_user", user_id, cost)  # added to the shared bucket in a batch
         if not wait and ip is not None:
-            wait = self.send_ip.take(ip, 1.0, now)
+            wait = self.send_ip.take(ip, cost, now)
             if not wait and shared is not None and self.send_ip.rate > 0:
-                shared.spent("send_ip", ip, 1.0)
+                shared.spent("send_ip", ip, cost)
         if wait:
             raise YimError("rate_limited", "sending too fast; slow down", retry_after=_retry(wait))
 

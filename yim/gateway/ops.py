@@ -49,6 +49,7 @@ OPS: dict[type, Action] = {
     f.Users: users.users,
     f.ShopInfo: service.shop_info,
     f.Recall: messages.recall,
+    f.Forward: messages.forward,
     f.Receipts: conversations.receipts,
     f.Typing: typing.typing,
     f.GroupCreate: groups.create_group,

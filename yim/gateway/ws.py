@@ -26,8 +26,8 @@ from yim.gateway.ops import OPS
 from yim.protocol.close import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_TOO_BIG
 from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
-from yim.protocol.frames import Ack, Auth, AuthOk, Ping, Send
-from yim.services.messages import send_ack, send_message
+from yim.protocol.frames import Ack, Auth, AuthOk, Forward, Ping, Send
+from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
 from yim.storage.records import SendResult, SessionRec
 
 log = logging.getLogger("yim.gateway.ws")
@@ -72,7 +72,9 @@ class _Session:
         match req:
             case Send():
                 node.limits.check_send(session.user_id, self.ip)
-                fut = send_message(node, session, req, conn, functools.partial(_on_sent, node, conn, req.rid))
+                # A reply's quote is read first, the frame loop waiting: later sends stay behind it.
+                quote = await reply_quote(node, session, req) if req.reply_to is not None else None
+                fut = send_message(node, session, req, conn, functools.partial(_on_sent, node, conn, req.rid), quote)
                 pending = self.pending
                 if pending is None:
                     pending = self.pending = deque()
@@ -89,6 +91,11 @@ class _Session:
                 conn.send(conn.codec.ok(req.rid, {"time": int(time.time() * 1000)}))
             case Auth():
                 raise YimError("already_authenticated", "this connection is already authenticated")
+            case Forward():
+                # Each copy is a message: the send limits count them all.
+                node.limits.check_request(session.user_id)
+                node.limits.check_send(session.user_id, self.ip, forward_copies(req))
+                conn.send(conn.codec.ok(req.rid, await OPS[Forward](node, session, req, conn)))
             case _:
                 node.limits.check_request(session.user_id)
                 action = OPS[type(req)]

@@ -34,7 +34,7 @@ Password = Annotated[str, Meta(min_length=8, max_length=256)]
 DisplayName = Annotated[str, Meta(max_length=64)]
 DeviceId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Platform = Literal["android", "ios", "web", "desktop"]
-MessageKind = Literal["text", "emoji", "image", "video", "file"]
+MessageKind = Literal["text", "emoji", "image", "video", "file", "custom"]
 
 # --- WebSocket requests (client -> server) ---------------------------------------------
 
@@ -72,6 +72,7 @@ class Send(Request, tag="send", frozen=True):
     mention_all: bool = False
     shop_id: IdStr | None = None  # a customer's message to a shop (customer service)
     category: Category | None = None  # the customer's choice; else the shop's rules decide
+    reply_to: Seq | None = None  # the seq of the message of the same conversation this one replies to
 
 
 class Sync(Request, tag="sync", frozen=True):
@@ -115,6 +116,27 @@ class Conversation(Request, tag="conversation", frozen=True):
 class Recall(Request, tag="recall", frozen=True):
     conv_id: IdStr
     seq: Seq
+
+
+#: at most this many messages forwarded by one ``forward`` request, to at most MAX_FORWARD_TARGETS targets
+MAX_FORWARD_MESSAGES = 20
+MAX_FORWARD_TARGETS = 10
+
+
+class ForwardTarget(Struct, forbid_unknown_fields=True, frozen=True):
+    """Where a ``forward`` copies the messages: exactly one of ``to`` (a user) / ``conv_id``.
+    ``client_msg_id`` keys the copies for idempotency: the i-th copy (from 0) is sent with
+    ``client_msg_id`` + ``"."`` + i."""
+
+    client_msg_id: Annotated[str, Meta(min_length=1, max_length=60, pattern=r"^(?!system:|recall:)")]
+    to: IdStr | None = None
+    conv_id: IdStr | None = None
+
+
+class Forward(Request, tag="forward", frozen=True):
+    conv_id: IdStr  # the source conversation
+    seqs: Annotated[list[Seq], Meta(min_length=1, max_length=MAX_FORWARD_MESSAGES)]
+    targets: Annotated[list[ForwardTarget], Meta(min_length=1, max_length=MAX_FORWARD_TARGETS)]
 
 
 class Receipts(Request, tag="receipts", frozen=True):
@@ -375,6 +397,7 @@ AnyRequest = (
     | Users
     | ShopInfo
     | Recall
+    | Forward
     | Receipts
     | Typing
     | GroupCreate
@@ -441,6 +464,18 @@ class TextBody(Struct, forbid_unknown_fields=True):
 
 class EmojiBody(Struct, forbid_unknown_fields=True):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
+
+
+CustomType = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$")]
+
+
+class CustomBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An app-defined message: ``type`` names it, ``data`` is any JSON object, ``text`` is the
+    fallback clients without support show (and what search finds)."""
+
+    type: CustomType
+    data: dict[str, Any]
+    text: str | None = None
 
 
 class MediaRefBody(Struct, forbid_unknown_fields=True):
@@ -648,6 +683,25 @@ class RecallOut(Struct):
     seq: int  # the recalled message
     recall_seq: int  # the "recall" entry appended to the timeline
     inbox_seq: int
+
+
+class ErrorOut(Struct):
+    code: str
+    message: str
+
+
+class ForwardResult(Struct, omit_defaults=True):
+    """One target of a ``forward``: the copies sent, in order; ``error`` if it stopped early."""
+
+    client_msg_id: str
+    sent: list[SendAck]
+    to: str | None = None
+    conv_id: str | None = None
+    error: ErrorOut | None = None
+
+
+class ForwardOut(Struct):
+    results: list[ForwardResult]
 
 
 class HistoryPage(Struct):
@@ -859,6 +913,7 @@ class SendBody(Struct, forbid_unknown_fields=True):
     mention_all: bool = False
     shop_id: IdStr | None = None
     category: Category | None = None
+    reply_to: Seq | None = None
 
 
 class DeviceOut(Struct):

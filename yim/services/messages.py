@@ -13,23 +13,40 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, SendBody, TextBody
+from yim.protocol.frames import (
+    CustomBody,
+    EmojiBody,
+    ErrorOut,
+    Forward,
+    ForwardOut,
+    ForwardResult,
+    Recall,
+    RecallOut,
+    Send,
+    SendAck,
+    SendBody,
+    TextBody,
+)
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
-from yim.storage.media import MEDIA_KINDS
+from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import SendCmd, SendResult, SessionRec
+from yim.storage.rules import quotes
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
 
 _text_decoder = msgspec.json.Decoder(TextBody)
 _emoji_decoder = msgspec.json.Decoder(EmojiBody)
+_custom_decoder = msgspec.json.Decoder(CustomBody)
+#: the most copies one ``forward`` makes (messages x targets): each is a send
+MAX_FORWARD_COPIES = 50
 _encoder = msgspec.json.Encoder()
 # C0 control characters other than tab, newline and carriage return have no place in chat text.
 _FORBIDDEN_CONTROLS = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
@@ -58,6 +75,14 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
             if _has_controls(emoji.emoji) or not emoji.emoji.strip():
                 raise YimError("invalid_body", "emoji must be a visible emoji or sticker code")
             return _encoder.encode(emoji)
+        if kind == "custom":
+            custom = _custom_decoder.decode(raw)
+            if custom.text is not None:
+                if len(custom.text) > max_text_chars:
+                    raise YimError("body_too_large", f"text exceeds {max_text_chars} characters")
+                if _has_controls(custom.text):
+                    raise YimError("invalid_body", "text contains control characters")
+            return _encoder.encode(custom)
     except msgspec.ValidationError as exc:
         raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
     except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: an HTTP body that is not UTF-8
@@ -67,7 +92,19 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
     if kind in MEDIA_KINDS:
         # {"media_id": ...}: resolved (access, kind/type, metadata) in the store transaction.
         return media_ref_body(kind, raw)
-    raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file)")
+    raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file, custom)")
+
+
+async def reply_quote(node: Context, session: SessionRec, req: Send | SendBody) -> dict[str, Any] | None:
+    """The server fields of a send with ``reply_to``: the quote of the message it replies to,
+    read before the send (docs/architecture.md §2.1). None for a send that is no reply."""
+    if req.reply_to is None:
+        return None
+    if req.conv_id is None:
+        raise YimError("bad_request", "a reply is sent into the conversation of the message it quotes: give `conv_id`")
+    found = await node.store.quotable(parse_id(req.conv_id, "conversation"), session.user_id, [req.reply_to])
+    quoted = found.messages[0]
+    return {quotes.QUOTE: quotes.quote_snapshot(quoted, withheld=found.newest_join >= quoted.seq)}
 
 
 def send_message(
@@ -76,13 +113,30 @@ def send_message(
     req: Send | SendBody,
     origin: Device | None = None,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None = None,
+    quote: dict[str, Any] | None = None,
 ) -> asyncio.Future[SendResult]:
     """Validate and submit a message. The returned future resolves after the durable
     commit; ``on_done`` (the sender's ACK) is called with it right after the pushes to the
-    other devices, in the same callback — one loop callback per message, not two."""
+    other devices, in the same callback — one loop callback per message, not two.
+    ``quote``: what :func:`reply_quote` made of ``req.reply_to``."""
+    if (req.reply_to is not None) != (quote is not None):
+        raise ValueError("send_message: a send with reply_to takes the quote reply_quote() read, and only it")
+    body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
+    return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done)
+
+
+def _submit(
+    node: Context,
+    session: SessionRec,
+    req: Send | SendBody,
+    body: bytes,
+    origin: Device | None,
+    on_done: Callable[[asyncio.Future[SendResult]], None] | None,
+) -> asyncio.Future[SendResult]:
+    """Submit a message whose ``body`` is canonical (its kind's body and any server fields),
+    addressed as ``req`` says."""
     if (req.to is not None) + (req.conv_id is not None) + (req.shop_id is not None) != 1:
         raise YimError("bad_request", "give exactly one of `to` (a user id), `conv_id` or `shop_id`")
-    body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
     now = int(time.time() * 1000)
     cmd = SendCmd(
         msg_id=node.ids.next_id(),
@@ -142,6 +196,48 @@ async def recall(node: Context, session: SessionRec, req: Recall, origin: Device
     )
     publish_entry(node, result, origin)
     return RecallOut(conv_id=req.conv_id, seq=req.seq, recall_seq=result.message.seq, inbox_seq=result.sender_inbox_seq)
+
+
+def forward_copies(req: Forward) -> int:
+    """How many messages a ``forward`` sends: each distinct seq once per target."""
+    return len(set(req.seqs)) * len(req.targets)
+
+
+async def forward(node: Context, session: SessionRec, req: Forward, origin: Device | None = None) -> ForwardOut:
+    """Copy messages of a conversation the sender is a member of into other conversations:
+    each copy is a normal send (its own seq, inbox entries, unread count, idempotency by
+    ``client_msg_id`` + "." + its index); media travel by their media id (the same content,
+    not uploaded again); the copy's body says ``forwarded``. Targets are served in order and
+    independently: one that refuses (blocked, not a member, ...) stops only its own copies."""
+    targets = req.targets
+    for t in targets:
+        if (t.to is None) == (t.conv_id is None):
+            raise YimError("bad_request", "each forward target gives exactly one of `to` (a user id) or `conv_id`")
+    seqs = list(dict.fromkeys(req.seqs))
+    if forward_copies(req) > MAX_FORWARD_COPIES:
+        raise YimError("bad_request", f"one forward makes at most {MAX_FORWARD_COPIES} copies (messages x targets)")
+    found = await node.store.quotable(parse_id(req.conv_id, "conversation"), session.user_id, seqs)
+    copies = []
+    for m in found.messages:
+        body, fields = quotes.forwarded_body(m, found.conv_type)
+        if m.kind in MEDIA_KINDS:  # the media travels by id: the store checks access and fills in the rest
+            body = _encoder.encode({"media_id": str(carried_media_id(m.body))})
+        copies.append((m.kind, quotes.with_fields(body, fields)))
+    results = []
+    for t in targets:
+        out = ForwardResult(client_msg_id=t.client_msg_id, sent=[], to=t.to, conv_id=t.conv_id)
+        for i, (kind, body) in enumerate(copies):
+            send = SendBody(
+                kind=kind, body=msgspec.Raw(b"{}"), client_msg_id=f"{t.client_msg_id}.{i}", to=t.to, conv_id=t.conv_id
+            )
+            try:
+                result = await _submit(node, session, send, body, origin, None)
+            except YimError as exc:
+                out.error = ErrorOut(code=exc.code, message=exc.message)
+                break
+            out.sent.append(send_ack(result))
+        results.append(out)
+    return ForwardOut(results=results)
 
 
 def send_ack(result: SendResult) -> SendAck:

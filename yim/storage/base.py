@@ -35,6 +35,7 @@ from yim.storage.records import (
     UserRec,
 )
 from yim.storage.relations import RelationStore
+from yim.storage.rules.quotes import Quotable
 from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
@@ -193,6 +194,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
         """Replace a message by a recalled marker and append a "recall" entry naming it."""
+
+    @abc.abstractmethod
+    async def quotable(self, conv_id: int, user_id: int, seqs: list[int]) -> Quotable:
+        """The messages at ``seqs`` that a current member may quote in a reply or forward
+        (rules/quotes.py: inside their visible window, not recalled, not system entries),
+        with what a quote's snapshot needs; else the refusal. From one snapshot."""
 
     @abc.abstractmethod
     async def receipts(self, conv_id: int, viewer_id: int, seq: int) -> tuple[list[int], int]:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.protocol.frames import MediaMessageBody, MediaRefBody
+from yim.protocol.frames import MediaMessageBody
+from yim.storage.rules import quotes
 
 if TYPE_CHECKING:
     from yim.storage.records import SendCmd, SendResult
@@ -31,8 +32,6 @@ MEDIA_KINDS = frozenset({"image", "video", "file"})
 IMAGE_MIMES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"})
 #: the largest media id (ids are signed 64-bit in both stores)
 MAX_MEDIA_ID = 2**63 - 1
-
-_ref_decoder = msgspec.json.Decoder(MediaRefBody)
 
 
 class _CarriedMedia(msgspec.Struct):
@@ -77,8 +76,9 @@ def not_found(media_id: int) -> YimError:
 
 
 def ref_media_id(body: bytes) -> int:
-    """The media id of a client's ``{"media_id": ...}`` body (validated by the service)."""
-    return int(_ref_decoder.decode(body).media_id)
+    """The media id of a client's ``{"media_id": ...}`` body (validated by the service; a
+    reply or a forwarded copy also holds the server's ``quote`` / ``forwarded``)."""
+    return int(_carried_decoder.decode(body).media_id)
 
 
 def carried_media_id(body: bytes) -> int | None:
@@ -106,9 +106,10 @@ def message_body(media: MediaRec) -> bytes:
     )
 
 
-def checked_body(kind: str, media: MediaRec) -> bytes:
+def checked_body(kind: str, media: MediaRec, ref_body: bytes = b"{}") -> bytes:
     """The stored body of a ``kind`` message carrying ``media`` the sender may use, or
-    ``media_kind_mismatch``."""
+    ``media_kind_mismatch``; the server fields of ``ref_body`` (a reply's quote, a copy's
+    forwarded) follow the media's metadata."""
     article = "an" if kind == "image" else "a"
     if not mime_fits_kind(kind, media.blob.mime):
         raise YimError(
@@ -120,7 +121,7 @@ def checked_body(kind: str, media: MediaRec) -> bytes:
             "media_kind_mismatch",
             f"media {media.id} was stored as a file without decoding it as an image; send it as a file",
         )
-    return message_body(media)
+    return quotes.with_fields(message_body(media), quotes.server_fields(ref_body))
 
 
 class MediaStore(abc.ABC):

@@ -30,6 +30,7 @@ from yim.client.terminal.commands import (
     known,
     list_number,
     parse_line,
+    reply_args,
 )
 from yim.client.terminal.render import (
     Directory,
@@ -310,6 +311,14 @@ class ChatApp:
         self.state.read_done(target.conv_id, result.read_seq)
         elsewhere = f"{result.total_unread} unread in other conversations" if result.total_unread else "nothing unread"
         self.say(f"* marked read; {elsewhere}")
+
+    async def cmd_reply(self, arg: str) -> None:
+        assert self.client is not None
+        seq, text = reply_args(arg)
+        target = self._require_target()
+        if target.conv_id is None:
+            raise UsageError("nothing to reply to yet in this conversation")
+        await self.client.send(conv_id=target.conv_id, kind="text", body={"text": text}, reply_to=seq)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _names(self) -> Directory:

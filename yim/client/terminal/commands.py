@@ -18,11 +18,12 @@ commands:
   /create NAME USER…  create a group with these members and open it
   /history [N]        the last N messages of the open conversation (default 20)
   /read               mark the open conversation read (what it shows is read already)
+  /reply SEQ TEXT     reply to message #SEQ of the open conversation, quoting it
   /quit               leave (also Ctrl-D)
 anything else is sent to the open conversation"""
 
 #: the commands (each a ``cmd_NAME`` method of the chat) and their other names
-COMMANDS = frozenset({"help", "list", "open", "dm", "group", "create", "history", "read"})
+COMMANDS = frozenset({"help", "list", "open", "dm", "group", "create", "history", "read", "reply"})
 QUIT = frozenset({"quit", "exit", "q"})
 
 
@@ -74,6 +75,14 @@ def history_limit(arg: str) -> int:
     """``/history [N]``: N within 1…HISTORY_MAX, HISTORY_LINES without a number."""
     limit = int(arg) if arg.isdigit() else HISTORY_LINES
     return max(1, min(limit, HISTORY_MAX))
+
+
+def reply_args(arg: str) -> tuple[int, str]:
+    """``/reply SEQ TEXT``: the seq quoted and the text of the reply."""
+    seq, _, text = arg.partition(" ")
+    if not seq.lstrip("#").isdigit() or not text.strip():
+        raise UsageError("/reply SEQ TEXT (SEQ: the #number a message shows)")
+    return int(seq.lstrip("#")), text.strip()
 
 
 def list_number(arg: str, listed: int) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 
@@ -118,12 +119,41 @@ _SYSTEM_TEXT: dict[str, str] = {
 }
 
 
+async def _relation(body: dict[str, Any], names: Directory) -> str:
+    """What a message's server fields say before its content: ``[fwd NAME]`` for a
+    forwarded copy, ``[re #SEQ NAME: excerpt]`` for a reply (protocol.md §6.13, §6.14)."""
+    out = ""
+    fwd = body.get("forwarded")
+    if isinstance(fwd, dict):
+        out += f"[fwd {await names.name(str(fwd['sender_id']))}] " if fwd.get("sender_id") else "[fwd] "
+    quote = body.get("quote")
+    if isinstance(quote, dict):
+        if quote.get("recalled"):
+            said = "(recalled)"
+        elif quote.get("withheld"):
+            said = "(not shown)"
+        else:
+            said = one_line(str(quote.get("excerpt") or f"[{quote.get('kind', '')}]"))
+        who = f" {await names.name(str(quote['sender_id']))}:" if quote.get("sender_id") else ""
+        out += f"[re #{quote.get('seq')}{who} {said}] "
+    return out
+
+
 async def describe(message: MessageOut, names: Directory) -> tuple[str, str]:
     """(who, what) for one timeline entry; ``who`` is empty for system and recall entries."""
     body = message.body if isinstance(message.body, dict) else {}
     kind = message.kind
     if message.recalled:
         return await names.name(message.sender_id), "(recalled)"
+    if kind in ("text", "emoji", "custom", "image", "video", "file"):
+        who, what = await _content(kind, body, message, names)
+        return who, await _relation(body, names) + what
+    return await _entry(kind, body, message, names)
+
+
+async def _content(kind: str, body: dict[str, Any], message: MessageOut, names: Directory) -> tuple[str, str]:
+    if kind == "custom":  # an app's message: its text fallback (protocol.md §11.3a)
+        return await names.name(message.sender_id), str(body.get("text") or f"[{body.get('type', kind)}]")
     if kind == "text":
         return await names.name(message.sender_id), str(body.get("text", ""))
     if kind == "emoji":
@@ -137,6 +167,10 @@ async def describe(message: MessageOut, names: Directory) -> tuple[str, str]:
             extra.append(size_text(body["size"]))
         detail = f" ({', '.join(extra)})" if extra else ""
         return await names.name(message.sender_id), f"[{kind}: {name}{detail}]"
+    return await names.name(message.sender_id), f"[{kind}]"
+
+
+async def _entry(kind: str, body: dict[str, Any], message: MessageOut, names: Directory) -> tuple[str, str]:
     if kind == "recall":
         return "", f"* {await names.name(message.sender_id)} recalled a message"
     if kind == "system":

@@ -103,7 +103,7 @@ async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: Se
     if duplicate is not None:
         return duplicate
     media = await visible_media(conn, ref_media_id(cmd.body), cmd.sender_id, lock=True)
-    cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media))
+    cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media, cmd.body))
     if cmd.shop_id is not None:
         return await service_send(conn, cmd, service.ctx)
     row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))

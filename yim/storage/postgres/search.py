@@ -68,7 +68,7 @@ async def search(
         hits = (
             f"SELECT {cols} FROM messages m"
             " JOIN user_conversations uc ON uc.user_id = $1 AND uc.conv_id = m.conv_id"
-            f" WHERE m.kind IN ('text', 'file') AND NOT m.recalled AND {matches} AND m.msg_id < $2"
+            f" WHERE m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND {matches} AND m.msg_id < $2"
             " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq)"
             " AND ($4::bigint IS NULL OR m.conv_id = $4)"
         )
@@ -78,7 +78,7 @@ async def search(
         hits = (
             f"SELECT m.* FROM user_conversations uc CROSS JOIN LATERAL (SELECT {cols} FROM messages m"
             f" WHERE m.conv_id = uc.conv_id AND m.seq > uc.joined_seq AND m.seq <= COALESCE(uc.left_seq, {_NO_CEILING})"
-            f" AND m.kind IN ('text', 'file') AND NOT m.recalled AND m.msg_id < $2 AND {matches} OFFSET 0) m"
+            f" AND m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND m.msg_id < $2 AND {matches} OFFSET 0) m"
             " WHERE uc.user_id = $1 AND ($4::bigint IS NULL OR uc.conv_id = $4)"
         )
     sql = (

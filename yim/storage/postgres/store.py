@@ -85,6 +85,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
+from yim.storage.rules.quotes import Quotable
 
 log = logging.getLogger("yim.storage.postgres")
 
@@ -767,6 +768,9 @@ class PostgresStore(Store):
 
     async def group_members(self, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]:
         return await self.read(groups.group_members, conv_id, viewer_id, after, limit)
+
+    async def quotable(self, conv_id: int, user_id: int, seqs: list[int]) -> Quotable:
+        return await self.read1(timeline.read_quotable, conv_id, user_id, seqs)
 
     async def member_ids(self, conv_id: int) -> list[int]:
         return await self.read1(timeline.member_ids, conv_id)

@@ -14,6 +14,7 @@ import asyncpg
 
 from yim.protocol.errors import YimError
 from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendCmd, SendResult, conv_row
+from yim.storage.rules import quotes
 from yim.storage.rules import timeline as timeline_rules
 
 MSG_COLS = (
@@ -318,10 +319,48 @@ async def recall(
         seq,
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
+    await _recall_quotes(conn, conv_id, seq)
     return await append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
+#: Replies quoting a message (the partial expression index messages_quotes, migration 0006):
+#: the query repeats the index's expressions so the planner can use it.
+_REPLIES_SQL = (
+    "SELECT seq, body FROM messages WHERE conv_id=$1 AND strpos(body, '" + quotes.QUOTE_MARK + "') > 0"
+    " AND ((body::jsonb -> 'quote' ->> 'seq')::bigint) = $2"
+)
+
+
+async def _recall_quotes(conn: asyncpg.Connection, conv_id: int, seq: int) -> None:
+    """Every reply to the recalled message shows it recalled from now on (rules/quotes.py);
+    under the conversation's lock the recall already holds."""
+    rows = await conn.fetch(_REPLIES_SQL, conv_id, seq)
+    if rows:
+        await conn.executemany(
+            "UPDATE messages SET body=$3 WHERE conv_id=$1 AND seq=$2",
+            [(conv_id, r[0], quotes.quote_recalled(r[1].encode()).decode()) for r in rows],
+        )
+
+
 # --- reads (each one statement: one snapshot) -----------------------------------------------------
+
+
+_QUOTABLE_SQL = (
+    "SELECT c.type, uc.joined_seq, (SELECT MAX(a.joined_seq) FROM user_conversations a"
+    "  WHERE a.conv_id = c.id AND a.left_seq IS NULL), m.*"
+    " FROM conversations c LEFT JOIN user_conversations uc ON uc.conv_id = c.id AND uc.user_id = $2"
+    " AND uc.left_seq IS NULL"
+    f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m WHERE uc.joined_seq IS NOT NULL AND m.conv_id = c.id"
+    " AND m.seq = ANY($3::bigint[])) m ON true WHERE c.id = $1"
+)
+
+
+async def read_quotable(conn: asyncpg.Connection, conv_id: int, user_id: int, seqs: list[int]) -> quotes.Quotable:
+    rows = await conn.fetch(_QUOTABLE_SQL, conv_id, user_id, seqs)
+    joined_seq = rows[0][1] if rows else None
+    found = {m.seq: m for m in (msg_from_row(r, 3) for r in rows if r[3] is not None)}
+    messages = quotes.check_quotable(conv_id, seqs, joined_seq, found)
+    return quotes.Quotable(conv_id=conv_id, conv_type=rows[0][0], messages=messages, newest_join=rows[0][2] or 0)
 
 
 async def member_ids(conn: asyncpg.Connection, conv_id: int) -> list[int]:

@@ -48,8 +48,8 @@ log = logging.getLogger("yim.storage.indexer")
 
 #: Ten minutes of Snowflake ids (a msg_id is its millisecond shifted past node and seq bits).
 MARGIN_IDS = (10 * 60 * 1000) << (NODE_BITS + SEQ_BITS)
-#: Message kinds whose text is indexed (a text's text, a file's name).
-INDEXED_KINDS = ("text", "file")
+#: Message kinds whose text is indexed (a text's text, a file's name, a custom message's text fallback).
+INDEXED_KINDS = ("text", "file", "custom")
 _REBUILD_PAGE = 5_000
 #: The layout of the index file (its PRAGMA user_version); another one is rebuilt.
 INDEX_VERSION = 2
@@ -65,12 +65,12 @@ _body_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def indexed_text(kind: str, body: bytes | str) -> str | None:
-    """The text search finds a message by: a text's text, a file's name."""
+    """The text search finds a message by: a text's text, a file's name, a custom message's text."""
     try:
         decoded = _body_decoder.decode(body)
     except msgspec.DecodeError:
         return None
-    value = decoded.get("text" if kind == "text" else "name")
+    value = decoded.get("name" if kind == "file" else "text")
     return value if isinstance(value, str) and value else None
 
 
@@ -239,7 +239,7 @@ class SearchIndexer:
             while True:
                 page = store.execute(
                     "SELECT msg_id, kind, body, recalled FROM messages"
-                    " WHERE msg_id > ? AND kind IN ('text', 'file', 'recall') ORDER BY msg_id LIMIT ?",
+                    " WHERE msg_id > ? AND kind IN ('text', 'file', 'custom', 'recall') ORDER BY msg_id LIMIT ?",
                     (after, _REBUILD_PAGE),
                 ).fetchall()
                 if not page:

@@ -97,7 +97,7 @@ def send_media_message(conn: sqlite3.Connection, cmd: SendCmd, service_ctx: Serv
     ).fetchone()
     if duplicate is None:  # a retry returns the original, whatever happened to the media since
         media = visible_media(conn, ref_media_id(cmd.body), cmd.sender_id)
-        cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media))
+        cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media, cmd.body))
     return send_message(conn, cmd, service_ctx)
 
 

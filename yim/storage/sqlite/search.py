@@ -27,7 +27,7 @@ from yim.storage.sqlite.runner import SqliteJobs
 from yim.storage.sqlite.timeline import MSG_COLS, msg_from_row
 
 _N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
-_TEXT = "CASE m.kind WHEN 'text' THEN json_extract(m.body, '$.text') ELSE json_extract(m.body, '$.name') END"
+_TEXT = "CASE m.kind WHEN 'file' THEN json_extract(m.body, '$.name') ELSE json_extract(m.body, '$.text') END"
 _NO_CEILING = 2**62
 
 
@@ -76,7 +76,7 @@ def search(
             f"SELECT {MSG_COLS}, uc.joined_seq, uc.left_seq, {_TEXT} FROM user_conversations uc"
             " JOIN messages m ON m.conv_id = uc.conv_id AND m.seq > uc.joined_seq"
             f" AND m.seq <= COALESCE(uc.left_seq, {_NO_CEILING})"
-            " WHERE uc.user_id = ? AND m.kind IN ('text', 'file') AND m.recalled = 0 AND m.msg_id < ?"
+            " WHERE uc.user_id = ? AND m.kind IN ('text', 'file', 'custom') AND m.recalled = 0 AND m.msg_id < ?"
         )
         args = [user_id, before if before is not None else 2**63 - 1]
         if conv_id is not None:

@@ -47,6 +47,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
+from yim.storage.rules.quotes import Quotable
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer
@@ -663,6 +664,9 @@ class SqliteStore(Store):
 
     async def group_members(self, conv_id: int, viewer_id: int, after: int, limit: int) -> list[MemberRec]:
         return await self._read_tx(groups.group_members, conv_id, viewer_id, after, limit)
+
+    async def quotable(self, conv_id: int, user_id: int, seqs: list[int]) -> Quotable:
+        return await self._read_tx(timeline.read_quotable, conv_id, user_id, seqs)
 
     async def member_ids(self, conv_id: int) -> list[int]:
         return await self._read(member_ids, conv_id)

@@ -13,6 +13,7 @@ import msgspec
 
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import ConvRow, Entry, InboxEvent, MessageRec, ReadRes, SendResult, conv_row
+from yim.storage.rules import quotes
 from yim.storage.rules import timeline as timeline_rules
 from yim.storage.sqlite.indexer import INDEXED_KINDS
 from yim.storage.sqlite.memory import active_memory, writer_memory
@@ -298,13 +299,50 @@ def recall(
         (conv_id, seq),
     )
     _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
+    _recall_quotes(conn, conv_id, seq)
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target.msg_id, None, None))  # out of the search index
     return append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
+#: Replies quoting a message (the partial expression index messages_quotes, migration 0002):
+#: the query repeats the index's expressions so the planner can use it.
+_REPLIES_SQL = (
+    "SELECT seq, body FROM messages WHERE conv_id=? AND instr(body, '" + quotes.QUOTE_MARK + "') > 0"
+    " AND json_extract(body, '$.quote.seq') = ?"
+)
+
+
+def _recall_quotes(conn: sqlite3.Connection, conv_id: int, seq: int) -> None:
+    """Every reply to the recalled message shows it recalled from now on (rules/quotes.py)."""
+    for reply_seq, body in conn.execute(_REPLIES_SQL, (conv_id, seq)).fetchall():
+        new = quotes.quote_recalled(body.encode())
+        conn.execute("UPDATE messages SET body=? WHERE conv_id=? AND seq=?", (new.decode(), conv_id, reply_seq))
+
+
 # --- reads -------------------------------------------------------------------------------------
+
+
+def read_quotable(conn: sqlite3.Connection, conv_id: int, user_id: int, seqs: list[int]) -> quotes.Quotable:
+    row = conn.execute(
+        "SELECT c.type, uc.joined_seq FROM conversations c LEFT JOIN user_conversations uc"
+        " ON uc.conv_id = c.id AND uc.user_id = ? AND uc.left_seq IS NULL WHERE c.id = ?",
+        (user_id, conv_id),
+    ).fetchone()
+    joined_seq = row[1] if row is not None else None
+    found: dict[int, MessageRec] = {}
+    if joined_seq is not None:
+        marks = ",".join("?" * len(seqs))
+        rows = conn.execute(
+            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq IN ({marks})", (conv_id, *seqs)
+        )
+        found = {m.seq: m for m in map(msg_from_row, rows)}
+    messages = quotes.check_quotable(conv_id, seqs, joined_seq, found)
+    newest = conn.execute(
+        "SELECT MAX(joined_seq) FROM user_conversations WHERE conv_id=? AND left_seq IS NULL", (conv_id,)
+    ).fetchone()[0]
+    return quotes.Quotable(conv_id=conv_id, conv_type=row[0], messages=messages, newest_join=newest or 0)
 
 
 def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:

@@ -116,6 +116,8 @@ export function messageText(m) {
   if (m.kind === "video") return "[Video] " + (body.name ?? "");
   if (m.kind === "file") return "[File] " + (body.name ?? "");
   if (m.kind === "system") return "Group updated";
+  // An app-defined message: its text fallback (docs/protocol.md §11.3a).
+  if (m.kind === "custom") return body.text || `[${body.type ?? "custom"}]`;
   return `[${m.kind}]`;
 }
 

@@ -619,6 +619,8 @@ export class Store extends EventTarget {
       mentions: extra.mentions?.length ? extra.mentions : null,
       mention_all: !!extra.mention_all,
       upload: extra.upload ?? null, // media: {file, name, size, mime, preview} until uploaded
+      reply_to: extra.reply_to ?? null, // a reply: the quoted seq, and its quote as shown meanwhile
+      quote: extra.quote ?? null,
       sender_id: this.me.user_id,
       created_at: Date.now(),
       state: "sending",
@@ -692,6 +694,7 @@ export class Store extends EventTarget {
     else fields.to = item.to;
     if (item.mentions) fields.mentions = item.mentions;
     if (item.mention_all) fields.mention_all = true;
+    if (item.reply_to) fields.reply_to = item.reply_to;
     this.socket
       .request("send", fields)
       .then(
@@ -735,6 +738,7 @@ export class Store extends EventTarget {
     };
     if (item.mentions) msg.mentions = item.mentions;
     if (item.mention_all) msg.mention_all = true;
+    if (item.quote) msg.body = { ...msg.body, quote: item.quote };
     if (item.upload?.preview) this.previews.set(ack.msg_id, item.upload.preview);
     this.outbox.delete(item.client_msg_id);
     this.applyMessage(msg); // show it now; idempotent when the pipeline applies it again
@@ -760,6 +764,16 @@ export class Store extends EventTarget {
     }
     this.pullAfterChange(convId, res.inbox_seq);
     return res;
+  }
+
+  // Copy messages of a conversation into others (docs/protocol.md §6.14). The copies are
+  // not pushed to this connection: pull them like the entry of any other change.
+  async forward(convId, seqs, targetConvIds) {
+    const stamp = randomId();
+    const targets = targetConvIds.map((id, i) => ({ conv_id: id, client_msg_id: `${stamp}-${i}` }));
+    const out = await this.socket.request("forward", { conv_id: convId, seqs, targets });
+    for (const r of out.results) for (const ack of r.sent) this.pullAfterChange(ack.conv_id, ack.inbox_seq);
+    return out;
   }
 
   // A group this user just created or joined: list it at once.

@@ -25,6 +25,7 @@ import { icon } from "./icons.js";
 import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
 import { EVERYONE, MentionPicker } from "./mentions.js";
 import { openMenu } from "./menu.js";
+import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { toast } from "./toast.js";
 
 const MAX_TEXT = 8000;
@@ -126,6 +127,7 @@ export class ChatView {
       this.input,
       this.sendBtn,
     );
+    this.replyBar = new ReplyBar(store);
     this.typingLine = h("p", { class: "typing-line", "aria-live": "polite" });
     this.gone = h("p", { class: "chat-gone", hidden: true });
     this.pane = h(
@@ -134,6 +136,7 @@ export class ChatView {
       this.head,
       this.scroller,
       this.typingLine,
+      this.replyBar.el,
       this.composer,
       this.gone,
     );
@@ -211,6 +214,7 @@ export class ChatView {
       this.mentions.reset();
       this.autosize();
       this.picker.close();
+      this.replyBar.clear();
       this.stickToBottom = true;
       this.jump = null;
     }
@@ -537,6 +541,8 @@ export class ChatView {
           item.local ? `${m.state}${m.upload?.media ? 1 : 0}` : "",
           this.canAct(item, conv) ? 1 : 0,
           this.mentionLabels(m).join(","),
+          this.hasMenu(item, conv) ? 1 : 0,
+          quoteSig(m, conv),
         ].join("|");
       } else if (item.system) {
         sig = systemText(item.system, (id) => this.nameOf(id));
@@ -632,6 +638,13 @@ export class ChatView {
     return conv.type === "group" && this.groups.isAdmin(conv.conv_id);
   }
 
+  // Whether a message has a menu: reply and forward for any sent message of an active
+  // conversation, recall as canAct says.
+  hasMenu(item, conv) {
+    const m = item.msg;
+    return !item.local && !m.recalled && !!m.seq && !!conv?.active;
+  }
+
   messageEl(item, conv) {
     const m = item.msg;
     if (m.recalled) {
@@ -667,7 +680,7 @@ export class ChatView {
     } else {
       content = h("p", { class: "text" }, this.withMentions(m));
     }
-    const actions = this.canAct(item, conv)
+    const actions = this.hasMenu(item, conv)
       ? h(
           "button",
           {
@@ -680,7 +693,14 @@ export class ChatView {
           "⋯",
         )
       : null;
-    const bubble = h("div", { class: "bubble" }, content, meta);
+    const bubble = h(
+      "div",
+      { class: "bubble" },
+      forwardedEl(m, this.store),
+      quoteEl(m, conv, this.store, (seq) => this.jumpTo(seq)),
+      content,
+      meta,
+    );
     if (actions) {
       bubble.addEventListener("contextmenu", (e) => {
         e.preventDefault();
@@ -730,17 +750,19 @@ export class ChatView {
   }
 
   messageMenu(item, conv, at) {
-    openMenu(
-      at,
-      [
-        {
-          label: "Recall",
-          danger: true,
-          onSelect: () => this.confirmRecall(item, conv),
-        },
-      ],
-      "Message actions",
-    );
+    const items = [
+      { label: "Reply", onSelect: () => this.startReply(item.msg) },
+      { label: "Forward", onSelect: () => openForward(this.store, item.msg) },
+    ];
+    if (this.canAct(item, conv)) {
+      items.push({ label: "Recall", danger: true, onSelect: () => this.confirmRecall(item, conv) });
+    }
+    openMenu(at, items, "Message actions");
+  }
+
+  startReply(m) {
+    this.replyBar.set(m);
+    this.input.focus();
   }
 
   confirmRecall(item, conv) {
@@ -964,6 +986,7 @@ export class ChatView {
     const emoji = singleEmoji(text);
     const [kind, body] = emoji ? ["emoji", { emoji }] : ["text", { text }];
     const extra = this.conv()?.type === "group" ? this.mentions.collect(text) : {};
+    Object.assign(extra, this.replyBar.take(this.route.conv_id));
     this.store.send(this.target(), kind, body, extra);
     this.input.value = "";
     this.mentions.reset();
