@@ -75,6 +75,8 @@ def _changed(node: Node, change: GroupChange, origin: Connection | None) -> Grou
 async def create_group(
     node: Node, session: SessionRec, req: GroupCreate, origin: Connection | None = None
 ) -> GroupChangeOut:
+    if node.words is not None:  # sensitive words (yim/services/words.py)
+        req = node.words.fields(req, "name", "announcement", what="the group")
     settings = node.settings
     max_members = min(req.max_members or settings.group_max_members, settings.group_max_members)
     conv_id = node.ids.next_id()
@@ -159,6 +161,8 @@ async def mute(node: Node, session: SessionRec, req: GroupMute, origin: Connecti
 
 
 async def update(node: Node, session: SessionRec, req: GroupUpdate, origin: Connection | None = None) -> GroupChangeOut:
+    if node.words is not None:  # sensitive words (yim/services/words.py)
+        req = node.words.fields(req, "name", "announcement", what="the group")
     changes: dict[str, object] = {
         name: getattr(req, name)
         for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")

@@ -22,6 +22,7 @@ from yim.protocol.frames import EmojiBody, Recall, RecallOut, Send, SendAck, Sen
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
+from yim.services.words import EchoedResult, echo_body
 from yim.storage.base import SendCmd, SendResult, SessionRec
 from yim.storage.media import MEDIA_KINDS
 
@@ -84,6 +85,9 @@ def send_message(
     if (req.to is not None) + (req.conv_id is not None) + (req.shop_id is not None) != 1:
         raise YimError("bad_request", "give exactly one of `to` (a user id), `conv_id` or `shop_id`")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
+    masked = False
+    if node.words is not None:  # sensitive words: content_blocked, or a masked body stored, pushed and echoed
+        body, masked = node.words.message_body(req.kind, body)
     now = int(time.time() * 1000)
     cmd = SendCmd(
         msg_id=node.ids.next_id(),
@@ -103,6 +107,8 @@ def send_message(
         new_session_id=node.ids.next_id() if req.to is None else 0,
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
+    if masked:
+        fut = echo_body(fut)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
 
@@ -154,4 +160,5 @@ def send_ack(result: SendResult) -> SendAck:
         inbox_seq=result.sender_inbox_seq,
         created_at=m.created_at,
         duplicate=result.duplicate,
+        body=msgspec.Raw(m.body) if isinstance(result, EchoedResult) else msgspec.UNSET,
     )
