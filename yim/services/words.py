@@ -75,9 +75,25 @@ _encoder = msgspec.json.Encoder()
 T = TypeVar("T", bound=msgspec.Struct)
 
 
+#: full-width ASCII forms and the ideographic space, whose NFKC form is their ASCII twin
+_FULL_WIDTH = re.compile("[\uff01-\uff5e\u3000]+")
+_HALF_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def _nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, faster for Chinese text. Its full-width
+    punctuation (U+FF0C, U+FF01 ...) fails NFKC's quick check, and the full algorithm then costs ~20 µs
+    per 100 characters; mapping those characters to ASCII (exactly what NFKC does with
+    them) first costs ~3 µs, and the rest is usually normalised already."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    text = _FULL_WIDTH.sub(lambda m: m.group().translate(_HALF_WIDTH), text)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
 def normalise(text: str) -> str:
     """The form both entries and texts are matched in (see the module's docstring)."""
-    norm = unicodedata.normalize("NFKC", text).casefold()
+    norm = _nfkc(text).casefold()
     if not norm.isprintable():  # ~0.3 µs per 100 characters: most texts skip the regex
         norm = _INVISIBLE_RUN.sub("", norm)
     return _CJK_GAP.sub("", norm)
