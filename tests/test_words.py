@@ -7,11 +7,14 @@ restart, settings, the cost per 100 characters, and end to end through real node
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +280,35 @@ def test_serve_refuses_a_missing_list_in_one_line(tmp_path: Path) -> None:
         f"yim serve: cannot start: bad setting: word_lists: cannot load {tmp_path / 'nope.txt'}:"
         " No such file or directory"
     )
+
+
+def test_sighup_reloads_a_running_node(server_process: Any, tmp_path: Path) -> None:
+    words = write(tmp_path / "words.txt", "旧词")
+    node = server_process(YIM_WORD_LISTS=f"reject:{words}", YIM_WORD_LISTS_CHECK_S="0")  # 0: SIGHUP only
+    node.start()
+    assert node.proc is not None
+
+    def register(name: str, display_name: str) -> int:
+        body = json.dumps({"username": name, "password": "password123", "display_name": display_name}).encode()
+        request = urllib.request.Request(f"{node.url}/api/v1/accounts", data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert register("user1", "旧 词") == 422
+    assert register("user2", "新词") == 201
+    write(words, "新词", "另一个词")
+    os.kill(node.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "word lists reloaded: 2 entries to reject" not in node.log_path.read_text():
+        assert time.monotonic() < deadline, node.log_path.read_text()
+        time.sleep(0.05)
+    assert node.proc.poll() is None  # SIGHUP reloaded; it did not end the process
+    assert register("user3", "新词") == 422
+    assert register("user4", "旧词") == 201
 
 
 # --- cost -----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 
 
 class WordList(msgspec.Struct, forbid_unknown_fields=True):
-    """One sensitive-word list (docs/operations.md, "Sensitive words"): a UTF-8 file, one entry
+    """One sensitive-word list (docs/operations.md §1.6): a UTF-8 file, one entry
     a line, and what happens to text containing an entry."""
 
     path: str
@@ -178,7 +178,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: this node's own state (nothing is refused because Redis is away).
     cluster_state_timeout_s: float = 1.0
 
-    # sensitive-word filter (docs/operations.md, "Sensitive words"; yim/services/words.py)
+    # sensitive-word filter (docs/operations.md §1.6; yim/services/words.py)
     #: TOML: ``word_lists = [{path = "...", action = "reject"}, ...]``; env / command line:
     #: "reject:PATH,mask:PATH". Empty: no filter, and nothing is paid for it.
     word_lists: list[WordList] | str = []
