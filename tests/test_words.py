@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.rawclient import Device, ProtocolError, make_users
 from tests.report import LINES
 from yim.config import SettingsError, WordList, load_settings
 from yim.protocol.errors import ERROR_STATUS, YimError
-from yim.services.words import WordFilter, build_automaton, mask, normalise
+from yim.services.words import WordFilter, build_automaton, mask, normalise, normalise_mapped
 
 # --- normalising -------------------------------------------------------------------------------
 
@@ -103,6 +104,20 @@ def test_mask_keeps_every_unmatched_character_identical() -> None:
         if masked != text:
             assert normalise(masked) != normalise(text)
     assert starred > 30  # the random texts did hit entries
+
+
+def test_mapping_back_to_the_original_characters() -> None:
+    """Both ways of mapping (one for one, and character by character when NFKC composes or
+    expands) give exactly normalise()'s text, each character traced to where it came from."""
+    rng = random.Random(11)
+    alphabet = "你好敏感词 ,，。！\u200b\u3000FUCKfuckＦＵＣＫßﬁe\u0301①🙂\n"
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        norm, starts, ends = normalise_mapped(text)
+        assert norm == normalise(text)
+        assert len(starts) == len(ends) == len(norm)
+        for k, ch in enumerate(norm):
+            assert ch in unicodedata.normalize("NFKC", text[starts[k] : ends[k]]).casefold()
 
 
 # --- the filter: actions, reload ------------------------------------------------------------------

@@ -112,23 +112,30 @@ def _key(norm: str) -> str:
 
 def normalise_mapped(text: str) -> tuple[str, list[int], list[int]]:
     """``normalise(text)``, and for each of its characters the ``[start, end)`` of the
-    original characters it came from. Normalised one character at a time, together with any
-    combining marks that follow it (so é written as e + U+0301 composes as it would in
-    ``normalise``)."""
-    pieces: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        j = i + 1
-        while j < n and unicodedata.combining(text[j]):
-            j += 1
-        piece = unicodedata.normalize("NFKC", text[i:j]).casefold()
-        pieces.append(piece)
-        starts.extend([i] * len(piece))
-        ends.extend([j] * len(piece))
-        i = j
-    norm = "".join(pieces)
+    original characters it came from."""
+    half = _FULL_WIDTH.sub(lambda m: m.group().translate(_HALF_WIDTH), text)  # one for one
+    folded = half.casefold()
+    if len(folded) == len(text) and unicodedata.is_normalized("NFKC", half):
+        # The usual case, in C: NFKC leaves the text as it is once its full-width forms are
+        # mapped, and case folding maps each character to one, so character i came from
+        # character i. (casefold never maps a character to none.)
+        norm, starts, ends = folded, list(range(len(text))), list(range(1, len(text) + 1))
+    else:
+        # Character by character, each with the combining marks that follow it (so é
+        # written as e + U+0301 composes as it does in normalise()).
+        pieces: list[str] = []
+        starts, ends = [], []
+        i, n = 0, len(text)
+        while i < n:
+            j = i + 1
+            while j < n and unicodedata.combining(text[j]):
+                j += 1
+            piece = unicodedata.normalize("NFKC", text[i:j]).casefold()
+            pieces.append(piece)
+            starts.extend([i] * len(piece))
+            ends.extend([j] * len(piece))
+            i = j
+        norm = "".join(pieces)
     for pattern in (_INVISIBLE_RUN, _CJK_GAP):  # the same two steps as normalise()
         if pattern.search(norm) is None:
             continue
@@ -153,18 +160,26 @@ def _hit(automaton: Any, key: str) -> bool:
 
 
 def mask(automaton: Any, text: str) -> str:
-    """``text`` with every original character that a match of ``automaton`` covers replaced
-    by one ``*`` (a character with its combining marks counts as one); the rest unchanged."""
+    """``text`` with each original character that a match of ``automaton`` covers replaced
+    by one ``*`` (when the text needed composing, a character with its combining marks
+    counts as one); the rest unchanged."""
     norm, starts, ends = normalise_mapped(text)
-    char_at: list[int] = []  # UTF-8 byte offset in the key -> index of its character in norm
-    for k, ch in enumerate(norm):
-        char_at.extend([k] * len(ch.encode()))
-    covered: dict[int, int] = {}  # start -> end of each original character to mask
-    for last, size in automaton.iter(_key(norm)):
-        for k in range(char_at[last - size + 1], char_at[last] + 1):
-            covered[starts[k]] = ends[k]
-    if not covered:
+    key = _key(norm)
+    spans = [(last - size + 1, last + 1) for last, size in automaton.iter(key)]  # UTF-8 byte offsets
+    if not spans:
         return text
+    # byte offset -> character index in norm, decoding once from one offset to the next
+    raw = key.encode("latin-1")
+    char_at: dict[int, int] = {}
+    done_bytes = done_chars = 0
+    for offset in sorted({b for span in spans for b in span}):
+        done_chars += len(raw[done_bytes:offset].decode())
+        done_bytes = offset
+        char_at[offset] = done_chars
+    covered: dict[int, int] = {}  # start -> end of each original character to mask
+    for first, end in spans:
+        for k in range(char_at[first], char_at[end]):
+            covered[starts[k]] = ends[k]
     out: list[str] = []
     pos = 0
     for start in sorted(covered):
