@@ -19,7 +19,7 @@ Entries are normalised the same way and matched as substrings by one Aho-Corasic
 automaton per action, so the cost per text is one pass over it whatever the list's size.
 A clean text (the common case) costs C-level work only: NFKC (full-width punctuation
 mapped first), casefold, a regex and the automaton scan over the text's UTF-8 bytes
-(~11 µs per 100 characters with 10,000 entries; docs/performance.md). Only a text with a
+(~10 µs per 100 characters with 10,000 entries; docs/performance.md). Only a text with a
 hit to mask takes the slow path, which normalises character by character to map each
 normalised character back to the original ones, so exactly the matched characters are
 masked and the rest of the text stays byte-identical.
