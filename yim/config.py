@@ -23,6 +23,26 @@ class SettingsError(ValueError):
     """A setting that cannot work; the message names it and says why."""
 
 
+class WordList(msgspec.Struct, forbid_unknown_fields=True):
+    """One sensitive-word list (docs/operations.md §1.6): a UTF-8 file, one entry
+    a line, and what happens to text containing an entry."""
+
+    path: str
+    #: "reject": the request fails with content_blocked; "mask": each matched character becomes "*"
+    action: Literal["reject", "mask"]
+
+
+def parse_word_lists(value: str) -> list[WordList]:
+    """The env / command-line form of ``word_lists``: ``ACTION:PATH`` items, comma-separated."""
+    lists = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        action, sep, path = item.partition(":")
+        if not sep or action not in ("reject", "mask") or not path:
+            raise ValueError(f"word_lists item {item!r} is not ACTION:PATH with ACTION reject or mask")
+        lists.append(WordList(path=path, action=action))  # type: ignore[arg-type]  # checked just above
+    return lists
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0: any free port
@@ -158,7 +178,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: this node's own state (nothing is refused because Redis is away).
     cluster_state_timeout_s: float = 1.0
 
+    # sensitive-word filter (docs/operations.md §1.6; yim/services/words.py)
+    #: TOML: ``word_lists = [{path = "...", action = "reject"}, ...]``; env / command line:
+    #: "reject:PATH,mask:PATH". Empty: no filter, and nothing is paid for it.
+    word_lists: list[WordList] | str = []
+    #: how often the lists' files are checked for a change (0: only on SIGHUP)
+    word_lists_check_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
     def __post_init__(self) -> None:
+        if isinstance(self.word_lists, str):
+            self.word_lists = parse_word_lists(self.word_lists)
         if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:
             raise ValueError(
                 f"max_send_buffer_bytes must be at least {MIN_SEND_BUFFER_BYTES} (2 MiB), got"

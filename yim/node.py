@@ -42,6 +42,7 @@ from yim.services.rosters import Rosters
 from yim.services.service import CustomerService
 from yim.services.sync import ReadAhead
 from yim.services.typing import TypingLimiter
+from yim.services.words import WordFilter
 from yim.storage import open_store
 from yim.storage.base import Store
 from yim.storage.sqlite.store import SqliteStore
@@ -192,6 +193,8 @@ class Node:
         self.media = MediaService(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.limits = Limits(settings)
+        #: sensitive-word lists; None when none are configured (one attribute check per text)
+        self.words = WordFilter.from_settings(settings)
         #: cluster mode: presence, rate limits and online agents shared through Redis
         self.cluster: ClusterState | None = None
         if settings.redis_url:
@@ -237,6 +240,8 @@ class Node:
         if self.cluster is not None:  # after the service: a sweep at start may re-route agents
             await self.cluster.start(self.presence.resync)
         self.hub.start()
+        if self.words is not None:
+            self.words.start()  # reload on SIGHUP and when a list file changes
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 
@@ -320,6 +325,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.hub.stop()
+        if self.words is not None:
+            await self.words.stop()
         await self.presence.stop()
         await self.flush_seen()
         if self.cluster is not None:

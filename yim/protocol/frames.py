@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 # --- field types ---------------------------------------------------------------------
 
@@ -552,6 +552,8 @@ class SendAck(Struct):
     inbox_seq: int
     created_at: int
     duplicate: bool = False
+    #: only when the server stored another body than the one sent (sensitive words masked)
+    body: Raw | UnsetType = UNSET
 
 
 class ReadMarker(Struct):

@@ -79,11 +79,14 @@ class Accounts:
 
     # -- actions -------------------------------------------------------------------------
     async def register(self, body: RegisterBody) -> UserOut:
+        display_name = body.display_name or body.username
+        if self._node.words is not None:  # sensitive words (yim/services/words.py)
+            display_name = self._node.words.apply(display_name, "the display name")
         pw_hash = await asyncio.to_thread(self._hasher.hash, body.password)
         user = UserRec(
             id=self._node.ids.next_id(),
             username=body.username,
-            display_name=body.display_name or body.username,
+            display_name=display_name,
             password_hash=pw_hash,
             created_at=now_ms(),
         )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from yim.ids.snowflake import Snowflake
     from yim.metrics import Metrics
     from yim.protocol.codec import Codec
+    from yim.services.words import WordFilter
     from yim.storage.base import Store
     from yim.storage.records import MessageRec, SendCmd, SendResult
     from yim.storage.relations import InboxWrite
@@ -220,3 +221,7 @@ class Context(Protocol):
 
     @property
     def read_ahead(self) -> SyncReadAhead: ...
+
+    @property
+    def words(self) -> WordFilter | None:
+        """The sensitive-word filter; None when no word list is configured."""

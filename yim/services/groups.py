@@ -74,6 +74,8 @@ def _changed(node: Context, change: GroupChange, origin: Device | None) -> Group
 async def create_group(
     node: Context, session: SessionRec, req: GroupCreate, origin: Device | None = None
 ) -> GroupChangeOut:
+    if node.words is not None:  # sensitive words (yim/services/words.py)
+        req = node.words.fields(req, "name", "announcement", what="the group")
     settings = node.settings
     max_members = min(req.max_members or settings.group_max_members, settings.group_max_members)
     conv_id = node.ids.next_id()
@@ -158,6 +160,8 @@ async def mute(node: Context, session: SessionRec, req: GroupMute, origin: Devic
 
 
 async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: Device | None = None) -> GroupChangeOut:
+    if node.words is not None:  # sensitive words (yim/services/words.py)
+        req = node.words.fields(req, "name", "announcement", what="the group")
     changes: dict[str, object] = {
         name: getattr(req, name)
         for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")

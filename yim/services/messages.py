@@ -35,6 +35,7 @@ from yim.protocol.frames import (
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
+from yim.services.words import EchoedResult, echo_body
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import SendCmd, SendResult, SessionRec
 from yim.storage.rules import quotes
@@ -122,7 +123,10 @@ def send_message(
     if (req.reply_to is not None) != (quote is not None):
         raise ValueError("send_message: a send with reply_to takes the quote reply_quote() read, and only it")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
-    return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done)
+    masked = False
+    if node.words is not None:  # sensitive words: content_blocked, or a masked body stored, pushed and echoed
+        body, masked = node.words.message_body(req.kind, body)
+    return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done, echo=masked)
 
 
 def _submit(
@@ -132,9 +136,12 @@ def _submit(
     body: bytes,
     origin: Device | None,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None,
+    *,
+    echo: bool = False,
 ) -> asyncio.Future[SendResult]:
     """Submit a message whose ``body`` is canonical (its kind's body and any server fields),
-    addressed as ``req`` says."""
+    addressed as ``req`` says. ``echo``: the server changed the text (masked words), so the
+    ACK carries the stored body for the sender's devices to show."""
     if (req.to is not None) + (req.conv_id is not None) + (req.shop_id is not None) != 1:
         raise YimError("bad_request", "give exactly one of `to` (a user id), `conv_id` or `shop_id`")
     now = int(time.time() * 1000)
@@ -156,6 +163,8 @@ def _submit(
         new_session_id=node.ids.next_id() if req.to is None else 0,
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
+    if echo:
+        fut = echo_body(fut)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
 
@@ -249,4 +258,5 @@ def send_ack(result: SendResult) -> SendAck:
         inbox_seq=result.sender_inbox_seq,
         created_at=m.created_at,
         duplicate=result.duplicate,
+        body=msgspec.Raw(m.body) if isinstance(result, EchoedResult) else msgspec.UNSET,
     )

@@ -1,0 +1,453 @@
+"""Sensitive-word filter: listed words in user-written text are refused or masked.
+
+Operators give word lists (``word_lists`` in yim/config.py; docs/operations.md §1.6):
+UTF-8 files, one entry a line, each list with its action — ``reject`` (the request fails
+with ``content_blocked``) or ``mask`` (each matched character becomes ``*``). It applies to
+text message bodies, group names and announcements, and display names.
+
+Matching runs on *normalised* text, so that trivial disguises still match:
+
+- NFKC: full-width letters and digits become half-width (U+FF21 -> A), compatibility
+  forms their plain letter;
+- case folding (ABC -> abc, ß -> ss);
+- zero-width and invisible formatting characters are dropped wherever they are;
+- between two CJK characters, any run of characters that are neither letters nor digits
+  (spaces, punctuation, symbols, emoji) is dropped: 敏 感 词, 敏*感*词 and 敏。感。词 read 敏感词.
+  Elsewhere spaces stay: "bad word" does not match "badword".
+
+Entries are normalised the same way and matched as substrings by one Aho-Corasick
+automaton per action, so the cost per text is one pass over it whatever the list's size.
+A clean text (the common case) costs C-level work only: NFKC (full-width punctuation
+mapped first), casefold, a regex and the automaton scan over the text's UTF-8 bytes
+(~8 µs per 100 characters with 10,000 entries; docs/performance.md). Only a text with a
+hit to mask takes the slow path, which normalises character by character to map each
+normalised character back to the original ones, so exactly the matched characters are
+masked and the rest of the text stays byte-identical.
+
+Lists are reloaded without a restart: on SIGHUP, and when a file's mtime, size or inode
+changed (checked every ``word_lists_check_s``, never per text). A reload builds new
+automata off the event loop and swaps them in with one assignment; a reload that fails
+(a file missing or not UTF-8) keeps the lists in use and says so in one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import unicodedata
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import ahocorasick
+import msgspec
+
+from yim.config import SettingsError, WordList
+from yim.protocol.errors import YimError
+from yim.protocol.frames import TextBody
+from yim.storage.records import SendResult
+
+if TYPE_CHECKING:
+    from yim.config import Settings
+
+log = logging.getLogger("yim.words")
+
+#: invisible characters dropped everywhere (all of Unicode category Cf, so that
+#: str.isprintable() is False for any text holding one): soft hyphen, Mongolian vowel
+#: separator, zero-width space / non-joiner / joiner, direction marks and embeddings, word
+#: joiner and invisible operators, direction isolates, zero-width no-break space (BOM)
+_INVISIBLE = "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+_INVISIBLE_RUN = re.compile(f"[{_INVISIBLE}]+")
+#: CJK characters: kana, Han (unified, extension A, compatibility, extensions B and later), Hangul
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
+# A run of characters that are neither letters nor digits ([\W_]: re's \w is str.isalnum()
+# plus "_") between two CJK characters. Written to start with its run's first character
+# (the lookbehind checks the character before it) so that re scans for candidates in C:
+# ~1.7 µs per 100 characters instead of ~2.4 with the lookbehind first.
+_CJK_GAP = re.compile(f"[\\W_](?<=[{_CJK}][\\W_])[\\W_]*(?=[{_CJK}])")
+
+
+_text_decoder = msgspec.json.Decoder(TextBody)
+_encoder = msgspec.json.Encoder()
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+#: full-width ASCII forms and the ideographic space, whose NFKC form is their ASCII twin
+_FULL_WIDTH = re.compile("[\uff01-\uff5e\u3000]+")
+_HALF_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+#: the full-width punctuation of everyday Chinese text, with the ASCII NFKC makes of it
+_COMMON_FULL_WIDTH = tuple(
+    (c, unicodedata.normalize("NFKC", c)) for c in "\uff0c\uff01\uff1f\uff1a\uff1b\uff08\uff09\u3000"
+)
+
+
+def _nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, faster for Chinese text. Its full-width
+    punctuation (U+FF0C, U+FF01 ...) fails NFKC's quick check, and the full algorithm then
+    costs ~20 µs per 100 characters. Replacing the common ones (a C scan each) and then any
+    other full-width form by its ASCII twin (exactly what NFKC does with them) usually
+    leaves a text NFKC has nothing more to do with."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    for wide, narrow in _COMMON_FULL_WIDTH:
+        if wide in text:
+            text = text.replace(wide, narrow)
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    text = _FULL_WIDTH.sub(lambda m: m.group().translate(_HALF_WIDTH), text)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+def normalise(text: str) -> str:
+    """The form both entries and texts are matched in (see the module's docstring)."""
+    norm = _nfkc(text).casefold()
+    if not norm.isprintable():  # ~0.3 µs per 100 characters: most texts skip the regex
+        norm = _INVISIBLE_RUN.sub("", norm)
+    return _CJK_GAP.sub("", norm)
+
+
+def _key(norm: str) -> str:
+    """The UTF-8 bytes of a normalised text, one character each, which is what the automata
+    match. pyahocorasick finds a node's child by a linear search, and a list of 10,000
+    Chinese entries gives the root thousands of children (~13 µs per 100 characters); in
+    UTF-8 every node has at most a few dozen (~1.7 µs). A match of a whole UTF-8 entry in
+    UTF-8 text always starts and ends on character boundaries."""
+    return norm.encode().decode("latin-1")
+
+
+def normalise_mapped(text: str) -> tuple[str, list[int], list[int]]:
+    """``normalise(text)``, and for each of its characters the ``[start, end)`` of the
+    original characters it came from."""
+    half = _FULL_WIDTH.sub(lambda m: m.group().translate(_HALF_WIDTH), text)  # one for one
+    folded = half.casefold()
+    if len(folded) == len(text) and unicodedata.is_normalized("NFKC", half):
+        # The usual case, in C: NFKC leaves the text as it is once its full-width forms are
+        # mapped, and case folding maps each character to one, so character i came from
+        # character i. (casefold never maps a character to none.)
+        norm, starts, ends = folded, list(range(len(text))), list(range(1, len(text) + 1))
+    else:
+        # Character by character, each with the combining marks that follow it (so é
+        # written as e + U+0301 composes as it does in normalise()).
+        pieces: list[str] = []
+        starts, ends = [], []
+        i, n = 0, len(text)
+        while i < n:
+            j = i + 1
+            while j < n and unicodedata.combining(text[j]):
+                j += 1
+            piece = unicodedata.normalize("NFKC", text[i:j]).casefold()
+            pieces.append(piece)
+            starts.extend([i] * len(piece))
+            ends.extend([j] * len(piece))
+            i = j
+        norm = "".join(pieces)
+    for pattern in (_INVISIBLE_RUN, _CJK_GAP):  # the same two steps as normalise()
+        if pattern.search(norm) is None:
+            continue
+        kept: list[str] = []
+        kept_starts: list[int] = []
+        kept_ends: list[int] = []
+        pos = 0
+        for m in pattern.finditer(norm):
+            kept.append(norm[pos : m.start()])
+            kept_starts += starts[pos : m.start()]
+            kept_ends += ends[pos : m.start()]
+            pos = m.end()
+        kept.append(norm[pos:])
+        norm, starts, ends = "".join(kept), kept_starts + starts[pos:], kept_ends + ends[pos:]
+    return norm, starts, ends
+
+
+def _hit(automaton: Any, key: str) -> bool:
+    for _ in automaton.iter(key):
+        return True
+    return False
+
+
+def mask(automaton: Any, text: str) -> str:
+    """``text`` with each original character that a match of ``automaton`` covers replaced
+    by one ``*`` (when the text needed composing, a character with its combining marks
+    counts as one); the rest unchanged."""
+    norm, starts, ends = normalise_mapped(text)
+    key = _key(norm)
+    spans = [(last - size + 1, last + 1) for last, size in automaton.iter(key)]  # UTF-8 byte offsets
+    if not spans:
+        return text
+    # byte offset -> character index in norm, decoding once from one offset to the next
+    raw = key.encode("latin-1")
+    char_at: dict[int, int] = {}
+    done_bytes = done_chars = 0
+    for offset in sorted({b for span in spans for b in span}):
+        done_chars += len(raw[done_bytes:offset].decode())
+        done_bytes = offset
+        char_at[offset] = done_chars
+    covered: dict[int, int] = {}  # start -> end of each original character to mask
+    for first, end in spans:
+        for k in range(char_at[first], char_at[end]):
+            covered[starts[k]] = ends[k]
+    out: list[str] = []
+    pos = 0
+    for start in sorted(covered):
+        if start < pos:  # inside a character already masked
+            continue
+        out.append(text[pos:start])
+        out.append("*")
+        pos = covered[start]
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def load_entries(path: str) -> list[str]:
+    """The normalised entries of one list file: one a line; blank lines and lines starting
+    with ``#`` are skipped, and so (with a warning) is an entry that normalises to nothing.
+    OSError or ValueError (not UTF-8) if the file cannot be read."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    entries: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        word = normalise(entry)
+        if not word:
+            log.warning("word list %s line %d: %r is nothing once normalised; skipped", path, number, entry)
+            continue
+        entries.append(word)
+    return entries
+
+
+def build_automaton(entries: Sequence[str]) -> Any:
+    """An Aho-Corasick automaton over the :func:`_key` of normalised entries, whose value for
+    each entry is its length in the key (UTF-8 bytes); None if no entries."""
+    if not entries:
+        return None
+    automaton = ahocorasick.Automaton()
+    for word in entries:
+        key = _key(word)
+        automaton.add_word(key, len(key))
+    automaton.make_automaton()
+    return automaton
+
+
+Signature = tuple[int, int, int]
+
+
+def _signature(path: str) -> Signature:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class _State(msgspec.Struct, frozen=True):
+    """Everything a check reads, replaced as a whole on reload."""
+
+    reject: Any  # ahocorasick.Automaton | None
+    mask: Any
+    signatures: tuple[Signature, ...]
+    counts: dict[str, int]
+
+
+def _build(specs: Sequence[WordList]) -> _State:
+    # The signatures are taken before the files are read: a write during the read shows
+    # as a change at the next check, never as a change already seen.
+    signatures = tuple(_signature(spec.path) for spec in specs)
+    entries: dict[str, list[str]] = {"reject": [], "mask": []}
+    for spec in specs:
+        entries[spec.action] += load_entries(spec.path)
+    return _State(
+        reject=build_automaton(entries["reject"]),
+        mask=build_automaton(entries["mask"]),
+        signatures=signatures,
+        counts={action: len(set(words)) for action, words in entries.items()},
+    )
+
+
+def _reason(exc: Exception) -> str:
+    """One line naming the file and what is wrong with it."""
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+#: filters of the running nodes, all reloaded on SIGHUP (several nodes may share a process in tests)
+_live: weakref.WeakSet[WordFilter] = weakref.WeakSet()
+_sighup = False  # the handler is installed
+
+
+def _on_sighup() -> None:
+    for words in list(_live):
+        words.reload_soon()
+
+
+class WordFilter:
+    """The node's sensitive-word lists. ``Node.words`` is None when none are configured, so a
+    node without lists pays one attribute check per text."""
+
+    def __init__(self, specs: Sequence[WordList], check_s: float) -> None:
+        self._specs = tuple(specs)
+        self._check_s = check_s
+        try:
+            self._state = _build(self._specs)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"bad setting: word_lists: cannot load {_reason(exc)}") from None
+        self._failed: tuple[Signature, ...] | None = None  # files of the last failed reload
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        #: SIGHUP reloads (a loop outside the main thread cannot take signal handlers)
+        self.sighup = False
+        log.info("word lists loaded: %s", self._describe())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WordFilter | None:
+        specs = settings.word_lists
+        assert not isinstance(specs, str)  # parsed in Settings.__post_init__
+        return cls(specs, settings.word_lists_check_s) if specs else None
+
+    def _describe(self) -> str:
+        counts = self._state.counts
+        return f"{counts['reject']} entries to reject, {counts['mask']} to mask"
+
+    # -- checks -------------------------------------------------------------------------
+    def apply(self, text: str, what: str) -> str:
+        """``text``, masked if a mask list matches; YimError("content_blocked") if a reject
+        list does. ``what`` names the text in the error ("the message", "the group name")."""
+        state = self._state  # one read: a reload in between cannot mix two generations
+        if state.reject is None and state.mask is None:
+            return text
+        key = _key(normalise(text))
+        if state.reject is not None and _hit(state.reject, key):
+            # The message never names the word: that would publish the list.
+            raise YimError("content_blocked", f"{what} contains words that are not allowed")
+        if state.mask is None or not _hit(state.mask, key):
+            return text
+        return mask(state.mask, text)
+
+    def message_body(self, kind: str, body: bytes) -> tuple[bytes, bool]:
+        """A message's canonical body, filtered, and whether it changed (masked). Only text
+        bodies carry user-written text; the other kinds pass unchanged."""
+        if kind != "text":
+            return body, False
+        text = _text_decoder.decode(body).text
+        filtered = self.apply(text, "the message")
+        if filtered is text:
+            return body, False
+        return _encoder.encode(TextBody(text=filtered)), True
+
+    def fields(self, struct: T, *names: str, what: str = "the") -> T:
+        """``struct`` with its named text fields filtered (a field that is None or empty is
+        left alone); YimError("content_blocked") naming the field if one is rejected."""
+        changes: dict[str, str] = {}
+        for name in names:
+            value = getattr(struct, name)
+            if value:
+                filtered = self.apply(value, f"{what} {name.replace('_', ' ')}")
+                if filtered is not value:
+                    changes[name] = filtered
+        return msgspec.structs.replace(struct, **changes) if changes else struct
+
+    # -- reloading ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Watch the files (every ``word_lists_check_s``) and SIGHUP, on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._watch())
+        global _sighup
+        if not _live:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, _on_sighup)
+                _sighup = True
+            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread's loop
+                _sighup = False
+                log.info("SIGHUP does not reload the word lists here; their files are still watched")
+        self.sighup = _sighup
+        _live.add(self)
+
+    async def stop(self) -> None:
+        global _sighup
+        _live.discard(self)
+        if not _live and _sighup:
+            _sighup = False
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def reload_soon(self) -> None:
+        """Reload now, changed or not (SIGHUP)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _watch(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._check_s or None):
+                    await self._wake.wait()
+            forced = self._wake.is_set()
+            self._wake.clear()
+            try:
+                await self.reload(force=forced)
+            except Exception:  # the watch must outlive anything one reload does
+                log.exception("word lists: reload failed")
+
+    async def reload(self, force: bool = True) -> bool:
+        """Reload the lists if a file changed (or ``force``); True if new lists are in use.
+        On failure the lists in use stay, and one line says why (once per state of the files)."""
+        async with self._lock:
+            try:
+                signatures = tuple(_signature(spec.path) for spec in self._specs)
+            except OSError as exc:
+                if force or self._failed != ():
+                    log.warning("word lists not reloaded, the old ones stay: %s", _reason(exc))
+                self._failed = ()
+                return False
+            if not force and signatures in (self._state.signatures, self._failed):
+                return False
+            try:
+                state = await asyncio.to_thread(_build, self._specs)
+            except (OSError, ValueError) as exc:
+                log.warning("word lists not reloaded, the old ones stay: %s", _reason(exc))
+                self._failed = signatures
+                return False
+            self._state = state  # the swap: checks read either the old state or this one
+            self._failed = None
+            log.info("word lists reloaded: %s", self._describe())
+            return True
+
+
+class EchoedResult(SendResult, frozen=True):
+    """A send whose stored body is not the one sent (masked): its ACK carries the body."""
+
+
+def echo_body(fut: asyncio.Future[SendResult]) -> asyncio.Future[SendResult]:
+    """A future resolving like ``fut``, with an :class:`EchoedResult`, so that the sender's
+    ACK shows the masked body its other devices and its peers get."""
+    out: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+
+    def copy(done: asyncio.Future[SendResult]) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+        elif (exc := done.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            result = done.result()
+            out.set_result(EchoedResult(**{f: getattr(result, f) for f in result.__struct_fields__}))
+
+    fut.add_done_callback(copy)
+    return out
