@@ -503,3 +503,11 @@ async def test_group_names_announcements_and_display_names(make_server: MakeServ
         assert r.status == 201 and (await r.json())["display_name"] == "大**"
         r = await http.post("/api/v1/accounts", json={"username": "evilcorp1", "password": "password123"})
         assert r.status == 422
+
+        # a friend request's note is read by its recipient: rejected, or masked as it is stored
+        with pytest.raises(ProtocolError, match="content_blocked"):
+            await alice.request("friend_request", to=bob.user_id, message="来学法轮功吧")
+        asked = await alice.request("friend_request", to=bob.user_id, message="hi 笨蛋")
+        assert asked["message"] == "hi **"
+        incoming = await bob.request("friend_requests", direction="incoming")
+        assert [r["message"] for r in incoming["requests"]] == ["hi **"]

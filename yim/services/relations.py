@@ -83,6 +83,8 @@ def _friendship_started(node: Context, req: FriendRequestRec) -> None:
 async def friend_request(
     node: Context, session: SessionRec, req: FriendRequest, origin: Device | None = None
 ) -> FriendRequestOut:
+    if node.words is not None:  # the request's note is read by another user: sensitive words
+        req = node.words.fields(req, "message", what="the friend request")
     rec, events = await node.store.relations.friend_request(
         node.ids.next_id(), session.user_id, parse_id(req.to, "user"), req.message, _now()
     )
