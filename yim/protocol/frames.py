@@ -183,10 +183,53 @@ class GroupUpdate(Request, tag="group_update", frozen=True):
     join_policy: JoinPolicy | None = None
     mute_all: bool | None = None
     max_members: Annotated[int, Meta(ge=2)] | None = None
+    pin_policy: PinPolicy | None = None
 
 
 class GroupDissolve(Request, tag="group_dissolve", frozen=True):
     conv_id: IdStr
+
+
+#: a reaction: one emoji (or a sticker code), as the client shows it
+Emoji = Annotated[str, Meta(min_length=1, max_length=32)]
+PinPolicy = Literal["admins", "members"]
+
+
+class React(Request, tag="react", frozen=True):
+    """Add (or, with ``remove``, take back) one emoji reaction to message ``seq``."""
+
+    conv_id: IdStr
+    seq: Seq
+    emoji: Emoji
+    remove: bool = False
+
+
+class Reactions(Request, tag="reactions", frozen=True):
+    """The messages of a conversation whose reactions changed after version ``after_ver``."""
+
+    conv_id: IdStr
+    after_ver: Seq = 0
+    limit: PageLimit = 200
+
+
+class Reactors(Request, tag="reactors", frozen=True):
+    """Who reacted to message ``seq`` with ``emoji``, by user id."""
+
+    conv_id: IdStr
+    seq: Seq
+    emoji: Emoji
+    after: IdStr | None = None  # the previous page's next_after
+    limit: PageLimit = 100
+
+
+class Pin(Request, tag="pin", frozen=True):
+    conv_id: IdStr
+    seq: Seq
+
+
+class Unpin(Request, tag="unpin", frozen=True):
+    conv_id: IdStr
+    seq: Seq
 
 
 class Search(Request, tag="search", frozen=True):
@@ -388,6 +431,11 @@ AnyRequest = (
     | GroupMute
     | GroupUpdate
     | GroupDissolve
+    | React
+    | Reactions
+    | Reactors
+    | Pin
+    | Unpin
     | FriendRequest
     | FriendAccept
     | FriendReject
@@ -495,6 +543,14 @@ class Notice(Struct, tag_field="t", tag="notice"):
 # --- shared payloads ----------------------------------------------------------------------
 
 
+class ReactionOut(Struct):
+    """One emoji on a message: how many reacted with it, and whether the viewer did."""
+
+    emoji: str
+    count: int
+    me: bool = False
+
+
 class MessageOut(Struct, omit_defaults=True):
     msg_id: str
     conv_id: str
@@ -508,6 +564,8 @@ class MessageOut(Struct, omit_defaults=True):
     recalled: bool = False
     mentions: list[str] = []
     mention_all: bool = False
+    #: history only: the message's reactions, in the order they first appeared (omitted: none)
+    reactions: list[ReactionOut] = []
 
 
 class SendAck(Struct):
@@ -557,6 +615,13 @@ class UsersPage(Struct):
     users: list[UserOut]
 
 
+class PinnedOut(Struct):
+    seq: int
+    msg_id: str
+    pinned_by: str
+    pinned_at: int
+
+
 class ConversationOut(Struct):
     conv_id: str
     type: str  # "direct" | "group"
@@ -573,6 +638,10 @@ class ConversationOut(Struct):
     peer_read_seq: int = 0  # direct conversations: the other user has read up to here
     shop_id: str | None = None  # service conversations: the shop
     customer_id: str | None = None  # service conversations: the customer
+    #: pinned messages, most recently pinned first (at most ``max_pins``)
+    pinned: list[PinnedOut] = []
+    #: the conversation's reaction version (see the ``reactions`` op)
+    reaction_ver: int = 0
 
 
 class ConversationPage(Struct):
@@ -588,6 +657,8 @@ class GroupHeadOut(Struct):
     conv_id: str
     last_seq: int
     from_seq: int
+    #: the group's reaction version: pull ``reactions(after_ver=…)`` when it is ahead
+    reaction_ver: int = 0
 
 
 class SyncPage(Struct):
@@ -612,6 +683,7 @@ class GroupOut(Struct):
     last_seq: int
     created_at: int
     dissolved: bool
+    pin_policy: str = "admins"
 
 
 class GroupChangeOut(Struct):
@@ -647,6 +719,48 @@ class RecallOut(Struct):
     conv_id: str
     seq: int  # the recalled message
     recall_seq: int  # the "recall" entry appended to the timeline
+    inbox_seq: int
+
+
+class ReactOut(Struct):
+    conv_id: str
+    seq: int
+    msg_id: str
+    #: false: nothing changed (the reaction was there already, or was not)
+    changed: bool
+    reactions: list[ReactionOut]
+    #: the conversation's reaction version after the change
+    ver: int
+    #: the requesting user's inbox seq of the ``reaction`` event (0: none, read fan-out or no change)
+    inbox_seq: int = 0
+
+
+class MessageReactionsOut(Struct):
+    seq: int
+    msg_id: str
+    reactions: list[ReactionOut]
+
+
+class ReactionsPage(Struct):
+    conv_id: str
+    messages: list[MessageReactionsOut]
+    #: pass as ``after_ver`` next time
+    ver: int
+    has_more: bool
+
+
+class ReactorsPage(Struct):
+    users: list[str]
+    next_after: str | None
+
+
+class PinOut(Struct):
+    conv_id: str
+    seq: int
+    pinned: bool
+    #: seq of the system entry appended (None: nothing changed)
+    entry_seq: int | None
+    #: the requesting user's inbox seq of that entry (0 under read fan-out or no change)
     inbox_seq: int
 
 

@@ -57,6 +57,7 @@ def group_out(g: GroupRec) -> GroupOut:
         last_seq=g.last_seq,
         created_at=g.created_at,
         dissolved=g.dissolved,
+        pin_policy=g.pin_policy,
     )
 
 
@@ -160,7 +161,7 @@ async def mute(node: Context, session: SessionRec, req: GroupMute, origin: Devic
 async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: Device | None = None) -> GroupChangeOut:
     changes: dict[str, object] = {
         name: getattr(req, name)
-        for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")
+        for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members", "pin_policy")
         if getattr(req, name) is not None
     }
     if "max_members" in changes:

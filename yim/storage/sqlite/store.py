@@ -417,6 +417,9 @@ class SqliteStore(Store):
 
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
+        from yim.storage.sqlite.reactions import SqliteReactionStore
+
+        self.reactions = SqliteReactionStore(self)
 
     async def open(self) -> None:
         try:
