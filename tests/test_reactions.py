@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, login, make_users, until
+from tests.sdk_helpers import Chat
 from yim.node import NodeServer
+from yim.protocol.frames import ReactionEvent, ReactionOut
 
 
 async def _devices(http: aiohttp.ClientSession, names: list[str]) -> list[Device]:
@@ -411,3 +413,30 @@ async def test_offline_device_converges_on_reactions_and_pins(make_server: MakeS
         assert pinned == {gid: [g_msgs[2]["seq"]], cid: [d_msgs[2]["seq"]]}
         assert mine[(gid, g_msgs[0]["seq"])] == {"👍", "❤️"} and mine[(gid, g_msgs[1]["seq"])] == {"❤️"}
         assert counts[(gid, g_msgs[1]["seq"])] == {"👍": 1, "❤️": 1, "🎉": 1}
+
+
+async def test_sdk_react_and_pin_reach_every_device_stream(server: NodeServer) -> None:
+    """The SDK's typed calls; each device's event stream carries the reaction event, the
+    reacting device's own included (its reply names the inbox seq: the client syncs it)."""
+    async with asyncio.timeout(60), Chat(server.url) as chat:
+        await chat.user("alice")
+        bob_user = await chat.user("bob")
+        phone, web = await chat.client("alice", "phone"), await chat.client("alice", "web")
+        bob = await chat.client("bob", "phone")
+        inboxes = [chat.inbox(c) for c in (phone, web, bob)]
+        ack = await phone.send_text("react to me", to=bob_user.user_id)
+        out = await bob.react(ack.conv_id, ack.seq, "👍")
+        assert out.changed and out.reactions == [ReactionOut(emoji="👍", count=1, me=True)]
+        pinned = await phone.pin(ack.conv_id, ack.seq)
+        assert pinned.pinned and pinned.entry_seq == ack.seq + 1
+        for inbox in inboxes:
+            await inbox.wait_for(
+                lambda inbox=inbox: (
+                    any(isinstance(i.data, ReactionEvent) for i in inbox.items)
+                    and any(m.kind == "system" for m in inbox.entries)
+                )
+            )
+            event = next(i.data for i in inbox.items if isinstance(i.data, ReactionEvent))
+            assert (event.user_id, event.emoji, event.op, event.ver) == (bob.user_id, "👍", "add", 1)
+            assert [(c.emoji, c.count) for c in event.counts] == [("👍", 1)]
+        assert (await phone.conversation(ack.conv_id)).pinned[0].seq == ack.seq

@@ -735,6 +735,25 @@ class ReactOut(Struct):
     inbox_seq: int = 0
 
 
+class ReactionCountOut(Struct):
+    emoji: str
+    count: int
+
+
+class ReactionEvent(Struct):
+    """``data`` of a ``reaction`` event or notice: who changed what, and all the message's
+    counts after it (absolute, so the latest wins whatever was missed before)."""
+
+    conv_id: str
+    seq: int
+    msg_id: str
+    user_id: str
+    emoji: str
+    op: Literal["add", "remove"]
+    counts: list[ReactionCountOut]
+    ver: int
+
+
 class MessageReactionsOut(Struct):
     seq: int
     msg_id: str

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from yim.protocol.frames import ReactionCountOut, ReactionEvent
 from yim.storage.records import SendResult
 
 
@@ -68,22 +69,6 @@ class PinChange(msgspec.Struct, frozen=True):
     entry: SendResult | None
 
 
-class _CountOut(msgspec.Struct):
-    emoji: str
-    count: int
-
-
-class _ReactionEvent(msgspec.Struct):
-    conv_id: str
-    seq: int
-    msg_id: str
-    user_id: str
-    emoji: str
-    op: str
-    counts: list[_CountOut]
-    ver: int
-
-
 _encoder = msgspec.json.Encoder()
 
 
@@ -94,14 +79,14 @@ def reaction_payload(
     what, and the message's counts after it — absolute, so applying the events of a
     conversation in order converges whatever was missed before."""
     return _encoder.encode(
-        _ReactionEvent(
+        ReactionEvent(
             conv_id=str(conv_id),
             seq=seq,
             msg_id=str(msg_id),
             user_id=str(user_id),
             emoji=emoji,
             op="add" if add else "remove",
-            counts=[_CountOut(e, n) for e, n in counts],
+            counts=[ReactionCountOut(e, n) for e, n in counts],
             ver=ver,
         )
     )
