@@ -650,7 +650,7 @@ class ConversationPage(Struct):
     next_before: str | None
 
 
-class GroupHeadOut(Struct):
+class GroupHeadOut(Struct, omit_defaults=True):
     """A read-fan-out group: its timeline head, and the seq after which this member must
     pull its messages with ``history`` (earlier ones came through the inbox)."""
 
@@ -658,6 +658,7 @@ class GroupHeadOut(Struct):
     last_seq: int
     from_seq: int
     #: the group's reaction version: pull ``reactions(after_ver=…)`` when it is ahead
+    #: (omitted while 0, as before the group's first reaction)
     reaction_ver: int = 0
 
 
