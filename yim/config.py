@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     group_write_fanout_max: int = 500
     group_max_members: int = 100_000
     recall_limit_s: int = 120
+    #: different emoji one user may put on one message
+    reactions_per_user_max: int = 20
+    #: pinned messages one conversation may have
+    pins_max: int = 50
     typing_interval_s: float = 3.0  # at most one typing notice per user and conversation per interval
     #: member lists kept in memory for pushes to read-fan-out groups and typing notices
     roster_cache_groups: int = 10_000
@@ -133,6 +137,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     login_failure_window_s: float = 3600.0  # failures are forgotten this long after the last
     rate_upload_per_user_s: float = 1.0
     rate_upload_burst: int = 60
+    #: reactions (adds and removes) per user: a flood of them costs every member's devices
+    rate_react_per_user_s: float = 5.0
+    rate_react_burst: int = 30
     max_connections_per_ip: int = 1000  # TCP connections (HTTP + WebSocket); 0 = no cap
     #: a connection that has not sent a complete HTTP request within this long of connecting
     #: (or of its last response) is closed: idle keep-alive and slowloris sockets

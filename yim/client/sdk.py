@@ -100,7 +100,12 @@ from yim.protocol.frames import (
     LoginOut,
     MessageOut,
     Notice,
+    Pin,
     Ping,
+    PinOut,
+    React,
+    ReactionEvent,
+    ReactOut,
     Read,
     ReadMarker,
     ReadResult,
@@ -108,6 +113,7 @@ from yim.protocol.frames import (
     Request,
     SendAck,
     Sync,
+    Unpin,
     UserOut,
 )
 
@@ -452,7 +458,7 @@ class _SyncPageIn(Struct):
     groups: list[GroupHeadOut] = []
 
 
-_EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker}
+_EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker, "reaction": ReactionEvent}
 
 
 def _send_frame(
@@ -900,6 +906,33 @@ class Client:
             lambda rid: Conversation(rid=rid, conv_id=conv_id), reply_type=ConversationOut, retry=True
         )
         result: ConversationOut = await fut
+        return result
+
+    async def react(self, conv_id: str, seq: int, emoji: str, *, remove: bool = False) -> ReactOut:
+        """Add (or take back) an emoji reaction. Safe to repeat: a reaction one has is not
+        added twice. This connection is not pushed its own ``reaction`` event: the client
+        syncs it (the reply names its inbox seq), so every device's stream carries it."""
+        fut = await self._submit(
+            lambda rid: React(rid=rid, conv_id=conv_id, seq=seq, emoji=emoji, remove=remove),
+            reply_type=ReactOut,
+            retry=True,
+            on_reply=self._catch_up,
+            wait_connected=True,
+        )
+        result: ReactOut = await fut
+        return result
+
+    async def pin(self, conv_id: str, seq: int, *, unpin: bool = False) -> PinOut:
+        """Pin (or unpin) a message; its system entry reaches the stream like any entry."""
+        op = Unpin if unpin else Pin
+        fut = await self._submit(
+            lambda rid: op(rid=rid, conv_id=conv_id, seq=seq),
+            reply_type=PinOut,
+            retry=True,
+            on_reply=self._catch_up,
+            wait_connected=True,
+        )
+        result: PinOut = await fut
         return result
 
     async def call(

@@ -201,6 +201,7 @@ class Limits:
         self.register_ip = TokenBuckets(s.rate_register_per_ip_s, s.rate_register_ip_burst, n)
         self.login_attempts_ip = TokenBuckets(s.rate_login_per_ip_s, s.rate_login_ip_burst, n)
         self.upload_user = TokenBuckets(s.rate_upload_per_user_s, s.rate_upload_burst, n)
+        self.react_user = TokenBuckets(s.rate_react_per_user_s, s.rate_react_burst, n)
         self.login_user = Backoff(
             s.login_free_failures, s.login_backoff_base_s, s.login_backoff_max_s, s.login_failure_window_s, n
         )
@@ -285,6 +286,13 @@ class Limits:
         wait = self.upload_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "uploading too fast; slow down", retry_after=_retry(wait))
+
+    def check_react(self, user_id: int) -> None:
+        """Reactions per user (``react``), on top of the request limit: each one is pushed
+        to every member's devices."""
+        wait = self.react_user.take(user_id)
+        if wait:
+            raise YimError("rate_limited", "reacting too fast; slow down", retry_after=_retry(wait))
 
     async def check_login(self, username: str, ip: str | None) -> None:
         """Before verifying a password: refuse while the username or the IP is locked out,

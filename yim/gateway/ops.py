@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, presence, relations, service, sync, typing, users
+from yim.services import conversations, groups, messages, presence, reactions, relations, service, sync, typing, users
 from yim.services import search as search_service
 from yim.services.context import Context, Device
 from yim.storage.records import SessionRec
@@ -63,6 +63,11 @@ OPS: dict[type, Action] = {
     f.GroupMute: groups.mute,
     f.GroupUpdate: groups.update,
     f.GroupDissolve: groups.dissolve,
+    f.React: reactions.react,
+    f.Reactions: reactions.reactions,
+    f.Reactors: reactions.reactors,
+    f.Pin: reactions.pin,
+    f.Unpin: reactions.unpin,
     f.FriendRequest: relations.friend_request,
     f.FriendAccept: relations.friend_accept,
     f.FriendReject: relations.friend_reject,

@@ -32,6 +32,8 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "recall_expired": 403,  # past the recall time limit
     "already_recalled": 409,
     "group_full": 409,  # the group is at its member limit
+    "too_many_reactions": 409,  # the user has the most different reactions allowed on this message
+    "too_many_pins": 409,  # the conversation has the most pinned messages allowed
     "group_dissolved": 410,
     "blocked": 403,  # the other user blocked you (or you blocked them: unblock first)
     "friends_only": 403,  # the recipient accepts direct messages from friends only

@@ -205,10 +205,53 @@ class GroupUpdate(Request, tag="group_update", frozen=True):
     join_policy: JoinPolicy | None = None
     mute_all: bool | None = None
     max_members: Annotated[int, Meta(ge=2)] | None = None
+    pin_policy: PinPolicy | None = None
 
 
 class GroupDissolve(Request, tag="group_dissolve", frozen=True):
     conv_id: IdStr
+
+
+#: a reaction: one emoji (or a sticker code), as the client shows it
+Emoji = Annotated[str, Meta(min_length=1, max_length=32)]
+PinPolicy = Literal["admins", "members"]
+
+
+class React(Request, tag="react", frozen=True):
+    """Add (or, with ``remove``, take back) one emoji reaction to message ``seq``."""
+
+    conv_id: IdStr
+    seq: Seq
+    emoji: Emoji
+    remove: bool = False
+
+
+class Reactions(Request, tag="reactions", frozen=True):
+    """The messages of a conversation whose reactions changed after version ``after_ver``."""
+
+    conv_id: IdStr
+    after_ver: Seq = 0
+    limit: PageLimit = 200
+
+
+class Reactors(Request, tag="reactors", frozen=True):
+    """Who reacted to message ``seq`` with ``emoji``, by user id."""
+
+    conv_id: IdStr
+    seq: Seq
+    emoji: Emoji
+    after: IdStr | None = None  # the previous page's next_after
+    limit: PageLimit = 100
+
+
+class Pin(Request, tag="pin", frozen=True):
+    conv_id: IdStr
+    seq: Seq
+
+
+class Unpin(Request, tag="unpin", frozen=True):
+    conv_id: IdStr
+    seq: Seq
 
 
 class Search(Request, tag="search", frozen=True):
@@ -411,6 +454,11 @@ AnyRequest = (
     | GroupMute
     | GroupUpdate
     | GroupDissolve
+    | React
+    | Reactions
+    | Reactors
+    | Pin
+    | Unpin
     | FriendRequest
     | FriendAccept
     | FriendReject
@@ -530,6 +578,14 @@ class Notice(Struct, tag_field="t", tag="notice"):
 # --- shared payloads ----------------------------------------------------------------------
 
 
+class ReactionOut(Struct):
+    """One emoji on a message: how many reacted with it, and whether the viewer did."""
+
+    emoji: str
+    count: int
+    me: bool = False
+
+
 class MessageOut(Struct, omit_defaults=True):
     msg_id: str
     conv_id: str
@@ -543,6 +599,8 @@ class MessageOut(Struct, omit_defaults=True):
     recalled: bool = False
     mentions: list[str] = []
     mention_all: bool = False
+    #: history only: the message's reactions, in the order they first appeared (omitted: none)
+    reactions: list[ReactionOut] = []
 
 
 class SendAck(Struct):
@@ -594,6 +652,13 @@ class UsersPage(Struct):
     users: list[UserOut]
 
 
+class PinnedOut(Struct):
+    seq: int
+    msg_id: str
+    pinned_by: str
+    pinned_at: int
+
+
 class ConversationOut(Struct):
     conv_id: str
     type: str  # "direct" | "group"
@@ -610,6 +675,10 @@ class ConversationOut(Struct):
     peer_read_seq: int = 0  # direct conversations: the other user has read up to here
     shop_id: str | None = None  # service conversations: the shop
     customer_id: str | None = None  # service conversations: the customer
+    #: pinned messages, most recently pinned first (at most ``max_pins``)
+    pinned: list[PinnedOut] = []
+    #: the conversation's reaction version (see the ``reactions`` op)
+    reaction_ver: int = 0
 
 
 class ConversationPage(Struct):
@@ -618,13 +687,16 @@ class ConversationPage(Struct):
     next_before: str | None
 
 
-class GroupHeadOut(Struct):
+class GroupHeadOut(Struct, omit_defaults=True):
     """A read-fan-out group: its timeline head, and the seq after which this member must
     pull its messages with ``history`` (earlier ones came through the inbox)."""
 
     conv_id: str
     last_seq: int
     from_seq: int
+    #: the group's reaction version: pull ``reactions(after_ver=…)`` when it is ahead
+    #: (omitted while 0, as before the group's first reaction)
+    reaction_ver: int = 0
 
 
 class SyncPage(Struct):
@@ -649,6 +721,7 @@ class GroupOut(Struct):
     last_seq: int
     created_at: int
     dissolved: bool
+    pin_policy: str = "admins"
 
 
 class GroupChangeOut(Struct):
@@ -704,6 +777,67 @@ class ForwardResult(Struct, omit_defaults=True):
 
 class ForwardOut(Struct):
     results: list[ForwardResult]
+
+
+class ReactOut(Struct):
+    conv_id: str
+    seq: int
+    msg_id: str
+    #: false: nothing changed (the reaction was there already, or was not)
+    changed: bool
+    reactions: list[ReactionOut]
+    #: the conversation's reaction version after the change
+    ver: int
+    #: the requesting user's inbox seq of the ``reaction`` event (0: none, read fan-out or no change)
+    inbox_seq: int = 0
+
+
+class ReactionCountOut(Struct):
+    emoji: str
+    count: int
+
+
+class ReactionEvent(Struct):
+    """``data`` of a ``reaction`` event or notice: who changed what, and all the message's
+    counts after it (absolute, so the latest wins whatever was missed before)."""
+
+    conv_id: str
+    seq: int
+    msg_id: str
+    user_id: str
+    emoji: str
+    op: Literal["add", "remove"]
+    counts: list[ReactionCountOut]
+    ver: int
+
+
+class MessageReactionsOut(Struct):
+    seq: int
+    msg_id: str
+    reactions: list[ReactionOut]
+
+
+class ReactionsPage(Struct):
+    conv_id: str
+    messages: list[MessageReactionsOut]
+    #: pass as ``after_ver`` next time
+    ver: int
+    has_more: bool
+
+
+class ReactorsPage(Struct):
+    users: list[str]
+    next_after: str | None
+
+
+class PinOut(Struct):
+    conv_id: str
+    seq: int
+    pinned: bool
+    #: seq of the system entry appended (None: nothing changed)
+    entry_seq: int | None
+    #: the requesting user's inbox seq of that entry (0 under read fan-out or no change)
+    inbox_seq: int
 
 
 class HistoryPage(Struct):

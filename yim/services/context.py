@@ -172,6 +172,12 @@ class TypingGate(Protocol):
     def allow(self, user_id: int, conv_id: int) -> bool: ...
 
 
+class RateLimits(Protocol):
+    """The node's rate limits a service checks itself (the gateway checks the others)."""
+
+    def check_react(self, user_id: int) -> None: ...
+
+
 class SyncReadAhead(Protocol):
     def take(self, user_id: int, device_id: str, since: int, limit: int) -> asyncio.Task[Any] | None: ...
 
@@ -225,3 +231,6 @@ class Context(Protocol):
     @property
     def words(self) -> WordFilter | None:
         """The sensitive-word filter; None when no word list is configured."""
+
+    @property
+    def limits(self) -> RateLimits: ...

@@ -23,6 +23,7 @@ from yim.protocol.frames import (
 )
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
+from yim.services.reactions import pinned_out, reactions_out
 from yim.services.sync import within_budget
 from yim.services.wire import message_out, read_json, receipt_json
 from yim.storage.records import SessionRec
@@ -53,6 +54,9 @@ async def list_conversations(
     # A block (either way) hides each one's reads from the other (docs/protocol.md §8.2).
     readers = sorted({r.peer_id for r in rows if r.type == "direct" and r.peer_id is not None and r.peer_read_seq})
     hidden = await node.store.relations.blocked_either_way(session.user_id, readers) if readers else set()
+    conv_ids = [r.conv_id for r in rows]
+    pinned = await node.store.reactions.pins(conv_ids)
+    versions = await node.store.reactions.versions(conv_ids)
     out = [
         ConversationOut(
             conv_id=str(r.conv_id),
@@ -70,6 +74,8 @@ async def list_conversations(
             customer_id=str(r.customer_id) if r.customer_id else None,
             updated_at=r.updated_at,
             last_message=message_out(r.last_message) if r.last_message else None,
+            pinned=pinned_out(pinned.get(r.conv_id, [])),
+            reaction_ver=versions.get(r.conv_id, 0),
         )
         for r in rows
     ]
@@ -112,7 +118,8 @@ async def history(
     if before is not None and after is not None:
         raise YimError("bad_request", "give at most one of `before` and `after`")
     limit = min(limit, node.settings.history_page_max)
-    msgs, more = await node.store.history(session.user_id, parse_id(conv_id, "conversation"), before, after, limit)
+    cid = parse_id(conv_id, "conversation")
+    msgs, more = await node.store.history(session.user_id, cid, before, after, limit)
     # Keep the page within the reply budget: drop from the far end of the paging direction.
     if after is not None:
         kept = within_budget(msgs, lambda m: len(m.body))
@@ -120,7 +127,13 @@ async def history(
         kept = within_budget(msgs[::-1], lambda m: len(m.body))[::-1]
     more = more or len(kept) < len(msgs)
     msgs = kept
-    return HistoryPage(messages=[message_out(m) for m in msgs], has_more=more)
+    out = [message_out(m) for m in msgs]
+    # Each message carries its reactions, "me" for the reader (what a reaction pull returns too).
+    found = await node.store.reactions.reactions_of(cid, session.user_id, [m.seq for m in msgs if not m.recalled])
+    for m in out:
+        if (r := found.get(m.seq)) is not None:
+            m.reactions = reactions_out(r.reactions)
+    return HistoryPage(messages=out, has_more=more)
 
 
 async def receipts(node: Context, session: SessionRec, req: Receipts, origin: Device | None = None) -> ReceiptsOut:

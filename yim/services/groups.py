@@ -57,6 +57,7 @@ def group_out(g: GroupRec) -> GroupOut:
         last_seq=g.last_seq,
         created_at=g.created_at,
         dissolved=g.dissolved,
+        pin_policy=g.pin_policy,
     )
 
 
@@ -164,7 +165,7 @@ async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: D
         req = node.words.fields(req, "name", "announcement", what="the group")
     changes: dict[str, object] = {
         name: getattr(req, name)
-        for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members")
+        for name in ("name", "avatar", "announcement", "join_policy", "mute_all", "max_members", "pin_policy")
         if getattr(req, name) is not None
     }
     if "max_members" in changes:

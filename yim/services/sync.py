@@ -123,10 +123,14 @@ async def sync(node: Context, session: SessionRec, since: int, limit: int) -> Sy
     # A group the user left is listed on the page that carries their leave entry, so a
     # device that was offline then pulls the entries before it (§12.3); never again after.
     left_here = {(e.conv_id, e.conv_seq) for e, _payload in payloads if e.type == "message"}
+    listed = [g for g in heads if not g.left or (g.conv_id, g.last_seq) in left_here]
+    # Reactions in read-fan-out groups are in no inbox: the version tells a device to pull them.
+    versions = await node.store.reactions.versions([g.conv_id for g in listed]) if listed else {}
     groups = [
-        GroupHeadOut(conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq)
-        for g in heads
-        if not g.left or (g.conv_id, g.last_seq) in left_here
+        GroupHeadOut(
+            conv_id=str(g.conv_id), last_seq=g.last_seq, from_seq=g.from_seq, reaction_ver=versions.get(g.conv_id, 0)
+        )
+        for g in listed
     ]
     if next_since < head:  # more to come: read the next page while this one travels
         node.read_ahead.start(node, session.user_id, session.device_id, next_since, limit)

@@ -40,6 +40,7 @@ from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
     from yim.storage.media import MediaStore
+    from yim.storage.reactions import ReactionStore
     from yim.storage.search import SearchStore
 
 
@@ -50,12 +51,14 @@ class Store(abc.ABC):
     (:class:`yim.storage.relations.RelationStore`), ``store.service``
     (:class:`yim.storage.service.ServiceStore`), ``store.media``
     (:class:`yim.storage.media.MediaStore`), ``store.search``
-    (:class:`yim.storage.search.SearchStore`)."""
+    (:class:`yim.storage.search.SearchStore`), ``store.reactions``
+    (:class:`yim.storage.reactions.ReactionStore`: reactions and pins)."""
 
     relations: RelationStore
     service: ServiceStore
     media: MediaStore
     search: SearchStore
+    reactions: ReactionStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -185,6 +185,7 @@ class GroupRec(msgspec.Struct, frozen=True):
     last_seq: int
     created_at: int
     dissolved: bool
+    pin_policy: str = "admins"  # who may pin: "admins" (owner and admins) or "members"
 
 
 class MemberRec(msgspec.Struct, frozen=True):
@@ -257,7 +258,7 @@ class ConvRow(msgspec.Struct, frozen=True):
 #: The group columns both stores select, in the order group_rec() reads them.
 GROUP_COLS = (
     "id, name, avatar, announcement, owner_id, join_policy, mute_all, max_members, member_count, fanout,"
-    " switch_seq, last_seq, created_at, dissolved"
+    " switch_seq, last_seq, created_at, dissolved, pin_policy"
 )
 
 
@@ -277,6 +278,7 @@ def group_rec(r: Sequence[Any]) -> GroupRec:
         last_seq=r[11],
         created_at=r[12],
         dissolved=bool(r[13]),
+        pin_policy=r[14],
     )
 
 

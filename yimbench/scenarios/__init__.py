@@ -9,10 +9,20 @@ from yimbench.scenarios.group import GroupScenario
 from yimbench.scenarios.idle import IdleScenario
 from yimbench.scenarios.mixed import MixedScenario
 from yimbench.scenarios.pairs import PairsScenario
+from yimbench.scenarios.react import ReactScenario
 from yimbench.scenarios.sync import SyncScenario
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (PairsScenario, GroupScenario, MixedScenario, FanoutSweepScenario, IdleScenario, SyncScenario)
+    s.name: s
+    for s in (
+        PairsScenario,
+        GroupScenario,
+        MixedScenario,
+        FanoutSweepScenario,
+        IdleScenario,
+        SyncScenario,
+        ReactScenario,
+    )
 }
 
 __all__ = ["SCENARIOS", "Scenario"]

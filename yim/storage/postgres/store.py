@@ -538,6 +538,9 @@ class PostgresStore(Store):
         self.service = PgServiceStore(self)
         self.media = PgMediaStore(self)
         self.search = PgSearchStore(self)
+        from yim.storage.postgres.reactions import PgReactionStore
+
+        self.reactions = PgReactionStore(self)
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:

@@ -16,7 +16,7 @@ from yim.storage.records import CreateGroupCmd, Entry, GroupRec
 MANAGERS: Final = ("owner", "admin")
 
 #: The group settings a manager may change with update_group.
-UPDATABLE: Final = frozenset({"name", "avatar", "announcement", "join_policy", "mute_all", "max_members"})
+UPDATABLE: Final = frozenset({"name", "avatar", "announcement", "join_policy", "mute_all", "max_members", "pin_policy"})
 
 
 def live_group(group: GroupRec | None, conv_id: int, *, allow_dissolved: bool = False) -> GroupRec:

@@ -422,6 +422,9 @@ class SqliteStore(Store):
         self.service = SqliteServiceStore(self)
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
+        from yim.storage.sqlite.reactions import SqliteReactionStore
+
+        self.reactions = SqliteReactionStore(self)
 
     async def open(self) -> None:
         try:

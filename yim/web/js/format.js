@@ -102,6 +102,10 @@ export function systemText(m, name) {
     }
     case "dissolved":
       return `${who} dissolved the group`;
+    case "pinned":
+      return `${who} pinned a message`;
+    case "unpinned":
+      return `${who} unpinned a message`;
     default:
       return `${who} changed the group`;
   }

@@ -288,6 +288,7 @@ export class Store extends EventTarget {
     // A read-fan-out group's message is not in the inbox: it comes as a notice (and by
     // `history` after a gap), deduplicated like everything else.
     if (frame.type === "group_message" && this.ready) this.applyMessage(frame.data);
+    else if (frame.type === "reaction" && this.ready) this.applyReaction(frame.data);
   }
 
   apply(ev) {
@@ -303,6 +304,9 @@ export class Store extends EventTarget {
         else this.refreshListSoon();
         break;
       }
+      case "reaction":
+        this.applyReaction(d);
+        break;
       case "receipt": {
         // The peer of a one-to-one conversation read up to `read_seq`.
         const conv = this.convs.get(d.conv_id);
@@ -350,7 +354,7 @@ export class Store extends EventTarget {
       if (this.mentionsMe(m)) conv.mentioned = true;
     }
     if (m.kind === "recall" && isNew) this.applyRecall(conv, m);
-    else if (m.kind === "system" && isNew && conv.type !== "direct") this.fetchConv(conv.conv_id); // members, name
+    else if (m.kind === "system" && isNew && (conv.type !== "direct" || isPin(m))) this.fetchConv(conv.conv_id); // members, name, pins
     if (conv.loaded || conv.loading) this.insertMsg(conv, m);
     this.changed("conv", conv.conv_id);
     if (isNew) this.dispatchEvent(new CustomEvent("message", { detail: m }));
@@ -417,6 +421,8 @@ export class Store extends EventTarget {
     const conv = this.convs.get(g.conv_id);
     if (!conv || g.last_seq > conv.last_seq) this.refreshListSoon();
     if (conv?.loaded) this.loadNewer(conv).catch(() => {});
+    // Reactions in a read-fan-out group are in no inbox: pull what changed (§12.7).
+    if (conv?.loaded && g.reaction_ver > conv.reaction_ver) this.pullReactions(conv).catch(() => {});
   }
 
   // --- the conversation list ----------------------------------------------------------
@@ -465,6 +471,8 @@ export class Store extends EventTarget {
       conv.last_message = c.last_message;
     }
     if (c.updated_at > conv.updated_at) conv.updated_at = c.updated_at;
+    if (c.pinned) conv.pinned = c.pinned;
+    if (conv.reaction_ver === undefined) conv.reaction_ver = c.reaction_ver ?? 0;
     if (conv.last_seq === 0) conv.hasOlder = false;
     this.changed("conv", conv.conv_id);
   }
@@ -797,6 +805,83 @@ export class Store extends EventTarget {
     }
     this.pullAfterChange(g.conv_id, change.inbox_seq);
   }
+}
+
+// --- reactions and pins (docs/protocol.md §6.13–6.16, §12.7) -------------------------------
+// Added to the Store: a reaction is no timeline entry, so it only replaces the reactions of
+// a loaded message; messages not loaded get theirs with `history`.
+Object.assign(Store.prototype, {
+  setReactions(conv, seq, reactions) {
+    const i = conv.msgs.findIndex((x) => x.seq === seq);
+    if (i < 0) return;
+    conv.msgs[i] = { ...conv.msgs[i], reactions };
+    this.changed("conv", conv.conv_id);
+  },
+
+  // The conversation's reaction version moves one change at a time; a jump means changes
+  // this client missed (a notice of a read-fan-out group): pull them.
+  advanceReactions(conv, ver) {
+    const held = conv.reaction_ver ?? 0;
+    if (ver === held + 1) conv.reaction_ver = ver;
+    else if (ver > held && conv.loaded) this.pullReactions(conv).catch(() => {});
+  },
+
+  // A `reaction` event or notice: absolute counts; "me" changes only by this user's own.
+  applyReaction(d) {
+    const conv = this.convs.get(d.conv_id);
+    if (!conv) return;
+    this.advanceReactions(conv, d.ver);
+    const old = conv.msgs.find((x) => x.seq === d.seq);
+    if (!old) return;
+    const mine = new Set((old.reactions ?? []).filter((r) => r.me).map((r) => r.emoji));
+    if (d.user_id === this.me.user_id) {
+      if (d.op === "add") mine.add(d.emoji);
+      else mine.delete(d.emoji);
+    }
+    this.setReactions(
+      conv,
+      d.seq,
+      d.counts.map((c) => ({ emoji: c.emoji, count: c.count, me: mine.has(c.emoji) })),
+    );
+  },
+
+  async react(convId, seq, emoji, remove) {
+    const res = await this.socket.request("react", { conv_id: convId, seq, emoji, remove });
+    const conv = this.convs.get(convId);
+    if (conv) {
+      this.setReactions(conv, seq, res.reactions);
+      if (res.changed) this.advanceReactions(conv, res.ver);
+    }
+    // The reply stands for this connection's own `reaction` event (§12.2): it moves the cursor.
+    if (res.inbox_seq) {
+      const counts = res.reactions.map((r) => ({ emoji: r.emoji, count: r.count }));
+      const op = remove ? "remove" : "add";
+      const data = { conv_id: convId, seq, msg_id: res.msg_id, user_id: this.me.user_id, emoji, op, counts, ver: res.ver };
+      this.onPush({ seq: res.inbox_seq, type: "reaction", data });
+    }
+    return res;
+  },
+
+  async pullReactions(conv) {
+    for (;;) {
+      const after = conv.reaction_ver ?? 0;
+      const page = await this.socket.request("reactions", { conv_id: conv.conv_id, after_ver: after });
+      for (const m of page.messages) this.setReactions(conv, m.seq, m.reactions);
+      conv.reaction_ver = Math.max(conv.reaction_ver ?? 0, page.ver);
+      if (!page.has_more) break;
+    }
+  },
+
+  async pin(convId, seq, unpin) {
+    const res = await this.socket.request(unpin ? "unpin" : "pin", { conv_id: convId, seq });
+    this.pullAfterChange(convId, res.inbox_seq);
+    this.fetchConv(convId);
+    return res;
+  },
+});
+
+function isPin(m) {
+  return m.body?.event === "pinned" || m.body?.event === "unpinned";
 }
 
 function mediaBody(m) {

@@ -26,6 +26,7 @@ import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
 import { EVERYONE, MentionPicker } from "./mentions.js";
 import { openMenu } from "./menu.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
+import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
 import { toast } from "./toast.js";
 
 const MAX_TEXT = 8000;
@@ -387,6 +388,7 @@ export class ChatView {
         { class: "chat-title-box" },
         h("h2", { class: "chat-title" }, title),
         sub ? h("p", { class: "chat-sub" }, sub) : null,
+        conv ? pinnedLine(conv, (seq) => this.jumpTo(seq)) : null,
       ),
       h("div", { class: "head-actions" }, actions),
     );
@@ -543,6 +545,8 @@ export class ChatView {
           this.mentionLabels(m).join(","),
           this.hasMenu(item, conv) ? 1 : 0,
           quoteSig(m, conv),
+          reactionKey(m),
+          (conv?.pinned ?? []).some((p) => p.seq === m.seq) ? "p" : "",
         ].join("|");
       } else if (item.system) {
         sig = systemText(item.system, (id) => this.nameOf(id));
@@ -711,7 +715,8 @@ export class ChatView {
       "li",
       { class: cls.join(" "), dataset: m.seq ? { seq: String(m.seq), msgId: m.msg_id } : { local: "1" } },
       item.from ? h("span", { class: "sender" }, displayName(this.store.user(item.from))) : null,
-      h("div", { class: "bubble-row" }, bubble, actions),
+      h("div", { class: "bubble-row" }, bubble, actions, item.local ? null : reactButton(this.store, conv, m)),
+      item.local ? null : reactionRow(this.store, conv, m),
       status === "failed"
         ? h(
             "p",
