@@ -38,6 +38,7 @@ from yim.storage.relations import RelationStore
 from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
+    from yim.storage.admin import AdminStore
     from yim.storage.media import MediaStore
     from yim.storage.search import SearchStore
 
@@ -49,12 +50,14 @@ class Store(abc.ABC):
     (:class:`yim.storage.relations.RelationStore`), ``store.service``
     (:class:`yim.storage.service.ServiceStore`), ``store.media``
     (:class:`yim.storage.media.MediaStore`), ``store.search``
-    (:class:`yim.storage.search.SearchStore`)."""
+    (:class:`yim.storage.search.SearchStore`), ``store.admin``
+    (:class:`yim.storage.admin.AdminStore`)."""
 
     relations: RelationStore
     service: ServiceStore
     media: MediaStore
     search: SearchStore
+    admin: AdminStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

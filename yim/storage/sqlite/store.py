@@ -47,6 +47,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
+from yim.storage.rules import admin as admin_rules
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer
@@ -339,6 +340,8 @@ def _create_user(conn: sqlite3.Connection, u: UserRec) -> UserRec:
 
 
 def _create_session(conn: sqlite3.Connection, s: SessionRec, device_name: str) -> list[str]:
+    disabled = conn.execute("SELECT disabled_at FROM users WHERE id=?", (s.user_id,)).fetchone()
+    admin_rules.may_sign_in(disabled[0] if disabled else None)
     superseded = [
         r[0]
         for r in conn.execute(
@@ -417,6 +420,9 @@ class SqliteStore(Store):
 
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
+        from yim.storage.sqlite.admin import SqliteAdminStore
+
+        self.admin = SqliteAdminStore(self)
 
     async def open(self) -> None:
         try:

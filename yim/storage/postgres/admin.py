@@ -1,0 +1,240 @@
+"""PostgreSQL jobs of the admin store (yim/storage/admin.py): SQL only, the rules are shared.
+
+Lock order (yim/storage/postgres/locks.py): a job that changes a user's flags, password or
+sessions anchors that user's row, which guards the user's session rows (as logins and
+device revocations do), so a login racing a disable waits for it and then sees the flag.
+The audit row is a new row of its own: no one ever waits for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from yim.storage.admin import (
+    ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
+    AccountRec,
+    AdminStore,
+    AuditEntry,
+    AuditRec,
+    UserFacts,
+    account_from_row,
+    audit_from_row,
+)
+from yim.storage.postgres.locks import Anchors
+from yim.storage.rules import admin as rules
+
+
+async def _account(conn: asyncpg.Connection, user_id: int) -> AccountRec | None:
+    r = await conn.fetchrow(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id=$1", user_id)
+    return account_from_row(r) if r else None
+
+
+async def _admin(conn: asyncpg.Connection, actor_id: int | None) -> None:
+    rules.require_admin(actor_id, None if actor_id is None else await _account(conn, actor_id))
+
+
+async def _target(conn: asyncpg.Connection, actor_id: int | None, user_id: int) -> AccountRec:
+    await _admin(conn, actor_id)
+    return rules.target_account(user_id, await _account(conn, user_id))
+
+
+async def _append(conn: asyncpg.Connection, actor_id: int | None, a: AuditEntry) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor_id, action, target, detail, source) VALUES ($1,$2,$3,$4,$5,$6)",
+        a.at,
+        actor_id,
+        a.action,
+        a.target,
+        a.detail.decode(),
+        a.source,
+    )
+
+
+async def _revoke_all(
+    conn: asyncpg.Connection, user_id: int, now: int, device_id: str | None, keep: str | None
+) -> list[str]:
+    rows = await conn.fetch(
+        "UPDATE sessions SET revoked_at=$2 WHERE user_id=$1 AND revoked_at IS NULL"
+        " AND ($3::text IS NULL OR device_id=$3) AND ($4::text IS NULL OR id<>$4) RETURNING id",
+        user_id,
+        now,
+        device_id,
+        keep,
+    )
+    return sorted(r[0] for r in rows)
+
+
+async def find_users(
+    conn: asyncpg.Connection, actor_id: int | None, query: str, after: int, limit: int
+) -> list[AccountRec]:
+    await _admin(conn, actor_id)
+    if not query:
+        rows = await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1 ORDER BY id LIMIT $2", after, limit)
+    else:
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await conn.fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1"
+            " AND (id=$2 OR username ILIKE $3 OR display_name ILIKE $3) ORDER BY id LIMIT $4",
+            after,
+            int(query) if query.isdigit() and len(query) <= 18 else -1,
+            pattern,
+            limit,
+        )
+    return [account_from_row(r) for r in rows]
+
+
+async def user_facts(conn: asyncpg.Connection, actor_id: int | None, user_id: int) -> tuple[AccountRec, UserFacts]:
+    account = await _target(conn, actor_id, user_id)
+    rows = await conn.fetch(
+        "SELECT c.id, c.name, uc.role FROM user_conversations uc JOIN conversations c ON c.id=uc.conv_id"
+        " WHERE uc.user_id=$1 AND uc.left_seq IS NULL AND c.type='group' ORDER BY c.id",
+        user_id,
+    )
+    count = await conn.fetchval(
+        "SELECT count(*) FROM messages WHERE sender_id=$1 AND kind NOT IN ('system', 'recall')", user_id
+    )
+    return account, UserFacts(groups=[(r[0], r[1], r[2]) for r in rows], message_count=count)
+
+
+async def audit(conn: asyncpg.Connection, actor_id: int | None, before: int | None, limit: int) -> list[AuditRec]:
+    await _admin(conn, actor_id)
+    rows = await conn.fetch(
+        f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id<$1 ORDER BY id DESC LIMIT $2",
+        before if before is not None else 2**63 - 1,
+        limit,
+    )
+    return [audit_from_row(r) for r in rows]
+
+
+async def set_disabled(
+    conn: asyncpg.Connection, actor_id: int | None, user_id: int, disabled: bool, a: AuditEntry
+) -> tuple[AccountRec, list[str]]:
+    target = await _target(conn, actor_id, user_id)
+    revoked: list[str] = []
+    if disabled:
+        rules.may_disable(actor_id, target)
+        await conn.execute("UPDATE users SET disabled_at=coalesce(disabled_at, $2) WHERE id=$1", user_id, a.at)
+        revoked = await _revoke_all(conn, user_id, a.at, None, None)
+    else:
+        await conn.execute("UPDATE users SET disabled_at=NULL WHERE id=$1", user_id)
+    await _append(conn, actor_id, a)
+    account = await _account(conn, user_id)
+    assert account is not None
+    return account, revoked
+
+
+async def set_admin(
+    conn: asyncpg.Connection, actor_id: int | None, user_id: int, is_admin: bool, a: AuditEntry
+) -> AccountRec:
+    target = await _target(conn, actor_id, user_id)
+    if not is_admin:
+        rules.may_disable(actor_id, target)
+    await conn.execute("UPDATE users SET is_admin=$2 WHERE id=$1", user_id, is_admin)
+    await _append(conn, actor_id, a)
+    account = await _account(conn, user_id)
+    assert account is not None
+    return account
+
+
+async def set_password(
+    conn: asyncpg.Connection,
+    actor_id: int | None,
+    user_id: int,
+    password_hash: str,
+    keep: str | None,
+    now: int,
+    a: AuditEntry | None,
+) -> list[str]:
+    if actor_id != user_id or a is not None:  # an admin's reset; a user's own change is no admin action
+        await _target(conn, actor_id, user_id)
+    await conn.execute("UPDATE users SET password_hash=$2 WHERE id=$1", user_id, password_hash)
+    revoked = await _revoke_all(conn, user_id, now, None, keep)
+    if a is not None:
+        await _append(conn, actor_id, a)
+    return revoked
+
+
+async def revoke_devices(
+    conn: asyncpg.Connection, actor_id: int | None, user_id: int, device_id: str | None, a: AuditEntry
+) -> list[str]:
+    await _target(conn, actor_id, user_id)
+    revoked = await _revoke_all(conn, user_id, a.at, device_id, None)
+    await _append(conn, actor_id, a)
+    return revoked
+
+
+async def set_display_name(conn: asyncpg.Connection, user_id: int, display_name: str) -> AccountRec:
+    await conn.execute("UPDATE users SET display_name=$2 WHERE id=$1", user_id, display_name)
+    return rules.target_account(user_id, await _account(conn, user_id))
+
+
+class PgAdminStore(AdminStore):
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def account(self, user_id: int) -> AccountRec | None:
+        result: AccountRec | None = await self._store.read1(_account, user_id)
+        return result
+
+    async def find_users(self, actor_id: int | None, query: str, after: int, limit: int) -> list[AccountRec]:
+        result: list[AccountRec] = await self._store.read(find_users, actor_id, query, after, limit)
+        return result
+
+    async def user_facts(self, actor_id: int | None, user_id: int) -> tuple[AccountRec, UserFacts]:
+        result: tuple[AccountRec, UserFacts] = await self._store.read(user_facts, actor_id, user_id)
+        return result
+
+    async def audit(self, actor_id: int | None, before: int | None, limit: int) -> list[AuditRec]:
+        result: list[AuditRec] = await self._store.read(audit, actor_id, before, limit)
+        return result
+
+    async def set_disabled(
+        self, actor_id: int | None, user_id: int, disabled: bool, audit: AuditEntry
+    ) -> tuple[AccountRec, list[str]]:
+        result: tuple[AccountRec, list[str]] = await self._store.write(
+            set_disabled, actor_id, user_id, disabled, audit, anchors=Anchors(users=(user_id,))
+        )
+        return result
+
+    async def set_admin(self, actor_id: int | None, user_id: int, is_admin: bool, audit: AuditEntry) -> AccountRec:
+        result: AccountRec = await self._store.write(
+            set_admin, actor_id, user_id, is_admin, audit, anchors=Anchors(users=(user_id,))
+        )
+        return result
+
+    async def set_password(
+        self,
+        actor_id: int | None,
+        user_id: int,
+        password_hash: str,
+        keep_session: str | None,
+        now: int,
+        audit: AuditEntry | None,
+    ) -> list[str]:
+        result: list[str] = await self._store.write(
+            set_password,
+            actor_id,
+            user_id,
+            password_hash,
+            keep_session,
+            now,
+            audit,
+            anchors=Anchors(users=(user_id,)),
+        )
+        return result
+
+    async def revoke_devices(
+        self, actor_id: int | None, user_id: int, device_id: str | None, audit: AuditEntry
+    ) -> list[str]:
+        result: list[str] = await self._store.write(
+            revoke_devices, actor_id, user_id, device_id, audit, anchors=Anchors(users=(user_id,))
+        )
+        return result
+
+    async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
+        result: AccountRec = await self._store.write(
+            set_display_name, user_id, display_name, anchors=Anchors(users=(user_id,))
+        )
+        return result
