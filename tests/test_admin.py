@@ -15,6 +15,7 @@ import pytest
 
 from tests.rawclient import Device, ProtocolError, login, make_users
 from tests.sdk_helpers import raw_close_code, raw_ws
+from yim.client import ApiError, Client, HttpApi, SessionEnded
 from yim.node import NodeServer
 from yim.protocol.close import CLOSE_DISABLED, CLOSE_REVOKED
 from yim.storage.admin import AuditEntry
@@ -224,3 +225,31 @@ async def login_with(http: aiohttp.ClientSession, name: str, password: str) -> N
         "/api/v1/sessions", json={"username": name, "password": password, "device_id": "y", "platform": "web"}
     )
     assert r.status == 201, await r.text()
+
+
+async def test_the_sdk_speaks_the_admin_api(server: NodeServer) -> None:
+    async with asyncio.timeout(30), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l = await make_users(http, ["root", "alice"])
+    await make_admin(server, root_l["user_id"])
+    async with HttpApi(server.url, root_l["token"]) as admin, Client(server.url, alice_l["token"]) as alice:
+        await alice.wait_synced()
+        assert [u.username for u in (await admin.admin_users("ALI")).users] == ["alice"]
+        detail = await admin.admin_user(alice_l["user_id"])
+        assert [d.device_id for d in detail.devices] == ["d1"] and detail.message_count == 0
+        disabled = await admin.admin_disable(alice_l["user_id"], reason="test")
+        assert disabled.disabled_at is not None
+        ended = await alice.wait_ended()  # a fatal close: the SDK does not reconnect
+        assert isinstance(ended, SessionEnded) and ended.close_code == CLOSE_DISABLED
+        assert (await admin.admin_enable(alice_l["user_id"])).disabled_at is None
+        assert await admin.admin_reset_password(alice_l["user_id"], "reset-by-root") == 0
+        assert (await admin.admin_set_role(alice_l["user_id"], True)).admin is True
+        assert await admin.admin_revoke(alice_l["user_id"]) == 0
+        page = await admin.admin_audit(limit=2)
+        assert [e.action for e in page.entries] == ["revoke", "set_role"] and page.next_before
+    async with HttpApi(server.url) as api:
+        await api.login("alice", "reset-by-root", "d2", "web")
+        with pytest.raises(ApiError) as err:
+            await api.change_password("wrong", "another-one-1")
+        assert err.value.code == "wrong_password"
+        assert await api.change_password("reset-by-root", "another-one-1") == 0
+        assert (await api.set_display_name("Alice")).display_name == "Alice"
