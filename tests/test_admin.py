@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.rawclient import Device, ProtocolError, login, make_users
+from tests.rawclient import Device, ProtocolError, login, make_users, until
 from tests.sdk_helpers import raw_close_code, raw_ws
 from yim.client import ApiError, Client, HttpApi, SessionEnded
 from yim.node import NodeServer
@@ -253,3 +253,61 @@ async def test_the_sdk_speaks_the_admin_api(server: NodeServer) -> None:
         assert err.value.code == "wrong_password"
         assert await api.change_password("reset-by-root", "another-one-1") == 0
         assert (await api.set_display_name("Alice")).display_name == "Alice"
+
+
+async def test_admin_group_operations(server: NodeServer, backend: str) -> None:
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, owner_l, member_l, other_l = await make_users(http, ["root", "owner", "member", "other"])
+        await make_admin(server, root_l["user_id"])
+        root = root_l["token"]
+        owner, member = Device(http, owner_l), Device(http, member_l)
+        for d in (owner, member):
+            await d.connect()
+        made = await owner.request("group_create", name="Book Club", members=[member_l["user_id"]])
+        gid = made["group"]["conv_id"]
+        other_gid = (await owner.request("group_create", name="chess"))["group"]["conv_id"]
+
+        # list, search, show
+        status, page = await call(http, "GET", "/api/v1/admin/groups?q=book", root)
+        assert status == 200 and [g["conv_id"] for g in page["groups"]] == [gid], page
+        status, page = await call(http, "GET", "/api/v1/admin/groups?limit=1", root)
+        assert [g["conv_id"] for g in page["groups"]] == [gid] and page["next_after"] == gid
+        status, page = await call(http, "GET", f"/api/v1/admin/groups?after={gid}", root)
+        assert [g["conv_id"] for g in page["groups"]] == [other_gid] and page["next_after"] is None
+        status, shown = await call(http, "GET", f"/api/v1/admin/groups/{gid}", root)
+        assert status == 200 and shown["owner_id"] == owner_l["user_id"] and shown["member_count"] == 2
+
+        # transfer ownership to a member (the old owner stays as a group admin); not to a stranger
+        status, err = await call(
+            http, "PUT", f"/api/v1/admin/groups/{gid}/owner", root, {"user_id": other_l["user_id"]}
+        )
+        assert (status, err["code"]) == (404, "not_found")
+        status, out = await call(
+            http, "PUT", f"/api/v1/admin/groups/{gid}/owner", root, {"user_id": member_l["user_id"], "reason": "left"}
+        )
+        assert status == 200 and out["group"]["owner_id"] == member_l["user_id"], out
+        roles = {m["user_id"]: m["role"] for m in (await member.request("group_members", conv_id=gid))["members"]}
+        assert roles == {member_l["user_id"]: "owner", owner_l["user_id"]: "admin"}
+        entries = await owner.pull(gid, 0)
+        assert entries[-1]["kind"] == "system" and entries[-1]["body"]["event"] == "owner"
+        assert entries[-1]["body"]["actor"] == root_l["user_id"]  # the entry says who did it
+
+        # dissolve: the members are told, the group is gone for them
+        status, out = await call(http, "DELETE", f"/api/v1/admin/groups/{gid}", root, {"reason": "spam ring"})
+        assert status == 200 and out["group"]["dissolved"] is True
+        await until(lambda: any(e["data"].get("body", {}).get("event") == "dissolved" for e in member.events))
+        with pytest.raises(ProtocolError) as exc:
+            await member.request("send", conv_id=gid, kind="text", body={"text": "x"}, client_msg_id="late")
+        assert exc.value.code in ("group_dissolved", "not_member")
+        status, err = await call(http, "DELETE", f"/api/v1/admin/groups/{gid}", root)
+        assert (status, err["code"]) == (410, "group_dissolved")
+        status, shown = await call(http, "GET", f"/api/v1/admin/groups/{gid}", root)
+        assert status == 200 and shown["dissolved"] is True
+
+        status, log = await call(http, "GET", "/api/v1/admin/audit?limit=2", root)
+        assert [(e["action"], e["target"], e["detail"]) for e in log["entries"]] == [
+            ("group_dissolve", f"group:{gid}", {"reason": "spam ring"}),
+            ("group_transfer", f"group:{gid}", {"user_id": member_l["user_id"], "reason": "left"}),
+        ]
+        for d in (owner, member):
+            await d.close()

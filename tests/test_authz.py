@@ -390,6 +390,10 @@ ADMIN_CASES: dict[str, Op] = {
     "admin: revoke every device": lambda w, d: d.request("admin_revoke", user_id=w.ids["target"]),
     "admin: make oneself a server admin": lambda w, d: d.request("admin_set_role", user_id=d.user_id, admin=True),
     "admin: read the audit log": lambda w, d: d.request("admin_audit"),
+    "admin: list groups": lambda w, d: d.request("admin_groups"),
+    "admin: show a group": lambda w, d: d.request("admin_group", conv_id=w.gid),
+    "admin: dissolve a group": lambda w, d: d.request("admin_group_dissolve", conv_id=w.gid),
+    "admin: transfer a group": lambda w, d: d.request("admin_group_transfer", conv_id=w.gid, user_id=d.user_id),
 }
 
 

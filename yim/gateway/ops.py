@@ -104,6 +104,10 @@ OPS: dict[type, Action] = {
     f.AdminRevoke: admin.revoke,
     f.AdminSetRole: admin.set_role,
     f.AdminAudit: admin.audit,
+    f.AdminGroups: admin.groups,
+    f.AdminGroup: admin.group,
+    f.AdminGroupDissolve: admin.group_dissolve,
+    f.AdminGroupTransfer: admin.group_transfer,
     f.PasswordChange: admin.password_change,
     f.ProfileSet: admin.profile_set,
 }

@@ -416,6 +416,31 @@ class AdminAudit(Request, tag="admin_audit", frozen=True):
     limit: PageLimit = 50
 
 
+class AdminGroups(Request, tag="admin_groups", frozen=True):
+    """Groups by id, dissolved ones too; ``q`` matches an id exactly or a name in part."""
+
+    q: Annotated[str, Meta(max_length=64)] = ""
+    after: IdStr | None = None  # the previous page's next_after
+    limit: PageLimit = 50
+
+
+class AdminGroup(Request, tag="admin_group", frozen=True):
+    conv_id: IdStr
+
+
+class AdminGroupDissolve(Request, tag="admin_group_dissolve", frozen=True):
+    conv_id: IdStr
+    reason: AuditReason = ""
+
+
+class AdminGroupTransfer(Request, tag="admin_group_transfer", frozen=True):
+    """Make a current member the group's owner; the old owner becomes a group admin."""
+
+    conv_id: IdStr
+    user_id: IdStr
+    reason: AuditReason = ""
+
+
 class PasswordChange(Request, tag="password_change", frozen=True):
     old_password: Annotated[str, Meta(min_length=1, max_length=256)]
     new_password: Password
@@ -505,6 +530,10 @@ AnyRequest = (
     | AdminRevoke
     | AdminSetRole
     | AdminAudit
+    | AdminGroups
+    | AdminGroup
+    | AdminGroupDissolve
+    | AdminGroupTransfer
     | PasswordChange
     | ProfileSet
 )
@@ -1048,6 +1077,11 @@ class AuditOut(Struct):
     target: str  # "user:<id>"
     detail: dict[str, Any]
     source: str  # "http <ip>", "ws <ip>" or "cli"
+
+
+class AdminGroupPage(Struct):
+    groups: list[GroupOut]
+    next_after: str | None  # more after this id; None: the last page
 
 
 class AuditPage(Struct):

@@ -19,8 +19,10 @@ from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
 from yim.services.context import REQUEST_SOURCE
+from yim.services.delivery import publish_entry
+from yim.services.groups import group_out
 from yim.storage.admin import AccountRec, AuditEntry, AuditRec
-from yim.storage.records import SessionRec
+from yim.storage.records import GroupChange, SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
@@ -33,12 +35,14 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _entry(action: str, user_id: int, **detail: Any) -> AuditEntry:
+def _entry(action: str, target: str, **detail: Any) -> AuditEntry:
+    """The audit row of an action on ``target`` ("user:<id>", "group:<id>"), from where the
+    request being served came."""
     return AuditEntry(
         at=_now(),
         source=REQUEST_SOURCE.get() or "unknown",
         action=action,
-        target=f"user:{user_id}",
+        target=target,
         detail=_encode({k: v for k, v in detail.items() if v not in ("", None)}),
     )
 
@@ -119,7 +123,7 @@ async def disable(
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
     account, revoked = await node.store.admin.set_disabled(
-        actor, user_id, True, _entry("disable", user_id, reason=req.reason)
+        actor, user_id, True, _entry("disable", f"user:{user_id}", reason=req.reason)
     )
     node.accounts.sessions_ended(user_id, revoked, "account disabled", CLOSE_DISABLED)
     return account_out(account)
@@ -131,7 +135,7 @@ async def enable(
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
     account, _ = await node.store.admin.set_disabled(
-        actor, user_id, False, _entry("enable", user_id, reason=req.reason)
+        actor, user_id, False, _entry("enable", f"user:{user_id}", reason=req.reason)
     )
     return account_out(account)
 
@@ -143,7 +147,7 @@ async def reset_password(
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
     pw_hash = await node.accounts.hash_password(req.password)
-    entry = _entry("reset_password", user_id, reason=req.reason)
+    entry = _entry("reset_password", f"user:{user_id}", reason=req.reason)
     revoked = await node.store.admin.set_password(actor, user_id, pw_hash, None, entry.at, entry)
     node.accounts.sessions_ended(user_id, revoked, "password reset by an admin", CLOSE_REVOKED)
     return f.RevokedOut(revoked=len(revoked))
@@ -154,7 +158,7 @@ async def revoke(
 ) -> f.RevokedOut:
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
-    entry = _entry("revoke", user_id, device_id=req.device_id, reason=req.reason)
+    entry = _entry("revoke", f"user:{user_id}", device_id=req.device_id, reason=req.reason)
     revoked = await node.store.admin.revoke_devices(actor, user_id, req.device_id, entry)
     node.accounts.sessions_ended(user_id, revoked, "signed out by an admin", CLOSE_REVOKED)
     return f.RevokedOut(revoked=len(revoked))
@@ -165,8 +169,60 @@ async def set_role(
 ) -> f.AdminUserOut:
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
-    entry = _entry("set_role", user_id, admin=req.admin, reason=req.reason)
+    entry = _entry("set_role", f"user:{user_id}", admin=req.admin, reason=req.reason)
     return account_out(await node.store.admin.set_admin(actor, user_id, req.admin, entry))
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+
+async def groups(
+    node: Context, session: SessionRec, req: f.AdminGroups, origin: Device | None = None
+) -> f.AdminGroupPage:
+    after = parse_id(req.after, "group") if req.after else 0
+    found = await node.store.admin.find_groups(session.user_id, req.q.strip(), after, req.limit + 1)
+    more = len(found) > req.limit
+    page = found[: req.limit]
+    return f.AdminGroupPage(
+        groups=[group_out(g) for g in page], next_after=str(page[-1].conv_id) if more and page else None
+    )
+
+
+async def group(node: Context, session: SessionRec, req: f.AdminGroup, origin: Device | None = None) -> f.GroupOut:
+    return group_out(await node.store.admin.group(session.user_id, parse_id(req.conv_id, "group")))
+
+
+async def group_dissolve(
+    node: Context, session: SessionRec, req: f.AdminGroupDissolve, origin: Device | None = None
+) -> f.GroupChangeOut:
+    """Dissolve any group: members get the "dissolved" entry (its actor: the admin), as
+    when the owner dissolves it."""
+    conv_id = parse_id(req.conv_id, "group")
+    entry = _entry("group_dissolve", f"group:{conv_id}", reason=req.reason)
+    change = await node.store.admin.dissolve_group(session.user_id, conv_id, node.ids.next_id(), entry.at, entry)
+    return _group_changed(node, change, origin)
+
+
+async def group_transfer(
+    node: Context, session: SessionRec, req: f.AdminGroupTransfer, origin: Device | None = None
+) -> f.GroupChangeOut:
+    conv_id, user_id = parse_id(req.conv_id, "group"), parse_id(req.user_id, "user")
+    entry = _entry("group_transfer", f"group:{conv_id}", user_id=str(user_id), reason=req.reason)
+    change = await node.store.admin.transfer_group(
+        session.user_id, conv_id, user_id, node.ids.next_id(), entry.at, entry
+    )
+    return _group_changed(node, change, origin)
+
+
+def _group_changed(node: Context, change: GroupChange, origin: Device | None) -> f.GroupChangeOut:
+    entry = change.entry
+    if entry is not None:
+        publish_entry(node, entry, origin)
+    return f.GroupChangeOut(
+        group=group_out(change.group),
+        seq=entry.message.seq if entry else None,
+        inbox_seq=entry.sender_inbox_seq if entry else 0,
+    )
 
 
 # --- self-service ---------------------------------------------------------------------------------

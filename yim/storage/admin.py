@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from yim.storage.records import GroupChange, GroupRec
+
 
 class AccountRec(msgspec.Struct, frozen=True):
     """A user as an admin sees one."""
@@ -62,6 +64,16 @@ class UserFacts(msgspec.Struct, frozen=True):
 ACCOUNT_COLUMNS = "id, username, display_name, created_at, is_admin, disabled_at"
 #: the columns of an AuditRec
 AUDIT_COLUMNS = "id, at, actor_id, action, target, detail, source"
+
+
+def like_pattern(query: str) -> str:
+    """``query`` as a LIKE / ILIKE pattern matching it anywhere, its wildcards escaped (\\)."""
+    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def id_of(query: str) -> int:
+    """The id a query names, or -1 (no id) when it is not one."""
+    return int(query) if query.isascii() and query.isdigit() and int(query) < 2**63 else -1
 
 
 def account_from_row(r: Any) -> AccountRec:
@@ -122,6 +134,30 @@ class AdminStore(abc.ABC):
         self, actor_id: int | None, user_id: int, device_id: str | None, audit: AuditEntry
     ) -> list[str]:
         """Revoke the live sessions of one device of the user, or of all (``None``)."""
+
+    # groups (each checks its actor; the actions append ``audit``) ----------------------------
+    @abc.abstractmethod
+    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
+        """Groups (dissolved ones too) by id after ``after``; ``query`` matches the id exactly
+        or the name in part, ignoring case."""
+
+    @abc.abstractmethod
+    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
+        """One group, dissolved or not, or YimError('not_found')."""
+
+    @abc.abstractmethod
+    async def dissolve_group(
+        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        """Dissolve a group as its owner would, the admin named as the actor of the
+        "dissolved" system entry."""
+
+    @abc.abstractmethod
+    async def transfer_group(
+        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        """Make a current member the owner (the old owner becomes a group admin); the
+        "owner" system entry names the admin as its actor."""
 
     @abc.abstractmethod
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:

@@ -21,9 +21,15 @@ from yim.storage.admin import (
     UserFacts,
     account_from_row,
     audit_from_row,
+    id_of,
+    like_pattern,
 )
+from yim.storage.postgres.groups import load_group
 from yim.storage.postgres.locks import Anchors
+from yim.storage.postgres.timeline import append_entry
+from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
 from yim.storage.rules import admin as rules
+from yim.storage.rules import groups as group_rules
 
 
 async def _account(conn: asyncpg.Connection, user_id: int) -> AccountRec | None:
@@ -73,12 +79,12 @@ async def find_users(
     if not query:
         rows = await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1 ORDER BY id LIMIT $2", after, limit)
     else:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_pattern(query)
         rows = await conn.fetch(
             f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1"
             " AND (id=$2 OR username ILIKE $3 OR display_name ILIKE $3) ORDER BY id LIMIT $4",
             after,
-            int(query) if query.isdigit() and len(query) <= 18 else -1,
+            id_of(query),
             pattern,
             limit,
         )
@@ -170,6 +176,80 @@ async def set_display_name(conn: asyncpg.Connection, user_id: int, display_name:
     return rules.target_account(user_id, await _account(conn, user_id))
 
 
+async def find_groups(
+    conn: asyncpg.Connection, actor_id: int | None, query: str, after: int, limit: int
+) -> list[GroupRec]:
+    await _admin(conn, actor_id)
+    rows = await conn.fetch(
+        f"SELECT {GROUP_COLS} FROM conversations WHERE type='group' AND id>$1"
+        " AND ($2 = '' OR id=$3 OR name ILIKE $4) ORDER BY id LIMIT $5",
+        after,
+        query,
+        id_of(query),
+        like_pattern(query),
+        limit,
+    )
+    return [group_rec(r) for r in rows]
+
+
+async def group(conn: asyncpg.Connection, actor_id: int | None, conv_id: int) -> GroupRec:
+    await _admin(conn, actor_id)
+    return await load_group(conn, conv_id, allow_dissolved=True)
+
+
+async def dissolve_group(
+    conn: asyncpg.Connection, actor_id: int | None, conv_id: int, msg_id: int, now: int, a: AuditEntry
+) -> GroupChange:
+    await _admin(conn, actor_id)
+    await load_group(conn, conv_id, lock=True)
+    members = tuple(
+        r[0]
+        for r in await conn.fetch(
+            "SELECT user_id FROM user_conversations WHERE conv_id=$1 AND left_seq IS NULL ORDER BY user_id", conv_id
+        )
+    )
+    entry = await append_entry(
+        conn,
+        conv_id,
+        group_rules.system_entry(actor_id or 0, msg_id, now, "dissolved"),
+        also_inbox=members,
+        members_changed=True,
+    )
+    await conn.execute(
+        "UPDATE user_conversations SET left_seq=$2 WHERE conv_id=$1 AND left_seq IS NULL", conv_id, entry.message.seq
+    )
+    await conn.execute("UPDATE conversations SET dissolved=true, member_count=0 WHERE id=$1", conv_id)
+    await _append(conn, actor_id, a)
+    return GroupChange(group=await load_group(conn, conv_id, allow_dissolved=True), entry=entry)
+
+
+async def transfer_group(
+    conn: asyncpg.Connection, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, a: AuditEntry
+) -> GroupChange:
+    await _admin(conn, actor_id)
+    g = await load_group(conn, conv_id, lock=True)
+    role = await conn.fetchval(
+        "SELECT role FROM user_conversations WHERE conv_id=$1 AND user_id=$2 AND left_seq IS NULL", conv_id, user_id
+    )
+    rules.may_transfer(conv_id, user_id, role)
+    await conn.execute(
+        "UPDATE user_conversations SET role='admin' WHERE conv_id=$1 AND user_id=$2", conv_id, g.owner_id
+    )
+    await conn.execute("UPDATE conversations SET owner_id=$2 WHERE id=$1", conv_id, user_id)
+    await conn.execute("UPDATE user_conversations SET role='owner' WHERE conv_id=$1 AND user_id=$2", conv_id, user_id)
+    entry = await append_entry(
+        conn,
+        conv_id,
+        group_rules.system_entry(actor_id or 0, msg_id, now, "owner", users=[str(user_id)], role="owner"),
+    )
+    await _append(conn, actor_id, a)
+    return GroupChange(group=await load_group(conn, conv_id), entry=entry)
+
+
+def _sender(actor_id: int | None) -> tuple[int, ...]:
+    return () if actor_id is None else (actor_id,)
+
+
 class PgAdminStore(AdminStore):
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -236,5 +316,34 @@ class PgAdminStore(AdminStore):
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
         result: AccountRec = await self._store.write(
             set_display_name, user_id, display_name, anchors=Anchors(users=(user_id,))
+        )
+        return result
+
+    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
+        result: list[GroupRec] = await self._store.read(find_groups, actor_id, query, after, limit)
+        return result
+
+    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
+        result: GroupRec = await self._store.read(group, actor_id, conv_id)
+        return result
+
+    async def dissolve_group(
+        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        # as the owner's dissolve: the group, every current member's inbox, and the entry's
+        # sender (the admin: its client_msg_id row)
+        anchors = Anchors(convs=(conv_id,), users=_sender(actor_id), all_members_of=(conv_id,))
+        result: GroupChange = await self._store.write(
+            dissolve_group, actor_id, conv_id, msg_id, now, audit, anchors=anchors
+        )
+        return result
+
+    async def transfer_group(
+        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        # as a group change: the group, its write fan-out members, the new owner, the sender
+        anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(user_id, *_sender(actor_id)))
+        result: GroupChange = await self._store.write(
+            transfer_group, actor_id, conv_id, user_id, msg_id, now, audit, anchors=anchors
         )
         return result

@@ -33,3 +33,12 @@ def may_sign_in(disabled_at: int | None) -> None:
     login racing a disable cannot slip a session past it)."""
     if disabled_at is not None:
         raise YimError("account_disabled", "this account is disabled")
+
+
+def may_transfer(conv_id: int, user_id: int, role: str | None) -> None:
+    """An admin hands a group to one of its current members (the old owner stays on as a
+    group admin, as in a transfer by the owner)."""
+    if role is None:
+        raise YimError("not_found", f"user {user_id} is not a member of group {conv_id}")
+    if role == "owner":
+        raise YimError("bad_request", f"user {user_id} owns group {conv_id} already")

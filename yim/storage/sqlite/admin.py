@@ -15,8 +15,14 @@ from yim.storage.admin import (
     UserFacts,
     account_from_row,
     audit_from_row,
+    id_of,
+    like_pattern,
 )
+from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
 from yim.storage.rules import admin as rules
+from yim.storage.rules import groups as group_rules
+from yim.storage.sqlite.groups import load_group
+from yim.storage.sqlite.timeline import append_entry, member_ids
 
 
 def _account(conn: sqlite3.Connection, user_id: int) -> AccountRec | None:
@@ -60,9 +66,9 @@ def find_users(conn: sqlite3.Connection, actor_id: int | None, query: str, after
     sql = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>?"
     args: list[object] = [after]
     if query:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_pattern(query)
         sql += " AND (id=? OR username LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\')"
-        args += [int(query) if query.isdigit() and len(query) <= 19 else -1, pattern, pattern]
+        args += [id_of(query), pattern, pattern]
     return [account_from_row(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", [*args, limit])]
 
 
@@ -153,6 +159,64 @@ def set_display_name(conn: sqlite3.Connection, user_id: int, display_name: str) 
     return rules.target_account(user_id, _account(conn, user_id))
 
 
+def find_groups(conn: sqlite3.Connection, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
+    _admin(conn, actor_id)
+    sql = f"SELECT {GROUP_COLS} FROM conversations WHERE type='group' AND id>?"
+    args: list[object] = [after]
+    if query:
+        pattern = like_pattern(query)
+        sql += " AND (id=? OR name LIKE ? ESCAPE '\\')"
+        args += [id_of(query), pattern]
+    return [group_rec(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", [*args, limit])]
+
+
+def group(conn: sqlite3.Connection, actor_id: int | None, conv_id: int) -> GroupRec:
+    _admin(conn, actor_id)
+    return load_group(conn, conv_id, allow_dissolved=True)
+
+
+def dissolve_group(
+    conn: sqlite3.Connection, actor_id: int | None, conv_id: int, msg_id: int, now: int, a: AuditEntry
+) -> GroupChange:
+    _admin(conn, actor_id)
+    load_group(conn, conv_id)
+    members = tuple(member_ids(conn, conv_id))
+    entry = append_entry(
+        conn,
+        conv_id,
+        group_rules.system_entry(actor_id or 0, msg_id, now, "dissolved"),
+        also_inbox=members,
+        members_changed=True,
+    )
+    conn.execute(
+        "UPDATE user_conversations SET left_seq=? WHERE conv_id=? AND left_seq IS NULL", (entry.message.seq, conv_id)
+    )
+    conn.execute("UPDATE conversations SET dissolved=1, member_count=0 WHERE id=?", (conv_id,))
+    _append(conn, actor_id, a)
+    return GroupChange(group=load_group(conn, conv_id, allow_dissolved=True), entry=entry)
+
+
+def transfer_group(
+    conn: sqlite3.Connection, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, a: AuditEntry
+) -> GroupChange:
+    _admin(conn, actor_id)
+    g = load_group(conn, conv_id)
+    r = conn.execute(
+        "SELECT role FROM user_conversations WHERE conv_id=? AND user_id=? AND left_seq IS NULL", (conv_id, user_id)
+    ).fetchone()
+    rules.may_transfer(conv_id, user_id, r[0] if r else None)
+    conn.execute("UPDATE user_conversations SET role='admin' WHERE conv_id=? AND user_id=?", (conv_id, g.owner_id))
+    conn.execute("UPDATE conversations SET owner_id=? WHERE id=?", (user_id, conv_id))
+    conn.execute("UPDATE user_conversations SET role='owner' WHERE conv_id=? AND user_id=?", (conv_id, user_id))
+    entry = append_entry(
+        conn,
+        conv_id,
+        group_rules.system_entry(actor_id or 0, msg_id, now, "owner", users=[str(user_id)], role="owner"),
+    )
+    _append(conn, actor_id, a)
+    return GroupChange(group=load_group(conn, conv_id), entry=entry)
+
+
 class SqliteAdminStore(AdminStore):
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -205,4 +269,24 @@ class SqliteAdminStore(AdminStore):
 
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
         result: AccountRec = await self._store.write(set_display_name, user_id, display_name)
+        return result
+
+    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
+        result: list[GroupRec] = await self._store.read(find_groups, actor_id, query, after, limit)
+        return result
+
+    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
+        result: GroupRec = await self._store.read(group, actor_id, conv_id)
+        return result
+
+    async def dissolve_group(
+        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        result: GroupChange = await self._store.write(dissolve_group, actor_id, conv_id, msg_id, now, audit)
+        return result
+
+    async def transfer_group(
+        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        result: GroupChange = await self._store.write(transfer_group, actor_id, conv_id, user_id, msg_id, now, audit)
         return result
