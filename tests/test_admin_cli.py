@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import MakeServer
-from tests.rawclient import make_users
+from tests.rawclient import Device, make_users
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +77,23 @@ async def test_admin_commands(make_server: MakeServer, tmp_path: Path, backend: 
     assert [e["action"] for e in entries] == ["enable", "disable", "set_role"]
     assert entries[1]["detail"] == {"reason": "spam"} and entries[1]["source"].startswith("http ")
     assert entries[2]["source"] == "cli" and entries[2]["actor_id"] is None
+
+    # groups: find one by name, hand it to a member, dissolve it
+    async with aiohttp.ClientSession(server.url) as http:
+        (bob_l,) = await make_users(http, ["bob"])
+        bob = Device(http, bob_l)
+        await bob.connect()
+        alice_id = json.loads((await as_user("root", "admin", "users", "alice", "--json")).stdout)["users"][0][
+            "user_id"
+        ]
+        gid = (await bob.request("group_create", name="Night Owls", members=[alice_id]))["group"]["conv_id"]
+        await bob.close()
+    done = await as_user("root", "admin", "groups", "owls")
+    assert done.returncode == 0 and gid in done.stdout and "2 members" in done.stdout, done
+    done = await as_user("root", "admin", "group-transfer", gid, "alice", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["group"]["owner_id"] == alice_id, done
+    done = await as_user("root", "admin", "group-dissolve", gid, "--reason", "spam")
+    assert done.returncode == 0 and "dissolved" in done.stdout, done
 
     # a user is refused every admin command, and changes their own password
     done = await as_user("alice", "admin", "users")

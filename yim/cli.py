@@ -224,7 +224,7 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     create_admin.set_defaults(func=_admin_create_admin)
     from yim.client.terminal.admin import add_admin_parsers, add_passwd_parser
 
-    add_admin_parsers(admin)  # users, user, disable, enable, reset-password, revoke, role, audit
+    add_admin_parsers(admin)  # users, user, disable, enable, reset-password, revoke, role, groups, …, audit
     add_passwd_parser(sub)
     if bench:
         from yimbench.cli import add_bench_parser

@@ -1,4 +1,5 @@
-"""``yim admin users | user | disable | enable | reset-password | revoke | role | audit`` and
+"""``yim admin users | user | disable | enable | reset-password | revoke | role | groups |
+group-dissolve | group-transfer | audit`` and
 ``yim passwd``: the admin and self-service ops of a running node, over its HTTP API.
 
 Each command logs in as ``--user`` (a server admin, for ``yim admin``), runs one op, and
@@ -159,6 +160,34 @@ async def _audit(args: argparse.Namespace) -> int:
     return _show(args, page, lines)
 
 
+def _group_line(g: dict[str, Any]) -> str:
+    state = " dissolved" if g["dissolved"] else ""
+    return f"{g['conv_id']}  {g['name']!r}  owner {g['owner_id']}, {g['member_count']} members{state}"
+
+
+async def _groups(args: argparse.Namespace) -> int:
+    params = {"q": args.query or "", "limit": str(args.limit)}
+    if args.after:
+        params["after"] = args.after
+    page = await _as_user(args, lambda api: api.request("GET", f"{_ADMIN}/groups", params=params))
+    more = [f"(more: --after {page['next_after']})"] if page["next_after"] else []
+    return _show(args, page, lambda p: [_group_line(g) for g in p["groups"]] + more)
+
+
+async def _group_dissolve(args: argparse.Namespace) -> int:
+    path = f"{_ADMIN}/groups/{args.conv_id}"
+    answer = await _as_user(args, lambda api: api.request("DELETE", path, body={"reason": args.reason}))
+    return _show(args, answer, lambda a: [_group_line(a["group"])])
+
+
+async def _group_transfer(args: argparse.Namespace) -> int:
+    async def work(api: HttpApi) -> Any:
+        body = {"user_id": await _user_id(api, args.target), "reason": args.reason}
+        return await api.request("PUT", f"{_ADMIN}/groups/{args.conv_id}/owner", body=body)
+
+    return _show(args, await _as_user(args, work), lambda a: [_group_line(a["group"])])
+
+
 async def _passwd(args: argparse.Namespace) -> int:
     old = read_password(args)
     new = _new_password(args, "new password: ")
@@ -236,6 +265,26 @@ def add_admin_parsers(admin: Any) -> None:
     role.set_defaults(
         func=_one_shot(_action("PUT", "/role", lambda a: {"admin": a.role == "admin", "reason": a.reason}))
     )
+
+    groups = admin.add_parser("groups", help="list or search groups (dissolved ones too)")
+    _common(groups)
+    groups.add_argument("query", nargs="?", help="a group id, or part of its name")
+    groups.add_argument("--after", metavar="CONV_ID", help="the next page: the id the previous one ended with")
+    groups.add_argument("--limit", type=int, default=50, help="rows per page (1…1000, default 50)")
+    groups.set_defaults(func=_one_shot(_groups))
+
+    dissolve = admin.add_parser("group-dissolve", help="dissolve a group; its members are told")
+    _common(dissolve)
+    dissolve.add_argument("conv_id", metavar="CONV_ID", help="the group's id")
+    dissolve.add_argument("--reason", default="", help="written to the audit log")
+    dissolve.set_defaults(func=_one_shot(_group_dissolve))
+
+    transfer = admin.add_parser("group-transfer", help="hand a group to one of its members")
+    _common(transfer)
+    transfer.add_argument("conv_id", metavar="CONV_ID", help="the group's id")
+    transfer.add_argument("target", metavar="USER", help="the new owner: a username or user id")
+    transfer.add_argument("--reason", default="", help="written to the audit log")
+    transfer.set_defaults(func=_one_shot(_group_transfer))
 
     audit = admin.add_parser("audit", help="page through the audit log, newest first")
     _common(audit)
