@@ -246,6 +246,17 @@ async def test_the_sdk_speaks_the_admin_api(server: NodeServer) -> None:
         assert await admin.admin_revoke(alice_l["user_id"]) == 0
         page = await admin.admin_audit(limit=2)
         assert [e.action for e in page.entries] == ["revoke", "set_role"] and page.next_before
+        async with HttpApi(server.url, alice_l["token"]) as gone:  # her token died with the disable
+            with pytest.raises(ApiError):
+                await gone.me()
+        made = await admin.request(
+            "POST", "/api/v1/groups", body={"name": "sdk group", "members": [alice_l["user_id"]]}
+        )
+        gid = made["group"]["conv_id"]
+        assert [g.conv_id for g in (await admin.admin_groups("SDK")).groups] == [gid]
+        moved = await admin.admin_group_transfer(gid, alice_l["user_id"])
+        assert moved.group.owner_id == alice_l["user_id"]
+        assert (await admin.admin_group_dissolve(gid)).group.dissolved
     async with HttpApi(server.url) as api:
         await api.login("alice", "reset-by-root", "d2", "web")
         with pytest.raises(ApiError) as err:

@@ -83,6 +83,7 @@ from yim.protocol.close import (
 )
 from yim.protocol.frames import (
     Ack,
+    AdminGroupPage,
     AdminUserDetail,
     AdminUserOut,
     AdminUserPage,
@@ -94,6 +95,7 @@ from yim.protocol.frames import (
     ConversationPage,
     Conversations,
     DeviceOut,
+    GroupChangeOut,
     GroupHeadOut,
     History,
     HistoryPage,
@@ -455,6 +457,24 @@ class HttpApi:
     async def admin_audit(self, *, before: str | None = None, limit: int = 50) -> AuditPage:
         params = {"limit": str(limit), **({"before": before} if before else {})}
         out: AuditPage = await self.request("GET", "/api/v1/admin/audit", params=params, type_=AuditPage)
+        return out
+
+    async def admin_groups(self, q: str = "", *, after: str | None = None, limit: int = 50) -> AdminGroupPage:
+        params = {"q": q, "limit": str(limit), **({"after": after} if after else {})}
+        out: AdminGroupPage = await self.request("GET", "/api/v1/admin/groups", params=params, type_=AdminGroupPage)
+        return out
+
+    async def admin_group_dissolve(self, conv_id: str, reason: str = "") -> GroupChangeOut:
+        out: GroupChangeOut = await self.request(
+            "DELETE", f"/api/v1/admin/groups/{conv_id}", body={"reason": reason}, type_=GroupChangeOut
+        )
+        return out
+
+    async def admin_group_transfer(self, conv_id: str, user_id: str, reason: str = "") -> GroupChangeOut:
+        body = {"user_id": user_id, "reason": reason}
+        out: GroupChangeOut = await self.request(
+            "PUT", f"/api/v1/admin/groups/{conv_id}/owner", body=body, type_=GroupChangeOut
+        )
         return out
 
     async def _admin_user_action(self, method: str, tail: str, body: dict[str, Any]) -> AdminUserOut:
