@@ -23,6 +23,7 @@ from yim.services.delivery import publish_entry
 from yim.services.groups import group_out
 from yim.storage.admin import AccountRec, AuditEntry, AuditRec
 from yim.storage.records import GroupChange, SessionRec
+from yim.storage.rules.admin import require_admin
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
@@ -146,6 +147,9 @@ async def reset_password(
     """A new password chosen by the admin; every session of the user ends."""
     user_id = parse_id(req.user_id, "user")
     actor = session.user_id if session is not None else None
+    if actor is not None:
+        # Refused before the costly hash (the store checks again, in the transaction that acts).
+        require_admin(actor, await node.store.admin.account(actor))
     pw_hash = await node.accounts.hash_password(req.password)
     entry = _entry("reset_password", f"user:{user_id}", reason=req.reason)
     revoked = await node.store.admin.set_password(actor, user_id, pw_hash, None, entry.at, entry)
