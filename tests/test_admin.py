@@ -322,3 +322,51 @@ async def test_admin_group_operations(server: NodeServer, backend: str) -> None:
         ]
         for d in (owner, member):
             await d.close()
+
+
+async def test_admin_shop_operations(server: NodeServer, backend: str) -> None:
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, corp_l, agent_l, customer_l = await make_users(http, ["root", "corp", "agent", "customer"])
+        await make_admin(server, root_l["user_id"])
+        root = root_l["token"]
+        agent, customer, corp = Device(http, agent_l), Device(http, customer_l), Device(http, corp_l)
+        for d in (agent, customer, corp):
+            await d.connect()
+
+        status, shop = await call(
+            http, "POST", "/api/v1/admin/shops", root, {"owner_id": corp_l["user_id"], "name": "Corp Support"}
+        )
+        assert status == 201 and shop["owner_id"] == corp_l["user_id"], shop
+        shop_id = shop["shop_id"]
+        assert [s["shop_id"] for s in (await corp.request("shops"))["shops"]] == [shop_id]  # the owner's shop
+        status, err = await call(http, "POST", "/api/v1/admin/shops", root, {"owner_id": "12345", "name": "x"})
+        assert (status, err["code"]) == (404, "not_found")
+
+        path = f"/api/v1/admin/shops/{shop_id}/agents/{agent_l['user_id']}"
+        status, out = await call(http, "PUT", path, root, {"skills": ["pre_sale"], "capacity": 3})
+        assert status == 200 and (out["role"], out["skills"], out["capacity"]) == ("agent", ["pre_sale"], 3), out
+        status, err = await call(http, "PUT", f"/api/v1/admin/shops/12345/agents/{agent_l['user_id']}", root, {})
+        assert (status, err["code"]) == (404, "not_found")
+        # the agent serves: a customer's message to the shop is routed to them
+        await customer.request(
+            "send", shop_id=shop_id, category="pre_sale", kind="text", body={"text": "hello?"}, client_msg_id="c1"
+        )
+        session = await customer.request("service_status", shop_id=shop_id)
+        assert (session["status"], session["agent_id"]) == ("active", agent_l["user_id"]), session
+        # and the shop's owner sees the agent as the admin set it
+        agents = {a["user_id"]: a for a in (await corp.request("shop_agents", shop_id=shop_id))["agents"]}
+        assert agents[agent_l["user_id"]]["skills"] == ["pre_sale"]
+
+        status, log = await call(http, "GET", "/api/v1/admin/audit?limit=2", root)
+        assert [(e["action"], e["target"]) for e in log["entries"]] == [
+            ("shop_agent_set", f"shop:{shop_id}"),
+            ("shop_create", f"shop:{shop_id}"),
+        ]
+        assert log["entries"][0]["detail"] == {
+            "user_id": agent_l["user_id"],
+            "role": "agent",
+            "skills": ["pre_sale"],
+            "capacity": 3,
+        }
+        for d in (agent, customer, corp):
+            await d.close()

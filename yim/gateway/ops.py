@@ -108,6 +108,8 @@ OPS: dict[type, Action] = {
     f.AdminGroup: admin.group,
     f.AdminGroupDissolve: admin.group_dissolve,
     f.AdminGroupTransfer: admin.group_transfer,
+    f.AdminShopCreate: admin.shop_create,
+    f.AdminShopAgentSet: admin.shop_agent_set,
     f.PasswordChange: admin.password_change,
     f.ProfileSet: admin.profile_set,
 }

@@ -441,6 +441,27 @@ class AdminGroupTransfer(Request, tag="admin_group_transfer", frozen=True):
     reason: AuditReason = ""
 
 
+class AdminShopCreate(Request, tag="admin_shop_create", frozen=True):
+    """A shop for ``owner_id``, who becomes its first admin agent (as if they made it)."""
+
+    owner_id: IdStr
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    reason: AuditReason = ""
+
+
+class AdminShopAgentSet(Request, tag="admin_shop_agent_set", frozen=True):
+    """``shop_agent_set`` on any shop (the fields and defaults of §17)."""
+
+    shop_id: IdStr
+    user_id: IdStr
+    role: Literal["agent", "admin"] = "agent"
+    skills: Annotated[list[Category], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: ["pre_sale", "after_sale"]
+    )
+    capacity: Annotated[int, Meta(ge=0, le=1000)] = 10
+    reason: AuditReason = ""
+
+
 class PasswordChange(Request, tag="password_change", frozen=True):
     old_password: Annotated[str, Meta(min_length=1, max_length=256)]
     new_password: Password
@@ -534,6 +555,8 @@ AnyRequest = (
     | AdminGroup
     | AdminGroupDissolve
     | AdminGroupTransfer
+    | AdminShopCreate
+    | AdminShopAgentSet
     | PasswordChange
     | ProfileSet
 )

@@ -21,6 +21,7 @@ from yim.services.accounts import user_out
 from yim.services.context import REQUEST_SOURCE
 from yim.services.delivery import publish_entry
 from yim.services.groups import group_out
+from yim.services.service import agent_out, shop_out
 from yim.storage.admin import AccountRec, AuditEntry, AuditRec
 from yim.storage.records import GroupChange, SessionRec
 from yim.storage.rules.admin import require_admin
@@ -227,6 +228,43 @@ def _group_changed(node: Context, change: GroupChange, origin: Device | None) ->
         seq=entry.message.seq if entry else None,
         inbox_seq=entry.sender_inbox_seq if entry else 0,
     )
+
+
+# --- shops ---------------------------------------------------------------------------------------
+
+
+async def shop_create(
+    node: Context, session: SessionRec, req: f.AdminShopCreate, origin: Device | None = None
+) -> f.ShopOut:
+    """A customer-service shop for a user (say, a company's account), who administers it."""
+    owner_id = parse_id(req.owner_id, "user")
+    shop_id = node.ids.next_id()
+    entry = _entry("shop_create", f"shop:{shop_id}", owner_id=str(owner_id), name=req.name, reason=req.reason)
+    return shop_out(await node.store.admin.create_shop(session.user_id, shop_id, req.name, owner_id, entry.at, entry))
+
+
+async def shop_agent_set(
+    node: Context, session: SessionRec, req: f.AdminShopAgentSet, origin: Device | None = None
+) -> f.AgentOut:
+    """Add an agent to any shop or change its role, skills and capacity, as the shop's
+    owner could; waiting customers are routed to it as then."""
+    shop_id, user_id = parse_id(req.shop_id, "shop"), parse_id(req.user_id, "user")
+    skills = list(dict.fromkeys(req.skills))
+    entry = _entry(
+        "shop_agent_set",
+        f"shop:{shop_id}",
+        user_id=str(user_id),
+        role=req.role,
+        skills=skills,
+        capacity=req.capacity,
+        reason=req.reason,
+    )
+    agent, events = await node.store.admin.set_shop_agent(
+        session.user_id, shop_id, user_id, req.role, skills, req.capacity, entry.at, entry
+    )
+    node.service.publish(events, origin)
+    await node.service.agent_added(agent.user_id)
+    return agent_out(node, agent)
 
 
 # --- self-service ---------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 
 from yim.storage.records import GroupChange, GroupRec
+from yim.storage.relations import InboxWrite
+from yim.storage.service import AgentRec, ShopRec
 
 
 class AccountRec(msgspec.Struct, frozen=True):
@@ -158,6 +160,27 @@ class AdminStore(abc.ABC):
     ) -> GroupChange:
         """Make a current member the owner (the old owner becomes a group admin); the
         "owner" system entry names the admin as its actor."""
+
+    # shops (the actions append ``audit``) -----------------------------------------------------
+    @abc.abstractmethod
+    async def create_shop(
+        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
+    ) -> ShopRec:
+        """A shop for ``owner_id`` (its first admin agent), as if they had created it."""
+
+    @abc.abstractmethod
+    async def set_shop_agent(
+        self,
+        actor_id: int | None,
+        shop_id: int,
+        user_id: int,
+        role: str,
+        skills: list[str],
+        capacity: int,
+        now: int,
+        audit: AuditEntry,
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        """Add or change an agent of any shop, as its owner could (routing runs as then)."""
 
     @abc.abstractmethod
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:

@@ -24,12 +24,16 @@ from yim.storage.admin import (
     id_of,
     like_pattern,
 )
+from yim.storage.postgres import service as shops
 from yim.storage.postgres.groups import load_group
 from yim.storage.postgres.locks import Anchors
 from yim.storage.postgres.timeline import append_entry
 from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
+from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as rules
 from yim.storage.rules import groups as group_rules
+from yim.storage.rules import service as service_rules
+from yim.storage.service import AgentRec, ServiceCtx, ShopRec
 
 
 async def _account(conn: asyncpg.Connection, user_id: int) -> AccountRec | None:
@@ -246,6 +250,37 @@ async def transfer_group(
     return GroupChange(group=await load_group(conn, conv_id), entry=entry)
 
 
+async def create_shop(
+    conn: asyncpg.Connection, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, a: AuditEntry
+) -> ShopRec:
+    await _target(conn, actor_id, owner_id)
+    shop = await shops.create_shop(conn, shop_id, name, owner_id, now)
+    await _append(conn, actor_id, a)
+    return shop
+
+
+async def set_shop_agent(
+    conn: asyncpg.Connection,
+    actor_id: int | None,
+    shop_id: int,
+    user_id: int,
+    role: str,
+    skills: list[str],
+    capacity: int,
+    now: int,
+    ctx: ServiceCtx,
+    a: AuditEntry,
+) -> tuple[AgentRec, list[InboxWrite]]:
+    await _admin(conn, actor_id)
+    owner_id = rules.shop_owner(shop_id, await conn.fetchval("SELECT owner_id FROM shops WHERE id=$1", shop_id))
+    # as the owner's own agent change: it locks the shop, then discovers its other locks
+    result: tuple[AgentRec, list[InboxWrite]] = await shops.set_agent(
+        conn, shop_id, owner_id, user_id, role, skills, capacity, now, ctx
+    )
+    await _append(conn, actor_id, a)
+    return result
+
+
 def _sender(actor_id: int | None) -> tuple[int, ...]:
     return () if actor_id is None else (actor_id,)
 
@@ -345,5 +380,31 @@ class PgAdminStore(AdminStore):
         anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(user_id, *_sender(actor_id)))
         result: GroupChange = await self._store.write(
             transfer_group, actor_id, conv_id, user_id, msg_id, now, audit, anchors=anchors
+        )
+        return result
+
+    async def create_shop(
+        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
+    ) -> ShopRec:
+        result: ShopRec = await self._store.write(
+            create_shop, actor_id, shop_id, name, owner_id, now, audit, anchors=None
+        )
+        return result
+
+    async def set_shop_agent(
+        self,
+        actor_id: int | None,
+        shop_id: int,
+        user_id: int,
+        role: str,
+        skills: list[str],
+        capacity: int,
+        now: int,
+        audit: AuditEntry,
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        ctx = service_rules.running(self._store.service.ctx)
+        # Alone, without anchors, as every customer-service write (postgres/locks.py, "Opaque jobs").
+        result: tuple[AgentRec, list[InboxWrite]] = await self._store.write(
+            set_shop_agent, actor_id, shop_id, user_id, role, skills, capacity, now, ctx, audit, anchors=None
         )
         return result

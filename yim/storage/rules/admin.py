@@ -42,3 +42,10 @@ def may_transfer(conv_id: int, user_id: int, role: str | None) -> None:
         raise YimError("not_found", f"user {user_id} is not a member of group {conv_id}")
     if role == "owner":
         raise YimError("bad_request", f"user {user_id} owns group {conv_id} already")
+
+
+def shop_owner(shop_id: int, owner_id: int | None) -> int:
+    """The owner of the shop an admin acts on (the admin acts with the owner's rights)."""
+    if owner_id is None:
+        raise YimError("not_found", f"no shop {shop_id}")
+    return owner_id

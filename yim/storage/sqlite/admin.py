@@ -19,8 +19,12 @@ from yim.storage.admin import (
     like_pattern,
 )
 from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
+from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as rules
 from yim.storage.rules import groups as group_rules
+from yim.storage.rules import service as service_rules
+from yim.storage.service import AgentRec, ServiceCtx, ShopRec
+from yim.storage.sqlite import service as shops
 from yim.storage.sqlite.groups import load_group
 from yim.storage.sqlite.timeline import append_entry, member_ids
 
@@ -217,6 +221,35 @@ def transfer_group(
     return GroupChange(group=load_group(conn, conv_id), entry=entry)
 
 
+def create_shop(
+    conn: sqlite3.Connection, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, a: AuditEntry
+) -> ShopRec:
+    _target(conn, actor_id, owner_id)
+    shop = shops.create_shop(conn, shop_id, name, owner_id, now)
+    _append(conn, actor_id, a)
+    return shop
+
+
+def set_shop_agent(
+    conn: sqlite3.Connection,
+    actor_id: int | None,
+    shop_id: int,
+    user_id: int,
+    role: str,
+    skills: list[str],
+    capacity: int,
+    now: int,
+    ctx: ServiceCtx,
+    a: AuditEntry,
+) -> tuple[AgentRec, list[InboxWrite]]:
+    _admin(conn, actor_id)
+    r = conn.execute("SELECT owner_id FROM shops WHERE id=?", (shop_id,)).fetchone()
+    owner_id = rules.shop_owner(shop_id, r[0] if r else None)
+    result = shops.set_agent(conn, shop_id, owner_id, user_id, role, skills, capacity, now, ctx)
+    _append(conn, actor_id, a)
+    return result
+
+
 class SqliteAdminStore(AdminStore):
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -289,4 +322,29 @@ class SqliteAdminStore(AdminStore):
         self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
     ) -> GroupChange:
         result: GroupChange = await self._store.write(transfer_group, actor_id, conv_id, user_id, msg_id, now, audit)
+        return result
+
+    async def create_shop(
+        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
+    ) -> ShopRec:
+        self._store.service.may_become_agent(owner_id)
+        result: ShopRec = await self._store.write(create_shop, actor_id, shop_id, name, owner_id, now, audit)
+        return result
+
+    async def set_shop_agent(
+        self,
+        actor_id: int | None,
+        shop_id: int,
+        user_id: int,
+        role: str,
+        skills: list[str],
+        capacity: int,
+        now: int,
+        audit: AuditEntry,
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        ctx = service_rules.running(self._store.service.ctx)
+        self._store.service.may_become_agent(user_id)
+        result: tuple[AgentRec, list[InboxWrite]] = await self._store.write(
+            set_shop_agent, actor_id, shop_id, user_id, role, skills, capacity, now, ctx, audit
+        )
         return result
