@@ -257,6 +257,10 @@ async def test_the_sdk_speaks_the_admin_api(server: NodeServer) -> None:
         moved = await admin.admin_group_transfer(gid, alice_l["user_id"])
         assert moved.group.owner_id == alice_l["user_id"]
         assert (await admin.admin_group_dissolve(gid)).group.dissolved
+        shop = await admin.admin_shop_create(alice_l["user_id"], "Alice Ltd")
+        assert shop.owner_id == alice_l["user_id"]
+        agent = await admin.admin_shop_agent_set(shop.shop_id, root_l["user_id"], skills=["after_sale"], capacity=1)
+        assert (agent.skills, agent.capacity) == (["after_sale"], 1)
     async with HttpApi(server.url) as api:
         await api.login("alice", "reset-by-root", "d2", "web")
         with pytest.raises(ApiError) as err:

@@ -95,6 +95,13 @@ async def test_admin_commands(make_server: MakeServer, tmp_path: Path, backend: 
     done = await as_user("root", "admin", "group-dissolve", gid, "--reason", "spam")
     assert done.returncode == 0 and "dissolved" in done.stdout, done
 
+    # a shop for alice, with bob as its agent for pre-sale questions
+    done = await as_user("root", "admin", "shops", "create", "alice", "Alice's Shop", "--json")
+    assert done.returncode == 0, done.stderr
+    shop_id = json.loads(done.stdout)["shop_id"]
+    done = await as_user("root", "admin", "shops", "agent", shop_id, "bob", "--skills", "pre_sale", "--capacity", "2")
+    assert done.returncode == 0 and "skills pre_sale, capacity 2" in done.stdout, done
+
     # a user is refused every admin command, and changes their own password
     done = await as_user("alice", "admin", "users")
     assert done.returncode == 1 and "forbidden" in done.stderr, done

@@ -87,6 +87,7 @@ from yim.protocol.frames import (
     AdminUserDetail,
     AdminUserOut,
     AdminUserPage,
+    AgentOut,
     AuditPage,
     Auth,
     AuthOk,
@@ -111,6 +112,7 @@ from yim.protocol.frames import (
     Request,
     RevokedOut,
     SendAck,
+    ShopOut,
     Sync,
     UserOut,
 )
@@ -475,6 +477,26 @@ class HttpApi:
         out: GroupChangeOut = await self.request(
             "PUT", f"/api/v1/admin/groups/{conv_id}/owner", body=body, type_=GroupChangeOut
         )
+        return out
+
+    async def admin_shop_create(self, owner_id: str, name: str, reason: str = "") -> ShopOut:
+        body = {"owner_id": owner_id, "name": name, "reason": reason}
+        out: ShopOut = await self.request("POST", "/api/v1/admin/shops", body=body, type_=ShopOut)
+        return out
+
+    async def admin_shop_agent_set(
+        self,
+        shop_id: str,
+        user_id: str,
+        *,
+        role: str = "agent",
+        skills: Sequence[str] = ("pre_sale", "after_sale"),
+        capacity: int = 10,
+        reason: str = "",
+    ) -> AgentOut:
+        body = {"role": role, "skills": list(skills), "capacity": capacity, "reason": reason}
+        path = f"/api/v1/admin/shops/{shop_id}/agents/{user_id}"
+        out: AgentOut = await self.request("PUT", path, body=body, type_=AgentOut)
         return out
 
     async def _admin_user_action(self, method: str, tail: str, body: dict[str, Any]) -> AdminUserOut:

@@ -1,5 +1,5 @@
 """``yim admin users | user | disable | enable | reset-password | revoke | role | groups |
-group-dissolve | group-transfer | audit`` and
+group-dissolve | group-transfer | shops create | shops agent | audit`` and
 ``yim passwd``: the admin and self-service ops of a running node, over its HTTP API.
 
 Each command logs in as ``--user`` (a server admin, for ``yim admin``), runs one op, and
@@ -188,6 +188,30 @@ async def _group_transfer(args: argparse.Namespace) -> int:
     return _show(args, await _as_user(args, work), lambda a: [_group_line(a["group"])])
 
 
+async def _shop_create(args: argparse.Namespace) -> int:
+    async def work(api: HttpApi) -> Any:
+        body = {"owner_id": await _user_id(api, args.owner), "name": args.name, "reason": args.reason}
+        return await api.request("POST", f"{_ADMIN}/shops", body=body)
+
+    answer = await _as_user(args, work)
+    return _show(args, answer, lambda a: [f"shop {a['shop_id']} {a['name']!r}, owner {a['owner_id']}"])
+
+
+async def _shop_agent(args: argparse.Namespace) -> int:
+    async def work(api: HttpApi) -> Any:
+        body: dict[str, Any] = {"role": args.role, "capacity": args.capacity, "reason": args.reason}
+        if args.skills is not None:
+            body["skills"] = [s for s in args.skills.split(",") if s]
+        path = f"{_ADMIN}/shops/{args.shop_id}/agents/{await _user_id(api, args.target)}"
+        return await api.request("PUT", path, body=body)
+
+    def lines(a: dict[str, Any]) -> list[str]:
+        skills = ",".join(a["skills"]) or "-"
+        return [f"shop {a['shop_id']}: {a['user_id']} {a['role']}, skills {skills}, capacity {a['capacity']}"]
+
+    return _show(args, await _as_user(args, work), lines)
+
+
 async def _passwd(args: argparse.Namespace) -> int:
     old = read_password(args)
     new = _new_password(args, "new password: ")
@@ -285,6 +309,24 @@ def add_admin_parsers(admin: Any) -> None:
     transfer.add_argument("target", metavar="USER", help="the new owner: a username or user id")
     transfer.add_argument("--reason", default="", help="written to the audit log")
     transfer.set_defaults(func=_one_shot(_group_transfer))
+
+    shops = admin.add_parser("shops", help="customer-service shops: create one for a user, set its agents")
+    shop_sub = shops.add_subparsers(dest="shops_command", required=True)
+    create = shop_sub.add_parser("create", help="a shop for a user, who becomes its admin")
+    _common(create)
+    create.add_argument("owner", metavar="OWNER", help="a username or user id")
+    create.add_argument("name", metavar="NAME", help="the shop's name")
+    create.add_argument("--reason", default="", help="written to the audit log")
+    create.set_defaults(func=_one_shot(_shop_create))
+    agent = shop_sub.add_parser("agent", help="add an agent to a shop, or change its role, skills, capacity")
+    _common(agent)
+    agent.add_argument("shop_id", metavar="SHOP_ID")
+    agent.add_argument("target", metavar="USER", help="a username or user id")
+    agent.add_argument("--role", choices=["agent", "admin"], default="agent")
+    agent.add_argument("--skills", metavar="A,B", help="service categories (default pre_sale,after_sale)")
+    agent.add_argument("--capacity", type=int, default=10, help="sessions at once (0…1000, default 10)")
+    agent.add_argument("--reason", default="", help="written to the audit log")
+    agent.set_defaults(func=_one_shot(_shop_agent))
 
     audit = admin.add_parser("audit", help="page through the audit log, newest first")
     _common(audit)
