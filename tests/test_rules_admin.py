@@ -58,3 +58,15 @@ def test_may_sign_in(disabled_at: int | None, want: str | None) -> None:
 def test_target_account() -> None:
     assert code_of(lambda: rules.target_account(3, None)) == "not_found"
     assert rules.target_account(3, account(3)).id == 3
+
+
+@pytest.mark.parametrize(
+    ("role", "want"), [("member", None), ("admin", None), (None, "not_found"), ("owner", "bad_request")]
+)
+def test_may_transfer(role: str | None, want: str | None) -> None:
+    assert code_of(lambda: rules.may_transfer(7, 2, role)) == want
+
+
+def test_shop_owner() -> None:
+    assert code_of(lambda: rules.shop_owner(5, None)) == "not_found"
+    assert rules.shop_owner(5, 9) == 9

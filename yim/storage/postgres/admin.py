@@ -102,8 +102,13 @@ async def user_facts(conn: asyncpg.Connection, actor_id: int | None, user_id: in
         " WHERE uc.user_id=$1 AND uc.left_seq IS NULL AND c.type='group' ORDER BY c.id",
         user_id,
     )
+    # Every entry claims its (sender, client_msg_id) key, and messages have no index by
+    # sender: counted on the keys' primary key, the server's own entries (system:, recall:)
+    # left out, as kind NOT IN ('system', 'recall') does on SQLite's messages index.
     count = await conn.fetchval(
-        "SELECT count(*) FROM messages WHERE sender_id=$1 AND kind NOT IN ('system', 'recall')", user_id
+        "SELECT count(*) FROM client_msg_ids WHERE sender_id=$1"
+        " AND client_msg_id NOT LIKE 'system:%' AND client_msg_id NOT LIKE 'recall:%'",
+        user_id,
     )
     return account, UserFacts(groups=[(r[0], r[1], r[2]) for r in rows], message_count=count)
 

@@ -86,7 +86,7 @@ def user_facts(conn: sqlite3.Connection, actor_id: int | None, user_id: int) -> 
             (user_id,),
         )
     ]
-    count = conn.execute(
+    count = conn.execute(  # on the (sender_id, client_msg_id) index
         "SELECT count(*) FROM messages WHERE sender_id=? AND kind NOT IN ('system', 'recall')", (user_id,)
     ).fetchone()[0]
     return account, UserFacts(groups=groups, message_count=count)
