@@ -52,6 +52,8 @@ async def test_admin_commands(make_server: MakeServer, tmp_path: Path, backend: 
             assert done.returncode == 1 and "in use by another yim node" in done.stderr, done.stderr
             await make_users(http, ["alice"])
         else:  # a shared store: the account must exist, and a running node is no obstacle
+            done = await yim("admin", "create-admin", "root", *on_store)
+            assert done.returncode == 1 and "register it first" in done.stderr, done.stderr
             await make_users(http, ["root", "alice"])
             done = await yim("admin", "create-admin", "root", *on_store)
             assert done.returncode == 0, done.stderr
