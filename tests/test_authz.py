@@ -376,6 +376,31 @@ DM_CASES: dict[str, tuple[Op, dict[str, str]]] = {
 }
 
 
+# server administration: every admin_* op, by every actor above (none of them a server
+# admin; the group's "admin" and shop A's admin included), is refused with `forbidden`
+ADMIN_CASES: dict[str, Op] = {
+    "admin: list users": lambda w, d: d.request("admin_users", q="target"),
+    "admin: show a user": lambda w, d: d.request("admin_user", user_id=w.ids["target"]),
+    "admin: disable a user": lambda w, d: d.request("admin_disable", user_id=w.ids["target"]),
+    "admin: enable a user": lambda w, d: d.request("admin_enable", user_id=w.ids["target"]),
+    "admin: reset a password": lambda w, d: d.request(
+        "admin_reset_password", user_id=w.ids["target"], password="taken-over-1"
+    ),
+    "admin: revoke a device": lambda w, d: d.request("admin_revoke", user_id=w.ids["target"], device_id="d1"),
+    "admin: revoke every device": lambda w, d: d.request("admin_revoke", user_id=w.ids["target"]),
+    "admin: make oneself a server admin": lambda w, d: d.request("admin_set_role", user_id=d.user_id, admin=True),
+    "admin: read the audit log": lambda w, d: d.request("admin_audit"),
+    "admin: list groups": lambda w, d: d.request("admin_groups"),
+    "admin: show a group": lambda w, d: d.request("admin_group", conv_id=w.gid),
+    "admin: dissolve a group": lambda w, d: d.request("admin_group_dissolve", conv_id=w.gid),
+    "admin: transfer a group": lambda w, d: d.request("admin_group_transfer", conv_id=w.gid, user_id=d.user_id),
+    "admin: create a shop": lambda w, d: d.request("admin_shop_create", owner_id=d.user_id, name="mine"),
+    "admin: make oneself an agent of shop A": lambda w, d: d.request(
+        "admin_shop_agent_set", shop_id=w.extra["shop_a"], user_id=d.user_id, role="admin"
+    ),
+}
+
+
 async def outcome(coro: Awaitable[Any]) -> str:
     try:
         await coro
@@ -423,6 +448,12 @@ async def test_group_and_direct_chat_authorization_matrix(server: NodeServer, ba
                 cells += 1
                 if got != want:
                     mismatches.append(f"direct {op!r} by {actor}: expected {want}, got {got}")
+        for op, run in ADMIN_CASES.items():
+            for actor in [*GROUP_ACTORS, *EXTRA_ACTORS, "target", "peer"]:
+                got = await outcome(run(w, w.dev[actor]))
+                cells += 1
+                if got != FB:
+                    mismatches.append(f"{op!r} by {actor}: expected {FB}, got {got}")
         assert await outcome(DM_CASES["recall target's message"][0](w, w.dev["target"])) == OK
         assert not mismatches, "\n".join(mismatches)
 

@@ -504,6 +504,12 @@ async def test_group_names_announcements_and_display_names(make_server: MakeServ
         r = await http.post("/api/v1/accounts", json={"username": "evilcorp1", "password": "password123"})
         assert r.status == 422
 
+        # a changed display name, like one given at registration
+        with pytest.raises(ProtocolError, match="content_blocked"):
+            await alice.request("profile_set", display_name="法轮功")
+        renamed = await alice.request("profile_set", display_name="小笨蛋")
+        assert renamed["display_name"] == "小**"
+
         # a friend request's note is read by its recipient: rejected, or masked as it is stored
         with pytest.raises(ProtocolError, match="content_blocked"):
             await alice.request("friend_request", to=bob.user_id, message="来学法轮功吧")

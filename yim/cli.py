@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -82,6 +83,97 @@ def _admin_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_create_admin(args: argparse.Namespace) -> int:
+    """Make ``args.username`` a server admin, on the store itself (no node needed: this is
+    how the first admin comes to be). A missing account is created on a SQLite store."""
+    import asyncio
+
+    from yim.config import SettingsError, load_settings
+    from yim.storage.migrations import SchemaError
+
+    try:
+        settings = load_settings(args.config, data_dir=args.data, store=args.store)
+    except SettingsError as exc:
+        print(f"yim admin create-admin: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_create_admin(settings, args))
+    except (ValueError, OSError, SchemaError) as exc:
+        print(f"yim admin create-admin: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from yim.ids.snowflake import Snowflake
+    from yim.node import DataFolderError, lock_data_folder, prepare_data_folder
+    from yim.protocol.errors import YimError
+    from yim.services.accounts import make_hasher
+    from yim.storage import open_store
+    from yim.storage.admin import AuditEntry
+    from yim.storage.records import UserRec
+
+    shared = settings.store.startswith(("postgres://", "postgresql://"))
+    # A SQLite store belongs to the one node that holds its data folder: while that node
+    # runs, this refuses (use `yim admin role` against the node instead). PostgreSQL is
+    # shared by design: the change is there for every node at once.
+    lock: int | None = None
+    if not shared:
+        try:
+            prepare_data_folder(Path(settings.data_dir))
+            lock = lock_data_folder(Path(settings.data_dir))
+        except DataFolderError as exc:
+            print(
+                f"yim admin create-admin: {exc}. Stop that node first, or let an admin of the running node"
+                " do it: yim admin role USER admin --user ADMIN",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        store = open_store(settings.store, settings.data_dir)
+        await store.open()
+        try:
+            user = await store.user_by_name(args.username)
+            created = False
+            if user is None:
+                if shared:
+                    print(
+                        f"yim admin create-admin: no user {args.username!r}: register it first (yim register),"
+                        " then run this again",
+                        file=sys.stderr,
+                    )
+                    return 1
+                from yim.client.terminal.cli import read_password
+
+                password = read_password(argparse.Namespace(password_file=args.password_file, user=args.username))
+                ids = Snowflake(settings.node_id, floor=await store.max_msg_id())
+                pw_hash = make_hasher(settings.password_hashing).hash(password)
+                now = int(time.time() * 1000)
+                user = await store.create_user(UserRec(ids.next_id(), args.username, args.username, pw_hash, now))
+                created = True
+            entry = AuditEntry(
+                at=int(time.time() * 1000),
+                source="cli",
+                action="set_role",
+                target=f"user:{user.id}",
+                detail=b'{"admin":true,"created":true}' if created else b'{"admin":true}',
+            )
+            account = await store.admin.set_admin(None, user.id, True, entry)
+        except YimError as exc:
+            print(f"yim admin create-admin: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+    finally:
+        if lock is not None:
+            os.close(lock)  # the lock goes with it
+    print(f"{account.username} ({account.id}) is a server admin" + (" (account created)" if created else ""))
+    return 0
+
+
 #: ``yim bench`` lives beside the product in its own package (yimbench) with its own
 #: dependency (psutil, the ``bench`` extra). Only a command line that asks for it imports it,
 #: so a node (``yim serve``) never loads the benchmark.
@@ -121,6 +213,19 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     migrate.add_argument("--store", help="postgres://USER@HOST:PORT/DB (default: the configured store)")
     migrate.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     migrate.set_defaults(func=_admin_migrate)
+    create_admin = admin.add_parser(
+        "create-admin", help="make a user a server admin, on the store itself (the first admin)"
+    )
+    create_admin.add_argument("username")
+    create_admin.add_argument("--data", help="data folder of the node (default ./data)")
+    create_admin.add_argument("--store", help="'sqlite' (default, under --data), sqlite:///PATH or postgres://...")
+    create_admin.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
+    create_admin.add_argument("--password-file", help="a new account's password (else $YIM_PASSWORD, else a prompt)")
+    create_admin.set_defaults(func=_admin_create_admin)
+    from yim.client.terminal.admin import add_admin_parsers, add_passwd_parser
+
+    add_admin_parsers(admin)  # users, user, disable, enable, reset-password, revoke, role, groups, …, audit
+    add_passwd_parser(sub)
     if bench:
         from yimbench.cli import add_bench_parser
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from yim.ids.snowflake import Snowflake
+from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.codec import JSON, MSGPACK
 from yim.protocol.frames import Notice
 
@@ -148,7 +149,7 @@ class LocalBus:
     def disconnected(self, conn: Connection) -> None:
         """A device's connection on this node ended."""
 
-    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None:
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str, code: int = CLOSE_REVOKED) -> None:
         """Sessions were revoked on this node: other nodes must drop them too."""
 
     def roster_changed(self, conv_id: int) -> None:

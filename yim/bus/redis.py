@@ -171,6 +171,9 @@ class _Revoke(msgspec.Struct, tag="rv", tag_field="k", array_like=True):
     user_id: int
     session_ids: list[str]
     reason: str
+    # Last and defaulted: a node of the previous release ignores it, and one sent by such a
+    # node decodes here as the revocation it meant.
+    code: int = CLOSE_REVOKED
 
 
 class _Roster(msgspec.Struct, tag="ro", tag_field="k", array_like=True):
@@ -738,8 +741,8 @@ class RedisBus(LocalBus):
         if users:
             self._queue("notice", (type_, payload_json, users))
 
-    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None:
-        self._queue("all", _Revoke(user_id, list(session_ids), reason))
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str, code: int = CLOSE_REVOKED) -> None:
+        self._queue("all", _Revoke(user_id, list(session_ids), reason, code))
 
     def roster_changed(self, conv_id: int) -> None:
         self._queue("all", _Roster(conv_id))
@@ -922,7 +925,7 @@ class RedisBus(LocalBus):
             case _Revoke():
                 self._node.forget_sessions(item.session_ids)
                 self._hub.close_sessions(
-                    item.user_id, set(item.session_ids), CLOSE_REVOKED, f"session revoked: {item.reason}"
+                    item.user_id, set(item.session_ids), item.code, f"session revoked: {item.reason}"
                 )
             case _Roster():
                 self._node.forget_rosters(item.conv_id)

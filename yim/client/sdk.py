@@ -83,6 +83,12 @@ from yim.protocol.close import (
 )
 from yim.protocol.frames import (
     Ack,
+    AdminGroupPage,
+    AdminUserDetail,
+    AdminUserOut,
+    AdminUserPage,
+    AgentOut,
+    AuditPage,
     Auth,
     AuthOk,
     Conversation,
@@ -93,6 +99,7 @@ from yim.protocol.frames import (
     Forward,
     ForwardOut,
     ForwardTarget,
+    GroupChangeOut,
     GroupHeadOut,
     History,
     HistoryPage,
@@ -111,7 +118,9 @@ from yim.protocol.frames import (
     ReadResult,
     RegisterBody,
     Request,
+    RevokedOut,
     SendAck,
+    ShopOut,
     Sync,
     Unpin,
     UserOut,
@@ -161,7 +170,8 @@ class ConnectionLost(YimClientError):
 
 
 class SessionEnded(YimClientError):
-    """The server ended this device's session (close code 4001, 4002 or 4003, or a refused token)."""
+    """The server ended this device's session (close code 4001, 4002, 4003, 4006 or 4007 —
+    the account was disabled —, or a refused token)."""
 
     def __init__(self, close_code: int | None, reason: str):
         super().__init__(f"session ended ({close_code}): {reason}")
@@ -407,6 +417,100 @@ class HttpApi:
 
     async def revoke_device(self, device_id: str) -> None:
         await self.request("DELETE", f"/api/v1/devices/{device_id}")
+
+    # -- one's own account (docs/protocol.md §19.3) -------------------------------------------
+    async def change_password(self, old_password: str, new_password: str) -> int:
+        """Change the password (``wrong_password`` if ``old_password`` is not it); the
+        account's other sessions end. Returns how many did. Never resent to another
+        endpoint: a second try after a change that went through would say wrong_password."""
+        body = {"old_password": old_password, "new_password": new_password}
+        out: RevokedOut = await self.request(
+            "PUT", "/api/v1/me/password", body=body, type_=RevokedOut, idempotent=False
+        )
+        return out.revoked
+
+    async def set_display_name(self, display_name: str) -> UserOut:
+        out: UserOut = await self.request("PATCH", "/api/v1/me", body={"display_name": display_name}, type_=UserOut)
+        return out
+
+    # -- server administration (a server admin's token; docs/protocol.md §19) --------------------
+    async def admin_users(self, q: str = "", *, after: str | None = None, limit: int = 50) -> AdminUserPage:
+        params = {"q": q, "limit": str(limit), **({"after": after} if after else {})}
+        out: AdminUserPage = await self.request("GET", "/api/v1/admin/users", params=params, type_=AdminUserPage)
+        return out
+
+    async def admin_user(self, user_id: str) -> AdminUserDetail:
+        out: AdminUserDetail = await self.request("GET", f"/api/v1/admin/users/{user_id}", type_=AdminUserDetail)
+        return out
+
+    async def admin_disable(self, user_id: str, reason: str = "") -> AdminUserOut:
+        return await self._admin_user_action("POST", f"{user_id}/disable", {"reason": reason})
+
+    async def admin_enable(self, user_id: str, reason: str = "") -> AdminUserOut:
+        return await self._admin_user_action("POST", f"{user_id}/enable", {"reason": reason})
+
+    async def admin_set_role(self, user_id: str, admin: bool, reason: str = "") -> AdminUserOut:
+        return await self._admin_user_action("PUT", f"{user_id}/role", {"admin": admin, "reason": reason})
+
+    async def admin_reset_password(self, user_id: str, password: str, reason: str = "") -> int:
+        body = {"password": password, "reason": reason}
+        out: RevokedOut = await self.request(
+            "POST", f"/api/v1/admin/users/{user_id}/password", body=body, type_=RevokedOut
+        )
+        return out.revoked
+
+    async def admin_revoke(self, user_id: str, device_id: str | None = None, reason: str = "") -> int:
+        """Sign out one device of the user, or all (``device_id`` None); how many sessions ended."""
+        path = f"/api/v1/admin/users/{user_id}/devices" + (f"/{device_id}" if device_id else "")
+        out: RevokedOut = await self.request("DELETE", path, body={"reason": reason}, type_=RevokedOut)
+        return out.revoked
+
+    async def admin_audit(self, *, before: str | None = None, limit: int = 50) -> AuditPage:
+        params = {"limit": str(limit), **({"before": before} if before else {})}
+        out: AuditPage = await self.request("GET", "/api/v1/admin/audit", params=params, type_=AuditPage)
+        return out
+
+    async def admin_groups(self, q: str = "", *, after: str | None = None, limit: int = 50) -> AdminGroupPage:
+        params = {"q": q, "limit": str(limit), **({"after": after} if after else {})}
+        out: AdminGroupPage = await self.request("GET", "/api/v1/admin/groups", params=params, type_=AdminGroupPage)
+        return out
+
+    async def admin_group_dissolve(self, conv_id: str, reason: str = "") -> GroupChangeOut:
+        out: GroupChangeOut = await self.request(
+            "DELETE", f"/api/v1/admin/groups/{conv_id}", body={"reason": reason}, type_=GroupChangeOut
+        )
+        return out
+
+    async def admin_group_transfer(self, conv_id: str, user_id: str, reason: str = "") -> GroupChangeOut:
+        body = {"user_id": user_id, "reason": reason}
+        out: GroupChangeOut = await self.request(
+            "PUT", f"/api/v1/admin/groups/{conv_id}/owner", body=body, type_=GroupChangeOut
+        )
+        return out
+
+    async def admin_shop_create(self, owner_id: str, name: str, reason: str = "") -> ShopOut:
+        body = {"owner_id": owner_id, "name": name, "reason": reason}
+        out: ShopOut = await self.request("POST", "/api/v1/admin/shops", body=body, type_=ShopOut)
+        return out
+
+    async def admin_shop_agent_set(
+        self,
+        shop_id: str,
+        user_id: str,
+        *,
+        role: str = "agent",
+        skills: Sequence[str] = ("pre_sale", "after_sale"),
+        capacity: int = 10,
+        reason: str = "",
+    ) -> AgentOut:
+        body = {"role": role, "skills": list(skills), "capacity": capacity, "reason": reason}
+        path = f"/api/v1/admin/shops/{shop_id}/agents/{user_id}"
+        out: AgentOut = await self.request("PUT", path, body=body, type_=AgentOut)
+        return out
+
+    async def _admin_user_action(self, method: str, tail: str, body: dict[str, Any]) -> AdminUserOut:
+        out: AdminUserOut = await self.request(method, f"/api/v1/admin/users/{tail}", body=body, type_=AdminUserOut)
+        return out
 
 
 async def register(endpoints: str | Sequence[str], username: str, password: str, display_name: str = "") -> UserOut:

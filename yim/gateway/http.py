@@ -24,6 +24,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
 from yim.services import users
+from yim.services.context import REQUEST_SOURCE
 from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
 from yim.storage.records import SessionRec
 
@@ -289,6 +290,7 @@ async def _run_op(
         if not isinstance(data, dict):
             raise YimError("bad_request", "body must be a JSON object")
     _node(request).limits.check_request(session.user_id)
+    REQUEST_SOURCE.set(f"http {request.remote}")  # this request's task only: the audit log's "from where"
     data.pop("op", None)
     data.update(request.match_info)
     data["rid"] = 0
@@ -384,3 +386,22 @@ _op_route("POST", _SESSION + "/transfer", f.ServiceTransfer)
 _op_route("POST", _SESSION + "/close", f.ServiceClose)
 _op_route("POST", _SESSION + "/rate", f.ServiceRate)
 _op_route("GET", "/api/v1/search", f.Search, from_query=True)
+_ADMIN_USER = "/api/v1/admin/users/{user_id:[0-9]{1,20}}"
+_op_route("GET", "/api/v1/admin/users", f.AdminUsers, from_query=True)
+_op_route("GET", _ADMIN_USER, f.AdminUser, from_query=True)
+_op_route("POST", _ADMIN_USER + "/disable", f.AdminDisable)
+_op_route("POST", _ADMIN_USER + "/enable", f.AdminEnable)
+_op_route("POST", _ADMIN_USER + "/password", f.AdminResetPassword)
+_op_route("DELETE", _ADMIN_USER + "/devices", f.AdminRevoke)
+_op_route("DELETE", _ADMIN_USER + "/devices/{device_id}", f.AdminRevoke)
+_op_route("PUT", _ADMIN_USER + "/role", f.AdminSetRole)
+_op_route("GET", "/api/v1/admin/audit", f.AdminAudit, from_query=True)
+_ADMIN_GROUP = "/api/v1/admin/groups/{conv_id:[0-9]{1,20}}"
+_op_route("GET", "/api/v1/admin/groups", f.AdminGroups, from_query=True)
+_op_route("GET", _ADMIN_GROUP, f.AdminGroup, from_query=True)
+_op_route("DELETE", _ADMIN_GROUP, f.AdminGroupDissolve)
+_op_route("PUT", _ADMIN_GROUP + "/owner", f.AdminGroupTransfer)
+_op_route("POST", "/api/v1/admin/shops", f.AdminShopCreate, status=201)
+_op_route("PUT", "/api/v1/admin/shops/{shop_id:[0-9]{1,20}}/agents/{user_id:[0-9]{1,20}}", f.AdminShopAgentSet)
+_op_route("PUT", "/api/v1/me/password", f.PasswordChange)
+_op_route("PATCH", "/api/v1/me", f.ProfileSet)

@@ -13,7 +13,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, presence, reactions, relations, service, sync, typing, users
+from yim.services import (
+    admin,
+    conversations,
+    groups,
+    messages,
+    presence,
+    reactions,
+    relations,
+    service,
+    sync,
+    typing,
+    users,
+)
 from yim.services import search as search_service
 from yim.services.context import Context, Device
 from yim.storage.records import SessionRec
@@ -102,4 +114,20 @@ OPS: dict[type, Action] = {
     f.ServiceRate: service.rate,
     f.ShopDashboard: service.dashboard,
     f.Search: search_service.search,
+    f.AdminUsers: admin.users,
+    f.AdminUser: admin.user,
+    f.AdminDisable: admin.disable,
+    f.AdminEnable: admin.enable,
+    f.AdminResetPassword: admin.reset_password,
+    f.AdminRevoke: admin.revoke,
+    f.AdminSetRole: admin.set_role,
+    f.AdminAudit: admin.audit,
+    f.AdminGroups: admin.groups,
+    f.AdminGroup: admin.group,
+    f.AdminGroupDissolve: admin.group_dissolve,
+    f.AdminGroupTransfer: admin.group_transfer,
+    f.AdminShopCreate: admin.shop_create,
+    f.AdminShopAgentSet: admin.shop_agent_set,
+    f.PasswordChange: admin.password_change,
+    f.ProfileSet: admin.profile_set,
 }

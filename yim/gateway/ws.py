@@ -27,6 +27,7 @@ from yim.protocol.close import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_TOO_
 from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Ack, Auth, AuthOk, Forward, Ping, Send
+from yim.services.context import REQUEST_SOURCE
 from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
 from yim.storage.records import SendResult, SessionRec
 
@@ -138,6 +139,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         loop_session = await _authenticate(node, conn, ws, request.remote)
         if loop_session is None:
             return ws
+        REQUEST_SOURCE.set(f"ws {request.remote}")  # this connection's task: the audit log's "from where"
         async for msg in ws:
             if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                 conn.last_recv = time.monotonic()

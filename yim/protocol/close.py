@@ -17,8 +17,9 @@ CLOSE_REVOKED: Final = 4003  # the session was logged out or its device revoked
 CLOSE_IDLE: Final = 4004  # no request frame for idle_timeout_s
 CLOSE_AUTH_TIMEOUT: Final = 4005  # no auth within auth_timeout_s of connecting
 CLOSE_POLICY: Final = 4006  # the multi-device policy signed this device out (a newer one took its place)
+CLOSE_DISABLED: Final = 4007  # an admin disabled the account: every session of it is over
 CLOSE_SLOW: Final = 4008  # more than max_send_buffer_bytes queued: catch up with sync
 
 #: A connection closed with one of these is over for good: reconnecting would not help
 #: (4002 would kick the other connection of the same device; 4006 would kick the newer device).
-FATAL_CLOSE_CODES: Final = frozenset({CLOSE_AUTH_FAILED, CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_POLICY})
+FATAL_CLOSE_CODES: Final = frozenset({CLOSE_AUTH_FAILED, CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_POLICY, CLOSE_DISABLED})

@@ -25,6 +25,8 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "auth_required": 401,  # a WebSocket request before `auth`
     "already_authenticated": 409,
     "forbidden": 403,
+    "account_disabled": 403,  # login to (or a session of) an account an admin disabled
+    "wrong_password": 403,  # a password change whose old password is not the account's
     "not_member": 403,
     "not_found": 404,
     "username_taken": 409,

@@ -427,6 +427,127 @@ class ShopDashboard(Request, tag="shop_dashboard", frozen=True):
     shop_id: IdStr
 
 
+# --- server administration and self-service (docs/protocol.md §19) --------------------------
+# Every admin_* op is for server admins only (anyone else: forbidden); each action is
+# written to the audit log in its own transaction.
+
+AuditReason = Annotated[str, Meta(max_length=500)]
+
+
+class AdminUsers(Request, tag="admin_users", frozen=True):
+    """Accounts by id; ``q`` matches an id exactly or a username / display name in part."""
+
+    q: Annotated[str, Meta(max_length=64)] = ""
+    after: IdStr | None = None  # the previous page's next_after
+    limit: PageLimit = 50
+
+
+class AdminUser(Request, tag="admin_user", frozen=True):
+    user_id: IdStr
+
+
+class AdminDisable(Request, tag="admin_disable", frozen=True):
+    user_id: IdStr
+    reason: AuditReason = ""
+
+
+class AdminEnable(Request, tag="admin_enable", frozen=True):
+    user_id: IdStr
+    reason: AuditReason = ""
+
+
+class AdminResetPassword(Request, tag="admin_reset_password", frozen=True):
+    user_id: IdStr
+    password: Password
+    reason: AuditReason = ""
+
+
+class AdminRevoke(Request, tag="admin_revoke", frozen=True):
+    """Sign out one device of a user, or every device (no ``device_id``)."""
+
+    user_id: IdStr
+    device_id: DeviceId | None = None
+    reason: AuditReason = ""
+
+
+class AdminSetRole(Request, tag="admin_set_role", frozen=True):
+    user_id: IdStr
+    admin: bool
+    reason: AuditReason = ""
+
+
+class AdminAudit(Request, tag="admin_audit", frozen=True):
+    before: IdStr | None = None  # the previous page's next_before
+    limit: PageLimit = 50
+
+
+class AdminGroups(Request, tag="admin_groups", frozen=True):
+    """Groups by id, dissolved ones too; ``q`` matches an id exactly or a name in part."""
+
+    q: Annotated[str, Meta(max_length=64)] = ""
+    after: IdStr | None = None  # the previous page's next_after
+    limit: PageLimit = 50
+
+
+class AdminGroup(Request, tag="admin_group", frozen=True):
+    conv_id: IdStr
+
+
+class AdminGroupDissolve(Request, tag="admin_group_dissolve", frozen=True):
+    conv_id: IdStr
+    reason: AuditReason = ""
+
+
+class AdminGroupTransfer(Request, tag="admin_group_transfer", frozen=True):
+    """Make a current member the group's owner; the old owner becomes a group admin."""
+
+    conv_id: IdStr
+    user_id: IdStr
+    reason: AuditReason = ""
+
+
+class AdminShopCreate(Request, tag="admin_shop_create", frozen=True):
+    """A shop for ``owner_id``, who becomes its first admin agent (as if they made it)."""
+
+    owner_id: IdStr
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    reason: AuditReason = ""
+
+
+class AdminShopAgentSet(Request, tag="admin_shop_agent_set", frozen=True):
+    """``shop_agent_set`` on any shop (the fields and defaults of §17)."""
+
+    shop_id: IdStr
+    user_id: IdStr
+    role: Literal["agent", "admin"] = "agent"
+    skills: Annotated[list[Category], Meta(max_length=16)] = msgspec.field(
+        default_factory=lambda: ["pre_sale", "after_sale"]
+    )
+    capacity: Annotated[int, Meta(ge=0, le=1000)] = 10
+    reason: AuditReason = ""
+
+
+class PasswordChange(Request, tag="password_change", frozen=True):
+    old_password: Annotated[str, Meta(min_length=1, max_length=256)]
+    new_password: Password
+
+
+class ProfileSet(Request, tag="profile_set", frozen=True):
+    display_name: DisplayName
+
+
+ADMIN_OPS = (
+    AdminUsers,
+    AdminUser,
+    AdminDisable,
+    AdminEnable,
+    AdminResetPassword,
+    AdminRevoke,
+    AdminSetRole,
+    AdminAudit,
+)
+
+
 AnyRequest = (
     Auth
     | Ping
@@ -493,6 +614,22 @@ AnyRequest = (
     | ServiceClose
     | ServiceRate
     | ShopDashboard
+    | AdminUsers
+    | AdminUser
+    | AdminDisable
+    | AdminEnable
+    | AdminResetPassword
+    | AdminRevoke
+    | AdminSetRole
+    | AdminAudit
+    | AdminGroups
+    | AdminGroup
+    | AdminGroupDissolve
+    | AdminGroupTransfer
+    | AdminShopCreate
+    | AdminShopAgentSet
+    | PasswordChange
+    | ProfileSet
 )
 
 
@@ -1101,3 +1238,66 @@ class MediaUploadQuery(Struct, forbid_unknown_fields=True):
 
     kind: Literal["image", "video", "file"] = "file"
     name: Annotated[str, Meta(max_length=1024)] = ""
+
+
+# --- administration replies -----------------------------------------------------------------
+
+
+class AdminUserOut(Struct):
+    user_id: str
+    username: str
+    display_name: str
+    created_at: int
+    admin: bool  # a server admin
+    disabled_at: int | None  # set while the account is disabled
+
+
+class AdminUserPage(Struct):
+    users: list[AdminUserOut]
+    next_after: str | None  # more after this id; None: the last page
+
+
+class AdminDeviceOut(Struct):
+    device_id: str
+    platform: str
+    name: str
+    created_at: int
+    last_seen_at: int
+
+
+class AdminGroupOut(Struct):
+    conv_id: str
+    name: str
+    role: str  # "owner" | "admin" | "member"
+
+
+class AdminUserDetail(Struct):
+    user: AdminUserOut
+    devices: list[AdminDeviceOut]  # devices with a live session, most recently seen first
+    groups: list[AdminGroupOut]  # groups the user is a member of now
+    counts: CountsOut
+    message_count: int  # messages the user sent (system and recall entries not counted)
+
+
+class RevokedOut(Struct):
+    revoked: int  # sessions ended
+
+
+class AuditOut(Struct):
+    id: str
+    at: int  # ms since the epoch
+    actor_id: str | None  # None: an operator on the host (`yim admin` on the store)
+    action: str  # the op's name without "admin_": disable, enable, reset_password, revoke, set_role, ...
+    target: str  # "user:<id>"
+    detail: dict[str, Any]
+    source: str  # "http <ip>", "ws <ip>" or "cli"
+
+
+class AdminGroupPage(Struct):
+    groups: list[GroupOut]
+    next_after: str | None  # more after this id; None: the last page
+
+
+class AuditPage(Struct):
+    entries: list[AuditOut]  # newest first
+    next_before: str | None

@@ -265,17 +265,32 @@ class Accounts:
             for d in await self._node.store.list_devices(session.user_id)
         ]
 
+    # -- passwords and ended sessions, for the admin and self-service actions ---------------
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def check_password(self, password_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+
+    def sessions_ended(self, user_id: int, session_ids: list[str], reason: str, code: int) -> None:
+        """Sessions the store has revoked: dropped from every node's cache, their live
+        connections (on every node) closed with ``code``."""
+        self._forget(session_ids, user_id, reason, code)
+
     # -- session cache -----------------------------------------------------------------
     def _remember(self, session: SessionRec) -> None:
         if len(self._sessions) >= _SESSION_CACHE_MAX:
             self._sessions.pop(next(iter(self._sessions)))
         self._sessions[session.id] = session
 
-    def _forget(self, session_ids: list[str], user_id: int, reason: str) -> None:
+    def _forget(self, session_ids: list[str], user_id: int, reason: str, code: int = CLOSE_REVOKED) -> None:
         self.forget_cached(session_ids)
         if session_ids:
-            self._node.hub.close_sessions(user_id, set(session_ids), CLOSE_REVOKED, f"session revoked: {reason}")
-            self._node.bus.sessions_revoked(user_id, session_ids, reason)  # other nodes, in cluster mode
+            self._node.hub.close_sessions(user_id, set(session_ids), code, f"session revoked: {reason}")
+            self._node.bus.sessions_revoked(user_id, session_ids, reason, code)  # other nodes, in cluster mode
 
     def forget_cached(self, session_ids: list[str] | None = None) -> None:
         """Drop sessions from this node's cache (``None``: all; revocations may have been missed)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from yim.storage.base import Store
     from yim.storage.records import MessageRec, SendCmd, SendResult
     from yim.storage.relations import InboxWrite
+
+#: Where the request being served came from ("http <ip>", "ws <ip>"): the gateway sets it
+#: for each request, the audit log records it.
+REQUEST_SOURCE: ContextVar[str] = ContextVar("yim_request_source", default="")
 
 #: a user's devices on this node, as presence shares them: device id -> (status, platform,
 #: connected_ms)
@@ -101,7 +106,7 @@ class Publish(Protocol):
         skip: set[int] | None = None,
     ) -> None: ...
 
-    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str) -> None: ...
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str, code: int = ...) -> None: ...
 
     def roster_changed(self, conv_id: int) -> None: ...
 
@@ -164,6 +169,16 @@ class ServiceEvents(Protocol):
     async def agent_added(self, user_id: int) -> None: ...
 
 
+class Credentials(Protocol):
+    """Passwords and sessions, as the admin and self-service actions use them."""
+
+    async def hash_password(self, password: str) -> str: ...
+
+    async def check_password(self, password_hash: str, password: str) -> bool: ...
+
+    def sessions_ended(self, user_id: int, session_ids: list[str], reason: str, code: int) -> None: ...
+
+
 class MediaSend(Protocol):
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]: ...
 
@@ -221,6 +236,9 @@ class Context(Protocol):
 
     @property
     def media(self) -> MediaSend: ...
+
+    @property
+    def accounts(self) -> Credentials: ...
 
     @property
     def typing(self) -> TypingGate: ...

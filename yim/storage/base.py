@@ -39,6 +39,7 @@ from yim.storage.rules.quotes import Quotable
 from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
+    from yim.storage.admin import AdminStore
     from yim.storage.media import MediaStore
     from yim.storage.reactions import ReactionStore
     from yim.storage.search import SearchStore
@@ -52,13 +53,15 @@ class Store(abc.ABC):
     (:class:`yim.storage.service.ServiceStore`), ``store.media``
     (:class:`yim.storage.media.MediaStore`), ``store.search``
     (:class:`yim.storage.search.SearchStore`), ``store.reactions``
-    (:class:`yim.storage.reactions.ReactionStore`: reactions and pins)."""
+    (:class:`yim.storage.reactions.ReactionStore`: reactions and pins), ``store.admin``
+    (:class:`yim.storage.admin.AdminStore`)."""
 
     relations: RelationStore
     service: ServiceStore
     media: MediaStore
     search: SearchStore
     reactions: ReactionStore
+    admin: AdminStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -85,6 +85,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
+from yim.storage.rules import admin as admin_rules
 from yim.storage.rules.quotes import Quotable
 
 log = logging.getLogger("yim.storage.postgres")
@@ -537,6 +538,9 @@ class PostgresStore(Store):
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
         self.media = PgMediaStore(self)
+        from yim.storage.postgres.admin import PgAdminStore
+
+        self.admin = PgAdminStore(self)
         self.search = PgSearchStore(self)
         from yim.storage.postgres.reactions import PgReactionStore
 
@@ -829,6 +833,7 @@ async def _create_user(conn: asyncpg.Connection, u: UserRec) -> UserRec:
 
 
 async def _create_session(conn: asyncpg.Connection, s: SessionRec, device_name: str) -> list[str]:
+    admin_rules.may_sign_in(await conn.fetchval("SELECT disabled_at FROM users WHERE id=$1", s.user_id))
     superseded = [
         r[0]
         for r in await conn.fetch(

@@ -478,14 +478,18 @@ class SqliteServiceStore(ServiceJobs):
     async def load(self) -> None:
         self._maybe_agents = set(await self._s.read(_agent_ids))
 
+    def may_become_agent(self, user_id: int) -> None:
+        """Before a job that may give the user a shop_agents row (here or in the admin store)."""
+        self._maybe_agents.add(user_id)
+
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec:
-        self._maybe_agents.add(owner_id)  # the owner becomes the shop's first admin agent
+        self.may_become_agent(owner_id)  # the owner becomes the shop's first admin agent
         return await super().create_shop(shop_id, name, owner_id, now)
 
     async def set_agent(
         self, shop_id: int, actor_id: int, user_id: int, role: str, skills: list[str], capacity: int, now: int
     ) -> tuple[AgentRec, list[InboxWrite]]:
-        self._maybe_agents.add(user_id)
+        self.may_become_agent(user_id)
         return await super().set_agent(shop_id, actor_id, user_id, role, skills, capacity, now)
 
     def may_be_agent(self, user_id: int) -> bool:

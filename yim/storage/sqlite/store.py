@@ -47,6 +47,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
+from yim.storage.rules import admin as admin_rules
 from yim.storage.rules.quotes import Quotable
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
@@ -344,6 +345,8 @@ def _create_user(conn: sqlite3.Connection, u: UserRec) -> UserRec:
 
 
 def _create_session(conn: sqlite3.Connection, s: SessionRec, device_name: str) -> list[str]:
+    disabled = conn.execute("SELECT disabled_at FROM users WHERE id=?", (s.user_id,)).fetchone()
+    admin_rules.may_sign_in(disabled[0] if disabled else None)
     superseded = [
         r[0]
         for r in conn.execute(
@@ -425,6 +428,10 @@ class SqliteStore(Store):
         from yim.storage.sqlite.reactions import SqliteReactionStore
 
         self.reactions = SqliteReactionStore(self)
+
+        from yim.storage.sqlite.admin import SqliteAdminStore
+
+        self.admin = SqliteAdminStore(self)
 
     async def open(self) -> None:
         try:

@@ -17,6 +17,7 @@
 const CLOSE_AUTH_FAILED = 4001;
 const CLOSE_REPLACED = 4002;
 const CLOSE_REVOKED = 4003;
+const CLOSE_DISABLED = 4007; // an admin disabled the account: logging in again will not work either
 const REQUEST_TIMEOUT_MS = 15000;
 const HANDSHAKE_TIMEOUT_MS = 5000; // the WebSocket upgrade, until `open`
 const AUTH_TIMEOUT_MS = 10000; // the auth request, until its reply
@@ -175,7 +176,7 @@ export class Socket extends EventTarget {
     this.rejectAll();
     this.ws = null;
     if (this.state === "stopped") return;
-    if (code === CLOSE_AUTH_FAILED || code === CLOSE_REVOKED) {
+    if (code === CLOSE_AUTH_FAILED || code === CLOSE_REVOKED || code === CLOSE_DISABLED) {
       this.fail(reason || "session ended");
     } else if (code === CLOSE_REPLACED) {
       // The same device connected again, in another tab: do not fight over the slot.
