@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.protocol import frames as f
-from yim.services import conversations, groups, messages, presence, relations, service, sync, typing, users
+from yim.services import conversations, groups, messages, presence, push, relations, service, sync, typing, users
 from yim.services import search as search_service
 from yim.services.context import Context, Device
 from yim.storage.records import SessionRec
@@ -83,6 +83,10 @@ OPS: dict[type, Action] = {
     f.PrivacySet: relations.privacy_set,
     f.PresenceSet: presence.presence_set,
     f.PresenceQuery: presence.presence_query,
+    f.PusherSet: push.pusher_set,
+    f.Pushers: push.pushers,
+    f.PusherRemove: push.pusher_remove,
+    f.PushKey: push.push_key,
     f.ShopCreate: service.shop_create,
     f.Shops: service.shops,
     f.ShopAgentSet: service.agent_set,

@@ -297,6 +297,37 @@ class PresenceQuery(Request, tag="presence_query", frozen=True):
     user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
 
 
+# push: how a device that is not connected is woken (docs/protocol.md, "Pushers")
+PusherKind = Literal["webpush", "apns", "fcm", "gateway"]
+
+
+class PusherSet(Request, tag="pusher_set", frozen=True):
+    """Register (or replace) the pusher of the device this session belongs to; the fields
+    used depend on ``kind`` (webpush: endpoint, p256dh, auth; apns: token, sandbox; fcm:
+    token; gateway: app_id, pushkey)."""
+
+    kind: PusherKind
+    endpoint: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
+    p256dh: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    auth: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    token: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    sandbox: bool = False
+    app_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    pushkey: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+
+
+class Pushers(Request, tag="pushers", frozen=True):
+    pass
+
+
+class PusherRemove(Request, tag="pusher_remove", frozen=True):
+    device_id: DeviceId | None = None  # default: the device of this session
+
+
+class PushKey(Request, tag="push_key", frozen=True):
+    pass
+
+
 # customer service
 
 
@@ -409,6 +440,10 @@ AnyRequest = (
     | PrivacySet
     | PresenceSet
     | PresenceQuery
+    | PusherSet
+    | Pushers
+    | PusherRemove
+    | PushKey
     | Search
     | ShopCreate
     | Shops
@@ -757,6 +792,33 @@ class CountsOut(Struct):
 class PrivacyOut(Struct):
     dm_policy: str
     presence: str
+
+
+class PusherOut(Struct):
+    """One registered pusher. Secrets of a subscription (p256dh, auth) are never echoed."""
+
+    device_id: str
+    kind: str
+    created_at: int
+    endpoint: str | None = None  # webpush
+    token: str | None = None  # apns, fcm
+    sandbox: bool = False  # apns
+    app_id: str | None = None  # gateway
+    pushkey: str | None = None  # gateway
+
+
+class PushersOut(Struct):
+    pushers: list[PusherOut]
+
+
+class PusherRemoved(Struct):
+    removed: bool
+
+
+class PushKeyOut(Struct):
+    """What a browser subscribes with: ``applicationServerKey`` (base64url, uncompressed P-256)."""
+
+    vapid_public_key: str
 
 
 class PresenceOut(Struct):

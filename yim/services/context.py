@@ -177,6 +177,18 @@ class SyncReadAhead(Protocol):
     def start(self, ctx: Context, user_id: int, device_id: str, since: int, limit: int) -> None: ...
 
 
+class PushControl(Protocol):
+    """Push as the services see it: which pushers this node can serve, the VAPID key."""
+
+    @property
+    def vapid_public_key(self) -> str | None: ...
+
+    @property
+    def allow_http(self) -> bool: ...
+
+    def accepts(self, kind: str) -> bool: ...
+
+
 class Context(Protocol):
     """What a service uses of the node it runs in. Read-only properties, so that the node's
     own, more specific members (its concrete bus, hub, ...) satisfy them."""
@@ -220,3 +232,6 @@ class Context(Protocol):
 
     @property
     def read_ahead(self) -> SyncReadAhead: ...
+
+    @property
+    def push(self) -> PushControl: ...

@@ -39,6 +39,7 @@ from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
     from yim.storage.media import MediaStore
+    from yim.storage.push import PushStore
     from yim.storage.search import SearchStore
 
 
@@ -49,12 +50,14 @@ class Store(abc.ABC):
     (:class:`yim.storage.relations.RelationStore`), ``store.service``
     (:class:`yim.storage.service.ServiceStore`), ``store.media``
     (:class:`yim.storage.media.MediaStore`), ``store.search``
-    (:class:`yim.storage.search.SearchStore`)."""
+    (:class:`yim.storage.search.SearchStore`), ``store.push``
+    (:class:`yim.storage.push.PushStore`)."""
 
     relations: RelationStore
     service: ServiceStore
     media: MediaStore
     search: SearchStore
+    push: PushStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

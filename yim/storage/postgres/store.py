@@ -523,6 +523,9 @@ class PostgresStore(Store):
         from yim.storage.postgres.search import PgSearchStore
 
         self.media = PgMediaStore(self)
+        from yim.storage.postgres.push import PgPushStore
+
+        self.push = PgPushStore(self)
         self.search = PgSearchStore(self)
         self._writer.service = self.service
 

@@ -417,6 +417,9 @@ class SqliteStore(Store):
 
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
+        from yim.storage.sqlite.push import SqlitePushStore
+
+        self.push = SqlitePushStore(self)
 
     async def open(self) -> None:
         try:

@@ -1,0 +1,130 @@
+"""Pusher jobs of the PostgreSQL store (yim/storage/push.py; schema_postgres_0006_pushers.sql).
+
+Lock order (yim/storage/postgres/locks.py): a pusher row is written only while holding its
+user's anchor, except by :func:`claim`, which takes rows with ``SKIP LOCKED`` and so never
+waits: several nodes claiming at once each get other pushers, and a claim never blocks a
+send. The lease, not a transaction, then holds the work while the provider is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from yim.storage.postgres.locks import NO_ANCHORS, Anchors
+from yim.storage.push import PusherRec, PushStore, PushWork
+
+if TYPE_CHECKING:
+    from yim.storage.postgres.store import PostgresStore
+
+_COLS = "user_id, device_id, kind, target, created_at, pushed_seq, lease_until, failures"
+
+
+async def set_pusher(
+    conn: asyncpg.Connection, user_id: int, device_id: str, kind: str, target: str, now: int
+) -> PusherRec:
+    row = await conn.fetchrow(
+        f"INSERT INTO pushers ({_COLS})"
+        " VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT inbox_seq FROM users WHERE id = $1), 0), 0, 0)"
+        " ON CONFLICT (user_id, device_id) DO UPDATE SET kind = excluded.kind, target = excluded.target,"
+        " created_at = excluded.created_at, pushed_seq = excluded.pushed_seq, lease_until = 0, failures = 0"
+        f" RETURNING {_COLS}",
+        user_id,
+        device_id,
+        kind,
+        target,
+        now,
+    )
+    return PusherRec(*row)
+
+
+async def pushers(conn: asyncpg.Connection, user_id: int) -> list[PusherRec]:
+    rows = await conn.fetch(f"SELECT {_COLS} FROM pushers WHERE user_id = $1 ORDER BY device_id", user_id)
+    return [PusherRec(*r) for r in rows]
+
+
+async def remove_pusher(conn: asyncpg.Connection, user_id: int, device_id: str, target: str | None) -> bool:
+    status = await conn.execute(
+        "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2 AND ($3::text IS NULL OR target = $3)",
+        user_id,
+        device_id,
+        target,
+    )
+    return bool(status != "DELETE 0")
+
+
+async def claim(conn: asyncpg.Connection, now: int, lease_ms: int, limit: int) -> list[PushWork]:
+    rows = await conn.fetch(
+        "WITH c AS ("
+        "  SELECT p.user_id, p.device_id, u.inbox_seq FROM pushers p JOIN users u ON u.id = p.user_id"
+        "  WHERE u.inbox_seq > p.pushed_seq AND p.lease_until <= $1 ORDER BY p.lease_until LIMIT $3"
+        "  FOR UPDATE OF p SKIP LOCKED)"
+        " UPDATE pushers p SET lease_until = $1 + $2 FROM c"
+        " WHERE p.user_id = c.user_id AND p.device_id = c.device_id"
+        " RETURNING p.user_id, p.device_id, p.kind, p.target, p.created_at, p.pushed_seq, p.lease_until, p.failures,"
+        " c.inbox_seq",
+        now,
+        lease_ms,
+        limit,
+    )
+    return [PushWork(PusherRec(*tuple(r)[:8]), r[8]) for r in rows]
+
+
+async def advance(
+    conn: asyncpg.Connection, user_id: int, device_id: str, created_at: int, seq: int, hold_until: int
+) -> None:
+    await conn.execute(
+        "UPDATE pushers SET pushed_seq = GREATEST(pushed_seq, $4), lease_until = $5, failures = 0"
+        " WHERE user_id = $1 AND device_id = $2 AND created_at = $3",
+        user_id,
+        device_id,
+        created_at,
+        seq,
+        hold_until,
+    )
+
+
+async def back_off(conn: asyncpg.Connection, user_id: int, device_id: str, created_at: int, until: int) -> None:
+    await conn.execute(
+        "UPDATE pushers SET lease_until = $4, failures = failures + 1"
+        " WHERE user_id = $1 AND device_id = $2 AND created_at = $3",
+        user_id,
+        device_id,
+        created_at,
+        until,
+    )
+
+
+class PgPushStore(PushStore):
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def set_pusher(self, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
+        rec: PusherRec = await self._store.write(
+            set_pusher, user_id, device_id, kind, target, now, anchors=Anchors(users=(user_id,))
+        )
+        return rec
+
+    async def pushers(self, user_id: int) -> list[PusherRec]:
+        found: list[PusherRec] = await self._store.read(pushers, user_id)
+        return found
+
+    async def remove_pusher(self, user_id: int, device_id: str, target: str | None = None) -> bool:
+        removed: bool = await self._store.write(
+            remove_pusher, user_id, device_id, target, anchors=Anchors(users=(user_id,))
+        )
+        return removed
+
+    async def claim(self, now: int, lease_ms: int, limit: int) -> list[PushWork]:
+        # skips what others hold, so it waits for no lock and needs no anchor
+        work: list[PushWork] = await self._store.write(claim, now, lease_ms, limit, anchors=NO_ANCHORS)
+        return work
+
+    async def advance(self, user_id: int, device_id: str, created_at: int, seq: int, hold_until: int) -> None:
+        await self._store.write(
+            advance, user_id, device_id, created_at, seq, hold_until, anchors=Anchors(users=(user_id,))
+        )
+
+    async def back_off(self, user_id: int, device_id: str, created_at: int, until: int) -> None:
+        await self._store.write(back_off, user_id, device_id, created_at, until, anchors=Anchors(users=(user_id,)))

@@ -1,0 +1,16 @@
+-- Migration 0006: pushers, one per device: how a device that is not connected is woken
+-- (yim/storage/push.py). pushed_seq is the device's push cursor in its user's inbox;
+-- lease_until keeps the nodes (or a node and a retry back-off) apart: a node claims work
+-- with SELECT ... FOR UPDATE SKIP LOCKED and holds it by the lease, not by a transaction;
+-- failures counts the retries in a row (the back-off doubles with each).
+CREATE TABLE pushers (
+    user_id     bigint NOT NULL,
+    device_id   text   NOT NULL,
+    kind        text   NOT NULL,
+    target      text   NOT NULL,
+    created_at  bigint NOT NULL,
+    pushed_seq  bigint NOT NULL DEFAULT 0,
+    lease_until bigint NOT NULL DEFAULT 0,
+    failures    integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id)
+);
