@@ -4,19 +4,27 @@ not connected through a real Web Push stand-in (tests/push_standins), on both st
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from tests.conftest import MakeServer
+from tests.conftest import MakeServer, ServerProcess
+from tests.conftest import test_settings as node_settings
 from tests.push_standins.common import unb64url
 from tests.push_standins.webpush import WebPushStandin
 from tests.rawclient import Device, ProtocolError, login, make_users, until
+from tests.services import RedisServer
+from tests.test_cluster import _data_dirs, _flush
 from yim.node import NodeServer
+from yim.push.vapid import KEY_FILE, load_or_create
 
 Serve = Callable[[web.Application], Awaitable[str]]
 #: push settings of these tests: Web Push to loopback, short intervals so bursts end quickly
@@ -216,3 +224,138 @@ async def test_slow_provider_does_not_slow_sends(make_server: MakeServer, standi
         standin.m.modes.clear()
         standin.m.release.set()
         await until(lambda: {a["name"] for a in standin.m.accepted} == {f"u{i}" for i in range(5)})
+
+
+async def test_muted_conversation_pushes_only_mentions_and_quiet_hours_hold(
+    make_server: MakeServer, standin: WebPushStandin
+) -> None:
+    server = await push_node(make_server, standin, push_dnd_recheck_s=0.3)
+    async with aiohttp.ClientSession(server.url) as http:
+        alice_login, bob_login = await make_users(http, ["alice", "bob"], device_id="phone")
+        alice, bob = Device(http, alice_login), Device(http, bob_login)
+        await alice.connect()
+        await bob.connect()
+        await subscribe(bob, standin, "bob")
+        group = (await alice.request("group_create", name="team", members=[bob.user_id]))["group"]["conv_id"]
+        dm = (await alice.request("send", kind="text", body={"text": "hello"}, client_msg_id="d0", to=bob.user_id))[
+            "conv_id"
+        ]
+        muted = await bob.request("push_mute", conv_id=group, mute="mentions")
+        assert muted["mutes"] == [{"conv_id": group, "mute": "mentions"}]
+        await bob.request("push_mute", conv_id=dm, mute="all")
+        with pytest.raises(ProtocolError) as e:
+            await alice.request("push_mute", conv_id="12345", mute="all")
+        assert e.value.code == "not_member"
+        await bob.close()
+
+        await alice.request("send", kind="text", body={"text": "plain"}, client_msg_id="g1", conv_id=group)
+        await alice.request("send", kind="text", body={"text": "dm"}, client_msg_id="d1", to=bob.user_id)
+        await alice.request(
+            "send", kind="text", body={"text": "@bob look"}, client_msg_id="g2", conv_id=group, mentions=[bob.user_id]
+        )
+        await until(lambda: len(pushed(standin, "bob")) == 1)
+        await settle(1.5)
+        (only,) = pushed(standin, "bob")
+        assert only["body"] == "@bob look" and only["data"]["count"] == "1" and only["conv_id"] == group
+
+        # quiet hours around now, in bob's time zone: held, then pushed when they are lifted
+        bob2 = Device(http, await login(http, "bob", "desk"))
+        await bob2.connect()
+        with pytest.raises(ProtocolError) as e:
+            await bob2.request("push_settings_set", time_zone="Mars/Base")
+        assert e.value.code == "bad_request"
+        with pytest.raises(ProtocolError) as e:
+            await bob2.request("push_settings_set", dnd="25:00-07:00")
+        assert e.value.code == "bad_request"
+        await bob2.request("push_mute", conv_id=dm, mute="off")
+        zone = "Asia/Kathmandu"  # UTC+05:45: a quarter-hour offset, so a wrong zone misses the window
+        now = datetime.now(ZoneInfo(zone))
+        start, end = now - timedelta(minutes=30), now + timedelta(minutes=30)
+        settings = await bob2.request(
+            "push_settings_set", time_zone=zone, dnd=f"{start:%H:%M}-{end:%H:%M}", preview=False
+        )
+        assert settings["dnd"] == f"{start:%H:%M}-{end:%H:%M}" and settings["preview"] is False
+        await bob2.close()
+        await alice.request("send", kind="text", body={"text": "late"}, client_msg_id="d2", to=bob.user_id)
+        await settle(2.0)
+        assert len(pushed(standin, "bob")) == 1  # held by the quiet hours
+        bob3 = Device(http, await login(http, "bob", "desk"))
+        await bob3.connect()
+        await bob3.request("push_settings_set", dnd="")
+        await bob3.close()
+        await until(lambda: len(pushed(standin, "bob")) == 2)
+        late = pushed(standin, "bob")[-1]
+        assert late["conv_id"] == dm and late["body"] == "New message from alice" and "title" not in late
+
+
+async def test_node_killed_after_commit_pushes_after_restart_once(
+    server_process: Callable[..., ServerProcess], standin: WebPushStandin, tmp_path: Path
+) -> None:
+    env = {f"YIM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in PUSH.items()}
+    first = server_process(**{**env, "YIM_PUSH_POLL_S": "60"})  # looks for work at start, then not for a minute
+    first.start()
+    async with aiohttp.ClientSession(first.url) as http:
+        alice_login, bob_login = await make_users(http, ["alice", "bob"], device_id="phone")
+        alice, bob = Device(http, alice_login), Device(http, bob_login)
+        await alice.connect()
+        await bob.connect()
+        key = (await bob.request("push_key"))["vapid_public_key"]
+        standin.application_server_key = unb64url(key)
+        await subscribe(bob, standin, "bob")
+        await bob.close()
+        await alice.request("send", kind="text", body={"text": "before the crash"}, client_msg_id="k1", to=bob.user_id)
+        await alice.close()
+    first.kill()  # committed, not pushed yet
+    assert standin.m.accepted == []
+
+    again = ServerProcess(first.data_dir, port=first.port, **env)
+    try:
+        again.start()
+        await until(lambda: len(pushed(standin, "bob")) == 1, timeout=20)
+        await settle(1.5)
+        (note,) = pushed(standin, "bob")
+        assert note["body"] == "before the crash" and note["badge"] == 1
+    finally:
+        again.stop()
+
+
+@pytest.mark.backends("postgres")
+async def test_two_nodes_push_each_entry_once(
+    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer, standin: WebPushStandin
+) -> None:
+    await _flush(redis_server.url)
+    dirs = _data_dirs(tmp_path, 2)
+    key = load_or_create(dirs[0])
+    shutil.copy(dirs[0] / KEY_FILE, dirs[1] / KEY_FILE)  # every node signs with the one key
+    standin.application_server_key = unb64url(key.public_key)
+    servers = [
+        NodeServer(node_settings(d, store=postgres_dsn, redis_url=redis_server.url, node_id_lease=True, **PUSH))
+        for d in dirs
+    ]
+    await asyncio.gather(*(s.start() for s in servers))
+    try:
+        async with aiohttp.ClientSession(servers[0].url) as h0, aiohttp.ClientSession(servers[1].url) as h1:
+            names = [f"user{i}" for i in range(8)]
+            logins = await make_users(h0, ["alice", *names], device_id="phone")
+            alice = Device(h0, logins[0])
+            await alice.connect()
+            for i, (name, lg) in enumerate(zip(names, logins[1:], strict=True)):
+                d = Device(h1 if i % 2 else h0, lg)
+                await d.connect()
+                await subscribe(d, standin, name)
+                await d.close()
+            alice1 = Device(h1, await login(h1, "alice", "desk"))
+            await alice1.connect()
+            for i, lg in enumerate(logins[1:]):
+                sender = alice1 if i % 2 else alice
+                await sender.request(
+                    "send", kind="text", body={"text": f"m{i}"}, client_msg_id=f"m{i}", to=lg["user_id"]
+                )
+            await until(lambda: {a["name"] for a in standin.m.accepted} == set(names), timeout=20)
+            await settle(2.5)
+            assert sorted(a["name"] for a in standin.m.accepted) == sorted(names)  # each once, by one node
+            await alice.close()
+            await alice1.close()
+    finally:
+        for s in servers:
+            await s.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -14,12 +15,17 @@ from yim.push.rules import (
     Entry,
     collapse,
     describe,
+    format_dnd,
     notification,
     notifies,
+    parse_dnd,
+    passes_mute,
     pusher_target,
+    quiet_until,
     retry_delay,
     target_from_json,
     target_json,
+    zone,
 )
 from yim.push.types import ApnsTarget, FcmTarget, GatewayTarget, WebPushTarget
 
@@ -170,3 +176,69 @@ def test_pusher_target_refused(req: f.PusherSet, says: str) -> None:
 )
 def test_retry_delay(failures: int, after: float | None, delay: float) -> None:
     assert retry_delay(failures, after, 5.0, 600.0) == delay
+
+
+@pytest.mark.parametrize(
+    ("mute", "mentioned", "passes"),
+    [
+        ("off", False, True),
+        ("off", True, True),
+        ("mentions", False, False),  # muted, but mentions still come through
+        ("mentions", True, True),
+        ("all", False, False),
+        ("all", True, False),  # muted entirely: not even mentions
+    ],
+)
+def test_passes_mute(mute: str, mentioned: bool, passes: bool) -> None:
+    assert passes_mute(msg(1, mentioned=mentioned), mute) is passes
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("now", "tz", "window", "ends"),
+    [
+        ("2026-01-15T23:30:00+00:00", "UTC", "22:00-07:00", "2026-01-16T07:00:00+00:00"),  # past midnight
+        ("2026-01-16T06:59:30+00:00", "UTC", "22:00-07:00", "2026-01-16T07:00:00+00:00"),
+        ("2026-01-16T07:00:00+00:00", "UTC", "22:00-07:00", None),  # the end is not inside
+        ("2026-01-15T21:59:59+00:00", "UTC", "22:00-07:00", None),
+        ("2026-01-15T22:00:00+00:00", "UTC", "22:00-07:00", "2026-01-16T07:00:00+00:00"),
+        ("2026-01-15T23:30:00+00:00", "Asia/Tokyo", "22:00-07:00", None),  # 08:30 there
+        ("2026-01-15T23:30:00+00:00", "Asia/Tokyo", "08:00-09:00", "2026-01-16T00:00:00+00:00"),
+        ("2026-01-15T23:30:00+00:00", "America/New_York", "18:00-19:00", "2026-01-16T00:00:00+00:00"),  # 18:30
+        ("2026-07-15T23:30:00+00:00", "America/New_York", "18:00-19:00", None),  # 19:30 in summer time
+        ("2026-01-15T12:00:00+00:00", "UTC", "", None),  # no quiet hours
+    ],
+)
+def test_quiet_until(now: str, tz: str, window: str, ends: str | None) -> None:
+    assert quiet_until(ms(now), tz, parse_dnd(window)) == (ms(ends) if ends else None)
+
+
+@pytest.mark.parametrize(
+    ("text", "window"),
+    [("22:00-07:00", (1320, 420)), ("00:00-23:59", (0, 1439)), ("09:30-17:05", (570, 1025)), ("", None)],
+)
+def test_parse_dnd(text: str, window: tuple[int, int] | None) -> None:
+    assert parse_dnd(text) == window
+    assert format_dnd(window) == text
+
+
+@pytest.mark.parametrize("text", ["22-07", "24:00-07:00", "22:00-07:60", "7:00-9:00", "22:00-22:00", "22:00 - 07:00"])
+def test_parse_dnd_refused(text: str) -> None:
+    with pytest.raises(YimError) as e:
+        parse_dnd(text)
+    assert e.value.code == "bad_request"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"), [("Europe/Berlin", True), ("UTC", True), ("Mars/Olympus", False), ("../etc", False)]
+)
+def test_zone(name: str, ok: bool) -> None:
+    if ok:
+        assert zone(name).key == name
+    else:
+        with pytest.raises(YimError) as e:
+            zone(name)
+        assert e.value.code == "bad_request"

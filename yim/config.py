@@ -171,6 +171,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: the first retry's delay when a provider did not say (doubling per failure, up to push_retry_max_s)
     push_retry_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     push_retry_max_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
+    #: while a user's quiet hours hold their pushes, how often each held device is looked at again
+    push_dnd_recheck_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
 
     redis_url: str = ""
     #: lease a free Snowflake node id from Redis instead of using ``node_id`` (``--node-id auto``)

@@ -328,6 +328,26 @@ class PushKey(Request, tag="push_key", frozen=True):
     pass
 
 
+PushMuteMode = Literal["off", "mentions", "all"]
+
+
+class PushSettingsGet(Request, tag="push_settings_get", frozen=True):
+    pass
+
+
+class PushSettingsSet(Request, tag="push_settings_set", frozen=True):
+    """The user's push settings (every device of theirs); a field left null is unchanged."""
+
+    preview: bool | None = None  # false: notifications say only "New message from <sender>"
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # IANA, for dnd
+    dnd: Annotated[str, Meta(max_length=11)] | None = None  # quiet hours "HH:MM-HH:MM"; "" for none
+
+
+class PushMute(Request, tag="push_mute", frozen=True):
+    conv_id: IdStr
+    mute: PushMuteMode
+
+
 # customer service
 
 
@@ -444,6 +464,9 @@ AnyRequest = (
     | Pushers
     | PusherRemove
     | PushKey
+    | PushSettingsGet
+    | PushSettingsSet
+    | PushMute
     | Search
     | ShopCreate
     | Shops
@@ -819,6 +842,18 @@ class PushKeyOut(Struct):
     """What a browser subscribes with: ``applicationServerKey`` (base64url, uncompressed P-256)."""
 
     vapid_public_key: str
+
+
+class PushMuteOut(Struct):
+    conv_id: str
+    mute: str  # "mentions" | "all"
+
+
+class PushSettingsOut(Struct):
+    preview: bool
+    time_zone: str
+    dnd: str  # "HH:MM-HH:MM", or "" for none
+    mutes: list[PushMuteOut]  # conversations not "off"
 
 
 class PresenceOut(Struct):

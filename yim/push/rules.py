@@ -8,6 +8,8 @@ should wake it (:func:`notifies`), collapses them into one notification per conv
 from __future__ import annotations
 
 import re
+import zoneinfo
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -159,6 +161,70 @@ def notification(burst: Burst, sender_name: str, badge: int, *, preview: bool) -
         collapse_key=f"c{conv}",  # a later burst of the conversation replaces this one on the device
         data=data,
     )
+
+
+#: a conversation's mute: "off" pushes everything, "mentions" only mentions of the user, "all" nothing
+MUTES = ("off", "mentions", "all")
+_DND = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def passes_mute(entry: Entry, mute: str) -> bool:
+    """Does a conversation's mute let this entry wake a device?"""
+    if mute == "all":
+        return False
+    if mute == "mentions":
+        return entry.mentioned
+    return True
+
+
+def parse_dnd(text: str) -> tuple[int, int] | None:
+    """``"22:00-07:00"`` -> (start, end) in minutes after midnight; ``""`` -> None (no quiet
+    hours); anything else is ``bad_request``. A window may run past midnight; equal ends are
+    refused (all day or never is what ``mute`` is for)."""
+    if text == "":
+        return None
+    m = _DND.match(text)
+    if m is None:
+        raise YimError("bad_request", f"dnd {text!r} is not HH:MM-HH:MM (24-hour, e.g. 22:00-07:00)")
+    start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    if start == end:
+        raise YimError("bad_request", "dnd starts and ends at the same minute")
+    return start, end
+
+
+def format_dnd(window: tuple[int, int] | None) -> str:
+    if window is None:
+        return ""
+    (a, b) = window
+    return f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """An IANA time zone, or ``bad_request``."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise YimError(
+            "bad_request", f"time_zone {name!r} is not an IANA time zone name (e.g. Europe/Berlin)"
+        ) from None
+
+
+def quiet_until(now_ms: int, time_zone: str, window: tuple[int, int] | None) -> int | None:
+    """If ``now_ms`` lies in the user's quiet hours (their wall clock in ``time_zone``), the
+    moment they end (ms since the epoch); else None. Wall-clock minutes are used, so the
+    window keeps its local hours across daylight-saving changes."""
+    if window is None:
+        return None
+    start, end = window
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone(time_zone))
+    minute = local.hour * 60 + local.minute
+    inside = start <= minute < end if start < end else minute >= start or minute < end
+    if not inside:
+        return None
+    # minutes left until `end` on the local clock, then the seconds of the current minute
+    left = (end - minute) % (24 * 60)
+    ends = local.replace(second=0, microsecond=0).timestamp() + left * 60
+    return int(ends * 1000)
 
 
 def retry_delay(failures: int, after: float | None, first: float, most: float) -> float:

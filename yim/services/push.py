@@ -23,20 +23,26 @@ import msgspec
 
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
+from yim.protocol.ids import parse_id
 from yim.protocol.platforms import PLATFORM_CLASS
 from yim.push.rules import (
     Entry,
     collapse,
+    format_dnd,
     notification,
     notifies,
+    parse_dnd,
+    passes_mute,
     pusher_target,
+    quiet_until,
     retry_delay,
     target_from_json,
     target_json,
+    zone,
 )
 from yim.push.types import Delivered, Failed, Gone, Retry
 from yim.services.context import Context, Device
-from yim.storage.push import PusherRec, PushWork
+from yim.storage.push import PusherRec, PushPrefsRec, PushWork
 from yim.storage.records import InboxEvent, SessionRec
 
 if TYPE_CHECKING:  # the providers load httpx and h2: only a node with push enabled imports them
@@ -93,6 +99,43 @@ async def push_key(node: Context, session: SessionRec, req: f.PushKey, origin: D
     if key is None:
         raise YimError("push_unavailable", "this server sends no Web Push")
     return f.PushKeyOut(vapid_public_key=key)
+
+
+async def push_settings_get(
+    node: Context, session: SessionRec, req: f.PushSettingsGet, origin: Device | None = None
+) -> f.PushSettingsOut:
+    return _settings_out(await node.store.push.prefs(session.user_id))
+
+
+async def push_settings_set(
+    node: Context, session: SessionRec, req: f.PushSettingsSet, origin: Device | None = None
+) -> f.PushSettingsOut:
+    now = await node.store.push.prefs(session.user_id)
+    preview = req.preview if req.preview is not None else now.preview
+    time_zone = req.time_zone if req.time_zone is not None else now.time_zone
+    zone(time_zone)  # a name the worker could not use is refused here, not met later
+    dnd = parse_dnd(req.dnd) if req.dnd is not None else now.dnd
+    await node.store.push.set_prefs(session.user_id, preview, time_zone, dnd)
+    return _settings_out(await node.store.push.prefs(session.user_id))
+
+
+async def push_mute(
+    node: Context, session: SessionRec, req: f.PushMute, origin: Device | None = None
+) -> f.PushSettingsOut:
+    conv_id = parse_id(req.conv_id, "conversation")
+    if session.user_id not in await node.rosters.members(conv_id):
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    await node.store.push.set_mute(session.user_id, conv_id, req.mute)
+    return _settings_out(await node.store.push.prefs(session.user_id))
+
+
+def _settings_out(p: PushPrefsRec) -> f.PushSettingsOut:
+    return f.PushSettingsOut(
+        preview=p.preview,
+        time_zone=p.time_zone,
+        dnd=format_dnd(p.dnd),
+        mutes=[f.PushMuteOut(conv_id=str(c), mute=m) for c, m in sorted(p.mutes.items())],
+    )
 
 
 class _Body(msgspec.Struct):
@@ -245,9 +288,22 @@ class PushWorker:
             limit = min(w.head - p.pushed_seq, ENTRIES_PER_ROUND)
             events, _head = await node.store.sync(p.user_id, p.pushed_seq, limit)
             upto = events[-1].seq if events else w.head
-            wanted = [e for e in (entry_of(ev, p.user_id) for ev in events) if notifies(e, p.user_id)]
+            prefs = await store.prefs(p.user_id)
+            wanted = [
+                e
+                for e in (entry_of(ev, p.user_id) for ev in events)
+                if notifies(e, p.user_id) and passes_mute(e, prefs.mutes.get(e.conv_id, "off"))
+            ]
             if not wanted:
                 await store.advance(p.user_id, p.device_id, p.created_at, upto, 0)
+                return
+            now = _now_ms()
+            quiet = quiet_until(now, prefs.time_zone, prefs.dnd)
+            if quiet is not None:
+                # Held, not dropped: pushed together when the quiet hours end. Looked at
+                # again meanwhile, so that a change of the settings takes effect.
+                hold = min(quiet, now + int(s.push_dnd_recheck_s * 1000))
+                await store.advance(p.user_id, p.device_id, p.created_at, p.pushed_seq, hold)
                 return
             bursts = collapse(wanted)
             _rows, badge = await node.store.conversations(p.user_id, None, 1)
@@ -257,7 +313,9 @@ class PushWorker:
             for b in bursts:
                 sender = users.get(b.latest.sender_id)
                 name = (sender.display_name or sender.username) if sender is not None else "Someone"
-                outcome = await self.providers.send(target, notification(b, name, badge, preview=s.push_preview))
+                outcome = await self.providers.send(
+                    target, notification(b, name, badge, preview=s.push_preview and prefs.preview)
+                )
                 match outcome:
                     case Gone(reason=reason):
                         log.info("pusher of device %s of user %d is gone: %s", p.device_id, p.user_id, reason)

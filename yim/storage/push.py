@@ -37,7 +37,26 @@ class PushWork(msgspec.Struct, frozen=True):
     head: int
 
 
+class PushPrefsRec(msgspec.Struct, frozen=True):
+    """A user's push settings; the defaults when they never set any."""
+
+    preview: bool = True
+    time_zone: str = "UTC"
+    dnd: tuple[int, int] | None = None  # quiet hours, minutes after local midnight
+    mutes: dict[int, str] = {}  # conv id -> "mentions" | "all"
+
+
 class PushStore(abc.ABC):
+    @abc.abstractmethod
+    async def prefs(self, user_id: int) -> PushPrefsRec: ...
+
+    @abc.abstractmethod
+    async def set_prefs(self, user_id: int, preview: bool, time_zone: str, dnd: tuple[int, int] | None) -> None: ...
+
+    @abc.abstractmethod
+    async def set_mute(self, user_id: int, conv_id: int, mute: str) -> None:
+        """``mute`` "off" removes the conversation's mute."""
+
     @abc.abstractmethod
     async def set_pusher(self, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
         """Register or replace the device's pusher. Pushing starts after the inbox head of

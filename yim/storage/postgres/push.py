@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from yim.storage.postgres.locks import NO_ANCHORS, Anchors
-from yim.storage.push import PusherRec, PushStore, PushWork
+from yim.storage.push import PusherRec, PushPrefsRec, PushStore, PushWork
 
 if TYPE_CHECKING:
     from yim.storage.postgres.store import PostgresStore
@@ -60,7 +60,7 @@ async def claim(conn: asyncpg.Connection, now: int, lease_ms: int, limit: int) -
         "  SELECT p.user_id, p.device_id, u.inbox_seq FROM pushers p JOIN users u ON u.id = p.user_id"
         "  WHERE u.inbox_seq > p.pushed_seq AND p.lease_until <= $1 ORDER BY p.lease_until LIMIT $3"
         "  FOR UPDATE OF p SKIP LOCKED)"
-        " UPDATE pushers p SET lease_until = $1 + $2 FROM c"
+        " UPDATE pushers p SET lease_until = $1::bigint + $2::bigint FROM c"
         " WHERE p.user_id = c.user_id AND p.device_id = c.device_id"
         " RETURNING p.user_id, p.device_id, p.kind, p.target, p.created_at, p.pushed_seq, p.lease_until, p.failures,"
         " c.inbox_seq",
@@ -96,9 +96,60 @@ async def back_off(conn: asyncpg.Connection, user_id: int, device_id: str, creat
     )
 
 
+async def prefs(conn: asyncpg.Connection, user_id: int) -> PushPrefsRec:
+    found = await conn.fetchrow(
+        "SELECT preview, time_zone, dnd_start, dnd_end FROM push_prefs WHERE user_id = $1", user_id
+    )
+    mutes = {r[0]: r[1] for r in await conn.fetch("SELECT conv_id, mute FROM push_mutes WHERE user_id = $1", user_id)}
+    if found is None:
+        return PushPrefsRec(mutes=mutes)
+    dnd = (found[2], found[3]) if found[2] is not None else None
+    return PushPrefsRec(preview=found[0], time_zone=found[1], dnd=dnd, mutes=mutes)
+
+
+async def set_prefs(
+    conn: asyncpg.Connection, user_id: int, preview: bool, time_zone: str, dnd: tuple[int, int] | None
+) -> None:
+    start, end = dnd if dnd is not None else (None, None)
+    await conn.execute(
+        "INSERT INTO push_prefs (user_id, preview, time_zone, dnd_start, dnd_end) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (user_id) DO UPDATE SET preview = excluded.preview, time_zone = excluded.time_zone,"
+        " dnd_start = excluded.dnd_start, dnd_end = excluded.dnd_end",
+        user_id,
+        preview,
+        time_zone,
+        start,
+        end,
+    )
+
+
+async def set_mute(conn: asyncpg.Connection, user_id: int, conv_id: int, mute: str) -> None:
+    if mute == "off":
+        await conn.execute("DELETE FROM push_mutes WHERE user_id = $1 AND conv_id = $2", user_id, conv_id)
+    else:
+        await conn.execute(
+            "INSERT INTO push_mutes (user_id, conv_id, mute) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, conv_id) DO UPDATE SET mute = excluded.mute",
+            user_id,
+            conv_id,
+            mute,
+        )
+
+
 class PgPushStore(PushStore):
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
+
+    async def prefs(self, user_id: int) -> PushPrefsRec:
+        rec: PushPrefsRec = await self._store.read(prefs, user_id)
+        return rec
+
+    # a user's settings rows are written under the user's anchor, like the pushers
+    async def set_prefs(self, user_id: int, preview: bool, time_zone: str, dnd: tuple[int, int] | None) -> None:
+        await self._store.write(set_prefs, user_id, preview, time_zone, dnd, anchors=Anchors(users=(user_id,)))
+
+    async def set_mute(self, user_id: int, conv_id: int, mute: str) -> None:
+        await self._store.write(set_mute, user_id, conv_id, mute, anchors=Anchors(users=(user_id,)))
 
     async def set_pusher(self, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
         rec: PusherRec = await self._store.write(

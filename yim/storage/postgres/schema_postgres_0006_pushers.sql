@@ -14,3 +14,20 @@ CREATE TABLE pushers (
     failures    integer NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)
 );
+
+-- Each user's push settings (absent: the defaults, preview on, UTC, no quiet hours) and
+-- the conversations they muted for push ("mentions" or "all"; "off" is no row).
+CREATE TABLE push_prefs (
+    user_id   bigint  PRIMARY KEY,
+    preview   boolean NOT NULL DEFAULT true,
+    time_zone text    NOT NULL DEFAULT 'UTC',
+    dnd_start integer,                -- minutes after local midnight; NULL: no quiet hours
+    dnd_end   integer
+);
+
+CREATE TABLE push_mutes (
+    user_id bigint NOT NULL,
+    conv_id bigint NOT NULL,
+    mute    text   NOT NULL,
+    PRIMARY KEY (user_id, conv_id)
+);

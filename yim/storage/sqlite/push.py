@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from yim.storage.push import PusherRec, PushStore, PushWork
+from yim.storage.push import PusherRec, PushPrefsRec, PushStore, PushWork
 
 if TYPE_CHECKING:
     from yim.storage.sqlite.store import SqliteStore
@@ -69,9 +69,52 @@ def back_off(conn: sqlite3.Connection, user_id: int, device_id: str, created_at:
     )
 
 
+def prefs(conn: sqlite3.Connection, user_id: int) -> PushPrefsRec:
+    row = conn.execute("SELECT preview, time_zone, dnd_start, dnd_end FROM push_prefs WHERE user_id = ?", (user_id,))
+    found = row.fetchone()
+    mutes = dict(conn.execute("SELECT conv_id, mute FROM push_mutes WHERE user_id = ?", (user_id,)).fetchall())
+    if found is None:
+        return PushPrefsRec(mutes=mutes)
+    dnd = (found[2], found[3]) if found[2] is not None else None
+    return PushPrefsRec(preview=bool(found[0]), time_zone=found[1], dnd=dnd, mutes=mutes)
+
+
+def set_prefs(
+    conn: sqlite3.Connection, user_id: int, preview: bool, time_zone: str, dnd: tuple[int, int] | None
+) -> None:
+    start, end = dnd if dnd is not None else (None, None)
+    conn.execute(
+        "INSERT INTO push_prefs (user_id, preview, time_zone, dnd_start, dnd_end) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (user_id) DO UPDATE SET preview = excluded.preview, time_zone = excluded.time_zone,"
+        " dnd_start = excluded.dnd_start, dnd_end = excluded.dnd_end",
+        (user_id, int(preview), time_zone, start, end),
+    )
+
+
+def set_mute(conn: sqlite3.Connection, user_id: int, conv_id: int, mute: str) -> None:
+    if mute == "off":
+        conn.execute("DELETE FROM push_mutes WHERE user_id = ? AND conv_id = ?", (user_id, conv_id))
+    else:
+        conn.execute(
+            "INSERT INTO push_mutes (user_id, conv_id, mute) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, conv_id) DO UPDATE SET mute = excluded.mute",
+            (user_id, conv_id, mute),
+        )
+
+
 class SqlitePushStore(PushStore):
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
+
+    async def prefs(self, user_id: int) -> PushPrefsRec:
+        rec: PushPrefsRec = await self._store.read(prefs, user_id)
+        return rec
+
+    async def set_prefs(self, user_id: int, preview: bool, time_zone: str, dnd: tuple[int, int] | None) -> None:
+        await self._store.write(set_prefs, user_id, preview, time_zone, dnd)
+
+    async def set_mute(self, user_id: int, conv_id: int, mute: str) -> None:
+        await self._store.write(set_mute, user_id, conv_id, mute)
 
     async def set_pusher(self, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
         rec: PusherRec = await self._store.write(set_pusher, user_id, device_id, kind, target, now)

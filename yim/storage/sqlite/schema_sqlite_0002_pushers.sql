@@ -13,3 +13,20 @@ CREATE TABLE pushers (
     failures    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)
 ) WITHOUT ROWID;
+
+-- Each user's push settings (absent: the defaults, preview on, UTC, no quiet hours) and
+-- the conversations they muted for push ("mentions" or "all"; "off" is no row).
+CREATE TABLE push_prefs (
+    user_id   INTEGER PRIMARY KEY,
+    preview   INTEGER NOT NULL DEFAULT 1,
+    time_zone TEXT    NOT NULL DEFAULT 'UTC',
+    dnd_start INTEGER,                -- minutes after local midnight; NULL: no quiet hours
+    dnd_end   INTEGER
+);
+
+CREATE TABLE push_mutes (
+    user_id INTEGER NOT NULL,
+    conv_id INTEGER NOT NULL,
+    mute    TEXT    NOT NULL,
+    PRIMARY KEY (user_id, conv_id)
+) WITHOUT ROWID;
