@@ -23,7 +23,8 @@ from tests.push_standins.webpush import WebPushStandin
 from tests.rawclient import Device, ProtocolError, login, make_users, until
 from tests.services import RedisServer
 from tests.test_cluster import _data_dirs, _flush
-from yim.node import NodeServer
+from yim.config import SettingsError
+from yim.node import NodeServer, push_providers
 from yim.push.vapid import KEY_FILE, load_or_create
 
 Serve = Callable[[web.Application], Awaitable[str]]
@@ -359,3 +360,14 @@ async def test_two_nodes_push_each_entry_once(
     finally:
         for s in servers:
             await s.stop()
+
+
+def test_bad_push_settings_stop_the_start_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^push_enabled needs a provider"):
+        push_providers(node_settings(tmp_path, push_enabled=True))
+    with pytest.raises(ValueError, match=r"^push: APNs needs push_apns_key_file, push_apns_key_id"):
+        push_providers(node_settings(tmp_path, push_enabled=True, push_apns_key_file="/nonexistent"))
+    with pytest.raises(ValueError, match=r"^push: push_vapid_subject 'ops'"):
+        push_providers(node_settings(tmp_path, push_enabled=True, push_vapid_subject="ops"))
+    with pytest.raises(SettingsError, match=r"^bad setting: push_timeout_s = 0 .*allowed: a number from 0 to 300"):
+        node_settings(tmp_path, push_timeout_s=0)

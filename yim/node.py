@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 from aiohttp import web
 
 from yim.bus.local import LocalBus
@@ -197,7 +199,10 @@ def push_providers(settings: Settings) -> PushProviders:
             )
         )
     except PushConfigError as exc:
-        raise ValueError(f"push: {exc}") from None
+        # the providers name their own fields (apns_key_file); the operator sets push_apns_key_file
+        ours = {f.name for f in msgspec.structs.fields(PushSettings) if "_" in f.name}
+        message = re.sub(r"\b[a-z0-9_]+\b", lambda m: f"push_{m[0]}" if m[0] in ours else m[0], str(exc))
+        raise ValueError(f"push: {message}") from None
 
 
 class Node:
