@@ -209,7 +209,6 @@ class PushWorker:
         s = node.settings
         self._allow_http = s.push_webpush_allow_http
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -230,9 +229,6 @@ class PushWorker:
         if self.providers is not None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -252,9 +248,7 @@ class PushWorker:
                 log.warning("push round failed; trying again in %.1f s", s.push_poll_s, exc_info=True)
                 claimed = 0
             if claimed < s.push_batch:  # a full batch means more is waiting: go on at once
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), s.push_poll_s)
+                await asyncio.sleep(s.push_poll_s)
 
     async def round(self) -> int:
         """Claim one batch and serve it; the number claimed."""
