@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.conftest import MakeServer, ServerProcess
@@ -347,14 +348,29 @@ async def test_two_nodes_push_each_entry_once(
                 await d.close()
             alice1 = Device(h1, await login(h1, "alice", "desk"))
             await alice1.connect()
+            # connected to the other node: no node pushes to it
+            online_login = (await make_users(h0, ["online"], device_id="phone"))[0]
+            online = Device(h1, online_login)
+            await online.connect()
+            await subscribe(online, standin, "online")
+            redis = aioredis.Redis.from_url(redis_server.url)
+            try:  # node 1 has shared that the device is connected (its presence sync)
+                async with asyncio.timeout(10):
+                    while not await redis.hexists(f"yim:p:{{{online.user_id}}}", "phone"):
+                        await asyncio.sleep(0.05)
+            finally:
+                await redis.aclose()
+            await alice.request("send", kind="text", body={"text": "live"}, client_msg_id="o1", to=online.user_id)
+            await until(lambda: len(online.events) == 1)
             for i, lg in enumerate(logins[1:]):
                 sender = alice1 if i % 2 else alice
                 await sender.request(
                     "send", kind="text", body={"text": f"m{i}"}, client_msg_id=f"m{i}", to=lg["user_id"]
                 )
-            await until(lambda: {a["name"] for a in standin.m.accepted} == set(names), timeout=20)
+            await until(lambda: set(names) <= {a["name"] for a in standin.m.accepted}, timeout=20)
             await settle(2.5)
             assert sorted(a["name"] for a in standin.m.accepted) == sorted(names)  # each once, by one node
+            assert pushed(standin, "online") == []
             await alice.close()
             await alice1.close()
     finally:

@@ -24,7 +24,6 @@ import msgspec
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
-from yim.protocol.platforms import PLATFORM_CLASS
 from yim.push.rules import (
     Entry,
     collapse,
@@ -259,18 +258,21 @@ class PushWorker:
         return len(work)
 
     async def _connected(self, p: PusherRec) -> bool:
-        """Is the device connected, here or (cluster mode) on another node? Then it gets its
+        """Is the device connected, here or (cluster mode) to another node? Then it gets its
         entries live and needs no push."""
         node = self._node
         if p.device_id in node.hub.devices_of(p.user_id):
             return True
-        if node.cluster is None:
+        cluster = node.cluster
+        if cluster is None:
             return False
-        (status, classes), _ = (await node.presence.view([p.user_id], fresh=True))[p.user_id]
-        if status == "offline":
+        try:
+            return await cluster.device_present(p.user_id, p.device_id)
+        except Exception as exc:
+            # Redis away: push. A connected device woken needlessly costs one notification;
+            # a device not woken could miss its messages for hours.
+            cluster.unavailable(exc)
             return False
-        device = next((d for d in await node.store.list_devices(p.user_id) if d.device_id == p.device_id), None)
-        return device is not None and PLATFORM_CLASS.get(device.platform) in classes
 
     async def _serve(self, w: PushWork) -> None:
         node, s, p = self._node, self._node.settings, w.pusher
