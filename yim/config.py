@@ -164,6 +164,43 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # cluster mode (docs/architecture.md, "Cluster mode")
     #: Redis for device routing, node-id leases and cross-node push: "redis://host:port/db",
     #: or "redis+cluster://host:port,host:port" for Redis Cluster. Empty: one node, in-process bus.
+    # Push (docs/operations.md §7): off unless enabled; each provider is configured by its own
+    # settings (a provider left unconfigured refuses pushers of its kind: push_unavailable).
+    push_enabled: bool = False
+    push_vapid_dir: str = ""  # where vapid_private.pem lives; empty: the data folder
+    push_vapid_subject: str = ""  # mailto: or https: contact for the push services; Web Push needs it
+    push_webpush_allow_http: bool = False  # plain-http endpoints: loopback test receivers only
+    push_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    push_max_connections: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    push_max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    push_max_response_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    push_ca_file: str = ""  # trust this CA bundle instead of the system's (a proxy, a test stand-in)
+    push_ttl_s: Annotated[int, msgspec.Meta(ge=0, le=28 * 86_400)] = 86_400
+    push_apns_base_url: str = "https://api.push.apple.com"
+    push_apns_sandbox_base_url: str = "https://api.sandbox.push.apple.com"
+    push_apns_key_file: str = ""
+    push_apns_key_id: str = ""
+    push_apns_team_id: str = ""
+    push_apns_topic: str = ""
+    push_fcm_base_url: str = "https://fcm.googleapis.com"
+    push_fcm_token_url: str = "https://oauth2.googleapis.com/token"
+    push_fcm_credentials_file: str = ""
+    push_gateway_url: str = ""
+    push_preview: bool = True  # notifications show the message; off: only "New message from <sender>"
+    #: one visible notification per conversation and device per interval (a burst collapses)
+    push_collapse_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    #: how often each node looks for push work (besides being woken by its own sends)
+    push_poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    #: how long a node holds claimed work; past it, another node (or this one restarted) takes it
+    push_lease_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    #: pushers claimed per round, so the pushes in progress on a node are bounded
+    push_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: the first retry's delay when a provider did not say (doubling per failure, up to push_retry_max_s)
+    push_retry_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    push_retry_max_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
+    #: while a user's quiet hours hold their pushes, how often each held device is looked at again
+    push_dnd_recheck_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+
     redis_url: str = ""
     #: lease a free Snowflake node id from Redis instead of using ``node_id`` (``--node-id auto``)
     node_id_lease: bool = False

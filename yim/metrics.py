@@ -103,6 +103,9 @@ class Metrics:
         self.slow_consumers = self._counter(loop, "yim_slow_consumers", "Connections cut off for not reading")
         r.register(loop)
         self.logins = Counter("yim_logins_total", "Successful logins", registry=r)
+        self.pushes = Counter(
+            "yim_pushes_total", "Pushes sent to providers, by kind and outcome", ["kind", "outcome"], registry=r
+        )
         self.service_assignments = Counter(
             "yim_service_assignments_total", "Service sessions assigned to an agent", registry=r
         )

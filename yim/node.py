@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 from aiohttp import web
 
 from yim.bus.local import LocalBus
@@ -38,6 +40,7 @@ from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
 from yim.services.media import MediaService
 from yim.services.presence import Presence
+from yim.services.push import PushWorker
 from yim.services.rosters import Rosters
 from yim.services.service import CustomerService
 from yim.services.sync import ReadAhead
@@ -49,6 +52,7 @@ from yim.storage.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
     from yim.bus.cluster_state import ClusterState
+    from yim.push.providers import PushProviders
 
 log = logging.getLogger("yim.node")
 #: the serving lines ("serving on", "shutting down") keep the logger name operators know
@@ -158,6 +162,50 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     return key
 
 
+def push_providers(settings: Settings) -> PushProviders:
+    """The push providers the settings configure; a setting that cannot work is a ValueError
+    naming it (one line at start, never an error per push)."""
+    from yim.push.providers import PushProviders  # httpx and h2: loaded only with push enabled
+    from yim.push.types import PushConfigError, PushSettings
+
+    s = settings
+    if not s.push_vapid_subject and not (s.push_apns_key_file or s.push_fcm_credentials_file or s.push_gateway_url):
+        raise ValueError(
+            "push_enabled needs a provider: push_vapid_subject (Web Push), push_apns_key_file,"
+            " push_fcm_credentials_file or push_gateway_url"
+        )
+    try:
+        return PushProviders(
+            PushSettings(
+                timeout=s.push_timeout_s,
+                max_connections=s.push_max_connections,
+                max_in_flight=s.push_max_in_flight,
+                max_response_bytes=s.push_max_response_bytes,
+                ca_file=s.push_ca_file or None,
+                ttl=s.push_ttl_s,
+                # Web Push is on whenever a contact for the push services is given
+                vapid_dir=(s.push_vapid_dir or s.data_dir) if s.push_vapid_subject else None,
+                vapid_subject=s.push_vapid_subject,
+                webpush_allow_http=s.push_webpush_allow_http,
+                apns_base_url=s.push_apns_base_url,
+                apns_sandbox_base_url=s.push_apns_sandbox_base_url,
+                apns_key_file=s.push_apns_key_file or None,
+                apns_key_id=s.push_apns_key_id,
+                apns_team_id=s.push_apns_team_id,
+                apns_topic=s.push_apns_topic,
+                fcm_base_url=s.push_fcm_base_url,
+                fcm_token_url=s.push_fcm_token_url,
+                fcm_credentials_file=s.push_fcm_credentials_file or None,
+                gateway_url=s.push_gateway_url or None,
+            )
+        )
+    except PushConfigError as exc:
+        # the providers name their own fields (apns_key_file); the operator sets push_apns_key_file
+        ours = {f.name for f in msgspec.structs.fields(PushSettings) if "_" in f.name}
+        message = re.sub(r"\b[a-z0-9_]+\b", lambda m: f"push_{m[0]}" if m[0] in ours else m[0], str(exc))
+        raise ValueError(f"push: {message}") from None
+
+
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -191,6 +239,7 @@ class Node:
         self.presence = Presence(self, settings.presence_debounce_s)
         self.service = CustomerService(self)
         self.media = MediaService(self)
+        self.push = PushWorker(self, None)  # providers made at start, when push is enabled
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.limits = Limits(settings)
         #: sensitive-word lists; None when none are configured (one attribute check per text)
@@ -228,6 +277,8 @@ class Node:
             prepare_data_folder(folder)
             # Before the store opens: a second node must not even migrate a folder in use.
             self._folder_locks.append(lock_data_folder(folder))
+        if self.settings.push_enabled:  # before the store opens: bad push settings stop the start at once
+            self.push.providers = push_providers(self.settings)
         await self.store.open()
         secret = await signing_key(data, self.store)
         await self.media.start()
@@ -242,6 +293,7 @@ class Node:
         self.hub.start()
         if self.words is not None:
             self.words.start()  # reload on SIGHUP and when a list file changes
+        self.push.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 
@@ -327,6 +379,7 @@ class Node:
         await self.hub.stop()
         if self.words is not None:
             await self.words.stop()
+        await self.push.stop()
         await self.presence.stop()
         await self.flush_seen()
         if self.cluster is not None:

@@ -499,6 +499,14 @@ class ClusterState:
             for u, fields in zip(user_ids, results, strict=False)
         }
 
+    async def device_present(self, user_id: int, device_id: str) -> bool:
+        """Is this device connected to some node, as the nodes last shared their devices
+        (each node's presence sync, within ``presence_debounce_s`` of a change)?"""
+        (found,) = await asyncio.wait_for(
+            self._run(lambda p: [p.hexists(f"yim:p:{{{user_id}}}", device_id)]), self.timeout_s
+        )
+        return bool(found)
+
     # --- online agents ---------------------------------------------------------------------
     def agent_connected(self, user_id: int) -> bool:
         """Is this agent online on some node (the copy; stale copies count for nothing)."""

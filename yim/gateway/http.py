@@ -369,6 +369,13 @@ _op_route("GET", "/api/v1/blocks", f.Blocks, from_query=True)
 _op_route("GET", "/api/v1/me/privacy", f.PrivacyGet, from_query=True)
 _op_route("PATCH", "/api/v1/me/privacy", f.PrivacySet)
 _op_route("POST", "/api/v1/presence/query", f.PresenceQuery)
+_op_route("PUT", "/api/v1/me/pusher", f.PusherSet)
+_op_route("DELETE", "/api/v1/me/pusher", f.PusherRemove)
+_op_route("GET", "/api/v1/me/pushers", f.Pushers, from_query=True)
+_op_route("GET", "/api/v1/push/vapid-key", f.PushKey, from_query=True)
+_op_route("GET", "/api/v1/me/push-settings", f.PushSettingsGet, from_query=True)
+_op_route("PATCH", "/api/v1/me/push-settings", f.PushSettingsSet)
+_op_route("PUT", _CONV + "/push-mute", f.PushMute)
 _SHOP = "/api/v1/shops/{shop_id:[0-9]{1,20}}"
 _SESSION = "/api/v1/service/sessions/{session_id:[0-9]{1,20}}"
 _op_route("POST", "/api/v1/users/lookup", f.Users)

@@ -48,6 +48,8 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "media_kind_mismatch": 400,  # an image message naming a media that is not an image, etc.
     "range_not_satisfiable": 416,  # a media download's Range lies outside the content
     "content_blocked": 422,  # the text holds a word of a sensitive-word list whose action is reject
+    "invalid_pusher": 400,  # a pusher's fields do not fit its kind (a webpush without keys, an http: endpoint ...)
+    "push_unavailable": 409,  # this server sends no pushes of the pusher's kind (not configured by its operator)
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

@@ -362,6 +362,57 @@ class PresenceQuery(Request, tag="presence_query", frozen=True):
     user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=500)]
 
 
+# push: how a device that is not connected is woken (docs/protocol.md, "Pushers")
+PusherKind = Literal["webpush", "apns", "fcm", "gateway"]
+
+
+class PusherSet(Request, tag="pusher_set", frozen=True):
+    """Register (or replace) the pusher of the device this session belongs to; the fields
+    used depend on ``kind`` (webpush: endpoint, p256dh, auth; apns: token, sandbox; fcm:
+    token; gateway: app_id, pushkey)."""
+
+    kind: PusherKind
+    endpoint: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
+    p256dh: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    auth: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    token: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    sandbox: bool = False
+    app_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    pushkey: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+
+
+class Pushers(Request, tag="pushers", frozen=True):
+    pass
+
+
+class PusherRemove(Request, tag="pusher_remove", frozen=True):
+    device_id: DeviceId | None = None  # default: the device of this session
+
+
+class PushKey(Request, tag="push_key", frozen=True):
+    pass
+
+
+PushMuteMode = Literal["off", "mentions", "all"]
+
+
+class PushSettingsGet(Request, tag="push_settings_get", frozen=True):
+    pass
+
+
+class PushSettingsSet(Request, tag="push_settings_set", frozen=True):
+    """The user's push settings (every device of theirs); a field left null is unchanged."""
+
+    preview: bool | None = None  # false: notifications say only "New message from <sender>"
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # IANA, for dnd
+    dnd: Annotated[str, Meta(max_length=11)] | None = None  # quiet hours "HH:MM-HH:MM"; "" for none
+
+
+class PushMute(Request, tag="push_mute", frozen=True):
+    conv_id: IdStr
+    mute: PushMuteMode
+
+
 # customer service
 
 
@@ -601,6 +652,13 @@ AnyRequest = (
     | PrivacySet
     | PresenceSet
     | PresenceQuery
+    | PusherSet
+    | Pushers
+    | PusherRemove
+    | PushKey
+    | PushSettingsGet
+    | PushSettingsSet
+    | PushMute
     | Search
     | ShopCreate
     | Shops
@@ -1084,6 +1142,45 @@ class CountsOut(Struct):
 class PrivacyOut(Struct):
     dm_policy: str
     presence: str
+
+
+class PusherOut(Struct):
+    """One registered pusher. Secrets of a subscription (p256dh, auth) are never echoed."""
+
+    device_id: str
+    kind: str
+    created_at: int
+    endpoint: str | None = None  # webpush
+    token: str | None = None  # apns, fcm
+    sandbox: bool = False  # apns
+    app_id: str | None = None  # gateway
+    pushkey: str | None = None  # gateway
+
+
+class PushersOut(Struct):
+    pushers: list[PusherOut]
+
+
+class PusherRemoved(Struct):
+    removed: bool
+
+
+class PushKeyOut(Struct):
+    """What a browser subscribes with: ``applicationServerKey`` (base64url, uncompressed P-256)."""
+
+    vapid_public_key: str
+
+
+class PushMuteOut(Struct):
+    conv_id: str
+    mute: str  # "mentions" | "all"
+
+
+class PushSettingsOut(Struct):
+    preview: bool
+    time_zone: str
+    dnd: str  # "HH:MM-HH:MM", or "" for none
+    mutes: list[PushMuteOut]  # conversations not "off"
 
 
 class PresenceOut(Struct):

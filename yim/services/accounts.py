@@ -241,12 +241,15 @@ class Accounts:
 
     async def logout(self, session: SessionRec) -> None:
         revoked = await self._node.store.revoke_sessions(session.user_id, session_id=session.id, now=now_ms())
+        # a device logged out must not be woken for its user any more
+        await self._node.store.push.remove_pusher(session.user_id, session.device_id)
         self._forget(revoked, session.user_id, "logged out")
 
     async def revoke_device(self, user_id: int, device_id: str) -> int:
         revoked = await self._node.store.revoke_sessions(user_id, device_id=device_id, now=now_ms())
         if not revoked:
             raise YimError("not_found", f"no active session on device {device_id!r}")
+        await self._node.store.push.remove_pusher(user_id, device_id)
         self._forget(revoked, user_id, "device revoked")
         return len(revoked)
 

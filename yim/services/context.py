@@ -125,6 +125,8 @@ class SharedState(Protocol):
         self, user_ids: list[int], local: Callable[[int], LocalDevices] | None = None
     ) -> dict[int, tuple[State, int | None]]: ...
 
+    async def device_present(self, user_id: int, device_id: str) -> bool: ...
+
     def agent_connected(self, user_id: int) -> bool: ...
 
     async def agent_online(self, user_id: int, online: bool) -> None: ...
@@ -199,6 +201,18 @@ class SyncReadAhead(Protocol):
     def start(self, ctx: Context, user_id: int, device_id: str, since: int, limit: int) -> None: ...
 
 
+class PushControl(Protocol):
+    """Push as the services see it: which pushers this node can serve, the VAPID key."""
+
+    @property
+    def vapid_public_key(self) -> str | None: ...
+
+    @property
+    def allow_http(self) -> bool: ...
+
+    def accepts(self, kind: str) -> bool: ...
+
+
 class Context(Protocol):
     """What a service uses of the node it runs in. Read-only properties, so that the node's
     own, more specific members (its concrete bus, hub, ...) satisfy them."""
@@ -252,3 +266,6 @@ class Context(Protocol):
 
     @property
     def limits(self) -> RateLimits: ...
+
+    @property
+    def push(self) -> PushControl: ...

@@ -24,6 +24,8 @@ import time
 from array import array
 from typing import Any
 
+import aiohttp
+
 from yimbench.client import (
     Account,
     ack_frame,
@@ -41,6 +43,19 @@ from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
 _KEEPALIVE_S = 20.0  # below the node's heartbeat_s (25 s)
+
+
+async def add_pushers(url: str, accounts: list[Account]) -> None:
+    """A Web Push pusher for each device, to a loopback port nobody listens on: the devices stay
+    connected in the run, so the worker must never send to it (a send would be a refused
+    connection, counted as a retry in yim_pushes_total)."""
+    async with aiohttp.ClientSession(url) as http:
+        for i, acc in enumerate(accounts):
+            body = {"kind": "webpush", "endpoint": f"http://127.0.0.1:9/push/{i}", "p256dh": "AAAA", "auth": "AAAA"}
+            r = await http.put("/api/v1/me/pusher", json=body, headers={"Authorization": f"Bearer {acc.token}"})
+            if r.status != 200:
+                raise RuntimeError(f"registering a pusher: HTTP {r.status} {await r.text()}")
+            r.release()
 
 
 class PairsScenario(Scenario):
@@ -89,6 +104,12 @@ class PairsScenario(Scenario):
             default=5.0,
             help="seconds to wait for late deliveries after the last ack (default 5)",
         )
+        g.add_argument(
+            "--push",
+            action="store_true",
+            help="a node started here pushes (Web Push), and every receiver has a pusher: the push worker"
+            " then looks at each receiver's new entries (connected: none is sent)",
+        )
 
     def validate(self) -> None:
         a = self.args
@@ -99,7 +120,23 @@ class PairsScenario(Scenario):
 
     def params(self) -> dict[str, Any]:
         a = self.args
-        return {"pairs": a.pairs, "messages": a.messages, "window": a.window, "rate": a.rate or None, "pad": a.pad}
+        return {
+            "pairs": a.pairs,
+            "messages": a.messages,
+            "window": a.window,
+            "rate": a.rate or None,
+            "pad": a.pad,
+            "push": a.push,
+        }
+
+    def node_env(self) -> dict[str, str]:
+        if not self.args.push:
+            return {}
+        return {
+            "YIM_PUSH_ENABLED": "true",
+            "YIM_PUSH_VAPID_SUBJECT": "mailto:bench@localhost",
+            "YIM_PUSH_WEBPUSH_ALLOW_HTTP": "true",
+        }
 
     def connections(self) -> int:
         return 2 * self.args.pairs
@@ -110,6 +147,8 @@ class PairsScenario(Scenario):
         names = [f"b{tag}s{i}" for i in range(a.pairs)] + [f"b{tag}r{i}" for i in range(a.pairs)]
         accounts = [acc[0] for acc in await make_accounts(target.url, names)]
         senders, receivers = accounts[: a.pairs], accounts[a.pairs :]
+        if a.push:
+            await add_pushers(target.url, receivers)
         pairs = list(zip(range(a.pairs), senders, receivers, strict=True))
         interval = a.pairs / a.rate if a.rate else 0.0
         return [

@@ -57,6 +57,7 @@ from yim.storage.base import Store
 from yim.storage.migrations import SchemaError, migrations, too_new
 from yim.storage.postgres import groups as groups
 from yim.storage.postgres import timeline as timeline
+from yim.storage.postgres.admin import PgAdminStore
 from yim.storage.postgres.locks import (
     NO_ANCHORS,
     Anchors,
@@ -66,6 +67,8 @@ from yim.storage.postgres.locks import (
     send_anchors,
 )
 from yim.storage.postgres.media import PgMediaStore
+from yim.storage.postgres.push import PgPushStore
+from yim.storage.postgres.reactions import PgReactionStore
 from yim.storage.postgres.relations import PgRelationStore
 from yim.storage.postgres.search import PgSearchStore
 from yim.storage.postgres.service import PgServiceStore, service_send
@@ -538,12 +541,9 @@ class PostgresStore(Store):
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
         self.media = PgMediaStore(self)
-        from yim.storage.postgres.admin import PgAdminStore
-
         self.admin = PgAdminStore(self)
+        self.push = PgPushStore(self)
         self.search = PgSearchStore(self)
-        from yim.storage.postgres.reactions import PgReactionStore
-
         self.reactions = PgReactionStore(self)
         self._writer.service = self.service
 

@@ -51,9 +51,12 @@ from yim.storage.rules import admin as admin_rules
 from yim.storage.rules.quotes import Quotable
 from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import timeline as timeline
+from yim.storage.sqlite.admin import SqliteAdminStore
 from yim.storage.sqlite.indexer import SearchIndexer
 from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
+from yim.storage.sqlite.push import SqlitePushStore
+from yim.storage.sqlite.reactions import SqliteReactionStore
 from yim.storage.sqlite.relations import SqliteRelationStore
 from yim.storage.sqlite.rows import member_ids
 from yim.storage.sqlite.search import SqliteSearchStore
@@ -425,13 +428,9 @@ class SqliteStore(Store):
         self.service = SqliteServiceStore(self)
         self.media = SqliteMediaStore(self)
         self.search = SqliteSearchStore(self)
-        from yim.storage.sqlite.reactions import SqliteReactionStore
-
         self.reactions = SqliteReactionStore(self)
-
-        from yim.storage.sqlite.admin import SqliteAdminStore
-
         self.admin = SqliteAdminStore(self)
+        self.push = SqlitePushStore(self)
 
     async def open(self) -> None:
         try:

@@ -9,6 +9,7 @@ import { h } from "./dom.js";
 import { Groups } from "./groups.js";
 import { randomId } from "./ids.js";
 import { Media } from "./media.js";
+import { Notifier } from "./notify.js";
 import { Presence } from "./presence.js";
 import { Relations } from "./relations.js";
 import { Service } from "./service.js";
@@ -79,6 +80,7 @@ function startMain(session) {
   const groups = new Groups(socket, store, api);
   const service = new Service(socket, store);
   const media = new Media(api);
+  const notifier = new Notifier(store, { onOpen: (convId) => (location.hash = `#/c/${convId}`) });
   let ended = false;
   let pendingJump = null; // {conv_id, seq}: a search hit to show once its chat is open
 
@@ -88,6 +90,7 @@ function startMain(session) {
     socket.stop();
     presence.stop();
     service.stop();
+    notifier.stop();
     chat.stop();
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
@@ -240,7 +243,7 @@ function startMain(session) {
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", onVisibility);
 
-  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media };
+  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier };
   window.yim = current; // for the browser console
   sidebar.render();
   route();

@@ -637,6 +637,8 @@ export class Store extends EventTarget {
     };
     this.outbox.set(item.client_msg_id, item);
     this.changed(item.conv_id ? "conv" : "list", item.conv_id);
+    // At once, inside the user's click or key press: what may ask the browser for a permission.
+    this.dispatchEvent(new CustomEvent("sending", { detail: item }));
     this.transmit(item);
     return item;
   }
