@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from yim.storage.reactions import MessageReactions, PinChange, PinRec, ReactionChange, ReactionStore
 from yim.storage.relations import (
     EdgeRec,
     FriendRec,
@@ -164,3 +165,59 @@ class ServiceJobs(ServiceStore):
 
     async def stats(self, shop_id: int, viewer_id: int, now: int) -> ShopStats:
         return await self._run.read(self._jobs.stats, (shop_id, viewer_id, now))
+
+
+class ConvJobRunner(Protocol):
+    """How a backend runs a reaction or pin job ``fn(conn, *args)``. A write locks one
+    conversation, its actor and, under write fan-out, its members (whose inboxes get the
+    event): what PostgreSQL declares as the job's anchors (postgres/locks.py)."""
+
+    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], conv_id: int, actor_id: int) -> Awaitable[Any]: ...
+
+    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]: ...
+
+
+class ReactionJobs(ReactionStore):
+    """The reaction store of either backend: each method runs the backend's job of the
+    same name (from ``jobs``) through its runner."""
+
+    def __init__(self, jobs: Any, runner: ConvJobRunner) -> None:
+        self._jobs = jobs
+        self._run = runner
+
+    async def react(
+        self, conv_id: int, user_id: int, seq: int, emoji: str, add: bool, now: int, max_per_user: int
+    ) -> ReactionChange:
+        return await self._run.write(
+            self._jobs.react, (conv_id, user_id, seq, emoji, add, now, max_per_user), conv_id, user_id
+        )
+
+    async def reactions_of(self, conv_id: int, viewer_id: int, seqs: list[int]) -> dict[int, MessageReactions]:
+        if not seqs:
+            return {}
+        return await self._run.read(self._jobs.reactions_of, (conv_id, viewer_id, seqs))
+
+    async def changed_since(
+        self, conv_id: int, viewer_id: int, after_ver: int, limit: int
+    ) -> tuple[list[MessageReactions], int, bool]:
+        return await self._run.read(self._jobs.changed_since, (conv_id, viewer_id, after_ver, limit))
+
+    async def reactors(self, conv_id: int, viewer_id: int, seq: int, emoji: str, after: int, limit: int) -> list[int]:
+        return await self._run.read(self._jobs.reactors, (conv_id, viewer_id, seq, emoji, after, limit))
+
+    async def versions(self, conv_ids: list[int]) -> dict[int, int]:
+        if not conv_ids:
+            return {}
+        return await self._run.read(self._jobs.versions, (conv_ids,))
+
+    async def pin(
+        self, conv_id: int, actor_id: int, seq: int, pin: bool, msg_id: int, now: int, max_pins: int
+    ) -> PinChange:
+        return await self._run.write(
+            self._jobs.pin, (conv_id, actor_id, seq, pin, msg_id, now, max_pins), conv_id, actor_id
+        )
+
+    async def pins(self, conv_ids: list[int]) -> dict[int, list[PinRec]]:
+        if not conv_ids:
+            return {}
+        return await self._run.read(self._jobs.pins, (conv_ids,))

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from yim.storage.adapters import ReactionJobs
 from yim.storage.postgres.locks import Anchors
 from yim.storage.postgres.timeline import append_entry
 from yim.storage.reactions import (
@@ -19,7 +20,6 @@ from yim.storage.reactions import (
     PinRec,
     ReactionChange,
     ReactionCount,
-    ReactionJobs,
     reaction_payload,
 )
 from yim.storage.rules import reactions as rules

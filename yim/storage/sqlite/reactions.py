@@ -7,13 +7,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from yim.storage.adapters import ReactionJobs
 from yim.storage.reactions import (
     MessageReactions,
     PinChange,
     PinRec,
     ReactionChange,
     ReactionCount,
-    ReactionJobs,
     reaction_payload,
 )
 from yim.storage.rules import reactions as rules
