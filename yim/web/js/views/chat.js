@@ -927,7 +927,7 @@ export class ChatView {
     for (const m of this.groups.members(conv.conv_id)) {
       if (m.user_id === me) continue;
       const u = this.store.users.get(m.user_id) ?? (lookups++ < MENTION_LOOKUPS ? this.store.user(m.user_id) : null);
-      if (u) out.push({ id: m.user_id, label: displayName(u), sub: "@" + u.username });
+      if (u) out.push({ id: m.user_id, label: displayName(u), sub: "@" + u.username, username: u.username });
     }
     return out;
   }
