@@ -75,6 +75,10 @@ async def test_typing_at_offers_members_and_sends_their_ids(server: NodeServer, 
         await box.press("Backspace")
     await box.press_sequentially("@caro")
     await expect(options.locator(".mention-label")).to_have_text(["Carol"])
+    # An Enter that an input method composes with is not a pick (nor a send).
+    await box.dispatch_event("keydown", {"key": "Enter", "isComposing": True, "bubbles": True, "cancelable": True})
+    await expect(box).to_have_value("周六@鲍勃 和 @caro")
+    await expect(picker).to_be_visible()
     await box.press("Enter")
     await expect(box).to_have_value("周六@鲍勃 和 @Carol ")
     # An address is no mention: no list for "bob@ex".

@@ -71,9 +71,10 @@ export class MentionPicker {
     this.el.hidden = false;
   }
 
-  // Keys while open; true when the picker used the key.
+  // Keys while open; true when the picker used the key. Keys an input method is composing
+  // with (pinyin: Enter commits the letters, ↑ ↓ move among its candidates) are its own.
   onKey(e) {
-    if (!this.isOpen) return false;
+    if (!this.isOpen || e.isComposing || e.keyCode === 229) return false;
     if (e.key === "ArrowDown" || e.key === "ArrowUp") {
       const n = this.items.length;
       this.index = (this.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n;
