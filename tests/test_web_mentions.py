@@ -81,8 +81,10 @@ async def test_typing_at_offers_members_and_sends_their_ids(server: NodeServer, 
     await expect(picker).to_be_visible()
     await box.press("Enter")
     await expect(box).to_have_value("周六@鲍勃 和 @Carol ")
-    # An address is no mention: no list for "bob@ex".
-    await box.press_sequentially("去吗 bob@ex")
+    # An address is no mention: no list inside a link or for "bob@ex".
+    await box.press_sequentially("去吗 http://127.0.0.1/@鲍")
+    await expect(picker).to_be_hidden()
+    await box.press_sequentially("勃 bob@ex")
     await expect(picker).to_be_hidden()
     await box.press("Enter")
     await expect(alice.locator(".msg.mine .status")).to_have_attribute("data-status", "sent")
@@ -90,14 +92,16 @@ async def test_typing_at_offers_members_and_sends_their_ids(server: NodeServer, 
 
     # The message carries the picked members' ids, and Bob sees it as mentioning him.
     sent = await _history(server, people["alice"]["token"], conv_id)
-    assert [m["body"]["text"] for m in sent] == ["周六@鲍勃 和 @Carol 去吗 bob@ex"]
+    assert [m["body"]["text"] for m in sent] == ["周六@鲍勃 和 @Carol 去吗 http://127.0.0.1/@鲍勃 bob@ex"]
     assert sent[0]["mentions"] == [people["bob"]["user_id"], people["carol"]["user_id"]]
     group = conv_item(bob, "徒步群")
     await expect(group.locator(".mention-mark")).to_be_visible()
     await group.click()
     mine = bob.locator(".msg.theirs.mentions-me")
-    await expect(mine.locator(".text")).to_have_text("周六@鲍勃 和 @Carol 去吗 bob@ex")
+    await expect(mine.locator(".text")).to_have_text("周六@鲍勃 和 @Carol 去吗 http://127.0.0.1/@鲍勃 bob@ex")
     await expect(mine.locator(".mention")).to_have_text(["@鲍勃", "@Carol"])
+    # A mention's name inside an address is part of the link, not a mention.
+    await expect(mine.locator("a")).to_have_text(["http://127.0.0.1/@鲍勃"])
     await shot(bob, "mention-typed-received")
 
 

@@ -6,8 +6,8 @@
 import { h } from "../dom.js";
 
 // An "@" after a space, at the start or after a non-ASCII character (Chinese is written
-// without spaces: "你好@鲍"), but not inside an address such as "bob@example.com".
-const TOKEN = /(^|[^A-Za-z0-9_.+-])@([^\s@]{0,32})$/u;
+// without spaces: "你好@鲍"), but not inside an address ("bob@example.com", "https://x.org/@bob").
+const TOKEN = /(^|[^A-Za-z0-9_.+\-/:])@([^\s@]{0,32})$/u;
 const MAX_SHOWN = 8;
 export const EVERYONE = "everyone";
 

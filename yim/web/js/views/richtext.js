@@ -9,18 +9,24 @@ const URL_RE = /\bhttps?:\/\/[^\s<>"'`，。；：！？、（）【】《》「
 // Punctuation that ends a sentence rather than an address ("see https://x.org/a." or "（https://x.org）").
 const TRAILING = /[.,;:!?'"’”)\]}>，。；：！？、）】》」』]/u;
 
-// `labels`: the names the message mentions, as written after "@".
+// `labels`: the names the message mentions, as written after "@". Links are found first, so
+// that an "@name" inside an address stays part of the link.
 export function richText(text, labels) {
-  if (!labels.length) return linkify(text);
+  const parts = linkify(text);
+  if (!labels.length) return parts;
   const re = new RegExp(`@(?:${labels.map(escapeRegExp).join("|")})`, "gu");
+  return parts.flatMap((part) => (typeof part === "string" ? markMentions(part, re) : [part]));
+}
+
+function markMentions(text, re) {
   const out = [];
   let at = 0;
   for (const match of text.matchAll(re)) {
-    out.push(...linkify(text.slice(at, match.index)), h("span", { class: "mention" }, match[0]));
+    out.push(text.slice(at, match.index), h("span", { class: "mention" }, match[0]));
     at = match.index + match[0].length;
   }
-  out.push(...linkify(text.slice(at)));
-  return out;
+  out.push(text.slice(at));
+  return out.filter((part) => part !== "");
 }
 
 export function linkify(text) {
