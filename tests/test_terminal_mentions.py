@@ -67,6 +67,8 @@ def test_chat_mentions_members_by_name(cli: Cli) -> None:
         # A display name in Chinese, followed by text without a space, as Chinese is typed.
         type_line("@鲍勃你好，看一下路线")
         out.expect(r"王明: @鲍勃你好，看一下路线$")
+        type_line("路线在https://127.0.0.1/@mt_lin ，问@鲍勃")
+        out.expect(r"王明: 路线在https://127.0.0.1/@mt_lin ，问@鲍勃$")
         # A username in other case and in fullwidth letters; then "@Linda" is not Lin, an address no mention.
         type_line("@ＭＴ_LIN 你好")
         out.expect(r"王明: @ＭＴ_LIN 你好$")
@@ -93,12 +95,14 @@ def test_chat_mentions_members_by_name(cli: Cli) -> None:
     sent = entries(url, "mt_bo", conv_id)
     assert [m["body"]["text"] for m in sent] == [
         "@鲍勃你好，看一下路线",
+        "路线在https://127.0.0.1/@mt_lin ，问@鲍勃",
         "@ＭＴ_LIN 你好",
         "@Linda, mail lin@example.com",
         "@mt_li2 在吗",
         "@mt_li1 你呢",
     ]
     assert [m.get("mentions") for m in sent] == [
+        [ids["mt_bo"]],
         [ids["mt_bo"]],
         [ids["mt_lin"]],
         None,

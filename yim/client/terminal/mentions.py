@@ -41,14 +41,22 @@ def _ends_at(name: str, rest: str) -> bool:
     return not after or not (_word(name[-1]) and _word(after[0]))
 
 
+#: characters after which an "@" is part of an address ("bob@example.com", "https://x.org/@bob"),
+#: not a mention; after anything else it is (Chinese is written without spaces: "你好@鲍勃")
+_IN_ADDRESS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-/:")
+
+
+def _at_mention(text: str, i: int) -> bool:
+    return text[i] == "@" and (i == 0 or text[i - 1] not in _IN_ADDRESS)
+
+
 def wants_lookup(text: str) -> bool:
-    """Whether a line may mention someone (an ``@`` starting a word): only then are the
-    members fetched."""
-    return any(ch == "@" and (i == 0 or text[i - 1].isspace()) for i, ch in enumerate(text))
+    """Whether a line may mention someone: only then are the members fetched."""
+    return any(_at_mention(text, i) for i in range(len(text)))
 
 
 def resolve(text: str, members: Iterable[UserOut], me_id: str = "") -> Mentions:
-    """The mentions of a line among ``members``. Each ``@`` starting a word is matched against
+    """The mentions of a line among ``members``. Each ``@`` not inside an address is matched against
     every member's username and display name; the longest name written there wins. A name
     two members share is ambiguous: :class:`UsageError` says who they are (and nothing is
     sent). An ``@`` naming no member stays text, as does one naming oneself."""
@@ -62,8 +70,8 @@ def resolve(text: str, members: Iterable[UserOut], me_id: str = "") -> Mentions:
     folded = fold(text)
     ids: list[str] = []
     everyone = False
-    for i, ch in enumerate(folded):
-        if ch != "@" or (i > 0 and not folded[i - 1].isspace()):
+    for i in range(len(folded)):
+        if not _at_mention(folded, i):
             continue
         rest = folded[i + 1 :]
         found = [(name, user) for name, user in names if rest.startswith(name) and _ends_at(name, rest)]
