@@ -32,6 +32,7 @@ from yim.client.terminal.commands import (
     parse_line,
     reply_args,
 )
+from yim.client.terminal.mentions import MEMBERS_SCANNED, Mentions, resolve, wants_lookup
 from yim.client.terminal.render import (
     Directory,
     describe,
@@ -43,7 +44,7 @@ from yim.client.terminal.render import (
 )
 from yim.client.terminal.screen import Screen
 from yim.client.terminal.state import PLATFORM, ChatState, Target
-from yim.protocol.frames import ConversationOut, MessageOut, Notice, UserOut
+from yim.protocol.frames import ConversationOut, MessageOut, Notice, UserOut, UsersPage
 
 log = logging.getLogger("yim.terminal")
 
@@ -205,7 +206,14 @@ class ChatApp:
             if self.target == target:
                 self._set_target(target._replace(conv_id=ack.conv_id))
         else:
-            await self.client.send_text(text, conv_id=target.conv_id)
+            mentions = await self._mentions(target.conv_id, text)
+            await self.client.send(
+                conv_id=target.conv_id,
+                kind="text",
+                body={"text": text},
+                mentions=mentions.ids or None,
+                mention_all=mentions.everyone,
+            )
 
     # -- commands --------------------------------------------------------------------------------
     async def cmd_help(self, _: str) -> None:
@@ -318,9 +326,47 @@ class ChatApp:
         target = self._require_target()
         if target.conv_id is None:
             raise UsageError("nothing to reply to yet in this conversation")
-        await self.client.send(conv_id=target.conv_id, kind="text", body={"text": text}, reply_to=seq)
+        mentions = await self._mentions(target.conv_id, text)
+        await self.client.send(
+            conv_id=target.conv_id,
+            kind="text",
+            body={"text": text},
+            reply_to=seq,
+            mentions=mentions.ids or None,
+            mention_all=mentions.everyone,
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
+    async def _mentions(self, conv_id: str, text: str) -> Mentions:
+        """The members a line for a group names with ``@`` (mentions.py has the rule); none
+        elsewhere, and no lookup for a line without an ``@`` starting a word."""
+        if not wants_lookup(text):
+            return Mentions([])
+        conv = await self._conv(conv_id)
+        if conv is None or conv.type != "group":
+            return Mentions([])
+        return resolve(text, await self._members(conv_id), self.state.me_id)
+
+    async def _members(self, conv_id: str) -> list[UserOut]:
+        """A group's members as users (at most MEMBERS_SCANNED), with their names as they are
+        now: a name changed since it was last shown is the name a mention is typed with."""
+        assert self.client is not None
+        ids: list[str] = []
+        after: str | None = None
+        while len(ids) < MEMBERS_SCANNED:
+            page = await self.client.call("group_members", conv_id=conv_id, after=after, limit=1000)
+            ids += [m["user_id"] for m in page["members"]]
+            after = page["next_after"]
+            if after is None:
+                break
+        ids = ids[:MEMBERS_SCANNED]
+        names = self._names()
+        for start in range(0, len(ids), 500):  # the most one `users` call takes
+            found = await self.client.call("users", user_ids=ids[start : start + 500], reply_type=UsersPage)
+            for user in found.users:
+                names.remember(user)
+        return [names.users[i] for i in ids if i in names.users]
+
     def _names(self) -> Directory:
         assert self.names is not None
         return self.names

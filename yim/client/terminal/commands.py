@@ -20,7 +20,8 @@ commands:
   /read               mark the open conversation read (what it shows is read already)
   /reply SEQ TEXT     reply to message #SEQ of the open conversation, quoting it
   /quit               leave (also Ctrl-D)
-anything else is sent to the open conversation"""
+anything else is sent to the open conversation; in a group, @NAME (a member's username
+or display name) mentions that member and @everyone everyone (owner and admins)"""
 
 #: the commands (each a ``cmd_NAME`` method of the chat) and their other names
 COMMANDS = frozenset({"help", "list", "open", "dm", "group", "create", "history", "read", "reply"})

@@ -24,6 +24,7 @@ import { EmojiPicker } from "./emoji.js";
 import { icon } from "./icons.js";
 import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
 import { EVERYONE, MentionPicker } from "./mentions.js";
+import { richText } from "./richtext.js";
 import { openMenu } from "./menu.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
@@ -738,20 +739,9 @@ export class ChatView {
     return labels;
   }
 
-  // A text with its @mentions marked.
+  // A text with its @mentions marked and its links clickable.
   withMentions(m) {
-    const text = messageText(m);
-    const labels = this.mentionLabels(m);
-    if (!labels.length) return text;
-    const re = new RegExp(`@(?:${labels.map(escapeRegExp).join("|")})`, "gu");
-    const out = [];
-    let at = 0;
-    for (const match of text.matchAll(re)) {
-      out.push(text.slice(at, match.index), h("span", { class: "mention" }, match[0]));
-      at = match.index + match[0].length;
-    }
-    out.push(text.slice(at));
-    return out;
+    return richText(messageText(m), this.mentionLabels(m));
   }
 
   messageMenu(item, conv, at) {
@@ -927,7 +917,7 @@ export class ChatView {
     for (const m of this.groups.members(conv.conv_id)) {
       if (m.user_id === me) continue;
       const u = this.store.users.get(m.user_id) ?? (lookups++ < MENTION_LOOKUPS ? this.store.user(m.user_id) : null);
-      if (u) out.push({ id: m.user_id, label: displayName(u), sub: "@" + u.username });
+      if (u) out.push({ id: m.user_id, label: displayName(u), sub: "@" + u.username, username: u.username });
     }
     return out;
   }
@@ -1000,10 +990,6 @@ export class ChatView {
     this.stickToBottom = true;
     this.input.focus();
   }
-}
-
-function escapeRegExp(text) {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 function linkButton(label, onclick) {
