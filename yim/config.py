@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     group_write_fanout_max: int = 500
     group_max_members: int = 100_000
     recall_limit_s: int = 120
+    #: how long after sending a text message its sender may edit it; 0 turns editing off
+    edit_window_s: int = 86_400
     typing_interval_s: float = 3.0  # at most one typing notice per user and conversation per interval
     #: member lists kept in memory for pushes to read-fan-out groups and typing notices
     roster_cache_groups: int = 10_000

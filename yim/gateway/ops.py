@@ -49,6 +49,8 @@ OPS: dict[type, Action] = {
     f.Users: users.users,
     f.ShopInfo: service.shop_info,
     f.Recall: messages.recall,
+    f.Edit: messages.edit,
+    f.MessageVersions: messages.versions,
     f.Forward: messages.forward,
     f.Receipts: conversations.receipts,
     f.Typing: typing.typing,

@@ -231,6 +231,7 @@ async def _authenticate(
                 server_time=int(time.time() * 1000),
                 recall_limit_s=settings.recall_limit_s,
                 typing_interval_s=settings.typing_interval_s,
+                edit_window_s=settings.edit_window_s,
             ),
         )
     )

@@ -31,6 +31,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "muted": 403,  # the sender is muted in this group (or the whole group is)
     "recall_expired": 403,  # past the recall time limit
     "already_recalled": 409,
+    "edit_window_passed": 403,  # past the edit window (or editing is off: edit_window_s = 0)
     "group_full": 409,  # the group is at its member limit
     "group_dissolved": 410,
     "blocked": 403,  # the other user blocked you (or you blocked them: unblock first)

@@ -20,17 +20,22 @@ import msgspec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import (
     CustomBody,
+    Edit,
+    EditOut,
     EmojiBody,
     ErrorOut,
     Forward,
     ForwardOut,
     ForwardResult,
+    MessageVersions,
     Recall,
     RecallOut,
     Send,
     SendAck,
     SendBody,
     TextBody,
+    VersionOut,
+    VersionsOut,
 )
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
@@ -196,6 +201,41 @@ async def recall(node: Context, session: SessionRec, req: Recall, origin: Device
     )
     publish_entry(node, result, origin)
     return RecallOut(conv_id=req.conv_id, seq=req.seq, recall_seq=result.message.seq, inbox_seq=result.sender_inbox_seq)
+
+
+async def edit(node: Context, session: SessionRec, req: Edit, origin: Device | None = None) -> EditOut:
+    """Edit one's own text message within ``edit_window_s``: the message takes the new text
+    (its body says ``edited_at``), the text it had is kept as a version, and an ``edit``
+    entry carrying the new body is appended, so every device — online now or syncing later —
+    learns of it in order. Users the edit newly mentions are notified by that entry."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    body = canonical_body("text", _encoder.encode(TextBody(text=req.text)), node.settings.max_text_chars)
+    mentions = None if req.mentions is None else tuple(dict.fromkeys(parse_id(u, "user") for u in req.mentions))
+    now = int(time.time() * 1000)
+    result = await node.store.edit(
+        conv_id,
+        session.user_id,
+        req.seq,
+        body,
+        mentions,
+        node.ids.next_id(),
+        now,
+        node.settings.edit_window_s * 1000,
+    )
+    publish_entry(node, result, origin)
+    return EditOut(
+        conv_id=req.conv_id, seq=req.seq, edit_seq=result.message.seq, edited_at=now, inbox_seq=result.sender_inbox_seq
+    )
+
+
+async def versions(
+    node: Context, session: SessionRec, req: MessageVersions, origin: Device | None = None
+) -> VersionsOut:
+    """The earlier versions of an edited message, for the members who can see it."""
+    found = await node.store.message_versions(session.user_id, parse_id(req.conv_id, "conversation"), req.seq)
+    return VersionsOut(
+        conv_id=req.conv_id, seq=req.seq, versions=[VersionOut(body=msgspec.Raw(b), created_at=at) for b, at in found]
+    )
 
 
 def forward_copies(req: Forward) -> int:

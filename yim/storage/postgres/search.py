@@ -31,10 +31,11 @@ _H_COLS = MSG_COLS.replace("m.", "h.")
 #: the nearest readable entries around a hit, inside the member's window
 _NEIGHBOURS = (
     f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = h.conv_id"
-    " AND m.seq < h.seq AND m.seq > h.joined_seq AND m.kind <> 'recall' AND NOT m.recalled"
+    " AND m.seq < h.seq AND m.seq > h.joined_seq AND m.kind NOT IN ('recall', 'edit') AND NOT m.recalled"
     " ORDER BY m.seq DESC LIMIT 1) p ON true"
     f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = h.conv_id"
-    f" AND m.seq > h.seq AND m.seq <= COALESCE(h.left_seq, {_NO_CEILING}) AND m.kind <> 'recall' AND NOT m.recalled"
+    f" AND m.seq > h.seq AND m.seq <= COALESCE(h.left_seq, {_NO_CEILING})"
+    " AND m.kind NOT IN ('recall', 'edit') AND NOT m.recalled"
     " ORDER BY m.seq LIMIT 1) n ON true"
 )
 

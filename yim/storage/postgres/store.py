@@ -55,6 +55,7 @@ from yim.logs import BurstLog
 from yim.protocol.errors import YimError
 from yim.storage.base import Store
 from yim.storage.migrations import SchemaError, migrations, too_new
+from yim.storage.postgres import edits as edits
 from yim.storage.postgres import groups as groups
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.locks import (
@@ -701,6 +702,27 @@ class PostgresStore(Store):
     async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
         anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(actor_id,))
         return await self.write(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms, anchors=anchors)
+
+    async def edit(
+        self,
+        conv_id: int,
+        actor_id: int,
+        seq: int,
+        body: bytes,
+        mentions: tuple[int, ...] | None,
+        msg_id: int,
+        now: int,
+        window_ms: int,
+    ) -> SendResult:
+        # As a recall: the conversation exclusively (message rows, the append), its members'
+        # inboxes, the actor.
+        anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(actor_id,))
+        return await self.write(
+            edits.edit, conv_id, actor_id, seq, body, mentions, msg_id, now, window_ms, anchors=anchors
+        )
+
+    async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
+        return await self.read1(edits.read_versions, user_id, conv_id, seq)
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self.read1(timeline.read_sync, user_id, since, limit)

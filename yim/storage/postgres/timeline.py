@@ -320,6 +320,8 @@ async def recall(
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
     await _recall_quotes(conn, conv_id, seq)
+    # A recalled message keeps no earlier text either (yim/storage/postgres/edits.py).
+    await conn.execute("DELETE FROM message_versions WHERE conv_id=$1 AND seq=$2", conv_id, seq)
     return await append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 

@@ -114,7 +114,7 @@ def _neighbour(
         where, bound, order = "m.seq > ? AND m.seq <= ?", (seq, left if left is not None else _NO_CEILING), "ASC"
     row = conn.execute(
         f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = ? AND {where}"
-        f" AND m.kind != 'recall' AND m.recalled = 0 ORDER BY m.seq {order} LIMIT 1",
+        f" AND m.kind NOT IN ('recall', 'edit') AND m.recalled = 0 ORDER BY m.seq {order} LIMIT 1",
         (conv_id, *bound),
     ).fetchone()
     return msg_from_row(row) if row else None

@@ -300,6 +300,8 @@ def recall(
     )
     _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     _recall_quotes(conn, conv_id, seq)
+    # A recalled message keeps no earlier text either (yim/storage/sqlite/edits.py).
+    conn.execute("DELETE FROM message_versions WHERE conv_id=? AND seq=?", (conv_id, seq))
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target.msg_id, None, None))  # out of the search index
