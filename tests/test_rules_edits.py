@@ -85,3 +85,23 @@ def test_forwarded_copy_is_not_edited() -> None:
     m = MessageRec(1, 2, 3, ME, "d", "text", b'{"text":"t","edited_at":4}', "c", 0)
     body, fields = quotes.forwarded_body(m, "direct")
     assert msgspec.json.decode(body) == {"text": "t"} and fields == {"forwarded": {"sender_id": str(ME)}}
+
+
+# window (joined_seq, last visible seq) or None, seqs, existing seqs -> error code
+HIDE = [
+    ((0, 10), [1, 10], {1, 10}, None),
+    ((0, 10), [11], {11}, "not_found"),  # past a past member's window
+    ((3, 10), [3], {3}, "not_found"),  # before joining
+    ((0, 10), [4], set(), "not_found"),
+    (None, [1], {1}, "not_member"),
+]
+
+
+@pytest.mark.parametrize(("window", "seqs", "found", "code"), HIDE)
+def test_check_hide(window: tuple[int, int] | None, seqs: list[int], found: set[int], code: str | None) -> None:
+    try:
+        timeline.check_hide(9, window, seqs, found)
+    except YimError as exc:
+        assert exc.code == code
+    else:
+        assert code is None

@@ -51,6 +51,7 @@ OPS: dict[type, Action] = {
     f.Recall: messages.recall,
     f.Edit: messages.edit,
     f.MessageVersions: messages.versions,
+    f.Hide: messages.hide,
     f.Forward: messages.forward,
     f.Receipts: conversations.receipts,
     f.Typing: typing.typing,

@@ -133,6 +133,17 @@ class MessageVersions(Request, tag="message_versions", frozen=True):
     seq: Seq
 
 
+#: at most this many entries hidden by one ``hide`` request
+MAX_HIDE_SEQS = 100
+
+
+class Hide(Request, tag="hide", frozen=True):
+    """Delete for me: hide entries from one's own devices (docs/protocol.md "hide")."""
+
+    conv_id: IdStr
+    seqs: Annotated[list[Seq], Meta(min_length=1, max_length=MAX_HIDE_SEQS)]
+
+
 #: at most this many messages forwarded by one ``forward`` request, to at most MAX_FORWARD_TARGETS targets
 MAX_FORWARD_MESSAGES = 20
 MAX_FORWARD_TARGETS = 10
@@ -414,6 +425,7 @@ AnyRequest = (
     | Recall
     | Edit
     | MessageVersions
+    | Hide
     | Forward
     | Receipts
     | Typing
@@ -708,6 +720,22 @@ class EditOut(Struct):
     edit_seq: int  # the "edit" entry appended to the timeline
     edited_at: int
     inbox_seq: int
+
+
+class HideOut(Struct):
+    conv_id: str
+    seqs: list[int]  # the entries newly hidden, ascending ([] if all already were)
+    unread: int
+    total_unread: int
+    #: the requesting device's inbox seq for the "hidden" event it stands for (0: nothing new)
+    inbox_seq: int = 0
+
+
+class HiddenMarker(Struct):
+    """The ``data`` of a ``hidden`` event."""
+
+    conv_id: str
+    seqs: list[int]
 
 
 class VersionOut(Struct):

@@ -27,6 +27,9 @@ from yim.protocol.frames import (
     Forward,
     ForwardOut,
     ForwardResult,
+    HiddenMarker,
+    Hide,
+    HideOut,
     MessageVersions,
     Recall,
     RecallOut,
@@ -235,6 +238,24 @@ async def versions(
     found = await node.store.message_versions(session.user_id, parse_id(req.conv_id, "conversation"), req.seq)
     return VersionsOut(
         conv_id=req.conv_id, seq=req.seq, versions=[VersionOut(body=msgspec.Raw(b), created_at=at) for b, at in found]
+    )
+
+
+async def hide(node: Context, session: SessionRec, req: Hide, origin: Device | None = None) -> HideOut:
+    """Delete for me: the entries vanish from the user's own devices only — their history,
+    sync and search leave them out and their unread stops counting them; the user's other
+    devices learn it by a ``hidden`` event in the user's inbox."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    new, res = await node.store.hide(session.user_id, conv_id, list(req.seqs), int(time.time() * 1000))
+    if res.inbox_seq is not None:
+        payload = _encoder.encode(HiddenMarker(conv_id=req.conv_id, seqs=new))
+        node.bus.publish_event([(session.user_id, res.inbox_seq)], "hidden", payload, origin)
+    return HideOut(
+        conv_id=req.conv_id,
+        seqs=new,
+        unread=res.unread,
+        total_unread=res.total_unread,
+        inbox_seq=res.inbox_seq or 0,
     )
 
 

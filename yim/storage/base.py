@@ -217,6 +217,13 @@ class Store(abc.ABC):
         member whose window holds it."""
 
     @abc.abstractmethod
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        """Delete for me: hide entries of a conversation (inside the user's window) from the
+        user's own devices — their history, sync and search leave them out, their unread
+        does not count them — with a ``hidden`` event in the user's inbox. Returns the seqs
+        newly hidden and the user's counts after."""
+
+    @abc.abstractmethod
     async def quotable(self, conv_id: int, user_id: int, seqs: list[int]) -> Quotable:
         """The messages at ``seqs`` that a current member may quote in a reply or forward
         (rules/quotes.py: inside their visible window, not recalled, not system entries),

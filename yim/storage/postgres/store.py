@@ -57,6 +57,7 @@ from yim.storage.base import Store
 from yim.storage.migrations import SchemaError, migrations, too_new
 from yim.storage.postgres import edits as edits
 from yim.storage.postgres import groups as groups
+from yim.storage.postgres import hidden as hidden
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.locks import (
     NO_ANCHORS,
@@ -723,6 +724,10 @@ class PostgresStore(Store):
 
     async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
         return await self.read1(edits.read_versions, user_id, conv_id, seq)
+
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        # Only the user's own rows: hidden_messages and one inbox event, both under the user's anchor.
+        return await self.write(hidden.hide, user_id, conv_id, seqs, now, anchors=Anchors(users=(user_id,)))
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self.read1(timeline.read_sync, user_id, since, limit)

@@ -104,3 +104,20 @@ def edit_entry(
     mention flag rises with this entry)."""
     entry_body = b'{"seq":%d,"msg_id":"%d","body":%s}' % (seq, target_msg_id, body)
     return Entry(msg_id, actor_id, "", "edit", entry_body, f"edit:{msg_id}", now, uncounted=True, mentions=added)
+
+
+def check_hide(conv_id: int, window: tuple[int, int] | None, seqs: list[int], found: set[int]) -> None:
+    """May a user hide the entries at ``seqs`` from their own devices? ``window``: their
+    ``(joined_seq, last visible seq)`` in the conversation (None: never a member); ``found``:
+    the seqs that exist. Only what they can see: a past member still may, inside their window."""
+    if window is None:
+        raise YimError("not_member", f"you are not a member of conversation {conv_id}")
+    joined, head = window
+    for seq in seqs:
+        if seq not in found or not joined < seq <= head:
+            raise YimError("not_found", f"no message {seq} in conversation {conv_id}")
+
+
+def hidden_payload(conv_id: int, seqs: list[int]) -> bytes:
+    """The ``data`` of a ``hidden`` inbox event: which entries the user hid."""
+    return msgspec.json.encode({"conv_id": str(conv_id), "seqs": seqs})

@@ -50,6 +50,7 @@ from yim.storage.records import (
 from yim.storage.rules.quotes import Quotable
 from yim.storage.sqlite import edits as edits
 from yim.storage.sqlite import groups as groups
+from yim.storage.sqlite import hidden as hidden
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.indexer import SearchIndexer
 from yim.storage.sqlite.media import SqliteMediaStore
@@ -590,6 +591,9 @@ class SqliteStore(Store):
 
     async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
         return await self._read_tx(edits.read_versions, user_id, conv_id, seq)
+
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        return await self._writer.submit(hidden.hide, user_id, conv_id, seqs, now)
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self._read_tx(timeline.read_sync, user_id, since, limit)

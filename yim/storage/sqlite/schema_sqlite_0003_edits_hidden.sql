@@ -9,3 +9,12 @@ CREATE TABLE message_versions (
     created_at INTEGER NOT NULL,  -- when this version was written (the send, or the edit before)
     PRIMARY KEY (conv_id, seq, version)
 ) WITHOUT ROWID;
+
+-- Delete for me (docs/protocol.md "hide"): entries a user hid from their own devices.
+-- History, sync and search of that user leave them out; unread does not count them.
+CREATE TABLE hidden_messages (
+    user_id INTEGER NOT NULL,
+    conv_id INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, conv_id, seq)
+) WITHOUT ROWID;

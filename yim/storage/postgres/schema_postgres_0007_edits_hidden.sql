@@ -9,3 +9,12 @@ CREATE TABLE message_versions (
     created_at bigint NOT NULL,  -- when this version was written (the send, or the edit before)
     PRIMARY KEY (conv_id, seq, version)
 );
+
+-- Delete for me, mirroring schema_sqlite_0003_edits.sql: entries a user hid from their own
+-- devices. History, sync and search of that user leave them out; unread does not count them.
+CREATE TABLE hidden_messages (
+    user_id bigint NOT NULL,
+    conv_id bigint NOT NULL,
+    seq     bigint NOT NULL,
+    PRIMARY KEY (user_id, conv_id, seq)
+);
