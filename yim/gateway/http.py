@@ -24,7 +24,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, SendBody, UserQuery
 from yim.protocol.ids import parse_id
 from yim.services import users
-from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
+from yim.services.messages import forward_copies, send_ack, send_message
 from yim.storage.records import SessionRec
 
 log = logging.getLogger("yim.gateway.http")
@@ -258,8 +258,7 @@ async def post_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendBody)
     limits = _node(request).limits
     limits.check_send(session.user_id, limits.ip_key(request.remote))
-    quote = await reply_quote(_node(request), session, body)
-    result = await send_message(_node(request), session, body, quote=quote)
+    result = await send_message(_node(request), session, body)
     return json_response(send_ack(result), status=200 if result.duplicate else 201)
 
 

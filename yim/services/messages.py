@@ -13,7 +13,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -103,34 +103,22 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
     raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file, custom)")
 
 
-async def reply_quote(node: Context, session: SessionRec, req: Send | SendBody) -> dict[str, Any] | None:
-    """The server fields of a send with ``reply_to``: the quote of the message it replies to,
-    read before the send (docs/architecture.md §2.1). None for a send that is no reply."""
-    if req.reply_to is None:
-        return None
-    if req.conv_id is None:
-        raise YimError("bad_request", "a reply is sent into the conversation of the message it quotes: give `conv_id`")
-    found = await node.store.quotable(parse_id(req.conv_id, "conversation"), session.user_id, [req.reply_to])
-    quoted = found.messages[0]
-    return {quotes.QUOTE: quotes.quote_snapshot(quoted, withheld=found.newest_join >= quoted.seq)}
-
-
 def send_message(
     node: Context,
     session: SessionRec,
     req: Send | SendBody,
     origin: Device | None = None,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None = None,
-    quote: dict[str, Any] | None = None,
 ) -> asyncio.Future[SendResult]:
     """Validate and submit a message. The returned future resolves after the durable
     commit; ``on_done`` (the sender's ACK) is called with it right after the pushes to the
-    other devices, in the same callback — one loop callback per message, not two.
-    ``quote``: what :func:`reply_quote` made of ``req.reply_to``."""
-    if (req.reply_to is not None) != (quote is not None):
-        raise ValueError("send_message: a send with reply_to takes the quote reply_quote() read, and only it")
+    other devices, in the same callback — one loop callback per message, not two. A reply's
+    quote is checked and written by the store, in the send's own transaction
+    (docs/architecture.md §2.1)."""
+    if req.reply_to is not None and req.conv_id is None:
+        raise YimError("bad_request", "a reply is sent into the conversation of the message it quotes: give `conv_id`")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
-    return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done)
+    return _submit(node, session, req, body, origin, on_done)
 
 
 def _submit(
@@ -162,6 +150,7 @@ def _submit(
         shop_id=parse_id(req.shop_id, "shop") if req.shop_id is not None else None,
         category=req.category,
         new_session_id=node.ids.next_id() if req.to is None else 0,
+        reply_to=req.reply_to,
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))

@@ -87,7 +87,7 @@ from yim.storage.records import (
     SessionRec,
     UserRec,
 )
-from yim.storage.rules.quotes import Quotable
+from yim.storage.rules.quotes import Quotable, quoted
 
 log = logging.getLogger("yim.storage.postgres")
 
@@ -694,6 +694,10 @@ class PostgresStore(Store):
         if cmd.shop_id is not None or cmd.conv_id in self._writer.service_convs:
             # Customer service: routing decisions in Python, in the same batch.
             return self._writer.submit(_service_send, (cmd, self.service))
+        if cmd.reply_to is not None:
+            # A reply checks and snapshots its quote in its own transaction, after the prelude
+            # locked its conversation: serialised with joins and recalls there (§2.1).
+            return self.write(_send_reply, cmd, self.service, anchors=send_anchors(cmd))
         return self._writer.submit(None, timeline.send_args(cmd), cmd, send_anchors(cmd))
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
@@ -827,7 +831,30 @@ async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) ->
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
         return duplicate
+    if cmd.reply_to is not None:
+        assert cmd.conv_id is not None  # a reply names its conversation (services/messages.py)
+        cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
     return await service_send(conn, cmd, service.ctx)
+
+
+async def _send_reply(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
+    """A send with ``reply_to`` as a declared-anchors job: idempotency, then the quoted
+    message checked and snapshotted (rules/quotes.py) in this transaction, then ``yim_send``."""
+    duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    assert cmd.conv_id is not None and cmd.reply_to is not None
+    cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
+    row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))
+    if row["o_err"] == timeline.SERVICE_CONV:
+        if not running_opaque.get():  # routing finds its locks as it goes: not in a batch
+            raise OpaqueAfterAll(row["o_conv"])
+        return await service_send(conn, cmd, service.ctx)
+    result, refusal = timeline.send_outcome(cmd, row)
+    if refusal is not None:
+        raise refusal
+    assert result is not None
+    return result
 
 
 # --- account jobs (run by the writer, inside a savepoint) ----------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.records import MessageRec
+from yim.storage.records import MessageRec, SendCmd
 
 #: the longest excerpt a quote carries, in characters
 EXCERPT_CHARS = 100
@@ -91,6 +91,14 @@ def quote_snapshot(m: MessageRec, withheld: bool) -> dict[str, Any]:
         "kind": m.kind,
         "excerpt": excerpt(m.kind, m.body),
     }
+
+
+def quoted(c: SendCmd, found: Quotable) -> SendCmd:
+    """The send ``c`` (a reply, ``c.reply_to`` checked into ``found`` by the store inside the
+    send's transaction) with its quote written into its body: what is stored and delivered."""
+    m = found.messages[0]
+    quote = quote_snapshot(m, withheld=found.newest_join >= m.seq)
+    return msgspec.structs.replace(c, body=with_fields(c.body, {QUOTE: quote}))
 
 
 def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:
