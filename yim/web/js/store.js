@@ -64,7 +64,7 @@ export function unreadOf(conv) {
 }
 
 export function isEntry(m) {
-  return m.kind === "system" || m.kind === "recall";
+  return m.kind === "system" || m.kind === "recall" || m.kind === "edit";
 }
 
 // The list pages by the last conversation's newest entry id (a decimal string).
@@ -350,6 +350,7 @@ export class Store extends EventTarget {
       if (this.mentionsMe(m)) conv.mentioned = true;
     }
     if (m.kind === "recall" && isNew) this.applyRecall(conv, m);
+    else if (m.kind === "edit" && isNew) this.applyEdit(conv, m);
     else if (m.kind === "system" && isNew && conv.type !== "direct") this.fetchConv(conv.conv_id); // members, name
     if (conv.loaded || conv.loading) this.insertMsg(conv, m);
     this.changed("conv", conv.conv_id);
@@ -368,6 +369,17 @@ export class Store extends EventTarget {
       this.refreshListSoon(); // cannot tell whether it counted: ask
     }
     if (conv.last_message?.seq === seq) conv.last_message = { ...conv.last_message, recalled: true, body: {} };
+  }
+
+  // An `edit` entry (docs/protocol.md §11.2a): the named message takes the new body. One not
+  // held here comes edited from `history` when it is loaded.
+  applyEdit(conv, entry) {
+    const seq = entry.body?.seq;
+    const body = entry.body?.body;
+    if (seq == null || !body) return;
+    const i = conv.msgs.findIndex((x) => x.seq === seq);
+    if (i >= 0 && !conv.msgs[i].recalled) conv.msgs[i] = { ...conv.msgs[i], body };
+    if (conv.last_message?.seq === seq && !conv.last_message.recalled) conv.last_message = { ...conv.last_message, body };
   }
 
   applyReadMarker(conv, readSeq) {
@@ -760,6 +772,20 @@ export class Store extends EventTarget {
     const conv = this.convs.get(convId);
     if (conv) {
       this.applyRecall(conv, { body: { seq } });
+      this.changed("conv", convId);
+    }
+    this.pullAfterChange(convId, res.inbox_seq);
+    return res;
+  }
+
+  // Replace the text of one's own text message (docs/protocol.md §6.9a).
+  async edit(convId, seq, text) {
+    const res = await this.socket.request("edit", { conv_id: convId, seq, text });
+    const conv = this.convs.get(convId);
+    if (conv) {
+      const held = conv.msgs.find((x) => x.seq === seq);
+      const body = { ...(held?.body ?? {}), text, edited_at: res.edited_at };
+      this.applyEdit(conv, { body: { seq, body } });
       this.changed("conv", convId);
     }
     this.pullAfterChange(convId, res.inbox_seq);
