@@ -133,6 +133,37 @@ async def test_edit_live_history_versions_search_quotes(server: NodeServer) -> N
             await d.close()
 
 
+async def test_edit_in_a_read_fanout_group(make_server: Any) -> None:
+    """A large group's members get the edit entry as the group's notice and by pulling the
+    group timeline, like any entry (no inbox copies); a client cannot send an edit entry."""
+    server: NodeServer = await make_server(group_write_fanout_max=2)
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = [Device(http, x) for x in await make_users(http, ["alice", "bob", "carol"])]
+        await asyncio.gather(alice.connect(), bob.connect(), carol.connect())
+        group = await alice.request("group_create", name="big", members=[bob.user_id, carol.user_id])
+        gid = group["group"]["conv_id"]
+        assert group["group"]["fanout"] == "read"
+        sent = await _text(alice, "agenda v1", "a1", conv_id=gid)
+        out = await alice.request("edit", conv_id=gid, seq=sent["seq"], text="agenda v2")
+        assert out["inbox_seq"] == 0  # no inbox copy in a read-fan-out group
+
+        def notices() -> list[dict[str, Any]]:
+            return [n["data"] for n in bob.notices if n["type"] == "group_message"]
+
+        await until(lambda: any(m["kind"] == "edit" for m in notices()), timeout=20)
+        entry = next(m for m in notices() if m["kind"] == "edit")
+        assert entry["body"]["body"]["text"] == "agenda v2" and entry["seq"] == out["edit_seq"]
+        pulled = await carol.pull(gid, 0)
+        assert next(m for m in pulled if m["seq"] == sent["seq"])["body"]["text"] == "agenda v2"
+        assert pulled[-1]["kind"] == "edit"
+        await _refused(
+            "invalid_kind",
+            bob.request("send", kind="edit", body={"seq": sent["seq"]}, client_msg_id="b1", conv_id=gid),
+        )
+        for d in (alice, bob, carol):
+            await d.close()
+
+
 async def test_edit_window(make_server: Any) -> None:
     server: NodeServer = await make_server(edit_window_s=1)
     off: NodeServer = await make_server(edit_window_s=0)

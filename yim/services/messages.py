@@ -95,7 +95,7 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
         raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
     except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: an HTTP body that is not UTF-8
         raise YimError("invalid_body", f"body is not valid JSON: {exc}") from None
-    if kind in ("system", "recall"):
+    if kind in ("system", "recall", "edit"):
         raise YimError("invalid_kind", f"{kind} entries are written by the server, not sent")
     if kind in MEDIA_KINDS:
         # {"media_id": ...}: resolved (access, kind/type, metadata) in the store transaction.
