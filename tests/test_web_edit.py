@@ -52,3 +52,26 @@ async def test_edit_in_the_browser_seen_live(server: NodeServer, contexts: list[
     await other.get_by_role("button", name="Message actions").click()
     await expect(alice.get_by_role("menuitem", name="Reply")).to_be_visible()
     await expect(alice.get_by_role("menuitem", name="Edit")).to_have_count(0)
+
+
+async def test_delete_for_me_in_the_browser_reaches_my_other_device(
+    server: NodeServer, contexts: list[BrowserContext]
+) -> None:
+    """Alice is signed in on two browsers; she deletes a message for herself on one, and the
+    other drops it live."""
+    people = await users(server, ("alice", "爱丽丝"), ("bob", "鲍勃"))
+    async with aiohttp.ClientSession(server.url) as http:
+        await _ws_send(http, people["bob"]["token"], people["alice"]["user_id"], ["你好", "这条删掉", "再见"])
+    desk, laptop = await contexts[0].new_page(), await contexts[1].new_page()
+    await login_in_ui(desk, server.url, "alice", "爱丽丝")
+    await login_in_ui(laptop, server.url, "alice", "爱丽丝")
+    for page in (desk, laptop):
+        await conv_item(page, "鲍勃").click()
+        await expect(page.locator(".msg.theirs .text")).to_have_text(["你好", "这条删掉", "再见"])
+    await _menu(desk, "这条删掉", "Delete for me", ".msg.theirs")
+    await desk.get_by_role("dialog", name="Delete for you?").get_by_role("button", name="Delete").click()
+    for page in (desk, laptop):
+        await expect(page.locator(".msg.theirs .text")).to_have_text(["你好", "再见"])
+    await laptop.reload()
+    await conv_item(laptop, "鲍勃").click()
+    await expect(laptop.locator(".msg.theirs .text")).to_have_text(["你好", "再见"])

@@ -303,6 +303,10 @@ export class Store extends EventTarget {
         else this.refreshListSoon();
         break;
       }
+      case "hidden":
+        // This user hid entries from their devices, on this or another device (§6.9b).
+        this.applyHidden(d);
+        break;
       case "receipt": {
         // The peer of a one-to-one conversation read up to `read_seq`.
         const conv = this.convs.get(d.conv_id);
@@ -380,6 +384,23 @@ export class Store extends EventTarget {
     const i = conv.msgs.findIndex((x) => x.seq === seq);
     if (i >= 0 && !conv.msgs[i].recalled) conv.msgs[i] = { ...conv.msgs[i], body };
     if (conv.last_message?.seq === seq && !conv.last_message.recalled) conv.last_message = { ...conv.last_message, body };
+  }
+
+  // Delete for me: the entries leave this device's copy; the counts and the list's last
+  // message come from the server, which no longer counts or shows them.
+  applyHidden(d) {
+    const conv = this.convs.get(d.conv_id);
+    if (!conv) return;
+    const gone = new Set(d.seqs ?? []);
+    for (let i = conv.msgs.length - 1; i >= 0; i--) {
+      if (gone.has(conv.msgs[i].seq)) {
+        conv.ids.delete(conv.msgs[i].msg_id);
+        conv.msgs.splice(i, 1);
+      }
+    }
+    if (conv.last_message && gone.has(conv.last_message.seq)) conv.last_message = null;
+    this.changed("conv", conv.conv_id);
+    this.refreshListSoon();
   }
 
   applyReadMarker(conv, readSeq) {
@@ -775,6 +796,16 @@ export class Store extends EventTarget {
       this.changed("conv", convId);
     }
     this.pullAfterChange(convId, res.inbox_seq);
+    return res;
+  }
+
+  // Delete for me (docs/protocol.md §6.9b): gone from this user's devices only.
+  async hide(convId, seqs) {
+    const res = await this.socket.request("hide", { conv_id: convId, seqs });
+    this.applyHidden({ conv_id: convId, seqs });
+    const conv = this.convs.get(convId);
+    if (conv) conv.unread = res.unread;
+    if (res.inbox_seq > this.cursor) this.catchUp().catch(() => {});
     return res;
   }
 

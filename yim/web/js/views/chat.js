@@ -759,6 +759,7 @@ export class ChatView {
       { label: "Forward", onSelect: () => openForward(this.store, item.msg) },
     ];
     if (this.canEdit(item)) items.push({ label: "Edit", onSelect: () => this.openEdit(item, conv) });
+    items.push({ label: "Delete for me", danger: true, onSelect: () => this.confirmHide(item, conv) });
     if (this.canAct(item, conv)) {
       items.push({ label: "Recall", danger: true, onSelect: () => this.confirmRecall(item, conv) });
     }
@@ -787,6 +788,15 @@ export class ChatView {
       },
     });
     input.focus();
+  }
+
+  confirmHide(item, conv) {
+    confirmAction({
+      title: "Delete for you?",
+      text: "It will be removed from your devices only; the others in this chat keep it.",
+      confirmLabel: "Delete",
+      onConfirm: () => this.store.hide(conv.conv_id, [item.msg.seq]),
+    });
   }
 
   startReply(m) {
