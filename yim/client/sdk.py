@@ -96,16 +96,22 @@ from yim.protocol.frames import (
     ConversationPage,
     Conversations,
     DeviceOut,
+    Edit,
+    EditOut,
     Forward,
     ForwardOut,
     ForwardTarget,
     GroupChangeOut,
     GroupHeadOut,
+    HiddenMarker,
+    Hide,
+    HideOut,
     History,
     HistoryPage,
     LoginBody,
     LoginOut,
     MessageOut,
+    MessageVersions,
     Notice,
     Pin,
     Ping,
@@ -124,6 +130,7 @@ from yim.protocol.frames import (
     Sync,
     Unpin,
     UserOut,
+    VersionsOut,
 )
 
 log = logging.getLogger("yim.client")
@@ -562,7 +569,12 @@ class _SyncPageIn(Struct):
     groups: list[GroupHeadOut] = []
 
 
-_EVENT_TYPES: Final[dict[str, Any]] = {"message": MessageOut, "read": ReadMarker, "reaction": ReactionEvent}
+_EVENT_TYPES: Final[dict[str, Any]] = {
+    "message": MessageOut,
+    "read": ReadMarker,
+    "reaction": ReactionEvent,
+    "hidden": HiddenMarker,
+}
 
 
 def _send_frame(
@@ -958,6 +970,41 @@ class Client:
             on_reply=self._on_forwarded,
         )
         result: ForwardOut = await fut
+        return result
+
+    async def edit(self, conv_id: str, seq: int, text: str, *, mentions: Sequence[str] | None = None) -> EditOut:
+        """Replace the text of one's own text message (protocol.md §6.9a). Every device gets
+        the ``edit`` entry; this one by catching up. Not sent again after a reconnect (a
+        second edit would be a second entry): on a lost connection, look at history."""
+        fut = await self._submit(
+            lambda rid: Edit(
+                rid=rid, conv_id=conv_id, seq=seq, text=text, mentions=list(mentions) if mentions else None
+            ),
+            reply_type=EditOut,
+            retry=False,
+            on_reply=self._catch_up,
+        )
+        result: EditOut = await fut
+        return result
+
+    async def message_versions(self, conv_id: str, seq: int) -> VersionsOut:
+        """The earlier versions of an edited message, oldest first."""
+        fut = await self._submit(
+            lambda rid: MessageVersions(rid=rid, conv_id=conv_id, seq=seq), reply_type=VersionsOut, retry=True
+        )
+        result: VersionsOut = await fut
+        return result
+
+    async def hide(self, conv_id: str, seqs: Sequence[int]) -> HideOut:
+        """Delete for me (protocol.md §6.9b): hide entries from this user's devices only; the
+        other devices get a ``hidden`` event, this one by catching up. Idempotent."""
+        fut = await self._submit(
+            lambda rid: Hide(rid=rid, conv_id=conv_id, seqs=list(seqs)),
+            reply_type=HideOut,
+            retry=True,
+            on_reply=self._catch_up,
+        )
+        result: HideOut = await fut
         return result
 
     async def mark_read(self, conv_id: str, seq: int) -> ReadResult:

@@ -25,7 +25,7 @@ from yim.protocol.frames import Health, LoginBody, Readiness, RegisterBody, Send
 from yim.protocol.ids import parse_id
 from yim.services import users
 from yim.services.context import REQUEST_SOURCE
-from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
+from yim.services.messages import forward_copies, send_ack, send_message
 from yim.storage.records import SessionRec
 
 log = logging.getLogger("yim.gateway.http")
@@ -259,8 +259,7 @@ async def post_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendBody)
     limits = _node(request).limits
     limits.check_send(session.user_id, limits.ip_key(request.remote))
-    quote = await reply_quote(_node(request), session, body)
-    result = await send_message(_node(request), session, body, quote=quote)
+    result = await send_message(_node(request), session, body)
     return json_response(send_ack(result), status=200 if result.duplicate else 201)
 
 
@@ -328,6 +327,9 @@ _op_route("GET", _CONV, f.Conversation, from_query=True)
 _op_route("GET", _CONV + "/messages", f.History, from_query=True)
 _op_route("POST", _CONV + "/read", f.Read)
 _op_route("POST", _CONV + "/recall", f.Recall)
+_op_route("POST", _CONV + "/edit", f.Edit)
+_op_route("POST", _CONV + "/hide", f.Hide)
+_op_route("GET", _CONV + "/messages/{seq:[0-9]{1,20}}/versions", f.MessageVersions, from_query=True)
 _op_route("POST", _CONV + "/forward", f.Forward)
 _op_route("GET", _CONV + "/receipts", f.Receipts, from_query=True)
 _op_route("POST", _CONV + "/typing", f.Typing)

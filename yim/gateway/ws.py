@@ -28,7 +28,7 @@ from yim.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from yim.protocol.errors import YimError
 from yim.protocol.frames import Ack, Auth, AuthOk, Forward, Ping, Send
 from yim.services.context import REQUEST_SOURCE
-from yim.services.messages import forward_copies, reply_quote, send_ack, send_message
+from yim.services.messages import forward_copies, send_ack, send_message
 from yim.storage.records import SendResult, SessionRec
 
 log = logging.getLogger("yim.gateway.ws")
@@ -73,9 +73,7 @@ class _Session:
         match req:
             case Send():
                 node.limits.check_send(session.user_id, self.ip)
-                # A reply's quote is read first, the frame loop waiting: later sends stay behind it.
-                quote = await reply_quote(node, session, req) if req.reply_to is not None else None
-                fut = send_message(node, session, req, conn, functools.partial(_on_sent, node, conn, req.rid), quote)
+                fut = send_message(node, session, req, conn, functools.partial(_on_sent, node, conn, req.rid))
                 pending = self.pending
                 if pending is None:
                     pending = self.pending = deque()
@@ -233,6 +231,7 @@ async def _authenticate(
                 server_time=int(time.time() * 1000),
                 recall_limit_s=settings.recall_limit_s,
                 typing_interval_s=settings.typing_interval_s,
+                edit_window_s=settings.edit_window_s,
             ),
         )
     )

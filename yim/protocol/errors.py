@@ -33,6 +33,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "muted": 403,  # the sender is muted in this group (or the whole group is)
     "recall_expired": 403,  # past the recall time limit
     "already_recalled": 409,
+    "edit_window_passed": 403,  # past the edit window (or editing is off: edit_window_s = 0)
     "group_full": 409,  # the group is at its member limit
     "too_many_reactions": 409,  # the user has the most different reactions allowed on this message
     "too_many_pins": 409,  # the conversation has the most pinned messages allowed

@@ -27,8 +27,8 @@ Rid = Annotated[int, Meta(ge=RID_MIN, le=RID_MAX)] | str
 IdStr = Annotated[str, Meta(pattern=r"^[0-9]{1,20}$", description="a 64-bit id as a decimal string")]
 Seq = Annotated[int, Meta(ge=0, le=2**62)]
 PageLimit = Annotated[int, Meta(ge=1, le=1000)]
-# "system:" and "recall:" keys are the server's own (for entries it writes); clients use any other.
-ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^(?!system:|recall:)")]
+# "system:", "recall:" and "edit:" keys are the server's own (for entries it writes); clients use any other.
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^(?!system:|recall:|edit:)")]
 Username = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
 DisplayName = Annotated[str, Meta(max_length=64)]
@@ -118,6 +118,32 @@ class Recall(Request, tag="recall", frozen=True):
     seq: Seq
 
 
+class Edit(Request, tag="edit", frozen=True):
+    """Replace the text of one's own text message (docs/protocol.md "Edit")."""
+
+    conv_id: IdStr
+    seq: Seq
+    text: str
+    #: who the message mentions after the edit (replaces the list); those not mentioned before are notified
+    mentions: Mentions | None = None
+
+
+class MessageVersions(Request, tag="message_versions", frozen=True):
+    conv_id: IdStr
+    seq: Seq
+
+
+#: at most this many entries hidden by one ``hide`` request
+MAX_HIDE_SEQS = 100
+
+
+class Hide(Request, tag="hide", frozen=True):
+    """Delete for me: hide entries from one's own devices (docs/protocol.md "hide")."""
+
+    conv_id: IdStr
+    seqs: Annotated[list[Seq], Meta(min_length=1, max_length=MAX_HIDE_SEQS)]
+
+
 #: at most this many messages forwarded by one ``forward`` request, to at most MAX_FORWARD_TARGETS targets
 MAX_FORWARD_MESSAGES = 20
 MAX_FORWARD_TARGETS = 10
@@ -128,7 +154,7 @@ class ForwardTarget(Struct, forbid_unknown_fields=True, frozen=True):
     ``client_msg_id`` keys the copies for idempotency: the i-th copy (from 0) is sent with
     ``client_msg_id`` + ``"."`` + i."""
 
-    client_msg_id: Annotated[str, Meta(min_length=1, max_length=60, pattern=r"^(?!system:|recall:)")]
+    client_msg_id: Annotated[str, Meta(min_length=1, max_length=60, pattern=r"^(?!system:|recall:|edit:)")]
     to: IdStr | None = None
     conv_id: IdStr | None = None
 
@@ -612,6 +638,9 @@ AnyRequest = (
     | Users
     | ShopInfo
     | Recall
+    | Edit
+    | MessageVersions
+    | Hide
     | Forward
     | Receipts
     | Typing
@@ -955,6 +984,42 @@ class RecallOut(Struct):
     inbox_seq: int
 
 
+class EditOut(Struct):
+    conv_id: str
+    seq: int  # the edited message
+    edit_seq: int  # the "edit" entry appended to the timeline
+    edited_at: int
+    inbox_seq: int
+
+
+class HideOut(Struct):
+    conv_id: str
+    seqs: list[int]  # the entries newly hidden, ascending ([] if all already were)
+    unread: int
+    total_unread: int
+    #: the requesting device's inbox seq for the "hidden" event it stands for (0: nothing new)
+    inbox_seq: int = 0
+
+
+class HiddenMarker(Struct):
+    """The ``data`` of a ``hidden`` event."""
+
+    conv_id: str
+    seqs: list[int]
+
+
+class VersionOut(Struct):
+    body: Raw | Any  # the body as it was
+    created_at: int  # when this version was written (the send, or the edit that wrote it)
+
+
+class VersionsOut(Struct):
+    conv_id: str
+    seq: int
+    #: earlier versions, oldest first; the current one is the message itself
+    versions: list[VersionOut]
+
+
 class ErrorOut(Struct):
     code: str
     message: str
@@ -1083,6 +1148,7 @@ class AuthOk(Struct):
     server_time: int
     recall_limit_s: int = 120
     typing_interval_s: float = 3.0
+    edit_window_s: int = 86_400
 
 
 class FriendRequestOut(Struct):

@@ -13,24 +13,32 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from yim.protocol.errors import YimError
 from yim.protocol.frames import (
     CustomBody,
+    Edit,
+    EditOut,
     EmojiBody,
     ErrorOut,
     Forward,
     ForwardOut,
     ForwardResult,
+    HiddenMarker,
+    Hide,
+    HideOut,
+    MessageVersions,
     Recall,
     RecallOut,
     Send,
     SendAck,
     SendBody,
     TextBody,
+    VersionOut,
+    VersionsOut,
 )
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
@@ -88,24 +96,12 @@ def canonical_body(kind: str, raw: bytes, max_text_chars: int) -> bytes:
         raise YimError("invalid_body", f"body of a {kind} message: {exc}") from None
     except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: an HTTP body that is not UTF-8
         raise YimError("invalid_body", f"body is not valid JSON: {exc}") from None
-    if kind in ("system", "recall"):
+    if kind in ("system", "recall", "edit"):
         raise YimError("invalid_kind", f"{kind} entries are written by the server, not sent")
     if kind in MEDIA_KINDS:
         # {"media_id": ...}: resolved (access, kind/type, metadata) in the store transaction.
         return media_ref_body(kind, raw)
     raise YimError("invalid_kind", f"unknown message kind {kind!r} (text, emoji, image, video, file, custom)")
-
-
-async def reply_quote(node: Context, session: SessionRec, req: Send | SendBody) -> dict[str, Any] | None:
-    """The server fields of a send with ``reply_to``: the quote of the message it replies to,
-    read before the send (docs/architecture.md §2.1). None for a send that is no reply."""
-    if req.reply_to is None:
-        return None
-    if req.conv_id is None:
-        raise YimError("bad_request", "a reply is sent into the conversation of the message it quotes: give `conv_id`")
-    found = await node.store.quotable(parse_id(req.conv_id, "conversation"), session.user_id, [req.reply_to])
-    quoted = found.messages[0]
-    return {quotes.QUOTE: quotes.quote_snapshot(quoted, withheld=found.newest_join >= quoted.seq)}
 
 
 def send_message(
@@ -114,19 +110,19 @@ def send_message(
     req: Send | SendBody,
     origin: Device | None = None,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None = None,
-    quote: dict[str, Any] | None = None,
 ) -> asyncio.Future[SendResult]:
     """Validate and submit a message. The returned future resolves after the durable
     commit; ``on_done`` (the sender's ACK) is called with it right after the pushes to the
-    other devices, in the same callback — one loop callback per message, not two.
-    ``quote``: what :func:`reply_quote` made of ``req.reply_to``."""
-    if (req.reply_to is not None) != (quote is not None):
-        raise ValueError("send_message: a send with reply_to takes the quote reply_quote() read, and only it")
+    other devices, in the same callback — one loop callback per message, not two. A reply's
+    quote is checked and written by the store, in the send's own transaction
+    (docs/architecture.md §2.1)."""
+    if req.reply_to is not None and req.conv_id is None:
+        raise YimError("bad_request", "a reply is sent into the conversation of the message it quotes: give `conv_id`")
     body = canonical_body(req.kind, req.body, node.settings.max_text_chars)
     masked = False
     if node.words is not None:  # sensitive words: content_blocked, or a masked body stored, pushed and echoed
         body, masked = node.words.message_body(req.kind, body)
-    return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done, echo=masked)
+    return _submit(node, session, req, body, origin, on_done, echo=masked)
 
 
 def _submit(
@@ -161,6 +157,7 @@ def _submit(
         shop_id=parse_id(req.shop_id, "shop") if req.shop_id is not None else None,
         category=req.category,
         new_session_id=node.ids.next_id() if req.to is None else 0,
+        reply_to=req.reply_to,
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     if echo:
@@ -205,6 +202,59 @@ async def recall(node: Context, session: SessionRec, req: Recall, origin: Device
     )
     publish_entry(node, result, origin)
     return RecallOut(conv_id=req.conv_id, seq=req.seq, recall_seq=result.message.seq, inbox_seq=result.sender_inbox_seq)
+
+
+async def edit(node: Context, session: SessionRec, req: Edit, origin: Device | None = None) -> EditOut:
+    """Edit one's own text message within ``edit_window_s``: the message takes the new text
+    (its body says ``edited_at``), the text it had is kept as a version, and an ``edit``
+    entry carrying the new body is appended, so every device — online now or syncing later —
+    learns of it in order. Users the edit newly mentions are notified by that entry."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    body = canonical_body("text", _encoder.encode(TextBody(text=req.text)), node.settings.max_text_chars)
+    mentions = None if req.mentions is None else tuple(dict.fromkeys(parse_id(u, "user") for u in req.mentions))
+    now = int(time.time() * 1000)
+    result = await node.store.edit(
+        conv_id,
+        session.user_id,
+        req.seq,
+        body,
+        mentions,
+        node.ids.next_id(),
+        now,
+        node.settings.edit_window_s * 1000,
+    )
+    publish_entry(node, result, origin)
+    return EditOut(
+        conv_id=req.conv_id, seq=req.seq, edit_seq=result.message.seq, edited_at=now, inbox_seq=result.sender_inbox_seq
+    )
+
+
+async def versions(
+    node: Context, session: SessionRec, req: MessageVersions, origin: Device | None = None
+) -> VersionsOut:
+    """The earlier versions of an edited message, for the members who can see it."""
+    found = await node.store.message_versions(session.user_id, parse_id(req.conv_id, "conversation"), req.seq)
+    return VersionsOut(
+        conv_id=req.conv_id, seq=req.seq, versions=[VersionOut(body=msgspec.Raw(b), created_at=at) for b, at in found]
+    )
+
+
+async def hide(node: Context, session: SessionRec, req: Hide, origin: Device | None = None) -> HideOut:
+    """Delete for me: the entries vanish from the user's own devices only — their history,
+    sync and search leave them out and their unread stops counting them; the user's other
+    devices learn it by a ``hidden`` event in the user's inbox."""
+    conv_id = parse_id(req.conv_id, "conversation")
+    new, res = await node.store.hide(session.user_id, conv_id, list(req.seqs), int(time.time() * 1000))
+    if res.inbox_seq is not None:
+        payload = _encoder.encode(HiddenMarker(conv_id=req.conv_id, seqs=new))
+        node.bus.publish_event([(session.user_id, res.inbox_seq)], "hidden", payload, origin)
+    return HideOut(
+        conv_id=req.conv_id,
+        seqs=new,
+        unread=res.unread,
+        total_unread=res.total_unread,
+        inbox_seq=res.inbox_seq or 0,
+    )
 
 
 def forward_copies(req: Forward) -> int:

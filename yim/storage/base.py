@@ -205,6 +205,34 @@ class Store(abc.ABC):
         """Replace a message by a recalled marker and append a "recall" entry naming it."""
 
     @abc.abstractmethod
+    async def edit(
+        self,
+        conv_id: int,
+        actor_id: int,
+        seq: int,
+        body: bytes,
+        mentions: tuple[int, ...] | None,
+        msg_id: int,
+        now: int,
+        window_ms: int,
+    ) -> SendResult:
+        """Replace the text of the actor's own text message (``body``: canonical; ``mentions``:
+        its new mention list, None to keep it) within ``window_ms`` of its send, keep the text
+        it had as a version, and append an "edit" entry naming it (rules/timeline.py)."""
+
+    @abc.abstractmethod
+    async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
+        """The earlier versions ``(body, written_at)`` of a message, oldest first, for a
+        member whose window holds it."""
+
+    @abc.abstractmethod
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        """Delete for me: hide entries of a conversation (inside the user's window) from the
+        user's own devices — their history, sync and search leave them out, their unread
+        does not count them — with a ``hidden`` event in the user's inbox. Returns the seqs
+        newly hidden and the user's counts after."""
+
+    @abc.abstractmethod
     async def quotable(self, conv_id: int, user_id: int, seqs: list[int]) -> Quotable:
         """The messages at ``seqs`` that a current member may quote in a reply or forward
         (rules/quotes.py: inside their visible window, not recalled, not system entries),

@@ -75,6 +75,9 @@ class SendCmd(msgspec.Struct, frozen=True):
     shop_id: int | None = None  # a customer's message to a shop (customer service)
     category: str | None = None  # the customer's choice of service category, if any
     new_session_id: int = 0  # used only if this message opens a service session
+    #: a reply: the seq (in ``conv_id``) of the message it quotes; the store checks it and
+    #: writes the quote into ``body`` inside the send's own transaction (rules/quotes.py)
+    reply_to: int | None = None
 
 
 class Entry(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ messages (c, seq)       conversation c, exclusively
 user_conversations      conversation c: exclusively (membership, mentions, the sender's
 (u, c)                  own read marker) or shared together with user u (read markers)
 inbox (u, seq)          user u (its seq comes from ``users.inbox_seq``)
+hidden_messages (u, …)  user u (delete for me: the user's own hidden set)
 direct_pairs (a, b)     users a and b
 client_msg_ids (s, k)   user s, the sender (every send anchors its sender)
 ======================  ===========================================================

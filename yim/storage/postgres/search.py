@@ -21,7 +21,7 @@ import asyncpg
 
 from yim.protocol.errors import YimError
 from yim.storage.postgres.runner import PgJobs
-from yim.storage.postgres.timeline import MSG_COLS, msg_from_row
+from yim.storage.postgres.timeline import HIDDEN_SQL, MSG_COLS, msg_from_row
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 
 _TEXT = "yim_search_text(m.kind, m.body)"
@@ -31,10 +31,11 @@ _H_COLS = MSG_COLS.replace("m.", "h.")
 #: the nearest readable entries around a hit, inside the member's window
 _NEIGHBOURS = (
     f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = h.conv_id"
-    " AND m.seq < h.seq AND m.seq > h.joined_seq AND m.kind <> 'recall' AND NOT m.recalled"
+    " AND m.seq < h.seq AND m.seq > h.joined_seq AND m.kind NOT IN ('recall', 'edit') AND NOT m.recalled"
     " ORDER BY m.seq DESC LIMIT 1) p ON true"
     f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = h.conv_id"
-    f" AND m.seq > h.seq AND m.seq <= COALESCE(h.left_seq, {_NO_CEILING}) AND m.kind <> 'recall' AND NOT m.recalled"
+    f" AND m.seq > h.seq AND m.seq <= COALESCE(h.left_seq, {_NO_CEILING})"
+    " AND m.kind NOT IN ('recall', 'edit') AND NOT m.recalled"
     " ORDER BY m.seq LIMIT 1) n ON true"
 )
 
@@ -71,6 +72,7 @@ async def search(
             f" WHERE m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND {matches} AND m.msg_id < $2"
             " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq)"
             " AND ($4::bigint IS NULL OR m.conv_id = $4)"
+            f" AND NOT {HIDDEN_SQL.format(user='$1')}"
         )
     else:
         # OFFSET 0 keeps the subquery a per-conversation range scan (not flattened into a
@@ -78,7 +80,8 @@ async def search(
         hits = (
             f"SELECT m.* FROM user_conversations uc CROSS JOIN LATERAL (SELECT {cols} FROM messages m"
             f" WHERE m.conv_id = uc.conv_id AND m.seq > uc.joined_seq AND m.seq <= COALESCE(uc.left_seq, {_NO_CEILING})"
-            f" AND m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND m.msg_id < $2 AND {matches} OFFSET 0) m"
+            f" AND m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND m.msg_id < $2 AND {matches}"
+            f" AND NOT {HIDDEN_SQL.format(user='$1')} OFFSET 0) m"
             " WHERE uc.user_id = $1 AND ($4::bigint IS NULL OR uc.conv_id = $4)"
         )
     sql = (

@@ -55,7 +55,9 @@ from yim.logs import BurstLog
 from yim.protocol.errors import YimError
 from yim.storage.base import Store
 from yim.storage.migrations import SchemaError, migrations, too_new
+from yim.storage.postgres import edits as edits
 from yim.storage.postgres import groups as groups
+from yim.storage.postgres import hidden as hidden
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.admin import PgAdminStore
 from yim.storage.postgres.locks import (
@@ -89,7 +91,7 @@ from yim.storage.records import (
     UserRec,
 )
 from yim.storage.rules import admin as admin_rules
-from yim.storage.rules.quotes import Quotable
+from yim.storage.rules.quotes import Quotable, quoted
 
 log = logging.getLogger("yim.storage.postgres")
 
@@ -699,6 +701,10 @@ class PostgresStore(Store):
         if cmd.shop_id is not None or cmd.conv_id in self._writer.service_convs:
             # Customer service: routing decisions in Python, in the same batch.
             return self._writer.submit(_service_send, (cmd, self.service))
+        if cmd.reply_to is not None:
+            # A reply checks and snapshots its quote in its own transaction, after the prelude
+            # locked its conversation: serialised with joins and recalls there (§2.1).
+            return self.write(_send_reply, cmd, self.service, anchors=send_anchors(cmd))
         return self._writer.submit(None, timeline.send_args(cmd), cmd, send_anchors(cmd))
 
     async def mark_read(self, user_id: int, conv_id: int, seq: int, now: int) -> ReadRes:
@@ -708,6 +714,31 @@ class PostgresStore(Store):
     async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
         anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(actor_id,))
         return await self.write(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms, anchors=anchors)
+
+    async def edit(
+        self,
+        conv_id: int,
+        actor_id: int,
+        seq: int,
+        body: bytes,
+        mentions: tuple[int, ...] | None,
+        msg_id: int,
+        now: int,
+        window_ms: int,
+    ) -> SendResult:
+        # As a recall: the conversation exclusively (message rows, the append), its members'
+        # inboxes, the actor.
+        anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(actor_id,))
+        return await self.write(
+            edits.edit, conv_id, actor_id, seq, body, mentions, msg_id, now, window_ms, anchors=anchors
+        )
+
+    async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
+        return await self.read1(edits.read_versions, user_id, conv_id, seq)
+
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        # Only the user's own rows: hidden_messages and one inbox event, both under the user's anchor.
+        return await self.write(hidden.hide, user_id, conv_id, seqs, now, anchors=Anchors(users=(user_id,)))
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self.read1(timeline.read_sync, user_id, since, limit)
@@ -807,7 +838,30 @@ async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) ->
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
         return duplicate
+    if cmd.reply_to is not None:
+        assert cmd.conv_id is not None  # a reply names its conversation (services/messages.py)
+        cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
     return await service_send(conn, cmd, service.ctx)
+
+
+async def _send_reply(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
+    """A send with ``reply_to`` as a declared-anchors job: idempotency, then the quoted
+    message checked and snapshotted (rules/quotes.py) in this transaction, then ``yim_send``."""
+    duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    assert cmd.conv_id is not None and cmd.reply_to is not None
+    cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
+    row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))
+    if row["o_err"] == timeline.SERVICE_CONV:
+        if not running_opaque.get():  # routing finds its locks as it goes: not in a batch
+            raise OpaqueAfterAll(row["o_conv"])
+        return await service_send(conn, cmd, service.ctx)
+    result, refusal = timeline.send_outcome(cmd, row)
+    if refusal is not None:
+        raise refusal
+    assert result is not None
+    return result
 
 
 # --- account jobs (run by the writer, inside a savepoint) ----------------------------------------

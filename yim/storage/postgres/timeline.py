@@ -24,9 +24,17 @@ MSG_COLS = (
 #: The last seq a member may see: their leave seq if they left, else the conversation head.
 VISIBLE_HEAD = "COALESCE(uc.left_seq, c.last_seq)"
 #: Unread of one membership row ``uc`` joined to its conversation ``c``: derived, never stored.
+#: Hidden entries (yim/storage/postgres/hidden.py) that would have counted do not.
 UNREAD_SQL = (
     f"(GREATEST({VISIBLE_HEAD} - uc.read_seq, 0) - (SELECT COUNT(*) FROM messages u WHERE u.conv_id = uc.conv_id"
-    f" AND u.uncounted AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD}))"
+    f" AND u.uncounted AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD})"
+    " - (SELECT COUNT(*) FROM hidden_messages h JOIN messages u ON u.conv_id = h.conv_id AND u.seq = h.seq"
+    f" WHERE h.user_id = uc.user_id AND h.conv_id = uc.conv_id AND h.seq > uc.read_seq AND h.seq <= {VISIBLE_HEAD}"
+    " AND NOT u.uncounted))"
+)
+#: The entry `m` is one the user `{user}` hid from their devices.
+HIDDEN_SQL = (
+    "EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = {user} AND h.conv_id = m.conv_id AND h.seq = m.seq)"
 )
 TOTAL_UNREAD_SQL = (
     f"(SELECT COALESCE(SUM({UNREAD_SQL}), 0)::bigint FROM user_conversations uc"
@@ -320,6 +328,8 @@ async def recall(
     )
     await _unmention(conn, conv_id, seq, list(mentions or ()), mention_all)
     await _recall_quotes(conn, conv_id, seq)
+    # A recalled message keeps no earlier text either (yim/storage/postgres/edits.py).
+    await conn.execute("DELETE FROM message_versions WHERE conv_id=$1 AND seq=$2", conv_id, seq)
     return await append_entry(conn, conv_id, timeline_rules.recall_entry(actor_id, msg_id, now, seq, target.msg_id))
 
 
@@ -370,10 +380,17 @@ async def member_ids(conn: asyncpg.Connection, conv_id: int) -> list[int]:
     return [r[0] for r in rows]
 
 
+# An entry the user hid comes as a "hidden" event naming it, in its place: the inbox stays
+# gap-free and the entry never reaches the user's devices (hidden.py).
 _SYNC_SQL = (
     f"SELECT u.inbox_seq, e.* FROM (SELECT COALESCE((SELECT inbox_seq FROM users WHERE id=$1), 0) AS inbox_seq) u"
-    f" LEFT JOIN LATERAL (SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, i.data, {MSG_COLS} FROM inbox i"
-    " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
+    " LEFT JOIN LATERAL (SELECT i.seq, CASE WHEN h.seq IS NULL THEN i.type ELSE 'hidden' END, i.conv_id, i.conv_seq,"
+    " i.actor_id, CASE WHEN h.seq IS NULL THEN i.data"
+    """ ELSE '{"conv_id":"' || i.conv_id || '","seqs":[' || i.conv_seq || ']}' END, """
+    f"{MSG_COLS} FROM inbox i"
+    " LEFT JOIN hidden_messages h ON i.type = 'message' AND h.user_id = i.user_id AND h.conv_id = i.conv_id"
+    " AND h.seq = i.conv_seq"
+    " LEFT JOIN messages m ON i.type = 'message' AND h.seq IS NULL AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
     " WHERE i.user_id=$1 AND i.seq>$2 ORDER BY i.seq LIMIT $3) e ON true"
 )
 
@@ -403,11 +420,13 @@ _HISTORY_ME = (
 )
 _HISTORY_AFTER = (
     f"{_HISTORY_ME} SELECT me.floor, h.* FROM me LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m"
-    " WHERE m.conv_id=$2 AND m.seq > GREATEST($3, me.floor) AND m.seq < me.ceiling ORDER BY m.seq LIMIT $4) h ON true"
+    " WHERE m.conv_id=$2 AND m.seq > GREATEST($3, me.floor) AND m.seq < me.ceiling"
+    f" AND NOT {HIDDEN_SQL.format(user='$1')} ORDER BY m.seq LIMIT $4) h ON true"
 )
 _HISTORY_BEFORE = (
     f"{_HISTORY_ME} SELECT me.floor, h.* FROM me LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages m"
-    " WHERE m.conv_id=$2 AND m.seq < LEAST($3, me.ceiling) AND m.seq > me.floor ORDER BY m.seq DESC LIMIT $4) h ON true"
+    " WHERE m.conv_id=$2 AND m.seq < LEAST($3, me.ceiling) AND m.seq > me.floor"
+    f" AND NOT {HIDDEN_SQL.format(user='$1')} ORDER BY m.seq DESC LIMIT $4) h ON true"
 )
 
 
@@ -471,6 +490,7 @@ _CONVERSATIONS_SQL = (
     " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
     " LEFT JOIN service_pairs sp ON c.type = 'service' AND sp.conv_id = c.id"
     f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
+    f" AND NOT {HIDDEN_SQL.format(user='uc.user_id')}"  # a hidden last entry is no last_message
     " WHERE uc.user_id=$1 AND c.last_msg_id < $2 AND ($4::bigint IS NULL OR uc.conv_id = $4)"
     " ORDER BY c.last_msg_id DESC LIMIT $3"
 )

@@ -17,12 +17,12 @@ from typing import Any
 import msgspec
 
 from yim.protocol.errors import YimError
-from yim.storage.records import MessageRec
+from yim.storage.records import MessageRec, SendCmd
 
 #: the longest excerpt a quote carries, in characters
 EXCERPT_CHARS = 100
-#: the field names the server writes into stored bodies
-QUOTE, FORWARDED = "quote", "forwarded"
+#: the field names the server writes into stored bodies (``edited_at``: when the text was last edited)
+QUOTE, FORWARDED, EDITED = "quote", "forwarded", "edited_at"
 #: what a body holding a quote contains, as both stores' partial index on quotes matches it
 QUOTE_MARK = '"quote":{'
 #: the kinds that may be quoted and forwarded (not system or recall entries)
@@ -93,6 +93,14 @@ def quote_snapshot(m: MessageRec, withheld: bool) -> dict[str, Any]:
     }
 
 
+def quoted(c: SendCmd, found: Quotable) -> SendCmd:
+    """The send ``c`` (a reply, ``c.reply_to`` checked into ``found`` by the store inside the
+    send's transaction) with its quote written into its body: what is stored and delivered."""
+    m = found.messages[0]
+    quote = quote_snapshot(m, withheld=found.newest_join >= m.seq)
+    return msgspec.structs.replace(c, body=with_fields(c.body, {QUOTE: quote}))
+
+
 def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:
     """``body`` (a JSON object) with server fields appended, keeping its bytes as they are."""
     if not fields:
@@ -115,6 +123,7 @@ def forwarded_body(m: MessageRec, conv_type: str) -> tuple[bytes, dict[str, Any]
     copy keeps the first ``forwarded``, naming the original sender."""
     d = _dict_decoder.decode(m.body)
     d.pop(QUOTE, None)
+    d.pop(EDITED, None)  # a copy is a new message, never edited
     first = d.pop(FORWARDED, None)
     if isinstance(first, dict):
         forwarded = first
@@ -133,3 +142,30 @@ def quote_recalled(body: bytes) -> bytes:
     quote.pop("excerpt", None)
     quote["recalled"] = True
     return _encoder.encode(d)
+
+
+def edited_body(old: bytes, new: bytes, edited_at: int) -> bytes:
+    """A message's body after an edit: ``new`` (a canonical text body) with the server fields
+    of ``old`` kept (its quote, its ``forwarded``) and ``edited_at`` set."""
+    fields = server_fields(old)
+    fields[EDITED] = edited_at
+    return with_fields(new, fields)
+
+
+def quote_edited(body: bytes, kind: str, edited: bytes) -> bytes:
+    """A reply's body once the message it quotes is edited: the excerpt follows the new text
+    (a withheld quote stays withheld: it never showed the text) and says ``edited``."""
+    d = _dict_decoder.decode(body)
+    quote = d.get(QUOTE)
+    if not isinstance(quote, dict) or quote.get("withheld") or quote.get("recalled"):
+        return body
+    quote["excerpt"] = excerpt(kind, edited)
+    quote["edited"] = True
+    return _encoder.encode(d)
+
+
+def version_time(body: bytes, created_at: int) -> int:
+    """When a message's body was written: its ``edited_at`` if an edit wrote it, else the
+    send's time (``created_at``)."""
+    at = _dict_decoder.decode(body).get(EDITED)
+    return at if isinstance(at, int) else created_at

@@ -7,7 +7,8 @@ another thread, against another file (so it never takes the store's write lock),
 batches of everything waiting — large batches are also where FTS5 is cheapest per row.
 
 Flow: the writer collects ``(msg_id, kind, body)`` of each text / file message it appends
-(and ``(msg_id, None, None)`` for each recall) and hands the list over right after its
+(and ``(msg_id, None, None)`` for each recall; both, the second with the new text, for each
+edit) and hands the list over right after its
 COMMIT, before any future is resolved. The indexer applies everything waiting in one
 transaction.
 
@@ -204,6 +205,10 @@ class SearchIndexer:
                     adds[msg_id] = text
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Removals first: an edit hands over (msg_id, None, None) then the new text of the
+            # same msg_id, whose old row must be gone before the new one goes in.
+            if removes:
+                conn.executemany("DELETE FROM message_fts WHERE rowid=?", removes)
             if adds:
                 # Only a restart's catch-up can offer a message twice: skip what is there.
                 ids = list(adds)
@@ -218,8 +223,6 @@ class SearchIndexer:
                     " DO UPDATE SET value = max(value, excluded.value)",
                     (max(ids),),
                 )
-            if removes:
-                conn.executemany("DELETE FROM message_fts WHERE rowid=?", removes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -239,7 +242,8 @@ class SearchIndexer:
             while True:
                 page = store.execute(
                     "SELECT msg_id, kind, body, recalled FROM messages"
-                    " WHERE msg_id > ? AND kind IN ('text', 'file', 'custom', 'recall') ORDER BY msg_id LIMIT ?",
+                    " WHERE msg_id > ? AND kind IN ('text', 'file', 'custom', 'recall', 'edit')"
+                    " ORDER BY msg_id LIMIT ?",
                     (after, _REBUILD_PAGE),
                 ).fetchall()
                 if not page:
@@ -250,6 +254,12 @@ class SearchIndexer:
                         target = _body_decoder.decode(body).get("msg_id")
                         if target is not None:
                             ops.append((int(target), None, None))
+                    elif kind == "edit":  # the edited message may be older than the margin
+                        edit = _body_decoder.decode(body)
+                        target, text = edit.get("msg_id"), edit.get("body")
+                        if target is not None and isinstance(text, dict):
+                            ops.append((int(target), None, None))
+                            ops.append((int(target), "text", msgspec.json.encode(text)))
                     elif recalled:
                         ops.append((msg_id, None, None))
                     else:

@@ -24,7 +24,7 @@ from yim.protocol.errors import YimError
 from yim.storage.records import MessageRec
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 from yim.storage.sqlite.runner import SqliteJobs
-from yim.storage.sqlite.timeline import MSG_COLS, msg_from_row
+from yim.storage.sqlite.timeline import HIDDEN_SQL, MSG_COLS, msg_from_row
 
 _N = MSG_COLS.count(",") + 1  # columns of MSG_COLS, then ours
 _TEXT = "CASE m.kind WHEN 'file' THEN json_extract(m.body, '$.name') ELSE json_extract(m.body, '$.text') END"
@@ -65,6 +65,7 @@ def search(
             " JOIN user_conversations uc ON uc.user_id = ? AND uc.conv_id = m.conv_id"
             " WHERE f.message_fts MATCH ? AND f.rowid < ?"
             " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq) AND m.recalled = 0"
+            f" AND NOT {HIDDEN_SQL.replace('?', 'uc.user_id')}"
         )
         args = [user_id, " ".join(_phrase(t) for t in indexed), before if before is not None else 2**63 - 1]
         if conv_id is not None:
@@ -77,6 +78,7 @@ def search(
             " JOIN messages m ON m.conv_id = uc.conv_id AND m.seq > uc.joined_seq"
             f" AND m.seq <= COALESCE(uc.left_seq, {_NO_CEILING})"
             " WHERE uc.user_id = ? AND m.kind IN ('text', 'file', 'custom') AND m.recalled = 0 AND m.msg_id < ?"
+            f" AND NOT {HIDDEN_SQL.replace('?', 'uc.user_id')}"
         )
         args = [user_id, before if before is not None else 2**63 - 1]
         if conv_id is not None:
@@ -114,7 +116,7 @@ def _neighbour(
         where, bound, order = "m.seq > ? AND m.seq <= ?", (seq, left if left is not None else _NO_CEILING), "ASC"
     row = conn.execute(
         f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id = ? AND {where}"
-        f" AND m.kind != 'recall' AND m.recalled = 0 ORDER BY m.seq {order} LIMIT 1",
+        f" AND m.kind NOT IN ('recall', 'edit') AND m.recalled = 0 ORDER BY m.seq {order} LIMIT 1",
         (conv_id, *bound),
     ).fetchone()
     return msg_from_row(row) if row else None

@@ -14,12 +14,13 @@ from __future__ import annotations
 import sqlite3
 
 from yim.storage.records import Entry, SendCmd, SendResult
+from yim.storage.rules import quotes
 from yim.storage.rules import send as send_rules
 from yim.storage.service import ServiceCtx
 from yim.storage.sqlite.memory import active_memory, writer_memory
 from yim.storage.sqlite.policy import check_direct_allowed
 from yim.storage.sqlite.service import service_send
-from yim.storage.sqlite.timeline import MSG_COLS, N_MSG_COLS, append_entry, msg_from_row
+from yim.storage.sqlite.timeline import MSG_COLS, N_MSG_COLS, append_entry, msg_from_row, read_quotable
 
 
 def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
@@ -46,6 +47,13 @@ def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: ServiceCtx |
         ).fetchone()
     if row is not None:
         return SendResult(message=msg_from_row(row), sender_inbox_seq=row[N_MSG_COLS], duplicate=True, deliveries=[])
+    if c.reply_to is not None:
+        # The quote is checked and taken here, in the send's transaction: a join or a recall
+        # commits wholly before or after it (docs/architecture.md §2.1). The memory need not
+        # be written first: joins and recalls are not appending jobs (the writer flushed
+        # before them), and an entry still in memory is one no client can name by seq yet.
+        assert c.conv_id is not None  # a reply names its conversation (services/messages.py)
+        c = quotes.quoted(c, read_quotable(conn, c.conv_id, c.sender_id, [c.reply_to]))
 
     if c.shop_id is not None or (c.conv_id is not None and _conv_type(conn, c.conv_id) == "service"):
         # Routing reads and writes session and conversation rows in SQL: run it on the

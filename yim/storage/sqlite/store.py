@@ -49,7 +49,9 @@ from yim.storage.records import (
 )
 from yim.storage.rules import admin as admin_rules
 from yim.storage.rules.quotes import Quotable
+from yim.storage.sqlite import edits as edits
 from yim.storage.sqlite import groups as groups
+from yim.storage.sqlite import hidden as hidden
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.admin import SqliteAdminStore
 from yim.storage.sqlite.indexer import SearchIndexer
@@ -582,6 +584,25 @@ class SqliteStore(Store):
 
     async def recall(self, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int) -> SendResult:
         return await self._writer.submit(timeline.recall, conv_id, actor_id, seq, msg_id, now, limit_ms)
+
+    async def edit(
+        self,
+        conv_id: int,
+        actor_id: int,
+        seq: int,
+        body: bytes,
+        mentions: tuple[int, ...] | None,
+        msg_id: int,
+        now: int,
+        window_ms: int,
+    ) -> SendResult:
+        return await self._writer.submit(edits.edit, conv_id, actor_id, seq, body, mentions, msg_id, now, window_ms)
+
+    async def message_versions(self, user_id: int, conv_id: int, seq: int) -> list[tuple[bytes, int]]:
+        return await self._read_tx(edits.read_versions, user_id, conv_id, seq)
+
+    async def hide(self, user_id: int, conv_id: int, seqs: list[int], now: int) -> tuple[list[int], ReadRes]:
+        return await self._writer.submit(hidden.hide, user_id, conv_id, seqs, now)
 
     async def sync(self, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
         return await self._read_tx(timeline.read_sync, user_id, since, limit)

@@ -30,12 +30,19 @@ _ids_decoder = msgspec.json.Decoder(list[str])
 #: The last seq a member may see: their leave seq if they left, else the conversation head.
 VISIBLE_HEAD = "COALESCE(uc.left_seq, c.last_seq)"
 #: Unread of one membership row `uc` joined to its conversation `c` — derived, never stored:
-#: entries after the read marker, minus those that never count (system / recall entries,
-#: recalled messages), which a partial index lists cheaply.
+#: entries after the read marker, minus those that never count (system / recall / edit
+#: entries, recalled messages), which a partial index lists cheaply, and minus those the
+#: user hid from their devices that would have counted (yim/storage/sqlite/hidden.py; a
+#: primary-key range probe, empty for almost everyone).
 UNREAD_SQL = (
     f"(MAX({VISIBLE_HEAD} - uc.read_seq, 0) - (SELECT COUNT(*) FROM messages u WHERE u.conv_id = uc.conv_id"
-    f" AND u.uncounted = 1 AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD}))"
+    f" AND u.uncounted = 1 AND u.seq > uc.read_seq AND u.seq <= {VISIBLE_HEAD})"
+    " - (SELECT COUNT(*) FROM hidden_messages h JOIN messages u ON u.conv_id = h.conv_id AND u.seq = h.seq"
+    f" WHERE h.user_id = uc.user_id AND h.conv_id = uc.conv_id AND h.seq > uc.read_seq AND h.seq <= {VISIBLE_HEAD}"
+    " AND u.uncounted = 0))"
 )
+#: The entry `m` is one the user (bound where this stands) hid from their devices.
+HIDDEN_SQL = "EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ? AND h.conv_id = m.conv_id AND h.seq = m.seq)"
 
 
 #: The wire payload of an inbox event (``data`` of its ``event`` frame), built by SQLite:
@@ -300,6 +307,8 @@ def recall(
     )
     _unmention(conn, conv_id, seq, [int(u) for u in _ids_decoder.decode(mentions)] if mentions else [], mention_all)
     _recall_quotes(conn, conv_id, seq)
+    # A recalled message keeps no earlier text either (yim/storage/sqlite/edits.py).
+    conn.execute("DELETE FROM message_versions WHERE conv_id=? AND seq=?", (conv_id, seq))
     memory = writer_memory(conn)
     if memory is not None:
         memory.index_ops.append((target.msg_id, None, None))  # out of the search index
@@ -348,9 +357,15 @@ def read_quotable(conn: sqlite3.Connection, conv_id: int, user_id: int, seqs: li
 def read_sync(conn: sqlite3.Connection, user_id: int, since: int, limit: int) -> tuple[list[InboxEvent], int]:
     head_row = conn.execute("SELECT inbox_seq FROM users WHERE id=?", (user_id,)).fetchone()
     head = head_row[0] if head_row else 0
+    # An entry the user hid comes as a "hidden" event naming it, in its place: the inbox
+    # stays gap-free and the entry never reaches the user's devices (hidden.py).
     rows = conn.execute(
-        f"SELECT i.seq, i.type, i.conv_id, i.conv_seq, i.actor_id, {EVENT_PAYLOAD_SQL} FROM inbox i"
+        "SELECT i.seq, CASE WHEN h.seq IS NULL THEN i.type ELSE 'hidden' END, i.conv_id, i.conv_seq, i.actor_id,"
+        f" CASE WHEN h.seq IS NULL THEN {EVENT_PAYLOAD_SQL} ELSE CAST("
+        """'{"conv_id":"' || i.conv_id || '","seqs":[' || i.conv_seq || ']}' AS BLOB) END FROM inbox i"""
         " LEFT JOIN messages m ON i.type = 'message' AND m.conv_id = i.conv_id AND m.seq = i.conv_seq"
+        " LEFT JOIN hidden_messages h ON i.type = 'message' AND h.user_id = i.user_id AND h.conv_id = i.conv_id"
+        " AND h.seq = i.conv_seq"
         " WHERE i.user_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
         (user_id, since, limit),
     ).fetchall()
@@ -383,16 +398,18 @@ def read_history(
     ceiling = member[1] + 1 if member[1] is not None else 2**62  # exclusive
     if after is not None:
         rows = conn.execute(
-            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq>? AND m.seq<? ORDER BY m.seq LIMIT ?",
-            (conv_id, max(after, floor), ceiling, limit + 1),
+            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq>? AND m.seq<? AND NOT {HIDDEN_SQL}"
+            " ORDER BY m.seq LIMIT ?",
+            (conv_id, max(after, floor), ceiling, user_id, limit + 1),
         ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
     else:
         upper = min(before, ceiling) if before is not None else ceiling
         rows = conn.execute(
-            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq<? AND m.seq>? ORDER BY m.seq DESC LIMIT ?",
-            (conv_id, upper, floor, limit + 1),
+            f"SELECT {MSG_COLS} FROM messages m WHERE m.conv_id=? AND m.seq<? AND m.seq>? AND NOT {HIDDEN_SQL}"
+            " ORDER BY m.seq DESC LIMIT ?",
+            (conv_id, upper, floor, user_id, limit + 1),
         ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit][::-1]
@@ -415,6 +432,7 @@ def read_conversations(
         " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
         " LEFT JOIN service_pairs sp ON c.type = 'service' AND sp.conv_id = c.id"
         f" LEFT JOIN messages m ON m.conv_id = c.id AND m.seq = {VISIBLE_HEAD}"
+        f" AND NOT {HIDDEN_SQL.replace('?', 'uc.user_id')}"  # a hidden last entry is no last_message
         f" WHERE {where} ORDER BY c.last_msg_id DESC LIMIT ?",
         (*args, limit),
     ).fetchall()

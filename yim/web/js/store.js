@@ -64,7 +64,7 @@ export function unreadOf(conv) {
 }
 
 export function isEntry(m) {
-  return m.kind === "system" || m.kind === "recall";
+  return m.kind === "system" || m.kind === "recall" || m.kind === "edit";
 }
 
 // The list pages by the last conversation's newest entry id (a decimal string).
@@ -307,6 +307,10 @@ export class Store extends EventTarget {
       case "reaction":
         this.applyReaction(d);
         break;
+      case "hidden":
+        // This user hid entries from their devices, on this or another device (§6.9b).
+        this.applyHidden(d);
+        break;
       case "receipt": {
         // The peer of a one-to-one conversation read up to `read_seq`.
         const conv = this.convs.get(d.conv_id);
@@ -354,6 +358,7 @@ export class Store extends EventTarget {
       if (this.mentionsMe(m)) conv.mentioned = true;
     }
     if (m.kind === "recall" && isNew) this.applyRecall(conv, m);
+    else if (m.kind === "edit" && isNew) this.applyEdit(conv, m);
     else if (m.kind === "system" && isNew && (conv.type !== "direct" || isPin(m))) this.fetchConv(conv.conv_id); // members, name, pins
     if (conv.loaded || conv.loading) this.insertMsg(conv, m);
     this.changed("conv", conv.conv_id);
@@ -372,6 +377,34 @@ export class Store extends EventTarget {
       this.refreshListSoon(); // cannot tell whether it counted: ask
     }
     if (conv.last_message?.seq === seq) conv.last_message = { ...conv.last_message, recalled: true, body: {} };
+  }
+
+  // An `edit` entry (docs/protocol.md §11.2a): the named message takes the new body. One not
+  // held here comes edited from `history` when it is loaded.
+  applyEdit(conv, entry) {
+    const seq = entry.body?.seq;
+    const body = entry.body?.body;
+    if (seq == null || !body) return;
+    const i = conv.msgs.findIndex((x) => x.seq === seq);
+    if (i >= 0 && !conv.msgs[i].recalled) conv.msgs[i] = { ...conv.msgs[i], body };
+    if (conv.last_message?.seq === seq && !conv.last_message.recalled) conv.last_message = { ...conv.last_message, body };
+  }
+
+  // Delete for me: the entries leave this device's copy; the counts and the list's last
+  // message come from the server, which no longer counts or shows them.
+  applyHidden(d) {
+    const conv = this.convs.get(d.conv_id);
+    if (!conv) return;
+    const gone = new Set(d.seqs ?? []);
+    for (let i = conv.msgs.length - 1; i >= 0; i--) {
+      if (gone.has(conv.msgs[i].seq)) {
+        conv.ids.delete(conv.msgs[i].msg_id);
+        conv.msgs.splice(i, 1);
+      }
+    }
+    if (conv.last_message && gone.has(conv.last_message.seq)) conv.last_message = null;
+    this.changed("conv", conv.conv_id);
+    this.refreshListSoon();
   }
 
   applyReadMarker(conv, readSeq) {
@@ -770,6 +803,30 @@ export class Store extends EventTarget {
     const conv = this.convs.get(convId);
     if (conv) {
       this.applyRecall(conv, { body: { seq } });
+      this.changed("conv", convId);
+    }
+    this.pullAfterChange(convId, res.inbox_seq);
+    return res;
+  }
+
+  // Delete for me (docs/protocol.md §6.9b): gone from this user's devices only.
+  async hide(convId, seqs) {
+    const res = await this.socket.request("hide", { conv_id: convId, seqs });
+    this.applyHidden({ conv_id: convId, seqs });
+    const conv = this.convs.get(convId);
+    if (conv) conv.unread = res.unread;
+    if (res.inbox_seq > this.cursor) this.catchUp().catch(() => {});
+    return res;
+  }
+
+  // Replace the text of one's own text message (docs/protocol.md §6.9a).
+  async edit(convId, seq, text) {
+    const res = await this.socket.request("edit", { conv_id: convId, seq, text });
+    const conv = this.convs.get(convId);
+    if (conv) {
+      const held = conv.msgs.find((x) => x.seq === seq);
+      const body = { ...(held?.body ?? {}), text, edited_at: res.edited_at };
+      this.applyEdit(conv, { body: { seq, body } });
       this.changed("conv", convId);
     }
     this.pullAfterChange(convId, res.inbox_seq);

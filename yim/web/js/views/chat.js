@@ -32,6 +32,7 @@ import { toast } from "./toast.js";
 
 const MAX_TEXT = 8000;
 const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
+const EDIT_WINDOW_MS = 86400000; // the server's default edit_window_s
 const RECEIPT_STALE_MS = 4000;
 const RECEIPTS_AT_ONCE = 12;
 // Group receipts are not pushed (docs/protocol.md §9.3): while own messages in view are not
@@ -473,7 +474,7 @@ export class ChatView {
     let day = null;
     let lastSender = null;
     const push = (m, local) => {
-      if (m.kind === "recall") return; // the recalled message itself shows it
+      if (m.kind === "recall" || m.kind === "edit") return; // the message itself shows it
       const d = dayKey(m.created_at);
       if (d !== day) {
         day = d;
@@ -548,6 +549,8 @@ export class ChatView {
           quoteSig(m, conv),
           reactionKey(m),
           (conv?.pinned ?? []).some((p) => p.seq === m.seq) ? "p" : "",
+          m.body?.edited_at ?? "",
+          m.kind === "text" ? messageText(m) : "",
         ].join("|");
       } else if (item.system) {
         sig = systemText(item.system, (id) => this.nameOf(id));
@@ -674,6 +677,7 @@ export class ChatView {
       "span",
       { class: "meta" },
       receipt ? h("span", { class: "receipt" }, receipt) : null,
+      m.body?.edited_at ? h("span", { class: "edited", title: "Edited" }, "edited") : null,
       h("time", { datetime: new Date(m.created_at).toISOString() }, timeLabel(m.created_at)),
       status ? statusMark(status) : null,
     );
@@ -749,10 +753,45 @@ export class ChatView {
       { label: "Reply", onSelect: () => this.startReply(item.msg) },
       { label: "Forward", onSelect: () => openForward(this.store, item.msg) },
     ];
+    if (this.canEdit(item)) items.push({ label: "Edit", onSelect: () => this.openEdit(item, conv) });
+    items.push({ label: "Delete for me", danger: true, onSelect: () => this.confirmHide(item, conv) });
     if (this.canAct(item, conv)) {
       items.push({ label: "Recall", danger: true, onSelect: () => this.confirmRecall(item, conv) });
     }
     openMenu(at, items, "Message actions");
+  }
+
+  // One's own text messages, within the server's default edit window.
+  canEdit(item) {
+    const m = item.msg;
+    return item.mine && !item.local && m.kind === "text" && !m.recalled && Date.now() - m.created_at < EDIT_WINDOW_MS;
+  }
+
+  openEdit(item, conv) {
+    const input = h("textarea", { class: "edit-text", rows: 3, "aria-label": "New text" });
+    input.value = messageText(item.msg);
+    openDialog({
+      title: "Edit message",
+      content: input,
+      submitLabel: "Save",
+      onSubmit: () => {
+        const text = input.value.trim();
+        if (!text) throw new Error("The message cannot be empty.");
+        return this.store.edit(conv.conv_id, item.msg.seq, text).catch((err) => {
+          throw new Error(err.code === "edit_window_passed" ? "Too late to edit this message." : err.message);
+        });
+      },
+    });
+    input.focus();
+  }
+
+  confirmHide(item, conv) {
+    confirmAction({
+      title: "Delete for you?",
+      text: "It will be removed from your devices only; the others in this chat keep it.",
+      confirmLabel: "Delete",
+      onConfirm: () => this.store.hide(conv.conv_id, [item.msg.seq]),
+    });
   }
 
   startReply(m) {

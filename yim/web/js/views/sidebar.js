@@ -271,6 +271,7 @@ export class Sidebar {
     if (failed) preview = "Message not sent";
     else if (last?.kind === "system") preview = systemText(last, nameOf);
     else if (last?.kind === "recall") preview = `${nameOf(last.sender_id)} recalled a message`;
+    else if (last?.kind === "edit") preview = `${nameOf(last.sender_id)} edited a message`;
     else if (last) preview = (mine ? "You: " : who) + messageText(last);
     let face;
     if (conv.type === "direct") {
