@@ -43,8 +43,9 @@ async def test_an_admin_disables_a_user_whose_open_page_is_signed_out(
     await root.get_by_role("link", name="Admin").click()
     await expect(root.get_by_role("heading", name="Server administration")).to_be_visible()
     await alice.goto(server.url + "/#/admin")
-    await expect(alice.locator(".me-name")).to_have_text("Alice")
+    await expect(alice.get_by_role("navigation", name="Pages")).to_have_attribute("data-admin", "no")
     await expect(alice.get_by_role("link", name="Admin")).to_be_hidden()
+    await expect(alice).to_have_url(server.url + "/#/")
     await expect(alice.get_by_role("heading", name="Server administration")).to_have_count(0)
 
     # Search, then open Alice's detail: her live device, her counts.

@@ -217,6 +217,7 @@ function startMain(session) {
     if (location.hash === "#/settings" || (location.hash === "#/admin" && sidebar.isAdmin)) {
       return showPage(location.hash === "#/admin" ? admin : settings);
     }
+    if (location.hash === "#/admin" && sidebar.isAdmin === false) return location.replace("#/");
     showPage(null);
     const [, kind, id] = location.hash.match(/^#\/([cus])\/([0-9]{1,20})$/) ?? [];
     let r = null;
@@ -331,8 +332,9 @@ function startMain(session) {
       setAdmin(true);
       if (location.hash === "#/admin") route();
     },
-    () => {
-      // forbidden (not an admin), or no answer: no Admin tab; a reload asks again
+    (err) => {
+      // not an admin; with no answer at all, no Admin tab either (a reload asks again)
+      if (!ended && err.code === "forbidden") setAdmin(false);
     },
   );
 }

@@ -36,7 +36,7 @@ export class Sidebar {
     this.activeConv = null;
     this.countdown = 0;
     this.tab = "chats";
-    this.isAdmin = false;
+    this.isAdmin = null; // a server admin? null until the server answered
     this.activePage = null; // "settings" | "admin" while that page is shown
 
     this.meName = h("span", { class: "me-name" });
@@ -161,12 +161,15 @@ export class Sidebar {
   pageNav() {
     this.settingsLink = h("a", { class: "page-link", href: "#/settings" }, "Settings");
     this.adminLink = h("a", { class: "page-link", href: "#/admin", hidden: true }, "Admin");
-    return h("nav", { class: "page-nav", "aria-label": "Pages" }, this.settingsLink, this.adminLink);
+    this.pageNavEl = h("nav", { class: "page-nav", "aria-label": "Pages" }, this.settingsLink, this.adminLink);
+    return this.pageNavEl;
   }
 
+  // `data-admin` says once the server answered (yes / no), for people and tests alike.
   setAdmin(on) {
     this.isAdmin = on;
     this.adminLink.hidden = !on;
+    this.pageNavEl.dataset.admin = on ? "yes" : "no";
   }
 
   showTab(id) {
