@@ -104,6 +104,7 @@ async def test_an_admin_disables_a_user_whose_open_page_is_signed_out(
     await expect(audit.nth(1).locator("td").nth(2)).to_have_text("disable")
     await expect(audit.nth(1).locator("td").nth(1)).to_have_text("root")
     await expect(audit.nth(1)).to_contain_text('reason: "spam reports"')
+    await expect(root.locator(".admin-body")).not_to_contain_text("null")
     await shot(root, "admin-audit")
 
 
@@ -146,6 +147,21 @@ async def test_an_admin_manages_groups_roles_and_shops(server: NodeServer, conte
     await expect(detail.locator(".admin-state")).to_have_text("Active · server admin")
     await expect(detail.get_by_role("button", name="Remove admin…")).to_be_visible()
 
+    # Bob's password is reset to one the admin types: his session ends, the new password works.
+    await expect(detail.get_by_role("heading", name="Signed-in devices (1)")).to_be_visible()
+    await detail.get_by_role("button", name="Reset password…").click()
+    dialog = root.get_by_role("dialog", name="Reset the password of Bob (@bob)")
+    await dialog.get_by_label("New password").fill("bob's new password")
+    await dialog.get_by_role("button", name="Reset password").click()
+    await expect(root.locator(".toast").filter(has_text="Password reset")).to_have_text(
+        "Password reset; 1 session(s) signed out."
+    )
+    await expect(detail.get_by_role("heading", name="Signed-in devices (0)")).to_be_visible()
+    async with aiohttp.ClientSession(server.url) as http:
+        login = {"username": "bob", "password": "bob's new password", "device_id": "d2", "platform": "desktop"}
+        r = await http.post("/api/v1/sessions", json=login)
+        assert r.status == 201, await r.text()
+
     # Shops: open one for Carol, then make Bob its agent.
     await root.get_by_role("tab", name="Shops").click()
     create = root.get_by_role("form", name="Open a shop for a user")
@@ -165,6 +181,7 @@ async def test_an_admin_manages_groups_roles_and_shops(server: NodeServer, conte
         [
             "shop_agent_set",
             "shop_create",
+            "reset_password",
             "set_role",
             "group_dissolve",
             "group_transfer",

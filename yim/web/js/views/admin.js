@@ -142,6 +142,11 @@ export class AdminView {
     }
   }
 
+  // The section's content; absent parts (null) are left out (replaceChildren would write "null").
+  fill(...parts) {
+    this.body.replaceChildren(...parts.filter(Boolean));
+  }
+
   failed(err) {
     this.body.replaceChildren(h("p", { class: "form-error", role: "alert" }, errorText(err)));
   }
@@ -177,7 +182,7 @@ export class AdminView {
         h("td", null, when(u.created_at)),
       ),
     );
-    this.body.replaceChildren(
+    this.fill(
       search,
       rows.length
         ? table("Users", ["Username", "Display name", "Id", "State", "Created"], trs)
@@ -445,7 +450,7 @@ export class AdminView {
         ),
       ),
     );
-    this.body.replaceChildren(
+    this.fill(
       search,
       rows.length
         ? table("Groups", ["Name", "Id", "Owner", "Members", "Actions"], trs)
@@ -519,7 +524,7 @@ export class AdminView {
         error.textContent = errorText(err);
       }
     };
-    this.body.replaceChildren(
+    this.fill(
       h(
         "form",
         {
@@ -595,7 +600,7 @@ export class AdminView {
         h("td", null, e.source),
       ),
     );
-    this.body.replaceChildren(
+    this.fill(
       h("div", { class: "page-form-actions" }, h("button", { type: "button", class: "ghost", onclick: () => this.loadAudit() }, "Refresh")),
       rows.length
         ? table("Audit log", ["When", "Admin", "Action", "Target", "Detail", "Source"], trs)
