@@ -307,7 +307,9 @@ export class AdminView {
           onclick: () =>
             actionDialog({
               title: `Sign ${label} out everywhere?`,
-              text: `Every device of ${u.username} is signed out; the account stays usable.`,
+              text: self
+                ? "Every device of yours is signed out, this browser too: you log in again afterwards."
+                : `Every device of ${u.username} is signed out; the account stays usable.`,
               confirmLabel: "Sign out all",
               danger: true,
               run: async (reason) => {
