@@ -19,6 +19,7 @@ from tests.test_web import PASSWORD, shot
 from tests.test_web_features import login_in_ui, users
 from yim.node import NodeServer
 from yim.storage.admin import AuditEntry
+from yim.storage.records import UserRec
 
 browser = test_web.browser
 contexts = test_web.contexts
@@ -117,9 +118,19 @@ async def test_an_admin_manages_groups_roles_and_shops(server: NodeServer, conte
             "/api/v1/groups", json={"name": "Book Club", "members": [made["carol"]["user_id"]]}, headers=auth
         )
         assert r.status == 201, await r.text()
+    for i in range(52):  # more accounts than one page of the users table (50)
+        user = UserRec(server.node.ids.next_id(), f"member{i:02}", f"Member {i}", "not a hash", 1)
+        await server.node.store.create_user(user)
     root = await contexts[0].new_page()
     await login_in_ui(root, server.url, "root", "Root")
     await root.get_by_role("link", name="Admin").click()
+
+    # Users, a page at a time.
+    rows = root.get_by_role("table", name="Users").locator("tbody tr")
+    await expect(rows).to_have_count(50)
+    await root.get_by_role("button", name="More users").click()
+    await expect(rows).to_have_count(55)
+    await expect(root.get_by_role("button", name="More users")).to_have_count(0)
 
     # Groups: transfer to a member, then dissolve.
     await root.get_by_role("tab", name="Groups").click()
