@@ -88,6 +88,23 @@ export class Api {
     return this.call("GET", "/api/v1/me");
   }
 
+  // Self-service (docs/protocol.md §19.4). Resolves to {revoked}: the other sessions ended.
+  changePassword(oldPassword, newPassword) {
+    return this.call("PUT", "/api/v1/me/password", { old_password: oldPassword, new_password: newPassword });
+  }
+
+  // Resolves to the User; a blank name means the username.
+  setDisplayName(displayName) {
+    return this.call("PATCH", "/api/v1/me", { display_name: displayName });
+  }
+
+  // Server administration (docs/protocol.md §19): `path` under /api/v1/admin, `query` for
+  // GETs (ids stay decimal strings), `body` for changes. A non-admin gets code "forbidden".
+  admin(method, path, { query = null, body } = {}) {
+    const q = query ? "?" + new URLSearchParams(Object.entries(query).filter(([, v]) => v != null && v !== "")) : "";
+    return this.call(method, "/api/v1/admin" + path + q, body);
+  }
+
   userByName(username) {
     return this.call("GET", "/api/v1/users?username=" + encodeURIComponent(username));
   }

@@ -3,7 +3,8 @@
 // feature: presence, typing, relations, groups, media, service; views: DOM).
 //
 // Routes: #/c/<conv_id> a conversation, #/u/<user_id> a draft with a user,
-// #/s/<shop_id> the chat with a shop (customer service).
+// #/s/<shop_id> the chat with a shop (customer service), #/settings my settings and
+// #/admin the server administration (server admins only).
 import { Api } from "./api.js";
 import { h } from "./dom.js";
 import { Groups } from "./groups.js";
@@ -16,9 +17,11 @@ import { Service } from "./service.js";
 import { Socket, socketUrl } from "./socket.js";
 import { Store } from "./store.js";
 import { Typing } from "./typing.js";
+import { AdminView } from "./views/admin.js";
 import { ChatView } from "./views/chat.js";
 import { openGroupInfo } from "./views/groupinfo.js";
 import { loginView } from "./views/login.js";
+import { SettingsView } from "./views/settings.js";
 import { Sidebar } from "./views/sidebar.js";
 import { userMenu } from "./views/usermenu.js";
 
@@ -67,6 +70,30 @@ function showLogin(notice) {
 }
 
 let current = null; // {socket, store, stop}
+
+const SESSION_ENDED = "Your session has ended. Please log in again.";
+
+// What the login form says when the server ended the session (close codes, docs/protocol.md
+// §5.4 and §19.2): a disabled account must not read as an expired token.
+function endedNotice({ code, reason: text } = {}) {
+  const reason = String(text ?? "").replace(/^session revoked: /, "");
+  if (code === 4007) {
+    return (
+      "Your session has ended: a server administrator disabled this account. " +
+      "You cannot log in until it is enabled again."
+    );
+  }
+  if (code === 4003 && reason === "password changed") {
+    return "Your session has ended: the password was changed in another session. Log in with the new password.";
+  }
+  if (code === 4003 && reason === "password reset by an admin") {
+    return "Your session has ended: a server administrator reset your password. Log in with the new one.";
+  }
+  if (code === 4003 && reason === "signed out by an admin") {
+    return "Your session has ended: a server administrator signed this device out.";
+  }
+  return SESSION_ENDED;
+}
 
 function startMain(session) {
   api.token = session.token;
@@ -126,6 +153,27 @@ function startMain(session) {
     onGroupInfo: (convId) => openGroupInfo({ store, groups }, convId),
     onUserMenu,
   });
+  const settings = new SettingsView({
+    store,
+    api,
+    service,
+    // My new name: the sidebar, the chats and the saved session show it at once.
+    onProfile(user) {
+      Object.assign(store.me, user);
+      store.rememberUser({ ...store.users.get(user.user_id), ...user });
+      localStorage.setItem(SESSION_KEY, JSON.stringify({ ...session, display_name: user.display_name }));
+      sidebar.renderMe();
+      sidebar.render();
+      if (chat.route) chat.render();
+    },
+  });
+  const admin = new AdminView({ api, store, onForbidden: () => setAdmin(false) });
+  // Whether I am a server admin: the user object does not say, so one cheap admin read
+  // decides (403 forbidden: no). An admin op answering forbidden later hides the tab again.
+  const setAdmin = (on) => {
+    sidebar.setAdmin(on);
+    if (!on && location.hash === "#/admin") location.replace("#/");
+  };
   const sidebar = new Sidebar({
     store,
     api,
@@ -150,9 +198,30 @@ function startMain(session) {
     },
   });
   root.className = "";
-  root.replaceChildren(h("div", { class: "shell" }, sidebar.el, chat.el));
+  const shell = h("div", { class: "shell" }, sidebar.el, chat.el);
+  root.replaceChildren(shell);
+
+  // The right-hand side shows the chat, or one of the pages in its place.
+  const showPage = (page) => {
+    const want = page?.el ?? chat.el;
+    if (shell.lastElementChild !== want) shell.replaceChild(want, shell.lastElementChild);
+    shell.classList.toggle("chat-open", !!page);
+    sidebar.activePage = page === admin ? "admin" : page === settings ? "settings" : null;
+    if (page) {
+      sidebar.activeConv = null;
+      chat.show(null);
+      page.show();
+      sidebar.render();
+      updateVisible();
+    }
+  };
 
   const route = async () => {
+    if (location.hash === "#/settings" || (location.hash === "#/admin" && sidebar.isAdmin)) {
+      return showPage(location.hash === "#/admin" ? admin : settings);
+    }
+    if (location.hash === "#/admin" && sidebar.isAdmin === false) return location.replace("#/");
+    showPage(null);
     const [, kind, id] = location.hash.match(/^#\/([cus])\/([0-9]{1,20})$/) ?? [];
     let r = null;
     if (kind === "c") r = { conv_id: id };
@@ -239,11 +308,11 @@ function startMain(session) {
   presence.addEventListener("change", renderSoon);
   relations.addEventListener("change", renderSoon);
   service.addEventListener("change", renderSoon);
-  socket.addEventListener("unauthorized", () => end("Your session has ended. Please log in again."));
+  socket.addEventListener("unauthorized", (e) => end(endedNotice(e.detail)));
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", onVisibility);
 
-  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier };
+  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier, settings, admin };
   window.yim = current; // for the browser console
   sidebar.render();
   route();
@@ -258,8 +327,19 @@ function startMain(session) {
       sidebar.renderMe();
     })
     .catch((err) => {
-      if (err.code === "unauthorized") end("Your session has ended. Please log in again.");
+      if (err.code === "unauthorized") end(SESSION_ENDED);
     });
+  api.admin("GET", "/users", { query: { limit: 1 } }).then(
+    () => {
+      if (ended) return;
+      setAdmin(true);
+      if (location.hash === "#/admin") route();
+    },
+    (err) => {
+      // not an admin; with no answer at all, no Admin tab either (a reload asks again)
+      if (!ended && err.code === "forbidden") setAdmin(false);
+    },
+  );
 }
 
 const saved = loadSession();

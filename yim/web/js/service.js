@@ -256,6 +256,35 @@ export class Service extends EventTarget {
     await this.socket.request("service_close", { session_id: sessionId });
     this.refreshSoon();
   }
+
+  // --- running my own shops (docs/protocol.md §17.2) ----------------------------------------
+  // Anyone may open a shop and becomes its admin: it is loaded at once, so the Agent tab
+  // and the settings page show it without a reload.
+  async createShop(name) {
+    const shop = await this.socket.request("shop_create", { name });
+    this.shopInfos.set(shop.shop_id, shop);
+    await this.load();
+    return shop;
+  }
+
+  // Adds an agent, or replaces the role of one (skills and capacity: the server's defaults
+  // for a new agent, the agent's own for one already there).
+  async setAgent(shopId, userId, role) {
+    const known = this.shops.get(shopId)?.agents.find((a) => a.user_id === userId);
+    const fields = { shop_id: shopId, user_id: userId, role };
+    if (known) Object.assign(fields, { skills: known.skills, capacity: known.capacity });
+    const agent = await this.socket.request("shop_agent_set", fields);
+    await this.loadShop(shopId);
+    this.changed();
+    return agent;
+  }
+
+  async removeAgent(shopId, userId) {
+    await this.socket.request("shop_agent_remove", { shop_id: shopId, user_id: userId });
+    if (userId === this.store.me.user_id) await this.load();
+    else await this.loadShop(shopId);
+    this.changed();
+  }
 }
 
 function loadMap(key) {

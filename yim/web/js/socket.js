@@ -12,7 +12,8 @@
 //   "notice" detail = an ephemeral notice frame {type, data}
 //   "status" detail = {state, retryAt?, reason?}; state is one of
 //            connecting | open | waiting | replaced | stopped
-//   "unauthorized" detail = reason (token expired or revoked: log in again)
+//   "unauthorized" detail = {reason, code} (token expired or revoked: log in again; code: the
+//            close code, null when the token was refused at `auth`)
 
 const CLOSE_AUTH_FAILED = 4001;
 const CLOSE_REPLACED = 4002;
@@ -177,7 +178,7 @@ export class Socket extends EventTarget {
     this.ws = null;
     if (this.state === "stopped") return;
     if (code === CLOSE_AUTH_FAILED || code === CLOSE_REVOKED || code === CLOSE_DISABLED) {
-      this.fail(reason || "session ended");
+      this.fail(reason || "session ended", code);
     } else if (code === CLOSE_REPLACED) {
       // The same device connected again, in another tab: do not fight over the slot.
       this.setState("replaced", { reason });
@@ -186,10 +187,12 @@ export class Socket extends EventTarget {
     }
   }
 
-  fail(reason) {
+  // `code`: the close code that ended the session (4003, 4007, …), or null when the token
+  // itself was refused; the page words its notice after it.
+  fail(reason, code = null) {
     this.setState("stopped", { reason });
     this.teardown(1000, "unauthorized");
-    this.dispatchEvent(new CustomEvent("unauthorized", { detail: reason }));
+    this.dispatchEvent(new CustomEvent("unauthorized", { detail: { reason, code } }));
   }
 
   scheduleReconnect(reason) {

@@ -3,6 +3,7 @@ import { h } from "../dom.js";
 
 const MESSAGES = {
   unauthorized: "Wrong username or password.",
+  account_disabled: "This account is disabled. Ask a server administrator to enable it again.",
   username_taken: "That username is taken. Pick another one.",
   network: "Cannot reach the server. Check your connection.",
 };

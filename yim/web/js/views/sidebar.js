@@ -36,6 +36,8 @@ export class Sidebar {
     this.activeConv = null;
     this.countdown = 0;
     this.tab = "chats";
+    this.isAdmin = null; // a server admin? null until the server answered
+    this.activePage = null; // "settings" | "admin" while that page is shown
 
     this.meName = h("span", { class: "me-name" });
     this.meAvatar = h("span", { class: "me-avatar" });
@@ -145,12 +147,29 @@ export class Sidebar {
         this.total,
         h("button", { type: "button", class: "ghost logout", onclick: onLogout, title: "Log out" }, "Log out"),
       ),
+      this.pageNav(),
       this.banner,
       this.tabBar,
       [...this.panels.values()],
     );
     this.renderMe();
     this.showTab("chats");
+  }
+
+  // Links to the pages shown in place of the chat: Settings for everyone, Admin for server
+  // admins (hidden until the server said so).
+  pageNav() {
+    this.settingsLink = h("a", { class: "page-link", href: "#/settings" }, "Settings");
+    this.adminLink = h("a", { class: "page-link", href: "#/admin", hidden: true }, "Admin");
+    this.pageNavEl = h("nav", { class: "page-nav", "aria-label": "Pages" }, this.settingsLink, this.adminLink);
+    return this.pageNavEl;
+  }
+
+  // `data-admin` says once the server answered (yes / no), for people and tests alike.
+  setAdmin(on) {
+    this.isAdmin = on;
+    this.adminLink.hidden = !on;
+    this.pageNavEl.dataset.admin = on ? "yes" : "no";
   }
 
   showTab(id) {
@@ -245,6 +264,13 @@ export class Sidebar {
     this.requestBadge.setAttribute("aria-label", `${requests} friend requests`);
     this.tabBtns.get("agent").hidden = !this.service.isAgent;
     this.renderStatus();
+    for (const [link, page] of [
+      [this.settingsLink, "settings"],
+      [this.adminLink, "admin"],
+    ]) {
+      if (this.activePage === page) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
 
     if (this.tab === "chats") {
       const convs = store.sortedConvs();
