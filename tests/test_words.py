@@ -470,6 +470,24 @@ async def test_send_rejected_or_masked_end_to_end(make_server: MakeServer, tmp_p
         # other kinds pass: an emoji is not text
         await alice.request("send", conv_id=conv, kind="emoji", body={"emoji": "👍"}, client_msg_id="m5")
 
+        # a custom message's text fallback is what other clients show: filtered like a text;
+        # its app data is the app's, and passes untouched
+        with pytest.raises(ProtocolError, match="content_blocked"):
+            await alice.request(
+                "send",
+                conv_id=conv,
+                kind="custom",
+                body={"type": "card", "data": {}, "text": "炸 弹"},
+                client_msg_id="m6",
+            )
+        card = {"type": "card", "data": {"note": "笨蛋"}, "text": "看看这个笨蛋"}
+        ack = await alice.request("send", conv_id=conv, kind="custom", body=card, client_msg_id="m7")
+        assert ack["body"] == {"type": "card", "data": {"note": "笨蛋"}, "text": "看看这个**"}
+        plain = await alice.request(
+            "send", conv_id=conv, kind="custom", body={"type": "card", "data": {"x": 1}}, client_msg_id="m8"
+        )
+        assert "body" not in plain  # no text: nothing to filter, nothing echoed
+
 
 async def test_group_names_announcements_and_display_names(make_server: MakeServer, tmp_path: Path) -> None:
     server = await make_server(**settings_for(tmp_path))

@@ -48,7 +48,7 @@ import msgspec
 
 from yim.config import SettingsError, WordList
 from yim.protocol.errors import YimError
-from yim.protocol.frames import TextBody
+from yim.protocol.frames import CustomBody, TextBody
 from yim.storage.records import SendResult
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ _CJK_GAP = re.compile(f"[\\W_](?<=[{_CJK}][\\W_])[\\W_]*(?=[{_CJK}])")
 
 
 _text_decoder = msgspec.json.Decoder(TextBody)
+_custom_decoder = msgspec.json.Decoder(CustomBody)
 _encoder = msgspec.json.Encoder()
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -334,15 +335,24 @@ class WordFilter:
         return mask(state.mask, text)
 
     def message_body(self, kind: str, body: bytes) -> tuple[bytes, bool]:
-        """A message's canonical body, filtered, and whether it changed (masked). Only text
-        bodies carry user-written text; the other kinds pass unchanged."""
-        if kind != "text":
-            return body, False
-        text = _text_decoder.decode(body).text
-        filtered = self.apply(text, "the message")
-        if filtered is text:
-            return body, False
-        return _encoder.encode(TextBody(text=filtered)), True
+        """A message's canonical body, filtered, and whether it changed (masked). User-written
+        text is a text body's ``text`` and a custom message's ``text`` fallback (what clients
+        without support show, and search finds); the other kinds pass unchanged."""
+        if kind == "text":
+            text = _text_decoder.decode(body).text
+            filtered = self.apply(text, "the message")
+            if filtered is text:
+                return body, False
+            return _encoder.encode(TextBody(text=filtered)), True
+        if kind == "custom":
+            custom = _custom_decoder.decode(body)
+            if not custom.text:
+                return body, False
+            filtered = self.apply(custom.text, "the message's text")
+            if filtered is custom.text:
+                return body, False
+            return _encoder.encode(msgspec.structs.replace(custom, text=filtered)), True
+        return body, False
 
     def fields(self, struct: T, *names: str, what: str = "the") -> T:
         """``struct`` with its named text fields filtered (a field that is None or empty is
