@@ -171,6 +171,13 @@ class RunData:
             return None
         return b.server_cpu - a.server_cpu
 
+    def server_procs_cpu_s(self, start: str, end: str) -> dict[str, float]:
+        """CPU seconds of each of the server's processes (the node, its children by label)."""
+        a, b = self.snapshots.get(start), self.snapshots.get(end)
+        if a is None or b is None:
+            return {}
+        return {label: cpu - a.server_procs.get(label, 0.0) for label, cpu in b.server_procs.items()}
+
     def client_cpu_s(self, start: str, end: str) -> float | None:
         a, b = self.snapshots.get(start), self.snapshots.get(end)
         return None if a is None or b is None else b.client_cpu - a.client_cpu
@@ -342,6 +349,11 @@ def _run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.
             row["kb_per_conn"] = round((b.server_rss - a.server_rss) / 1024 / conns, 2)
     row.update(scenario.summarize(data))
     row.update(_cpu_by_role(data, start, end, row.get("acked")))
+    acked = row.get("acked")
+    if isinstance(acked, int | float) and acked > 0:
+        procs = data.server_procs_cpu_s(start, end)
+        if procs:  # server_cpu_us_per_msg is their sum
+            row["server_procs_cpu_us_per_msg"] = {k: round(v / acked * 1e6, 1) for k, v in sorted(procs.items())}
     row.update(data.extra.get("logs", {}))
     if "pg_statements" in data.extra:
         row["pg_statements"] = data.extra["pg_statements"]
@@ -429,6 +441,11 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
             # per-position medians (e.g. the server's busiest threads, busiest first)
             width = max(len(v) for v in lists)
             out[key] = [round(statistics.median(v[i] for v in lists if len(v) > i), 1) for i in range(width)]
+        elif len(dicts := [v for v in values if isinstance(v, dict)]) == len(values) and all(
+            isinstance(x, int | float) for v in dicts for x in v.values()
+        ):
+            # per-key medians (e.g. the CPU per message of each server process)
+            out[key] = {k: round(statistics.median(v.get(k, 0.0) for v in dicts), 1) for k in value}
         elif isinstance(value, str) and key == "limited_by":
             out[key] = statistics.mode(str(v) for v in values)
     out["run"] = f"median of {len(rows)}"

@@ -191,7 +191,8 @@ class Snapshot:
     """CPU seconds and memory at one instant of a run."""
 
     t: float  # time.monotonic()
-    server_cpu: float | None = None  # user+system seconds of the whole server process
+    server_cpu: float | None = None  # user+system seconds of the server process and its children
+    server_procs: dict[str, float] = field(default_factory=dict)  # process label -> CPU seconds (see proc_label)
     server_loop_cpu: float | None = None  # ... of its main thread (the event loop)
     server_rss: int | None = None
     server_threads: dict[int, float] = field(default_factory=dict)  # thread id -> CPU seconds
@@ -246,11 +247,22 @@ class Probe:
             try:
                 with self.server.oneshot():
                     ct = self.server.cpu_times()
-                    snap.server_cpu = ct.user + ct.system
+                    # The node's child processes, if any, work for it: their CPU
+                    # is part of the server's cost per message. Ones already reaped count too.
+                    snap.server_procs["node"] = ct.user + ct.system
+                    reaped = ct.children_user + ct.children_system
+                    if reaped:
+                        snap.server_procs["exited children"] = reaped
                     snap.server_rss = self.server.memory_info().rss
                     for th in self.server.threads():
                         snap.server_threads[th.id] = th.user_time + th.system_time
                     snap.server_loop_cpu = snap.server_threads.get(self.server.pid)
+                for child in self.server.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        c = child.cpu_times()
+                        label = proc_label(child)
+                        snap.server_procs[label] = snap.server_procs.get(label, 0.0) + c.user + c.system
+                snap.server_cpu = sum(snap.server_procs.values())
             except psutil.Error:
                 pass
             if snap.server_rss is not None and snap.server_rss > self.peak_rss:
@@ -270,6 +282,18 @@ class Probe:
                     total += tree_cpu_s(proc)
             snap.groups_cpu[role] = total
         return snap
+
+
+def proc_label(proc: psutil.Process) -> str:
+    """A server child's name in the per-process figures: the module it runs (``python -m
+    pkg.worker`` is ``worker``), else its process name."""
+    try:
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return "child"
+    if "-m" in cmd[:-1]:
+        return cmd[cmd.index("-m") + 1].rsplit(".", 1)[-1]
+    return proc.name() or "child"
 
 
 def tree_cpu_s(root: psutil.Process) -> float:
