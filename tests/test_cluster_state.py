@@ -216,6 +216,53 @@ async def test_send_rate_holds_across_three_nodes(tmp_path: Path, postgres_dsn: 
             await d.close()
 
 
+async def test_reaction_rate_holds_across_three_nodes(
+    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
+) -> None:
+    """Reactions are pushed to every member, so their per-user limit is a cluster-wide one
+    like the send limit: a user reacting from a device on each node gets about one node's
+    budget, not three times it."""
+    rate, burst, seconds = 5.0, 5, 3.0
+    async with (
+        _cluster(tmp_path, postgres_dsn, redis_server, rate_react_per_user_s=rate, rate_react_burst=burst) as servers,
+        contextlib.AsyncExitStack() as stack,
+        asyncio.timeout(60),
+    ):
+        https = [await stack.enter_async_context(aiohttp.ClientSession(s.url)) for s in servers]
+        [_, b_login] = await make_users(https[0], ["alice", "bob"])
+        devices = [Device(https[i], await login(https[i], "alice", f"dev{i}")) for i in range(3)]
+        for d in devices:
+            await d.connect()
+        sent = await devices[0].request(
+            "send", to=b_login["user_id"], kind="text", body={"text": "react to me"}, client_msg_id="r0"
+        )
+        accepted = refused = 0
+
+        async def flood(d: Device, n: int) -> None:
+            nonlocal accepted, refused
+            end = time.monotonic() + seconds
+            i = 0
+            while time.monotonic() < end:
+                i += 1
+                try:  # each device toggles its own emoji: every request is a real change
+                    await d.request("react", conv_id=sent["conv_id"], seq=sent["seq"], emoji=f"e{n}", remove=i % 2 == 0)
+                    accepted += 1
+                except ProtocolError as exc:
+                    assert exc.code == "rate_limited", exc
+                    refused += 1
+                    i -= 1  # the same toggle again next time
+                await asyncio.sleep(0.01)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(flood(d, n) for n, d in enumerate(devices)))
+        elapsed = time.monotonic() - t0
+        budget = burst + rate * elapsed  # one node's budget over the run
+        # per node, three nodes would accept ~3x the budget (~60 here)
+        assert budget * 0.5 <= accepted <= budget + 10, (accepted, refused, budget)
+        for d in devices:
+            await d.close()
+
+
 async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: list[NodeServer]) -> None:
     n0, n1, _ = nodes
     async with (

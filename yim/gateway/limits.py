@@ -214,10 +214,11 @@ class Limits:
         self.shared: SharedBuckets | None = None
 
     def share(self, state: SharedBuckets) -> None:
-        """Cluster mode: share login, registration and send limits through Redis."""
+        """Cluster mode: share login, registration, send and reaction limits through Redis."""
         self.shared = state
         state.share_buckets("send_user", self.send_user)
         state.share_buckets("send_ip", self.send_ip)
+        state.share_buckets("react_user", self.react_user)
 
     def _use_shared(self) -> SharedBuckets | None:
         shared = self.shared
@@ -293,6 +294,9 @@ class Limits:
         wait = self.react_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "reacting too fast; slow down", retry_after=_retry(wait))
+        shared = self.shared
+        if shared is not None and self.react_user.rate > 0:
+            shared.spent("react_user", user_id, 1.0)  # N nodes must not give N times the budget
 
     async def check_login(self, username: str, ip: str | None) -> None:
         """Before verifying a password: refuse while the username or the IP is locked out,
