@@ -3,6 +3,7 @@ quotes a message, and lines show a quote, a forward and a custom message's text 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 
@@ -64,3 +65,56 @@ def test_chat_replies_and_shows_quotes_forwards_and_custom(cli: Cli) -> None:
             chat.wait(timeout=10)
         chat.stdin.close()
         chat.stdout.close()
+
+
+def test_chat_shows_edits_live_and_history_marks_them(cli: Cli) -> None:
+    """An edit arrives as an entry carrying the new text (protocol.md §11.2a): the chat says
+    who edited which message and how it reads now; `/history` lists the message once, with
+    its latest text marked "(edited)", and not the edit entry beside it."""
+    url = cli.server.url
+    register(url, "kai", "yan")
+    say(url, "yan", "kai", "明天十点见")
+
+    async def edit_it(api: HttpApi) -> None:
+        peer = await api.user_by_name("kai")
+        convs = await api.request("GET", "/api/v1/conversations")
+        conv_id = next(
+            c["conv_id"] for c in convs["conversations"] if (c.get("peer") or {}).get("user_id") == peer.user_id
+        )
+        await api.request("POST", f"/api/v1/conversations/{conv_id}/edit", body={"seq": 1, "text": "明天十一点见"})
+
+    chat = subprocess.Popen(
+        cli.argv("chat", "kai"),
+        env=cli.env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
+
+    def type_line(text: str) -> None:
+        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
+        chat.stdin.flush()  # type: ignore[union-attr]
+
+    try:
+        out.expect(r"^Logged in as kai")
+        type_line("/open yan")
+        out.expect(r"\d\d:\d\d yan: 明天十点见$")
+        as_user(url, "yan", edit_it)
+        out.expect(r"\* yan edited #1: 明天十一点见$")
+        type_line("/history")
+        out.expect(r"yan: 明天十一点见 \(edited\)$")
+        type_line("/quit")
+        assert chat.wait(timeout=10) == 0
+        with contextlib.suppress(AssertionError):  # read the rest of the output, to its end
+            out.expect(r"^\x00 never printed$", timeout=5)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait(timeout=10)
+        chat.stdin.close()
+        chat.stdout.close()
+    # the live line once; /history listed the message, not the edit entry beside it
+    assert sum("edited #1" in line for line in out.seen) == 1, out.seen

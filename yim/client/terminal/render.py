@@ -155,7 +155,8 @@ async def _content(kind: str, body: dict[str, Any], message: MessageOut, names: 
     if kind == "custom":  # an app's message: its text fallback (protocol.md §11.3a)
         return await names.name(message.sender_id), str(body.get("text") or f"[{body.get('type', kind)}]")
     if kind == "text":
-        return await names.name(message.sender_id), str(body.get("text", ""))
+        edited = " (edited)" if body.get("edited_at") else ""  # the server's mark (protocol.md §6.9a)
+        return await names.name(message.sender_id), str(body.get("text", "")) + edited
     if kind == "emoji":
         return await names.name(message.sender_id), str(body.get("emoji", ""))
     if kind in ("image", "video", "file"):
@@ -173,6 +174,10 @@ async def _content(kind: str, body: dict[str, Any], message: MessageOut, names: 
 async def _entry(kind: str, body: dict[str, Any], message: MessageOut, names: Directory) -> tuple[str, str]:
     if kind == "recall":
         return "", f"* {await names.name(message.sender_id)} recalled a message"
+    if kind == "edit":  # the message's new text rides in the entry (protocol.md §11.2a)
+        new = body.get("body")
+        text = new.get("text", "") if isinstance(new, dict) else ""
+        return "", f"* {await names.name(message.sender_id)} edited #{body.get('seq', '?')}: {text}"
     if kind == "system":
         event = str(body.get("event", ""))
         fields = {
@@ -191,9 +196,10 @@ async def _entry(kind: str, body: dict[str, Any], message: MessageOut, names: Di
 
 
 def shown_in_history(message: MessageOut) -> bool:
-    """Whether a history view lists an entry: a recall entry is not listed, since the message
-    it recalled already reads "(recalled)" at its own place (listing both says it twice)."""
-    return message.kind != "recall"
+    """Whether a history view lists an entry: recall and edit entries are not listed, since
+    the message they changed already reads "(recalled)" or its new text "(edited)" at its own
+    place (listing both says it twice)."""
+    return message.kind not in ("recall", "edit")
 
 
 async def history_line(message: MessageOut, names: Directory, *, full_time: bool = False) -> str:

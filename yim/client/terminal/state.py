@@ -115,8 +115,14 @@ class ChatState:
 
     def remember(self, message: MessageOut, what: str) -> None:
         """Keep what an entry said (to quote it if it is recalled) and the user's own last entry."""
-        if message.sender_id == self.me_id and message.kind not in ("system", "recall"):
+        if message.sender_id == self.me_id and message.kind not in ("system", "recall", "edit"):
             self._own_last[message.conv_id] = max(self._own_last.get(message.conv_id, 0), message.seq)
+        if message.kind == "edit" and isinstance(message.body, dict):  # a recall then quotes the new text
+            new = message.body.get("body")
+            key = (message.conv_id, int(message.body.get("seq", 0)))
+            if key in self._shown and isinstance(new, dict) and isinstance(new.get("text"), str):
+                self._shown[key] = one_line(new["text"])
+            return
         if message.kind in ("system", "recall") or message.recalled:
             return
         self._shown[(message.conv_id, message.seq)] = one_line(what)
