@@ -100,6 +100,9 @@ class Metrics:
         loop.histograms.append(
             ("yim_store_latency_seconds", "Time from submitting a message to its durable commit", self.store_latency)
         )
+        self.webhook_before_send = self._labelled(
+            loop, "yim_webhook_before_send", "before_send webhook verdicts: allow, reject, replace, failed", "result"
+        )
         self.slow_consumers = self._counter(loop, "yim_slow_consumers", "Connections cut off for not reading")
         r.register(loop)
         self.logins = Counter("yim_logins_total", "Successful logins", registry=r)

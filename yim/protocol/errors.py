@@ -48,6 +48,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "media_kind_mismatch": 400,  # an image message naming a media that is not an image, etc.
     "range_not_satisfiable": 416,  # a media download's Range lies outside the content
     "content_blocked": 422,  # the text holds a word of a sensitive-word list whose action is reject
+    "rejected_by_policy": 422,  # the operator's before_send webhook refused the message; the message is its reason
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

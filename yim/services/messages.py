@@ -42,6 +42,7 @@ from yim.storage.rules import quotes
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
+    from yim.services.hooks import Webhooks
 
 _text_decoder = msgspec.json.Decoder(TextBody)
 _emoji_decoder = msgspec.json.Decoder(EmojiBody)
@@ -126,7 +127,85 @@ def send_message(
     masked = False
     if node.words is not None:  # sensitive words: content_blocked, or a masked body stored, pushed and echoed
         body, masked = node.words.message_body(req.kind, body)
+    hooks = node.hooks
+    if hooks is not None and hooks.before_send_hook is not None:
+        return _checked(node, hooks, session, req, body, quote, origin, on_done, masked)
     return _submit(node, session, req, quotes.with_fields(body, quote or {}), origin, on_done, echo=masked)
+
+
+def _checked(
+    node: Context,
+    hooks: Webhooks,
+    session: SessionRec,
+    req: Send | SendBody,
+    body: bytes,
+    quote: dict[str, Any] | None,
+    origin: Device | None,
+    on_done: Callable[[asyncio.Future[SendResult]], None] | None,
+    masked: bool,
+) -> asyncio.Future[SendResult]:
+    """:func:`send_message` with the before_send hook asked first. The verdicts of one
+    device's sends are awaited concurrently but the sends are submitted in the order they
+    came, so a device's messages keep their order in the conversation."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[SendResult] = loop.create_future()
+    key = (session.user_id, session.device_id)
+    waiting = hooks.waiting
+    before = waiting.get(key)
+
+    def finish(done: asyncio.Future[SendResult]) -> None:
+        if not out.done():
+            if done.cancelled():
+                out.cancel()
+            elif (exc := done.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(done.result())
+
+    def refused(exc: BaseException) -> None:
+        out.set_exception(exc)
+        if on_done is not None:
+            on_done(out)
+
+    async def check() -> None:
+        replaced: bytes | None = None
+        error: Exception | None = None
+        try:
+            replaced = await hooks.before_send(node.ids, session, req, body)
+        except Exception as exc:  # a YimError for the sender, or a bug: the ACK says internal
+            error = exc
+        if before is not None:  # the device's earlier send is submitted (or refused) first
+            await asyncio.wait([before])
+        if error is not None:
+            refused(error)
+            return
+        final, echo = body, masked
+        if replaced is not None:
+            try:
+                final, echo = canonical_body(req.kind, replaced, node.settings.max_text_chars), True
+            except YimError as exc:  # the hook's replacement is no valid body of the kind
+                try:
+                    hooks.failed(f"replacement body refused: {exc.message}")
+                except YimError as closed:
+                    refused(closed)
+                    return
+        try:
+            inner = _submit(node, session, req, quotes.with_fields(final, quote or {}), origin, on_done, echo=echo)
+        except Exception as exc:  # bad addressing (bad_request ...), as without the hook
+            refused(exc)
+            return
+        inner.add_done_callback(finish)
+
+    def forget(task: asyncio.Task[None]) -> None:
+        if waiting.get(key) is task:
+            del waiting[key]
+        if task.cancelled() and not out.done():  # the node stops
+            out.cancel()
+
+    task = loop.create_task(check())
+    waiting[key] = task
+    task.add_done_callback(forget)
+    return out
 
 
 def _submit(
