@@ -278,3 +278,34 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(None)
     assert not isinstance(settings.webhooks, str)
     assert settings.webhooks[0].url == "https://h.example/x" and settings.before_send_fail == "open"
+
+
+@pytest.mark.backends("sqlite")
+async def test_forwarded_copies_are_asked_too(make_server: MakeServer, receiver: Receiver) -> None:
+    """A forward is a send into each target: the policy refuses or replaces each copy."""
+    server = await make_server(**hook_settings(receiver.url))
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await devices(http, ["alice", "bob", "carol"])
+        conv = (await alice.request("send", to=bob.user_id, kind="text", body={"text": "x"}, client_msg_id="m1"))[
+            "conv_id"
+        ]
+
+        def decide(event: dict[str, Any]) -> dict[str, Any]:
+            if event["data"]["to"] == carol.user_id:
+                return {"action": "reject", "reason": "not to carol"}
+            return {"action": "replace", "body": {"text": "copy"}}
+
+        receiver.decide = decide
+        out = await alice.request(
+            "forward",
+            conv_id=conv,
+            seqs=[1],
+            targets=[{"to": carol.user_id, "client_msg_id": "f1"}, {"conv_id": conv, "client_msg_id": "f2"}],
+        )
+        refused, replaced = out["results"]
+        assert refused["sent"] == [] and refused["error"]["code"] == "rejected_by_policy"
+        assert refused["error"]["message"] == "not to carol"
+        assert replaced["sent"][0]["body"]["text"] == "copy" and "error" not in replaced
+        assert receiver.requests[-1]["data"]["body"] == {"text": "x"}  # the hook sees the kind's body
+        stored = await bob.pull(conv, 0)
+        assert [m["body"]["text"] for m in stored] == ["x", "copy"]

@@ -168,27 +168,19 @@ def _checked(
             on_done(out)
 
     async def check() -> None:
-        replaced: bytes | None = None
-        error: Exception | None = None
+        final, echo, error = body, masked, None
         try:
-            replaced = await hooks.before_send(node.ids, session, req, body)
+            replaced = await _policy_body(node, hooks, session, req, body)
         except Exception as exc:  # a YimError for the sender, or a bug: the ACK says internal
             error = exc
+        else:
+            if replaced is not None:
+                final, echo = replaced, True
         if before is not None:  # the device's earlier send is submitted (or refused) first
             await asyncio.wait([before])
         if error is not None:
             refused(error)
             return
-        final, echo = body, masked
-        if replaced is not None:
-            try:
-                final, echo = canonical_body(req.kind, replaced, node.settings.max_text_chars), True
-            except YimError as exc:  # the hook's replacement is no valid body of the kind
-                try:
-                    hooks.failed(f"replacement body refused: {exc.message}")
-                except YimError as closed:
-                    refused(closed)
-                    return
         try:
             inner = _submit(node, session, req, quotes.with_fields(final, quote or {}), origin, on_done, echo=echo)
         except Exception as exc:  # bad addressing (bad_request ...), as without the hook
@@ -206,6 +198,22 @@ def _checked(
     waiting[key] = task
     task.add_done_callback(forget)
     return out
+
+
+async def _policy_body(
+    node: Context, hooks: Webhooks, session: SessionRec, req: Send | SendBody, body: bytes
+) -> bytes | None:
+    """The before_send hook's verdict on a message with the canonical ``body`` of its kind:
+    None to store it as it is, or the replacement, validated as a body of its kind (one the
+    kind refuses is a failure of the hook). Raises ``rejected_by_policy`` / ``unavailable``."""
+    replaced = await hooks.before_send(node.ids, session, req, body)
+    if replaced is None:
+        return None
+    try:
+        return canonical_body(req.kind, replaced, node.settings.max_text_chars)
+    except YimError as exc:
+        hooks.failed(f"replacement body refused: {exc.message}")  # raises when fail-closed
+        return None
 
 
 def _submit(
@@ -310,16 +318,22 @@ async def forward(node: Context, session: SessionRec, req: Forward, origin: Devi
         body, fields = quotes.forwarded_body(m, found.conv_type)
         if m.kind in MEDIA_KINDS:  # the media travels by id: the store checks access and fills in the rest
             body = _encoder.encode({"media_id": str(carried_media_id(m.body))})
-        copies.append((m.kind, quotes.with_fields(body, fields)))
+        copies.append((m.kind, body, fields))
+    hooks = node.hooks
+    if hooks is not None and hooks.before_send_hook is None:
+        hooks = None
     results = []
     for t in targets:
         out = ForwardResult(client_msg_id=t.client_msg_id, sent=[], to=t.to, conv_id=t.conv_id)
-        for i, (kind, body) in enumerate(copies):
+        for i, (kind, body, fields) in enumerate(copies):
             send = SendBody(
                 kind=kind, body=msgspec.Raw(b"{}"), client_msg_id=f"{t.client_msg_id}.{i}", to=t.to, conv_id=t.conv_id
             )
             try:
-                result = await _submit(node, session, send, body, origin, None)
+                # each copy is a send into its target: the message policy is asked as for one
+                replaced = await _policy_body(node, hooks, session, send, body) if hooks is not None else None
+                final = quotes.with_fields(body if replaced is None else replaced, fields)
+                result = await _submit(node, session, send, final, origin, None, echo=replaced is not None)
             except YimError as exc:
                 out.error = ErrorOut(code=exc.code, message=exc.message)
                 break
