@@ -163,6 +163,8 @@ def _checked(
                 out.set_result(done.result())
 
     def refused(exc: BaseException) -> None:
+        if out.done():  # cancelled: the HTTP client went away while the hook was asked
+            return
         out.set_exception(exc)
         if on_done is not None:
             on_done(out)
