@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -309,3 +310,139 @@ async def test_forwarded_copies_are_asked_too(make_server: MakeServer, receiver:
         assert receiver.requests[-1]["data"]["body"] == {"text": "x"}  # the hook sees the kind's body
         stored = await bob.pull(conv, 0)
         assert [m["body"]["text"] for m in stored] == ["x", "copy"]
+
+
+# --- after_send: the durable outbox ----------------------------------------------------------------
+
+
+def after_settings(url: str, **more: Any) -> dict[str, Any]:
+    return {"webhooks": [{"url": url, "events": ["after_send"], "secret": SECRET}], **more}
+
+
+async def metric(http: aiohttp.ClientSession, name: str) -> float | None:
+    for line in (await (await http.get("/metrics")).text()).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def test_after_send_is_delivered_signed(make_server: MakeServer, receiver: Receiver) -> None:
+    server = await make_server(**after_settings(receiver.url))
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = await devices(http, ["alice", "bob"])
+        acks = [
+            await alice.request("send", to=bob.user_id, kind="text", body={"text": f"t{i}"}, client_msg_id=f"m{i}")
+            for i in range(3)
+        ]
+        async with asyncio.timeout(10):
+            while len(receiver.requests) < 3:
+                await asyncio.sleep(0.02)
+        assert receiver.bad_signatures == 0
+        by_id = {e["event_id"]: e for e in receiver.requests}
+        assert set(by_id) == {a["msg_id"] for a in acks}  # the event id is the message id
+        event = by_id[acks[0]["msg_id"]]
+        assert event["event"] == "after_send"
+        assert event["data"] == {
+            "msg_id": acks[0]["msg_id"],
+            "conv_id": acks[0]["conv_id"],
+            "seq": 1,
+            "sender_id": alice.user_id,
+            "sender_device": "d1",
+            "kind": "text",
+            "body": {"text": "t0"},
+            "client_msg_id": "m0",
+        }
+        # a resend (duplicate) records the event again under the same id: receivers de-duplicate
+        again = await alice.request("send", to=bob.user_id, kind="text", body={"text": "t0"}, client_msg_id="m0")
+        assert again["duplicate"] is True
+        async with asyncio.timeout(10):
+            while len(receiver.requests) < 4:
+                await asyncio.sleep(0.02)
+        assert receiver.requests[-1]["event_id"] == acks[0]["msg_id"]
+        async with asyncio.timeout(15):  # the outbox empties (the gauges are read every few seconds)
+            while await metric(http, "yim_webhook_outbox") != 0.0:
+                await asyncio.sleep(0.2)
+
+
+async def test_after_send_retries_then_dead_letter(make_server: MakeServer, receiver: Receiver) -> None:
+    attempts: list[float] = []
+
+    def decide(event: dict[str, Any]) -> Any:
+        attempts.append(time.monotonic())
+        return web.Response(status=503)
+
+    receiver.decide = decide
+    server = await make_server(**after_settings(receiver.url, webhook_retry_s="0.2,0.4", webhook_dead_after=4))
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = await devices(http, ["alice", "bob"])
+        ack = await alice.request("send", to=bob.user_id, kind="text", body={"text": "x"}, client_msg_id="m1")
+        async with asyncio.timeout(20):
+            while await metric(http, "yim_webhook_dead_letters") != 1.0:
+                await asyncio.sleep(0.2)
+        assert len(attempts) == 4  # the first try and three retries, then no more
+        assert {e["event_id"] for e in receiver.requests} == {ack["msg_id"]}
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[0] >= 0.15 and gaps[1] >= 0.35 and gaps[2] >= 0.35  # the schedule, its last wait repeated
+        await asyncio.sleep(1.0)
+        assert len(attempts) == 4
+        metrics = await (await http.get("/metrics")).text()
+        assert 'yim_webhook_deliveries_total{result="dead"} 1.0' in metrics
+        assert 'yim_webhook_deliveries_total{result="retry"} 3.0' in metrics
+
+
+@pytest.mark.backends("sqlite")
+async def test_outbox_survives_a_kill(server_process: Any, receiver: Receiver) -> None:
+    """An ACKed message's event is delivered even though its node was killed (SIGKILL) before
+    the hook could be reached: the outbox is on disk, the restarted node delivers it."""
+    await receiver.stop()  # the hook is down while the message is sent
+    env = {"YIM_WEBHOOKS": json.dumps(after_settings(receiver.url)["webhooks"]), "YIM_WEBHOOK_RETRY_S": "0.2"}
+    proc = server_process(**env)
+    await asyncio.to_thread(proc.start)
+    async with aiohttp.ClientSession(proc.url) as http:
+        alice, bob = await make_users(http, ["alice", "bob"])
+        r = await http.post(
+            "/api/v1/messages",
+            json={"to": bob["user_id"], "kind": "text", "body": {"text": "kept"}, "client_msg_id": "k1"},
+            headers={"Authorization": f"Bearer {alice['token']}"},
+        )
+        assert r.status == 201
+        msg_id = (await r.json())["msg_id"]
+    await asyncio.sleep(0.5)  # a failed attempt or two: the event waits for a retry
+    proc.kill()
+    assert receiver.requests == []
+    await receiver.start()
+    await asyncio.to_thread(proc.start)
+    async with asyncio.timeout(15):
+        while not receiver.requests:
+            await asyncio.sleep(0.05)
+    assert [e["event_id"] for e in receiver.requests] == [msg_id]
+    assert receiver.requests[0]["data"]["body"] == {"text": "kept"}
+
+
+@pytest.mark.backends("postgres")
+async def test_two_nodes_deliver_each_event_once(make_server: MakeServer, receiver: Receiver) -> None:
+    """Nodes sharing one PostgreSQL store both deliver from the outbox; each event is claimed
+    by one of them (FOR UPDATE SKIP LOCKED and a lease)."""
+    seen: list[str] = []
+
+    async def decide(event: dict[str, Any]) -> dict[str, Any]:
+        seen.append(event["event_id"])
+        await asyncio.sleep(0.05)  # deliveries overlap, so both nodes claim while others are out
+        return {}
+
+    receiver.decide = decide
+    first = await make_server(**after_settings(receiver.url))
+    await make_server(**after_settings(receiver.url))
+    async with aiohttp.ClientSession(first.url) as http:
+        alice, bob = await devices(http, ["alice", "bob"])
+        acks = await asyncio.gather(
+            *(
+                alice.request("send", to=bob.user_id, kind="text", body={"text": str(i)}, client_msg_id=f"m{i}")
+                for i in range(60)
+            )
+        )
+        async with asyncio.timeout(20):
+            while len(seen) < 60:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+    assert sorted(seen) == sorted(a["msg_id"] for a in acks)  # every one, once

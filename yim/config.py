@@ -33,7 +33,7 @@ class WordList(msgspec.Struct, forbid_unknown_fields=True):
 
 
 #: the events a webhook may subscribe to (docs/operations.md §9)
-WEBHOOK_EVENTS = ("before_send",)
+WEBHOOK_EVENTS = ("before_send", "after_send")
 
 
 class Webhook(msgspec.Struct, forbid_unknown_fields=True):
@@ -236,6 +236,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: when the before_send hook does not answer in time or answers nonsense: "open" stores
     #: the message as sent, "closed" refuses it (``unavailable``, the client may retry)
     before_send_fail: Literal["open", "closed"] = "closed"
+    #: events after a change (after_send) go through a durable outbox: the waits between a
+    #: failed delivery and the next attempt, the last repeated ("1,5,30" as env / flag)
+    webhook_retry_s: list[Annotated[float, msgspec.Meta(ge=0)]] | str = "1,5,30,120,600,1800"
+    #: after this many failed attempts an event is a dead letter (kept, counted, not retried)
+    webhook_dead_after: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    #: the longest one outbox delivery may take
+    webhook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    #: a node claims outbox events for this long; one that dies holding them leaves them to be
+    #: delivered again (by any node) once it ends. Longer than webhook_timeout_s.
+    webhook_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.word_lists, str):
@@ -246,6 +256,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise ValueError(f"webhooks is not a JSON list of {{url, events, secret}}: {exc}") from None
         check_webhooks(self.webhooks)
+        if isinstance(self.webhook_retry_s, str):
+            try:
+                self.webhook_retry_s = [float(v) for v in self.webhook_retry_s.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"webhook_retry_s {self.webhook_retry_s!r} is not comma-separated seconds") from None
+        if not self.webhook_retry_s or min(self.webhook_retry_s) < 0:
+            raise ValueError("webhook_retry_s must list at least one wait, none negative")
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                f"webhook_lease_s ({self.webhook_lease_s}) must exceed webhook_timeout_s ({self.webhook_timeout_s}):"
+                " a claim would end while its delivery may still run, and another node deliver it too"
+            )
         if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:
             raise ValueError(
                 f"max_send_buffer_bytes must be at least {MIN_SEND_BUFFER_BYTES} (2 MiB), got"

@@ -197,7 +197,7 @@ class Node:
         #: sensitive-word lists; None when none are configured (one attribute check per text)
         self.words = WordFilter.from_settings(settings)
         #: the operator's webhooks; None when none are configured (one attribute check per send)
-        self.hooks = Webhooks.from_settings(settings, self.metrics.webhook_before_send)
+        self.hooks = Webhooks.from_settings(settings, self.metrics)
         #: cluster mode: presence, rate limits and online agents shared through Redis
         self.cluster: ClusterState | None = None
         if settings.redis_url:
@@ -246,7 +246,7 @@ class Node:
         if self.words is not None:
             self.words.start()  # reload on SIGHUP and when a list file changes
         if self.hooks is not None:
-            self.hooks.start()
+            self.hooks.start(self.store)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 

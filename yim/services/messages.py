@@ -254,6 +254,14 @@ def _submit(
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     if echo:
         fut = echo_body(fut)
+    hooks = node.hooks
+    if hooks is not None and hooks.after_send_hooks:
+        # The pushes go out at the commit; the ACK waits for the after_send events' outbox write.
+        fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), None))
+        fut = hooks.recorded(fut)
+        if on_done is not None:
+            fut.add_done_callback(on_done)
+        return fut
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
 

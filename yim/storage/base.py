@@ -41,6 +41,7 @@ from yim.storage.service import ServiceStore
 if TYPE_CHECKING:
     from yim.storage.admin import AdminStore
     from yim.storage.media import MediaStore
+    from yim.storage.outbox import OutboxStore
     from yim.storage.reactions import ReactionStore
     from yim.storage.search import SearchStore
 
@@ -54,7 +55,8 @@ class Store(abc.ABC):
     (:class:`yim.storage.media.MediaStore`), ``store.search``
     (:class:`yim.storage.search.SearchStore`), ``store.reactions``
     (:class:`yim.storage.reactions.ReactionStore`: reactions and pins), ``store.admin``
-    (:class:`yim.storage.admin.AdminStore`)."""
+    (:class:`yim.storage.admin.AdminStore`), ``store.outbox``
+    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver)."""
 
     relations: RelationStore
     service: ServiceStore
@@ -62,6 +64,7 @@ class Store(abc.ABC):
     search: SearchStore
     reactions: ReactionStore
     admin: AdminStore
+    outbox: OutboxStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

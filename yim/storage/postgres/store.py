@@ -545,6 +545,9 @@ class PostgresStore(Store):
         from yim.storage.postgres.reactions import PgReactionStore
 
         self.reactions = PgReactionStore(self)
+        from yim.storage.postgres.outbox import PgOutboxStore
+
+        self.outbox = PgOutboxStore(self)
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:
