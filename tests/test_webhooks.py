@@ -427,7 +427,7 @@ async def test_two_nodes_deliver_each_event_once(make_server: MakeServer, receiv
 
     async def decide(event: dict[str, Any]) -> dict[str, Any]:
         seen.append(event["event_id"])
-        await asyncio.sleep(0.05)  # deliveries overlap, so both nodes claim while others are out
+        await asyncio.sleep(1.0)  # longer than a node's poll: the other node looks while these are out
         return {}
 
     receiver.decide = decide
