@@ -260,7 +260,11 @@ async def test_before_send_keeps_a_devices_order(make_server: MakeServer, receiv
         ([{"url": "http://x", "events": ["on_send"], "secret": SECRET}], "'on_send' is not an event"),
         ([{"url": "http://x", "events": [], "secret": SECRET}], "events is empty"),
         ([{"url": "http://x", "events": ["before_send"], "secret": "short"}], "secret must be at least 16 bytes"),
-        ([{"url": "http://x", "events": ["before_send"], "secret": SECRET}] * 2, "at most one webhook"),
+        (
+            [{"url": f"http://x/{i}", "events": ["before_send"], "secret": SECRET} for i in range(2)],
+            "at most one webhook",
+        ),
+        ([{"url": "http://x", "events": ["after_send"], "secret": SECRET}] * 2, "the same url"),
         ("[{", "webhooks is not a JSON list"),
     ],
 )
@@ -276,7 +280,10 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "YIM_WEBHOOKS", json.dumps([{"url": "https://h.example/x", "events": ["before_send"], "secret": SECRET}])
     )
     monkeypatch.setenv("YIM_BEFORE_SEND_FAIL", "open")
+    monkeypatch.setenv("YIM_WEBHOOK_RETRY_S", "0.5, 2")
     settings = load_settings(None)
+    assert settings.webhook_retry_s == [0.5, 2.0]
+    assert load_settings(None, webhook_retry_s=[1, 2.5]).webhook_retry_s == [1.0, 2.5]  # the TOML form
     assert not isinstance(settings.webhooks, str)
     assert settings.webhooks[0].url == "https://h.example/x" and settings.before_send_fail == "open"
 
@@ -446,3 +453,18 @@ async def test_two_nodes_deliver_each_event_once(make_server: MakeServer, receiv
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
     assert sorted(seen) == sorted(a["msg_id"] for a in acks)  # every one, once
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"webhook_retry_s": "1,x"}, "not comma-separated seconds"),
+        ({"webhook_retry_s": ""}, "at least one wait"),
+        ({"webhook_lease_s": 5}, "must exceed webhook_timeout_s"),
+        ({"webhook_dead_after": 0}, "webhook_dead_after"),
+    ],
+)
+def test_bad_outbox_settings(setting: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(None, **setting)
+    assert message in str(err.value) and "\n" not in str(err.value)

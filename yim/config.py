@@ -62,6 +62,10 @@ def check_webhooks(hooks: list[Webhook]) -> None:
                 raise ValueError(f"{where}.events: {event!r} is not an event (one of {', '.join(WEBHOOK_EVENTS)})")
         if len(hook.secret.encode()) < MIN_WEBHOOK_SECRET_BYTES:
             raise ValueError(f"{where}.secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+    urls = [hook.url for hook in hooks]
+    if len(set(urls)) != len(urls):
+        # outbox rows name their hook by URL: one URL, one secret (list all its events in one entry)
+        raise ValueError("two webhooks have the same url: give each URL once, with all its events")
     if sum("before_send" in hook.events for hook in hooks) > 1:
         # one synchronous verdict per message: two could disagree, and each adds its latency
         raise ValueError("at most one webhook may take the before_send event")
