@@ -468,3 +468,30 @@ def test_bad_outbox_settings(setting: dict[str, Any], message: str) -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(None, **setting)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+async def test_account_created_and_group_changed(make_server: MakeServer, receiver: Receiver) -> None:
+    hooks = [{"url": receiver.url, "events": ["account_created", "group_changed"], "secret": SECRET}]
+    server = await make_server(webhooks=hooks)
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = await devices(http, ["alice", "bob"])
+        group = await alice.request("group_create", name="team", members=[bob.user_id])
+        conv = group["group"]["conv_id"]
+        await alice.request("group_update", conv_id=conv, name="the team")
+        await bob.request("group_leave", conv_id=conv)
+        async with asyncio.timeout(10):
+            while len(receiver.requests) < 5:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+    assert receiver.bad_signatures == 0
+    created = [e for e in receiver.requests if e["event"] == "account_created"]
+    assert sorted(e["data"]["username"] for e in created) == ["alice", "bob"]
+    assert {e["event_id"] for e in created} == {alice.user_id, bob.user_id}  # the user id
+    changes = sorted((e for e in receiver.requests if e["event"] == "group_changed"), key=lambda e: e["data"]["seq"])
+    assert len(changes) == 3 and len(receiver.requests) == 5
+    assert [c["data"]["seq"] for c in changes] == [1, 2, 3]
+    assert all(c["data"]["conv_id"] == conv for c in changes)
+    assert changes[0]["data"]["actor_id"] == alice.user_id and changes[2]["data"]["actor_id"] == bob.user_id
+    assert changes[1]["data"]["group"]["name"] == "the team"
+    # the system entry's body: what changed (docs/protocol.md §11.3)
+    assert [c["data"]["change"]["event"] for c in changes] == ["created", "updated", "left"]

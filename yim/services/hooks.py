@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import msgspec
@@ -173,6 +173,29 @@ class Webhooks:
 
         fut.add_done_callback(committed)
         return out
+
+    async def emit(self, event: str, event_id: int, data: Any) -> None:
+        """Record an event after a change (account_created, group_changed) in the outbox,
+        when a hook takes it. The change is committed already: if the outbox write fails
+        the event is lost — logged and counted (``yim_webhook_deliveries{result="lost"}``),
+        not the caller's error."""
+        hooks = [h for h in self._by_url.values() if event in h.events]
+        if not hooks:
+            return
+        payload = _encoder.encode(
+            {"event_id": str(event_id), "event": event, "created_at": int(time.time() * 1000), "data": data}
+        )
+        try:
+            if self._store is None:
+                raise YimError("unavailable", "the node is not serving")
+            await self._store.outbox.add(
+                [OutboxEvent(h.url, event, event_id, payload) for h in hooks], int(time.time() * 1000)
+            )
+        except Exception as exc:
+            log.error("webhook event %s %s lost: the outbox write failed: %s", event, event_id, exc)
+            self.metrics.webhook_deliveries.labels("lost").inc(len(hooks))
+            return
+        self._wake.set()
 
     def _after_send_events(self, result: SendResult) -> list[OutboxEvent]:
         m = result.message
