@@ -495,3 +495,28 @@ async def test_account_created_and_group_changed(make_server: MakeServer, receiv
     assert changes[1]["data"]["group"]["name"] == "the team"
     # the system entry's body: what changed (docs/protocol.md §11.3)
     assert [c["data"]["change"]["event"] for c in changes] == ["created", "updated", "left"]
+
+
+async def test_service_session_opened_and_closed(make_server: MakeServer, receiver: Receiver) -> None:
+    hooks = [{"url": receiver.url, "events": ["session_opened", "session_closed"], "secret": SECRET}]
+    server = await make_server(webhooks=hooks)
+    async with aiohttp.ClientSession(server.url) as http:
+        owner, agent, customer = await devices(http, ["owner", "agent", "customer"])
+        shop = (await owner.request("shop_create", name="shop"))["shop_id"]
+        await owner.request("shop_agent_set", shop_id=shop, user_id=agent.user_id, skills=[], capacity=5)
+        for n in range(2):  # the second message goes into the open session: no second event
+            await customer.request("send", shop_id=shop, kind="text", body={"text": "help"}, client_msg_id=f"c{n}")
+        session_id = (await customer.request("service_status", shop_id=shop))["session_id"]
+        await customer.request("service_close", session_id=session_id)
+        async with asyncio.timeout(10):
+            while len(receiver.requests) < 2:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+    assert [e["event"] for e in sorted(receiver.requests, key=lambda e: e["created_at"])] == [
+        "session_opened",
+        "session_closed",
+    ]
+    for e in receiver.requests:
+        assert e["event_id"] == session_id
+        assert e["data"]["session_id"] == session_id and e["data"]["shop_id"] == shop
+        assert e["data"]["customer_id"] == customer.user_id

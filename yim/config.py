@@ -33,7 +33,7 @@ class WordList(msgspec.Struct, forbid_unknown_fields=True):
 
 
 #: the events a webhook may subscribe to (docs/operations.md §9)
-WEBHOOK_EVENTS = ("before_send", "after_send", "account_created", "group_changed")
+WEBHOOK_EVENTS = ("before_send", "after_send", "account_created", "group_changed", "session_opened", "session_closed")
 
 
 class Webhook(msgspec.Struct, forbid_unknown_fields=True):

@@ -94,6 +94,7 @@ class Webhooks:
         #: the hooks after_send events go to, through the outbox; empty: none is written
         self.after_send_hooks = [h for h in hooks if "after_send" in h.events]
         self._by_url = {h.url: h for h in hooks}
+        self._events = {event for h in hooks for event in h.events}
         self.timeout_s = settings.before_send_timeout_s
         self.fail_open = settings.before_send_fail == "open"
         self.retry_ms = [int(s * 1000) for s in settings.webhook_retry_s]  # parsed by Settings: a list
@@ -196,6 +197,17 @@ class Webhooks:
             self.metrics.webhook_deliveries.labels("lost").inc(len(hooks))
             return
         self._wake.set()
+
+    def takes(self, event: str) -> bool:
+        """Does a hook take this event (one dict lookup; for the callers on hot paths)."""
+        return event in self._events
+
+    def emit_soon(self, event: str, event_id: int, data: Any) -> None:
+        """:meth:`emit` from code that cannot wait for it (a callback): in a task of its own,
+        kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self.emit(event, event_id, data))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     def _after_send_events(self, result: SendResult) -> list[OutboxEvent]:
         m = result.message

@@ -35,6 +35,7 @@ from yim.protocol.frames import (
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
+from yim.services.service import session_event
 from yim.services.words import EchoedResult, echo_body
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import SendCmd, SendResult, SessionRec
@@ -255,6 +256,8 @@ def _submit(
     if echo:
         fut = echo_body(fut)
     hooks = node.hooks
+    if hooks is not None and cmd.new_session_id and hooks.takes("session_opened"):
+        fut.add_done_callback(functools.partial(_session_opened, hooks, cmd.new_session_id))
     if hooks is not None and hooks.after_send_hooks:
         # The pushes go out at the commit; the ACK waits for the after_send events' outbox write.
         fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), None))
@@ -264,6 +267,19 @@ def _submit(
         return fut
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
+
+
+def _session_opened(hooks: Webhooks, session_id: int, fut: asyncio.Future[SendResult]) -> None:
+    """A send to a shop opens a service session with the id it offered (``new_session_id``)
+    when the customer has none open: its events then name that id."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    wanted = str(session_id)
+    for _user, _seq, payload in fut.result().events:
+        ev = msgspec.json.decode(payload)
+        if ev.get("session_id") == wanted:
+            hooks.emit_soon("session_opened", session_id, session_event(ev))
+            return
 
 
 def _after_commit(
