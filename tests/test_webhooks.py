@@ -266,6 +266,7 @@ async def test_before_send_keeps_a_devices_order(make_server: MakeServer, receiv
         ),
         ([{"url": "http://x", "events": ["after_send"], "secret": SECRET}] * 2, "the same url"),
         ("[{", "webhooks is not a JSON list"),
+        ({"url": "http://x", "events": ["after_send"], "secret": SECRET}, "webhooks = ***"),  # not a list
     ],
 )
 def test_bad_settings(hooks: Any, message: str) -> None:

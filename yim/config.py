@@ -332,7 +332,7 @@ def _explain(error: str, values: dict[str, Any], origin: dict[str, str]) -> str:
     if at is None:  # a check of __post_init__: its message already says it all
         return f"bad setting: {error}"
     name = at.group(1)
-    value = "***" if "secret" in name else repr(values.get(name))
+    value = "***" if "secret" in name or name == "webhooks" else repr(values.get(name))  # webhooks hold secrets
     return (
         f"bad setting: {name} = {value} (from {origin.get(name, 'the defaults')}): {error[: at.start()]};"
         f" allowed: {_allowed(name)}"
