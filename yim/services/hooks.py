@@ -48,6 +48,8 @@ CLAIM_BATCH = 64
 POLL_S = 0.5
 #: how often the outbox gauges are read from the store
 COUNT_EVERY_S = 5.0
+#: how long a stopping node waits for outbox writes under way
+STOP_WAIT_S = 5.0
 #: the most of an error kept with an outbox row
 MAX_ERROR_CHARS = 300
 #: before_send calls in flight at once, node-wide; a send beyond it waits its turn, within
@@ -129,6 +131,8 @@ class Webhooks:
         self._worker = asyncio.get_running_loop().create_task(self._deliver_forever())
 
     async def stop(self) -> None:
+        if self._recording:  # events being written to the outbox: let them land (bounded)
+            await asyncio.wait(set(self._recording), timeout=STOP_WAIT_S)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
