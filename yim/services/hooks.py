@@ -7,6 +7,12 @@ sender like a masked text). A hook that does not answer within ``before_send_tim
 answers something else, is a failure, and ``before_send_fail`` decides: "open" stores the
 message as sent, "closed" refuses it with ``unavailable``.
 
+The events after a change (``after_send``, ``account_created``, ``group_changed``,
+``session_opened``, ``session_closed``) go through the store's outbox
+(:mod:`yim.storage.outbox`): written when the change commits — for a message before its
+ACK — and delivered by every node's delivery loop, at least once, retried on the
+``webhook_retry_s`` schedule, dead letters after ``webhook_dead_after`` attempts.
+
 Every request is signed: ``X-Yim-Signature: sha256=<hex>``, the HMAC-SHA256 with the hook's
 secret over ``<X-Yim-Timestamp> + "." + <body bytes>``; the receiver recomputes it and
 refuses a timestamp outside its replay window.
