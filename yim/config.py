@@ -32,6 +32,45 @@ class WordList(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["reject", "mask"]
 
 
+#: the events a webhook may subscribe to (docs/operations.md §9)
+WEBHOOK_EVENTS = ("before_send", "after_send", "account_created", "group_changed", "session_opened", "session_closed")
+
+
+class Webhook(msgspec.Struct, forbid_unknown_fields=True):
+    """One webhook (docs/operations.md §9): a URL, the events POSTed to it, and the secret
+    its requests are signed with (HMAC-SHA256)."""
+
+    url: str
+    events: list[str]  # of WEBHOOK_EVENTS
+    secret: str
+
+
+#: the shortest webhook secret: an HMAC key much shorter than its hash is guessable
+MIN_WEBHOOK_SECRET_BYTES = 16
+
+
+def check_webhooks(hooks: list[Webhook]) -> None:
+    """The rules of the ``webhooks`` setting that its types cannot say."""
+    for i, hook in enumerate(hooks):
+        where = f"webhooks[{i}]"
+        if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", hook.url):
+            raise ValueError(f"{where}.url must be an http:// or https:// URL, got {hook.url!r}")
+        if not hook.events:
+            raise ValueError(f"{where}.events is empty: name at least one event")
+        for event in hook.events:
+            if event not in WEBHOOK_EVENTS:
+                raise ValueError(f"{where}.events: {event!r} is not an event (one of {', '.join(WEBHOOK_EVENTS)})")
+        if len(hook.secret.encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ValueError(f"{where}.secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+    urls = [hook.url for hook in hooks]
+    if len(set(urls)) != len(urls):
+        # outbox rows name their hook by URL: one URL, one secret (list all its events in one entry)
+        raise ValueError("two webhooks have the same url: give each URL once, with all its events")
+    if sum("before_send" in hook.events for hook in hooks) > 1:
+        # one synchronous verdict per message: two could disagree, and each adds its latency
+        raise ValueError("at most one webhook may take the before_send event")
+
+
 def parse_word_lists(value: str) -> list[WordList]:
     """The env / command-line form of ``word_lists``: ``ACTION:PATH`` items, comma-separated."""
     lists = []
@@ -231,9 +270,47 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: how often the lists' files are checked for a change (0: only on SIGHUP)
     word_lists_check_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
+    # webhooks (docs/operations.md §9; yim/services/hooks.py)
+    #: TOML: ``webhooks = [{url = "https://...", events = ["before_send"], secret = "..."}]``;
+    #: env / command line: the same list as JSON. Empty: no hook, and nothing is paid for it.
+    webhooks: list[Webhook] | str = []
+    #: the longest a send waits for the before_send hook's verdict
+    before_send_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    #: when the before_send hook does not answer in time or answers nonsense: "open" stores
+    #: the message as sent, "closed" refuses it (``unavailable``, the client may retry)
+    before_send_fail: Literal["open", "closed"] = "closed"
+    #: events after a change (after_send) go through a durable outbox: the waits between a
+    #: failed delivery and the next attempt, the last repeated ("1,5,30" as env / flag)
+    webhook_retry_s: list[Annotated[float, msgspec.Meta(ge=0)]] | str = "1,5,30,120,600,1800"
+    #: after this many failed attempts an event is a dead letter (kept, counted, not retried)
+    webhook_dead_after: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    #: the longest one outbox delivery may take
+    webhook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    #: a node claims outbox events for this long; one that dies holding them leaves them to be
+    #: delivered again (by any node) once it ends. Longer than webhook_timeout_s.
+    webhook_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
     def __post_init__(self) -> None:
         if isinstance(self.word_lists, str):
             self.word_lists = parse_word_lists(self.word_lists)
+        if isinstance(self.webhooks, str):
+            try:
+                self.webhooks = msgspec.json.decode(self.webhooks or "[]", type=list[Webhook])
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise ValueError(f"webhooks is not a JSON list of {{url, events, secret}}: {exc}") from None
+        check_webhooks(self.webhooks)
+        if isinstance(self.webhook_retry_s, str):
+            try:
+                self.webhook_retry_s = [float(v) for v in self.webhook_retry_s.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"webhook_retry_s {self.webhook_retry_s!r} is not comma-separated seconds") from None
+        if not self.webhook_retry_s or min(self.webhook_retry_s) < 0:
+            raise ValueError("webhook_retry_s must list at least one wait, none negative")
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                f"webhook_lease_s ({self.webhook_lease_s}) must exceed webhook_timeout_s ({self.webhook_timeout_s}):"
+                " a claim would end while its delivery may still run, and another node deliver it too"
+            )
         if self.max_send_buffer_bytes < MIN_SEND_BUFFER_BYTES:
             raise ValueError(
                 f"max_send_buffer_bytes must be at least {MIN_SEND_BUFFER_BYTES} (2 MiB), got"
@@ -294,7 +371,7 @@ def _explain(error: str, values: dict[str, Any], origin: dict[str, str]) -> str:
     if at is None:  # a check of __post_init__: its message already says it all
         return f"bad setting: {error}"
     name = at.group(1)
-    value = "***" if "secret" in name else repr(values.get(name))
+    value = "***" if "secret" in name or name == "webhooks" else repr(values.get(name))  # webhooks hold secrets
     return (
         f"bad setting: {name} = {value} (from {origin.get(name, 'the defaults')}): {error[: at.start()]};"
         f" allowed: {_allowed(name)}"

@@ -100,6 +100,12 @@ class Metrics:
         loop.histograms.append(
             ("yim_store_latency_seconds", "Time from submitting a message to its durable commit", self.store_latency)
         )
+        self.webhook_before_send = self._labelled(
+            loop, "yim_webhook_before_send", "before_send webhook verdicts: allow, reject, replace, failed", "result"
+        )
+        self.webhook_deliveries = self._labelled(
+            loop, "yim_webhook_deliveries", "Outbox webhook attempts: delivered, retry, dead", "result"
+        )
         self.slow_consumers = self._counter(loop, "yim_slow_consumers", "Connections cut off for not reading")
         r.register(loop)
         self.logins = Counter("yim_logins_total", "Successful logins", registry=r)
@@ -108,6 +114,12 @@ class Metrics:
         )
         self.service_assignments = Counter(
             "yim_service_assignments_total", "Service sessions assigned to an agent", registry=r
+        )
+        self.webhook_dead_letters = Gauge(
+            "yim_webhook_dead_letters", "Webhook events that failed every attempt (store-wide)", registry=r
+        )
+        self.webhook_outbox = Gauge(
+            "yim_webhook_outbox", "Webhook events waiting in the outbox (store-wide)", registry=r
         )
         self.service_queued = Counter("yim_service_queued_total", "Service sessions put in a shop queue", registry=r)
 

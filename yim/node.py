@@ -38,6 +38,7 @@ from yim.metrics import Metrics, StoreCollector
 from yim.protocol.close import CLOSE_GOING_AWAY
 from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
+from yim.services.hooks import Webhooks
 from yim.services.media import MediaService
 from yim.services.presence import Presence
 from yim.services.push import PushWorker
@@ -244,6 +245,8 @@ class Node:
         self.limits = Limits(settings)
         #: sensitive-word lists; None when none are configured (one attribute check per text)
         self.words = WordFilter.from_settings(settings)
+        #: the operator's webhooks; None when none are configured (one attribute check per send)
+        self.hooks = Webhooks.from_settings(settings, self.metrics)
         #: cluster mode: presence, rate limits and online agents shared through Redis
         self.cluster: ClusterState | None = None
         if settings.redis_url:
@@ -294,6 +297,8 @@ class Node:
         if self.words is not None:
             self.words.start()  # reload on SIGHUP and when a list file changes
         self.push.start()
+        if self.hooks is not None:
+            self.hooks.start(self.store)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 
@@ -380,6 +385,8 @@ class Node:
         if self.words is not None:
             await self.words.stop()
         await self.push.stop()
+        if self.hooks is not None:
+            await self.hooks.stop()
         await self.presence.stop()
         await self.flush_seen()
         if self.cluster is not None:

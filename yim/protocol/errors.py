@@ -51,6 +51,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "content_blocked": 422,  # the text holds a word of a sensitive-word list whose action is reject
     "invalid_pusher": 400,  # a pusher's fields do not fit its kind (a webpush without keys, an http: endpoint ...)
     "push_unavailable": 409,  # this server sends no pushes of the pusher's kind (not configured by its operator)
+    "rejected_by_policy": 422,  # the operator's before_send webhook refused the message; the message is its reason
     "rate_limited": 429,
     "unavailable": 503,  # the node is shutting down or its store is failing
     "internal": 500,

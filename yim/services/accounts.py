@@ -90,7 +90,10 @@ class Accounts:
             password_hash=pw_hash,
             created_at=now_ms(),
         )
-        return user_out(await self._node.store.create_user(user))
+        out = user_out(await self._node.store.create_user(user))
+        if self._node.hooks is not None:
+            await self._node.hooks.emit("account_created", user.id, out)
+        return out
 
     async def login(self, body: LoginBody) -> LoginOut:
         user = await self._node.store.user_by_name(body.username)

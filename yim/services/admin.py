@@ -19,11 +19,10 @@ from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
 from yim.services.accounts import user_out
 from yim.services.context import REQUEST_SOURCE
-from yim.services.delivery import publish_entry
-from yim.services.groups import group_out
+from yim.services.groups import changed, group_out
 from yim.services.service import agent_out, shop_out
 from yim.storage.admin import AccountRec, AuditEntry, AuditRec
-from yim.storage.records import GroupChange, SessionRec
+from yim.storage.records import SessionRec
 from yim.storage.rules.admin import require_admin
 
 if TYPE_CHECKING:
@@ -205,7 +204,7 @@ async def group_dissolve(
     conv_id = parse_id(req.conv_id, "group")
     entry = _entry("group_dissolve", f"group:{conv_id}", reason=req.reason)
     change = await node.store.admin.dissolve_group(session.user_id, conv_id, node.ids.next_id(), entry.at, entry)
-    return _group_changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def group_transfer(
@@ -216,18 +215,7 @@ async def group_transfer(
     change = await node.store.admin.transfer_group(
         session.user_id, conv_id, user_id, node.ids.next_id(), entry.at, entry
     )
-    return _group_changed(node, change, origin)
-
-
-def _group_changed(node: Context, change: GroupChange, origin: Device | None) -> f.GroupChangeOut:
-    entry = change.entry
-    if entry is not None:
-        publish_entry(node, entry, origin)
-    return f.GroupChangeOut(
-        group=group_out(change.group),
-        seq=entry.message.seq if entry else None,
-        inbox_seq=entry.sender_inbox_seq if entry else 0,
-    )
+    return await changed(node, change, origin)
 
 
 # --- shops ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from yim.ids.snowflake import Snowflake
     from yim.metrics import Metrics
     from yim.protocol.codec import Codec
+    from yim.services.hooks import Webhooks
     from yim.services.words import WordFilter
     from yim.storage.base import Store
     from yim.storage.records import MessageRec, SendCmd, SendResult
@@ -269,3 +270,7 @@ class Context(Protocol):
 
     @property
     def push(self) -> PushControl: ...
+
+    @property
+    def hooks(self) -> Webhooks | None:
+        """The operator's webhooks; None when none are configured."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from yim.protocol.errors import YimError
 from yim.protocol.frames import (
     GroupChangeOut,
@@ -61,15 +63,31 @@ def group_out(g: GroupRec) -> GroupOut:
     )
 
 
-def _changed(node: Context, change: GroupChange, origin: Device | None) -> GroupChangeOut:
+async def changed(node: Context, change: GroupChange, origin: Device | None) -> GroupChangeOut:
+    """The reply to a group change, after publishing its system entry (and recording its
+    group_changed webhook event, when a hook takes them)."""
     entry = change.entry
-    if entry is not None:
-        publish_entry(node, entry, origin)
-    return GroupChangeOut(
+    out = GroupChangeOut(
         group=group_out(change.group),
         seq=entry.message.seq if entry else None,
         inbox_seq=entry.sender_inbox_seq if entry else 0,
     )
+    if entry is not None:
+        publish_entry(node, entry, origin)
+        if node.hooks is not None:
+            m = entry.message
+            await node.hooks.emit(
+                "group_changed",
+                m.msg_id,
+                {
+                    "conv_id": str(m.conv_id),
+                    "seq": m.seq,
+                    "actor_id": str(m.sender_id),
+                    "change": msgspec.Raw(m.body),
+                    "group": out.group,
+                },
+            )
+    return out
 
 
 async def create_group(
@@ -93,7 +111,7 @@ async def create_group(
         threshold=settings.group_write_fanout_max,
         created_at=_now(),
     )
-    return _changed(node, await node.store.create_group(cmd), origin)
+    return await changed(node, await node.store.create_group(cmd), origin)
 
 
 async def invite(node: Context, session: SessionRec, req: GroupInvite, origin: Device | None = None) -> GroupChangeOut:
@@ -106,7 +124,7 @@ async def invite(node: Context, session: SessionRec, req: GroupInvite, origin: D
         _now(),
         node.settings.group_write_fanout_max,
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def join(node: Context, session: SessionRec, req: GroupJoin, origin: Device | None = None) -> GroupChangeOut:
@@ -119,14 +137,14 @@ async def join(node: Context, session: SessionRec, req: GroupJoin, origin: Devic
         _now(),
         node.settings.group_write_fanout_max,
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def leave(node: Context, session: SessionRec, req: GroupLeave, origin: Device | None = None) -> GroupChangeOut:
     change = await node.store.remove_member(
         parse_id(req.conv_id, "group"), session.user_id, session.user_id, node.ids.next_id(), _now()
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def remove(node: Context, session: SessionRec, req: GroupRemove, origin: Device | None = None) -> GroupChangeOut:
@@ -136,7 +154,7 @@ async def remove(node: Context, session: SessionRec, req: GroupRemove, origin: D
     change = await node.store.remove_member(
         parse_id(req.conv_id, "group"), session.user_id, target, node.ids.next_id(), _now()
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def set_role(node: Context, session: SessionRec, req: GroupRole, origin: Device | None = None) -> GroupChangeOut:
@@ -148,7 +166,7 @@ async def set_role(node: Context, session: SessionRec, req: GroupRole, origin: D
         node.ids.next_id(),
         _now(),
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def mute(node: Context, session: SessionRec, req: GroupMute, origin: Device | None = None) -> GroupChangeOut:
@@ -157,7 +175,7 @@ async def mute(node: Context, session: SessionRec, req: GroupMute, origin: Devic
     change = await node.store.mute_member(
         parse_id(req.conv_id, "group"), session.user_id, parse_id(req.user_id, "user"), until, node.ids.next_id(), now
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: Device | None = None) -> GroupChangeOut:
@@ -173,7 +191,7 @@ async def update(node: Context, session: SessionRec, req: GroupUpdate, origin: D
     change = await node.store.update_group(
         parse_id(req.conv_id, "group"), session.user_id, changes, node.ids.next_id(), _now()
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def dissolve(
@@ -182,7 +200,7 @@ async def dissolve(
     change = await node.store.dissolve_group(
         parse_id(req.conv_id, "group"), session.user_id, node.ids.next_id(), _now()
     )
-    return _changed(node, change, origin)
+    return await changed(node, change, origin)
 
 
 async def info(node: Context, session: SessionRec, req: GroupInfo, origin: Device | None = None) -> GroupOut:

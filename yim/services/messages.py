@@ -43,6 +43,7 @@ from yim.protocol.frames import (
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
+from yim.services.service import session_event
 from yim.services.words import EchoedResult, echo_body
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import SendCmd, SendResult, SessionRec
@@ -50,6 +51,7 @@ from yim.storage.rules import quotes
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
+    from yim.services.hooks import Webhooks
 
 _text_decoder = msgspec.json.Decoder(TextBody)
 _emoji_decoder = msgspec.json.Decoder(EmojiBody)
@@ -122,7 +124,94 @@ def send_message(
     masked = False
     if node.words is not None:  # sensitive words: content_blocked, or a masked body stored, pushed and echoed
         body, masked = node.words.message_body(req.kind, body)
+    hooks = node.hooks
+    if hooks is not None and hooks.before_send_hook is not None:
+        return _checked(node, hooks, session, req, body, origin, on_done, masked)
     return _submit(node, session, req, body, origin, on_done, echo=masked)
+
+
+def _checked(
+    node: Context,
+    hooks: Webhooks,
+    session: SessionRec,
+    req: Send | SendBody,
+    body: bytes,
+    origin: Device | None,
+    on_done: Callable[[asyncio.Future[SendResult]], None] | None,
+    masked: bool,
+) -> asyncio.Future[SendResult]:
+    """:func:`send_message` with the before_send hook asked first. The verdicts of one
+    device's sends are awaited concurrently but the sends are submitted in the order they
+    came, so a device's messages keep their order in the conversation."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[SendResult] = loop.create_future()
+    key = (session.user_id, session.device_id)
+    waiting = hooks.waiting
+    before = waiting.get(key)
+
+    def finish(done: asyncio.Future[SendResult]) -> None:
+        if not out.done():
+            if done.cancelled():
+                out.cancel()
+            elif (exc := done.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(done.result())
+
+    def refused(exc: BaseException) -> None:
+        if out.done():  # cancelled: the HTTP client went away while the hook was asked
+            return
+        out.set_exception(exc)
+        if on_done is not None:
+            on_done(out)
+
+    async def check() -> None:
+        final, echo, error = body, masked, None
+        try:
+            replaced = await _policy_body(node, hooks, session, req, body)
+        except Exception as exc:  # a YimError for the sender, or a bug: the ACK says internal
+            error = exc
+        else:
+            if replaced is not None:
+                final, echo = replaced, True
+        if before is not None:  # the device's earlier send is submitted (or refused) first
+            await asyncio.wait([before])
+        if error is not None:
+            refused(error)
+            return
+        try:
+            inner = _submit(node, session, req, final, origin, on_done, echo=echo)
+        except Exception as exc:  # bad addressing (bad_request ...), as without the hook
+            refused(exc)
+            return
+        inner.add_done_callback(finish)
+
+    def forget(task: asyncio.Task[None]) -> None:
+        if waiting.get(key) is task:
+            del waiting[key]
+        if task.cancelled() and not out.done():  # the node stops
+            out.cancel()
+
+    task = loop.create_task(check())
+    waiting[key] = task
+    task.add_done_callback(forget)
+    return out
+
+
+async def _policy_body(
+    node: Context, hooks: Webhooks, session: SessionRec, req: Send | SendBody, body: bytes
+) -> bytes | None:
+    """The before_send hook's verdict on a message with the canonical ``body`` of its kind:
+    None to store it as it is, or the replacement, validated as a body of its kind (one the
+    kind refuses is a failure of the hook). Raises ``rejected_by_policy`` / ``unavailable``."""
+    replaced = await hooks.before_send(node.ids, session, req, body)
+    if replaced is None:
+        return None
+    try:
+        return canonical_body(req.kind, replaced, node.settings.max_text_chars)
+    except YimError as exc:
+        hooks.failed(f"replacement body refused: {exc.message}")  # raises when fail-closed
+        return None
 
 
 def _submit(
@@ -162,8 +251,31 @@ def _submit(
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     if echo:
         fut = echo_body(fut)
+    hooks = node.hooks
+    if hooks is not None and cmd.new_session_id and hooks.takes("session_opened"):
+        fut.add_done_callback(functools.partial(_session_opened, hooks, cmd.new_session_id))
+    if hooks is not None and hooks.after_send_hooks:
+        # The pushes go out at the commit; the ACK waits for the after_send events' outbox write.
+        fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), None))
+        fut = hooks.recorded(fut)
+        if on_done is not None:
+            fut.add_done_callback(on_done)
+        return fut
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
+
+
+def _session_opened(hooks: Webhooks, session_id: int, fut: asyncio.Future[SendResult]) -> None:
+    """A send to a shop opens a service session with the id it offered (``new_session_id``)
+    when the customer has none open: its events then name that id."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    wanted = str(session_id)
+    for _user, _seq, payload in fut.result().events:
+        ev = msgspec.json.decode(payload)
+        if ev.get("session_id") == wanted:
+            hooks.emit_soon("session_opened", session_id, session_event(ev))
+            return
 
 
 def _after_commit(
@@ -281,16 +393,22 @@ async def forward(node: Context, session: SessionRec, req: Forward, origin: Devi
         body, fields = quotes.forwarded_body(m, found.conv_type)
         if m.kind in MEDIA_KINDS:  # the media travels by id: the store checks access and fills in the rest
             body = _encoder.encode({"media_id": str(carried_media_id(m.body))})
-        copies.append((m.kind, quotes.with_fields(body, fields)))
+        copies.append((m.kind, body, fields))
+    hooks = node.hooks
+    if hooks is not None and hooks.before_send_hook is None:
+        hooks = None
     results = []
     for t in targets:
         out = ForwardResult(client_msg_id=t.client_msg_id, sent=[], to=t.to, conv_id=t.conv_id)
-        for i, (kind, body) in enumerate(copies):
+        for i, (kind, body, fields) in enumerate(copies):
             send = SendBody(
                 kind=kind, body=msgspec.Raw(b"{}"), client_msg_id=f"{t.client_msg_id}.{i}", to=t.to, conv_id=t.conv_id
             )
             try:
-                result = await _submit(node, session, send, body, origin, None)
+                # each copy is a send into its target: the message policy is asked as for one
+                replaced = await _policy_body(node, hooks, session, send, body) if hooks is not None else None
+                final = quotes.with_fields(body if replaced is None else replaced, fields)
+                result = await _submit(node, session, send, final, origin, None, echo=replaced is not None)
             except YimError as exc:
                 out.error = ErrorOut(code=exc.code, message=exc.message)
                 break

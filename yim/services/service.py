@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -57,6 +57,11 @@ log = logging.getLogger("yim.service")
 _event_decoder = msgspec.json.Decoder(dict)
 
 
+def session_event(ev: dict[str, Any]) -> dict[str, Any]:
+    """The data of a session_opened / session_closed webhook event, from the service event."""
+    return {k: ev.get(k) for k in ("session_id", "shop_id", "conv_id", "customer_id", "category")}
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -81,16 +86,23 @@ class CustomerService:
 
     def publish(self, events: list[InboxWrite], origin: Device | None = None) -> None:
         metrics = self._node.metrics
+        closed: dict[str, Any] = {}  # session id -> its "closed" event (told to several users)
         for user_id, inbox_seq, payload in events:
             # Pushed to the requesting connection too, so its cursor sees no gap.
             self._node.bus.publish_event([(user_id, inbox_seq)], "service", payload)
             ev = _event_decoder.decode(payload)
             if ev["event"] in ("assigned", "unassigned", "closed"):
                 self._node.rosters.invalidate(int(ev["conv_id"]))
+            if ev["event"] == "closed" and ev["session_id"] not in closed:
+                closed[ev["session_id"]] = ev
             if ev["event"] == "assigned" and ev.get("agent_id") == str(user_id):
                 metrics.service_assignments.inc()
             elif ev["event"] == "queued":
                 metrics.service_queued.inc()
+        hooks = self._node.hooks
+        if closed and hooks is not None and hooks.takes("session_closed"):
+            for ev in closed.values():
+                hooks.emit_soon("session_closed", int(ev["session_id"]), session_event(ev))
 
     def presence_changed(self, user_id: int, online: bool) -> None:
         """Called with debounced presence; a no-op for users who are not agents (one

@@ -41,6 +41,7 @@ from yim.storage.service import ServiceStore
 if TYPE_CHECKING:
     from yim.storage.admin import AdminStore
     from yim.storage.media import MediaStore
+    from yim.storage.outbox import OutboxStore
     from yim.storage.push import PushStore
     from yim.storage.reactions import ReactionStore
     from yim.storage.search import SearchStore
@@ -56,7 +57,8 @@ class Store(abc.ABC):
     (:class:`yim.storage.search.SearchStore`), ``store.reactions``
     (:class:`yim.storage.reactions.ReactionStore`: reactions and pins), ``store.admin``
     (:class:`yim.storage.admin.AdminStore`), ``store.push``
-    (:class:`yim.storage.push.PushStore`)."""
+    (:class:`yim.storage.push.PushStore`), ``store.outbox``
+    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver)."""
 
     relations: RelationStore
     service: ServiceStore
@@ -65,6 +67,7 @@ class Store(abc.ABC):
     reactions: ReactionStore
     admin: AdminStore
     push: PushStore
+    outbox: OutboxStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -547,6 +547,9 @@ class PostgresStore(Store):
         self.push = PgPushStore(self)
         self.search = PgSearchStore(self)
         self.reactions = PgReactionStore(self)
+        from yim.storage.postgres.outbox import PgOutboxStore
+
+        self.outbox = PgOutboxStore(self)
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:

@@ -434,6 +434,10 @@ class SqliteStore(Store):
         self.admin = SqliteAdminStore(self)
         self.push = SqlitePushStore(self)
 
+        from yim.storage.sqlite.outbox import SqliteOutboxStore
+
+        self.outbox = SqliteOutboxStore(self)
+
     async def open(self) -> None:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
