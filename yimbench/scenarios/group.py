@@ -26,22 +26,25 @@ from typing import Any
 
 import aiohttp
 
-from yimbench.client import (
-    Account,
-    ack_frame,
-    decode_frame,
-    group_send_frame,
-    make_accounts,
-    raw_connect,
-    run_tag,
-)
+from yimbench.client import Account, ack_frame, decode_frame, group_send_frame, make_accounts, run_tag
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import Coordinator, RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import (
+    Scenario,
+    add_fanout_arguments,
+    close_sockets,
+    create_group,
+    fanout_env,
+    gathered,
+    latency_fields,
+    load_span,
+    open_sockets,
+    settle_and_drain,
+    split,
+)
 from yimbench.target import Target, store_counters
 
 _FIRST_RID = 2  # rid 1 is the auth frame
-_THRESHOLD = {"write": "1000000", "read": "1"}
 
 
 class GroupScenario(Scenario):
@@ -72,11 +75,8 @@ class GroupScenario(Scenario):
         g.add_argument("--senders", type=int, default=2, help="members that send (default 2)")
         g.add_argument("--messages", type=int, default=500, help="messages per sender (default 500)")
         g.add_argument("--window", type=int, default=10, help="messages awaiting their ACK per sender (default 10)")
-        g.add_argument(
-            "--fanout", choices=("write", "read", "auto"), default="auto", help="fan-out mode to force (default auto)"
-        )
+        add_fanout_arguments(g)
         g.add_argument("--ack-every", type=int, default=100, help="members ack after this many events (default 100)")
-        g.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late deliveries (default 10)")
 
     def validate(self) -> None:
         a = self.args
@@ -94,8 +94,7 @@ class GroupScenario(Scenario):
         }
 
     def node_env(self) -> dict[str, str]:
-        threshold = _THRESHOLD.get(self.args.fanout)
-        return {"YIM_GROUP_WRITE_FANOUT_MAX": threshold} if threshold else {}
+        return fanout_env(self.args.fanout)
 
     def connections(self) -> int:
         return self.args.members
@@ -106,14 +105,7 @@ class GroupScenario(Scenario):
         accounts = [acc[0] for acc in await make_accounts(target.url, [f"g{tag}m{i}" for i in range(a.members)])]
         owner = accounts[0]
         async with aiohttp.ClientSession(target.url) as http:
-            r = await http.post(
-                "/api/v1/groups",
-                json={"name": f"bench {tag}", "members": [m.user_id for m in accounts[1:]]},
-                headers={"Authorization": f"Bearer {owner.token}"},
-            )
-            body = await r.json()
-            if r.status != 201:
-                raise RuntimeError(f"creating the group failed: {body}")
+            body = await create_group(http, owner, accounts[1:], f"bench {tag}")
         conv_id = body["group"]["conv_id"]
         indexed = list(enumerate(accounts))
         return [
@@ -147,12 +139,8 @@ class GroupScenario(Scenario):
         acked = sum(r["acked"] for r in rs)
         received = sum(r["received"] for r in rs)
         expected = self.args.senders * self.args.messages * (self.args.members - 1)
-        firsts = [r["first_send"] for r in rs if r["first_send"]]
-        lasts = [r["last_event"] for r in rs if r["last_event"]]
-        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
-        lat: list[float] = []
-        for r in rs:
-            lat.extend(r["lat"])
+        elapsed = load_span(rs)
+        lat = gathered(rs, "lat")
         rows = store_rows(run)
         return {
             "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
@@ -221,19 +209,9 @@ class _GroupWorker:
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        url = self.p["url"]
-        socks: dict[int, RawWebSocket] = {}
         await ctx.barrier("ready")
-        sem = asyncio.Semaphore(100)
-
-        async def open_one(idx: int, acc: Account) -> None:
-            async with sem:
-                socks[idx], _ = await raw_connect(url, acc.token, keep_reading=True)
-
+        socks = await open_sockets(ctx, [(idx, self.p["url"], acc.token) for idx, acc in self.members])
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
-            )
             members = [_Member(idx, socks[idx], self.senders * self.n) for idx, _ in self.members]
             await ctx.barrier("connected")
             for m in members:
@@ -243,19 +221,11 @@ class _GroupWorker:
                     for _ in range(min(self.window, self.n)):
                         self._send(m)
             expected_here = self.senders * self.n * len(self.members) - self.my_sends
-            try:
-                if self.my_sends:
-                    await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
-                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
-                while self.received < expected_here and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            except TimeoutError:
-                pass
+            settled = self.settled if self.my_sends else None
+            await settle_and_drain(ctx, settled, self.p["drain"], lambda: self.received, expected_here)
             await ctx.barrier("done")
         finally:
-            await asyncio.wait_for(
-                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
-            )
+            await close_sockets(socks)
         return {
             "sent": self.sent,
             "acked": self.acked,

@@ -26,14 +26,25 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from yimbench.client import Account, make_accounts, raw_connect, run_tag
+from yimbench.client import Account, make_accounts, run_tag
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import (
+    Scenario,
+    add_fanout_arguments,
+    close_sockets,
+    create_group,
+    fanout_env,
+    gathered,
+    latency_fields,
+    load_span,
+    open_sockets,
+    settle_and_drain,
+    split,
+)
 from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
-_THRESHOLD = {"write": "1000000", "read": "1"}
 _EMOJI = "👍"
 
 
@@ -87,10 +98,7 @@ class ReactScenario(Scenario):
         g.add_argument("--reactions", type=int, default=200, help="reaction requests per reactor (default 200)")
         g.add_argument("--targets", type=int, default=20, help="messages reacted to (default 20)")
         g.add_argument("--window", type=int, default=4, help="requests awaiting their reply per reactor (default 4)")
-        g.add_argument(
-            "--fanout", choices=("write", "read", "auto"), default="auto", help="fan-out mode to force (default auto)"
-        )
-        g.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late deliveries (default 10)")
+        add_fanout_arguments(g)
 
     def validate(self) -> None:
         a = self.args
@@ -109,11 +117,7 @@ class ReactScenario(Scenario):
         }
 
     def node_env(self) -> dict[str, str]:
-        env = {"YIM_RATE_REACT_PER_USER_S": "0"}
-        threshold = _THRESHOLD.get(self.args.fanout)
-        if threshold:
-            env["YIM_GROUP_WRITE_FANOUT_MAX"] = threshold
-        return env
+        return {"YIM_RATE_REACT_PER_USER_S": "0", **fanout_env(self.args.fanout)}
 
     def connections(self) -> int:
         return self.args.members
@@ -125,14 +129,7 @@ class ReactScenario(Scenario):
         owner = accounts[0]
         auth = {"Authorization": f"Bearer {owner.token}"}
         async with aiohttp.ClientSession(target.url) as http:
-            r = await http.post(
-                "/api/v1/groups",
-                json={"name": f"bench {tag}", "members": [m.user_id for m in accounts[1:]]},
-                headers=auth,
-            )
-            body = await r.json()
-            if r.status != 201:
-                raise RuntimeError(f"creating the group failed: {body}")
+            body = await create_group(http, owner, accounts[1:], f"bench {tag}")
             conv_id = body["group"]["conv_id"]
             seqs = []
             for i in range(a.targets):
@@ -170,12 +167,8 @@ class ReactScenario(Scenario):
         rs = run.results
         acked = sum(r["acked"] for r in rs)
         received = sum(r["received"] for r in rs)
-        firsts = [r["first_send"] for r in rs if r["first_send"]]
-        lasts = [r["last_event"] for r in rs if r["last_event"]]
-        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
-        lat: list[float] = []
-        for r in rs:
-            lat.extend(r["lat"])
+        elapsed = load_span(rs)
+        lat = gathered(rs, "lat")
         return {
             "reactions_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
             "deliveries_per_s": round(received / elapsed, 1) if elapsed > 0 else None,
@@ -227,18 +220,9 @@ class _ReactWorker:
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        socks: dict[int, RawWebSocket] = {}
         await ctx.barrier("ready")
-        sem = asyncio.Semaphore(100)
-
-        async def open_one(idx: int, acc: Account) -> None:
-            async with sem:
-                socks[idx], _ = await raw_connect(self.p["url"], acc.token, keep_reading=True)
-
+        socks = await open_sockets(ctx, [(idx, self.p["url"], acc.token) for idx, acc in self.members])
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
-            )
             await ctx.barrier("connected")
             reactors: list[_Reactor] = []
             for idx, _acc in self.members:
@@ -250,19 +234,11 @@ class _ReactWorker:
                 for _ in range(min(self.window, self.n)):
                     self._send(r)
             expected_here = self.p["reactors"] * self.n * len(self.members) - self.my_sends
-            try:
-                if self.my_sends:
-                    await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
-                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
-                while self.received < expected_here and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            except TimeoutError:
-                pass
+            settled = self.settled if self.my_sends else None
+            await settle_and_drain(ctx, settled, self.p["drain"], lambda: self.received, expected_here)
             await ctx.barrier("done")
         finally:
-            await asyncio.wait_for(
-                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
-            )
+            await close_sockets(socks)
         return {
             "sent": self.sent,
             "acked": self.acked,
