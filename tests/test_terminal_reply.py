@@ -3,13 +3,9 @@ quotes a message, and lines show a quote, a forward and a custom message's text 
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 from yim.client import HttpApi
 
-from .conftest import ROOT
-from .test_terminal import Cli, Lines, as_user, cli, node, register, say
+from .test_terminal import Cli, as_user, cli, node, piped_chat, register, say
 
 __all__ = ["cli", "node"]  # the fixtures of tests/test_terminal.py, used here
 
@@ -30,22 +26,8 @@ def test_chat_replies_and_shows_quotes_forwards_and_custom(cli: Cli) -> None:
             body={"seqs": [1], "targets": [{"to": peer.user_id, "client_msg_id": "fw"}]},
         )
 
-    chat = subprocess.Popen(
-        cli.argv("chat", "mei"),
-        env=cli.env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
-
-    try:
+    with piped_chat(cli, "mei") as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Logged in as mei")
         type_line("/open lan")
         out.expect(r"\d\d:\d\d lan: 周六爬山吗")
@@ -58,9 +40,3 @@ def test_chat_replies_and_shows_quotes_forwards_and_custom(cli: Cli) -> None:
         out.expect(r"^\d\d:\d\d lan: \[fwd lan\] 周六爬山吗$")
         type_line("/quit")
         assert chat.wait(timeout=10) == 0
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
