@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import math
 import time
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -142,6 +143,50 @@ async def settle_and_drain(
 
 async def close_sockets(socks: dict[int, RawWebSocket]) -> None:
     await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10)
+
+
+class Tally:
+    """What the members of one load-generator process count: sends and their answers,
+    receipts, latencies (ms), and when the load began and ended. ``settled`` resolves once
+    each of the ``my_sends`` sends of this process is answered."""
+
+    def __init__(self, my_sends: int) -> None:
+        self.lat = array("d")
+        self.sent = self.acked = self.received = self.dups = self.errors = 0
+        self.first_send = 0.0
+        self.last_event = 0.0
+        self.my_sends = my_sends
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def sending(self, now_s: float) -> None:
+        if not self.first_send:
+            self.first_send = now_s
+        self.sent += 1
+
+    def answered(self, ok: bool) -> None:
+        if ok:
+            self.acked += 1
+        else:
+            self.errors += 1
+        if self.acked + self.errors >= self.my_sends and not self.settled.done():
+            self.settled.set_result(None)
+
+    async def settle_and_drain(self, ctx: WorkerCtx, drain: float, expected: int) -> None:
+        """:func:`settle_and_drain` for this process's sends and receipts."""
+        await settle_and_drain(ctx, self.settled if self.my_sends else None, drain, lambda: self.received, expected)
+
+    def counts(self) -> dict[str, Any]:
+        """The tallies, as a worker returns them."""
+        return {
+            "sent": self.sent,
+            "acked": self.acked,
+            "received": self.received,
+            "dups": self.dups,
+            "errors": self.errors,
+            "first_send": self.first_send,
+            "last_event": self.last_event,
+            "lat": self.lat,
+        }
 
 
 class Scenario:

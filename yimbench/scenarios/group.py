@@ -18,10 +18,8 @@ inbox head (an ``UPDATE users``), which is not counted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import time
-from array import array
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from yimbench.rawws import RawWebSocket
 from yimbench.runner import Coordinator, RunData, WorkerCtx
 from yimbench.scenarios.base import (
     Scenario,
+    Tally,
     add_fanout_arguments,
     close_sockets,
     create_group,
@@ -39,7 +38,6 @@ from yimbench.scenarios.base import (
     latency_fields,
     load_span,
     open_sockets,
-    settle_and_drain,
     split,
 )
 from yimbench.target import Target, store_counters
@@ -186,7 +184,7 @@ class _Member:
         self.next_i = 0  # a sender's next message; its window reopens with each ACK
 
 
-class _GroupWorker:
+class _GroupWorker(Tally):
     """The members of one load-generator process, on callbacks (as in ``pairs``): each
     frame is handled inside ``data_received``, and an ACK sends the sender's next message
     right there."""
@@ -200,12 +198,7 @@ class _GroupWorker:
         self.ack_every: int = payload["ack_every"]
         self.conv_id: str = payload["conv_id"]
         self.members: list[tuple[int, Account]] = payload["members"]
-        self.lat = array("d")
-        self.sent = self.acked = self.received = self.dups = self.errors = 0
-        self.first_send = 0.0
-        self.last_event = 0.0
-        self.my_sends = sum(1 for idx, _ in self.members if idx < self.senders) * self.n
-        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        super().__init__(sum(1 for idx, _ in self.members if idx < self.senders) * self.n)
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -221,30 +214,17 @@ class _GroupWorker:
                     for _ in range(min(self.window, self.n)):
                         self._send(m)
             expected_here = self.senders * self.n * len(self.members) - self.my_sends
-            settled = self.settled if self.my_sends else None
-            await settle_and_drain(ctx, settled, self.p["drain"], lambda: self.received, expected_here)
+            await self.settle_and_drain(ctx, self.p["drain"], expected_here)
             await ctx.barrier("done")
         finally:
             await close_sockets(socks)
-        return {
-            "sent": self.sent,
-            "acked": self.acked,
-            "received": self.received,
-            "dups": self.dups,
-            "errors": self.errors,
-            "first_send": self.first_send,
-            "last_event": self.last_event,
-            "lat": self.lat,
-            "fanout": self.p["fanout"],
-        }
+        return {**self.counts(), "fanout": self.p["fanout"]}
 
     def _send(self, m: _Member) -> None:
         i = m.next_i
         m.next_i = i + 1
         t = time.monotonic_ns()
-        if not self.first_send:
-            self.first_send = t / 1e9
-        self.sent += 1
+        self.sending(t / 1e9)
         m.ws.send_text(group_send_frame(_FIRST_RID + i, self.conv_id, f"{m.idx} {i} {t}", f"c{i}"))
 
     def _on_frame(self, m: _Member, data: bytes) -> None:
@@ -253,14 +233,9 @@ class _GroupWorker:
         n = self.n
         if frame.t in ("ok", "err"):
             if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + n:
-                if frame.t == "ok":
-                    self.acked += 1
-                else:
-                    self.errors += 1
                 if m.next_i < n:
                     self._send(m)
-                if self.acked + self.errors >= self.my_sends and not self.settled.done():
-                    self.settled.set_result(None)
+                self.answered(frame.t == "ok")
             return
         if frame.data is None or frame.data.body is None or frame.type not in ("message", "group_message"):
             return

@@ -17,7 +17,6 @@ a member's receipt of that change), matched by (reactor, message, add/remove) in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import time
 from array import array
@@ -31,6 +30,7 @@ from yimbench.rawws import RawWebSocket
 from yimbench.runner import RunData, WorkerCtx
 from yimbench.scenarios.base import (
     Scenario,
+    Tally,
     add_fanout_arguments,
     close_sockets,
     create_group,
@@ -39,7 +39,6 @@ from yimbench.scenarios.base import (
     latency_fields,
     load_span,
     open_sockets,
-    settle_and_drain,
     split,
 )
 from yimbench.target import Target
@@ -193,7 +192,7 @@ class _Reactor:
         self.next_i = 0
 
 
-class _ReactWorker:
+class _ReactWorker(Tally):
     """The members of one load-generator process, on callbacks (as in ``group``)."""
 
     def __init__(self, ctx: WorkerCtx, payload: dict[str, Any]) -> None:
@@ -211,12 +210,7 @@ class _ReactWorker:
         # is the k-th request sent under it. Only reactors of this process are timed.
         self.sent_at: dict[tuple[int, int, bool], array[float]] = {}
         self.cursor: dict[tuple[int, tuple[int, int, bool]], int] = {}
-        self.lat = array("d")
-        self.sent = self.acked = self.received = self.errors = 0
-        self.first_send = 0.0
-        self.last_event = 0.0
-        self.my_sends = sum(1 for idx, _ in self.members if idx < payload["reactors"]) * self.n
-        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        super().__init__(sum(1 for idx, _ in self.members if idx < payload["reactors"]) * self.n)
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -234,21 +228,11 @@ class _ReactWorker:
                 for _ in range(min(self.window, self.n)):
                     self._send(r)
             expected_here = self.p["reactors"] * self.n * len(self.members) - self.my_sends
-            settled = self.settled if self.my_sends else None
-            await settle_and_drain(ctx, settled, self.p["drain"], lambda: self.received, expected_here)
+            await self.settle_and_drain(ctx, self.p["drain"], expected_here)
             await ctx.barrier("done")
         finally:
             await close_sockets(socks)
-        return {
-            "sent": self.sent,
-            "acked": self.acked,
-            "received": self.received,
-            "errors": self.errors,
-            "first_send": self.first_send,
-            "last_event": self.last_event,
-            "lat": self.lat,
-            "fanout": self.p["fanout"],
-        }
+        return {**self.counts(), "fanout": self.p["fanout"]}
 
     def _target(self, i: int) -> tuple[int, bool]:
         """Request i of a reactor: add on m0, remove on m0, add on m1, …"""
@@ -259,9 +243,7 @@ class _ReactWorker:
         r.next_i = i + 1
         seq, add = self._target(i)
         now = time.monotonic_ns() / 1e9
-        if not self.first_send:
-            self.first_send = now
-        self.sent += 1
+        self.sending(now)
         self.sent_at.setdefault((r.idx, seq, add), array("d")).append(now)
         r.ws.send_text(react_frame(_FIRST_RID + i, self.conv_id, seq, not add))
 
@@ -270,14 +252,9 @@ class _ReactWorker:
         frame = _decode(data)
         if frame.t in ("ok", "err"):
             if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + self.n:
-                if frame.t == "ok":
-                    self.acked += 1
-                else:
-                    self.errors += 1
                 if r.next_i < self.n:
                     self._send(r)
-                if self.acked + self.errors >= self.my_sends and not self.settled.done():
-                    self.settled.set_result(None)
+                self.answered(frame.t == "ok")
             return
         if frame.type != "reaction" or frame.data is None:
             return
