@@ -109,6 +109,15 @@ def test_group_in_both_fanout_modes() -> None:
         assert (row["sent"], row["received"], row["lost"], row["dups"]) == (30, 30 * 11, 0, 0)
 
 
+def test_react_in_both_fanout_modes() -> None:
+    for mode in ("write", "read"):
+        args = ("--members", "8", "--reactors", "2", "--reactions", "10", "--targets", "3", "--fanout", mode)
+        [row] = runs(bench("react", *args))
+        assert row["fanout_mode"] == mode
+        # every change reaches every member but the reactor's own connection
+        assert (row["sent"], row["acked"], row["received"], row["lost"], row["errors"]) == (20, 20, 20 * 7, 0, 0)
+
+
 def test_fanout_sweep_forces_each_mode_and_counts_store_rows(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     # 60 receipts per point: 60 / (2 x 2) = 15, capped at 10 messages per sender for 3

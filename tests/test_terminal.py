@@ -7,6 +7,7 @@ started with ``yim serve``: ``yim register``, ``yim send``, ``yim history`` and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -178,6 +179,46 @@ class Lines:
             time.sleep(0.01)
 
 
+class PipedChat:
+    """``yim chat`` over plain pipes: ``out`` is what it prints, ``type_line`` types a line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self._stdin = proc.stdin
+        stdout = proc.stdout
+        self.out = Lines(lambda: os.read(stdout.fileno(), 65536))
+
+    def type_line(self, text: str) -> None:
+        self._stdin.write((text + "\n").encode())
+        self._stdin.flush()
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def piped_chat(cli: Cli, user: str, extra_env: dict[str, str] | None = None) -> Iterator[PipedChat]:
+    """``yim chat USER`` as a process on pipes, killed (if still running) on the way out."""
+    proc = subprocess.Popen(
+        cli.argv("chat", user),
+        env={**cli.env, **(extra_env or {})},
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield PipedChat(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def test_register_send_and_history_commands(cli: Cli, tmp_path: Path) -> None:
     alice = json.loads(cli.ok("register", "alice"))
     password_file = tmp_path / "bob.pw"
@@ -232,22 +273,8 @@ def test_chat_over_pipes_lists_opens_sends_and_receives(cli: Cli) -> None:
     say(url, "liu", "wang", "早上好")
     say(url, "liu", "wang", "在吗？")
 
-    chat = subprocess.Popen(
-        cli.argv("chat", "wang"),
-        env=cli.env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
-
-    try:
+    with piped_chat(cli, "wang") as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Logged in as wang")
         out.expect(r"^Conversations \(2 unread\):")
         assert re.search(r"1\. liu +2 unread +\d\d:\d\d liu: 在吗？", out.expect(r"1\. liu"))
@@ -286,12 +313,6 @@ def test_chat_over_pipes_lists_opens_sends_and_receives(cli: Cli) -> None:
         out.expect(r"unknown command /nonsense")
         type_line("/quit")
         assert chat.wait(timeout=10) == 0
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
     # The group's first entry is both in the history shown on opening and pushed: shown once.
     assert sum("created the group 周末计划" in line for line in out.seen) == 1, out.seen
 
@@ -358,20 +379,6 @@ def test_chat_reads_what_it_shows_and_speaks_in_words(cli: Cli) -> None:
     register(url, "sun", "qian")
     long_text = "这是一条很长很长的消息，" * 20
     say(url, "qian", "sun", long_text)
-    chat = subprocess.Popen(
-        cli.argv("chat", "sun"),
-        env={**cli.env, "COLUMNS": "80"},
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
 
     def unread_elsewhere() -> int:
         """sun's unread count as another device of sun's sees it."""
@@ -381,7 +388,8 @@ def test_chat_reads_what_it_shows_and_speaks_in_words(cli: Cli) -> None:
 
         return int(as_user(url, "sun", total))
 
-    try:
+    with piped_chat(cli, "sun", extra_env={"COLUMNS": "80"}) as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Conversations \(1 unread\):")
         row = out.expect(r"1\. qian")
         assert display_width(row) <= 80 and row.endswith("…"), row  # cut to the line, not wrapped
@@ -412,12 +420,6 @@ def test_chat_reads_what_it_shows_and_speaks_in_words(cli: Cli) -> None:
         out.expect(r"^\* marked read; nothing unread$")
         type_line("/quit")
         assert chat.wait(timeout=10) == 0
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
     # The recall was told once: the history shows the message as recalled, not the recall again.
     assert sum("recalled a message" in line for line in out.seen) == 1, out.seen
     assert not any(re.search(r"#\d", line) for line in out.seen), out.seen  # no internal numbers

@@ -8,14 +8,11 @@ real ``yim chat`` process against a real node, as tests/test_terminal.py does.""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from typing import Any
 
 from yim.client import HttpApi
 
-from .conftest import ROOT
-from .test_terminal import PASSWORD, Cli, Lines, call, cli, node
+from .test_terminal import PASSWORD, Cli, call, cli, node, piped_chat
 
 __all__ = ["cli", "node"]  # the fixtures of tests/test_terminal.py, used here
 
@@ -45,22 +42,8 @@ def test_chat_mentions_members_by_name(cli: Cli) -> None:
     group = call(url, "mt_ming", "group_create", name="登山队", members=others)["group"]
     conv_id = group["conv_id"]
 
-    chat = subprocess.Popen(
-        cli.argv("chat", "mt_ming"),
-        env=cli.env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
-
-    try:
+    with piped_chat(cli, "mt_ming") as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Logged in as mt_ming")
         type_line("/group 登山队")
         out.expect(r"── #?登山队 ──")
@@ -85,12 +68,6 @@ def test_chat_mentions_members_by_name(cli: Cli) -> None:
         out.expect(r"王明: .*@mt_li1 你呢$")
         type_line("/quit")
         assert chat.wait(timeout=10) == 0
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
 
     sent = entries(url, "mt_bo", conv_id)
     assert [m["body"]["text"] for m in sent] == [

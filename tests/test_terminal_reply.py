@@ -1,16 +1,14 @@
-"""The terminal chat with replies, forwarded copies and custom messages: ``/reply SEQ TEXT``
-quotes a message, and lines show a quote, a forward and a custom message's text fallback."""
+"""The terminal chat with replies, forwarded copies, custom messages and edits: ``/reply SEQ
+TEXT`` quotes a message, and lines show a quote, a forward, a custom message's text fallback
+and an edit."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 
 from yim.client import HttpApi
 
-from .conftest import ROOT
-from .test_terminal import Cli, Lines, as_user, cli, node, register, say
+from .test_terminal import Cli, as_user, cli, node, piped_chat, register, say
 
 __all__ = ["cli", "node"]  # the fixtures of tests/test_terminal.py, used here
 
@@ -31,22 +29,8 @@ def test_chat_replies_and_shows_quotes_forwards_and_custom(cli: Cli) -> None:
             body={"seqs": [1], "targets": [{"to": peer.user_id, "client_msg_id": "fw"}]},
         )
 
-    chat = subprocess.Popen(
-        cli.argv("chat", "mei"),
-        env=cli.env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
-
-    try:
+    with piped_chat(cli, "mei") as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Logged in as mei")
         type_line("/open lan")
         out.expect(r"\d\d:\d\d lan: 周六爬山吗")
@@ -59,12 +43,6 @@ def test_chat_replies_and_shows_quotes_forwards_and_custom(cli: Cli) -> None:
         out.expect(r"^\d\d:\d\d lan: \[fwd lan\] 周六爬山吗$")
         type_line("/quit")
         assert chat.wait(timeout=10) == 0
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
 
 
 def test_chat_shows_edits_live_and_history_marks_them(cli: Cli) -> None:
@@ -83,22 +61,8 @@ def test_chat_shows_edits_live_and_history_marks_them(cli: Cli) -> None:
         )
         await api.request("POST", f"/api/v1/conversations/{conv_id}/edit", body={"seq": 1, "text": "明天十一点见"})
 
-    chat = subprocess.Popen(
-        cli.argv("chat", "kai"),
-        env=cli.env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert chat.stdin is not None and chat.stdout is not None
-    out = Lines(lambda: os.read(chat.stdout.fileno(), 65536))  # type: ignore[union-attr]
-
-    def type_line(text: str) -> None:
-        chat.stdin.write((text + "\n").encode())  # type: ignore[union-attr]
-        chat.stdin.flush()  # type: ignore[union-attr]
-
-    try:
+    with piped_chat(cli, "kai") as chat:
+        out, type_line = chat.out, chat.type_line
         out.expect(r"^Logged in as kai")
         type_line("/open yan")
         out.expect(r"\d\d:\d\d yan: 明天十点见$")
@@ -110,11 +74,5 @@ def test_chat_shows_edits_live_and_history_marks_them(cli: Cli) -> None:
         assert chat.wait(timeout=10) == 0
         with contextlib.suppress(AssertionError):  # read the rest of the output, to its end
             out.expect(r"^\x00 never printed$", timeout=5)
-    finally:
-        if chat.poll() is None:
-            chat.kill()
-            chat.wait(timeout=10)
-        chat.stdin.close()
-        chat.stdout.close()
-    # the live line once; /history listed the message, not the edit entry beside it
-    assert sum("edited #1" in line for line in out.seen) == 1, out.seen
+        # the live line once; /history listed the message, not the edit entry beside it
+        assert sum("edited #1" in line for line in out.seen) == 1, out.seen

@@ -48,6 +48,12 @@ def _entry(action: str, target: str, **detail: Any) -> AuditEntry:
     )
 
 
+def _on_user(session: SessionRec | None, user_id: str) -> tuple[int | None, int]:
+    """The actor of an action on a user (None: the operator on the host, who has no
+    session) and the user's id, checked."""
+    return (session.user_id if session is not None else None), parse_id(user_id, "user")
+
+
 def account_out(a: AccountRec) -> f.AdminUserOut:
     return f.AdminUserOut(
         user_id=str(a.id),
@@ -121,8 +127,7 @@ async def disable(
 ) -> f.AdminUserOut:
     """Disable an account: every session ends (live connections close with 4007 on every
     node), logins are refused with ``account_disabled``; its messages stay."""
-    user_id = parse_id(req.user_id, "user")
-    actor = session.user_id if session is not None else None
+    actor, user_id = _on_user(session, req.user_id)
     account, revoked = await node.store.admin.set_disabled(
         actor, user_id, True, _entry("disable", f"user:{user_id}", reason=req.reason)
     )
@@ -133,8 +138,7 @@ async def disable(
 async def enable(
     node: Context, session: SessionRec | None, req: f.AdminEnable, origin: Device | None = None
 ) -> f.AdminUserOut:
-    user_id = parse_id(req.user_id, "user")
-    actor = session.user_id if session is not None else None
+    actor, user_id = _on_user(session, req.user_id)
     account, _ = await node.store.admin.set_disabled(
         actor, user_id, False, _entry("enable", f"user:{user_id}", reason=req.reason)
     )
@@ -145,8 +149,7 @@ async def reset_password(
     node: Context, session: SessionRec | None, req: f.AdminResetPassword, origin: Device | None = None
 ) -> f.RevokedOut:
     """A new password chosen by the admin; every session of the user ends."""
-    user_id = parse_id(req.user_id, "user")
-    actor = session.user_id if session is not None else None
+    actor, user_id = _on_user(session, req.user_id)
     if actor is not None:
         # Refused before the costly hash (the store checks again, in the transaction that acts).
         require_admin(actor, await node.store.admin.account(actor))
@@ -160,8 +163,7 @@ async def reset_password(
 async def revoke(
     node: Context, session: SessionRec | None, req: f.AdminRevoke, origin: Device | None = None
 ) -> f.RevokedOut:
-    user_id = parse_id(req.user_id, "user")
-    actor = session.user_id if session is not None else None
+    actor, user_id = _on_user(session, req.user_id)
     entry = _entry("revoke", f"user:{user_id}", device_id=req.device_id, reason=req.reason)
     revoked = await node.store.admin.revoke_devices(actor, user_id, req.device_id, entry)
     node.accounts.sessions_ended(user_id, revoked, "signed out by an admin", CLOSE_REVOKED)
@@ -171,8 +173,7 @@ async def revoke(
 async def set_role(
     node: Context, session: SessionRec | None, req: f.AdminSetRole, origin: Device | None = None
 ) -> f.AdminUserOut:
-    user_id = parse_id(req.user_id, "user")
-    actor = session.user_id if session is not None else None
+    actor, user_id = _on_user(session, req.user_id)
     entry = _entry("set_role", f"user:{user_id}", admin=req.admin, reason=req.reason)
     return account_out(await node.store.admin.set_admin(actor, user_id, req.admin, entry))
 

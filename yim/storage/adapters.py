@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from yim.storage.admin import AccountRec, AdminStore, AuditEntry, AuditRec, UserFacts
 from yim.storage.reactions import MessageReactions, PinChange, PinRec, ReactionChange, ReactionStore
+from yim.storage.records import GroupChange, GroupRec
 from yim.storage.relations import (
     EdgeRec,
     FriendRec,
@@ -221,3 +223,120 @@ class ReactionJobs(ReactionStore):
         if not conv_ids:
             return {}
         return await self._run.read(self._jobs.pins, (conv_ids,))
+
+
+class AdminJobRunner(Protocol):
+    """How a backend runs an admin job ``fn(conn, *args)``. A write about users names them
+    (None: only the job finds what it locks); a write on one group also locks the group and
+    its members: every current one (``all_members``, as a dissolve, which writes each
+    inbox) or those of its write fan-out."""
+
+    def write(self, fn: Callable[..., Any], args: tuple[Any, ...], users: tuple[int, ...] | None) -> Awaitable[Any]: ...
+
+    def write_group(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], conv_id: int, users: tuple[int, ...], all_members: bool
+    ) -> Awaitable[Any]: ...
+
+    def read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Awaitable[Any]: ...
+
+
+def _sender(actor_id: int | None) -> tuple[int, ...]:
+    """The sender of an admin's system entry (its client_msg_id row): none for the operator."""
+    return () if actor_id is None else (actor_id,)
+
+
+class AdminJobs(AdminStore):
+    """The admin store of either backend: each method runs the backend's job of the same
+    name (from ``jobs``; ``jobs.account`` reads one account) through its runner. Shop
+    actions go as the owner's own would: through ``service`` for its routing context."""
+
+    def __init__(self, jobs: ModuleType, runner: AdminJobRunner, service: ServiceStore) -> None:
+        self._jobs = jobs
+        self._run = runner
+        self._service = service
+
+    async def account(self, user_id: int) -> AccountRec | None:
+        return await self._run.read(self._jobs.account, (user_id,))
+
+    async def find_users(self, actor_id: int | None, query: str, after: int, limit: int) -> list[AccountRec]:
+        return await self._run.read(self._jobs.find_users, (actor_id, query, after, limit))
+
+    async def user_facts(self, actor_id: int | None, user_id: int) -> tuple[AccountRec, UserFacts]:
+        return await self._run.read(self._jobs.user_facts, (actor_id, user_id))
+
+    async def audit(self, actor_id: int | None, before: int | None, limit: int) -> list[AuditRec]:
+        return await self._run.read(self._jobs.audit, (actor_id, before, limit))
+
+    # A change to a user's flags, password or sessions locks that user (whose row guards
+    # their sessions, as logins do); the audit row is a new row no one waits for.
+    async def set_disabled(
+        self, actor_id: int | None, user_id: int, disabled: bool, audit: AuditEntry
+    ) -> tuple[AccountRec, list[str]]:
+        return await self._run.write(self._jobs.set_disabled, (actor_id, user_id, disabled, audit), (user_id,))
+
+    async def set_admin(self, actor_id: int | None, user_id: int, is_admin: bool, audit: AuditEntry) -> AccountRec:
+        return await self._run.write(self._jobs.set_admin, (actor_id, user_id, is_admin, audit), (user_id,))
+
+    async def set_password(
+        self,
+        actor_id: int | None,
+        user_id: int,
+        password_hash: str,
+        keep_session: str | None,
+        now: int,
+        audit: AuditEntry | None,
+    ) -> list[str]:
+        args = (actor_id, user_id, password_hash, keep_session, now, audit)
+        return await self._run.write(self._jobs.set_password, args, (user_id,))
+
+    async def revoke_devices(
+        self, actor_id: int | None, user_id: int, device_id: str | None, audit: AuditEntry
+    ) -> list[str]:
+        return await self._run.write(self._jobs.revoke_devices, (actor_id, user_id, device_id, audit), (user_id,))
+
+    async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
+        return await self._run.write(self._jobs.set_display_name, (user_id, display_name), (user_id,))
+
+    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
+        return await self._run.read(self._jobs.find_groups, (actor_id, query, after, limit))
+
+    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
+        return await self._run.read(self._jobs.group, (actor_id, conv_id))
+
+    async def dissolve_group(
+        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        # as the owner's dissolve: the group, every current member's inbox, and the entry's sender
+        args = (actor_id, conv_id, msg_id, now, audit)
+        return await self._run.write_group(self._jobs.dissolve_group, args, conv_id, _sender(actor_id), True)
+
+    async def transfer_group(
+        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
+    ) -> GroupChange:
+        # as a group change: the group, its write fan-out members, the new owner, the sender
+        args = (actor_id, conv_id, user_id, msg_id, now, audit)
+        users = (user_id, *_sender(actor_id))
+        return await self._run.write_group(self._jobs.transfer_group, args, conv_id, users, False)
+
+    # Shop actions find what they lock as they go, as every customer-service write.
+    async def create_shop(
+        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
+    ) -> ShopRec:
+        self._service.may_become_agent(owner_id)
+        return await self._run.write(self._jobs.create_shop, (actor_id, shop_id, name, owner_id, now, audit), None)
+
+    async def set_shop_agent(
+        self,
+        actor_id: int | None,
+        shop_id: int,
+        user_id: int,
+        role: str,
+        skills: list[str],
+        capacity: int,
+        now: int,
+        audit: AuditEntry,
+    ) -> tuple[AgentRec, list[InboxWrite]]:
+        ctx = service_rules.running(self._service.ctx)
+        self._service.may_become_agent(user_id)
+        args = (actor_id, shop_id, user_id, role, skills, capacity, now, ctx, audit)
+        return await self._run.write(self._jobs.set_shop_agent, args, None)

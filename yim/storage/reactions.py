@@ -90,6 +90,33 @@ def reaction_payload(
     )
 
 
+def reaction_change(
+    conv_id: int,
+    seq: int,
+    msg_id: int,
+    changed: bool,
+    mine: frozenset[str],
+    counts: list[tuple[str, int]],
+    ver: int,
+    fanout: str,
+    deliveries: list[tuple[int, int]],
+    payload: bytes,
+) -> ReactionChange:
+    """What a react job returns: the message's ``counts`` after it, the actor's own emoji
+    (``mine``) marked."""
+    return ReactionChange(
+        conv_id=conv_id,
+        seq=seq,
+        msg_id=msg_id,
+        changed=changed,
+        reactions=tuple(ReactionCount(e, n, e in mine) for e, n in counts),
+        ver=ver,
+        fanout=fanout,
+        deliveries=deliveries,
+        payload=payload,
+    )
+
+
 class ReactionStore(abc.ABC):
     @abc.abstractmethod
     async def react(

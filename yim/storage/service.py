@@ -75,6 +75,11 @@ class ShopStats(msgspec.Struct, frozen=True):
 class ServiceStore(abc.ABC):
     ctx: ServiceCtx | None = None
 
+    def may_become_agent(self, user_id: int) -> None:
+        """Called before a job that may give the user a shop_agents row (here or in the admin
+        store): a backend that remembers who may be an agent adds them; by default nothing."""
+        return None
+
     @abc.abstractmethod
     async def create_shop(self, shop_id: int, name: str, owner_id: int, now: int) -> ShopRec: ...
 

@@ -18,30 +18,31 @@ inbox head (an ``UPDATE users``), which is not counted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import time
-from array import array
 from typing import Any
 
 import aiohttp
 
-from yimbench.client import (
-    Account,
-    ack_frame,
-    decode_frame,
-    group_send_frame,
-    make_accounts,
-    raw_connect,
-    run_tag,
-)
+from yimbench.client import Account, ack_frame, decode_frame, group_send_frame, make_accounts, run_tag
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import Coordinator, RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import (
+    Scenario,
+    Tally,
+    add_fanout_arguments,
+    close_sockets,
+    create_group,
+    fanout_env,
+    gathered,
+    latency_fields,
+    load_span,
+    open_sockets,
+    split,
+)
 from yimbench.target import Target, store_counters
 
 _FIRST_RID = 2  # rid 1 is the auth frame
-_THRESHOLD = {"write": "1000000", "read": "1"}
 
 
 class GroupScenario(Scenario):
@@ -72,11 +73,8 @@ class GroupScenario(Scenario):
         g.add_argument("--senders", type=int, default=2, help="members that send (default 2)")
         g.add_argument("--messages", type=int, default=500, help="messages per sender (default 500)")
         g.add_argument("--window", type=int, default=10, help="messages awaiting their ACK per sender (default 10)")
-        g.add_argument(
-            "--fanout", choices=("write", "read", "auto"), default="auto", help="fan-out mode to force (default auto)"
-        )
+        add_fanout_arguments(g)
         g.add_argument("--ack-every", type=int, default=100, help="members ack after this many events (default 100)")
-        g.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late deliveries (default 10)")
 
     def validate(self) -> None:
         a = self.args
@@ -94,8 +92,7 @@ class GroupScenario(Scenario):
         }
 
     def node_env(self) -> dict[str, str]:
-        threshold = _THRESHOLD.get(self.args.fanout)
-        return {"YIM_GROUP_WRITE_FANOUT_MAX": threshold} if threshold else {}
+        return fanout_env(self.args.fanout)
 
     def connections(self) -> int:
         return self.args.members
@@ -106,14 +103,7 @@ class GroupScenario(Scenario):
         accounts = [acc[0] for acc in await make_accounts(target.url, [f"g{tag}m{i}" for i in range(a.members)])]
         owner = accounts[0]
         async with aiohttp.ClientSession(target.url) as http:
-            r = await http.post(
-                "/api/v1/groups",
-                json={"name": f"bench {tag}", "members": [m.user_id for m in accounts[1:]]},
-                headers={"Authorization": f"Bearer {owner.token}"},
-            )
-            body = await r.json()
-            if r.status != 201:
-                raise RuntimeError(f"creating the group failed: {body}")
+            body = await create_group(http, owner, accounts[1:], f"bench {tag}")
         conv_id = body["group"]["conv_id"]
         indexed = list(enumerate(accounts))
         return [
@@ -147,12 +137,8 @@ class GroupScenario(Scenario):
         acked = sum(r["acked"] for r in rs)
         received = sum(r["received"] for r in rs)
         expected = self.args.senders * self.args.messages * (self.args.members - 1)
-        firsts = [r["first_send"] for r in rs if r["first_send"]]
-        lasts = [r["last_event"] for r in rs if r["last_event"]]
-        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
-        lat: list[float] = []
-        for r in rs:
-            lat.extend(r["lat"])
+        elapsed = load_span(rs)
+        lat = gathered(rs, "lat")
         rows = store_rows(run)
         return {
             "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
@@ -198,7 +184,7 @@ class _Member:
         self.next_i = 0  # a sender's next message; its window reopens with each ACK
 
 
-class _GroupWorker:
+class _GroupWorker(Tally):
     """The members of one load-generator process, on callbacks (as in ``pairs``): each
     frame is handled inside ``data_received``, and an ACK sends the sender's next message
     right there."""
@@ -212,28 +198,13 @@ class _GroupWorker:
         self.ack_every: int = payload["ack_every"]
         self.conv_id: str = payload["conv_id"]
         self.members: list[tuple[int, Account]] = payload["members"]
-        self.lat = array("d")
-        self.sent = self.acked = self.received = self.dups = self.errors = 0
-        self.first_send = 0.0
-        self.last_event = 0.0
-        self.my_sends = sum(1 for idx, _ in self.members if idx < self.senders) * self.n
-        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        super().__init__(sum(1 for idx, _ in self.members if idx < self.senders) * self.n)
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        url = self.p["url"]
-        socks: dict[int, RawWebSocket] = {}
         await ctx.barrier("ready")
-        sem = asyncio.Semaphore(100)
-
-        async def open_one(idx: int, acc: Account) -> None:
-            async with sem:
-                socks[idx], _ = await raw_connect(url, acc.token, keep_reading=True)
-
+        socks = await open_sockets(ctx, [(idx, self.p["url"], acc.token) for idx, acc in self.members])
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
-            )
             members = [_Member(idx, socks[idx], self.senders * self.n) for idx, _ in self.members]
             await ctx.barrier("connected")
             for m in members:
@@ -243,38 +214,17 @@ class _GroupWorker:
                     for _ in range(min(self.window, self.n)):
                         self._send(m)
             expected_here = self.senders * self.n * len(self.members) - self.my_sends
-            try:
-                if self.my_sends:
-                    await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
-                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
-                while self.received < expected_here and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            except TimeoutError:
-                pass
+            await self.settle_and_drain(ctx, self.p["drain"], expected_here)
             await ctx.barrier("done")
         finally:
-            await asyncio.wait_for(
-                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
-            )
-        return {
-            "sent": self.sent,
-            "acked": self.acked,
-            "received": self.received,
-            "dups": self.dups,
-            "errors": self.errors,
-            "first_send": self.first_send,
-            "last_event": self.last_event,
-            "lat": self.lat,
-            "fanout": self.p["fanout"],
-        }
+            await close_sockets(socks)
+        return {**self.counts(), "fanout": self.p["fanout"]}
 
     def _send(self, m: _Member) -> None:
         i = m.next_i
         m.next_i = i + 1
         t = time.monotonic_ns()
-        if not self.first_send:
-            self.first_send = t / 1e9
-        self.sent += 1
+        self.sending(t / 1e9)
         m.ws.send_text(group_send_frame(_FIRST_RID + i, self.conv_id, f"{m.idx} {i} {t}", f"c{i}"))
 
     def _on_frame(self, m: _Member, data: bytes) -> None:
@@ -283,14 +233,9 @@ class _GroupWorker:
         n = self.n
         if frame.t in ("ok", "err"):
             if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + n:
-                if frame.t == "ok":
-                    self.acked += 1
-                else:
-                    self.errors += 1
                 if m.next_i < n:
                     self._send(m)
-                if self.acked + self.errors >= self.my_sends and not self.settled.done():
-                    self.settled.set_result(None)
+                self.answered(frame.t == "ok")
             return
         if frame.data is None or frame.data.body is None or frame.type not in ("message", "group_message"):
             return

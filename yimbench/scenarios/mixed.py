@@ -40,19 +40,25 @@ from typing import Any
 import aiohttp
 
 from yimbench.client import (
-    Account,
     ack_frame,
     decode_frame,
     group_send_frame,
     make_accounts,
     ping_frame,
-    raw_connect,
     run_tag,
     send_frame,
 )
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import (
+    Scenario,
+    close_sockets,
+    latency_fields,
+    load_span,
+    open_sockets,
+    settle_and_drain,
+    split,
+)
 from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
@@ -209,9 +215,7 @@ class MixedScenario(Scenario):
         sent = sum(r["sent"] for r in rs)
         acked = sum(r["acked"] for r in rs)
         received = sum(r["received"] for r in rs)
-        firsts = [r["first_send"] for r in rs if r["first_send"]]
-        lasts = [r["last_event"] for r in rs if r["last_event"]]
-        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
+        elapsed = load_span(rs)
         lat: list[float] = []
         ack_lat: list[float] = []
         for r in rs:
@@ -287,19 +291,10 @@ class _MixedWorker:
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        socks: dict[int, RawWebSocket] = {}
         await ctx.barrier("ready")
-        sem = asyncio.Semaphore(100)
-
-        async def open_one(u: int, acc: Account, url: str) -> None:
-            async with sem:
-                socks[u], _ = await raw_connect(url, acc.token, keep_reading=True)
-
+        socks = await open_sockets(ctx, [(u, url, acc.token) for u, acc, url in self.p["users"]])
         tasks: list[asyncio.Task[None]] = []
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(open_one(*user) for user in self.p["users"])), timeout=max(0.1, ctx.remaining())
-            )
             users = [_User(u, socks[u], self.p["sends"][u]) for u, _acc, _url in self.p["users"]]
             await ctx.barrier("connected")
             for user in users:
@@ -314,21 +309,13 @@ class _MixedWorker:
                         self._send(user)
             if not self.my_sends:
                 self.settled.set_result(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
-                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
-                while self.received < self.p["expected_here"] and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            except TimeoutError:
-                pass
+            await settle_and_drain(ctx, self.settled, self.p["drain"], lambda: self.received, self.p["expected_here"])
             await ctx.barrier("done")
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.wait_for(
-                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
-            )
+            await close_sockets(socks)
         return {
             "sent": self.sent,
             "acked": self.acked,

@@ -17,7 +17,6 @@ a member's receipt of that change), matched by (reactor, message, add/remove) in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import time
 from array import array
@@ -26,14 +25,25 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from yimbench.client import Account, make_accounts, raw_connect, run_tag
+from yimbench.client import Account, make_accounts, run_tag
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import (
+    Scenario,
+    Tally,
+    add_fanout_arguments,
+    close_sockets,
+    create_group,
+    fanout_env,
+    gathered,
+    latency_fields,
+    load_span,
+    open_sockets,
+    split,
+)
 from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
-_THRESHOLD = {"write": "1000000", "read": "1"}
 _EMOJI = "👍"
 
 
@@ -87,10 +97,7 @@ class ReactScenario(Scenario):
         g.add_argument("--reactions", type=int, default=200, help="reaction requests per reactor (default 200)")
         g.add_argument("--targets", type=int, default=20, help="messages reacted to (default 20)")
         g.add_argument("--window", type=int, default=4, help="requests awaiting their reply per reactor (default 4)")
-        g.add_argument(
-            "--fanout", choices=("write", "read", "auto"), default="auto", help="fan-out mode to force (default auto)"
-        )
-        g.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late deliveries (default 10)")
+        add_fanout_arguments(g)
 
     def validate(self) -> None:
         a = self.args
@@ -109,11 +116,7 @@ class ReactScenario(Scenario):
         }
 
     def node_env(self) -> dict[str, str]:
-        env = {"YIM_RATE_REACT_PER_USER_S": "0"}
-        threshold = _THRESHOLD.get(self.args.fanout)
-        if threshold:
-            env["YIM_GROUP_WRITE_FANOUT_MAX"] = threshold
-        return env
+        return {"YIM_RATE_REACT_PER_USER_S": "0", **fanout_env(self.args.fanout)}
 
     def connections(self) -> int:
         return self.args.members
@@ -125,14 +128,7 @@ class ReactScenario(Scenario):
         owner = accounts[0]
         auth = {"Authorization": f"Bearer {owner.token}"}
         async with aiohttp.ClientSession(target.url) as http:
-            r = await http.post(
-                "/api/v1/groups",
-                json={"name": f"bench {tag}", "members": [m.user_id for m in accounts[1:]]},
-                headers=auth,
-            )
-            body = await r.json()
-            if r.status != 201:
-                raise RuntimeError(f"creating the group failed: {body}")
+            body = await create_group(http, owner, accounts[1:], f"bench {tag}")
             conv_id = body["group"]["conv_id"]
             seqs = []
             for i in range(a.targets):
@@ -170,12 +166,8 @@ class ReactScenario(Scenario):
         rs = run.results
         acked = sum(r["acked"] for r in rs)
         received = sum(r["received"] for r in rs)
-        firsts = [r["first_send"] for r in rs if r["first_send"]]
-        lasts = [r["last_event"] for r in rs if r["last_event"]]
-        elapsed = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
-        lat: list[float] = []
-        for r in rs:
-            lat.extend(r["lat"])
+        elapsed = load_span(rs)
+        lat = gathered(rs, "lat")
         return {
             "reactions_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
             "deliveries_per_s": round(received / elapsed, 1) if elapsed > 0 else None,
@@ -200,7 +192,7 @@ class _Reactor:
         self.next_i = 0
 
 
-class _ReactWorker:
+class _ReactWorker(Tally):
     """The members of one load-generator process, on callbacks (as in ``group``)."""
 
     def __init__(self, ctx: WorkerCtx, payload: dict[str, Any]) -> None:
@@ -218,27 +210,13 @@ class _ReactWorker:
         # is the k-th request sent under it. Only reactors of this process are timed.
         self.sent_at: dict[tuple[int, int, bool], array[float]] = {}
         self.cursor: dict[tuple[int, tuple[int, int, bool]], int] = {}
-        self.lat = array("d")
-        self.sent = self.acked = self.received = self.errors = 0
-        self.first_send = 0.0
-        self.last_event = 0.0
-        self.my_sends = sum(1 for idx, _ in self.members if idx < payload["reactors"]) * self.n
-        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        super().__init__(sum(1 for idx, _ in self.members if idx < payload["reactors"]) * self.n)
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
-        socks: dict[int, RawWebSocket] = {}
         await ctx.barrier("ready")
-        sem = asyncio.Semaphore(100)
-
-        async def open_one(idx: int, acc: Account) -> None:
-            async with sem:
-                socks[idx], _ = await raw_connect(self.p["url"], acc.token, keep_reading=True)
-
+        socks = await open_sockets(ctx, [(idx, self.p["url"], acc.token) for idx, acc in self.members])
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(open_one(i, a) for i, a in self.members)), timeout=max(0.1, ctx.remaining())
-            )
             await ctx.barrier("connected")
             reactors: list[_Reactor] = []
             for idx, _acc in self.members:
@@ -250,29 +228,11 @@ class _ReactWorker:
                 for _ in range(min(self.window, self.n)):
                     self._send(r)
             expected_here = self.p["reactors"] * self.n * len(self.members) - self.my_sends
-            try:
-                if self.my_sends:
-                    await asyncio.wait_for(asyncio.shield(self.settled), timeout=max(0.0, ctx.remaining()))
-                deadline = time.monotonic() + min(self.p["drain"], max(0.0, ctx.remaining()))
-                while self.received < expected_here and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            except TimeoutError:
-                pass
+            await self.settle_and_drain(ctx, self.p["drain"], expected_here)
             await ctx.barrier("done")
         finally:
-            await asyncio.wait_for(
-                asyncio.gather(*(ws.close() for ws in socks.values()), return_exceptions=True), timeout=10
-            )
-        return {
-            "sent": self.sent,
-            "acked": self.acked,
-            "received": self.received,
-            "errors": self.errors,
-            "first_send": self.first_send,
-            "last_event": self.last_event,
-            "lat": self.lat,
-            "fanout": self.p["fanout"],
-        }
+            await close_sockets(socks)
+        return {**self.counts(), "fanout": self.p["fanout"]}
 
     def _target(self, i: int) -> tuple[int, bool]:
         """Request i of a reactor: add on m0, remove on m0, add on m1, …"""
@@ -283,9 +243,7 @@ class _ReactWorker:
         r.next_i = i + 1
         seq, add = self._target(i)
         now = time.monotonic_ns() / 1e9
-        if not self.first_send:
-            self.first_send = now
-        self.sent += 1
+        self.sending(now)
         self.sent_at.setdefault((r.idx, seq, add), array("d")).append(now)
         r.ws.send_text(react_frame(_FIRST_RID + i, self.conv_id, seq, not add))
 
@@ -294,14 +252,9 @@ class _ReactWorker:
         frame = _decode(data)
         if frame.t in ("ok", "err"):
             if isinstance(frame.rid, int) and _FIRST_RID <= frame.rid < _FIRST_RID + self.n:
-                if frame.t == "ok":
-                    self.acked += 1
-                else:
-                    self.errors += 1
                 if r.next_i < self.n:
                     self._send(r)
-                if self.acked + self.errors >= self.my_sends and not self.settled.done():
-                    self.settled.set_result(None)
+                self.answered(frame.t == "ok")
             return
         if frame.type != "reaction" or frame.data is None:
             return

@@ -92,13 +92,18 @@ def _show(args: argparse.Namespace, answer: Any, lines: Callable[[Any], list[str
     return 0
 
 
-async def _users(args: argparse.Namespace) -> int:
+async def _search(args: argparse.Namespace, kind: str, line: Callable[[dict[str, Any]], str]) -> int:
+    """One page of ``kind`` ("users", "groups") matching ``args.query``, after ``args.after``."""
     params = {"q": args.query or "", "limit": str(args.limit)}
     if args.after:
         params["after"] = args.after
-    page = await _as_user(args, lambda api: api.request("GET", f"{_ADMIN}/users", params=params))
+    page = await _as_user(args, lambda api: api.request("GET", f"{_ADMIN}/{kind}", params=params))
     more = [f"(more: --after {page['next_after']})"] if page["next_after"] else []
-    return _show(args, page, lambda p: [_user_line(u) for u in p["users"]] + more)
+    return _show(args, page, lambda p: [line(x) for x in p[kind]] + more)
+
+
+async def _users(args: argparse.Namespace) -> int:
+    return await _search(args, "users", _user_line)
 
 
 async def _user(args: argparse.Namespace) -> int:
@@ -166,12 +171,7 @@ def _group_line(g: dict[str, Any]) -> str:
 
 
 async def _groups(args: argparse.Namespace) -> int:
-    params = {"q": args.query or "", "limit": str(args.limit)}
-    if args.after:
-        params["after"] = args.after
-    page = await _as_user(args, lambda api: api.request("GET", f"{_ADMIN}/groups", params=params))
-    more = [f"(more: --after {page['next_after']})"] if page["next_after"] else []
-    return _show(args, page, lambda p: [_group_line(g) for g in p["groups"]] + more)
+    return await _search(args, "groups", _group_line)
 
 
 async def _group_dissolve(args: argparse.Namespace) -> int:

@@ -7,15 +7,17 @@ The audit row is a new row of its own: no one ever waits for it."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from yim.storage.adapters import AdminJobs
 from yim.storage.admin import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
     AccountRec,
-    AdminStore,
     AuditEntry,
     AuditRec,
     UserFacts,
@@ -27,27 +29,27 @@ from yim.storage.admin import (
 from yim.storage.postgres import service as shops
 from yim.storage.postgres.groups import load_group
 from yim.storage.postgres.locks import Anchors
+from yim.storage.postgres.runner import PgJobs, PgRunner
 from yim.storage.postgres.timeline import append_entry
 from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as rules
 from yim.storage.rules import groups as group_rules
-from yim.storage.rules import service as service_rules
 from yim.storage.service import AgentRec, ServiceCtx, ShopRec
 
 
-async def _account(conn: asyncpg.Connection, user_id: int) -> AccountRec | None:
+async def account(conn: asyncpg.Connection, user_id: int) -> AccountRec | None:
     r = await conn.fetchrow(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id=$1", user_id)
     return account_from_row(r) if r else None
 
 
 async def _admin(conn: asyncpg.Connection, actor_id: int | None) -> None:
-    rules.require_admin(actor_id, None if actor_id is None else await _account(conn, actor_id))
+    rules.require_admin(actor_id, None if actor_id is None else await account(conn, actor_id))
 
 
 async def _target(conn: asyncpg.Connection, actor_id: int | None, user_id: int) -> AccountRec:
     await _admin(conn, actor_id)
-    return rules.target_account(user_id, await _account(conn, user_id))
+    return rules.target_account(user_id, await account(conn, user_id))
 
 
 async def _append(conn: asyncpg.Connection, actor_id: int | None, a: AuditEntry) -> None:
@@ -135,9 +137,9 @@ async def set_disabled(
     else:
         await conn.execute("UPDATE users SET disabled_at=NULL WHERE id=$1", user_id)
     await _append(conn, actor_id, a)
-    account = await _account(conn, user_id)
-    assert account is not None
-    return account, revoked
+    changed = await account(conn, user_id)
+    assert changed is not None
+    return changed, revoked
 
 
 async def set_admin(
@@ -148,9 +150,9 @@ async def set_admin(
         rules.may_disable(actor_id, target)
     await conn.execute("UPDATE users SET is_admin=$2 WHERE id=$1", user_id, is_admin)
     await _append(conn, actor_id, a)
-    account = await _account(conn, user_id)
-    assert account is not None
-    return account
+    changed = await account(conn, user_id)
+    assert changed is not None
+    return changed
 
 
 async def set_password(
@@ -182,7 +184,7 @@ async def revoke_devices(
 
 async def set_display_name(conn: asyncpg.Connection, user_id: int, display_name: str) -> AccountRec:
     await conn.execute("UPDATE users SET display_name=$2 WHERE id=$1", user_id, display_name)
-    return rules.target_account(user_id, await _account(conn, user_id))
+    return rules.target_account(user_id, await account(conn, user_id))
 
 
 async def find_groups(
@@ -286,130 +288,17 @@ async def set_shop_agent(
     return result
 
 
-def _sender(actor_id: int | None) -> tuple[int, ...]:
-    return () if actor_id is None else (actor_id,)
+class _AdminRunner(PgRunner):
+    def write_group(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], conv_id: int, users: tuple[int, ...], all_members: bool
+    ) -> Awaitable[Any]:
+        if all_members:
+            anchors = Anchors(convs=(conv_id,), users=users, all_members_of=(conv_id,))
+        else:
+            anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=users)
+        return self._s.write(fn, *args, anchors=anchors)
 
 
-class PgAdminStore(AdminStore):
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    async def account(self, user_id: int) -> AccountRec | None:
-        result: AccountRec | None = await self._store.read1(_account, user_id)
-        return result
-
-    async def find_users(self, actor_id: int | None, query: str, after: int, limit: int) -> list[AccountRec]:
-        result: list[AccountRec] = await self._store.read(find_users, actor_id, query, after, limit)
-        return result
-
-    async def user_facts(self, actor_id: int | None, user_id: int) -> tuple[AccountRec, UserFacts]:
-        result: tuple[AccountRec, UserFacts] = await self._store.read(user_facts, actor_id, user_id)
-        return result
-
-    async def audit(self, actor_id: int | None, before: int | None, limit: int) -> list[AuditRec]:
-        result: list[AuditRec] = await self._store.read(audit, actor_id, before, limit)
-        return result
-
-    async def set_disabled(
-        self, actor_id: int | None, user_id: int, disabled: bool, audit: AuditEntry
-    ) -> tuple[AccountRec, list[str]]:
-        result: tuple[AccountRec, list[str]] = await self._store.write(
-            set_disabled, actor_id, user_id, disabled, audit, anchors=Anchors(users=(user_id,))
-        )
-        return result
-
-    async def set_admin(self, actor_id: int | None, user_id: int, is_admin: bool, audit: AuditEntry) -> AccountRec:
-        result: AccountRec = await self._store.write(
-            set_admin, actor_id, user_id, is_admin, audit, anchors=Anchors(users=(user_id,))
-        )
-        return result
-
-    async def set_password(
-        self,
-        actor_id: int | None,
-        user_id: int,
-        password_hash: str,
-        keep_session: str | None,
-        now: int,
-        audit: AuditEntry | None,
-    ) -> list[str]:
-        result: list[str] = await self._store.write(
-            set_password,
-            actor_id,
-            user_id,
-            password_hash,
-            keep_session,
-            now,
-            audit,
-            anchors=Anchors(users=(user_id,)),
-        )
-        return result
-
-    async def revoke_devices(
-        self, actor_id: int | None, user_id: int, device_id: str | None, audit: AuditEntry
-    ) -> list[str]:
-        result: list[str] = await self._store.write(
-            revoke_devices, actor_id, user_id, device_id, audit, anchors=Anchors(users=(user_id,))
-        )
-        return result
-
-    async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
-        result: AccountRec = await self._store.write(
-            set_display_name, user_id, display_name, anchors=Anchors(users=(user_id,))
-        )
-        return result
-
-    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
-        result: list[GroupRec] = await self._store.read(find_groups, actor_id, query, after, limit)
-        return result
-
-    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
-        result: GroupRec = await self._store.read(group, actor_id, conv_id)
-        return result
-
-    async def dissolve_group(
-        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
-    ) -> GroupChange:
-        # as the owner's dissolve: the group, every current member's inbox, and the entry's
-        # sender (the admin: its client_msg_id row)
-        anchors = Anchors(convs=(conv_id,), users=_sender(actor_id), all_members_of=(conv_id,))
-        result: GroupChange = await self._store.write(
-            dissolve_group, actor_id, conv_id, msg_id, now, audit, anchors=anchors
-        )
-        return result
-
-    async def transfer_group(
-        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
-    ) -> GroupChange:
-        # as a group change: the group, its write fan-out members, the new owner, the sender
-        anchors = Anchors(convs=(conv_id,), members_of=(conv_id,), users=(user_id, *_sender(actor_id)))
-        result: GroupChange = await self._store.write(
-            transfer_group, actor_id, conv_id, user_id, msg_id, now, audit, anchors=anchors
-        )
-        return result
-
-    async def create_shop(
-        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
-    ) -> ShopRec:
-        result: ShopRec = await self._store.write(
-            create_shop, actor_id, shop_id, name, owner_id, now, audit, anchors=None
-        )
-        return result
-
-    async def set_shop_agent(
-        self,
-        actor_id: int | None,
-        shop_id: int,
-        user_id: int,
-        role: str,
-        skills: list[str],
-        capacity: int,
-        now: int,
-        audit: AuditEntry,
-    ) -> tuple[AgentRec, list[InboxWrite]]:
-        ctx = service_rules.running(self._store.service.ctx)
-        # Alone, without anchors, as every customer-service write (postgres/locks.py, "Opaque jobs").
-        result: tuple[AgentRec, list[InboxWrite]] = await self._store.write(
-            set_shop_agent, actor_id, shop_id, user_id, role, skills, capacity, now, ctx, audit, anchors=None
-        )
-        return result
+class PgAdminStore(AdminJobs):
+    def __init__(self, store: PgJobs) -> None:
+        super().__init__(sys.modules[__name__], _AdminRunner(store, frozenset({account})), store.service)

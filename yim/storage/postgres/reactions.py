@@ -20,6 +20,7 @@ from yim.storage.reactions import (
     PinRec,
     ReactionChange,
     ReactionCount,
+    reaction_change,
     reaction_payload,
 )
 from yim.storage.rules import reactions as rules
@@ -127,17 +128,7 @@ async def react(
                 " VALUES ($1,$2,'reaction',$3,$4,$5,$6,$7)",
                 [(uid, iseq, conv_id, seq, user_id, payload.decode(), now) for uid, iseq in deliveries],
             )
-    return ReactionChange(
-        conv_id=conv_id,
-        seq=seq,
-        msg_id=target.msg_id,
-        changed=changed,
-        reactions=tuple(ReactionCount(e, n, e in mine) for e, n in counts),
-        ver=ver,
-        fanout=fanout,
-        deliveries=deliveries,
-        payload=payload,
-    )
+    return reaction_change(conv_id, seq, target.msg_id, changed, mine, counts, ver, fanout, deliveries, payload)
 
 
 async def reactions_of(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from yim.storage.adapters import AdminJobs
 from yim.storage.admin import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
     AccountRec,
-    AdminStore,
     AuditEntry,
     AuditRec,
     UserFacts,
@@ -22,25 +24,25 @@ from yim.storage.records import GROUP_COLS, GroupChange, GroupRec, group_rec
 from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as rules
 from yim.storage.rules import groups as group_rules
-from yim.storage.rules import service as service_rules
 from yim.storage.service import AgentRec, ServiceCtx, ShopRec
 from yim.storage.sqlite import service as shops
 from yim.storage.sqlite.groups import load_group
+from yim.storage.sqlite.runner import SqliteJobs, SqliteRunner
 from yim.storage.sqlite.timeline import append_entry, member_ids
 
 
-def _account(conn: sqlite3.Connection, user_id: int) -> AccountRec | None:
+def account(conn: sqlite3.Connection, user_id: int) -> AccountRec | None:
     r = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id=?", (user_id,)).fetchone()
     return account_from_row(r) if r else None
 
 
 def _admin(conn: sqlite3.Connection, actor_id: int | None) -> None:
-    rules.require_admin(actor_id, None if actor_id is None else _account(conn, actor_id))
+    rules.require_admin(actor_id, None if actor_id is None else account(conn, actor_id))
 
 
 def _target(conn: sqlite3.Connection, actor_id: int | None, user_id: int) -> AccountRec:
     _admin(conn, actor_id)
-    return rules.target_account(user_id, _account(conn, user_id))
+    return rules.target_account(user_id, account(conn, user_id))
 
 
 def _append(conn: sqlite3.Connection, actor_id: int | None, a: AuditEntry) -> None:
@@ -113,9 +115,9 @@ def set_disabled(
     else:
         conn.execute("UPDATE users SET disabled_at=NULL WHERE id=?", (user_id,))
     _append(conn, actor_id, a)
-    account = _account(conn, user_id)
-    assert account is not None
-    return account, revoked
+    changed = account(conn, user_id)
+    assert changed is not None
+    return changed, revoked
 
 
 def set_admin(
@@ -126,9 +128,9 @@ def set_admin(
         rules.may_disable(actor_id, target)
     conn.execute("UPDATE users SET is_admin=? WHERE id=?", (int(is_admin), user_id))
     _append(conn, actor_id, a)
-    account = _account(conn, user_id)
-    assert account is not None
-    return account
+    changed = account(conn, user_id)
+    assert changed is not None
+    return changed
 
 
 def set_password(
@@ -160,7 +162,7 @@ def revoke_devices(
 
 def set_display_name(conn: sqlite3.Connection, user_id: int, display_name: str) -> AccountRec:
     conn.execute("UPDATE users SET display_name=? WHERE id=?", (display_name, user_id))
-    return rules.target_account(user_id, _account(conn, user_id))
+    return rules.target_account(user_id, account(conn, user_id))
 
 
 def find_groups(conn: sqlite3.Connection, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
@@ -250,101 +252,13 @@ def set_shop_agent(
     return result
 
 
-class SqliteAdminStore(AdminStore):
-    def __init__(self, store: Any) -> None:
-        self._store = store
+class _AdminRunner(SqliteRunner):
+    def write_group(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], conv_id: int, users: tuple[int, ...], all_members: bool
+    ) -> Awaitable[Any]:
+        return self.write(fn, args, users)  # one writer thread: nothing to declare
 
-    async def account(self, user_id: int) -> AccountRec | None:
-        result: AccountRec | None = await self._store.read(_account, user_id)
-        return result
 
-    async def find_users(self, actor_id: int | None, query: str, after: int, limit: int) -> list[AccountRec]:
-        result: list[AccountRec] = await self._store.read(find_users, actor_id, query, after, limit)
-        return result
-
-    async def user_facts(self, actor_id: int | None, user_id: int) -> tuple[AccountRec, UserFacts]:
-        result: tuple[AccountRec, UserFacts] = await self._store.read(user_facts, actor_id, user_id)
-        return result
-
-    async def audit(self, actor_id: int | None, before: int | None, limit: int) -> list[AuditRec]:
-        result: list[AuditRec] = await self._store.read(audit, actor_id, before, limit)
-        return result
-
-    async def set_disabled(
-        self, actor_id: int | None, user_id: int, disabled: bool, audit: AuditEntry
-    ) -> tuple[AccountRec, list[str]]:
-        result: tuple[AccountRec, list[str]] = await self._store.write(set_disabled, actor_id, user_id, disabled, audit)
-        return result
-
-    async def set_admin(self, actor_id: int | None, user_id: int, is_admin: bool, audit: AuditEntry) -> AccountRec:
-        result: AccountRec = await self._store.write(set_admin, actor_id, user_id, is_admin, audit)
-        return result
-
-    async def set_password(
-        self,
-        actor_id: int | None,
-        user_id: int,
-        password_hash: str,
-        keep_session: str | None,
-        now: int,
-        audit: AuditEntry | None,
-    ) -> list[str]:
-        result: list[str] = await self._store.write(
-            set_password, actor_id, user_id, password_hash, keep_session, now, audit
-        )
-        return result
-
-    async def revoke_devices(
-        self, actor_id: int | None, user_id: int, device_id: str | None, audit: AuditEntry
-    ) -> list[str]:
-        result: list[str] = await self._store.write(revoke_devices, actor_id, user_id, device_id, audit)
-        return result
-
-    async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
-        result: AccountRec = await self._store.write(set_display_name, user_id, display_name)
-        return result
-
-    async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
-        result: list[GroupRec] = await self._store.read(find_groups, actor_id, query, after, limit)
-        return result
-
-    async def group(self, actor_id: int | None, conv_id: int) -> GroupRec:
-        result: GroupRec = await self._store.read(group, actor_id, conv_id)
-        return result
-
-    async def dissolve_group(
-        self, actor_id: int | None, conv_id: int, msg_id: int, now: int, audit: AuditEntry
-    ) -> GroupChange:
-        result: GroupChange = await self._store.write(dissolve_group, actor_id, conv_id, msg_id, now, audit)
-        return result
-
-    async def transfer_group(
-        self, actor_id: int | None, conv_id: int, user_id: int, msg_id: int, now: int, audit: AuditEntry
-    ) -> GroupChange:
-        result: GroupChange = await self._store.write(transfer_group, actor_id, conv_id, user_id, msg_id, now, audit)
-        return result
-
-    async def create_shop(
-        self, actor_id: int | None, shop_id: int, name: str, owner_id: int, now: int, audit: AuditEntry
-    ) -> ShopRec:
-        self._store.service.may_become_agent(owner_id)
-        result: ShopRec = await self._store.write(create_shop, actor_id, shop_id, name, owner_id, now, audit)
-        return result
-
-    async def set_shop_agent(
-        self,
-        actor_id: int | None,
-        shop_id: int,
-        user_id: int,
-        role: str,
-        skills: list[str],
-        capacity: int,
-        now: int,
-        audit: AuditEntry,
-    ) -> tuple[AgentRec, list[InboxWrite]]:
-        ctx = service_rules.running(self._store.service.ctx)
-        self._store.service.may_become_agent(user_id)
-        result: tuple[AgentRec, list[InboxWrite]] = await self._store.write(
-            set_shop_agent, actor_id, shop_id, user_id, role, skills, capacity, now, ctx, audit
-        )
-        return result
+class SqliteAdminStore(AdminJobs):
+    def __init__(self, store: SqliteJobs) -> None:
+        super().__init__(sys.modules[__name__], _AdminRunner(store), store.service)

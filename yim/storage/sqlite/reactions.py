@@ -14,6 +14,7 @@ from yim.storage.reactions import (
     PinRec,
     ReactionChange,
     ReactionCount,
+    reaction_change,
     reaction_payload,
 )
 from yim.storage.rules import reactions as rules
@@ -104,17 +105,7 @@ def react(
                 " VALUES (?,?,'reaction',?,?,?,?,?)",
                 [(uid, iseq, conv_id, seq, user_id, data, now) for uid, iseq in deliveries],
             )
-    return ReactionChange(
-        conv_id=conv_id,
-        seq=seq,
-        msg_id=target.msg_id,
-        changed=changed,
-        reactions=tuple(ReactionCount(e, n, e in mine) for e, n in counts),
-        ver=ver,
-        fanout=fanout,
-        deliveries=deliveries,
-        payload=payload,
-    )
+    return reaction_change(conv_id, seq, target.msg_id, changed, mine, counts, ver, fanout, deliveries, payload)
 
 
 def reactions_of(
