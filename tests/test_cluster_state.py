@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,57 +174,21 @@ async def test_login_backoff_and_registration_limits_hold_across_three_nodes(
         assert [await attempt(i, "user1") for i in range(8)] == [201] * 5 + [429] * 3
 
 
-async def test_send_rate_holds_across_three_nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> None:
-    """One user sending as fast as possible from a device on each node gets about the
-    budget of one node: the burst plus the rate over the time, not three times that."""
-    rate, burst, seconds = 5.0, 5, 3.0
-    async with (
-        _cluster(tmp_path, postgres_dsn, redis_server, rate_send_per_user_s=rate, rate_send_burst=burst) as servers,
-        contextlib.AsyncExitStack() as stack,
-        asyncio.timeout(60),
-    ):
-        https = [await stack.enter_async_context(aiohttp.ClientSession(s.url)) for s in servers]
-        [_, b_login] = await make_users(https[0], ["alice", "bob"])
-        devices = [Device(https[i], await login(https[i], "alice", f"dev{i}")) for i in range(3)]
-        for d in devices:
-            await d.connect()
-        accepted = refused = 0
-
-        async def flood(d: Device, n: int) -> None:
-            nonlocal accepted, refused
-            end = time.monotonic() + seconds
-            i = 0
-            while time.monotonic() < end:
-                i += 1
-                try:
-                    await d.request(
-                        "send", to=b_login["user_id"], kind="text", body={"text": "x"}, client_msg_id=f"{n}-{i}"
-                    )
-                    accepted += 1
-                except ProtocolError as exc:
-                    assert exc.code == "rate_limited", exc
-                    refused += 1
-                await asyncio.sleep(0.01)
-
-        t0 = time.monotonic()
-        await asyncio.gather(*(flood(d, n) for n, d in enumerate(devices)))
-        elapsed = time.monotonic() - t0
-        budget = burst + rate * elapsed  # one node's budget over the run
-        # per node, three nodes would accept ~3x the budget (~60 here)
-        assert budget * 0.5 <= accepted <= budget + 10, (accepted, refused, budget)
-        for d in devices:
-            await d.close()
+#: A request one device makes as its ``i``-th try: (op, fields). ``first`` is what the
+#: scenario set up (the message reacted to ...).
+Attempt = Callable[[int, int, dict[str, Any], dict[str, Any]], tuple[str, dict[str, Any]]]
 
 
-async def test_reaction_rate_holds_across_three_nodes(
-    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
+async def _one_budget_over_three_nodes(
+    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer, limit: str, attempt: Attempt
 ) -> None:
-    """Reactions are pushed to every member, so their per-user limit is a cluster-wide one
-    like the send limit: a user reacting from a device on each node gets about one node's
-    budget, not three times it."""
+    """One user hammering a per-user limit (``rate_<limit>_per_user_s`` 5/s, burst 5) from
+    a device on each of three nodes for 3 s gets about one node's budget over that time —
+    the burst plus the rate — not three times it (~60)."""
     rate, burst, seconds = 5.0, 5, 3.0
+    settings = {f"rate_{limit}_per_user_s": rate, f"rate_{limit}_burst": burst}
     async with (
-        _cluster(tmp_path, postgres_dsn, redis_server, rate_react_per_user_s=rate, rate_react_burst=burst) as servers,
+        _cluster(tmp_path, postgres_dsn, redis_server, **settings) as servers,
         contextlib.AsyncExitStack() as stack,
         asyncio.timeout(60),
     ):
@@ -233,8 +197,8 @@ async def test_reaction_rate_holds_across_three_nodes(
         devices = [Device(https[i], await login(https[i], "alice", f"dev{i}")) for i in range(3)]
         for d in devices:
             await d.connect()
-        sent = await devices[0].request(
-            "send", to=b_login["user_id"], kind="text", body={"text": "react to me"}, client_msg_id="r0"
+        first = await devices[0].request(  # a message to react to; one token of a send budget
+            "send", to=b_login["user_id"], kind="text", body={"text": "first"}, client_msg_id="first"
         )
         accepted = refused = 0
 
@@ -244,23 +208,42 @@ async def test_reaction_rate_holds_across_three_nodes(
             i = 0
             while time.monotonic() < end:
                 i += 1
-                try:  # each device toggles its own emoji: every request is a real change
-                    await d.request("react", conv_id=sent["conv_id"], seq=sent["seq"], emoji=f"e{n}", remove=i % 2 == 0)
+                op, fields = attempt(n, i, b_login, first)
+                try:
+                    await d.request(op, **fields)
                     accepted += 1
                 except ProtocolError as exc:
                     assert exc.code == "rate_limited", exc
                     refused += 1
-                    i -= 1  # the same toggle again next time
+                    i -= 1  # the same attempt again next time
                 await asyncio.sleep(0.01)
 
         t0 = time.monotonic()
         await asyncio.gather(*(flood(d, n) for n, d in enumerate(devices)))
-        elapsed = time.monotonic() - t0
-        budget = burst + rate * elapsed  # one node's budget over the run
-        # per node, three nodes would accept ~3x the budget (~60 here)
+        budget = burst + rate * (time.monotonic() - t0)  # one node's budget over the run
         assert budget * 0.5 <= accepted <= budget + 10, (accepted, refused, budget)
         for d in devices:
             await d.close()
+
+
+async def test_send_rate_holds_across_three_nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> None:
+    def send(n: int, i: int, bob: dict[str, Any], _: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "send", {"to": bob["user_id"], "kind": "text", "body": {"text": "x"}, "client_msg_id": f"{n}-{i}"}
+
+    await _one_budget_over_three_nodes(tmp_path, postgres_dsn, redis_server, "send", send)
+
+
+async def test_reaction_rate_holds_across_three_nodes(
+    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
+) -> None:
+    """Reactions are pushed to every member, so their per-user limit is cluster-wide like
+    the send limit."""
+
+    def react(n: int, i: int, _: dict[str, Any], first: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # each device toggles its own emoji: every accepted request is a real change
+        return "react", {"conv_id": first["conv_id"], "seq": first["seq"], "emoji": f"e{n}", "remove": i % 2 == 0}
+
+    await _one_budget_over_three_nodes(tmp_path, postgres_dsn, redis_server, "react", react)
 
 
 async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: list[NodeServer]) -> None:
