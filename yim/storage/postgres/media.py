@@ -23,11 +23,10 @@ import msgspec
 
 from yim.storage.media import MAX_MEDIA_ID, BlobRec, MediaRec, MediaStore, checked_body, not_found, ref_media_id
 from yim.storage.postgres import timeline as timeline
-from yim.storage.postgres.locks import NO_ANCHORS, OpaqueAfterAll, running_opaque, send_anchors
+from yim.storage.postgres.locks import NO_ANCHORS, send_anchors
 from yim.storage.postgres.runner import PgJobs
-from yim.storage.postgres.service import service_send
+from yim.storage.postgres.send import send_job
 from yim.storage.records import SendCmd, SendResult
-from yim.storage.rules import quotes
 from yim.storage.service import ServiceStore
 
 _BLOB_COLS = "b.sha256, b.size, b.mime, b.width, b.height, b.thumb_sha256, b.thumb_size, b.created_at"
@@ -105,21 +104,7 @@ async def send_media_message(conn: asyncpg.Connection, cmd: SendCmd, service: Se
         return duplicate
     media = await visible_media(conn, ref_media_id(cmd.body), cmd.sender_id, lock=True)
     cmd = msgspec.structs.replace(cmd, body=checked_body(cmd.kind, media, cmd.body))
-    if cmd.reply_to is not None:  # the quote, checked in this transaction (docs/architecture.md §2.1)
-        assert cmd.conv_id is not None
-        cmd = quotes.quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
-    if cmd.shop_id is not None:
-        return await service_send(conn, cmd, service.ctx)
-    row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))
-    if row["o_err"] == timeline.SERVICE_CONV:
-        if not running_opaque.get():  # routing finds its locks as it goes: not in a batch
-            raise OpaqueAfterAll(row["o_conv"])
-        return await service_send(conn, cmd, service.ctx)
-    result, refusal = timeline.send_outcome(cmd, row)
-    if refusal is not None:
-        raise refusal
-    assert result is not None
-    return result
+    return await send_job(conn, cmd, service)
 
 
 class PgMediaStore(MediaStore):

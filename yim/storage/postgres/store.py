@@ -73,7 +73,8 @@ from yim.storage.postgres.push import PgPushStore
 from yim.storage.postgres.reactions import PgReactionStore
 from yim.storage.postgres.relations import PgRelationStore
 from yim.storage.postgres.search import PgSearchStore
-from yim.storage.postgres.service import PgServiceStore, service_send
+from yim.storage.postgres.send import send_job
+from yim.storage.postgres.service import PgServiceStore
 from yim.storage.records import (
     ConvRow,
     CreateGroupCmd,
@@ -91,7 +92,7 @@ from yim.storage.records import (
     UserRec,
 )
 from yim.storage.rules import admin as admin_rules
-from yim.storage.rules.quotes import Quotable, quoted
+from yim.storage.rules.quotes import Quotable
 
 log = logging.getLogger("yim.storage.postgres")
 
@@ -837,14 +838,12 @@ def _group_anchors(conv_id: int, *users: int) -> Anchors:
 
 
 async def _service_send(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
+    """A send known to go to customer service (a shop, a service conversation): routing."""
     # Idempotency first, as for every send: a retried client_msg_id returns the original.
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
         return duplicate
-    if cmd.reply_to is not None:
-        assert cmd.conv_id is not None  # a reply names its conversation (services/messages.py)
-        cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
-    return await service_send(conn, cmd, service.ctx)
+    return await send_job(conn, cmd, service, routed=True)
 
 
 async def _send_reply(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> SendResult:
@@ -853,18 +852,7 @@ async def _send_reply(conn: asyncpg.Connection, cmd: SendCmd, service: Any) -> S
     duplicate = await timeline.find_duplicate(conn, cmd.sender_id, cmd.client_msg_id)
     if duplicate is not None:
         return duplicate
-    assert cmd.conv_id is not None and cmd.reply_to is not None
-    cmd = quoted(cmd, await timeline.read_quotable(conn, cmd.conv_id, cmd.sender_id, [cmd.reply_to]))
-    row = await conn.fetchrow(timeline.SEND_SQL, *timeline.send_args(cmd))
-    if row["o_err"] == timeline.SERVICE_CONV:
-        if not running_opaque.get():  # routing finds its locks as it goes: not in a batch
-            raise OpaqueAfterAll(row["o_conv"])
-        return await service_send(conn, cmd, service.ctx)
-    result, refusal = timeline.send_outcome(cmd, row)
-    if refusal is not None:
-        raise refusal
-    assert result is not None
-    return result
+    return await send_job(conn, cmd, service)
 
 
 # --- account jobs (run by the writer, inside a savepoint) ----------------------------------------
