@@ -23,6 +23,7 @@ from playwright.async_api import BrowserContext, CDPSession, Page, Worker, expec
 
 from tests import test_web
 from tests.conftest import MakeServer
+from tests.test_web import shot
 from tests.test_web_features import login_in_ui, users
 from tests.test_web_notify import ws_send
 from yim.push.rules import Burst, Entry, notification
@@ -131,6 +132,8 @@ async def test_service_worker_shows_pushes_and_opens_the_conversation(
         "Unavailable: no push service reachable (Registration failed - permission denied)"
     )
     await expect(page.get_by_role("switch", name=SWITCH)).to_be_checked()
+    await status.scroll_into_view_if_needed()
+    await shot(page, "settings-push")
     assert await page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)") == server.url + "/"
     # Off and on again: the switch reaches the same readable state, no unhandled rejection
     # (the contexts fixture fails the test on any).
