@@ -11,6 +11,7 @@
 // Subscribing goes through the browser's push service (Chromium: Google's FCM): without a
 // route to it, subscribe() fails or never answers. That is a state Settings shows, never an
 // unhandled rejection; the page's own notifications (notify.js) keep working meanwhile.
+import { ApiError } from "./api.js";
 import { t } from "./i18n.js";
 
 const PREF_KEY = "yim.push"; // "off": the user turned push off in Settings for this browser
@@ -41,7 +42,8 @@ function b64url(buffer) {
 //   off          turned off in Settings
 //   subscribing  registering the worker and subscribing
 //   on           subscribed, the node has the pusher
-//   failed       subscribing failed (`reason` says why), e.g. no push service reachable
+//   failed       the browser could not subscribe (`reason` says why), e.g. no push service reachable
+//   error        the node could not be asked or refused (`reason` says why)
 export class WebPush extends EventTarget {
   constructor(api) {
     super();
@@ -74,7 +76,9 @@ export class WebPush extends EventTarget {
   }
 
   queue(step) {
-    this.run = this.run.then(step).catch((err) => this.set("failed", String(err?.message ?? err)));
+    this.run = this.run
+      .then(step)
+      .catch((err) => this.set(err instanceof ApiError ? "error" : "failed", String(err?.message ?? err)));
     return this.run;
   }
 

@@ -17,4 +17,5 @@ export const ZH_CN = {
     "已开启：即使 yim 已关闭，新消息也会在此设备上显示通知。",
   "Unavailable: no push service reachable ({reason}). New messages notify only while yim is open in a tab.":
     "不可用：无法连接推送服务（{reason}）。只有在标签页中打开 yim 时才会通知新消息。",
+  "Could not turn on push notifications: {reason}": "无法开启推送通知：{reason}",
 };

@@ -260,7 +260,7 @@ export class SettingsView {
   }
 
   // Web Push for this browser (webpush.js): a switch, and a status line saying what the
-  // browser and the node allow.
+  // browser and the node allow. Turning the switch off and on again retries a failure.
   pushSection() {
     this.pushSwitch = h("input", {
       type: "checkbox",
@@ -296,10 +296,11 @@ export class SettingsView {
         t("Unavailable: no push service reachable ({reason}). New messages notify only while yim is open in a tab.", {
           reason,
         }),
+      error: () => t("Could not turn on push notifications: {reason}", { reason }),
     }[state];
     this.pushStatus.textContent = text?.() ?? "";
     this.pushStatus.dataset.state = state;
-    this.pushSwitch.checked = ["on", "subscribing", "failed"].includes(state);
+    this.pushSwitch.checked = ["on", "subscribing", "failed", "error"].includes(state);
     this.pushSwitch.disabled = ["checking", "unsupported", "server_off", "blocked", "subscribing"].includes(state);
   }
 
