@@ -149,7 +149,8 @@ async def test_service_worker_shows_pushes_and_opens_the_conversation(
     reg = await devtools.registration_id()
     (worker,) = ctx.service_workers
 
-    # The page is in front: it shows the message itself, the worker shows nothing.
+    # The page is in front: it shows the message itself, the worker shows nothing (were this
+    # one shown, its tag c77 would be in every list compared below).
     await devtools.deliver(reg, pushed("77", omar["user_id"], "seen in the page"))
     # No page of yim in front (the tab went elsewhere): the pushes show, one per conversation.
     await page.goto("about:blank")
