@@ -184,6 +184,12 @@ async def index(request: web.Request) -> web.Response:
     return _asset_response(request, "index.html")
 
 
+# The service worker at the root: its scope is the folder it is served from, and the page is at /.
+@routes.get("/sw.js")
+async def service_worker(request: web.Request) -> web.Response:
+    return _asset_response(request, "sw.js")
+
+
 @routes.get("/static/{path:.+}")
 async def static_file(request: web.Request) -> web.Response:
     return _asset_response(request, request.match_info["path"])

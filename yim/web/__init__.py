@@ -1,4 +1,5 @@
-"""The bundled web chat client: static files served by every node (``/`` and ``/static/``).
+"""The bundled web chat client: static files served by every node (``/``, ``/static/``,
+and the service worker at ``/sw.js``).
 
 Plain JavaScript modules and CSS, no build step. :func:`asset` maps a URL path below
 ``/static/`` to a file of this package, refusing anything that is not a plain relative

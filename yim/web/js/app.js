@@ -17,6 +17,7 @@ import { Service } from "./service.js";
 import { Socket, socketUrl } from "./socket.js";
 import { Store } from "./store.js";
 import { Typing } from "./typing.js";
+import { WebPush } from "./webpush.js";
 import { AdminView } from "./views/admin.js";
 import { ChatView } from "./views/chat.js";
 import { openGroupInfo } from "./views/groupinfo.js";
@@ -108,6 +109,7 @@ function startMain(session) {
   const service = new Service(socket, store);
   const media = new Media(api);
   const notifier = new Notifier(store, { onOpen: (convId) => (location.hash = `#/c/${convId}`) });
+  const webpush = new WebPush(api);
   let ended = false;
   let pendingJump = null; // {conv_id, seq}: a search hit to show once its chat is open
 
@@ -118,6 +120,7 @@ function startMain(session) {
     presence.stop();
     service.stop();
     notifier.stop();
+    webpush.stop();
     chat.stop();
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
@@ -128,6 +131,7 @@ function startMain(session) {
   };
   const logout = async () => {
     socket.stop(); // first: the server closes revoked sessions' sockets, which is no error here
+    await webpush.logout();
     try {
       await api.logout();
     } catch {
@@ -157,6 +161,7 @@ function startMain(session) {
     store,
     api,
     service,
+    webpush,
     // My new name: the sidebar, the chats and the saved session show it at once.
     onProfile(user) {
       Object.assign(store.me, user);
@@ -313,10 +318,12 @@ function startMain(session) {
   document.addEventListener("visibilitychange", onVisibility);
 
   current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier, settings, admin };
+  current.webpush = webpush;
   window.yim = current; // for the browser console
   sidebar.render();
   route();
   socket.start();
+  webpush.start();
 
   // Refresh the profile (display name) in the background; a 401 means the session is gone.
   api
@@ -340,6 +347,16 @@ function startMain(session) {
       if (!ended && err.code === "forbidden") setAdmin(false);
     },
   );
+}
+
+// A click on a push notification (sw.js) while this page is open: show that conversation
+// (after logging in, if the login form is showing).
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.addEventListener("message", (e) => {
+    const convId = e.data?.type === "open_conv" ? String(e.data.conv_id) : "";
+    if (/^[0-9]{1,20}$/.test(convId)) location.hash = `#/c/${convId}`;
+  });
+  navigator.serviceWorker.startMessages();
 }
 
 const saved = loadSession();

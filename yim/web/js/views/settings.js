@@ -2,6 +2,7 @@
 // shops I run (open a shop, add or remove its agents). Everything goes to the server first;
 // the page shows what the server answered.
 import { h } from "../dom.js";
+import { t } from "../i18n.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
 
@@ -50,8 +51,9 @@ function asyncForm(label, children, submitLabel, run) {
 }
 
 export class SettingsView {
-  constructor({ store, api, service, onProfile }) {
+  constructor({ store, api, service, webpush, onProfile }) {
     this.store = store;
+    this.webpush = webpush;
     this.api = api;
     this.service = service;
     this.onProfile = onProfile;
@@ -65,9 +67,10 @@ export class SettingsView {
         h("a", { class: "back", href: "#/", "aria-label": "Back to chats" }, "‹"),
         h("h2", { class: "page-title" }, "Settings"),
       ),
-      h("div", { class: "page-body" }, this.profileSection(), this.passwordSection(), this.shopsSection()),
+      h("div", { class: "page-body" }, this.profileSection(), this.passwordSection(), this.shopsSection(), this.pushSection()),
     );
     service.addEventListener("change", () => this.renderShops());
+    webpush.addEventListener("change", () => this.renderPush());
   }
 
   show() {
@@ -254,6 +257,51 @@ export class SettingsView {
       addForm,
     );
     return { el, list, admin };
+  }
+
+  // Web Push for this browser (webpush.js): a switch, and a status line saying what the
+  // browser and the node allow. Turning the switch off and on again retries a failure.
+  pushSection() {
+    this.pushSwitch = h("input", {
+      type: "checkbox",
+      role: "switch",
+      name: "push",
+      onchange: () => (this.pushSwitch.checked ? this.webpush.enable() : this.webpush.disable()),
+    });
+    this.pushStatus = h("p", { class: "push-status", role: "status" });
+    const section = h(
+      "section",
+      { class: "page-section", "aria-labelledby": "settings-push" },
+      h("h3", { id: "settings-push" }, t("Notifications")),
+      h("label", { class: "push-switch" }, this.pushSwitch, " ", t("Notify me of new messages while yim is closed")),
+      this.pushStatus,
+    );
+    this.renderPush();
+    return section;
+  }
+
+  renderPush() {
+    const { state, reason } = this.webpush;
+    const text = {
+      checking: () => t("Checking whether this server sends push notifications…"),
+      unsupported: () => t("Unavailable: this browser cannot receive push notifications."),
+      server_off: () => t("Unavailable: this server does not send push notifications."),
+      blocked: () =>
+        t("Blocked: notifications for this site are blocked in the browser's settings. Allow them there to turn this on."),
+      ask: () => t("Off. Turn it on, then allow notifications when the browser asks."),
+      off: () => t("Off."),
+      subscribing: () => t("Turning on…"),
+      on: () => t("On: new messages show a notification on this device even while yim is closed."),
+      failed: () =>
+        t("Unavailable: no push service reachable ({reason}). New messages notify only while yim is open in a tab.", {
+          reason,
+        }),
+      error: () => t("Could not turn on push notifications: {reason}", { reason }),
+    }[state];
+    this.pushStatus.textContent = text?.() ?? "";
+    this.pushStatus.dataset.state = state;
+    this.pushSwitch.checked = ["on", "subscribing", "failed", "error"].includes(state);
+    this.pushSwitch.disabled = ["checking", "unsupported", "server_off", "blocked", "subscribing"].includes(state);
   }
 
   fetchUser(userId) {
