@@ -1,11 +1,11 @@
 // What the page says when the server refuses a request: one text per error code
 // (yim/protocol/errors.py), in the page's language. A view may name a context where a code
 // means something more specific there (`forbidden` in the admin tab is about the admin
-// role). A code this table does not know shows the server's own (English) message.
+// role). A code this table does not know shows the server's own (English) message; so does
+// `bad_request`, whose message names the field at fault, which no fixed text could.
 import { t } from "./i18n.js";
 
 const GENERAL = {
-  bad_request: t("The request was not accepted. Check what you entered."),
   invalid_username: t("That username is not allowed."),
   weak_password: t("That password is too weak."),
   unauthorized: t("Wrong username or password."),

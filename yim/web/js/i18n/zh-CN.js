@@ -13,7 +13,6 @@ export const ZH_CN = {
   "A shop id is a number.": "店铺 ID 是一串数字。",
   "There is no shop with id {id}. Check the number with the shop.": "没有 ID 为 {id} 的店铺，请向店铺核对号码。",
   // errors.js
-  "The request was not accepted. Check what you entered.": "请求未被接受，请检查输入的内容。",
   "That username is not allowed.": "该用户名不可用。",
   "That password is too weak.": "密码强度太低。",
   "Wrong username or password.": "用户名或密码错误。",
