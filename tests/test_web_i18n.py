@@ -22,7 +22,7 @@ from playwright.async_api import Browser, BrowserContext, expect
 
 from tests import test_web
 from tests.jsscan import tokenize, translation_keys, untranslated
-from tests.test_web import PASSWORD, VIEWPORT, _http_login, _ws_send
+from tests.test_web import PASSWORD, VIEWPORT, _http_login, _ws_send, shot
 from yim.node import NodeServer
 
 browser = test_web.browser
@@ -157,6 +157,7 @@ async def test_the_page_speaks_the_browsers_language_or_the_one_chosen(
     await expect(zh.locator(".day-sep")).to_have_text("今天")
     await expect(zh.get_by_role("button", name="发送", exact=True)).to_be_visible()
     await expect(zh.get_by_placeholder("发消息")).to_be_visible()
+    await shot(zh, "i18n-zh-chat")
 
     # An English browser: English, whatever the server's users write.
     en = await (await make("en-US")).new_page()  # type: ignore[operator]
