@@ -84,7 +84,9 @@ export function systemText(m, name) {
   const list = users.map(name).join(t(", "));
   switch (b.event) {
     case "created":
-      return b.name ? t("{who} created the group “{name}”", { who, name: b.name }) : t("{who} created the group", { who });
+      return b.name
+        ? t("{who} created the group “{name}”", { who, name: b.name })
+        : t("{who} created the group", { who });
     case "invited":
       return list ? t("{who} added {list}", { who, list }) : t("{who} added members", { who });
     case "joined":
