@@ -115,6 +115,9 @@ def test_the_scanner_catches_what_it_must() -> None:
 
 # --- in a browser ---------------------------------------------------------------------
 
+# The day separator's text for 15 January 2025, noon in Shanghai (the contexts' time zone).
+DAY_LABEL = "import('/static/js/format.js').then((f) => f.dayLabel(Date.UTC(2025, 0, 15, 4)))"
+
 
 @pytest_asyncio.fixture
 async def make_context(browser: Browser) -> AsyncIterator[object]:
@@ -158,6 +161,8 @@ async def test_the_page_speaks_the_browsers_language_or_the_one_chosen(
     await expect(zh.get_by_role("button", name="发送", exact=True)).to_be_visible()
     await expect(zh.get_by_placeholder("发消息")).to_be_visible()
     await shot(zh, "i18n-zh-chat")
+    # Dates of other years, as the day separators and lists show them: Intl in the page's language.
+    assert await zh.evaluate(DAY_LABEL) == "2025年1月15日"
 
     # An English browser: English, whatever the server's users write.
     en = await (await make("en-US")).new_page()  # type: ignore[operator]
@@ -168,6 +173,7 @@ async def test_the_page_speaks_the_browsers_language_or_the_one_chosen(
     await en.get_by_label("Password").fill(PASSWORD)
     await en.get_by_role("button", name="Log in", exact=True).click()
     await expect(en.get_by_role("tab", name="Friends")).to_be_visible()
+    assert await en.evaluate(DAY_LABEL) == "Jan 15, 2025"
 
     # Choosing 简体中文 in Settings reloads the page in Chinese, and a reload keeps it.
     await en.get_by_role("link", name="Settings").click()
@@ -178,6 +184,8 @@ async def test_the_page_speaks_the_browsers_language_or_the_one_chosen(
     await expect(en.locator(".page-title")).to_have_text("设置")
     await expect(en.get_by_role("tab", name="消息")).to_be_visible()
     await expect(en.get_by_role("combobox", name="语言")).to_have_value("zh-CN")
+    await shot(en, "i18n-zh-settings")
+    assert await en.evaluate(DAY_LABEL) == "2025年1月15日"  # the page's language, not the browser's
     # …and back to English.
     await en.get_by_role("combobox", name="语言").select_option(label="English")
     await expect(en.locator(".page-title")).to_have_text("Settings")
