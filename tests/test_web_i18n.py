@@ -44,7 +44,8 @@ def catalog() -> dict[str, str]:
     for i in range(len(toks) - 2):
         key, colon, value = toks[i : i + 3]
         if key.kind == "str" and colon.text == ":" and value.kind == "str":
-            assert key.value not in entries, f"{key.value!r} is twice in the catalog"
+            # Two features may both bring a text (each appends its own block): fine if they agree.
+            assert entries.get(key.value, value.value) == value.value, f"{key.value!r}: two translations"
             entries[key.value] = value.value
     return entries
 
