@@ -346,7 +346,7 @@ async def test_the_web_client_drops_a_hung_server_and_comes_back_when_it_answers
     async with asyncio.timeout(120), Chat(b.proc.url) as chat, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+            page = await (await browser.new_context(viewport=VIEWPORT, locale="en-US")).new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(a.proc.url)

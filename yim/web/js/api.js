@@ -1,5 +1,6 @@
 // HTTP API client (/api/v1/, docs/protocol.md). Every method resolves to the decoded
 // JSON body or rejects with an ApiError carrying the server's stable error `code`.
+import { t } from "./i18n.js";
 
 // A node can hang without closing anything (stopped, wedged, overloaded while its kernel
 // still accepts connections): without a bound, a button would spin for as long as the node
@@ -18,9 +19,9 @@ export class ApiError extends Error {
 
 function requestFailed(error) {
   if (error?.name === "TimeoutError") {
-    return new ApiError(0, "timeout", "The server did not answer in time. Try again in a moment.");
+    return new ApiError(0, "timeout", t("The server did not answer in time. Try again in a moment."));
   }
-  return new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+  return new ApiError(0, "network", t("Cannot reach the server. Check your connection."));
 }
 
 export class Api {
@@ -132,7 +133,7 @@ export class Api {
         cache: "no-store",
       });
     } catch {
-      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+      throw new ApiError(0, "network", t("Cannot reach the server. Check your connection."));
     }
     const data = await res.json().catch(() => null);
     if (!res.ok) throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
@@ -145,7 +146,7 @@ export class Api {
     try {
       res = await fetch(this.base + path, { headers: { Authorization: `Bearer ${this.token}` } });
     } catch {
-      throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+      throw new ApiError(0, "network", t("Cannot reach the server. Check your connection."));
     }
     if (!res.ok) {
       const data = await res.json().catch(() => null);

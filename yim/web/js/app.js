@@ -25,6 +25,7 @@ import { loginView } from "./views/login.js";
 import { SettingsView } from "./views/settings.js";
 import { Sidebar } from "./views/sidebar.js";
 import { userMenu } from "./views/usermenu.js";
+import { t } from "./i18n.js";
 
 const SESSION_KEY = "yim.session";
 const DEVICE_KEY = "yim.device_id";
@@ -72,26 +73,25 @@ function showLogin(notice) {
 
 let current = null; // {socket, store, stop}
 
-const SESSION_ENDED = "Your session has ended. Please log in again.";
+const SESSION_ENDED = t("Your session has ended. Please log in again.");
 
 // What the login form says when the server ended the session (close codes, docs/protocol.md
 // §5.4 and §19.2): a disabled account must not read as an expired token.
 function endedNotice({ code, reason: text } = {}) {
   const reason = String(text ?? "").replace(/^session revoked: /, "");
   if (code === 4007) {
-    return (
-      "Your session has ended: a server administrator disabled this account. " +
-      "You cannot log in until it is enabled again."
+    return t(
+      "Your session has ended: a server administrator disabled this account. You cannot log in until it is enabled again.",
     );
   }
   if (code === 4003 && reason === "password changed") {
-    return "Your session has ended: the password was changed in another session. Log in with the new password.";
+    return t("Your session has ended: the password was changed in another session. Log in with the new password.");
   }
   if (code === 4003 && reason === "password reset by an admin") {
-    return "Your session has ended: a server administrator reset your password. Log in with the new one.";
+    return t("Your session has ended: a server administrator reset your password. Log in with the new one.");
   }
   if (code === 4003 && reason === "signed out by an admin") {
-    return "Your session has ended: a server administrator signed this device out.";
+    return t("Your session has ended: a server administrator signed this device out.");
   }
   return SESSION_ENDED;
 }
@@ -191,9 +191,9 @@ function startMain(session) {
     onUserMenu,
     // Checked before the chat opens: a mistyped id is refused here, not after the first message.
     async onOpenShop(shopId) {
-      if (!/^[0-9]{1,20}$/.test(shopId)) throw new Error("A shop id is a number.");
+      if (!/^[0-9]{1,20}$/.test(shopId)) throw new Error(t("A shop id is a number."));
       const shop = await service.lookupShop(shopId);
-      if (!shop) throw new Error(`There is no shop with id ${shopId}. Check the number with the shop.`);
+      if (!shop) throw new Error(t("There is no shop with id {id}. Check the number with the shop.", { id: shopId }));
       location.hash = `#/s/${shopId}`;
     },
     onSearchHit(convId, seq) {

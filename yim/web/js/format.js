@@ -1,16 +1,20 @@
 // Presentation helpers: names, avatars, times, message previews.
 import { h } from "./dom.js";
+import { language, t } from "./i18n.js";
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
-const longDayFmt = new Intl.DateTimeFormat(undefined, { weekday: "long", month: "long", day: "numeric" });
-const yearDayFmt = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+// Dates and times in the page's language (not the browser's), so a page read in Chinese
+// says "12月5日 星期六" and one read in English "Saturday, December 5".
+const timeFmt = new Intl.DateTimeFormat(language(), { hour: "2-digit", minute: "2-digit" });
+const dayFmt = new Intl.DateTimeFormat(language(), { month: "short", day: "numeric" });
+const longDayFmt = new Intl.DateTimeFormat(language(), { weekday: "long", month: "long", day: "numeric" });
+const yearDayFmt = new Intl.DateTimeFormat(language(), { year: "numeric", month: "short", day: "numeric" });
+const dateTimeFmt = new Intl.DateTimeFormat(language(), { dateStyle: "medium", timeStyle: "short" });
 const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
 const EMOJI = /^\p{Extended_Pictographic}/u;
 
 export function displayName(user) {
   if (!user) return "…";
-  return user.display_name || user.username || `User ${user.user_id}`;
+  return user.display_name || user.username || t("User {id}", { id: user.user_id });
 }
 
 function firstGrapheme(text) {
@@ -39,13 +43,18 @@ export function dayKey(ms) {
 export function dayLabel(ms) {
   const d = new Date(ms);
   const now = new Date();
-  if (dayKey(ms) === dayKey(now.getTime())) return "Today";
-  if (dayKey(ms) === dayKey(now.getTime() - 86400000)) return "Yesterday";
+  if (dayKey(ms) === dayKey(now.getTime())) return t("Today");
+  if (dayKey(ms) === dayKey(now.getTime() - 86400000)) return t("Yesterday");
   return d.getFullYear() === now.getFullYear() ? longDayFmt.format(d) : yearDayFmt.format(d);
 }
 
 export function timeLabel(ms) {
   return timeFmt.format(new Date(ms));
+}
+
+// A full date and time ("Dec 5, 2026, 16:50"), e.g. for tables; "" for none.
+export function dateTime(ms) {
+  return ms == null ? "" : dateTimeFmt.format(new Date(ms));
 }
 
 export function shortWhen(ms) {
@@ -58,68 +67,72 @@ export function shortWhen(ms) {
 // A conversation's title. Service conversations are named after the shop; the agent
 // serving one sees the customer too (`customer`: that user, when known).
 export function convTitle(conv, customer = null) {
-  if (conv.type === "group") return conv.name || "Group";
+  if (conv.type === "group") return conv.name || t("Group");
   if (conv.type === "service") {
-    const shop = conv.name || "Shop";
+    const shop = conv.name || t("Shop");
     return customer ? `${displayName(customer)} · ${shop}` : shop;
   }
   return displayName(conv.peer);
 }
 
 // One line for a group's system entry (docs/protocol.md §11.3). `name(id)` gives a user's
-// name ("You" for oneself).
+// name (t("You") for oneself).
 export function systemText(m, name) {
   const b = m.body ?? {};
   const who = name(b.actor ?? m.sender_id);
   const users = (b.users ?? []).filter((u) => u !== b.actor);
-  const list = users.map(name).join(", ");
+  const list = users.map(name).join(t(", "));
   switch (b.event) {
     case "created":
-      return `${who} created the group${b.name ? ` “${b.name}”` : ""}`;
+      return b.name
+        ? t("{who} created the group “{name}”", { who, name: b.name })
+        : t("{who} created the group", { who });
     case "invited":
-      return `${who} added ${list || "members"}`;
+      return list ? t("{who} added {list}", { who, list }) : t("{who} added members", { who });
     case "joined":
-      return `${who} joined the group`;
+      return t("{who} joined the group", { who });
     case "left":
-      return `${who} left the group`;
+      return t("{who} left the group", { who });
     case "removed":
-      return `${who} removed ${list || "a member"}`;
+      return list ? t("{who} removed {list}", { who, list }) : t("{who} removed a member", { who });
     case "role":
-      return b.role === "admin" ? `${who} made ${list} an admin` : `${who} made ${list} a member`;
+      return b.role === "admin"
+        ? t("{who} made {list} an admin", { who, list })
+        : t("{who} made {list} a member", { who, list });
     case "owner":
-      return `${who} made ${list} the owner`;
+      return t("{who} made {list} the owner", { who, list });
     case "muted":
-      return `${who} muted ${list}`;
+      return t("{who} muted {list}", { who, list });
     case "unmuted":
-      return `${who} unmuted ${list}`;
+      return t("{who} unmuted {list}", { who, list });
     case "updated": {
       const c = b.changes ?? {};
-      if (c.name) return `${who} renamed the group to “${c.name}”`;
-      if (c.announcement != null) return `${who} changed the announcement`;
-      if (c.mute_all === true) return `${who} muted the group`;
-      if (c.mute_all === false) return `${who} unmuted the group`;
-      return `${who} changed the group settings`;
+      if (c.name) return t("{who} renamed the group to “{name}”", { who, name: c.name });
+      if (c.announcement != null) return t("{who} changed the announcement", { who });
+      if (c.mute_all === true) return t("{who} muted the group", { who });
+      if (c.mute_all === false) return t("{who} unmuted the group", { who });
+      return t("{who} changed the group settings", { who });
     }
     case "dissolved":
-      return `${who} dissolved the group`;
+      return t("{who} dissolved the group", { who });
     case "pinned":
-      return `${who} pinned a message`;
+      return t("{who} pinned a message", { who });
     case "unpinned":
-      return `${who} unpinned a message`;
+      return t("{who} unpinned a message", { who });
     default:
-      return `${who} changed the group`;
+      return t("{who} changed the group", { who });
   }
 }
 
 export function messageText(m) {
-  if (m.recalled) return "Message recalled";
+  if (m.recalled) return t("Message recalled");
   const body = m.body ?? {};
   if (m.kind === "text") return body.text ?? "";
   if (m.kind === "emoji") return body.emoji ?? "";
-  if (m.kind === "image") return "[Image]";
-  if (m.kind === "video") return "[Video] " + (body.name ?? "");
-  if (m.kind === "file") return "[File] " + (body.name ?? "");
-  if (m.kind === "system") return "Group updated";
+  if (m.kind === "image") return t("[Image]");
+  if (m.kind === "video") return t("[Video]") + " " + (body.name ?? "");
+  if (m.kind === "file") return t("[File]") + " " + (body.name ?? "");
+  if (m.kind === "system") return t("Group updated");
   // An app-defined message: its text fallback (docs/protocol.md §11.3a).
   if (m.kind === "custom") return body.text || `[${body.type ?? "custom"}]`;
   return `[${m.kind}]`;
@@ -140,19 +153,34 @@ export function presenceDot(p) {
     class: "presence-dot",
     dataset: { presence: p.status },
     title: presenceText(p),
-    "aria-label": p.status,
+    "aria-label": presenceText(p),
     role: "img",
   });
 }
 
 export function presenceText(p) {
   if (!p) return "";
-  if (p.status === "online") return "online";
-  if (p.status === "away") return "away";
-  return p.last_seen ? `last seen ${shortWhen(p.last_seen)}` : "offline";
+  if (p.status === "online") return t("online");
+  if (p.status === "away") return t("away");
+  return p.last_seen ? t("last seen {when}", { when: shortWhen(p.last_seen) }) : t("offline");
+}
+
+// An agent's status (online, busy, away, offline) as people read it.
+export function agentStatus(s) {
+  return { online: t("online"), busy: t("busy"), away: t("away"), offline: t("offline") }[s] ?? s ?? "";
+}
+
+// A role in a group (owner, admin, member) as people read it.
+export function groupRole(r) {
+  return { owner: t("owner"), admin: t("admin"), member: t("member") }[r] ?? r ?? "";
+}
+
+// A role in a shop (admin, agent) as people read it.
+export function shopRole(r) {
+  return { admin: t("admin"), agent: t("agent") }[r] ?? r ?? "";
 }
 
 // A customer-service category as people read it.
 export function category(c) {
-  return { pre_sale: "pre-sale", after_sale: "after-sale" }[c] ?? c ?? "";
+  return { pre_sale: t("pre-sale"), after_sale: t("after-sale") }[c] ?? c ?? "";
 }

@@ -1,6 +1,7 @@
 // Groups (docs/protocol.md §7): create, members and roles, invite, leave. Members are
 // loaded when a group is opened and reloaded after each system entry of the group (every
 // membership or role change appends one).
+import { t } from "./i18n.js";
 
 const MEMBERS_PAGE = 1000;
 const MAX_PAGES = 20;
@@ -75,7 +76,7 @@ export class Groups extends EventTarget {
     const users = await Promise.all(
       names.map((n) =>
         this.api.userByName(n).catch((err) => {
-          throw err.code === "not_found" ? new Error(`No user named "${n}".`) : err;
+          throw err.code === "not_found" ? new Error(t("No user named “{name}”.", { name: n })) : err;
         }),
       ),
     );
@@ -92,7 +93,7 @@ export class Groups extends EventTarget {
 
   async invite(convId, usernames) {
     const users = await this.resolve(usernames);
-    if (!users.length) throw new Error("Name at least one person to add.");
+    if (!users.length) throw new Error(t("Name at least one person to add."));
     const userIds = users.map((u) => u.user_id);
     const change = await this.socket.request("group_invite", { conv_id: convId, user_ids: userIds });
     this.afterChange(convId, change);

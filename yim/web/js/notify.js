@@ -8,6 +8,7 @@
 // (not a backlog the tab syncs after sleeping), notify; one notification per conversation,
 // the newer replacing the older (same tag), closed when the tab is shown again.
 import { displayName, messageText } from "./format.js";
+import { t } from "./i18n.js";
 
 const FRESH_MS = 60_000; // older messages arrive by sync: the user will see them in the list
 
@@ -48,8 +49,8 @@ export class Notifier {
     // Still hidden, and still the newest of its conversation (a later one may have shown meanwhile)?
     if (document.visibilityState !== "hidden" || this.latest.get(m.conv_id) !== m.seq) return;
     const conv = this.store.convs.get(m.conv_id);
-    const sender = user ? displayName(user) : "Someone";
-    const title = conv?.type === "group" && conv.name ? `${sender} in ${conv.name}` : sender;
+    const sender = user ? displayName(user) : t("Someone");
+    const title = conv?.type === "group" && conv.name ? t("{sender} in {group}", { sender, group: conv.name }) : sender;
     const n = new Notification(title, { body: messageText(m), tag: `c${m.conv_id}` });
     n.onclick = () => {
       window.focus();

@@ -698,6 +698,7 @@ export class Store extends EventTarget {
     } catch (err) {
       item.state = "failed";
       item.error = err.message;
+      item.code = err.code;
       this.changed("conv", item.conv_id);
       return;
     } finally {

@@ -3,31 +3,30 @@
 // user, set an agent) and the audit log. Every change asks for a reason, which the audit
 // log keeps; the page shows the server's answer, never a guess.
 import { h } from "../dom.js";
+import { errorText as codeText } from "../errors.js";
+import { dateTime, groupRole } from "../format.js";
 import { field, openDialog } from "./dialog.js";
 import { toast } from "./toast.js";
+import { t, tn } from "../i18n.js";
 
 const PAGE = 50;
 const SECTIONS = [
-  ["users", "Users"],
-  ["groups", "Groups"],
-  ["shops", "Shops"],
-  ["audit", "Audit log"],
+  ["users", t("Users")],
+  ["groups", t("Groups")],
+  ["shops", t("Shops")],
+  ["audit", t("Audit log")],
 ];
-const ERRORS = {
-  forbidden: "Only server admins can do this. Your admin role may have been taken back.",
-  group_dissolved: "That group is already dissolved.",
-};
 
 function errorText(err) {
-  return ERRORS[err.code] ?? err.message ?? "Something went wrong. Try again.";
+  return codeText(err, "admin");
 }
 
 function when(ms) {
-  return ms == null ? "" : new Date(ms).toLocaleString();
+  return dateTime(ms);
 }
 
 function reasonInput() {
-  return h("input", { name: "reason", maxlength: 500, autocomplete: "off", placeholder: "Kept in the audit log" });
+  return h("input", { name: "reason", maxlength: 500, autocomplete: "off", placeholder: t("Kept in the audit log") });
 }
 
 // Asks for a reason (and whatever else `content` holds), then runs `run(reason)`. Errors
@@ -36,7 +35,7 @@ function actionDialog({ title, text, content = [], confirmLabel, danger = false,
   const reason = reasonInput();
   const dlg = openDialog({
     title,
-    content: [text ? h("p", { class: "dialog-note" }, text) : null, ...content, field("Reason", reason)],
+    content: [text ? h("p", { class: "dialog-note" }, text) : null, ...content, field(t("Reason"), reason)],
     submitLabel: confirmLabel,
     danger,
     onSubmit: async () => {
@@ -74,7 +73,7 @@ function searchForm(label, placeholder, onSearch) {
       },
     },
     q,
-    h("button", { type: "submit", class: "primary small" }, "Search"),
+    h("button", { type: "submit", class: "primary small" }, t("Search")),
   );
 }
 
@@ -103,14 +102,14 @@ export class AdminView {
     this.body = h("div", { class: "page-body admin-body", role: "tabpanel" });
     this.el = h(
       "section",
-      { class: "page admin-page", "aria-label": "Admin" },
+      { class: "page admin-page", "aria-label": t("Admin") },
       h(
         "header",
         { class: "page-head" },
-        h("a", { class: "back", href: "#/", "aria-label": "Back to chats" }, "‹"),
-        h("h2", { class: "page-title" }, "Server administration"),
+        h("a", { class: "back", href: "#/", "aria-label": t("Back to chats") }, "‹"),
+        h("h2", { class: "page-title" }, t("Server administration")),
       ),
-      h("nav", { class: "tabs", role: "tablist", "aria-label": "Admin sections" }, [...this.tabBtns.values()]),
+      h("nav", { class: "tabs", role: "tablist", "aria-label": t("Admin sections") }, [...this.tabBtns.values()]),
       this.body,
     );
   }
@@ -166,7 +165,7 @@ export class AdminView {
 
   renderUsers() {
     const { q, rows, next } = this.users;
-    const search = searchForm("Search users", "Username, name or id", (text) => {
+    const search = searchForm(t("Search users"), t("Username, name or id"), (text) => {
       this.detail = null;
       this.loadUsers(text);
     });
@@ -178,16 +177,16 @@ export class AdminView {
         h("td", null, h("button", { type: "button", class: "link", onclick: () => this.openUser(u.user_id) }, u.username)),
         h("td", null, u.display_name),
         h("td", { class: "mono" }, u.user_id),
-        h("td", null, u.disabled_at ? "disabled" : "active", u.admin ? " · admin" : ""),
+        h("td", null, u.disabled_at ? t("disabled") : t("active"), u.admin ? t(" · admin") : ""),
         h("td", null, when(u.created_at)),
       ),
     );
     this.fill(
       search,
       rows.length
-        ? table("Users", ["Username", "Display name", "Id", "State", "Created"], trs)
-        : h("p", { class: "list-empty" }, q ? `No user matches “${q}”.` : "No users."),
-      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadUsers(q, true) }, "More users") : null,
+        ? table(t("Users"), [t("Username"), t("Display name"), t("Id"), t("State"), t("Created")], trs)
+        : h("p", { class: "list-empty" }, q ? t("No user matches “{q}”.", { q }) : t("No users.")),
+      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadUsers(q, true) }, t("More users")) : null,
       this.detail ? this.userDetailEl(this.detail) : null,
     );
   }
@@ -224,18 +223,21 @@ export class AdminView {
             class: "primary small danger",
             onclick: () =>
               actionDialog({
-                title: `Disable ${label}?`,
-                text: `${u.username} is signed out everywhere at once and cannot log in until an admin enables the account. Messages, groups and friends stay as they are.`,
-                confirmLabel: "Disable",
+                title: t("Disable {label}?", { label }),
+                text: t(
+                  "{username} is signed out everywhere at once and cannot log in until an admin enables the account. Messages, groups and friends stay as they are.",
+                  { username: u.username },
+                ),
+                confirmLabel: t("Disable"),
                 danger: true,
                 run: async (reason) => {
                   const user = await this.call("POST", `/users/${u.user_id}/disable`, { body: { reason } });
                   await this.refreshUser(user);
-                  return `${u.username} is disabled.`;
+                  return t("{username} is disabled.", { username: u.username });
                 },
               }),
           },
-          "Disable…",
+          t("Disable…"),
         ),
       );
     }
@@ -248,17 +250,17 @@ export class AdminView {
             class: "primary small",
             onclick: () =>
               actionDialog({
-                title: `Enable ${label}?`,
-                text: `${u.username} can log in again.`,
-                confirmLabel: "Enable",
+                title: t("Enable {label}?", { label }),
+                text: t("{username} can log in again.", { username: u.username }),
+                confirmLabel: t("Enable"),
                 run: async (reason) => {
                   const user = await this.call("POST", `/users/${u.user_id}/enable`, { body: { reason } });
                   await this.refreshUser(user);
-                  return `${u.username} is enabled.`;
+                  return t("{username} is enabled.", { username: u.username });
                 },
               }),
           },
-          "Enable…",
+          t("Enable…"),
         ),
       );
     }
@@ -281,22 +283,25 @@ export class AdminView {
           onclick: () => {
             const pw = newPassword();
             actionDialog({
-              title: `Reset the password of ${label}`,
-              text: `Type the new password and give it to ${u.username} yourself: it is not shown again. Every session of ${u.username} is signed out.`,
-              content: [field("New password", pw)],
-              confirmLabel: "Reset password",
+              title: t("Reset the password of {label}", { label }),
+              text: t(
+                "Type the new password and give it to {username} yourself: it is not shown again. Every session of {username} is signed out.",
+                { username: u.username },
+              ),
+              content: [field(t("New password"), pw)],
+              confirmLabel: t("Reset password"),
               danger: true,
               run: async (reason) => {
                 const { revoked } = await this.call("POST", `/users/${u.user_id}/password`, {
                   body: { password: pw.value, reason },
                 });
                 await refresh();
-                return `Password reset; ${revoked} session(s) signed out.`;
+                return t("Password reset; {n} session(s) signed out.", { n: revoked });
               },
             });
           },
         },
-        "Reset password…",
+        t("Reset password…"),
       ),
       h(
         "button",
@@ -306,20 +311,20 @@ export class AdminView {
           disabled: !d.devices.length,
           onclick: () =>
             actionDialog({
-              title: `Sign ${label} out everywhere?`,
+              title: t("Sign {label} out everywhere?", { label }),
               text: self
-                ? "Every device of yours is signed out, this browser too: you log in again afterwards."
-                : `Every device of ${u.username} is signed out; the account stays usable.`,
-              confirmLabel: "Sign out all",
+                ? t("Every device of yours is signed out, this browser too: you log in again afterwards.")
+                : t("Every device of {username} is signed out; the account stays usable.", { username: u.username }),
+              confirmLabel: t("Sign out all"),
               danger: true,
               run: async (reason) => {
                 const { revoked } = await this.call("DELETE", `/users/${u.user_id}/devices`, { body: { reason } });
                 await refresh();
-                return `${revoked} session(s) signed out.`;
+                return t("{n} session(s) signed out.", { n: revoked });
               },
             }),
         },
-        "Sign out all devices…",
+        t("Sign out all devices…"),
       ),
     );
     if (!self) {
@@ -332,20 +337,24 @@ export class AdminView {
             class: "ghost",
             onclick: () =>
               actionDialog({
-                title: grant ? `Make ${label} a server admin?` : `Take the admin role from ${label}?`,
+                title: grant
+                  ? t("Make {label} a server admin?", { label })
+                  : t("Take the admin role from {label}?", { label }),
                 text: grant
-                  ? `${u.username} will be able to do everything on this page.`
-                  : `${u.username} can no longer administer the server.`,
-                confirmLabel: grant ? "Make admin" : "Remove admin",
+                  ? t("{username} will be able to do everything on this page.", { username: u.username })
+                  : t("{username} can no longer administer the server.", { username: u.username }),
+                confirmLabel: grant ? t("Make admin") : t("Remove admin"),
                 danger: !grant,
                 run: async (reason) => {
                   const user = await this.call("PUT", `/users/${u.user_id}/role`, { body: { admin: grant, reason } });
                   await this.refreshUser(user);
-                  return grant ? `${u.username} is a server admin.` : `${u.username} is no longer an admin.`;
+                  return grant
+                    ? t("{username} is a server admin.", { username: u.username })
+                    : t("{username} is no longer an admin.", { username: u.username });
                 },
               }),
           },
-          grant ? "Make admin…" : "Remove admin…",
+          grant ? t("Make admin…") : t("Remove admin…"),
         ),
       );
     }
@@ -353,58 +362,70 @@ export class AdminView {
       h(
         "li",
         { class: "admin-device" },
-        h("span", null, `${dev.name || dev.device_id} · ${dev.platform} · last seen ${when(dev.last_seen_at)}`),
+        h(
+          "span",
+          null,
+          `${dev.name || dev.device_id} · ${dev.platform} · ` + t("last seen {when}", { when: when(dev.last_seen_at) }),
+        ),
         h(
           "button",
           {
             type: "button",
             class: "ghost small",
-            "aria-label": `Sign out device ${dev.device_id}`,
+            "aria-label": t("Sign out device {id}", { id: dev.device_id }),
             onclick: () =>
               actionDialog({
-                title: `Sign out ${dev.name || dev.device_id}?`,
-                confirmLabel: "Sign out",
+                title: t("Sign out {name}?", { name: dev.name || dev.device_id }),
+                confirmLabel: t("Sign out"),
                 danger: true,
                 run: async (reason) => {
                   const path = `/users/${u.user_id}/devices/${encodeURIComponent(dev.device_id)}`;
                   const { revoked } = await this.call("DELETE", path, { body: { reason } });
                   await refresh();
-                  return revoked ? "The device is signed out." : "That device had no live session.";
+                  return revoked ? t("The device is signed out.") : t("That device had no live session.");
                 },
               }),
           },
-          "Sign out",
+          t("Sign out"),
         ),
       ),
     );
     const c = d.counts;
     return h(
       "section",
-      { class: "admin-detail", "aria-label": `User ${u.username}` },
+      { class: "admin-detail", "aria-label": t("User {username}", { username: u.username }) },
       h("h3", null, label),
       h(
         "p",
         { class: "admin-state", dataset: { state: u.disabled_at ? "disabled" : "active" } },
-        u.disabled_at ? `Disabled since ${when(u.disabled_at)}` : "Active",
-        u.admin ? " · server admin" : "",
+        u.disabled_at ? t("Disabled since {when}", { when: when(u.disabled_at) }) : t("Active"),
+        u.admin ? t(" · server admin") : "",
       ),
       h(
         "p",
         { class: "page-note" },
-        `Id ${u.user_id} · created ${when(u.created_at)} · ${d.message_count} messages sent · ` +
-          `${c.friends} friends, ${c.followers} followers, following ${c.following}`,
+        t("Id {id} · created {when} · {messages} messages sent · ", {
+          id: u.user_id,
+          when: when(u.created_at),
+          messages: d.message_count,
+        }) +
+          t("{friends} friends, {followers} followers, following {following}", {
+            friends: c.friends,
+            followers: c.followers,
+            following: c.following,
+          }),
       ),
       h("div", { class: "admin-actions" }, actions),
-      h("h4", null, `Signed-in devices (${d.devices.length})`),
-      d.devices.length ? h("ul", { class: "admin-list" }, devices) : h("p", { class: "page-note" }, "None."),
-      h("h4", null, `Groups (${d.groups.length})`),
+      h("h4", null, t("Signed-in devices ({n})", { n: d.devices.length })),
+      d.devices.length ? h("ul", { class: "admin-list" }, devices) : h("p", { class: "page-note" }, t("None.")),
+      h("h4", null, t("Groups ({n})", { n: d.groups.length })),
       d.groups.length
         ? h(
             "ul",
             { class: "admin-list" },
-            d.groups.map((g) => h("li", null, `${g.name} · ${g.role} · id ${g.conv_id}`)),
+            d.groups.map((g) => h("li", null, t("{name} · {role} · id {id}", { name: g.name, role: groupRole(g.role), id: g.conv_id }))),
           )
-        : h("p", { class: "page-note" }, "None."),
+        : h("p", { class: "page-note" }, t("None.")),
     );
   }
 
@@ -422,7 +443,7 @@ export class AdminView {
 
   renderGroups() {
     const { q, rows, next } = this.groups;
-    const search = searchForm("Search groups", "Group name or id", (text) => this.loadGroups(text));
+    const search = searchForm(t("Search groups"), t("Group name or id"), (text) => this.loadGroups(text));
     search.querySelector("input").value = q;
     const trs = rows.map((g) =>
       h(
@@ -431,7 +452,7 @@ export class AdminView {
         h("td", null, g.name),
         h("td", { class: "mono" }, g.conv_id),
         h("td", null, this.nameOf(g.owner_id)),
-        h("td", null, g.dissolved ? "dissolved" : String(g.member_count)),
+        h("td", null, g.dissolved ? t("dissolved") : String(g.member_count)),
         h(
           "td",
           null,
@@ -441,12 +462,12 @@ export class AdminView {
                 h(
                   "button",
                   { type: "button", class: "ghost small", onclick: () => this.transferGroup(g) },
-                  "Transfer…",
+                  t("Transfer…"),
                 ),
                 h(
                   "button",
                   { type: "button", class: "ghost small danger-text", onclick: () => this.dissolveGroup(g) },
-                  "Dissolve…",
+                  t("Dissolve…"),
                 ),
               ],
         ),
@@ -455,9 +476,9 @@ export class AdminView {
     this.fill(
       search,
       rows.length
-        ? table("Groups", ["Name", "Id", "Owner", "Members", "Actions"], trs)
-        : h("p", { class: "list-empty" }, q ? `No group matches “${q}”.` : "No groups."),
-      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadGroups(q, true) }, "More groups") : null,
+        ? table(t("Groups"), [t("Name"), t("Id"), t("Owner"), t("Members"), t("Actions")], trs)
+        : h("p", { class: "list-empty" }, q ? t("No group matches “{q}”.", { q }) : t("No groups.")),
+      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadGroups(q, true) }, t("More groups")) : null,
     );
   }
 
@@ -470,30 +491,34 @@ export class AdminView {
   transferGroup(g) {
     const username = h("input", { name: "new_owner", required: true, maxlength: 32, autocomplete: "off" });
     actionDialog({
-      title: `Transfer “${g.name}”`,
-      text: "The new owner must be a member of the group; the old owner stays on as a group admin.",
-      content: [field("New owner's username", username)],
-      confirmLabel: "Transfer",
+      title: t("Transfer “{name}”", { name: g.name }),
+      text: t("The new owner must be a member of the group; the old owner stays on as a group admin."),
+      content: [field(t("New owner's username"), username)],
+      confirmLabel: t("Transfer"),
       run: async (reason) => {
         const user = await this.userNamed(username.value.trim());
         const { group } = await this.call("PUT", `/groups/${g.conv_id}/owner`, { body: { user_id: user.user_id, reason } });
         this.names.set(user.user_id, user.username);
         this.replaceGroup(group);
-        return `${user.username} owns “${g.name}” now.`;
+        return t("{username} owns “{name}” now.", { username: user.username, name: g.name });
       },
     });
   }
 
   dissolveGroup(g) {
     actionDialog({
-      title: `Dissolve “${g.name}”?`,
-      text: `All ${g.member_count} members leave the group and nobody can write in it again. This cannot be undone.`,
-      confirmLabel: "Dissolve",
+      title: t("Dissolve “{name}”?", { name: g.name }),
+      text: tn(
+        "All {n} members leave the group and nobody can write in it again. This cannot be undone.",
+        "All {n} members leave the group and nobody can write in it again. This cannot be undone.",
+        g.member_count,
+      ),
+      confirmLabel: t("Dissolve"),
       danger: true,
       run: async (reason) => {
         const { group } = await this.call("DELETE", `/groups/${g.conv_id}`, { body: { reason } });
         this.replaceGroup(group);
-        return `“${g.name}” is dissolved.`;
+        return t("“{name}” is dissolved.", { name: g.name });
       },
     });
   }
@@ -509,9 +534,9 @@ export class AdminView {
     const agent = h("input", { name: "agent", required: true, maxlength: 32, autocomplete: "off" });
     const role = h(
       "select",
-      { class: "select", name: "role", "aria-label": "Role" },
-      h("option", { value: "agent" }, "agent"),
-      h("option", { value: "admin" }, "admin"),
+      { class: "select", name: "role", "aria-label": t("Role") },
+      h("option", { value: "agent" }, t("agent")),
+      h("option", { value: "admin" }, t("admin")),
     );
     const capacity = h("input", { type: "number", name: "capacity", min: 0, max: 1000, value: "10" });
     const agentReason = reasonInput();
@@ -531,21 +556,25 @@ export class AdminView {
         "form",
         {
           class: "page-form",
-          "aria-label": "Open a shop for a user",
+          "aria-label": t("Open a shop for a user"),
           onsubmit: submit(created, createError, async () => {
             const user = await this.userNamed(owner.value.trim());
             const shop = await this.call("POST", "/shops", {
               body: { owner_id: user.user_id, name: name.value.trim(), reason: createReason.value.trim() },
             });
             shopId.value = shop.shop_id;
-            return `Shop “${shop.name}” (id ${shop.shop_id}) is open; ${user.username} runs it.`;
+            return t("Shop “{name}” (id {id}) is open; {username} runs it.", {
+              name: shop.name,
+              id: shop.shop_id,
+              username: user.username,
+            });
           }),
         },
-        h("h3", null, "Open a shop for a user"),
-        field("Owner's username", owner),
-        field("Shop name", name),
-        field("Reason", createReason),
-        h("div", { class: "page-form-actions" }, h("button", { type: "submit", class: "primary small" }, "Open shop")),
+        h("h3", null, t("Open a shop for a user")),
+        field(t("Owner's username"), owner),
+        field(t("Shop name"), name),
+        field(t("Reason"), createReason),
+        h("div", { class: "page-form-actions" }, h("button", { type: "submit", class: "primary small" }, t("Open shop"))),
         created,
         createError,
       ),
@@ -553,23 +582,26 @@ export class AdminView {
         "form",
         {
           class: "page-form",
-          "aria-label": "Set a shop's agent",
+          "aria-label": t("Set a shop's agent"),
           onsubmit: submit(setDone, setError, async () => {
             const user = await this.userNamed(agent.value.trim());
             const a = await this.call("PUT", `/shops/${shopId.value.trim()}/agents/${user.user_id}`, {
               body: { role: role.value, capacity: Number(capacity.value), reason: agentReason.value.trim() },
             });
-            return `${user.username} is ${a.role === "admin" ? "an admin" : "an agent"} of shop ${a.shop_id} (capacity ${a.capacity}).`;
+            const fill = { username: user.username, id: a.shop_id, capacity: a.capacity };
+            return a.role === "admin"
+              ? t("{username} is an admin of shop {id} (capacity {capacity}).", fill)
+              : t("{username} is an agent of shop {id} (capacity {capacity}).", fill);
           }),
         },
-        h("h3", null, "Set a shop's agent"),
-        h("p", { class: "page-note" }, "Adds the agent, or changes the role and capacity of one already there."),
-        field("Shop id", shopId),
-        field("Agent's username", agent),
-        field("Role", role),
-        field("Capacity (customers at once)", capacity),
-        field("Reason", agentReason),
-        h("div", { class: "page-form-actions" }, h("button", { type: "submit", class: "primary small" }, "Set agent")),
+        h("h3", null, t("Set a shop's agent")),
+        h("p", { class: "page-note" }, t("Adds the agent, or changes the role and capacity of one already there.")),
+        field(t("Shop id"), shopId),
+        field(t("Agent's username"), agent),
+        field(t("Role"), role),
+        field(t("Capacity (customers at once)"), capacity),
+        field(t("Reason"), agentReason),
+        h("div", { class: "page-form-actions" }, h("button", { type: "submit", class: "primary small" }, t("Set agent"))),
         setDone,
         setError,
       ),
@@ -595,7 +627,7 @@ export class AdminView {
         "tr",
         { dataset: { entryId: e.id } },
         h("td", null, when(e.at)),
-        h("td", null, e.actor_id == null ? "operator (host)" : this.nameOf(e.actor_id)),
+        h("td", null, e.actor_id == null ? t("operator (host)") : this.nameOf(e.actor_id)),
         h("td", null, e.action),
         h("td", { class: "mono" }, e.target),
         h("td", null, Object.entries(e.detail).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ")),
@@ -603,21 +635,21 @@ export class AdminView {
       ),
     );
     this.fill(
-      h("div", { class: "page-form-actions" }, h("button", { type: "button", class: "ghost", onclick: () => this.loadAudit() }, "Refresh")),
+      h("div", { class: "page-form-actions" }, h("button", { type: "button", class: "ghost", onclick: () => this.loadAudit() }, t("Refresh"))),
       rows.length
-        ? table("Audit log", ["When", "Admin", "Action", "Target", "Detail", "Source"], trs)
-        : h("p", { class: "list-empty" }, "No admin action yet."),
-      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadAudit(true) }, "Older entries") : null,
+        ? table(t("Audit log"), [t("When"), t("Admin"), t("Action"), t("Target"), t("Detail"), t("Source")], trs)
+        : h("p", { class: "list-empty" }, t("No admin action yet.")),
+      next ? h("button", { type: "button", class: "ghost", onclick: () => this.loadAudit(true) }, t("Older entries")) : null,
     );
   }
 
   // --- names --------------------------------------------------------------------------------
   async userNamed(username) {
-    if (!username) throw new Error("Enter a username.");
+    if (!username) throw new Error(t("Enter a username."));
     try {
       return await this.api.userByName(username);
     } catch (err) {
-      if (err.code === "not_found") throw new Error(`No user named “${username}”.`);
+      if (err.code === "not_found") throw new Error(t("No user named “{name}”.", { name: username }));
       throw err;
     }
   }

@@ -1,8 +1,10 @@
 // The "Agent" tab, for users who serve shops: per shop, my status, the customers assigned
 // to me, and for shop admins the queue, the agents and the day's numbers.
 import { h } from "../dom.js";
-import { avatar, category, displayName, shortWhen } from "../format.js";
+import { agentStatus, avatar, category, displayName, shopRole, shortWhen } from "../format.js";
+import { errorText } from "../errors.js";
 import { toast } from "./toast.js";
+import { t } from "../i18n.js";
 
 const STATUSES = ["online", "busy", "away", "offline"];
 
@@ -18,7 +20,7 @@ export class AgentView {
   render() {
     const svc = this.service;
     if (!svc.isAgent) {
-      this.body.replaceChildren(h("p", { class: "list-empty" }, "You do not serve any shop."));
+      this.body.replaceChildren(h("p", { class: "list-empty" }, t("You do not serve any shop.")));
       return;
     }
     const mine = [...svc.sessions.values()];
@@ -38,14 +40,14 @@ export class AgentView {
       "select",
       {
         class: "select",
-        "aria-label": `My status in ${shop.name}`,
+        "aria-label": t("My status in {shop}", { shop: shop.name }),
         onchange: (e) =>
           this.service.setStatus(shop.shop_id, e.target.value).catch((err) => {
-            toast(err.message);
+            toast(errorText(err));
             this.render();
           }),
       },
-      STATUSES.map((s) => h("option", { value: s, selected: me?.status === s }, s)),
+      STATUSES.map((s) => h("option", { value: s, selected: me?.status === s }, agentStatus(s))),
     );
     select.value = me?.status ?? "online";
     const serves = me && me.capacity > 0;
@@ -56,22 +58,26 @@ export class AgentView {
         "header",
         { class: "shop-head" },
         h("h3", { class: "shop-name" }, shop.name),
-        h("span", { class: "shop-role" }, me?.role === "admin" ? "admin" : "agent"),
+        h("span", { class: "shop-role" }, me?.role === "admin" ? t("admin") : t("agent")),
       ),
-      h("p", { class: "shop-id" }, `Shop id ${shop.shop_id}`),
-      serves ? h("label", { class: "field inline" }, h("span", null, "My status"), select) : null,
+      h("p", { class: "shop-id" }, t("Shop id {id}", { id: shop.shop_id })),
+      serves ? h("label", { class: "field inline" }, h("span", null, t("My status")), select) : null,
       serves
         ? h(
             "div",
             { class: "people-section" },
-            h("h4", { class: "section-title" }, `My customers (${sessions.length}/${me.capacity})`),
+            h(
+              "h4",
+              { class: "section-title" },
+              t("My customers ({n}/{capacity})", { n: sessions.length, capacity: me.capacity }),
+            ),
             sessions.length
               ? h(
                   "ul",
-                  { class: "people", "aria-label": `My customers in ${shop.name}` },
+                  { class: "people", "aria-label": t("My customers in {shop}", { shop: shop.name }) },
                   sessions.map((s) => this.sessionEl(s)),
                 )
-              : h("p", { class: "list-note" }, "No customers assigned to you right now."),
+              : h("p", { class: "list-note" }, t("No customers assigned to you right now.")),
           )
         : null,
       dashboard ? this.dashboardEl(dashboard, queue) : null,
@@ -82,7 +88,7 @@ export class AgentView {
     const u = this.store.user(s.customer_id) ?? { user_id: s.customer_id };
     const conv = this.store.convs.get(s.conv_id);
     const unread = conv?.unread ?? 0;
-    const since = s.assigned_at ? "since " + shortWhen(s.assigned_at) : "";
+    const since = s.assigned_at ? t("since {when}", { when: shortWhen(s.assigned_at) }) : "";
     return h(
       "li",
       { class: "person session", dataset: { convId: s.conv_id } },
@@ -113,21 +119,21 @@ export class AgentView {
     return h(
       "div",
       { class: "dashboard" },
-      h("h4", { class: "section-title" }, "Dashboard"),
+      h("h4", { class: "section-title" }, t("Dashboard")),
       h(
         "div",
         { class: "stats" },
-        stat("waiting", d.queued),
-        stat("active", d.active),
-        stat("closed today", d.closed_today),
-        stat("rating", d.avg_rating == null ? "–" : d.avg_rating.toFixed(1)),
-        stat("longest wait", d.queued ? `${waitMin} min` : "–"),
+        stat(t("waiting"), d.queued),
+        stat(t("active"), d.active),
+        stat(t("closed today"), d.closed_today),
+        stat(t("rating"), d.avg_rating == null ? "–" : d.avg_rating.toFixed(1)),
+        stat(t("longest wait"), d.queued ? t("{n} min", { n: waitMin }) : "–"),
       ),
-      h("h4", { class: "section-title" }, `Queue (${queue.length})`),
+      h("h4", { class: "section-title" }, t("Queue ({n})", { n: queue.length })),
       queue.length
         ? h(
             "ul",
-            { class: "people", "aria-label": "Queue" },
+            { class: "people", "aria-label": t("Queue") },
             queue.map((s) => {
               const u = this.store.user(s.customer_id) ?? { user_id: s.customer_id };
               return h(
@@ -144,18 +150,21 @@ export class AgentView {
                     h(
                       "span",
                       { class: "person-sub" },
-                      `${category(s.category)} · waiting since ${shortWhen(s.queued_at)}`,
+                      t("{category} · waiting since {when}", {
+                        category: category(s.category),
+                        when: shortWhen(s.queued_at),
+                      }),
                     ),
                   ),
                 ),
               );
             }),
           )
-        : h("p", { class: "list-note" }, "Nobody is waiting."),
-      h("h4", { class: "section-title" }, "Agents"),
+        : h("p", { class: "list-note" }, t("Nobody is waiting.")),
+      h("h4", { class: "section-title" }, t("Agents")),
       h(
         "ul",
-        { class: "people", "aria-label": "Agents" },
+        { class: "people", "aria-label": t("Agents") },
         d.agents.map((a) => {
           const u = this.store.user(a.user_id) ?? { user_id: a.user_id };
           return h(
@@ -180,7 +189,7 @@ export class AgentView {
                 h(
                   "span",
                   { class: "person-sub" },
-                  `${a.role} · ${a.online ? a.status : "not connected"} · ${a.open_sessions}/${a.capacity}`,
+                  `${shopRole(a.role)} · ${a.online ? agentStatus(a.status) : t("not connected")} · ${a.open_sessions}/${a.capacity}`,
                 ),
               ),
             ),

@@ -8,6 +8,7 @@ import { h } from "../dom.js";
 import {
   avatar,
   convTitle,
+  agentStatus,
   category,
   dayKey,
   dayLabel,
@@ -29,6 +30,8 @@ import { openMenu } from "./menu.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
 import { toast } from "./toast.js";
+import { errorText } from "../errors.js";
+import { t, tn } from "../i18n.js";
 
 const MAX_TEXT = 8000;
 const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
@@ -42,13 +45,6 @@ const RECEIPT_POLL_MIN_MS = 1500;
 const RECEIPT_POLL_MAX_MS = 8000;
 const MENTION_LOOKUPS = 100;
 const MEDIA_KINDS = new Set(["image", "video", "file"]);
-const SEND_ERRORS = {
-  blocked: "Not sent: this person doesn't accept your messages.",
-  friends_only: "Not sent: this person accepts messages from friends only.",
-  muted: "Not sent: you are muted in this group.",
-  not_member: "Not sent: you are not in this conversation.",
-  group_dissolved: "Not sent: the group was dissolved.",
-};
 
 export class ChatView {
   constructor({ store, presence, typing, groups, media, relations, service, onGroupInfo, onUserMenu }) {
@@ -81,8 +77,8 @@ export class ChatView {
       class: "composer-input",
       rows: 1,
       maxlength: MAX_TEXT,
-      placeholder: "Message",
-      "aria-label": "Message",
+      placeholder: t("Message"),
+      "aria-label": t("Message"),
       enterkeyhint: "send",
     });
     this.input.addEventListener("keydown", (e) => this.onKey(e));
@@ -95,14 +91,14 @@ export class ChatView {
       {
         type: "button",
         class: "ghost emoji-btn",
-        title: "Emoji",
-        "aria-label": "Emoji",
+        title: t("Emoji"),
+        "aria-label": t("Emoji"),
         "aria-haspopup": "dialog",
         onclick: () => this.picker.toggle(),
       },
       "☺",
     );
-    this.fileInput = h("input", { type: "file", class: "file-input", "aria-label": "Attach a file", multiple: true });
+    this.fileInput = h("input", { type: "file", class: "file-input", "aria-label": t("Attach a file"), multiple: true });
     this.fileInput.addEventListener("change", () => {
       this.attach([...this.fileInput.files]);
       this.fileInput.value = "";
@@ -112,13 +108,13 @@ export class ChatView {
       {
         type: "button",
         class: "ghost attach-btn",
-        title: "Send an image or a file",
-        "aria-label": "Send an image or a file",
+        title: t("Send an image or a file"),
+        "aria-label": t("Send an image or a file"),
         onclick: () => this.fileInput.click(),
       },
       icon("attach", 21),
     );
-    this.sendBtn = h("button", { type: "submit", class: "primary send-btn" }, "Send");
+    this.sendBtn = h("button", { type: "submit", class: "primary send-btn" }, t("Send"));
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (e) => this.onSubmit(e) },
@@ -155,7 +151,7 @@ export class ChatView {
       "div",
       { class: "chat-empty" },
       h("div", { class: "chat-empty-mark" }, "y"),
-      h("p", null, "Pick a conversation, or start one with a username."),
+      h("p", null, t("Pick a conversation, or start one with a username.")),
     );
     this.el = h("section", { class: "chat" }, this.emptyState, this.pane);
 
@@ -284,22 +280,22 @@ export class ChatView {
     this.composer.hidden = !!inactive;
     this.gone.hidden = !inactive;
     this.gone.textContent = noShop
-      ? `There is no shop with id ${this.route.shop_id}. Check the number with the shop.`
+      ? t("There is no shop with id {id}. Check the number with the shop.", { id: this.route.shop_id })
       : conv?.type === "service"
-        ? "This customer is no longer assigned to you."
-        : "You are no longer a member of this group.";
+        ? t("This customer is no longer assigned to you.")
+        : t("You are no longer a member of this group.");
     this.attachBtn.hidden = !!this.route.shop_id && !conv; // a shop chat starts with words
     if (this.route.conv_id && !conv) {
-      this.top.textContent = this.store.ready ? "This conversation is not available." : "Loading…";
+      this.top.textContent = this.store.ready ? t("This conversation is not available.") : t("Loading…");
       return;
     }
     let top;
     if (noShop) top = "";
-    else if (!conv) top = this.route.shop_id ? "Write to the shop to start." : "Say hello to start the conversation.";
-    else if (!conv.loaded) top = "Loading…";
-    else if (conv.loadingOlder) top = "Loading earlier messages…";
+    else if (!conv) top = this.route.shop_id ? t("Write to the shop to start.") : t("Say hello to start the conversation.");
+    else if (!conv.loaded) top = t("Loading…");
+    else if (conv.loadingOlder) top = t("Loading earlier messages…");
     else if (conv.hasOlder) top = "";
-    else top = conv.msgs.length ? "This is the beginning of the conversation." : "";
+    else top = conv.msgs.length ? t("This is the beginning of the conversation.") : "";
     this.top.textContent = top;
     this.renderMessages(conv);
     this.renderTyping();
@@ -318,30 +314,30 @@ export class ChatView {
     let face;
     if (type === "group") {
       title = convTitle(conv);
-      sub = `${conv.member_count} members`;
+      sub = tn("{n} member", "{n} members", conv.member_count);
       face = avatar({ user_id: conv.conv_id, display_name: conv.name });
       actions.push(
         h(
           "button",
           { type: "button", class: "ghost head-btn", onclick: () => this.onGroupInfo(conv.conv_id) },
-          "Group info",
+          t("Group info"),
         ),
       );
     } else if (type === "service") {
       const customer = this.customer(conv);
       const shop = conv ? null : this.shop();
-      title = conv ? convTitle(conv, customer) : shop === null ? "No such shop" : (shop?.name ?? "Shop");
-      const shopName = conv?.name || shop?.name || "Shop";
+      title = conv ? convTitle(conv, customer) : shop === null ? t("No such shop") : (shop?.name ?? t("Shop"));
+      const shopName = conv?.name || shop?.name || t("Shop");
       face = avatar(customer ?? { user_id: conv?.conv_id ?? this.route.shop_id, display_name: shopName });
       const serving = conv && this.service.sessionOf(conv.conv_id);
       if (serving) {
-        sub = `Customer · ${category(serving.category)}`;
+        sub = t("Customer · {category}", { category: category(serving.category) });
         actions = [
-          h("button", { type: "button", class: "ghost head-btn", onclick: () => this.transfer(serving) }, "Transfer"),
+          h("button", { type: "button", class: "ghost head-btn", onclick: () => this.transfer(serving) }, t("Transfer")),
           h(
             "button",
             { type: "button", class: "ghost head-btn", onclick: () => this.closeSession(serving) },
-            "Close session",
+            t("Close session"),
           ),
         ];
       } else if (conv && conv.active !== false) {
@@ -352,12 +348,12 @@ export class ChatView {
             h(
               "button",
               { type: "button", class: "ghost head-btn", onclick: () => this.rate(s) },
-              s.rating ? "Change rating" : "Rate this chat",
+              s.rating ? t("Change rating") : t("Rate this chat"),
             ),
           ];
         }
       } else if (!conv && shop) {
-        sub = `Shop id ${this.route.shop_id}`;
+        sub = t("Shop id {id}", { id: this.route.shop_id });
       }
     } else {
       title = conv ? convTitle(conv) : displayName(peer);
@@ -373,8 +369,8 @@ export class ChatView {
             {
               type: "button",
               class: "ghost head-btn more-btn",
-              "aria-label": `More about ${displayName(peer)}`,
-              title: "More",
+              "aria-label": t("More about {name}", { name: displayName(peer) }),
+              title: t("More"),
               onclick: (e) => this.onUserMenu(peer, e.currentTarget),
             },
             "⋯",
@@ -383,7 +379,7 @@ export class ChatView {
       }
     }
     this.head.replaceChildren(
-      h("a", { href: "#/", class: "back", "aria-label": "Back to conversations" }, "‹"),
+      h("a", { href: "#/", class: "back", "aria-label": t("Back to conversations") }, "‹"),
       face,
       h(
         "div",
@@ -400,11 +396,13 @@ export class ChatView {
     const s = this.service.customerSession(conv.conv_id);
     if (!s?.status) return "";
     if (s.status === "queued") {
-      return s.position ? `Waiting for an agent · position ${s.position}` : "Waiting for an agent";
+      return s.position
+        ? t("Waiting for an agent · position {n}", { n: s.position })
+        : t("Waiting for an agent");
     }
-    if (s.status === "active") return `Chatting with ${displayName(this.store.user(s.agent_id))}`;
-    if (s.rating) return `Chat closed · you rated it ${s.rating} of 5 · write again to start a new one`;
-    return "Chat closed · write again to start a new one";
+    if (s.status === "active") return t("Chatting with {name}", { name: displayName(this.store.user(s.agent_id)) });
+    if (s.rating) return t("Chat closed · you rated it {n} of 5 · write again to start a new one", { n: s.rating });
+    return t("Chat closed · write again to start a new one");
   }
 
   // The customer rates a closed session: 1 … 5 stars and an optional comment.
@@ -417,7 +415,7 @@ export class ChatView {
           type: "button",
           class: "star",
           role: "radio",
-          "aria-label": `${n} of 5`,
+          "aria-label": t("{n} of 5", { n }),
           onclick: () => {
             rating = n;
             paint();
@@ -434,21 +432,21 @@ export class ChatView {
       });
     };
     paint();
-    const comment = h("textarea", { name: "comment", rows: 3, maxlength: 500, placeholder: "Optional" });
+    const comment = h("textarea", { name: "comment", rows: 3, maxlength: 500, placeholder: t("Optional") });
     comment.value = session.comment ?? "";
-    const shop = this.conv()?.name || "the shop";
+    const shop = this.conv()?.name || t("the shop");
     const dialog = openDialog({
-      title: "Rate this chat",
+      title: t("Rate this chat"),
       content: [
-        h("p", { class: "dialog-note" }, `How did ${shop} help you?`),
-        h("div", { class: "stars", role: "radiogroup", "aria-label": "Rating" }, stars),
-        h("label", { class: "field" }, h("span", null, "Comment"), comment),
+        h("p", { class: "dialog-note" }, t("How did {shop} help you?", { shop })),
+        h("div", { class: "stars", role: "radiogroup", "aria-label": t("Rating") }, stars),
+        h("label", { class: "field" }, h("span", null, t("Comment")), comment),
       ],
-      submitLabel: "Send rating",
+      submitLabel: t("Send rating"),
       onSubmit: async () => {
-        if (!rating) throw new Error("Choose 1 to 5 stars.");
+        if (!rating) throw new Error(t("Choose 1 to 5 stars."));
         await this.service.rate(session, rating, comment.value.trim());
-        toast("Thank you for your rating.");
+        toast(t("Thank you for your rating."));
       },
     });
   }
@@ -463,8 +461,8 @@ export class ChatView {
     const names = who.map((id) => displayName(this.store.user(id)));
     this.typingLine.textContent =
       names.length === 1
-        ? `${names[0]} is typing…`
-        : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+        ? t("{name} is typing…", { name: names[0] })
+        : t("{names} and {last} are typing…", { names: names.slice(0, -1).join(t(", ")), last: names.at(-1) });
   }
 
   items(conv) {
@@ -516,8 +514,8 @@ export class ChatView {
     if (conv?.type !== "group" || !item.mine || item.local || item.msg.recalled) return "";
     const r = this.receipts.get(conv.conv_id + ":" + item.msg.seq);
     if (!r || r.total === 0) return "";
-    if (r.read_count === 0) return "Not read yet";
-    return r.read_count >= r.total ? "Read by all" : `Read by ${r.read_count} of ${r.total}`;
+    if (r.read_count === 0) return t("Not read yet");
+    return r.read_count >= r.total ? t("Read by all") : t("Read by {n} of {total}", { n: r.read_count, total: r.total });
   }
 
   renderMessages(conv) {
@@ -626,7 +624,7 @@ export class ChatView {
   }
 
   nameOf(userId) {
-    return userId === this.store.me.user_id ? "You" : displayName(this.store.user(userId));
+    return userId === this.store.me.user_id ? t("You") : displayName(this.store.user(userId));
   }
 
   systemEl(m) {
@@ -656,11 +654,11 @@ export class ChatView {
   messageEl(item, conv) {
     const m = item.msg;
     if (m.recalled) {
-      const who = item.mine ? "You" : displayName(this.store.user(m.sender_id));
+      const who = item.mine ? t("You") : displayName(this.store.user(m.sender_id));
       return h(
         "li",
         { class: "recalled-note", dataset: { seq: String(m.seq), msgId: m.msg_id } },
-        h("span", null, `${who} recalled a message`),
+        h("span", null, t("{who} recalled a message", { who })),
       );
     }
     const status = this.status(item, conv);
@@ -677,7 +675,7 @@ export class ChatView {
       "span",
       { class: "meta" },
       receipt ? h("span", { class: "receipt" }, receipt) : null,
-      m.body?.edited_at ? h("span", { class: "edited", title: "Edited" }, "edited") : null,
+      m.body?.edited_at ? h("span", { class: "edited", title: t("Edited") }, t("edited")) : null,
       h("time", { datetime: new Date(m.created_at).toISOString() }, timeLabel(m.created_at)),
       status ? statusMark(status) : null,
     );
@@ -695,8 +693,8 @@ export class ChatView {
           {
             type: "button",
             class: "msg-actions",
-            "aria-label": "Message actions",
-            title: "More",
+            "aria-label": t("Message actions"),
+            title: t("More"),
             onclick: (e) => this.messageMenu(item, conv, e.currentTarget),
           },
           "⋯",
@@ -726,10 +724,12 @@ export class ChatView {
         ? h(
             "p",
             { class: "failed-note" },
-            (SEND_ERRORS[item.msg.code] ?? item.msg.error ?? "Not sent.") + " ",
-            linkButton("Retry", () => this.store.retry(m.client_msg_id)),
+            (item.msg.code || item.msg.error
+              ? errorText({ code: item.msg.code, message: item.msg.error }, "send")
+              : t("Not sent.")) + " ",
+            linkButton(t("Retry"), () => this.store.retry(m.client_msg_id)),
             " · ",
-            linkButton("Delete", () => this.store.discard(m.client_msg_id)),
+            linkButton(t("Delete"), () => this.store.discard(m.client_msg_id)),
           )
         : null,
     );
@@ -750,15 +750,15 @@ export class ChatView {
 
   messageMenu(item, conv, at) {
     const items = [
-      { label: "Reply", onSelect: () => this.startReply(item.msg) },
-      { label: "Forward", onSelect: () => openForward(this.store, item.msg) },
+      { label: t("Reply"), onSelect: () => this.startReply(item.msg) },
+      { label: t("Forward"), onSelect: () => openForward(this.store, item.msg) },
     ];
-    if (this.canEdit(item)) items.push({ label: "Edit", onSelect: () => this.openEdit(item, conv) });
-    items.push({ label: "Delete for me", danger: true, onSelect: () => this.confirmHide(item, conv) });
+    if (this.canEdit(item)) items.push({ label: t("Edit"), onSelect: () => this.openEdit(item, conv) });
+    items.push({ label: t("Delete for me"), danger: true, onSelect: () => this.confirmHide(item, conv) });
     if (this.canAct(item, conv)) {
-      items.push({ label: "Recall", danger: true, onSelect: () => this.confirmRecall(item, conv) });
+      items.push({ label: t("Recall"), danger: true, onSelect: () => this.confirmRecall(item, conv) });
     }
-    openMenu(at, items, "Message actions");
+    openMenu(at, items, t("Message actions"));
   }
 
   // One's own text messages, within the server's default edit window.
@@ -768,17 +768,17 @@ export class ChatView {
   }
 
   openEdit(item, conv) {
-    const input = h("textarea", { class: "edit-text", rows: 3, "aria-label": "New text" });
+    const input = h("textarea", { class: "edit-text", rows: 3, "aria-label": t("New text") });
     input.value = messageText(item.msg);
     openDialog({
-      title: "Edit message",
+      title: t("Edit message"),
       content: input,
-      submitLabel: "Save",
+      submitLabel: t("Save"),
       onSubmit: () => {
         const text = input.value.trim();
-        if (!text) throw new Error("The message cannot be empty.");
+        if (!text) throw new Error(t("The message cannot be empty."));
         return this.store.edit(conv.conv_id, item.msg.seq, text).catch((err) => {
-          throw new Error(err.code === "edit_window_passed" ? "Too late to edit this message." : err.message);
+          throw new Error(errorText(err));
         });
       },
     });
@@ -787,9 +787,9 @@ export class ChatView {
 
   confirmHide(item, conv) {
     confirmAction({
-      title: "Delete for you?",
-      text: "It will be removed from your devices only; the others in this chat keep it.",
-      confirmLabel: "Delete",
+      title: t("Delete for you?"),
+      text: t("It will be removed from your devices only; the others in this chat keep it."),
+      confirmLabel: t("Delete"),
       onConfirm: () => this.store.hide(conv.conv_id, [item.msg.seq]),
     });
   }
@@ -802,16 +802,16 @@ export class ChatView {
   confirmRecall(item, conv) {
     const mine = item.mine;
     confirmAction({
-      title: "Recall this message?",
+      title: t("Recall this message?"),
       text: mine
-        ? "It will be removed for everyone in this chat. They will see that you recalled a message."
-        : `It will be removed for everyone in this group. They will see that a message of ${displayName(
-            this.store.user(item.msg.sender_id),
-          )} was recalled.`,
-      confirmLabel: "Recall",
+        ? t("It will be removed for everyone in this chat. They will see that you recalled a message.")
+        : t("It will be removed for everyone in this group. They will see that a message of {name} was recalled.", {
+            name: displayName(this.store.user(item.msg.sender_id)),
+          }),
+      confirmLabel: t("Recall"),
       onConfirm: () =>
         this.store.recall(conv.conv_id, item.msg.seq).catch((err) => {
-          throw new Error(err.code === "recall_expired" ? "Too late to recall this message." : err.message);
+          throw new Error(errorText(err));
         }),
     });
   }
@@ -905,19 +905,19 @@ export class ChatView {
     const agents = (shop?.agents ?? []).filter((a) => a.user_id !== me);
     const select = h(
       "select",
-      { class: "select", "aria-label": "Transfer to" },
-      h("option", { value: "" }, "Any available agent"),
+      { class: "select", "aria-label": t("Transfer to") },
+      h("option", { value: "" }, t("Any available agent")),
       agents.map((a) =>
-        h("option", { value: "a:" + a.user_id }, `${displayName(this.store.user(a.user_id))} (${a.status})`),
+        h("option", { value: "a:" + a.user_id }, `${displayName(this.store.user(a.user_id))} (${agentStatus(a.status)})`),
       ),
       ["pre_sale", "after_sale"]
         .filter((c) => c !== session.category)
-        .map((c) => h("option", { value: "c:" + c }, `Any ${category(c)} agent`)),
+        .map((c) => h("option", { value: "c:" + c }, t("Any {category} agent", { category: category(c) }))),
     );
     openDialog({
-      title: "Transfer this customer",
-      content: h("label", { class: "field" }, h("span", null, "Transfer to"), select),
-      submitLabel: "Transfer",
+      title: t("Transfer this customer"),
+      content: h("label", { class: "field" }, h("span", null, t("Transfer to")), select),
+      submitLabel: t("Transfer"),
       onSubmit: () => {
         const v = select.value;
         const target = v.startsWith("a:")
@@ -931,9 +931,12 @@ export class ChatView {
   closeSession(session) {
     const customer = displayName(this.store.user(session.customer_id));
     confirmAction({
-      title: "Close this session?",
-      text: `${customer} will see that the chat is closed and can rate it. If they write again, a new session starts.`,
-      confirmLabel: "Close session",
+      title: t("Close this session?"),
+      text: t(
+        "{customer} will see that the chat is closed and can rate it. If they write again, a new session starts.",
+        { customer },
+      ),
+      confirmLabel: t("Close session"),
       onConfirm: () => this.service.close(session.session_id),
     });
   }
@@ -949,7 +952,7 @@ export class ChatView {
     if (conv?.type !== "group") return [];
     const me = this.store.me.user_id;
     const out = [];
-    if (this.groups.isAdmin(conv.conv_id)) out.push({ id: "*", label: EVERYONE, sub: "Everyone in the group" });
+    if (this.groups.isAdmin(conv.conv_id)) out.push({ id: "*", label: EVERYONE, sub: t("Everyone in the group") });
     // Names are looked up one user at a time: only the first MENTION_LOOKUPS unknown members
     // are asked for; the others join the list once known.
     let lookups = 0;
@@ -1037,10 +1040,10 @@ function linkButton(label, onclick) {
 
 function statusMark(status) {
   const [mark, label] = {
-    sending: ["◷", "Sending"],
-    sent: ["✓", "Sent"],
-    read: ["✓✓", "Read"],
-    failed: ["!", "Not sent"],
+    sending: ["◷", t("Sending")],
+    sent: ["✓", t("Sent")],
+    read: ["✓✓", t("Read")],
+    failed: ["!", t("Not sent")],
   }[status];
   return h("span", { class: "status", dataset: { status }, title: label, "aria-label": label }, mark);
 }

@@ -1,13 +1,15 @@
 // A modal dialog with a form (<dialog>, so focus, Escape and the backdrop behave natively).
 // `onSubmit` may be async; an error it throws is shown in the dialog, which stays open.
 import { h } from "../dom.js";
+import { errorText } from "../errors.js";
+import { t } from "../i18n.js";
 
 export function openDialog({
   title,
   content,
-  submitLabel = "OK",
+  submitLabel = t("OK"),
   onSubmit,
-  cancelLabel = "Cancel",
+  cancelLabel = t("Cancel"),
   wide = false,
   danger = false,
 }) {
@@ -30,7 +32,7 @@ export function openDialog({
           try {
             if ((await onSubmit()) !== false) close();
           } catch (err) {
-            error.textContent = err.message || String(err);
+            error.textContent = errorText(err) || String(err);
           } finally {
             if (submit) submit.disabled = false;
           }

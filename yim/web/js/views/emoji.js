@@ -1,5 +1,6 @@
 // A small emoji picker: a popover grid; choosing one inserts it at the caret.
 import { h } from "../dom.js";
+import { t } from "../i18n.js";
 
 export const EMOJI = [
   "😀", "😂", "🥹", "😊", "😍", "😘", "😎", "🤔",
@@ -13,7 +14,7 @@ export class EmojiPicker {
   constructor(onPick) {
     this.el = h(
       "div",
-      { class: "emoji-picker", role: "dialog", "aria-label": "Emoji", hidden: true },
+      { class: "emoji-picker", role: "dialog", "aria-label": t("Emoji"), hidden: true },
       h(
         "div",
         { class: "emoji-grid" },

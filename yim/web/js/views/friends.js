@@ -3,6 +3,8 @@
 import { h } from "../dom.js";
 import { avatar, displayName, presenceDot, presenceText } from "../format.js";
 import { toast } from "./toast.js";
+import { errorText } from "../errors.js";
+import { t } from "../i18n.js";
 
 export class FriendsView {
   constructor({ store, api, relations, presence, onOpenUser, onUserMenu }) {
@@ -16,22 +18,22 @@ export class FriendsView {
     this.input = h("input", {
       type: "search",
       name: "friend",
-      placeholder: "Username to add",
-      "aria-label": "Username to add as a friend",
+      placeholder: t("Username to add"),
+      "aria-label": t("Username to add as a friend"),
       autocomplete: "off",
       spellcheck: "false",
       autocapitalize: "off",
       maxlength: 32,
     });
     this.error = h("p", { class: "form-error", role: "alert" });
-    this.requests = h("ul", { class: "people", "aria-label": "Friend requests" });
-    this.sent = h("ul", { class: "people", "aria-label": "Sent requests" });
-    this.friends = h("ul", { class: "people", "aria-label": "Friends" });
-    this.blocked = h("ul", { class: "people", "aria-label": "Blocked users" });
-    this.requestsBox = section("Friend requests", this.requests);
-    this.sentBox = section("Waiting for an answer", this.sent);
-    this.blockedBox = section("Blocked", this.blocked);
-    this.empty = h("p", { class: "list-empty" }, "No friends yet. Add one by username above.");
+    this.requests = h("ul", { class: "people", "aria-label": t("Friend requests") });
+    this.sent = h("ul", { class: "people", "aria-label": t("Sent requests") });
+    this.friends = h("ul", { class: "people", "aria-label": t("Friends") });
+    this.blocked = h("ul", { class: "people", "aria-label": t("Blocked users") });
+    this.requestsBox = section(t("Friend requests"), this.requests);
+    this.sentBox = section(t("Waiting for an answer"), this.sent);
+    this.blockedBox = section(t("Blocked"), this.blocked);
+    this.empty = h("p", { class: "list-empty" }, t("No friends yet. Add one by username above."));
     this.el = h(
       "div",
       { class: "friends-panel" },
@@ -39,14 +41,14 @@ export class FriendsView {
         "form",
         { class: "new-chat", onsubmit: (e) => this.add(e) },
         this.input,
-        h("button", { type: "submit", class: "primary small" }, "Add"),
+        h("button", { type: "submit", class: "primary small" }, t("Add")),
       ),
       this.error,
       h(
         "div",
         { class: "conv-scroll" },
         this.requestsBox,
-        section("Friends", this.friends),
+        section(t("Friends"), this.friends),
         this.empty,
         this.sentBox,
         this.blockedBox,
@@ -60,7 +62,7 @@ export class FriendsView {
     this.error.textContent = "";
     if (!name) return;
     if (name.toLowerCase() === this.store.me.username.toLowerCase()) {
-      this.error.textContent = "That's you. Enter someone else's username.";
+      this.error.textContent = t("That's you. Enter someone else's username.");
       return;
     }
     try {
@@ -69,16 +71,20 @@ export class FriendsView {
       const req = await this.relations.request(user.user_id);
       this.input.value = "";
       const who = displayName(user);
-      toast(req.status === "accepted" ? `You and ${who} are friends now.` : `Friend request sent to ${who}.`);
+      toast(
+        req.status === "accepted"
+          ? t("You and {who} are friends now.", { who })
+          : t("Friend request sent to {who}.", { who }),
+      );
     } catch (err) {
       this.error.textContent =
         err.code === "not_found"
-          ? `No user named "${name}".`
+          ? t("No user named “{name}”.", { name })
           : err.code === "already_friends"
-            ? "You are already friends."
+            ? t("You are already friends.")
             : err.code === "blocked"
-              ? "You can't send a request to this user."
-              : err.message;
+              ? t("You can't send a request to this user.")
+              : errorText(err);
     }
   }
 
@@ -119,7 +125,7 @@ export class FriendsView {
   requestEl(req) {
     const u = this.store.user(req.from_id) ?? { user_id: req.from_id };
     const act = (p) =>
-      p.catch((err) => toast(err.code === "blocked" ? "You can't: one of you blocked the other." : err.message));
+      p.catch((err) => toast(errorText(err)));
     return h(
       "li",
       { class: "person request", dataset: { userId: req.from_id } },
@@ -131,7 +137,7 @@ export class FriendsView {
           "span",
           { class: "person-text" },
           h("span", { class: "person-name" }, displayName(u)),
-          h("span", { class: "person-sub" }, req.message || "wants to be friends"),
+          h("span", { class: "person-sub" }, req.message || t("wants to be friends")),
         ),
       ),
       h(
@@ -140,12 +146,12 @@ export class FriendsView {
         h(
           "button",
           { type: "button", class: "primary small", onclick: () => act(this.relations.accept(req.request_id)) },
-          "Accept",
+          t("Accept"),
         ),
         h(
           "button",
           { type: "button", class: "ghost", onclick: () => act(this.relations.reject(req.request_id)) },
-          "Reject",
+          t("Reject"),
         ),
       ),
     );
@@ -164,7 +170,7 @@ export class FriendsView {
           "span",
           { class: "person-text" },
           h("span", { class: "person-name" }, displayName(u)),
-          h("span", { class: "person-sub" }, "request sent"),
+          h("span", { class: "person-sub" }, t("request sent")),
         ),
       ),
       h(
@@ -172,9 +178,9 @@ export class FriendsView {
         {
           type: "button",
           class: "ghost",
-          onclick: () => this.relations.cancel(req.request_id).catch((err) => toast(err.message)),
+          onclick: () => this.relations.cancel(req.request_id).catch((err) => toast(errorText(err))),
         },
-        "Cancel",
+        t("Cancel"),
       ),
     );
   }
@@ -194,9 +200,9 @@ export class FriendsView {
         {
           type: "button",
           class: "ghost",
-          onclick: () => this.relations.unblock(u.user_id).catch((err) => toast(err.message)),
+          onclick: () => this.relations.unblock(u.user_id).catch((err) => toast(errorText(err))),
         },
-        "Unblock",
+        t("Unblock"),
       ),
     );
   }
@@ -212,8 +218,8 @@ function moreButton(user, onUserMenu) {
     {
       type: "button",
       class: "ghost more-btn",
-      "aria-label": `More about ${displayName(user)}`,
-      title: "More",
+      "aria-label": t("More about {name}", { name: displayName(user) }),
+      title: t("More"),
       onclick: (e) => onUserMenu(user, e.currentTarget),
     },
     "⋯",

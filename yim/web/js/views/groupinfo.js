@@ -3,25 +3,27 @@
 import { h } from "../dom.js";
 import { avatar, displayName } from "../format.js";
 import { openDialog } from "./dialog.js";
+import { errorText } from "../errors.js";
+import { t, tn } from "../i18n.js";
 
-const ROLE_LABEL = { owner: "Owner", admin: "Admin", member: "" };
+const ROLE_LABEL = { owner: t("Owner"), admin: t("Admin"), member: "" };
 const ROLE_ORDER = { owner: 0, admin: 1, member: 2 };
 const SHOWN = 200; // members listed (each name is one lookup)
 
 export function openGroupInfo({ store, groups }, convId) {
   const conv = store.convs.get(convId);
-  const list = h("ul", { class: "people members", "aria-label": "Members" });
+  const list = h("ul", { class: "people members", "aria-label": t("Members") });
   const summary = h("p", { class: "dialog-note" });
   const invite = h("input", {
     name: "invite",
-    placeholder: "Usernames to add",
-    "aria-label": "Usernames to add",
+    placeholder: t("Usernames to add"),
+    "aria-label": t("Usernames to add"),
     autocomplete: "off",
     spellcheck: "false",
   });
   const inviteError = h("p", { class: "form-error", role: "alert" });
-  const inviteBtn = h("button", { type: "button", class: "primary small" }, "Add");
-  const leaveBtn = h("button", { type: "button", class: "ghost danger-text" }, "Leave group");
+  const inviteBtn = h("button", { type: "button", class: "primary small" }, t("Add"));
+  const leaveBtn = h("button", { type: "button", class: "ghost danger-text" }, t("Leave group"));
   const me = store.me.user_id;
 
   const render = () => {
@@ -31,8 +33,8 @@ export function openGroupInfo({ store, groups }, convId) {
       .members(convId)
       .sort((a, b) => ROLE_ORDER[a.role] - ROLE_ORDER[b.role] || a.joined_seq - b.joined_seq);
     summary.textContent = g
-      ? [g.announcement, `${g.member_count} members`].filter(Boolean).join(" · ")
-      : "Loading…";
+      ? [g.announcement, tn("{n} member", "{n} members", g.member_count)].filter(Boolean).join(" · ")
+      : t("Loading…");
     const more = members.length - SHOWN;
     list.replaceChildren(
       ...members.slice(0, SHOWN).map((m) => {
@@ -47,7 +49,11 @@ export function openGroupInfo({ store, groups }, convId) {
             h(
               "span",
               { class: "person-text" },
-              h("span", { class: "person-name" }, m.user_id === me ? `${displayName(u)} (you)` : displayName(u)),
+              h(
+                "span",
+                { class: "person-name" },
+                m.user_id === me ? t("{name} (you)", { name: displayName(u) }) : displayName(u),
+              ),
               u.username ? h("span", { class: "person-sub" }, "@" + u.username) : null,
             ),
           ),
@@ -55,7 +61,7 @@ export function openGroupInfo({ store, groups }, convId) {
         );
       }),
     );
-    if (more > 0) list.append(h("li", { class: "list-note" }, `and ${more} more`));
+    if (more > 0) list.append(h("li", { class: "list-note" }, t("and {n} more", { n: more })));
     const active = store.convs.get(convId)?.active !== false && !g?.dissolved;
     leaveBtn.hidden = !active || g?.owner_id === me;
     invite.disabled = inviteBtn.disabled = !active;
@@ -68,8 +74,7 @@ export function openGroupInfo({ store, groups }, convId) {
       await groups.invite(convId, invite.value);
       invite.value = "";
     } catch (err) {
-      inviteError.textContent =
-        err.code === "forbidden" ? "Only the group's admins can add people." : err.message || String(err);
+      inviteError.textContent = errorText(err, "invite");
     } finally {
       inviteBtn.disabled = false;
     }
@@ -82,17 +87,17 @@ export function openGroupInfo({ store, groups }, convId) {
   });
 
   const dlg = openDialog({
-    title: conv?.name || "Group",
+    title: conv?.name || t("Group"),
     content: [
       summary,
       h("div", { class: "invite-row" }, invite, inviteBtn),
       inviteError,
-      h("h3", { class: "section-title" }, "Members"),
+      h("h3", { class: "section-title" }, t("Members")),
       list,
       leaveBtn,
     ],
     submitLabel: null,
-    cancelLabel: "Close",
+    cancelLabel: t("Close"),
     wide: true,
   });
   leaveBtn.addEventListener("click", async () => {
@@ -100,7 +105,7 @@ export function openGroupInfo({ store, groups }, convId) {
       await groups.leave(convId);
       dlg.close();
     } catch (err) {
-      dlg.error.textContent = err.message;
+      dlg.error.textContent = errorText(err);
     }
   });
   const onChange = (e) => {
@@ -113,6 +118,6 @@ export function openGroupInfo({ store, groups }, convId) {
     store.removeEventListener("change", render);
   });
   render();
-  groups.load(convId, true).catch((err) => (dlg.error.textContent = err.message));
+  groups.load(convId, true).catch((err) => (dlg.error.textContent = errorText(err)));
   return dlg;
 }

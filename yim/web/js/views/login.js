@@ -1,42 +1,39 @@
 // Log in, or create an account and log in.
 import { h } from "../dom.js";
+import { errorText as codeText } from "../errors.js";
+import { t, tn } from "../i18n.js";
 
-const MESSAGES = {
-  unauthorized: "Wrong username or password.",
-  account_disabled: "This account is disabled. Ask a server administrator to enable it again.",
-  username_taken: "That username is taken. Pick another one.",
-  network: "Cannot reach the server. Check your connection.",
-};
 // The server's rules for a new account (docs/protocol.md §13.3), said the way people read
 // them: the browser's own "Please match the requested format." does not say what is wrong.
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
-const USERNAME_RULE =
-  "A username is 3 to 32 characters long and uses only letters a-z or A-Z, digits 0-9, and _ . - (no spaces).";
+const USERNAME_RULE = t(
+  "A username is 3 to 32 characters long and uses only letters a-z or A-Z, digits 0-9, and _ . - (no spaces).",
+);
 const PASSWORD_MIN = 8;
-const PASSWORD_RULE = `A password has at least ${PASSWORD_MIN} characters.`;
+const PASSWORD_RULE = t("A password has at least {n} characters.", { n: PASSWORD_MIN });
 
 // "45 seconds", "10 minutes", "2 hours": how long a lockout lasts, rounded up.
 export function waitText(seconds) {
   const s = Math.max(1, Math.ceil(seconds));
-  if (s < 60) return s === 1 ? "1 second" : `${s} seconds`;
+  if (s < 60) return tn("{n} second", "{n} seconds", s);
   const m = Math.ceil(s / 60);
-  if (m < 60) return m === 1 ? "1 minute" : `${m} minutes`;
+  if (m < 60) return tn("{n} minute", "{n} minutes", m);
   const hours = Math.ceil(m / 60);
-  return hours === 1 ? "1 hour" : `${hours} hours`;
+  return tn("{n} hour", "{n} hours", hours);
 }
 
 function errorText(err, mode) {
   if (err.code === "rate_limited") {
-    const what = mode === "register" ? "Too many attempts from this network." : "Too many failed log-in attempts.";
+    const what = mode === "register" ? t("Too many attempts from this network.") : t("Too many failed log-in attempts.");
     return err.retryAfter
-      ? `${what} Try again in ${waitText(err.retryAfter)}.`
-      : `${what} Wait a few minutes and try again.`;
+      ? what + " " + t("Try again in {wait}.", { wait: waitText(err.retryAfter) })
+      : what + " " + t("Wait a few minutes and try again.");
   }
   if (err.code === "bad_request" && mode === "register") {
     if (/username/.test(err.message)) return USERNAME_RULE;
     if (/password/.test(err.message)) return PASSWORD_RULE;
   }
-  const text = MESSAGES[err.code] ?? err.message ?? "Something went wrong. Try again.";
+  const text = codeText(err);
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
@@ -58,33 +55,33 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
     maxlength: 256,
   });
   const displayName = h("input", { name: "display_name", maxlength: 64, autocomplete: "nickname" });
-  const nameRow = h("label", { class: "field", hidden: true }, h("span", null, "Display name (optional)"), displayName);
+  const nameRow = h("label", { class: "field", hidden: true }, h("span", null, t("Display name (optional)")), displayName);
   const error = h("p", { class: "form-error", role: "alert" }, notice ?? "");
-  const submit = h("button", { type: "submit", class: "primary" }, "Log in");
-  const hint = h("span", null, "New here?");
+  const submit = h("button", { type: "submit", class: "primary" }, t("Log in"));
+  const hint = h("span", null, t("New here?"));
   const toggle = h(
     "button",
     { type: "button", class: "link", onclick: () => setMode(mode === "login" ? "register" : "login") },
-    "Create an account",
+    t("Create an account"),
   );
-  const title = h("p", { class: "login-sub" }, "Log in to chat");
+  const title = h("p", { class: "login-sub" }, t("Log in to chat"));
 
   function setMode(next) {
     mode = next;
     const reg = mode === "register";
     nameRow.hidden = !reg;
     password.autocomplete = reg ? "new-password" : "current-password";
-    submit.textContent = reg ? "Create account" : "Log in";
-    title.textContent = reg ? "Create an account" : "Log in to chat";
-    hint.textContent = reg ? "Have an account?" : "New here?";
-    toggle.textContent = reg ? "Log in" : "Create an account";
+    submit.textContent = reg ? t("Create account") : t("Log in");
+    title.textContent = reg ? t("Create an account") : t("Log in to chat");
+    hint.textContent = reg ? t("Have an account?") : t("New here?");
+    toggle.textContent = reg ? t("Log in") : t("Create an account");
     error.textContent = "";
   }
 
   // Checked here rather than by the browser (the form has novalidate), to say what is wrong.
   function invalid(name) {
     if (!name || !password.value) {
-      const text = mode === "register" ? "Choose a username and a password." : "Enter your username and password.";
+      const text = mode === "register" ? t("Choose a username and a password.") : t("Enter your username and password.");
       return [name ? password : username, text];
     }
     if (mode !== "register") return null;
@@ -125,8 +122,8 @@ export function loginView({ api, deviceId, onLoggedIn, notice }) {
       { class: "login-card", onsubmit: onSubmit, novalidate: true },
       h("h1", { class: "brand" }, h("span", { class: "brand-mark" }, "y"), "yim"),
       title,
-      h("label", { class: "field" }, h("span", null, "Username"), username),
-      h("label", { class: "field" }, h("span", null, "Password"), password),
+      h("label", { class: "field" }, h("span", null, t("Username")), username),
+      h("label", { class: "field" }, h("span", null, t("Password")), password),
       nameRow,
       error,
       submit,
@@ -152,7 +149,7 @@ const SYSTEMS = [
 // A readable name for the device list ("Firefox on Linux").
 function deviceLabel() {
   const ua = navigator.userAgent;
-  const browser = BROWSERS.find(([re]) => re.test(ua))?.[1] ?? "Browser";
+  const browser = BROWSERS.find(([re]) => re.test(ua))?.[1] ?? t("Browser");
   const os = SYSTEMS.find(([re]) => re.test(ua))?.[1];
-  return os ? `${browser} on ${os}` : browser;
+  return os ? t("{browser} on {os}", { browser, os }) : browser;
 }

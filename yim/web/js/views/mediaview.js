@@ -3,6 +3,7 @@
 import { h } from "../dom.js";
 import { fileSize, fitBox } from "../media.js";
 import { icon } from "./icons.js";
+import { t } from "../i18n.js";
 
 // What a message (or an unsent outbox item) shows: {id, name, size, width, height, thumbnail, preview}.
 export function mediaInfo(m, local, previews) {
@@ -33,7 +34,7 @@ export function mediaInfo(m, local, previews) {
 
 export function imageEl(info, media, uploading) {
   const box = fitBox(info.width, info.height);
-  const img = h("img", { class: "media-img", alt: info.name || "Image", decoding: "async" });
+  const img = h("img", { class: "media-img", alt: info.name || t("Image"), decoding: "async" });
   img.width = box.width;
   img.height = box.height;
   img.style.width = `${box.width}px`; // CSSOM: allowed by the page's CSP
@@ -49,7 +50,7 @@ export function imageEl(info, media, uploading) {
     {
       type: "button",
       class: "media-image",
-      "aria-label": `Open image ${info.name}`.trim(),
+      "aria-label": t("Open image {name}", { name: info.name ?? "" }).trim(),
       onclick: () => openLightbox(media, info),
     },
     img,
@@ -64,8 +65,12 @@ export function fileEl(info, media, uploading) {
     h(
       "span",
       { class: "file-text" },
-      h("span", { class: "file-name" }, info.name || "file"),
-      h("span", { class: "file-size" }, uploading ? `Uploading… ${fileSize(info.size)}` : fileSize(info.size)),
+      h("span", { class: "file-name" }, info.name || t("file")),
+      h(
+        "span",
+        { class: "file-size" },
+        uploading ? t("Uploading… {size}", { size: fileSize(info.size) }) : fileSize(info.size),
+      ),
     ),
     uploading || !info.id
       ? null
@@ -74,8 +79,8 @@ export function fileEl(info, media, uploading) {
           {
             type: "button",
             class: "file-download",
-            "aria-label": `Download ${info.name}`,
-            title: "Download",
+            "aria-label": t("Download {name}", { name: info.name }),
+            title: t("Download"),
             onclick: (e) => {
               const btn = e.currentTarget;
               btn.disabled = true;
@@ -89,12 +94,12 @@ export function fileEl(info, media, uploading) {
 
 // The full-size image over the page; Escape, a click or the button closes it.
 export function openLightbox(media, info) {
-  const img = h("img", { class: "lightbox-img", alt: info.name || "Image" });
+  const img = h("img", { class: "lightbox-img", alt: info.name || t("Image") });
   let url = null;
   const dlg = h(
     "dialog",
-    { class: "lightbox", "aria-label": info.name || "Image" },
-    h("button", { type: "button", class: "lightbox-close", "aria-label": "Close", onclick: () => dlg.close() }, "×"),
+    { class: "lightbox", "aria-label": info.name || t("Image") },
+    h("button", { type: "button", class: "lightbox-close", "aria-label": t("Close"), onclick: () => dlg.close() }, "×"),
     img,
     h("p", { class: "lightbox-name" }, info.name ?? ""),
   );

@@ -4,6 +4,7 @@
 // Picking inserts "@Name ". On sending, the names still present in the text become the
 // message's `mentions` / `mention_all` (docs/protocol.md §6.3), as ids.
 import { h } from "../dom.js";
+import { t } from "../i18n.js";
 
 // An "@" after a space, at the start or after a non-ASCII character (Chinese is written
 // without spaces: "你好@鲍"), but not inside an address ("bob@example.com", "https://x.org/@bob").
@@ -19,7 +20,7 @@ export class MentionPicker {
     this.chosen = []; // [label, id] picked, in order (two members may share a display name)
     this.items = [];
     this.index = 0;
-    this.el = h("ul", { class: "mention-picker", role: "listbox", "aria-label": "Mention someone", hidden: true });
+    this.el = h("ul", { class: "mention-picker", role: "listbox", "aria-label": t("Mention someone"), hidden: true });
   }
 
   get isOpen() {

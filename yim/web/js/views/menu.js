@@ -1,6 +1,7 @@
 // A small popup menu (message actions, a user's menu, "new …"): opens at an element or a
 // point, closes on a choice, Escape, a click elsewhere, or scrolling.
 import { h } from "../dom.js";
+import { t } from "../i18n.js";
 
 let open = null;
 
@@ -14,7 +15,7 @@ export function closeMenu() {
 }
 
 // items: [{label, onSelect, danger?}] (falsy entries are skipped). at: an element or {x, y}.
-export function openMenu(at, items, label = "Actions") {
+export function openMenu(at, items, label = t("Actions")) {
   closeMenu();
   const buttons = items.filter(Boolean).map((item) =>
     h(

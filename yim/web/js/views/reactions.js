@@ -5,18 +5,13 @@ import { h } from "../dom.js";
 import { messageText } from "../format.js";
 import { openMenu } from "./menu.js";
 import { toast } from "./toast.js";
+import { errorText } from "../errors.js";
+import { t } from "../i18n.js";
 
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
 
-const ERRORS = {
-  too_many_reactions: "You already reacted with as many emoji as allowed.",
-  too_many_pins: "This chat has as many pinned messages as allowed. Unpin one first.",
-  forbidden: "Only the group owner and admins may pin messages here.",
-  rate_limited: "Slow down a little.",
-};
-
 function report(err) {
-  toast(ERRORS[err.code] ?? err.message ?? "That did not work.");
+  toast(err?.code || err?.message ? errorText(err, "pins") : t("That did not work."));
 }
 
 // What a message's reaction row and menu depend on (part of its render signature).
@@ -29,7 +24,7 @@ export function reactionRow(store, conv, m) {
   if (!rs.length || m.recalled) return null;
   return h(
     "div",
-    { class: "reactions", role: "group", "aria-label": "Reactions" },
+    { class: "reactions", role: "group", "aria-label": t("Reactions") },
     rs.map((r) =>
       h(
         "button",
@@ -56,8 +51,8 @@ export function reactButton(store, conv, m) {
     {
       type: "button",
       class: "react-btn",
-      "aria-label": "React",
-      title: "React or pin",
+      "aria-label": t("React"),
+      title: t("React or pin"),
       onclick: (e) =>
         openMenu(
           e.currentTarget,
@@ -70,11 +65,11 @@ export function reactButton(store, conv, m) {
               },
             })),
             {
-              label: pinned ? "Unpin" : "Pin",
+              label: pinned ? t("Unpin") : t("Pin"),
               onSelect: () => store.pin(conv.conv_id, m.seq, pinned).catch(report),
             },
           ],
-          "Reactions",
+          t("Reactions"),
         ),
     },
     "☺",
@@ -91,11 +86,11 @@ export function pinnedLine(conv, onJump) {
   if (!pins.length) return null;
   const latest = pins[0];
   const m = conv.msgs.find((x) => x.seq === latest.seq);
-  const text = m ? messageText(m) : `Message ${latest.seq}`;
+  const text = m ? messageText(m) : t("Message {seq}", { seq: latest.seq });
   const more = pins.length > 1 ? ` (+${pins.length - 1})` : "";
   return h(
     "button",
-    { type: "button", class: "pinned-line", title: "Pinned", onclick: () => onJump(latest.seq) },
+    { type: "button", class: "pinned-line", title: t("Pinned"), onclick: () => onJump(latest.seq) },
     `📌 ${text}${more}`,
   );
 }

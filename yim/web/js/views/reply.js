@@ -4,6 +4,8 @@
 import { h } from "../dom.js";
 import { convTitle, displayName, messageText } from "../format.js";
 import { openDialog } from "./dialog.js";
+import { errorText } from "../errors.js";
+import { t, tn } from "../i18n.js";
 
 const EXCERPT_CHARS = 100; // as the server cuts a quote's excerpt
 
@@ -23,10 +25,10 @@ export function localQuote(m) {
 
 function quoteText(q, held) {
   // A recall this device has seen wins over an older copy of the quote.
-  if (q.recalled || held?.recalled) return "Message recalled";
-  if (q.withheld) return held ? messageText(held) : "A message from before you joined";
+  if (q.recalled || held?.recalled) return t("Message recalled");
+  if (q.withheld) return held ? messageText(held) : t("A message from before you joined");
   if (q.excerpt) return q.excerpt;
-  return { image: "[Image]", video: "[Video]", file: "[File]" }[q.kind] ?? `[${q.kind}]`;
+  return { image: t("[Image]"), video: t("[Video]"), file: t("[File]") }[q.kind] ?? `[${q.kind}]`;
 }
 
 // The quote block above a reply's content; null for a message that is no reply.
@@ -35,13 +37,13 @@ export function quoteEl(m, conv, store, onJump) {
   if (!q || typeof q !== "object") return null;
   const held = conv?.msgs?.find((x) => x.seq === q.seq) ?? null;
   const senderId = q.sender_id ?? held?.sender_id;
-  const who = senderId ? (senderId === store.me.user_id ? "You" : displayName(store.user(senderId))) : "";
+  const who = senderId ? (senderId === store.me.user_id ? t("You") : displayName(store.user(senderId))) : "";
   return h(
     "button",
     {
       type: "button",
       class: "quote" + (q.recalled || held?.recalled ? " quote-recalled" : ""),
-      title: "Show the quoted message",
+      title: t("Show the quoted message"),
       dataset: { quoteSeq: String(q.seq) },
       onclick: () => onJump?.(q.seq),
     },
@@ -54,8 +56,10 @@ export function quoteEl(m, conv, store, onJump) {
 export function forwardedEl(m, store) {
   const f = m.body?.forwarded;
   if (!f || typeof f !== "object") return null;
-  const from = f.sender_id ? ` from ${displayName(store.user(f.sender_id))}` : "";
-  return h("p", { class: "forwarded" }, `Forwarded${from}`);
+  const text = f.sender_id
+    ? t("Forwarded from {name}", { name: displayName(store.user(f.sender_id)) })
+    : t("Forwarded");
+  return h("p", { class: "forwarded" }, text);
 }
 
 // The bar above the composer while a reply is being written.
@@ -70,7 +74,7 @@ export class ReplyBar {
       this.text,
       h(
         "button",
-        { type: "button", class: "ghost reply-cancel", "aria-label": "Cancel reply", onclick: () => this.clear() },
+        { type: "button", class: "ghost reply-cancel", "aria-label": t("Cancel reply"), onclick: () => this.clear() },
         "×",
       ),
     );
@@ -78,8 +82,8 @@ export class ReplyBar {
 
   set(m) {
     this.msg = m;
-    const who = m.sender_id === this.store.me.user_id ? "yourself" : displayName(this.store.user(m.sender_id));
-    this.text.textContent = `Replying to ${who}: ${messageText(m).slice(0, EXCERPT_CHARS)}`;
+    const who = m.sender_id === this.store.me.user_id ? t("yourself") : displayName(this.store.user(m.sender_id));
+    this.text.textContent = t("Replying to {who}: {text}", { who, text: messageText(m).slice(0, EXCERPT_CHARS) });
     this.el.hidden = false;
   }
 
@@ -110,20 +114,26 @@ export function openForward(store, m) {
     boxes.map(({ conv, box }) => h("li", null, h("label", null, box, " ", convTitle(conv)))),
   );
   openDialog({
-    title: "Forward to",
+    title: t("Forward to"),
     content: h(
       "div",
       null,
       h("p", { class: "dialog-note" }, messageText(m).slice(0, EXCERPT_CHARS)),
-      targets.length ? list : h("p", { class: "dialog-note" }, "No conversations yet."),
+      targets.length ? list : h("p", { class: "dialog-note" }, t("No conversations yet.")),
     ),
-    submitLabel: "Forward",
+    submitLabel: t("Forward"),
     onSubmit: async () => {
       const chosen = boxes.filter(({ box }) => box.checked).map(({ conv }) => conv.conv_id);
-      if (!chosen.length) throw new Error("Choose at least one conversation.");
+      if (!chosen.length) throw new Error(t("Choose at least one conversation."));
       const out = await store.forward(m.conv_id, [m.seq], chosen);
       const failed = out.results.filter((r) => r.error);
-      if (failed.length) throw new Error(`Not forwarded to ${failed.length} of them: ${failed[0].error.message}`);
+      if (failed.length) {
+        throw new Error(
+          tn("Not forwarded to {n} of them: {reason}", "Not forwarded to {n} of them: {reason}", failed.length, {
+            reason: errorText(failed[0].error),
+          }),
+        );
+      }
     },
   });
 }

@@ -3,6 +3,8 @@
 // the matches marked; choosing it opens the conversation at that message.
 import { h } from "../dom.js";
 import { avatar, convTitle, displayName, shortWhen } from "../format.js";
+import { errorText } from "../errors.js";
+import { t } from "../i18n.js";
 
 const PAGE = 20;
 const CONTEXT = 24; // code points shown before the first match
@@ -17,17 +19,17 @@ export class SearchView {
     this.input = h("input", {
       type: "search",
       name: "q",
-      placeholder: "Search messages",
-      "aria-label": "Search messages",
+      placeholder: t("Search messages"),
+      "aria-label": t("Search messages"),
       autocomplete: "off",
       maxlength: 100,
     });
     this.status = h("p", { class: "search-status", role: "status" });
-    this.results = h("ul", { class: "search-results", "aria-label": "Search results" });
+    this.results = h("ul", { class: "search-results", "aria-label": t("Search results") });
     this.more = h(
       "button",
       { type: "button", class: "ghost more-results", hidden: true, onclick: () => this.run(this.query, this.next) },
-      "More results",
+      t("More results"),
     );
     this.el = h(
       "div",
@@ -43,7 +45,7 @@ export class SearchView {
           },
         },
         this.input,
-        h("button", { type: "submit", class: "primary small" }, "Search"),
+        h("button", { type: "submit", class: "primary small" }, t("Search")),
       ),
       h("div", { class: "conv-scroll" }, this.status, this.results, this.more),
     );
@@ -59,7 +61,7 @@ export class SearchView {
     this.query = q;
     if (!before) {
       this.results.replaceChildren();
-      this.status.textContent = "Searching…";
+      this.status.textContent = t("Searching…");
     }
     this.more.hidden = true;
     try {
@@ -70,10 +72,10 @@ export class SearchView {
       this.next = page.next_before;
       this.more.hidden = !this.next;
       const n = this.results.childElementCount;
-      this.status.textContent = n ? "" : `Nothing found for “${q}”.`;
+      this.status.textContent = n ? "" : t("Nothing found for “{q}”.", { q });
     } catch (err) {
       this.status.textContent =
-        err.code === "unavailable" ? "Search is not available on this server." : err.message || "Search failed.";
+        err.code === "unavailable" ? t("Search is not available on this server.") : errorText(err);
     } finally {
       this.busy = false;
     }
@@ -83,8 +85,8 @@ export class SearchView {
     const m = hit.message;
     const conv = this.store.convs.get(m.conv_id);
     if (!conv) this.store.fetchConv(m.conv_id);
-    const title = conv ? convTitle(conv) : "Conversation";
-    const sender = m.sender_id === this.store.me.user_id ? "You" : displayName(this.store.user(m.sender_id));
+    const title = conv ? convTitle(conv) : t("Conversation");
+    const sender = m.sender_id === this.store.me.user_id ? t("You") : displayName(this.store.user(m.sender_id));
     const face =
       conv?.type === "group" || !conv ? avatar({ user_id: m.conv_id, display_name: title }) : avatar(conv.peer);
     return h(

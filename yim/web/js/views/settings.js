@@ -1,20 +1,17 @@
-// The settings page (#/settings), for everyone: my display name, my password, and the
-// shops I run (open a shop, add or remove its agents). Everything goes to the server first;
-// the page shows what the server answered.
+// The settings page (#/settings), for everyone: my display name, my password, the page's
+// language, and the shops I run (open a shop, add or remove its agents). Everything but the
+// language goes to the server first; the page shows what the server answered.
 import { h } from "../dom.js";
-import { t } from "../i18n.js";
+import { errorText as codeText } from "../errors.js";
+import { shopRole } from "../format.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
+import { LANGUAGES, language, setLanguage, t, tn } from "../i18n.js";
 
 const PASSWORD_MIN = 8;
-const ERRORS = {
-  wrong_password: "The current password is not right. Nothing was changed.",
-  content_blocked: "That name is not allowed here. Choose another one.",
-  forbidden: "Only the shop's admins can change its agents.",
-};
 
 function errorText(err) {
-  return ERRORS[err.code] ?? err.message ?? "Something went wrong. Try again.";
+  return codeText(err, "agents");
 }
 
 // A form whose submit is async: the button is disabled meanwhile, and the outcome is
@@ -60,14 +57,22 @@ export class SettingsView {
     this.shopsBox = h("div", { class: "page-shops" });
     this.el = h(
       "section",
-      { class: "page settings-page", "aria-label": "Settings" },
+      { class: "page settings-page", "aria-label": t("Settings") },
       h(
         "header",
         { class: "page-head" },
-        h("a", { class: "back", href: "#/", "aria-label": "Back to chats" }, "‹"),
-        h("h2", { class: "page-title" }, "Settings"),
+        h("a", { class: "back", href: "#/", "aria-label": t("Back to chats") }, "‹"),
+        h("h2", { class: "page-title" }, t("Settings")),
       ),
-      h("div", { class: "page-body" }, this.profileSection(), this.passwordSection(), this.shopsSection(), this.pushSection()),
+      h(
+        "div",
+        { class: "page-body" },
+        this.profileSection(),
+        this.passwordSection(),
+        this.languageSection(),
+        this.shopsSection(),
+        this.pushSection(),
+      ),
     );
     service.addEventListener("change", () => this.renderShops());
     webpush.addEventListener("change", () => this.renderPush());
@@ -83,19 +88,19 @@ export class SettingsView {
     return h(
       "section",
       { class: "page-section", "aria-labelledby": "settings-profile" },
-      h("h3", { id: "settings-profile" }, "Profile"),
+      h("h3", { id: "settings-profile" }, t("Profile")),
       asyncForm(
-        "Profile",
+        t("Profile"),
         [
-          field("Display name", this.nameInput),
-          h("p", { class: "page-note" }, "Others see this name. Leave it empty to show your username."),
+          field(t("Display name"), this.nameInput),
+          h("p", { class: "page-note" }, t("Others see this name. Leave it empty to show your username.")),
         ],
-        "Save name",
+        t("Save name"),
         async () => {
           const user = await this.api.setDisplayName(this.nameInput.value.trim());
           this.nameInput.value = user.display_name;
           this.onProfile(user);
-          return `Your name is now “${user.display_name}”.`;
+          return t("Your name is now “{name}”.", { name: user.display_name });
         },
       ),
     );
@@ -115,23 +120,42 @@ export class SettingsView {
     return h(
       "section",
       { class: "page-section", "aria-labelledby": "settings-password" },
-      h("h3", { id: "settings-password" }, "Password"),
+      h("h3", { id: "settings-password" }, t("Password")),
       asyncForm(
-        "Change password",
-        [field("Current password", old), field("New password", next), field("New password again", again)],
-        "Change password",
+        t("Change password"),
+        [field(t("Current password"), old), field(t("New password"), next), field(t("New password again"), again)],
+        t("Change password"),
         async () => {
-          if (next.value.length < PASSWORD_MIN) throw new Error(`A password has at least ${PASSWORD_MIN} characters.`);
-          if (next.value !== again.value) throw new Error("The two new passwords differ. Type the same one twice.");
+          if (next.value.length < PASSWORD_MIN) {
+            throw new Error(t("A password has at least {n} characters.", { n: PASSWORD_MIN }));
+          }
+          if (next.value !== again.value) throw new Error(t("The two new passwords differ. Type the same one twice."));
           const { revoked } = await this.api.changePassword(old.value, next.value);
           old.value = next.value = again.value = "";
           const others =
             revoked === 0
-              ? "No other session was signed in."
-              : `${revoked} other ${revoked === 1 ? "session was" : "sessions were"} signed out.`;
-          return `Password changed. This session stays signed in; ${others}`;
+              ? t("No other session was signed in.")
+              : tn("{n} other session was signed out.", "{n} other sessions were signed out.", revoked);
+          return t("Password changed. This session stays signed in; {others}", { others });
         },
       ),
+    );
+  }
+
+  // The page's language: saved in this browser only, applied by reloading the page.
+  languageSection() {
+    const select = h(
+      "select",
+      { class: "select", name: "language", "aria-label": t("Language") },
+      LANGUAGES.map(([code, name]) => h("option", { value: code, lang: code, selected: code === language() }, name)),
+    );
+    select.addEventListener("change", () => setLanguage(select.value));
+    return h(
+      "section",
+      { class: "page-section", "aria-labelledby": "settings-language" },
+      h("h3", { id: "settings-language" }, t("Language")),
+      h("p", { class: "page-note" }, t("The language of this page in this browser.")),
+      select,
     );
   }
 
@@ -140,17 +164,17 @@ export class SettingsView {
     return h(
       "section",
       { class: "page-section", "aria-labelledby": "settings-shops" },
-      h("h3", { id: "settings-shops" }, "My shops"),
+      h("h3", { id: "settings-shops" }, t("My shops")),
       h(
         "p",
         { class: "page-note" },
-        "Customers write to a shop, and its agents answer. You run the shops you open here; give customers the shop's id.",
+        t("Customers write to a shop, and its agents answer. You run the shops you open here; give customers the shop's id."),
       ),
       this.shopsBox,
-      asyncForm("Open a shop", field("New shop name", name), "Open shop", async () => {
+      asyncForm(t("Open a shop"), field(t("New shop name"), name), t("Open shop"), async () => {
         const shop = await this.service.createShop(name.value.trim());
         name.value = "";
-        return `Shop “${shop.name}” is open. Its id is ${shop.shop_id}.`;
+        return t("Shop “{name}” is open. Its id is {id}.", { name: shop.name, id: shop.shop_id });
       }),
     );
   }
@@ -172,7 +196,7 @@ export class SettingsView {
     });
     for (const id of this.shopEls.keys()) if (!this.service.shops.has(id)) this.shopEls.delete(id);
     this.shopsBox.replaceChildren(
-      ...(els.length ? els : [h("p", { class: "list-empty" }, "You do not run or serve any shop.")]),
+      ...(els.length ? els : [h("p", { class: "list-empty" }, t("You do not run or serve any shop."))]),
     );
   }
 
@@ -185,26 +209,29 @@ export class SettingsView {
         "li",
         { class: "agent-row", dataset: { userId: a.user_id } },
         h("span", { class: "agent-name" }, who),
-        h("span", { class: "agent-role" }, a.role),
+        h("span", { class: "agent-role" }, shopRole(a.role)),
         admin && a.user_id !== this.store.me.user_id
           ? h(
               "button",
               {
                 type: "button",
                 class: "ghost small",
-                "aria-label": `Remove ${who} from ${shop.name}`,
+                "aria-label": t("Remove {who} from {shop}", { who, shop: shop.name }),
                 onclick: () =>
                   confirmAction({
-                    title: `Remove ${who}?`,
-                    text: `${who} stops serving ${shop.name}; their open customers go to other agents.`,
-                    confirmLabel: "Remove",
+                    title: t("Remove {who}?", { who }),
+                    text: t("{who} stops serving {shop}; their open customers go to other agents.", {
+                      who,
+                      shop: shop.name,
+                    }),
+                    confirmLabel: t("Remove"),
                     onConfirm: () =>
                       this.service.removeAgent(shop.shop_id, a.user_id).catch((err) => {
                         throw new Error(errorText(err));
                       }),
                   }),
               },
-              "Remove",
+              t("Remove"),
             )
           : null,
       );
@@ -217,41 +244,43 @@ export class SettingsView {
       const username = h("input", { name: "agent_username", required: true, maxlength: 32, autocomplete: "off" });
       const role = h(
         "select",
-        { class: "select", name: "agent_role", "aria-label": "Role" },
-        h("option", { value: "agent" }, "agent"),
-        h("option", { value: "admin" }, "admin"),
+        { class: "select", name: "agent_role", "aria-label": t("Role") },
+        h("option", { value: "agent" }, t("agent")),
+        h("option", { value: "admin" }, t("admin")),
       );
       addForm = asyncForm(
-        `Add an agent to ${shop.name}`,
-        h("div", { class: "inline-fields" }, field("Agent's username", username), role),
-        "Add agent",
+        t("Add an agent to {shop}", { shop: shop.name }),
+        h("div", { class: "inline-fields" }, field(t("Agent's username"), username), role),
+        t("Add agent"),
         async () => {
           const name = username.value.trim();
           let user;
           try {
             user = await this.api.userByName(name);
           } catch (err) {
-            if (err.code === "not_found") throw new Error(`No user named “${name}”.`);
+            if (err.code === "not_found") throw new Error(t("No user named “{name}”.", { name }));
             throw err;
           }
           this.store.rememberUser(user);
           await this.service.setAgent(shop.shop_id, user.user_id, role.value);
           username.value = "";
-          const what = role.value === "admin" ? "an admin" : "an agent";
-          return `${user.display_name || user.username} is now ${what} of ${shop.name}.`;
+          const who = user.display_name || user.username;
+          return role.value === "admin"
+            ? t("{who} is now an admin of {shop}.", { who, shop: shop.name })
+            : t("{who} is now an agent of {shop}.", { who, shop: shop.name });
         },
       );
     }
-    const list = h("ul", { class: "agent-list", "aria-label": `Agents of ${shop.name}` });
+    const list = h("ul", { class: "agent-list", "aria-label": t("Agents of {shop}", { shop: shop.name }) });
     const el = h(
       "section",
-      { class: "page-shop", "aria-label": `Shop ${shop.name}`, dataset: { shopId: shop.shop_id } },
+      { class: "page-shop", "aria-label": t("Shop {name}", { name: shop.name }), dataset: { shopId: shop.shop_id } },
       h(
         "h4",
         null,
         shop.name,
         " ",
-        h("span", { class: "page-note" }, `id ${shop.shop_id} · you are ${me?.role ?? "agent"}`),
+        h("span", { class: "page-note" }, t("id {id} · you are {role}", { id: shop.shop_id, role: shopRole(me?.role ?? "agent") })),
       ),
       list,
       addForm,
@@ -314,6 +343,6 @@ export class SettingsView {
         this.store.rememberUser(user);
         this.renderShops();
       })
-      .catch(() => toast("Could not load an agent's name."));
+      .catch(() => toast(t("Could not load an agent's name.")));
   }
 }

@@ -9,16 +9,18 @@ import { field, openDialog } from "./dialog.js";
 import { FriendsView } from "./friends.js";
 import { openMenu } from "./menu.js";
 import { SearchView } from "./search.js";
+import { errorText } from "../errors.js";
+import { t, tn } from "../i18n.js";
 
 function badgeText(n) {
   return n > 99 ? "99+" : String(n);
 }
 
 const TABS = [
-  ["chats", "Chats"],
-  ["friends", "Friends"],
-  ["search", "Search"],
-  ["agent", "Agent"],
+  ["chats", t("Chats")],
+  ["friends", t("Friends")],
+  ["search", t("Search")],
+  ["agent", t("Agent")],
 ];
 
 export class Sidebar {
@@ -41,7 +43,7 @@ export class Sidebar {
 
     this.meName = h("span", { class: "me-name" });
     this.meAvatar = h("span", { class: "me-avatar" });
-    this.total = h("span", { class: "badge total-unread", title: "Unread messages", hidden: true });
+    this.total = h("span", { class: "badge total-unread", title: t("Unread messages"), hidden: true });
     this.bannerText = h("span", { class: "conn-text" });
     this.bannerBtn = h("button", { type: "button", class: "link conn-action", hidden: true });
     this.banner = h("div", { class: "conn-banner", role: "status", hidden: true }, this.bannerText, this.bannerBtn);
@@ -67,23 +69,23 @@ export class Sidebar {
         ),
       );
     }
-    this.tabBar = h("nav", { class: "tabs", role: "tablist", "aria-label": "Sections" }, [...this.tabBtns.values()]);
+    this.tabBar = h("nav", { class: "tabs", role: "tablist", "aria-label": t("Sections") }, [...this.tabBtns.values()]);
 
     // chats
     this.newInput = h("input", {
       type: "search",
       name: "peer",
-      placeholder: "Username",
-      "aria-label": "Username to chat with",
+      placeholder: t("Username"),
+      "aria-label": t("Username to chat with"),
       autocomplete: "off",
       spellcheck: "false",
       autocapitalize: "off",
       maxlength: 32,
     });
     this.newError = h("p", { class: "form-error", role: "alert" });
-    this.list = h("ul", { class: "conv-list", "aria-label": "Conversations" });
-    this.empty = h("p", { class: "list-empty" }, "No conversations yet. Start one with a username above.");
-    this.more = h("p", { class: "list-more", hidden: true }, "Loading…");
+    this.list = h("ul", { class: "conv-list", "aria-label": t("Conversations") });
+    this.empty = h("p", { class: "list-empty" }, t("No conversations yet. Start one with a username above."));
+    this.more = h("p", { class: "list-more", hidden: true }, t("Loading…"));
     this.scroller = h("nav", { class: "conv-scroll" }, this.list, this.empty, this.more);
     this.scroller.addEventListener("scroll", () => this.maybeLoadMore(), { passive: true });
     const newBtn = h(
@@ -91,17 +93,17 @@ export class Sidebar {
       {
         type: "button",
         class: "ghost new-btn",
-        title: "New group or shop chat",
-        "aria-label": "New group or shop chat",
+        title: t("New group or shop chat"),
+        "aria-label": t("New group or shop chat"),
         "aria-haspopup": "menu",
         onclick: (e) =>
           openMenu(
             e.currentTarget,
             [
-              { label: "New group", onSelect: () => this.newGroup() },
-              { label: "Chat with a shop", onSelect: () => this.contactShop() },
+              { label: t("New group"), onSelect: () => this.newGroup() },
+              { label: t("Chat with a shop"), onSelect: () => this.contactShop() },
             ],
-            "New",
+            t("New"),
           ),
       },
       "+",
@@ -113,7 +115,7 @@ export class Sidebar {
         "form",
         { class: "new-chat", onsubmit: (e) => this.startChat(e) },
         this.newInput,
-        h("button", { type: "submit", class: "primary small" }, "Chat"),
+        h("button", { type: "submit", class: "primary small" }, t("Chat")),
         newBtn,
       ),
       this.newError,
@@ -145,7 +147,7 @@ export class Sidebar {
         this.meAvatar,
         h("div", { class: "me-text" }, this.meName, h("span", { class: "me-handle" }, "@" + store.me.username)),
         this.total,
-        h("button", { type: "button", class: "ghost logout", onclick: onLogout, title: "Log out" }, "Log out"),
+        h("button", { type: "button", class: "ghost logout", onclick: onLogout, title: t("Log out") }, t("Log out")),
       ),
       this.pageNav(),
       this.banner,
@@ -159,9 +161,9 @@ export class Sidebar {
   // Links to the pages shown in place of the chat: Settings for everyone, Admin for server
   // admins (hidden until the server said so).
   pageNav() {
-    this.settingsLink = h("a", { class: "page-link", href: "#/settings" }, "Settings");
-    this.adminLink = h("a", { class: "page-link", href: "#/admin", hidden: true }, "Admin");
-    this.pageNavEl = h("nav", { class: "page-nav", "aria-label": "Pages" }, this.settingsLink, this.adminLink);
+    this.settingsLink = h("a", { class: "page-link", href: "#/settings" }, t("Settings"));
+    this.adminLink = h("a", { class: "page-link", href: "#/admin", hidden: true }, t("Admin"));
+    this.pageNavEl = h("nav", { class: "page-nav", "aria-label": t("Pages") }, this.settingsLink, this.adminLink);
     return this.pageNavEl;
   }
 
@@ -196,7 +198,7 @@ export class Sidebar {
     this.newError.textContent = "";
     if (!name) return;
     if (name.toLowerCase() === this.store.me.username.toLowerCase()) {
-      this.newError.textContent = "That's you. Enter someone else's username.";
+      this.newError.textContent = t("That's you. Enter someone else's username.");
       return;
     }
     try {
@@ -205,7 +207,7 @@ export class Sidebar {
       this.newInput.value = "";
       this.onOpenUser(user);
     } catch (err) {
-      this.newError.textContent = err.code === "not_found" ? `No user named "${name}".` : err.message;
+      this.newError.textContent = err.code === "not_found" ? t("No user named “{name}”.", { name }) : errorText(err);
     }
   }
 
@@ -214,14 +216,14 @@ export class Sidebar {
     const members = h("textarea", {
       name: "members",
       rows: 3,
-      placeholder: "bob, carol",
+      placeholder: t("bob, carol"),
       autocomplete: "off",
       spellcheck: "false",
     });
     openDialog({
-      title: "New group",
-      content: [field("Group name", name), field("Members (usernames)", members)],
-      submitLabel: "Create group",
+      title: t("New group"),
+      content: [field(t("Group name"), name), field(t("Members (usernames)"), members)],
+      submitLabel: t("Create group"),
       onSubmit: async () => {
         const group = await this.groups.create(name.value.trim(), members.value);
         location.hash = `#/c/${group.conv_id}`;
@@ -233,12 +235,12 @@ export class Sidebar {
   contactShop() {
     const id = h("input", { name: "shop_id", required: true, inputmode: "numeric", pattern: "[0-9]{1,20}" });
     openDialog({
-      title: "Chat with a shop",
+      title: t("Chat with a shop"),
       content: [
-        h("p", { class: "dialog-note" }, "Enter the shop's id, as the shop gave it to you."),
-        field("Shop id", id),
+        h("p", { class: "dialog-note" }, t("Enter the shop's id, as the shop gave it to you.")),
+        field(t("Shop id"), id),
       ],
-      submitLabel: "Open chat",
+      submitLabel: t("Open chat"),
       onSubmit: () => this.onOpenShop(id.value.trim()),
     });
   }
@@ -255,13 +257,13 @@ export class Sidebar {
     const total = store.totalUnread;
     this.total.hidden = total === 0;
     this.total.textContent = badgeText(total);
-    this.total.setAttribute("aria-label", `${total} unread`);
+    this.total.setAttribute("aria-label", t("{n} unread", { n: total }));
     document.title = total ? `(${badgeText(total)}) yim` : "yim";
 
     const requests = this.relations.incoming.length;
     this.requestBadge.hidden = requests === 0;
     this.requestBadge.textContent = badgeText(requests);
-    this.requestBadge.setAttribute("aria-label", `${requests} friend requests`);
+    this.requestBadge.setAttribute("aria-label", tn("{n} friend request", "{n} friend requests", requests));
     this.tabBtns.get("agent").hidden = !this.service.isAgent;
     this.renderStatus();
     for (const [link, page] of [
@@ -292,13 +294,13 @@ export class Sidebar {
     const name = convTitle(conv, session ? this.store.user(session.customer_id) : null);
     const many = conv.type !== "direct";
     const who = !last || mine ? "" : many ? displayName(this.store.user(last.sender_id)) + ": " : "";
-    const nameOf = (id) => (id === this.store.me.user_id ? "You" : displayName(this.store.user(id)));
+    const nameOf = (id) => (id === this.store.me.user_id ? t("You") : displayName(this.store.user(id)));
     let preview = "";
-    if (failed) preview = "Message not sent";
+    if (failed) preview = t("Message not sent");
     else if (last?.kind === "system") preview = systemText(last, nameOf);
-    else if (last?.kind === "recall") preview = `${nameOf(last.sender_id)} recalled a message`;
-    else if (last?.kind === "edit") preview = `${nameOf(last.sender_id)} edited a message`;
-    else if (last) preview = (mine ? "You: " : who) + messageText(last);
+    else if (last?.kind === "recall") preview = t("{who} recalled a message", { who: nameOf(last.sender_id) });
+    else if (last?.kind === "edit") preview = t("{who} edited a message", { who: nameOf(last.sender_id) });
+    else if (last) preview = (mine ? t("You: ") : who) + messageText(last);
     let face;
     if (conv.type === "direct") {
       face = h("span", { class: "face" }, avatar(conv.peer), presenceDot(this.presence.get(conv.peer?.user_id)));
@@ -329,9 +331,9 @@ export class Sidebar {
           h(
             "span",
             { class: "conv-bottom" },
-            conv.mentioned && unread ? h("span", { class: "mention-mark" }, "[@you]") : null,
+            conv.mentioned && unread ? h("span", { class: "mention-mark" }, t("[@you]")) : null,
             h("span", { class: "conv-preview" + (failed ? " failed" : "") }, preview),
-            unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, badgeText(unread)) : null,
+            unread ? h("span", { class: "badge", "aria-label": t("{n} unread", { n: unread }) }, badgeText(unread)) : null,
           ),
         ),
       ),
@@ -343,17 +345,17 @@ export class Sidebar {
     clearInterval(this.countdown);
     let text = "";
     let action = null;
-    if (c.state === "connecting") text = "Connecting…";
+    if (c.state === "connecting") text = t("Connecting…");
     else if (c.state === "waiting") {
       const left = () => Math.max(0, Math.ceil((c.retryAt - Date.now()) / 1000));
-      text = `Offline. Reconnecting in ${left()} s…`;
-      action = ["Retry now", () => this.store.socket.reconnectNow()];
+      text = t("Offline. Reconnecting in {n} s…", { n: left() });
+      action = [t("Retry now"), () => this.store.socket.reconnectNow()];
       this.countdown = setInterval(() => {
-        this.bannerText.textContent = `Offline. Reconnecting in ${left()} s…`;
+        this.bannerText.textContent = t("Offline. Reconnecting in {n} s…", { n: left() });
       }, 1000);
     } else if (c.state === "replaced") {
-      text = "yim is open in another tab or window.";
-      action = ["Use here", () => this.store.socket.reconnectNow()];
+      text = t("yim is open in another tab or window.");
+      action = [t("Use here"), () => this.store.socket.reconnectNow()];
     }
     this.banner.hidden = !text;
     this.banner.dataset.state = c.state;

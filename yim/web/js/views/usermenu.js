@@ -5,11 +5,8 @@ import { displayName } from "../format.js";
 import { confirmAction } from "./dialog.js";
 import { openMenu } from "./menu.js";
 import { toast } from "./toast.js";
-
-const ERRORS = {
-  blocked: "You can't: one of you blocked the other.",
-  already_friends: "You are already friends.",
-};
+import { errorText } from "../errors.js";
+import { t } from "../i18n.js";
 
 export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
   const id = user.user_id;
@@ -17,43 +14,51 @@ export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
   const run = (promise, done) =>
     promise.then(
       () => done && toast(done),
-      (err) => toast(ERRORS[err.code] ?? err.message),
+      (err) => toast(errorText(err)),
     );
   const pending = relations.pendingWith(id);
   const items = [];
-  if (!inChat) items.push({ label: "Message", onSelect: () => onOpenUser(user) });
+  if (!inChat) items.push({ label: t("Message"), onSelect: () => onOpenUser(user) });
   if (relations.isFriend(id)) {
-    items.push({ label: "Remove friend", danger: true, onSelect: () => run(relations.remove(id), `${name} removed.`) });
+    items.push({
+      label: t("Remove friend"),
+      danger: true,
+      onSelect: () => run(relations.remove(id), t("{name} removed.", { name })),
+    });
   } else if (pending && pending.from_id === id) {
-    items.push({ label: "Accept friend request", onSelect: () => run(relations.accept(pending.request_id)) });
+    items.push({ label: t("Accept friend request"), onSelect: () => run(relations.accept(pending.request_id)) });
   } else if (pending) {
-    items.push({ label: "Cancel friend request", onSelect: () => run(relations.cancel(pending.request_id)) });
+    items.push({ label: t("Cancel friend request"), onSelect: () => run(relations.cancel(pending.request_id)) });
   } else if (!relations.isBlocked(id)) {
-    items.push({ label: "Add friend", onSelect: () => run(relations.request(id), `Friend request sent to ${name}.`) });
+    items.push({
+      label: t("Add friend"),
+      onSelect: () => run(relations.request(id), t("Friend request sent to {who}.", { who: name })),
+    });
   }
   if (relations.isBlocked(id)) {
-    items.push({ label: "Unblock", onSelect: () => run(relations.unblock(id), `${name} unblocked.`) });
+    items.push({ label: t("Unblock"), onSelect: () => run(relations.unblock(id), t("{name} unblocked.", { name })) });
   } else {
     items.push({
-      label: "Block",
+      label: t("Block"),
       danger: true,
       onSelect: () =>
         confirmAction({
-          title: `Block ${name}?`,
+          title: t("Block {name}?", { name }),
           text:
-            `${name} will not be able to message you, send you friend requests or follow you. ` +
-            (relations.isFriend(id) ? "Blocking also ends your friendship. " : "") +
-            "You can unblock later.",
-          confirmLabel: "Block",
+            t("{name} will not be able to message you, send you friend requests or follow you.", { name }) +
+            " " +
+            (relations.isFriend(id) ? t("Blocking also ends your friendship.") + " " : "") +
+            t("You can unblock later."),
+          confirmLabel: t("Block"),
           onConfirm: () =>
             relations.block(id).then(
-              () => toast(`${name} blocked.`),
+              () => toast(t("{name} blocked.", { name })),
               (err) => {
-                throw new Error(ERRORS[err.code] ?? err.message);
+                throw new Error(errorText(err));
               },
             ),
         }),
     });
   }
-  openMenu(at, items, `Actions for ${name}`);
+  openMenu(at, items, t("Actions for {name}", { name }));
 }
