@@ -136,7 +136,8 @@ def _ext(mime: str, name: str) -> str:
     if guessed:
         return guessed
     suffix = Path(name).suffix
-    return suffix if suffix[1:].isalnum() and len(suffix) <= 9 else ".bin"
+    ok = suffix[1:].isascii() and suffix[1:].isalnum() and len(suffix) <= 9  # never a path of its own
+    return suffix if ok else ".bin"
 
 
 class _Zip:
