@@ -2,6 +2,8 @@
 // shops I run (open a shop, add or remove its agents). Everything goes to the server first;
 // the page shows what the server answered.
 import { h } from "../dom.js";
+import { downloadArchive } from "../export.js";
+import { t } from "../i18n.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
 
@@ -65,7 +67,14 @@ export class SettingsView {
         h("a", { class: "back", href: "#/", "aria-label": "Back to chats" }, "‹"),
         h("h2", { class: "page-title" }, "Settings"),
       ),
-      h("div", { class: "page-body" }, this.profileSection(), this.passwordSection(), this.shopsSection()),
+      h(
+        "div",
+        { class: "page-body" },
+        this.profileSection(),
+        this.passwordSection(),
+        this.shopsSection(),
+        this.dataSection(),
+      ),
     );
     service.addEventListener("change", () => this.renderShops());
   }
@@ -127,6 +136,34 @@ export class SettingsView {
               ? "No other session was signed in."
               : `${revoked} other ${revoked === 1 ? "session was" : "sessions were"} signed out.`;
           return `Password changed. This session stays signed in; ${others}`;
+        },
+      ),
+    );
+  }
+
+  // "Download my data" (docs/protocol.md §19.7): everything this account could see, as a zip.
+  dataSection() {
+    return h(
+      "section",
+      { class: "page-section", "aria-labelledby": "settings-data" },
+      h("h3", { id: "settings-data" }, t("Your data")),
+      asyncForm(
+        t("Download my data"),
+        h(
+          "p",
+          { class: "page-note" },
+          t(
+            "One zip file with your profile, devices, friends, groups, the messages you can see and their files. A long history takes a while before the download starts.",
+          ),
+        ),
+        t("Download my data"),
+        async () => {
+          try {
+            return t("Saved {name}.", { name: await downloadArchive(this.api, "/api/v1/me/export") });
+          } catch (err) {
+            if (err.code !== "export_busy") throw err;
+            throw new Error(t("The server is building other exports right now. Try again in a minute."));
+          }
         },
       ),
     );
