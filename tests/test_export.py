@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -24,10 +25,11 @@ import aiohttp
 import pytest_asyncio
 
 from tests import conftest
-from tests.rawclient import Device, make_users
+from tests.rawclient import Device, make_users, until
 from yim.gateway.export_http import EXPORT_GATE
 from yim.node import NodeServer
 from yim.storage.admin import AuditEntry
+from yim.storage.blobs import blob_path
 
 PASSWORD = "password123"
 FILE_BYTES = b"alice can see this file\n" * 100
@@ -239,7 +241,18 @@ async def test_export(node: NodeServer, backend: str, tmp_path: Path, store_url:
             status, headers, err = await download(http, "/api/v1/me/export", alice)
             assert (status, json.loads(err)["code"]) == (503, "export_busy") and headers["Retry-After"] == "30"
         assert gate.running == 0
-        assert not list(exports.iterdir())  # every archive removed once sent
+
+        # a media whose bytes the blob store lost: listed without a file, counted, no failure
+        blob = tmp_path / "node" / "blobs" / blob_path(hashlib.sha256(FILE_BYTES).hexdigest())
+        blob.rename(blob.with_suffix(".away"))
+        status, _, data = await download(http, "/api/v1/me/export", alice)
+        blob.with_suffix(".away").rename(blob)
+        z = zipfile.ZipFile(io.BytesIO(data))
+        assert json.loads(z.read("media.json"))["media"][0]["file"] is None
+        assert json.loads(z.read("manifest.json"))["media_missing"] == 1
+        assert not [n for n in z.namelist() if n.startswith("media/")]
+        # every archive is removed once sent (just after its last byte: a bounded wait)
+        await until(lambda: not any(exports.iterdir()), timeout=10)
 
     # the command line, through the node (as an admin) ...
     pw = tmp_path / "pw"
