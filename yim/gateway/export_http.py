@@ -75,7 +75,7 @@ async def _archive(request: web.Request, node: ServedNode, user_id: int, exporte
             await asyncio.to_thread(path.unlink)
 
 
-@export_routes.get("/api/v1/admin/users/{user_id:[0-9]{1,20}}/export")
+@export_routes.get("/api/v1/admin/users/{user_id:[0-9]{1,20}}/export", allow_head=False)  # no archive for a HEAD
 async def admin_export(request: web.Request) -> web.StreamResponse:
     node: ServedNode = request.app[NODE_KEY]
     session = await authenticated(request)
@@ -96,7 +96,7 @@ describe(
 )
 
 
-@export_routes.get("/api/v1/me/export")
+@export_routes.get("/api/v1/me/export", allow_head=False)
 async def my_export(request: web.Request) -> web.StreamResponse:
     node: ServedNode = request.app[NODE_KEY]
     session = await authenticated(request)
