@@ -398,7 +398,18 @@ ADMIN_CASES: dict[str, Op] = {
     "admin: make oneself an agent of shop A": lambda w, d: d.request(
         "admin_shop_agent_set", shop_id=w.extra["shop_a"], user_id=d.user_id, role="admin"
     ),
+    "admin: export a user's data (HTTP only)": lambda w, d: _http_get(
+        d, f"/api/v1/admin/users/{w.ids['target']}/export"
+    ),
 }
+
+
+async def _http_get(d: Device, path: str) -> None:
+    """An HTTP-only route as the actor, its error code raised as a ProtocolError."""
+    async with d.http.get(path, headers={"Authorization": f"Bearer {d.token}"}) as r:
+        if r.status >= 400:
+            body = await r.json()
+            raise ProtocolError(body["code"], body["message"])
 
 
 async def outcome(coro: Awaitable[Any]) -> str:

@@ -174,6 +174,90 @@ async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_export(args: argparse.Namespace) -> int:
+    """``yim admin export USER --out FILE``: over a running node's HTTP API as a server admin
+    (``--user``), or with ``--direct`` on the store itself, as the operator on the host."""
+    if not args.direct:
+        from yim.client.terminal.admin import export_over_http
+        from yim.client.terminal.cli import _one_shot
+
+        return _one_shot(export_over_http)(args)
+    import asyncio
+
+    from yim.config import SettingsError, load_settings
+    from yim.storage.migrations import SchemaError
+
+    try:
+        settings = load_settings(args.config, data_dir=args.data, store=args.store)
+    except SettingsError as exc:
+        print(f"yim admin export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import os
+        from pathlib import Path
+
+        folder = Path(os.path.abspath(args.out)).parent
+        return asyncio.run(_export_on_store(settings, args, folder))
+    except (ValueError, OSError, SchemaError) as exc:
+        print(f"yim admin export: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _export_on_store(settings: Any, args: argparse.Namespace, folder: Any) -> int:
+    """``folder``: the output's folder, where the archive is written before its rename."""
+    import os
+    from pathlib import Path
+
+    from yim.node import DataFolderError, lock_data_folder, prepare_data_folder
+    from yim.protocol.errors import YimError
+    from yim.services.export import begin_admin_export, write_archive
+    from yim.storage import open_store
+    from yim.storage.blobs import open_blob_store
+
+    shared = settings.store.startswith(("postgres://", "postgresql://"))
+    lock: int | None = None
+    if not shared:  # a SQLite store is its running node's alone (as for create-admin)
+        try:
+            prepare_data_folder(Path(settings.data_dir))
+            lock = lock_data_folder(Path(settings.data_dir))
+        except DataFolderError as exc:
+            print(
+                f"yim admin export: {exc}. Stop that node first, or export through it:"
+                " yim admin export USER --out FILE --user ADMIN",
+                file=sys.stderr,
+            )
+            return 1
+    out = Path(args.out)
+    try:
+        store = open_store(settings.store, settings.data_dir)
+        await store.open()
+        blobs = open_blob_store(settings)
+        await blobs.start()
+        try:
+            if args.target.isdigit():
+                user_id = int(args.target)
+            else:
+                user = await store.user_by_name(args.target)
+                if user is None:
+                    print(f"yim admin export: not_found: no user {args.target!r}", file=sys.stderr)
+                    return 1
+                user_id = user.id
+            await begin_admin_export(store, None, user_id, args.reason, "cli")
+            path, _name, counts = await write_archive(store, blobs, user_id, folder, "operator")
+            os.replace(path, out)
+        except YimError as exc:
+            print(f"yim admin export: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+        finally:
+            await blobs.close()
+            await store.close()
+    finally:
+        if lock is not None:
+            os.close(lock)
+    print(f"{out}: {counts.conversations} conversations, {counts.messages} messages, {counts.media} media")
+    return 0
+
+
 #: ``yim bench`` lives beside the product in its own package (yimbench) with its own
 #: dependency (psutil, the ``bench`` extra). Only a command line that asks for it imports it,
 #: so a node (``yim serve``) never loads the benchmark.
@@ -225,6 +309,23 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     from yim.client.terminal.admin import add_admin_parsers, add_passwd_parser
 
     add_admin_parsers(admin)  # users, user, disable, enable, reset-password, revoke, role, groups, …, audit
+    export = admin.add_parser(
+        "export", help="a user's data as a zip archive: through a running node (--user), or --direct on the store"
+    )
+    export.add_argument("target", metavar="USER", help="a username or user id")
+    export.add_argument("--out", required=True, metavar="FILE", help="where to write the archive (.zip)")
+    export.add_argument("--reason", default="", help="written to the audit log")
+    export.add_argument("--direct", action="store_true", help="open the store itself (as create-admin), no node")
+    export.add_argument("--server", action="append", metavar="URL", help="node URL (repeat for more nodes)")
+    export.add_argument("--user", metavar="NAME", help="a server admin of the node (not with --direct)")
+    export.add_argument(
+        "--password-file", metavar="FILE", help="the admin's password (else $YIM_PASSWORD, else a prompt)"
+    )
+    export.add_argument("--state", metavar="DIR", help="where the device id is kept (default ~/.config/yim)")
+    export.add_argument("--data", help="with --direct: the node's data folder (default ./data)")
+    export.add_argument("--store", help="with --direct: 'sqlite' (under --data), sqlite:///PATH or postgres://...")
+    export.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
+    export.set_defaults(func=_admin_export)
     add_passwd_parser(sub)
     if bench:
         from yimbench.cli import add_bench_parser

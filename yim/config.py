@@ -154,6 +154,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media_max_image_pixels: int = 50_000_000
     media_thumbnail_px: int = 320  # thumbnails fit in a square of this many pixels
     media_cache_max_age_s: int = 86_400  # Cache-Control max-age of media downloads
+    #: data exports (docs/protocol.md §19.7) this node builds at once; more get ``export_busy``.
+    #: Each reads the store page by page and writes a zip under <data_dir>/tmp/exports.
+    export_max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     # limits and abuse (docs/security.md). Token buckets: ``*_s`` is the sustained rate per
     # second, ``*_burst`` how much may be saved up; a rate of 0 turns that limit off. The
     # defaults are far above what a person's client does.

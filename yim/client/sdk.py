@@ -519,6 +519,58 @@ class HttpApi:
         out: AdminUserOut = await self.request(method, f"/api/v1/admin/users/{tail}", body=body, type_=AdminUserOut)
         return out
 
+    # -- data export (docs/protocol.md §19.7): a zip archive saved to a file --------------------
+    async def export_me(self, out: str | os.PathLike[str], *, timeout_s: float = 3600.0) -> int:
+        """Download this account's own data to ``out``; returns its size in bytes."""
+        return await self.download("/api/v1/me/export", out, timeout_s=timeout_s)
+
+    async def admin_export(
+        self, user_id: str, out: str | os.PathLike[str], reason: str = "", *, timeout_s: float = 3600.0
+    ) -> int:
+        """Download a user's data to ``out`` as a server admin (audit-logged with ``reason``)."""
+        params = {"reason": reason} if reason else None
+        return await self.download(f"/api/v1/admin/users/{user_id}/export", out, params=params, timeout_s=timeout_s)
+
+    async def download(
+        self,
+        path: str,
+        out: str | os.PathLike[str],
+        *,
+        params: dict[str, str] | None = None,
+        timeout_s: float = 3600.0,
+    ) -> int:
+        """GET ``path`` and stream the body to the file ``out`` (written to ``out.part`` and
+        renamed once complete); an error answer raises :class:`ApiError`. The server builds
+        an archive before its first byte, so ``timeout_s`` covers the whole transfer."""
+        if not self.token:
+            raise ApiError("unauthorized", "this call needs a token: log in first")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._timeout.sock_connect)
+        endpoint = self.endpoints[self._index % len(self.endpoints)]
+        part = f"{os.fspath(out)}.part"
+        async with self._http().get(endpoint.http + path, params=params, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                try:
+                    err = msgspec.json.decode(raw, type=_HttpError)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    err = _HttpError(code=f"http_{resp.status}", message=raw[:200].decode(errors="replace"))
+                raise ApiError(err.code, err.message, status=resp.status, retry_after=err.retry_after)
+            size = 0
+            try:
+                with open(part, "wb") as fh:  # noqa: ASYNC230 - writes below run in worker threads
+                    async for chunk in resp.content.iter_chunked(256 * 1024):
+                        await asyncio.to_thread(fh.write, chunk)
+                        size += len(chunk)
+                if resp.content_length is not None and size != resp.content_length:
+                    raise ConnectionLost(f"the download ended after {size} of {resp.content_length} bytes")
+                os.replace(part, out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(part)
+                raise
+        return size
+
 
 async def register(endpoints: str | Sequence[str], username: str, password: str, display_name: str = "") -> UserOut:
     """Create an account (``username_taken`` if the name exists, case-insensitively)."""

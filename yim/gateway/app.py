@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from yim.gateway.export_http import setup_exports
 from yim.gateway.http import error_middleware, routes
 from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.gateway.media_http import media_routes
@@ -49,6 +50,7 @@ def build_app(node: ServedNode) -> web.Application:
     app.router.add_get("/ws", websocket_handler)
     app.add_routes(routes)
     app.add_routes(media_routes)
+    setup_exports(app, node)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     return app
 

@@ -1464,3 +1464,16 @@ class AdminGroupPage(Struct):
 class AuditPage(Struct):
     entries: list[AuditOut]  # newest first
     next_before: str | None
+
+
+# --- data export (docs/protocol.md §19.7): HTTP only, the reply is a zip archive ----------------
+
+
+class AdminExportQuery(Struct, forbid_unknown_fields=True):
+    """``GET /api/v1/admin/users/{user_id}/export?reason=`` (written to the audit log)."""
+
+    reason: AuditReason = ""
+
+
+class MyExportQuery(Struct, forbid_unknown_fields=True):
+    """``GET /api/v1/me/export`` takes no parameters."""

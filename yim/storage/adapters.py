@@ -297,6 +297,10 @@ class AdminJobs(AdminStore):
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
         return await self._run.write(self._jobs.set_display_name, (user_id, display_name), (user_id,))
 
+    async def record_export(self, actor_id: int | None, user_id: int, audit: AuditEntry) -> AccountRec:
+        # as the other actions on a user: that user (the audit row is a new row no one waits for)
+        return await self._run.write(self._jobs.record_export, (actor_id, user_id, audit), (user_id,))
+
     async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
         return await self._run.read(self._jobs.find_groups, (actor_id, query, after, limit))
 

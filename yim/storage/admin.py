@@ -185,3 +185,8 @@ class AdminStore(abc.ABC):
     @abc.abstractmethod
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
         """The user's own change (not an admin action: no audit row)."""
+
+    @abc.abstractmethod
+    async def record_export(self, actor_id: int | None, user_id: int, audit: AuditEntry) -> AccountRec:
+        """An admin (or the operator on the host) is about to export ``user_id``'s data: the
+        actor is checked and the audit row appended, before any of the data is read."""

@@ -212,6 +212,19 @@ async def _shop_agent(args: argparse.Namespace) -> int:
     return _show(args, await _as_user(args, work), lines)
 
 
+async def export_over_http(args: argparse.Namespace) -> int:
+    """``yim admin export USER --out FILE``: the user's data archive from a running node."""
+    if not args.user:
+        raise UsageError("give --user ADMIN (a server admin of the node), or --direct to read the store itself")
+
+    async def work(api: HttpApi) -> int:
+        return await api.admin_export(await _user_id(api, args.target), args.out, args.reason)
+
+    size = await _as_user(args, work)
+    sys.stdout.write(f"{args.out}: {size:,} bytes\n")
+    return 0
+
+
 async def _passwd(args: argparse.Namespace) -> int:
     old = read_password(args)
     new = _new_password(args, "new password: ")

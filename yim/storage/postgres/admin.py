@@ -302,3 +302,9 @@ class _AdminRunner(PgRunner):
 class PgAdminStore(AdminJobs):
     def __init__(self, store: PgJobs) -> None:
         super().__init__(sys.modules[__name__], _AdminRunner(store, frozenset({account})), store.service)
+
+
+async def record_export(conn: asyncpg.Connection, actor_id: int | None, user_id: int, a: AuditEntry) -> AccountRec:
+    target = await _target(conn, actor_id, user_id)
+    await _append(conn, actor_id, a)
+    return target

@@ -262,3 +262,9 @@ class _AdminRunner(SqliteRunner):
 class SqliteAdminStore(AdminJobs):
     def __init__(self, store: SqliteJobs) -> None:
         super().__init__(sys.modules[__name__], _AdminRunner(store), store.service)
+
+
+def record_export(conn: sqlite3.Connection, actor_id: int | None, user_id: int, a: AuditEntry) -> AccountRec:
+    target = _target(conn, actor_id, user_id)
+    _append(conn, actor_id, a)
+    return target

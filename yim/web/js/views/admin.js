@@ -4,6 +4,7 @@
 // log keeps; the page shows the server's answer, never a guess.
 import { h } from "../dom.js";
 import { errorText as codeText } from "../errors.js";
+import { downloadArchive } from "../export.js";
 import { dateTime, groupRole } from "../format.js";
 import { field, openDialog } from "./dialog.js";
 import { toast } from "./toast.js";
@@ -325,6 +326,38 @@ export class AdminView {
             }),
         },
         t("Sign out all devices…"),
+      ),
+    );
+    actions.push(
+      h(
+        "button",
+        {
+          type: "button",
+          class: "ghost",
+          onclick: () =>
+            actionDialog({
+              title: t("Export the data of {label}?", { label }),
+              text: t(
+                "A zip file with everything {username} can see: profile, devices, friends, groups, messages and their files. The export is kept in the audit log. Hand it only to the account's owner, or as the law requires.",
+                { username: u.username },
+              ),
+              confirmLabel: t("Export"),
+              run: async (reason) => {
+                const q = reason ? "?" + new URLSearchParams({ reason }) : "";
+                try {
+                  const name = await downloadArchive(this.api, `/api/v1/admin/users/${u.user_id}/export${q}`);
+                  return t("Saved {name}.", { name });
+                } catch (err) {
+                  if (err.code === "forbidden") this.onForbidden();
+                  if (err.code === "export_busy") {
+                    throw new Error(t("The server is building other exports right now. Try again in a minute."));
+                  }
+                  throw err;
+                }
+              },
+            }),
+        },
+        t("Export data…"),
       ),
     );
     if (!self) {

@@ -3,6 +3,7 @@
 // language goes to the server first; the page shows what the server answered.
 import { h } from "../dom.js";
 import { errorText as codeText } from "../errors.js";
+import { downloadArchive } from "../export.js";
 import { shopRole } from "../format.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
@@ -72,6 +73,7 @@ export class SettingsView {
         this.languageSection(),
         this.shopsSection(),
         this.pushSection(),
+        this.dataSection(),
       ),
     );
     service.addEventListener("change", () => this.renderShops());
@@ -156,6 +158,34 @@ export class SettingsView {
       h("h3", { id: "settings-language" }, t("Language")),
       h("p", { class: "page-note" }, t("The language of this page in this browser.")),
       select,
+    );
+  }
+
+  // "Download my data" (docs/protocol.md §19.7): everything this account could see, as a zip.
+  dataSection() {
+    return h(
+      "section",
+      { class: "page-section", "aria-labelledby": "settings-data" },
+      h("h3", { id: "settings-data" }, t("Your data")),
+      asyncForm(
+        t("Download my data"),
+        h(
+          "p",
+          { class: "page-note" },
+          t(
+            "One zip file with your profile, devices, friends, groups, the messages you can see and their files. A long history takes a while before the download starts.",
+          ),
+        ),
+        t("Download my data"),
+        async () => {
+          try {
+            return t("Saved {name}.", { name: await downloadArchive(this.api, "/api/v1/me/export") });
+          } catch (err) {
+            if (err.code !== "export_busy") throw err;
+            throw new Error(t("The server is building other exports right now. Try again in a minute."));
+          }
+        },
+      ),
     );
   }
 
