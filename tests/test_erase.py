@@ -14,6 +14,7 @@ import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users
 from tests.test_admin import bearer, call, make_admin
+from tests.test_admin_cli import yim
 from tests.test_cluster import _start_nodes
 from tests.test_media import uploaded
 from yim.node import NodeServer
@@ -199,7 +200,7 @@ async def _audit_rows(server: NodeServer) -> Any:
 
 
 @pytest.mark.backends("postgres")
-async def test_deletions_run_once_with_two_nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> None:
+async def test_deletions_run_once_across_nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer) -> None:
     nodes = await _start_nodes(tmp_path, postgres_dsn, redis_server.url, delete_grace_s=0.0, erase_sweep_s=3600.0)
     n0, n1 = nodes[0], nodes[1]
     try:
@@ -222,3 +223,20 @@ async def test_deletions_run_once_with_two_nodes(tmp_path: Path, postgres_dsn: s
     finally:
         for n in nodes:
             await n.stop()
+
+
+@pytest.mark.backends("sqlite")
+async def test_erase_command(make_server: MakeServer, tmp_path: Path) -> None:
+    server = await make_server()
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    async with aiohttp.ClientSession(server.url) as http:
+        root_l, carol_l = await make_users(http, ["root", "carol"])
+        await make_admin(server, root_l["user_id"])
+        login = ["--server", server.url, "--user", "root", "--password-file", str(pw), "--state", str(tmp_path / "s")]
+        done = await yim("admin", "erase", "carol", *login)
+        assert done.returncode == 2 and "--yes" in done.stderr, done  # no erasure without the confirmation
+        assert (await _login(http, "carol"))[0] == 201
+        done = await yim("admin", "erase", "carol", "--reason", "asked by mail", "--yes", *login)
+        assert done.returncode == 0 and f"erased {carol_l['user_id']}" in done.stdout, done
+        assert (await _login(http, "carol"))[0] == 401
