@@ -6,9 +6,9 @@ users it shares relations with only as it runs): it locks the account's row and 
 users' rows in the global order (its prelude, as a friend request answered by id), then the
 relation pairs, then writes the account's own rows (sessions, devices, inbox, marks: all
 under the account's anchor) and the relation rows (under their pair locks). A due deletion
-is claimed first, its ``account_erasures`` row taken with ``SKIP LOCKED`` — two nodes never
-claim the same one — and a login's cancel deletes that row without any anchor, so the
-claim's wait for the user's row closes no cycle. Clearing one conversation's entries
+is claimed under the same prelude, its ``account_erasures`` row locked only after it and
+re-checked then — of two nodes claiming it, the second finds it taken — and a login's
+cancel deletes that row without any anchor (see :func:`claim_due`). Clearing one conversation's entries
 anchors that conversation, which guards its messages, mention markers and quotes."""
 
 from __future__ import annotations
@@ -137,19 +137,39 @@ async def pending_deletion(conn: asyncpg.Connection, user_id: int) -> int | None
     return due
 
 
+_DUE = "((state='pending' AND due_at<=$1) OR (state='running' AND claimed_at<$2))"
+
+
 async def claim_due(
     conn: asyncpg.Connection, now: int, stale_before: int, limit: int, a: AuditEntry
 ) -> list[ErasureWork]:
+    due = [
+        r[0]
+        for r in await conn.fetch(
+            f"SELECT user_id FROM account_erasures WHERE {_DUE} LIMIT $3", now, stale_before, limit
+        )
+    ]
+    if not due:
+        return []
+    # The accounts' anchors first, then the pairs, and only then the erasure rows: a login's
+    # cancel (no anchor) may hold one of those rows while its batch holds other users' rows,
+    # so a claim that held the erasure rows while waiting for users could close a cycle.
+    partners = {u: await _partners(conn, u) for u in due}
+    await lock_anchors(conn, [Anchors(users=(u, *partners[u])) for u in due])
+    for u in due:
+        for other in await _partners(conn, u):
+            await _lock_pair(conn, u, other)
+    # Re-checked under the row lock: another node that claimed one first made it 'running'
+    # with a fresh claimed_at, and a login since deleted a pending one — either way not ours.
     rows = await conn.fetch(
-        "SELECT user_id, mode, state FROM account_erasures WHERE (state='pending' AND due_at<=$1)"
-        " OR (state='running' AND claimed_at<$2) ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+        f"SELECT user_id, mode, state FROM account_erasures WHERE user_id = ANY ($3) AND {_DUE}"
+        " ORDER BY user_id FOR UPDATE",
         now,
         stale_before,
-        limit,
+        due,
     )
     out = []
     for user_id, mode, state in rows:
-        await _lock_account(conn, user_id)
         out.append(await _erase_rows(conn, user_id, mode, now))
         if state == "pending":  # the deletion itself; a retaken claim was recorded the first time
             await _append(conn, user_id, msgspec.structs.replace(a, target=f"user:{user_id}"))
