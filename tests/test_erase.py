@@ -72,6 +72,9 @@ async def test_admin_erase(make_server: MakeServer, mode: str) -> None:
             "send", conv_id=team, kind="text", body={"text": "ok"}, client_msg_id="c1", reply_to=said["seq"]
         )
         solo = (await alice.request("group_create", name="solo", members=[]))["group"]["conv_id"]
+        # an agent of bob's shop
+        shop = (await bob.request("shop_create", name="Bob's shop"))["shop_id"]
+        await bob.request("shop_agent_set", shop_id=shop, user_id=alice_id)
         before = await bob.pull(dm_conv, 0)
         team_before = await carol.pull(team, 0)
         assert len((await bob.request("search", q="secret"))["hits"]) == 2
@@ -133,6 +136,9 @@ async def test_admin_erase(make_server: MakeServer, mode: str) -> None:
         assert not next(c for c in (await bob.request("conversations"))["conversations"] if c["conv_id"] == team)[
             "mentioned"
         ]
+        # she no longer serves bob's shop
+        agents = (await bob.request("shop_agents", shop_id=shop))["agents"]
+        assert [a["user_id"] for a in agents] == [bob_id]
         # the group she was alone in is dissolved
         status, g = await call(http, "GET", f"/api/v1/admin/groups/{solo}", root_l["token"])
         assert g["dissolved"] is True

@@ -1,14 +1,14 @@
 """Erasing accounts: an admin's ``admin_erase``, a user's own ``account_delete`` (run after
 the grace period by :class:`ErasureSweeper` on whichever node claims it first), and the
-steps both take (docs/protocol.md §19.7, docs/operations.md §8.5).
+steps both take (docs/protocol.md §19.7, docs/operations.md §8.4).
 
 The store's first step erases the account itself in one transaction with its audit row
 (yim/storage/erase.py); the steps here then clear what it left, each through the store's
 own actions: leaving each group as a member leaves (an owner first hands the group to the
-admin who joined first, else the member who joined first; alone, they dissolve it), then
-clearing the account's entries conversation by conversation, then deleting its uploads no
-one else uses. Every step may run again (a node that dies half-way leaves the erasure to be
-taken again), so none of them counts on the one before having finished only once.
+admin who joined first, else the member who joined first; alone, they dissolve it), leaving
+the shops it serves as an agent, clearing its entries conversation by conversation, and
+deleting its uploads no one else uses. Every step may run again (a node that dies half-way
+leaves the erasure to be taken again), so none of them counts on having run only once.
 """
 
 from __future__ import annotations
@@ -84,12 +84,29 @@ async def _leave(node: Context, user_id: int, conv_id: int) -> bool:
     return False
 
 
+async def _leave_shops(node: Context, user_id: int) -> None:
+    """Take the erased user off every shop's agents, as the shop's owner would (their open
+    service sessions go back to the queue or to another agent). A shop they own stays theirs:
+    docs/protocol.md §19.7 says what an admin does about it."""
+    for shop in await node.store.service.shops_of(user_id):
+        if shop.owner_id == user_id:
+            continue
+        try:
+            events = await node.store.service.remove_agent(shop.id, shop.owner_id, user_id, _now())
+        except YimError as exc:
+            if exc.code != "not_found":  # removed meanwhile (or by an earlier run of this step)
+                raise
+            continue
+        node.service.publish(events, None)
+
+
 async def clear(node: Context, work: ErasureWork) -> f.ErasedOut:
     """Every step after the account's own erasure; safe to run again."""
     node.accounts.sessions_ended(work.user_id, work.revoked, "account erased", CLOSE_DISABLED)
     groups = 0
     for conv_id, _role in work.groups:
         groups += await _leave(node, work.user_id, conv_id)
+    await _leave_shops(node, work.user_id)
     entries = 0
     for conv_id in work.convs:
         entries += await node.store.erase.erase_messages(work.user_id, conv_id, work.mode)
