@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users
@@ -17,7 +18,6 @@ from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
 from tests.test_cluster import _start_nodes
 from tests.test_media import uploaded
-from yim.node import NodeServer
 from yim.protocol.close import CLOSE_DISABLED
 from yim.services.erase import sweep_once
 from yim.storage.blobs import LocalBlobs
@@ -72,6 +72,9 @@ async def test_admin_erase(make_server: MakeServer, mode: str) -> None:
             "send", conv_id=team, kind="text", body={"text": "ok"}, client_msg_id="c1", reply_to=said["seq"]
         )
         solo = (await alice.request("group_create", name="solo", members=[]))["group"]["conv_id"]
+        # her reactions: to bob's message, to carol's reply
+        await alice.request("react", conv_id=dm_conv, seq=1, emoji="👍")
+        await alice.request("react", conv_id=team, seq=said["seq"] + 1, emoji="🎉")
         # an agent of bob's shop
         shop = (await bob.request("shop_create", name="Bob's shop"))["shop_id"]
         await bob.request("shop_agent_set", shop_id=shop, user_id=alice_id)
@@ -109,7 +112,7 @@ async def test_admin_erase(make_server: MakeServer, mode: str) -> None:
         # bob's history: the same seqs, hers cleared; nothing of hers to count or to find
         after = await bob.pull(dm_conv, 0)
         assert [m["seq"] for m in after] == [m["seq"] for m in before] == [1, 2, 3, 4]
-        assert after[0] == before[0]
+        assert after[0] == {k: v for k, v in before[0].items() if k != "reactions"}  # bob's own, her 👍 gone
         for m in after[1:]:
             assert m["body"] == {} and m["recalled"] is True and m["sender_id"] == alice_id
             assert m["kind"] == ("removed" if mode == "remove" else before[m["seq"] - 1]["kind"])
@@ -136,6 +139,11 @@ async def test_admin_erase(make_server: MakeServer, mode: str) -> None:
         assert not next(c for c in (await bob.request("conversations"))["conversations"] if c["conv_id"] == team)[
             "mentioned"
         ]
+        # her reactions are taken back (and bob was told, as for any reaction change)
+        for conv in (dm_conv, team):
+            page = await bob.request("reactions", conv_id=conv, after_ver=0)
+            assert all(m["reactions"] == [] for m in page["messages"]), page
+        assert any(e["type"] == "reaction" and e["data"]["conv_id"] == dm_conv for e in bob.events)
         # she no longer serves bob's shop
         agents = (await bob.request("shop_agents", shop_id=shop))["agents"]
         assert [a["user_id"] for a in agents] == [bob_id]
@@ -192,17 +200,16 @@ async def test_delete_my_account(make_server: MakeServer) -> None:
         assert (await _login(http, "alice"))[0] == 401
         assert (await bob.request("users", user_ids=[alice_l["user_id"]]))["users"] == []
         conv = (await bob.request("conversations"))["conversations"][0]["conv_id"]
+        # the account ends first; its messages are cleared just after (bounded wait)
+        async with asyncio.timeout(10):
+            while (await bob.pull(conv, 0))[0]["body"]:
+                await asyncio.sleep(0.05)
         msgs = await bob.pull(conv, 0)
         assert [(m["seq"], m["body"], m.get("recalled")) for m in msgs] == [(1, {}, True)]
-        rows = [r async for r in _audit_rows(server)]
+        rows = await server.node.store.admin.audit(None, None, 100)
         assert [(r.action, r.target, r.actor_id, r.source) for r in rows] == [
             ("delete", f"user:{alice_l['user_id']}", int(alice_l["user_id"]), "scheduled")
         ]
-
-
-async def _audit_rows(server: NodeServer) -> Any:
-    for r in await server.node.store.admin.audit(None, None, 100):
-        yield r
 
 
 @pytest.mark.backends("postgres")
@@ -226,6 +233,21 @@ async def test_deletions_run_once_across_nodes(tmp_path: Path, postgres_dsn: str
             )
             for name in names:
                 assert (await _login(http, name))[0] == 401
+
+            # a node that died half-way leaves its claim 'running': once stale, another node
+            # finishes it, without a second audit row
+            first = int(logins[0]["user_id"])
+            conn = await asyncpg.connect(postgres_dsn)
+            try:
+                await conn.execute(
+                    "UPDATE account_erasures SET state='running', claimed_at=1, done_at=NULL WHERE user_id=$1", first
+                )
+                assert await sweep_once(n1.node) == 1
+                assert await conn.fetchval("SELECT state FROM account_erasures WHERE user_id=$1", first) == "done"
+            finally:
+                await conn.close()
+            rows = await n0.node.store.admin.audit(None, None, 100)
+            assert len([r for r in rows if r.action == "delete"]) == len(names)
     finally:
         for n in nodes:
             await n.stop()

@@ -5,10 +5,11 @@ steps both take (docs/protocol.md §19.7, docs/operations.md §8.4).
 The store's first step erases the account itself in one transaction with its audit row
 (yim/storage/erase.py); the steps here then clear what it left, each through the store's
 own actions: leaving each group as a member leaves (an owner first hands the group to the
-admin who joined first, else the member who joined first; alone, they dissolve it), leaving
-the shops it serves as an agent, clearing its entries conversation by conversation, and
-deleting its uploads no one else uses. Every step may run again (a node that dies half-way
-leaves the erasure to be taken again), so none of them counts on having run only once.
+admin who joined first, else the member who joined first; alone, they dissolve it) after
+taking back its reactions there, leaving the shops it serves as an agent, clearing its
+entries conversation by conversation, and deleting its uploads no one else uses. Every step
+may run again (a node that dies half-way leaves the erasure to be taken again), so none of
+them counts on having run only once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from yim.protocol.errors import YimError
 from yim.services.admin import _entry, _on_user
 from yim.services.context import REQUEST_SOURCE
 from yim.services.groups import changed
+from yim.services.reactions import publish_change
 from yim.storage.erase import ErasureWork
 from yim.storage.records import SessionRec
 from yim.storage.rules import erase as rules
@@ -84,6 +86,21 @@ async def _leave(node: Context, user_id: int, conv_id: int) -> bool:
     return False
 
 
+async def _unreact(node: Context, user_id: int, conv_id: int) -> None:
+    """Take back the user's reactions in one conversation, as they would (before leaving its
+    group: a reaction is taken back by a member). One that cannot be (a group left before
+    the erasure) stays, naming an id that no longer resolves."""
+    for seq, emoji in await node.store.erase.reactions_by(user_id, conv_id):
+        try:
+            change = await node.store.reactions.react(
+                conv_id, user_id, seq, emoji, False, _now(), node.settings.reactions_per_user_max
+            )
+        except YimError as exc:
+            log.info("reaction %s on %d/%d of erased user %d stays: %s", emoji, conv_id, seq, user_id, exc.message)
+            continue
+        publish_change(node, conv_id, change, None)
+
+
 async def _leave_shops(node: Context, user_id: int) -> None:
     """Take the erased user off every shop's agents, as the shop's owner would (their open
     service sessions go back to the queue or to another agent). A shop they own stays theirs:
@@ -103,6 +120,8 @@ async def _leave_shops(node: Context, user_id: int) -> None:
 async def clear(node: Context, work: ErasureWork) -> f.ErasedOut:
     """Every step after the account's own erasure; safe to run again."""
     node.accounts.sessions_ended(work.user_id, work.revoked, "account erased", CLOSE_DISABLED)
+    for conv_id in work.convs:
+        await _unreact(node, work.user_id, conv_id)
     groups = 0
     for conv_id, _role in work.groups:
         groups += await _leave(node, work.user_id, conv_id)

@@ -84,6 +84,10 @@ class EraseStore(abc.ABC):
         (action and target are filled in per account, the actor is the user)."""
 
     @abc.abstractmethod
+    async def reactions_by(self, user_id: int, conv_id: int) -> list[tuple[int, str]]:
+        """The user's reactions in one conversation: (seq, emoji)."""
+
+    @abc.abstractmethod
     async def erase_messages(self, user_id: int, conv_id: int, mode: str) -> int:
         """Clear the user's entries in one conversation; how many were cleared."""
 
@@ -121,6 +125,9 @@ class EraseJobs(EraseStore):
 
     async def claim_due(self, now: int, stale_before: int, limit: int, audit: AuditEntry) -> list[ErasureWork]:
         return await self._run.write(self._jobs.claim_due, (now, stale_before, limit, audit), None, ())
+
+    async def reactions_by(self, user_id: int, conv_id: int) -> list[tuple[int, str]]:
+        return await self._run.read(self._jobs.reactions_by, (user_id, conv_id))
 
     async def erase_messages(self, user_id: int, conv_id: int, mode: str) -> int:
         return await self._run.write(self._jobs.erase_messages, (user_id, conv_id, mode), (), (conv_id,))

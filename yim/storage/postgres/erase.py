@@ -176,6 +176,11 @@ async def claim_due(
     return out
 
 
+async def reactions_by(conn: asyncpg.Connection, user_id: int, conv_id: int) -> list[tuple[int, str]]:
+    sql = "SELECT seq, emoji FROM reactions WHERE conv_id=$1 AND user_id=$2 ORDER BY seq, emoji"
+    return [(r[0], r[1]) for r in await conn.fetch(sql, conv_id, user_id)]
+
+
 async def erase_messages(conn: asyncpg.Connection, user_id: int, conv_id: int, mode: str) -> int:
     rows = await conn.fetch(
         "SELECT seq, kind, recalled, mentions, mention_all FROM messages WHERE conv_id=$1 AND sender_id=$2"

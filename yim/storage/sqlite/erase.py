@@ -116,6 +116,11 @@ def claim_due(conn: sqlite3.Connection, now: int, stale_before: int, limit: int,
     return out
 
 
+def reactions_by(conn: sqlite3.Connection, user_id: int, conv_id: int) -> list[tuple[int, str]]:
+    sql = "SELECT seq, emoji FROM reactions WHERE conv_id=? AND user_id=? ORDER BY seq, emoji"
+    return [(r[0], r[1]) for r in conn.execute(sql, (conv_id, user_id))]
+
+
 def erase_messages(conn: sqlite3.Connection, user_id: int, conv_id: int, mode: str) -> int:
     rows = conn.execute(
         "SELECT seq, kind, recalled, msg_id, mentions, mention_all FROM messages WHERE conv_id=? AND sender_id=?"
