@@ -18,6 +18,7 @@ from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
 from tests.test_cluster import _start_nodes
 from tests.test_media import uploaded
+from yim.client import HttpApi
 from yim.protocol.close import CLOSE_DISABLED
 from yim.services.erase import sweep_once
 from yim.storage.blobs import LocalBlobs
@@ -259,8 +260,17 @@ async def test_erase_command(make_server: MakeServer, tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")
     async with aiohttp.ClientSession(server.url) as http:
-        root_l, carol_l = await make_users(http, ["root", "carol"])
+        root_l, carol_l, dave_l = await make_users(http, ["root", "carol", "dave"])
         await make_admin(server, root_l["user_id"])
+        # the SDK's methods
+        async with HttpApi(server.url, dave_l["token"]) as dave:
+            due = await dave.delete_account(PASSWORD)
+            assert await dave.account_deletion() == due
+            assert (await dave.login("dave", PASSWORD, "d2")).deletion_cancelled
+            assert await dave.account_deletion() is None
+        async with HttpApi(server.url, root_l["token"]) as admin:
+            erased = await admin.admin_erase(dave_l["user_id"], reason="sdk")
+            assert (erased.user_id, erased.groups) == (dave_l["user_id"], 0)
         login = ["--server", server.url, "--user", "root", "--password-file", str(pw), "--state", str(tmp_path / "s")]
         done = await yim("admin", "erase", "carol", *login)
         assert done.returncode == 2 and "--yes" in done.stderr, done  # no erasure without the confirmation
