@@ -145,7 +145,9 @@ async def admin_erase(
     mode = node.settings.erase_messages
     entry = _entry("erase", f"user:{user_id}", mode=mode, reason=req.reason)
     work = await node.store.erase.erase_account(actor, user_id, mode, entry.at, entry)
-    return await clear(node, work)
+    # Shielded: an admin whose request goes away (a closed tab, a proxy's timeout) does not
+    # stop the clearing half-way; it finishes on this node, or a stale claim is taken again.
+    return await asyncio.shield(clear(node, work))
 
 
 async def account_delete(
@@ -205,7 +207,8 @@ class ErasureSweeper:
         while True:
             await asyncio.sleep(self._node.settings.erase_sweep_s)
             try:
-                await sweep_once(self._node)
+                while await sweep_once(self._node) == _SWEEP_BATCH:
+                    pass  # more are due: take the next batch now (each one shrinks what is due)
             except YimError as exc:  # the store is away: the next sweep tries again
                 log.info("account deletions not run: %s", exc.message)
             except Exception:
