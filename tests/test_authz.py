@@ -395,6 +395,7 @@ ADMIN_CASES: dict[str, Op] = {
     "admin: dissolve a group": lambda w, d: d.request("admin_group_dissolve", conv_id=w.gid),
     "admin: transfer a group": lambda w, d: d.request("admin_group_transfer", conv_id=w.gid, user_id=d.user_id),
     "admin: create a shop": lambda w, d: d.request("admin_shop_create", owner_id=d.user_id, name="mine"),
+    "admin: erase a user": lambda w, d: d.request("admin_erase", user_id=w.ids["target"]),
     "admin: make oneself an agent of shop A": lambda w, d: d.request(
         "admin_shop_agent_set", shop_id=w.extra["shop_a"], user_id=d.user_id, role="admin"
     ),

@@ -293,6 +293,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: delivered again (by any node) once it ends. Longer than webhook_timeout_s.
     webhook_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
+    # erasing accounts (docs/operations.md §8.5; yim/services/erase.py)
+    #: what an erased account's messages become: "tombstone" (each reads as recalled: its
+    #: place and sender stay, its content goes) or "remove" (an empty "removed" entry)
+    erase_messages: Literal["tombstone", "remove"] = "tombstone"
+    #: how long a user's own deletion waits before it runs; a login in that time cancels it
+    delete_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 7 * 24 * 3600.0
+    #: how often each node looks for deletions that are due
+    erase_sweep_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
     def __post_init__(self) -> None:
         if isinstance(self.word_lists, str):
             self.word_lists = parse_word_lists(self.word_lists)

@@ -38,6 +38,7 @@ from yim.metrics import Metrics, StoreCollector
 from yim.protocol.close import CLOSE_GOING_AWAY
 from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
+from yim.services.erase import ErasureSweeper
 from yim.services.hooks import Webhooks
 from yim.services.media import MediaService
 from yim.services.presence import Presence
@@ -241,6 +242,7 @@ class Node:
         self.service = CustomerService(self)
         self.media = MediaService(self)
         self.push = PushWorker(self, None)  # providers made at start, when push is enabled
+        self.erasures = ErasureSweeper(self)
         self.ids: Snowflake = Snowflake(settings.node_id)
         self.limits = Limits(settings)
         #: sensitive-word lists; None when none are configured (one attribute check per text)
@@ -297,6 +299,7 @@ class Node:
         if self.words is not None:
             self.words.start()  # reload on SIGHUP and when a list file changes
         self.push.start()
+        self.erasures.start()
         if self.hooks is not None:
             self.hooks.start(self.store)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
@@ -385,6 +388,7 @@ class Node:
         if self.words is not None:
             await self.words.stop()
         await self.push.stop()
+        await self.erasures.stop()
         if self.hooks is not None:
             await self.hooks.stop()
         await self.presence.stop()

@@ -95,9 +95,11 @@ from yim.protocol.frames import (
     ConversationOut,
     ConversationPage,
     Conversations,
+    DeletionOut,
     DeviceOut,
     Edit,
     EditOut,
+    ErasedOut,
     Forward,
     ForwardOut,
     ForwardTarget,
@@ -455,6 +457,26 @@ class HttpApi:
 
     async def admin_enable(self, user_id: str, reason: str = "") -> AdminUserOut:
         return await self._admin_user_action("POST", f"{user_id}/enable", {"reason": reason})
+
+    async def admin_erase(self, user_id: str, reason: str = "") -> ErasedOut:
+        """Erase the account now (docs/protocol.md §19.8)."""
+        out: ErasedOut = await self.request(
+            "POST", f"/api/v1/admin/users/{user_id}/erase", body={"reason": reason}, type_=ErasedOut
+        )
+        return out
+
+    async def delete_account(self, password: str) -> int:
+        """Delete one's own account after the grace period; when it runs (ms)."""
+        out: DeletionOut = await self.request(
+            "POST", "/api/v1/me/deletion", body={"password": password}, type_=DeletionOut
+        )
+        assert out.due_at is not None
+        return out.due_at
+
+    async def account_deletion(self) -> int | None:
+        """When one's pending deletion runs, or None."""
+        out: DeletionOut = await self.request("GET", "/api/v1/me/deletion", type_=DeletionOut)
+        return out.due_at
 
     async def admin_set_role(self, user_id: str, admin: bool, reason: str = "") -> AdminUserOut:
         return await self._admin_user_action("PUT", f"{user_id}/role", {"admin": admin, "reason": reason})

@@ -16,6 +16,7 @@ from yim.protocol import frames as f
 from yim.services import (
     admin,
     conversations,
+    erase,
     groups,
     messages,
     presence,
@@ -141,4 +142,7 @@ OPS: dict[type, Action] = {
     f.AdminShopAgentSet: admin.shop_agent_set,
     f.PasswordChange: admin.password_change,
     f.ProfileSet: admin.profile_set,
+    f.AdminErase: erase.admin_erase,
+    f.AccountDelete: erase.account_delete,
+    f.AccountDeletion: erase.account_deletion,
 }

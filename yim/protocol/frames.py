@@ -613,6 +613,23 @@ class ProfileSet(Request, tag="profile_set", frozen=True):
     display_name: DisplayName
 
 
+class AdminErase(Request, tag="admin_erase", frozen=True):
+    """Erase an account now (docs/protocol.md §19.8)."""
+
+    user_id: IdStr
+    reason: AuditReason = ""
+
+
+class AccountDelete(Request, tag="account_delete", frozen=True):
+    """Delete my own account after the grace period (a login in the meantime cancels it)."""
+
+    password: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class AccountDeletion(Request, tag="account_deletion", frozen=True):
+    """When my pending deletion runs, if there is one."""
+
+
 ADMIN_OPS = (
     AdminUsers,
     AdminUser,
@@ -717,6 +734,9 @@ AnyRequest = (
     | AdminShopAgentSet
     | PasswordChange
     | ProfileSet
+    | AdminErase
+    | AccountDelete
+    | AccountDeletion
 )
 
 
@@ -1337,6 +1357,7 @@ class LoginOut(Struct):
     device_id: str
     platform: str
     expires_at: int
+    deletion_cancelled: bool = False  # this login cancelled the account's pending deletion
 
 
 class SendBody(Struct, forbid_unknown_fields=True):
@@ -1444,6 +1465,17 @@ class AdminUserDetail(Struct):
 
 class RevokedOut(Struct):
     revoked: int  # sessions ended
+
+
+class ErasedOut(Struct):
+    user_id: str
+    entries: int  # entries of the account cleared
+    groups: int  # groups it left (an owner's handed on or dissolved)
+    blobs: int  # stored files deleted (uploads no one else used)
+
+
+class DeletionOut(Struct):
+    due_at: int | None  # ms: when the pending deletion runs; None: none pending
 
 
 class AuditOut(Struct):

@@ -116,6 +116,10 @@ class Accounts:
             created_at=now,
             expires_at=now + self._node.settings.token_ttl_s * 1000,
         )
+        # A login within a pending deletion's grace period cancels it (docs/protocol.md §19.8);
+        # before the session: a deletion that ran first leaves the account disabled, and the
+        # session's own transaction refuses it.
+        cancelled = await self._node.store.erase.cancel_deletion(user.id)
         superseded = await self._node.store.create_session(session, body.device_name)
         self._forget(superseded, user.id, "signed in again on this device")
         self._remember(session)
@@ -137,6 +141,7 @@ class Accounts:
             device_id=session.device_id,
             platform=session.platform,
             expires_at=session.expires_at,
+            deletion_cancelled=cancelled,
         )
 
     def _verified_claims(self, token: str) -> _Claims | None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from yim.services.hooks import Webhooks
     from yim.services.words import WordFilter
     from yim.storage.base import Store
+    from yim.storage.blobs import BlobStore
     from yim.storage.records import MessageRec, SendCmd, SendResult
     from yim.storage.relations import InboxWrite
 
@@ -184,6 +185,10 @@ class Credentials(Protocol):
 
 class MediaSend(Protocol):
     def send_message(self, cmd: SendCmd) -> asyncio.Future[SendResult]: ...
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The media bytes (an erasure deletes the ones no one else uses)."""
 
 
 class TypingGate(Protocol):

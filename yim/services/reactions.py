@@ -30,7 +30,7 @@ from yim.protocol.frames import (
 )
 from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
-from yim.storage.reactions import PinRec, ReactionCount
+from yim.storage.reactions import PinRec, ReactionChange, ReactionCount
 from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
@@ -48,6 +48,15 @@ def pinned_out(pins: list[PinRec]) -> list[PinnedOut]:
     return [PinnedOut(seq=p.seq, msg_id=str(p.msg_id), pinned_by=str(p.pinned_by), pinned_at=p.pinned_at) for p in pins]
 
 
+def publish_change(node: Context, conv_id: int, change: ReactionChange, origin: Device | None) -> None:
+    """Tell the conversation's devices about a reaction change (an erasure's too)."""
+    if change.changed:
+        if change.deliveries:
+            node.bus.publish_event(change.deliveries, "reaction", change.payload, origin)
+        if change.fanout == "read":
+            node.rosters.push_notice(conv_id, "reaction", change.payload, origin)
+
+
 async def react(node: Context, session: SessionRec, req: React, origin: Device | None = None) -> ReactOut:
     if not _CONTROLS.isdisjoint(req.emoji) or not req.emoji.strip():
         raise YimError("bad_request", "emoji must be a visible emoji or sticker code")
@@ -62,11 +71,7 @@ async def react(node: Context, session: SessionRec, req: React, origin: Device |
         int(time.time() * 1000),
         node.settings.reactions_per_user_max,
     )
-    if change.changed:
-        if change.deliveries:
-            node.bus.publish_event(change.deliveries, "reaction", change.payload, origin)
-        if change.fanout == "read":
-            node.rosters.push_notice(conv_id, "reaction", change.payload, origin)
+    publish_change(node, conv_id, change, origin)
     inbox_seq = next((s for u, s in change.deliveries if u == session.user_id), 0)
     return ReactOut(
         conv_id=req.conv_id,

@@ -40,6 +40,7 @@ from yim.storage.service import ServiceStore
 
 if TYPE_CHECKING:
     from yim.storage.admin import AdminStore
+    from yim.storage.erase import EraseStore
     from yim.storage.media import MediaStore
     from yim.storage.outbox import OutboxStore
     from yim.storage.push import PushStore
@@ -68,6 +69,7 @@ class Store(abc.ABC):
     admin: AdminStore
     push: PushStore
     outbox: OutboxStore
+    erase: EraseStore  # erasing accounts (yim/storage/erase.py)
 
     @abc.abstractmethod
     async def open(self) -> None: ...

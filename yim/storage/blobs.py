@@ -56,6 +56,10 @@ class BlobStore(abc.ABC):
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
     @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Forget a blob no media row names any more (an erased account's); absent is fine."""
+
+    @abc.abstractmethod
     def read(self, key: str, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         """The bytes ``[start, stop)`` of a blob, in chunks of at most ``READ_CHUNK``."""
 
@@ -101,6 +105,9 @@ class LocalBlobs(BlobStore):
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
 
     async def read(self, key: str, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         fh = await asyncio.to_thread(open, self.path(key), "rb")
@@ -227,6 +234,9 @@ class S3Blobs(BlobStore):
         await asyncio.to_thread(
             self._client.put_object, Bucket=self.bucket, Key=self.key(key), Body=data, ContentType=content_type
         )
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self.key(key))
 
     async def read(self, key: str, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         if stop <= start:

@@ -1,4 +1,4 @@
-"""``yim admin users | user | disable | enable | reset-password | revoke | role | groups |
+"""``yim admin users | user | disable | enable | erase | reset-password | revoke | role | groups |
 group-dissolve | group-transfer | shops create | shops agent | audit`` and
 ``yim passwd``: the admin and self-service ops of a running node, over its HTTP API.
 
@@ -137,6 +137,20 @@ def _action(
     return command
 
 
+async def _erase(args: argparse.Namespace) -> int:
+    async def work(api: HttpApi) -> Any:
+        path = f"{_ADMIN}/users/{await _user_id(api, args.target)}/erase"
+        return await api.request("POST", path, body={"reason": args.reason})
+
+    def lines(a: dict[str, Any]) -> list[str]:
+        return [
+            f"erased {a['user_id']}: {a['entries']} entries cleared, {a['groups']} groups left,"
+            f" {a['blobs']} files deleted"
+        ]
+
+    return _show(args, await _as_user(args, work), lines)
+
+
 async def _reset_password(args: argparse.Namespace) -> int:
     password = _new_password(args, f"new password for {args.target}: ")
 
@@ -271,6 +285,15 @@ def add_admin_parsers(admin: Any) -> None:
         p.add_argument("target", metavar="USER", help="a username or user id")
         p.add_argument("--reason", default="", help="written to the audit log")
         p.set_defaults(func=_one_shot(_action("POST", suffix, lambda a: {"reason": a.reason})))
+
+    erase = admin.add_parser(
+        "erase", help="erase an account now: it cannot log in or be found, its messages are cleared (no undo)"
+    )
+    _common(erase)
+    erase.add_argument("target", metavar="USER", help="a username or user id")
+    erase.add_argument("--reason", default="", help="written to the audit log")
+    erase.add_argument("--yes", action="store_true", required=True, help="confirm: an erasure cannot be undone")
+    erase.set_defaults(func=_one_shot(_erase))
 
     reset = admin.add_parser("reset-password", help="set a new password for an account; all its sessions end")
     _common(reset)

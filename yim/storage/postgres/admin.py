@@ -83,11 +83,13 @@ async def find_users(
 ) -> list[AccountRec]:
     await _admin(conn, actor_id)
     if not query:
-        rows = await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1 ORDER BY id LIMIT $2", after, limit)
+        rows = await conn.fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1 AND erased_at IS NULL ORDER BY id LIMIT $2", after, limit
+        )
     else:
         pattern = like_pattern(query)
         rows = await conn.fetch(
-            f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1"
+            f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>$1 AND erased_at IS NULL"
             " AND (id=$2 OR username ILIKE $3 OR display_name ILIKE $3) ORDER BY id LIMIT $4",
             after,
             id_of(query),

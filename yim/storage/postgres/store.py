@@ -60,6 +60,7 @@ from yim.storage.postgres import groups as groups
 from yim.storage.postgres import hidden as hidden
 from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.admin import PgAdminStore
+from yim.storage.postgres.erase import PgEraseStore
 from yim.storage.postgres.locks import (
     NO_ANCHORS,
     Anchors,
@@ -545,6 +546,7 @@ class PostgresStore(Store):
         self.service = PgServiceStore(self)
         self.media = PgMediaStore(self)
         self.admin = PgAdminStore(self)
+        self.erase = PgEraseStore(self)
         self.push = PgPushStore(self)
         self.search = PgSearchStore(self)
         self.reactions = PgReactionStore(self)
@@ -639,7 +641,7 @@ class PostgresStore(Store):
         async def q(conn: asyncpg.Connection) -> UserRec | None:
             r = await conn.fetchrow(
                 "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at FROM usernames n"
-                " JOIN users u ON u.id = n.user_id WHERE n.username_key = $1",
+                " JOIN users u ON u.id = n.user_id WHERE n.username_key = $1 AND u.erased_at IS NULL",
                 _ascii_fold(username),
             )
             return UserRec(*r) if r else None
@@ -652,7 +654,8 @@ class PostgresStore(Store):
 
         async def q(conn: asyncpg.Connection) -> dict[int, UserRec]:
             rows = await conn.fetch(
-                "SELECT id, username, display_name, password_hash, created_at FROM users WHERE id = ANY ($1)",
+                "SELECT id, username, display_name, password_hash, created_at FROM users"
+                " WHERE id = ANY ($1) AND erased_at IS NULL",
                 ids,
             )
             return {r[0]: UserRec(*r) for r in rows}

@@ -69,7 +69,7 @@ def _revoke_all(conn: sqlite3.Connection, user_id: int, now: int, device_id: str
 
 def find_users(conn: sqlite3.Connection, actor_id: int | None, query: str, after: int, limit: int) -> list[AccountRec]:
     _admin(conn, actor_id)
-    sql = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>?"
+    sql = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id>? AND erased_at IS NULL"
     args: list[object] = [after]
     if query:
         pattern = like_pattern(query)

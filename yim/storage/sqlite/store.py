@@ -54,6 +54,7 @@ from yim.storage.sqlite import groups as groups
 from yim.storage.sqlite import hidden as hidden
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.admin import SqliteAdminStore
+from yim.storage.sqlite.erase import SqliteEraseStore
 from yim.storage.sqlite.indexer import SearchIndexer
 from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
@@ -432,6 +433,7 @@ class SqliteStore(Store):
         self.search = SqliteSearchStore(self)
         self.reactions = SqliteReactionStore(self)
         self.admin = SqliteAdminStore(self)
+        self.erase = SqliteEraseStore(self)
         self.push = SqlitePushStore(self)
 
         from yim.storage.sqlite.outbox import SqliteOutboxStore
@@ -516,7 +518,7 @@ class SqliteStore(Store):
         def q(conn: sqlite3.Connection) -> UserRec | None:
             r = conn.execute(
                 "SELECT id, username, display_name, password_hash, created_at FROM users"
-                " WHERE username=? COLLATE NOCASE",
+                " WHERE username=? COLLATE NOCASE AND erased_at IS NULL",
                 (username,),
             ).fetchone()
             return UserRec(*r) if r else None
@@ -533,7 +535,8 @@ class SqliteStore(Store):
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
-                    f"SELECT id, username, display_name, password_hash, created_at FROM users WHERE id IN ({marks})",
+                    "SELECT id, username, display_name, password_hash, created_at FROM users"
+                    f" WHERE id IN ({marks}) AND erased_at IS NULL",
                     chunk,
                 ):
                     out[r[0]] = UserRec(*r)

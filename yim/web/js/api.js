@@ -99,6 +99,16 @@ export class Api {
     return this.call("PATCH", "/api/v1/me", { display_name: displayName });
   }
 
+  // Deleting one's own account (docs/protocol.md §19.8): resolves to {due_at}, when it runs;
+  // a login before then cancels it. accountDeletion() resolves to {due_at} or {due_at: null}.
+  deleteAccount(password) {
+    return this.call("POST", "/api/v1/me/deletion", { password });
+  }
+
+  accountDeletion() {
+    return this.call("GET", "/api/v1/me/deletion");
+  }
+
   // Server administration (docs/protocol.md §19): `path` under /api/v1/admin, `query` for
   // GETs (ids stay decimal strings), `body` for changes. A non-admin gets code "forbidden".
   admin(method, path, { query = null, body } = {}) {

@@ -8,6 +8,7 @@
 import { Api } from "./api.js";
 import { h } from "./dom.js";
 import { Groups } from "./groups.js";
+import { t } from "./i18n.js";
 import { randomId } from "./ids.js";
 import { Media } from "./media.js";
 import { Notifier } from "./notify.js";
@@ -24,8 +25,8 @@ import { openGroupInfo } from "./views/groupinfo.js";
 import { loginView } from "./views/login.js";
 import { SettingsView } from "./views/settings.js";
 import { Sidebar } from "./views/sidebar.js";
+import { toast } from "./views/toast.js";
 import { userMenu } from "./views/usermenu.js";
-import { t } from "./i18n.js";
 
 const SESSION_KEY = "yim.session";
 const DEVICE_KEY = "yim.device_id";
@@ -63,8 +64,12 @@ function showLogin(notice) {
       notice,
       onLoggedIn(login) {
         const session = { ...login, display_name: login.username };
+        delete session.deletion_cancelled; // said once, below; not kept with the session
         localStorage.setItem(SESSION_KEY, JSON.stringify(session));
         startMain(session);
+        if (login.deletion_cancelled) {
+          toast(t("You logged in, so your account's pending deletion is cancelled."));
+        }
       },
     }),
   );
@@ -79,6 +84,9 @@ const SESSION_ENDED = t("Your session has ended. Please log in again.");
 // §5.4 and §19.2): a disabled account must not read as an expired token.
 function endedNotice({ code, reason: text } = {}) {
   const reason = String(text ?? "").replace(/^session revoked: /, "");
+  if (code === 4007 && reason === "account erased") {
+    return t("Your session has ended: this account was deleted.");
+  }
   if (code === 4007) {
     return t(
       "Your session has ended: a server administrator disabled this account. You cannot log in until it is enabled again.",

@@ -209,6 +209,35 @@ export class AdminView {
     await this.openUser(user.user_id);
   }
 
+  // Erasing cannot be undone: the dialog names the user and asks for the username typed
+  // again (docs/protocol.md §19.8 says what goes and what stays).
+  eraseButton(u, label) {
+    const open = () => {
+      const typed = h("input", { name: "confirm_username", required: true, autocomplete: "off", spellcheck: "false" });
+      actionDialog({
+        title: t("Erase {label}?", { label }),
+        text: t(
+          "{username} is signed out everywhere and can never log in or be found again. The profile is blanked, the messages are cleared in everyone's history, the groups are left (owned ones handed on) and files no one else has are deleted. This cannot be undone.",
+          { username: u.username },
+        ),
+        content: [field(t("Type {username} to confirm", { username: u.username }), typed)],
+        confirmLabel: t("Erase"),
+        danger: true,
+        run: async (reason) => {
+          if (typed.value.trim().toLowerCase() !== u.username.toLowerCase()) {
+            throw new Error(t("Type the username exactly to confirm."));
+          }
+          await this.call("POST", `/users/${u.user_id}/erase`, { body: { reason } });
+          this.users.rows = this.users.rows.filter((x) => x.user_id !== u.user_id);
+          this.detail = null;
+          this.renderUsers();
+          return t("{username} is erased.", { username: u.username });
+        },
+      });
+    };
+    return h("button", { type: "button", class: "ghost danger", onclick: open }, t("Erase…"));
+  }
+
   userDetailEl(d) {
     const u = d.user;
     const self = u.user_id === this.store.me.user_id;
@@ -265,6 +294,7 @@ export class AdminView {
         ),
       );
     }
+    if (!self) actions.push(this.eraseButton(u, label));
     const newPassword = () =>
       h("input", {
         type: "text",

@@ -74,6 +74,7 @@ export class SettingsView {
         this.shopsSection(),
         this.pushSection(),
         this.dataSection(),
+        this.deleteSection(),
       ),
     );
     service.addEventListener("change", () => this.renderShops());
@@ -83,6 +84,62 @@ export class SettingsView {
   show() {
     this.nameInput.value = this.store.me.display_name ?? "";
     this.renderShops();
+    this.api.accountDeletion().then(
+      ({ due_at }) => this.showDeletion(due_at),
+      () => {}, // the section keeps what it showed; the form still works
+    );
+  }
+
+  // Delete my account (docs/protocol.md §19.8): the password, then a confirmation; the
+  // deletion runs after the server's grace period, and logging in before then cancels it.
+  deleteSection() {
+    const pw = h("input", { type: "password", name: "delete_password", required: true, autocomplete: "current-password" });
+    this.deletionState = h("p", { class: "page-note deletion-state", role: "status" });
+    return h(
+      "section",
+      { class: "page-section", "aria-labelledby": "settings-delete" },
+      h("h3", { id: "settings-delete" }, t("Delete my account")),
+      h(
+        "p",
+        { class: "page-note" },
+        t(
+          "Your account is deleted after a waiting period: then you cannot log in any more, your profile is blanked, your messages are cleared and you leave your groups. Logging in during the waiting period cancels the deletion.",
+        ),
+      ),
+      this.deletionState,
+      asyncForm(
+        t("Delete my account"),
+        [field(t("Your password"), pw)],
+        t("Delete my account…"),
+        () =>
+          new Promise((resolve, reject) => {
+            confirmAction({
+              title: t("Delete your account?"),
+              text: t("You are signed out when the waiting period ends, and your account cannot come back after that."),
+              confirmLabel: t("Delete my account"),
+              onConfirm: async () => {
+                try {
+                  const { due_at } = await this.api.deleteAccount(pw.value);
+                  pw.value = "";
+                  this.showDeletion(due_at);
+                  resolve(this.deletionState.textContent);
+                } catch (err) {
+                  reject(err);
+                }
+              },
+            }).el.addEventListener("close", () => resolve(""));
+          }),
+      ),
+    );
+  }
+
+  showDeletion(dueAt) {
+    this.deletionState.textContent =
+      dueAt == null
+        ? ""
+        : t("Your account will be deleted on {when}. Log in again before then to cancel the deletion.", {
+            when: new Date(dueAt).toLocaleString(),
+          });
   }
 
   profileSection() {
