@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from yim.storage.outbox import OutboxStore
     from yim.storage.push import PushStore
     from yim.storage.reactions import ReactionStore
+    from yim.storage.reports import ReportStore
     from yim.storage.search import SearchStore
 
 
@@ -58,7 +59,8 @@ class Store(abc.ABC):
     (:class:`yim.storage.reactions.ReactionStore`: reactions and pins), ``store.admin``
     (:class:`yim.storage.admin.AdminStore`), ``store.push``
     (:class:`yim.storage.push.PushStore`), ``store.outbox``
-    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver)."""
+    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver), ``store.reports``
+    (:class:`yim.storage.reports.ReportStore`: reports and the admins' queue)."""
 
     relations: RelationStore
     service: ServiceStore
@@ -68,6 +70,7 @@ class Store(abc.ABC):
     admin: AdminStore
     push: PushStore
     outbox: OutboxStore
+    reports: ReportStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...
