@@ -22,6 +22,7 @@ from yim.services import (
     push,
     reactions,
     relations,
+    reports,
     service,
     sync,
     typing,
@@ -141,4 +142,8 @@ OPS: dict[type, Action] = {
     f.AdminShopAgentSet: admin.shop_agent_set,
     f.PasswordChange: admin.password_change,
     f.ProfileSet: admin.profile_set,
+    f.Report: reports.report,
+    f.AdminReports: reports.reports,
+    f.AdminReport: reports.report_detail,
+    f.AdminResolve: reports.resolve,
 }

@@ -1,0 +1,175 @@
+"""Reports on both stores: users report a message or a user, admins work the queue and
+resolve reports (dismiss, recall the message for everyone, disable the sender)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.rawclient import Device, ProtocolError, make_users, until
+from tests.sdk_helpers import raw_close_code, raw_ws
+from tests.test_admin import bearer, call, make_admin
+from yim.node import NodeServer
+from yim.protocol.close import CLOSE_DISABLED
+
+
+async def code_of(coro: Any) -> str:
+    with pytest.raises(ProtocolError) as err:
+        await coro
+    return err.value.code
+
+
+async def test_reports(make_server: Any, backend: str) -> None:
+    server: NodeServer = await make_server(report_limit_per_hour=3)
+    async with asyncio.timeout(90), aiohttp.ClientSession(server.url) as http:
+        logins = await make_users(http, ["root", "alice", "bob", "carol", "dave"])
+        root_l = logins[0]
+        await make_admin(server, root_l["user_id"])
+        root = root_l["token"]
+        alice, bob, carol, dave = (Device(http, x) for x in logins[1:])
+        for d in (alice, bob, carol, dave):
+            await d.connect()
+        ids = {n: x["user_id"] for n, x in zip(["root", "alice", "bob", "carol", "dave"], logins, strict=True)}
+
+        dm = await alice.request("send", to=ids["bob"], kind="text", body={"text": "buy pills"}, client_msg_id="1")
+        await bob.request("send", conv_id=dm["conv_id"], kind="text", body={"text": "no"}, client_msg_id="1")
+        group = (await alice.request("group_create", name="g", members=[ids["bob"], ids["carol"]]))["group"]
+        gm = await alice.request(
+            "send", conv_id=group["conv_id"], kind="text", body={"text": "spam!"}, client_msg_id="2"
+        )
+
+        # a message one can see: filed once, a repeat returns the same open report
+        first = await bob.request("report", conv_id=dm["conv_id"], seq=dm["seq"], category="spam", text="  ads ")
+        assert first["status"] == "open" and first["duplicate"] is False
+        again = await bob.request("report", conv_id=dm["conv_id"], seq=dm["seq"], category="abuse")
+        assert (again["report_id"], again["duplicate"]) == (first["report_id"], True)
+        # what one cannot see, one's own message, what does not exist, a bad shape
+        assert await code_of(dave.request("report", conv_id=dm["conv_id"], seq=dm["seq"], category="spam")) == (
+            "not_member"
+        )
+        assert await code_of(bob.request("report", conv_id=dm["conv_id"], seq=2, category="spam")) == "bad_request"
+        assert await code_of(bob.request("report", conv_id=dm["conv_id"], seq=99, category="spam")) == "not_found"
+        assert await code_of(bob.request("report", user_id=ids["bob"], category="spam")) == "bad_request"
+        assert await code_of(bob.request("report", user_id="12345", category="spam")) == "not_found"
+        assert await code_of(bob.request("report", category="spam")) == "bad_request"
+        both = {"conv_id": dm["conv_id"], "seq": 1, "user_id": ids["alice"]}
+        assert await code_of(bob.request("report", category="spam", **both)) == "bad_request"
+        assert await code_of(bob.request("report", user_id=ids["alice"], category="meh")) == "bad_request"
+
+        # the group message, by two members (over HTTP too); alice edits it afterwards
+        r = await http.post(
+            "/api/v1/reports",
+            headers=bearer(carol.token),
+            json={"conv_id": group["conv_id"], "seq": gm["seq"], "category": "spam"},
+        )
+        assert r.status == 201, await r.text()
+        await bob.request("report", conv_id=group["conv_id"], seq=gm["seq"], category="abuse", text="again")
+        await alice.request("edit", conv_id=group["conv_id"], seq=gm["seq"], text="nothing to see")
+        # users: any other account, by id
+        by_dave = await dave.request("report", user_id=ids["alice"], category="abuse", text="threats")
+        by_carol = await carol.request("report", user_id=ids["bob"], category="other")
+
+        # non-admins are refused the queue
+        for op, fields in [
+            ("admin_reports", {}),
+            ("admin_report", {"report_id": first["report_id"]}),
+            ("admin_resolve", {"report_id": first["report_id"], "action": "dismiss"}),
+        ]:
+            assert await code_of(bob.request(op, **fields)) == "forbidden"
+
+        # the queue: open reports, newest first, each message as it was when reported
+        status, page = await call(http, "GET", "/api/v1/admin/reports", root)
+        assert status == 200, page
+        queue = page["reports"]
+        assert [x["status"] for x in queue] == ["open"] * 5 and page["next_before"] is None
+        assert [x["report_id"] for x in queue] == sorted((x["report_id"] for x in queue), key=int, reverse=True)
+        group_reports = [x for x in queue if x["conv_id"] == group["conv_id"]]
+        assert len(group_reports) == 2
+        assert all(x["message"]["body"] == {"text": "spam!"} for x in group_reports)  # not the edited text
+        assert all(x["user_id"] == ids["alice"] and x["target"] == "message" for x in group_reports)
+        mine = next(x for x in queue if x["report_id"] == first["report_id"])
+        assert (mine["category"], mine["text"], mine["reporter_id"]) == ("spam", "ads", ids["bob"])
+        status, page = await call(http, "GET", "/api/v1/admin/reports?limit=2", root)
+        assert len(page["reports"]) == 2 and page["next_before"] == page["reports"][1]["report_id"]
+        status, detail = await call(http, "GET", f"/api/v1/admin/reports/{first['report_id']}", root)
+        assert status == 200 and [e["seq"] for e in detail["context"]] == [1, 2]
+        assert detail["context"][0]["body"] == {"text": "buy pills"}
+
+        # recall: the message is recalled for everyone, both reports of it are resolved
+        status, out = await call(
+            http,
+            "POST",
+            f"/api/v1/admin/reports/{group_reports[0]['report_id']}/resolve",
+            root,
+            {"action": "recall", "note": "ads"},
+        )
+        assert status == 200, out
+        assert out["closed"] == 2 and out["recall_seq"] is not None
+        assert (out["report"]["status"], out["report"]["resolution"]) == ("resolved", "recall")
+        recalled = {"conv_id": group["conv_id"], "seq": out["recall_seq"]}
+        await until(lambda: any(e["data"].get("kind") == "recall" for e in carol.events))
+        history = await carol.pull(group["conv_id"], 0)
+        assert next(m for m in history if m["seq"] == gm["seq"])["recalled"] is True
+        assert next(m for m in history if m["seq"] == recalled["seq"])["sender_id"] == ids["root"]
+        status, err = await call(
+            http, "POST", f"/api/v1/admin/reports/{group_reports[1]['report_id']}/resolve", root, {"action": "dismiss"}
+        )
+        assert (status, err["code"]) == (409, "already_resolved")
+
+        # recall is for a reported message; a dismissal closes the reports of its target only
+        status, err = await call(
+            http, "POST", f"/api/v1/admin/reports/{by_dave['report_id']}/resolve", root, {"action": "recall"}
+        )
+        assert (status, err["code"]) == (400, "bad_request")
+        status, out = await call(
+            http, "POST", f"/api/v1/admin/reports/{by_dave['report_id']}/resolve", root, {"action": "dismiss"}
+        )
+        assert status == 200 and out["closed"] == 1 and out["report"]["resolution"] == "dismiss"
+
+        # disable: the sender is disabled, their connections close, their logins are refused
+        ws = await raw_ws(http, alice.token)
+        status, out = await call(
+            http, "POST", f"/api/v1/admin/reports/{first['report_id']}/resolve", root, {"action": "disable"}
+        )
+        assert status == 200, out
+        assert out["revoked"] == 1 and out["report"]["resolution"] == "disable"
+        assert await raw_close_code(ws) == CLOSE_DISABLED
+        await asyncio.wait_for(alice.closed.wait(), 5)
+        status, shown = await call(http, "GET", f"/api/v1/admin/users/{ids['alice']}", root)
+        assert shown["user"]["disabled_at"] is not None
+        # carol's report of bob is another target: still open
+        status, page = await call(http, "GET", "/api/v1/admin/reports", root)
+        assert [x["report_id"] for x in page["reports"]] == [by_carol["report_id"]]
+        status, page = await call(http, "GET", "/api/v1/admin/reports?status=resolved", root)
+        assert len(page["reports"]) == 4
+
+        # every resolution is in the audit log (a disable also as the disable it is)
+        status, audit = await call(http, "GET", "/api/v1/admin/audit", root)
+        actions = [(e["action"], e["target"]) for e in audit["entries"]]
+        assert actions[:4] == [
+            ("report_resolve", f"report:{first['report_id']}"),
+            ("disable", f"user:{ids['alice']}"),
+            ("report_resolve", f"report:{by_dave['report_id']}"),
+            ("report_resolve", f"report:{group_reports[0]['report_id']}"),
+        ]
+        assert audit["entries"][3]["detail"] == {
+            "resolution": "recall",
+            "reported": f"message:{group['conv_id']}:{gm['seq']}",
+            "note": "ads",
+        }
+        assert all(e["actor_id"] == ids["root"] for e in audit["entries"][:4])
+
+        # once resolved, the same target may be reported again
+        anew = await bob.request("report", conv_id=dm["conv_id"], seq=dm["seq"], category="spam")
+        assert anew["report_id"] != first["report_id"] and anew["duplicate"] is False
+
+        # the hourly limit (3 here): dave has 1 report; a repeat is free, new ones count
+        assert (await dave.request("report", user_id=ids["alice"], category="abuse"))["duplicate"] is False
+        await dave.request("report", user_id=ids["bob"], category="spam")
+        with pytest.raises(ProtocolError) as limited:
+            await dave.request("report", user_id=ids["carol"], category="spam")
+        assert limited.value.code == "rate_limited"
+        assert (await dave.request("report", user_id=ids["bob"], category="spam"))["duplicate"] is True
