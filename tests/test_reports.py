@@ -4,14 +4,20 @@ resolve reports (dismiss, recall the message for everyone, disable the sender)."
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from tests.rawclient import Device, ProtocolError, make_users, until
 from tests.sdk_helpers import raw_close_code, raw_ws
 from tests.test_admin import bearer, call, make_admin
+from tests.test_admin_cli import yim
+from yim.client import HttpApi
 from yim.node import NodeServer
 from yim.protocol.close import CLOSE_DISABLED
 
@@ -173,3 +179,39 @@ async def test_reports(make_server: Any, backend: str) -> None:
             await dave.request("report", user_id=ids["carol"], category="spam")
         assert limited.value.code == "rate_limited"
         assert (await dave.request("report", user_id=ids["bob"], category="spam"))["duplicate"] is True
+
+
+@pytest.mark.backends("sqlite")  # the commands speak HTTP: the store behind the node changes nothing
+async def test_report_commands(make_server: Any, tmp_path: Path) -> None:
+    server: NodeServer = await make_server()
+    pw = tmp_path / "pw"
+    pw.write_text("password123\n")
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l, bob_l = await make_users(http, ["root", "alice", "bob"])
+        await make_admin(server, root_l["user_id"])
+        alice, bob = Device(http, alice_l), Device(http, bob_l)
+        await alice.connect()
+        await bob.connect()
+        dm = await alice.request("send", to=bob.user_id, kind="text", body={"text": "buy now"}, client_msg_id="1")
+        async with HttpApi(server.url, bob.token) as sdk:  # the SDK's calls, filed and read back
+            filed = msgspec.to_builtins(await sdk.report("spam", "ads", conv_id=dm["conv_id"], seq=dm["seq"]))
+            assert (await sdk.report("spam", conv_id=dm["conv_id"], seq=dm["seq"])).duplicate is True
+        async with HttpApi(server.url, root_l["token"]) as admin:
+            (shown,) = (await admin.admin_reports()).reports
+            assert (shown.report_id, shown.message and shown.message.kind) == (filed["report_id"], "text")
+            assert [e.seq for e in (await admin.admin_report(shown.report_id)).context] == [1]
+
+        async def as_root(*args: str) -> subprocess.CompletedProcess[str]:
+            account = ["--server", server.url, "--user", "root", "--password-file", str(pw)]
+            return await yim("admin", *args, *account, "--state", str(tmp_path / "s"))
+
+        done = await as_root("reports")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"{filed['report_id']}  ") and "open  spam  message" in done.stdout, done.stdout
+        done = await as_root("report", filed["report_id"])
+        assert done.returncode == 0, done.stderr
+        assert "says: ads" in done.stdout and "> 1" in done.stdout and "buy now" in done.stdout, done.stdout
+        done = await as_root("resolve", filed["report_id"], "recall", "--note", "ads", "--json")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert (out["closed"], out["recall_seq"], out["report"]["note"]) == (1, 2, "ads")

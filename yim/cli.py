@@ -225,6 +225,9 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     from yim.client.terminal.admin import add_admin_parsers, add_passwd_parser
 
     add_admin_parsers(admin)  # users, user, disable, enable, reset-password, revoke, role, groups, …, audit
+    from yim.client.terminal.reports import add_report_parsers
+
+    add_report_parsers(admin)  # reports, report, resolve
     add_passwd_parser(sub)
     if bench:
         from yimbench.cli import add_bench_parser
