@@ -17,6 +17,7 @@ from tests.rawclient import Device, ProtocolError, make_users, until
 from tests.sdk_helpers import raw_close_code, raw_ws
 from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
+from tests.test_cluster import three_nodes  # noqa: F401  (the fixture: three nodes, PostgreSQL + Redis)
 from yim.client import HttpApi
 from yim.node import NodeServer
 from yim.protocol.close import CLOSE_DISABLED
@@ -215,3 +216,34 @@ async def test_report_commands(make_server: Any, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert (out["closed"], out["recall_seq"], out["report"]["note"]) == (1, 2, "ads")
+
+
+async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) -> None:  # noqa: F811
+    """Resolved on one node: the recall reaches members on another, and the disabled sender's
+    connection on a third closes with 4007."""
+    n0, n1, n2 = three_nodes
+    async with (
+        aiohttp.ClientSession(n0.url) as h0,
+        aiohttp.ClientSession(n1.url) as h1,
+        aiohttp.ClientSession(n2.url) as h2,
+        asyncio.timeout(60),
+    ):
+        root_l, alice_l, bob_l = await make_users(h0, ["root", "alice", "bob"])
+        await make_admin(n0, root_l["user_id"])
+        alice, bob = Device(h2, alice_l), Device(h1, bob_l)
+        await alice.connect()
+        await bob.connect()
+        one = await alice.request("send", to=bob.user_id, kind="text", body={"text": "x"}, client_msg_id="1")
+        two = await alice.request("send", to=bob.user_id, kind="text", body={"text": "y"}, client_msg_id="2")
+        first = await bob.request("report", conv_id=one["conv_id"], seq=one["seq"], category="spam")
+        second = await bob.request("report", conv_id=two["conv_id"], seq=two["seq"], category="abuse")
+
+        path = f"/api/v1/admin/reports/{first['report_id']}/resolve"
+        status, out = await call(h0, "POST", path, root_l["token"], {"action": "recall"})
+        assert status == 200, out
+        await until(lambda: any(e["data"].get("kind") == "recall" for e in bob.events))
+        path = f"/api/v1/admin/reports/{second['report_id']}/resolve"
+        status, out = await call(h0, "POST", path, root_l["token"], {"action": "disable"})
+        assert status == 200 and out["revoked"] == 1, out
+        await asyncio.wait_for(alice.closed.wait(), 10)
+        assert alice.ws is not None and alice.ws.close_code == CLOSE_DISABLED
