@@ -4,6 +4,7 @@
 // log keeps; the page shows the server's answer, never a guess.
 import { h } from "../dom.js";
 import { field, openDialog } from "./dialog.js";
+import { REPORTS_SECTION, ReportsQueue } from "./reports.js";
 import { toast } from "./toast.js";
 
 const PAGE = 50;
@@ -12,6 +13,7 @@ const SECTIONS = [
   ["groups", "Groups"],
   ["shops", "Shops"],
   ["audit", "Audit log"],
+  REPORTS_SECTION,
 ];
 const ERRORS = {
   forbidden: "Only server admins can do this. Your admin role may have been taken back.",
@@ -89,6 +91,7 @@ export class AdminView {
     this.groups = { q: "", rows: [], next: null };
     this.audit = { rows: [], next: null };
     this.detail = null; // AdminUserDetail on show
+    this.reports = new ReportsQueue(this); // the report queue (views/reports.js)
     this.tabBtns = new Map();
     for (const [id, label] of SECTIONS) {
       this.tabBtns.set(
@@ -129,6 +132,7 @@ export class AdminView {
     if (id === "users") this.loadUsers(this.users.q);
     else if (id === "groups") this.loadGroups(this.groups.q);
     else if (id === "audit") this.loadAudit();
+    else if (id === "reports") this.reports.load();
     else this.renderShops();
   }
 

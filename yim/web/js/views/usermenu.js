@@ -3,7 +3,9 @@
 // by `relation` events.
 import { displayName } from "../format.js";
 import { confirmAction } from "./dialog.js";
+import { t } from "../i18n.js";
 import { openMenu } from "./menu.js";
+import { openReportDialog } from "./reports.js";
 import { toast } from "./toast.js";
 
 const ERRORS = {
@@ -55,5 +57,10 @@ export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
         }),
     });
   }
+  items.push({
+    label: t("Report…"),
+    danger: true,
+    onSelect: () => openReportDialog(relations.socket, { user_id: id }, t("the user {name}", { name })),
+  });
   openMenu(at, items, `Actions for ${name}`);
 }
