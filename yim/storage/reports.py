@@ -149,7 +149,8 @@ class ReportStore(abc.ABC):
         """Resolve ``report`` (read before, for what it locks) and every open report of its
         target: ``dismiss``; ``recall`` the message for everyone (``msg_id``: the recall
         entry's; nothing to do if it was recalled meanwhile); ``disable`` the reported user
-        (with ``disable_audit``, as admin_disable). ``already_resolved`` if it is not open."""
+        (with ``disable_audit``, as admin_disable). ``note``, the admin's words, is kept on
+        every report it resolves. ``already_resolved`` if it is not open."""
 
 
 class ReportJobRunner(Protocol):
