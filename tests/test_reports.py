@@ -29,8 +29,9 @@ async def code_of(coro: Any) -> str:
     return err.value.code
 
 
-async def test_reports(make_server: Any, backend: str) -> None:
-    server: NodeServer = await make_server(report_limit_per_hour=3)
+async def test_reports(make_server: Any, backend: str, tmp_path: Path) -> None:
+    (tmp_path / "reject.txt").write_text("evilcorp\n", encoding="utf-8")  # a reject list: not for a report's words
+    server: NodeServer = await make_server(report_limit_per_hour=3, word_lists=f"reject:{tmp_path / 'reject.txt'}")
     async with asyncio.timeout(90), aiohttp.ClientSession(server.url) as http:
         logins = await make_users(http, ["root", "alice", "bob", "carol", "dave"])
         root_l = logins[0]
@@ -77,7 +78,7 @@ async def test_reports(make_server: Any, backend: str) -> None:
         await alice.request("edit", conv_id=group["conv_id"], seq=gm["seq"], text="nothing to see")
         # users: any other account, by id
         by_dave = await dave.request("report", user_id=ids["alice"], category="abuse", text="threats")
-        by_carol = await carol.request("report", user_id=ids["bob"], category="other")
+        by_carol = await carol.request("report", user_id=ids["bob"], category="other", text="works for EvilCorp")
 
         # non-admins are refused the queue
         for op, fields in [
@@ -98,6 +99,7 @@ async def test_reports(make_server: Any, backend: str) -> None:
         assert all(x["message"]["body"] == {"text": "spam!"} for x in group_reports)  # not the edited text
         assert all(x["user_id"] == ids["alice"] and x["target"] == "message" for x in group_reports)
         mine = next(x for x in queue if x["report_id"] == first["report_id"])
+        assert next(x for x in queue if x["report_id"] == by_carol["report_id"])["text"] == "works for EvilCorp"
         assert (mine["category"], mine["text"], mine["reporter_id"]) == ("spam", "ads", ids["bob"])
         status, page = await call(http, "GET", "/api/v1/admin/reports?limit=2", root)
         assert len(page["reports"]) == 2 and page["next_before"] == page["reports"][1]["report_id"]
