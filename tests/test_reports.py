@@ -244,6 +244,17 @@ async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) ->
         status, out = await call(h0, "POST", path, root_l["token"], {"action": "recall"})
         assert status == 200, out
         await until(lambda: any(e["data"].get("kind") == "recall" for e in bob.events))
+        # two admins resolving one report at once, on two nodes: one does, the other is told
+        three = await alice.request("send", to=bob.user_id, kind="text", body={"text": "z"}, client_msg_id="3")
+        third = await bob.request("report", conv_id=three["conv_id"], seq=three["seq"], category="spam")
+        path = f"/api/v1/admin/reports/{third['report_id']}/resolve"
+        raced = await asyncio.gather(
+            *(call(h, "POST", path, root_l["token"], {"action": "dismiss", "note": str(h is h0)}) for h in (h0, h2))
+        )
+        assert sorted(s for s, _ in raced) == [200, 409] and "already_resolved" in str(raced), raced
+        status, audit = await call(h1, "GET", "/api/v1/admin/audit", root_l["token"])
+        assert [e["target"] for e in audit["entries"]].count(f"report:{third['report_id']}") == 1
+
         path = f"/api/v1/admin/reports/{second['report_id']}/resolve"
         status, out = await call(h0, "POST", path, root_l["token"], {"action": "disable"})
         assert status == 200 and out["revoked"] == 1, out
