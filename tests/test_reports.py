@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,14 @@ from tests.sdk_helpers import raw_close_code, raw_ws
 from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
 from tests.test_cluster import three_nodes  # noqa: F401  (the fixture: three nodes, PostgreSQL + Redis)
+from tests.test_store_parity import T0, Transcript, _text, stores  # noqa: F401  (stores: both, one scenario)
 from yim.client import HttpApi
 from yim.node import NodeServer
 from yim.protocol.close import CLOSE_DISABLED
+from yim.storage.admin import AuditEntry
+from yim.storage.base import Store
+from yim.storage.records import CreateGroupCmd, UserRec
+from yim.storage.reports import NewReport, ReportRec, Resolution, Resolved
 
 
 async def code_of(coro: Any) -> str:
@@ -260,3 +266,91 @@ async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) ->
         assert status == 200 and out["revoked"] == 1, out
         await asyncio.wait_for(alice.closed.wait(), 10)
         assert alice.ws is not None and alice.ws.close_code == CLOSE_DISABLED
+
+
+def _audit(at: int, action: str, target: str) -> AuditEntry:
+    return AuditEntry(at=at, source="test", action=action, target=target)
+
+
+def _new(report_id: int, reporter: int, at: int, **target: int) -> NewReport:
+    return NewReport(id=report_id, reporter_id=reporter, category="spam", text="", created_at=at, **target)
+
+
+async def report_scenario(t: Transcript) -> None:
+    """Filing (every refusal, a repeat, the hourly limit), the queue, each resolution."""
+    s, r = t.store, t.store.reports
+    for i, name in enumerate(["alice", "bob", "carol", "dave", "root"], start=1):
+        await s.create_user(UserRec(i, name, name, "h", T0))
+    await s.admin.set_admin(None, 5, True, _audit(T0, "set_role", "user:5"))
+    dm = (await s.send_message(_text(100, 1, "buy pills", to=2))).message.conv_id
+    await s.send_message(_text(102, 2, "no", conv_id=dm))
+    group = await s.create_group(
+        CreateGroupCmd(
+            conv_id=200, msg_id=201, owner_id=1, member_ids=[2, 3], name="g", announcement="", avatar="",
+            join_policy="open", max_members=10, threshold=100, created_at=T0 + 200,
+        )
+    )  # fmt: skip
+    gid = group.group.conv_id
+    spam = (await s.send_message(_text(202, 1, "spam!", conv_id=gid))).message.seq
+    await s.remove_member(gid, 3, 3, 204, T0 + 204)  # carol leaves after seeing it
+    later = (await s.send_message(_text(206, 1, "after carol", conv_id=gid))).message.seq
+    now = T0 + 1000
+
+    await t("message", r.file(_new(300, 2, now, conv_id=dm, seq=1), 3))
+    await t("repeat", r.file(_new(301, 2, now + 1, conv_id=dm, seq=1), 3))
+    await t("not a member", r.file(_new(302, 4, now, conv_id=dm, seq=1), 3))
+    await t("own message", r.file(_new(303, 2, now, conv_id=dm, seq=2), 3))
+    await t("no such seq", r.file(_new(304, 2, now, conv_id=dm, seq=99), 3))
+    await t("system entry", r.file(_new(305, 2, now, conv_id=gid, seq=1), 3))
+    await t("past member, inside", r.file(_new(306, 3, now, conv_id=gid, seq=spam), 3))
+    await t("past member, after", r.file(_new(307, 3, now, conv_id=gid, seq=later), 3))
+    await t("member, same message", r.file(_new(308, 2, now + 2, conv_id=gid, seq=spam), 3))
+    await t("a user", r.file(_new(309, 4, now, user_id=1), 3))
+    await t("oneself", r.file(_new(310, 4, now, user_id=4), 3))
+    await t("no such user", r.file(_new(311, 4, now, user_id=99), 3))
+    await t("bob's third", r.file(_new(312, 2, now + 3, user_id=1), 3))
+    await t("bob over the limit", r.file(_new(313, 2, now + 4, user_id=3), 3))
+    await t("an hour later", r.file(_new(314, 2, now + 3_600_001, user_id=3), 3))
+
+    await t("queue, as a user", r.reports(2, "open", None, 50))
+    await t("open", r.reports(5, "open", None, 50))
+    await t("page", r.reports(5, None, 309, 2))
+    await t("detail", r.report(5, 300))
+    await t("detail, none", r.report(5, 12345))
+    group_report = (await r.report(5, 306))[0]
+    user_report = (await r.report(5, 309))[0]
+
+    def resolve(actor: int, rec: ReportRec, action: Resolution, msg_id: int) -> Awaitable[Resolved]:
+        audit, disable = _audit(now, "report_resolve", f"report:{rec.id}"), _audit(now, "disable", "user:1")
+        return r.resolve(actor, rec, action, "a note", msg_id, audit, disable)
+
+    async def audit() -> list[tuple[int | None, str, str]]:
+        return [(e.actor_id, e.action, e.target) for e in await s.admin.audit(5, None, 10)]
+
+    await t("recall, as a user", resolve(2, group_report, "recall", 400))
+    await t("recall", resolve(5, group_report, "recall", 402))
+    await t("again", resolve(5, group_report, "dismiss", 404))
+    await t("recall a user", resolve(5, user_report, "recall", 406))
+    await t("disable", resolve(5, user_report, "disable", 408))
+    await t("resolved", r.reports(5, "resolved", None, 50))
+    await t("history after", s.history(2, gid, None, None, 10))
+    await t("audit", audit())
+
+
+async def test_report_transcripts_equal(stores: tuple[Store, Store]) -> None:  # noqa: F811
+    lite, pg = (Transcript(s) for s in stores)
+    await report_scenario(lite)
+    await report_scenario(pg)
+    assert len(pg.lines) == len(lite.lines)
+    for (label, want), (_, got) in zip(lite.lines, pg.lines, strict=True):
+        assert got == want, label
+    lines = dict(lite.lines)
+    assert lines["repeat"][1] is True and lines["repeat"][0]["id"] == 300
+    assert [lines[k][:2] for k in ("not a member", "past member, after", "bob over the limit", "again")] == [
+        ["error", "not_member"],
+        ["error", "not_found"],
+        ["error", "rate_limited"],
+        ["error", "already_resolved"],
+    ]
+    assert lines["recall"]["closed"] == 2 and lines["disable"]["revoked"] == []
+    assert lines["queue, as a user"][:2] == ["error", "forbidden"]
