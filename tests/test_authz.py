@@ -347,6 +347,10 @@ DM_CASES: dict[str, tuple[Op, dict[str, str]]] = {
         lambda w, d: d.request("recall", conv_id=w.dm, seq=1),
         {"target": OK, "peer": FB, "outsider": NM, "blocked": NM},
     ),
+    "report target's message": (
+        lambda w, d: d.request("report", conv_id=w.dm, seq=1, category="spam"),
+        {"target": "bad_request", "peer": OK, "outsider": NM, "blocked": NM},
+    ),
     "typing": (
         lambda w, d: d.request("typing", conv_id=w.dm),
         {"target": OK, "peer": OK, "outsider": NM, "blocked": NM},
@@ -402,6 +406,10 @@ ADMIN_CASES: dict[str, Op] = {
     "admin: export a user's data (HTTP only)": lambda w, d: _http_get(
         d, f"/api/v1/admin/users/{w.ids['target']}/export"
     ),
+    # the actor is checked before the report is looked up: any id will do
+    "admin: list reports": lambda w, d: d.request("admin_reports"),
+    "admin: show a report": lambda w, d: d.request("admin_report", report_id="1"),
+    "admin: resolve a report": lambda w, d: d.request("admin_resolve", report_id="1", action="disable"),
 }
 
 

@@ -326,6 +326,9 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     export.add_argument("--store", help="with --direct: 'sqlite' (under --data), sqlite:///PATH or postgres://...")
     export.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     export.set_defaults(func=_admin_export)
+    from yim.client.terminal.reports import add_report_parsers
+
+    add_report_parsers(admin)  # reports, report, resolve
     add_passwd_parser(sub)
     if bench:
         from yimbench.cli import add_bench_parser

@@ -134,6 +134,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pins_max: int = 50
     #: how long after sending a text message its sender may edit it; 0 turns editing off
     edit_window_s: int = 86_400
+    #: new reports one user may file in any hour (docs/protocol.md §19.9); 0 turns the limit off
+    report_limit_per_hour: int = 20
     typing_interval_s: float = 3.0  # at most one typing notice per user and conversation per interval
     #: member lists kept in memory for pushes to read-fan-out groups and typing notices
     roster_cache_groups: int = 10_000

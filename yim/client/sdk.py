@@ -84,6 +84,9 @@ from yim.protocol.close import (
 from yim.protocol.frames import (
     Ack,
     AdminGroupPage,
+    AdminReportDetail,
+    AdminReportPage,
+    AdminResolveOut,
     AdminUserDetail,
     AdminUserOut,
     AdminUserPage,
@@ -125,6 +128,7 @@ from yim.protocol.frames import (
     ReadMarker,
     ReadResult,
     RegisterBody,
+    ReportOut,
     Request,
     RevokedOut,
     SendAck,
@@ -535,6 +539,45 @@ class HttpApi:
         body = {"role": role, "skills": list(skills), "capacity": capacity, "reason": reason}
         path = f"/api/v1/admin/shops/{shop_id}/agents/{user_id}"
         out: AgentOut = await self.request("PUT", path, body=body, type_=AgentOut)
+        return out
+
+    # -- reports (docs/protocol.md §19.9) ------------------------------------------------------
+    async def report(
+        self,
+        category: str,
+        text: str = "",
+        *,
+        conv_id: str | None = None,
+        seq: int | None = None,
+        user_id: str | None = None,
+    ) -> ReportOut:
+        """Report a message (``conv_id`` and ``seq``) or a user (``user_id``) to the admins.
+        Safe to resend: a repeat returns the open report (``duplicate``)."""
+        body: dict[str, Any] = {"category": category, "text": text}
+        body.update({k: v for k, v in (("conv_id", conv_id), ("seq", seq), ("user_id", user_id)) if v is not None})
+        out: ReportOut = await self.request("POST", "/api/v1/reports", body=body, type_=ReportOut, idempotent=True)
+        return out
+
+    async def admin_reports(
+        self, status: str = "open", *, before: str | None = None, limit: int = 50
+    ) -> AdminReportPage:
+        params = {"status": status, "limit": str(limit), **({"before": before} if before else {})}
+        out: AdminReportPage = await self.request("GET", "/api/v1/admin/reports", params=params, type_=AdminReportPage)
+        return out
+
+    async def admin_report(self, report_id: str) -> AdminReportDetail:
+        out: AdminReportDetail = await self.request(
+            "GET", f"/api/v1/admin/reports/{report_id}", type_=AdminReportDetail
+        )
+        return out
+
+    async def admin_resolve(self, report_id: str, action: str, note: str = "") -> AdminResolveOut:
+        """Resolve the report (and the other open reports of its target): ``dismiss``,
+        ``recall`` the message, or ``disable`` the reported user."""
+        body = {"action": action, "note": note}
+        out: AdminResolveOut = await self.request(
+            "POST", f"/api/v1/admin/reports/{report_id}/resolve", body=body, type_=AdminResolveOut
+        )
         return out
 
     async def _admin_user_action(self, method: str, tail: str, body: dict[str, Any]) -> AdminUserOut:

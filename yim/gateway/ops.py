@@ -23,6 +23,7 @@ from yim.services import (
     push,
     reactions,
     relations,
+    reports,
     service,
     sync,
     typing,
@@ -145,4 +146,8 @@ OPS: dict[type, Action] = {
     f.AdminErase: erase.admin_erase,
     f.AccountDelete: erase.account_delete,
     f.AccountDeletion: erase.account_deletion,
+    f.Report: reports.report,
+    f.AdminReports: reports.reports,
+    f.AdminReport: reports.report_detail,
+    f.AdminResolve: reports.resolve,
 }

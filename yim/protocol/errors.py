@@ -52,6 +52,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_pusher": 400,  # a pusher's fields do not fit its kind (a webpush without keys, an http: endpoint ...)
     "push_unavailable": 409,  # this server sends no pushes of the pusher's kind (not configured by its operator)
     "rejected_by_policy": 422,  # the operator's before_send webhook refused the message; the message is its reason
+    "already_resolved": 409,  # a report an admin resolved already (admin_resolve)
     "rate_limited": 429,
     "export_busy": 503,  # this node runs as many data exports as it may (export_max_concurrent); retry later
     "unavailable": 503,  # the node is shutting down or its store is failing

@@ -630,6 +630,41 @@ class AccountDeletion(Request, tag="account_deletion", frozen=True):
     """When my pending deletion runs, if there is one."""
 
 
+# --- reports (docs/protocol.md §19.9) -------------------------------------------------------
+
+ReportCategory = Literal["spam", "abuse", "illegal", "other"]
+
+
+class Report(Request, tag="report", frozen=True):
+    """Report a message (``conv_id`` and ``seq``) or a user (``user_id``) to the server's admins."""
+
+    category: ReportCategory
+    text: Annotated[str, Meta(max_length=1000)] = ""
+    conv_id: IdStr | None = None
+    seq: Annotated[int, Meta(ge=1, le=2**62)] | None = None
+    user_id: IdStr | None = None
+
+
+class AdminReports(Request, tag="admin_reports", frozen=True):
+    """The report queue, newest first: open reports (the default), resolved ones, or all."""
+
+    status: Literal["open", "resolved", "all"] = "open"
+    before: IdStr | None = None  # the previous page's next_before
+    limit: PageLimit = 50
+
+
+class AdminReport(Request, tag="admin_report", frozen=True):
+    report_id: IdStr
+
+
+class AdminResolve(Request, tag="admin_resolve", frozen=True):
+    """Resolve a report, and every open report of the same target, by one action."""
+
+    report_id: IdStr
+    action: Literal["dismiss", "recall", "disable"]
+    note: AuditReason = ""
+
+
 ADMIN_OPS = (
     AdminUsers,
     AdminUser,
@@ -737,6 +772,10 @@ AnyRequest = (
     | AdminErase
     | AccountDelete
     | AccountDeletion
+    | Report
+    | AdminReports
+    | AdminReport
+    | AdminResolve
 )
 
 
@@ -1509,3 +1548,71 @@ class AdminExportQuery(Struct, forbid_unknown_fields=True):
 
 class MyExportQuery(Struct, forbid_unknown_fields=True):
     """``GET /api/v1/me/export`` takes no parameters."""
+
+
+# --- report replies ----------------------------------------------------------------------------
+
+
+class ReportOut(Struct):
+    """What the reporter learns of their report."""
+
+    report_id: str
+    status: str  # "open" | "resolved"
+    created_at: int
+    duplicate: bool  # true: an open report of the same target by the same user, returned again
+
+
+class ReportedMessageOut(Struct):
+    """The reported message as it was when reported (a snapshot: later edits and recalls do
+    not change it)."""
+
+    kind: str
+    body: Raw
+    created_at: int
+
+
+class AdminReportOut(Struct):
+    report_id: str
+    reporter_id: str
+    target: str  # "message" | "user"
+    user_id: str  # the reported user: the user, or the message's sender
+    conv_id: str | None  # a reported message: its conversation, seq and msg_id
+    seq: int | None
+    msg_id: str | None
+    message: ReportedMessageOut | None
+    category: str
+    text: str
+    created_at: int
+    status: str  # "open" | "resolved"
+    resolved_at: int | None
+    resolved_by: str | None  # the admin (None while open, or resolved by an operator on the host)
+    resolution: str | None  # "dismiss" | "recall" | "disable"
+    note: str
+
+
+class AdminReportPage(Struct):
+    reports: list[AdminReportOut]  # newest first
+    next_before: str | None  # more before this id; None: the last page
+
+
+class ReportContextOut(Struct):
+    """An entry around the reported message, as stored now."""
+
+    seq: int
+    sender_id: str
+    kind: str
+    body: Raw
+    created_at: int
+    recalled: bool
+
+
+class AdminReportDetail(Struct):
+    report: AdminReportOut
+    context: list[ReportContextOut]  # the conversation's entries up to 3 before and after the message
+
+
+class AdminResolveOut(Struct):
+    report: AdminReportOut
+    closed: int  # open reports of the same target it resolved, this one included
+    recall_seq: int | None  # the "recall" entry appended (recall; None if the message was recalled already)
+    revoked: int  # sessions ended (disable)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from yim.storage.outbox import OutboxStore
     from yim.storage.push import PushStore
     from yim.storage.reactions import ReactionStore
+    from yim.storage.reports import ReportStore
     from yim.storage.search import SearchStore
 
 
@@ -59,7 +60,8 @@ class Store(abc.ABC):
     (:class:`yim.storage.reactions.ReactionStore`: reactions and pins), ``store.admin``
     (:class:`yim.storage.admin.AdminStore`), ``store.push``
     (:class:`yim.storage.push.PushStore`), ``store.outbox``
-    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver)."""
+    (:class:`yim.storage.outbox.OutboxStore`: webhook events to deliver), ``store.reports``
+    (:class:`yim.storage.reports.ReportStore`: reports and the admins' queue)."""
 
     relations: RelationStore
     service: ServiceStore
@@ -70,6 +72,7 @@ class Store(abc.ABC):
     push: PushStore
     outbox: OutboxStore
     erase: EraseStore  # erasing accounts (yim/storage/erase.py)
+    reports: ReportStore
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -553,6 +553,10 @@ class PostgresStore(Store):
         from yim.storage.postgres.outbox import PgOutboxStore
 
         self.outbox = PgOutboxStore(self)
+
+        from yim.storage.postgres.reports import PgReportStore
+
+        self.reports = PgReportStore(self)
         self._writer.service = self.service
 
     async def _connect(self) -> asyncpg.Connection:

@@ -300,7 +300,14 @@ async def _unmention(conn: asyncpg.Connection, conv_id: int, seq: int, mentioned
 
 
 async def recall(
-    conn: asyncpg.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
+    conn: asyncpg.Connection,
+    conv_id: int,
+    actor_id: int,
+    seq: int,
+    msg_id: int,
+    now: int,
+    limit_ms: int,
+    server_admin: bool = False,
 ) -> SendResult:
     # Lock the conversation first, like every other write to it.
     conv_type = await conn.fetchval("SELECT type FROM conversations WHERE id=$1 FOR NO KEY UPDATE", conv_id)
@@ -317,7 +324,7 @@ async def recall(
     )
     target = timeline_rules.RecallTarget(*row[:5]) if row else None
     target = timeline_rules.check_recall(
-        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, conv_type or "", now, limit_ms
+        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, conv_type or "", now, limit_ms, server_admin
     )
     mentions, mention_all = row[5], row[6]
     await conn.execute(

@@ -35,10 +35,15 @@ def check_recall(
     conv_type: str,
     now: int,
     limit_ms: int,
+    server_admin: bool = False,
 ) -> RecallTarget:
     """May the actor (``(role, joined_seq)`` while a member) recall message ``seq``? Its
     sender may within ``limit_ms``; a group's owner and admins may recall any message,
-    at any time. Entries before the actor joined do not exist for them."""
+    at any time. Entries before the actor joined do not exist for them. A server admin
+    resolving a report (``server_admin``, checked by the caller) may recall any message of
+    any conversation, member or not."""
+    if server_admin:
+        actor = ("owner", 0)
     if actor is None:
         raise YimError("not_member", f"you are not a member of conversation {conv_id}")
     role, joined_seq = actor
@@ -48,7 +53,7 @@ def check_recall(
         raise YimError("bad_request", "system entries cannot be recalled")
     if target.recalled:
         raise YimError("already_recalled", "this message was already recalled")
-    moderator = conv_type == "group" and role in MANAGERS
+    moderator = server_admin or (conv_type == "group" and role in MANAGERS)
     if target.sender_id == actor_id:
         if now - target.created_at > limit_ms and not moderator:
             raise YimError("recall_expired", f"messages can be recalled within {limit_ms // 1000} s")

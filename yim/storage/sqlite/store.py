@@ -440,6 +440,10 @@ class SqliteStore(Store):
 
         self.outbox = SqliteOutboxStore(self)
 
+        from yim.storage.sqlite.reports import SqliteReportStore
+
+        self.reports = SqliteReportStore(self)
+
     async def open(self) -> None:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)

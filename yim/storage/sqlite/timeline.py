@@ -284,7 +284,14 @@ def _unmention(conn: sqlite3.Connection, conv_id: int, seq: int, mentioned: list
 
 
 def recall(
-    conn: sqlite3.Connection, conv_id: int, actor_id: int, seq: int, msg_id: int, now: int, limit_ms: int
+    conn: sqlite3.Connection,
+    conv_id: int,
+    actor_id: int,
+    seq: int,
+    msg_id: int,
+    now: int,
+    limit_ms: int,
+    server_admin: bool = False,
 ) -> SendResult:
     row = conn.execute(
         "SELECT m.sender_id, m.created_at, m.recalled, m.kind, m.msg_id, c.type, m.mentions, m.mention_all"
@@ -297,7 +304,15 @@ def recall(
     ).fetchone()
     target = timeline_rules.RecallTarget(row[0], row[1], bool(row[2]), row[3], row[4]) if row else None
     target = timeline_rules.check_recall(
-        conv_id, seq, actor_id, (me[0], me[1]) if me else None, target, row[5] if row else "", now, limit_ms
+        conv_id,
+        seq,
+        actor_id,
+        (me[0], me[1]) if me else None,
+        target,
+        row[5] if row else "",
+        now,
+        limit_ms,
+        server_admin,
     )
     mentions, mention_all = row[6], row[7]
     conn.execute(

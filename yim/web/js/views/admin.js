@@ -7,6 +7,7 @@ import { errorText as codeText } from "../errors.js";
 import { downloadArchive } from "../export.js";
 import { dateTime, groupRole } from "../format.js";
 import { field, openDialog } from "./dialog.js";
+import { REPORTS_SECTION, ReportsQueue } from "./reports.js";
 import { toast } from "./toast.js";
 import { t, tn } from "../i18n.js";
 
@@ -16,6 +17,7 @@ const SECTIONS = [
   ["groups", t("Groups")],
   ["shops", t("Shops")],
   ["audit", t("Audit log")],
+  REPORTS_SECTION,
 ];
 
 function errorText(err) {
@@ -89,6 +91,7 @@ export class AdminView {
     this.groups = { q: "", rows: [], next: null };
     this.audit = { rows: [], next: null };
     this.detail = null; // AdminUserDetail on show
+    this.reports = new ReportsQueue(this); // the report queue (views/reports.js)
     this.tabBtns = new Map();
     for (const [id, label] of SECTIONS) {
       this.tabBtns.set(
@@ -129,6 +132,7 @@ export class AdminView {
     if (id === "users") this.loadUsers(this.users.q);
     else if (id === "groups") this.loadGroups(this.groups.q);
     else if (id === "audit") this.loadAudit();
+    else if (id === "reports") this.reports.load();
     else this.renderShops();
   }
 

@@ -5,6 +5,7 @@
 // download), recall from a message's menu, @mentions in groups and "read by k of n" on
 // one's own group messages (asked with `receipts` when they scroll into view).
 import { h } from "../dom.js";
+import { t, tn } from "../i18n.js";
 import {
   avatar,
   convTitle,
@@ -29,9 +30,9 @@ import { richText } from "./richtext.js";
 import { openMenu } from "./menu.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
+import { openReportDialog } from "./reports.js";
 import { toast } from "./toast.js";
 import { errorText } from "../errors.js";
-import { t, tn } from "../i18n.js";
 
 const MAX_TEXT = 8000;
 const RECALL_LIMIT_MS = 120000; // the server's default recall_limit_s
@@ -757,6 +758,11 @@ export class ChatView {
     items.push({ label: t("Delete for me"), danger: true, onSelect: () => this.confirmHide(item, conv) });
     if (this.canAct(item, conv)) {
       items.push({ label: t("Recall"), danger: true, onSelect: () => this.confirmRecall(item, conv) });
+    }
+    if (!item.mine && item.msg.kind !== "system") {
+      const what = t("a message from {name}", { name: displayName(this.store.user(item.msg.sender_id)) });
+      const target = { conv_id: conv.conv_id, seq: item.msg.seq };
+      items.push({ label: t("Report…"), danger: true, onSelect: () => openReportDialog(this.relations.socket, target, what) });
     }
     openMenu(at, items, t("Message actions"));
   }

@@ -3,10 +3,11 @@
 // by `relation` events.
 import { displayName } from "../format.js";
 import { confirmAction } from "./dialog.js";
+import { t } from "../i18n.js";
 import { openMenu } from "./menu.js";
+import { openReportDialog } from "./reports.js";
 import { toast } from "./toast.js";
 import { errorText } from "../errors.js";
-import { t } from "../i18n.js";
 
 export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
   const id = user.user_id;
@@ -60,5 +61,10 @@ export function userMenu({ relations, onOpenUser, inChat = false }, user, at) {
         }),
     });
   }
+  items.push({
+    label: t("Report…"),
+    danger: true,
+    onSelect: () => openReportDialog(relations.socket, { user_id: id }, t("the user {name}", { name })),
+  });
   openMenu(at, items, t("Actions for {name}", { name }));
 }
