@@ -185,3 +185,8 @@ class AdminStore(abc.ABC):
     @abc.abstractmethod
     async def set_display_name(self, user_id: int, display_name: str) -> AccountRec:
         """The user's own change (not an admin action: no audit row)."""
+
+    @abc.abstractmethod
+    async def set_avatar(self, user_id: int, media_id: int | None) -> AccountRec:
+        """The user's own avatar (None: none); the caller checked the media is an image the
+        user uploaded (not an admin action: no audit row)."""

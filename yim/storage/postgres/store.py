@@ -76,6 +76,7 @@ from yim.storage.postgres.search import PgSearchStore
 from yim.storage.postgres.send import send_job
 from yim.storage.postgres.service import PgServiceStore
 from yim.storage.records import (
+    USER_COLUMNS,
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -638,8 +639,8 @@ class PostgresStore(Store):
     async def user_by_name(self, username: str) -> UserRec | None:
         async def q(conn: asyncpg.Connection) -> UserRec | None:
             r = await conn.fetchrow(
-                "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at FROM usernames n"
-                " JOIN users u ON u.id = n.user_id WHERE n.username_key = $1",
+                "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at, u.avatar_media_id"
+                " FROM usernames n JOIN users u ON u.id = n.user_id WHERE n.username_key = $1",
                 _ascii_fold(username),
             )
             return UserRec(*r) if r else None
@@ -652,7 +653,7 @@ class PostgresStore(Store):
 
         async def q(conn: asyncpg.Connection) -> dict[int, UserRec]:
             rows = await conn.fetch(
-                "SELECT id, username, display_name, password_hash, created_at FROM users WHERE id = ANY ($1)",
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY ($1)",
                 ids,
             )
             return {r[0]: UserRec(*r) for r in rows}

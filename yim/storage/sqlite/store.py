@@ -32,6 +32,7 @@ from yim.protocol.errors import YimError
 from yim.storage.base import Store
 from yim.storage.migrations import migrate_sqlite
 from yim.storage.records import (
+    USER_COLUMNS,
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -515,8 +516,7 @@ class SqliteStore(Store):
     async def user_by_name(self, username: str) -> UserRec | None:
         def q(conn: sqlite3.Connection) -> UserRec | None:
             r = conn.execute(
-                "SELECT id, username, display_name, password_hash, created_at FROM users"
-                " WHERE username=? COLLATE NOCASE",
+                f"SELECT {USER_COLUMNS} FROM users WHERE username=? COLLATE NOCASE",
                 (username,),
             ).fetchone()
             return UserRec(*r) if r else None
@@ -533,7 +533,7 @@ class SqliteStore(Store):
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
-                    f"SELECT id, username, display_name, password_hash, created_at FROM users WHERE id IN ({marks})",
+                    f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({marks})",
                     chunk,
                 ):
                     out[r[0]] = UserRec(*r)
