@@ -5,14 +5,20 @@ members of big groups, not strangers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, until
+from tests.sdk_helpers import PASSWORD, Chat
 from tests.test_media import auth, devices, fetch, jpeg_bytes, uploaded
+from yim.client import HttpApi
+from yim.node import NodeServer
+from yim.protocol.frames import Notice
 
 
 def profiles(device: Device) -> list[dict[str, Any]]:
@@ -101,3 +107,24 @@ async def test_avatar_set_shown_told_and_cleared(make_server: MakeServer) -> Non
         assert len(profiles(bob)) == 3
         for d in (alice, bob, carol, dave, erin, frank):
             await d.close()
+
+
+@pytest.mark.backends("sqlite")  # the SDK, not the store
+async def test_sdk_uploads_sets_and_hears_of_an_avatar(server: NodeServer) -> None:
+    async with Chat(server.url) as chat, HttpApi(server.url) as alice:
+        await chat.user("alice")
+        bob_user = await chat.user("bob")
+        await alice.login("alice", PASSWORD, "a1")
+        bob = await chat.client("bob", "b1")
+        await alice.send(to=bob_user.user_id, body={"text": "hi"})  # bob now shows alice
+        media = await alice.upload(jpeg_bytes(120, 90), kind="image", name="me.jpg")
+        assert media.kind == "image" and media.thumbnail
+        me = await alice.set_avatar(media.media_id)
+        assert me.avatar == media.media_id and (await alice.me()).avatar == media.media_id
+        async with asyncio.timeout(10):
+            while True:
+                item = await bob.next_event()
+                if isinstance(item, Notice) and item.type == "profile":
+                    break
+        assert item.data == me  # a typed User
+        assert (await alice.set_avatar("")).avatar == ""
