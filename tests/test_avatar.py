@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import MakeServer
-from tests.rawclient import Device, ProtocolError, until
+from tests.rawclient import Device, ProtocolError, login, make_users, until
 from tests.sdk_helpers import PASSWORD, Chat
+from tests.test_cluster import three_nodes  # noqa: F401 (the cluster fixture)
 from tests.test_media import auth, devices, fetch, jpeg_bytes, uploaded
 from yim.client import HttpApi
 from yim.node import NodeServer
@@ -128,3 +129,27 @@ async def test_sdk_uploads_sets_and_hears_of_an_avatar(server: NodeServer) -> No
                     break
         assert item.data == me  # a typed User
         assert (await alice.set_avatar("")).avatar == ""
+
+
+async def test_a_profile_notice_reaches_devices_on_other_nodes(three_nodes: list[NodeServer]) -> None:  # noqa: F811
+    n0, n1, n2 = three_nodes
+    async with (
+        aiohttp.ClientSession(n0.url) as h0,
+        aiohttp.ClientSession(n1.url) as h1,
+        aiohttp.ClientSession(n2.url) as h2,
+        asyncio.timeout(60),
+    ):
+        a_login, b_login, c_login = await make_users(h0, ["alice", "bob", "carol"])
+        alice, bob, carol = Device(h0, a_login), Device(h1, b_login), Device(h2, c_login)
+        alice_desk = Device(h2, await login(h2, "alice", "desk"))  # alice's second device, on node 2
+        for d in (alice, bob, carol, alice_desk):
+            await d.connect()
+        await alice.request("group_create", name="三个节点", members=[bob.user_id, carol.user_id])
+        photo = await uploaded(h0, a_login, jpeg_bytes(80, 80), kind="image")
+        me = await alice.request("profile_set", avatar=photo["media_id"])
+        await until(lambda: all(profiles(d) == [me] for d in (bob, carol, alice_desk)), timeout=20)
+        # carol may read it (blobs are per node folder here: read where the bytes are)
+        status, _, headers = await fetch(h0, c_login, f"/api/v1/media/{photo['media_id']}/thumbnail")
+        assert status == 200 and headers["Content-Type"] == "image/webp"
+        for d in (alice, bob, carol, alice_desk):
+            await d.close()
