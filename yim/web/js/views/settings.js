@@ -2,6 +2,8 @@
 // shops I run (open a shop, add or remove its agents). Everything goes to the server first;
 // the page shows what the server answered.
 import { h } from "../dom.js";
+import { avatar } from "../format.js";
+import { t } from "../i18n.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
 
@@ -11,6 +13,16 @@ const ERRORS = {
   content_blocked: "That name is not allowed here. Choose another one.",
   forbidden: "Only the shop's admins can change its agents.",
 };
+
+// What an avatar upload or change can be refused for (docs/protocol.md §16.1, §19.4).
+const AVATAR_ERRORS = {
+  media_too_large: "That picture is too large. Choose a smaller one.",
+  media_type_mismatch: "That file is not a picture. Choose a JPEG, PNG, GIF, WebP or AVIF image.",
+  media_type_not_allowed: "That kind of picture is not accepted. Choose a JPEG, PNG, GIF, WebP or AVIF image.",
+  invalid_media: "That picture cannot be read. Choose another one.",
+  media_kind_mismatch: "That file is not a picture. Choose a JPEG, PNG, GIF, WebP or AVIF image.",
+};
+const AVATAR_TYPES = "image/jpeg,image/png,image/gif,image/webp,image/avif";
 
 function errorText(err) {
   return ERRORS[err.code] ?? err.message ?? "Something went wrong. Try again.";
@@ -72,7 +84,71 @@ export class SettingsView {
 
   show() {
     this.nameInput.value = this.store.me.display_name ?? "";
+    this.renderAvatar();
     this.renderShops();
+  }
+
+  // My picture: upload (then it is set), preview, remove. Others see it by a profile notice.
+  avatarPicker() {
+    this.avatarPreview = h("span", { class: "avatar-preview" });
+    const status = h("p", { class: "form-status", role: "status" });
+    const error = h("p", { class: "form-error", role: "alert" });
+    const busy = (on) => {
+      choose.disabled = on;
+      this.avatarRemove.disabled = on || !this.store.me.avatar;
+    };
+    const apply = async (work, done) => {
+      status.textContent = "";
+      error.textContent = "";
+      busy(true);
+      try {
+        const user = await work();
+        this.onProfile(user);
+        status.textContent = done;
+      } catch (err) {
+        error.textContent = AVATAR_ERRORS[err.code] ? t(AVATAR_ERRORS[err.code]) : errorText(err);
+      } finally {
+        busy(false);
+        this.renderAvatar();
+      }
+    };
+    const input = h("input", { type: "file", accept: AVATAR_TYPES, class: "avatar-file", "aria-label": t("Picture file") });
+    input.addEventListener("change", () => {
+      const file = input.files?.[0];
+      input.value = "";
+      if (!file) return;
+      apply(async () => {
+        const media = await this.api.upload(file, "image");
+        return this.api.setAvatar(media.media_id);
+      }, t("Your picture is set. Others see it now."));
+    });
+    const choose = h(
+      "button",
+      { type: "button", class: "primary small", onclick: () => input.click() },
+      t("Upload a picture"),
+    );
+    this.avatarRemove = h(
+      "button",
+      {
+        type: "button",
+        class: "ghost",
+        onclick: () => apply(() => this.api.setAvatar(""), t("Your picture is removed. Others see your initials.")),
+      },
+      t("Remove picture"),
+    );
+    return h(
+      "div",
+      { class: "avatar-picker", role: "group", "aria-label": t("Picture") },
+      this.avatarPreview,
+      h("div", { class: "avatar-picker-actions" }, choose, this.avatarRemove, input),
+      status,
+      error,
+    );
+  }
+
+  renderAvatar() {
+    this.avatarPreview.replaceChildren(avatar(this.store.me, "lg"));
+    this.avatarRemove.disabled = !this.store.me.avatar;
   }
 
   profileSection() {
@@ -81,6 +157,7 @@ export class SettingsView {
       "section",
       { class: "page-section", "aria-labelledby": "settings-profile" },
       h("h3", { id: "settings-profile" }, "Profile"),
+      this.avatarPicker(),
       asyncForm(
         "Profile",
         [
