@@ -311,7 +311,10 @@ function startMain(session) {
   presence.addEventListener("change", renderSoon);
   // Someone's new name or avatar (a `profile` notice): every view that shows them.
   watchProfiles({ socket, store, relations }, (user) => {
-    if (user.user_id === store.me.user_id) sidebar.renderMe();
+    if (user.user_id === store.me.user_id) {
+      sidebar.renderMe();
+      settings.renderAvatar(); // changed on another of my devices
+    }
     renderSoon();
   });
   relations.addEventListener("change", renderSoon);
