@@ -52,7 +52,8 @@ def _contains(now: Any, then: Any, where: str = "") -> None:
 
 #: Fields of what a client sees that migrations after release-7ceef9e added, with the value a
 #: folder of that release shows for them once upgraded (nothing was pinned or reacted to then).
-ADDED_AFTER_7CEEF9E: dict[str, Any] = {"pinned": [], "reaction_ver": 0, "pin_policy": "admins"}
+#: (``avatar``: users had none then; groups' avatar was "" already, so it reads the same)
+ADDED_AFTER_7CEEF9E: dict[str, Any] = {"pinned": [], "reaction_ver": 0, "pin_policy": "admins", "avatar": ""}
 
 
 def _without_added(now: Any, where: str = "") -> Any:

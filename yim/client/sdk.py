@@ -115,6 +115,7 @@ from yim.protocol.frames import (
     HistoryPage,
     LoginBody,
     LoginOut,
+    MediaOut,
     MessageOut,
     MessageVersions,
     Notice,
@@ -303,19 +304,21 @@ class HttpApi:
         auth: bool = True,
         type_: Any = Any,
         idempotent: bool | None = None,
+        content_type: str = "application/json",
     ) -> Any:
         """One API call; returns the decoded JSON body as ``type_`` (None for 204).
 
         ``idempotent`` says whether the call may be sent again to the next endpoint when one
-        does not answer in time (default: true for GET, HEAD, PUT and DELETE)."""
+        does not answer in time (default: true for GET, HEAD, PUT and DELETE). A ``bytes``
+        body is sent as it is, as ``content_type`` (an upload); anything else as JSON."""
         if idempotent is None:
             idempotent = method.upper() in _IDEMPOTENT_METHODS
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": content_type}
         if auth:
             if not self.token:
                 raise ApiError("unauthorized", "this call needs a token: log in first")
             headers["Authorization"] = f"Bearer {self.token}"
-        data = msgspec.json.encode(body) if body is not None else None
+        data = body if isinstance(body, bytes) else msgspec.json.encode(body) if body is not None else None
         last_exc: Exception | None = None
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[(self._index + attempt) % len(self.endpoints)]
@@ -444,6 +447,28 @@ class HttpApi:
 
     async def set_display_name(self, display_name: str) -> UserOut:
         out: UserOut = await self.request("PATCH", "/api/v1/me", body={"display_name": display_name}, type_=UserOut)
+        return out
+
+    async def upload(self, data: bytes, kind: Literal["image", "video", "file"] = "file", name: str = "") -> MediaOut:
+        """Upload media (docs/protocol.md §16.1); its ``media_id`` goes into a message or,
+        for an image, ``set_avatar``. Never resent to another endpoint: a retry would make a
+        second upload record."""
+        params = {"kind": kind, **({"name": name} if name else {})}
+        out: MediaOut = await self.request(
+            "POST",
+            "/api/v1/media",
+            body=data,
+            params=params,
+            type_=MediaOut,
+            idempotent=False,
+            content_type="application/octet-stream",
+        )
+        return out
+
+    async def set_avatar(self, media_id: str) -> UserOut:
+        """Make an image this user uploaded their avatar; ``""`` clears it (§19.4). Those who
+        show the user get a ``profile`` notice carrying the new :class:`UserOut`."""
+        out: UserOut = await self.request("PATCH", "/api/v1/me", body={"avatar": media_id}, type_=UserOut)
         return out
 
     # -- server administration (a server admin's token; docs/protocol.md §19) --------------------
@@ -1547,7 +1572,14 @@ class Client:
                     self._core.receive_group_entry(entry)
                     self._after_core()
                 return
-            self._queue.put_nowait(Notice(type=frame.type, data=self._decode(frame.data, Any)))
+            # A profile notice carries a User: typed, as the replies that carry one.
+            shape: Any = UserOut if frame.type == "profile" else Any
+            try:
+                data = self._decode(frame.data, shape)
+            except msgspec.ValidationError as exc:
+                log.warning("%s notice does not match this SDK's struct: %s", frame.type, exc)
+                return
+            self._queue.put_nowait(Notice(type=frame.type, data=data))
             return
         if not isinstance(frame.rid, int):
             if frame.t == "err":

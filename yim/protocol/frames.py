@@ -609,8 +609,15 @@ class PasswordChange(Request, tag="password_change", frozen=True):
     new_password: Password
 
 
+#: a user's avatar in ``profile_set``: the media id of an image the user uploaded, or "" for none
+AvatarRef = Annotated[str, Meta(pattern=r"^[0-9]{0,20}$", description="a media id, or empty for no avatar")]
+
+
 class ProfileSet(Request, tag="profile_set", frozen=True):
-    display_name: DisplayName
+    """Fields left out (or null) stay as they are."""
+
+    display_name: DisplayName | None = None
+    avatar: AvatarRef | None = None
 
 
 class AdminErase(Request, tag="admin_erase", frozen=True):
@@ -929,6 +936,8 @@ class UserOut(Struct):
     username: str
     display_name: str
     created_at: int
+    #: the media id of the user's avatar (an image; lists show its thumbnail), "" for none
+    avatar: str = ""
 
 
 class UsersPage(Struct):

@@ -51,7 +51,13 @@ def make_hasher(profile: str) -> argon2.PasswordHasher:
 
 
 def user_out(u: UserRec) -> UserOut:
-    return UserOut(user_id=str(u.id), username=u.username, display_name=u.display_name, created_at=u.created_at)
+    return UserOut(
+        user_id=str(u.id),
+        username=u.username,
+        display_name=u.display_name,
+        created_at=u.created_at,
+        avatar=str(u.avatar_media_id) if u.avatar_media_id is not None else "",
+    )
 
 
 def now_ms() -> int:

@@ -21,6 +21,7 @@ from yim.services.accounts import user_out
 from yim.services.context import REQUEST_SOURCE
 from yim.services.groups import changed, group_out
 from yim.services.service import agent_out, shop_out
+from yim.services.users import avatar_media_id, profile_changed
 from yim.storage.admin import AccountRec, AuditEntry, AuditRec
 from yim.storage.records import SessionRec
 from yim.storage.rules.admin import require_admin
@@ -275,13 +276,26 @@ async def password_change(
 
 
 async def profile_set(node: Context, session: SessionRec, req: f.ProfileSet, origin: Device | None = None) -> f.UserOut:
-    """The user's own display name (empty: the username, as at registration)."""
+    """The user's own display name (empty: the username, as at registration) and avatar
+    (``""``: none); a field left out stays. A change is told to those who show the user."""
     found = await node.store.users_by_ids([session.user_id])
     me = found.get(session.user_id)
     if me is None:
         raise YimError("not_found", "no such user")
-    name = req.display_name.strip() or me.username
-    if node.words is not None:  # as at registration: others see the name (sensitive words)
-        name = node.words.apply(name, "the display name")
-    account = await node.store.admin.set_display_name(session.user_id, name)
-    return user_out(msgspec.structs.replace(me, display_name=account.display_name))
+    after = me
+    if req.avatar is not None:
+        media_id = await avatar_media_id(node, session.user_id, req.avatar)
+        if media_id != me.avatar_media_id:
+            await node.store.admin.set_avatar(session.user_id, media_id)
+            after = msgspec.structs.replace(after, avatar_media_id=media_id)
+    if req.display_name is not None:
+        name = req.display_name.strip() or me.username
+        if node.words is not None:  # as at registration: others see the name (sensitive words)
+            name = node.words.apply(name, "the display name")
+        if name != me.display_name:
+            account = await node.store.admin.set_display_name(session.user_id, name)
+            after = msgspec.structs.replace(after, display_name=account.display_name)
+    out = user_out(after)
+    if after != me:
+        await profile_changed(node, out, origin)
+    return out

@@ -105,6 +105,9 @@ class RelationJobs(RelationStore):
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         return await self._run.read(self._jobs.presence_visible, (viewer_id, user_ids))
 
+    async def profile_audience(self, user_id: int, max_group_members: int, limit: int) -> list[int]:
+        return await self._run.read(self._jobs.profile_audience, (user_id, max_group_members, limit))
+
 
 class ServiceJobs(ServiceStore):
     """The customer-service store of either backend (jobs: its module of service jobs).
@@ -300,6 +303,9 @@ class AdminJobs(AdminStore):
     async def record_export(self, actor_id: int | None, user_id: int, audit: AuditEntry) -> AccountRec:
         # as the other actions on a user: that user (the audit row is a new row no one waits for)
         return await self._run.write(self._jobs.record_export, (actor_id, user_id, audit), (user_id,))
+
+    async def set_avatar(self, user_id: int, media_id: int | None) -> AccountRec:
+        return await self._run.write(self._jobs.set_avatar, (user_id, media_id), (user_id,))
 
     async def find_groups(self, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
         return await self._run.read(self._jobs.find_groups, (actor_id, query, after, limit))

@@ -190,3 +190,8 @@ class AdminStore(abc.ABC):
     async def record_export(self, actor_id: int | None, user_id: int, audit: AuditEntry) -> AccountRec:
         """An admin (or the operator on the host) is about to export ``user_id``'s data: the
         actor is checked and the audit row appended, before any of the data is read."""
+
+    @abc.abstractmethod
+    async def set_avatar(self, user_id: int, media_id: int | None) -> AccountRec:
+        """The user's own avatar (None: none); the caller checked the media is an image the
+        user uploaded (not an admin action: no audit row)."""

@@ -27,10 +27,10 @@ from yim.storage.admin import AuditEntry
 #: place that says it (both stores build their UPDATE from it); the username is not here —
 #: it stays, reserved, so no one can take the name and pass for the erased person in old
 #: conversations; lookups leave erased accounts out instead.
-BLANKED_PROFILE: dict[str, str] = {"display_name": "", "password_hash": ""}
+BLANKED_PROFILE: dict[str, str | None] = {"display_name": "", "password_hash": "", "avatar_media_id": None}
 
 
-def blank_profile_sql(placeholder: Callable[[int], str], first: int) -> tuple[str, list[str]]:
+def blank_profile_sql(placeholder: Callable[[int], str], first: int) -> tuple[str, list[str | None]]:
     """The ``SET`` list blanking the profile, its placeholders numbered from ``first``."""
     cols = list(BLANKED_PROFILE)
     return ", ".join(f"{c}={placeholder(first + i)}" for i, c in enumerate(cols)), [BLANKED_PROFILE[c] for c in cols]

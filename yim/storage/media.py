@@ -6,9 +6,12 @@ records ``media`` naming them, and ``media_refs``, which timeline entries carry 
 
 Who may use a media id — to download it, or to send it in a message — is one rule: the
 uploader, or a member of a conversation with a (not recalled) entry carrying it inside the
-member's visible window (``joined_seq < seq <= left_seq or head``). A media message is
-validated *inside* the write transaction that appends it, so the check cannot race a
-recall or a leave, and a media send keeps its place in the sender's order.
+member's visible window (``joined_seq < seq <= left_seq or head``). To download (never to
+send), also anyone signed in while the media is some user's avatar (``users.avatar_media_id``):
+whoever can see a user can see their avatar, and only an image its own uploader chose becomes
+one (yim/services/users.py ``avatar_media_id``), so no other media becomes readable this way.
+A media message is validated *inside* the write transaction that appends it, so the check
+cannot race a recall or a leave, and a media send keeps its place in the sender's order.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ class UserRec(msgspec.Struct, frozen=True):
     display_name: str
     password_hash: str
     created_at: int
+    avatar_media_id: int | None = None  # the user's avatar: an image they uploaded (None: none)
+
+
+#: the columns of a UserRec, in its order, in both dialects
+USER_COLUMNS = "id, username, display_name, password_hash, created_at, avatar_media_id"
 
 
 class SessionRec(msgspec.Struct, frozen=True):

@@ -129,5 +129,12 @@ class RelationStore(abc.ABC):
         flush publishes the users of a burst of connects together)."""
 
     @abc.abstractmethod
+    async def profile_audience(self, user_id: int, max_group_members: int, limit: int) -> list[int]:
+        """Users whose clients show this user, to tell of a profile change: friends,
+        followers, peers of direct conversations and co-members of the groups of at most
+        ``max_group_members`` members the user is in; at most ``limit`` of them, the user
+        not included."""
+
+    @abc.abstractmethod
     async def presence_visible(self, viewer_id: int, user_ids: list[int]) -> set[int]:
         """Which of user_ids let viewer_id see their presence."""

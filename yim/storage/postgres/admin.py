@@ -189,6 +189,11 @@ async def set_display_name(conn: asyncpg.Connection, user_id: int, display_name:
     return rules.target_account(user_id, await account(conn, user_id))
 
 
+async def set_avatar(conn: asyncpg.Connection, user_id: int, media_id: int | None) -> AccountRec:
+    await conn.execute("UPDATE users SET avatar_media_id=$2 WHERE id=$1", user_id, media_id)
+    return rules.target_account(user_id, await account(conn, user_id))
+
+
 async def find_groups(
     conn: asyncpg.Connection, actor_id: int | None, query: str, after: int, limit: int
 ) -> list[GroupRec]:

@@ -75,9 +75,12 @@ _GRANT_SQL = (
 )
 
 
-async def visible_media(conn: asyncpg.Connection, media_id: int, user_id: int, lock: bool = False) -> MediaRec:
-    """The media, if ``user_id`` uploaded it or can see an entry carrying it; else
-    ``media_not_found``. ``lock``: hold the granting ref until commit (sends)."""
+async def visible_media(
+    conn: asyncpg.Connection, media_id: int, user_id: int, lock: bool = False, avatars: bool = False
+) -> MediaRec:
+    """The media, if ``user_id`` uploaded it or can see an entry carrying it (``avatars``: or
+    it is some user's avatar); else ``media_not_found``. ``lock``: hold the granting ref until
+    commit (sends)."""
     if media_id > MAX_MEDIA_ID:
         raise not_found(media_id)
     row = await conn.fetchrow(
@@ -90,7 +93,10 @@ async def visible_media(conn: asyncpg.Connection, media_id: int, user_id: int, l
         # no anchor of the send (postgres_locks); a recall holding it makes the send retry
         # (LockNotAvailableError is retryable) instead of waiting in a possible cycle.
         grant = _GRANT_SQL + (" FOR SHARE OF r NOWAIT" if lock else "")
-        if await conn.fetchval(grant, user_id, media_id) is None:
+        granted = await conn.fetchval(grant, user_id, media_id) is not None
+        if not granted and avatars:
+            granted = await conn.fetchval("SELECT 1 FROM users WHERE avatar_media_id=$1 LIMIT 1", media_id) is not None
+        if not granted:
             row = None
     if row is None:
         raise not_found(media_id)
@@ -120,7 +126,7 @@ class PgMediaStore(MediaStore):
         return await self._store.write(create_media, media_id, uploader_id, kind, name, blob, now, anchors=NO_ANCHORS)
 
     async def visible(self, media_id: int, user_id: int) -> MediaRec:
-        return await self._store.read(visible_media, media_id, user_id)
+        return await self._store.read(visible_media, media_id, user_id, False, True)
 
     def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         # A customer-service send routes inside the job: opaque (postgres_locks).

@@ -77,6 +77,7 @@ from yim.storage.postgres.search import PgSearchStore
 from yim.storage.postgres.send import send_job
 from yim.storage.postgres.service import PgServiceStore
 from yim.storage.records import (
+    USER_COLUMNS,
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -644,8 +645,8 @@ class PostgresStore(Store):
     async def user_by_name(self, username: str) -> UserRec | None:
         async def q(conn: asyncpg.Connection) -> UserRec | None:
             r = await conn.fetchrow(
-                "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at FROM usernames n"
-                " JOIN users u ON u.id = n.user_id WHERE n.username_key = $1 AND u.erased_at IS NULL",
+                "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at, u.avatar_media_id"
+                " FROM usernames n JOIN users u ON u.id = n.user_id WHERE n.username_key = $1 AND u.erased_at IS NULL",
                 _ascii_fold(username),
             )
             return UserRec(*r) if r else None
@@ -658,8 +659,7 @@ class PostgresStore(Store):
 
         async def q(conn: asyncpg.Connection) -> dict[int, UserRec]:
             rows = await conn.fetch(
-                "SELECT id, username, display_name, password_hash, created_at FROM users"
-                " WHERE id = ANY ($1) AND erased_at IS NULL",
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY ($1) AND erased_at IS NULL",
                 ids,
             )
             return {r[0]: UserRec(*r) for r in rows}

@@ -165,6 +165,11 @@ def set_display_name(conn: sqlite3.Connection, user_id: int, display_name: str) 
     return rules.target_account(user_id, account(conn, user_id))
 
 
+def set_avatar(conn: sqlite3.Connection, user_id: int, media_id: int | None) -> AccountRec:
+    conn.execute("UPDATE users SET avatar_media_id=? WHERE id=?", (media_id, user_id))
+    return rules.target_account(user_id, account(conn, user_id))
+
+
 def find_groups(conn: sqlite3.Connection, actor_id: int | None, query: str, after: int, limit: int) -> list[GroupRec]:
     _admin(conn, actor_id)
     sql = f"SELECT {GROUP_COLS} FROM conversations WHERE type='group' AND id>?"

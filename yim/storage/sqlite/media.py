@@ -65,9 +65,10 @@ def create_media(
     return MediaRec(id=media_id, uploader_id=uploader_id, kind=kind, name=name, created_at=now, blob=stored)
 
 
-def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> MediaRec:
-    """The media, if ``user_id`` uploaded it or can see an entry carrying it; else
-    ``media_not_found`` (the same answer as for an id that does not exist)."""
+def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int, avatars: bool = False) -> MediaRec:
+    """The media, if ``user_id`` uploaded it or can see an entry carrying it (``avatars``: or
+    it is some user's avatar); else ``media_not_found`` (the same answer as for an id that
+    does not exist)."""
     if media_id > MAX_MEDIA_ID:
         raise not_found(media_id)
     row = conn.execute(
@@ -82,6 +83,8 @@ def visible_media(conn: sqlite3.Connection, media_id: int, user_id: int) -> Medi
             " LIMIT 1",
             (user_id, media_id),
         ).fetchone()
+        if seen is None and avatars:
+            seen = conn.execute("SELECT 1 FROM users WHERE avatar_media_id=? LIMIT 1", (media_id,)).fetchone()
         if seen is None:
             row = None
     if row is None:
@@ -114,7 +117,7 @@ class SqliteMediaStore(MediaStore):
         return await self._store.write(create_media, media_id, uploader_id, kind, name, blob, now)
 
     async def visible(self, media_id: int, user_id: int) -> MediaRec:
-        return await self._store.read(visible_media, media_id, user_id)
+        return await self._store.read(visible_media, media_id, user_id, True)
 
     def send(self, cmd: SendCmd) -> asyncio.Future[SendResult]:
         return self._store.write(send_media_message, cmd, self._store.service.ctx)

@@ -283,6 +283,20 @@ def presence_audiences(conn: sqlite3.Connection, user_ids: list[int]) -> dict[in
     return audiences
 
 
+def profile_audience(conn: sqlite3.Connection, user_id: int, max_group_members: int, limit: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT friend_id FROM friends WHERE user_id=?1"
+        " UNION SELECT follower_id FROM followers WHERE user_id=?1"
+        " UNION SELECT peer_id FROM user_conversations WHERE user_id=?1 AND peer_id IS NOT NULL"
+        " UNION SELECT o.user_id FROM user_conversations me"
+        " JOIN conversations c ON c.id = me.conv_id AND c.type = 'group' AND c.member_count <= ?2"
+        " JOIN user_conversations o ON o.conv_id = me.conv_id AND o.left_seq IS NULL"
+        " WHERE me.user_id=?1 AND me.left_seq IS NULL LIMIT ?3",
+        (user_id, max_group_members, limit + 1),
+    )
+    return [r[0] for r in rows if r[0] != user_id][:limit]
+
+
 def presence_visible(conn: sqlite3.Connection, viewer_id: int, user_ids: list[int]) -> set[int]:
     visible = set()
     for uid in user_ids:

@@ -32,6 +32,7 @@ from yim.protocol.errors import YimError
 from yim.storage.base import Store
 from yim.storage.migrations import migrate_sqlite
 from yim.storage.records import (
+    USER_COLUMNS,
     ConvRow,
     CreateGroupCmd,
     DeviceRec,
@@ -521,8 +522,7 @@ class SqliteStore(Store):
     async def user_by_name(self, username: str) -> UserRec | None:
         def q(conn: sqlite3.Connection) -> UserRec | None:
             r = conn.execute(
-                "SELECT id, username, display_name, password_hash, created_at FROM users"
-                " WHERE username=? COLLATE NOCASE AND erased_at IS NULL",
+                f"SELECT {USER_COLUMNS} FROM users WHERE username=? COLLATE NOCASE AND erased_at IS NULL",
                 (username,),
             ).fetchone()
             return UserRec(*r) if r else None
@@ -539,8 +539,7 @@ class SqliteStore(Store):
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
-                    "SELECT id, username, display_name, password_hash, created_at FROM users"
-                    f" WHERE id IN ({marks}) AND erased_at IS NULL",
+                    f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({marks}) AND erased_at IS NULL",
                     chunk,
                 ):
                     out[r[0]] = UserRec(*r)

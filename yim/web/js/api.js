@@ -109,6 +109,11 @@ export class Api {
     return this.call("GET", "/api/v1/me/deletion");
   }
 
+  // Resolves to the User; `mediaId` of an image I uploaded, "" for no avatar.
+  setAvatar(mediaId) {
+    return this.call("PATCH", "/api/v1/me", { avatar: mediaId });
+  }
+
   // Server administration (docs/protocol.md §19): `path` under /api/v1/admin, `query` for
   // GETs (ids stay decimal strings), `body` for changes. A non-admin gets code "forbidden".
   admin(method, path, { query = null, body } = {}) {

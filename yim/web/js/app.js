@@ -6,6 +6,7 @@
 // #/s/<shop_id> the chat with a shop (customer service), #/settings my settings and
 // #/admin the server administration (server admins only).
 import { Api } from "./api.js";
+import { setAvatarMedia, watchProfiles } from "./avatar.js";
 import { h } from "./dom.js";
 import { Groups } from "./groups.js";
 import { t } from "./i18n.js";
@@ -116,6 +117,7 @@ function startMain(session) {
   const groups = new Groups(socket, store, api);
   const service = new Service(socket, store);
   const media = new Media(api);
+  setAvatarMedia(media);
   const notifier = new Notifier(store, { onOpen: (convId) => (location.hash = `#/c/${convId}`) });
   const webpush = new WebPush(api);
   let ended = false;
@@ -130,6 +132,7 @@ function startMain(session) {
     notifier.stop();
     webpush.stop();
     chat.stop();
+    setAvatarMedia(null);
     window.removeEventListener("hashchange", route);
     document.removeEventListener("visibilitychange", onVisibility);
     localStorage.removeItem(SESSION_KEY);
@@ -319,6 +322,14 @@ function startMain(session) {
     };
   })();
   presence.addEventListener("change", renderSoon);
+  // Someone's new name or avatar (a `profile` notice): every view that shows them.
+  watchProfiles({ socket, store, relations }, (user) => {
+    if (user.user_id === store.me.user_id) {
+      sidebar.renderMe();
+      settings.renderAvatar(); // changed on another of my devices
+    }
+    renderSoon();
+  });
   relations.addEventListener("change", renderSoon);
   service.addEventListener("change", renderSoon);
   socket.addEventListener("unauthorized", (e) => end(endedNotice(e.detail)));

@@ -47,6 +47,13 @@ const CONTEXTS = {
     forbidden: t("Only server admins can do this. Your admin role may have been taken back."),
     group_dissolved: t("That group is already dissolved."),
   },
+  avatar: {
+    media_too_large: t("That picture is too large. Choose a smaller one."),
+    media_type_mismatch: t("That file is not a picture. Choose a JPEG, PNG, GIF, WebP or AVIF image."),
+    media_type_not_allowed: t("That kind of picture is not accepted. Choose a JPEG, PNG, GIF, WebP or AVIF image."),
+    invalid_media: t("That picture cannot be read. Choose another one."),
+    media_kind_mismatch: t("That file is not a picture. Choose a JPEG, PNG, GIF, WebP or AVIF image."),
+  },
   agents: {
     content_blocked: t("That name is not allowed here. Choose another one."),
     forbidden: t("Only the shop's admins can change its agents."),

@@ -1,4 +1,5 @@
 // Presentation helpers: names, avatars, times, message previews.
+import { withPhoto } from "./avatar.js";
 import { h } from "./dom.js";
 import { language, t } from "./i18n.js";
 
@@ -32,7 +33,7 @@ export function avatar(user, size = "md") {
   const name = displayName(user);
   const el = h("span", { class: `avatar avatar-${size}`, "aria-hidden": "true" }, firstGrapheme(name).toUpperCase());
   el.style.setProperty("--hue", String(hue(user?.user_id ?? name))); // CSSOM: allowed by the page's CSP
-  return el;
+  return withPhoto(el, user); // the user's picture over the initials, once loaded
 }
 
 export function dayKey(ms) {

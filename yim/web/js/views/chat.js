@@ -532,7 +532,8 @@ export class ChatView {
     let ref = this.list.firstElementChild;
     for (const item of items) {
       keep.add(item.key);
-      const from = item.from ? displayName(this.store.user(item.from)) : "";
+      const author = item.from ? this.store.user(item.from) : null;
+      const from = item.from ? `${displayName(author)}|${author?.avatar ?? ""}` : "";
       let sig = "";
       if (item.msg) {
         const m = item.msg;
@@ -718,7 +719,14 @@ export class ChatView {
     return h(
       "li",
       { class: cls.join(" "), dataset: m.seq ? { seq: String(m.seq), msgId: m.msg_id } : { local: "1" } },
-      item.from ? h("span", { class: "sender" }, displayName(this.store.user(item.from))) : null,
+      item.from
+        ? h(
+            "div",
+            { class: "sender-line" },
+            avatar(this.store.user(item.from), "xs"),
+            h("span", { class: "sender" }, displayName(this.store.user(item.from))),
+          )
+        : null,
       h("div", { class: "bubble-row" }, bubble, actions, item.local ? null : reactButton(this.store, conv, m)),
       item.local ? null : reactionRow(this.store, conv, m),
       status === "failed"

@@ -4,12 +4,15 @@
 import { h } from "../dom.js";
 import { errorText as codeText } from "../errors.js";
 import { downloadArchive } from "../export.js";
-import { shopRole } from "../format.js";
+import { avatar, shopRole } from "../format.js";
 import { confirmAction, field } from "./dialog.js";
 import { toast } from "./toast.js";
 import { LANGUAGES, language, setLanguage, t, tn } from "../i18n.js";
 
 const PASSWORD_MIN = 8;
+
+// What an avatar upload or change can be refused for (docs/protocol.md §16.1, §19.4).
+const AVATAR_TYPES = "image/jpeg,image/png,image/gif,image/webp,image/avif";
 
 function errorText(err) {
   return codeText(err, "agents");
@@ -83,6 +86,7 @@ export class SettingsView {
 
   show() {
     this.nameInput.value = this.store.me.display_name ?? "";
+    this.renderAvatar();
     this.renderShops();
     this.api.accountDeletion().then(
       ({ due_at }) => this.showDeletion(due_at),
@@ -142,12 +146,76 @@ export class SettingsView {
           });
   }
 
+  // My picture: upload (then it is set), preview, remove. Others see it by a profile notice.
+  avatarPicker() {
+    this.avatarPreview = h("span", { class: "avatar-preview" });
+    const status = h("p", { class: "form-status", role: "status" });
+    const error = h("p", { class: "form-error", role: "alert" });
+    const busy = (on) => {
+      choose.disabled = on;
+      this.avatarRemove.disabled = on || !this.store.me.avatar;
+    };
+    const apply = async (work, done) => {
+      status.textContent = "";
+      error.textContent = "";
+      busy(true);
+      try {
+        const user = await work();
+        this.onProfile(user);
+        status.textContent = done;
+      } catch (err) {
+        error.textContent = codeText(err, "avatar");
+      } finally {
+        busy(false);
+        this.renderAvatar();
+      }
+    };
+    const input = h("input", { type: "file", accept: AVATAR_TYPES, class: "avatar-file", "aria-label": t("Picture file") });
+    input.addEventListener("change", () => {
+      const file = input.files?.[0];
+      input.value = "";
+      if (!file) return;
+      apply(async () => {
+        const media = await this.api.upload(file, "image");
+        return this.api.setAvatar(media.media_id);
+      }, t("Your picture is set. Others see it now."));
+    });
+    const choose = h(
+      "button",
+      { type: "button", class: "primary small", onclick: () => input.click() },
+      t("Upload a picture"),
+    );
+    this.avatarRemove = h(
+      "button",
+      {
+        type: "button",
+        class: "ghost",
+        onclick: () => apply(() => this.api.setAvatar(""), t("Your picture is removed. Others see your initials.")),
+      },
+      t("Remove picture"),
+    );
+    return h(
+      "div",
+      { class: "avatar-picker", role: "group", "aria-label": t("Picture") },
+      this.avatarPreview,
+      h("div", { class: "avatar-picker-actions" }, choose, this.avatarRemove, input),
+      status,
+      error,
+    );
+  }
+
+  renderAvatar() {
+    this.avatarPreview.replaceChildren(avatar(this.store.me, "lg"));
+    this.avatarRemove.disabled = !this.store.me.avatar;
+  }
+
   profileSection() {
     this.nameInput = h("input", { name: "display_name", maxlength: 64, autocomplete: "nickname" });
     return h(
       "section",
       { class: "page-section", "aria-labelledby": "settings-profile" },
       h("h3", { id: "settings-profile" }, t("Profile")),
+      this.avatarPicker(),
       asyncForm(
         t("Profile"),
         [
