@@ -141,4 +141,5 @@ OPS: dict[type, Action] = {
     f.AdminShopAgentSet: admin.shop_agent_set,
     f.PasswordChange: admin.password_change,
     f.ProfileSet: admin.profile_set,
+    f.ShopSearch: service.shop_search,
 }

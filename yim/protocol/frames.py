@@ -613,6 +613,14 @@ class ProfileSet(Request, tag="profile_set", frozen=True):
     display_name: DisplayName
 
 
+class ShopSearch(Request, tag="shop_search", frozen=True):
+    """Shops that accept customers, by a part of their name (docs/protocol.md §17.2)."""
+
+    q: Annotated[str, Meta(min_length=1, max_length=64)]  # a shop's name is at most 64 characters
+    offset: Annotated[int, Meta(ge=0, le=1000)] = 0  # the previous page's next_offset
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
 ADMIN_OPS = (
     AdminUsers,
     AdminUser,
@@ -717,6 +725,7 @@ AnyRequest = (
     | AdminShopAgentSet
     | PasswordChange
     | ProfileSet
+    | ShopSearch
 )
 
 
@@ -1464,3 +1473,8 @@ class AdminGroupPage(Struct):
 class AuditPage(Struct):
     entries: list[AuditOut]  # newest first
     next_before: str | None
+
+
+class ShopPage(Struct):
+    shops: list[ShopOut]
+    next_offset: int | None  # the offset of the next page; None: the last page
