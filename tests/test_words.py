@@ -155,6 +155,27 @@ def test_reject_and_mask_lists(tmp_path: Path) -> None:
     assert ERROR_STATUS["content_blocked"] == 422
 
 
+def test_one_automaton_for_both_lists(tmp_path: Path) -> None:
+    """Both lists are matched in one scan: an entry on both lists rejects, a reject entry
+    after a mask entry still rejects, and masking touches only the mask list's entries."""
+    words = make_filter(tmp_path, ["炸弹", "both"], ["笨蛋", "BOTH", "ab"])
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("Both ways", "x")  # on both lists: reject wins
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("ab 笨蛋 ... 炸 弹", "x")  # two mask hits before the reject one
+    assert words.apply("笨蛋 abc", "x") == "** **c"
+    (tmp_path / "second").mkdir()
+    only_reject = make_filter(tmp_path / "second", ["炸弹"], [])
+    assert only_reject.apply("笨蛋", "x") == "笨蛋"
+
+
+@pytest.mark.parametrize("text", ["Hello, World!", "\x00\x1f\x7f TAB\tEND", "", "A_B-C d", "MiXeD 123"])
+def test_ascii_text_normalises_as_the_full_path_would(text: str) -> None:
+    """ASCII text skips NFKC, the invisible characters and the CJK gaps: none can change it."""
+    assert text.isascii()
+    assert normalise(text) == unicodedata.normalize("NFKC", text).casefold()
+
+
 def test_entry_that_normalises_to_nothing_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
