@@ -4,10 +4,17 @@ customers, the order, paging and bad input — on both stores, over WebSocket an
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
 import aiohttp
 import pytest
 
+from tests.conftest import ServerProcess
 from tests.rawclient import Device, ProtocolError, make_users
+from tests.test_terminal import PASSWORD, Cli, call, piped_chat, register
+from yim.client import Client, HttpApi
 from yim.node import NodeServer
 from yim.protocol.errors import YimError
 from yim.storage.rules.service import shop_name_query
@@ -111,3 +118,56 @@ async def test_shop_search(server: NodeServer) -> None:
             assert (await r.json())["code"] == "bad_request"
         async with http.get("/api/v1/shops/search", params={"q": "tea"}) as r:
             assert r.status == 401
+
+
+# --- the terminal: /shop NAME ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    server = ServerProcess(tmp_path / "node")
+    server.start()
+    try:
+        yield Cli(server, tmp_path)
+    finally:
+        server.stop()
+
+
+def test_terminal_opens_a_shop_chat_by_name(cli: Cli) -> None:
+    url = cli.server.url
+    register(url, "teaowner", "teabuyer")
+    for name in ("Tea House", "Tea Garden"):
+        shop = call(url, "teaowner", "shop_create", name=name)
+        me = call(url, "teaowner", "shop_agent_set", shop_id=shop["shop_id"], user_id=shop["owner_id"], capacity=5)
+        assert me["capacity"] == 5
+    with piped_chat(cli, "teabuyer") as chat:
+        out, type_line = chat.out, chat.type_line
+        out.expect(r"^Logged in as teabuyer")
+        type_line("/shop tea")
+        out.expect(r"several shops match 'tea': Tea House, Tea Garden")
+        type_line("/shop coffee")
+        out.expect(r"no shop named like 'coffee'")
+        type_line("/shop tea h")
+        out.expect(r"^── Tea House ── \(shop, new conversation\)$")
+        type_line("有乌龙茶吗?")
+        out.expect(r"^\d\d:\d\d teabuyer: 有乌龙茶吗\?$")
+        type_line("/shop TEA HOUSE")  # the conversation exists now: it opens with its history
+        out.expect(r"^── Tea House ──$")
+        out.expect(r"^\d\d:\d\d teabuyer: 有乌龙茶吗\?$")
+        type_line("/quit")
+        assert chat.wait(timeout=10) == 0
+
+    # The shop's agent (its owner) was offline: the session waited, and is theirs once they connect.
+    async def agent_sees() -> list[str]:
+        async with HttpApi(url) as api:
+            login = await api.login("teaowner", PASSWORD, "agent-desk", "web")
+        async with Client(url, login.token) as client:
+            for _ in range(100):  # bounded: the queue is served when the agent connects
+                page = await client.conversations()
+                found = [c for c in page.conversations if c.type == "service" and c.name == "Tea House"]
+                if found:
+                    return [m.body["text"] for m in (await client.history(found[0].conv_id)).messages]
+                await asyncio.sleep(0.1)
+            raise AssertionError("the shop's agent never got the conversation")
+
+    assert asyncio.run(agent_sees()) == ["有乌龙茶吗?"]
