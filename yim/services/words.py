@@ -214,9 +214,15 @@ def mask(automaton: Any, text: str) -> str:
     """``text`` with each original character that a match of a ``MASK`` entry of
     ``automaton`` covers replaced by one ``*`` (when the text needed composing, a character
     with its combining marks counts as one); the rest unchanged."""
-    mapped = _Mapped(text)  # only a text with a hit gets here: the map back is made now
+    mapped = _Mapped(text)
     key = _key(mapped.norm)
-    spans = [(last - size + 1, last + 1) for last, (size, action) in automaton.iter(key) if action & MASK]  # bytes
+    spans = [(last - size + 1, last + 1) for last, (size, action) in automaton.iter(key) if action & MASK]
+    return _masked(text, mapped, key, spans)
+
+
+def _masked(text: str, mapped: _Mapped, key: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with the original characters of ``spans`` (``[start, end)`` UTF-8 byte
+    offsets in ``key``, the key of ``mapped.norm``) masked."""
     if not spans:
         return text
     # byte offset -> character index in norm, decoding once from one offset to the next
@@ -374,13 +380,20 @@ class WordFilter:
         words = self._state.words  # one read: a reload in between cannot mix two generations
         if words is None:
             return text
-        found = 0
-        for _, (_, action) in words.iter(_key(normalise(text))):  # a clean text: no iteration at all
+        norm = normalise(text)
+        key = _key(norm)
+        spans: list[tuple[int, int]] = []
+        for last, (size, action) in words.iter(key):  # a clean text: no iteration at all
             if action & REJECT:
                 # The message never names the word: that would publish the list.
                 raise YimError("content_blocked", f"{what} contains words that are not allowed")
-            found |= action
-        return mask(words, text) if found else text
+            spans.append((last - size + 1, last + 1))  # a mask entry's, in UTF-8 bytes of key
+        if not spans:
+            return text
+        # Only a text to mask gets here: the map back to the characters written is made now,
+        # and the matches of the scan above are reused, its normalised text being the same.
+        mapped = _Mapped(text)
+        return _masked(text, mapped, key, spans) if mapped.norm == norm else mask(words, text)
 
     def message_body(self, kind: str, body: bytes) -> tuple[bytes, bool]:
         """A message's canonical body, filtered, and whether it changed (masked). User-written
