@@ -20,7 +20,7 @@ automaton holding both actions' entries, so the cost per text is one pass over i
 the lists' sizes and however many lists there are. A clean text (the common case) costs
 C-level work only: NFKC (full-width punctuation mapped first), casefold, a regex and the
 automaton scan over the text's UTF-8 bytes (~7-8 µs per 100 Chinese or mixed characters
-with 10,000 entries, of which the scan is over half; ~1.3 µs for ASCII text, which skips
+with 10,000 entries, of which the scan is over half; ~1.6 µs for ASCII text, which skips
 the normalising steps it cannot need; docs/performance.md). Only a text with a hit to mask
 makes the map back to the characters written, so that exactly the matched characters are
 masked and the rest of the text stays byte-identical: in C when every character maps to
