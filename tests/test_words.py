@@ -155,6 +155,27 @@ def test_reject_and_mask_lists(tmp_path: Path) -> None:
     assert ERROR_STATUS["content_blocked"] == 422
 
 
+def test_one_automaton_for_both_lists(tmp_path: Path) -> None:
+    """Both lists are matched in one scan: an entry on both lists rejects, a reject entry
+    after a mask entry still rejects, and masking touches only the mask list's entries."""
+    words = make_filter(tmp_path, ["炸弹", "both"], ["笨蛋", "BOTH", "ab"])
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("Both ways", "x")  # on both lists: reject wins
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("ab 笨蛋 ... 炸 弹", "x")  # two mask hits before the reject one
+    assert words.apply("笨蛋 abc", "x") == "** **c"
+    (tmp_path / "second").mkdir()
+    only_reject = make_filter(tmp_path / "second", ["炸弹"], [])
+    assert only_reject.apply("笨蛋", "x") == "笨蛋"
+
+
+@pytest.mark.parametrize("text", ["Hello, World!", "\x00\x1f\x7f TAB\tEND", "", "A_B-C d", "MiXeD 123"])
+def test_ascii_text_normalises_as_the_full_path_would(text: str) -> None:
+    """ASCII text skips NFKC, the invisible characters and the CJK gaps: none can change it."""
+    assert text.isascii()
+    assert normalise(text) == unicodedata.normalize("NFKC", text).casefold()
+
+
 def test_entry_that_normalises_to_nothing_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -534,3 +555,133 @@ async def test_group_names_announcements_and_display_names(make_server: MakeServ
         assert asked["message"] == "hi **"
         incoming = await bob.request("friend_requests", direction="incoming")
         assert [r["message"] for r in incoming["requests"]] == ["hi **"]
+
+
+# --- measuring, by hand: PYTHONPATH=. python -m tests.test_words [--before REV] ----------------------
+
+
+def _chinese_text(rng: random.Random, n: int = 100) -> str:
+    """~n characters of Chinese chat: runs of common characters and full-width punctuation."""
+    parts: list[str] = []
+    size = 0
+    while size < n:
+        if rng.random() < 0.8:
+            part = "".join(rng.choice(COMMON) for _ in range(rng.randint(3, 10)))
+        else:
+            part = rng.choice("，。！？")
+        parts.append(part)
+        size += len(part)
+    return "".join(parts)[:n]
+
+
+def _measure(before: str | None) -> None:
+    """The filter's CPU time per 100 characters with the 10,000 entries of word_list(): clean
+    Chinese, clean mixed (one list, and the entries split over a reject and a mask list),
+    texts with matches (a reject list, a mask list) and clean ASCII, at 100 and 1,000
+    characters; each the median of 3 rounds of the best of 5 per chunk of 50 texts. With
+    ``before`` (a git revision) yim/services/words.py of that revision is measured in the same
+    run, interleaved, for a before/after comparison."""
+    import importlib.util
+    import statistics
+    import subprocess
+    import tempfile
+    import types
+
+    from yim.services import words as current
+
+    folder = Path(tempfile.mkdtemp())
+    entries = word_list()
+    one = [WordList(path=str(write(folder / "all.txt", *entries)), action="reject")]
+    split = [
+        WordList(path=str(write(folder / "r.txt", *entries[0::2])), action="reject"),
+        WordList(path=str(write(folder / "m.txt", *entries[1::2])), action="mask"),
+    ]
+    masked = [WordList(path=str(folder / "all.txt"), action="mask")]
+    versions: dict[str, types.ModuleType] = {"now": current}
+    if before is not None:
+        source = subprocess.run(
+            ["git", "show", f"{before}:yim/services/words.py"], capture_output=True, check=True, text=True
+        ).stdout
+        (folder / "words_before.py").write_text(source, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location("words_before", folder / "words_before.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        versions = {before: module, "now": current}
+    filters = {
+        name: {
+            "one": mod.WordFilter(one, 5.0),
+            "split": mod.WordFilter(split, 5.0),
+            "mask": mod.WordFilter(masked, 5.0),
+        }
+        for name, mod in versions.items()
+    }
+    probe = filters["now"]["mask"]
+
+    def hit(text: str) -> bool:
+        return probe.apply(text, "x") != text
+
+    def texts(make: Any, n: int, hits: bool, count: int, seed: int) -> list[str]:
+        # Built of 100-character pieces: with 10,000 entries of common characters almost
+        # every 1,000 characters drawn at once hold one, so a clean long text grows piece by
+        # piece, keeping only pieces that leave it clean.
+        rng = random.Random(seed)
+        out: list[str] = []
+        while len(out) < count:
+            text = ""
+            while len(text) < n:
+                longer = text + make(rng, 100)
+                if hits or not hit(longer):
+                    text = longer
+            if hit(text) == hits:
+                out.append(text)
+        return out
+
+    def cost(words: Any, sample: list[str]) -> float:
+        total = 0.0
+        for at in range(0, len(sample), 50):
+            chunk, best = sample[at : at + 50], float("inf")
+            for _ in range(5):
+                started = time.thread_time()
+                for text in chunk:
+                    try:
+                        words.apply(text, "x")
+                    except YimError:
+                        pass
+                best = min(best, time.thread_time() - started)
+            total += best
+        return total / len(sample) * 1e6
+
+    ascii_rng = random.Random(7)
+    words_ = ["hello", "OK", "see", "you", "2026", "thanks", "world", "later", "meeting"]
+    ascii_texts = [" ".join(ascii_rng.choice(words_) for _ in range(30))[:100] for _ in range(400)]
+    cases: list[tuple[str, int, str, list[str]]] = []
+    for n, count in ((100, 400), (1000, 60)):
+        mixed = texts(chat_text, n, False, count, 2)
+        with_hits = texts(chat_text, n, True, count, 3)
+        cases += [
+            ("clean Chinese", n, "one", texts(_chinese_text, n, False, count, 1)),
+            ("clean mixed", n, "one", mixed),
+            ("clean mixed, two lists", n, "split", mixed),
+            ("with matches, reject list", n, "one", with_hits),
+            ("with matches, mask list", n, "mask", with_hits),
+        ]
+    cases.append(("clean ASCII", 100, "one", [t for t in ascii_texts if not hit(t)]))
+    rounds: dict[tuple[str, int, str], list[float]] = {}
+    for _ in range(3):
+        for name, n, kind, sample in cases:
+            for version, by_kind in filters.items():
+                rounds.setdefault((name, n, version), []).append(cost(by_kind[kind], sample) * 100 / n)
+    print("µs per 100 characters, median of 3:")
+    print(f"{'text':28s} {'chars':>5s}" + "".join(f" {v:>10s}" for v in filters))
+    for name, n, _, _ in cases:
+        row = "".join(f" {statistics.median(rounds[(name, n, v)]):10.2f}" for v in filters)
+        print(f"{name:28s} {n:5d}{row}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The sensitive-word filter's cost (docs/performance.md).")
+    parser.add_argument("--before", metavar="REV", help="also measure yim/services/words.py of this git revision")
+    _measure(parser.parse_args().before)

@@ -134,6 +134,8 @@ from yim.protocol.frames import (
     RevokedOut,
     SendAck,
     ShopOut,
+    ShopPage,
+    ShopSearch,
     Sync,
     Unpin,
     UserOut,
@@ -1199,6 +1201,15 @@ class Client:
             lambda rid: Conversation(rid=rid, conv_id=conv_id), reply_type=ConversationOut, retry=True
         )
         result: ConversationOut = await fut
+        return result
+
+    async def shop_search(self, q: str, *, offset: int = 0, limit: int = 20) -> ShopPage:
+        """Shops a customer can write to whose name contains ``q`` (protocol.md §17.2):
+        names starting with it first; ``next_offset`` pages on."""
+        fut = await self._submit(
+            lambda rid: ShopSearch(rid=rid, q=q, offset=offset, limit=limit), reply_type=ShopPage, retry=True
+        )
+        result: ShopPage = await fut
         return result
 
     async def react(self, conv_id: str, seq: int, emoji: str, *, remove: bool = False) -> ReactOut:

@@ -150,4 +150,5 @@ OPS: dict[type, Action] = {
     f.AdminReports: reports.reports,
     f.AdminReport: reports.report_detail,
     f.AdminResolve: reports.resolve,
+    f.ShopSearch: service.shop_search,
 }

@@ -31,7 +31,12 @@ PageLimit = Annotated[int, Meta(ge=1, le=1000)]
 ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^(?!system:|recall:|edit:)")]
 Username = Annotated[str, Meta(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
-DisplayName = Annotated[str, Meta(max_length=64)]
+#: Text people read (names, notes, reasons): no C0 control characters but tab, newline and
+#: carriage return, and no DEL. They have no place in such text, and PostgreSQL cannot store
+#: a NUL at all, so refusing them here keeps both stores answering alike (bad_request).
+READABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+DisplayName = Annotated[str, Meta(max_length=64, pattern=READABLE)]
+Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=READABLE)]
 DeviceId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Platform = Literal["android", "ios", "web", "desktop"]
 MessageKind = Literal["text", "emoji", "image", "video", "file", "custom"]
@@ -52,8 +57,8 @@ class Ping(Request, tag="ping", frozen=True):
 
 
 Mentions = Annotated[list[IdStr], Meta(max_length=100)]
-GroupName = Annotated[str, Meta(min_length=1, max_length=64)]
-Announcement = Annotated[str, Meta(max_length=2000)]
+GroupName = Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
+Announcement = Annotated[str, Meta(max_length=2000, pattern=READABLE)]
 MediaRef = Annotated[str, Meta(max_length=128)]
 JoinPolicy = Literal["open", "members_invite", "admins_invite"]
 UserIds = Annotated[list[IdStr], Meta(min_length=1, max_length=10_000)]
@@ -294,7 +299,7 @@ class Search(Request, tag="search", frozen=True):
 
 class FriendRequest(Request, tag="friend_request", frozen=True):
     to: IdStr
-    message: Annotated[str, Meta(max_length=200)] = ""
+    message: Annotated[str, Meta(max_length=200, pattern=READABLE)] = ""
 
 
 class FriendAccept(Request, tag="friend_accept", frozen=True):
@@ -315,8 +320,8 @@ class FriendDelete(Request, tag="friend_delete", frozen=True):
 
 class FriendUpdate(Request, tag="friend_update", frozen=True):
     user_id: IdStr
-    remark: Annotated[str, Meta(max_length=64)] | None = None
-    tags: Annotated[list[Annotated[str, Meta(min_length=1, max_length=32)]], Meta(max_length=20)] | None = None
+    remark: Annotated[str, Meta(max_length=64, pattern=READABLE)] | None = None
+    tags: Annotated[list[Tag], Meta(max_length=20)] | None = None
 
 
 class Friends(Request, tag="friends", frozen=True):
@@ -443,7 +448,7 @@ class PushMute(Request, tag="push_mute", frozen=True):
 
 
 class ShopCreate(Request, tag="shop_create", frozen=True):
-    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
 
 
 class Shops(Request, tag="shops", frozen=True):
@@ -497,7 +502,7 @@ class ServiceClose(Request, tag="service_close", frozen=True):
 class ServiceRate(Request, tag="service_rate", frozen=True):
     session_id: IdStr
     rating: Annotated[int, Meta(ge=1, le=5)]
-    comment: Annotated[str, Meta(max_length=500)] = ""
+    comment: Annotated[str, Meta(max_length=500, pattern=READABLE)] = ""
 
 
 class ShopDashboard(Request, tag="shop_dashboard", frozen=True):
@@ -508,13 +513,13 @@ class ShopDashboard(Request, tag="shop_dashboard", frozen=True):
 # Every admin_* op is for server admins only (anyone else: forbidden); each action is
 # written to the audit log in its own transaction.
 
-AuditReason = Annotated[str, Meta(max_length=500)]
+AuditReason = Annotated[str, Meta(max_length=500, pattern=READABLE)]
 
 
 class AdminUsers(Request, tag="admin_users", frozen=True):
     """Accounts by id; ``q`` matches an id exactly or a username / display name in part."""
 
-    q: Annotated[str, Meta(max_length=64)] = ""
+    q: Annotated[str, Meta(max_length=64, pattern=READABLE)] = ""
     after: IdStr | None = None  # the previous page's next_after
     limit: PageLimit = 50
 
@@ -561,7 +566,7 @@ class AdminAudit(Request, tag="admin_audit", frozen=True):
 class AdminGroups(Request, tag="admin_groups", frozen=True):
     """Groups by id, dissolved ones too; ``q`` matches an id exactly or a name in part."""
 
-    q: Annotated[str, Meta(max_length=64)] = ""
+    q: Annotated[str, Meta(max_length=64, pattern=READABLE)] = ""
     after: IdStr | None = None  # the previous page's next_after
     limit: PageLimit = 50
 
@@ -587,7 +592,7 @@ class AdminShopCreate(Request, tag="admin_shop_create", frozen=True):
     """A shop for ``owner_id``, who becomes its first admin agent (as if they made it)."""
 
     owner_id: IdStr
-    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
     reason: AuditReason = ""
 
 
@@ -646,7 +651,7 @@ class Report(Request, tag="report", frozen=True):
     """Report a message (``conv_id`` and ``seq``) or a user (``user_id``) to the server's admins."""
 
     category: ReportCategory
-    text: Annotated[str, Meta(max_length=1000)] = ""
+    text: Annotated[str, Meta(max_length=1000, pattern=READABLE)] = ""
     conv_id: IdStr | None = None
     seq: Annotated[int, Meta(ge=1, le=2**62)] | None = None
     user_id: IdStr | None = None
@@ -670,6 +675,14 @@ class AdminResolve(Request, tag="admin_resolve", frozen=True):
     report_id: IdStr
     action: Literal["dismiss", "recall", "disable"]
     note: AuditReason = ""
+
+
+class ShopSearch(Request, tag="shop_search", frozen=True):
+    """Shops that accept customers, by a part of their name (docs/protocol.md §17.2)."""
+
+    q: Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]  # a shop's name is at most 64 characters
+    offset: Annotated[int, Meta(ge=0, le=1000)] = 0  # the previous page's next_offset
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
 
 
 ADMIN_OPS = (
@@ -783,6 +796,7 @@ AnyRequest = (
     | AdminReports
     | AdminReport
     | AdminResolve
+    | ShopSearch
 )
 
 
@@ -1625,3 +1639,8 @@ class AdminResolveOut(Struct):
     closed: int  # open reports of the same target it resolved, this one included
     recall_seq: int | None  # the "recall" entry appended (recall; None if the message was recalled already)
     revoked: int  # sessions ended (disable)
+
+
+class ShopPage(Struct):
+    shops: list[ShopOut]
+    next_offset: int | None  # the offset of the next page; None: the last page

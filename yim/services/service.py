@@ -42,7 +42,9 @@ from yim.protocol.frames import (
     ShopDashboard,
     ShopInfo,
     ShopOut,
+    ShopPage,
     Shops,
+    ShopSearch,
 )
 from yim.protocol.ids import parse_id
 from yim.services.routing import DefaultRouting, RoutingPolicy
@@ -185,6 +187,19 @@ async def shop_info(node: Context, session: SessionRec, req: ShopInfo, origin: D
     if shop is None:
         raise YimError("not_found", f"no shop {req.shop_id}")
     return shop_out(shop)
+
+
+async def shop_search(node: Context, session: SessionRec, req: ShopSearch, origin: Device | None = None) -> ShopPage:
+    """Shops a customer can write to, by a part of their name (any signed-in user)."""
+    found = await node.store.service.search_shops(req.q, req.offset, req.limit + 1)
+    more = len(found) > req.limit
+    next_offset = req.offset + req.limit if more and req.offset + req.limit <= SHOP_SEARCH_DEPTH else None
+    return ShopPage(shops=[shop_out(s) for s in found[: req.limit]], next_offset=next_offset)
+
+
+# How deep paging goes (ShopSearch.offset's bound): past the first thousand matches a
+# customer types more of the name, and no deeper OFFSET scan is ever asked for.
+SHOP_SEARCH_DEPTH = 1000
 
 
 async def shops(node: Context, session: SessionRec, req: Shops, origin: Device | None = None) -> dict[str, list]:

@@ -157,6 +157,9 @@ class ServiceJobs(ServiceStore):
     async def shops_of(self, user_id: int) -> list[ShopRec]:
         return await self._run.read(self._jobs.shops_of, (user_id,))
 
+    async def search_shops(self, q: str, offset: int, limit: int) -> list[ShopRec]:
+        return await self._run.read(self._jobs.search_shops, (q, offset, limit))
+
     async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]:
         return await self._run.read(self._jobs.agents, (shop_id, viewer_id))
 

@@ -124,6 +124,13 @@ class ServiceStore(abc.ABC):
     async def shops_of(self, user_id: int) -> list[ShopRec]: ...
 
     @abc.abstractmethod
+    async def search_shops(self, q: str, offset: int, limit: int) -> list[ShopRec]:
+        """Shops that accept customers whose name contains ``q``, ASCII letters in any case
+        (``rules.service.shop_name_query``; ``bad_request`` if ``q`` is blank): names that
+        start with it first, then shorter names, then older shops; ``limit`` of them from
+        ``offset`` of that order."""
+
+    @abc.abstractmethod
     async def agents(self, shop_id: int, viewer_id: int) -> list[AgentRec]: ...
 
     @abc.abstractmethod

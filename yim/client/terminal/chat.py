@@ -30,6 +30,7 @@ from yim.client.terminal.commands import (
     known,
     list_number,
     parse_line,
+    pick_shop,
     reply_args,
 )
 from yim.client.terminal.mentions import MEMBERS_SCANNED, Mentions, resolve, wants_lookup
@@ -202,7 +203,10 @@ class ChatApp:
         if target is None:
             raise UsageError("open a conversation first: /open N, /dm USER or /group NAME")
         if target.conv_id is None:
-            ack = await self.client.send_text(text, to=target.peer_id)
+            if target.shop_id is not None:  # the first message to a shop opens the conversation
+                ack = await self.client.send(shop_id=target.shop_id, kind="text", body={"text": text})
+            else:
+                ack = await self.client.send_text(text, to=target.peer_id)
             if self.target == target:
                 self._set_target(target._replace(conv_id=ack.conv_id))
         else:
@@ -286,6 +290,20 @@ class ChatApp:
         if conv is None:
             raise UsageError(f"no group named {name} (/create NAME USER… makes one)")
         await self._open(conv)
+
+    async def cmd_shop(self, name: str) -> None:
+        assert self.client is not None
+        if not name:
+            raise UsageError("/shop NAME (or a part of it)")
+        page = await self.client.shop_search(name, limit=10)
+        shop = page.shops[pick_shop([s.name for s in page.shops], name)]
+        mine = self.me.user_id if self.me is not None else None
+        for conv in await self._refresh():
+            if conv.type == "service" and conv.shop_id == shop.shop_id and conv.customer_id == mine:
+                await self._open(conv)
+                return
+        self._set_target(Target(conv_id=None, title=shop.name, shop_id=shop.shop_id))
+        self.say(f"── {shop.name} ── (shop, new conversation)")
 
     async def cmd_create(self, arg: str) -> None:
         assert self.client is not None
@@ -457,8 +475,12 @@ class ChatApp:
             return False
         if target.conv_id is not None:
             return target.conv_id == conv_id
-        conv = await self._conv(conv_id)  # a first message to a peer: its conversation is new
-        if conv is not None and conv.peer is not None and conv.peer.user_id == target.peer_id:
+        conv = await self._conv(conv_id)  # a first message to a peer or a shop: its conversation is new
+        if conv is None:
+            return False
+        if (conv.peer is not None and conv.peer.user_id == target.peer_id) or (
+            target.shop_id is not None and conv.shop_id == target.shop_id
+        ):
             self._set_target(target._replace(conv_id=conv_id))
             return True
         return False

@@ -16,6 +16,7 @@ commands:
   /dm USER            open the one-to-one chat with USER
   /group NAME         open a group by its name
   /create NAME USER…  create a group with these members and open it
+  /shop NAME          open the chat with a shop's customer service, by its name or a part of it
   /history [N]        the last N messages of the open conversation (default 20)
   /read               mark the open conversation read (what it shows is read already)
   /reply SEQ TEXT     reply to message #SEQ of the open conversation, quoting it
@@ -24,7 +25,7 @@ anything else is sent to the open conversation; in a group, @NAME (a member's us
 or display name) mentions that member and @everyone everyone (owner and admins)"""
 
 #: the commands (each a ``cmd_NAME`` method of the chat) and their other names
-COMMANDS = frozenset({"help", "list", "open", "dm", "group", "create", "history", "read", "reply"})
+COMMANDS = frozenset({"help", "list", "open", "dm", "group", "create", "history", "read", "reply", "shop"})
 QUIT = frozenset({"quit", "exit", "q"})
 
 
@@ -99,3 +100,16 @@ def create_args(arg: str) -> tuple[str, list[str]]:
         raise UsageError("/create NAME USER…")
     name, *usernames = arg.split()
     return name, usernames
+
+
+def pick_shop(names: list[str], typed: str) -> int:
+    """Which of the shops a search for ``typed`` found is meant (an index of ``names``): the
+    one named exactly so (in any case), else the only one; UsageError if none or several."""
+    exact = [i for i, name in enumerate(names) if name.casefold() == typed.strip().casefold()]
+    if len(exact) == 1:
+        return exact[0]
+    if len(names) == 1:
+        return 0
+    if not names:
+        raise UsageError(f"no shop named like {typed!r}")
+    raise UsageError(f"several shops match {typed!r}: {', '.join(names)} (type more of the name)")

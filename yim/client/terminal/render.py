@@ -209,9 +209,12 @@ async def history_line(message: MessageOut, names: Directory, *, full_time: bool
 
 
 def title(conv: ConversationOut) -> str:
-    """How a conversation is named: the peer's username, or the group's name after a '#'."""
+    """How a conversation is named: the peer's username, a shop's name, or the group's name
+    after a '#'."""
     if conv.type == "direct" and conv.peer is not None:
         return conv.peer.username
+    if conv.type == "service" and conv.name:
+        return conv.name
     return f"#{conv.name}" if conv.name else f"#{conv.conv_id}"
 
 

@@ -66,11 +66,13 @@ class LocalState:
 
 
 class Target(NamedTuple):
-    """The open conversation: ``conv_id`` is None for a first message to ``peer_id``."""
+    """The open conversation: ``conv_id`` is None for a first message to ``peer_id``, or to
+    the customer service of ``shop_id``."""
 
     conv_id: str | None
     title: str
     peer_id: str | None = None
+    shop_id: str | None = None
 
 
 class ChatState:

@@ -445,6 +445,20 @@ async def shops_of(conn: asyncpg.Connection, user_id: int) -> list[ShopRec]:
     return [ShopRec(*r) for r in rows]
 
 
+async def search_shops(conn: asyncpg.Connection, q: str, offset: int, limit: int) -> list[ShopRec]:
+    # lower() under COLLATE "C" folds ASCII letters only, as SQLite's does, whatever the
+    # database's locale: both stores find the same shops for the same query.
+    rows = await conn.fetch(
+        "SELECT s.id, s.name, s.owner_id, s.created_at FROM shops s"
+        f' WHERE strpos(lower(s.name COLLATE "C"), $1) > 0 AND {rules.ACCEPTS_CUSTOMERS_SQL}'
+        ' ORDER BY strpos(lower(s.name COLLATE "C"), $1) <> 1, length(s.name), s.id LIMIT $2 OFFSET $3',
+        rules.shop_name_query(q),
+        limit,
+        offset,
+    )
+    return [ShopRec(*r) for r in rows]
+
+
 async def agents(conn: asyncpg.Connection, shop_id: int, viewer_id: int) -> list[AgentRec]:
     rules.require_shop_agent(await _role(conn, shop_id, viewer_id))
     ids = [r[0] for r in await conn.fetch("SELECT user_id FROM shop_agents WHERE shop_id=$1 ORDER BY user_id", shop_id)]

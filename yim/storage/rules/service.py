@@ -225,3 +225,29 @@ def closed(session: ServiceSessionRec, actor_id: int) -> list[tuple[int, int, by
     if session.agent_id is not None:
         told.append((session.agent_id, actor_id, payload))
     return told
+
+
+# --- finding a shop by name ----------------------------------------------------------------------
+
+# A shop accepts customers when someone could ever serve them: an agent with a capacity and a
+# skill. A shop nobody serves (just created: its creator is an admin with capacity 0 and no
+# skills) would only queue a customer forever, so a search does not offer it. One SQL
+# condition on ``shops s``, the same text in both dialects (it takes no parameters).
+ACCEPTS_CUSTOMERS_SQL = (
+    "EXISTS (SELECT 1 FROM shop_agents a WHERE a.shop_id = s.id AND a.capacity > 0 AND a.skills <> '[]')"
+)
+
+# ASCII letters only: both stores fold the stored name the same way in SQL (SQLite's lower()
+# knows only ASCII; PostgreSQL's lower() under COLLATE "C" likewise), so the query is folded
+# exactly so here. Other scripts match as written; CJK has no case, so a 1- or 2-character
+# CJK query is an ordinary substring.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def shop_name_query(q: str) -> str:
+    """The text a shop search looks for in the stored names, as both stores fold them: the
+    query trimmed and its ASCII letters lower-cased. A query of nothing but spaces is refused."""
+    folded = q.strip().translate(_ASCII_LOWER)
+    if not folded:
+        raise YimError("bad_request", "the shop search needs a name, or part of one")
+    return folded

@@ -396,6 +396,20 @@ def shops_of(conn: sqlite3.Connection, user_id: int) -> list[ShopRec]:
     ]
 
 
+def search_shops(conn: sqlite3.Connection, q: str, offset: int, limit: int) -> list[ShopRec]:
+    # instr, not the trigram index: a 1- or 2-character CJK query never matches a trigram.
+    # A scan of the shops table, which holds one row per shop (not per message).
+    return [
+        ShopRec(*r)
+        for r in conn.execute(
+            "SELECT s.id, s.name, s.owner_id, s.created_at FROM shops s"
+            f" WHERE instr(lower(s.name), ?1) > 0 AND {rules.ACCEPTS_CUSTOMERS_SQL}"
+            " ORDER BY instr(lower(s.name), ?1) <> 1, length(s.name), s.id LIMIT ?2 OFFSET ?3",
+            (rules.shop_name_query(q), limit, offset),
+        )
+    ]
+
+
 def agents(conn: sqlite3.Connection, shop_id: int, viewer_id: int) -> list[AgentRec]:
     rules.require_shop_agent(_role(conn, shop_id, viewer_id))
     ids = [r[0] for r in conn.execute("SELECT user_id FROM shop_agents WHERE shop_id=? ORDER BY user_id", (shop_id,))]

@@ -212,6 +212,14 @@ export class Service extends EventTarget {
     }
   }
 
+  // Shops a customer can write to whose name contains `q` (shop_search), best matches first;
+  // remembered like a looked-up shop, so a chat opened on one is named at once.
+  async searchShops(q) {
+    const { shops } = await this.socket.request("shop_search", { q, limit: 10 });
+    for (const shop of shops) this.shopInfos.set(shop.shop_id, shop);
+    return shops;
+  }
+
   // A shop looked up before: Shop, null (no such shop) or undefined (not asked).
   shopInfo(shopId) {
     return this.shopInfos.get(shopId);

@@ -462,8 +462,6 @@ export const ZH_CN = {
   "Group name": "群名称",
   "Members (usernames)": "成员（用户名）",
   "Create group": "创建群聊",
-  "Enter the shop's id, as the shop gave it to you.": "请输入店铺提供给你的店铺 ID。",
-  "Open chat": "打开会话",
   "{n} unread": "{n} 条未读",
   "Message not sent": "消息发送失败",
   "{who} edited a message": "{who} 编辑了一条消息",
@@ -606,4 +604,11 @@ export const ZH_CN = {
   "Your picture is removed. Others see your initials.": "头像已移除，其他人将看到你名字的首字。",
   "Remove picture": "移除头像",
   Picture: "头像",
+  // Finding a shop by name (sidebar: "Chat with a shop")
+  "Type the shop's name, or a part of it.": "输入店铺名称或其中一部分。",
+  "Shops found": "找到的店铺",
+  "{n} shops found": "找到 {n} 家店铺",
+  "No shop has a name like that.": "没有名称相近的店铺。",
+  "Shop id or name": "店铺 ID 或名称",
+  "Open chat": "打开会话",
 };

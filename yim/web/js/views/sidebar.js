@@ -3,6 +3,7 @@
 // agents, the agent view.
 import { clear, h } from "../dom.js";
 import { avatar, convTitle, displayName, messageText, presenceDot, shortWhen, systemText } from "../format.js";
+import { t, tn } from "../i18n.js";
 import { unreadOf } from "../store.js";
 import { AgentView } from "./agent.js";
 import { field, openDialog } from "./dialog.js";
@@ -10,7 +11,6 @@ import { FriendsView } from "./friends.js";
 import { openMenu } from "./menu.js";
 import { SearchView } from "./search.js";
 import { errorText } from "../errors.js";
-import { t, tn } from "../i18n.js";
 
 function badgeText(n) {
   return n > 99 ? "99+" : String(n);
@@ -232,17 +232,77 @@ export class Sidebar {
     name.focus();
   }
 
+  // Finds the shop by its name as the customer types (`shop_search`); a shop given by its id
+  // (digits) still opens by id. The shops found are remembered, so the chat's header shows
+  // the picked shop's name from the first paint.
   contactShop() {
-    const id = h("input", { name: "shop_id", required: true, inputmode: "numeric", pattern: "[0-9]{1,20}" });
-    openDialog({
-      title: t("Chat with a shop"),
-      content: [
-        h("p", { class: "dialog-note" }, t("Enter the shop's id, as the shop gave it to you.")),
-        field(t("Shop id"), id),
-      ],
-      submitLabel: t("Open chat"),
-      onSubmit: () => this.onOpenShop(id.value.trim()),
+    const query = h("input", {
+      name: "shop",
+      type: "search",
+      required: true,
+      maxlength: 64,
+      autocomplete: "off",
+      spellcheck: "false",
     });
+    const note = h("p", { class: "dialog-note", "aria-live": "polite" }, t("Type the shop's name, or a part of it."));
+    const results = h("ul", { class: "shop-results", role: "list", "aria-label": t("Shops found") });
+    let found = [];
+    let asked = 0; // the latest search: an answer to an older one is dropped
+    let timer = 0;
+    const search = async () => {
+      clearTimeout(timer);
+      const q = query.value.trim();
+      const mine = ++asked;
+      if (!q) {
+        found = [];
+      } else {
+        const shops = await this.service.searchShops(q);
+        if (mine !== asked) return;
+        found = shops;
+      }
+      results.replaceChildren(
+        ...found.map((shop) =>
+          h(
+            "li",
+            null,
+            h("button", { type: "button", class: "shop-result", onclick: () => open(shop.shop_id) }, shop.name),
+          ),
+        ),
+      );
+      note.textContent = !q
+        ? t("Type the shop's name, or a part of it.")
+        : found.length
+          ? tn("{n} shop found", "{n} shops found", found.length)
+          : t("No shop has a name like that.");
+    };
+    const open = async (shopId) => {
+      dialog.error.textContent = "";
+      try {
+        await this.onOpenShop(shopId);
+        dialog.close();
+      } catch (err) {
+        dialog.error.textContent = err.message || String(err);
+      }
+    };
+    query.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => search().catch((err) => (note.textContent = err.message)), 150);
+    });
+    const dialog = openDialog({
+      title: t("Chat with a shop"),
+      content: [field(t("Shop id or name"), query), note, results],
+      submitLabel: t("Open chat"),
+      // Enter: the shop named exactly so, else an id, else the best match.
+      onSubmit: async () => {
+        await search();
+        const typed = query.value.trim();
+        const exact = found.find((shop) => shop.name.toLowerCase() === typed.toLowerCase());
+        const id = exact?.shop_id ?? (/^[0-9]{1,20}$/.test(typed) ? typed : found[0]?.shop_id);
+        if (!id) throw new Error(t("No shop has a name like that."));
+        await this.onOpenShop(id);
+      },
+    });
+    query.focus();
   }
 
   maybeLoadMore() {
