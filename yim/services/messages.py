@@ -255,9 +255,9 @@ def _submit(
         fut = echo_body(fut)
     if hooks is not None and cmd.new_session_id and hooks.takes("session_opened"):
         fut.add_done_callback(functools.partial(_session_opened, hooks, cmd.new_session_id))
-    if cmd.after_send:
+    if hooks is not None and cmd.after_send:
         # its after_send events were committed with it: deliver them now
-        fut.add_done_callback(hooks.sent)  # type: ignore[union-attr]  # after_send names hooks
+        fut.add_done_callback(hooks.sent)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
 
