@@ -290,37 +290,6 @@ async def test_muted_conversation_pushes_only_mentions_and_quiet_hours_hold(
         assert late["conv_id"] == dm and late["body"] == "New message from alice" and "title" not in late
 
 
-async def test_node_killed_after_commit_pushes_after_restart_once(
-    server_process: Callable[..., ServerProcess], standin: WebPushStandin, tmp_path: Path
-) -> None:
-    env = {f"YIM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in PUSH.items()}
-    first = server_process(**{**env, "YIM_PUSH_POLL_S": "60"})  # looks for work at start, then not for a minute
-    first.start()
-    async with aiohttp.ClientSession(first.url) as http:
-        alice_login, bob_login = await make_users(http, ["alice", "bob"], device_id="phone")
-        alice, bob = Device(http, alice_login), Device(http, bob_login)
-        await alice.connect()
-        await bob.connect()
-        key = (await bob.request("push_key"))["vapid_public_key"]
-        standin.application_server_key = unb64url(key)
-        await subscribe(bob, standin, "bob")
-        await bob.close()
-        await alice.request("send", kind="text", body={"text": "before the crash"}, client_msg_id="k1", to=bob.user_id)
-        await alice.close()
-    first.kill()  # committed, not pushed yet
-    assert standin.m.accepted == []
-
-    again = ServerProcess(first.data_dir, port=first.port, **env)
-    try:
-        again.start()
-        await until(lambda: len(pushed(standin, "bob")) == 1, timeout=20)
-        await settle(1.5)
-        (note,) = pushed(standin, "bob")
-        assert note["body"] == "before the crash" and note["badge"] == 1
-    finally:
-        again.stop()
-
-
 @pytest.mark.backends("postgres")
 async def test_two_nodes_push_each_entry_once(
     tmp_path: Path, postgres_dsn: str, redis_server: RedisServer, standin: WebPushStandin
@@ -331,7 +300,11 @@ async def test_two_nodes_push_each_entry_once(
     shutil.copy(dirs[0] / KEY_FILE, dirs[1] / KEY_FILE)  # every node signs with the one key
     standin.application_server_key = unb64url(key.public_key)
     servers = [
-        NodeServer(node_settings(d, store=postgres_dsn, redis_url=redis_server.url, node_id_lease=True, **PUSH))
+        NodeServer(
+            node_settings(
+                d, store=postgres_dsn, redis_url=redis_server.url, node_id_lease=True, group_write_fanout_max=2, **PUSH
+            )
+        )
         for d in dirs
     ]
     await asyncio.gather(*(s.start() for s in servers))
@@ -368,14 +341,127 @@ async def test_two_nodes_push_each_entry_once(
                     "send", kind="text", body={"text": f"m{i}"}, client_msg_id=f"m{i}", to=lg["user_id"]
                 )
             await until(lambda: set(names) <= {a["name"] for a in standin.m.accepted}, timeout=20)
+            # a read-fan-out group of them all: a mention of everyone is pushed to each, by one node
+            members = [lg["user_id"] for lg in logins[1:]]
+            group = (await alice.request("group_create", name="big", members=members))["group"]["conv_id"]
+            await alice1.request(
+                "send", kind="text", body={"text": "@all"}, client_msg_id="all", conv_id=group, mention_all=True
+            )
+            await until(lambda: all(in_conv(standin, n, group) for n in names), timeout=20)
             await settle(2.5)
-            assert sorted(a["name"] for a in standin.m.accepted) == sorted(names)  # each once, by one node
+            dms = [a["name"] for a in standin.m.accepted if a["payload"]["conv_id"] != group]
+            assert sorted(dms) == sorted(names)  # each once, by one node
+            assert all(len(in_conv(standin, n, group)) == 1 for n in names)
             assert pushed(standin, "online") == []
             await alice.close()
             await alice1.close()
     finally:
         for s in servers:
             await s.stop()
+
+
+async def _big_group(alice: Device, members: list[Device]) -> str:
+    """A group above the nodes' group_write_fanout_max (2): read fan-out, no inbox entries."""
+    out = await alice.request("group_create", name="big", members=[d.user_id for d in members])
+    return str(out["group"]["conv_id"])
+
+
+def in_conv(standin: WebPushStandin, name: str, conv_id: str) -> list[dict[str, Any]]:
+    return [p for p in pushed(standin, name) if p["conv_id"] == conv_id]
+
+
+async def test_read_fanout_group_pushes_collapsed_mentions_by_default(
+    make_server: MakeServer, standin: WebPushStandin
+) -> None:
+    server = await push_node(make_server, standin, group_write_fanout_max=2)
+    async with aiohttp.ClientSession(server.url) as http:
+        logins = await make_users(http, ["alice", "bob", "carol", "dave", "erin"], device_id="phone")
+        alice, bob, carol, dave, erin = (Device(http, x) for x in logins)
+        for d in (alice, bob, carol, dave, erin):
+            await d.connect()
+        group = await _big_group(alice, [bob, carol, dave, erin])
+        await alice.request("send", kind="text", body={"text": "old"}, client_msg_id="g0", conv_id=group)
+        for d, name in ((bob, "bob"), (carol, "carol"), (dave, "dave"), (erin, "erin")):
+            await subscribe(d, standin, name)
+        on = await bob.request("push_mute", conv_id=group, mute="off")  # bob turns the group's messages on
+        assert on["mutes"] == [{"conv_id": group, "mute": "off"}]
+        await dave.request("push_mute", conv_id=group, mute="all")
+        await erin.request("push_mute", conv_id=group, mute="mentions")  # the default, set explicitly
+        for d in (bob, carol, dave, erin):
+            await d.close()
+
+        for i in range(3):
+            await alice.request(
+                "send", kind="text", body={"text": f"busy {i}"}, client_msg_id=f"g{i + 1}", conv_id=group
+            )
+        await until(lambda: sum(int(p["data"]["count"]) for p in pushed(standin, "bob")) >= 3)
+        await alice.request(
+            "send",
+            kind="text",
+            body={"text": "@carol @dave @erin look"},
+            client_msg_id="g9",
+            conv_id=group,
+            mentions=[carol.user_id, dave.user_id, erin.user_id],
+        )
+        await until(lambda: len(pushed(standin, "carol")) == 1 and len(pushed(standin, "erin")) == 1)
+        await until(lambda: sum(int(p["data"]["count"]) for p in pushed(standin, "bob")) >= 4)
+        await settle(2.5)  # past the collapse interval: nothing more comes
+        to_bob = in_conv(standin, "bob", group)
+        # every message once (not "old": it came before the pusher), at most one push per interval
+        assert sum(int(p["data"]["count"]) for p in to_bob) == 4 and len(to_bob) <= 3
+        assert to_bob[-1]["body"].startswith("@carol @dave @erin look") and to_bob[-1]["title"] == "alice"
+        for name in ("carol", "erin"):  # mentions only, by default for a big group and when set
+            (note,) = pushed(standin, name)
+            assert note["conv_id"] == group and note["body"] == "@carol @dave @erin look"
+            assert note["data"]["count"] == "1"
+        assert pushed(standin, "dave") == []  # muted: not even a mention
+
+        # connected, or read: nothing more is pushed for what the device has had
+        bob2 = Device(http, await login(http, "bob", "phone"))
+        await bob2.connect()
+        await alice.request("send", kind="text", body={"text": "live"}, client_msg_id="g10", conv_id=group)
+        await settle(1.5)
+        assert sum(int(p["data"]["count"]) for p in in_conv(standin, "bob", group)) == 4
+        await bob2.close()
+        await alice.close()
+
+
+async def test_node_killed_after_commit_pushes_after_restart_once(
+    server_process: Callable[..., ServerProcess], standin: WebPushStandin, store_url: str
+) -> None:
+    env = {f"YIM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in PUSH.items()}
+    env |= {"YIM_STORE": store_url, "YIM_GROUP_WRITE_FANOUT_MAX": "2"}
+    first = server_process(**{**env, "YIM_PUSH_POLL_S": "60"})  # looks for work at start, then not for a minute
+    first.start()
+    async with aiohttp.ClientSession(first.url) as http:
+        logins = await make_users(http, ["alice", "bob", "carol"], device_id="phone")
+        alice, bob, carol = (Device(http, x) for x in logins)
+        for d in (alice, bob, carol):
+            await d.connect()
+        standin.application_server_key = unb64url((await bob.request("push_key"))["vapid_public_key"])
+        group = await _big_group(alice, [bob, carol])
+        await subscribe(bob, standin, "bob")
+        await bob.close()
+        await alice.request("send", kind="text", body={"text": "before the crash"}, client_msg_id="k1", to=bob.user_id)
+        # and a mention in a read-fan-out group: no inbox entry, its own cursor
+        await alice.request(
+            "send", kind="text", body={"text": "@bob crash"}, client_msg_id="k2", conv_id=group, mentions=[bob.user_id]
+        )
+        await alice.close()
+        await carol.close()
+    first.kill()  # committed, not pushed yet
+    assert standin.m.accepted == []
+
+    again = ServerProcess(first.data_dir, port=first.port, **env)
+    try:
+        again.start()
+        await until(lambda: len(pushed(standin, "bob")) == 2, timeout=20)
+        await settle(1.5)
+        notes = {n["body"]: n for n in pushed(standin, "bob")}
+        assert len(pushed(standin, "bob")) == 2 and set(notes) == {"before the crash", "@bob crash"}
+        assert notes["@bob crash"]["conv_id"] == group and notes["before the crash"]["badge"] == 2
+    finally:
+        again.stop()
 
 
 def test_bad_push_settings_stop_the_start_in_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ import pytest
 from yim.protocol import frames as f
 from yim.protocol.errors import YimError
 from yim.push.rules import (
+    DEFAULT_MUTE,
     PREVIEW_CHARS,
+    READ_FANOUT_MUTE,
     Burst,
     Entry,
     collapse,
@@ -191,6 +193,12 @@ def test_retry_delay(failures: int, after: float | None, delay: float) -> None:
 )
 def test_passes_mute(mute: str, mentioned: bool, passes: bool) -> None:
     assert passes_mute(msg(1, mentioned=mentioned), mute) is passes
+
+
+def test_defaults_wake_for_everything_but_a_big_group_only_when_mentioned() -> None:
+    assert passes_mute(msg(1), DEFAULT_MUTE) and passes_mute(msg(1, mentioned=True), DEFAULT_MUTE)
+    assert not passes_mute(msg(1), READ_FANOUT_MUTE)
+    assert passes_mute(msg(1, mentioned=True), READ_FANOUT_MUTE)
 
 
 def ms(text: str) -> int:

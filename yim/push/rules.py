@@ -165,6 +165,12 @@ def notification(burst: Burst, sender_name: str, badge: int, *, preview: bool) -
 
 #: a conversation's mute: "off" pushes everything, "mentions" only mentions of the user, "all" nothing
 MUTES = ("off", "mentions", "all")
+#: The mute of a conversation the user set none for, by its fan-out. A read-fan-out group is
+#: one above ``group_write_fanout_max`` members: a member is woken only when mentioned
+#: unless they turn its messages on (``push_mute`` "off"), since a big busy group would
+#: otherwise wake every member's phone every few seconds (WeChat's 消息免打扰 default).
+DEFAULT_MUTE = "off"
+READ_FANOUT_MUTE = "mentions"
 _DND = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 

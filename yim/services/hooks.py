@@ -9,9 +9,10 @@ message as sent, "closed" refuses it with ``unavailable``.
 
 The events after a change (``after_send``, ``account_created``, ``group_changed``,
 ``session_opened``, ``session_closed``) go through the store's outbox
-(:mod:`yim.storage.outbox`): written when the change commits — for a message before its
-ACK — and delivered by every node's delivery loop, at least once, retried on the
-``webhook_retry_s`` schedule, dead letters after ``webhook_dead_after`` attempts.
+(:mod:`yim.storage.outbox`): written when the change commits — a message's in the very
+transaction that stores it, so before its ACK and without a write of their own — and
+delivered by every node's delivery loop, at least once, retried on the ``webhook_retry_s``
+schedule, dead letters after ``webhook_dead_after`` attempts.
 
 Every request is signed: ``X-Yim-Signature: sha256=<hex>``, the HMAC-SHA256 with the hook's
 secret over ``<X-Yim-Timestamp> + "." + <body bytes>``; the receiver recomputes it and
@@ -99,8 +100,9 @@ class Webhooks:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         hooks: list[Webhook] = list(settings.webhooks)  # type: ignore[arg-type]  # a str was parsed by Settings
         self.before_send_hook = next((h for h in hooks if "before_send" in h.events), None)
-        #: the hooks after_send events go to, through the outbox; empty: none is written
-        self.after_send_hooks = [h for h in hooks if "after_send" in h.events]
+        #: the URLs of the hooks after_send events go to: each send names them, and the store
+        #: writes the events to the outbox in the send's transaction; empty: none is written
+        self.after_send_urls = tuple(h.url for h in hooks if "after_send" in h.events)
         self._by_url = {h.url: h for h in hooks}
         self._events = {event for h in hooks for event in h.events}
         self.timeout_s = settings.before_send_timeout_s
@@ -150,40 +152,11 @@ class Webhooks:
 
     # --- after_send: the durable outbox ---------------------------------------------------------
 
-    def recorded(self, fut: asyncio.Future[SendResult]) -> asyncio.Future[SendResult]:
-        """A future resolving like the send ``fut`` once its after_send events are in the
-        outbox too: the sender's ACK waits for them, so an ACKed message always has its
-        events. A resend of a stored message (a duplicate) records them again, with the same
-        event id (the message id), so a message whose node died between its commit and this
-        write gets its events when the client resends it; receivers de-duplicate by event id."""
-        out: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-
-        async def record(result: SendResult) -> None:
-            store = self._store
-            try:
-                if store is None:
-                    raise YimError("unavailable", "the node is not serving")
-                await store.outbox.add(self._after_send_events(result), int(time.time() * 1000))
-            except Exception as exc:  # the message is stored: the client resends, a duplicate records it
-                if not out.done():
-                    out.set_exception(exc if isinstance(exc, YimError) else YimError("unavailable", str(exc)))
-                return
+    def sent(self, fut: asyncio.Future[SendResult]) -> None:
+        """A send with after_send events committed (the store wrote them to the outbox in
+        the message's own transaction, yim/storage/outbox.py): wake the delivery loop."""
+        if not fut.cancelled() and fut.exception() is None and not fut.result().duplicate:
             self._wake.set()
-            if not out.done():
-                out.set_result(result)
-
-        def committed(done: asyncio.Future[SendResult]) -> None:
-            if done.cancelled():
-                out.cancel()
-            elif (exc := done.exception()) is not None:
-                out.set_exception(exc)
-            else:
-                task = asyncio.get_running_loop().create_task(record(done.result()))
-                self._recording.add(task)
-                task.add_done_callback(self._recording.discard)
-
-        fut.add_done_callback(committed)
-        return out
 
     async def emit(self, event: str, event_id: int, data: Any) -> None:
         """Record an event after a change (account_created, group_changed) in the outbox,
@@ -218,27 +191,6 @@ class Webhooks:
         task = asyncio.get_running_loop().create_task(self.emit(event, event_id, data))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
-
-    def _after_send_events(self, result: SendResult) -> list[OutboxEvent]:
-        m = result.message
-        payload = _encoder.encode(
-            {
-                "event_id": str(m.msg_id),
-                "event": "after_send",
-                "created_at": m.created_at,
-                "data": {
-                    "msg_id": str(m.msg_id),
-                    "conv_id": str(m.conv_id),
-                    "seq": m.seq,
-                    "sender_id": str(m.sender_id),
-                    "sender_device": m.sender_device,
-                    "kind": m.kind,
-                    "body": msgspec.Raw(m.body),
-                    "client_msg_id": m.client_msg_id,
-                },
-            }
-        )
-        return [OutboxEvent(h.url, "after_send", m.msg_id, payload) for h in self.after_send_hooks]
 
     async def _deliver_forever(self) -> None:
         counted = 0.0

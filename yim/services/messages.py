@@ -230,6 +230,7 @@ def _submit(
     if (req.to is not None) + (req.conv_id is not None) + (req.shop_id is not None) != 1:
         raise YimError("bad_request", "give exactly one of `to` (a user id), `conv_id` or `shop_id`")
     now = int(time.time() * 1000)
+    hooks = node.hooks
     cmd = SendCmd(
         msg_id=node.ids.next_id(),
         new_conv_id=node.ids.next_id() if req.conv_id is None else 0,
@@ -247,20 +248,16 @@ def _submit(
         category=req.category,
         new_session_id=node.ids.next_id() if req.to is None else 0,
         reply_to=req.reply_to,
+        after_send=hooks.after_send_urls if hooks is not None else (),
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
     if echo:
         fut = echo_body(fut)
-    hooks = node.hooks
     if hooks is not None and cmd.new_session_id and hooks.takes("session_opened"):
         fut.add_done_callback(functools.partial(_session_opened, hooks, cmd.new_session_id))
-    if hooks is not None and hooks.after_send_hooks:
-        # The pushes go out at the commit; the ACK waits for the after_send events' outbox write.
-        fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), None))
-        fut = hooks.recorded(fut)
-        if on_done is not None:
-            fut.add_done_callback(on_done)
-        return fut
+    if hooks is not None and cmd.after_send:
+        # its after_send events were committed with it: deliver them now
+        fut.add_done_callback(hooks.sent)
     fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
     return fut
 

@@ -9,6 +9,12 @@ and then advances the cursor and sets the collapse hold in one write. So a push 
 once per entry per device unless the node dies between a provider's answer and that write:
 then the lease expires and the burst is sent again (the same collapse key, so the device
 shows one notification).
+
+Read-fan-out groups write no inbox entries, so each pusher also has a cursor per such group
+(yim/storage/push.py): the claim takes a pusher whose groups have something due (the head,
+or for a group muted to "mentions" — the default of these groups — the user's latest
+mention), and the worker reads the group's latest entries past the cursor, collapses them
+with the inbox entries, and moves every cursor in the same one write.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from yim.protocol import frames as f
 from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
 from yim.push.rules import (
+    DEFAULT_MUTE,
+    READ_FANOUT_MUTE,
     Entry,
     collapse,
     format_dnd,
@@ -41,15 +49,17 @@ from yim.push.rules import (
 )
 from yim.push.types import Delivered, Failed, Gone, Retry
 from yim.services.context import Context, Device
-from yim.storage.push import PusherRec, PushPrefsRec, PushWork
-from yim.storage.records import InboxEvent, SessionRec
+from yim.storage.push import GroupWork, PusherRec, PushPrefsRec, PushWork
+from yim.storage.records import InboxEvent, MessageRec, SessionRec
 
 if TYPE_CHECKING:  # the providers load httpx and h2: only a node with push enabled imports them
     from yim.push.providers import PushProviders
 
 log = logging.getLogger("yim.push")
 
-#: the most inbox entries one round reads for one device; a longer backlog takes more rounds
+#: the most inbox entries one round reads for one device; a longer backlog takes more rounds.
+#: Also the most entries of one read-fan-out group read per round: its latest ones, so the
+#: count of a longer burst there says only these.
 ENTRIES_PER_ROUND = 500
 
 
@@ -167,21 +177,27 @@ def _preview(body: bytes) -> str | None:
     return b.text if b.text is not None else b.emoji if b.emoji is not None else b.name
 
 
+def message_entry(seq: int, m: MessageRec, user_id: int) -> Entry:
+    """A message as the push rules see it (``seq``: its inbox seq, or its timeline seq in a
+    read-fan-out group)."""
+    return Entry(
+        seq=seq,
+        type="message",
+        conv_id=m.conv_id,
+        msg_id=m.msg_id,
+        sender_id=m.sender_id,
+        kind=m.kind,
+        text=_preview(m.body),
+        mentioned=m.mention_all or user_id in m.mentions,
+        recalled=m.recalled,
+    )
+
+
 def entry_of(ev: InboxEvent, user_id: int) -> Entry:
     """The entry as the push rules see it, from a MessageRec or the wire payload of one."""
     m = ev.message
     if m is not None:
-        return Entry(
-            seq=ev.seq,
-            type=ev.type,
-            conv_id=ev.conv_id,
-            msg_id=m.msg_id,
-            sender_id=m.sender_id,
-            kind=m.kind,
-            text=_preview(m.body),
-            mentioned=m.mention_all or user_id in m.mentions,
-            recalled=m.recalled,
-        )
+        return msgspec.structs.replace(message_entry(ev.seq, m, user_id), type=ev.type, conv_id=ev.conv_id)
     if ev.type == "message" and ev.data is not None:
         w = _wire.decode(ev.data)
         return Entry(
@@ -252,7 +268,7 @@ class PushWorker:
     async def round(self) -> int:
         """Claim one batch and serve it; the number claimed."""
         s = self._node.settings
-        work = await self._node.store.push.claim(_now_ms(), int(s.push_lease_s * 1000), s.push_batch)
+        work = await self._node.store.push.claim(_now_ms(), int(s.push_lease_s * 1000), s.push_batch, READ_FANOUT_MUTE)
         if work:
             await asyncio.gather(*(self._serve(w) for w in work), return_exceptions=True)
         return len(work)
@@ -274,24 +290,40 @@ class PushWorker:
             cluster.unavailable(exc)
             return False
 
+    async def _group_entries(self, user_id: int, g: GroupWork) -> list[Entry]:
+        """The latest entries (at most ENTRIES_PER_ROUND) of a read-fan-out group past the
+        device's cursor, up to the head the claim saw, that would wake the device."""
+        after = max(g.pushed_seq, g.head - ENTRIES_PER_ROUND)
+        try:
+            page, _more = await self._node.store.history(user_id, g.conv_id, None, after, g.head - after)
+        except YimError:
+            return []  # left the group since the claim: nothing to push, the cursor moves on
+        entries = (message_entry(m.seq, m, user_id) for m in page if m.seq <= g.head)
+        return [e for e in entries if notifies(e, user_id) and passes_mute(e, g.mute)]
+
     async def _serve(self, w: PushWork) -> None:
         node, s, p = self._node, self._node.settings, w.pusher
         store = node.store.push
+        groups_done = [(g.conv_id, g.head) for g in w.groups]
         try:
             if await self._connected(p):
-                await store.advance(p.user_id, p.device_id, p.created_at, w.head, 0)
+                await store.advance(p.user_id, p.device_id, p.created_at, w.head, 0, groups_done)
                 return
-            limit = min(w.head - p.pushed_seq, ENTRIES_PER_ROUND)
-            events, _head = await node.store.sync(p.user_id, p.pushed_seq, limit)
+            events: list[InboxEvent] = []
+            if w.head > p.pushed_seq:
+                limit = min(w.head - p.pushed_seq, ENTRIES_PER_ROUND)
+                events, _head = await node.store.sync(p.user_id, p.pushed_seq, limit)
             upto = events[-1].seq if events else w.head
             prefs = await store.prefs(p.user_id)
             wanted = [
                 e
                 for e in (entry_of(ev, p.user_id) for ev in events)
-                if notifies(e, p.user_id) and passes_mute(e, prefs.mutes.get(e.conv_id, "off"))
+                if notifies(e, p.user_id) and passes_mute(e, prefs.mutes.get(e.conv_id, DEFAULT_MUTE))
             ]
+            for g in w.groups:
+                wanted += await self._group_entries(p.user_id, g)
             if not wanted:
-                await store.advance(p.user_id, p.device_id, p.created_at, upto, 0)
+                await store.advance(p.user_id, p.device_id, p.created_at, upto, 0, groups_done)
                 return
             now = _now_ms()
             quiet = quiet_until(now, prefs.time_zone, prefs.dnd)
@@ -330,7 +362,7 @@ class PushWorker:
                     case Delivered():
                         node.metrics.pushes.labels(p.kind, "delivered").inc()
             hold = _now_ms() + int(s.push_collapse_s * 1000)
-            await store.advance(p.user_id, p.device_id, p.created_at, upto, hold)
+            await store.advance(p.user_id, p.device_id, p.created_at, upto, hold, groups_done)
         except Exception:
             # the lease expires and the work is taken again
             log.warning("push to device %s of user %d failed", p.device_id, p.user_id, exc_info=True)

@@ -6,6 +6,12 @@ A row is one event for one hook URL. Delivery is at least once: a node *claims* 
 two nodes never claim one row), POSTs them, then deletes the delivered ones or reschedules
 the failed ones; a node that dies holding a claim leaves rows that fall due again when the
 lease ends, and another node (or the same one, restarted) delivers them again.
+
+A message's ``after_send`` events are written by the send itself, in its own transaction
+(SQLite: the group commit that writes the message; PostgreSQL: the transaction of its send
+batch): :class:`yim.storage.records.SendCmd` names the hooks' URLs and the store adds one row
+per URL with :func:`after_send_payload`. So an ACKed message always has its events, and one
+that is not stored has none.
 """
 
 from __future__ import annotations
@@ -13,6 +19,10 @@ from __future__ import annotations
 import abc
 
 import msgspec
+
+from yim.storage.records import MessageRec
+
+_encoder = msgspec.json.Encoder()
 
 
 class OutboxEvent(msgspec.Struct, frozen=True):
@@ -22,6 +32,35 @@ class OutboxEvent(msgspec.Struct, frozen=True):
     event: str
     event_id: int
     payload: bytes
+
+
+def after_send_payload(m: MessageRec) -> bytes:
+    """The request body of a message's ``after_send`` event (docs/operations.md §9.4); its
+    event id is the message id, so a receiver de-duplicates a repeated delivery by it."""
+    return _encoder.encode(
+        {
+            "event_id": str(m.msg_id),
+            "event": "after_send",
+            "created_at": m.created_at,
+            "data": {
+                "msg_id": str(m.msg_id),
+                "conv_id": str(m.conv_id),
+                "seq": m.seq,
+                "sender_id": str(m.sender_id),
+                "sender_device": m.sender_device,
+                "kind": m.kind,
+                "body": msgspec.Raw(m.body),
+                "client_msg_id": m.client_msg_id,
+            },
+        }
+    )
+
+
+def after_send_rows(urls: tuple[str, ...], m: MessageRec) -> list[tuple[str, str, int, bytes, int]]:
+    """The outbox rows (url, event, event_id, payload, next_at) of a stored message, due at
+    once: one per hook URL."""
+    payload = after_send_payload(m)
+    return [(url, "after_send", m.msg_id, payload, m.created_at) for url in urls]
 
 
 class OutboxRow(msgspec.Struct, frozen=True):

@@ -10,11 +10,21 @@ the work to do. A node *claims* such pushers for a while (``lease_until``, ms si
 epoch), sends, then advances ``pushed_seq`` and clears the lease in one write; a node that
 dies holding a lease leaves it to expire, and another node (or this one restarted) takes
 the work again.
+
+Read-fan-out groups write no inbox entry per member (docs/architecture.md §4), so the inbox
+cursor never sees their messages. For them each pusher has one more cursor per group,
+``push_group_cursors.pushed_seq`` (a timeline seq), and a pusher is also work when one of its
+user's read-fan-out groups has something *due* past that cursor: the group's head if the
+user's mute for it is "off", the user's latest mention in it if "mentions", nothing if
+"all". A device never has pushed what its user has read: the cursor counts as at least the
+member's read marker. The send path writes nothing for this either: the timeline head and
+the mention markers it already writes are what the claim compares.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 import msgspec
 
@@ -30,11 +40,22 @@ class PusherRec(msgspec.Struct, frozen=True):
     failures: int = 0  # retries in a row
 
 
+class GroupWork(msgspec.Struct, frozen=True):
+    """A read-fan-out group with something due for a claimed pusher."""
+
+    conv_id: int
+    pushed_seq: int  # considered up to here: the group cursor, or the member's read marker if later
+    head: int  # the group's timeline head when claimed
+    mute: str  # the user's mute for the group, the default applied ("off" | "mentions")
+
+
 class PushWork(msgspec.Struct, frozen=True):
-    """A claimed pusher and its user's inbox head when it was claimed."""
+    """A claimed pusher, its user's inbox head when it was claimed, and its read-fan-out
+    groups with something due."""
 
     pusher: PusherRec
     head: int
+    groups: tuple[GroupWork, ...] = ()
 
 
 class PushPrefsRec(msgspec.Struct, frozen=True):
@@ -43,7 +64,7 @@ class PushPrefsRec(msgspec.Struct, frozen=True):
     preview: bool = True
     time_zone: str = "UTC"
     dnd: tuple[int, int] | None = None  # quiet hours, minutes after local midnight
-    mutes: dict[int, str] = {}  # conv id -> "mentions" | "all"
+    mutes: dict[int, str] = {}  # conv id -> "off" | "mentions" | "all", as the user set it
 
 
 class PushStore(abc.ABC):
@@ -55,12 +76,14 @@ class PushStore(abc.ABC):
 
     @abc.abstractmethod
     async def set_mute(self, user_id: int, conv_id: int, mute: str) -> None:
-        """``mute`` "off" removes the conversation's mute."""
+        """Record the user's mute for the conversation, "off" too: in a read-fan-out group
+        "off" is not the default (:data:`yim.push.rules.READ_FANOUT_MUTE`)."""
 
     @abc.abstractmethod
     async def set_pusher(self, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
         """Register or replace the device's pusher. Pushing starts after the inbox head of
-        now: what the device already had is never pushed."""
+        now, and after the head of each of the user's read-fan-out groups: what the device
+        already had is never pushed."""
 
     @abc.abstractmethod
     async def pushers(self, user_id: int) -> list[PusherRec]:
@@ -72,16 +95,27 @@ class PushStore(abc.ABC):
         address must not remove the one registered since). True if one was removed."""
 
     @abc.abstractmethod
-    async def claim(self, now: int, lease_ms: int, limit: int) -> list[PushWork]:
-        """Up to ``limit`` pushers whose user's inbox moved past their ``pushed_seq`` and that
-        no one holds (``lease_until`` past), now held until ``now + lease_ms``. Several nodes
-        claiming at once never get the same pusher."""
+    async def claim(self, now: int, lease_ms: int, limit: int, read_fanout_mute: str) -> list[PushWork]:
+        """Up to ``limit`` pushers that no one holds (``lease_until`` past) and whose user's
+        inbox moved past their ``pushed_seq`` or that have a read-fan-out group with
+        something due (``read_fanout_mute``: the mute of a group the user set none for), now
+        held until ``now + lease_ms``. Several nodes claiming at once never get the same
+        pusher."""
 
     @abc.abstractmethod
-    async def advance(self, user_id: int, device_id: str, created_at: int, seq: int, hold_until: int) -> None:
-        """The device's pushes up to inbox ``seq`` are done: move ``pushed_seq`` there, clear
-        the failures, and hold the pusher until ``hold_until`` (what comes meanwhile is one
-        burst, pushed together after). A no-op for a pusher registered anew since (another
+    async def advance(
+        self,
+        user_id: int,
+        device_id: str,
+        created_at: int,
+        seq: int,
+        hold_until: int,
+        groups: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        """The device's pushes up to inbox ``seq`` (and in each of ``groups``, (conv id,
+        timeline seq), up to that seq) are done: move the cursors there, clear the failures,
+        and hold the pusher until ``hold_until`` (what comes meanwhile is one burst, pushed
+        together after). One write; a no-op for a pusher registered anew since (another
         ``created_at``)."""
 
     @abc.abstractmethod

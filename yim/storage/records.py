@@ -83,6 +83,9 @@ class SendCmd(msgspec.Struct, frozen=True):
     #: a reply: the seq (in ``conv_id``) of the message it quotes; the store checks it and
     #: writes the quote into ``body`` inside the send's own transaction (rules/quotes.py)
     reply_to: int | None = None
+    #: the URLs of the hooks that take ``after_send``: the store writes the message's events
+    #: to the outbox in the send's own transaction (yim/storage/outbox.py)
+    after_send: tuple[str, ...] = ()
 
 
 class Entry(msgspec.Struct, frozen=True):

@@ -68,6 +68,7 @@ async def _erase_rows(conn: asyncpg.Connection, user_id: int, mode: str, now: in
         "DELETE FROM pushers WHERE user_id=$1",
         "DELETE FROM push_prefs WHERE user_id=$1",
         "DELETE FROM push_mutes WHERE user_id=$1",
+        "DELETE FROM push_group_cursors WHERE user_id=$1",
         "DELETE FROM hidden_messages WHERE user_id=$1",
         "DELETE FROM inbox WHERE user_id=$1",
         "DELETE FROM privacy WHERE user_id=$1",

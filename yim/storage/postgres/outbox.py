@@ -7,13 +7,32 @@ for), so they run batched with ``NO_ANCHORS`` and cannot take part in a lock cyc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 
-from yim.storage.outbox import OutboxEvent, OutboxRow, OutboxStore
+from yim.storage.outbox import OutboxEvent, OutboxRow, OutboxStore, after_send_rows
 from yim.storage.postgres.locks import NO_ANCHORS
 from yim.storage.postgres.runner import PgJobs
+from yim.storage.records import SendCmd, SendResult
+
+
+async def add_after_send(conn: asyncpg.Connection, sent: Iterable[tuple[SendCmd, SendResult]]) -> None:
+    """The after_send events of the messages just stored (not of duplicates), in the
+    transaction that stored them: one statement for a whole run of sends."""
+    rows = [
+        row
+        for cmd, result in sent
+        if cmd.after_send and not result.duplicate
+        for row in after_send_rows(cmd.after_send, result.message)
+    ]
+    if rows:
+        await conn.execute(
+            "INSERT INTO webhook_outbox (url, event, event_id, payload, next_at)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bigint[])",
+            *(list(column) for column in zip(*rows, strict=True)),
+        )
 
 
 async def _add(conn: asyncpg.Connection, events: list[OutboxEvent], now: int) -> None:

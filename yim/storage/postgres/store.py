@@ -70,6 +70,7 @@ from yim.storage.postgres.locks import (
     send_anchors,
 )
 from yim.storage.postgres.media import PgMediaStore
+from yim.storage.postgres.outbox import add_after_send
 from yim.storage.postgres.push import PgPushStore
 from yim.storage.postgres.reactions import PgReactionStore
 from yim.storage.postgres.relations import PgRelationStore
@@ -444,7 +445,12 @@ class _Writer:
                         # routing job. Redo the batch job by job, in order.
                         self._learn_service_convs(rows)
                         raise _Rerun
-                    outcomes += [timeline.send_outcome(job.cmd, row) for job, row in zip(sends, rows, strict=True)]
+                    run = [timeline.send_outcome(job.cmd, row) for job, row in zip(sends, rows, strict=True)]
+                    # the run's after_send events, in its transaction: one statement
+                    await add_after_send(
+                        conn, [(job.cmd, res) for job, (res, _) in zip(sends, run, strict=True) if res and job.cmd]
+                    )
+                    outcomes += run
                     i = j
                     continue
                 job = batch[i]
@@ -489,7 +495,10 @@ class _Writer:
                     row = await conn.fetchrow(timeline.SEND_SQL, *job.args)
                     if row["o_err"] == timeline.SERVICE_CONV:
                         raise OpaqueAfterAll(row["o_conv"])
-                    return timeline.send_outcome(job.cmd, row)
+                    result, refusal = timeline.send_outcome(job.cmd, row)
+                    if result is not None:
+                        await add_after_send(conn, [(job.cmd, result)])
+                    return result, refusal
             except OpaqueAfterAll as exc:
                 # Routing discovers its locks as it goes: no prelude, a transaction alone
                 # (postgres_locks, "Opaque jobs"). Rolled back above; the next attempt runs it so.

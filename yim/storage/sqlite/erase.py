@@ -40,6 +40,7 @@ def _erase_rows(conn: sqlite3.Connection, user_id: int, mode: str, now: int) -> 
         "DELETE FROM pushers WHERE user_id=?",
         "DELETE FROM push_prefs WHERE user_id=?",
         "DELETE FROM push_mutes WHERE user_id=?",
+        "DELETE FROM push_group_cursors WHERE user_id=?",
         "DELETE FROM hidden_messages WHERE user_id=?",
         "DELETE FROM inbox WHERE user_id=?",
         "DELETE FROM privacy WHERE user_id=?",

@@ -8,12 +8,12 @@ import sqlite3
 from yim.storage.outbox import OutboxEvent, OutboxRow, OutboxStore
 from yim.storage.sqlite.runner import SqliteJobs
 
+#: (url, event, event_id, payload, next_at); also written by the send job (sqlite/send.py)
+INSERT_OUTBOX = "INSERT INTO webhook_outbox (url, event, event_id, payload, next_at) VALUES (?, ?, ?, ?, ?)"
+
 
 def _add(conn: sqlite3.Connection, events: list[OutboxEvent], now: int) -> None:
-    conn.executemany(
-        "INSERT INTO webhook_outbox (url, event, event_id, payload, next_at) VALUES (?, ?, ?, ?, ?)",
-        [(e.url, e.event, e.event_id, e.payload, now) for e in events],
-    )
+    conn.executemany(INSERT_OUTBOX, [(e.url, e.event, e.event_id, e.payload, now) for e in events])
 
 
 def _claim(conn: sqlite3.Connection, now: int, lease_ms: int, limit: int) -> list[OutboxRow]:

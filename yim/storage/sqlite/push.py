@@ -7,14 +7,37 @@ read: the UPDATE that sets the lease is the whole of it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from yim.storage.push import PusherRec, PushPrefsRec, PushStore, PushWork
+from yim.storage.push import GroupWork, PusherRec, PushPrefsRec, PushStore, PushWork
 
 if TYPE_CHECKING:
     from yim.storage.sqlite.runner import SqliteJobs
 
 _COLS = "user_id, device_id, kind, target, created_at, pushed_seq, lease_until, failures"
+
+
+# A pusher's read-fan-out groups (yim/storage/push.py): the group's cursor (at least the
+# member's read marker, where the group switched to read fan-out and where they joined), and
+# what is due under the user's mute (the one parameter of _MUTE: the default mute).
+def _groups_from(user: str, device: str) -> str:
+    return (
+        " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " LEFT JOIN push_mutes m ON m.user_id = uc.user_id AND m.conv_id = uc.conv_id"
+        " LEFT JOIN push_group_cursors g"
+        f"   ON g.user_id = uc.user_id AND g.device_id = {device} AND g.conv_id = uc.conv_id"
+        f" WHERE uc.user_id = {user} AND uc.left_seq IS NULL AND c.fanout = 'read' AND NOT c.dissolved"
+    )
+
+
+_DONE = "MAX(COALESCE(g.pushed_seq, 0), uc.read_seq, uc.joined_seq, c.switch_seq)"
+_MUTE = "COALESCE(m.mute, ?)"
+_DUE = f"CASE {_MUTE} WHEN 'off' THEN c.last_seq WHEN 'mentions' THEN MAX(uc.mention_seq, c.mention_all_seq) ELSE 0 END"
+#: is any group due for pusher p? (parameter: the default mute)
+_GROUP_DUE = f"EXISTS (SELECT 1{_groups_from('p.user_id', 'p.device_id')} AND {_DUE} > {_DONE})"
+#: the groups due for one pusher (parameters: the default mute, the device, the user, the default mute)
+_GROUP_WORK = f"SELECT uc.conv_id, {_DONE}, c.last_seq, {_MUTE}{_groups_from('?', '?')} AND {_DUE} > {_DONE}"
 
 
 def set_pusher(conn: sqlite3.Connection, user_id: int, device_id: str, kind: str, target: str, now: int) -> PusherRec:
@@ -26,6 +49,15 @@ def set_pusher(conn: sqlite3.Connection, user_id: int, device_id: str, kind: str
         f" RETURNING {_COLS}",
         (user_id, device_id, kind, target, now, user_id),
     ).fetchone()
+    # and after the head of each read-fan-out group of the user
+    conn.execute("DELETE FROM push_group_cursors WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+    conn.execute(
+        "INSERT INTO push_group_cursors (user_id, device_id, conv_id, pushed_seq)"
+        " SELECT uc.user_id, ?, uc.conv_id, c.last_seq"
+        " FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id"
+        " WHERE uc.user_id = ? AND uc.left_seq IS NULL AND c.fanout = 'read'",
+        (device_id, user_id),
+    )
     return PusherRec(*row)
 
 
@@ -39,26 +71,49 @@ def remove_pusher(conn: sqlite3.Connection, user_id: int, device_id: str, target
         "DELETE FROM pushers WHERE user_id = ? AND device_id = ? AND (? IS NULL OR target = ?)",
         (user_id, device_id, target, target),
     )
-    return cur.rowcount > 0
+    if cur.rowcount == 0:
+        return False
+    conn.execute("DELETE FROM push_group_cursors WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+    return True
 
 
-def claim(conn: sqlite3.Connection, now: int, lease_ms: int, limit: int) -> list[PushWork]:
+def claim(conn: sqlite3.Connection, now: int, lease_ms: int, limit: int, read_fanout_mute: str) -> list[PushWork]:
     rows = conn.execute(
         "UPDATE pushers SET lease_until = ? WHERE (user_id, device_id) IN ("
         "  SELECT p.user_id, p.device_id FROM pushers p JOIN users u ON u.id = p.user_id"
-        "  WHERE u.inbox_seq > p.pushed_seq AND p.lease_until <= ? ORDER BY p.lease_until LIMIT ?)"
+        f"  WHERE p.lease_until <= ? AND (u.inbox_seq > p.pushed_seq OR {_GROUP_DUE})"
+        "  ORDER BY p.lease_until LIMIT ?)"
         f" RETURNING {_COLS}, (SELECT inbox_seq FROM users WHERE id = pushers.user_id)",
-        (now + lease_ms, now, limit),
+        (now + lease_ms, now, read_fanout_mute, limit),
     ).fetchall()
-    return [PushWork(PusherRec(*r[:8]), r[8]) for r in rows]
+    work = []
+    for r in rows:
+        groups = conn.execute(_GROUP_WORK, (read_fanout_mute, r[1], r[0], read_fanout_mute))
+        work.append(PushWork(PusherRec(*r[:8]), r[8], tuple(GroupWork(*g) for g in groups)))
+    return work
 
 
-def advance(conn: sqlite3.Connection, user_id: int, device_id: str, created_at: int, seq: int, hold_until: int) -> None:
-    conn.execute(
+def advance(
+    conn: sqlite3.Connection,
+    user_id: int,
+    device_id: str,
+    created_at: int,
+    seq: int,
+    hold_until: int,
+    groups: Sequence[tuple[int, int]],
+) -> None:
+    cur = conn.execute(
         "UPDATE pushers SET pushed_seq = MAX(pushed_seq, ?), lease_until = ?, failures = 0"
         " WHERE user_id = ? AND device_id = ? AND created_at = ?",
         (seq, hold_until, user_id, device_id, created_at),
     )
+    if cur.rowcount and groups:  # the same pusher still: its group cursors move with it
+        conn.executemany(
+            "INSERT INTO push_group_cursors (user_id, device_id, conv_id, pushed_seq) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (user_id, device_id, conv_id)"
+            " DO UPDATE SET pushed_seq = MAX(pushed_seq, excluded.pushed_seq)",
+            [(user_id, device_id, conv_id, upto) for conv_id, upto in groups],
+        )
 
 
 def back_off(conn: sqlite3.Connection, user_id: int, device_id: str, created_at: int, until: int) -> None:
@@ -92,14 +147,11 @@ def set_prefs(
 
 
 def set_mute(conn: sqlite3.Connection, user_id: int, conv_id: int, mute: str) -> None:
-    if mute == "off":
-        conn.execute("DELETE FROM push_mutes WHERE user_id = ? AND conv_id = ?", (user_id, conv_id))
-    else:
-        conn.execute(
-            "INSERT INTO push_mutes (user_id, conv_id, mute) VALUES (?, ?, ?)"
-            " ON CONFLICT (user_id, conv_id) DO UPDATE SET mute = excluded.mute",
-            (user_id, conv_id, mute),
-        )
+    conn.execute(
+        "INSERT INTO push_mutes (user_id, conv_id, mute) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id, conv_id) DO UPDATE SET mute = excluded.mute",
+        (user_id, conv_id, mute),
+    )
 
 
 class SqlitePushStore(PushStore):
@@ -128,12 +180,20 @@ class SqlitePushStore(PushStore):
         removed: bool = await self._store.write(remove_pusher, user_id, device_id, target)
         return removed
 
-    async def claim(self, now: int, lease_ms: int, limit: int) -> list[PushWork]:
-        work: list[PushWork] = await self._store.write(claim, now, lease_ms, limit)
+    async def claim(self, now: int, lease_ms: int, limit: int, read_fanout_mute: str) -> list[PushWork]:
+        work: list[PushWork] = await self._store.write(claim, now, lease_ms, limit, read_fanout_mute)
         return work
 
-    async def advance(self, user_id: int, device_id: str, created_at: int, seq: int, hold_until: int) -> None:
-        await self._store.write(advance, user_id, device_id, created_at, seq, hold_until)
+    async def advance(
+        self,
+        user_id: int,
+        device_id: str,
+        created_at: int,
+        seq: int,
+        hold_until: int,
+        groups: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        await self._store.write(advance, user_id, device_id, created_at, seq, hold_until, groups)
 
     async def back_off(self, user_id: int, device_id: str, created_at: int, until: int) -> None:
         await self._store.write(back_off, user_id, device_id, created_at, until)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from yim.storage.outbox import after_send_rows
 from yim.storage.records import Entry, SendCmd, SendResult
 from yim.storage.rules import quotes
 from yim.storage.rules import send as send_rules
 from yim.storage.service import ServiceCtx
 from yim.storage.sqlite.memory import active_memory, writer_memory
+from yim.storage.sqlite.outbox import INSERT_OUTBOX
 from yim.storage.sqlite.policy import check_direct_allowed
 from yim.storage.sqlite.service import service_send
 from yim.storage.sqlite.timeline import MSG_COLS, N_MSG_COLS, append_entry, msg_from_row, read_quotable
@@ -29,8 +31,16 @@ def _conv_type(conn: sqlite3.Connection, conv_id: int) -> str | None:
 
 
 def send_message(conn: sqlite3.Connection, c: SendCmd, service_ctx: ServiceCtx | None = None) -> SendResult:
-    """Append a message (direct, group or customer service). An *appending job*: the writer
-    runs it with its heads in memory (:mod:`yim.storage.sqlite.memory`)."""
+    """Append a message (direct, group or customer service), and its after_send events to
+    the webhook outbox in the same transaction (a duplicate writes neither). An *appending
+    job*: the writer runs it with its heads in memory (:mod:`yim.storage.sqlite.memory`)."""
+    result = _send(conn, c, service_ctx)
+    if c.after_send and not result.duplicate:
+        conn.executemany(INSERT_OUTBOX, after_send_rows(c.after_send, result.message))
+    return result
+
+
+def _send(conn: sqlite3.Connection, c: SendCmd, service_ctx: ServiceCtx | None) -> SendResult:
     # Idempotency first: a retried client_msg_id returns the original and writes nothing
     # (one still waiting in the writer's memory to be written counts too).
     memory = active_memory(conn)
