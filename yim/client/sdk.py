@@ -122,6 +122,11 @@ from yim.protocol.frames import (
     Pin,
     Ping,
     PinOut,
+    PushMute,
+    PushMuteMode,
+    PushSettingsGet,
+    PushSettingsOut,
+    PushSettingsSet,
     React,
     ReactionEvent,
     ReactOut,
@@ -1237,6 +1242,45 @@ class Client:
             wait_connected=True,
         )
         result: PinOut = await fut
+        return result
+
+    async def push_settings(self) -> PushSettingsOut:
+        """The user's push settings (protocol.md §20.2): ``preview``, ``time_zone``, ``dnd``
+        and ``mutes``, the conversations whose mute was set (a conversation not listed has its
+        default: ``off``, or ``mentions`` in a read-fan-out group)."""
+        fut = await self._submit(
+            lambda rid: PushSettingsGet(rid=rid), reply_type=PushSettingsOut, retry=True, wait_connected=True
+        )
+        result: PushSettingsOut = await fut
+        return result
+
+    async def set_push_settings(
+        self, *, preview: bool | None = None, time_zone: str | None = None, dnd: str | None = None
+    ) -> PushSettingsOut:
+        """Change the push settings of every device of the user; what is left None stays.
+        ``dnd`` is quiet hours ``"HH:MM-HH:MM"`` in ``time_zone`` (an IANA name), ``""`` for
+        none; a bad one raises ``ApiError`` ``bad_request``. Returns the settings after."""
+        fut = await self._submit(
+            lambda rid: PushSettingsSet(rid=rid, preview=preview, time_zone=time_zone, dnd=dnd),
+            reply_type=PushSettingsOut,
+            retry=True,
+            wait_connected=True,
+        )
+        result: PushSettingsOut = await fut
+        return result
+
+    async def push_mute(self, conv_id: str, mute: PushMuteMode) -> PushSettingsOut:
+        """Which messages of a conversation wake this user's devices: ``off`` all of them,
+        ``mentions`` only those mentioning the user, ``all`` none. ``off`` is how a member
+        turns on a read-fan-out group, which pushes mentions only by default. Returns the
+        settings after; a conversation the user is not in raises ``ApiError`` ``not_member``."""
+        fut = await self._submit(
+            lambda rid: PushMute(rid=rid, conv_id=conv_id, mute=mute),
+            reply_type=PushSettingsOut,
+            retry=True,
+            wait_connected=True,
+        )
+        result: PushSettingsOut = await fut
         return result
 
     async def call(

@@ -13,6 +13,7 @@ import { t } from "./i18n.js";
 import { randomId } from "./ids.js";
 import { Media } from "./media.js";
 import { Notifier } from "./notify.js";
+import { PushPrefs } from "./pushprefs.js";
 import { Presence } from "./presence.js";
 import { Relations } from "./relations.js";
 import { Service } from "./service.js";
@@ -118,7 +119,8 @@ function startMain(session) {
   const service = new Service(socket, store);
   const media = new Media(api);
   setAvatarMedia(media);
-  const notifier = new Notifier(store, { onOpen: (convId) => (location.hash = `#/c/${convId}`) });
+  const pushPrefs = new PushPrefs(socket, store, groups);
+  const notifier = new Notifier(store, { onOpen: (convId) => (location.hash = `#/c/${convId}`), prefs: pushPrefs });
   const webpush = new WebPush(api);
   let ended = false;
   let pendingJump = null; // {conv_id, seq}: a search hit to show once its chat is open
@@ -130,6 +132,7 @@ function startMain(session) {
     presence.stop();
     service.stop();
     notifier.stop();
+    pushPrefs.stop();
     webpush.stop();
     chat.stop();
     setAvatarMedia(null);
@@ -165,14 +168,16 @@ function startMain(session) {
     media,
     relations,
     service,
-    onGroupInfo: (convId) => openGroupInfo({ store, groups }, convId),
+    onGroupInfo: (convId) => openGroupInfo({ store, groups, pushPrefs }, convId),
     onUserMenu,
+    pushPrefs,
   });
   const settings = new SettingsView({
     store,
     api,
     service,
     webpush,
+    pushPrefs,
     // My new name: the sidebar, the chats and the saved session show it at once.
     onProfile(user) {
       Object.assign(store.me, user);
@@ -199,6 +204,7 @@ function startMain(session) {
     service,
     onLogout: logout,
     onOpenUser: openUser,
+    pushPrefs,
     onUserMenu,
     // Checked before the chat opens: a mistyped id is refused here, not after the first message.
     async onOpenShop(shopId) {
@@ -332,11 +338,12 @@ function startMain(session) {
   });
   relations.addEventListener("change", renderSoon);
   service.addEventListener("change", renderSoon);
+  pushPrefs.addEventListener("change", renderSoon); // the list's muted icons
   socket.addEventListener("unauthorized", (e) => end(endedNotice(e.detail)));
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", onVisibility);
 
-  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier, settings, admin };
+  current = { socket, store, sidebar, chat, presence, typing, relations, groups, service, media, notifier, settings, admin, pushPrefs };
   current.webpush = webpush;
   window.yim = current; // for the browser console
   sidebar.render();

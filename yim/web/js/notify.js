@@ -6,15 +6,18 @@
 // press (browsers ignore or quieten requests without one), at a moment the user has shown they chat here,
 // and never on page load. Only others' messages that count as unread, and only new ones
 // (not a backlog the tab syncs after sleeping), notify; one notification per conversation,
-// the newer replacing the older (same tag), closed when the tab is shown again.
+// the newer replacing the older (same tag), closed when the tab is shown again. A conversation
+// muted for push (pushprefs.js) is muted here too: "Nothing" shows nothing, "Mentions only"
+// only messages that mention me.
 import { displayName, messageText } from "./format.js";
 import { t } from "./i18n.js";
 
 const FRESH_MS = 60_000; // older messages arrive by sync: the user will see them in the list
 
 export class Notifier {
-  constructor(store, { onOpen }) {
+  constructor(store, { onOpen, prefs = null }) {
     this.store = store;
+    this.prefs = prefs;
     this.onOpen = onOpen;
     this.asked = false;
     this.shown = new Map(); // conv_id -> Notification
@@ -43,11 +46,16 @@ export class Notifier {
     if (!this.supported || Notification.permission !== "granted") return;
     if (document.visibilityState !== "hidden") return;
     if (!this.store.countable(m) || m.created_at < Date.now() - FRESH_MS) return;
+    if (this.prefs && !this.prefs.notifies(m)) return; // muted: leave an earlier mention's notification up
     this.latest.set(m.conv_id, m.seq);
-    // A first message from someone new: their name is fetched before it shows.
-    const user = this.store.user(m.sender_id) ?? (await this.store.api.user(m.sender_id).catch(() => null));
+    // A first message from someone new: their name is fetched before it shows. Awaited even
+    // when known, so the rest runs after the whole dispatch that announced the message.
+    const user = await (this.store.user(m.sender_id) ?? this.store.api.user(m.sender_id).catch(() => null));
     // Still hidden, and still the newest of its conversation (a later one may have shown meanwhile)?
     if (document.visibilityState !== "hidden" || this.latest.get(m.conv_id) !== m.seq) return;
+    // Asked again after that: a group_message notice tells prefs that its group fans out on
+    // read (mentions only by default) only after this message was announced.
+    if (this.prefs && !this.prefs.notifies(m)) return;
     const conv = this.store.convs.get(m.conv_id);
     const sender = user ? displayName(user) : t("Someone");
     const title = conv?.type === "group" && conv.name ? t("{sender} in {group}", { sender, group: conv.name }) : sender;

@@ -611,4 +611,23 @@ export const ZH_CN = {
   "No shop has a name like that.": "没有名称相近的店铺。",
   "Shop id or name": "店铺 ID 或名称",
   "Open chat": "打开会话",
+  // Push settings (conversation mutes, previews, quiet hours)
+  "All messages": "所有消息",
+  "Mentions only": "仅 @我的消息",
+  Nothing: "不通知",
+  "Notifications: {mode}": "通知：{mode}",
+  "Quiet hours": "免打扰时段",
+  "Quiet hours: hold notifications until they end": "免打扰：时段结束前暂不通知",
+  From: "开始",
+  To: "结束",
+  "Save quiet hours": "保存免打扰时段",
+  "Quiet hours must start and end at different times.": "免打扰时段的开始和结束时间不能相同。",
+  "Quiet hours are on: {from} to {to}.": "免打扰已开启：{from} 至 {to}。",
+  "Quiet hours are off.": "免打扰已关闭。",
+  "Show the message in notifications": "在通知中显示消息内容",
+  "Off: a notification says only who wrote, not what. This applies to all your devices.":
+    "关闭后，通知只显示发送者，不显示内容。此设置适用于你的所有设备。",
+  "Set in the time zone {zone}. Saving sets them in this browser's time zone, {here}.":
+    "按时区 {zone} 设置。保存后将改用此浏览器的时区 {here}。",
+  "In this browser's time zone, {zone}. Mentions are held too.": "按此浏览器的时区 {zone}。@我的消息也会暂缓通知。",
 };

@@ -28,6 +28,7 @@ import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
 import { EVERYONE, MentionPicker } from "./mentions.js";
 import { richText } from "./richtext.js";
 import { openMenu } from "./menu.js";
+import { MUTES, bellIcon, muteLabel } from "../pushprefs.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
 import { openReportDialog } from "./reports.js";
@@ -48,8 +49,9 @@ const MENTION_LOOKUPS = 100;
 const MEDIA_KINDS = new Set(["image", "video", "file"]);
 
 export class ChatView {
-  constructor({ store, presence, typing, groups, media, relations, service, onGroupInfo, onUserMenu }) {
+  constructor({ store, presence, typing, groups, media, relations, service, onGroupInfo, onUserMenu, pushPrefs }) {
     this.store = store;
+    this.pushPrefs = pushPrefs ?? null;
     this.presence = presence;
     this.typing = typing;
     this.groups = groups;
@@ -178,6 +180,7 @@ export class ChatView {
     relations.addEventListener("change", () => {
       if (this.peer()) this.renderHead();
     });
+    pushPrefs?.addEventListener("change", () => this.renderHead());
     // Someone wrote in this group: they have read what came before; ask again.
     store.addEventListener("message", (e) => {
       const m = e.detail;
@@ -379,6 +382,7 @@ export class ChatView {
         );
       }
     }
+    if (conv && conv.active !== false && this.pushPrefs) actions.unshift(this.muteButton(conv.conv_id));
     this.head.replaceChildren(
       h("a", { href: "#/", class: "back", "aria-label": t("Back to conversations") }, "‹"),
       face,
@@ -390,6 +394,31 @@ export class ChatView {
         conv ? pinnedLine(conv, (seq) => this.jumpTo(seq)) : null,
       ),
       h("div", { class: "head-actions" }, actions),
+    );
+  }
+
+  // Which messages of this conversation notify me (push and this page alike), docs/protocol.md §20.
+  muteButton(convId) {
+    const mode = this.pushPrefs.mode(convId);
+    const label = t("Notifications: {mode}", { mode: muteLabel(mode) });
+    return h(
+      "button",
+      {
+        type: "button",
+        class: "ghost head-btn mute-btn",
+        dataset: { mute: mode },
+        "aria-label": label,
+        "aria-haspopup": "menu",
+        title: label,
+        onclick: (e) => {
+          const choices = MUTES.map((m) => ({
+            label: h("span", { class: "mute-choice" + (m === mode ? " current" : "") }, muteLabel(m)),
+            onSelect: () => this.pushPrefs.setMute(convId, m).catch((err) => toast(errorText(err))),
+          }));
+          openMenu(e.currentTarget, choices, t("Notifications"));
+        },
+      },
+      bellIcon(mode !== "off", 18),
     );
   }
 

@@ -1,16 +1,18 @@
 // A group's info: its announcement, the members with their roles, inviting people by
-// username, and leaving. Kept current while open (member changes reload the list).
+// username, which of its messages notify me, and leaving. Kept current while open (member
+// changes reload the list).
 import { h } from "../dom.js";
 import { avatar, displayName } from "../format.js";
 import { openDialog } from "./dialog.js";
 import { errorText } from "../errors.js";
 import { t, tn } from "../i18n.js";
+import { MUTES, muteLabel } from "../pushprefs.js";
 
 const ROLE_LABEL = { owner: t("Owner"), admin: t("Admin"), member: "" };
 const ROLE_ORDER = { owner: 0, admin: 1, member: 2 };
 const SHOWN = 200; // members listed (each name is one lookup)
 
-export function openGroupInfo({ store, groups }, convId) {
+export function openGroupInfo({ store, groups, pushPrefs = null }, convId) {
   const conv = store.convs.get(convId);
   const list = h("ul", { class: "people members", "aria-label": t("Members") });
   const summary = h("p", { class: "dialog-note" });
@@ -25,6 +27,13 @@ export function openGroupInfo({ store, groups }, convId) {
   const inviteBtn = h("button", { type: "button", class: "primary small" }, t("Add"));
   const leaveBtn = h("button", { type: "button", class: "ghost danger-text" }, t("Leave group"));
   const me = store.me.user_id;
+  const muteSelect = pushPrefs
+    ? h(
+        "select",
+        { name: "push_mute", class: "mute-select" },
+        MUTES.map((m) => h("option", { value: m }, muteLabel(m))),
+      )
+    : null;
 
   const render = () => {
     const entry = groups.get(convId);
@@ -65,6 +74,10 @@ export function openGroupInfo({ store, groups }, convId) {
     const active = store.convs.get(convId)?.active !== false && !g?.dissolved;
     leaveBtn.hidden = !active || g?.owner_id === me;
     invite.disabled = inviteBtn.disabled = !active;
+    if (muteSelect) {
+      muteSelect.value = pushPrefs.mode(convId);
+      muteSelect.disabled = !active;
+    }
   };
 
   inviteBtn.addEventListener("click", async () => {
@@ -90,6 +103,7 @@ export function openGroupInfo({ store, groups }, convId) {
     title: conv?.name || t("Group"),
     content: [
       summary,
+      muteSelect ? h("label", { class: "mute-row" }, t("Notifications"), " ", muteSelect) : null,
       h("div", { class: "invite-row" }, invite, inviteBtn),
       inviteError,
       h("h3", { class: "section-title" }, t("Members")),
@@ -108,12 +122,23 @@ export function openGroupInfo({ store, groups }, convId) {
       dlg.error.textContent = errorText(err);
     }
   });
+  muteSelect?.addEventListener("change", async () => {
+    dlg.error.textContent = "";
+    try {
+      await pushPrefs.setMute(convId, muteSelect.value);
+    } catch (err) {
+      dlg.error.textContent = errorText(err);
+      render(); // back to the mute in force
+    }
+  });
   const onChange = (e) => {
     if (e.detail === convId) render();
   };
   groups.addEventListener("change", onChange);
   store.addEventListener("change", render); // names fetched meanwhile
+  pushPrefs?.addEventListener("change", render);
   dlg.el.addEventListener("close", () => {
+    pushPrefs?.removeEventListener("change", render);
     groups.removeEventListener("change", onChange);
     store.removeEventListener("change", render);
   });

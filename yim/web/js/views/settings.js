@@ -52,8 +52,9 @@ function asyncForm(label, children, submitLabel, run) {
 }
 
 export class SettingsView {
-  constructor({ store, api, service, webpush, onProfile }) {
+  constructor({ store, api, service, webpush, pushPrefs, onProfile }) {
     this.store = store;
+    this.pushPrefs = pushPrefs ?? null;
     this.webpush = webpush;
     this.api = api;
     this.service = service;
@@ -82,6 +83,7 @@ export class SettingsView {
     );
     service.addEventListener("change", () => this.renderShops());
     webpush.addEventListener("change", () => this.renderPush());
+    pushPrefs?.addEventListener("change", () => this.renderPushPrefs());
   }
 
   show() {
@@ -459,9 +461,90 @@ export class SettingsView {
       h("h3", { id: "settings-push" }, t("Notifications")),
       h("label", { class: "push-switch" }, this.pushSwitch, " ", t("Notify me of new messages while yim is closed")),
       this.pushStatus,
+      this.pushPrefs ? this.pushPrefsForms() : null,
     );
     this.renderPush();
     return section;
+  }
+
+  // What every device of mine is pushed (docs/protocol.md §20.2): the message itself or only
+  // who wrote, and quiet hours, typed in this browser's time zone and sent with it.
+  pushPrefsForms() {
+    this.previewSwitch = h("input", {
+      type: "checkbox",
+      role: "switch",
+      name: "preview",
+      disabled: true, // until the server's settings are in
+      onchange: async () => {
+        const want = this.previewSwitch.checked;
+        this.previewSwitch.disabled = true;
+        try {
+          await this.pushPrefs.save({ preview: want });
+        } catch (err) {
+          toast(errorText(err));
+        } finally {
+          this.renderPushPrefs();
+        }
+      },
+    });
+    this.quietOn = h("input", { type: "checkbox", name: "dnd_on" });
+    this.quietFrom = h("input", { type: "time", name: "dnd_from", value: "22:00", required: true });
+    this.quietTo = h("input", { type: "time", name: "dnd_to", value: "07:00", required: true });
+    this.quietNote = h("p", { class: "page-note quiet-note" });
+    this.quietShown = null; // the dnd the inputs show: redrawn only when the server's differs
+    const quiet = asyncForm(
+      t("Quiet hours"),
+      [
+        h("label", { class: "push-switch" }, this.quietOn, " ", t("Quiet hours: hold notifications until they end")),
+        h("div", { class: "quiet-times" }, field(t("From"), this.quietFrom), field(t("To"), this.quietTo)),
+        this.quietNote,
+      ],
+      t("Save quiet hours"),
+      async () => {
+        const on = this.quietOn.checked;
+        if (on && this.quietFrom.value === this.quietTo.value) {
+          throw new Error(t("Quiet hours must start and end at different times."));
+        }
+        await this.pushPrefs.save({ dnd: on ? `${this.quietFrom.value}-${this.quietTo.value}` : "" });
+        return on
+          ? t("Quiet hours are on: {from} to {to}.", { from: this.quietFrom.value, to: this.quietTo.value })
+          : t("Quiet hours are off.");
+      },
+    );
+    this.renderPushPrefs();
+    return h(
+      "div",
+      { class: "push-prefs" },
+      h("label", { class: "push-switch" }, this.previewSwitch, " ", t("Show the message in notifications")),
+      h(
+        "p",
+        { class: "page-note" },
+        t("Off: a notification says only who wrote, not what. This applies to all your devices."),
+      ),
+      quiet,
+    );
+  }
+
+  renderPushPrefs() {
+    if (!this.previewSwitch) return;
+    const p = this.pushPrefs;
+    this.previewSwitch.checked = p.preview;
+    this.previewSwitch.disabled = !p.loaded;
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    this.quietNote.textContent =
+      p.dnd && p.timeZone && p.timeZone !== zone
+        ? t("Set in the time zone {zone}. Saving sets them in this browser's time zone, {here}.", {
+            zone: p.timeZone,
+            here: zone,
+          })
+        : t("In this browser's time zone, {zone}. Mentions are held too.", { zone });
+    if (p.loaded && p.dnd !== this.quietShown) {
+      this.quietShown = p.dnd;
+      const [from, to] = p.dnd ? p.dnd.split("-") : ["22:00", "07:00"];
+      this.quietOn.checked = !!p.dnd;
+      this.quietFrom.value = from;
+      this.quietTo.value = to;
+    }
   }
 
   renderPush() {

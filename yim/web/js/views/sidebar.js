@@ -9,6 +9,7 @@ import { AgentView } from "./agent.js";
 import { field, openDialog } from "./dialog.js";
 import { FriendsView } from "./friends.js";
 import { openMenu } from "./menu.js";
+import { bellIcon, muteLabel } from "../pushprefs.js";
 import { SearchView } from "./search.js";
 import { errorText } from "../errors.js";
 
@@ -33,6 +34,7 @@ export class Sidebar {
     this.relations = relations;
     this.groups = groups;
     this.service = service;
+    this.pushPrefs = options.pushPrefs ?? null; // muted conversations show a struck bell
     this.onOpenUser = onOpenUser;
     this.onOpenShop = onOpenShop;
     this.activeConv = null;
@@ -367,6 +369,20 @@ export class Sidebar {
     }
     else if (session) face = avatar(this.store.user(session.customer_id) ?? { user_id: session.customer_id });
     else face = avatar({ user_id: conv.conv_id, display_name: conv.name });
+    const mute = this.pushPrefs?.mode(conv.conv_id) ?? "off";
+    const muted =
+      mute === "off"
+        ? null
+        : h(
+            "span",
+            {
+              class: "conv-muted",
+              dataset: { mute },
+              title: t("Notifications: {mode}", { mode: muteLabel(mute) }),
+              "aria-label": t("Notifications: {mode}", { mode: muteLabel(mute) }),
+            },
+            bellIcon(true, 14),
+          );
     return h(
       "li",
       null,
@@ -386,6 +402,7 @@ export class Sidebar {
             "span",
             { class: "conv-top" },
             h("span", { class: "conv-name" }, name),
+            muted,
             h("time", { class: "conv-time" }, shortWhen(last?.created_at ?? conv.updated_at)),
           ),
           h(
