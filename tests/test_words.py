@@ -169,6 +169,18 @@ def test_one_automaton_for_both_lists(tmp_path: Path) -> None:
     assert only_reject.apply("笨蛋", "x") == "笨蛋"
 
 
+def test_overlapping_and_nested_matches(tmp_path: Path) -> None:
+    """Every match counts, also one that overlaps or lies inside another: masking covers
+    their union, and a reject entry is found even when a mask entry's match starts first
+    and covers part of it (a scan that resumed after each match would miss it)."""
+    words = make_filter(tmp_path, ["感词典"], ["敏感", "感词", "ab", "bc", "abcd", "c"])
+    assert words.apply("一个敏感词啊", "x") == "一个***啊"  # 敏感 and 感词 overlap
+    assert words.apply("abcd e abc", "x") == "**** e ***"  # nested and chained
+    assert words.apply("xcx", "x") == "x*x"  # an entry inside longer ones, alone
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("敏感词典", "x")  # 敏感 and 感词 (mask) start before 感词典 (reject)
+
+
 @pytest.mark.parametrize("text", ["Hello, World!", "\x00\x1f\x7f TAB\tEND", "", "A_B-C d", "MiXeD 123"])
 def test_ascii_text_normalises_as_the_full_path_would(text: str) -> None:
     """ASCII text skips NFKC, the invisible characters and the CJK gaps: none can change it."""
