@@ -19,9 +19,9 @@ Entries are normalised the same way and matched as substrings by one Aho-Corasic
 automaton holding both actions' entries, so the cost per text is one pass over it whatever
 the lists' sizes and however many lists there are. A clean text (the common case) costs
 C-level work only: NFKC (full-width punctuation mapped first), casefold, a regex and the
-automaton scan over the text's UTF-8 bytes (~7-8 µs per 100 Chinese or mixed characters
-with 10,000 entries, of which the scan is over half; ~1.6 µs for ASCII text, which skips
-the normalising steps it cannot need; docs/performance.md). Only a text with a hit to mask
+automaton scan (~4.5 µs per 100 Chinese or mixed characters with 10,000 entries, of which
+the scan is under 1 and normalising ~3; ~0.6 µs for ASCII text, which skips the
+normalising steps it cannot need; docs/performance.md). Only a text with a hit to mask
 makes the map back to the characters written, so that exactly the matched characters are
 masked and the rest of the text stays byte-identical: in C when every character maps to
 one (the usual case), character by character otherwise; and only the matched characters'
