@@ -7,6 +7,7 @@ restart, settings, the cost per 100 characters, and end to end through real node
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -57,6 +58,26 @@ NORMALISED = [
 @pytest.mark.parametrize(("text", "expected"), NORMALISED)
 def test_normalise(text: str, expected: str) -> None:
     assert normalise(text) == expected
+
+
+def test_normalise_shortcuts_change_nothing() -> None:
+    """normalise() skips the steps a text cannot need (ASCII, no full-width form, nothing
+    invisible, no gap): on random texts it gives exactly what every step run in full gives."""
+    from yim.services.words import _CJK_GAP, _INVISIBLE_RUN
+
+    def in_full(text: str) -> str:
+        return _CJK_GAP.sub("", _INVISIBLE_RUN.sub("", unicodedata.normalize("NFKC", text).casefold()))
+
+    rng = random.Random(23)
+    alphabets = [
+        "你好敏感词ｶﾀ①ⅫßﬁΣς",  # letters and digits only: no gap, whatever the script
+        "你好敏感词 ,，。！\u200b\u3000_FUCKfuckＦＵＣＫßﬁe\u0301①🙂\n",
+        "Hello World_-Ab1 ",  # ASCII
+    ]
+    for _ in range(3000):
+        alphabet = rng.choice(alphabets)
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert normalise(text) == in_full(text), text
 
 
 # --- matching and masking ------------------------------------------------------------------------
@@ -167,6 +188,18 @@ def test_one_automaton_for_both_lists(tmp_path: Path) -> None:
     (tmp_path / "second").mkdir()
     only_reject = make_filter(tmp_path / "second", ["炸弹"], [])
     assert only_reject.apply("笨蛋", "x") == "笨蛋"
+
+
+def test_overlapping_and_nested_matches(tmp_path: Path) -> None:
+    """Every match counts, also one that overlaps or lies inside another: masking covers
+    their union, and a reject entry is found even when a mask entry's match starts first
+    and covers part of it (a scan that resumed after each match would miss it)."""
+    words = make_filter(tmp_path, ["感词典"], ["敏感", "感词", "ab", "bc", "abcd", "c"])
+    assert words.apply("一个敏感词啊", "x") == "一个***啊"  # 敏感 and 感词 overlap
+    assert words.apply("abcd e abc", "x") == "**** e ***"  # nested and chained
+    assert words.apply("xcx", "x") == "x*x"  # an entry inside longer ones, alone
+    with pytest.raises(YimError, match="content_blocked"):
+        words.apply("敏感词典", "x")  # 敏感 and 感词 (mask) start before 感词典 (reject)
 
 
 @pytest.mark.parametrize("text", ["Hello, World!", "\x00\x1f\x7f TAB\tEND", "", "A_B-C d", "MiXeD 123"])
@@ -574,13 +607,14 @@ def _chinese_text(rng: random.Random, n: int = 100) -> str:
     return "".join(parts)[:n]
 
 
-def _measure(before: str | None) -> None:
+def _measure(before: str | None, libraries: bool = False) -> None:
     """The filter's CPU time per 100 characters with the 10,000 entries of word_list(): clean
     Chinese, clean mixed (one list, and the entries split over a reject and a mask list),
     texts with matches (a reject list, a mask list) and clean ASCII, at 100 and 1,000
     characters; each the median of 3 rounds of the best of 5 per chunk of 50 texts. With
     ``before`` (a git revision) yim/services/words.py of that revision is measured in the same
-    run, interleaved, for a before/after comparison."""
+    run, interleaved, for a before/after comparison; with ``libraries``, the scan alone of
+    each Aho-Corasick library installed (:func:`_measure_libraries`)."""
     import importlib.util
     import statistics
     import subprocess
@@ -677,6 +711,56 @@ def _measure(before: str | None) -> None:
     for name, n, _, _ in cases:
         row = "".join(f" {statistics.median(rounds[(name, n, v)]):10.2f}" for v in filters)
         print(f"{name:28s} {n:5d}{row}")
+    if libraries:
+        _measure_libraries(entries, [(name, n, sample) for name, n, kind, sample in cases if kind != "split"])
+
+
+def _measure_libraries(entries: list[str], cases: list[tuple[str, int, list[str]]]) -> None:
+    """The Aho-Corasick scan alone, every match overlapping ones included, of each library
+    that is installed, on the same normalised texts: pyahocorasick over the text's UTF-8 bytes
+    (one character each, its fastest form: a Chinese character's node has thousands of
+    children), ahocorasick-rs (its DFA) and daachorse (character-wise double array) over the
+    text. The median of 3 rounds of the best of 5 per chunk of 50 texts."""
+    import importlib
+    import statistics
+
+    words = sorted({normalise(e) for e in entries})
+    scans: dict[str, Any] = {}
+    with contextlib.suppress(ImportError):
+        ahocorasick = importlib.import_module("ahocorasick")
+        automaton = ahocorasick.Automaton()
+        for word in words:
+            key = word.encode().decode("latin-1")
+            automaton.add_word(key, len(key))
+        automaton.make_automaton()
+        scans["pyahocorasick"] = lambda text: list(automaton.iter(text.encode().decode("latin-1")))
+    with contextlib.suppress(ImportError):
+        rs = importlib.import_module("ahocorasick_rs")
+        dfa = rs.AhoCorasick(words, implementation=rs.Implementation.DFA)
+        scans["ahocorasick-rs"] = lambda text: dfa.find_matches_as_indexes(text, overlapping=True)
+    with contextlib.suppress(ImportError):
+        daachorse = importlib.import_module("daachorse")
+        scans["daachorse"] = daachorse.CharwiseDoubleArrayAhoCorasick(words).find_overlapping
+    rounds: dict[tuple[str, int, str], list[float]] = {}
+    for _ in range(3):
+        for name, n, sample in cases:
+            norms = [normalise(text) for text in sample]
+            for library, scan in scans.items():
+                total = 0.0
+                for at in range(0, len(norms), 50):
+                    chunk, best = norms[at : at + 50], float("inf")
+                    for _ in range(5):
+                        started = time.thread_time()
+                        for norm in chunk:
+                            scan(norm)
+                        best = min(best, time.thread_time() - started)
+                    total += best
+                rounds.setdefault((name, n, library), []).append(total / len(norms) * 1e6 * 100 / n)
+    print("the scan alone, µs per 100 characters, median of 3:")
+    print(f"{'text':28s} {'chars':>5s}" + "".join(f" {v:>15s}" for v in scans))
+    for name, n, _ in cases:
+        row = "".join(f" {statistics.median(rounds[(name, n, v)]):15.2f}" for v in scans)
+        print(f"{name:28s} {n:5d}{row}")
 
 
 if __name__ == "__main__":
@@ -684,4 +768,11 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="The sensitive-word filter's cost (docs/performance.md).")
     parser.add_argument("--before", metavar="REV", help="also measure yim/services/words.py of this git revision")
-    _measure(parser.parse_args().before)
+    parser.add_argument(
+        "--libraries",
+        action="store_true",
+        help="also measure the scan alone of each Aho-Corasick library installed (pyahocorasick, ahocorasick-rs,"
+        " daachorse)",
+    )
+    args = parser.parse_args()
+    _measure(args.before, args.libraries)

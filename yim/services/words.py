@@ -19,9 +19,9 @@ Entries are normalised the same way and matched as substrings by one Aho-Corasic
 automaton holding both actions' entries, so the cost per text is one pass over it whatever
 the lists' sizes and however many lists there are. A clean text (the common case) costs
 C-level work only: NFKC (full-width punctuation mapped first), casefold, a regex and the
-automaton scan over the text's UTF-8 bytes (~7-8 µs per 100 Chinese or mixed characters
-with 10,000 entries, of which the scan is over half; ~1.6 µs for ASCII text, which skips
-the normalising steps it cannot need; docs/performance.md). Only a text with a hit to mask
+automaton scan (~4.5 µs per 100 Chinese or mixed characters with 10,000 entries, of which
+the scan is under 1 and normalising ~3; ~0.6 µs for ASCII text, which skips the
+normalising steps it cannot need; docs/performance.md). Only a text with a hit to mask
 makes the map back to the characters written, so that exactly the matched characters are
 masked and the rest of the text stays byte-identical: in C when every character maps to
 one (the usual case), character by character otherwise; and only the matched characters'
@@ -45,11 +45,10 @@ import re
 import signal
 import unicodedata
 import weakref
-from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
-import ahocorasick
+import daachorse
 import msgspec
 
 from yim.config import SettingsError, WordList
@@ -124,16 +123,10 @@ def normalise(text: str) -> str:
     norm = _nfkc(text).casefold()
     if not norm.isprintable():  # ~0.3 µs per 100 characters: most texts skip the regex
         norm = _INVISIBLE_RUN.sub("", norm)
-    return _CJK_GAP.sub("", norm)
-
-
-def _key(norm: str) -> str:
-    """The UTF-8 bytes of a normalised text, one character each, which is what the automata
-    match. pyahocorasick finds a node's child by a linear search, and a list of 10,000
-    Chinese entries gives the root thousands of children (~13 µs per 100 characters); in
-    UTF-8 every node has at most a few dozen (~1.7 µs). A match of a whole UTF-8 entry in
-    UTF-8 text always starts and ends on character boundaries."""
-    return norm if norm.isascii() else norm.encode().decode("latin-1")  # ASCII is its own UTF-8
+    # A text of letters and digits alone has no gap to drop: a short message without
+    # punctuation ("好的", "哈哈哈") skips the regex, ~half its normalising cost; any other
+    # text stops this C scan at its first space or punctuation.
+    return norm if norm.isalnum() else _CJK_GAP.sub("", norm)
 
 
 class _Mapped:
@@ -206,36 +199,46 @@ def normalise_mapped(text: str) -> tuple[str, list[int], list[int]]:
     return mapped.norm, [a for a, _ in spans], [b for _, b in spans]
 
 
-#: what an entry of the automaton asks for (bits of its value's second item)
+#: what an entry of the automaton asks for (bits of :attr:`Automaton.actions`)
 REJECT, MASK = 1, 2
 
 
-def mask(automaton: Any, text: str) -> str:
+class Automaton:
+    """Both lists' normalised entries in one Aho-Corasick automaton (daachorse's character-wise
+    double array: finding a state's next state is one array lookup, where pyahocorasick
+    searched a node's children one by one; docs/performance.md), and each entry's action."""
+
+    __slots__ = ("actions", "find")
+
+    def __init__(self, actions: dict[str, int]) -> None:
+        words = list(actions)
+        #: the ``REJECT | MASK`` bits of each entry, by the entry's index in the automaton
+        self.actions = [actions[word] for word in words]
+        #: every match in a normalised text, overlapping ones included: ``(start, end, index)``
+        #: with ``[start, end)`` in characters of that text (a bound method: one lookup less a text)
+        self.find: Callable[[str], list[tuple[int, int, int]]] = daachorse.CharwiseDoubleArrayAhoCorasick(
+            words
+        ).find_overlapping
+
+
+def mask(automaton: Automaton, text: str) -> str:
     """``text`` with each original character that a match of a ``MASK`` entry of
     ``automaton`` covers replaced by one ``*`` (when the text needed composing, a character
     with its combining marks counts as one); the rest unchanged."""
     mapped = _Mapped(text)
-    key = _key(mapped.norm)
-    spans = [(last - size + 1, last + 1) for last, (size, action) in automaton.iter(key) if action & MASK]
-    return _masked(text, mapped, key, spans)
+    actions = automaton.actions
+    spans = [(start, end) for start, end, index in automaton.find(mapped.norm) if actions[index] & MASK]
+    return _masked(text, mapped, spans)
 
 
-def _masked(text: str, mapped: _Mapped, key: str, spans: list[tuple[int, int]]) -> str:
-    """``text`` with the original characters of ``spans`` (``[start, end)`` UTF-8 byte
-    offsets in ``key``, the key of ``mapped.norm``) masked."""
+def _masked(text: str, mapped: _Mapped, spans: list[tuple[int, int]]) -> str:
+    """``text`` with the original characters of ``spans`` (``[start, end)`` in characters of
+    ``mapped.norm``) masked."""
     if not spans:
         return text
-    # byte offset -> character index in norm, decoding once from one offset to the next
-    raw = key.encode("latin-1")
-    char_at: dict[int, int] = {}
-    done_bytes = done_chars = 0
-    for offset in sorted({b for span in spans for b in span}):
-        done_chars += len(raw[done_bytes:offset].decode())
-        done_bytes = offset
-        char_at[offset] = done_chars
     covered: dict[int, int] = {}  # start -> end of each original character to mask
     for first, end in spans:
-        for k in range(char_at[first], char_at[end]):
+        for k in range(first, end):
             start, stop = mapped.origin(k)
             covered[start] = stop
     out: list[str] = []
@@ -273,28 +276,15 @@ def load_entries(path: str) -> list[str]:
     return entries
 
 
-def build_automaton(masked: Sequence[str], rejected: Sequence[str] = ()) -> Any:
-    """One Aho-Corasick automaton over the :func:`_key` of the normalised entries of both
-    actions, so that a text is scanned once whatever lists are configured; each entry's
-    value is ``(its length in the key (UTF-8 bytes), REJECT | MASK bits)``. None if no
+def build_automaton(masked: Sequence[str], rejected: Sequence[str] = ()) -> Automaton | None:
+    """One automaton over the normalised entries of both actions, so that a text is scanned
+    once whatever lists are configured; an entry on both lists has both bits. None if no
     entries."""
     actions: dict[str, int] = {}
     for words, action in ((masked, MASK), (rejected, REJECT)):
         for word in words:
-            key = _key(word)
-            actions[key] = actions.get(key, 0) | action
-    if not actions:
-        return None
-    # pyahocorasick finds a node's child by a linear search over the children in the order
-    # they were added: adding the entries under the most-shared prefixes first puts the
-    # likeliest bytes first (the Chinese lead bytes before 26 ASCII letters, say): ~10 % of
-    # the scan when measured alone, nothing per text.
-    shared = Counter(key[:i] for key in actions for i in range(1, len(key) + 1))
-    automaton = ahocorasick.Automaton()
-    for key in sorted(actions, key=lambda k: [(-shared[k[: i + 1]], k[i]) for i in range(len(k))]):
-        automaton.add_word(key, (len(key), actions[key]))
-    automaton.make_automaton()
-    return automaton
+            actions[word] = actions.get(word, 0) | action
+    return Automaton(actions) if actions else None
 
 
 Signature = tuple[int, int, int]
@@ -308,7 +298,7 @@ def _signature(path: str) -> Signature:
 class _State(msgspec.Struct, frozen=True):
     """Everything a check reads, replaced as a whole on reload."""
 
-    words: Any  # ahocorasick.Automaton | None: both lists' entries (build_automaton)
+    words: Automaton | None  # both lists' entries (build_automaton)
     signatures: tuple[Signature, ...]
     counts: dict[str, int]
 
@@ -381,19 +371,20 @@ class WordFilter:
         if words is None:
             return text
         norm = normalise(text)
-        key = _key(norm)
+        matches = words.find(norm)
+        if not matches:  # a clean text: one call, no loop
+            return text
+        actions = words.actions
         spans: list[tuple[int, int]] = []
-        for last, (size, action) in words.iter(key):  # a clean text: no iteration at all
-            if action & REJECT:
+        for start, end, index in matches:
+            if actions[index] & REJECT:
                 # The message never names the word: that would publish the list.
                 raise YimError("content_blocked", f"{what} contains words that are not allowed")
-            spans.append((last - size + 1, last + 1))  # a mask entry's, in UTF-8 bytes of key
-        if not spans:
-            return text
+            spans.append((start, end))  # a mask entry's, in characters of norm
         # Only a text to mask gets here: the map back to the characters written is made now,
         # and the matches of the scan above are reused, its normalised text being the same.
         mapped = _Mapped(text)
-        return _masked(text, mapped, key, spans) if mapped.norm == norm else mask(words, text)
+        return _masked(text, mapped, spans) if mapped.norm == norm else mask(words, text)
 
     def message_body(self, kind: str, body: bytes) -> tuple[bytes, bool]:
         """A message's canonical body, filtered, and whether it changed (masked). User-written
