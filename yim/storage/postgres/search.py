@@ -97,9 +97,9 @@ async def search(
             " JOIN messages m ON m.conv_id = s.conv_id AND m.seq = s.seq"
             f" WHERE {s_matches} AND s.msg_id < $2 AND ($4::bigint IS NULL OR s.conv_id = $4)"
             f" AND s.msg_id NOT IN {_PENDING}{where}"
-            f" UNION ALL SELECT {cols} FROM {_PENDING} p JOIN messages m ON m.msg_id = p.msg_id"
+            f" UNION ALL SELECT {cols} FROM messages m"
             " JOIN user_conversations uc ON uc.user_id = $1 AND uc.conv_id = m.conv_id"
-            f" WHERE ($4::bigint IS NULL OR m.conv_id = $4){where}"
+            f" WHERE m.msg_id = ANY (ARRAY{_PENDING}) AND ($4::bigint IS NULL OR m.conv_id = $4){where}"
         )
     else:
         # OFFSET 0 keeps the subquery a per-conversation range scan (not flattened into a
@@ -129,6 +129,8 @@ async def search(
     return out, more
 
 
+#: Entries are looked up by ``msg_id = ANY (ARRAY(...))``, an index probe each: joined as a
+#: set, the planner hashes them against a scan of the whole table.
 #: One indexer pass: take the oldest pending rows, read their entries as they are now, and
 #: make ``message_search`` say the same (the text of a searchable entry; nothing for a
 #: recalled, erased or emptied one).
@@ -136,10 +138,10 @@ _INDEX_SQL = (
     "WITH taken AS (DELETE FROM search_pending WHERE id IN"
     " (SELECT id FROM search_pending ORDER BY id LIMIT $1) RETURNING msg_ids),"
     " ids AS (SELECT DISTINCT unnest(msg_ids) AS msg_id FROM taken),"
-    " cur AS (SELECT i.msg_id, m.conv_id, m.seq,"
+    " cur AS (SELECT m.msg_id, m.conv_id, m.seq,"
     " CASE WHEN NOT m.recalled THEN NULLIF(yim_search_text(m.kind, m.body), '') END AS text"
-    " FROM ids i LEFT JOIN messages m ON m.msg_id = i.msg_id),"
-    " gone AS (DELETE FROM message_search s USING cur WHERE s.msg_id = cur.msg_id AND cur.text IS NULL),"
+    " FROM messages m WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM ids))),"
+    " gone AS (DELETE FROM message_search WHERE msg_id = ANY (ARRAY(SELECT msg_id FROM cur WHERE text IS NULL))),"
     " put AS (INSERT INTO message_search (msg_id, conv_id, seq, text)"
     " SELECT msg_id, conv_id, seq, text FROM cur WHERE text IS NOT NULL"
     " ON CONFLICT (msg_id) DO UPDATE SET text = EXCLUDED.text)"
