@@ -149,6 +149,12 @@ _INDEX_SQL = (
 )
 
 
+async def any_pending(conn: asyncpg.Connection) -> bool:
+    """Whether an indexer pass has anything to do: one cheap statement, so an idle cluster's
+    indexers poll without a transaction and its advisory lock."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM search_pending)"))
+
+
 async def index_pending(conn: asyncpg.Connection, rows: int) -> tuple[int, int] | None:
     """One indexer pass of at most ``rows`` pending rows, in one transaction: (pending rows
     taken, entries read), or None when another node's pass holds ``INDEX_LOCK``."""

@@ -74,7 +74,7 @@ from yim.storage.postgres.outbox import add_after_send
 from yim.storage.postgres.push import PgPushStore
 from yim.storage.postgres.reactions import PgReactionStore
 from yim.storage.postgres.relations import PgRelationStore
-from yim.storage.postgres.search import INDEX_ROWS, PgSearchStore, index_pending
+from yim.storage.postgres.search import INDEX_ROWS, PgSearchStore, any_pending, index_pending
 from yim.storage.postgres.send import send_job
 from yim.storage.postgres.service import PgServiceStore
 from yim.storage.records import (
@@ -605,8 +605,12 @@ class PostgresStore(Store):
         """The search indexer (yim/storage/postgres/search.py): every node runs one, and
         ``index_pending`` lets one pass run at a time in the cluster. Passes follow each
         other while full, so a burst is taken in batches of ``INDEX_ROWS`` pending rows."""
+        idle = False  # the last pass found nothing: probe before taking a transaction
         while True:
             try:
+                if idle and not await self.read1(any_pending):
+                    await asyncio.sleep(INDEX_INTERVAL_S)
+                    continue
                 done = await self.read1(index_pending, INDEX_ROWS)
             except Exception as exc:  # the database away or restarting: the next pass retries
                 log.warning("search indexer: %s", exc)
@@ -616,6 +620,7 @@ class PostgresStore(Store):
                 self.search_indexed += done[1]
                 if done[0] == INDEX_ROWS:
                     continue
+                idle = done[0] == 0
             await asyncio.sleep(INDEX_INTERVAL_S)
 
     async def shared_signing_key(self, candidate: bytes) -> bytes:
