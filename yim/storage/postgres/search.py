@@ -1,22 +1,12 @@
 """History search on the PostgreSQL store; mirrors :mod:`yim.storage.sqlite.search`.
 
-Index: ``message_search``, a table of each searchable entry's text with a pg_trgm GIN index
-(``schema_postgres_0016_search_apart.sql``), kept apart from the send's transaction: a send
-only names its entries in ``search_pending`` (a statement trigger, one row per INSERT), and
-:func:`index_pending` moves them into ``message_search`` in batches, one node at a time
-(``INDEX_LOCK``). Edits and recalls are queued the same way and read again.
-
-A search reads both in one snapshot, so it never misses what was committed before it: the
-indexed entries through the trigram index, and the still-pending ones (what the last pass
-has not taken yet, a moment of traffic) checked on their text directly. Every hit is
-checked on its ``messages`` row in that snapshot (kind, recalled, hidden, the text itself),
-so an entry recalled or edited since its last indexing is answered as it is now.
-
-Terms of 3 or more characters are ILIKE conditions the index answers; shorter terms have
-no trigram (pg_trgm would scan the whole index), so they are written as
-``strpos(lower(...))`` filters the index cannot take and are checked on the candidates. A
-query made only of short terms scans the messages of the user's own conversations, one
-conversation range at a time — bounded by what one user can see, never the whole table.
+Index: ``messages_search``, a partial pg_trgm GIN index over ``yim_search_text(kind, body)``
+(``schema_postgres_0004_media_search.sql``). Terms of 3 or more characters are ILIKE
+conditions the index answers; shorter terms have no trigram (pg_trgm would scan the whole
+index), so they are written as ``strpos(lower(...))`` filters the index cannot take and are
+checked on the candidates. A query made only of short terms scans the messages of the
+user's own conversations, one conversation range at a time — bounded by what one user can
+see, never the whole table.
 
 One statement per page (one snapshot): the hits, each joined to the user's membership row
 and kept inside its visible window, and each hit's previous / next readable entry in that
@@ -35,13 +25,6 @@ from yim.storage.postgres.timeline import HIDDEN_SQL, MSG_COLS, msg_from_row
 from yim.storage.search import MIN_INDEXED_CHARS, SearchRow, SearchStore
 
 _TEXT = "yim_search_text(m.kind, m.body)"
-#: pg_try_advisory_xact_lock key of an indexer pass ("yims"): one node indexes at a time, so
-#: passes run one after the other and each reads entries as the previous pass left them.
-INDEX_LOCK = 0x79696D73
-#: Pending rows (each a statement's worth of entries, up to a batch of sends) per pass.
-INDEX_ROWS = 64
-#: Entries still pending, as one set (an entry edited twice is named twice).
-_PENDING = "(SELECT DISTINCT unnest(msg_ids) AS msg_id FROM search_pending)"
 _NO_CEILING = 2**62
 _N = MSG_COLS.count(",") + 1
 _H_COLS = MSG_COLS.replace("m.", "h.")
@@ -83,23 +66,13 @@ async def search(
     matches = " AND ".join(conds)
     cols = f"{MSG_COLS}, uc.joined_seq, uc.left_seq, {_TEXT} AS text"
     if indexed:
-        # Indexed entries by their trigrams (not those pending again: they are read below
-        # as they are now), then the pending ones by their text; both checked on the row.
-        s_matches = " AND ".join(c.replace(_TEXT, "s.text") for c in conds)
-        where = (
-            f" AND m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND {matches} AND m.msg_id < $2"
-            " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq)"
-            f" AND NOT {HIDDEN_SQL.format(user='$1')}"
-        )
         hits = (
-            f"SELECT {cols} FROM message_search s"
-            " JOIN user_conversations uc ON uc.user_id = $1 AND uc.conv_id = s.conv_id"
-            " JOIN messages m ON m.conv_id = s.conv_id AND m.seq = s.seq"
-            f" WHERE {s_matches} AND s.msg_id < $2 AND ($4::bigint IS NULL OR s.conv_id = $4)"
-            f" AND s.msg_id NOT IN {_PENDING}{where}"
-            f" UNION ALL SELECT {cols} FROM messages m"
+            f"SELECT {cols} FROM messages m"
             " JOIN user_conversations uc ON uc.user_id = $1 AND uc.conv_id = m.conv_id"
-            f" WHERE m.msg_id = ANY (ARRAY{_PENDING}) AND ($4::bigint IS NULL OR m.conv_id = $4){where}"
+            f" WHERE m.kind IN ('text', 'file', 'custom') AND NOT m.recalled AND {matches} AND m.msg_id < $2"
+            " AND m.seq > uc.joined_seq AND (uc.left_seq IS NULL OR m.seq <= uc.left_seq)"
+            " AND ($4::bigint IS NULL OR m.conv_id = $4)"
+            f" AND NOT {HIDDEN_SQL.format(user='$1')}"
         )
     else:
         # OFFSET 0 keeps the subquery a per-conversation range scan (not flattened into a
@@ -127,42 +100,6 @@ async def search(
         for r in rows[:limit]
     ]
     return out, more
-
-
-#: Entries are looked up by ``msg_id = ANY (ARRAY(...))``, an index probe each: joined as a
-#: set, the planner hashes them against a scan of the whole table.
-#: One indexer pass: take the oldest pending rows, read their entries as they are now, and
-#: make ``message_search`` say the same (the text of a searchable entry; nothing for a
-#: recalled, erased or emptied one).
-_INDEX_SQL = (
-    "WITH taken AS (DELETE FROM search_pending WHERE id IN"
-    " (SELECT id FROM search_pending ORDER BY id LIMIT $1) RETURNING msg_ids),"
-    " ids AS (SELECT DISTINCT unnest(msg_ids) AS msg_id FROM taken),"
-    " cur AS (SELECT m.msg_id, m.conv_id, m.seq,"
-    " CASE WHEN NOT m.recalled THEN NULLIF(yim_search_text(m.kind, m.body), '') END AS text"
-    " FROM messages m WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM ids))),"
-    " gone AS (DELETE FROM message_search WHERE msg_id = ANY (ARRAY(SELECT msg_id FROM cur WHERE text IS NULL))),"
-    " put AS (INSERT INTO message_search (msg_id, conv_id, seq, text)"
-    " SELECT msg_id, conv_id, seq, text FROM cur WHERE text IS NOT NULL"
-    " ON CONFLICT (msg_id) DO UPDATE SET text = EXCLUDED.text)"
-    " SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM ids)"
-)
-
-
-async def any_pending(conn: asyncpg.Connection) -> bool:
-    """Whether an indexer pass has anything to do: one cheap statement, so an idle cluster's
-    indexers poll without a transaction and its advisory lock."""
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM search_pending)"))
-
-
-async def index_pending(conn: asyncpg.Connection, rows: int) -> tuple[int, int] | None:
-    """One indexer pass of at most ``rows`` pending rows, in one transaction: (pending rows
-    taken, entries read), or None when another node's pass holds ``INDEX_LOCK``."""
-    async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", INDEX_LOCK):
-            return None
-        r = await conn.fetchrow(_INDEX_SQL, rows)
-        return int(r[0]), int(r[1])
 
 
 class PgSearchStore(SearchStore):

@@ -74,7 +74,7 @@ from yim.storage.postgres.outbox import add_after_send
 from yim.storage.postgres.push import PgPushStore
 from yim.storage.postgres.reactions import PgReactionStore
 from yim.storage.postgres.relations import PgRelationStore
-from yim.storage.postgres.search import INDEX_ROWS, PgSearchStore, any_pending, index_pending
+from yim.storage.postgres.search import PgSearchStore
 from yim.storage.postgres.send import send_job
 from yim.storage.postgres.service import PgServiceStore
 from yim.storage.records import (
@@ -100,11 +100,6 @@ from yim.storage.rules.quotes import Quotable
 log = logging.getLogger("yim.storage.postgres")
 
 _MIGRATION_LOCK = 0x79696D  # pg_advisory_xact_lock key: "yim"
-#: How long the search indexer waits when nothing more is pending (or another node's pass
-#: runs): what a pass gathers, and how long trigrams of a recalled entry may outlive it.
-INDEX_INTERVAL_S = 0.1
-#: ... and after a failed pass (the database away): it says so once per failure in the log.
-INDEX_RETRY_S = 1.0
 _FUNCTIONS = "postgres_functions.sql"
 #: errors after which rerunning the same work can succeed: a conflict with another node, a
 #: lock held longer than LOCK_TIMEOUT_MS (a paused node's, until PostgreSQL ends its session),
@@ -550,17 +545,13 @@ class PostgresStore(Store):
         batch_max: int = 512,
         queue_max: int = 100_000,
         migrate_on_open: bool = True,
-        index_search: bool = True,
     ) -> None:
         self.dsn = dsn
-        self._index_search_on = index_search
         self._pool_min = pool_min
         self._pool_max = max(pool_max, pool_min, 1)
         self._migrate = migrate_on_open
         self._pool: asyncpg.Pool | None = None
         self._writer = _Writer(self._connect, batch_max, queue_max)
-        self._indexer: asyncio.Task[None] | None = None
-        self.search_indexed = 0
         self.relations = PgRelationStore(self)
         self.service = PgServiceStore(self)
         self.media = PgMediaStore(self)
@@ -598,30 +589,6 @@ class PostgresStore(Store):
             server_settings=SERVER_SETTINGS,
         )
         self._writer.start()
-        if self._index_search_on:
-            self._indexer = asyncio.get_running_loop().create_task(self._index_search(), name="yim-pg-indexer")
-
-    async def _index_search(self) -> None:
-        """The search indexer (yim/storage/postgres/search.py): every node runs one, and
-        ``index_pending`` lets one pass run at a time in the cluster. Passes follow each
-        other while full, so a burst is taken in batches of ``INDEX_ROWS`` pending rows."""
-        idle = False  # the last pass found nothing: probe before taking a transaction
-        while True:
-            try:
-                if idle and not await self.read1(any_pending):
-                    await asyncio.sleep(INDEX_INTERVAL_S)
-                    continue
-                done = await self.read1(index_pending, INDEX_ROWS)
-            except Exception as exc:  # the database away or restarting: the next pass retries
-                log.warning("search indexer: %s", exc)
-                await asyncio.sleep(INDEX_RETRY_S)
-                continue
-            if done is not None:
-                self.search_indexed += done[1]
-                if done[0] == INDEX_ROWS:
-                    continue
-                idle = done[0] == 0
-            await asyncio.sleep(INDEX_INTERVAL_S)
 
     async def shared_signing_key(self, candidate: bytes) -> bytes:
         async with self._readers().acquire() as conn:
@@ -632,11 +599,6 @@ class PostgresStore(Store):
         return bytes(key)
 
     async def close(self) -> None:
-        if self._indexer is not None:
-            self._indexer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._indexer
-            self._indexer = None
         await self._writer.stop()
         if self._pool is not None:
             await self._pool.close()
@@ -650,7 +612,6 @@ class PostgresStore(Store):
             "jobs": w.jobs_done,
             "retries": w.retries,
             "declared_conflicts": w.declared_conflicts,
-            "search_indexed": self.search_indexed,
         }
 
     # Concept stores (relations, ...) run their own jobs through these two.
