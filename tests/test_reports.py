@@ -19,6 +19,7 @@ from tests.sdk_helpers import raw_close_code, raw_ws
 from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
 from tests.test_cluster import three_nodes  # noqa: F401  (the fixture: three nodes, PostgreSQL + Redis)
+from tests.test_media import fetch, jpeg_bytes, uploaded
 from tests.test_store_parity import T0, Transcript, _text, stores  # noqa: F401  (stores: both, one scenario)
 from yim.client import HttpApi
 from yim.node import NodeServer
@@ -188,6 +189,58 @@ async def test_reports(make_server: Any, backend: str, tmp_path: Path) -> None:
             await dave.request("report", user_id=ids["carol"], category="spam")
         assert limited.value.code == "rate_limited"
         assert (await dave.request("report", user_id=ids["bob"], category="spam"))["duplicate"] is True
+
+
+async def test_an_admin_reads_a_reported_messages_media(make_server: Any) -> None:
+    """Through the report only, the one file its snapshot carries: an admin who is no member
+    of the conversation can judge an image report; nobody else gets a way round membership."""
+    server: NodeServer = await make_server()
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l, bob_l = await make_users(http, ["root", "alice", "bob"])
+        await make_admin(server, root_l["user_id"])
+        alice, bob = Device(http, alice_l), Device(http, bob_l)
+        for d in (alice, bob):
+            await d.connect()
+        photo = jpeg_bytes(320, 240)
+        image = await uploaded(http, alice_l, photo, kind="image", name="nasty.jpg")
+        other = await uploaded(http, alice_l, b"another file of hers " * 20, name="other.bin")
+        sent = await alice.request(
+            "send", to=bob.user_id, kind="image", body={"media_id": image["media_id"]}, client_msg_id="i1"
+        )
+        await alice.request(
+            "send", to=bob.user_id, kind="file", body={"media_id": other["media_id"]}, client_msg_id="f1"
+        )
+        text = await alice.request("send", to=bob.user_id, kind="text", body={"text": "see?"}, client_msg_id="t1")
+        rid = (await bob.request("report", conv_id=sent["conv_id"], seq=sent["seq"], category="abuse"))["report_id"]
+        text_rid = (await bob.request("report", conv_id=text["conv_id"], seq=text["seq"], category="abuse"))[
+            "report_id"
+        ]
+        # the admin is no member: the ordinary download is refused, as to anyone
+        status, _, _ = await fetch(http, root_l, f"/api/v1/media/{image['media_id']}")
+        assert status == 404
+        # through the report: the image and its thumbnail
+        status, data, headers = await fetch(http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, data, headers["Content-Type"]) == (200, photo, "image/jpeg")
+        status, thumb, headers = await fetch(
+            http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}/thumbnail"
+        )
+        assert (status, headers["Content-Type"]) == (200, "image/webp") and thumb
+        # not a file the report does not show, not through a report of a text, not an unknown report
+        for path in (
+            f"/api/v1/admin/reports/{rid}/media/{other['media_id']}",
+            f"/api/v1/admin/reports/{text_rid}/media/{image['media_id']}",
+        ):
+            status, body, _ = await fetch(http, root_l, path)
+            assert (status, json.loads(body)["code"]) == (404, "media_not_found"), path
+        status, body, _ = await fetch(http, root_l, f"/api/v1/admin/reports/12345/media/{image['media_id']}")
+        assert (status, json.loads(body)["code"]) == (404, "not_found")
+        # the reporter (a member, not a server admin) may not use the admins' way
+        status, body, _ = await fetch(http, bob_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, json.loads(body)["code"]) == (403, "forbidden")
+        # the sender recalls it: the admin still sees what was reported
+        await alice.request("recall", conv_id=sent["conv_id"], seq=sent["seq"])
+        status, data, _ = await fetch(http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, data) == (200, photo)
 
 
 @pytest.mark.backends("sqlite")  # the commands speak HTTP: the store behind the node changes nothing

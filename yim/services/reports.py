@@ -21,6 +21,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
 from yim.services.admin import _entry as audit_entry
 from yim.services.delivery import publish_entry
+from yim.storage.media import MediaRec
 from yim.storage.records import SessionRec
 from yim.storage.reports import ContextEntry, NewReport, ReportRec
 
@@ -132,3 +133,11 @@ async def resolve(
         recall_seq=None if done.recall is None else done.recall.message.seq,
         revoked=len(done.revoked),
     )
+
+
+async def report_media(node: Context, session: SessionRec, report_id: int, media_id: int) -> MediaRec:
+    """The image, video or file of a reported message, for a server admin judging the report
+    (who is usually no member of its conversation). Only through a report, and only the file
+    its snapshot carries: the reporter could see it, and chose to show it to the admins.
+    Not audited: reading a report is not, and the resolution is (docs/security.md §8.2)."""
+    return await node.store.reports.report_media(session.user_id, report_id, media_id)

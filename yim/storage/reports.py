@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import MediaRec
 from yim.storage.records import SendResult
 
 ReportTarget = Literal["message", "user"]
@@ -136,6 +137,13 @@ class ReportStore(abc.ABC):
         """One report and the entries around its message (three each side), or ``not_found``."""
 
     @abc.abstractmethod
+    async def report_media(self, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+        """The media file the report's message carries, for a server admin (``forbidden``
+        otherwise), whether or not they can see the conversation: ``not_found`` for no such
+        report, ``media_not_found`` for a media id the reported message does not carry (its
+        snapshot) or whose file is gone."""
+
+    @abc.abstractmethod
     async def resolve(
         self,
         actor_id: int | None,
@@ -182,6 +190,9 @@ class ReportJobs(ReportStore):
 
     async def report(self, actor_id: int | None, report_id: int) -> tuple[ReportRec, list[ContextEntry]]:
         return await self._run.read(self._jobs.report, (actor_id, report_id))
+
+    async def report_media(self, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+        return await self._run.read(self._jobs.report_media, (actor_id, report_id, media_id))
 
     async def resolve(
         self,

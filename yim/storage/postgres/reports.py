@@ -15,8 +15,10 @@ from typing import Any
 import asyncpg
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import BlobRec, MediaRec, carried_media_id, not_found
 from yim.storage.postgres import admin, timeline
 from yim.storage.postgres.locks import Anchors
+from yim.storage.postgres.media import _BLOB_COLS
 from yim.storage.postgres.runner import PgJobs
 from yim.storage.reports import (
     REPORT_COLUMNS,
@@ -131,6 +133,23 @@ async def report(
         )
         context = [ContextEntry(r[0], r[1], r[2], r[3].encode(), r[4], bool(r[5])) for r in rows]
     return rec, context
+
+
+async def report_media(conn: asyncpg.Connection, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+    await admin._admin(conn, actor_id)
+    rec = await _load(conn, report_id)
+    rules.must_exist(report_id, rec is not None)
+    assert rec is not None
+    carried = None if rec.snap_body is None else carried_media_id(rec.snap_body)
+    rules.require_reported_media(rec.snap_kind, carried, media_id)
+    row = await conn.fetchrow(
+        f"SELECT m.id, m.uploader_id, m.kind, m.name, m.created_at, {_BLOB_COLS}"
+        " FROM media m JOIN media_blobs b ON b.sha256 = m.sha256 WHERE m.id=$1",
+        media_id,
+    )
+    if row is None:  # deleted since (its uploader erased, nothing else referring to it)
+        raise not_found(media_id)
+    return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
 
 
 async def resolve(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import BlobRec, MediaRec, carried_media_id, not_found
 from yim.storage.reports import (
     REPORT_COLUMNS,
     ContextEntry,
@@ -19,6 +20,7 @@ from yim.storage.reports import (
 )
 from yim.storage.rules import reports as rules
 from yim.storage.sqlite import admin, timeline
+from yim.storage.sqlite.media import _BLOB_COLS
 from yim.storage.sqlite.runner import SqliteJobs
 
 #: entries each side of a reported message that the admin sees with it
@@ -117,6 +119,23 @@ def report(conn: sqlite3.Connection, actor_id: int | None, report_id: int) -> tu
         )
         context = [ContextEntry(r[0], r[1], r[2], r[3].encode(), r[4], bool(r[5])) for r in rows]
     return rec, context
+
+
+def report_media(conn: sqlite3.Connection, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+    admin._admin(conn, actor_id)
+    rec = _load(conn, report_id)
+    rules.must_exist(report_id, rec is not None)
+    assert rec is not None
+    carried = None if rec.snap_body is None else carried_media_id(rec.snap_body)
+    rules.require_reported_media(rec.snap_kind, carried, media_id)
+    row = conn.execute(
+        f"SELECT m.id, m.uploader_id, m.kind, m.name, m.created_at, {_BLOB_COLS}"
+        " FROM media m JOIN media_blobs b ON b.sha256 = m.sha256 WHERE m.id=?",
+        (media_id,),
+    ).fetchone()
+    if row is None:  # deleted since (its uploader erased, nothing else referring to it)
+        raise not_found(media_id)
+    return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
 
 
 def resolve(
