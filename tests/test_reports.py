@@ -191,7 +191,7 @@ async def test_reports(make_server: Any, backend: str, tmp_path: Path) -> None:
         assert (await dave.request("report", user_id=ids["bob"], category="spam"))["duplicate"] is True
 
 
-async def test_an_admin_reads_a_reported_messages_media(make_server: Any) -> None:
+async def test_an_admin_reads_a_reported_messages_media(make_server: Any, tmp_path: Path) -> None:
     """Through the report only, the one file its snapshot carries: an admin who is no member
     of the conversation can judge an image report; nobody else gets a way round membership."""
     server: NodeServer = await make_server()
@@ -241,6 +241,77 @@ async def test_an_admin_reads_a_reported_messages_media(make_server: Any) -> Non
         await alice.request("recall", conv_id=sent["conv_id"], seq=sent["seq"])
         status, data, _ = await fetch(http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
         assert (status, data) == (200, photo)
+        async with HttpApi(server.url, root_l["token"]) as sdk:
+            assert await sdk.admin_report_media(rid, image["media_id"], tmp_path / "saved.jpg") == len(photo)
+        assert (tmp_path / "saved.jpg").read_bytes() == photo
+
+
+async def test_reporters_learn_the_outcome(make_server: Any) -> None:
+    """Each reporter's devices get a ``report`` notice when it is resolved, and ``my_reports``
+    lists their own reports with the outcome: never the admin, the action or the note."""
+    server: NodeServer = await make_server()
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l, bob_l, carol_l = await make_users(http, ["root", "alice", "bob", "carol"])
+        await make_admin(server, root_l["user_id"])
+        alice, bob, carol = (Device(http, x) for x in (alice_l, bob_l, carol_l))
+        for d in (alice, bob, carol):
+            await d.connect()
+        group = (await alice.request("group_create", name="g", members=[bob.user_id, carol.user_id]))["group"]
+        gm = await alice.request("send", conv_id=group["conv_id"], kind="text", body={"text": "ads"}, client_msg_id="1")
+        by_bob = await bob.request("report", conv_id=group["conv_id"], seq=gm["seq"], category="spam")
+        by_carol = await carol.request("report", conv_id=group["conv_id"], seq=gm["seq"], category="abuse", text="x")
+        of_alice = await bob.request("report", user_id=alice.user_id, category="other", text="rude")
+
+        mine = await bob.request("my_reports")
+        assert [(r["report_id"], r["status"], r["outcome"]) for r in mine["reports"]] == [
+            (of_alice["report_id"], "open", None),
+            (by_bob["report_id"], "open", None),
+        ]
+        assert mine["next_before"] is None
+        assert mine["reports"][1] == {
+            "report_id": by_bob["report_id"],
+            "target": "message",
+            "user_id": alice.user_id,
+            "conv_id": group["conv_id"],
+            "seq": gm["seq"],
+            "category": "spam",
+            "text": "",
+            "created_at": by_bob["created_at"],
+            "status": "open",
+            "resolved_at": None,
+            "outcome": None,
+        }
+
+        # one resolution closes both reports of the message: both reporters are told
+        recall = f"/api/v1/admin/reports/{by_bob['report_id']}/resolve"
+        status, out = await call(
+            http, "POST", recall, root_l["token"], {"action": "recall", "note": "the admins' words"}
+        )
+        assert status == 200 and out["closed"] == 2, out
+        for d, rid in ((bob, by_bob["report_id"]), (carol, by_carol["report_id"])):
+            await until(lambda d=d: any(n["type"] == "report" for n in d.notices))
+            told = [n["data"] for n in d.notices if n["type"] == "report"]
+            assert [(x["report_id"], x["status"], x["outcome"]) for x in told] == [(rid, "resolved", "action_taken")]
+            assert "resolved_by" not in told[0] and "note" not in told[0] and "resolution" not in told[0]
+        assert not any(n["type"] == "report" for n in alice.notices)  # the reported user learns nothing
+
+        dismiss = f"/api/v1/admin/reports/{of_alice['report_id']}/resolve"
+        status, out = await call(http, "POST", dismiss, root_l["token"], {"action": "dismiss"})
+        assert status == 200
+        # over HTTP, paged; a dismissal is "no_action"
+        status, page = await call(http, "GET", "/api/v1/reports?limit=1", bob_l["token"])
+        assert status == 200 and [(r["report_id"], r["outcome"]) for r in page["reports"]] == [
+            (of_alice["report_id"], "no_action")
+        ]
+        status, rest = await call(http, "GET", f"/api/v1/reports?limit=1&before={page['next_before']}", bob_l["token"])
+        assert [(r["report_id"], r["outcome"]) for r in rest["reports"]] == [(by_bob["report_id"], "action_taken")]
+        assert rest["reports"][0]["resolved_at"] is not None and rest["next_before"] is None
+        # only one's own
+        assert [r["report_id"] for r in (await carol.request("my_reports"))["reports"]] == [by_carol["report_id"]]
+        assert (await alice.request("my_reports"))["reports"] == []
+        async with HttpApi(server.url, carol_l["token"]) as sdk:
+            page = await sdk.my_reports()
+            assert [(r.report_id, r.outcome) for r in page.reports] == [(by_carol["report_id"], "action_taken")]
 
 
 @pytest.mark.backends("sqlite")  # the commands speak HTTP: the store behind the node changes nothing

@@ -126,3 +126,11 @@ def test_recall_by_a_server_admin(
 )
 def test_reported_media(snap_kind: str | None, carried: int | None, want: str | None) -> None:
     assert code_of(lambda: rules.require_reported_media(snap_kind, carried, 5)) == want
+
+
+@pytest.mark.parametrize(
+    ("resolution", "told"),
+    [(None, None), ("dismiss", "no_action"), ("recall", "action_taken"), ("disable", "action_taken")],
+)
+def test_what_a_reporter_is_told(resolution: str | None, told: str | None) -> None:
+    assert rules.outcome(resolution) == told

@@ -24,6 +24,7 @@ from yim.services.delivery import publish_entry
 from yim.storage.media import MediaRec
 from yim.storage.records import SessionRec
 from yim.storage.reports import ContextEntry, NewReport, ReportRec
+from yim.storage.rules.reports import outcome
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
@@ -51,6 +52,26 @@ def report_out(r: ReportRec) -> f.AdminReportOut:
         resolution=r.resolution,
         note=r.note,
     )
+
+
+def my_report_out(r: ReportRec) -> f.MyReportOut:
+    """A report as its reporter sees it: the outcome, not the admin, the action or the note."""
+    return f.MyReportOut(
+        report_id=str(r.id),
+        target=r.kind,
+        user_id=str(r.user_id),
+        conv_id=None if r.conv_id is None else str(r.conv_id),
+        seq=r.seq,
+        category=r.category,
+        text=r.text,
+        created_at=r.created_at,
+        status=r.status,
+        resolved_at=r.resolved_at,
+        outcome=outcome(r.resolution),
+    )
+
+
+_notice = msgspec.json.Encoder()
 
 
 def _context_out(e: ContextEntry) -> f.ReportContextOut:
@@ -82,6 +103,19 @@ async def report(node: Context, session: SessionRec, req: f.Report, origin: Devi
     )
     rec, duplicate = await node.store.reports.file(new, node.settings.report_limit_per_hour)
     return f.ReportOut(report_id=str(rec.id), status=rec.status, created_at=rec.created_at, duplicate=duplicate)
+
+
+async def my_reports(
+    node: Context, session: SessionRec, req: f.MyReports, origin: Device | None = None
+) -> f.MyReportPage:
+    """The caller's own reports, newest first, with the outcome of each resolved one."""
+    before = parse_id(req.before, "report") if req.before else None
+    rows = await node.store.reports.my_reports(session.user_id, before, req.limit + 1)
+    more = len(rows) > req.limit
+    page = rows[: req.limit]
+    return f.MyReportPage(
+        reports=[my_report_out(r) for r in page], next_before=str(page[-1].id) if more and page else None
+    )
 
 
 async def reports(
@@ -127,6 +161,10 @@ async def resolve(
         publish_entry(node, done.recall, origin)
     if req.action == "disable":
         node.accounts.sessions_ended(rec.user_id, done.revoked, "account disabled", CLOSE_DISABLED)
+    # Each reporter's online devices learn the outcome at once (a notice: one offline
+    # finds it with my_reports); never the admin, the action or the note.
+    for r in done.resolved:
+        node.bus.publish_notice([r.reporter_id], "report", _notice.encode(my_report_out(r)))
     return f.AdminResolveOut(
         report=report_out(done.report),
         closed=done.closed,

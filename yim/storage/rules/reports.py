@@ -84,3 +84,13 @@ def require_reported_media(snap_kind: str | None, carried: int | None, media_id:
     is answered as a missing one, as a download by someone who cannot see it is."""
     if snap_kind not in ("image", "video", "file") or carried is None or carried != media_id:
         raise YimError("media_not_found", f"report shows no media {media_id}")
+
+
+#: what the reporter learns of a resolution: whether the admins acted, not how
+OUTCOMES = {"dismiss": "no_action", "recall": "action_taken", "disable": "action_taken"}
+
+
+def outcome(resolution: str | None) -> str | None:
+    """The outcome a reporter is told (None while open): the admins took action, or none.
+    Which action, who resolved it and their note stay with the admins."""
+    return None if resolution is None else OUTCOMES[resolution]

@@ -121,6 +121,14 @@ def report(conn: sqlite3.Connection, actor_id: int | None, report_id: int) -> tu
     return rec, context
 
 
+def my_reports(conn: sqlite3.Connection, reporter_id: int, before: int | None, limit: int) -> list[ReportRec]:
+    rows = conn.execute(
+        f"SELECT {REPORT_COLUMNS} FROM reports WHERE reporter_id=? AND id<? ORDER BY id DESC LIMIT ?",
+        (reporter_id, before if before is not None else 2**63 - 1, limit),
+    )
+    return [report_from_row(r) for r in rows]
+
+
 def report_media(conn: sqlite3.Connection, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
     admin._admin(conn, actor_id)
     rec = _load(conn, report_id)
@@ -160,15 +168,21 @@ def resolve(
             recall = timeline.recall(conn, rec.conv_id, actor_id or 0, rec.seq, msg_id, a.at, 0, server_admin=True)
     elif action == "disable":
         _, revoked = admin.set_disabled(conn, actor_id, rec.user_id, True, disable_audit)
-    closed = conn.execute(
-        "UPDATE reports SET status='resolved', resolved_at=?, resolved_by=?, resolution=?, note=?"
-        " WHERE target=? AND status='open'",
-        (a.at, actor_id, action, note, rec.target),
-    ).rowcount
+    resolved = sorted(
+        (
+            report_from_row(r)
+            for r in conn.execute(
+                "UPDATE reports SET status='resolved', resolved_at=?, resolved_by=?, resolution=?, note=?"
+                f" WHERE target=? AND status='open' RETURNING {REPORT_COLUMNS}",
+                (a.at, actor_id, action, note, rec.target),
+            ).fetchall()
+        ),
+        key=lambda r: r.id,
+    )
     admin._append(conn, actor_id, a)
     done = _load(conn, report_id)
     assert done is not None
-    return Resolved(report=done, closed=closed, recall=recall, revoked=revoked)
+    return Resolved(report=done, closed=len(resolved), recall=recall, revoked=revoked, resolved=resolved)
 
 
 class _ReportRunner:
