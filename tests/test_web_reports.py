@@ -1,7 +1,8 @@
 """Reports in the web client, in a real browser (Debian's chromium, Playwright's async API;
 fixtures from tests/test_web.py): a user reports a message from its menu and a user from
 the chat's user menu; a server admin finds both in the Admin page's queue, reads the message as
-it was reported and the conversation around it, and recalls it for everyone.
+it was reported and the conversation around it, and recalls it for everyone; the reporter
+is told the admins acted. A reported image shows in the queue through the report.
 
 Screenshots go to ``test-artifacts/``."""
 
@@ -91,6 +92,8 @@ async def test_report_a_message_and_recall_it_from_the_queue(
     await expect(resolved.locator(".report-outcome")).to_contain_text("Resolved: message recalled, by root")
     await expect(resolved.locator(".report-outcome")).to_contain_text("spam link")
     await expect(bob.locator(".recalled-note")).to_have_count(1)
+    # Bob, who reported it, is told the admins acted (not who, nor how).
+    await expect(bob.get_by_role("status")).to_contain_text("Your report was reviewed. The admins took action.")
     await expect(bob.locator(".msg .text")).to_have_text(["hi Bob"])
 
 

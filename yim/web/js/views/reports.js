@@ -96,6 +96,21 @@ export function openReportDialog(socket, target, what) {
   return dlg;
 }
 
+// One of my reports was resolved (a `report` notice, docs/protocol.md §19.9): say whether
+// the admins acted — the notice never says how, nor who.
+export function watchReportOutcomes(socket) {
+  socket.addEventListener("notice", (e) => {
+    const frame = e.detail;
+    if (frame.type !== "report" || frame.data?.status !== "resolved") return;
+    toast(
+      frame.data.outcome === "action_taken"
+        ? t("Your report was reviewed. The admins took action.")
+        : t("Your report was reviewed. The admins took no action."),
+      6000,
+    );
+  });
+}
+
 // The queue, as one section of the AdminView (`view`: its call, fill, failed, nameOf,
 // learnNames): open reports first, then the resolved ones, newest first in each.
 export class ReportsQueue {
