@@ -351,8 +351,8 @@ async def test_report_commands(make_server: Any, tmp_path: Path) -> None:
 
 
 async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) -> None:  # noqa: F811
-    """Resolved on one node: the recall reaches members on another, and the disabled sender's
-    connection on a third closes with 4007."""
+    """Resolved on one node: the recall and the reporter's notice reach members on another,
+    and the disabled sender's connection on a third closes with 4007."""
     n0, n1, n2 = three_nodes
     async with (
         aiohttp.ClientSession(n0.url) as h0,
@@ -374,6 +374,10 @@ async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) ->
         status, out = await call(h0, "POST", path, root_l["token"], {"action": "recall"})
         assert status == 200, out
         await until(lambda: any(e["data"].get("kind") == "recall" for e in bob.events))
+        # the reporter, on another node than the admin, is told of it
+        await until(lambda: any(n["type"] == "report" for n in bob.notices))
+        told = next(n["data"] for n in bob.notices if n["type"] == "report")
+        assert (told["report_id"], told["outcome"]) == (first["report_id"], "action_taken")
         # two admins resolving one report at once, on two nodes: one does, the other is told
         three = await alice.request("send", to=bob.user_id, kind="text", body={"text": "z"}, client_msg_id="3")
         third = await bob.request("report", conv_id=three["conv_id"], seq=three["seq"], category="spam")
