@@ -410,6 +410,7 @@ ADMIN_CASES: dict[str, Op] = {
     "admin: list reports": lambda w, d: d.request("admin_reports"),
     "admin: show a report": lambda w, d: d.request("admin_report", report_id="1"),
     "admin: resolve a report": lambda w, d: d.request("admin_resolve", report_id="1", action="disable"),
+    "admin: a reported message's media (HTTP only)": lambda w, d: _http_get(d, "/api/v1/admin/reports/1/media/1"),
 }
 
 

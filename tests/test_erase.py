@@ -6,6 +6,7 @@ nodes sweeping, unless a login cancels it first."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,61 @@ async def test_erase_command(make_server: MakeServer, tmp_path: Path) -> None:
         done = await yim("admin", "erase", "carol", "--reason", "asked by mail", "--yes", *login)
         assert done.returncode == 0 and f"erased {carol_l['user_id']}" in done.stdout, done
         assert (await _login(http, "carol"))[0] == 401
+
+
+async def test_erased_owners_shops(make_server: MakeServer) -> None:
+    """A shop with another admin agent goes to the one added first; a shop with none is
+    closed: its sessions end, its agents go, and its customers are told ``shop_closed``."""
+    server = await make_server()
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, olga_l, amy_l, adam_l, pete_l, cara_l = await make_users(
+            http, ["root", "olga", "amy", "adam", "pete", "cara"]
+        )
+        await make_admin(server, root_l["user_id"])
+        olga, amy, pete, cara = (Device(http, x) for x in (olga_l, amy_l, pete_l, cara_l))
+        for d in (olga, amy, pete, cara):
+            await d.connect()
+        kept = (await olga.request("shop_create", name="Kept shop"))["shop_id"]
+        await olga.request("shop_agent_set", shop_id=kept, user_id=amy_l["user_id"], role="admin")
+        added = time.time()
+        while time.time() - added < 0.005:  # a later millisecond: amy is the admin added first
+            await asyncio.sleep(0.001)
+        await olga.request("shop_agent_set", shop_id=kept, user_id=adam_l["user_id"], role="admin")
+        await olga.request("shop_agent_set", shop_id=kept, user_id=pete_l["user_id"])
+        gone = (await olga.request("shop_create", name="Closed shop"))["shop_id"]
+        await olga.request("shop_agent_set", shop_id=gone, user_id=pete_l["user_id"])
+        sent = await cara.request("send", shop_id=gone, kind="text", body={"text": "hello?"}, client_msg_id="c1")
+        status = await cara.request("service_status", shop_id=gone)
+        assert status["status"] == "active" and status["agent_id"] == pete_l["user_id"]
+
+        status, out = await call(http, "POST", f"/api/v1/admin/users/{olga_l['user_id']}/erase", root_l["token"])
+        assert status == 200, out
+
+        info = await amy.request("shop_info", shop_id=kept)
+        assert info["owner_id"] == amy_l["user_id"]
+        agents = {a["user_id"] for a in (await amy.request("shop_agents", shop_id=kept))["agents"]}
+        assert agents == {amy_l["user_id"], adam_l["user_id"], pete_l["user_id"]}
+
+        # the closed shop: cara's session ended (and she was told), pete serves it no more
+        async with asyncio.timeout(10):
+            while not any(e["type"] == "service" and e["data"]["event"] == "closed" for e in cara.events):
+                await asyncio.sleep(0.05)
+        assert (await cara.request("service_status", shop_id=gone))["status"] == "closed"
+        assert [s.id for s in await server.node.store.service.shops_of(int(pete_l["user_id"]))] == [int(kept)]
+        for target in ({"shop_id": gone}, {"conv_id": sent["conv_id"]}):
+            with pytest.raises(ProtocolError) as e:
+                await cara.request("send", kind="text", body={"text": "anyone?"}, client_msg_id="c2", **target)
+            assert e.value.code == "shop_closed"
+        r = await http.post(
+            "/api/v1/messages",
+            json={"shop_id": gone, "kind": "text", "body": {"text": "hi"}, "client_msg_id": "c3"},
+            headers=bearer(cara_l["token"]),
+        )
+        assert (r.status, (await r.json())["code"]) == (410, "shop_closed")
+        found = (await cara.request("shop_search", q="shop"))["shops"]
+        assert gone not in {x["shop_id"] for x in found}
+        # the step may run again (a node that died half-way): nothing more changes
+        olga_id = int(olga_l["user_id"])
+        assert await server.node.store.erase.shops_owned(olga_id) == []
+        assert await server.node.store.erase.release_shop(olga_id, int(gone), 1) == (None, [])
+        assert await server.node.store.erase.release_shop(olga_id, int(kept), 1) == (int(amy_l["user_id"]), [])

@@ -19,6 +19,7 @@ from tests.sdk_helpers import raw_close_code, raw_ws
 from tests.test_admin import bearer, call, make_admin
 from tests.test_admin_cli import yim
 from tests.test_cluster import three_nodes  # noqa: F401  (the fixture: three nodes, PostgreSQL + Redis)
+from tests.test_media import fetch, jpeg_bytes, uploaded
 from tests.test_store_parity import T0, Transcript, _text, stores  # noqa: F401  (stores: both, one scenario)
 from yim.client import HttpApi
 from yim.node import NodeServer
@@ -190,6 +191,129 @@ async def test_reports(make_server: Any, backend: str, tmp_path: Path) -> None:
         assert (await dave.request("report", user_id=ids["bob"], category="spam"))["duplicate"] is True
 
 
+async def test_an_admin_reads_a_reported_messages_media(make_server: Any, tmp_path: Path) -> None:
+    """Through the report only, the one file its snapshot carries: an admin who is no member
+    of the conversation can judge an image report; nobody else gets a way round membership."""
+    server: NodeServer = await make_server()
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l, bob_l = await make_users(http, ["root", "alice", "bob"])
+        await make_admin(server, root_l["user_id"])
+        alice, bob = Device(http, alice_l), Device(http, bob_l)
+        for d in (alice, bob):
+            await d.connect()
+        photo = jpeg_bytes(320, 240)
+        image = await uploaded(http, alice_l, photo, kind="image", name="nasty.jpg")
+        other = await uploaded(http, alice_l, b"another file of hers " * 20, name="other.bin")
+        sent = await alice.request(
+            "send", to=bob.user_id, kind="image", body={"media_id": image["media_id"]}, client_msg_id="i1"
+        )
+        await alice.request(
+            "send", to=bob.user_id, kind="file", body={"media_id": other["media_id"]}, client_msg_id="f1"
+        )
+        text = await alice.request("send", to=bob.user_id, kind="text", body={"text": "see?"}, client_msg_id="t1")
+        rid = (await bob.request("report", conv_id=sent["conv_id"], seq=sent["seq"], category="abuse"))["report_id"]
+        text_rid = (await bob.request("report", conv_id=text["conv_id"], seq=text["seq"], category="abuse"))[
+            "report_id"
+        ]
+        # the admin is no member: the ordinary download is refused, as to anyone
+        status, _, _ = await fetch(http, root_l, f"/api/v1/media/{image['media_id']}")
+        assert status == 404
+        # through the report: the image and its thumbnail
+        status, data, headers = await fetch(http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, data, headers["Content-Type"]) == (200, photo, "image/jpeg")
+        status, thumb, headers = await fetch(
+            http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}/thumbnail"
+        )
+        assert (status, headers["Content-Type"]) == (200, "image/webp") and thumb
+        # not a file the report does not show, not through a report of a text, not an unknown report
+        for path in (
+            f"/api/v1/admin/reports/{rid}/media/{other['media_id']}",
+            f"/api/v1/admin/reports/{text_rid}/media/{image['media_id']}",
+        ):
+            status, body, _ = await fetch(http, root_l, path)
+            assert (status, json.loads(body)["code"]) == (404, "media_not_found"), path
+        status, body, _ = await fetch(http, root_l, f"/api/v1/admin/reports/12345/media/{image['media_id']}")
+        assert (status, json.loads(body)["code"]) == (404, "not_found")
+        # the reporter (a member, not a server admin) may not use the admins' way
+        status, body, _ = await fetch(http, bob_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, json.loads(body)["code"]) == (403, "forbidden")
+        # the sender recalls it: the admin still sees what was reported
+        await alice.request("recall", conv_id=sent["conv_id"], seq=sent["seq"])
+        status, data, _ = await fetch(http, root_l, f"/api/v1/admin/reports/{rid}/media/{image['media_id']}")
+        assert (status, data) == (200, photo)
+        async with HttpApi(server.url, root_l["token"]) as sdk:
+            assert await sdk.admin_report_media(rid, image["media_id"], tmp_path / "saved.jpg") == len(photo)
+        assert (tmp_path / "saved.jpg").read_bytes() == photo
+
+
+async def test_reporters_learn_the_outcome(make_server: Any) -> None:
+    """Each reporter's devices get a ``report`` notice when it is resolved, and ``my_reports``
+    lists their own reports with the outcome: never the admin, the action or the note."""
+    server: NodeServer = await make_server()
+    async with asyncio.timeout(60), aiohttp.ClientSession(server.url) as http:
+        root_l, alice_l, bob_l, carol_l = await make_users(http, ["root", "alice", "bob", "carol"])
+        await make_admin(server, root_l["user_id"])
+        alice, bob, carol = (Device(http, x) for x in (alice_l, bob_l, carol_l))
+        for d in (alice, bob, carol):
+            await d.connect()
+        group = (await alice.request("group_create", name="g", members=[bob.user_id, carol.user_id]))["group"]
+        gm = await alice.request("send", conv_id=group["conv_id"], kind="text", body={"text": "ads"}, client_msg_id="1")
+        by_bob = await bob.request("report", conv_id=group["conv_id"], seq=gm["seq"], category="spam")
+        by_carol = await carol.request("report", conv_id=group["conv_id"], seq=gm["seq"], category="abuse", text="x")
+        of_alice = await bob.request("report", user_id=alice.user_id, category="other", text="rude")
+
+        mine = await bob.request("my_reports")
+        assert [(r["report_id"], r["status"], r["outcome"]) for r in mine["reports"]] == [
+            (of_alice["report_id"], "open", None),
+            (by_bob["report_id"], "open", None),
+        ]
+        assert mine["next_before"] is None
+        assert mine["reports"][1] == {
+            "report_id": by_bob["report_id"],
+            "target": "message",
+            "user_id": alice.user_id,
+            "conv_id": group["conv_id"],
+            "seq": gm["seq"],
+            "category": "spam",
+            "text": "",
+            "created_at": by_bob["created_at"],
+            "status": "open",
+            "resolved_at": None,
+            "outcome": None,
+        }
+
+        # one resolution closes both reports of the message: both reporters are told
+        recall = f"/api/v1/admin/reports/{by_bob['report_id']}/resolve"
+        status, out = await call(
+            http, "POST", recall, root_l["token"], {"action": "recall", "note": "the admins' words"}
+        )
+        assert status == 200 and out["closed"] == 2, out
+        for d, rid in ((bob, by_bob["report_id"]), (carol, by_carol["report_id"])):
+            await until(lambda d=d: any(n["type"] == "report" for n in d.notices))
+            told = [n["data"] for n in d.notices if n["type"] == "report"]
+            assert [(x["report_id"], x["status"], x["outcome"]) for x in told] == [(rid, "resolved", "action_taken")]
+            assert "resolved_by" not in told[0] and "note" not in told[0] and "resolution" not in told[0]
+        assert not any(n["type"] == "report" for n in alice.notices)  # the reported user learns nothing
+
+        dismiss = f"/api/v1/admin/reports/{of_alice['report_id']}/resolve"
+        status, out = await call(http, "POST", dismiss, root_l["token"], {"action": "dismiss"})
+        assert status == 200
+        # over HTTP, paged; a dismissal is "no_action"
+        status, page = await call(http, "GET", "/api/v1/reports?limit=1", bob_l["token"])
+        assert status == 200 and [(r["report_id"], r["outcome"]) for r in page["reports"]] == [
+            (of_alice["report_id"], "no_action")
+        ]
+        status, rest = await call(http, "GET", f"/api/v1/reports?limit=1&before={page['next_before']}", bob_l["token"])
+        assert [(r["report_id"], r["outcome"]) for r in rest["reports"]] == [(by_bob["report_id"], "action_taken")]
+        assert rest["reports"][0]["resolved_at"] is not None and rest["next_before"] is None
+        # only one's own
+        assert [r["report_id"] for r in (await carol.request("my_reports"))["reports"]] == [by_carol["report_id"]]
+        assert (await alice.request("my_reports"))["reports"] == []
+        async with HttpApi(server.url, carol_l["token"]) as sdk:
+            page = await sdk.my_reports()
+            assert [(r.report_id, r.outcome) for r in page.reports] == [(by_carol["report_id"], "action_taken")]
+
+
 @pytest.mark.backends("sqlite")  # the commands speak HTTP: the store behind the node changes nothing
 async def test_report_commands(make_server: Any, tmp_path: Path) -> None:
     server: NodeServer = await make_server()
@@ -227,8 +351,8 @@ async def test_report_commands(make_server: Any, tmp_path: Path) -> None:
 
 
 async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) -> None:  # noqa: F811
-    """Resolved on one node: the recall reaches members on another, and the disabled sender's
-    connection on a third closes with 4007."""
+    """Resolved on one node: the recall and the reporter's notice reach members on another,
+    and the disabled sender's connection on a third closes with 4007."""
     n0, n1, n2 = three_nodes
     async with (
         aiohttp.ClientSession(n0.url) as h0,
@@ -250,6 +374,10 @@ async def test_a_resolution_reaches_every_node(three_nodes: list[NodeServer]) ->
         status, out = await call(h0, "POST", path, root_l["token"], {"action": "recall"})
         assert status == 200, out
         await until(lambda: any(e["data"].get("kind") == "recall" for e in bob.events))
+        # the reporter, on another node than the admin, is told of it
+        await until(lambda: any(n["type"] == "report" for n in bob.notices))
+        told = next(n["data"] for n in bob.notices if n["type"] == "report")
+        assert (told["report_id"], told["outcome"]) == (first["report_id"], "action_taken")
         # two admins resolving one report at once, on two nodes: one does, the other is told
         three = await alice.request("send", to=bob.user_id, kind="text", body={"text": "z"}, client_msg_id="3")
         third = await bob.request("report", conv_id=three["conv_id"], seq=three["seq"], category="spam")

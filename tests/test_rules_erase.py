@@ -73,3 +73,16 @@ def test_what_an_entry_becomes(kind: str, recalled: bool, mode: str, erasing: bo
 def test_an_unknown_mode_is_a_bug() -> None:
     with pytest.raises(ValueError):
         rules.erased_kind("text", "shred")
+
+
+@pytest.mark.parametrize(
+    ("agents", "want"),
+    [
+        ([(7, "admin", 0)], None),  # the owner alone: the shop is closed
+        ([(7, "admin", 0), (3, "agent", 1)], None),  # plain agents do not inherit a shop: closed
+        ([(7, "admin", 0), (3, "agent", 1), (9, "admin", 8), (4, "admin", 5)], 4),  # the admin added first
+        ([(7, "admin", 0), (9, "admin", 5), (4, "admin", 5)], 4),  # a tie: the lower id
+    ],
+)
+def test_shop_heir(agents: list[tuple[int, str, int]], want: int | None) -> None:
+    assert rules.shop_heir(7, agents) == want

@@ -110,3 +110,27 @@ def test_recall_by_a_server_admin(
     target = timeline_rules.RecallTarget(sender_id=2, created_at=0, recalled=False, kind="text", msg_id=1)
     check = timeline_rules.check_recall
     assert code_of(lambda: check(7, 5, 1, actor, target, conv_type, 10**9, 1000, server_admin)) == want
+
+
+@pytest.mark.parametrize(
+    ("snap_kind", "carried", "want"),
+    [
+        ("image", 5, None),  # the reported image itself
+        ("file", 5, None),
+        ("video", 5, None),
+        ("image", 6, "media_not_found"),  # another file than the reported one
+        ("text", None, "media_not_found"),  # a text carries no file
+        ("custom", 5, "media_not_found"),  # a custom body naming an id is no media message
+        (None, None, "media_not_found"),  # a report of a user
+    ],
+)
+def test_reported_media(snap_kind: str | None, carried: int | None, want: str | None) -> None:
+    assert code_of(lambda: rules.require_reported_media(snap_kind, carried, 5)) == want
+
+
+@pytest.mark.parametrize(
+    ("resolution", "told"),
+    [(None, None), ("dismiss", "no_action"), ("recall", "action_taken"), ("disable", "action_taken")],
+)
+def test_what_a_reporter_is_told(resolution: str | None, told: str | None) -> None:
+    assert rules.outcome(resolution) == told

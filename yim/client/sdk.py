@@ -118,6 +118,7 @@ from yim.protocol.frames import (
     MediaOut,
     MessageOut,
     MessageVersions,
+    MyReportPage,
     Notice,
     Pin,
     Ping,
@@ -590,6 +591,12 @@ class HttpApi:
         out: ReportOut = await self.request("POST", "/api/v1/reports", body=body, type_=ReportOut, idempotent=True)
         return out
 
+    async def my_reports(self, *, before: str | None = None, limit: int = 50) -> MyReportPage:
+        """This user's own reports, newest first, with the outcome of each resolved one."""
+        params = {"limit": str(limit), **({"before": before} if before else {})}
+        out: MyReportPage = await self.request("GET", "/api/v1/reports", params=params, type_=MyReportPage)
+        return out
+
     async def admin_reports(
         self, status: str = "open", *, before: str | None = None, limit: int = 50
     ) -> AdminReportPage:
@@ -611,6 +618,14 @@ class HttpApi:
             "POST", f"/api/v1/admin/reports/{report_id}/resolve", body=body, type_=AdminResolveOut
         )
         return out
+
+    async def admin_report_media(
+        self, report_id: str, media_id: str, out: str | os.PathLike[str], *, thumbnail: bool = False
+    ) -> int:
+        """Save the image, video or file of a reported message (or its thumbnail) to ``out``,
+        as a server admin, through the report; returns its size in bytes."""
+        path = f"/api/v1/admin/reports/{report_id}/media/{media_id}" + ("/thumbnail" if thumbnail else "")
+        return await self.download(path, out)
 
     async def _admin_user_action(self, method: str, tail: str, body: dict[str, Any]) -> AdminUserOut:
         out: AdminUserOut = await self.request(method, f"/api/v1/admin/users/{tail}", body=body, type_=AdminUserOut)

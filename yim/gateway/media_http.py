@@ -3,7 +3,9 @@
 
 Downloads are allowed to the uploader and to members who can see a message carrying the
 media (docs/protocol.md, "Media, search"); anyone else gets ``404 media_not_found``, the
-same answer as for an id that does not exist, so ids cannot be probed.
+same answer as for an id that does not exist, so ids cannot be probed. A server admin also
+reads the file of a reported message through its report:
+``GET /api/v1/admin/reports/{report_id}/media/{media_id}`` (+ ``/thumbnail``, §19.9).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from yim.gateway.http import authenticated, error_response, json_response, read_
 from yim.gateway.keys import NODE_KEY, ServedNode
 from yim.protocol.errors import YimError
 from yim.protocol.frames import MediaUploadQuery
+from yim.protocol.ids import parse_id
+from yim.services.reports import report_media
 from yim.storage.media import IMAGE_MIMES
 
 if TYPE_CHECKING:
@@ -100,7 +104,10 @@ async def _serve(request: web.Request, *, thumbnail: bool) -> web.StreamResponse
     node = _node(request)
     session = await authenticated(request)
     raw_id = int(request.match_info["media_id"])
-    media = await node.media.visible(session.user_id, raw_id)
+    if "report_id" in request.match_info:
+        media = await report_media(node, session, parse_id(request.match_info["report_id"], "report"), raw_id)
+    else:
+        media = await node.media.visible(session.user_id, raw_id)
     blob = media.blob
     if thumbnail:
         if blob.thumb_sha256 is None or blob.thumb_size is None:
@@ -173,4 +180,14 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 @media_routes.get("/api/v1/media/{media_id:[0-9]{1,20}}/thumbnail")
 async def download_thumbnail(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, thumbnail=True)
+
+
+@media_routes.get("/api/v1/admin/reports/{report_id:[0-9]{1,20}}/media/{media_id:[0-9]{1,20}}")
+async def report_download(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, thumbnail=False)
+
+
+@media_routes.get("/api/v1/admin/reports/{report_id:[0-9]{1,20}}/media/{media_id:[0-9]{1,20}}/thumbnail")
+async def report_download_thumbnail(request: web.Request) -> web.StreamResponse:
     return await _serve(request, thumbnail=True)

@@ -98,6 +98,12 @@ EXPLICIT: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/v1/media/{media_id}"): Operation("Download a media file (Range, ETag)", binary=True),
     ("GET", "/api/v1/media/{media_id}/thumbnail"): Operation("A media file's thumbnail (WebP)", binary=True),
+    ("GET", "/api/v1/admin/reports/{report_id}/media/{media_id}"): Operation(
+        "A server admin downloads the media file of a reported message (Range, ETag)", binary=True
+    ),
+    ("GET", "/api/v1/admin/reports/{report_id}/media/{media_id}/thumbnail"): Operation(
+        "A server admin's view of a reported image's thumbnail (WebP)", binary=True
+    ),
 }
 
 

@@ -147,6 +147,7 @@ OPS: dict[type, Action] = {
     f.AccountDelete: erase.account_delete,
     f.AccountDeletion: erase.account_deletion,
     f.Report: reports.report,
+    f.MyReports: reports.my_reports,
     f.AdminReports: reports.reports,
     f.AdminReport: reports.report_detail,
     f.AdminResolve: reports.resolve,

@@ -53,6 +53,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "push_unavailable": 409,  # this server sends no pushes of the pusher's kind (not configured by its operator)
     "rejected_by_policy": 422,  # the operator's before_send webhook refused the message; the message is its reason
     "already_resolved": 409,  # a report an admin resolved already (admin_resolve)
+    "shop_closed": 410,  # the shop was closed (its owner erased with no other admin to run it)
     "rate_limited": 429,
     "export_busy": 503,  # this node runs as many data exports as it may (export_max_concurrent); retry later
     "unavailable": 503,  # the node is shutting down or its store is failing

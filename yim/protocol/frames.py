@@ -657,6 +657,13 @@ class Report(Request, tag="report", frozen=True):
     user_id: IdStr | None = None
 
 
+class MyReports(Request, tag="my_reports", frozen=True):
+    """The caller's own reports, newest first, and what became of each."""
+
+    before: IdStr | None = None  # the previous page's next_before
+    limit: Annotated[int, Meta(ge=1, le=100)] = 50
+
+
 class AdminReports(Request, tag="admin_reports", frozen=True):
     """The report queue, newest first: open reports (the default), resolved ones, or all."""
 
@@ -793,6 +800,7 @@ AnyRequest = (
     | AccountDelete
     | AccountDeletion
     | Report
+    | MyReports
     | AdminReports
     | AdminReport
     | AdminResolve
@@ -1583,6 +1591,28 @@ class ReportOut(Struct):
     status: str  # "open" | "resolved"
     created_at: int
     duplicate: bool  # true: an open report of the same target by the same user, returned again
+
+
+class MyReportOut(Struct):
+    """One of the reporter's own reports: what they reported and its outcome, never who
+    resolved it nor the admin's note."""
+
+    report_id: str
+    target: str  # "message" | "user"
+    user_id: str  # the reported user: the user, or the message's sender
+    conv_id: str | None  # a reported message: its conversation and seq
+    seq: int | None
+    category: str
+    text: str
+    created_at: int
+    status: str  # "open" | "resolved"
+    resolved_at: int | None
+    outcome: str | None  # None while open; "action_taken" (recalled or disabled) | "no_action" (dismissed)
+
+
+class MyReportPage(Struct):
+    reports: list[MyReportOut]  # newest first
+    next_before: str | None  # more before this id; None: the last page
 
 
 class ReportedMessageOut(Struct):

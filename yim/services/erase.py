@@ -6,7 +6,8 @@ The store's first step erases the account itself in one transaction with its aud
 (yim/storage/erase.py); the steps here then clear what it left, each through the store's
 own actions: leaving each group as a member leaves (an owner first hands the group to the
 admin who joined first, else the member who joined first; alone, they dissolve it) after
-taking back its reactions there, leaving the shops it serves as an agent, clearing its
+taking back its reactions there, handing each shop it owns to the shop's admin agent added
+first (none: the shop is closed), leaving the shops it serves as an agent, clearing its
 entries conversation by conversation, and deleting its uploads no one else uses. Every step
 may run again (a node that dies half-way leaves the erasure to be taken again), so none of
 them counts on having run only once.
@@ -101,13 +102,22 @@ async def _unreact(node: Context, user_id: int, conv_id: int) -> None:
         publish_change(node, conv_id, change, None)
 
 
+async def _release_shops(node: Context, user_id: int) -> None:
+    """Hand each shop the erased user owns to its longest-serving other admin agent, else
+    close it (its customers' open sessions end, and their next message is refused with
+    ``shop_closed`` rather than queued for no one)."""
+    for shop_id in await node.store.erase.shops_owned(user_id):
+        _owner, events = await node.store.erase.release_shop(user_id, shop_id, _now())
+        node.service.publish(events, None)
+
+
 async def _leave_shops(node: Context, user_id: int) -> None:
     """Take the erased user off every shop's agents, as the shop's owner would (their open
-    service sessions go back to the queue or to another agent). A shop they own stays theirs:
-    docs/protocol.md §19.8 says what an admin does about it."""
+    service sessions go back to the queue or to another agent); shops they owned have been
+    handed over (or closed, leaving no agents) by :func:`_release_shops` first."""
     for shop in await node.store.service.shops_of(user_id):
         if shop.owner_id == user_id:
-            continue
+            continue  # a shop closed meanwhile by another run: it has no agents left
         try:
             events = await node.store.service.remove_agent(shop.id, shop.owner_id, user_id, _now())
         except YimError as exc:
@@ -125,6 +135,7 @@ async def clear(node: Context, work: ErasureWork) -> f.ErasedOut:
     groups = 0
     for conv_id, _role in work.groups:
         groups += await _leave(node, work.user_id, conv_id)
+    await _release_shops(node, work.user_id)
     await _leave_shops(node, work.user_id)
     entries = 0
     for conv_id in work.convs:

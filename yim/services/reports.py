@@ -21,8 +21,10 @@ from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
 from yim.services.admin import _entry as audit_entry
 from yim.services.delivery import publish_entry
+from yim.storage.media import MediaRec
 from yim.storage.records import SessionRec
 from yim.storage.reports import ContextEntry, NewReport, ReportRec
+from yim.storage.rules.reports import outcome
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
@@ -50,6 +52,26 @@ def report_out(r: ReportRec) -> f.AdminReportOut:
         resolution=r.resolution,
         note=r.note,
     )
+
+
+def my_report_out(r: ReportRec) -> f.MyReportOut:
+    """A report as its reporter sees it: the outcome, not the admin, the action or the note."""
+    return f.MyReportOut(
+        report_id=str(r.id),
+        target=r.kind,
+        user_id=str(r.user_id),
+        conv_id=None if r.conv_id is None else str(r.conv_id),
+        seq=r.seq,
+        category=r.category,
+        text=r.text,
+        created_at=r.created_at,
+        status=r.status,
+        resolved_at=r.resolved_at,
+        outcome=outcome(r.resolution),
+    )
+
+
+_notice = msgspec.json.Encoder()
 
 
 def _context_out(e: ContextEntry) -> f.ReportContextOut:
@@ -81,6 +103,19 @@ async def report(node: Context, session: SessionRec, req: f.Report, origin: Devi
     )
     rec, duplicate = await node.store.reports.file(new, node.settings.report_limit_per_hour)
     return f.ReportOut(report_id=str(rec.id), status=rec.status, created_at=rec.created_at, duplicate=duplicate)
+
+
+async def my_reports(
+    node: Context, session: SessionRec, req: f.MyReports, origin: Device | None = None
+) -> f.MyReportPage:
+    """The caller's own reports, newest first, with the outcome of each resolved one."""
+    before = parse_id(req.before, "report") if req.before else None
+    rows = await node.store.reports.my_reports(session.user_id, before, req.limit + 1)
+    more = len(rows) > req.limit
+    page = rows[: req.limit]
+    return f.MyReportPage(
+        reports=[my_report_out(r) for r in page], next_before=str(page[-1].id) if more and page else None
+    )
 
 
 async def reports(
@@ -126,9 +161,21 @@ async def resolve(
         publish_entry(node, done.recall, origin)
     if req.action == "disable":
         node.accounts.sessions_ended(rec.user_id, done.revoked, "account disabled", CLOSE_DISABLED)
+    # Each reporter's online devices learn the outcome at once (a notice: one offline
+    # finds it with my_reports); never the admin, the action or the note.
+    for r in done.resolved:
+        node.bus.publish_notice([r.reporter_id], "report", _notice.encode(my_report_out(r)))
     return f.AdminResolveOut(
         report=report_out(done.report),
         closed=done.closed,
         recall_seq=None if done.recall is None else done.recall.message.seq,
         revoked=len(done.revoked),
     )
+
+
+async def report_media(node: Context, session: SessionRec, report_id: int, media_id: int) -> MediaRec:
+    """The image, video or file of a reported message, for a server admin judging the report
+    (who is usually no member of its conversation). Only through a report, and only the file
+    its snapshot carries: the reporter could see it, and chose to show it to the admins.
+    Not audited: reading a report is not, and the resolution is (docs/security.md §8.2)."""
+    return await node.store.reports.report_media(session.user_id, report_id, media_id)

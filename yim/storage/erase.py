@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from yim.storage.admin import AuditEntry
+from yim.storage.relations import InboxWrite
 
 #: What an erasure writes over the account's profile: every field a person put there. The one
 #: place that says it (both stores build their UPDATE from it); the username is not here —
@@ -88,6 +89,17 @@ class EraseStore(abc.ABC):
         """The user's reactions in one conversation: (seq, emoji)."""
 
     @abc.abstractmethod
+    async def shops_owned(self, user_id: int) -> list[int]:
+        """The open shops the user owns."""
+
+    @abc.abstractmethod
+    async def release_shop(self, user_id: int, shop_id: int, now: int) -> tuple[int | None, list[InboxWrite]]:
+        """Hand a shop the erased user owns to its heir (``rules.erase.shop_heir``), else close
+        it: every open session closed (``service`` ``closed`` events, returned), every agent
+        removed, ``closed_at`` set. Returns the shop's owner now (None: closed). A shop the
+        user no longer owns is left as it is (a step run again)."""
+
+    @abc.abstractmethod
     async def erase_messages(self, user_id: int, conv_id: int, mode: str) -> int:
         """Clear the user's entries in one conversation; how many were cleared."""
 
@@ -128,6 +140,14 @@ class EraseJobs(EraseStore):
 
     async def reactions_by(self, user_id: int, conv_id: int) -> list[tuple[int, str]]:
         return await self._run.read(self._jobs.reactions_by, (user_id, conv_id))
+
+    async def shops_owned(self, user_id: int) -> list[int]:
+        return await self._run.read(self._jobs.shops_owned, (user_id,))
+
+    async def release_shop(self, user_id: int, shop_id: int, now: int) -> tuple[int | None, list[InboxWrite]]:
+        # Finds the sessions' conversations and agents only as it runs (PostgreSQL: alone,
+        # after the shop's row lock, as every customer-service job).
+        return await self._run.write(self._jobs.release_shop, (user_id, shop_id, now), None, ())
 
     async def erase_messages(self, user_id: int, conv_id: int, mode: str) -> int:
         return await self._run.write(self._jobs.erase_messages, (user_id, conv_id, mode), (), (conv_id,))

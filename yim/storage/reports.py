@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import MediaRec
 from yim.storage.records import SendResult
 
 ReportTarget = Literal["message", "user"]
@@ -88,12 +89,14 @@ class ContextEntry(msgspec.Struct, frozen=True):
 
 class Resolved(msgspec.Struct, frozen=True):
     """What a resolution did: the report after it, how many open reports of the same target
-    it closed (this one included), the recall entry to deliver, the sessions it ended."""
+    it closed (this one included), the recall entry to deliver, the sessions it ended, and
+    the reports it closed as they are now (each reporter is told of theirs)."""
 
     report: ReportRec
     closed: int
     recall: SendResult | None
     revoked: list[str]
+    resolved: list[ReportRec] = []
 
 
 def target_key(conv_id: int | None, seq: int | None, user_id: int | None) -> str:
@@ -134,6 +137,17 @@ class ReportStore(abc.ABC):
     @abc.abstractmethod
     async def report(self, actor_id: int | None, report_id: int) -> tuple[ReportRec, list[ContextEntry]]:
         """One report and the entries around its message (three each side), or ``not_found``."""
+
+    @abc.abstractmethod
+    async def my_reports(self, reporter_id: int, before: int | None, limit: int) -> list[ReportRec]:
+        """The reporter's own reports, newest first, ids below ``before``."""
+
+    @abc.abstractmethod
+    async def report_media(self, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+        """The media file the report's message carries, for a server admin (``forbidden``
+        otherwise), whether or not they can see the conversation: ``not_found`` for no such
+        report, ``media_not_found`` for a media id the reported message does not carry (its
+        snapshot) or whose file is gone."""
 
     @abc.abstractmethod
     async def resolve(
@@ -182,6 +196,12 @@ class ReportJobs(ReportStore):
 
     async def report(self, actor_id: int | None, report_id: int) -> tuple[ReportRec, list[ContextEntry]]:
         return await self._run.read(self._jobs.report, (actor_id, report_id))
+
+    async def my_reports(self, reporter_id: int, before: int | None, limit: int) -> list[ReportRec]:
+        return await self._run.read(self._jobs.my_reports, (reporter_id, before, limit))
+
+    async def report_media(self, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+        return await self._run.read(self._jobs.report_media, (actor_id, report_id, media_id))
 
     async def resolve(
         self,

@@ -9,7 +9,9 @@ under the account's anchor) and the relation rows (under their pair locks). A du
 is claimed under the same prelude, its ``account_erasures`` row locked only after it and
 re-checked then — of two nodes claiming it, the second finds it taken — and a login's
 cancel deletes that row without any anchor (see :func:`claim_due`). Clearing one conversation's entries
-anchors that conversation, which guards its messages, mention markers and quotes."""
+anchors that conversation, which guards its messages, mention markers and quotes. Releasing
+a shop runs alone and locks the shop's row first, as every customer-service job does, its
+later waits bounded (locks.py, "Opaque jobs")."""
 
 from __future__ import annotations
 
@@ -26,9 +28,13 @@ from yim.storage.postgres.admin import _append, _revoke_all, account
 from yim.storage.postgres.locks import Anchors, lock_anchors
 from yim.storage.postgres.relations import _lock_pair
 from yim.storage.postgres.runner import PgJobs
+from yim.storage.postgres.service import _SESSION_COLS, Pending, _flush, _leave_conv, _lock_shop
 from yim.storage.postgres.timeline import _recall_quotes, _unmention
+from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as admin_rules
 from yim.storage.rules import erase as rules
+from yim.storage.rules import service as service_rules
+from yim.storage.service import ServiceSessionRec
 
 _PARTNERS_SQL = (
     "SELECT friend_id FROM friends WHERE user_id=$1 UNION SELECT user_id FROM friends WHERE friend_id=$1"
@@ -180,6 +186,42 @@ async def claim_due(
 async def reactions_by(conn: asyncpg.Connection, user_id: int, conv_id: int) -> list[tuple[int, str]]:
     sql = "SELECT seq, emoji FROM reactions WHERE conv_id=$1 AND user_id=$2 ORDER BY seq, emoji"
     return [(r[0], r[1]) for r in await conn.fetch(sql, conv_id, user_id)]
+
+
+async def shops_owned(conn: asyncpg.Connection, user_id: int) -> list[int]:
+    rows = await conn.fetch("SELECT id FROM shops WHERE owner_id=$1 AND closed_at IS NULL ORDER BY id", user_id)
+    return [r[0] for r in rows]
+
+
+async def release_shop(
+    conn: asyncpg.Connection, user_id: int, shop_id: int, now: int
+) -> tuple[int | None, list[InboxWrite]]:
+    await _lock_shop(conn, shop_id)  # first, as every customer-service job; later waits are bounded
+    row = await conn.fetchrow("SELECT owner_id, closed_at FROM shops WHERE id=$1", shop_id)
+    if row is None or row[1] is not None:
+        return None, []
+    if row[0] != user_id:
+        return row[0], []  # handed over by an earlier run of this step
+    agents = await conn.fetch("SELECT user_id, role, added_at FROM shop_agents WHERE shop_id=$1", shop_id)
+    heir = rules.shop_heir(user_id, [(a[0], a[1], a[2]) for a in agents])
+    if heir is not None:
+        await conn.execute("UPDATE shops SET owner_id=$1 WHERE id=$2", heir, shop_id)
+        return heir, []
+    pending: Pending = []
+    for r in await conn.fetch(
+        f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=$1 AND status!='closed' ORDER BY queued_at, id",
+        shop_id,
+    ):
+        s = ServiceSessionRec(*r)
+        await conn.execute(
+            "UPDATE service_sessions SET status='closed', closed_at=$1, agent_id=NULL WHERE id=$2", now, s.id
+        )
+        pending += service_rules.closed(s, user_id)
+        if s.agent_id is not None:
+            await _leave_conv(conn, s.conv_id, s.agent_id)
+    await conn.execute("DELETE FROM shop_agents WHERE shop_id=$1", shop_id)
+    await conn.execute("UPDATE shops SET closed_at=$1 WHERE id=$2", now, shop_id)
+    return None, await _flush(conn, pending, now)
 
 
 async def erase_messages(conn: asyncpg.Connection, user_id: int, conv_id: int, mode: str) -> int:

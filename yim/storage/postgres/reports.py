@@ -15,8 +15,10 @@ from typing import Any
 import asyncpg
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import BlobRec, MediaRec, carried_media_id, not_found
 from yim.storage.postgres import admin, timeline
 from yim.storage.postgres.locks import Anchors
+from yim.storage.postgres.media import _BLOB_COLS
 from yim.storage.postgres.runner import PgJobs
 from yim.storage.reports import (
     REPORT_COLUMNS,
@@ -133,6 +135,33 @@ async def report(
     return rec, context
 
 
+async def my_reports(conn: asyncpg.Connection, reporter_id: int, before: int | None, limit: int) -> list[ReportRec]:
+    rows = await conn.fetch(
+        f"SELECT {REPORT_COLUMNS} FROM reports WHERE reporter_id=$1 AND id<$2 ORDER BY id DESC LIMIT $3",
+        reporter_id,
+        before if before is not None else 2**63 - 1,
+        limit,
+    )
+    return [report_from_row(r) for r in rows]
+
+
+async def report_media(conn: asyncpg.Connection, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+    await admin._admin(conn, actor_id)
+    rec = await _load(conn, report_id)
+    rules.must_exist(report_id, rec is not None)
+    assert rec is not None
+    carried = None if rec.snap_body is None else carried_media_id(rec.snap_body)
+    rules.require_reported_media(rec.snap_kind, carried, media_id)
+    row = await conn.fetchrow(
+        f"SELECT m.id, m.uploader_id, m.kind, m.name, m.created_at, {_BLOB_COLS}"
+        " FROM media m JOIN media_blobs b ON b.sha256 = m.sha256 WHERE m.id=$1",
+        media_id,
+    )
+    if row is None:  # deleted since (its uploader erased, nothing else referring to it)
+        raise not_found(media_id)
+    return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
+
+
 async def resolve(
     conn: asyncpg.Connection,
     actor_id: int | None,
@@ -159,19 +188,20 @@ async def resolve(
             )
     elif action == "disable":
         _, revoked = await admin.set_disabled(conn, actor_id, rec.user_id, True, disable_audit)
-    closed = await conn.fetchval(
-        "WITH c AS (UPDATE reports SET status='resolved', resolved_at=$1, resolved_by=$2, resolution=$3, note=$4"
-        " WHERE target=$5 AND status='open' RETURNING 1) SELECT count(*) FROM c",
+    rows = await conn.fetch(
+        "UPDATE reports SET status='resolved', resolved_at=$1, resolved_by=$2, resolution=$3, note=$4"
+        f" WHERE target=$5 AND status='open' RETURNING {REPORT_COLUMNS}",
         a.at,
         actor_id,
         action,
         note,
         rec.target,
     )
+    resolved = sorted((report_from_row(r) for r in rows), key=lambda r: r.id)
     await admin._append(conn, actor_id, a)
     done = await _load(conn, report_id)
     assert done is not None
-    return Resolved(report=done, closed=closed, recall=recall, revoked=revoked)
+    return Resolved(report=done, closed=len(resolved), recall=recall, revoked=revoked, resolved=resolved)
 
 
 class _ReportRunner:

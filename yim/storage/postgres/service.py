@@ -311,8 +311,10 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
     rules.check_send(c.mentions, c.mention_all)
     pending: Pending = []
     if c.shop_id is not None:
-        shop = await conn.fetchval("SELECT name FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
-        rules.require_shop(shop is not None, c.shop_id)
+        row = await conn.fetchrow("SELECT name, closed_at FROM shops WHERE id=$1 FOR UPDATE", c.shop_id)
+        rules.require_shop(row is not None, c.shop_id)
+        rules.require_open(row[1], c.shop_id)
+        shop = row[0]
         await bound_dynamic_waits(conn)
         conv_id = await conn.fetchval(
             "SELECT conv_id FROM service_pairs WHERE shop_id=$1 AND customer_id=$2", c.shop_id, c.sender_id
@@ -338,6 +340,7 @@ async def service_send(conn: asyncpg.Connection, c: SendCmd, ctx: ServiceCtx | N
         pair = await conn.fetchrow("SELECT shop_id, customer_id FROM service_pairs WHERE conv_id=$1", conv_id)
         shop_id, customer_id = pair
         await _lock_shop(conn, shop_id)
+        rules.require_open(await conn.fetchval("SELECT closed_at FROM shops WHERE id=$1", shop_id), shop_id)
     if c.sender_id == customer_id:
         open_row = await conn.fetchrow(
             f"SELECT {_SESSION_COLS} FROM service_sessions WHERE conv_id=$1 AND status!='closed'"

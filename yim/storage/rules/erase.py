@@ -1,4 +1,4 @@
-"""Erasure rules: which accounts may be erased, who inherits an erased owner's group, and
+"""Erasure rules: which accounts may be erased, who inherits an erased owner's group or shop, and
 what each of the erased user's entries becomes (docs/protocol.md §19.8)."""
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ def successor(owner_id: int, members: list[tuple[int, str, int]]) -> int | None:
     if not others:
         return None
     return min(others, key=lambda m: (m[1] != "admin", m[2], m[0]))[0]
+
+
+def shop_heir(owner_id: int, agents: list[tuple[int, str, int]]) -> int | None:
+    """Who owns a shop after its owner is erased: its admin agent who was added first
+    (``agents``: (user_id, role, added_at)); None when it has no other admin (the shop is then
+    closed: a plain agent serves customers but may not manage the shop, and making one its
+    admin would give a person powers no one granted them)."""
+    admins = [a for a in agents if a[0] != owner_id and a[1] == "admin"]
+    if not admins:
+        return None
+    return min(admins, key=lambda a: (a[2], a[0]))[0]
 
 
 def erased_kind(kind: str, mode: str) -> str:

@@ -76,3 +76,21 @@ def check_resolve(report_id: int, status: str | None, action: str, is_message: b
 def must_exist(report_id: int, found: bool) -> None:
     if not found:
         raise YimError("not_found", f"no report {report_id}")
+
+
+def require_reported_media(snap_kind: str | None, carried: int | None, media_id: int) -> None:
+    """An admin reads a media file through a report only if the reported message, as the
+    snapshot keeps it, carries that file (``carried``: the id its body names); any other id
+    is answered as a missing one, as a download by someone who cannot see it is."""
+    if snap_kind not in ("image", "video", "file") or carried is None or carried != media_id:
+        raise YimError("media_not_found", f"report shows no media {media_id}")
+
+
+#: what the reporter learns of a resolution: whether the admins acted, not how
+OUTCOMES = {"dismiss": "no_action", "recall": "action_taken", "disable": "action_taken"}
+
+
+def outcome(resolution: str | None) -> str | None:
+    """The outcome a reporter is told (None while open): the admins took action, or none.
+    Which action, who resolved it and their note stay with the admins."""
+    return None if resolution is None else OUTCOMES[resolution]

@@ -29,6 +29,12 @@ def require_shop(exists: bool, shop_id: int) -> None:
         raise YimError("not_found", f"no shop {shop_id}")
 
 
+def require_open(closed_at: int | None, shop_id: int) -> None:
+    """A closed shop takes no more customers' messages: nobody is left to read them."""
+    if closed_at is not None:
+        raise YimError("shop_closed", f"shop {shop_id} is closed")
+
+
 def require_admin(role: str | None) -> None:
     if role != "admin":
         raise YimError("forbidden", "only the shop's admins may do this")
@@ -231,10 +237,12 @@ def closed(session: ServiceSessionRec, actor_id: int) -> list[tuple[int, int, by
 
 # A shop accepts customers when someone could ever serve them: an agent with a capacity and a
 # skill. A shop nobody serves (just created: its creator is an admin with capacity 0 and no
-# skills) would only queue a customer forever, so a search does not offer it. One SQL
+# skills) would only queue a customer forever, so a search does not offer it, nor a closed
+# shop. One SQL
 # condition on ``shops s``, the same text in both dialects (it takes no parameters).
 ACCEPTS_CUSTOMERS_SQL = (
-    "EXISTS (SELECT 1 FROM shop_agents a WHERE a.shop_id = s.id AND a.capacity > 0 AND a.skills <> '[]')"
+    "s.closed_at IS NULL"
+    " AND EXISTS (SELECT 1 FROM shop_agents a WHERE a.shop_id = s.id AND a.capacity > 0 AND a.skills <> '[]')"
 )
 
 # ASCII letters only: both stores fold the stored name the same way in SQL (SQLite's lower()

@@ -11,11 +11,15 @@ import msgspec
 
 from yim.storage.admin import AuditEntry
 from yim.storage.erase import EraseJobs, ErasureWork, blank_profile_sql
+from yim.storage.relations import InboxWrite
 from yim.storage.rules import admin as admin_rules
 from yim.storage.rules import erase as rules
+from yim.storage.rules import service as service_rules
+from yim.storage.service import ServiceSessionRec
 from yim.storage.sqlite.admin import _append, _revoke_all, account
 from yim.storage.sqlite.memory import writer_memory
 from yim.storage.sqlite.runner import SqliteJobs
+from yim.storage.sqlite.service import _SESSION_COLS, Pending, _flush, _leave_conv
 from yim.storage.sqlite.timeline import _recall_quotes, _unmention
 
 _ids = msgspec.json.Decoder(list[str])
@@ -120,6 +124,39 @@ def claim_due(conn: sqlite3.Connection, now: int, stale_before: int, limit: int,
 def reactions_by(conn: sqlite3.Connection, user_id: int, conv_id: int) -> list[tuple[int, str]]:
     sql = "SELECT seq, emoji FROM reactions WHERE conv_id=? AND user_id=? ORDER BY seq, emoji"
     return [(r[0], r[1]) for r in conn.execute(sql, (conv_id, user_id))]
+
+
+def shops_owned(conn: sqlite3.Connection, user_id: int) -> list[int]:
+    return [
+        r[0]
+        for r in conn.execute("SELECT id FROM shops WHERE owner_id=? AND closed_at IS NULL ORDER BY id", (user_id,))
+    ]
+
+
+def release_shop(conn: sqlite3.Connection, user_id: int, shop_id: int, now: int) -> tuple[int | None, list[InboxWrite]]:
+    row = conn.execute("SELECT owner_id, closed_at FROM shops WHERE id=?", (shop_id,)).fetchone()
+    if row is None or row[1] is not None:
+        return None, []
+    if row[0] != user_id:
+        return row[0], []  # handed over by an earlier run of this step
+    agents = conn.execute("SELECT user_id, role, added_at FROM shop_agents WHERE shop_id=?", (shop_id,)).fetchall()
+    heir = rules.shop_heir(user_id, [(a[0], a[1], a[2]) for a in agents])
+    if heir is not None:
+        conn.execute("UPDATE shops SET owner_id=? WHERE id=?", (heir, shop_id))
+        return heir, []
+    pending: Pending = []
+    for r in conn.execute(
+        f"SELECT {_SESSION_COLS} FROM service_sessions WHERE shop_id=? AND status!='closed' ORDER BY queued_at, id",
+        (shop_id,),
+    ).fetchall():
+        s = ServiceSessionRec(*r)
+        conn.execute("UPDATE service_sessions SET status='closed', closed_at=?, agent_id=NULL WHERE id=?", (now, s.id))
+        pending += service_rules.closed(s, user_id)
+        if s.agent_id is not None:
+            _leave_conv(conn, s.conv_id, s.agent_id)
+    conn.execute("DELETE FROM shop_agents WHERE shop_id=?", (shop_id,))
+    conn.execute("UPDATE shops SET closed_at=? WHERE id=?", (now, shop_id))
+    return None, _flush(conn, pending, now)
 
 
 def erase_messages(conn: sqlite3.Connection, user_id: int, conv_id: int, mode: str) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yim.storage.admin import AuditEntry
+from yim.storage.media import BlobRec, MediaRec, carried_media_id, not_found
 from yim.storage.reports import (
     REPORT_COLUMNS,
     ContextEntry,
@@ -19,6 +20,7 @@ from yim.storage.reports import (
 )
 from yim.storage.rules import reports as rules
 from yim.storage.sqlite import admin, timeline
+from yim.storage.sqlite.media import _BLOB_COLS
 from yim.storage.sqlite.runner import SqliteJobs
 
 #: entries each side of a reported message that the admin sees with it
@@ -119,6 +121,31 @@ def report(conn: sqlite3.Connection, actor_id: int | None, report_id: int) -> tu
     return rec, context
 
 
+def my_reports(conn: sqlite3.Connection, reporter_id: int, before: int | None, limit: int) -> list[ReportRec]:
+    rows = conn.execute(
+        f"SELECT {REPORT_COLUMNS} FROM reports WHERE reporter_id=? AND id<? ORDER BY id DESC LIMIT ?",
+        (reporter_id, before if before is not None else 2**63 - 1, limit),
+    )
+    return [report_from_row(r) for r in rows]
+
+
+def report_media(conn: sqlite3.Connection, actor_id: int | None, report_id: int, media_id: int) -> MediaRec:
+    admin._admin(conn, actor_id)
+    rec = _load(conn, report_id)
+    rules.must_exist(report_id, rec is not None)
+    assert rec is not None
+    carried = None if rec.snap_body is None else carried_media_id(rec.snap_body)
+    rules.require_reported_media(rec.snap_kind, carried, media_id)
+    row = conn.execute(
+        f"SELECT m.id, m.uploader_id, m.kind, m.name, m.created_at, {_BLOB_COLS}"
+        " FROM media m JOIN media_blobs b ON b.sha256 = m.sha256 WHERE m.id=?",
+        (media_id,),
+    ).fetchone()
+    if row is None:  # deleted since (its uploader erased, nothing else referring to it)
+        raise not_found(media_id)
+    return MediaRec(id=row[0], uploader_id=row[1], kind=row[2], name=row[3], created_at=row[4], blob=BlobRec(*row[5:]))
+
+
 def resolve(
     conn: sqlite3.Connection,
     actor_id: int | None,
@@ -141,15 +168,21 @@ def resolve(
             recall = timeline.recall(conn, rec.conv_id, actor_id or 0, rec.seq, msg_id, a.at, 0, server_admin=True)
     elif action == "disable":
         _, revoked = admin.set_disabled(conn, actor_id, rec.user_id, True, disable_audit)
-    closed = conn.execute(
-        "UPDATE reports SET status='resolved', resolved_at=?, resolved_by=?, resolution=?, note=?"
-        " WHERE target=? AND status='open'",
-        (a.at, actor_id, action, note, rec.target),
-    ).rowcount
+    resolved = sorted(
+        (
+            report_from_row(r)
+            for r in conn.execute(
+                "UPDATE reports SET status='resolved', resolved_at=?, resolved_by=?, resolution=?, note=?"
+                f" WHERE target=? AND status='open' RETURNING {REPORT_COLUMNS}",
+                (a.at, actor_id, action, note, rec.target),
+            ).fetchall()
+        ),
+        key=lambda r: r.id,
+    )
     admin._append(conn, actor_id, a)
     done = _load(conn, report_id)
     assert done is not None
-    return Resolved(report=done, closed=closed, recall=recall, revoked=revoked)
+    return Resolved(report=done, closed=len(resolved), recall=recall, revoked=revoked, resolved=resolved)
 
 
 class _ReportRunner:

@@ -270,8 +270,9 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
     rules.check_send(c.mentions, c.mention_all)
     pending: Pending = []
     if c.shop_id is not None:
-        shop = conn.execute("SELECT name FROM shops WHERE id=?", (c.shop_id,)).fetchone()
+        shop = conn.execute("SELECT name, closed_at FROM shops WHERE id=?", (c.shop_id,)).fetchone()
         rules.require_shop(shop is not None, c.shop_id)
+        rules.require_open(shop[1], c.shop_id)
         pair = conn.execute(
             "SELECT conv_id FROM service_pairs WHERE shop_id=? AND customer_id=?", (c.shop_id, c.sender_id)
         ).fetchone()
@@ -296,6 +297,7 @@ def service_send(conn: sqlite3.Connection, c: SendCmd, ctx: ServiceCtx | None) -
         conv_id = c.conv_id
         pair = conn.execute("SELECT shop_id, customer_id FROM service_pairs WHERE conv_id=?", (conv_id,)).fetchone()
         shop_id, customer_id = pair
+        rules.require_open(conn.execute("SELECT closed_at FROM shops WHERE id=?", (shop_id,)).fetchone()[0], shop_id)
     if c.sender_id == customer_id:
         open_row = conn.execute(
             f"SELECT {_SESSION_COLS} FROM service_sessions WHERE conv_id=? AND status!='closed'"

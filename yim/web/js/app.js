@@ -28,6 +28,7 @@ import { loginView } from "./views/login.js";
 import { SettingsView } from "./views/settings.js";
 import { Sidebar } from "./views/sidebar.js";
 import { toast } from "./views/toast.js";
+import { watchReportOutcomes } from "./views/reports.js";
 import { userMenu } from "./views/usermenu.js";
 
 const SESSION_KEY = "yim.session";
@@ -328,6 +329,7 @@ function startMain(session) {
     };
   })();
   presence.addEventListener("change", renderSoon);
+  watchReportOutcomes(socket); // a toast when one of my reports is resolved
   // Someone's new name or avatar (a `profile` notice): every view that shows them.
   watchProfiles({ socket, store, relations }, (user) => {
     if (user.user_id === store.me.user_id) {

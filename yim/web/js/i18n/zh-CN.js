@@ -630,4 +630,7 @@ export const ZH_CN = {
   "Set in the time zone {zone}. Saving sets them in this browser's time zone, {here}.":
     "按时区 {zone} 设置。保存后将改用此浏览器的时区 {here}。",
   "In this browser's time zone, {zone}. Mentions are held too.": "按此浏览器的时区 {zone}。@我的消息也会暂缓通知。",
+  // Moderation: a reporter is told the outcome of their report
+  "Your report was reviewed. The admins took action.": "你的举报已处理：管理员已采取措施。",
+  "Your report was reviewed. The admins took no action.": "你的举报已处理：管理员未采取措施。",
 };

@@ -1,11 +1,40 @@
 // Reports (docs/protocol.md §19.9): the dialog in which a user reports a message or a user,
 // and the Admin page's queue, where a server admin reads each report — the message as it
-// was when reported, and the conversation around it now — and resolves it.
+// was when reported (with its image or file), and the conversation around it now — and
+// resolves it.
 import { h } from "../dom.js";
 import { messageText } from "../format.js";
 import { t } from "../i18n.js";
+import { Media } from "../media.js";
 import { field, openDialog } from "./dialog.js";
+import { fileEl, imageEl } from "./mediaview.js";
 import { toast } from "./toast.js";
+
+const MEDIA_KINDS = new Set(["image", "video", "file"]);
+
+// The reported message's file, read through its report: an admin is usually no member of
+// the conversation, so the ordinary download would refuse them. The same shape as Media,
+// for the chat's image and file cards.
+class ReportMedia extends Media {
+  constructor(api, reportId) {
+    super(api);
+    this.base = `/api/v1/admin/reports/${reportId}/media/`;
+  }
+
+  thumbnail(mediaId) {
+    let url = this.thumbs.get(mediaId);
+    if (!url) {
+      url = this.api.blob(`${this.base}${mediaId}/thumbnail`).then((b) => URL.createObjectURL(b));
+      url.catch(() => this.thumbs.delete(mediaId));
+      this.thumbs.set(mediaId, url);
+    }
+    return url;
+  }
+
+  async full(mediaId) {
+    return URL.createObjectURL(await this.api.blob(`${this.base}${mediaId}`));
+  }
+}
 
 const PAGE = 50;
 
@@ -67,6 +96,21 @@ export function openReportDialog(socket, target, what) {
   return dlg;
 }
 
+// One of my reports was resolved (a `report` notice, docs/protocol.md §19.9): say whether
+// the admins acted — the notice never says how, nor who.
+export function watchReportOutcomes(socket) {
+  socket.addEventListener("notice", (e) => {
+    const frame = e.detail;
+    if (frame.type !== "report" || frame.data?.status !== "resolved") return;
+    toast(
+      frame.data.outcome === "action_taken"
+        ? t("Your report was reviewed. The admins took action.")
+        : t("Your report was reviewed. The admins took no action."),
+      6000,
+    );
+  });
+}
+
 // The queue, as one section of the AdminView (`view`: its call, fill, failed, nameOf,
 // learnNames): open reports first, then the resolved ones, newest first in each.
 export class ReportsQueue {
@@ -75,6 +119,7 @@ export class ReportsQueue {
     this.open = { rows: [], next: null };
     this.resolved = { rows: [], next: null };
     this.context = new Map(); // report_id -> AdminReportDetail, once shown
+    this.media = new Map(); // report_id -> ReportMedia (its thumbnail kept while the page lives)
   }
 
   async page(status, before) {
@@ -160,6 +205,8 @@ export class ReportsQueue {
           messageText({ kind: r.message.kind, body: r.message.body }),
         ),
       );
+      const file = this.mediaEl(r);
+      if (file) parts.push(file);
     }
     const shown = this.context.get(r.report_id);
     if (shown) parts.push(this.contextEl(r, shown));
@@ -180,6 +227,19 @@ export class ReportsQueue {
       parts.push(this.actionsEl(r, message));
     }
     return h("li", { class: "report" + (r.status === "open" ? " is-open" : ""), dataset: { reportId: r.report_id } }, parts);
+  }
+
+  // The reported image (its thumbnail; click for the full size) or a download card.
+  mediaEl(r) {
+    const b = r.message.body ?? {};
+    if (!MEDIA_KINDS.has(r.message.kind) || !b.media_id) return null;
+    let media = this.media.get(r.report_id);
+    if (!media) {
+      media = new ReportMedia(this.view.api, r.report_id);
+      this.media.set(r.report_id, media);
+    }
+    const info = { id: b.media_id, name: b.name ?? "", size: b.size, width: b.width, height: b.height, thumbnail: !!b.thumbnail };
+    return h("div", { class: "report-media" }, r.message.kind === "image" ? imageEl(info, media, false) : fileEl(info, media, false));
   }
 
   actionLabel(action) {
