@@ -37,7 +37,7 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _entry(action: str, target: str, **detail: Any) -> AuditEntry:
+def audit_entry(action: str, target: str, **detail: Any) -> AuditEntry:
     """The audit row of an action on ``target`` ("user:<id>", "group:<id>"), from where the
     request being served came."""
     return AuditEntry(
@@ -49,7 +49,7 @@ def _entry(action: str, target: str, **detail: Any) -> AuditEntry:
     )
 
 
-def _on_user(session: SessionRec | None, user_id: str) -> tuple[int | None, int]:
+def actor_and_user(session: SessionRec | None, user_id: str) -> tuple[int | None, int]:
     """The actor of an action on a user (None: the operator on the host, who has no
     session) and the user's id, checked."""
     return (session.user_id if session is not None else None), parse_id(user_id, "user")
@@ -128,9 +128,9 @@ async def disable(
 ) -> f.AdminUserOut:
     """Disable an account: every session ends (live connections close with 4007 on every
     node), logins are refused with ``account_disabled``; its messages stay."""
-    actor, user_id = _on_user(session, req.user_id)
+    actor, user_id = actor_and_user(session, req.user_id)
     account, revoked = await node.store.admin.set_disabled(
-        actor, user_id, True, _entry("disable", f"user:{user_id}", reason=req.reason)
+        actor, user_id, True, audit_entry("disable", f"user:{user_id}", reason=req.reason)
     )
     node.accounts.sessions_ended(user_id, revoked, "account disabled", CLOSE_DISABLED)
     return account_out(account)
@@ -139,9 +139,9 @@ async def disable(
 async def enable(
     node: Context, session: SessionRec | None, req: f.AdminEnable, origin: Device | None = None
 ) -> f.AdminUserOut:
-    actor, user_id = _on_user(session, req.user_id)
+    actor, user_id = actor_and_user(session, req.user_id)
     account, _ = await node.store.admin.set_disabled(
-        actor, user_id, False, _entry("enable", f"user:{user_id}", reason=req.reason)
+        actor, user_id, False, audit_entry("enable", f"user:{user_id}", reason=req.reason)
     )
     return account_out(account)
 
@@ -150,12 +150,12 @@ async def reset_password(
     node: Context, session: SessionRec | None, req: f.AdminResetPassword, origin: Device | None = None
 ) -> f.RevokedOut:
     """A new password chosen by the admin; every session of the user ends."""
-    actor, user_id = _on_user(session, req.user_id)
+    actor, user_id = actor_and_user(session, req.user_id)
     if actor is not None:
         # Refused before the costly hash (the store checks again, in the transaction that acts).
         require_admin(actor, await node.store.admin.account(actor))
     pw_hash = await node.accounts.hash_password(req.password)
-    entry = _entry("reset_password", f"user:{user_id}", reason=req.reason)
+    entry = audit_entry("reset_password", f"user:{user_id}", reason=req.reason)
     revoked = await node.store.admin.set_password(actor, user_id, pw_hash, None, entry.at, entry)
     node.accounts.sessions_ended(user_id, revoked, "password reset by an admin", CLOSE_REVOKED)
     return f.RevokedOut(revoked=len(revoked))
@@ -164,8 +164,8 @@ async def reset_password(
 async def revoke(
     node: Context, session: SessionRec | None, req: f.AdminRevoke, origin: Device | None = None
 ) -> f.RevokedOut:
-    actor, user_id = _on_user(session, req.user_id)
-    entry = _entry("revoke", f"user:{user_id}", device_id=req.device_id, reason=req.reason)
+    actor, user_id = actor_and_user(session, req.user_id)
+    entry = audit_entry("revoke", f"user:{user_id}", device_id=req.device_id, reason=req.reason)
     revoked = await node.store.admin.revoke_devices(actor, user_id, req.device_id, entry)
     node.accounts.sessions_ended(user_id, revoked, "signed out by an admin", CLOSE_REVOKED)
     return f.RevokedOut(revoked=len(revoked))
@@ -174,8 +174,8 @@ async def revoke(
 async def set_role(
     node: Context, session: SessionRec | None, req: f.AdminSetRole, origin: Device | None = None
 ) -> f.AdminUserOut:
-    actor, user_id = _on_user(session, req.user_id)
-    entry = _entry("set_role", f"user:{user_id}", admin=req.admin, reason=req.reason)
+    actor, user_id = actor_and_user(session, req.user_id)
+    entry = audit_entry("set_role", f"user:{user_id}", admin=req.admin, reason=req.reason)
     return account_out(await node.store.admin.set_admin(actor, user_id, req.admin, entry))
 
 
@@ -204,7 +204,7 @@ async def group_dissolve(
     """Dissolve any group: members get the "dissolved" entry (its actor: the admin), as
     when the owner dissolves it."""
     conv_id = parse_id(req.conv_id, "group")
-    entry = _entry("group_dissolve", f"group:{conv_id}", reason=req.reason)
+    entry = audit_entry("group_dissolve", f"group:{conv_id}", reason=req.reason)
     change = await node.store.admin.dissolve_group(session.user_id, conv_id, node.ids.next_id(), entry.at, entry)
     return await changed(node, change, origin)
 
@@ -213,7 +213,7 @@ async def group_transfer(
     node: Context, session: SessionRec, req: f.AdminGroupTransfer, origin: Device | None = None
 ) -> f.GroupChangeOut:
     conv_id, user_id = parse_id(req.conv_id, "group"), parse_id(req.user_id, "user")
-    entry = _entry("group_transfer", f"group:{conv_id}", user_id=str(user_id), reason=req.reason)
+    entry = audit_entry("group_transfer", f"group:{conv_id}", user_id=str(user_id), reason=req.reason)
     change = await node.store.admin.transfer_group(
         session.user_id, conv_id, user_id, node.ids.next_id(), entry.at, entry
     )
@@ -229,7 +229,7 @@ async def shop_create(
     """A customer-service shop for a user (say, a company's account), who administers it."""
     owner_id = parse_id(req.owner_id, "user")
     shop_id = node.ids.next_id()
-    entry = _entry("shop_create", f"shop:{shop_id}", owner_id=str(owner_id), name=req.name, reason=req.reason)
+    entry = audit_entry("shop_create", f"shop:{shop_id}", owner_id=str(owner_id), name=req.name, reason=req.reason)
     return shop_out(await node.store.admin.create_shop(session.user_id, shop_id, req.name, owner_id, entry.at, entry))
 
 
@@ -240,7 +240,7 @@ async def shop_agent_set(
     owner could; waiting customers are routed to it as then."""
     shop_id, user_id = parse_id(req.shop_id, "shop"), parse_id(req.user_id, "user")
     skills = list(dict.fromkeys(req.skills))
-    entry = _entry(
+    entry = audit_entry(
         "shop_agent_set",
         f"shop:{shop_id}",
         user_id=str(user_id),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from yim.protocol import frames as f
 from yim.protocol.close import CLOSE_DISABLED
 from yim.protocol.errors import YimError
-from yim.services.admin import _entry, _on_user
+from yim.services.admin import actor_and_user, audit_entry
 from yim.services.context import REQUEST_SOURCE
 from yim.services.groups import changed
 from yim.services.reactions import publish_change
@@ -152,9 +152,9 @@ async def admin_erase(
 ) -> f.ErasedOut:
     """Erase an account now: it cannot log in or be found, its profile is blank, its entries
     are cleared per ``erase_messages``, its unshared media are deleted."""
-    actor, user_id = _on_user(session, req.user_id)
+    actor, user_id = actor_and_user(session, req.user_id)
     mode = node.settings.erase_messages
-    entry = _entry("erase", f"user:{user_id}", mode=mode, reason=req.reason)
+    entry = audit_entry("erase", f"user:{user_id}", mode=mode, reason=req.reason)
     work = await node.store.erase.erase_account(actor, user_id, mode, entry.at, entry)
     # Shielded: an admin whose request goes away (a closed tab, a proxy's timeout) does not
     # stop the clearing half-way; it finishes on this node, or a stale claim is taken again.
@@ -186,7 +186,7 @@ async def account_deletion(
 async def sweep_once(node: Context) -> int:
     """Run the deletions that are due (and erasures a dead node left half-way); how many."""
     now = _now()
-    entry = _entry("delete", "", mode=node.settings.erase_messages)
+    entry = audit_entry("delete", "", mode=node.settings.erase_messages)
     works = await node.store.erase.claim_due(now, now - STALE_CLAIM_MS, _SWEEP_BATCH, entry)
     for work in works:
         await clear(node, work)

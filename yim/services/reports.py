@@ -19,7 +19,7 @@ from yim.protocol import frames as f
 from yim.protocol.close import CLOSE_DISABLED
 from yim.protocol.errors import YimError
 from yim.protocol.ids import parse_id
-from yim.services.admin import _entry as audit_entry
+from yim.services.admin import audit_entry
 from yim.services.delivery import publish_entry
 from yim.storage.media import MediaRec
 from yim.storage.records import SessionRec
