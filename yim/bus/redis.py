@@ -295,6 +295,7 @@ class RedisBus(LocalBus):
         self.caught_up = 0  # devices pushed their newest inbox event by a heal
         self.remote_in = 0  # items received from other nodes
         self.remote_out = 0  # messages sent to other nodes
+        self.lookups_skipped = 0  # route lookups not made: no other node was alive (_send_batch)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -795,6 +796,18 @@ class RedisBus(LocalBus):
         # a roster invalidation too, so the list is re-read with the lookups when stale.
         broadcast = any(k == "all" or (k == "notice" and len(w[2]) > NOTICE_ROUTE_MAX) for k, w in batch)
         reread = broadcast and time.monotonic() - self._peers_at > 0.05
+        if users and not self._peers:
+            # Alone at the last look: every recipient's device is on this node, and the local
+            # bus pushed to it already. The registry is read again now — after these entries
+            # were committed — so a node that joined since is never missed: it announces
+            # itself before it takes any device, so a node not listed now has no device yet,
+            # and each device it takes later syncs from a store that holds these entries.
+            # One command per batch instead of one route lookup per recipient.
+            self._set_peers(await self._redis.zrangebyscore("yim:nodes", int(time.time() * 1000), "+inf"))
+            reread = False
+            if not self._peers:
+                self.lookups_skipped += len(users)
+                users = []
         results: list[Any] = []
         if users or reread:
             pipe = self._redis.pipeline(transaction=False)

@@ -62,6 +62,7 @@ from yim.storage.postgres import timeline as timeline
 from yim.storage.postgres.admin import PgAdminStore
 from yim.storage.postgres.erase import PgEraseStore
 from yim.storage.postgres.locks import (
+    LOCK_SQL,
     NO_ANCHORS,
     Anchors,
     OpaqueAfterAll,
@@ -279,6 +280,10 @@ class _Rerun(Exception):
     """Abort the batch transaction and run its jobs one by one."""
 
 
+#: the writer's statements whose parameter types asyncpg introspects on first use
+_WARM_UP = (LOCK_SQL, timeline.SEND_BATCH_SQL)
+
+
 class _Writer:
     """One task, one connection: drains the job queue in batched transactions."""
 
@@ -346,6 +351,10 @@ class _Writer:
         return batch
 
     async def _run(self) -> None:
+        # Connect before the first job, so that its batch does not wait for the set-up below
+        # (if the database is away, the first batch connects, and reports it, again).
+        with contextlib.suppress(*CONNECTION_LOST):
+            await self._connection()
         while True:
             if not self._jobs:
                 if self.stopped:
@@ -374,7 +383,17 @@ class _Writer:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
+            conn = await self._connect()
+            try:
+                # asyncpg looks up the array types of these statements once per connection,
+                # with a recursive catalog query (~25 ms of PostgreSQL CPU each): at connect,
+                # not in the middle of a batch of sends that waits for it.
+                for sql in _WARM_UP:
+                    await conn.prepare(sql)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
             if self._lost_since is not None:
                 log.warning("store writer reconnected after %.1f s", time.monotonic() - self._lost_since)
                 self._lost_since = None
