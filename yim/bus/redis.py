@@ -735,18 +735,21 @@ class RedisBus(LocalBus):
                     # entry since the user joined has nothing to pull.
                     if not g.left and g.last_seq > g.from_seq:
                         groups.setdefault(g.conv_id, (g.last_seq, []))[1].append(user_id)
-            heads = await asyncio.gather(
-                *(self._group_head(conv_id, seq, members) for conv_id, (seq, members) in groups.items()),
-                return_exceptions=True,
-            )
-            for (_conv_id, (_seq, members)), head in zip(groups.items(), heads, strict=True):
-                if isinstance(head, BaseException):
-                    failed += 1
-                    error = head
-                elif head is not None:
-                    # Local devices only: the notice is this node's own catch-up, not a fan-out.
-                    LocalBus.publish_notice(self, members, "group_message", message_json(head))
-                    notices += sum(len(self._hub.devices_of(u)) for u in members)
+            listed = list(groups.items())
+            for j in range(0, len(listed), HEAL_CHUNK):  # as many reads at a time as for the users
+                part = listed[j : j + HEAL_CHUNK]
+                heads = await asyncio.gather(
+                    *(self._group_head(conv_id, seq, members) for conv_id, (seq, members) in part),
+                    return_exceptions=True,
+                )
+                for (_conv_id, (_seq, members)), head in zip(part, heads, strict=True):
+                    if isinstance(head, BaseException):
+                        failed += 1
+                        error = head
+                    elif head is not None:
+                        # Local devices only: the notice is this node's own catch-up, not a fan-out.
+                        LocalBus.publish_notice(self, members, "group_message", message_json(head))
+                        notices += sum(len(self._hub.devices_of(u)) for u in members)
         if error is not None:  # their devices catch up at their next gap or reconnect
             log.warning("catching up %d users or groups failed (%s: %s)", failed, type(error).__name__, error)
         self.caught_up += pushed
