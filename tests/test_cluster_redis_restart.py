@@ -130,6 +130,64 @@ async def test_a_push_after_a_redis_restart_reaches_a_device_that_never_reconnec
         own.remove()
 
 
+async def test_a_read_fanout_group_entry_sent_during_a_redis_outage_reaches_a_device_at_the_heal(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """A group entry has no inbox copy: the heal pushes the group's newest entry as a
+    ``group_message`` notice, the SDK sees the hole and pulls what it missed, with no later
+    message, no sync of its own and no reconnect."""
+    own = RedisServer()
+    own.start()
+    servers = [
+        NodeServer(
+            node_settings(
+                d, store=postgres_dsn, redis_url=own.url, node_id_lease=True, group_write_fanout_max=2, **TIMINGS
+            )
+        )
+        for d in _data_dirs(tmp_path, 2)
+    ]
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        n0, n1 = servers
+        async with Chat(n0.url) as near, Chat(n1.url) as far, asyncio.timeout(60):
+            await near.user("alice")
+            bob_user, carol_user = await near.user("bob"), await near.user("carol")
+            alice = await near.client("alice", "laptop")  # on n0
+            bob = far.inbox(await far.client("bob", "laptop"))  # on n1
+            group = await alice.call("group_create", name="big", members=[bob_user.user_id, carol_user.user_id])
+            gid = group["group"]["conv_id"]
+            assert group["group"]["fanout"] == "read"
+            before = await alice.send(conv_id=gid, body={"text": "before"})
+            await bob.wait_for(lambda: any(m.msg_id == before.msg_id for m in bob.timeline(gid)))
+
+            own.kill()
+            during: list[SendAck] = []
+            for i in range(20):  # the lease outlives a short outage: the first sends commit
+                try:
+                    during.append(await alice.send(conv_id=gid, body={"text": f"during {i}"}))
+                except ApiError as exc:
+                    assert exc.code == "unavailable"
+                if len(during) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert during, "no send committed while Redis was down"
+            await asyncio.sleep(0.5)  # nothing can carry the notices to n1 now
+            assert not any(m.msg_id in {a.msg_id for a in during} for m in bob.timeline(gid))
+            bus1 = n1.node.bus
+            assert isinstance(bus1, RedisBus)
+            heals = bus1.heals
+            own.start()
+            await until(lambda: bus1.heals > heals, timeout=10)
+            wanted = [before.msg_id, *(a.msg_id for a in during)]
+            await bob.wait_for(lambda: [m.msg_id for m in bob.timeline(gid)][-len(wanted) :] == wanted, timeout=10)
+            assert bus1.group_heads_caught_up >= 1
+            assert bob.client.connects == 1 and alice.connects == 1
+    finally:
+        for s in servers:
+            await s.stop()
+        own.remove()
+
+
 def test_sends_refused_while_the_lease_is_unconfirmed_log_one_line_per_burst(caplog: pytest.LogCaptureFixture) -> None:
     ids = LeasedSnowflake(7, valid_until=0.0)  # a lease not confirmed, as while Redis is down
     caplog.set_level(logging.WARNING, logger="yim.bus.redis")

@@ -38,9 +38,10 @@ and serves again — or exits if none can be had.
 
 Redis restarts. A node notices one when its subscription breaks (or Redis's ``run_id``
 changes) and, once Redis answers, heals at once: renews its lease, registers every
-route of its devices again, and pushes each device its newest inbox event, so that one
+route of its devices again, and pushes each device its newest inbox event and the
+newest entry of each of its read-fan-out groups (a ``group_message`` notice), so that one
 that missed a push (it found no route, or this node was not subscribed) sees a gap and
-syncs. Pooled connections that died with Redis are retried once on a fresh connection.
+syncs or pulls. Pooled connections that died with Redis are retried once on a fresh connection.
 
 Seams left for presence (built per node elsewhere): :meth:`RedisBus.devices_anywhere`
 answers "which devices of this user are online, on which node, on which platform" from
@@ -76,7 +77,7 @@ from yim.logs import BurstLog
 from yim.protocol.close import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
-from yim.services.wire import event_payload
+from yim.services.wire import event_payload, message_json
 
 if TYPE_CHECKING:
     from yim.bus.local import NodeHooks
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
     from yim.services.context import Device as Connection
     from yim.services.context import Devices
     from yim.storage.base import Store
+    from yim.storage.records import GroupHead, MessageRec
 
 log = logging.getLogger("yim.bus.redis")
 
@@ -219,6 +221,8 @@ REDIS_CONNECT_TIMEOUT_S = 2.0
 EXPECTED_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 #: routes re-registered (and devices caught up) this many at a time, each chunk on its own
 HEAL_CHUNK = 200
+#: members asked in turn for a group's newest entry in a catch-up, should the first have hidden it
+GROUP_HEAD_VIEWERS = 3
 
 
 def _text(value: bytes | str) -> str:
@@ -293,6 +297,7 @@ class RedisBus(LocalBus):
         self._relet_task: asyncio.Task[None] | None = None
         self.heals = 0  # times this node re-registered its routes after losing them
         self.caught_up = 0  # devices pushed their newest inbox event by a heal
+        self.group_heads_caught_up = 0  # group_message notices pushed by a heal (read-fan-out heads)
         self.remote_in = 0  # items received from other nodes
         self.remote_out = 0  # messages sent to other nodes
         self.lookups_skipped = 0  # route lookups not made: no other node was alive (_send_batch)
@@ -610,18 +615,20 @@ class RedisBus(LocalBus):
         self._redis_ok()
         self.heals += 1
         # A push published while this device's route was missing, or while this node was
-        # not subscribed, found no one: hand each device its newest inbox event, so that a
-        # client missing anything before it sees a gap and syncs (docs/protocol.md §12.1).
+        # not subscribed, found no one: hand each device its newest inbox event and the head
+        # of each of its read-fan-out groups, so that a client missing anything before sees a
+        # gap and syncs or pulls (docs/protocol.md §4.3).
         conns = [conn for conn, _serial in self._local.values()]
-        caught_up = await self._catch_up(conns)
+        caught_up, group_heads = await self._catch_up(conns)
         log.warning(
             "%s: %d of %d routes registered again (%d failed, retried at the next refresh); "
-            "%d devices handed their newest event",
+            "%d devices handed their newest event, %d group heads pushed",
             why,
             ok,
             ok + failed,
             failed,
             caught_up,
+            group_heads,
         )
 
     async def _retire_idle_connections(self) -> None:
@@ -678,17 +685,21 @@ class RedisBus(LocalBus):
             raise first_error
         return ok, len(entries) - ok, lost
 
-    async def _catch_up(self, conns: list[Connection]) -> int:
+    async def _catch_up(self, conns: list[Connection]) -> tuple[int, int]:
         """Push each device its user's newest inbox event, unless it acknowledged it: one
-        that missed earlier events sees a gap and syncs. Repeats are harmless (§12.1)."""
+        that missed earlier events sees a gap and syncs. Push it too a ``group_message``
+        notice with the newest entry of each read-fan-out group its user is in: one that
+        missed entries sees a hole and pulls them. Repeats are harmless (§12.1, §12.3).
+        Returns (events pushed, notices pushed)."""
         by_user: dict[int, list[Connection]] = {}
         for conn in conns:
             by_user.setdefault(conn.user_id, []).append(conn)
         users = list(by_user)
         store = self._store
         pushed = 0
+        notices = 0
 
-        async def one(user_id: int) -> int:
+        async def inbox(user_id: int) -> int:
             head = await store.inbox_head(user_id)
             behind = [c for c in by_user[user_id] if not c.closing and c.acked_seq < head]
             if not behind:
@@ -702,20 +713,57 @@ class RedisBus(LocalBus):
                 self.push_event(conn, ev.seq, ev.type, payload)
             return len(behind)
 
+        async def one(user_id: int) -> tuple[int, list[GroupHead]]:
+            got, heads = await asyncio.gather(inbox(user_id), store.read_groups(user_id))
+            return got, heads
+
         failed = 0
         error: BaseException | None = None
         for i in range(0, len(users), HEAL_CHUNK):
-            results = await asyncio.gather(*(one(u) for u in users[i : i + HEAL_CHUNK]), return_exceptions=True)
-            for got in results:
+            chunk = users[i : i + HEAL_CHUNK]
+            results = await asyncio.gather(*(one(u) for u in chunk), return_exceptions=True)
+            # group -> (its head seq, the users of this chunk who may pull up to it)
+            groups: dict[int, tuple[int, list[int]]] = {}
+            for user_id, got in zip(chunk, results, strict=True):
                 if isinstance(got, BaseException):
                     failed += 1
                     error = got
-                else:
-                    pushed += got
+                    continue
+                pushed += got[0]
+                for g in got[1]:
+                    # A group left is closed by an entry that came by the inbox; one with no
+                    # entry since the user joined has nothing to pull.
+                    if not g.left and g.last_seq > g.from_seq:
+                        groups.setdefault(g.conv_id, (g.last_seq, []))[1].append(user_id)
+            listed = list(groups.items())
+            for j in range(0, len(listed), HEAL_CHUNK):  # as many reads at a time as for the users
+                part = listed[j : j + HEAL_CHUNK]
+                heads = await asyncio.gather(
+                    *(self._group_head(conv_id, seq, members) for conv_id, (seq, members) in part),
+                    return_exceptions=True,
+                )
+                for (_conv_id, (_seq, members)), head in zip(part, heads, strict=True):
+                    if isinstance(head, BaseException):
+                        failed += 1
+                        error = head
+                    elif head is not None:
+                        # Local devices only: the notice is this node's own catch-up, not a fan-out.
+                        LocalBus.publish_notice(self, members, "group_message", message_json(head))
+                        notices += sum(len(self._hub.devices_of(u)) for u in members)
         if error is not None:  # their devices catch up at their next gap or reconnect
-            log.warning("catching up %d users failed (%s: %s)", failed, type(error).__name__, error)
+            log.warning("catching up %d users or groups failed (%s: %s)", failed, type(error).__name__, error)
         self.caught_up += pushed
-        return pushed
+        self.group_heads_caught_up += notices
+        return pushed, notices
+
+    async def _group_head(self, conv_id: int, seq: int, members: list[int]) -> MessageRec | None:
+        """The entry ``seq`` of a read-fan-out group, read as one of ``members`` sees it: a
+        member who hid it reads an older one, so the next member is asked (rarely needed)."""
+        for viewer in members[:GROUP_HEAD_VIEWERS]:
+            msgs, _ = await self._store.history(viewer, conv_id, None, seq - 1, 1)
+            if msgs and msgs[0].seq == seq:
+                return msgs[0]
+        return None
 
     # --- publishing ----------------------------------------------------------------------------
     def publish_event(
