@@ -287,8 +287,39 @@ export class Store extends EventTarget {
   onNotice(frame) {
     // A read-fan-out group's message is not in the inbox: it comes as a notice (and by
     // `history` after a gap), deduplicated like everything else.
-    if (frame.type === "group_message" && this.ready) this.applyMessage(frame.data);
+    if (frame.type === "group_message" && this.ready) this.applyGroupMessage(frame.data);
     else if (frame.type === "reaction" && this.ready) this.applyReaction(frame.data);
+  }
+
+  // Notices of a read-fan-out group come one per entry, in order. One past a hole (a notice
+  // dropped while the cluster healed, docs/protocol.md §4.3) pulls the missing entries with
+  // `history` first, so each is shown, counted and notified in seq order. The pulls of one
+  // group run one after the other (conv.groupPull), so a notice that arrives meanwhile waits
+  // and finds the hole filled.
+  applyGroupMessage(m) {
+    const conv = this.convs.get(m.conv_id);
+    if (!conv || (!conv.groupPull && m.seq <= conv.last_seq + 1)) {
+      this.applyMessage(m);
+      return;
+    }
+    const pull = (conv.groupPull ?? Promise.resolve())
+      .then(() => this.fillGroupHole(conv, m.seq))
+      .catch(() => {}) // offline: the next sync's `groups` brings the rest
+      .then(() => this.applyMessage(m));
+    conv.groupPull = pull;
+    pull.then(() => {
+      if (conv.groupPull === pull) conv.groupPull = null;
+    });
+  }
+
+  async fillGroupHole(conv, seq) {
+    let after = conv.last_seq;
+    while (after + 1 < seq && this.socket.isOpen) {
+      const page = await this.socket.request("history", { conv_id: conv.conv_id, after, limit: HISTORY_PAGE });
+      for (const m of page.messages) if (m.seq < seq) this.applyMessage(m);
+      if (!page.has_more || !page.messages.length) break;
+      after = page.messages.at(-1).seq; // ascending; entries hidden from me are skipped
+    }
   }
 
   apply(ev) {
