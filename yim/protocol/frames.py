@@ -58,6 +58,7 @@ class Ping(Request, tag="ping", frozen=True):
 
 Mentions = Annotated[list[IdStr], Meta(max_length=100)]
 GroupName = Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
+ShopName = Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
 Announcement = Annotated[str, Meta(max_length=2000, pattern=READABLE)]
 MediaRef = Annotated[str, Meta(max_length=128)]
 JoinPolicy = Literal["open", "members_invite", "admins_invite"]
@@ -448,7 +449,7 @@ class PushMute(Request, tag="push_mute", frozen=True):
 
 
 class ShopCreate(Request, tag="shop_create", frozen=True):
-    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
+    name: ShopName
 
 
 class Shops(Request, tag="shops", frozen=True):
@@ -592,7 +593,7 @@ class AdminShopCreate(Request, tag="admin_shop_create", frozen=True):
     """A shop for ``owner_id``, who becomes its first admin agent (as if they made it)."""
 
     owner_id: IdStr
-    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=READABLE)]
+    name: ShopName
     reason: AuditReason = ""
 
 
