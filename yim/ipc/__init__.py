@@ -1,0 +1,1 @@
+"""Channels between the processes of one node (``yim serve --workers N``)."""
