@@ -87,6 +87,7 @@ CLEAN: dict[str, str] = {
     "metrics.py": "",
     "logs.py": "",
     "push/__init__.py": "",
+    "ipc/__init__.py": "",
     "storage/__init__.py": "from yimprobe import config, logs\n",
     "storage/records.py": "",
     "storage/rules/__init__.py": "from yimprobe.storage import records\n",
