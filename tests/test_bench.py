@@ -246,3 +246,20 @@ def test_cluster_options_are_checked() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "--store postgres" in proc.stderr
+
+
+def test_workers_option_is_checked() -> None:
+    for args, says in (
+        (["--workers", "0"], "at least 1"),
+        (["--workers", "1,x"], "comma-separated"),
+        (["--workers", "2", "--store", "postgres"], "embedded store"),
+        (["--workers", "1,2", "--compare-baseline"], "one --workers count"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "yim", "bench", "pairs", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)

@@ -53,6 +53,12 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=d(False),
         help="cluster: report PostgreSQL's top statements over the measured phase",
     )
+    g.add_argument(
+        "--workers",
+        default=d("1"),
+        metavar="N[,M...]",
+        help="the node's worker processes (yim serve --workers); a list runs each, interleaved (default 1)",
+    )
     g.add_argument("--procs", type=int, default=d(1), help="load-generator processes (default 1)")
     g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
     g.add_argument("--timeout", type=float, default=d(120.0), help="bound of each run in seconds (default 120)")
@@ -118,8 +124,9 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
             if len(rows) > 1:
                 medians[system]["kind"] = "median"
                 printer.row(medians[system])
-        if len(systems) == 2:
-            printer.comparison(_comparison(medians["yim"], medians["relay"]))
+        if len(systems) == 2 and "relay" in medians:
+            (yim_system,) = (s for s in systems if s != "relay")
+            printer.comparison(_comparison(medians[yim_system], medians["relay"]))
         printer.footer(medians)
         sweep_rows.extend(medians.values())
         if variant.plot:
@@ -154,7 +161,18 @@ def _systems(args: argparse.Namespace, cls: type[Scenario]) -> list[str]:
         raise ValueError("--store postgres starts its own cluster of yim nodes: drop --url and the relay options")
     if args.pg_stat_statements and args.store != "postgres":
         raise ValueError("--pg-stat-statements needs --store postgres")
-    systems = ["relay"] if args.baseline else ["yim", "relay"] if args.compare_baseline else ["yim"]
+    try:
+        workers = [int(n) for n in str(args.workers).split(",")]
+    except ValueError:
+        raise ValueError("--workers takes a number or a comma-separated list of numbers, e.g. 1,2") from None
+    if not workers or min(workers) < 1 or len(set(workers)) != len(workers):
+        raise ValueError("--workers: each count at least 1, none twice")
+    if max(workers) > 1 and (args.store == "postgres" or args.url):
+        raise ValueError("--workers above 1: a node on the embedded store that the bench starts; drop --store, --url")
+    if len(workers) > 1 and args.compare_baseline:
+        raise ValueError("--compare-baseline compares one yim node with the relay: give one --workers count")
+    yims = ["yim"] if workers == [1] else [f"yim-w{n}" for n in workers]
+    systems = ["relay"] if args.baseline else [*yims, "relay"] if args.compare_baseline else yims
     if "relay" in systems and not cls.baseline_ok:
         raise ValueError(f"the bare relay stores nothing, so it has no `{cls.name}` baseline")
     return systems

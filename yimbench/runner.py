@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import uvloop
 
-from yimbench.target import LocalServer, Probe, Snapshot, Target, check_loopback, find_listener_pid, raise_fd_limit
+from yimbench.target import (
+    LocalServer,
+    Probe,
+    Snapshot,
+    Target,
+    check_loopback,
+    find_listener_pid,
+    is_yim,
+    raise_fd_limit,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -312,13 +321,13 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
         pid = args.server_pid or find_listener_pid(host, port)
         target = Target(url=args.url.rstrip("/").replace("ws://", "http://", 1), system=system, pid=pid)
         return _run_on(scenario, target, deadline, args)
-    if system == "yim" and (args.store == "postgres" or args.nodes > 1):
+    if is_yim(system) and (args.store == "postgres" or args.nodes > 1):
         from yimbench.stack import ClusterStack
 
         stack = ClusterStack(args.nodes, env=scenario.node_env(), pg_stat_statements=args.pg_stat_statements)
         with stack as target:
             return _run_on(scenario, target, deadline, args)
-    with LocalServer(system, env=scenario.node_env() if system == "yim" else None) as target:
+    with LocalServer(system, env=scenario.node_env() if is_yim(system) else None) as target:
         return _run_on(scenario, target, deadline, args)
 
 

@@ -100,7 +100,7 @@ class Target:
     """A server under test: its base URL, the pid to watch (if known), and what it is."""
 
     url: str
-    system: str  # "yim" or "relay"
+    system: str  # "yim", "yim-wN" (yim serve --workers N) or "relay"
     pid: int | None
     notes: dict[str, object] = field(default_factory=dict)
     #: every node's base URL (a cluster has several; ``url`` is the first)
@@ -116,6 +116,15 @@ class Target:
             self.urls = [self.url]
         if not self.groups and self.pid:
             self.groups = {"node": [self.pid]}
+
+
+def workers_of(system: str) -> int:
+    """The worker processes of a system's node: ``yim-w2`` is ``yim serve --workers 2``."""
+    return int(system.removeprefix("yim-w")) if system.startswith("yim-w") else 1
+
+
+def is_yim(system: str) -> bool:
+    return system == "yim" or system.startswith("yim-w")
 
 
 class LocalServer:
@@ -135,6 +144,8 @@ class LocalServer:
             return [sys.executable, "-m", "yimbench.relay", "--host", "127.0.0.1", "--port", str(self.port)]
         data = str(self.tmp / "data")
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", data]
+        if workers_of(self.system) > 1:
+            serve += ["--workers", str(workers_of(self.system))]
         return [sys.executable, "-m", "yim", "--log-level", "WARNING", *serve]
 
     def __enter__(self) -> Target:
@@ -159,7 +170,8 @@ class LocalServer:
                 raise RuntimeError(f"{self.system} did not answer /healthz within {self.startup_timeout}s")
             time.sleep(0.05)
         notes: dict[str, object] = {"started_by_bench": True}
-        if self.system == "yim":
+        if is_yim(self.system):
+            notes["workers"] = workers_of(self.system)
             notes["password_hashing"] = NODE_ENV["YIM_PASSWORD_HASHING"]
             notes["rate_limits"] = "per-user limits off"
             notes["store"] = "sqlite (temporary data folder)"

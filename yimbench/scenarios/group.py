@@ -40,7 +40,7 @@ from yimbench.scenarios.base import (
     open_sockets,
     split,
 )
-from yimbench.target import Target, store_counters
+from yimbench.target import Target, is_yim, store_counters
 
 _FIRST_RID = 2  # rid 1 is the auth frame
 
@@ -124,7 +124,7 @@ class GroupScenario(Scenario):
 
     def on_barrier(self, name: str, coordinator: Coordinator) -> None:
         # Read while every worker waits, so the scrape is outside the measured phase.
-        if name in ("connected", "done") and coordinator.target.system == "yim":
+        if name in ("connected", "done") and is_yim(coordinator.target.system):
             coordinator.extra[f"counters_{name}"] = store_counters(coordinator.target.url)
 
     @staticmethod
