@@ -89,7 +89,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: "sqlite" (embedded, under data_dir) or a postgres:// DSN (cluster mode).
     store: str = "sqlite"
     node_id: Annotated[int, msgspec.Meta(ge=0, le=1023)] = 0  # Snowflake: 10 bits
-    #: processes serving this node (docs/operations.md §1.8): 1 is one process; N >= 2 is a
+    #: processes serving this node (docs/operations.md §1.7): 1 is one process; N >= 2 is a
     #: store process and N workers on the same port (embedded SQLite store only); "auto" is
     #: one worker per core. Resolved to an int by __post_init__.
     workers: int | str = 1
