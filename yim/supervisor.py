@@ -415,6 +415,9 @@ def worker_main(argv: list[str]) -> int:
     # The store process stops the workers (SIGTERM) on Ctrl-C: a terminal's SIGINT, sent to
     # the whole process group, must not stop them behind its back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGHUP is forwarded to reload what reloads (the word lists install their handler); a
+    # worker with nothing to reload must not die of it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(
         level=spec.log_level,
         format=f"%(asctime)s %(levelname)s [worker {spec.index}] %(name)s: %(message)s",
