@@ -128,6 +128,8 @@ class StoreProcess:
         self._watch: dict[int, int] = {}  # worker index -> its pidfd, watched by the loop
         self._respawns: set[asyncio.Task[None]] = set()
         self._opened = False
+        #: every worker accepted once: from now on a dead worker is started again
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -161,6 +163,7 @@ class StoreProcess:
         if dead:  # a worker that cannot start (a TLS file it cannot read ...) will not on a retry
             code = dead[0].proc.returncode if dead[0].proc is not None else None
             raise OSError(f"worker {dead[0].index} exited with code {code} while starting (its log says why)")
+        self._serving = True
 
     def _reserve_port(self) -> None:
         host = self.settings.host
@@ -239,8 +242,8 @@ class StoreProcess:
         if slot.channel is not None:
             slot.channel.close()  # the hub forgets the worker's routes and presence at once
         slot.exited.set()
-        if self.stopping or not slot.ready.is_set():
-            return  # stopped on purpose, or a worker that never started (start() says why)
+        if self.stopping or not self._serving:
+            return  # stopped on purpose, or the node is starting (start() fails and says why)
         lived = time.monotonic() - slot.started
         if lived >= RESTART_RESET_S:
             slot.deaths = 0
