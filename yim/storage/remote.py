@@ -51,7 +51,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
-import logging
 import sys
 import time
 import typing
@@ -79,8 +78,6 @@ from yim.storage import (
 )
 from yim.storage.base import Store
 from yim.storage.rules import quotes
-
-log = logging.getLogger("yim.storage.remote")
 
 #: the prefix of every store op on a node's channels
 PREFIX = "store."
