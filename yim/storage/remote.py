@@ -51,7 +51,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
-import logging
 import sys
 import time
 import typing
@@ -79,8 +78,6 @@ from yim.storage import (
 )
 from yim.storage.base import Store
 from yim.storage.rules import quotes
-
-log = logging.getLogger("yim.storage.remote")
 
 #: the prefix of every store op on a node's channels
 PREFIX = "store."
@@ -196,54 +193,53 @@ class StoreServer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        #: op -> (the bound method, the decoder of its arguments, how many go by position,
-        #: the names of its keyword-only parameters)
-        self._ops: dict[str, tuple[Callable[..., Any], msgspec.msgpack.Decoder[Any], int, tuple[str, ...]]] = {}
+        # op -> (the bound method, the decoder of its arguments, how many go by position,
+        # the names of its keyword-only parameters); calls and casts apart, so neither can
+        # be sent as the other
+        self._calls: dict[str, _Bound] = {}
+        self._casts: dict[str, _Bound] = {}
         for m in METHODS.values():
-            target = getattr(store, m.concept) if m.concept else store
             fn: Callable[..., Any]
             if m.kind == "property":
                 fn = self._stats
             else:
-                fn = getattr(target, m.name)
+                fn = getattr(getattr(store, m.concept) if m.concept else store, m.name)
             keyword_only = tuple(m.signature.parameters)[m.positional :]
-            self._ops[m.op] = (fn, _decoder(m.args_type), m.positional, keyword_only)
-        self._casts = frozenset(m.op for m in METHODS.values() if m.kind == "cast")
-        #: every op this server answers (calls and casts): :data:`METHODS`, bound to ``store``
-        self.ops = frozenset(self._ops)
+            table = self._casts if m.kind == "cast" else self._calls
+            table[m.op] = (fn, _decoder(m.args_type), m.positional, keyword_only)
+        #: every op this server takes (calls and casts): :data:`METHODS`, bound to ``store``
+        self.ops = frozenset(self._calls) | frozenset(self._casts)
 
     def _stats(self) -> dict[str, int]:
         return dict(self.store.stats)
-
-    def _bind(self, op: str, body: msgspec.Raw) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        entry = self._ops.get(op)
-        if entry is None:
-            raise YimError("internal", f"the store has no method {op!r} a worker may call")
-        fn, dec, positional, keyword_only = entry
-        try:
-            args = dec.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise YimError("internal", f"{op}: arguments that do not fit its parameters: {exc}") from None
-        if keyword_only:
-            return fn, args[:positional], dict(zip(keyword_only, args[positional:], strict=True))
-        return fn, args, {}
 
     def handle(self, op: str, body: msgspec.Raw, channel: Channel | None = None) -> Any:
         """Answer the call ``op`` (``store.<path>``): the store method's coroutine or Future
         (the channel awaits it and replies), or a value. ``channel`` is the one the call came
         on: the store's methods need nothing of it; the store process's router passes it to
         the hub's handlers and this one alike."""
-        if op in self._casts:
-            raise YimError("internal", f"{op} is a cast, not a call")
-        fn, args, kwargs = self._bind(op, body)
-        return fn(*args, **kwargs)
+        return _run(self._calls, "call", op, body)
 
     def handle_cast(self, op: str, body: msgspec.Raw) -> None:
         """Take the cast ``op`` (``store.service.may_become_agent``)."""
-        if op not in self._casts:
-            raise YimError("internal", f"{op} is no cast a worker may send the store")
-        fn, args, kwargs = self._bind(op, body)
-        fn(*args, **kwargs)
+        _run(self._casts, "cast", op, body)
+
+
+_Bound = tuple[Callable[..., Any], msgspec.msgpack.Decoder[Any], int, tuple[str, ...]]
+
+
+def _run(table: dict[str, _Bound], what: str, op: str, body: msgspec.Raw) -> Any:
+    entry = table.get(op)
+    if entry is None:
+        raise YimError("internal", f"the store takes no {what} {op!r} from a worker")
+    fn, dec, positional, keyword_only = entry
+    try:
+        args = dec.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise YimError("internal", f"{op}: arguments that do not fit its parameters: {exc}") from None
+    if keyword_only:
+        return fn(*args[:positional], **dict(zip(keyword_only, args[positional:], strict=True)))
+    return fn(*args)
 
 
 # --- a worker's end ----------------------------------------------------------------------------
@@ -255,9 +251,7 @@ def _forwarder(m: StoreMethod) -> Callable[..., Any]:
     # the hot path: every argument by position, none left to a default, nothing to bind
     fast = len(names) if m.positional == len(names) else -1
 
-    def body(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        if not kwargs and len(args) == fast:
-            return args
+    def full(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         return tuple(bound.arguments[n] for n in names)
@@ -265,19 +259,19 @@ def _forwarder(m: StoreMethod) -> Callable[..., Any]:
     if m.kind == "call":
 
         def call(self: _Remote, *args: Any, **kwargs: Any) -> Any:
-            return self._channel.call(op, body(args, kwargs), reply)
+            return self._channel.call(op, args if not kwargs and len(args) == fast else full(args, kwargs), reply)
 
         fn = call
     elif m.kind == "future":
 
         def future(self: _Remote, *args: Any, **kwargs: Any) -> Any:
-            return self._channel.request(op, body(args, kwargs), reply)
+            return self._channel.request(op, args if not kwargs and len(args) == fast else full(args, kwargs), reply)
 
         fn = future
     else:
 
         def cast(self: _Remote, *args: Any, **kwargs: Any) -> None:
-            self._channel.cast(op, body(args, kwargs))
+            self._channel.cast(op, full(args, kwargs))
 
         fn = cast
     fn.__name__ = fn.__qualname__ = m.name
