@@ -67,6 +67,7 @@ from yim.bus.workers_hub import (
     DebitIn,
     DeviceIn,
     EventOut,
+    Levels,
     NoticeOut,
     PresenceIn,
     PresenceOut,
@@ -95,6 +96,18 @@ log = logging.getLogger("yim.bus.workers")
 
 #: notices to more users than this walk the replica instead of the recipients
 NOTICE_SCAN_MAX = 256
+
+# The bodies of the casts a worker takes, decoded once each into their final types.
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_CLOSE = msgspec.msgpack.Decoder(Close)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_SNAPSHOT = msgspec.msgpack.Decoder(Snapshot)
+_LEVELS = msgspec.msgpack.Decoder(Levels)
+_ROUTES = msgspec.msgpack.Decoder(list[tuple[int, list[int]]])
+_USERS = msgspec.msgpack.Decoder(list[int])
+_INT = msgspec.msgpack.Decoder(int)
 
 
 class WorkerBus(LocalBus):
@@ -219,19 +232,18 @@ class WorkerBus(LocalBus):
         raise YimError("bad_request", f"a worker answers no call {op!r}")
 
     def on_cast(self, op: str, body: msgspec.Raw) -> None:
-        ch = self.channel
         if op == "worker.ev":
-            ev: EventOut = ch.decode(body, EventOut)
+            ev = _EVENT.decode(body)
             self.remote_in += 1
             LocalBus.publish_event(self, ev.deliveries, ev.type, ev.payload)
         elif op == "worker.no":
-            no: NoticeOut = ch.decode(body, NoticeOut)
+            no = _NOTICE.decode(body)
             self.remote_in += 1
             LocalBus.publish_notice(self, no.users, no.type, no.payload)
         elif op == "worker.routes":
-            self._apply_routes(ch.decode(body, list[tuple[int, list[int]]]))
+            self._apply_routes(_ROUTES.decode(body))
         elif op == "worker.close":
-            c: Close = ch.decode(body, Close)
+            c = _CLOSE.decode(body)
             conn = self._hub.devices_of(c.user_id).get(c.device_id)
             if conn is None:  # authenticated, not yet in the hub: it is registered here first
                 entry = self._local.get((c.user_id, c.device_id))
@@ -239,21 +251,23 @@ class WorkerBus(LocalBus):
             if conn is not None and int(conn.connected_at * 1000) <= c.before_ms:
                 conn.close(c.code, c.reason)
         elif op == "worker.revoke":
-            rv: Revoke = ch.decode(body, Revoke)
+            rv = _REVOKE.decode(body)
             self._node.forget_sessions(rv.session_ids)
             self._hub.close_sessions(rv.user_id, set(rv.session_ids), rv.code, f"session revoked: {rv.reason}")
         elif op == "worker.roster":
-            self._node.forget_rosters(ch.decode(body, int))
+            self._node.forget_rosters(_INT.decode(body))
         elif op == "worker.agent":
-            ag: Agent = ch.decode(body, Agent)
+            ag = _AGENT.decode(body)
             if ag.online:
                 self.state.agents_online.add(ag.user_id)
             else:
                 self.state.agents_online.discard(ag.user_id)
+        elif op == "worker.levels":
+            self.state.set_levels(_LEVELS.decode(body).levels)
         elif op == "worker.resync":
-            self.state.resync_soon(ch.decode(body, list[int]))
+            self.state.resync_soon(_USERS.decode(body))
         elif op == "worker.snapshot":
-            snap: Snapshot = ch.decode(body, Snapshot)
+            snap = _SNAPSHOT.decode(body)
             self.remote = {}
             self._apply_routes(snap.routes)
             self.state.agents_online = set(snap.agents)
@@ -419,6 +433,13 @@ class WorkerState:
             return
         spent = self._spent[name]
         spent[key] = spent.get(key, 0.0) + cost
+
+    def set_levels(self, levels: list[tuple[str, int | str, float]]) -> None:
+        """Another worker spent from these shared buckets: this worker's copies follow."""
+        for name, key, level in levels:
+            buckets = self._buckets.get(name)
+            if buckets is not None:
+                buckets.set_level(key, level - self._spent[name].get(key, 0.0))
 
     async def _limits_forever(self) -> None:
         while True:

@@ -170,6 +170,13 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     agents: list[int]
 
 
+class Levels(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.levels`` (cast): shared buckets another worker just spent from, each
+    (name, key, tokens now)."""
+
+    levels: list[tuple[str, int | str, float]]
+
+
 class Close(msgspec.Struct, array_like=True, frozen=True):
     """``worker.close`` (cast): close this device's connection if it was made no later
     than ``before_ms`` (a newer one of the same device stays)."""
@@ -501,6 +508,22 @@ class HubState:
         return out
 
 
+# The bodies of the frames the hub takes, decoded once each into their final types.
+_ROUTE = msgspec.msgpack.Decoder(RouteIn)
+_UNROUTE = msgspec.msgpack.Decoder(UnrouteIn)
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_PRESENCE = msgspec.msgpack.Decoder(PresenceIn)
+_PRESENCE_READ = msgspec.msgpack.Decoder(PresenceReadIn)
+_DEVICE = msgspec.msgpack.Decoder(DeviceIn)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_DEBIT = msgspec.msgpack.Decoder(DebitIn)
+_TAKE = msgspec.msgpack.Decoder(TakeIn)
+_BACKOFF = msgspec.msgpack.Decoder(list[BackoffOp])
+_INT = msgspec.msgpack.Decoder(int)
+
+
 class WorkerHub:
     """Answers the workers' ``hub.*`` calls and casts from :class:`HubState` and sends them
     ``worker.*`` casts. It owns no socket: the process that spawns the workers gives it each
@@ -595,26 +618,25 @@ class WorkerHub:
         return (ch for w, ch in self._channels.items() if w != worker)
 
     def on_call(self, worker: int, op: str, body: msgspec.Raw) -> Any:
-        ch = self._channels.get(worker)
-        if ch is None:
+        if worker not in self._channels:
             raise YimError("unavailable", f"worker {worker} is not attached")
         state = self.state
         if op == "hub.route":
-            r: RouteIn = ch.decode(body, RouteIn)
+            r = _ROUTE.decode(body)
             kicks, workers = state.register(worker, r)
             # Other workers hear of the route before this reply leaves: see WorkerBus.
             self._routes_changed(r.user_id, workers)
             self._kick(kicks, r.user_id)
             return None
         if op == "hub.presence_sync":
-            return state.presence_sync(worker, ch.decode(body, PresenceIn))
+            return state.presence_sync(worker, _PRESENCE.decode(body))
         if op == "hub.presence_read":
-            return state.presence_read(worker, ch.decode(body, PresenceReadIn))
+            return state.presence_read(worker, _PRESENCE_READ.decode(body))
         if op == "hub.device_present":
-            dv: DeviceIn = ch.decode(body, DeviceIn)
+            dv = _DEVICE.decode(body)
             return state.device_present(dv.user_id, dv.device_id)
         if op == "hub.agent":
-            ag: Agent = ch.decode(body, Agent)
+            ag = _AGENT.decode(body)
             if ag.online:
                 state.agents.add(ag.user_id)
             else:
@@ -623,22 +645,28 @@ class WorkerHub:
                 other.cast("worker.agent", ag)
             return None
         if op == "hub.debit":
-            return state.debit(ch.decode(body, DebitIn).spent, self._clock())
+            spent = _DEBIT.decode(body).spent
+            levels = state.debit(spent, self._clock())
+            # Every other worker sets its own copy of these buckets too: one that never
+            # spent for a key would otherwise allow a full burst of it on top.
+            told = Levels([(name, key, level) for (name, key, *_), level in zip(spent, levels, strict=True)])
+            for other in self._others(worker):
+                other.cast("worker.levels", told)
+            return levels
         if op == "hub.take":
-            return state.take(ch.decode(body, TakeIn), self._clock())
+            return state.take(_TAKE.decode(body), self._clock())
         if op == "hub.backoff":
-            return state.backoff(ch.decode(body, list[BackoffOp]), self._clock())
+            return state.backoff(_BACKOFF.decode(body), self._clock())
         if op == "hub.ping":
             return None
         raise YimError("bad_request", f"unknown hub call {op!r}")
 
     def on_cast(self, worker: int, op: str, body: msgspec.Raw) -> None:
-        ch = self._channels.get(worker)
-        if ch is None:
+        if worker not in self._channels:
             return  # a late frame of a worker already dropped
         state = self.state
         if op == "hub.ev":
-            ev: EventOut = ch.decode(body, EventOut)
+            ev = _EVENT.decode(body)
             per: dict[int, list[tuple[int, int]]] = {}
             for d in ev.deliveries:
                 for w in state.workers_of(d[0]):
@@ -648,7 +676,7 @@ class WorkerHub:
                 self._channels[w].cast("worker.ev", EventOut(ev.type, ev.payload, ds))
             self.forwarded += len(per)
         elif op == "hub.no":
-            no: NoticeOut = ch.decode(body, NoticeOut)
+            no = _NOTICE.decode(body)
             per_u: dict[int, list[int]] = {}
             for u in no.users:
                 for w in state.workers_of(u):
@@ -658,14 +686,14 @@ class WorkerHub:
                 self._channels[w].cast("worker.no", NoticeOut(no.type, no.payload, us))
             self.forwarded += len(per_u)
         elif op == "hub.unroute":
-            u = ch.decode(body, UnrouteIn)
-            self._routes_changed(u.user_id, state.unregister(worker, u))
+            gone = _UNROUTE.decode(body)
+            self._routes_changed(gone.user_id, state.unregister(worker, gone))
         elif op == "hub.revoke":
-            rv: Revoke = ch.decode(body, Revoke)
+            rv = _REVOKE.decode(body)
             for other in self._others(worker):
                 other.cast("worker.revoke", rv)
         elif op == "hub.roster":
-            conv_id: int = ch.decode(body, int)
+            conv_id = _INT.decode(body)
             for other in self._others(worker):
                 other.cast("worker.roster", conv_id)
         else:
