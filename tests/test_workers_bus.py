@@ -351,6 +351,21 @@ async def test_push_reaches_devices_on_two_other_workers_in_order_once(node: Nod
     w2.disconnect(b)
 
 
+async def test_one_publish_is_split_between_workers_by_their_devices(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    a = await w1.connect(Device(110, "a", "web"))
+    b = await w2.connect(Device(111, "b", "web"))
+    both = [await w1.connect(Device(112, "c", "web")), await w2.connect(Device(112, "d", "web"))]
+    await w0.bus.ping()
+    w0.bus.publish_event([(110, 1), (111, 2), (112, 3), (113, 4)], "message", b"{}")
+    w0.bus.publish_notice({110, 111, 113}, "typing", b"{}")
+    await _until(lambda: len(a.frames) == len(b.frames) == 2 and all(len(d.frames) == 1 for d in both))
+    assert a.events() == [1] and b.events() == [2] and [d.events() for d in both] == [[3], [3]]
+    assert a.frames[1]["type"] == b.frames[1]["type"] == "typing"
+    for w, dev in ((w1, a), (w2, b), (w1, both[0]), (w2, both[1])):
+        w.disconnect(dev)
+
+
 async def test_sender_other_device_on_another_worker_gets_the_message(node: Node) -> None:
     w0, w1, _ = node.workers
     origin = await w0.connect(Device(101, "phone", "android"))

@@ -303,6 +303,7 @@ class WorkerState:
         self._spent: dict[str, dict[Any, float]] = {}
         self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
         self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
+        self._resync_pending: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._limits_task: asyncio.Task[None] | None = None
         self._recover_task: asyncio.Task[None] | None = None
@@ -315,6 +316,9 @@ class WorkerState:
         """``resync(users, swept)`` syncs users' presence again (the presence service): the
         hub asks for it when a dead worker's devices counted in users' presence."""
         self._resync = resync
+        if self._resync_pending:  # asked before this worker could
+            self.resync_soon(self._resync_pending)
+            self._resync_pending = []
         self._limits_task = asyncio.get_running_loop().create_task(self._limits_forever(), name="yim-worker-limits")
 
     async def stop(self) -> None:
@@ -356,6 +360,7 @@ class WorkerState:
     def resync_soon(self, users: list[int]) -> None:
         """The hub asks this worker to publish these users' presence as it is now."""
         if self._resync is None:
+            self._resync_pending += users  # once, at start(): bounded by the users of one worker
             return
         task = asyncio.get_running_loop().create_task(self._resync_users(self._resync, users))
         self._tasks.add(task)

@@ -591,7 +591,8 @@ class WorkerHub:
         return sorted(self._channels)
 
     def is_connected(self, user_id: int) -> bool:
-        """Has the user a device connected to some worker (the store's ServiceCtx asks)."""
+        """Has the user a device connected to some worker (the store's ServiceCtx asks, from
+        its writer thread too: one dict lookup, atomic under the GIL)."""
         return user_id in self.state.routes
 
     async def stop(self) -> None:
@@ -673,7 +674,9 @@ class WorkerHub:
                     if w != worker:
                         per.setdefault(w, []).append(d)
             for w, ds in per.items():
-                self._channels[w].cast("worker.ev", EventOut(ev.type, ev.payload, ds))
+                # all of it for one worker (the common case): the body goes on as it came
+                out = body if len(ds) == len(ev.deliveries) else EventOut(ev.type, ev.payload, ds)
+                self._channels[w].cast("worker.ev", out)
             self.forwarded += len(per)
         elif op == "hub.no":
             no = _NOTICE.decode(body)
@@ -683,7 +686,8 @@ class WorkerHub:
                     if w != worker:
                         per_u.setdefault(w, []).append(u)
             for w, us in per_u.items():
-                self._channels[w].cast("worker.no", NoticeOut(no.type, no.payload, us))
+                out_no = body if len(us) == len(no.users) else NoticeOut(no.type, no.payload, us)
+                self._channels[w].cast("worker.no", out_no)
             self.forwarded += len(per_u)
         elif op == "hub.unroute":
             gone = _UNROUTE.decode(body)
