@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from yim.ipc.channel import Channel
     from yim.metrics import Metrics
     from yim.services.context import Device as Connection
-    from yim.services.context import Devices
+    from yim.services.context import Devices, SharedState
 
 log = logging.getLogger("yim.bus.workers")
 
@@ -169,7 +169,12 @@ class WorkerBus(LocalBus):
         serial = next(self._serials)
         self._local[(conn.user_id, conn.device_id)] = (conn, serial)
         body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
-        await self.channel.call("hub.route", body)
+        try:
+            await self.channel.call("hub.route", body)
+        except BaseException:  # not routed (the store process is gone): the device is refused
+            if self._local.get((conn.user_id, conn.device_id), (None, 0))[1] == serial:
+                del self._local[(conn.user_id, conn.device_id)]
+            raise
 
     def disconnected(self, conn: Connection) -> None:
         key = (conn.user_id, conn.device_id)
@@ -470,3 +475,10 @@ class WorkerState:
         levels: list[float] = await self._call("hub.debit", DebitIn(order), list[float])
         for (name, key, _rate, _burst, _cost), level in zip(order, levels, strict=False):
             self._buckets[name].set_level(key, level - self._spent[name].get(key, 0.0))
+
+
+if TYPE_CHECKING:
+
+    def _shared_state(state: WorkerState) -> SharedState:
+        """mypy checks here that a worker's state is what the services take as the cluster's."""
+        return state
