@@ -186,6 +186,16 @@ async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 # --- the pure state ----------------------------------------------------------------------
+def _consistent(state: HubState) -> None:
+    """The lookup tables kept beside the routes agree with them."""
+    assert state.placed == {u: sorted({r.worker for r in d.values()}) for u, d in state.routes.items()}
+    on: dict[int, set[int]] = {}
+    for u, d in state.routes.items():
+        for r in d.values():
+            on.setdefault(r.worker, set()).add(u)
+    assert {w: us for w, us in state.users_on.items() if us} == on
+
+
 def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> RouteIn:
     return RouteIn(user, device, platform, ms, serial)
 
@@ -231,6 +241,7 @@ def test_state_register_kicks_by_the_rules_of_one_node(
         if k.code == CLOSE_POLICY:
             assert not state.device_present(1, k.device_id)
     assert state.device_present(1, new[1].device_id)
+    _consistent(state)
 
 
 @pytest.mark.parametrize(
@@ -251,6 +262,7 @@ def test_state_unregister_removes_only_its_own_connection(
     assert state.unregister(*unroute) == workers_change
     assert state.device_present(1, "a") is present
     assert state.is_connected(1)
+    _consistent(state)
 
 
 def test_state_drop_worker_removes_its_routes_and_presence() -> None:
@@ -264,6 +276,7 @@ def test_state_drop_worker_removes_its_routes_and_presence() -> None:
     assert changes == [(1, [0]), (2, [])]
     assert sorted(stale) == [1, 2]
     assert not state.is_connected(2) and state.workers_of(1) == [0]
+    _consistent(state)
     read = state.presence_read(0, PresenceReadIn([1, 2]))
     assert read == [(1, "online", ["android"], None), (2, "offline", [], None)]  # 2: published online still
     out = state.presence_sync(0, PresenceIn([(2, [])], 99))  # a live worker syncs it: offline, seen now

@@ -233,6 +233,8 @@ class HubState:
         self._max_keys = max(16, max_limit_keys)
         #: user -> device -> its live connection
         self.routes: dict[int, dict[str, Route]] = {}
+        #: user -> the workers that hold a device of the user (from routes, kept with them)
+        self.placed: dict[int, list[int]] = {}
         #: worker -> users with a device on it
         self.users_on: dict[int, set[int]] = {}
         #: user -> device -> (worker, status, platform, connected_ms), as presence last wrote it
@@ -258,11 +260,18 @@ class HubState:
         return cls(limits, settings.max_connections_per_user)
 
     def workers_of(self, user_id: int) -> list[int]:
-        """The workers that hold a device of the user, in order (none: offline)."""
+        """The workers that hold a device of the user, in order (none: offline): one dict
+        lookup, as every forwarded delivery asks it."""
+        return self.placed.get(user_id, [])
+
+    def _place(self, user_id: int) -> list[int]:
+        """Work out the user's workers again from the routes (after a change)."""
         devices = self.routes.get(user_id)
         if not devices:
+            self.placed.pop(user_id, None)
             return []
-        return sorted({r.worker for r in devices.values()})
+        workers = self.placed[user_id] = sorted({r.worker for r in devices.values()})
+        return workers
 
     def is_connected(self, user_id: int) -> bool:
         return user_id in self.routes
@@ -292,7 +301,7 @@ class HubState:
             if kick.code == CLOSE_POLICY:  # it is leaving: gone from the routes at once
                 del devices[kick.device_id]
         self._forget_idle_workers(r.user_id, before)
-        after = self.workers_of(r.user_id)
+        after = self._place(r.user_id)
         return kicks, (after if after != before else None)
 
     def _policy(self, newest: RouteIn, devices: dict[str, Route]) -> list[Kick]:
@@ -336,7 +345,7 @@ class HubState:
         before = self.workers_of(u.user_id)
         del devices[u.device_id]
         self._forget_idle_workers(u.user_id, before)
-        after = self.workers_of(u.user_id)
+        after = self._place(u.user_id)
         return after if after != before else None
 
     def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
@@ -351,7 +360,7 @@ class HubState:
                 del devices[d]
             if not devices:
                 del self.routes[user_id]
-            changes.append((user_id, self.workers_of(user_id)))
+            changes.append((user_id, self._place(user_id)))
         stale: list[int] = []
         for user_id, fields in self.presence.items():
             mine = [d for d, f in fields.items() if f[0] == worker]
