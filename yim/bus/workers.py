@@ -67,6 +67,7 @@ from yim.bus.workers_hub import (
     DebitIn,
     DeviceIn,
     EventOut,
+    Levels,
     NoticeOut,
     PresenceIn,
     PresenceOut,
@@ -89,12 +90,24 @@ if TYPE_CHECKING:
     from yim.ipc.channel import Channel
     from yim.metrics import Metrics
     from yim.services.context import Device as Connection
-    from yim.services.context import Devices
+    from yim.services.context import Devices, SharedState
 
 log = logging.getLogger("yim.bus.workers")
 
 #: notices to more users than this walk the replica instead of the recipients
 NOTICE_SCAN_MAX = 256
+
+# The bodies of the casts a worker takes, decoded once each into their final types.
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_CLOSE = msgspec.msgpack.Decoder(Close)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_SNAPSHOT = msgspec.msgpack.Decoder(Snapshot)
+_LEVELS = msgspec.msgpack.Decoder(Levels)
+_ROUTES = msgspec.msgpack.Decoder(list[tuple[int, list[int]]])
+_USERS = msgspec.msgpack.Decoder(list[int])
+_INT = msgspec.msgpack.Decoder(int)
 
 
 class WorkerBus(LocalBus):
@@ -156,7 +169,12 @@ class WorkerBus(LocalBus):
         serial = next(self._serials)
         self._local[(conn.user_id, conn.device_id)] = (conn, serial)
         body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
-        await self.channel.call("hub.route", body)
+        try:
+            await self.channel.call("hub.route", body)
+        except BaseException:  # not routed (the store process is gone): the device is refused
+            if self._local.get((conn.user_id, conn.device_id), (None, 0))[1] == serial:
+                del self._local[(conn.user_id, conn.device_id)]
+            raise
 
     def disconnected(self, conn: Connection) -> None:
         key = (conn.user_id, conn.device_id)
@@ -219,19 +237,18 @@ class WorkerBus(LocalBus):
         raise YimError("bad_request", f"a worker answers no call {op!r}")
 
     def on_cast(self, op: str, body: msgspec.Raw) -> None:
-        ch = self.channel
         if op == "worker.ev":
-            ev: EventOut = ch.decode(body, EventOut)
+            ev = _EVENT.decode(body)
             self.remote_in += 1
             LocalBus.publish_event(self, ev.deliveries, ev.type, ev.payload)
         elif op == "worker.no":
-            no: NoticeOut = ch.decode(body, NoticeOut)
+            no = _NOTICE.decode(body)
             self.remote_in += 1
             LocalBus.publish_notice(self, no.users, no.type, no.payload)
         elif op == "worker.routes":
-            self._apply_routes(ch.decode(body, list[tuple[int, list[int]]]))
+            self._apply_routes(_ROUTES.decode(body))
         elif op == "worker.close":
-            c: Close = ch.decode(body, Close)
+            c = _CLOSE.decode(body)
             conn = self._hub.devices_of(c.user_id).get(c.device_id)
             if conn is None:  # authenticated, not yet in the hub: it is registered here first
                 entry = self._local.get((c.user_id, c.device_id))
@@ -239,21 +256,23 @@ class WorkerBus(LocalBus):
             if conn is not None and int(conn.connected_at * 1000) <= c.before_ms:
                 conn.close(c.code, c.reason)
         elif op == "worker.revoke":
-            rv: Revoke = ch.decode(body, Revoke)
+            rv = _REVOKE.decode(body)
             self._node.forget_sessions(rv.session_ids)
             self._hub.close_sessions(rv.user_id, set(rv.session_ids), rv.code, f"session revoked: {rv.reason}")
         elif op == "worker.roster":
-            self._node.forget_rosters(ch.decode(body, int))
+            self._node.forget_rosters(_INT.decode(body))
         elif op == "worker.agent":
-            ag: Agent = ch.decode(body, Agent)
+            ag = _AGENT.decode(body)
             if ag.online:
                 self.state.agents_online.add(ag.user_id)
             else:
                 self.state.agents_online.discard(ag.user_id)
+        elif op == "worker.levels":
+            self.state.set_levels(_LEVELS.decode(body).levels)
         elif op == "worker.resync":
-            self.state.resync_soon(ch.decode(body, list[int]))
+            self.state.resync_soon(_USERS.decode(body))
         elif op == "worker.snapshot":
-            snap: Snapshot = ch.decode(body, Snapshot)
+            snap = _SNAPSHOT.decode(body)
             self.remote = {}
             self._apply_routes(snap.routes)
             self.state.agents_online = set(snap.agents)
@@ -289,6 +308,7 @@ class WorkerState:
         self._spent: dict[str, dict[Any, float]] = {}
         self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
         self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
+        self._resync_pending: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._limits_task: asyncio.Task[None] | None = None
         self._recover_task: asyncio.Task[None] | None = None
@@ -301,6 +321,9 @@ class WorkerState:
         """``resync(users, swept)`` syncs users' presence again (the presence service): the
         hub asks for it when a dead worker's devices counted in users' presence."""
         self._resync = resync
+        if self._resync_pending:  # asked before this worker could
+            self.resync_soon(self._resync_pending)
+            self._resync_pending = []
         self._limits_task = asyncio.get_running_loop().create_task(self._limits_forever(), name="yim-worker-limits")
 
     async def stop(self) -> None:
@@ -342,6 +365,7 @@ class WorkerState:
     def resync_soon(self, users: list[int]) -> None:
         """The hub asks this worker to publish these users' presence as it is now."""
         if self._resync is None:
+            self._resync_pending += users  # once, at start(): bounded by the users of one worker
             return
         task = asyncio.get_running_loop().create_task(self._resync_users(self._resync, users))
         self._tasks.add(task)
@@ -420,6 +444,13 @@ class WorkerState:
         spent = self._spent[name]
         spent[key] = spent.get(key, 0.0) + cost
 
+    def set_levels(self, levels: list[tuple[str, int | str, float]]) -> None:
+        """Another worker spent from these shared buckets: this worker's copies follow."""
+        for name, key, level in levels:
+            buckets = self._buckets.get(name)
+            if buckets is not None:
+                buckets.set_level(key, level - self._spent[name].get(key, 0.0))
+
     async def _limits_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sync_s)
@@ -444,3 +475,10 @@ class WorkerState:
         levels: list[float] = await self._call("hub.debit", DebitIn(order), list[float])
         for (name, key, _rate, _burst, _cost), level in zip(order, levels, strict=False):
             self._buckets[name].set_level(key, level - self._spent[name].get(key, 0.0))
+
+
+if TYPE_CHECKING:
+
+    def _shared_state(state: WorkerState) -> SharedState:
+        """mypy checks here that a worker's state is what the services take as the cluster's."""
+        return state

@@ -170,6 +170,13 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     agents: list[int]
 
 
+class Levels(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.levels`` (cast): shared buckets another worker just spent from, each
+    (name, key, tokens now)."""
+
+    levels: list[tuple[str, int | str, float]]
+
+
 class Close(msgspec.Struct, array_like=True, frozen=True):
     """``worker.close`` (cast): close this device's connection if it was made no later
     than ``before_ms`` (a newer one of the same device stays)."""
@@ -226,6 +233,8 @@ class HubState:
         self._max_keys = max(16, max_limit_keys)
         #: user -> device -> its live connection
         self.routes: dict[int, dict[str, Route]] = {}
+        #: user -> the workers that hold a device of the user (from routes, kept with them)
+        self.placed: dict[int, list[int]] = {}
         #: worker -> users with a device on it
         self.users_on: dict[int, set[int]] = {}
         #: user -> device -> (worker, status, platform, connected_ms), as presence last wrote it
@@ -251,11 +260,18 @@ class HubState:
         return cls(limits, settings.max_connections_per_user)
 
     def workers_of(self, user_id: int) -> list[int]:
-        """The workers that hold a device of the user, in order (none: offline)."""
+        """The workers that hold a device of the user, in order (none: offline): one dict
+        lookup, as every forwarded delivery asks it."""
+        return self.placed.get(user_id, [])
+
+    def _place(self, user_id: int) -> list[int]:
+        """Work out the user's workers again from the routes (after a change)."""
         devices = self.routes.get(user_id)
         if not devices:
+            self.placed.pop(user_id, None)
             return []
-        return sorted({r.worker for r in devices.values()})
+        workers = self.placed[user_id] = sorted({r.worker for r in devices.values()})
+        return workers
 
     def is_connected(self, user_id: int) -> bool:
         return user_id in self.routes
@@ -285,7 +301,7 @@ class HubState:
             if kick.code == CLOSE_POLICY:  # it is leaving: gone from the routes at once
                 del devices[kick.device_id]
         self._forget_idle_workers(r.user_id, before)
-        after = self.workers_of(r.user_id)
+        after = self._place(r.user_id)
         return kicks, (after if after != before else None)
 
     def _policy(self, newest: RouteIn, devices: dict[str, Route]) -> list[Kick]:
@@ -329,7 +345,7 @@ class HubState:
         before = self.workers_of(u.user_id)
         del devices[u.device_id]
         self._forget_idle_workers(u.user_id, before)
-        after = self.workers_of(u.user_id)
+        after = self._place(u.user_id)
         return after if after != before else None
 
     def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
@@ -344,7 +360,7 @@ class HubState:
                 del devices[d]
             if not devices:
                 del self.routes[user_id]
-            changes.append((user_id, self.workers_of(user_id)))
+            changes.append((user_id, self._place(user_id)))
         stale: list[int] = []
         for user_id, fields in self.presence.items():
             mine = [d for d, f in fields.items() if f[0] == worker]
@@ -501,6 +517,22 @@ class HubState:
         return out
 
 
+# The bodies of the frames the hub takes, decoded once each into their final types.
+_ROUTE = msgspec.msgpack.Decoder(RouteIn)
+_UNROUTE = msgspec.msgpack.Decoder(UnrouteIn)
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_PRESENCE = msgspec.msgpack.Decoder(PresenceIn)
+_PRESENCE_READ = msgspec.msgpack.Decoder(PresenceReadIn)
+_DEVICE = msgspec.msgpack.Decoder(DeviceIn)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_DEBIT = msgspec.msgpack.Decoder(DebitIn)
+_TAKE = msgspec.msgpack.Decoder(TakeIn)
+_BACKOFF = msgspec.msgpack.Decoder(list[BackoffOp])
+_INT = msgspec.msgpack.Decoder(int)
+
+
 class WorkerHub:
     """Answers the workers' ``hub.*`` calls and casts from :class:`HubState` and sends them
     ``worker.*`` casts. It owns no socket: the process that spawns the workers gives it each
@@ -568,7 +600,8 @@ class WorkerHub:
         return sorted(self._channels)
 
     def is_connected(self, user_id: int) -> bool:
-        """Has the user a device connected to some worker (the store's ServiceCtx asks)."""
+        """Has the user a device connected to some worker (the store's ServiceCtx asks, from
+        its writer thread too: one dict lookup, atomic under the GIL)."""
         return user_id in self.state.routes
 
     async def stop(self) -> None:
@@ -595,26 +628,25 @@ class WorkerHub:
         return (ch for w, ch in self._channels.items() if w != worker)
 
     def on_call(self, worker: int, op: str, body: msgspec.Raw) -> Any:
-        ch = self._channels.get(worker)
-        if ch is None:
+        if worker not in self._channels:
             raise YimError("unavailable", f"worker {worker} is not attached")
         state = self.state
         if op == "hub.route":
-            r: RouteIn = ch.decode(body, RouteIn)
+            r = _ROUTE.decode(body)
             kicks, workers = state.register(worker, r)
             # Other workers hear of the route before this reply leaves: see WorkerBus.
             self._routes_changed(r.user_id, workers)
             self._kick(kicks, r.user_id)
             return None
         if op == "hub.presence_sync":
-            return state.presence_sync(worker, ch.decode(body, PresenceIn))
+            return state.presence_sync(worker, _PRESENCE.decode(body))
         if op == "hub.presence_read":
-            return state.presence_read(worker, ch.decode(body, PresenceReadIn))
+            return state.presence_read(worker, _PRESENCE_READ.decode(body))
         if op == "hub.device_present":
-            dv: DeviceIn = ch.decode(body, DeviceIn)
+            dv = _DEVICE.decode(body)
             return state.device_present(dv.user_id, dv.device_id)
         if op == "hub.agent":
-            ag: Agent = ch.decode(body, Agent)
+            ag = _AGENT.decode(body)
             if ag.online:
                 state.agents.add(ag.user_id)
             else:
@@ -623,49 +655,58 @@ class WorkerHub:
                 other.cast("worker.agent", ag)
             return None
         if op == "hub.debit":
-            return state.debit(ch.decode(body, DebitIn).spent, self._clock())
+            spent = _DEBIT.decode(body).spent
+            levels = state.debit(spent, self._clock())
+            # Every other worker sets its own copy of these buckets too: one that never
+            # spent for a key would otherwise allow a full burst of it on top.
+            told = Levels([(name, key, level) for (name, key, *_), level in zip(spent, levels, strict=True)])
+            for other in self._others(worker):
+                other.cast("worker.levels", told)
+            return levels
         if op == "hub.take":
-            return state.take(ch.decode(body, TakeIn), self._clock())
+            return state.take(_TAKE.decode(body), self._clock())
         if op == "hub.backoff":
-            return state.backoff(ch.decode(body, list[BackoffOp]), self._clock())
+            return state.backoff(_BACKOFF.decode(body), self._clock())
         if op == "hub.ping":
             return None
         raise YimError("bad_request", f"unknown hub call {op!r}")
 
     def on_cast(self, worker: int, op: str, body: msgspec.Raw) -> None:
-        ch = self._channels.get(worker)
-        if ch is None:
+        if worker not in self._channels:
             return  # a late frame of a worker already dropped
         state = self.state
         if op == "hub.ev":
-            ev: EventOut = ch.decode(body, EventOut)
+            ev = _EVENT.decode(body)
             per: dict[int, list[tuple[int, int]]] = {}
             for d in ev.deliveries:
                 for w in state.workers_of(d[0]):
                     if w != worker:
                         per.setdefault(w, []).append(d)
             for w, ds in per.items():
-                self._channels[w].cast("worker.ev", EventOut(ev.type, ev.payload, ds))
+                # all of it for one worker (the common case): the body goes on as it came
+                out = body if len(ds) == len(ev.deliveries) else EventOut(ev.type, ev.payload, ds)
+                self._channels[w].cast("worker.ev", out)
             self.forwarded += len(per)
         elif op == "hub.no":
-            no: NoticeOut = ch.decode(body, NoticeOut)
+            no = _NOTICE.decode(body)
             per_u: dict[int, list[int]] = {}
             for u in no.users:
                 for w in state.workers_of(u):
                     if w != worker:
                         per_u.setdefault(w, []).append(u)
             for w, us in per_u.items():
-                self._channels[w].cast("worker.no", NoticeOut(no.type, no.payload, us))
+                out_no = body if len(us) == len(no.users) else NoticeOut(no.type, no.payload, us)
+                self._channels[w].cast("worker.no", out_no)
             self.forwarded += len(per_u)
         elif op == "hub.unroute":
-            u = ch.decode(body, UnrouteIn)
-            self._routes_changed(u.user_id, state.unregister(worker, u))
+            gone = _UNROUTE.decode(body)
+            self._routes_changed(gone.user_id, state.unregister(worker, gone))
         elif op == "hub.revoke":
-            rv: Revoke = ch.decode(body, Revoke)
+            rv = _REVOKE.decode(body)
             for other in self._others(worker):
                 other.cast("worker.revoke", rv)
         elif op == "hub.roster":
-            conv_id: int = ch.decode(body, int)
+            conv_id = _INT.decode(body)
             for other in self._others(worker):
                 other.cast("worker.roster", conv_id)
         else:
