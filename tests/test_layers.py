@@ -101,7 +101,8 @@ CLEAN: dict[str, str] = {
     "gateway/__init__.py": "from yimprobe.services import messages\n",
     "bus/__init__.py": "from yimprobe.services import context\n",
     "node.py": "from yimprobe import bus, gateway\n",
-    "cli.py": "from yimprobe import client, node\n",
+    "supervisor.py": "from yimprobe import node\n",
+    "cli.py": "from yimprobe import client, node, supervisor\n",
     "client/__init__.py": "from yimprobe.protocol import frames\n",
     "web/__init__.py": "",
 }
@@ -113,6 +114,8 @@ BACK_EDGES = {
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from yimprobe import node\n",
         "The server's layers only point down",
     ),
+    # the node naming the process supervisor that runs it as a worker
+    "node-to-supervisor": ("node.py", "from yimprobe import supervisor\n", "The server's layers only point down"),
     "bus-to-gateway": ("bus/__init__.py", "from yimprobe import gateway\n", "The server's layers only point down"),
     "storage-to-services": (
         "storage/__init__.py",

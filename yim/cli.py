@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
             redis_url=args.redis,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            workers=args.workers,
         )
     except SettingsError as exc:  # a sentence for the operator, not a traceback
         print(f"yim serve: {exc}", file=sys.stderr)
@@ -46,7 +47,12 @@ def _serve(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
             return 2
     try:
-        uvloop.run(serve_forever(settings, ssl_context))
+        if settings.worker_count > 1:
+            from yim.supervisor import serve_workers
+
+            uvloop.run(serve_workers(settings))  # each worker makes its own TLS context
+        else:
+            uvloop.run(serve_forever(settings, ssl_context))
     except (ValueError, OSError, SchemaError) as exc:
         # A node that cannot start (settings that do not fit together, a port in use, a data
         # folder it cannot use or that another node holds, a store written by a newer
@@ -286,6 +292,11 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file (also YIM_CONFIG)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https/wss (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--workers",
+        help="processes serving the node: 1 (default), N (2..64: a store process and N workers on one port;"
+        " embedded SQLite store only) or 'auto' (one per core)",
+    )
     serve.set_defaults(func=_serve)
 
     from yim.client.terminal import add_terminal_parsers

@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: "sqlite" (embedded, under data_dir) or a postgres:// DSN (cluster mode).
     store: str = "sqlite"
     node_id: Annotated[int, msgspec.Meta(ge=0, le=1023)] = 0  # Snowflake: 10 bits
+    #: processes serving this node (docs/operations.md §1.7): 1 is one process; N >= 2 is a
+    #: store process and N workers on the same port (embedded SQLite store only); "auto" is
+    #: one worker per core. Resolved to an int by __post_init__.
+    workers: int | str = 1
 
     # accounts and tokens
     token_ttl_s: int = 30 * 24 * 3600
@@ -305,6 +309,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erase_sweep_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
     def __post_init__(self) -> None:
+        self.workers = check_workers(self.workers, self.store, self.redis_url)
         if isinstance(self.word_lists, str):
             self.word_lists = parse_word_lists(self.word_lists)
         if isinstance(self.webhooks, str):
@@ -335,6 +340,36 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as the int __post_init__ made of it."""
+        return self.workers if isinstance(self.workers, int) else 1
+
+
+#: the most workers one node runs (each is a process with its own connections and caches)
+MAX_WORKERS = 64
+
+
+def check_workers(value: int | str, store: str, redis_url: str) -> int:
+    """``workers`` as a number of processes, or a ValueError that says what is allowed."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            count = min(os.cpu_count() or 1, MAX_WORKERS)
+        elif text.isdigit():
+            count = int(text)
+        else:
+            raise ValueError(f"workers = {value!r}: give a number from 1 to {MAX_WORKERS}, or auto (one per core)")
+    else:
+        count = value
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(f"workers = {count}: give a number from 1 to {MAX_WORKERS}, or auto (one per core)")
+    if count >= 2 and (redis_url or not (store == "sqlite" or store.startswith("sqlite:"))):
+        raise ValueError(
+            f"workers = {count} needs the embedded SQLite store and no redis_url: a cluster scales by adding nodes"
+        )
+    return count
 
 
 _ENV_PREFIX = "YIM_"

@@ -22,7 +22,7 @@ import ssl
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -54,6 +54,8 @@ from yim.storage.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
     from yim.bus.cluster_state import ClusterState
+    from yim.bus.workers import WorkerState
+    from yim.ipc.channel import Channel
     from yim.push.providers import PushProviders
 
 log = logging.getLogger("yim.node")
@@ -151,6 +153,86 @@ def lock_data_folder(folder: Path) -> int:
     return fd
 
 
+def lock_store_folders(settings: Settings, store: Store) -> list[int]:
+    """Prepare and lock the data folder (and the folder of ``store = "sqlite:///PATH"`` when
+    it lies elsewhere) before the store opens: a second node must not even migrate a folder
+    in use. The locks hold while the returned descriptors are open."""
+    data = settings.data_path
+    folders = [data]
+    if isinstance(store, SqliteStore):
+        elsewhere = Path(store.path).parent
+        if elsewhere.resolve() != data.resolve():
+            folders.append(elsewhere)
+    locks: list[int] = []
+    try:
+        for folder in folders:
+            prepare_data_folder(folder)
+            locks.append(lock_data_folder(folder))
+    except BaseException:
+        for fd in locks:
+            os.close(fd)
+        raise
+    return locks
+
+
+class WorkerRole:
+    """What makes a Node a worker of a multi-process node (``yim serve --workers N``,
+    yim/supervisor.py): its number, and its one channel to the store process, which carries
+    the store's calls (``store.*``), the hub's (``hub.*``) and, the other way, the hub's
+    casts and calls to this worker (``worker.*``, handed to the node's WorkerBus).
+
+    The channel is made before the node (its handlers are these methods); the node names
+    the bus that takes ``worker.*`` once it has built it."""
+
+    #: casts that may come before the node has its bus (the hub's snapshot of routes, the
+    #: route changes of a start-up): held for it; a store process that sent more is broken
+    EARLY_CASTS_MAX = 100_000
+
+    def __init__(self, index: int, channel: Channel | None = None) -> None:
+        self.index = index
+        self.channel: Channel | None = channel
+        self._bus: WorkerEnd | None = None
+        self._early: list[tuple[str, msgspec.Raw]] = []
+
+    @property
+    def bus(self) -> WorkerEnd | None:
+        return self._bus
+
+    @bus.setter
+    def bus(self, bus: WorkerEnd) -> None:
+        """The node's bus takes ``worker.*`` from now on, first what came before it."""
+        self._bus = bus
+        early, self._early = self._early, []
+        for op, body in early:
+            bus.on_cast(op, body)
+
+    @property
+    def primary(self) -> bool:
+        """Worker 0 runs the node's singletons: push delivery, the erasure sweep, webhook delivery."""
+        return self.index == 0
+
+    def on_call(self, op: str, body: msgspec.Raw) -> object:
+        if self._bus is None:
+            raise YimError("unavailable", f"worker {self.index} is starting")
+        return self._bus.on_call(op, body)
+
+    def on_cast(self, op: str, body: msgspec.Raw) -> None:
+        if self._bus is not None:
+            self._bus.on_cast(op, body)
+        elif len(self._early) < self.EARLY_CASTS_MAX:
+            self._early.append((op, body))
+        else:
+            raise RuntimeError(f"worker {self.index}: over {self.EARLY_CASTS_MAX} casts before the node started")
+
+
+class WorkerEnd(Protocol):
+    """The worker's side of the hub's traffic (yim.bus.workers.WorkerBus)."""
+
+    def on_call(self, op: str, body: msgspec.Raw) -> object: ...
+
+    def on_cast(self, op: str, body: msgspec.Raw) -> None: ...
+
+
 def load_or_create_secret(data_dir: Path) -> bytes:
     """The token-signing key: 32 random bytes made on first start, kept 0600 in the data dir."""
     path = data_dir / "secret.key"
@@ -209,17 +291,27 @@ def push_providers(settings: Settings) -> PushProviders:
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: WorkerRole | None = None) -> None:
         self.settings = settings
+        #: set when this node is one worker of a multi-process node (yim/supervisor.py)
+        self.worker = worker
         self.metrics = Metrics()
-        self.store = open_store(
-            settings.store,
-            settings.data_dir,
-            pool_min=settings.pg_pool_min,
-            pool_max=settings.pg_pool_max,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            batch_max=settings.commit_batch_max,
-        )
+        self.store: Store
+        if worker is not None:
+            # Imported here, as RedisBus below: only a worker loads the channel's store.
+            from yim.storage.remote import RemoteStore
+
+            assert worker.channel is not None
+            self.store = RemoteStore(worker.channel)
+        else:
+            self.store = open_store(
+                settings.store,
+                settings.data_dir,
+                pool_min=settings.pg_pool_min,
+                pool_max=settings.pg_pool_max,
+                sqlite_synchronous=settings.sqlite_synchronous,
+                batch_max=settings.commit_batch_max,
+            )
         self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)
         self.bus: LocalBus
@@ -231,6 +323,13 @@ class Node:
             from yim.bus.redis import RedisBus
 
             self.bus = RedisBus(self.hub, self.metrics, settings, self.store, self, settings.redis_url)
+        elif worker is not None:
+            from yim.bus.workers import WorkerBus
+
+            assert worker.channel is not None
+            self.bus = WorkerBus(self.hub, self.metrics, settings, self, worker.index, settings.worker_count)
+            self.bus.bind(worker.channel)
+            worker.bus = self.bus  # it takes the hub's casts from now on, those held so far first
         elif settings.node_id_lease:
             raise ValueError("node ids are leased from Redis: --node-id auto needs --redis (redis_url)")
         else:
@@ -243,15 +342,25 @@ class Node:
         self.media = MediaService(self)
         self.push = PushWorker(self, None)  # providers made at start, when push is enabled
         self.erasures = ErasureSweeper(self)
-        self.ids: Snowflake = Snowflake(settings.node_id)
+        self.ids: Snowflake = Snowflake(settings.node_id)  # the bus makes the real one at start
         self.limits = Limits(settings)
         #: sensitive-word lists; None when none are configured (one attribute check per text)
         self.words = WordFilter.from_settings(settings)
         #: the operator's webhooks; None when none are configured (one attribute check per send)
         self.hooks = Webhooks.from_settings(settings, self.metrics)
         #: cluster mode: presence, rate limits and online agents shared through Redis
-        self.cluster: ClusterState | None = None
-        if settings.redis_url:
+        self.cluster: ClusterState | WorkerState | None = None
+        if worker is not None:
+            # The workers of one node share presence, online agents and rate limits through
+            # the store process, as the nodes of a cluster do through Redis.
+            assert isinstance(self.bus, WorkerBus)
+            self.cluster = self.bus.state
+            self.presence.cluster = self.cluster
+            self.limits.share(self.cluster)
+            # Each worker its own folder of uploads in progress: a worker that starts empties
+            # its own, never one another worker is writing to.
+            self.media.tmp_dir = self.media.tmp_dir / f"worker-{worker.index}"
+        elif settings.redis_url:
             from yim.bus.cluster_state import ClusterState  # cluster mode only, as RedisBus above
 
             assert isinstance(self.bus, RedisBus)
@@ -271,17 +380,16 @@ class Node:
         self._flusher: asyncio.Task[None] | None = None
         self._folder_locks: list[int] = []  # see lock_data_folder
 
+    @property
+    def primary(self) -> bool:
+        """Runs the singletons (push delivery, erasure sweep, webhook delivery): every node,
+        and of the workers of one node only worker 0."""
+        return self.worker is None or self.worker.primary
+
     async def start(self) -> None:
         data = self.settings.data_path
-        folders = [data]
-        if isinstance(self.store, SqliteStore):  # store = "sqlite:///PATH" may lie elsewhere
-            elsewhere = Path(self.store.path).parent
-            if elsewhere.resolve() != data.resolve():
-                folders.append(elsewhere)
-        for folder in folders:
-            prepare_data_folder(folder)
-            # Before the store opens: a second node must not even migrate a folder in use.
-            self._folder_locks.append(lock_data_folder(folder))
+        if self.worker is None:  # a worker's store process holds the folder and the store
+            self._folder_locks = lock_store_folders(self.settings, self.store)
         if self.settings.push_enabled:  # before the store opens: bad push settings stop the start at once
             self.push.providers = push_providers(self.settings)
         await self.store.open()
@@ -298,10 +406,11 @@ class Node:
         self.hub.start()
         if self.words is not None:
             self.words.start()  # reload on SIGHUP and when a list file changes
-        self.push.start()
-        self.erasures.start()
-        if self.hooks is not None:
-            self.hooks.start(self.store)
+        if self.primary:
+            self.push.start()
+            self.erasures.start()
+        if self.hooks is not None:  # before_send is called by every worker; delivery by one
+            self.hooks.start(self.store, deliver=self.primary)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_seen_forever())
         log.info("node %d started, store %s", self.ids.node_id, redact_url(self.settings.store))
 
@@ -372,7 +481,10 @@ class Node:
                 problems[name] = f"{type(exc).__name__}: {exc}"[:200]
 
         # inbox_head of no user: one index lookup, the cheapest read every store has
-        await asyncio.gather(check("store", self.store.inbox_head(0)), check("redis", self.bus.ping()))
+        # A worker's store and bus are its channel to the store process: both answer only
+        # while it is up.
+        bus = "redis" if self.worker is None else "store process"
+        await asyncio.gather(check("store", self.store.inbox_head(0)), check(bus, self.bus.ping()))
         return problems
 
     async def stop(self) -> None:
@@ -436,9 +548,11 @@ class Node:
 class NodeServer:
     """A node served on host:port. ``start()`` returns once it accepts connections."""
 
-    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, worker: WorkerRole | None = None
+    ) -> None:
         self.settings = settings
-        self.node = Node(settings)
+        self.node = Node(settings, worker)
         self.app = build_app(self.node)
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
@@ -471,6 +585,10 @@ class NodeServer:
         throttle_logger("aiohttp.server")  # it logs every malformed request with a traceback
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.node.worker is not None:
+            # The workers of one node each listen on the port the store process reserved
+            # (yim/supervisor.py); the kernel spreads new connections over them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.host, self.settings.port))
         sock.listen(4096)
         self.port = sock.getsockname()[1]
@@ -478,6 +596,9 @@ class NodeServer:
         # drop connections in a reconnect storm.
         site = web.SockSite(self._runner, sock, ssl_context=self._ssl, backlog=4096)
         await site.start()
+        if self.node.worker is not None:  # the store process says it once, for all workers
+            _serve_log.debug("worker %d serving on %s", self.node.worker.index, self.url)
+            return
         _serve_log.info("serving on %s (WebSocket %s/ws)", self.url, self.url.replace("http", "ws", 1))
 
     async def stop(self) -> None:

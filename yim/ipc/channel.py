@@ -111,6 +111,21 @@ class Channel(asyncio.Protocol):
         result: T = await fut
         return result
 
+    def request(self, op: str, body: Any = None, reply_type: type[T] | Any = Any) -> asyncio.Future[T]:
+        """:meth:`call` as a Future the reply resolves, with no coroutine and no task: for a
+        hot path that hands out futures (the store's ``send_message``). It does not wait for
+        the buffer: its callers bound what they have in flight (a connection's send window).
+        A closed channel gives a future failed with ``unavailable``."""
+        fut: asyncio.Future[T] = self._loop.create_future()
+        if self.closed.is_set():
+            fut.set_exception(YimError("unavailable", f"{self.name}: the other process is gone"))
+            return fut
+        call_id = self._next_id
+        self._next_id += 1
+        self._pending[call_id] = (fut, reply_type)
+        self._write(CALL, call_id, op, body)
+        return fut
+
     def cast(self, op: str, body: Any = None) -> None:
         """Tell the peer ``op``; nothing answers. Dropped (with no error) once closed: a
         cast is a push or an invalidation, and the peer that would take it is gone."""

@@ -128,12 +128,15 @@ class Webhooks:
     def from_settings(cls, settings: Settings, metrics: Metrics) -> Webhooks | None:
         return cls(settings, metrics) if settings.webhooks else None
 
-    def start(self, store: Store) -> None:
+    def start(self, store: Store, *, deliver: bool = True) -> None:
+        """``deliver``: run the outbox delivery loop (of the workers of one node, one does)."""
         # No proxy from the environment, no cookies: a hook is the operator's own service.
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONCURRENT_CALLS), cookie_jar=aiohttp.DummyCookieJar()
         )
         self._store = store
+        if not deliver:
+            return
         # Every node with hooks delivers outbox rows, those other nodes added (or left behind)
         # too, and those of a hook no longer configured (they become dead letters).
         self._worker = asyncio.get_running_loop().create_task(self._deliver_forever())

@@ -1,0 +1,593 @@
+"""The bus and shared state of a node of several worker processes (yim/bus/workers.py,
+yim/bus/workers_hub.py): a WorkerHub and three WorkerBus instances in this process, each
+worker on its own real channel (a Unix socketpair, yim/ipc/channel.py), each with the
+gateway's real Hub of connections; one more worker in a process of its own, killed. The
+connections are recorders (they keep the frames a WebSocket would have sent); everything
+between them and the hub is the real thing. HubState, the pure part, has table-driven tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+
+from yim.bus.workers import WorkerBus
+from yim.bus.workers_hub import (
+    BackoffOp,
+    HubState,
+    Kick,
+    PresenceIn,
+    PresenceReadIn,
+    RouteIn,
+    TakeIn,
+    UnrouteIn,
+    WorkerHub,
+)
+from yim.config import Settings
+from yim.gateway.hub import Hub
+from yim.gateway.limits import Limits
+from yim.ids.snowflake import node_of
+from yim.ipc.channel import Channel, connect
+from yim.metrics import Metrics
+from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
+from yim.protocol.codec import JSON
+from yim.protocol.errors import YimError
+from yim.services.context import LocalDevices, PresenceChange
+
+WORKERS = 3
+
+
+def _settings() -> Settings:
+    return Settings(
+        max_online_mobile=1,
+        max_connections_per_user=4,
+        rate_send_per_user_s=1.0,
+        rate_send_burst=10,
+        rate_register_per_ip_s=0.01,
+        rate_register_ip_burst=2,
+        limits_exempt_networks="",
+        cluster_limits_sync_s=0.02,
+    )
+
+
+class Device:
+    """One authenticated connection as the gateway's Hub and the bus use it; the frames it
+    would write to its WebSocket are kept in ``frames``."""
+
+    def __init__(self, user_id: int, device_id: str, platform: str = "web", session_id: str = "s") -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.platform = platform
+        self.presence = "online"
+        self.session_id = session_id
+        self.acked_seq = 0
+        self.codec = JSON
+        self.closing = False
+        self.closed: tuple[int, str] | None = None
+        self.connected_at = time.time()
+        self.frames: list[dict[str, Any]] = []
+
+    def send(self, payload: bytes) -> None:
+        self.frames.append(json.loads(payload))
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.closed = (code, reason)
+
+    def events(self) -> list[int]:
+        return [f["seq"] for f in self.frames if "seq" in f]
+
+
+class Hooks:
+    """The node's cache invalidations as the bus calls them (what a worker forgot)."""
+
+    fenced: str | None = None
+
+    def __init__(self) -> None:
+        self.sessions: list[list[str] | None] = []
+        self.rosters: list[int | None] = []
+
+    def forget_sessions(self, session_ids: list[str] | None = None) -> None:
+        self.sessions.append(session_ids)
+
+    def forget_rosters(self, conv_id: int | None = None) -> None:
+        self.rosters.append(conv_id)
+
+
+class Worker:
+    def __init__(self, k: int, settings: Settings) -> None:
+        self.k = k
+        self.hub = Hub(Metrics(), settings)
+        self.hooks = Hooks()
+        self.bus = WorkerBus(self.hub, Metrics(), settings, self.hooks, k, WORKERS)  # type: ignore[arg-type]
+        self.limits = Limits(settings)
+        self.limits.share(self.bus.state)
+        self.resynced: list[PresenceChange] = []
+
+    def local(self, user_id: int) -> LocalDevices:
+        return {
+            d: (c.presence, c.platform, int(c.connected_at * 1000)) for d, c in self.hub.devices_of(user_id).items()
+        }
+
+    async def resync(self, users: Iterable[int], swept: set[str]) -> bool:
+        """What the presence service does when asked: write this worker's devices of the
+        users and keep the aggregates that changed (it would publish them)."""
+        found = await self.bus.state.presence_sync({u: self.local(u) for u in users}, swept)
+        self.resynced += [ch for ch in found if ch.changed]
+        return True
+
+    async def connect(self, dev: Device) -> Device:
+        await self.bus.connected(dev)  # type: ignore[arg-type]
+        self.hub.register(dev)  # type: ignore[arg-type]
+        return dev
+
+    def disconnect(self, dev: Device) -> None:
+        self.hub.unregister(dev)  # type: ignore[arg-type]
+        self.bus.disconnected(dev)  # type: ignore[arg-type]
+
+
+def _hub_side(hub: WorkerHub, k: int) -> tuple[Callable[[str, msgspec.Raw], Any], Callable[[str, msgspec.Raw], None]]:
+    return (lambda op, body: hub.on_call(k, op, body)), (lambda op, body: hub.on_cast(k, op, body))
+
+
+async def _attach(hub: WorkerHub, k: int, sock: socket.socket) -> Channel:
+    on_call, on_cast = _hub_side(hub, k)
+    channel = await connect(sock, on_call=on_call, on_cast=on_cast, name=f"hub-{k}")
+    hub.attach(k, channel)
+    return channel
+
+
+class Node:
+    def __init__(self, hub: WorkerHub, workers: list[Worker]) -> None:
+        self.hub = hub
+        self.workers = workers
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def node() -> AsyncIterator[Node]:
+    settings = _settings()
+    hub = WorkerHub(settings)
+    workers = [Worker(k, settings) for k in range(WORKERS)]
+    channels: list[Channel] = []
+    for w in workers:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ch = await connect(a, on_call=w.bus.on_call, on_cast=w.bus.on_cast, name=f"worker-{w.k}")
+        w.bus.bind(ch)
+        channels += [ch, await _attach(hub, w.k, b)]
+    for w in workers:
+        await w.bus.start()  # the hub's snapshot came
+        await w.bus.state.start(w.resync)
+    yield Node(hub, workers)
+    for w in workers:
+        await w.bus.state.stop()
+        await w.bus.stop()
+    for ch in channels:
+        ch.close()
+    await hub.stop()
+
+
+async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+# --- the pure state ----------------------------------------------------------------------
+def _consistent(state: HubState) -> None:
+    """The lookup tables kept beside the routes agree with them."""
+    assert state.placed == {u: sorted({r.worker for r in d.values()}) for u, d in state.routes.items()}
+    on: dict[int, set[int]] = {}
+    for u, d in state.routes.items():
+        for r in d.values():
+            on.setdefault(r.worker, set()).add(u)
+    assert {w: us for w, us in state.users_on.items() if us} == on
+
+
+def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> RouteIn:
+    return RouteIn(user, device, platform, ms, serial)
+
+
+@pytest.mark.parametrize(
+    ("existing", "new", "kicks", "workers_after"),
+    [
+        # a lone device: nothing to close; the user is now on worker 0
+        ([], (0, _route(1, "a", "web", 10)), [], [0]),
+        # the same device again on another worker: the older connection is replaced there
+        ([(0, _route(1, "a", "web", 10))], (1, _route(1, "a", "web", 20)), [(0, "a", CLOSE_REPLACED, 10)], [1]),
+        # the same device again on the same worker: its Hub replaces it, no kick
+        ([(0, _route(1, "a", "web", 10))], (0, _route(1, "a", "web", 20, 2)), [], None),
+        # one mobile at a time, counted over every worker
+        ([(2, _route(1, "p", "android", 10))], (0, _route(1, "q", "ios", 20)), [(2, "p", CLOSE_POLICY, 10)], [0]),
+        # a web device next to a mobile one: both stay
+        ([(2, _route(1, "p", "android", 10))], (0, _route(1, "w", "web", 20)), [], [0, 2]),
+        # beyond the per-user limit (4): the oldest goes, wherever it is
+        (
+            [
+                (0, _route(1, "a", "web", 10)),
+                (1, _route(1, "b", "web", 11)),
+                (2, _route(1, "c", "desktop", 12)),
+                (1, _route(1, "d", "desktop", 13)),
+            ],
+            (2, _route(1, "e", "web", 20)),
+            [(0, "a", CLOSE_POLICY, 10)],
+            [1, 2],
+        ),
+    ],
+)
+def test_state_register_kicks_by_the_rules_of_one_node(
+    existing: list[tuple[int, RouteIn]], new: tuple[int, RouteIn], kicks: list[tuple[Any, ...]], workers_after: Any
+) -> None:
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+    for w, r in existing:
+        state.register(w, r)
+    got, changed = state.register(*new)
+    assert [(k.worker, k.device_id, k.code, k.before_ms) for k in got] == kicks
+    assert all(isinstance(k, Kick) for k in got)
+    assert changed == workers_after
+    for k in got:  # a device kicked by the policy is no longer routed to; a replaced one is re-routed
+        if k.code == CLOSE_POLICY:
+            assert not state.device_present(1, k.device_id)
+    assert state.device_present(1, new[1].device_id)
+    _consistent(state)
+
+
+@pytest.mark.parametrize(
+    ("unroute", "present", "workers_change"),
+    [
+        ((0, UnrouteIn(1, "a", 1)), False, [1]),  # its own connection: gone; the user is only on worker 1
+        ((0, UnrouteIn(1, "a", 9)), True, None),  # an older serial: a newer connection stays
+        ((1, UnrouteIn(1, "a", 1)), True, None),  # another worker's: not its to remove
+        ((0, UnrouteIn(2, "a", 1)), True, None),  # another user: nothing
+    ],
+)
+def test_state_unregister_removes_only_its_own_connection(
+    unroute: tuple[int, UnrouteIn], present: bool, workers_change: Any
+) -> None:
+    state = HubState({}, 16)
+    state.register(0, _route(1, "a", "web", 10))
+    state.register(1, _route(1, "b", "web", 11))
+    assert state.unregister(*unroute) == workers_change
+    assert state.device_present(1, "a") is present
+    assert state.is_connected(1)
+    _consistent(state)
+
+
+def test_state_drop_worker_removes_its_routes_and_presence() -> None:
+    state = HubState({}, 16)
+    state.register(0, _route(1, "a", "web", 10))
+    state.register(1, _route(1, "b", "web", 11))
+    state.register(1, _route(2, "c", "web", 12))
+    state.presence_sync(1, PresenceIn([(1, [("b", "away", "web", 11)]), (2, [("c", "online", "web", 12)])], 5))
+    state.presence_sync(0, PresenceIn([(1, [("a", "online", "android", 10)])], 5))
+    changes, stale = state.drop_worker(1)
+    assert changes == [(1, [0]), (2, [])]
+    assert sorted(stale) == [1, 2]
+    assert not state.is_connected(2) and state.workers_of(1) == [0]
+    _consistent(state)
+    read = state.presence_read(0, PresenceReadIn([1, 2]))
+    assert read == [(1, "online", ["android"], None), (2, "offline", [], None)]  # 2: published online still
+    out = state.presence_sync(0, PresenceIn([(2, [])], 99))  # a live worker syncs it: offline, seen now
+    assert out == [(2, True, "offline", [], "online", ["web"], 99)]
+
+
+@pytest.mark.parametrize(
+    ("writes", "expected"),
+    [
+        # (worker, [(device, status, platform, connected_ms)]) in turn -> the last sync's answer
+        ([(0, [("a", "online", "web", 1)])], (True, "online", ["web"], "offline", [], None)),
+        (
+            [(0, [("a", "away", "web", 1)]), (1, [("b", "online", "ios", 2)])],
+            (True, "online", ["ios", "web"], "away", ["web"], None),
+        ),
+        (
+            [(0, [("a", "online", "web", 1)]), (1, [("b", "online", "web", 2)])],
+            (False, "online", ["web"], "online", ["web"], None),
+        ),
+        ([(0, [("a", "online", "web", 1)]), (0, [])], (True, "offline", [], "online", ["web"], 7)),
+        # the same device newer on worker 1: worker 0's older write of it does not win
+        (
+            [(1, [("a", "away", "web", 5)]), (0, [("a", "online", "web", 1)])],
+            (False, "away", ["web"], "away", ["web"], None),
+        ),
+    ],
+)
+def test_state_presence_aggregates_every_worker(writes: list[tuple[int, list[Any]]], expected: tuple[Any, ...]) -> None:
+    state = HubState({}, 16)
+    out: list[Any] = []
+    for worker, devices in writes:
+        out = state.presence_sync(worker, PresenceIn([(9, devices)], 7))
+    assert out == [(9, *expected)]
+    # a read from any worker agrees with what was published
+    for worker in range(3):
+        assert state.presence_read(worker, PresenceReadIn([9]))[0][1:3] == expected[1:3]
+
+
+def test_state_buckets_and_backoff() -> None:
+    state = HubState({}, 16)
+    take = TakeIn("register_ip", "1.2.3.4", 1.0, 2.0)
+    assert [state.take(take, 100.0) for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert state.take(take, 101.0) == 0.0  # one token back a second later
+    # debits always take, down to the debt limit; the level is what every worker follows
+    assert state.debit([("send_user", 7, 1.0, 10.0, 4.0)], 0.0) == [6.0]
+    assert state.debit([("send_user", 7, 1.0, 10.0, 1000.0)], 0.0) == [-80.0]
+    assert state.debit([("send_user", 7, 1.0, 10.0, 0.0)], 10.0) == [-70.0]
+    fail = BackoffOp("login_user", "bob", "fail", 2, 1.0, 60.0, 300.0)
+    check = BackoffOp("login_user", "bob", "check", 2, 1.0, 60.0, 300.0)
+    assert state.backoff([fail, fail], 0.0) == [0.0, 0.0]  # two free failures
+    assert state.backoff([fail], 0.0) == [1.0]
+    assert state.backoff([fail], 0.0) == [2.0]
+    assert state.backoff([check], 1.5) == [0.5]
+    assert state.backoff([check], 400.0) == [0.0]  # forgotten after the window
+    with pytest.raises(YimError):
+        state.backoff([BackoffOp("login_user", "bob", "nonsense", 2, 1.0, 60.0, 300.0)], 0.0)
+
+
+def test_state_limit_tables_are_bounded() -> None:
+    state = HubState({}, 16, max_limit_keys=100)
+    for i in range(1000):
+        state.take(TakeIn("register_ip", f"ip{i}", 1.0, 5.0), 0.0)
+    assert len(state.buckets) <= 100
+
+
+# --- workers over real channels --------------------------------------------------------------
+async def test_push_reaches_devices_on_two_other_workers_in_order_once(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    a = await w1.connect(Device(100, "a", "web"))
+    b = await w2.connect(Device(100, "b", "desktop"))
+    await w0.bus.ping()  # after this reply, w0 has heard of both routes (one FIFO channel)
+    assert w0.bus.remote[100] == (1, 2)
+    for seq in range(1, 51):
+        w0.bus.publish_event([(100, seq)], "message", b'{"n":%d}' % seq)
+    w0.bus.publish_notice([100], "typing", b"{}")
+    await _until(lambda: len(a.frames) == 51 and len(b.frames) == 51)
+    await w0.bus.ping()
+    for dev in (a, b):
+        assert dev.events() == list(range(1, 51))
+        assert [f["data"]["n"] for f in dev.frames[:50]] == list(range(1, 51))
+        assert dev.frames[50]["type"] == "typing"
+    await asyncio.sleep(0.05)  # nothing more arrives (once)
+    assert len(a.frames) == len(b.frames) == 51
+    w1.disconnect(a)
+    w2.disconnect(b)
+
+
+async def test_one_publish_is_split_between_workers_by_their_devices(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    a = await w1.connect(Device(110, "a", "web"))
+    b = await w2.connect(Device(111, "b", "web"))
+    both = [await w1.connect(Device(112, "c", "web")), await w2.connect(Device(112, "d", "web"))]
+    await w0.bus.ping()
+    w0.bus.publish_event([(110, 1), (111, 2), (112, 3), (113, 4)], "message", b"{}")
+    w0.bus.publish_notice({110, 111, 113}, "typing", b"{}")
+    await _until(lambda: len(a.frames) == len(b.frames) == 2 and all(len(d.frames) == 1 for d in both))
+    assert a.events() == [1] and b.events() == [2] and [d.events() for d in both] == [[3], [3]]
+    assert a.frames[1]["type"] == b.frames[1]["type"] == "typing"
+    for w, dev in ((w1, a), (w2, b), (w1, both[0]), (w2, both[1])):
+        w.disconnect(dev)
+
+
+async def test_sender_other_device_on_another_worker_gets_the_message(node: Node) -> None:
+    w0, w1, _ = node.workers
+    origin = await w0.connect(Device(101, "phone", "android"))
+    other = await w1.connect(Device(101, "laptop", "desktop"))
+    friend = await w0.connect(Device(102, "web", "web"))
+    await w0.bus.ping()
+    w0.bus.publish_event([(101, 7), (102, 3)], "message", b'{"x":1}', origin=origin)  # type: ignore[arg-type]
+    await _until(lambda: other.events() == [7])
+    assert origin.frames == []  # the sending connection learns it from its reply
+    assert friend.events() == [3]
+    for w, dev in ((w0, origin), (w1, other), (w0, friend)):
+        w.disconnect(dev)
+
+
+async def test_route_exists_before_the_registering_call_returns(node: Node) -> None:
+    w0, w1, _ = node.workers
+    dev = Device(103, "d", "web")
+    await w1.bus.connected(dev)  # type: ignore[arg-type]
+    # No await in between: the route is in the hub, and any later reply to w0 comes after
+    # the route change on its channel, so an event committed from now on reaches the device.
+    assert node.hub.state.device_present(103, "d")
+    assert node.hub.is_connected(103)
+    await w0.bus.ping()
+    assert w0.bus.remote.get(103) == (1,)
+    w1.hub.register(dev)  # type: ignore[arg-type]
+    w0.bus.publish_event([(103, 1)], "message", b"{}")
+    await _until(lambda: dev.events() == [1])
+    w1.disconnect(dev)
+    await w0.bus.ping()
+    assert 103 not in w0.bus.remote and not node.hub.is_connected(103)
+
+
+async def test_multi_device_policy_and_replacement_across_workers(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    phone = await w0.connect(Device(104, "phone", "android"))
+    tablet = await w1.connect(Device(104, "tablet", "ios"))  # one mobile at a time: the phone goes
+    await _until(lambda: phone.closed is not None)
+    assert phone.closed is not None and phone.closed[0] == CLOSE_POLICY
+    assert tablet.closed is None
+    again = await w2.connect(Device(104, "tablet", "ios"))  # the same device elsewhere: replaced
+    await _until(lambda: tablet.closed is not None)
+    assert tablet.closed is not None and tablet.closed[0] == CLOSE_REPLACED
+    assert again.closed is None
+    w0.disconnect(phone)
+    w1.disconnect(tablet)  # the old connection's unroute leaves the new route alone
+    await w2.bus.ping()
+    assert node.hub.state.workers_of(104) == [2]
+    w2.disconnect(again)
+
+
+async def test_presence_agrees_whichever_worker_asks(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    a = await w1.connect(Device(105, "a", "web"))
+    b = await w2.connect(Device(105, "b", "android"))
+    b.presence = "away"
+    got1 = await w1.bus.state.presence_sync({105: w1.local(105)}, set())
+    got2 = await w2.bus.state.presence_sync({105: w2.local(105)}, set())
+    assert got1[0].changed and got1[0].state == ("online", ("web",))
+    assert got2[0].changed and got2[0].state == ("online", ("android", "web"))
+    for w in node.workers:
+        view = await w.bus.state.presence_read([105])
+        assert view == {105: (("online", ("android", "web")), None)}
+    a.presence = "away"  # not synced yet: only the asking worker's fresh view counts it
+    assert (await w1.bus.state.presence_read([105], w1.local))[105][0] == ("away", ("android", "web"))
+    assert (await w0.bus.state.presence_read([105], w0.local))[105][0] == ("online", ("android", "web"))
+    assert await w0.bus.state.device_present(105, "b")
+    assert not await w0.bus.state.device_present(105, "zzz")
+    w1.disconnect(a)
+    w2.disconnect(b)
+    await w1.bus.state.presence_sync({105: {}}, set())
+    gone = await w2.bus.state.presence_sync({105: {}}, set())
+    assert gone[0].changed and gone[0].state == ("offline", ()) and gone[0].last_seen is not None
+    assert not await w0.bus.state.device_present(105, "b")
+
+
+async def test_revocation_closes_sessions_on_every_worker(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    keep = await w1.connect(Device(106, "keep", "web", session_id="s-keep"))
+    a = await w1.connect(Device(106, "a", "desktop", session_id="s-a"))
+    b = await w2.connect(Device(106, "b", "web", session_id="s-b"))
+    w0.bus.sessions_revoked(106, ["s-a", "s-b"], "logged out")
+    w0.bus.roster_changed(5555)
+    await _until(lambda: a.closing and b.closing)
+    assert a.closed is not None and a.closed[0] == CLOSE_REVOKED and "logged out" in a.closed[1]
+    assert b.closed is not None and b.closed[0] == CLOSE_REVOKED
+    assert keep.closed is None
+    await _until(lambda: 5555 in w2.hooks.rosters and 5555 in w1.hooks.rosters)
+    assert ["s-a", "s-b"] in w1.hooks.sessions and ["s-a", "s-b"] in w2.hooks.sessions
+    assert 5555 not in w0.hooks.rosters  # the sender's own caches are its own business
+    for w, dev in ((w1, keep), (w1, a), (w2, b)):
+        w.disconnect(dev)
+
+
+async def test_online_agents_are_shared(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    await w1.bus.state.agent_online(107, True)
+    await w0.bus.ping()
+    await w2.bus.ping()
+    assert all(w.bus.state.agent_connected(107) for w in node.workers)
+    await w2.bus.state.agent_online(107, False)
+    await w0.bus.ping()
+    await w1.bus.ping()
+    assert not any(w.bus.state.agent_connected(107) for w in node.workers)
+
+
+async def test_send_budget_is_shared_not_multiplied(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    user = 108
+    for _ in range(10):  # the whole burst, spent on worker 0
+        w0.limits.check_send(user, None)
+    with pytest.raises(YimError):
+        w0.limits.check_send(user, None)
+    # Within one sync period the spending reaches the hub, and from it the other workers.
+    await _until(lambda: node.hub.state.buckets.get(("send_user", user), [10.0])[0] < 1.0)
+    await w1.bus.ping()
+    await w2.bus.ping()
+    for w in (w1, w2):
+        with pytest.raises(YimError) as info:
+            w.limits.check_send(user, None)
+        assert info.value.code == "rate_limited"
+
+
+async def test_registration_limit_is_exact_across_workers(node: Node) -> None:
+    w0, w1, w2 = node.workers
+    await w0.limits.check_register("10.0.0.1")
+    await w1.limits.check_register("10.0.0.1")
+    with pytest.raises(YimError) as info:
+        await w2.limits.check_register("10.0.0.1")
+    assert info.value.code == "rate_limited"
+
+
+async def test_each_worker_issues_ids_of_its_own_node_id(node: Node) -> None:
+    ids = [w.bus.make_ids(1023, floor=0).next_id() for w in node.workers]
+    assert [node_of(i) for i in ids] == [1023, 0, 1]
+
+
+_CHILD = """
+import asyncio, socket, sys, time
+sys.path.insert(0, {root!r})
+from yim.bus.workers import WorkerBus
+from yim.config import Settings
+from yim.gateway.hub import Hub
+from yim.ipc.channel import connect
+from yim.metrics import Metrics
+from yim.protocol.codec import JSON
+
+class Device:
+    def __init__(self):
+        self.user_id, self.device_id, self.platform, self.presence = 109, "dead", "web", "online"
+        self.session_id, self.acked_seq, self.codec, self.closing = "s", 0, JSON, False
+        self.connected_at = time.time()
+    def send(self, payload): pass
+    def close(self, code, reason): self.closing = True
+
+class Hooks:
+    fenced = None
+    def forget_sessions(self, ids=None): pass
+    def forget_rosters(self, conv_id=None): pass
+
+async def main():
+    settings = Settings()
+    hub = Hub(Metrics(), settings)
+    bus = WorkerBus(hub, Metrics(), settings, Hooks(), {k}, {n})
+    bus.bind(await connect(socket.socket(fileno={fd}), on_call=bus.on_call, on_cast=bus.on_cast))
+    await bus.start()
+    dev = Device()
+    await bus.connected(dev)
+    hub.register(dev)
+    await bus.state.presence_sync({{109: {{"dead": ("online", "web", int(dev.connected_at * 1000))}}}}, set())
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_dead_workers_routes_and_presence_go(node: Node) -> None:
+    w0, w1, _ = node.workers
+    k = 3  # a fourth worker, in a process of its own
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    child = textwrap.dedent(_CHILD).format(root=os.getcwd(), k=k, n=k + 1, fd=b.fileno())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", child, pass_fds=[b.fileno()], stdout=asyncio.subprocess.PIPE
+    )
+    b.close()
+    try:
+        await _attach(node.hub, k, a)
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+        assert node.hub.state.workers_of(109) == [k]
+        await w1.bus.ping()
+        assert w1.bus.remote.get(109) == (k,)
+        assert (await w1.bus.state.presence_read([109]))[109][0] == ("online", ("web",))
+        w0.resynced.clear()
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+        await _until(lambda: k not in node.hub.workers)
+        # at once: no route, no presence, and every worker's replica forgot the user
+        assert not node.hub.is_connected(109)
+        assert not await w1.bus.state.device_present(109, "dead")
+        await w1.bus.ping()
+        assert 109 not in w1.bus.remote
+        # a live worker (the lowest) was asked to publish what the dead one's users look like now
+        await _until(lambda: any(ch.user_id == 109 for ch in w0.resynced))
+        change = next(ch for ch in w0.resynced if ch.user_id == 109)
+        assert change.state == ("offline", ()) and change.before == ("online", ("web",))
+        for w in node.workers:
+            assert (await w.bus.state.presence_read([109]))[109][0] == ("offline", ())
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,272 @@
+"""``yim serve --workers 2`` as operators run it: a real store process and two real worker
+processes on one port (yim/supervisor.py), driven over the real protocol.
+
+Which worker holds a connection is read from the ids it is given: worker k issues msg_ids
+as node ``node_id + k`` (docs/operations.md, "Workers")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.rawclient import Device, login, make_users, until
+from yim.config import SettingsError, load_settings
+from yim.ids.snowflake import MAX_NODE, SEQ_BITS
+
+pytestmark = pytest.mark.slow
+
+
+def node_of(msg_id: str) -> int:
+    return (int(msg_id) >> SEQ_BITS) & MAX_NODE
+
+
+def children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class WorkersNode:
+    """``yim serve --workers 2`` in a subprocess; ready once it printed its listening line."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.log_path = data_dir.parent / "workers-node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "yim", "serve", "--workers", "2", "--port", str(self.port), "--data",
+                 str(self.data_dir)],
+                env={**os.environ, "YIM_PASSWORD_HASHING": "cheapest", "YIM_PRESENCE_DEBOUNCE_S": "0.05"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"yim serve exited with {self.proc.returncode}: {self.log()}")
+            if "listening on" in self.log()[mark:]:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"yim serve --workers 2 did not listen within {timeout} s: {self.log()}")
+
+    def workers(self) -> set[int]:
+        assert self.proc is not None
+        return children(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_workers_setting_is_checked_in_one_line(tmp_path: Path) -> None:
+    assert load_settings(None, data_dir=str(tmp_path)).worker_count == 1
+    assert load_settings(None, workers="3").worker_count == 3
+    assert load_settings(None, workers="auto").worker_count == min(os.cpu_count() or 1, 64)
+    for bad, says in [
+        ("0", "from 1 to 64"),
+        ("65", "from 1 to 64"),
+        ("many", "from 1 to 64"),
+    ]:
+        with pytest.raises(SettingsError, match=says):
+            load_settings(None, workers=bad)
+    with pytest.raises(SettingsError, match="a cluster scales by adding nodes"):
+        load_settings(None, workers="2", redis_url="redis://127.0.0.1:1/0", store="postgres://x@127.0.0.1/db")
+    with pytest.raises(SettingsError, match="embedded SQLite store"):
+        load_settings(None, workers="2", store="postgres://x@127.0.0.1/db")
+    out = subprocess.run(
+        [sys.executable, "-m", "yim", "serve", "--workers", "2", "--redis", "redis://127.0.0.1:1/0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "a cluster scales by adding nodes" in out.stderr, out.stderr
+
+
+async def test_two_workers_are_one_node(tmp_path: Path) -> None:
+    node = WorkersNode(tmp_path / "data")
+    await asyncio.to_thread(node.start)
+    try:
+        await _one_node(node)
+    finally:
+        await asyncio.to_thread(node.stop)
+
+
+async def _one_node(node: WorkersNode) -> None:
+    assert node.proc is not None
+    store_pid = node.proc.pid
+    first_workers = node.workers()
+    assert len(first_workers) == 2, node.log()
+    async with aiohttp.ClientSession(node.url) as http:
+        logins = await make_users(http, [f"wk{i}" for i in range(8)])
+        ids = [lg["user_id"] for lg in logins]
+        devs = [Device(http, lg) for lg in logins]
+        await asyncio.gather(*(d.connect() for d in devs))
+        # Which worker holds each device: the node id in the msg_id its send is given.
+        acks = await asyncio.gather(*(d.request("send", to=ids[(i + 1) % 8], kind="text", body={"text": "hi"},
+                                                client_msg_id=f"hi{i}") for i, d in enumerate(devs)))  # fmt: skip
+        on = [node_of(a["msg_id"]) for a in acks]
+        tries = 0
+        while len(set(on)) < 2:  # the kernel hashed every connection to one worker: one more
+            tries += 1
+            assert tries < 30, "every connection went to one worker"
+            lg = await login(http, "wk0", f"extra{tries}")
+            d = Device(http, lg)
+            await d.connect()
+            a = await d.request("send", to=ids[1], kind="text", body={"text": "hi"}, client_msg_id=f"x{tries}")
+            if node_of(a["msg_id"]) != on[0]:
+                devs[0], on[0] = d, node_of(a["msg_id"])
+            else:
+                await d.close()
+        assert set(on) == {0, 1}, on
+        ia, ib = on.index(0), on.index(1)
+        a, b = devs[ia], devs[ib]
+
+        # Between workers: delivered once, in order, every ACK given.
+        b.events.clear()
+        sent = await asyncio.gather(*(a.request("send", to=ids[ib], kind="text", body={"text": f"m{n}"},
+                                                client_msg_id=f"ab{n}") for n in range(20)))  # fmt: skip
+        assert all(not s["duplicate"] for s in sent)
+        await until(lambda: len([e for e in b.events if e["data"].get("conv_id") == sent[0]["conv_id"]]) >= 20)
+        got = [e for e in b.events if e["data"].get("conv_id") == sent[0]["conv_id"]]
+        assert sorted(e["data"]["msg_id"] for e in got) == sorted(s["msg_id"] for s in sent)
+        assert [e["seq"] for e in got] == sorted(e["seq"] for e in got)
+        assert [e["data"]["seq"] for e in got] == sorted(s["seq"] for s in sent)
+
+        # A user's two devices on two workers both get a message, once each; the sender's
+        # other device (on the other worker) gets it too.
+        b2 = None
+        for n in range(30):
+            lg = await login(http, f"wk{ib}", f"second{n}", platform="web")
+            d = Device(http, lg)
+            await d.connect()
+            ack = await d.request("send", to=ids[ia], kind="text", body={"text": "probe"}, client_msg_id=f"p{n}")
+            if node_of(ack["msg_id"]) == 0:
+                b2 = d
+                break
+            await d.close()
+        assert b2 is not None, "no second device landed on worker 0"
+        await until(lambda: any(e["data"].get("client_msg_id") == f"p{n}" for e in b.events))  # sender's other device
+        b.events.clear()
+        b2.events.clear()
+        one = await a.request("send", to=ids[ib], kind="text", body={"text": "both"}, client_msg_id="both")
+        for dev in (b, b2):
+            await until(lambda dev=dev: any(e["data"].get("msg_id") == one["msg_id"] for e in dev.events))
+        await asyncio.sleep(0.2)  # a duplicate push would come right behind the first
+        assert [e["data"].get("msg_id") for e in b.events].count(one["msg_id"]) == 1
+        assert [e["data"].get("msg_id") for e in b2.events].count(one["msg_id"]) == 1
+
+        # Presence agrees whichever worker is asked: both devices' platforms, from both.
+        want = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            views = [(await d.request("presence_query", user_ids=[ids[ib]]))["presence"][0] for d in (b, b2)]
+            if views[0] == views[1] and views[0]["status"] == "online" and len(views[0].get("platforms", [])) == 2:
+                want = views[0]
+                break
+            await asyncio.sleep(0.05)
+        assert want is not None, views
+
+        # SIGKILL one worker: its clients are cut, reconnect (to a live worker), sync, and
+        # find every message sent meanwhile exactly once; the worker is started again.
+        victim = sorted(first_workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: not alive(victim))
+        await until(lambda: any(d.closed.is_set() for d in devs), timeout=10)
+        cut = [i for i, d in enumerate(devs) if d.closed.is_set()]
+        kept = [i for i, d in enumerate(devs) if not d.closed.is_set()]
+        assert cut and kept, (cut, kept)
+        heads = {i: max((e["seq"] for e in devs[i].events), default=0) for i in cut}
+        sender = devs[kept[0]]
+        during = await asyncio.gather(*(sender.request("send", to=ids[i], kind="text", body={"text": "meanwhile"},
+                                                       client_msg_id=f"k{i}") for i in cut))  # fmt: skip
+        for i in cut:
+            d = Device(http, logins[i])
+            await d.connect()
+            events, _ = await d.sync_all(0)
+            seqs = [e["seq"] for e in events]
+            assert seqs == list(range(1, len(seqs) + 1)), f"inbox seqs of w{i} have a gap or a duplicate"
+            mids = [e["data"]["msg_id"] for e in events if e["type"] == "message"]
+            assert len(mids) == len(set(mids))
+            assert during[cut.index(i)]["msg_id"] in mids
+            assert max(seqs) > heads[i]
+            await d.close()
+        await wait_for(lambda: "serves again" in node.log())
+        assert "starting it again" in node.log() and len(node.workers()) == 2 and victim not in node.workers()
+        restarted = (node.workers() - first_workers).pop()
+        for d in [*devs, b2]:
+            if not d.closed.is_set():
+                await d.close()
+
+        # SIGTERM: every connection is closed with 1001, the process ends with 0, no worker is left.
+        watcher = Device(http, logins[0])
+        await watcher.connect()
+        node.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(node.proc.wait, 40) == 0, node.log()
+        await until(lambda: watcher.closed.is_set(), timeout=10)
+        assert watcher.ws is not None and watcher.ws.close_code == 1001
+        assert not alive(restarted) and not any(alive(p) for p in first_workers)
+
+    # The data is intact on the next start: every ACKed message, once.
+    await asyncio.to_thread(node.start)
+    async with aiohttp.ClientSession(node.url) as http:
+        d = Device(http, logins[ib])
+        await d.connect()
+        history = await d.pull(sent[0]["conv_id"], 0)
+        mids = [m["msg_id"] for m in history]
+        assert len(mids) == len(set(mids))
+        assert {s["msg_id"] for s in sent} | {one["msg_id"]} <= set(mids)
+        await d.close()
+
+    # SIGKILL of the store process: no worker outlives it.
+    workers = node.workers()
+    assert len(workers) == 2
+    node.proc.kill()
+    node.proc.wait(timeout=10)
+    await wait_for(lambda: not any(alive(p) for p in workers), timeout=10)
+    assert store_pid != node.proc.pid

@@ -1,0 +1,484 @@
+"""The worker's side of a multi-process node: its bus and its view of the shared state.
+
+A node started with ``--workers N`` runs N worker processes, each a Node with its own event
+loop, around one store process that holds the store and the :class:`~yim.bus.workers_hub.
+WorkerHub` (routes, presence, online agents, shared rate limits). A worker talks to the
+store process over one :class:`~yim.ipc.channel.Channel`; this module's ops on it are
+``hub.*`` (worker -> hub) and ``worker.*`` (hub -> worker, routed here by :meth:`WorkerBus.
+on_cast`).
+
+Push stays a shortcut (see :mod:`yim.bus.local`): an event is committed before it is
+published, and a device that misses a push finds it by ``sync``.
+
+Forwarding without a round trip. Each worker keeps a replica of "which users have devices
+on which workers" (``remote``: user -> the *other* workers holding some). The hub casts
+every change of a user's set of workers to every worker, and a worker's first frame is a
+snapshot of the whole table, so the replica is complete from the start. To publish, a
+worker pushes to its own connections at once (LocalBus), then casts ``hub.ev`` / ``hub.no``
+with just the recipients found in the replica — nothing at all when none is elsewhere, the
+common case — and the hub sends each worker that holds some of them one cast with its part.
+
+Why a device connected elsewhere never misses an event committed after its first sync:
+``connected`` registers the route with a *call* (``hub.route``) before the auth reply. The
+hub casts the change to every other worker before it answers that call, each on that
+worker's one FIFO channel. The device syncs only after the auth reply, and an event
+committed after that sync is answered to the sending worker on the same channel as the
+route change, later — so the sending worker has applied the change before it publishes.
+(Its replica only decides whether to cast at all; the hub targets by its own exact routes.)
+
+Why one user's events keep their order: a worker publishes in commit order on its loop
+(as one node does), its casts leave in that order on its one channel, the hub handles the
+frames of a channel in arrival order on its one loop and casts on at once, and each target
+channel is FIFO. Events of one user sent through two workers are each in order per sending
+worker; a device that sees a seq jump syncs (docs/protocol.md §4.3), as in a cluster.
+
+Kicks, revocations and roster invalidations go through the hub to every worker concerned,
+with the same effects as the cluster bus's (:mod:`yim.bus.redis`): 4002 for an older
+connection of the same device on another worker, 4006 for the multi-device policy counted
+over every worker, revoked sessions closed and dropped from every worker's cache, stale
+rosters dropped.
+
+:class:`WorkerState` is the worker's ``SharedState`` (presence, online agents) and the
+``SharedBuckets`` of ``Limits.share``, answered by the hub. Sends are checked against the
+worker's own buckets in memory (the hot path makes no call); what it spent goes to the hub
+in one call every ``cluster_limits_sync_s`` and the worker's buckets are set to the shared
+levels, so N workers give the budget of one over any period longer than that (within it a
+user spending through several workers at once can overdraw by what they spend in it, which
+the shared bucket carries as debt). Login and registration checks are one call each, exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from yim.bus.local import LocalBus
+from yim.bus.workers_hub import (
+    Agent,
+    BackoffOp,
+    Close,
+    DebitIn,
+    DeviceIn,
+    EventOut,
+    Levels,
+    NoticeOut,
+    PresenceIn,
+    PresenceOut,
+    PresenceReadIn,
+    PresenceReadOut,
+    Revoke,
+    RouteIn,
+    Snapshot,
+    TakeIn,
+    UnrouteIn,
+)
+from yim.ids.snowflake import MAX_NODE, Snowflake
+from yim.protocol.close import CLOSE_REVOKED
+from yim.protocol.errors import YimError
+from yim.services.context import LocalDevices, PresenceChange, State
+
+if TYPE_CHECKING:
+    from yim.bus.local import NodeHooks
+    from yim.config import Settings
+    from yim.ipc.channel import Channel
+    from yim.metrics import Metrics
+    from yim.services.context import Device as Connection
+    from yim.services.context import Devices, SharedState
+
+log = logging.getLogger("yim.bus.workers")
+
+#: notices to more users than this walk the replica instead of the recipients
+NOTICE_SCAN_MAX = 256
+
+# The bodies of the casts a worker takes, decoded once each into their final types.
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_CLOSE = msgspec.msgpack.Decoder(Close)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_SNAPSHOT = msgspec.msgpack.Decoder(Snapshot)
+_LEVELS = msgspec.msgpack.Decoder(Levels)
+_ROUTES = msgspec.msgpack.Decoder(list[tuple[int, list[int]]])
+_USERS = msgspec.msgpack.Decoder(list[int])
+_INT = msgspec.msgpack.Decoder(int)
+
+
+class WorkerBus(LocalBus):
+    """The bus of worker ``worker`` (0-based); see the module docstring.
+
+    Built before its channel (the channel's handlers are this bus's :meth:`on_call` and
+    :meth:`on_cast`), then given it with :meth:`bind`, before the store process writes a
+    frame to it."""
+
+    def __init__(
+        self, hub: Devices, metrics: Metrics, settings: Settings, node: NodeHooks, worker: int, workers: int
+    ) -> None:
+        super().__init__(hub, metrics)
+        self._node = node
+        self.worker = worker
+        self.workers = workers
+        self._channel: Channel | None = None
+        self._serials = itertools.count(1)
+        #: (user, device) -> (connection, serial) of the connections registered here
+        self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
+        #: user -> the other workers that hold a device of the user (the replica)
+        self.remote: dict[int, tuple[int, ...]] = {}
+        self._snapshot = asyncio.Event()
+        self.state = WorkerState(self, settings)
+        self.remote_in = 0  # worker.ev / worker.no casts received
+        self.remote_out = 0  # hub.ev / hub.no casts sent
+
+    def bind(self, channel: Channel) -> None:
+        self._channel = channel
+
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None:
+            raise YimError("unavailable", "this worker has no channel to the store process yet")
+        return self._channel
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Wait for the hub's snapshot (its first frame): until then the replica is empty."""
+        try:
+            await asyncio.wait_for(self._snapshot.wait(), 10)
+        except TimeoutError:
+            raise YimError("unavailable", "the store process sent no routes within 10 s") from None
+
+    async def stop(self) -> None:
+        """Nothing to flush: casts leave at the end of the loop turn that wrote them."""
+
+    async def ping(self) -> None:
+        await self.channel.call("hub.ping", None)
+
+    def make_ids(self, node_id: int, floor: int) -> Snowflake:
+        """Each worker issues ids with a node id of its own: the node's plus its number."""
+        return Snowflake((node_id + self.worker) % (MAX_NODE + 1), floor=floor)
+
+    # --- routes --------------------------------------------------------------------------
+    async def connected(self, conn: Connection) -> None:
+        """Register the device's route with the hub before its auth reply: once the call
+        returns, every other worker routes to it (see the module docstring)."""
+        serial = next(self._serials)
+        self._local[(conn.user_id, conn.device_id)] = (conn, serial)
+        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
+        try:
+            await self.channel.call("hub.route", body)
+        except BaseException:  # not routed (the store process is gone): the device is refused
+            if self._local.get((conn.user_id, conn.device_id), (None, 0))[1] == serial:
+                del self._local[(conn.user_id, conn.device_id)]
+            raise
+
+    def disconnected(self, conn: Connection) -> None:
+        key = (conn.user_id, conn.device_id)
+        entry = self._local.get(key)
+        if entry is None or entry[0] is not conn:
+            return
+        del self._local[key]
+        if self._channel is not None:
+            self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, entry[1]))
+
+    # --- publishing ----------------------------------------------------------------------
+    def publish_event(
+        self,
+        deliveries: list[tuple[int, int]],
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+    ) -> None:
+        super().publish_event(deliveries, type_, payload_json, origin)
+        remote = self.remote
+        if remote and self._channel is not None:
+            away = [d for d in deliveries if d[0] in remote]
+            if away:
+                self._channel.cast("hub.ev", EventOut(type_, payload_json, away))
+                self.remote_out += 1
+
+    def publish_notice(
+        self,
+        user_ids: Iterable[int],
+        type_: str,
+        payload_json: bytes,
+        origin: Connection | None = None,
+        skip: set[int] | None = None,
+    ) -> None:
+        remote = self.remote
+        if not remote or self._channel is None:
+            super().publish_notice(user_ids, type_, payload_json, origin, skip)
+            return
+        if isinstance(user_ids, set | frozenset) and len(user_ids) > NOTICE_SCAN_MAX and len(remote) < len(user_ids):
+            away = [u for u in remote if u in user_ids and not (skip and u in skip)]  # a big group
+        else:
+            if not isinstance(user_ids, set | frozenset | list | tuple):
+                user_ids = list(user_ids)  # walked twice
+            away = [u for u in user_ids if u in remote and not (skip and u in skip)]
+        super().publish_notice(user_ids, type_, payload_json, origin, skip)
+        if away:
+            self._channel.cast("hub.no", NoticeOut(type_, payload_json, away))
+            self.remote_out += 1
+
+    def sessions_revoked(self, user_id: int, session_ids: list[str], reason: str, code: int = CLOSE_REVOKED) -> None:
+        if self._channel is not None:
+            self._channel.cast("hub.revoke", Revoke(user_id, list(session_ids), reason, code))
+
+    def roster_changed(self, conv_id: int) -> None:
+        if self._channel is not None:
+            self._channel.cast("hub.roster", conv_id)
+
+    # --- frames from the store process ---------------------------------------------------
+    def on_call(self, op: str, body: msgspec.Raw) -> Any:
+        raise YimError("bad_request", f"a worker answers no call {op!r}")
+
+    def on_cast(self, op: str, body: msgspec.Raw) -> None:
+        if op == "worker.ev":
+            ev = _EVENT.decode(body)
+            self.remote_in += 1
+            LocalBus.publish_event(self, ev.deliveries, ev.type, ev.payload)
+        elif op == "worker.no":
+            no = _NOTICE.decode(body)
+            self.remote_in += 1
+            LocalBus.publish_notice(self, no.users, no.type, no.payload)
+        elif op == "worker.routes":
+            self._apply_routes(_ROUTES.decode(body))
+        elif op == "worker.close":
+            c = _CLOSE.decode(body)
+            conn = self._hub.devices_of(c.user_id).get(c.device_id)
+            if conn is None:  # authenticated, not yet in the hub: it is registered here first
+                entry = self._local.get((c.user_id, c.device_id))
+                conn = entry[0] if entry is not None else None
+            if conn is not None and int(conn.connected_at * 1000) <= c.before_ms:
+                conn.close(c.code, c.reason)
+        elif op == "worker.revoke":
+            rv = _REVOKE.decode(body)
+            self._node.forget_sessions(rv.session_ids)
+            self._hub.close_sessions(rv.user_id, set(rv.session_ids), rv.code, f"session revoked: {rv.reason}")
+        elif op == "worker.roster":
+            self._node.forget_rosters(_INT.decode(body))
+        elif op == "worker.agent":
+            ag = _AGENT.decode(body)
+            if ag.online:
+                self.state.agents_online.add(ag.user_id)
+            else:
+                self.state.agents_online.discard(ag.user_id)
+        elif op == "worker.levels":
+            self.state.set_levels(_LEVELS.decode(body).levels)
+        elif op == "worker.resync":
+            self.state.resync_soon(_USERS.decode(body))
+        elif op == "worker.snapshot":
+            snap = _SNAPSHOT.decode(body)
+            self.remote = {}
+            self._apply_routes(snap.routes)
+            self.state.agents_online = set(snap.agents)
+            self._snapshot.set()
+        else:
+            log.warning("unknown worker cast %r dropped", op)
+
+    def _apply_routes(self, changes: list[tuple[int, list[int]]]) -> None:
+        me = self.worker
+        remote = self.remote
+        for user_id, workers in changes:
+            others = tuple(w for w in workers if w != me)
+            if others:
+                remote[user_id] = others
+            else:
+                remote.pop(user_id, None)
+
+
+class WorkerState:
+    """The worker's view of what all workers share (``node.cluster``, ``presence.cluster``,
+    and ``Limits.share``'s buckets), answered by the hub; see the module docstring."""
+
+    def __init__(self, bus: WorkerBus, settings: Settings) -> None:
+        self._bus = bus
+        self._sync_s = settings.cluster_limits_sync_s
+        self.timeout_s = settings.cluster_state_timeout_s
+        #: False after a failed call until the hub answers again: checks use this worker's
+        #: own state meanwhile
+        self.healthy = True
+        self._down_logged = False
+        #: agents online on any worker (a copy the hub keeps current by casts)
+        self.agents_online: set[int] = set()
+        self._spent: dict[str, dict[Any, float]] = {}
+        self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
+        self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
+        self._resync_pending: list[int] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._limits_task: asyncio.Task[None] | None = None
+        self._recover_task: asyncio.Task[None] | None = None
+
+    async def _call(self, op: str, body: Any, reply_type: Any) -> Any:
+        return await asyncio.wait_for(self._bus.channel.call(op, body, reply_type), self.timeout_s)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self, resync: Callable[[Iterable[int], set[str]], Awaitable[bool]]) -> None:
+        """``resync(users, swept)`` syncs users' presence again (the presence service): the
+        hub asks for it when a dead worker's devices counted in users' presence."""
+        self._resync = resync
+        if self._resync_pending:  # asked before this worker could
+            self.resync_soon(self._resync_pending)
+            self._resync_pending = []
+        self._limits_task = asyncio.get_running_loop().create_task(self._limits_forever(), name="yim-worker-limits")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._limits_task, self._recover_task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush_spent()
+
+    def unavailable(self, exc: BaseException) -> None:
+        """A call to the hub failed: checks use this worker's own state until it answers."""
+        if not self._down_logged:
+            log.warning(
+                "shared state of the workers unavailable (%s): presence, limits and agents are per worker",
+                str(exc) or type(exc).__name__,
+            )
+            self._down_logged = True
+        self.healthy = False
+        if self._recover_task is None or self._recover_task.done():
+            self._recover_task = asyncio.get_running_loop().create_task(self._recover(), name="yim-worker-recover")
+
+    async def _recover(self) -> None:
+        pause = 0.05
+        while True:
+            await asyncio.sleep(pause)
+            if self._bus.channel.closed.is_set():
+                return  # the store process is gone: this worker is being stopped
+            try:
+                await self._call("hub.ping", None, Any)
+            except Exception:
+                pause = min(pause * 2, 1.0)
+                continue
+            log.warning("shared state of the workers reachable again")
+            self._down_logged = False
+            self.healthy = True
+            return
+
+    def resync_soon(self, users: list[int]) -> None:
+        """The hub asks this worker to publish these users' presence as it is now."""
+        if self._resync is None:
+            self._resync_pending += users  # once, at start(): bounded by the users of one worker
+            return
+        task = asyncio.get_running_loop().create_task(self._resync_users(self._resync, users))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _resync_users(resync: Callable[[Iterable[int], set[str]], Awaitable[bool]], users: list[int]) -> None:
+        try:
+            await resync(users, set())
+        except Exception:
+            log.exception("presence of %d users a dead worker held: sync failed", len(users))
+
+    # --- presence ------------------------------------------------------------------------
+    async def presence_sync(self, users: dict[int, LocalDevices], swept: set[str]) -> list[PresenceChange]:
+        """Write this worker's devices of each user (none: remove them) and aggregate over
+        every worker. ``swept`` is the cluster's (lapsed nodes): the hub drops a dead
+        worker's devices itself."""
+        body = PresenceIn(
+            [(u, [(d, st, p, cms) for d, (st, p, cms) in devices.items()]) for u, devices in users.items()],
+            int(time.time() * 1000),
+        )
+        got: PresenceOut = await self._call("hub.presence_sync", body, PresenceOut)
+        return [
+            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen)
+            for u, changed, st, ps, bst, bps, seen in got
+        ]
+
+    async def presence_read(
+        self, user_ids: list[int], local: Callable[[int], LocalDevices] | None = None
+    ) -> dict[int, tuple[State, int | None]]:
+        """Every user's aggregate over all workers, and last seen while offline (``local``:
+        count this worker's devices as they are now)."""
+        if not user_ids:
+            return {}
+        here = None
+        if local is not None:
+            here = {u: [(st, p) for st, p, _ in local(u).values()] for u in user_ids}
+        got: PresenceReadOut = await self._call("hub.presence_read", PresenceReadIn(user_ids, here), PresenceReadOut)
+        return {u: ((st, tuple(ps)), seen) for u, st, ps, seen in got}
+
+    async def device_present(self, user_id: int, device_id: str) -> bool:
+        """Is this device connected to some worker now."""
+        found: bool = await self._call("hub.device_present", DeviceIn(user_id, device_id), bool)
+        return found
+
+    # --- online agents -------------------------------------------------------------------
+    def agent_connected(self, user_id: int) -> bool:
+        return user_id in self.agents_online
+
+    async def agent_online(self, user_id: int, online: bool) -> None:
+        if online:
+            self.agents_online.add(user_id)
+        else:
+            self.agents_online.discard(user_id)
+        await self._call("hub.agent", Agent(user_id, online), Any)
+
+    # --- rate limits ---------------------------------------------------------------------
+    async def take(self, name: str, key: Any, rate: float, burst: float, cost: float = 1.0) -> float:
+        wait: float = await self._call("hub.take", TakeIn(name, key, rate, burst, cost), float)
+        return wait
+
+    async def backoff(self, ops: list[tuple[str, Any, str, Any]]) -> list[float]:
+        body = [BackoffOp(name, key, op, b.free, b.base_s, b.max_s, b.window_s) for name, key, op, b in ops]
+        waits: list[float] = await self._call("hub.backoff", body, list[float])
+        return waits
+
+    def share_buckets(self, name: str, buckets: Any) -> None:
+        """Keep a worker's in-memory TokenBuckets in step with the shared one (batched)."""
+        self._buckets[name] = buckets
+        self._spent[name] = {}
+
+    def spent(self, name: str, key: Any, cost: float) -> None:
+        """``cost`` was just taken from the local bucket ``name`` for ``key``."""
+        if not self.healthy:
+            return
+        spent = self._spent[name]
+        spent[key] = spent.get(key, 0.0) + cost
+
+    def set_levels(self, levels: list[tuple[str, int | str, float]]) -> None:
+        """Another worker spent from these shared buckets: this worker's copies follow."""
+        for name, key, level in levels:
+            buckets = self._buckets.get(name)
+            if buckets is not None:
+                buckets.set_level(key, level - self._spent[name].get(key, 0.0))
+
+    async def _limits_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_s)
+            try:
+                await self._flush_spent()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the local buckets keep limiting, per worker
+                self.unavailable(exc)
+
+    async def _flush_spent(self) -> None:
+        """Add what this worker spent to the shared buckets (one call) and set its own
+        buckets to the shared levels, less what it spent while the call was in flight."""
+        order: list[tuple[str, int | str, float, float, float]] = []
+        for name, spent in self._spent.items():
+            if spent:
+                b = self._buckets[name]
+                order += [(name, key, b.rate, b.burst, cost) for key, cost in spent.items()]
+                self._spent[name] = {}
+        if not order:
+            return
+        levels: list[float] = await self._call("hub.debit", DebitIn(order), list[float])
+        for (name, key, _rate, _burst, _cost), level in zip(order, levels, strict=False):
+            self._buckets[name].set_level(key, level - self._spent[name].get(key, 0.0))
+
+
+if TYPE_CHECKING:
+
+    def _shared_state(state: WorkerState) -> SharedState:
+        """mypy checks here that a worker's state is what the services take as the cluster's."""
+        return state

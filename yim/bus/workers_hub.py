@@ -1,0 +1,713 @@
+"""The store process's side of a multi-process node: the state its workers share.
+
+A node started with ``--workers N`` runs N worker processes (each with its own event loop,
+gateway and services) around one store process. What the cluster keeps in Redis
+(:mod:`yim.bus.redis`, :mod:`yim.bus.cluster_state`) a multi-process node keeps here, in
+the memory of the store process, exact (one process, one event loop, no expiry):
+
+* routes: which worker holds the live connection of each (user, device), registered by the
+  worker before the device's auth reply and removed when the connection ends — or at once,
+  for all its devices, when a worker's channel closes (the worker died);
+* presence: each worker's devices of a user as its debounced presence last wrote them, the
+  aggregate last published to watchers, and when the user was last seen;
+* online agents (customer service), copied to every worker;
+* rate-limit buckets and failed-login back-off shared by the workers, so that N workers
+  give a user the budget of one node, not N times it.
+
+:class:`HubState` is that state as a pure class (plain values in, plain values out, no I/O,
+the clock passed in), unit-tested on its own; :class:`WorkerHub` is the thin adapter that
+answers the ``hub.*`` calls and casts of the workers' channels and sends them ``worker.*``
+casts. The wire bodies of both directions are the structs below (array-like msgpack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
+from yim.protocol.errors import YimError
+from yim.protocol.platforms import PLATFORM_CLASS
+from yim.services.context import State
+
+if TYPE_CHECKING:
+    from yim.config import Settings
+    from yim.ipc.channel import Channel
+
+log = logging.getLogger("yim.bus.workers")
+
+#: shared rate-limit buckets and back-off counters kept at most (each table); past it, the
+#: entries at rest go first, then the oldest half (forgetting only ever forgets a debt)
+MAX_LIMIT_KEYS = 200_000
+#: a shared bucket overdrawn by workers spending at once owes at most this many bursts
+#: (as in the cluster, yim.bus.cluster_state.DEBT_BURSTS)
+DEBT_BURSTS = 8.0
+OFFLINE: State = ("offline", ())
+
+
+# --- wire bodies: worker -> store process (hub.*) -------------------------------------------
+class RouteIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.route`` (call): a device authenticated on the calling worker."""
+
+    user_id: int
+    device_id: str
+    platform: str
+    connected_ms: int
+    serial: int  # the worker's number for this connection: an unroute names it
+
+
+class UnrouteIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.unroute`` (cast): that connection ended."""
+
+    user_id: int
+    device_id: str
+    serial: int
+
+
+class EventOut(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.ev`` / ``worker.ev`` (casts): one inbox event for some users' devices."""
+
+    type: str
+    payload: bytes  # the event's JSON, as LocalBus.publish_event takes it
+    deliveries: list[tuple[int, int]]
+
+
+class NoticeOut(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.no`` / ``worker.no`` (casts): one unnumbered notice for some users' devices."""
+
+    type: str
+    payload: bytes
+    users: list[int]
+
+
+class Revoke(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.revoke`` / ``worker.revoke`` (casts): sessions revoked on one worker."""
+
+    user_id: int
+    session_ids: list[str]
+    reason: str
+    code: int = CLOSE_REVOKED
+
+
+class PresenceIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.presence_sync`` (call): the caller's devices of each user, now (none: gone).
+    A device is (device_id, status, platform, connected_ms)."""
+
+    users: list[tuple[int, list[tuple[str, str, str, int]]]]
+    now_ms: int
+
+
+#: per user: (changed, status, platforms, status before, platforms before, last seen ms)
+PresenceOut = list[tuple[int, bool, str, list[str], str, list[str], int | None]]
+
+
+class PresenceReadIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.presence_read`` (call); ``local``: the caller's devices as they are now
+    ((status, platform) each), counted instead of what it last wrote."""
+
+    user_ids: list[int]
+    local: dict[int, list[tuple[str, str]]] | None = None
+
+
+#: per user: (status, platforms, last seen ms while offline)
+PresenceReadOut = list[tuple[int, str, list[str], int | None]]
+
+
+class TakeIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.take`` (call): a strict shared bucket; the reply is the wait in seconds."""
+
+    name: str
+    key: int | str
+    rate: float
+    burst: float
+    cost: float = 1.0
+
+
+class BackoffOp(msgspec.Struct, array_like=True, frozen=True):
+    """One failed-login counter operation: ``op`` is check | fail | forget | forgive."""
+
+    name: str
+    key: int | str
+    op: str
+    free: int
+    base_s: float
+    max_s: float
+    window_s: float
+
+
+class DebitIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.debit`` (call): what a worker spent of each shared bucket since its last
+    debit, as (name, key, rate, burst, cost); the reply is each bucket's level after it."""
+
+    spent: list[tuple[str, int | str, float, float, float]]
+
+
+class DeviceIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.device_present`` (call): is this device connected to some worker."""
+
+    user_id: int
+    device_id: str
+
+
+class Agent(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.agent`` (call) / ``worker.agent`` (cast): an agent came online or went offline."""
+
+    user_id: int
+    online: bool
+
+
+# --- wire bodies: store process -> worker (worker.*) ----------------------------------------
+class Snapshot(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.snapshot`` (cast, the first frame a worker gets): every user with devices
+    on some worker, and which workers; the online agents."""
+
+    routes: list[tuple[int, list[int]]]
+    agents: list[int]
+
+
+class Levels(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.levels`` (cast): shared buckets another worker just spent from, each
+    (name, key, tokens now)."""
+
+    levels: list[tuple[str, int | str, float]]
+
+
+class Close(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.close`` (cast): close this device's connection if it was made no later
+    than ``before_ms`` (a newer one of the same device stays)."""
+
+    user_id: int
+    device_id: str
+    code: int
+    reason: str
+    before_ms: int
+
+
+# ``worker.routes`` (cast): list[tuple[user, workers]], workers empty when the user has no
+# device left anywhere. ``worker.roster`` (cast):
+# conv_id. ``worker.resync`` (cast): users whose presence a dead worker's devices counted.
+
+
+class Route(msgspec.Struct, array_like=True, frozen=True):
+    """One device's live connection, on one worker."""
+
+    worker: int
+    serial: int
+    platform: str
+    connected_ms: int
+
+
+class Kick(msgspec.Struct, array_like=True, frozen=True):
+    """A connection the multi-device policy closes: on ``worker``, ``device_id`` of the
+    user, if made no later than ``before_ms``."""
+
+    worker: int
+    device_id: str
+    code: int
+    reason: str
+    before_ms: int
+
+
+def _quiet_since(since: float) -> Callable[[list[float]], bool]:
+    """A back-off counter with no failure since ``since`` (at rest: forgotten first)."""
+    return lambda v: v[2] < since
+
+
+class HubState:
+    """Everything the workers of one node share, as plain data (see the module docstring).
+
+    Routes are exact: the newest connection of a device wins (the older one, on another
+    worker, is to be closed with 4002) and the multi-device policy counts the devices of
+    every worker (the older ones beyond a platform-class limit or the per-user limit are
+    to be closed with 4006) — the same rules as the gateway's Hub applies on one node.
+    """
+
+    def __init__(self, class_limits: dict[str, int], max_per_user: int, max_limit_keys: int = MAX_LIMIT_KEYS) -> None:
+        self._class_limits = class_limits
+        self._max_per_user = max_per_user
+        self._max_keys = max(16, max_limit_keys)
+        #: user -> device -> its live connection
+        self.routes: dict[int, dict[str, Route]] = {}
+        #: user -> the workers that hold a device of the user (from routes, kept with them)
+        self.placed: dict[int, list[int]] = {}
+        #: worker -> users with a device on it
+        self.users_on: dict[int, set[int]] = {}
+        #: user -> device -> (worker, status, platform, connected_ms), as presence last wrote it
+        self.presence: dict[int, dict[str, tuple[int, str, str, int]]] = {}
+        #: user -> the aggregate last published to watchers (users not offline only)
+        self.published: dict[int, State] = {}
+        #: user -> ms the user last went offline
+        self.seen: dict[int, int] = {}
+        self.agents: set[int] = set()
+        #: (name, key) -> [tokens, at (s)]
+        self.buckets: dict[tuple[str, Hashable], list[float]] = {}
+        #: (name, key) -> [failures, locked until (s), last failure (s)]
+        self.backoffs: dict[tuple[str, Hashable], list[float]] = {}
+
+    # --- routes --------------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HubState:
+        limits = {
+            "mobile": settings.max_online_mobile,
+            "desktop": settings.max_online_desktop,
+            "web": settings.max_online_web,
+        }
+        return cls(limits, settings.max_connections_per_user)
+
+    def workers_of(self, user_id: int) -> list[int]:
+        """The workers that hold a device of the user, in order (none: offline): one dict
+        lookup, as every forwarded delivery asks it."""
+        return self.placed.get(user_id, [])
+
+    def _place(self, user_id: int) -> list[int]:
+        """Work out the user's workers again from the routes (after a change)."""
+        devices = self.routes.get(user_id)
+        if not devices:
+            self.placed.pop(user_id, None)
+            return []
+        workers = self.placed[user_id] = sorted({r.worker for r in devices.values()})
+        return workers
+
+    def is_connected(self, user_id: int) -> bool:
+        return user_id in self.routes
+
+    def register(self, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None]:
+        """A device authenticated on ``worker``. Returns the connections to close (on any
+        worker, the caller's included) and the user's workers if they changed (else None)."""
+        devices = self.routes.setdefault(r.user_id, {})
+        before = self.workers_of(r.user_id)
+        kicks: list[Kick] = []
+        old = devices.get(r.device_id)
+        if old is not None and old.worker != worker:  # on the same worker its Hub replaces it
+            kicks.append(
+                Kick(
+                    old.worker,
+                    r.device_id,
+                    CLOSE_REPLACED,
+                    "replaced by a newer connection of this device",
+                    old.connected_ms,
+                )
+            )
+        devices[r.device_id] = Route(worker, r.serial, r.platform, r.connected_ms)
+        self.users_on.setdefault(worker, set()).add(r.user_id)
+        if len(devices) > 1:
+            kicks += self._policy(r, devices)
+        for kick in kicks:
+            if kick.code == CLOSE_POLICY:  # it is leaving: gone from the routes at once
+                del devices[kick.device_id]
+        self._forget_idle_workers(r.user_id, before)
+        after = self._place(r.user_id)
+        return kicks, (after if after != before else None)
+
+    def _policy(self, newest: RouteIn, devices: dict[str, Route]) -> list[Kick]:
+        """The newest connection wins: the user's older devices beyond a platform-class
+        limit, or beyond the per-user limit, on whichever worker."""
+        others = sorted(
+            ((d, r) for d, r in devices.items() if d != newest.device_id), key=lambda dr: dr[1].connected_ms
+        )
+        cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
+        limit = self._class_limits.get(cls, 0)
+        victims: dict[str, tuple[Route, str]] = {}
+        if limit:
+            same = [(d, r) for d, r in others if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
+            for d, r in same[: max(0, len(same) + 1 - limit)]:
+                victims[d] = (r, f"signed in on another {cls} device")
+        rest = [(d, r) for d, r in others if d not in victims]
+        for d, r in rest[: max(0, len(rest) + 1 - self._max_per_user)]:
+            victims[d] = (r, "too many devices online")
+        return [Kick(r.worker, d, CLOSE_POLICY, reason, r.connected_ms) for d, (r, reason) in victims.items()]
+
+    def _forget_idle_workers(self, user_id: int, workers: Iterable[int]) -> None:
+        devices = self.routes.get(user_id, {})
+        left = {r.worker for r in devices.values()}
+        for w in workers:
+            if w not in left:
+                on = self.users_on.get(w)
+                if on is not None:
+                    on.discard(user_id)
+        if not devices:
+            self.routes.pop(user_id, None)
+
+    def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
+        """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
+        Returns the user's workers if they changed (else None)."""
+        devices = self.routes.get(u.user_id)
+        if devices is None:
+            return None
+        cur = devices.get(u.device_id)
+        if cur is None or cur.worker != worker or cur.serial != u.serial:
+            return None
+        before = self.workers_of(u.user_id)
+        del devices[u.device_id]
+        self._forget_idle_workers(u.user_id, before)
+        after = self._place(u.user_id)
+        return after if after != before else None
+
+    def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """A worker is gone with every connection on it. Returns the route changes (user,
+        workers) and the users whose presence counted its devices (to be synced again)."""
+        changes: list[tuple[int, list[int]]] = []
+        for user_id in sorted(self.users_on.pop(worker, set())):
+            devices = self.routes.get(user_id)
+            if devices is None:
+                continue
+            for d in [d for d, r in devices.items() if r.worker == worker]:
+                del devices[d]
+            if not devices:
+                del self.routes[user_id]
+            changes.append((user_id, self._place(user_id)))
+        stale: list[int] = []
+        for user_id, fields in self.presence.items():
+            mine = [d for d, f in fields.items() if f[0] == worker]
+            if mine:
+                for d in mine:
+                    del fields[d]
+                stale.append(user_id)
+        for user_id in stale:
+            if not self.presence[user_id]:
+                del self.presence[user_id]
+        return changes, stale
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot([(u, self.workers_of(u)) for u in self.routes], sorted(self.agents))
+
+    # --- presence ------------------------------------------------------------------------
+    @staticmethod
+    def _aggregate(entries: Iterable[tuple[str, str]]) -> State:
+        status = "offline"
+        platforms: set[str] = set()
+        for st, platform in entries:
+            if st == "online":
+                status = "online"
+            elif status != "online":
+                status = "away"
+            platforms.add(platform)
+        return status, tuple(sorted(platforms))
+
+    def presence_sync(self, worker: int, body: PresenceIn) -> PresenceOut:
+        """Write ``worker``'s devices of each user (replacing what it wrote before) and
+        aggregate over every worker; say whether the aggregate differs from the one last
+        published, and remember the new one as published (the caller publishes it)."""
+        out: PresenceOut = []
+        for user_id, devices in body.users:
+            fields = self.presence.setdefault(user_id, {})
+            mine = {d[0] for d in devices}
+            for d in [d for d, f in fields.items() if f[0] == worker and d not in mine]:
+                del fields[d]
+            for device_id, status, platform, cms in devices:
+                cur = fields.get(device_id)
+                # the same device connected again on another worker: the newest connection wins
+                if cur is None or cur[0] == worker or cur[3] <= cms:
+                    fields[device_id] = (worker, status, platform, cms)
+            state = self._aggregate((f[1], f[2]) for f in fields.values())
+            if not fields:
+                del self.presence[user_id]
+            before = self.published.get(user_id, OFFLINE)
+            changed = state != before
+            if changed:
+                if state == OFFLINE:
+                    self.published.pop(user_id, None)
+                    self.seen[user_id] = body.now_ms
+                else:
+                    self.published[user_id] = state
+            seen = self.seen.get(user_id) if state == OFFLINE else None
+            out.append((user_id, changed, state[0], list(state[1]), before[0], list(before[1]), seen))
+        return out
+
+    def presence_read(self, worker: int, body: PresenceReadIn) -> PresenceReadOut:
+        """Each user's aggregate over every worker (``body.local``: the caller's devices as
+        they are now instead of as it last wrote them), and last seen while offline."""
+        out: PresenceReadOut = []
+        local = body.local
+        for user_id in body.user_ids:
+            fields = self.presence.get(user_id, {})
+            entries = [(f[1], f[2]) for f in fields.values() if local is None or f[0] != worker]
+            if local is not None:
+                entries += local.get(user_id, [])
+            status, platforms = self._aggregate(entries)
+            seen = self.seen.get(user_id) if status == "offline" else None
+            out.append((user_id, status, list(platforms), seen))
+        return out
+
+    def device_present(self, user_id: int, device_id: str) -> bool:
+        """Is the device connected to some worker now (its route, not its debounced presence)."""
+        return device_id in self.routes.get(user_id, {})
+
+    # --- rate limits ---------------------------------------------------------------------
+    def _bounded(self, table: dict[tuple[str, Hashable], list[float]], rest: Callable[[list[float]], bool]) -> None:
+        if len(table) < self._max_keys:
+            return
+        for key in [k for k, v in table.items() if rest(v)]:
+            del table[key]
+        if len(table) >= self._max_keys * 0.9:
+            for key in list(table)[: len(table) // 2]:
+                del table[key]
+
+    def _level(self, name: str, key: Hashable, rate: float, burst: float, now: float) -> list[float]:
+        st = self.buckets.get((name, key))
+        if st is None:
+            self._bounded(self.buckets, lambda v: v[0] + (now - v[1]) * rate >= burst)
+            st = self.buckets[(name, key)] = [burst, now]
+        else:
+            st[0] = min(burst, st[0] + max(0.0, now - st[1]) * rate)
+            st[1] = now
+        return st
+
+    def take(self, t: TakeIn, now: float) -> float:
+        """Strict: take ``cost`` if there is as much, else take nothing. Returns 0.0 if
+        allowed, else the seconds until it would be."""
+        if t.rate <= 0:
+            return 0.0
+        st = self._level(t.name, t.key, t.rate, t.burst, now)
+        if st[0] >= t.cost:
+            st[0] -= t.cost
+            return 0.0
+        return (t.cost - st[0]) / t.rate
+
+    def debit(self, spent: Iterable[tuple[str, int | str, float, float, float]], now: float) -> list[float]:
+        """What a worker already allowed out of its own copy of each bucket: always taken,
+        down to a debt of DEBT_BURSTS bursts. Returns each bucket's level after it (the
+        worker sets its copy to it)."""
+        out = []
+        for name, key, rate, burst, cost in spent:
+            if rate <= 0:
+                out.append(burst)
+                continue
+            st = self._level(name, key, rate, burst, now)
+            st[0] = max(-burst * DEBT_BURSTS, st[0] - cost)
+            out.append(st[0])
+        return out
+
+    def backoff(self, ops: Iterable[BackoffOp], now: float) -> list[float]:
+        """Failed-login counters, as yim.gateway.limits.Backoff keeps them on one node:
+        each op's seconds until its key may try again."""
+        out = []
+        for b in ops:
+            k = (b.name, b.key)
+            st = self.backoffs.get(k)
+            if st is not None and now - st[2] > b.window_s:
+                del self.backoffs[k]
+                st = None
+            if b.op == "forget":
+                self.backoffs.pop(k, None)
+                out.append(0.0)
+                continue
+            if b.op == "forgive":
+                if st is not None and st[0] > 0:
+                    st[0] -= 1
+                out.append(0.0)
+                continue
+            if b.op == "fail":
+                if st is None:
+                    self._bounded(self.backoffs, _quiet_since(now - b.window_s))
+                    st = self.backoffs[k] = [0.0, 0.0, now]
+                st[0] += 1
+                st[2] = now
+                over = int(st[0]) - b.free
+                if over > 0:
+                    st[1] = now + min(b.max_s, b.base_s * 2 ** min(over - 1, 40))
+            elif b.op != "check":
+                raise YimError("bad_request", f"unknown back-off operation {b.op!r}")
+            out.append(max(0.0, st[1] - now) if st is not None else 0.0)
+        return out
+
+
+# The bodies of the frames the hub takes, decoded once each into their final types.
+_ROUTE = msgspec.msgpack.Decoder(RouteIn)
+_UNROUTE = msgspec.msgpack.Decoder(UnrouteIn)
+_EVENT = msgspec.msgpack.Decoder(EventOut)
+_NOTICE = msgspec.msgpack.Decoder(NoticeOut)
+_REVOKE = msgspec.msgpack.Decoder(Revoke)
+_PRESENCE = msgspec.msgpack.Decoder(PresenceIn)
+_PRESENCE_READ = msgspec.msgpack.Decoder(PresenceReadIn)
+_DEVICE = msgspec.msgpack.Decoder(DeviceIn)
+_AGENT = msgspec.msgpack.Decoder(Agent)
+_DEBIT = msgspec.msgpack.Decoder(DebitIn)
+_TAKE = msgspec.msgpack.Decoder(TakeIn)
+_BACKOFF = msgspec.msgpack.Decoder(list[BackoffOp])
+_INT = msgspec.msgpack.Decoder(int)
+
+
+class WorkerHub:
+    """Answers the workers' ``hub.*`` calls and casts from :class:`HubState` and sends them
+    ``worker.*`` casts. It owns no socket: the process that spawns the workers gives it each
+    worker's channel (:meth:`attach`) and routes ``hub.*`` frames of that channel to
+    :meth:`on_call` / :meth:`on_cast` with the worker's number.
+
+    Forwarding: ``hub.ev`` / ``hub.no`` from one worker go on to every other worker holding
+    a device of a recipient, one cast per publish per target worker, in the order they came
+    (one loop, frames handled in arrival order, one FIFO channel per worker)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+        self.state = HubState.from_settings(settings)
+        self._clock = clock or time.monotonic
+        self._channels: dict[int, Channel] = {}
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+        #: users a dead worker's devices counted, for the next live worker to sync again
+        self._resync: dict[int, None] = {}
+        self.forwarded = 0  # worker.ev / worker.no casts sent
+
+    # --- workers -------------------------------------------------------------------------
+    def attach(self, worker: int, channel: Channel) -> None:
+        """A worker's channel, before the worker sends anything. Its first frame is the
+        snapshot of routes and agents (its replica is complete before any change it hears of)."""
+        old = self._channels.get(worker)
+        if old is not None and old is not channel:
+            self.detach(worker)
+        self._channels[worker] = channel
+        channel.cast("worker.snapshot", self.state.snapshot())
+        self._watchers[worker] = asyncio.get_running_loop().create_task(
+            self._watch(worker, channel), name=f"yim-hub-watch-{worker}"
+        )
+        self._flush_resync()
+
+    async def _watch(self, worker: int, channel: Channel) -> None:
+        await channel.closed.wait()
+        if self._channels.get(worker) is channel:
+            self.detach(worker)
+
+    def detach(self, worker: int) -> None:
+        """The worker is gone (its channel closed): its routes go at once, every other
+        worker hears of the users it held, and its users' presence is synced again."""
+        self._channels.pop(worker, None)
+        watcher = self._watchers.pop(worker, None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+        changes, stale = self.state.drop_worker(worker)
+        if changes:
+            for ch in self._channels.values():
+                ch.cast("worker.routes", changes)
+        if stale:
+            log.warning("worker %d gone: %d users' routes and presence dropped", worker, len(stale))
+        self._resync.update(dict.fromkeys(stale))
+        self._flush_resync()
+
+    def _flush_resync(self) -> None:
+        """A live worker publishes what a dead one's users look like now (it syncs their
+        presence: its own devices of them, with the dead worker's fields gone)."""
+        if not self._resync or not self._channels:
+            return
+        users, self._resync = list(self._resync), {}
+        self._channels[min(self._channels)].cast("worker.resync", users)
+
+    @property
+    def workers(self) -> list[int]:
+        return sorted(self._channels)
+
+    def is_connected(self, user_id: int) -> bool:
+        """Has the user a device connected to some worker (the store's ServiceCtx asks, from
+        its writer thread too: one dict lookup, atomic under the GIL)."""
+        return user_id in self.state.routes
+
+    async def stop(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        self._watchers.clear()
+
+    # --- frames --------------------------------------------------------------------------
+    def _routes_changed(self, user_id: int, workers: list[int] | None) -> None:
+        if workers is None:
+            return
+        change = [(user_id, workers)]
+        for ch in self._channels.values():
+            ch.cast("worker.routes", change)
+
+    def _kick(self, kicks: list[Kick], user_id: int) -> None:
+        for k in kicks:
+            ch = self._channels.get(k.worker)
+            if ch is not None:
+                ch.cast("worker.close", Close(user_id, k.device_id, k.code, k.reason, k.before_ms))
+
+    def _others(self, worker: int) -> Iterable[Channel]:
+        return (ch for w, ch in self._channels.items() if w != worker)
+
+    def on_call(self, worker: int, op: str, body: msgspec.Raw) -> Any:
+        if worker not in self._channels:
+            raise YimError("unavailable", f"worker {worker} is not attached")
+        state = self.state
+        if op == "hub.route":
+            r = _ROUTE.decode(body)
+            kicks, workers = state.register(worker, r)
+            # Other workers hear of the route before this reply leaves: see WorkerBus.
+            self._routes_changed(r.user_id, workers)
+            self._kick(kicks, r.user_id)
+            return None
+        if op == "hub.presence_sync":
+            return state.presence_sync(worker, _PRESENCE.decode(body))
+        if op == "hub.presence_read":
+            return state.presence_read(worker, _PRESENCE_READ.decode(body))
+        if op == "hub.device_present":
+            dv = _DEVICE.decode(body)
+            return state.device_present(dv.user_id, dv.device_id)
+        if op == "hub.agent":
+            ag = _AGENT.decode(body)
+            if ag.online:
+                state.agents.add(ag.user_id)
+            else:
+                state.agents.discard(ag.user_id)
+            for other in self._others(worker):
+                other.cast("worker.agent", ag)
+            return None
+        if op == "hub.debit":
+            spent = _DEBIT.decode(body).spent
+            levels = state.debit(spent, self._clock())
+            # Every other worker sets its own copy of these buckets too: one that never
+            # spent for a key would otherwise allow a full burst of it on top.
+            told = Levels([(name, key, level) for (name, key, *_), level in zip(spent, levels, strict=True)])
+            for other in self._others(worker):
+                other.cast("worker.levels", told)
+            return levels
+        if op == "hub.take":
+            return state.take(_TAKE.decode(body), self._clock())
+        if op == "hub.backoff":
+            return state.backoff(_BACKOFF.decode(body), self._clock())
+        if op == "hub.ping":
+            return None
+        raise YimError("bad_request", f"unknown hub call {op!r}")
+
+    def on_cast(self, worker: int, op: str, body: msgspec.Raw) -> None:
+        if worker not in self._channels:
+            return  # a late frame of a worker already dropped
+        state = self.state
+        if op == "hub.ev":
+            ev = _EVENT.decode(body)
+            per: dict[int, list[tuple[int, int]]] = {}
+            for d in ev.deliveries:
+                for w in state.workers_of(d[0]):
+                    if w != worker:
+                        per.setdefault(w, []).append(d)
+            for w, ds in per.items():
+                # all of it for one worker (the common case): the body goes on as it came
+                out = body if len(ds) == len(ev.deliveries) else EventOut(ev.type, ev.payload, ds)
+                self._channels[w].cast("worker.ev", out)
+            self.forwarded += len(per)
+        elif op == "hub.no":
+            no = _NOTICE.decode(body)
+            per_u: dict[int, list[int]] = {}
+            for u in no.users:
+                for w in state.workers_of(u):
+                    if w != worker:
+                        per_u.setdefault(w, []).append(u)
+            for w, us in per_u.items():
+                out_no = body if len(us) == len(no.users) else NoticeOut(no.type, no.payload, us)
+                self._channels[w].cast("worker.no", out_no)
+            self.forwarded += len(per_u)
+        elif op == "hub.unroute":
+            gone = _UNROUTE.decode(body)
+            self._routes_changed(gone.user_id, state.unregister(worker, gone))
+        elif op == "hub.revoke":
+            rv = _REVOKE.decode(body)
+            for other in self._others(worker):
+                other.cast("worker.revoke", rv)
+        elif op == "hub.roster":
+            conv_id = _INT.decode(body)
+            for other in self._others(worker):
+                other.cast("worker.roster", conv_id)
+        else:
+            log.warning("worker %d: unknown hub cast %r dropped", worker, op)
