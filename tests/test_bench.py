@@ -263,3 +263,14 @@ def test_workers_option_is_checked() -> None:
             timeout=60,
         )
         assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+
+
+def test_pairs_at_one_and_two_workers_counts_every_process() -> None:
+    lines = bench("pairs", "--pairs", "4", "--messages", "20", "--workers", "1,2")
+    for system in ("yim-w1", "yim-w2"):
+        (row,) = runs(lines, system)
+        assert (row["sent"], row["received"], row["lost"], row["dups"]) == (80, 80, 0, 0), system
+    (two,) = runs(lines, "yim-w2")
+    assert two["params"]["workers"] == 2
+    # the CPU per message is the store process's ("node") and its workers' together
+    assert {"node", "workers"} <= set(two["server_procs_cpu_us_per_msg"]), two["server_procs_cpu_us_per_msg"]

@@ -297,14 +297,16 @@ class Probe:
 
 
 def proc_label(proc: psutil.Process) -> str:
-    """A server child's name in the per-process figures: the module it runs (``python -m
-    pkg.worker`` is ``worker``), else its process name."""
+    """A server child's name in the per-process figures: ``workers`` for the worker processes
+    of ``yim serve --workers N`` (whose own process, ``node``, is then the store process), else
+    the module it runs (``python -m pkg.worker`` is ``worker``), else its process name."""
     try:
         cmd = proc.cmdline()
     except psutil.Error:
         return "child"
     if "-m" in cmd[:-1]:
-        return cmd[cmd.index("-m") + 1].rsplit(".", 1)[-1]
+        module = cmd[cmd.index("-m") + 1]
+        return "workers" if module == "yim.supervisor" else module.rsplit(".", 1)[-1]
     return proc.name() or "child"
 
 
