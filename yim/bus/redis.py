@@ -16,11 +16,12 @@ elsewhere overwrites its field at once.
 Delivery. Each node reads one channel of its own, ``yim:n:{<node>}`` (sharded pub/sub on
 Redis Cluster: the channel lives on one shard, so one reader per node; plain pub/sub on a
 single Redis). To publish, a node delivers to its own connections at once, then one task
-looks up the routes of the other recipients (one pipelined round trip for a whole batch
-of events) and sends each node that holds some of them ONE message with that batch's
-items for it, in order. One task, one batch at a time: one user's events reach a node in
-commit order. Notices to many users (big groups) skip the lookups and go to every live
-node, which filters by its own connections.
+sends each node that needs some of a batch ONE message with that batch's items for it, in
+order. An event or notice to few users (no more than there are nodes) goes to the nodes
+that hold their routes (one pipelined round trip of lookups for a whole batch); one to
+more users goes to every live node, payload and delivery list once, and each node pushes
+to its own connections among them — a lookup per recipient costs more than that. One
+task, one batch at a time: one user's events reach a node in commit order.
 
 Newest connection wins everywhere: registering a device returns the user's routes; an
 older connection of the same device on another node is closed there (4002), and the
