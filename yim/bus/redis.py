@@ -17,11 +17,12 @@ Delivery. Each node reads one channel of its own, ``yim:n:{<node>}`` (sharded pu
 Redis Cluster: the channel lives on one shard, so one reader per node; plain pub/sub on a
 single Redis). To publish, a node delivers to its own connections at once, then one task
 sends each node that needs some of a batch ONE message with that batch's items for it, in
-order. An event or notice to few users (no more than there are nodes) goes to the nodes
-that hold their routes (one pipelined round trip of lookups for a whole batch); one to
-more users goes to every live node, payload and delivery list once, and each node pushes
-to its own connections among them — a lookup per recipient costs more than that. One
-task, one batch at a time: one user's events reach a node in commit order.
+order. An event or notice to few users (at most 4, or no more than there are other
+nodes) goes to the nodes that hold their routes (one pipelined round trip of lookups for
+a whole batch); one to more users goes to every live node, payload and delivery list
+once, and each node pushes to its own connections among them — a lookup per recipient
+costs more than that. One task, one batch at a time: one user's events reach a node in
+commit order.
 
 Newest connection wins everywhere: registering a device returns the user's routes; an
 older connection of the same device on another node is closed there (4002), and the
