@@ -828,7 +828,8 @@ class RedisBus(LocalBus):
         """Whether an event or notice to this many users is routed by looking up their routes
         (one ``HGETALL`` each) rather than sent to every live node, which filters by its own
         connections: a lookup costs more than a node's share of a message that is on its way
-        to that node anyway, so only pushes to fewer users than there are nodes are routed."""
+        to that node anyway, so only pushes to few users — at most ``ROUTED_MAX``, or no more
+        than there are other nodes — are routed."""
         return users <= max(ROUTED_MAX, len(self._peers))
 
     async def _send_batch(self, batch: list[tuple[str, Any]]) -> None:
