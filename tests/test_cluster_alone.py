@@ -1,7 +1,8 @@
 """Cluster mode with one node: a node alone in the cluster pushes to its own devices without
 looking up any route in Redis, and still pushes across as soon as a second node joins —
 even though its periodic view of the other nodes (refreshed every third of the route TTL,
-a minute here) has not seen the newcomer yet."""
+a minute here) has not seen the newcomer yet. A push to more users than there are nodes
+goes to every live node without a route lookup, a third node that joined since included."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ TIMINGS = {"node_lease_ttl_s": 1.5, "cluster_route_ttl_s": 180.0}
 
 def _texts(device: Device, conv_id: str) -> list[str]:
     return [
-        e["data"]["body"]["text"]
+        e["data"]["body"].get("text", "")
         for e in sorted(device.events, key=lambda e: e["seq"])
         if e["type"] == "message" and e["data"]["conv_id"] == conv_id
     ]
 
 
-async def test_a_lone_node_skips_route_lookups_and_still_reaches_a_node_that_joins(
+async def test_a_lone_node_skips_route_lookups_and_still_reaches_nodes_that_join(
     tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
 ) -> None:
     r = aioredis.Redis.from_url(redis_server.url)
@@ -41,7 +42,7 @@ async def test_a_lone_node_skips_route_lookups_and_still_reaches_a_node_that_joi
     finally:
         await r.aclose()
     secret = secrets.token_bytes(32).hex()
-    dirs = [tmp_path / "node0", tmp_path / "node1"]
+    dirs = [tmp_path / "node0", tmp_path / "node1", tmp_path / "node2"]
     for d in dirs:
         d.mkdir()
         (d / "secret.key").write_text(secret)
@@ -52,11 +53,14 @@ async def test_a_lone_node_skips_route_lookups_and_still_reaches_a_node_that_joi
     first = NodeServer(settings(dirs[0]))
     await first.start()
     second: NodeServer | None = None
+    third: NodeServer | None = None
     try:
         bus = first.node.bus
         assert isinstance(bus, RedisBus)
         async with aiohttp.ClientSession(first.url) as h0, asyncio.timeout(60):
-            a_login, b_login, c_login = await make_users(h0, ["alice", "bob", "carol"])
+            a_login, b_login, c_login, d_login, e_login = await make_users(
+                h0, ["alice", "bob", "carol", "dave", "erin"]
+            )
             alice, bob = Device(h0, a_login), Device(h0, b_login)
             await alice.connect()
             await bob.connect()
@@ -82,10 +86,34 @@ async def test_a_lone_node_skips_route_lookups_and_still_reaches_a_node_that_joi
                 await until(lambda: _texts(carol, ack["conv_id"]) == ["跨节点"])
                 assert bus.remote_out > sent_out
                 assert bus.lookups_skipped == skipped
+
+                # A third node joins and dave connects to it; the first node still knows
+                # only the second. A group of five (more than the nodes) is pushed to every
+                # live node without a route lookup — its creation too, which reaches dave
+                # although the first node learnt of the third only with that publish.
+                third = NodeServer(settings(dirs[2]))
+                await third.start()
+                assert bus._peers == [second.node.bus.node_name]  # type: ignore[attr-defined]
+                async with aiohttp.ClientSession(third.url) as h2:
+                    dave = Device(h2, d_login)
+                    await dave.connect()
+                    lookups = bus.route_lookups
+                    members = [bob.user_id, carol.user_id, dave.user_id, e_login["user_id"]]
+                    g = await alice.request("group_create", name="五个人", members=members)
+                    gid = g["group"]["conv_id"]
+                    for d in (bob, carol, dave):
+                        await until(lambda d=d: any(e["data"].get("conv_id") == gid for e in d.events))
+                    await alice.request("send", conv_id=gid, kind="text", body={"text": "大家好"}, client_msg_id="g1")
+                    for d in (bob, carol, dave):
+                        await until(lambda d=d: "大家好" in _texts(d, gid))
+                    assert bus.route_lookups == lookups
+                    await dave.close()
                 await carol.close()
             await alice.close()
             await bob.close()
     finally:
+        if third is not None:
+            await third.stop()
         if second is not None:
             await second.stop()
         await first.stop()

@@ -16,11 +16,13 @@ elsewhere overwrites its field at once.
 Delivery. Each node reads one channel of its own, ``yim:n:{<node>}`` (sharded pub/sub on
 Redis Cluster: the channel lives on one shard, so one reader per node; plain pub/sub on a
 single Redis). To publish, a node delivers to its own connections at once, then one task
-looks up the routes of the other recipients (one pipelined round trip for a whole batch
-of events) and sends each node that holds some of them ONE message with that batch's
-items for it, in order. One task, one batch at a time: one user's events reach a node in
-commit order. Notices to many users (big groups) skip the lookups and go to every live
-node, which filters by its own connections.
+sends each node that needs some of a batch ONE message with that batch's items for it, in
+order. An event or notice to few users (at most 4, or no more than there are other
+nodes) goes to the nodes that hold their routes (one pipelined round trip of lookups for
+a whole batch); one to more users goes to every live node, payload and delivery list
+once, and each node pushes to its own connections among them — a lookup per recipient
+costs more than that. One task, one batch at a time: one user's events reach a node in
+commit order.
 
 Newest connection wins everywhere: registering a device returns the user's routes; an
 older connection of the same device on another node is closed there (4002), and the
@@ -90,8 +92,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("yim.bus.redis")
 
-#: notices to more users than this go to every live node instead of being routed
-NOTICE_ROUTE_MAX = 64
+#: events and notices to at most this many users (or to as many as there are other nodes,
+#: if more) are routed by their recipients' routes; bigger ones go to every live node
+ROUTED_MAX = 4
 #: the route lookups and publishes of at most this many queued items go in one round
 BATCH_MAX = 1024
 
@@ -287,7 +290,6 @@ class RedisBus(LocalBus):
         self._ids: LeasedSnowflake | None = None
         self._stopping = False
         self._subscribed = asyncio.Event()
-        self._peers_at = 0.0  # when the peer list was last read (monotonic)
         self._lease_expires = 0.0  # monotonic: the lease surely holds until then
         self._lease_lock = asyncio.Lock()
         self._down_since: float | None = None  # monotonic: Redis unreachable since
@@ -301,6 +303,7 @@ class RedisBus(LocalBus):
         self.remote_in = 0  # items received from other nodes
         self.remote_out = 0  # messages sent to other nodes
         self.lookups_skipped = 0  # route lookups not made: no other node was alive (_send_batch)
+        self.route_lookups = 0  # recipients whose routes were looked up (_send_batch)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -645,7 +648,6 @@ class RedisBus(LocalBus):
 
     def _set_peers(self, names: list[Any]) -> None:
         self._peers = [name for name in map(_text, names) if name != self.node_name]
-        self._peers_at = time.monotonic()
 
     async def _refresh_routes(self) -> tuple[int, int, list[Connection]]:
         """Refresh (or re-create) the route of every device connected here, in chunks that
@@ -822,17 +824,39 @@ class RedisBus(LocalBus):
                     return
                 await asyncio.sleep(0.1)
 
+    def _routed(self, users: int) -> bool:
+        """Whether an event or notice to this many users is routed by looking up their routes
+        (one ``HGETALL`` each) rather than sent to every live node, which filters by its own
+        connections: a lookup costs more than a node's share of a message that is on its way
+        to that node anyway, so only pushes to few users — at most ``ROUTED_MAX``, or no more
+        than there are other nodes — are routed."""
+        return users <= max(ROUTED_MAX, len(self._peers))
+
     async def _send_batch(self, batch: list[tuple[str, Any]]) -> None:
-        # 1. one pipelined round trip: the routes of every user to look up, and the
-        #    route removals (ordered with everything else this node published).
-        lookups: dict[int, list[Route]] = {}
+        # What goes to every node goes to the nodes alive *after* its items were committed:
+        # a node announces itself before it takes any device, so one not listed then has no
+        # device yet, and each device it takes later syncs from a store that holds them. So
+        # every batch with such items reads the registry in one of its round trips: with the
+        # route lookups, or else with the publishes — then a node listed only by that read
+        # gets the batch's broadcast items in one more round trip (rare: it has just joined).
+        # 1. one pipelined round trip: the routes of the few recipients of routed items; route
+        #    removals before that, ordered with everything else this node published.
+        lookups: dict[int, list[str]] = {}
+        broadcast = False
+        routed: list[bool] = []  # per item, decided once: the peer list may change below
         for kind, what in batch:
-            if kind == "event":
-                for user_id, _seq in what[2]:
-                    lookups[user_id] = []
-            elif kind == "notice" and len(what[2]) <= NOTICE_ROUTE_MAX:
-                for user_id in what[2]:
-                    lookups[user_id] = []
+            this = False
+            if kind in ("event", "notice"):
+                recipients = what[2]
+                this = self._routed(len(recipients))
+                if this:
+                    for r in recipients:
+                        lookups[r[0] if kind == "event" else r] = []
+                else:
+                    broadcast = True
+            elif kind == "all":
+                broadcast = True
+            routed.append(this)
         unroutes = [what for kind, what in batch if kind == "unroute"]
         if unroutes:
             script = self._scripts["unregister"]
@@ -840,76 +864,112 @@ class RedisBus(LocalBus):
                 *(script(keys=[self.route_key(u)], args=[device, prefix]) for u, device, prefix in unroutes)
             )
         users = list(lookups)
-        # Broadcasts go to the nodes alive now: a node that joined a moment ago has to get
-        # a roster invalidation too, so the list is re-read with the lookups when stale.
-        broadcast = any(k == "all" or (k == "notice" and len(w[2]) > NOTICE_ROUTE_MAX) for k, w in batch)
-        reread = broadcast and time.monotonic() - self._peers_at > 0.05
+        fresh = not broadcast  # the registry read after this batch's items, where it matters
         if users and not self._peers:
             # Alone at the last look: every recipient's device is on this node, and the local
-            # bus pushed to it already. The registry is read again now — after these entries
-            # were committed — so a node that joined since is never missed: it announces
-            # itself before it takes any device, so a node not listed now has no device yet,
-            # and each device it takes later syncs from a store that holds these entries.
-            # One command per batch instead of one route lookup per recipient.
+            # bus pushed to it already. The registry is read again now (the reasoning above),
+            # so a node that joined since is never missed; one command per batch instead of
+            # one route lookup per recipient.
             self._set_peers(await self._redis.zrangebyscore("yim:nodes", int(time.time() * 1000), "+inf"))
-            reread = False
+            fresh = True
             if not self._peers:
                 self.lookups_skipped += len(users)
                 users = []
-        results: list[Any] = []
-        if users or reread:
+        # A cluster's publishes are separate commands (one shard each): the registry is read here.
+        if users or (self._cluster and not fresh):
             pipe = self._redis.pipeline(transaction=False)
             for user_id in users:
                 pipe.hgetall(self.route_key(user_id))
-            if reread:
+            if not fresh:
                 pipe.zrangebyscore("yim:nodes", int(time.time() * 1000), "+inf")
             results = await pipe.execute()
-            if reread:
+            if not fresh:
                 self._set_peers(results.pop())
-        now_ms = int(time.time() * 1000)
-        for user_id, flat in zip(users, results, strict=False):
-            nodes = lookups[user_id]
-            for k, v in flat.items():
-                r = _parse_route(k.decode(), v.decode())
-                if r is not None and r.expires_ms > now_ms and r.node != self.node_name:
-                    nodes.append(r)
-        # 2. per target node, its items in order; one message per node.
+                fresh = True
+            self.route_lookups += len(users)
+            now_ms = int(time.time() * 1000)
+            me = self.node_name
+            for user_id, flat in zip(users, results, strict=True):
+                nodes = lookups[user_id]
+                for k, v in flat.items():
+                    r = _parse_route(k.decode(), v.decode())
+                    if r is not None and r.expires_ms > now_ms and r.node != me and r.node not in nodes:
+                        nodes.append(r.node)
+        # 2. per target node, its items in order; one message per node, all in one round trip.
+        known = self._peers
+        per_node = self._per_node(batch, routed, lookups, known)
+        if self._cluster:
+            for node_name, items in per_node.items():
+                await self._redis.spublish(f"yim:n:{{{node_name}}}", _encoder.encode(items))
+            self.remote_out += len(per_node)
+            return
+        if fresh and not per_node:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        if not fresh:
+            pipe.zrangebyscore("yim:nodes", int(time.time() * 1000), "+inf")
+        for node_name, items in per_node.items():
+            pipe.publish(f"yim:n:{{{node_name}}}", _encoder.encode(items))
+        results = await pipe.execute()
+        self.remote_out += len(per_node)
+        if fresh:
+            return
+        self._set_peers(results[0])
+        joined = [name for name in self._peers if name not in known]
+        if joined:
+            per_node = self._per_node(batch, routed, {}, joined, broadcast_only=True)
+            pipe = self._redis.pipeline(transaction=False)
+            for node_name, items in per_node.items():
+                pipe.publish(f"yim:n:{{{node_name}}}", _encoder.encode(items))
+            await pipe.execute()
+            self.remote_out += len(per_node)
+
+    @staticmethod
+    def _per_node(
+        batch: list[tuple[str, Any]],
+        routed: list[bool],
+        lookups: dict[int, list[str]],
+        peers: list[str],
+        broadcast_only: bool = False,
+    ) -> dict[str, list[Item]]:
+        """The items of ``batch`` for each node, in order: a routed item to the nodes that hold
+        its recipients (``lookups``: user -> node names), any other to each of ``peers``."""
         per_node: dict[str, list[Item]] = {}
-        for kind, what in batch:
+        for (kind, what), by_route in zip(batch, routed, strict=True):
             if kind == "event":
                 type_, payload, deliveries = what
-                by_node: dict[str, list[tuple[int, int]]] = {}
-                for user_id, seq in deliveries:
-                    for node_name in {r.node for r in lookups[user_id]}:
-                        by_node.setdefault(node_name, []).append((user_id, seq))
-                for node_name, ds in by_node.items():
-                    per_node.setdefault(node_name, []).append(_Ev(type_, payload, ds))
+                if not by_route:
+                    # The payload and the delivery list once, shared by every node's message.
+                    ev = _Ev(type_, payload, deliveries)
+                    for node_name in peers:
+                        per_node.setdefault(node_name, []).append(ev)
+                elif not broadcast_only:
+                    by_node: dict[str, list[tuple[int, int]]] = {}
+                    for d in deliveries:
+                        for node_name in lookups[d[0]]:
+                            by_node.setdefault(node_name, []).append(d)
+                    for node_name, ds in by_node.items():
+                        per_node.setdefault(node_name, []).append(_Ev(type_, payload, ds))
             elif kind == "notice":
-                type_, payload, users_ = what
-                if len(users_) <= NOTICE_ROUTE_MAX:
+                type_, payload, users = what
+                if not by_route:
+                    notice = _Notice(type_, payload, users)
+                    for node_name in peers:
+                        per_node.setdefault(node_name, []).append(notice)
+                elif not broadcast_only:
                     by_node_u: dict[str, list[int]] = {}
-                    for user_id in users_:
-                        for node_name in {r.node for r in lookups[user_id]}:
+                    for user_id in users:
+                        for node_name in lookups[user_id]:
                             by_node_u.setdefault(node_name, []).append(user_id)
                     for node_name, us in by_node_u.items():
                         per_node.setdefault(node_name, []).append(_Notice(type_, payload, us))
-                else:
-                    for node_name in self._peers:
-                        per_node.setdefault(node_name, []).append(_Notice(type_, payload, users_))
             elif kind == "all":
-                for node_name in self._peers:
+                for node_name in peers:
                     per_node.setdefault(node_name, []).append(what)
-            elif kind == "to":
+            elif kind == "to" and not broadcast_only:
                 node_name, item = what
                 per_node.setdefault(node_name, []).append(item)
-        for node_name, items in per_node.items():
-            data = _encoder.encode(items)
-            channel = f"yim:n:{{{node_name}}}"
-            if self._cluster:
-                await self._redis.spublish(channel, data)
-            else:
-                await self._redis.publish(channel, data)
-            self.remote_out += 1
+        return per_node
 
     # --- receiving -----------------------------------------------------------------------------
     async def _read_forever(self) -> None:
