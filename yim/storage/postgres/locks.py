@@ -57,6 +57,7 @@ import asyncpg
 from yim.storage.records import SendCmd
 
 LOCK_SQL = "SELECT yim_lock($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+TRY_LOCK_SQL = "SELECT * FROM yim_try_lock($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 class Anchors(NamedTuple):
@@ -95,8 +96,8 @@ class OpaqueAfterAll(Exception):
         self.conv_id = conv_id
 
 
-async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> None:
-    """The prelude: lock the union of ``anchors`` in the global order, in one round trip."""
+def _lock_args(anchors: Iterable[Anchors]) -> tuple[list[int], ...] | None:
+    """The union of ``anchors`` as the arrays of ``yim_lock`` / ``yim_try_lock``; None if empty."""
     convs: set[int] = set()
     read_convs: set[int] = set()
     members_of: set[int] = set()
@@ -113,11 +114,10 @@ async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> 
         peers.update(a.peers_of)
         everyone_of.update(a.all_members_of)
     if not (convs or read_convs or members_of or users or pairs or peers or everyone_of):
-        return
+        return None
     ordered_pairs = sorted(pairs)
     ordered_peers = sorted(peers)
-    await conn.execute(
-        LOCK_SQL,
+    return (
         sorted(convs),
         sorted(read_convs - convs),
         sorted(members_of),
@@ -128,6 +128,58 @@ async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> 
         [p[1] for p in ordered_peers],
         sorted(everyone_of),
     )
+
+
+async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> None:
+    """The prelude: lock the union of ``anchors`` in the global order, in one round trip."""
+    args = _lock_args(anchors)
+    if args is not None:
+        await conn.execute(LOCK_SQL, *args)
+
+
+class Missed(NamedTuple):
+    """What :func:`try_lock_anchors` could not take (see ``yim_try_lock``)."""
+
+    convs: frozenset[int]
+    users: frozenset[int]
+    pairs: frozenset[tuple[int, int]]
+
+    def blocks(self, a: Anchors) -> bool:
+        """Whether a job with anchors ``a`` must not run: one of its anchors is not held."""
+        return (
+            any(c in self.convs for c in (*a.convs, *a.read_convs, *a.members_of, *a.all_members_of))
+            or any(c in self.convs for _u, c in a.peers_of)
+            or any(u in self.users for u in a.users)
+            or any(u in self.users or v in self.users or (min(u, v), max(u, v)) in self.pairs for u, v in a.pairs)
+        )
+
+
+NOTHING_MISSED = Missed(frozenset(), frozenset(), frozenset())
+
+
+async def try_lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> Missed:
+    """The prelude that never waits: lock what is free of the union of ``anchors``, in one
+    round trip, and say what was not."""
+    args = _lock_args(anchors)
+    if args is None:
+        return NOTHING_MISSED
+    row = await conn.fetchrow(TRY_LOCK_SQL, *args)
+    return Missed(
+        frozenset(row["o_missed_convs"]),
+        frozenset(row["o_missed_users"]),
+        frozenset(zip(row["o_missed_pair_lo"], row["o_missed_pair_hi"], strict=True)),
+    )
+
+
+def order_keys(a: Anchors) -> set[object]:
+    """What orders a job against the other jobs of its batch (the writer defers a job that
+    shares one of these with an earlier deferred job): every conversation it names, its
+    direct pairs, and the users it names directly (a send's sender)."""
+    keys: set[object] = {("c", c) for c in (*a.convs, *a.read_convs, *a.members_of, *a.all_members_of)}
+    keys.update(("c", c) for _u, c in a.peers_of)
+    keys.update(("p", min(u, v), max(u, v)) for u, v in a.pairs)
+    keys.update(("u", u) for u in a.users)
+    return keys
 
 
 def send_anchors(cmd: SendCmd) -> Anchors:

@@ -103,6 +103,80 @@ BEGIN
 END $$;
 
 
+-- The prelude that never waits (docs/architecture.md, "Lock order"): the same anchors as
+-- yim_lock, each taken only if it is free (SKIP LOCKED), in a few set statements. It returns
+-- what it could not take, so that the writer runs the jobs whose anchors are all held and
+-- hands the others to a later batch:
+--   o_missed_convs  conversations held by another transaction, and each p_members_of,
+--                   p_all_members_of or peer conversation one of whose users was held
+--   o_missed_users  users held by another transaction
+--   o_missed_pair_lo/hi  direct pairs whose conversation was held (found at the start, or
+--                   created by another node meanwhile: yim_lock's NOWAIT case)
+-- Members are read only for conversations this transaction holds (memberships hold still
+-- under the conversation lock); a missed conversation's jobs are not run, so its members
+-- are not needed. Rows locked for jobs that are then not run stay locked to COMMIT: harmless,
+-- nothing here ever waits.
+CREATE OR REPLACE FUNCTION yim_try_lock(
+    p_convs bigint[], p_read_convs bigint[], p_members_of bigint[], p_users bigint[],
+    p_pair_lo bigint[], p_pair_hi bigint[], p_peer_user bigint[], p_peer_conv bigint[],
+    p_all_members_of bigint[],
+    OUT o_missed_convs bigint[], OUT o_missed_users bigint[], OUT o_missed_pair_lo bigint[],
+    OUT o_missed_pair_hi bigint[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_excl bigint[]; v_got bigint[]; v_late bigint[]; v_users bigint[];
+BEGIN
+    v_excl := ARRAY(SELECT unnest(p_convs)
+                    UNION SELECT dp.conv_id FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
+                           JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi);
+    v_got := ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (v_excl) FOR NO KEY UPDATE SKIP LOCKED)
+          || ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (p_read_convs) AND c.id <> ALL (v_excl)
+                   FOR SHARE SKIP LOCKED);
+    -- A conversation that does not exist is no lock to miss: its job finds it missing, as
+    -- after yim_lock.
+    o_missed_convs := ARRAY(SELECT c.id FROM conversations c
+                             WHERE (c.id = ANY (v_excl) OR c.id = ANY (p_read_convs)) AND c.id <> ALL (v_got));
+    v_users := ARRAY(
+            SELECT unnest(p_users) UNION SELECT unnest(p_pair_lo) UNION SELECT unnest(p_pair_hi)
+            UNION SELECT uc.user_id FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id
+                   WHERE uc.conv_id = ANY (p_members_of) AND c.fanout = 'write' AND uc.left_seq IS NULL
+                     AND uc.conv_id <> ALL (o_missed_convs)
+            UNION SELECT uc.user_id FROM user_conversations uc
+                   WHERE uc.conv_id = ANY (p_all_members_of) AND uc.left_seq IS NULL
+                     AND uc.conv_id <> ALL (o_missed_convs)
+            UNION SELECT uc.peer_id FROM unnest(p_peer_user, p_peer_conv) AS q(u, c)
+                   JOIN user_conversations uc ON uc.user_id = q.u AND uc.conv_id = q.c
+                   WHERE uc.peer_id IS NOT NULL AND q.c <> ALL (o_missed_convs));
+    v_got := ARRAY(SELECT u.id FROM users u WHERE u.id = ANY (v_users) FOR NO KEY UPDATE SKIP LOCKED);
+    o_missed_users := ARRAY(SELECT u.id FROM users u WHERE u.id = ANY (v_users) AND u.id <> ALL (v_got));
+    IF cardinality(o_missed_users) > 0 THEN
+        o_missed_convs := o_missed_convs || ARRAY(
+            SELECT uc.conv_id FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id
+             WHERE uc.conv_id = ANY (p_members_of) AND c.fanout = 'write' AND uc.left_seq IS NULL
+               AND uc.user_id = ANY (o_missed_users)
+            UNION SELECT uc.conv_id FROM user_conversations uc
+             WHERE uc.conv_id = ANY (p_all_members_of) AND uc.left_seq IS NULL AND uc.user_id = ANY (o_missed_users)
+            UNION SELECT q.c FROM unnest(p_peer_user, p_peer_conv) AS q(u, c)
+              JOIN user_conversations uc ON uc.user_id = q.u AND uc.conv_id = q.c
+             WHERE uc.peer_id = ANY (o_missed_users));
+    END IF;
+    -- A pair's conversation created by another node since v_excl was read: taken only if
+    -- free, as in yim_lock (which takes it NOWAIT), else the pair is missed.
+    v_late := ARRAY(SELECT dp.conv_id FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
+                      JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi
+                     WHERE dp.conv_id <> ALL (v_excl));
+    IF cardinality(v_late) > 0 THEN
+        v_got := ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (v_late) FOR NO KEY UPDATE SKIP LOCKED);
+        o_missed_convs := o_missed_convs || ARRAY(SELECT x FROM unnest(v_late) x WHERE x <> ALL (v_got));
+    END IF;
+    SELECT COALESCE(array_agg(dp.user_lo), '{}'), COALESCE(array_agg(dp.user_hi), '{}')
+      INTO o_missed_pair_lo, o_missed_pair_hi
+      FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
+      JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi
+     WHERE dp.conv_id = ANY (o_missed_convs);
+END $$;
+
+
 -- Append one entry to a conversation timeline and fan it out by the conversation's policy,
 -- in two statements. The conversation seq (UPDATE of its row, which also locks it) and each
 -- inbox seq (UPDATE of each recipient's user row) are allocated in the caller's
