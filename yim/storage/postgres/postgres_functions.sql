@@ -130,12 +130,17 @@ BEGIN
                     UNION SELECT dp.conv_id FROM unnest(p_pair_lo, p_pair_hi) AS p(lo, hi)
                            JOIN direct_pairs dp ON dp.user_lo = p.lo AND dp.user_hi = p.hi);
     v_got := ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (v_excl) FOR NO KEY UPDATE SKIP LOCKED)
-          || ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (p_read_convs) AND c.id <> ALL (v_excl)
-                   FOR SHARE SKIP LOCKED);
+          || ARRAY(SELECT c.id FROM conversations c
+                    WHERE c.id IN (SELECT unnest(p_read_convs) EXCEPT SELECT unnest(v_excl)) FOR SHARE SKIP LOCKED);
     -- A conversation that does not exist is no lock to miss: its job finds it missing, as
-    -- after yim_lock.
-    o_missed_convs := ARRAY(SELECT c.id FROM conversations c
-                             WHERE (c.id = ANY (v_excl) OR c.id = ANY (p_read_convs)) AND c.id <> ALL (v_got));
+    -- after yim_lock. Set differences by hash (EXCEPT), not `<> ALL`: a batch names
+    -- hundreds of rows. Most batches get everything, which the counts alone say.
+    IF cardinality(v_got) = cardinality(v_excl) + cardinality(p_read_convs) THEN
+        o_missed_convs := '{}';
+    ELSE
+        o_missed_convs := ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (v_excl) OR c.id = ANY (p_read_convs)
+                                EXCEPT SELECT unnest(v_got));
+    END IF;
     v_users := ARRAY(
             SELECT unnest(p_users) UNION SELECT unnest(p_pair_lo) UNION SELECT unnest(p_pair_hi)
             UNION SELECT uc.user_id FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id
@@ -148,7 +153,11 @@ BEGIN
                    JOIN user_conversations uc ON uc.user_id = q.u AND uc.conv_id = q.c
                    WHERE uc.peer_id IS NOT NULL AND q.c <> ALL (o_missed_convs));
     v_got := ARRAY(SELECT u.id FROM users u WHERE u.id = ANY (v_users) FOR NO KEY UPDATE SKIP LOCKED);
-    o_missed_users := ARRAY(SELECT u.id FROM users u WHERE u.id = ANY (v_users) AND u.id <> ALL (v_got));
+    IF cardinality(v_got) = cardinality(v_users) THEN
+        o_missed_users := '{}';
+    ELSE
+        o_missed_users := ARRAY(SELECT u.id FROM users u WHERE u.id = ANY (v_users) EXCEPT SELECT unnest(v_got));
+    END IF;
     IF cardinality(o_missed_users) > 0 THEN
         o_missed_convs := o_missed_convs || ARRAY(
             SELECT uc.conv_id FROM user_conversations uc JOIN conversations c ON c.id = uc.conv_id
@@ -167,7 +176,7 @@ BEGIN
                      WHERE dp.conv_id <> ALL (v_excl));
     IF cardinality(v_late) > 0 THEN
         v_got := ARRAY(SELECT c.id FROM conversations c WHERE c.id = ANY (v_late) FOR NO KEY UPDATE SKIP LOCKED);
-        o_missed_convs := o_missed_convs || ARRAY(SELECT x FROM unnest(v_late) x WHERE x <> ALL (v_got));
+        o_missed_convs := o_missed_convs || ARRAY(SELECT unnest(v_late) EXCEPT SELECT unnest(v_got));
     END IF;
     SELECT COALESCE(array_agg(dp.user_lo), '{}'), COALESCE(array_agg(dp.user_hi), '{}')
       INTO o_missed_pair_lo, o_missed_pair_hi
