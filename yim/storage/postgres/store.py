@@ -327,6 +327,7 @@ class _Writer:
         #: anchors (nothing was free, or a job had been handed on MAX_DEFERRALS times)
         self.deferred = 0
         self.waited = 0
+        self._wait_next = False
         #: when the writer's connection was lost (None: connected), for one log line per outage
         self._lost_since: float | None = None
         #: refused writes (`unavailable`): one log line per burst
@@ -447,11 +448,13 @@ class _Writer:
             await asyncio.sleep(0.1)  # do not spin while the database is away
             return [(None, YimError("unavailable", f"store unreachable: {exc}"))] * len(batch)
         try:
-            wait = any(job.deferrals >= MAX_DEFERRALS for job in batch)
+            wait = self._wait_next or any(job.deferrals >= MAX_DEFERRALS for job in batch)
+            self._wait_next = False
             try:
                 return await self._in_one_transaction(conn, batch, wait=wait)
             except _NothingFree:  # rolled back, its locks released: now wait in the global order
                 self.waited += 1
+                self._wait_next = True
                 return await self._in_one_transaction(conn, batch, wait=True)
         except _Rerun:
             pass
@@ -491,7 +494,7 @@ class _Writer:
                 runnable = batch
             else:
                 runnable = self._runnable(batch, await try_lock_anchors(conn, anchors))
-                if not runnable:
+                if len(runnable) * 2 < len(batch):
                     raise _NothingFree
             batch = runnable  # the runs of sends below are runs of the runnable jobs
             i, n = 0, len(batch)
