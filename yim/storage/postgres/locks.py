@@ -20,15 +20,15 @@ So yim never lets that happen:
   each taken only if free (``SKIP LOCKED``), and the ones it could not take named. The
   writer runs the jobs whose anchors it all holds and hands the others on to its next
   batch, at the front of its queue and in their order, so that batches of different nodes
-  run side by side instead of one after the other. A batch that finds nothing free rolls
-  back (releasing what it took) and starts again with the waiting prelude; so does a batch
-  holding a job that was handed on twice already (``MAX_DEFERRALS`` in the writer): every
-  job runs within three batches. Still no deadlock: a transaction that took the prelude
-  that never waits never waits at all (its jobs write only rows their held anchors guard),
-  so it is in no cycle of waits; the only transactions that wait are those in
-  ``yim_lock``, and they wait in the one global order while holding only rows that come
-  earlier in it. A wait-for cycle would need one of them to wait for a row earlier than
-  one it holds.
+  run side by side instead of one after the other. A batch that can run fewer than half
+  its jobs rolls back (releasing what it took) and starts again with the waiting prelude,
+  and so does the writer's next batch; so does a batch holding a job that was handed on
+  twice already (``MAX_DEFERRALS`` in the writer): every job runs within three batches.
+  Still no deadlock: a transaction that took the prelude that never waits never waits at
+  all (its jobs write only rows their held anchors guard), so it is in no cycle of waits;
+  the only transactions that wait are those in ``yim_lock``, and they wait in the one
+  global order while holding only rows that come earlier in it. A wait-for cycle would
+  need one of them to wait for a row earlier than one it holds.
 - **Opaque jobs.** A job that cannot name its anchors before it is submitted runs in a
   transaction of its own, never batched with others. If it learns them before its first
   lock (a friend request answered by id), it takes its own prelude then. If it only
