@@ -20,12 +20,7 @@ from .rawclient import Device, ProtocolError, make_users
 from .sdk_helpers import raw_close_code, raw_ws
 
 #: metrics of the other store only (docs/operations.md §4 says which store writes each)
-POSTGRES_ONLY = {
-    "yim_store_retries_total",
-    "yim_store_declared_conflicts_total",
-    "yim_store_deferred_total",
-    "yim_store_waited_total",
-}
+POSTGRES_ONLY = {"yim_store_retries_total", "yim_store_declared_conflicts_total"}
 
 
 def _documented_metrics() -> set[str]:

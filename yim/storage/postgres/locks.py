@@ -16,19 +16,6 @@ So yim never lets that happen:
   while holding an anchor that guards it, so no two transactions past their preludes ever
   wait for each other; and transactions inside their preludes wait in one global order.
   No cycle can form, so no deadlock.
-- **Never waiting first.** A batch first tries ``yim_try_lock`` instead: the same anchors,
-  each taken only if free (``SKIP LOCKED``), and the ones it could not take named. The
-  writer runs the jobs whose anchors it all holds and hands the others on to its next
-  batch, at the front of its queue and in their order, so that batches of different nodes
-  run side by side instead of one after the other. A batch that can run fewer than half
-  its jobs rolls back (releasing what it took) and starts again with the waiting prelude,
-  and so does the writer's next batch; so does a batch holding a job that was handed on
-  twice already (``MAX_DEFERRALS`` in the writer): every job runs within three batches.
-  Still no deadlock: a transaction that took the prelude that never waits never waits at
-  all (its jobs write only rows their held anchors guard), so it is in no cycle of waits;
-  the only transactions that wait are those in ``yim_lock``, and they wait in the one
-  global order while holding only rows that come earlier in it. A wait-for cycle would
-  need one of them to wait for a row earlier than one it holds.
 - **Opaque jobs.** A job that cannot name its anchors before it is submitted runs in a
   transaction of its own, never batched with others. If it learns them before its first
   lock (a friend request answered by id), it takes its own prelude then. If it only
@@ -70,7 +57,6 @@ import asyncpg
 from yim.storage.records import SendCmd
 
 LOCK_SQL = "SELECT yim_lock($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-TRY_LOCK_SQL = "SELECT * FROM yim_try_lock($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 class Anchors(NamedTuple):
@@ -109,8 +95,8 @@ class OpaqueAfterAll(Exception):
         self.conv_id = conv_id
 
 
-def _lock_args(anchors: Iterable[Anchors]) -> tuple[list[int], ...] | None:
-    """The union of ``anchors`` as the arrays of ``yim_lock`` / ``yim_try_lock``; None if empty."""
+async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> None:
+    """The prelude: lock the union of ``anchors`` in the global order, in one round trip."""
     convs: set[int] = set()
     read_convs: set[int] = set()
     members_of: set[int] = set()
@@ -127,10 +113,11 @@ def _lock_args(anchors: Iterable[Anchors]) -> tuple[list[int], ...] | None:
         peers.update(a.peers_of)
         everyone_of.update(a.all_members_of)
     if not (convs or read_convs or members_of or users or pairs or peers or everyone_of):
-        return None
+        return
     ordered_pairs = sorted(pairs)
     ordered_peers = sorted(peers)
-    return (
+    await conn.execute(
+        LOCK_SQL,
         sorted(convs),
         sorted(read_convs - convs),
         sorted(members_of),
@@ -141,58 +128,6 @@ def _lock_args(anchors: Iterable[Anchors]) -> tuple[list[int], ...] | None:
         [p[1] for p in ordered_peers],
         sorted(everyone_of),
     )
-
-
-async def lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> None:
-    """The prelude: lock the union of ``anchors`` in the global order, in one round trip."""
-    args = _lock_args(anchors)
-    if args is not None:
-        await conn.execute(LOCK_SQL, *args)
-
-
-class Missed(NamedTuple):
-    """What :func:`try_lock_anchors` could not take (see ``yim_try_lock``)."""
-
-    convs: frozenset[int]
-    users: frozenset[int]
-    pairs: frozenset[tuple[int, int]]
-
-    def blocks(self, a: Anchors) -> bool:
-        """Whether a job with anchors ``a`` must not run: one of its anchors is not held."""
-        return (
-            any(c in self.convs for c in (*a.convs, *a.read_convs, *a.members_of, *a.all_members_of))
-            or any(c in self.convs for _u, c in a.peers_of)
-            or any(u in self.users for u in a.users)
-            or any(u in self.users or v in self.users or (min(u, v), max(u, v)) in self.pairs for u, v in a.pairs)
-        )
-
-
-NOTHING_MISSED = Missed(frozenset(), frozenset(), frozenset())
-
-
-async def try_lock_anchors(conn: asyncpg.Connection, anchors: Iterable[Anchors]) -> Missed:
-    """The prelude that never waits: lock what is free of the union of ``anchors``, in one
-    round trip, and say what was not."""
-    args = _lock_args(anchors)
-    if args is None:
-        return NOTHING_MISSED
-    row = await conn.fetchrow(TRY_LOCK_SQL, *args)
-    return Missed(
-        frozenset(row["o_missed_convs"]),
-        frozenset(row["o_missed_users"]),
-        frozenset(zip(row["o_missed_pair_lo"], row["o_missed_pair_hi"], strict=True)),
-    )
-
-
-def order_keys(a: Anchors) -> set[object]:
-    """What orders a job against the other jobs of its batch (the writer defers a job that
-    shares one of these with an earlier deferred job): every conversation it names, its
-    direct pairs, and the users it names directly (a send's sender)."""
-    keys: set[object] = {("c", c) for c in (*a.convs, *a.read_convs, *a.members_of, *a.all_members_of)}
-    keys.update(("c", c) for _u, c in a.peers_of)
-    keys.update(("p", min(u, v), max(u, v)) for u, v in a.pairs)
-    keys.update(("u", u) for u in a.users)
-    return keys
 
 
 def send_anchors(cmd: SendCmd) -> Anchors:

@@ -64,15 +64,11 @@ from yim.storage.postgres.erase import PgEraseStore
 from yim.storage.postgres.locks import (
     LOCK_SQL,
     NO_ANCHORS,
-    TRY_LOCK_SQL,
     Anchors,
-    Missed,
     OpaqueAfterAll,
     lock_anchors,
-    order_keys,
     running_opaque,
     send_anchors,
-    try_lock_anchors,
 )
 from yim.storage.postgres.media import PgMediaStore
 from yim.storage.postgres.outbox import add_after_send
@@ -259,7 +255,7 @@ async def migrate(dsn: str) -> list[str]:
 
 
 class _Job:
-    __slots__ = ("anchors", "args", "cmd", "deferrals", "fn", "fut")
+    __slots__ = ("anchors", "args", "cmd", "fn", "fut")
 
     def __init__(
         self,
@@ -275,8 +271,6 @@ class _Job:
         self.cmd = cmd
         #: what the job may lock (postgres_locks); None: opaque, runs in a transaction alone
         self.anchors = anchors
-        #: batches that handed it on because its anchors were held by another node's batch
-        self.deferrals = 0
 
 
 Outcome = tuple[Any, BaseException | None]
@@ -286,20 +280,8 @@ class _Rerun(Exception):
     """Abort the batch transaction and run its jobs one by one."""
 
 
-class _NothingFree(Exception):
-    """Abort the batch transaction: the prelude that never waits found less than half of its
-    jobs free to run. Handing most of a batch on makes more, smaller transactions (each with
-    its commit) and costs more CPU per message than running side by side saves: measured in
-    docs/performance.md, "Mixed load: 1 node vs 3 nodes"."""
-
-
-#: A job handed on this many times runs in a batch with the waiting prelude: every job runs
-#: within a bounded number of batches, however busy its rows are on other nodes.
-MAX_DEFERRALS = 2
-
-
 #: the writer's statements whose parameter types asyncpg introspects on first use
-_WARM_UP = (LOCK_SQL, TRY_LOCK_SQL, timeline.SEND_BATCH_SQL)
+_WARM_UP = (LOCK_SQL, timeline.SEND_BATCH_SQL)
 
 
 class _Writer:
@@ -325,12 +307,6 @@ class _Writer:
         #: jobs all declared their anchors: the lock order says this stays 0, except for
         #: one client_msg_id sent through two nodes at once
         self.declared_conflicts = 0
-        #: jobs handed on to a later batch because another node's batch held one of their
-        #: anchors (counted once per hand-on), and batches that fell back to waiting for their
-        #: anchors (less than half was free, or a job had been handed on MAX_DEFERRALS times)
-        self.deferred = 0
-        self.waited = 0
-        self._wait_next = False
         #: when the writer's connection was lost (None: connected), for one log line per outage
         self._lost_since: float | None = None
         #: refused writes (`unavailable`): one log line per burst
@@ -394,17 +370,10 @@ class _Writer:
                 failure = YimError("unavailable", f"store write failed: {exc}")
                 outcomes = [(None, failure)] * len(batch)
             self.batches += 1
-            deferred = [job for job, outcome in zip(batch, outcomes, strict=True) if outcome is None]
-            if deferred:  # back to the front of the queue, in their order
-                for job in deferred:
-                    job.deferrals += 1
-                self.deferred += len(deferred)
-                self._jobs.extendleft(reversed(deferred))
-            self.jobs_done += len(batch) - len(deferred)
-            for job, outcome in zip(batch, outcomes, strict=True):
-                if outcome is None or job.fut.done():
+            self.jobs_done += len(batch)
+            for job, (result, refusal) in zip(batch, outcomes, strict=True):
+                if job.fut.done():
                     continue
-                result, refusal = outcome
                 if refusal is not None:
                     if isinstance(refusal, YimError) and refusal.code == "unavailable":
                         self.refusals.note(_REFUSED, refusal.message)
@@ -440,8 +409,7 @@ class _Writer:
                 "store writer lost its connection (%s: %s); writes fail until it is back", type(exc).__name__, exc
             )
 
-    async def _run_batch(self, batch: list[_Job]) -> list[Outcome | None]:
-        """The outcome of each job of ``batch``, None for a job handed on to a later batch."""
+    async def _run_batch(self, batch: list[_Job]) -> list[Outcome]:
         try:
             conn = await self._connection()
         except CONNECTION_LOST as exc:
@@ -451,14 +419,7 @@ class _Writer:
             await asyncio.sleep(0.1)  # do not spin while the database is away
             return [(None, YimError("unavailable", f"store unreachable: {exc}"))] * len(batch)
         try:
-            wait = self._wait_next or any(job.deferrals >= MAX_DEFERRALS for job in batch)
-            self._wait_next = False
-            try:
-                return await self._in_one_transaction(conn, batch, wait=wait)
-            except _NothingFree:  # rolled back, its locks released: now wait in the global order
-                self.waited += 1
-                self._wait_next = True
-                return await self._in_one_transaction(conn, batch, wait=True)
+            return await self._in_one_transaction(conn, batch)
         except _Rerun:
             pass
         except OpaqueAfterAll as exc:  # a customer-service send among them: rerun alone
@@ -472,7 +433,7 @@ class _Writer:
             if len(batch) == 1:
                 log.exception("store write job failed")
             # An unexpected error aborted the batch: rerun the jobs alone to isolate it.
-        outcomes: list[Outcome | None] = []
+        outcomes: list[Outcome] = []
         for i, job in enumerate(batch):
             try:
                 outcomes.append(await self._alone(conn, job))
@@ -482,24 +443,10 @@ class _Writer:
                 return outcomes + [(None, failure)] * (len(batch) - i)
         return outcomes
 
-    async def _in_one_transaction(
-        self, conn: asyncpg.Connection, batch: list[_Job], *, wait: bool
-    ) -> list[Outcome | None]:
-        """Run ``batch`` in one transaction. ``wait``: its prelude waits for every anchor in the
-        global order (``yim_lock``); else it takes what is free (``yim_try_lock``) and runs only
-        the jobs it can, the others get None (handed on); see postgres_locks, "Never waiting"."""
-        whole = batch
+    async def _in_one_transaction(self, conn: asyncpg.Connection, batch: list[_Job]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         async with conn.transaction():
-            anchors = [job.anchors for job in batch if job.anchors is not None]
-            if wait:
-                await lock_anchors(conn, anchors)
-                runnable = batch
-            else:
-                runnable = self._runnable(batch, await try_lock_anchors(conn, anchors))
-                if len(runnable) * 2 < len(batch):
-                    raise _NothingFree  # and the next batch waits at once, sparing it a vain try
-            batch = runnable  # the runs of sends below are runs of the runnable jobs
+            await lock_anchors(conn, [job.anchors for job in batch if job.anchors is not None])
             i, n = 0, len(batch)
             while i < n:
                 if batch[i].fn is None:  # a run of sends: one round trip
@@ -536,36 +483,7 @@ class _Writer:
                 finally:
                     running_opaque.reset(token)
                 i += 1
-        if len(runnable) == len(whole):
-            return list(outcomes)
-        ran = dict(zip(map(id, runnable), outcomes, strict=True))
-        return [ran.get(id(job)) for job in whole]
-
-    @staticmethod
-    def _runnable(batch: list[_Job], missed: Missed) -> list[_Job]:
-        """The jobs of ``batch`` to run now, in order: those whose anchors were all taken and
-        that share no conversation, direct pair or named user (a send's sender) with an earlier
-        job handed on. That sharing rule is what keeps the order that matters: one sender's
-        messages in one conversation share both, a resend of a client_msg_id shares its
-        sender (so it stays after the original and finds it), a membership change and the
-        sends or read markers of its group share the conversation. Jobs that share none of
-        these touch no common row but fan-out inbox entries, whose order between different
-        conversations and senders nobody is promised: running them before an earlier
-        handed-on job changes nothing anyone can rely on."""
-        if not (missed.convs or missed.users or missed.pairs):
-            return batch
-        held: set[object] = set()  # the order keys of the jobs handed on so far
-        runnable: list[_Job] = []
-        for job in batch:
-            if job.anchors is None:  # opaque: alone in its batch, no prelude to miss
-                runnable.append(job)
-                continue
-            keys = order_keys(job.anchors)
-            if missed.blocks(job.anchors) or not held.isdisjoint(keys):
-                held |= keys
-            else:
-                runnable.append(job)
-        return runnable
+        return outcomes
 
     def _conflict(self, exc: BaseException, *, declared: bool) -> None:
         self.retries += 1
@@ -713,8 +631,6 @@ class PostgresStore(Store):
             "jobs": w.jobs_done,
             "retries": w.retries,
             "declared_conflicts": w.declared_conflicts,
-            "deferred": w.deferred,
-            "waited": w.waited,
         }
 
     # Concept stores (relations, ...) run their own jobs through these two.
