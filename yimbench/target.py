@@ -249,9 +249,13 @@ class Probe:
         if self.server is None:
             return None
         try:
-            return self.server.memory_info().rss
+            rss = self.server.memory_info().rss
         except psutil.Error:
             return None
+        for child in self.server.children(recursive=True):  # the workers of --workers N
+            with contextlib.suppress(psutil.Error):
+                rss += child.memory_info().rss
+        return rss
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot(t=time.monotonic())
@@ -272,6 +276,8 @@ class Probe:
                 for child in self.server.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
                         c = child.cpu_times()
+                        # a node's memory is its processes' together (--workers N)
+                        snap.server_rss = (snap.server_rss or 0) + child.memory_info().rss
                         label = proc_label(child)
                         snap.server_procs[label] = snap.server_procs.get(label, 0.0) + c.user + c.system
                 snap.server_cpu = sum(snap.server_procs.values())
