@@ -59,7 +59,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from yim.bus.redis import connect_redis
+from yim.bus.shared_limits import SharedSpending, Spending
 from yim.services.context import LocalDevices, PresenceChange, State
+from yim.services.presence import aggregate_presence
 
 if TYPE_CHECKING:
     from yim.config import Settings
@@ -228,8 +230,6 @@ def aggregate_fields(
 ) -> tuple[State, int | None]:
     """The same aggregate as the sync script, from a user's hash as read by HGETALL
     (``local``: this node's name and its devices as they are now, instead of its fields)."""
-    status = "offline"
-    platforms: set[str] = set()
     seen: int | None = None
     entries: list[tuple[str, str]] = []
     for k, v in fields.items():
@@ -243,15 +243,8 @@ def aggregate_fields(
         entries.append((parts[1], parts[2]))
     if local is not None:
         entries += [(st, platform) for st, platform, _ in local[1].values()]
-    for st, platform in entries:
-        if st == "online":
-            status = "online"
-        elif status != "online":
-            status = "away"
-        platforms.add(platform)
-    if status != "offline":
-        seen = None
-    return (status, tuple(sorted(platforms))), seen
+    state = aggregate_presence(entries)
+    return state, (None if state[0] != "offline" else seen)
 
 
 class _Batch:
@@ -267,7 +260,7 @@ class _Batch:
         return record
 
 
-class ClusterState:
+class ClusterState(SharedSpending):
     """One per node in cluster mode: its own Redis connections and background loops."""
 
     def __init__(self, settings: Settings, url: str, node_name: str, online_user_ids: Callable[[], list[int]]) -> None:
@@ -291,9 +284,8 @@ class ClusterState:
         #: False, checks use this node's own state without waiting for Redis
         self.healthy = False
         self._down_logged = False
-        # send-limit consumption not yet added to the shared buckets: name -> key -> cost
-        self._spent: dict[str, dict[Any, float]] = {}
-        self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
+        # send-limit consumption not yet added to the shared buckets (yim/bus/shared_limits.py)
+        self._init_spending()
         self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -572,36 +564,7 @@ class ClusterState:
         results = await asyncio.wait_for(self._run(build), self.timeout_s)
         return [int(r) / 1000 for r in results]
 
-    def share_buckets(self, name: str, buckets: Any) -> None:
-        """Keep a node's in-memory TokenBuckets in step with a shared one (batched)."""
-        self._buckets[name] = buckets
-        self._spent[name] = {}
-
-    def spent(self, name: str, key: Any, cost: float) -> None:
-        """``cost`` was just taken from the local bucket ``name`` for ``key``."""
-        if not self.healthy:
-            return  # Redis away: the limit is per node until it is back
-        spent = self._spent[name]
-        spent[key] = spent.get(key, 0.0) + cost
-
-    async def _limits_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_s)
-            try:
-                await self._flush_spent()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the local buckets keep limiting, per node
-                self.unavailable(exc)
-
-    async def _flush_spent(self) -> None:
-        batch = {name: spent for name, spent in self._spent.items() if spent}
-        if not batch:
-            return
-        for name in batch:
-            self._spent[name] = {}
-        order = [(name, key, cost) for name, spent in batch.items() for key, cost in spent.items()]
-
+    async def _debit(self, order: list[Spending]) -> list[float]:
         def build(p: Any) -> None:
             if self._cluster:
                 for name, key, cost in order:
@@ -618,11 +581,5 @@ class ClusterState:
                     args += [b.rate, b.burst, cost]
                 self._evalsha(p, "debit_many", keys, args)
 
-        # Not counted in Redis if this fails: that spending stays per node (as everything
-        # does while Redis is away), and nothing piles up for later.
         replies = await asyncio.wait_for(self._run(build), self.timeout_s)
-        levels = [r[0] for r in replies] if self._cluster else [x for r in replies for x in r]
-        for (name, key, _cost), level in zip(order, levels, strict=False):
-            # Set the local bucket to the shared level, less what was spent here while
-            # the round trip was in flight (already queued for the next round).
-            self._buckets[name].set_level(key, float(level) - self._spent[name].get(key, 0.0))
+        return [float(r[0]) for r in replies] if self._cluster else [float(x) for r in replies for x in r]

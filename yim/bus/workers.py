@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from yim.bus.local import LocalBus
+from yim.bus.shared_limits import SharedSpending, Spending
 from yim.bus.workers_hub import (
     Agent,
     BackoffOp,
@@ -291,7 +292,7 @@ class WorkerBus(LocalBus):
                 remote.pop(user_id, None)
 
 
-class WorkerState:
+class WorkerState(SharedSpending):
     """The worker's view of what all workers share (``node.cluster``, ``presence.cluster``,
     and ``Limits.share``'s buckets), answered by the hub; see the module docstring."""
 
@@ -305,8 +306,7 @@ class WorkerState:
         self._down_logged = False
         #: agents online on any worker (a copy the hub keeps current by casts)
         self.agents_online: set[int] = set()
-        self._spent: dict[str, dict[Any, float]] = {}
-        self._buckets: dict[str, Any] = {}  # name -> yim.gateway.limits.TokenBuckets
+        self._init_spending()  # yim/bus/shared_limits.py
         self._resync: Callable[[Iterable[int], set[str]], Awaitable[bool]] | None = None
         self._resync_pending: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -432,49 +432,16 @@ class WorkerState:
         waits: list[float] = await self._call("hub.backoff", body, list[float])
         return waits
 
-    def share_buckets(self, name: str, buckets: Any) -> None:
-        """Keep a worker's in-memory TokenBuckets in step with the shared one (batched)."""
-        self._buckets[name] = buckets
-        self._spent[name] = {}
-
-    def spent(self, name: str, key: Any, cost: float) -> None:
-        """``cost`` was just taken from the local bucket ``name`` for ``key``."""
-        if not self.healthy:
-            return
-        spent = self._spent[name]
-        spent[key] = spent.get(key, 0.0) + cost
-
     def set_levels(self, levels: list[tuple[str, int | str, float]]) -> None:
         """Another worker spent from these shared buckets: this worker's copies follow."""
         for name, key, level in levels:
-            buckets = self._buckets.get(name)
-            if buckets is not None:
-                buckets.set_level(key, level - self._spent[name].get(key, 0.0))
+            self.set_level(name, key, level)
 
-    async def _limits_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_s)
-            try:
-                await self._flush_spent()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the local buckets keep limiting, per worker
-                self.unavailable(exc)
-
-    async def _flush_spent(self) -> None:
-        """Add what this worker spent to the shared buckets (one call) and set its own
-        buckets to the shared levels, less what it spent while the call was in flight."""
-        order: list[tuple[str, int | str, float, float, float]] = []
-        for name, spent in self._spent.items():
-            if spent:
-                b = self._buckets[name]
-                order += [(name, key, b.rate, b.burst, cost) for key, cost in spent.items()]
-                self._spent[name] = {}
-        if not order:
-            return
-        levels: list[float] = await self._call("hub.debit", DebitIn(order), list[float])
-        for (name, key, _rate, _burst, _cost), level in zip(order, levels, strict=False):
-            self._buckets[name].set_level(key, level - self._spent[name].get(key, 0.0))
+    async def _debit(self, order: list[Spending]) -> list[float]:
+        buckets = self._buckets
+        body = DebitIn([(name, key, buckets[name].rate, buckets[name].burst, cost) for name, key, cost in order])
+        levels: list[float] = await self._call("hub.debit", body, list[float])
+        return levels
 
 
 if TYPE_CHECKING:

@@ -34,6 +34,7 @@ from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
 from yim.services.context import State
+from yim.services.presence import aggregate_presence
 
 if TYPE_CHECKING:
     from yim.config import Settings
@@ -377,18 +378,6 @@ class HubState:
         return Snapshot([(u, self.workers_of(u)) for u in self.routes], sorted(self.agents))
 
     # --- presence ------------------------------------------------------------------------
-    @staticmethod
-    def _aggregate(entries: Iterable[tuple[str, str]]) -> State:
-        status = "offline"
-        platforms: set[str] = set()
-        for st, platform in entries:
-            if st == "online":
-                status = "online"
-            elif status != "online":
-                status = "away"
-            platforms.add(platform)
-        return status, tuple(sorted(platforms))
-
     def presence_sync(self, worker: int, body: PresenceIn) -> PresenceOut:
         """Write ``worker``'s devices of each user (replacing what it wrote before) and
         aggregate over every worker; say whether the aggregate differs from the one last
@@ -404,7 +393,7 @@ class HubState:
                 # the same device connected again on another worker: the newest connection wins
                 if cur is None or cur[0] == worker or cur[3] <= cms:
                     fields[device_id] = (worker, status, platform, cms)
-            state = self._aggregate((f[1], f[2]) for f in fields.values())
+            state = aggregate_presence((f[1], f[2]) for f in fields.values())
             if not fields:
                 del self.presence[user_id]
             before = self.published.get(user_id, OFFLINE)
@@ -429,7 +418,7 @@ class HubState:
             entries = [(f[1], f[2]) for f in fields.values() if local is None or f[0] != worker]
             if local is not None:
                 entries += local.get(user_id, [])
-            status, platforms = self._aggregate(entries)
+            status, platforms = aggregate_presence(entries)
             seen = self.seen.get(user_id) if status == "offline" else None
             out.append((user_id, status, list(platforms), seen))
         return out

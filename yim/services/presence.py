@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -46,6 +47,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("yim.presence")
 _enc = msgspec.json.Encoder()
 OFFLINE: State = ("offline", ())
+
+
+def aggregate_presence(devices: Iterable[tuple[str, str]]) -> State:
+    """A user's presence from their connected devices' (status, platform), wherever they
+    are connected (this node, the workers of a node, the nodes of a cluster): online if any
+    device is online, away if every one is away, offline with none; the platforms sorted."""
+    status = "offline"
+    platforms: set[str] = set()
+    for st, platform in devices:
+        if st == "online":
+            status = "online"
+        elif status != "online":
+            status = "away"
+        platforms.add(platform)
+    return status, tuple(sorted(platforms))
+
 
 #: Changes whose debounce has ended are published together on ticks at most this far
 #: apart, so a burst of connects reaches the store threads as a few batches of reads and
@@ -79,9 +96,7 @@ class Presence:
         devices = self._node.hub.devices_of(user_id)
         if not devices:
             return OFFLINE
-        statuses = {conn.presence for conn in devices.values()}
-        status = "online" if "online" in statuses else "away"
-        return status, tuple(sorted({conn.platform for conn in devices.values()}))
+        return aggregate_presence((conn.presence, conn.platform) for conn in devices.values())
 
     def changed(self, user_id: int) -> None:
         """A device of the user connected, disconnected or changed status."""
