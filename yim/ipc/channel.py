@@ -85,7 +85,7 @@ class Channel(asyncio.Protocol):
         self._decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_event_loop()
-        self._out: list[bytes] = []
+        self._out: list[bytearray] = []
         self._flush_scheduled = False
         self._inbuf = bytearray()
         self._next_id = 1
@@ -141,7 +141,7 @@ class Channel(asyncio.Protocol):
         buf = bytearray(4)
         self._encoder.encode_into((kind, call_id, op, body), buf, 4)
         _LEN.pack_into(buf, 0, len(buf) - 4)
-        self._out.append(bytes(buf) if len(buf) < 256 else buf)  # type: ignore[arg-type]
+        self._out.append(buf)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -154,19 +154,25 @@ class Channel(asyncio.Protocol):
 
     # --- receiving -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        buf = self._inbuf
-        buf += data
+        # Frames are decoded straight out of ``data`` (bytes do not change, so the bodies
+        # left as msgspec.Raw may point into it); only a frame split across reads is copied,
+        # once, to join its parts.
+        if self._inbuf:
+            self._inbuf += data
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+        view = memoryview(data)
         pos = 0
-        end = len(buf)
+        end = len(data)
         while end - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
+            (size,) = _LEN.unpack_from(view, pos)
             if size > MAX_FRAME:
                 log.error("%s: a frame of %d bytes (limit %d): closing the channel", self.name, size, MAX_FRAME)
                 self.close()
                 return
             if end - pos - 4 < size:
                 break
-            frame = bytes(buf[pos + 4 : pos + 4 + size])
+            frame = view[pos + 4 : pos + 4 + size]
             pos += 4 + size
             try:
                 kind, call_id, op, body = _ENVELOPE.decode(frame)
@@ -175,8 +181,8 @@ class Channel(asyncio.Protocol):
                 self.close()
                 return
             self._dispatch(kind, call_id, op, body)
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            self._inbuf += view[pos:]
 
     def _dispatch(self, kind: int, call_id: int, op: str, body: msgspec.Raw) -> None:
         if kind == REPLY or kind == ERROR:
