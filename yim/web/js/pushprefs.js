@@ -98,21 +98,3 @@ export class PushPrefs extends EventTarget {
     this.apply(await this.socket.request("push_settings_set", body));
   }
 }
-
-// A small bell, struck through when the conversation is muted (the list and the chat head).
-export function bellIcon(muted, size = 16) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("width", String(size));
-  svg.setAttribute("height", String(size));
-  svg.setAttribute("aria-hidden", "true");
-  svg.setAttribute("class", "icon bell");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute(
-    "d",
-    "M6 16V11a6 6 0 0 1 12 0v5l1.5 2h-15zM10 20.5a2 2 0 0 0 4 0" + (muted ? "M4 4l16 16" : ""),
-  );
-  svg.append(path);
-  return svg;
-}

@@ -28,7 +28,7 @@ import { fileEl, imageEl, kindOf, mediaInfo } from "./mediaview.js";
 import { EVERYONE, MentionPicker } from "./mentions.js";
 import { richText } from "./richtext.js";
 import { openMenu } from "./menu.js";
-import { MUTES, bellIcon, muteLabel } from "../pushprefs.js";
+import { MUTES, muteLabel } from "../pushprefs.js";
 import { ReplyBar, forwardedEl, openForward, quoteEl, quoteSig } from "./reply.js";
 import { pinnedLine, reactButton, reactionKey, reactionRow } from "./reactions.js";
 import { openReportDialog } from "./reports.js";
@@ -418,7 +418,7 @@ export class ChatView {
           openMenu(e.currentTarget, choices, t("Notifications"));
         },
       },
-      bellIcon(mode !== "off", 18),
+      icon(mode !== "off" ? "bellMuted" : "bell", 18),
     );
   }
 

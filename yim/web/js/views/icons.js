@@ -6,6 +6,9 @@ const PATHS = {
   file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8zM14 3v5h5M9 13h6M9 17h6",
   // an arrow down to a line
   download: "M12 4v11m0 0-4.5-4.5M12 15l4.5-4.5M5 20h14",
+  // a small bell (a conversation that notifies), and struck through (a muted one)
+  bell: "M6 16V11a6 6 0 0 1 12 0v5l1.5 2h-15zM10 20.5a2 2 0 0 0 4 0",
+  bellMuted: "M6 16V11a6 6 0 0 1 12 0v5l1.5 2h-15zM10 20.5a2 2 0 0 0 4 0M4 4l16 16",
 };
 
 export function icon(name, size = 20) {

@@ -8,8 +8,9 @@ import { unreadOf } from "../store.js";
 import { AgentView } from "./agent.js";
 import { field, openDialog } from "./dialog.js";
 import { FriendsView } from "./friends.js";
+import { icon } from "./icons.js";
 import { openMenu } from "./menu.js";
-import { bellIcon, muteLabel } from "../pushprefs.js";
+import { muteLabel } from "../pushprefs.js";
 import { SearchView } from "./search.js";
 import { errorText } from "../errors.js";
 
@@ -381,7 +382,7 @@ export class Sidebar {
               title: t("Notifications: {mode}", { mode: muteLabel(mute) }),
               "aria-label": t("Notifications: {mode}", { mode: muteLabel(mute) }),
             },
-            bellIcon(true, 14),
+            icon("bellMuted", 14),
           );
     return h(
       "li",
