@@ -44,6 +44,7 @@ from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.codec import JSON
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange
+from yim.storage.records import GroupChange, GroupRec, MessageRec, SendResult
 
 WORKERS = 3
 
@@ -376,6 +377,50 @@ async def test_one_publish_is_split_between_workers_by_their_devices(node: Node)
     assert a.events() == [1] and b.events() == [2] and [d.events() for d in both] == [[3], [3]]
     assert a.frames[1]["type"] == b.frames[1]["type"] == "typing"
     for w, dev in ((w1, a), (w2, b), (w1, both[0]), (w2, both[1])):
+        w.disconnect(dev)
+
+
+def _entry(seq: int, deliveries: list[tuple[int, int]], duplicate: bool = False) -> SendResult:
+    m = MessageRec(900 + seq, 77, seq, 122, "c", "text", b'{"text":"x"}', f"e{seq}", 1)
+    return SendResult(m, 1, duplicate, deliveries)
+
+
+async def test_committed_entries_are_routed_from_the_store_process(node: Node) -> None:
+    """A timeline entry committed for worker 0 is pushed to the recipients' devices on the
+    other workers by the hub, from the store's answer (a Future, a coroutine's result, a
+    value, an entry inside a group change); not to worker 0, whose own publish_entry pushes
+    its devices; a resend nowhere."""
+    w0, w1, w2 = node.workers
+    r1 = await w1.connect(Device(120, "a"))
+    r2 = await w2.connect(Device(121, "b"))
+    here = await w0.connect(Device(122, "c"))
+    await w0.bus.ping()
+    forwarded = node.hub.forwarded
+    fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+    assert node.hub.entries_routed(0, "store.send_message", fut) is fut
+    fut.set_result(_entry(1, [(120, 5), (121, 6), (122, 7)]))
+    await _until(lambda: r1.events() == [5] and r2.events() == [6])
+    assert r1.frames[0]["data"]["msg_id"] == "901" and r1.frames[0]["type"] == "message"
+    assert node.hub.forwarded == forwarded + 2
+
+    async def group_change() -> GroupChange:
+        group = GroupRec(77, "g", "", "", 122, "open", False, 500, 3, "write", 0, 2, 1, False)
+        return GroupChange(group, _entry(2, [(120, 6), (122, 8)]))
+
+    change = await node.hub.entries_routed(0, "store.add_members", group_change())
+    assert isinstance(change, GroupChange)
+    assert node.hub.entries_routed(0, "store.recall", _entry(3, [(121, 7)])).message.seq == 3
+    node.hub.entries_routed(0, "store.send_message", _entry(1, [(120, 5), (121, 6)], duplicate=True))
+    await _until(lambda: r1.events() == [5, 6] and r2.events() == [6, 7])
+    await w1.bus.ping()
+    await w2.bus.ping()
+    assert r1.events() == [5, 6] and r2.events() == [6, 7]  # the resend: nowhere
+    assert here.frames == []
+    w0.bus.publish_entry([(122, 7), (120, 5)], b"{}")  # the sending worker: its own devices only
+    assert here.events() == [7]
+    await w0.bus.ping()
+    assert node.hub.forwarded == forwarded + 4
+    for w, dev in ((w1, r1), (w2, r2), (w0, here)):
         w.disconnect(dev)
 
 

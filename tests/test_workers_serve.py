@@ -178,6 +178,30 @@ async def _one_node(node: WorkersNode) -> None:
         assert [e["seq"] for e in got] == sorted(e["seq"] for e in got)
         assert [e["data"]["seq"] for e in got] == sorted(s["seq"] for s in sent)
 
+        # One user's pushes keep commit order whichever worker each sender is on: b gets
+        # sends through its own worker (c) and through the other (a), interleaved, and sees
+        # its inbox seqs one after the other, never a jump a client would have to sync over.
+        c, tries = None, 0
+        other = next(i for i in range(8) if i not in (ia, ib))
+        while c is None:
+            tries += 1
+            assert tries < 30, "no sender landed on b's worker"
+            d = Device(http, await login(http, f"wk{other}", f"third{tries}"))
+            await d.connect()
+            probe = await d.request("send", to=ids[ia], kind="text", body={"text": "hi"}, client_msg_id=f"c{tries}")
+            if node_of(probe["msg_id"]) == on[ib]:
+                c = d
+            else:
+                await d.close()
+        b.events.clear()
+        burst = 80
+        await asyncio.gather(*(dev.request("send", to=ids[ib], kind="text", body={"text": f"o{k}"},
+                                           client_msg_id=f"o{k}{tag}")
+                               for k in range(burst) for dev, tag in ((a, "a"), (c, "c"))))  # fmt: skip
+        await until(lambda: len(b.events) >= 2 * burst)
+        seqs = [e["seq"] for e in b.events]
+        assert seqs == list(range(seqs[0], seqs[0] + 2 * burst)), seqs
+
         # A user's two devices on two workers both get a message, once each; the sender's
         # other device (on the other worker) gets it too.
         b2 = None

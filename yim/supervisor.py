@@ -204,11 +204,16 @@ class StoreProcess:
         self._loop.add_reader(pidfd, self._exited, slot)
 
     def _call_handler(self, slot: _Slot) -> Callable[[str, msgspec.Raw], Any]:
+        from yim.storage.remote import ENTRY_OPS as entry_ops
+
         server, hub = self.server, self.hub
 
         def on_call(op: str, body: msgspec.Raw) -> Any:
             if op.startswith("store."):
-                return server.handle(op, body, slot.channel)
+                reply = server.handle(op, body, slot.channel)
+                if op in entry_ops:  # its committed entries go to the workers of their recipients
+                    return hub.entries_routed(slot.index, op, reply)
+                return reply
             if op.startswith("hub."):
                 return hub.on_call(slot.index, op, body)
             raise YimError("bad_request", f"no such op {op!r}")

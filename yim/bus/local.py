@@ -51,6 +51,15 @@ class LocalBus:
         self._hub = hub
         self._events_out = metrics.events_out
 
+    def publish_entry(
+        self, deliveries: list[tuple[int, int]], payload_json: bytes, origin: Connection | None = None
+    ) -> None:
+        """The ``message`` event of a committed timeline entry (a send, a recall, a group
+        change ...): :meth:`publish_event` on one node and in a cluster. A worker of a node
+        of several pushes it to its own devices only: the store process routed it to the
+        other workers when it committed it (yim/bus/workers.py)."""
+        self.publish_event(deliveries, "message", payload_json, origin)
+
     def publish_event(
         self,
         deliveries: list[tuple[int, int]],

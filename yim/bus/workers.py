@@ -10,27 +10,45 @@ on_cast`).
 Push stays a shortcut (see :mod:`yim.bus.local`): an event is committed before it is
 published, and a device that misses a push finds it by ``sync``.
 
-Forwarding without a round trip. Each worker keeps a replica of "which users have devices
-on which workers" (``remote``: user -> the *other* workers holding some). The hub casts
-every change of a user's set of workers to every worker, and a worker's first frame is a
-snapshot of the whole table, so the replica is complete from the start. To publish, a
-worker pushes to its own connections at once (LocalBus), then casts ``hub.ev`` / ``hub.no``
-with just the recipients found in the replica — nothing at all when none is elsewhere, the
-common case — and the hub sends each worker that holds some of them one cast with its part.
+Timeline entries (messages, recalls, edits, group changes: every ``message`` event, the hot
+path) are routed by the store process, not by the worker that sent them: when the store
+answers a call whose reply holds a committed entry, the hub casts ``worker.ev`` to every
+other worker holding a recipient's device, before the reply leaves
+(:meth:`~yim.bus.workers_hub.WorkerHub.entries_routed`); the sending worker pushes to its own
+devices only (:meth:`WorkerBus.publish_entry`). One hop from the store to the device's
+worker, and in commit order:
+
+- the store's writer resolves a batch's futures in commit order, and each future routes its
+  entry before its reply is written, so on every worker's FIFO channel the entries sent to
+  it and the replies to its own sends stand in commit order;
+- a worker reads its channel in order; a reply schedules its push (the send's future
+  callback), and an entry read after it is pushed behind it (``worker.ev`` is handled with
+  ``call_soon``, not at once). So a device sees its inbox seqs one by one, whichever workers
+  the senders are on — except when a send's publish waits one more turn (a body the word
+  filter masked, echoed through a second future) or the entry came from a coroutine's
+  reply (a recall, a group change, routed when the coroutine returns): then a later entry
+  may come first, the device sees the jump and syncs (docs/protocol.md §12.1).
+
+Other events (read markers, receipts, reactions, customer-service events, notices) are
+forwarded without a round trip. Each worker keeps a replica of "which users have devices on
+which workers" (``remote``: user -> the *other* workers holding some). The hub casts every
+change of a user's set of workers to every worker, and a worker's first frame is a snapshot
+of the whole table, so the replica is complete from the start. To publish, a worker pushes
+to its own connections at once (LocalBus), then casts ``hub.ev`` / ``hub.no`` with just the
+recipients found in the replica — nothing at all when none is elsewhere, the common case —
+and the hub sends each worker that holds some of them one cast with its part. These keep
+the order of one sending worker (its casts leave in order on its one channel, the hub handles
+a channel's frames in arrival order and casts on at once, each target channel is FIFO); one
+user's events through two workers may interleave, and a device that sees a seq jump syncs.
 
 Why a device connected elsewhere never misses an event committed after its first sync:
 ``connected`` registers the route with a *call* (``hub.route``) before the auth reply. The
 hub casts the change to every other worker before it answers that call, each on that
-worker's one FIFO channel. The device syncs only after the auth reply, and an event
-committed after that sync is answered to the sending worker on the same channel as the
-route change, later — so the sending worker has applied the change before it publishes.
-(Its replica only decides whether to cast at all; the hub targets by its own exact routes.)
-
-Why one user's events keep their order: a worker publishes in commit order on its loop
-(as one node does), its casts leave in that order on its one channel, the hub handles the
-frames of a channel in arrival order on its one loop and casts on at once, and each target
-channel is FIFO. Events of one user sent through two workers are each in order per sending
-worker; a device that sees a seq jump syncs (docs/protocol.md §4.3), as in a cluster.
+worker's one FIFO channel, and from then on routes entries to it. The device syncs only after
+the auth reply, and an event committed after that sync is answered to the sending worker on
+the same channel as the route change, later — so the sending worker has applied the change
+before it publishes. (Its replica only decides whether to cast at all; the hub targets by its
+own exact routes.)
 
 Kicks, revocations and roster invalidations go through the hub to every worker concerned,
 with the same effects as the cluster bus's (:mod:`yim.bus.redis`): 4002 for an older
@@ -126,6 +144,7 @@ class WorkerBus(LocalBus):
         self.worker = worker
         self.workers = workers
         self._channel: Channel | None = None
+        self._loop: asyncio.AbstractEventLoop  # the loop the channel runs on (bind)
         self._serials = itertools.count(1)
         #: (user, device) -> (connection, serial) of the connections registered here
         self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
@@ -138,6 +157,7 @@ class WorkerBus(LocalBus):
 
     def bind(self, channel: Channel) -> None:
         self._channel = channel
+        self._loop = asyncio.get_running_loop()
 
     @property
     def channel(self) -> Channel:
@@ -202,6 +222,13 @@ class WorkerBus(LocalBus):
                 self._channel.cast("hub.ev", EventOut(type_, payload_json, away))
                 self.remote_out += 1
 
+    def publish_entry(
+        self, deliveries: list[tuple[int, int]], payload_json: bytes, origin: Connection | None = None
+    ) -> None:
+        """This worker's own devices only: the store process sent the entry's event to the
+        other workers holding a recipient when it committed it (WorkerHub.entries_routed)."""
+        LocalBus.publish_event(self, deliveries, "message", payload_json, origin)
+
     def publish_notice(
         self,
         user_ids: Iterable[int],
@@ -241,11 +268,14 @@ class WorkerBus(LocalBus):
         if op == "worker.ev":
             ev = _EVENT.decode(body)
             self.remote_in += 1
-            LocalBus.publish_event(self, ev.deliveries, ev.type, ev.payload)
+            # Behind the pushes of the replies read before it (their futures' callbacks are
+            # already scheduled): an entry committed earlier through this worker is pushed
+            # first, as its reply came first (see the module docstring).
+            self._loop.call_soon(LocalBus.publish_event, self, ev.deliveries, ev.type, ev.payload)
         elif op == "worker.no":
             no = _NOTICE.decode(body)
             self.remote_in += 1
-            LocalBus.publish_notice(self, no.users, no.type, no.payload)
+            self._loop.call_soon(LocalBus.publish_notice, self, no.users, no.type, no.payload)  # as worker.ev
         elif op == "worker.routes":
             self._apply_routes(_ROUTES.decode(body))
         elif op == "worker.close":

@@ -14,6 +14,12 @@ the memory of the store process, exact (one process, one event loop, no expiry):
 * rate-limit buckets and failed-login back-off shared by the workers, so that N workers
   give a user the budget of one node, not N times it.
 
+It also routes the pushes of committed timeline entries (:meth:`WorkerHub.entries_routed`):
+the store process is where every entry is committed, so it sends each entry's ``message``
+event to the other workers holding its recipients right when the store answers, in commit
+order — one hop from the store to the worker that holds the device, where a worker
+forwarding it after its reply would take three, and could let a later entry overtake it.
+
 :class:`HubState` is that state as a pure class (plain values in, plain values out, no I/O,
 the clock passed in), unit-tested on its own; :class:`WorkerHub` is the thin adapter that
 answers the ``hub.*`` calls and casts of the workers' channels and sends them ``worker.*``
@@ -25,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,10 +41,13 @@ from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
 from yim.services.context import State
 from yim.services.presence import aggregate_presence
+from yim.services.wire import message_json
+from yim.storage.remote import entries_in
 
 if TYPE_CHECKING:
     from yim.config import Settings
     from yim.ipc.channel import Channel
+    from yim.storage.records import SendResult
 
 log = logging.getLogger("yim.bus.workers")
 
@@ -530,7 +539,9 @@ class WorkerHub:
 
     Forwarding: ``hub.ev`` / ``hub.no`` from one worker go on to every other worker holding
     a device of a recipient, one cast per publish per target worker, in the order they came
-    (one loop, frames handled in arrival order, one FIFO channel per worker)."""
+    (one loop, frames handled in arrival order, one FIFO channel per worker). The ``message``
+    events of timeline entries never come that way: :meth:`entries_routed` sends them from
+    the store's answer itself."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
         self.state = HubState.from_settings(settings)
@@ -598,6 +609,61 @@ class WorkerHub:
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
         self._watchers.clear()
+
+    # --- committed entries ---------------------------------------------------------------
+    def entries_routed(self, worker: int, op: str, reply: Any) -> Any:
+        """``reply`` (what the StoreServer gave for worker ``worker``'s call ``op``: a Future,
+        a coroutine or a value), with the timeline entries it holds routed once the store has
+        committed them and before the call's reply is written.
+
+        Why this keeps one user's pushes in commit order on every worker: the writer resolves
+        the futures of a commit batch in commit order, in one loop callback, and each
+        future's callbacks run in the order they were added — this routing first, the
+        channel's reply second. So on each worker's FIFO channel the entries it is sent and
+        the replies to its own sends stand in commit order; the worker pushes the first as
+        they are read, behind the pushes its earlier replies scheduled (WorkerBus.on_cast),
+        and the second when their future's callback runs. An op answered by a coroutine (a
+        recall, a group change) is routed when that coroutine returns, which may be a loop
+        turn after a send committed later: such a device sees a seq jump and syncs
+        (docs/protocol.md §12.1)."""
+        if isinstance(reply, asyncio.Future):
+            reply.add_done_callback(lambda fut: self._committed(worker, op, fut))
+            return reply
+        if asyncio.iscoroutine(reply):
+            return self._routed_when_done(worker, op, reply)
+        self._route_entries(worker, entries_in(op, reply))
+        return reply
+
+    async def _routed_when_done(self, worker: int, op: str, call: Awaitable[Any]) -> Any:
+        reply = await call
+        self._route_entries(worker, entries_in(op, reply))
+        return reply
+
+    def _committed(self, worker: int, op: str, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._route_entries(worker, entries_in(op, fut.result()))
+
+    def _route_entries(self, worker: int, entries: list[SendResult]) -> None:
+        """Each entry's ``message`` event to every worker but ``worker`` (whose own
+        publish pushes it to its devices) holding a device of a recipient: one cast per
+        entry per target worker, its JSON made here once, only when some worker needs it."""
+        workers_of = self.state.workers_of
+        for entry in entries:
+            if entry.duplicate or not entry.deliveries:
+                continue  # a resend is pushed nowhere (its first send was)
+            per: dict[int, list[tuple[int, int]]] = {}
+            for d in entry.deliveries:
+                for w in workers_of(d[0]):
+                    if w != worker:
+                        per.setdefault(w, []).append(d)
+            if not per:
+                continue  # every recipient online is on the sending worker (or none is online)
+            payload = message_json(entry.message)
+            for w, ds in per.items():
+                channel = self._channels.get(w)
+                if channel is not None:
+                    channel.cast("worker.ev", EventOut("message", payload, ds))
+            self.forwarded += len(per)
 
     # --- frames --------------------------------------------------------------------------
     def _routes_changed(self, user_id: int, workers: list[int] | None) -> None:

@@ -95,6 +95,10 @@ class Devices(Protocol):
 class Publish(Protocol):
     """Pushing to devices, on this node and (cluster mode) every other: the bus."""
 
+    def publish_entry(
+        self, deliveries: list[tuple[int, int]], payload_json: bytes, origin: Device | None = None
+    ) -> None: ...
+
     def publish_event(
         self, deliveries: list[tuple[int, int]], type_: str, payload_json: bytes, origin: Device | None = None
     ) -> None: ...

@@ -26,7 +26,7 @@ def publish_entry(node: Context, result: SendResult, origin: Device | None = Non
         node.rosters.apply(result.message)
         node.bus.roster_changed(result.message.conv_id)  # other nodes' cached rosters
     if result.deliveries:
-        node.bus.publish_event(result.deliveries, "message", payload, origin)
+        node.bus.publish_entry(result.deliveries, payload, origin)
     if result.events:
         node.service.publish(result.events)
     if result.fanout == "read":

@@ -53,6 +53,7 @@ import asyncio
 import inspect
 import sys
 import time
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ from yim.storage import (
     service,
 )
 from yim.storage.base import Store
+from yim.storage.records import SendResult
 from yim.storage.rules import quotes
 
 #: the prefix of every store op on a node's channels
@@ -176,6 +178,86 @@ METHODS: dict[str, StoreMethod] = {
 }
 
 _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+# --- timeline entries in replies --------------------------------------------------------------
+
+#: appends the timeline entries a reply holds to the list it is given
+EntryFinder = Callable[[Any, list[SendResult]], None]
+
+
+def _take(value: SendResult, out: list[SendResult]) -> None:
+    out.append(value)
+
+
+def _entry_finder(type_: Any, seen: frozenset[Any] = frozenset()) -> EntryFinder | None:
+    """How to find the :class:`SendResult` values in a value of ``type_`` (a reply type), or
+    None when it cannot hold one. Read from the type once, so a reply is walked only along
+    the fields and items that can hold an entry, never through its other lists."""
+    if isinstance(type_, type) and issubclass(type_, SendResult):
+        return _take
+    origin, args = typing.get_origin(type_), typing.get_args(type_)
+    if origin in (typing.Union, types.UnionType):
+        members = [(typing.get_origin(a) or a, f) for a in args if (f := _entry_finder(a, seen)) is not None]
+        if not members:
+            return None
+
+        def one_of(value: Any, out: list[SendResult]) -> None:
+            for kind, find in members:
+                if isinstance(value, kind):
+                    find(value, out)
+                    return
+
+        return one_of
+    if origin in (list, tuple) and args:
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):  # tuple[A, B]: by position
+            at = [(i, f) for i, a in enumerate(args) if (f := _entry_finder(a, seen)) is not None]
+            if not at:
+                return None
+
+            def positions(value: Any, out: list[SendResult]) -> None:
+                for i, find in at:
+                    find(value[i], out)
+
+            return positions
+        item = _entry_finder(args[0], seen)
+        if item is None:
+            return None
+
+        def items(value: Any, out: list[SendResult]) -> None:
+            for v in value:
+                item(v, out)
+
+        return items
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct) and type_ not in seen:
+        hints = typing.get_type_hints(type_, globalns=_NAMES)
+        inside = seen | {type_}
+        fields = [(n, f) for n in type_.__struct_fields__ if (f := _entry_finder(hints[n], inside)) is not None]
+        if not fields:
+            return None
+
+        def attributes(value: Any, out: list[SendResult]) -> None:
+            for name, find in fields:
+                find(getattr(value, name), out)
+
+        return attributes
+    return None
+
+
+#: op -> how to find the timeline entries its reply holds, for every op whose reply can hold
+#: one (a send, a recall, a group change, a pin ...): the store process routes each committed
+#: entry's event to the workers holding its recipients (see yim/bus/workers_hub.py)
+ENTRY_OPS: dict[str, EntryFinder] = {
+    op: f for op, m in METHODS.items() if m.kind in ("call", "future") and (f := _entry_finder(m.reply_type))
+}
+
+
+def entries_in(op: str, reply: Any) -> list[SendResult]:
+    """The timeline entries of ``op``'s ``reply`` (none for an op that cannot hold one)."""
+    out: list[SendResult] = []
+    find = ENTRY_OPS.get(op)
+    if find is not None and reply is not None:
+        find(reply, out)
+    return out
 
 
 def _decoder(type_: Any) -> msgspec.msgpack.Decoder[Any]:
