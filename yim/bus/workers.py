@@ -12,8 +12,8 @@ published, and a device that misses a push finds it by ``sync``.
 
 Timeline entries (messages, recalls, edits, group changes: every ``message`` event, the hot
 path) are routed by the store process, not by the worker that sent them: when the store
-answers a call whose reply holds a committed entry, the hub casts ``worker.ev`` to every
-other worker holding a recipient's device, before the reply leaves
+answers a call whose reply holds a committed entry, the hub casts ``worker.entry`` (the entry
+itself: the worker makes the event's JSON) to every other worker holding a recipient's device, before the reply leaves
 (:meth:`~yim.bus.workers_hub.WorkerHub.entries_routed`); the sending worker pushes to its own
 devices only (:meth:`WorkerBus.publish_entry`). One hop from the store to the device's
 worker, and in commit order:
@@ -22,8 +22,8 @@ worker, and in commit order:
   entry before its reply is written, so on every worker's FIFO channel the entries sent to
   it and the replies to its own sends stand in commit order;
 - a worker reads its channel in order; a reply schedules its push (the send's future
-  callback), and an entry read after it is pushed behind it (``worker.ev`` is handled with
-  ``call_soon``, not at once). So a device sees its inbox seqs one by one, whichever workers
+  callback), and an entry read after it is pushed behind it (``worker.entry`` is handled
+  with ``call_soon``, not at once). So a device sees its inbox seqs one by one, whichever workers
   the senders are on — except when a send's publish waits one more turn (a body the word
   filter masked, echoed through a second future) or the entry came from a coroutine's
   reply (a recall, a group change, routed when the coroutine returns): then a later entry
@@ -85,6 +85,7 @@ from yim.bus.workers_hub import (
     Close,
     DebitIn,
     DeviceIn,
+    EntryOut,
     EventOut,
     Levels,
     NoticeOut,
@@ -102,6 +103,7 @@ from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange, State
+from yim.services.wire import message_json
 
 if TYPE_CHECKING:
     from yim.bus.local import NodeHooks
@@ -118,6 +120,7 @@ NOTICE_SCAN_MAX = 256
 
 # The bodies of the casts a worker takes, decoded once each into their final types.
 _EVENT = msgspec.msgpack.Decoder(EventOut)
+_ENTRY = msgspec.msgpack.Decoder(EntryOut)
 _NOTICE = msgspec.msgpack.Decoder(NoticeOut)
 _CLOSE = msgspec.msgpack.Decoder(Close)
 _REVOKE = msgspec.msgpack.Decoder(Revoke)
@@ -152,7 +155,7 @@ class WorkerBus(LocalBus):
         self.remote: dict[int, tuple[int, ...]] = {}
         self._snapshot = asyncio.Event()
         self.state = WorkerState(self, settings)
-        self.remote_in = 0  # worker.ev / worker.no casts received
+        self.remote_in = 0  # worker.entry / worker.ev / worker.no casts received
         self.remote_out = 0  # hub.ev / hub.no casts sent
 
     def bind(self, channel: Channel) -> None:
@@ -265,17 +268,21 @@ class WorkerBus(LocalBus):
         raise YimError("bad_request", f"a worker answers no call {op!r}")
 
     def on_cast(self, op: str, body: msgspec.Raw) -> None:
-        if op == "worker.ev":
-            ev = _EVENT.decode(body)
+        if op == "worker.entry":
+            committed = _ENTRY.decode(body)
             self.remote_in += 1
             # Behind the pushes of the replies read before it (their futures' callbacks are
             # already scheduled): an entry committed earlier through this worker is pushed
             # first, as its reply came first (see the module docstring).
-            self._loop.call_soon(LocalBus.publish_event, self, ev.deliveries, ev.type, ev.payload)
+            self._loop.call_soon(self._push_entry, committed)
+        elif op == "worker.ev":
+            ev = _EVENT.decode(body)
+            self.remote_in += 1
+            self._loop.call_soon(LocalBus.publish_event, self, ev.deliveries, ev.type, ev.payload)  # as worker.entry
         elif op == "worker.no":
             no = _NOTICE.decode(body)
             self.remote_in += 1
-            self._loop.call_soon(LocalBus.publish_notice, self, no.users, no.type, no.payload)  # as worker.ev
+            self._loop.call_soon(LocalBus.publish_notice, self, no.users, no.type, no.payload)  # as worker.entry
         elif op == "worker.routes":
             self._apply_routes(_ROUTES.decode(body))
         elif op == "worker.close":
@@ -310,6 +317,9 @@ class WorkerBus(LocalBus):
             self._snapshot.set()
         else:
             log.warning("unknown worker cast %r dropped", op)
+
+    def _push_entry(self, entry: EntryOut) -> None:
+        LocalBus.publish_event(self, entry.deliveries, "message", message_json(entry.message))
 
     def _apply_routes(self, changes: list[tuple[int, list[int]]]) -> None:
         me = self.worker

@@ -41,7 +41,7 @@ from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
 from yim.services.context import State
 from yim.services.presence import aggregate_presence
-from yim.services.wire import message_json
+from yim.storage.records import MessageRec
 from yim.storage.remote import entries_in
 
 if TYPE_CHECKING:
@@ -84,6 +84,15 @@ class EventOut(msgspec.Struct, array_like=True, frozen=True):
 
     type: str
     payload: bytes  # the event's JSON, as LocalBus.publish_event takes it
+    deliveries: list[tuple[int, int]]
+
+
+class EntryOut(msgspec.Struct, array_like=True, frozen=True):
+    """``worker.entry`` (cast): a committed timeline entry for some users' devices, as the
+    store gave it; the worker makes its ``message`` event's JSON (work the workers share,
+    not the store process, the one process every message crosses)."""
+
+    message: MessageRec
     deliveries: list[tuple[int, int]]
 
 
@@ -644,9 +653,9 @@ class WorkerHub:
             self._route_entries(worker, entries_in(op, fut.result()))
 
     def _route_entries(self, worker: int, entries: list[SendResult]) -> None:
-        """Each entry's ``message`` event to every worker but ``worker`` (whose own
-        publish pushes it to its devices) holding a device of a recipient: one cast per
-        entry per target worker, its JSON made here once, only when some worker needs it."""
+        """Each entry to every worker but ``worker`` (whose own publish pushes it to its
+        devices) holding a device of a recipient: one ``worker.entry`` cast per entry per
+        target worker, which makes the event's JSON itself."""
         workers_of = self.state.workers_of
         for entry in entries:
             if entry.duplicate or not entry.deliveries:
@@ -656,13 +665,10 @@ class WorkerHub:
                 for w in workers_of(d[0]):
                     if w != worker:
                         per.setdefault(w, []).append(d)
-            if not per:
-                continue  # every recipient online is on the sending worker (or none is online)
-            payload = message_json(entry.message)
             for w, ds in per.items():
                 channel = self._channels.get(w)
                 if channel is not None:
-                    channel.cast("worker.ev", EventOut("message", payload, ds))
+                    channel.cast("worker.entry", EntryOut(entry.message, ds))
             self.forwarded += len(per)
 
     # --- frames --------------------------------------------------------------------------
