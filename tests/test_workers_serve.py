@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.rawclient import Device, login, make_users, until
+from tests.rawclient import Device, ProtocolError, login, make_users, until
 from yim.config import SettingsError, load_settings
 from yim.ids.snowflake import MAX_NODE, SEQ_BITS
 
@@ -47,8 +47,9 @@ def alive(pid: int) -> bool:
 class WorkersNode:
     """``yim serve --workers 2`` in a subprocess; ready once it printed its listening line."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = free_port()
         self.log_path = data_dir.parent / "workers-node.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -67,7 +68,7 @@ class WorkersNode:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "yim", "serve", "--workers", "2", "--port", str(self.port), "--data",
                  str(self.data_dir)],
-                env={**os.environ, "YIM_PASSWORD_HASHING": "cheapest", "YIM_PRESENCE_DEBOUNCE_S": "0.05"},
+                env={**os.environ, "YIM_PASSWORD_HASHING": "cheapest", "YIM_PRESENCE_DEBOUNCE_S": "0.05", **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -129,15 +130,18 @@ def test_workers_setting_is_checked_in_one_line(tmp_path: Path) -> None:
 
 
 async def test_two_workers_are_one_node(tmp_path: Path) -> None:
-    node = WorkersNode(tmp_path / "data")
+    words = tmp_path / "words.txt"
+    words.write_text("旧词\n", encoding="utf-8")
+    # word lists checked on SIGHUP only: the one way a running node takes a changed file here
+    node = WorkersNode(tmp_path / "data", {"YIM_WORD_LISTS": f"reject:{words}", "YIM_WORD_LISTS_CHECK_S": "0"})
     await asyncio.to_thread(node.start)
     try:
-        await _one_node(node)
+        await _one_node(node, words)
     finally:
         await asyncio.to_thread(node.stop)
 
 
-async def _one_node(node: WorkersNode) -> None:
+async def _one_node(node: WorkersNode, words: Path) -> None:
     assert node.proc is not None
     store_pid = node.proc.pid
     first_workers = node.workers()
@@ -235,6 +239,20 @@ async def _one_node(node: WorkersNode) -> None:
                 break
             await asyncio.sleep(0.05)
         assert want is not None, views
+
+        # SIGHUP to the store process reloads the word lists of every worker: a word added
+        # to the file is refused whichever worker the sender is on.
+        for dev, to, n in ((a, ids[ib], 0), (b, ids[ia], 1)):
+            ok = await dev.request("send", to=to, kind="text", body={"text": "说新词"}, client_msg_id=f"w{n}")
+            assert not ok["duplicate"]
+        await asyncio.to_thread(words.write_text, "旧词\n新词\n", encoding="utf-8")
+        os.kill(store_pid, signal.SIGHUP)
+        await wait_for(lambda: node.log().count("word lists reloaded: 2 entries to reject") == 2)
+        assert node.proc.poll() is None  # SIGHUP reloads; it ends nothing
+        for dev, to, n in ((a, ids[ib], 0), (b, ids[ia], 1)):  # one device on each worker
+            with pytest.raises(ProtocolError) as refused:
+                await dev.request("send", to=to, kind="text", body={"text": "说新词"}, client_msg_id=f"v{n}")
+            assert refused.value.code == "content_blocked"
 
         # SIGKILL one worker: its clients are cut, reconnect (to a live worker), sync, and
         # find every message sent meanwhile exactly once; the worker is started again.
