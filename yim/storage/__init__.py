@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from yim.storage.base import Store
+# Only for the annotation below: a process that imports one storage module (the search
+# indexer process's main, yim/storage/sqlite/indexer_process.py) loads no interface, no asyncio.
+if TYPE_CHECKING:
+    from yim.storage.base import Store
 
 
 def open_store(

@@ -23,10 +23,155 @@ import signal
 import sqlite3
 import sys
 import time
+from importlib import resources
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
-from yim.storage.sqlite.indexer import GATHER_OPS, GATHER_S, IndexFile, IndexOp
+import msgspec
+
+from yim.ids.snowflake import NODE_BITS, SEQ_BITS
+
+#: Ten minutes of Snowflake ids (a msg_id is its millisecond shifted past node and seq bits).
+MARGIN_IDS = (10 * 60 * 1000) << (NODE_BITS + SEQ_BITS)
+#: Message kinds whose text is indexed (a text's text, a file's name, a custom message's text fallback).
+INDEXED_KINDS = ("text", "file", "custom")
+_REBUILD_PAGE = 5_000
+#: The layout of the index file (its PRAGMA user_version); another one is rebuilt.
+INDEX_VERSION = 2
+#: How long the indexer gathers changes into one transaction, and how many are enough. A
+#: search never waits for it: its barrier ends the gathering at once.
+GATHER_S = 0.05
+GATHER_OPS = 5_000
+
+#: One index change: (msg_id, kind, body) adds a message; (msg_id, None, None) removes it.
+IndexOp = tuple[int, str | None, bytes | str | None]
+
+_body_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def indexed_text(kind: str, body: bytes | str) -> str | None:
+    """The text search finds a message by: a text's text, a file's name, a custom message's text."""
+    try:
+        decoded = _body_decoder.decode(body)
+    except msgspec.DecodeError:
+        return None
+    value = decoded.get("name" if kind == "file" else "text")
+    return value if isinstance(value, str) and value else None
+
+
+class IndexFile:
+    """The index database and what writes it: used by the indexer thread or process alone."""
+
+    def __init__(self, store_path: str, index_path: str, synchronous: str) -> None:
+        self.store_path = store_path
+        self.index_path = index_path
+        self._synchronous = synchronous
+        self.indexed = 0  # messages added since this indexer started (catch-up included)
+        self.batches = 0
+        self.notes: list[str] = []  # what the node should log (a child process has no log config)
+
+    def open(self) -> sqlite3.Connection:
+        """The index file, made anew if it is missing or of another layout (derived data)."""
+        for _attempt in range(2):
+            conn = sqlite3.connect(self.index_path, isolation_level=None)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()[0]
+            if version == INDEX_VERSION or tables == 0:
+                break
+            conn.close()
+            self.notes.append(f"search index: {self.index_path} has layout {version}, not {INDEX_VERSION}; rebuilt")
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.index_path + suffix).unlink(missing_ok=True)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.executescript(resources.files("yim.storage.sqlite").joinpath("search_sqlite.sql").read_text())
+        conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+        return conn
+
+    def apply(self, conn: sqlite3.Connection, ops: list[IndexOp]) -> None:
+        adds: dict[int, str] = {}
+        removes = []
+        for msg_id, kind, body in ops:
+            if kind is None:
+                removes.append((msg_id,))
+                adds.pop(msg_id, None)
+            elif body is not None:
+                text = indexed_text(kind, body)
+                if text is not None:
+                    adds[msg_id] = text
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Removals first: an edit hands over (msg_id, None, None) then the new text of the
+            # same msg_id, whose old row must be gone before the new one goes in.
+            if removes:
+                conn.executemany("DELETE FROM message_fts WHERE rowid=?", removes)
+            if adds:
+                # A restart's catch-up can offer a message twice (it overlaps what the pipe or
+                # queue still brings): skip what is there.
+                ids = list(adds)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for (present,) in conn.execute(f"SELECT rowid FROM message_fts WHERE rowid IN ({marks})", chunk):
+                        del adds[present]
+                conn.executemany("INSERT INTO message_fts (rowid, text) VALUES (?,?)", adds.items())
+                conn.execute(
+                    "INSERT INTO search_state (name, value) VALUES ('indexed_upto', ?) ON CONFLICT (name)"
+                    " DO UPDATE SET value = max(value, excluded.value)",
+                    (max(ids),),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.indexed += len(adds)
+        self.batches += 1
+
+    def catch_up(self, conn: sqlite3.Connection) -> None:
+        """Index what the store committed past ``indexed_upto - MARGIN_IDS`` (everything,
+        for a new index file); drop what was recalled since."""
+        row = conn.execute("SELECT value FROM search_state WHERE name = 'indexed_upto'").fetchone()
+        after = row[0] - MARGIN_IDS if row else -1
+        started, before = time.monotonic(), self.indexed
+        store = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, isolation_level=None)
+        try:
+            while True:
+                page = store.execute(
+                    "SELECT msg_id, kind, body, recalled FROM messages"
+                    " WHERE msg_id > ? AND kind IN ('text', 'file', 'custom', 'recall', 'edit')"
+                    " ORDER BY msg_id LIMIT ?",
+                    (after, _REBUILD_PAGE),
+                ).fetchall()
+                if not page:
+                    break
+                ops: list[IndexOp] = []
+                for msg_id, kind, body, recalled in page:
+                    if kind == "recall":  # the recalled message may be older than the margin
+                        target = _body_decoder.decode(body).get("msg_id")
+                        if target is not None:
+                            ops.append((int(target), None, None))
+                    elif kind == "edit":  # the edited message may be older than the margin
+                        edit = _body_decoder.decode(body)
+                        target, text = edit.get("msg_id"), edit.get("body")
+                        if target is not None and isinstance(text, dict):
+                            ops.append((int(target), None, None))
+                            ops.append((int(target), "text", msgspec.json.encode(text)))
+                    elif recalled:
+                        ops.append((msg_id, None, None))
+                    else:
+                        ops.append((msg_id, kind, body))
+                self.apply(conn, ops)
+                after = page[-1][0]
+        finally:
+            store.close()
+        if self.indexed - before:
+            self.notes.append(
+                f"search index: caught up {self.indexed - before} messages in {time.monotonic() - started:.1f} s"
+            )
+
 
 #: How often an idle indexer checks that its node is still its parent.
 PARENT_CHECK_S = 1.0
