@@ -1,6 +1,8 @@
-"""The search indexer process: ``python -m yim.storage.sqlite.indexer_process STORE INDEX
-SYNCHRONOUS BASE DATA_FD WAKE_FD RESULTS_FD``, started by
-:class:`yim.storage.sqlite.indexer.SearchIndexer` (never by hand).
+"""The search index file (:class:`IndexFile`: open, apply, catch-up, used by the indexer
+thread too) and the indexer process's main: ``python -m yim.storage.sqlite.indexer_process
+STORE INDEX SYNCHRONOUS BASE DATA_FD WAKE_FD RESULTS_FD``, started by
+:class:`yim.storage.sqlite.indexer.ProcessIndexer` (never by hand). This module imports
+little (no asyncio, nor the store interface): its imports are the child's memory.
 
 It opens the index file, catches up from the store (read-only), answers
 ``("ready", BASE, indexed, batches)`` and then applies the batches the node sends on
