@@ -272,5 +272,9 @@ def test_pairs_at_one_and_two_workers_counts_every_process() -> None:
         assert (row["sent"], row["received"], row["lost"], row["dups"]) == (80, 80, 0, 0), system
     (two,) = runs(lines, "yim-w2")
     assert two["params"]["workers"] == 2
-    # the CPU per message is the store process's ("node") and its workers' together
-    assert {"node", "workers"} <= set(two["server_procs_cpu_us_per_msg"]), two["server_procs_cpu_us_per_msg"]
+    # the CPU per message is the store process's ("node"), its workers' and its search
+    # indexer process's together (search_indexer "auto": a process at 2 workers, a thread at 1)
+    procs = two["server_procs_cpu_us_per_msg"]
+    assert {"node", "workers", "indexer"} <= set(procs), procs
+    (one,) = runs(lines, "yim-w1")
+    assert "indexer" not in one.get("server_procs_cpu_us_per_msg", {}), one

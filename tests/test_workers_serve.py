@@ -31,10 +31,22 @@ def node_of(msg_id: str) -> int:
 
 
 def children(pid: int) -> set[int]:
+    """``pid``'s child processes, whichever of its threads started them (the search indexer
+    is started from a thread: /proc/PID/task/TID/children lists only TID's own)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(p) for p in (task / "children").read_text().split()}
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def cmdline(pid: int) -> bytes:
     try:
-        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return set()
+        return b""
 
 
 def alive(pid: int) -> bool:
@@ -84,7 +96,12 @@ class WorkersNode:
 
     def workers(self) -> set[int]:
         assert self.proc is not None
-        return children(self.proc.pid)
+        return children(self.proc.pid) - self.indexers()
+
+    def indexers(self) -> set[int]:
+        """The store process's search indexer processes (search_indexer "auto": one)."""
+        assert self.proc is not None
+        return {p for p in children(self.proc.pid) if b"yim.storage.sqlite.indexer_process" in cmdline(p)}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -146,6 +163,8 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
     store_pid = node.proc.pid
     first_workers = node.workers()
     assert len(first_workers) == 2, node.log()
+    indexers = node.indexers()
+    assert len(indexers) == 1, node.log()  # the store process's search indexer runs beside it
     async with aiohttp.ClientSession(node.url) as http:
         logins = await make_users(http, [f"wk{i}" for i in range(8)])
         ids = [lg["user_id"] for lg in logins]
@@ -228,6 +247,9 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
         await asyncio.sleep(0.2)  # a duplicate push would come right behind the first
         assert [e["data"].get("msg_id") for e in b.events].count(one["msg_id"]) == 1
         assert [e["data"].get("msg_id") for e in b2.events].count(one["msg_id"]) == 1
+        # Search, from both workers, finds what was ACKed before it (the indexer process's barrier).
+        for dev in (b, b2):
+            assert [h["text"] for h in (await dev.request("search", q="both"))["hits"]] == ["both"]
 
         # Presence agrees whichever worker is asked: both devices' platforms, from both.
         want = None
@@ -292,7 +314,7 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
         assert await asyncio.to_thread(node.proc.wait, 40) == 0, node.log()
         await until(lambda: watcher.closed.is_set(), timeout=10)
         assert watcher.ws is not None and watcher.ws.close_code == 1001
-        assert not alive(restarted) and not any(alive(p) for p in first_workers)
+        assert not alive(restarted) and not any(alive(p) for p in first_workers | indexers)
 
     # The data is intact on the next start: every ACKed message, once.
     await asyncio.to_thread(node.start)
@@ -307,8 +329,9 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
 
     # SIGKILL of the store process: no worker outlives it.
     workers = node.workers()
-    assert len(workers) == 2
+    indexers = node.indexers()
+    assert len(workers) == 2 and len(indexers) == 1
     node.proc.kill()
     node.proc.wait(timeout=10)
-    await wait_for(lambda: not any(alive(p) for p in workers), timeout=10)
+    await wait_for(lambda: not any(alive(p) for p in workers | indexers), timeout=10)
     assert store_pid != node.proc.pid

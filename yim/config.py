@@ -206,6 +206,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: WAL + NORMAL keeps every commit across a process kill; FULL also across power loss
     #: (one fsync per group commit).
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: where the SQLite store's search indexer runs: "thread" (sharing the store process's
+    #: GIL with its event loop and writer), "process" (a child process: another core), or
+    #: "auto": a process in the store process of ``--workers >= 2``, which bounds the whole
+    #: node, a thread in the one-process node, where a process measured no gain. See
+    #: :attr:`indexer_in_process`.
+    search_indexer: Literal["thread", "process", "auto"] = "auto"
     #: PostgreSQL store (``store = "postgres://..."``): pooled connections for reads; the
     #: group-commit writer holds one more of its own.
     pg_pool_min: int = 2
@@ -345,6 +351,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def worker_count(self) -> int:
         """``workers`` as the int __post_init__ made of it."""
         return self.workers if isinstance(self.workers, int) else 1
+
+    @property
+    def indexer_in_process(self) -> bool:
+        """Whether the SQLite search indexer runs in a child process (``search_indexer``)."""
+        if self.search_indexer == "auto":
+            return self.worker_count >= 2
+        return self.search_indexer == "process"
 
 
 #: the most workers one node runs (each is a process with its own connections and caches)

@@ -311,6 +311,7 @@ class Node:
                 pool_max=settings.pg_pool_max,
                 sqlite_synchronous=settings.sqlite_synchronous,
                 batch_max=settings.commit_batch_max,
+                indexer_process=settings.indexer_in_process,
             )
         self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)

@@ -112,6 +112,7 @@ class StoreProcess:
             settings.data_dir,
             sqlite_synchronous=settings.sqlite_synchronous,
             batch_max=settings.commit_batch_max,
+            indexer_process=settings.indexer_in_process,
         )
         # Imported here: only a node with workers loads them (and `--workers 1` never does).
         from yim.bus.workers_hub import WorkerHub

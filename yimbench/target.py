@@ -176,6 +176,8 @@ class LocalServer:
             notes["rate_limits"] = "per-user limits off"
             notes["store"] = "sqlite (temporary data folder)"
             notes.update({k.removeprefix("YIM_").lower(): v for k, v in self.extra_env.items()})
+            if "YIM_SEARCH_INDEXER" in os.environ:  # set for the node by whoever ran the bench
+                notes["search_indexer"] = os.environ["YIM_SEARCH_INDEXER"]
         return Target(url=url, system=self.system, pid=self.proc.pid, notes=notes)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -302,17 +304,25 @@ class Probe:
         return snap
 
 
+#: labels of the server's child processes by the module they run (``python -m MODULE``)
+PROC_LABELS = {
+    "yim.supervisor": "workers",  # the worker processes of yim serve --workers N
+    "yim.storage.sqlite.indexer_process": "indexer",  # the SQLite search indexer (search_indexer)
+}
+
+
 def proc_label(proc: psutil.Process) -> str:
     """A server child's name in the per-process figures: ``workers`` for the worker processes
-    of ``yim serve --workers N`` (whose own process, ``node``, is then the store process), else
-    the module it runs (``python -m pkg.worker`` is ``worker``), else its process name."""
+    of ``yim serve --workers N`` (whose own process, ``node``, is then the store process),
+    ``indexer`` for the search indexer process, else the module it runs (``python -m
+    pkg.worker`` is ``worker``), else its process name."""
     try:
         cmd = proc.cmdline()
     except psutil.Error:
         return "child"
     if "-m" in cmd[:-1]:
         module = cmd[cmd.index("-m") + 1]
-        return "workers" if module == "yim.supervisor" else module.rsplit(".", 1)[-1]
+        return PROC_LABELS.get(module, module.rsplit(".", 1)[-1])
     return proc.name() or "child"
 
 

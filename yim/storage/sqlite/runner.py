@@ -29,7 +29,7 @@ class SqliteJobs(Protocol):
 
     @property
     def indexer(self) -> SearchIndexer:
-        """The search index's thread (search waits for it to catch up)."""
+        """The search indexer, a thread or a process (search waits for it to catch up)."""
         ...
 
     @property

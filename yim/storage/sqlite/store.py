@@ -56,7 +56,7 @@ from yim.storage.sqlite import hidden as hidden
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.admin import SqliteAdminStore
 from yim.storage.sqlite.erase import SqliteEraseStore
-from yim.storage.sqlite.indexer import SearchIndexer
+from yim.storage.sqlite.indexer import SearchIndexer, make_indexer
 from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
 from yim.storage.sqlite.push import SqlitePushStore
@@ -415,11 +415,13 @@ class SqliteStore(Store):
         batch_max: int = 512,
         readers: int = 2,
         checkpoint_interval: float = 1.0,
+        indexer_process: bool = False,
     ) -> None:
         self.path = path
         self._synchronous = synchronous
         stem = Path(path)
-        self.indexer = SearchIndexer(path, str(stem.with_name(f"{stem.stem}-search{stem.suffix}")), synchronous)
+        index_path = str(stem.with_name(f"{stem.stem}-search{stem.suffix}"))
+        self.indexer = make_indexer(path, index_path, synchronous, process=indexer_process)
         self._writer = _WriterThread(path, synchronous, batch_max, self.indexer)
         self._checkpointer = _Checkpointer(path, synchronous, checkpoint_interval)
         self._readers = readers
