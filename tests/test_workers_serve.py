@@ -235,8 +235,8 @@ async def _one_node(node: WorkersNode) -> None:
         sent = await asyncio.gather(*(a.request("send", to=ids[ib], kind="text", body={"text": f"m{n}"},
                                                 client_msg_id=f"ab{n}") for n in range(20)))  # fmt: skip
         # /metrics answers for the whole node whichever worker takes the scrape: the 20
-        # messages once each, and the store's own series once (a send is one writer job: they
-        # would move by 40 if each worker reported the store's counters)
+        # messages once each, and the store's own series once and fresh from the store
+        # process (a send is one writer job: all 20 are in the very next scrape)
         after = whole_node(await scrapes(node.url))
         assert after[("yim_messages_in_total", ())] - before[("yim_messages_in_total", ())] == 20
         jobs = after[("yim_store_jobs_total", ())] - before[("yim_store_jobs_total", ())]
