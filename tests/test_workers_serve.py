@@ -7,6 +7,7 @@ as node ``node_id + k`` (docs/operations.md, "Workers")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, free_port
 from tests.rawclient import Device, ProtocolError, login, make_users, until
@@ -113,6 +115,66 @@ class WorkersNode:
                 self.proc.wait(timeout=10)
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrapes(url: str, times: int = 8) -> list[Samples]:
+    """``/metrics`` ``times`` times, each on a new connection: the kernel picks the worker
+    that answers each one (SO_REUSEPORT), so both answer some of them."""
+    out = []
+    for _ in range(times):
+        async with (
+            aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.get("/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+        out.append({(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples})
+        assert len(out[-1]) == len(samples), "a series given twice (Prometheus refuses the scrape)"
+    return out
+
+
+def whole_node(samples: list[Samples]) -> Samples:
+    """What every scrape of the node agrees on, whichever worker answered it: two workers
+    counted, each message once (the series sends move, read after the sends are ACKed), and
+    the store's writer jobs as the store process counts them now (each worker's own copy of
+    them lags by up to STATS_MAX_AGE: summed in, scrapes would disagree)."""
+    keys = [("yim_workers_reporting", ()), ("yim_messages_in_total", ()), ("yim_frames_in_total", (("op", "send"),)),
+            ("yim_store_latency_seconds_count", ()), ("yim_store_jobs_total", ())]  # fmt: skip
+    seen = [{k: s[k] for k in keys} for s in samples]
+    assert all(one == seen[0] for one in seen), seen
+    assert seen[0][("yim_workers_reporting", ())] == 2
+    return samples[0]
+
+
+async def get_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    """``GET /metrics`` on a connection of one's own (the same worker answers every time)."""
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    assert head.startswith("HTTP/1.1 200"), head
+    size = next(int(h.split(":")[1]) for h in head.split("\r\n") if h.lower().startswith("content-length:"))
+    return (await reader.readexactly(size)).decode()
+
+
+def worker_of_connection(workers: set[int], server_port: int, client_port: int) -> int:
+    """The worker process holding the server end of the loopback TCP connection from
+    ``client_port``, found by the socket's inode in /proc."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+        if (local, remote) == (server_port, client_port):
+            inode = fields[9]
+    assert inode is not None, "the connection is not in /proc/net/tcp"
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+    raise AssertionError("no worker holds the connection")
+
+
 async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -191,9 +253,17 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
         a, b = devs[ia], devs[ib]
 
         # Between workers: delivered once, in order, every ACK given.
+        before = whole_node(await scrapes(node.url))
         b.events.clear()
         sent = await asyncio.gather(*(a.request("send", to=ids[ib], kind="text", body={"text": f"m{n}"},
                                                 client_msg_id=f"ab{n}") for n in range(20)))  # fmt: skip
+        # /metrics answers for the whole node whichever worker takes the scrape: the 20
+        # messages once each, and the store's own series once and fresh from the store
+        # process (a send is one writer job: all 20 are in the very next scrape)
+        after = whole_node(await scrapes(node.url))
+        assert after[("yim_messages_in_total", ())] - before[("yim_messages_in_total", ())] == 20
+        jobs = after[("yim_store_jobs_total", ())] - before[("yim_store_jobs_total", ())]
+        assert 20 <= jobs < 40, jobs
         assert all(not s["duplicate"] for s in sent)
         await until(lambda: len([e for e in b.events if e["data"].get("conv_id") == sent[0]["conv_id"]]) >= 20)
         got = [e for e in b.events if e["data"].get("conv_id") == sent[0]["conv_id"]]
@@ -275,6 +345,23 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
             with pytest.raises(ProtocolError) as refused:
                 await dev.request("send", to=to, kind="text", body={"text": "说新词"}, client_msg_id=f"v{n}")
             assert refused.value.code == "content_blocked"
+
+        # A worker that does not answer (stopped) is left out of a scrape after a bound
+        # instead of hanging it: the worker answering counts one worker.
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)  # one connection, kept alive
+        try:
+            assert "\nyim_workers_reporting 2.0\n" in await get_metrics(reader, writer)
+            port = writer.get_extra_info("sockname")[1]
+            frozen = (first_workers - {worker_of_connection(first_workers, node.port, port)}).pop()
+            os.kill(frozen, signal.SIGSTOP)
+            try:
+                async with asyncio.timeout(10):
+                    text = await get_metrics(reader, writer)
+            finally:
+                os.kill(frozen, signal.SIGCONT)
+            assert "\nyim_workers_reporting 1.0\n" in text, text
+        finally:
+            writer.close()
 
         # SIGKILL one worker: its clients are cut, reconnect (to a live worker), sync, and
         # find every message sent meanwhile exactly once; the worker is started again.

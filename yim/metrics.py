@@ -7,15 +7,23 @@ collector at scrape time: prometheus_client's own take a lock and, when labelled
 label lookup with validation on every increment — 8 % of the event loop's time under
 load. Invariant: they are only changed on the event-loop thread, so an integer add needs
 no lock; a scrape reads them on the same thread.
+
+A node of several workers (``yim serve --workers N``) answers a scrape of any worker with the
+whole node: the worker that takes it asks the others for their :func:`snapshot` (through the
+store process, yim/bus/workers.py), sums them per series with :func:`merge` and adds the
+store's own series once (:func:`node_exposition`). A one-process node's registry is exposed as
+it is.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 
@@ -122,6 +130,9 @@ class Metrics:
             "yim_webhook_outbox", "Webhook events waiting in the outbox (store-wide)", registry=r
         )
         self.service_queued = Counter("yim_service_queued_total", "Service sessions put in a shop queue", registry=r)
+        #: set on a worker of a multi-process node: the exposition of the whole node, which
+        #: ``GET /metrics`` answers instead of this registry's (yim/bus/workers.py)
+        self.whole_node: Callable[[], Awaitable[bytes]] | None = None
 
     @staticmethod
     def _counter(loop: _LoopCollector, name: str, doc: str) -> LoopCounter:
@@ -146,3 +157,80 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         for key, value in sorted(self._stats().items()):
             yield CounterMetricFamily(f"yim_store_{key}", f"store writer: {key.replace('_', ' ')}", value=value)
+
+
+# --- a node of several workers: one scrape answers for all of them ------------------------
+class Family(msgspec.Struct, array_like=True, frozen=True):
+    """One metric family of a worker's registry as it travels to the worker answering a
+    scrape: what ``collect()`` gave, samples as (name, labels, value)."""
+
+    name: str
+    type: str
+    documentation: str
+    unit: str
+    samples: list[tuple[str, dict[str, str], float]]
+
+
+def snapshot(registry: CollectorRegistry) -> list[Family]:
+    """Every family of ``registry`` now (a worker's registry holds no store series)."""
+    return [
+        Family(m.name, m.type, m.documentation, m.unit, [(s.name, s.labels, s.value) for s in m.samples])
+        for m in registry.collect()
+    ]
+
+
+#: one series of a family: its sample name and labels
+_Series = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def merge(snapshots: Iterable[list[Family]]) -> list[Metric]:
+    """The families of several workers as one node's: each series (sample name and labels)
+    summed over the workers that have it — counters, gauges (connections of the node) and
+    histogram buckets, sums and counts alike — except a ``_created`` time, the earliest of
+    them. Families and series keep the order they are first seen in."""
+    firsts: dict[str, Family] = {}
+    labels_of: dict[str, dict[_Series, dict[str, str]]] = {}
+    values: dict[str, dict[_Series, float]] = {}
+    for families in snapshots:
+        for family in families:
+            if family.name not in firsts:
+                firsts[family.name], labels_of[family.name], values[family.name] = family, {}, {}
+            labels, sums = labels_of[family.name], values[family.name]
+            created = family.name + "_created"
+            for name, sample_labels, value in family.samples:
+                key = (name, tuple(sorted(sample_labels.items())))
+                if key not in sums:
+                    labels[key], sums[key] = sample_labels, value
+                elif name == created:
+                    sums[key] = min(sums[key], value)
+                else:
+                    sums[key] += value
+    out = []
+    for family_name, first in firsts.items():
+        metric = Metric(family_name, first.documentation, first.type, first.unit)
+        labels = labels_of[family_name]
+        for key, value in values[family_name].items():
+            metric.add_sample(key[0], labels[key], value)
+        out.append(metric)
+    return out
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def node_exposition(snapshots: list[list[Family]], store_stats: dict[str, int] | None) -> bytes:
+    """The text a scrape of a multi-process node answers: the workers' ``snapshots`` (those
+    that answered) merged, the store's counters once (None: the store process did not
+    answer, its series are left out of this scrape) and ``yim_workers_reporting``."""
+    families = merge(snapshots)
+    if store_stats is not None:
+        families += StoreCollector(lambda: store_stats).collect()
+    families.append(
+        GaugeMetricFamily("yim_workers_reporting", "Workers whose counters this scrape sums", value=len(snapshots))
+    )
+    return generate_latest(_Families(families))

@@ -302,7 +302,7 @@ class Node:
             from yim.storage.remote import RemoteStore
 
             assert worker.channel is not None
-            self.store = RemoteStore(worker.channel)
+            self.store = remote = RemoteStore(worker.channel)
         else:
             self.store = open_store(
                 settings.store,
@@ -313,7 +313,8 @@ class Node:
                 batch_max=settings.commit_batch_max,
                 indexer_process=settings.indexer_in_process,
             )
-        self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
+        if worker is None:  # a worker's scrape adds the store's series once for the node (WorkerBus)
+            self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)
         self.bus: LocalBus
         if settings.redis_url:  # cluster mode: cross-node push, routing, node-id leases
@@ -331,6 +332,8 @@ class Node:
             self.bus = WorkerBus(self.hub, self.metrics, settings, self, worker.index, settings.worker_count)
             self.bus.bind(worker.channel)
             worker.bus = self.bus  # it takes the hub's casts from now on, those held so far first
+            bus = self.bus
+            self.metrics.whole_node = lambda: bus.node_metrics(remote.refresh_stats)
         elif settings.node_id_lease:
             raise ValueError("node ids are leased from Redis: --node-id auto needs --redis (redis_url)")
         else:

@@ -80,6 +80,7 @@ import msgspec
 from yim.bus.local import LocalBus
 from yim.bus.shared_limits import SharedSpending, Spending
 from yim.bus.workers_hub import (
+    METRICS_WAIT_S,
     Agent,
     BackoffOp,
     Close,
@@ -100,6 +101,7 @@ from yim.bus.workers_hub import (
     UnrouteIn,
 )
 from yim.ids.snowflake import MAX_NODE, Snowflake
+from yim.metrics import Family, node_exposition, snapshot
 from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange, State
@@ -130,6 +132,7 @@ _LEVELS = msgspec.msgpack.Decoder(Levels)
 _ROUTES = msgspec.msgpack.Decoder(list[tuple[int, list[int]]])
 _USERS = msgspec.msgpack.Decoder(list[int])
 _INT = msgspec.msgpack.Decoder(int)
+_SNAPSHOT_OF_WORKER = msgspec.msgpack.Decoder(list[Family])
 
 
 class WorkerBus(LocalBus):
@@ -143,6 +146,8 @@ class WorkerBus(LocalBus):
         self, hub: Devices, metrics: Metrics, settings: Settings, node: NodeHooks, worker: int, workers: int
     ) -> None:
         super().__init__(hub, metrics)
+        self._metrics = metrics
+        self._scrape: asyncio.Future[bytes] | None = None
         self._node = node
         self.worker = worker
         self.workers = workers
@@ -263,8 +268,39 @@ class WorkerBus(LocalBus):
         if self._channel is not None:
             self._channel.cast("hub.roster", conv_id)
 
+    # --- metrics of the whole node -------------------------------------------------------
+    async def node_metrics(self, store_stats: Callable[[], Awaitable[dict[str, int]]]) -> bytes:
+        """What ``GET /metrics`` of this worker answers: every worker's metrics summed, the
+        store's (``store_stats``) once; see yim/metrics.py. Scrapes that come while one is
+        under way share its answer, so a flood of them asks the other workers no more."""
+        if self._scrape is None:
+            self._scrape = asyncio.ensure_future(self._gather_metrics(store_stats))
+            self._scrape.add_done_callback(self._scraped)
+        return await asyncio.shield(self._scrape)
+
+    def _scraped(self, fut: asyncio.Future[bytes]) -> None:
+        self._scrape = None
+
+    async def _gather_metrics(self, store_stats: Callable[[], Awaitable[dict[str, int]]]) -> bytes:
+        # The hub waits METRICS_WAIT_S for each worker; a hub that does not answer in time
+        # leaves this worker's own metrics alone in the answer (and no store series).
+        wait = METRICS_WAIT_S + 1.0
+        others, stats = await asyncio.gather(
+            asyncio.wait_for(self.channel.call("hub.metrics", None, list[msgspec.Raw]), wait),
+            asyncio.wait_for(store_stats(), wait),
+            return_exceptions=True,
+        )
+        snapshots = [snapshot(self._metrics.registry)]
+        if isinstance(others, list):
+            snapshots += [_SNAPSHOT_OF_WORKER.decode(raw) for raw in others]
+        else:
+            log.warning("metrics of the other workers unavailable: %s", str(others) or type(others).__name__)
+        return node_exposition(snapshots, stats if isinstance(stats, dict) else None)
+
     # --- frames from the store process ---------------------------------------------------
     def on_call(self, op: str, body: msgspec.Raw) -> Any:
+        if op == "worker.metrics":
+            return snapshot(self._metrics.registry)
         raise YimError("bad_request", f"a worker answers no call {op!r}")
 
     def on_cast(self, op: str, body: msgspec.Raw) -> None:

@@ -58,6 +58,9 @@ MAX_LIMIT_KEYS = 200_000
 #: (as in the cluster, yim.bus.cluster_state.DEBT_BURSTS)
 DEBT_BURSTS = 8.0
 OFFLINE: State = ("offline", ())
+#: how long ``hub.metrics`` waits for a worker's snapshot; one that takes longer is left out
+#: of that scrape (``yim_workers_reporting`` shows it), so a stuck worker cannot hang it
+METRICS_WAIT_S = 1.0
 
 
 # --- wire bodies: worker -> store process (hub.*) -------------------------------------------
@@ -730,7 +733,21 @@ class WorkerHub:
             return state.backoff(_BACKOFF.decode(body), self._clock())
         if op == "hub.ping":
             return None
+        if op == "hub.metrics":
+            return self._metrics_of_others(worker)
         raise YimError("bad_request", f"unknown hub call {op!r}")
+
+    async def _metrics_of_others(self, worker: int) -> list[msgspec.Raw]:
+        """``hub.metrics``: every other worker's snapshot of its metrics (``worker.metrics``,
+        asked of all at once), passed on as each sent it: the asking worker decodes and sums
+        them, not the store process, the one process every message crosses."""
+        asks: list[Awaitable[msgspec.Raw]] = [
+            asyncio.wait_for(ch.call("worker.metrics", None, msgspec.Raw), METRICS_WAIT_S)
+            for w, ch in sorted(self._channels.items())
+            if w != worker
+        ]
+        got = await asyncio.gather(*asks, return_exceptions=True)
+        return [snap for snap in got if isinstance(snap, msgspec.Raw)]
 
     def on_cast(self, worker: int, op: str, body: msgspec.Raw) -> None:
         if worker not in self._channels:

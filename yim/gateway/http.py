@@ -146,7 +146,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(_node(request).metrics.registry)
+    metrics = _node(request).metrics
+    # a worker of a multi-process node answers for the whole node (yim/metrics.py)
+    body = generate_latest(metrics.registry) if metrics.whole_node is None else await metrics.whole_node()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
