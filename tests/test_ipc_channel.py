@@ -133,6 +133,29 @@ async def test_peer_gone_fails_pending_and_later_calls() -> None:
     client.cast("ignored", 1)  # no error: a cast to a gone peer is dropped
 
 
+async def test_a_call_given_up_leaves_nothing_pending() -> None:
+    """A caller that times out forgets its call: a peer that never answers does not grow the
+    table of pending calls by one per attempt, and a late answer goes nowhere."""
+    late: list[asyncio.Future[int]] = []
+
+    def hang(op: str, body: object) -> asyncio.Future[int] | int:
+        if op == "ok":
+            return 7
+        late.append(asyncio.get_running_loop().create_future())
+        return late[-1]
+
+    client, server = await pair(hang)
+    for _ in range(20):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.call("hang", None, int), 0.01)
+    assert client._pending == {}
+    late[0].set_result(1)  # answered at last: nobody waits for it, and the channel goes on
+    assert await client.call("ok", None, int) == 7
+    assert client._pending == {}
+    client.close()
+    server.close()
+
+
 async def test_peer_process_killed_fails_pending() -> None:
     """The other end in a real process that is SIGKILLed while a call waits."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

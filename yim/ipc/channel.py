@@ -108,7 +108,12 @@ class Channel(asyncio.Protocol):
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[call_id] = (fut, reply_type)
         self._write(CALL, call_id, op, body)
-        result: T = await fut
+        try:
+            result: T = await fut
+        finally:
+            # a caller that gave up (a timeout around the call) leaves no entry behind: a peer
+            # that never answers must not grow the table by one per attempt
+            self._pending.pop(call_id, None)
         return result
 
     def request(self, op: str, body: Any = None, reply_type: type[T] | Any = Any) -> asyncio.Future[T]:
