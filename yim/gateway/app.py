@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,9 +43,29 @@ async def fence_middleware(request: web.Request, handler: Any) -> web.StreamResp
     return await handler(request)
 
 
+@web.middleware
+def ws_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> Awaitable[web.StreamResponse]:
+    """``/ws`` goes straight to its handler, past the other middlewares.
+
+    An ``async def`` middleware's coroutine frame lives as long as the request it wraps, and
+    a WebSocket's request lasts as long as its connection: the frames of error_middleware
+    and fence_middleware were ~520 bytes of every idle connection. This middleware is a
+    plain function that hands back the handler's own coroutine, so it leaves no frame.
+    Nothing the two do is lost for ``/ws``: a fenced node's refusal still goes through them,
+    before the upgrade the handler raises only HTTP errors (which error_middleware passes on
+    outside /api/), and after it no HTTP answer can be sent: the handler answers errors on
+    the socket, and aiohttp's server logs an unexpected exception as error_middleware did.
+    """
+    if request.match_info.handler is websocket_handler and request.app[NODE_KEY].fenced is None:
+        return websocket_handler(request)
+    return handler(request)
+
+
 def build_app(node: ServedNode) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, fence_middleware], client_max_size=node.settings.hard_frame_bytes
+        middlewares=[ws_middleware, error_middleware, fence_middleware], client_max_size=node.settings.hard_frame_bytes
     )
     app[NODE_KEY] = node
     app.router.add_get("/ws", websocket_handler)
