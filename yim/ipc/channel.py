@@ -244,7 +244,10 @@ class Channel(asyncio.Protocol):
             self._reply_error(call_id, op, exc)
             return
         if isinstance(result, asyncio.Future):
-            result.add_done_callback(lambda f: self._reply_done(call_id, op, f))
+            if result.done():  # resolved already (the SQLite writer ran an idle send inline): no turn
+                self._reply_done(call_id, op, result)
+            else:
+                result.add_done_callback(lambda f: self._reply_done(call_id, op, f))
         elif asyncio.iscoroutine(result) or isinstance(result, Awaitable):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
