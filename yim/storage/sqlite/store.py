@@ -97,8 +97,8 @@ class _WriterThread:
 
     At low load a send skips the thread: handing a job to an idle thread and back costs two
     wake-ups (a futex wake of the writer, then the loop's self-pipe) and two waits for the
-    GIL, about 150 µs of a one-to-one message's ~1.1 ms, and most of its tail when the
-    machine is busy. So a send submitted while nothing is queued and the writer has been
+    GIL, about 150 µs of a one-to-one message's ~1.1 ms, and milliseconds at p99 when the
+    machine is busy (docs/architecture.md §2.2). So a send submitted while nothing is queued and the writer has been
     idle for ``INLINE_IDLE_S`` runs right there, on the loop thread, as a batch of one, and
     its future is resolved before ``submit`` returns. ``_lock`` is held around every batch
     on either thread, so the connection is never used by two at once, and a job never
@@ -126,7 +126,7 @@ class _WriterThread:
         self._startup_error: BaseException | None = None
         self._conn: WriterConnection | None = None  # set once started, None again once closed
         self._lock = threading.Lock()  # held while a batch runs, on either thread
-        self._count_lock = threading.Lock()
+        self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on the writer
         self._queued = 0  # jobs put on the queue whose batch is not done yet
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
         self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
