@@ -113,9 +113,85 @@ async def test_casts_arrive_in_order_and_bursts_are_corked() -> None:
         client.cast("n", i)
     await asyncio.wait_for(done.wait(), 10)
     assert seen == list(range(10_000))
-    assert flushes == [10_000]  # one loop turn of casts left in one write
+    assert flushes == [9_999]  # the first left at once, the rest of the turn in one write
     client.close()
     server.close()
+
+
+async def test_a_lone_frame_leaves_at_once_and_a_busy_turn_corks() -> None:
+    """At light traffic a frame is on the socket when the write returns (no loop turn in
+    between); once a turn wrote more than one frame, the channel corks every frame until a
+    turn writes just one again."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.setblocking(False)
+    ch = await connect(a, name="client")
+
+    def frames_waiting() -> int:
+        got = b""
+        while True:
+            try:
+                got += b.recv(1 << 16)
+            except BlockingIOError:
+                break
+        n = pos = 0
+        while pos < len(got):
+            pos += 4 + int.from_bytes(got[pos : pos + 4], "big")
+            n += 1
+        return n
+
+    try:
+        ch.cast("n", 1)
+        assert frames_waiting() == 1  # written before any loop turn
+        ch.cast("n", 2)
+        ch.cast("n", 3)
+        assert frames_waiting() == 0  # corked behind the first of the turn
+        await asyncio.sleep(0)
+        assert frames_waiting() == 2  # both at the end of the turn
+        ch.cast("n", 4)  # the last turn was busy: corked
+        assert frames_waiting() == 0
+        await asyncio.sleep(0)
+        assert frames_waiting() == 1
+        ch.cast("n", 5)  # that turn wrote one frame: light again
+        assert frames_waiting() == 1
+    finally:
+        ch.close()
+        b.close()
+
+
+async def test_a_call_answered_by_a_resolved_future_is_replied_in_the_same_turn() -> None:
+    """A handler's future that is already resolved (the SQLite writer runs an idle send
+    inline) is answered at once, not one loop turn later."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.setblocking(False)
+    seen_next_turn: list[bytes] = []
+
+    def peek() -> None:
+        try:
+            seen_next_turn.append(b.recv(1 << 16))
+        except BlockingIOError:
+            seen_next_turn.append(b"")
+
+    def on_call(op: str, body: msgspec.Raw) -> asyncio.Future[int]:
+        done: asyncio.Future[int] = loop.create_future()
+        done.set_result(42)
+        loop.call_soon(peek)  # runs in the next turn
+        return done
+
+    ch = await connect(a, on_call=on_call, name="server")
+    try:
+        frame = msgspec.msgpack.encode((0, 1, "q", None))
+        b.send(len(frame).to_bytes(4, "big") + frame)
+        for _ in range(500):  # bounded: the call is one read away
+            if seen_next_turn:
+                break
+            await asyncio.sleep(0.01)
+        reply = seen_next_turn[0]
+        assert reply, "the reply was not on the socket by the next loop turn"
+        assert msgspec.msgpack.decode(reply[4:]) == [1, 1, "", 42]
+    finally:
+        ch.close()
+        b.close()
 
 
 async def test_peer_gone_fails_pending_and_later_calls() -> None:

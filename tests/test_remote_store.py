@@ -272,7 +272,7 @@ async def test_stats_is_a_snapshot_refreshed_when_read(served: Served) -> None:
         if fresh.stats:
             break
         await asyncio.sleep(0.01)
-    assert set(fresh.stats) == {"batches", "slow_batches", "checkpoints", "jobs"}
+    assert set(fresh.stats) == {"batches", "slow_batches", "checkpoints", "jobs", "inline_batches"}
     assert fresh.stats["jobs"] > 0
 
 
@@ -321,7 +321,10 @@ async def test_a_killed_store_process_fails_pending_calls_and_acked_sends_are_du
         conv = acked[0].message.conv_id
         pending_sends = [remote.send_message(_send(500 + 2 * i, 1, conv_id=conv)) for i in range(50)]
         pending_read = asyncio.ensure_future(remote.sync(2, 0, 10))
-        s.proc.kill()  # before this turn's frames leave: none of them can be answered
+        # Killed before this turn ends: no reply can come. The turn's first frame may already
+        # be out (a lone frame at light traffic is written at once), so that send may be
+        # stored, unacknowledged, as any send whose reply is lost (its resend is a duplicate).
+        s.proc.kill()
         outcomes = await asyncio.wait_for(asyncio.gather(*pending_sends, pending_read, return_exceptions=True), 30)
         assert all(isinstance(o, YimError) and o.code == "unavailable" for o in outcomes), outcomes
         await asyncio.wait_for(s.channel.closed.wait(), 10)
@@ -336,7 +339,9 @@ async def test_a_killed_store_process_fails_pending_calls_and_acked_sends_are_du
     await direct.open()
     try:
         page, _ = await direct.history(2, conv, None, 0, 100)
-        assert [(m.msg_id, m.seq) for m in page] == [(r.message.msg_id, r.message.seq) for r in acked]
+        stored = [(m.msg_id, m.seq) for m in page]
+        assert stored[: len(acked)] == [(r.message.msg_id, r.message.seq) for r in acked]
+        assert stored[len(acked) :] in ([], [(500, len(acked) + 1)])  # at most the first unanswered one
     finally:
         await direct.close()
 

@@ -5,7 +5,9 @@ thread that owns the only writing connection. The thread takes every job waiting
 ``batch_max``), runs each inside its own SAVEPOINT — so one failing job rolls back alone
 — and commits the batch with one COMMIT, i.e. one WAL append + (with synchronous=NORMAL)
 no fsync per message. A lone message is committed as soon as the thread is free: batches
-form only from what queued up during the previous commit, so batching adds no waiting.
+form only from what queued up during the previous commit, so batching adds no waiting. A
+send that finds the writer idle skips the thread altogether and is committed on the
+event loop's thread (``_WriterThread``), which saves two wake-ups at low load.
 
 Durability: WAL with synchronous=NORMAL keeps every committed transaction across a kill
 of the process (the WAL is written before COMMIT returns); ``sqlite_synchronous=FULL``
@@ -23,6 +25,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,8 +86,30 @@ def _connect(
     return conn
 
 
+#: A send submitted when the writer has had nothing to do for this long runs at once on the
+#: submitting event loop's thread instead of the writer thread (see _WriterThread.submit).
+#: Under load the writer is never idle this long, so sends keep overlapping on two threads.
+INLINE_IDLE_S = 0.001
+
+
 class _WriterThread:
-    """Owns the only writing connection; runs queued jobs in batched transactions."""
+    """Owns the only writing connection; runs queued jobs in batched transactions.
+
+    At low load a send skips the thread: handing a job to an idle thread and back costs two
+    wake-ups (a futex wake of the writer, then the loop's self-pipe) and two waits for the
+    GIL, about 150 µs of a one-to-one message's ~1.1 ms, and milliseconds at p99 when the
+    machine is busy (docs/architecture.md §2.2). So a send submitted while nothing is queued and the writer has been
+    idle for ``INLINE_IDLE_S`` runs right there, on the loop thread, as a batch of one, and
+    its future is resolved before ``submit`` returns. ``_lock`` is held around every batch
+    on either thread, so the connection is never used by two at once, and a job never
+    overtakes one submitted before it: the inline path is taken only when no job is
+    queued or running (``_queued``, which counts jobs from put until their batch is done).
+    Only sends go inline: they are small and bounded (a group above
+    ``group_write_fanout_max`` members is read fan-out), while other jobs (an erasure, a big
+    group's creation) could hold the loop for long. And only without an fsync per commit
+    (``synchronous`` NORMAL or OFF): with FULL the loop would wait for the disk. The price:
+    a COMMIT that stalls on I/O at idle holds the loop, not just the message's ACK.
+    """
 
     _STOP = object()
 
@@ -99,6 +124,13 @@ class _WriterThread:
         self._thread = threading.Thread(target=self._run, name="yim-sqlite-writer", daemon=True)
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._conn: WriterConnection | None = None  # set once started, None again once closed
+        self._lock = threading.Lock()  # held while a batch runs, on either thread
+        self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on the writer
+        self._queued = 0  # jobs put on the queue whose batch is not done yet
+        self._idle_since = 0.0  # time.monotonic() when the last batch ended
+        self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
+        self.inline_batches = 0  # sends run on the loop thread (a batch of one each)
         self.batches = 0
         self.slow_batches = 0  # batches redone with a savepoint per job
         self.jobs_done = 0
@@ -122,9 +154,33 @@ class _WriterThread:
         fut = loop.create_future()
         if self.stopped:
             fut.set_exception(YimError("unavailable", "the store is closed"))
+        elif fn is send_message and self._inline and self._run_inline(fn, args, fut, loop):
+            pass
         else:
+            with self._count_lock:
+                self._queued += 1
             self._jobs.put((fn, args, fut, loop))
         return fut
+
+    def _run_inline(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Run one job here and now if the writer is idle (see the class); False if not."""
+        if self._queued or time.monotonic() - self._idle_since < INLINE_IDLE_S:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            conn = self._conn
+            if self._queued or conn is None:  # a job came in meanwhile, or the writer closed
+                return False
+            outcomes = self._run_batch(conn, [(fn, args, fut, loop)])
+            self.inline_batches += 1
+            self._idle_since = time.monotonic()
+        finally:
+            self._lock.release()
+        _resolve(outcomes)
+        return True
 
     def _run(self) -> None:
         try:
@@ -141,6 +197,7 @@ class _WriterThread:
                 log.info("SQLite store %s: applied %s", self._path, ", ".join(applied))
             assert isinstance(conn, WriterConnection)
             conn.memory = WriterMemory(conn)
+            self._conn = conn
         except BaseException as exc:  # surfaced to start()
             self._startup_error = exc
             if isinstance(exc, sqlite3.Error):  # e.g. "unable to open database file": say which
@@ -161,7 +218,14 @@ class _WriterThread:
                 stopping = True
                 batch = [job for job in batch if job is not self._STOP]
             if batch:
-                self._run_batch(conn, batch)
+                with self._lock:
+                    outcomes = self._run_batch(conn, batch)
+                    self._idle_since = time.monotonic()
+                with self._count_lock:
+                    self._queued -= len(batch)
+                self._hand_back(outcomes)
+        with self._lock:
+            self._conn = None
         conn.close()
         # Anything submitted while stopping gets an answer rather than waiting forever.
         leftovers = []
@@ -178,7 +242,8 @@ class _WriterThread:
             except RuntimeError:
                 pass
 
-    def _run_batch(self, conn: WriterConnection, batch: list[Any]) -> None:
+    def _run_batch(self, conn: WriterConnection, batch: list[Any]) -> list[Any]:
+        """Run and commit one batch; return each job's (future, loop, result, error)."""
         try:
             outcomes = self._run_optimistic(conn, batch)
             if outcomes is None:  # a job failed half-way: redo the batch, each job isolated
@@ -198,6 +263,11 @@ class _WriterThread:
             outcomes = [(fut, loop, None, failure) for _fn, _args, fut, loop in batch]
         self.batches += 1
         self.jobs_done += len(batch)
+        return outcomes
+
+    @staticmethod
+    def _hand_back(outcomes: list[Any]) -> None:
+        """Resolve a batch's futures on their loops: one self-pipe wake-up per loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[1], []).append(outcome)
@@ -477,6 +547,7 @@ class SqliteStore(Store):
             "slow_batches": self._writer.slow_batches,
             "checkpoints": self._checkpointer.checkpoints,
             "jobs": self._writer.jobs_done,
+            "inline_batches": self._writer.inline_batches,
         }
 
     def _reader(self) -> sqlite3.Connection:

@@ -1,0 +1,114 @@
+"""The SQLite writer at low load (yim/storage/sqlite/store.py, ``_WriterThread``): a send
+submitted while the writer is idle runs on the loop's thread and is committed before
+``send_message`` returns; under a burst the rest still share group commits on the writer
+thread, and no job ever overtakes one submitted before it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from yim.protocol.errors import YimError
+from yim.storage.records import SendCmd, UserRec
+from yim.storage.sqlite.store import INLINE_IDLE_S, SqliteStore
+
+_ids = itertools.count(10_000)
+
+
+def _send(sender: int, to: int, cmid: str) -> SendCmd:
+    return SendCmd(
+        msg_id=next(_ids),
+        new_conv_id=next(_ids),
+        sender_id=sender,
+        sender_device="d",
+        kind="text",
+        body=b'{"text":"hi"}',
+        client_msg_id=cmid,
+        created_at=1,
+        to=to,
+    )
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(str(tmp_path / "yim.db"))
+    await s.open()
+    for uid in (1, 2, 3):
+        await s.create_user(UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _idle() -> None:
+    await asyncio.sleep(INLINE_IDLE_S * 5)
+
+
+async def test_a_lone_send_at_idle_is_committed_before_submit_returns(store: SqliteStore) -> None:
+    await _idle()
+    inline = store.stats["inline_batches"]
+    fut = store.send_message(_send(1, 2, "lone"))
+    assert fut.done()  # no hand-off to the writer thread and back
+    result = fut.result()
+    assert store.stats["inline_batches"] == inline + 1
+    assert [seq for _uid, seq in result.deliveries] == [1, 1]
+    # and it is durably there, for another connection
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM messages WHERE msg_id = ?", (result.message.msg_id,)).fetchone() == (
+            1,
+        )
+    finally:
+        conn.close()
+    # A refused send goes inline too and fails its future, not the caller.
+    await _idle()
+    bad = store.send_message(_send(1, 999, "nobody"))
+    assert bad.done() and isinstance(bad.exception(), YimError)
+
+
+async def test_a_burst_shares_commits_and_keeps_its_order(store: SqliteStore) -> None:
+    await _idle()
+    before = dict(store.stats)
+    futs = [store.send_message(_send(1 + i % 2, 3, f"b{i}")) for i in range(300)]
+    results = await asyncio.wait_for(asyncio.gather(*futs), 30)
+    after = store.stats
+    # at most the first went inline: the writer had just been busy for the others
+    assert after["inline_batches"] - before["inline_batches"] <= 1
+    assert after["batches"] - before["batches"] < 100, "a burst of sends was not group-committed"
+    for sender in (1, 2):  # each conversation's seqs in submission order, gap-free
+        mine = [r.message.seq for r in results if r.message.sender_id == sender]
+        assert mine == list(range(1, 151))
+
+
+async def test_a_send_never_overtakes_a_job_still_on_the_writer(store: SqliteStore) -> None:
+    await _idle()
+    order: list[str] = []
+
+    def slow_job(conn: sqlite3.Connection) -> None:
+        time.sleep(0.05)  # the writer thread is busy with it
+        order.append("slow job")
+
+    slow = store.write(slow_job)
+    send = store.send_message(_send(1, 2, "after"))
+    assert not send.done()  # queued behind the slow job, not run here
+    send.add_done_callback(lambda _f: order.append("send"))
+    await asyncio.wait_for(asyncio.gather(slow, send), 10)
+    assert order == ["slow job", "send"]
+
+
+async def test_a_send_after_close_is_refused(tmp_path: Path) -> None:
+    s = SqliteStore(str(tmp_path / "yim.db"))
+    await s.open()
+    await s.close()
+    fut = s.send_message(_send(1, 2, "late"))
+    with pytest.raises(YimError) as info:
+        await asyncio.wait_for(fut, 5)
+    assert info.value.code == "unavailable"
