@@ -104,6 +104,23 @@ async def test_a_send_never_overtakes_a_job_still_on_the_writer(store: SqliteSto
     assert order == ["slow job", "send"]
 
 
+async def test_a_send_is_not_answered_before_an_earlier_one_the_loop_has_not_resolved(store: SqliteStore) -> None:
+    """The writer committed an earlier send, but the loop was busy and has not resolved its
+    future yet: a send now is queued behind it, not committed inline and answered first (a
+    connection's replies come in the order of its sends)."""
+    await _idle()
+    first = store.write(lambda conn: None)  # any job: it goes to the writer thread
+    done: list[str] = []
+    first.add_done_callback(lambda _f: done.append("first"))
+    time.sleep(0.05)  # noqa: ASYNC251 -- the loop busy on purpose: the writer ends the job, the loop has not resolved it
+    assert not first.done()
+    second = store.send_message(_send(1, 2, "second"))
+    assert not second.done()  # not inline: the earlier job is not answered yet
+    second.add_done_callback(lambda _f: done.append("second"))
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert done == ["first", "second"]
+
+
 async def test_a_send_after_close_is_refused(tmp_path: Path) -> None:
     s = SqliteStore(str(tmp_path / "yim.db"))
     await s.open()

@@ -103,7 +103,11 @@ class _WriterThread:
     its future is resolved before ``submit`` returns. ``_lock`` is held around every batch
     on either thread, so the connection is never used by two at once, and a job never
     overtakes one submitted before it: the inline path is taken only when no job is
-    queued or running (``_queued``, which counts jobs from put until their batch is done).
+    queued, running or waiting for its future to be resolved on its loop (``_queued``, which
+    counts jobs from put until that resolution: a batch the writer has committed but whose
+    futures the loop has not resolved yet still holds a send back, or the send committed
+    inline would be answered before the earlier ones — a connection's replies must come in
+    the order of its sends, docs/protocol.md "Reply order").
     Only sends go inline: they are small and bounded (a group above
     ``group_write_fanout_max`` members is read fan-out), while other jobs (an erasure, a big
     group's creation) could hold the loop for long. And only without an fsync per commit
@@ -126,8 +130,8 @@ class _WriterThread:
         self._startup_error: BaseException | None = None
         self._conn: WriterConnection | None = None  # set once started, None again once closed
         self._lock = threading.Lock()  # held while a batch runs, on either thread
-        self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on the writer
-        self._queued = 0  # jobs put on the queue whose batch is not done yet
+        self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on them (_resolved)
+        self._queued = 0  # jobs put on the queue whose futures are not resolved yet
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
         self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
         self.inline_batches = 0  # sends run on the loop thread (a batch of one each)
@@ -221,8 +225,6 @@ class _WriterThread:
                 with self._lock:
                     outcomes = self._run_batch(conn, batch)
                     self._idle_since = time.monotonic()
-                with self._count_lock:
-                    self._queued -= len(batch)
                 self._hand_back(outcomes)
         with self._lock:
             self._conn = None
@@ -265,17 +267,27 @@ class _WriterThread:
         self.jobs_done += len(batch)
         return outcomes
 
-    @staticmethod
-    def _hand_back(outcomes: list[Any]) -> None:
-        """Resolve a batch's futures on their loops: one self-pipe wake-up per loop."""
+    def _hand_back(self, outcomes: list[Any]) -> None:
+        """Resolve a batch's futures on their loops: one self-pipe wake-up per loop. The
+        jobs count as queued until then (see the class)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[1], []).append(outcome)
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_resolve, items)
+                loop.call_soon_threadsafe(self._resolved, items)
             except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
-                pass
+                self._done(len(items))
+
+    def _resolved(self, items: list[Any]) -> None:
+        try:
+            _resolve(items)
+        finally:
+            self._done(len(items))
+
+    def _done(self, jobs: int) -> None:
+        with self._count_lock:
+            self._queued -= jobs
 
     @staticmethod
     def _run_optimistic(conn: WriterConnection, batch: list[Any]) -> list[Any] | None:
