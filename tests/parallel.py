@@ -84,9 +84,15 @@ def split(files: list[str], jobs: int) -> list[list[str]]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """After Ctrl-C: the terminal interrupted every group already, and a second interrupt
+    would cut pytest's teardown (which stops its servers) short; so wait for them first,
+    and interrupt only a group that was not reached (this process alone was signalled)."""
+    deadline = time.monotonic() + 15
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)  # pytest's own teardown stops its servers
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGINT)
     for p in procs:
         try:
             p.wait(timeout=60)
