@@ -8,6 +8,8 @@ STAMP   = $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DATA   ?= ./data
+# pytest processes `make test` runs at once (tests/parallel.py); 1 runs one, as pytest alone would
+TEST_JOBS ?= 2
 
 .PHONY: serve test lint venv clean
 
@@ -32,11 +34,15 @@ serve: $(STAMP)
 # checked paths in pyproject.toml; its cache, .mypy_cache, rechecks only what changed) and
 # lint-imports (.importlinter: the layers only point down, docs/architecture.md, so a new
 # back-edge fails the build; --no-cache: nothing written into the checkout).
+# pytest then runs in TEST_JOBS processes at once, the test files split between them by their
+# measured time (tests/parallel.py): most of the suite waits on real time (paced loads, killed
+# and stopped nodes, timeouts, browsers), which a second process fills. With PYTEST_ARGS
+# (`make test PYTEST_ARGS="tests/test_x.py -x"`) one pytest runs exactly what was asked.
 test: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.parallel --jobs $(TEST_JOBS) -- $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check yim yimbench tests
