@@ -108,7 +108,10 @@ async def test_read_fanout_group_timeline_reaches_every_member_once_and_in_order
 
         # away's two lives together are the whole timeline, the second starting where the first stopped.
         await back.sync_now()
-        first, second = away_inbox.timeline(gid), back_inbox.timeline(gid)
+        # The first life as it saved its cursors: a push that came between the save and the
+        # close was applied in memory but is not in what it saved (the second life gets it).
+        first = [m for m in away_inbox.timeline(gid) if m.seq <= away_groups[gid]]
+        second = back_inbox.timeline(gid)
         assert second and second[0].seq == away_groups[gid] + 1
         assert _keys(first + second) == await _expected(back, gid)
 
