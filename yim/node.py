@@ -110,6 +110,20 @@ async def signing_key(data_dir: Path, store: Store) -> bytes:
 LOCK_FILE = "yim.lock"
 
 
+def store_of(settings: Settings) -> Store:
+    """The store the settings name, opened as a node uses it (the one-process node, and the
+    store process of a node of workers)."""
+    return open_store(
+        settings.store,
+        settings.data_dir,
+        pool_min=settings.pg_pool_min,
+        pool_max=settings.pg_pool_max,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        batch_max=settings.commit_batch_max,
+        indexer_process=settings.indexer_in_process,
+    )
+
+
 class DataFolderError(OSError):
     """A data folder this node cannot use: the message names it and says why, in one line."""
 
@@ -307,15 +321,7 @@ class Node:
             assert worker.channel is not None
             self.store = remote = RemoteStore(worker.channel)
         else:
-            self.store = open_store(
-                settings.store,
-                settings.data_dir,
-                pool_min=settings.pg_pool_min,
-                pool_max=settings.pg_pool_max,
-                sqlite_synchronous=settings.sqlite_synchronous,
-                batch_max=settings.commit_batch_max,
-                indexer_process=settings.indexer_in_process,
-            )
+            self.store = store_of(settings)
         if worker is None:  # a worker's scrape adds the store's series once for the node (WorkerBus)
             self.metrics.registry.register(StoreCollector(lambda: self.store.stats))
         self.hub = Hub(self.metrics, settings)

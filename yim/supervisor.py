@@ -57,10 +57,10 @@ from yim.node import (
     lock_store_folders,
     push_providers,
     signing_key,
+    store_of,
 )
 from yim.protocol.errors import YimError
 from yim.services.service import DefaultRouting
-from yim.storage import open_store
 from yim.storage.service import ServiceCtx
 
 log = logging.getLogger("yim.supervisor")
@@ -107,13 +107,7 @@ class StoreProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.count = settings.worker_count
-        self.store = open_store(
-            settings.store,
-            settings.data_dir,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            batch_max=settings.commit_batch_max,
-            indexer_process=settings.indexer_in_process,
-        )
+        self.store = store_of(settings)
         # Imported here: only a node with workers loads them (and `--workers 1` never does).
         from yim.bus.workers_hub import WorkerHub
         from yim.storage.remote import StoreServer
