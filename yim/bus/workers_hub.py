@@ -40,6 +40,7 @@ from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
 from yim.services.context import State
+from yim.services.lockout import locked_until
 from yim.services.presence import aggregate_presence
 from yim.storage.records import MessageRec
 from yim.storage.remote import entries_in
@@ -518,9 +519,9 @@ class HubState:
                     st = self.backoffs[k] = [0.0, 0.0, now]
                 st[0] += 1
                 st[2] = now
-                over = int(st[0]) - b.free
-                if over > 0:
-                    st[1] = now + min(b.max_s, b.base_s * 2 ** min(over - 1, 40))
+                until = locked_until(int(st[0]), b.free, b.base_s, b.max_s, now)
+                if until is not None:
+                    st[1] = until
             elif b.op != "check":
                 raise YimError("bad_request", f"unknown back-off operation {b.op!r}")
             out.append(max(0.0, st[1] - now) if st is not None else 0.0)

@@ -32,6 +32,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from yim.protocol.errors import YimError
+from yim.services.lockout import locked_until
 
 if TYPE_CHECKING:
     from yim.config import Settings
@@ -161,9 +162,9 @@ class Backoff:
             st = self._state[key] = [0, 0.0, now]
         st[0] += 1
         st[2] = now
-        over = int(st[0]) - self.free
-        if over > 0:
-            st[1] = now + min(self.max_s, self.base_s * 2 ** min(over - 1, 40))
+        until = locked_until(int(st[0]), self.free, self.base_s, self.max_s, now)
+        if until is not None:
+            st[1] = until
 
     def succeeded(self, key: Hashable, *, forget: bool = True) -> None:
         """A success: forget the key's failures (``forget``) or forgive one of them."""
