@@ -96,6 +96,23 @@ async def until_notes(worker: Worker, want: list[dict[str, Any]]) -> None:
         assert seen == want
 
 
+#: in the service worker: is a page of the web client in front (visible and focused), as its
+#: push handler asks before it shows a notification (yim/web/sw.js)
+PAGE_IN_FRONT = """async () => {
+  const scope = new URL(self.registration.scope).pathname;
+  const all = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  return all.some((c) => new URL(c.url).pathname === scope && c.visibilityState === "visible" && c.focused);
+}"""
+
+
+async def until_no_page_in_front(worker: Worker) -> None:
+    """Wait (bounded) until the worker no longer sees the page in front: a navigation away
+    reaches the worker's list of clients a moment after ``goto`` returns."""
+    async with asyncio.timeout(8):
+        while await worker.evaluate(PAGE_IN_FRONT):
+            await asyncio.sleep(0.05)
+
+
 async def open_settings(page: Page) -> None:
     await page.evaluate("location.hash = '#/settings'")
     await expect(page.get_by_role("heading", name="Notifications")).to_be_visible()
@@ -154,6 +171,7 @@ async def test_service_worker_shows_pushes_and_opens_the_conversation(
     await devtools.deliver(reg, pushed("77", omar["user_id"], "seen in the page"))
     # No page of yim in front (the tab went elsewhere): the pushes show, one per conversation.
     await page.goto("about:blank")
+    await until_no_page_in_front(worker)
     await devtools.deliver(reg, pushed(conv_id, omar["user_id"], "are you there?"))
     await until_notes(worker, [{"title": "Omar", "body": "are you there?", "tag": f"c{conv_id}", "conv_id": conv_id}])
     # A second push of the conversation (previews off this time) replaces the first.
