@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from tests.rawclient import Device, make_users
@@ -68,5 +70,35 @@ async def test_read_ahead_pages_equal_what_the_store_holds_while_messages_keep_a
         assert texts[:450] == [f"before {i}" for i in range(450)]
         assert sorted(t for t in texts if t.startswith("during")) == sorted(f"during {i}" for i in range(extra))
         assert server.node.read_ahead.hits >= 2  # the path under test was taken
+        await alice.close()
+        await bob.close()
+
+
+async def test_a_page_read_ahead_for_a_cut_connection_does_not_serve_the_next_one(server: NodeServer) -> None:
+    """A device pages its backlog, and its connection is cut before it asks for the page
+    read ahead for it. Messages sent while it has no connection are pushed to no one, so
+    the new connection's sync from the same cursor must hold them: the page read ahead
+    before them would end below them and say there is no more (found by the receiver-drop
+    delivery test under load, where the device then waited forever)."""
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob = (Device(http, x) for x in await make_users(http, ["alice", "bob"]))
+        await alice.connect()
+        for i in range(150):
+            await alice.request("send", to=bob.user_id, kind="text", body={"text": f"m{i}"}, client_msg_id=f"m{i}")
+        await bob.connect()
+        page = await bob.request("sync", since=0, limit=100)
+        assert page["has_more"] and page["next_since"] == 100
+        pages = server.node.read_ahead._pages  # the page for since=100, read while page 1 travelled
+        async with asyncio.timeout(10):
+            while not all(task.done() for _at, _size, task in pages.values()):
+                await asyncio.sleep(0.01)
+        await bob.close()  # cut before asking for it
+        for i in range(150, 160):
+            await alice.request("send", to=bob.user_id, kind="text", body={"text": f"m{i}"}, client_msg_id=f"m{i}")
+        await bob.connect()
+        page = await bob.request("sync", since=100, limit=100)
+        assert [e["seq"] for e in page["events"]] == list(range(101, 161))
+        assert page["head"] == 160 and not page["has_more"]
+        assert not bob.events  # nothing pushed: the ten were sent before this connection
         await alice.close()
         await bob.close()

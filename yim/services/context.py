@@ -210,6 +210,8 @@ class SyncReadAhead(Protocol):
 
     def start(self, ctx: Context, user_id: int, device_id: str, since: int, limit: int) -> None: ...
 
+    def forget(self, user_id: int, device_id: str) -> None: ...
+
 
 class PushControl(Protocol):
     """Push as the services see it: which pushers this node can serve, the VAPID key."""

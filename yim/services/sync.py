@@ -53,7 +53,14 @@ class ReadAhead:
     reading page k+1 while page k travels and is processed overlaps the store's work with
     the client's. The inbox is append-only, so a page read early holds the same events;
     its ``head`` may be a little older, which is the same race as any page read just
-    before new events (they reach the device by push, or by its next sync).
+    before new events: they reach the device by push, since it was connected already.
+
+    Invariant: a page serves a connection only if it was read after that connection was
+    registered for pushes. A page read before then (for the device's previous connection,
+    cut while paging) may end below events committed while no connection of the device
+    was registered: they were pushed to no one, and that page would tell the new
+    connection it is caught up (``has_more`` false) without them. So registering a
+    connection drops its device's page (:meth:`forget`), in the same loop turn.
 
     Bounded: at most ``max_devices`` pages are held (≈ 1 MiB each at worst, by the reply
     budget); past that, the oldest is dropped (its device just reads its page itself).
@@ -75,6 +82,12 @@ class ReadAhead:
             return task
         task.cancel()
         return None
+
+    def forget(self, user_id: int, device_id: str) -> None:
+        """A connection of the device was registered: no page read before it may serve it."""
+        entry = self._pages.pop((user_id, device_id), None)
+        if entry is not None:
+            entry[2].cancel()
 
     def start(self, node: Context, user_id: int, device_id: str, since: int, limit: int) -> None:
         key = (user_id, device_id)
