@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import io
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +28,91 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.services"]
 
 
+#: The event loops tests run on, for the time limit below to reach from its timer thread.
+LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    loop = uvloop.new_event_loop()
+    LOOPS.add(loop)
+    return loop
+
+
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
-    return {"uvloop": uvloop.new_event_loop}
+    return {"uvloop": _new_loop}
+
+
+#: Every test (set-up, call and tear-down) must end within this many seconds; the slowest
+#: take ~20 s on two cores. ``YIM_TEST_TIME_LIMIT_S=0`` lifts it (e.g. for long stress runs).
+TEST_TIME_LIMIT_S = float(os.environ.get("YIM_TEST_TIME_LIMIT_S", "240"))
+#: after the limit, how long a cancelled test has to unwind before the run is ended
+UNWIND_S = min(60.0, TEST_TIME_LIMIT_S)
+
+
+class TimeLimit:
+    """A hung test fails instead of stalling the run. At the limit, the stacks of the
+    event loop's tasks are printed and the task the loop is running the test in (its
+    set-up, call or tear-down) is cancelled: the test fails with a traceback that shows
+    what it awaited, and the run goes on. If that cannot end it within ``UNWIND_S`` (the
+    loop itself is blocked, or the test swallows the cancellation), every thread's stack
+    is dumped and the process exits: the run fails, naming the test, instead of waiting
+    forever."""
+
+    def __init__(self, nodeid: str, limit_s: float) -> None:
+        self.nodeid = nodeid
+        self.limit_s = limit_s
+        self._timer = threading.Timer(limit_s, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> TimeLimit:
+        self._timer.start()
+        faulthandler.dump_traceback_later(self.limit_s + UNWIND_S, exit=True, file=STDERR_FD)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+    def _expire(self) -> None:
+        _say(f"\n{self.nodeid} is still running after {self.limit_s:.0f} s: cancelling it\n")
+        for loop in list(LOOPS):
+            if loop.is_running():
+                loop.call_soon_threadsafe(self._cancel_test, loop)
+
+    @staticmethod
+    def _cancel_test(loop: asyncio.AbstractEventLoop) -> None:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(limit=12, file=stacks)
+        _say(stacks.getvalue())
+        for task in asyncio.all_tasks(loop):
+            # the task run_until_complete waits for: the test's own coroutine (or fixture's)
+            callbacks = getattr(task, "_callbacks", None) or []
+            if any("run_until_complete" in getattr(cb, "__qualname__", "") for cb, *_ in callbacks):
+                task.cancel(f"the test ran past its time limit ({TEST_TIME_LIMIT_S:.0f} s)")
+
+
+#: the terminal's stderr, taken before tests run: fd 2 is then captured per test, and what
+#: a process writes there just before it exits would be lost with the capture
+STDERR_FD = 2
+
+
+def _say(text: str) -> None:
+    """Write to the terminal, past the capture (the process may not live to report it)."""
+    os.write(STDERR_FD, text.encode(errors="replace"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global STDERR_FD
+    STDERR_FD = os.dup(sys.stderr.fileno())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    if TEST_TIME_LIMIT_S <= 0:
+        return (yield)
+    with TimeLimit(item.nodeid, TEST_TIME_LIMIT_S):
+        return (yield)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

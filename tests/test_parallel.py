@@ -3,6 +3,7 @@ failure in any group fails the run with that group's output shown."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,39 @@ def test_a_failing_group_fails_the_run_and_shows_its_output(tmp_path: Path) -> N
     another.write_text(passing.read_text())
     done = _run(passing, another)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _run_limited(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    test = tmp_path / "test_hung.py"
+    test.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", "pyproject.toml", "--rootdir", ".", "-p", "tests.conftest", str(test)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "YIM_TEST_TIME_LIMIT_S": "2"},
+    )
+
+
+def test_a_hung_test_fails_at_its_time_limit_and_the_run_goes_on(tmp_path: Path) -> None:
+    done = _run_limited(
+        tmp_path,
+        "import asyncio\n\n\n"
+        "async def test_awaits_forever() -> None:\n    await asyncio.Event().wait()\n\n\n"
+        "def test_next() -> None:\n    assert True\n",
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "test_awaits_forever is still running after 2 s: cancelling it" in out
+    assert "CancelledError: the test ran past its time limit (2 s)" in out
+    assert "await asyncio.Event().wait()" in out  # where it hung
+    assert "1 failed, 1 passed" in out
+
+
+def test_a_test_that_blocks_the_event_loop_ends_the_run_with_every_stack(tmp_path: Path) -> None:
+    done = _run_limited(tmp_path, "import time\n\n\ndef test_blocks() -> None:\n    time.sleep(1000)\n")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert "test_blocks is still running after 2 s" in out
+    assert 'test_hung.py", line 5 in test_blocks' in out  # faulthandler's dump of the main thread
