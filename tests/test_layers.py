@@ -172,3 +172,15 @@ def test_a_back_edge_breaks_its_contract(tmp_path: Path, edge: str) -> None:
     assert result.returncode != 0, result.stdout
     broken = re.search(rf"^{re.escape(contract)}.* BROKEN", result.stdout, re.M)
     assert broken is not None, result.stdout
+
+
+def test_nothing_in_yim_uses_asyncio_wait_for() -> None:
+    """On Python 3.11 asyncio.wait_for can swallow the cancellation of the task awaiting it
+    (yim/bus/bounded.py says how a node's stop hung on it): bounded waits use
+    asyncio.timeout, or yim.bus.bounded.bounded."""
+    users = [
+        p.relative_to(ROOT).as_posix()
+        for p in sorted((ROOT / "yim").rglob("*.py"))
+        if "asyncio.wait_for(" in p.read_text(encoding="utf-8")
+    ]
+    assert users == []

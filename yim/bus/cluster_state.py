@@ -58,6 +58,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from yim.bus.bounded import bounded, finish
 from yim.bus.redis import connect_redis
 from yim.bus.shared_limits import SharedSpending, Spending
 from yim.services.context import LocalDevices, PresenceChange, State
@@ -294,7 +295,7 @@ class ClusterState(SharedSpending):
         it answers whether the result is in Redis."""
         self._resync = resync
         try:
-            await asyncio.wait_for(self._load_scripts(), self.timeout_s * 5)
+            await bounded(self._load_scripts(), self.timeout_s * 5)
             await self._refresh()
         except Exception as exc:  # the node still starts: everything degrades to per node
             self.unavailable(exc)
@@ -308,15 +309,13 @@ class ClusterState(SharedSpending):
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await finish(self._tasks, 5, log)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._flush_spent(), self.timeout_s)
+            await bounded(self._flush_spent(), self.timeout_s)
         # Leaving: the next sweep of another node publishes this node's users offline
         # (those still connected here are being closed with 1001 and reconnect elsewhere).
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._redis.zadd("yim:pnodes", {self.node_name: 0}), self.timeout_s)
+            await bounded(self._redis.zadd("yim:pnodes", {self.node_name: 0}), self.timeout_s)
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
@@ -386,7 +385,7 @@ class ClusterState(SharedSpending):
     async def _refresh(self) -> None:
         now_ms = int(time.time() * 1000)
         swept_key = f"yim:psweep:{{{self.node_name}}}"
-        before, _, lapsed, _, agents, swept = await asyncio.wait_for(
+        before, _, lapsed, _, agents, swept = await bounded(
             self._run(
                 lambda p: (
                     p.zscore("yim:pnodes", self.node_name),
@@ -415,7 +414,7 @@ class ClusterState(SharedSpending):
             # also the users whose changes could not be written while Redis was away
             written = await self._resync(self._online_user_ids(), set())
             if written and swept is not None:  # else: found again next time, and retried
-                await asyncio.wait_for(self._redis.delete(swept_key), self.timeout_s)
+                await bounded(self._redis.delete(swept_key), self.timeout_s)
         self._registered = True
         for dead in sorted(self.dead):
             await self._sweep(dead)
@@ -425,15 +424,15 @@ class ClusterState(SharedSpending):
         lives TOMBSTONE_MS, so a node is swept once, and a node that was only paused
         learns from it that its users' fields are gone."""
         key = f"yim:psweep:{{{dead}}}"
-        if not await asyncio.wait_for(self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms), self.timeout_s):
+        if not await bounded(self._redis.set(key, self.node_name, nx=True, px=self._ttl_ms), self.timeout_s):
             return  # another node sweeps it, or did (until the node comes back and says so)
-        members = await asyncio.wait_for(self._redis.smembers(f"yim:pn:{{{dead}}}"), self.timeout_s)
+        members = await bounded(self._redis.smembers(f"yim:pn:{{{dead}}}"), self.timeout_s)
         users = [int(u) for u in members]
         log.info("node %s lapsed; publishing the presence of its %d users", dead, len(users))
         assert self._resync is not None
         if not await self._resync(users, {dead}):
             return  # Redis failed meanwhile: the claim lapses and a node sweeps it again
-        await asyncio.wait_for(
+        await bounded(
             self._run(lambda p: (p.delete(f"yim:pn:{{{dead}}}"), p.set(key, "done", px=TOMBSTONE_MS))),
             self.timeout_s,
         )
@@ -462,7 +461,7 @@ class ClusterState(SharedSpending):
                 if gone:
                     p.srem(f"yim:pn:{{{self.node_name}}}", *gone)
 
-            results = await asyncio.wait_for(self._run(build), self.timeout_s)
+            results = await bounded(self._run(build), self.timeout_s)
             for (user_id, _), res in zip(chunk, results, strict=False):
                 changed, agg, before, seen = res
                 out.append(
@@ -483,9 +482,7 @@ class ClusterState(SharedSpending):
         offline (``local``: count this node's devices as they are now)."""
         if not user_ids:
             return {}
-        results = await asyncio.wait_for(
-            self._run(lambda p: [p.hgetall(f"yim:p:{{{u}}}") for u in user_ids]), self.timeout_s
-        )
+        results = await bounded(self._run(lambda p: [p.hgetall(f"yim:p:{{{u}}}") for u in user_ids]), self.timeout_s)
         return {
             u: aggregate_fields(fields, (self.node_name, local(u)) if local is not None else None)
             for u, fields in zip(user_ids, results, strict=False)
@@ -494,9 +491,7 @@ class ClusterState(SharedSpending):
     async def device_present(self, user_id: int, device_id: str) -> bool:
         """Is this device connected to some node, as the nodes last shared their devices
         (each node's presence sync, within ``presence_debounce_s`` of a change)?"""
-        (found,) = await asyncio.wait_for(
-            self._run(lambda p: [p.hexists(f"yim:p:{{{user_id}}}", device_id)]), self.timeout_s
-        )
+        (found,) = await bounded(self._run(lambda p: [p.hexists(f"yim:p:{{{user_id}}}", device_id)]), self.timeout_s)
         return bool(found)
 
     # --- online agents ---------------------------------------------------------------------
@@ -513,7 +508,7 @@ class ClusterState(SharedSpending):
         else:
             self.agents_online.discard(user_id)
         op = "sadd" if online else "srem"
-        await asyncio.wait_for(
+        await bounded(
             self._run(lambda p: (getattr(p, op)("yim:ao", user_id), p.publish("yim:ao", f"{user_id}|{int(online)}"))),
             self.timeout_s,
         )
@@ -545,7 +540,7 @@ class ClusterState(SharedSpending):
     # --- rate limits -----------------------------------------------------------------------
     async def take(self, name: str, key: Any, rate: float, burst: float, cost: float = 1.0) -> float:
         """Strict shared bucket: 0.0 if allowed, else the seconds until it would be."""
-        [res] = await asyncio.wait_for(
+        [res] = await bounded(
             self._run(
                 lambda p: self._evalsha(p, "bucket", [f"yim:rl:{name}:{{{key}}}"], [rate, burst, cost, "strict", 0])
             ),
@@ -561,7 +556,7 @@ class ClusterState(SharedSpending):
                 args = [op, b.free, int(b.base_s * 1000), int(b.max_s * 1000), int(b.window_s * 1000)]
                 self._evalsha(p, "backoff", [f"yim:rl:{name}:{{{key}}}"], args)
 
-        results = await asyncio.wait_for(self._run(build), self.timeout_s)
+        results = await bounded(self._run(build), self.timeout_s)
         return [int(r) / 1000 for r in results]
 
     async def _debit(self, order: list[Spending]) -> list[float]:
@@ -581,5 +576,5 @@ class ClusterState(SharedSpending):
                     args += [b.rate, b.burst, cost]
                 self._evalsha(p, "debit_many", keys, args)
 
-        replies = await asyncio.wait_for(self._run(build), self.timeout_s)
+        replies = await bounded(self._run(build), self.timeout_s)
         return [float(r[0]) for r in replies] if self._cluster else [float(x) for r in replies for x in r]

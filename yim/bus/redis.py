@@ -73,6 +73,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from yim.bus.bounded import bounded, finish
 from yim.bus.local import LocalBus
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.logs import BurstLog
@@ -326,7 +327,7 @@ class RedisBus(LocalBus):
             loop.create_task(self._refresh_forever(), name="yim-bus-refresh"),
         ]
         # Listen before telling the others we exist: nothing sent to us is missed.
-        await asyncio.wait_for(self._subscribed.wait(), 10)
+        await bounded(self._subscribed.wait(), 10)
         await self._announce()
         if self.lease_id is not None:
             self._tasks.append(loop.create_task(self._renew_forever(), name="yim-bus-lease"))
@@ -339,11 +340,7 @@ class RedisBus(LocalBus):
         others += [t for t in (self._heal_task, self._relet_task) if t is not None]
         for task in others:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(sender, 5)
-        for task in others:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await finish([sender, *others], 5, log)  # the sender flushes what is queued meanwhile
         with contextlib.suppress(Exception):
             await self._redis.zrem("yim:nodes", self.node_name)
             if self.lease_id is not None:

@@ -77,6 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from yim.bus.bounded import bounded
 from yim.bus.local import LocalBus
 from yim.bus.shared_limits import SharedSpending, Spending
 from yim.bus.workers_hub import (
@@ -177,7 +178,7 @@ class WorkerBus(LocalBus):
     async def start(self) -> None:
         """Wait for the hub's snapshot (its first frame): until then the replica is empty."""
         try:
-            await asyncio.wait_for(self._snapshot.wait(), 10)
+            await bounded(self._snapshot.wait(), 10)
         except TimeoutError:
             raise YimError("unavailable", "the store process sent no routes within 10 s") from None
 
@@ -286,8 +287,8 @@ class WorkerBus(LocalBus):
         # leaves this worker's own metrics alone in the answer (and no store series).
         wait = METRICS_WAIT_S + 1.0
         others, stats = await asyncio.gather(
-            asyncio.wait_for(self.channel.call("hub.metrics", None, list[msgspec.Raw]), wait),
-            asyncio.wait_for(store_stats(), wait),
+            bounded(self.channel.call("hub.metrics", None, list[msgspec.Raw]), wait),
+            bounded(store_stats(), wait),
             return_exceptions=True,
         )
         snapshots = [snapshot(self._metrics.registry)]
@@ -390,7 +391,7 @@ class WorkerState(SharedSpending):
         self._recover_task: asyncio.Task[None] | None = None
 
     async def _call(self, op: str, body: Any, reply_type: Any) -> Any:
-        return await asyncio.wait_for(self._bus.channel.call(op, body, reply_type), self.timeout_s)
+        return await bounded(self._bus.channel.call(op, body, reply_type), self.timeout_s)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self, resync: Callable[[Iterable[int], set[str]], Awaitable[bool]]) -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from yim.bus.bounded import bounded
 from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
@@ -746,7 +747,7 @@ class WorkerHub:
         asked of all at once), passed on as each sent it: the asking worker decodes and sums
         them, not the store process, the one process every message crosses."""
         asks: list[Awaitable[msgspec.Raw]] = [
-            asyncio.wait_for(ch.call("worker.metrics", None, msgspec.Raw), METRICS_WAIT_S)
+            bounded(ch.call("worker.metrics", None, msgspec.Raw), METRICS_WAIT_S)
             for w, ch in sorted(self._channels.items())
             if w != worker
         ]
