@@ -465,8 +465,8 @@ class WorkerState(SharedSpending):
         )
         got: PresenceOut = await self._call("hub.presence_sync", body, PresenceOut)
         return [
-            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen)
-            for u, changed, st, ps, bst, bps, seen in got
+            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen, agent)
+            for u, changed, st, ps, bst, bps, seen, agent in got
         ]
 
     async def presence_read(
