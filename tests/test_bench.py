@@ -91,6 +91,7 @@ def test_idle_holds_connections_from_two_source_addresses() -> None:
     assert row["conns"] == 20 and row["failed"] == 0
     assert row["source_addrs"] == 2
     assert row["connects_per_s"] > 0
+    assert set(row["server_idle_cpu_pct_by_process"]) == {"node"}  # the one process of --workers 1
 
 
 def test_sync_catches_up_every_message_once() -> None:

@@ -112,7 +112,7 @@ class StoreProcess:
         from yim.bus.workers_hub import WorkerHub
         from yim.storage.remote import StoreServer
 
-        self.hub = WorkerHub(settings)
+        self.hub = WorkerHub(settings, may_be_agent=self.store.service.may_be_agent)
         self.server = StoreServer(self.store)
         self.slots = [_Slot(i) for i in range(self.count)]
         self.stopping = False

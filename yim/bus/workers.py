@@ -458,16 +458,17 @@ class WorkerState(SharedSpending):
     # --- presence ------------------------------------------------------------------------
     async def presence_sync(self, users: dict[int, LocalDevices], swept: set[str]) -> list[PresenceChange]:
         """Write this worker's devices of each user (none: remove them) and aggregate over
-        every worker. ``swept`` is the cluster's (lapsed nodes): the hub drops a dead
-        worker's devices itself."""
+        every worker; the hub also says who may be a customer-service agent (the store
+        process knows it in memory, this worker's store does not). ``swept`` is the
+        cluster's (lapsed nodes): the hub drops a dead worker's devices itself."""
         body = PresenceIn(
             [(u, [(d, st, p, cms) for d, (st, p, cms) in devices.items()]) for u, devices in users.items()],
             int(time.time() * 1000),
         )
         got: PresenceOut = await self._call("hub.presence_sync", body, PresenceOut)
         return [
-            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen)
-            for u, changed, st, ps, bst, bps, seen in got
+            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen, agent)
+            for u, changed, st, ps, bst, bps, seen, agent in got
         ]
 
     async def presence_read(

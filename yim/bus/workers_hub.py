@@ -126,8 +126,10 @@ class PresenceIn(msgspec.Struct, array_like=True, frozen=True):
     now_ms: int
 
 
-#: per user: (changed, status, platforms, status before, platforms before, last seen ms)
-PresenceOut = list[tuple[int, bool, str, list[str], str, list[str], int | None]]
+#: per user: (changed, status, platforms, status before, platforms before, last seen ms, may
+#: be an agent: False when the store knows the user is none, so the worker skips the
+#: customer-service check that would cost a store round trip per user in a burst of connects)
+PresenceOut = list[tuple[int, bool, str, list[str], str, list[str], int | None, bool]]
 
 
 class PresenceReadIn(msgspec.Struct, array_like=True, frozen=True):
@@ -251,8 +253,17 @@ class HubState:
     to be closed with 4006) — the same rules as the gateway's Hub applies on one node.
     """
 
-    def __init__(self, class_limits: dict[str, int], max_per_user: int, max_limit_keys: int = MAX_LIMIT_KEYS) -> None:
+    def __init__(
+        self,
+        class_limits: dict[str, int],
+        max_per_user: int,
+        max_limit_keys: int = MAX_LIMIT_KEYS,
+        may_be_agent: Callable[[int], bool] | None = None,
+    ) -> None:
         self._class_limits = class_limits
+        #: the store's ServiceStore.may_be_agent (in memory, exact for the SQLite store):
+        #: answered with each presence change; None says True, always safe
+        self._may_be_agent = may_be_agent
         self._max_per_user = max_per_user
         self._max_keys = max(16, max_limit_keys)
         #: user -> device -> its live connection
@@ -275,13 +286,13 @@ class HubState:
 
     # --- routes --------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings) -> HubState:
+    def from_settings(cls, settings: Settings, may_be_agent: Callable[[int], bool] | None = None) -> HubState:
         limits = {
             "mobile": settings.max_online_mobile,
             "desktop": settings.max_online_desktop,
             "web": settings.max_online_web,
         }
-        return cls(limits, settings.max_connections_per_user)
+        return cls(limits, settings.max_connections_per_user, may_be_agent=may_be_agent)
 
     def workers_of(self, user_id: int) -> list[int]:
         """The workers that hold a device of the user, in order (none: offline): one dict
@@ -406,6 +417,7 @@ class HubState:
         aggregate over every worker; say whether the aggregate differs from the one last
         published, and remember the new one as published (the caller publishes it)."""
         out: PresenceOut = []
+        may_be_agent = self._may_be_agent
         for user_id, devices in body.users:
             fields = self.presence.setdefault(user_id, {})
             mine = {d[0] for d in devices}
@@ -428,7 +440,8 @@ class HubState:
                 else:
                     self.published[user_id] = state
             seen = self.seen.get(user_id) if state == OFFLINE else None
-            out.append((user_id, changed, state[0], list(state[1]), before[0], list(before[1]), seen))
+            agent = changed and (may_be_agent is None or may_be_agent(user_id))
+            out.append((user_id, changed, state[0], list(state[1]), before[0], list(before[1]), seen, agent))
         return out
 
     def presence_read(self, worker: int, body: PresenceReadIn) -> PresenceReadOut:
@@ -557,8 +570,13 @@ class WorkerHub:
     events of timeline entries never come that way: :meth:`entries_routed` sends them from
     the store's answer itself."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
-        self.state = HubState.from_settings(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] | None = None,
+        may_be_agent: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.state = HubState.from_settings(settings, may_be_agent)
         self._clock = clock or time.monotonic
         self._channels: dict[int, Channel] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}

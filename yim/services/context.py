@@ -46,16 +46,26 @@ State = tuple[str, tuple[str, ...]]
 
 class PresenceChange:
     """What one sync of a user with the shared state found: the aggregate now, and what it
-    was before."""
+    was before; ``may_be_agent`` False when the shared state knows the user is no
+    customer-service agent (their change then needs no agent check)."""
 
-    __slots__ = ("before", "changed", "last_seen", "state", "user_id")
+    __slots__ = ("before", "changed", "last_seen", "may_be_agent", "state", "user_id")
 
-    def __init__(self, user_id: int, changed: bool, state: State, before: State, last_seen: int | None) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        changed: bool,
+        state: State,
+        before: State,
+        last_seen: int | None,
+        may_be_agent: bool = True,
+    ) -> None:
         self.user_id = user_id
         self.changed = changed
         self.state = state
         self.before = before
         self.last_seen = last_seen
+        self.may_be_agent = may_be_agent
 
 
 class Device(Protocol):

@@ -187,7 +187,10 @@ class Presence:
                 offline = ch.state[0] == "offline"
                 if offline and ch.last_seen is not None:
                     self._last_seen[ch.user_id] = ch.last_seen
-                if (ch.before[0] == "offline") != offline:  # came online, or went offline, anywhere
+                # came online, or went offline, anywhere; the agent check only for users the
+                # shared state does not know to be no agent (a burst of connects costs no
+                # store round trip per user)
+                if (ch.before[0] == "offline") != offline and ch.may_be_agent:
                     self._node.service.presence_changed(ch.user_id, not offline)
                 # what watchers were told, should Redis go away and this node publish alone
                 if offline:

@@ -5,7 +5,10 @@ and are not part of the figures). Then all connections open at once, ``--concurr
 at a time: TCP connect + WebSocket upgrade + ``auth`` + its ``ok`` — that rate is
 ``connects_per_s``, and p50..max are the per-connection times. The connections are held
 for ``--hold`` seconds; the server's RSS growth from before the first connect to the end
-of the hold, divided by the connections, is ``kb_per_conn``.
+of the hold, divided by the connections, is ``kb_per_conn``. The server's CPU over the
+hold (every process of the node) is ``server_idle_cpu_pct``: the work a burst of connects
+leaves behind (presence debounce, its pushes) falls in it;
+``server_idle_cpu_pct_by_process`` splits it by process (``--json``).
 
 One source address has ~28k ephemeral ports (net.ipv4.ip_local_port_range), so
 connection *i* leaves from 127.0.0.(1 + i // --per-addr): past that many, further
@@ -167,6 +170,15 @@ class IdleScenario(Scenario):
         for r in rs:
             times.extend(r["times"])
         idle_cpu = run.cpu_pct("connected", "held")[0]
+        # the same idle CPU split by process (node: the store process under --workers N), to
+        # tell which side a tail of work after the connects runs on
+        a, b = run.snapshots.get("connected"), run.snapshots.get("held")
+        hold_s = b.t - a.t if a is not None and b is not None else 0.0
+        idle_split = {
+            label: round(100.0 * cpu / hold_s, 1)
+            for label, cpu in sorted(run.server_procs_cpu_s("connected", "held").items())
+            if hold_s > 0
+        }
         return {
             "conns": ok,
             "connects_per_s": round(ok / elapsed, 1) if elapsed > 0 else None,
@@ -174,6 +186,7 @@ class IdleScenario(Scenario):
             "failed": sum(failures.values()),
             "failures": failures,
             "server_idle_cpu_pct": idle_cpu,
+            "server_idle_cpu_pct_by_process": idle_split,
             "source_addrs": max(r["addrs"] for r in rs),
             "sent": 0,
             "received": 0,
