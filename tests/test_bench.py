@@ -228,14 +228,15 @@ def test_mixed_windowed_on_a_two_node_cluster() -> None:
 
 
 def test_pairs_on_postgres_reports_cpu_per_process_and_statements() -> None:
-    (row,) = runs(bench("pairs", "--pairs", "3", "--messages", "20", "--store", "postgres", "--pg-stat-statements"))
-    assert (row["sent"], row["received"], row["lost"], row["dups"]) == (60, 60, 0, 0)
+    # 300 messages: PostgreSQL's CPU is read in clock ticks (10 ms), and 60 could cost less
+    (row,) = runs(bench("pairs", "--pairs", "3", "--messages", "100", "--store", "postgres", "--pg-stat-statements"))
+    assert (row["sent"], row["received"], row["lost"], row["dups"]) == (300, 300, 0, 0)
     assert row["params"]["store"].startswith("postgres")
     assert row["postgres_cpu_us_per_msg"] > 0
     assert row["stack_cpu_us_per_msg"] >= row["node_cpu_us_per_msg"] + row["postgres_cpu_us_per_msg"] - 0.2
     sends = [s for s in row["pg_statements"] if "yim_send" in s["query"]]
     # one call per run of sends (at most one per message), counted from when the load began
-    assert sends and 0 < sends[0]["calls"] <= 60
+    assert sends and 0 < sends[0]["calls"] <= 300
 
 
 def test_cluster_options_are_checked() -> None:

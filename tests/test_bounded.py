@@ -31,12 +31,25 @@ async def test_bounded_times_out() -> None:
 
 
 async def test_finish_ends_even_when_a_task_ignores_its_cancellation(caplog: pytest.LogCaptureFixture) -> None:
-    async def stubborn() -> None:
+    let_go = asyncio.Event()
+    slipped = 0
+
+    async def slippery() -> None:
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
-            pass  # swallows the first cancellation: it will not end in time
+            pass  # lets one cancellation slip: the next one ends it
         await asyncio.sleep(10)
+
+    async def stubborn() -> None:
+        nonlocal slipped
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if let_go.is_set():
+                    raise
+                slipped += 1  # will not end at all
 
     async def fails() -> None:
         raise RuntimeError("boom")
@@ -46,15 +59,17 @@ async def test_finish_ends_even_when_a_task_ignores_its_cancellation(caplog: pyt
 
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(stubborn(), name="stubborn"), loop.create_task(polite(), name="polite")]
-    tasks.append(loop.create_task(fails(), name="fails"))
+    tasks += [loop.create_task(fails(), name="fails"), loop.create_task(slippery(), name="slippery")]
     tasks[1].cancel()
     log = logging.getLogger("yim.test.finish")
     started = loop.time()
     with caplog.at_level(logging.WARNING, logger="yim.test.finish"):
         await finish(tasks, 0.1, log)
     assert loop.time() - started < 5  # bounded: the wait, then UNWIND_S for the stragglers
-    assert tasks[1].cancelled() and tasks[2].done() and not tasks[0].done()
+    assert tasks[1].cancelled() and tasks[2].done() and tasks[3].cancelled()
+    assert not tasks[0].done() and slipped > 1  # cancelled again and again
     assert [r.getMessage() for r in caplog.records] == ["stopping: stubborn did not end"]
-    tasks[0].cancel()  # a second time: now it ends
+    let_go.set()
+    tasks[0].cancel()  # now it ends
     with pytest.raises(asyncio.CancelledError):
         await tasks[0]

@@ -324,7 +324,9 @@ async def test_seqs_stay_gap_free_across_a_redis_restart_and_push_resumes(tmp_pa
     own.start()
     servers: list[NodeServer] = []
     try:
-        servers = await _start_nodes(tmp_path, postgres_dsn, own.url)
+        # A lease longer than Redis's outage here, also on a loaded machine: a node stops
+        # issuing ids 0.8 lease after its last renewal (that is tests/test_cluster_fencing.py).
+        servers = await _start_nodes(tmp_path, postgres_dsn, own.url, node_lease_ttl_s=6.0)
         n0, n1, _ = servers
         async with aiohttp.ClientSession(n0.url) as h0, aiohttp.ClientSession(n1.url) as h1, asyncio.timeout(60):
             a_login, b_login = await make_users(h0, ["alice", "bob"])

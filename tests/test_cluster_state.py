@@ -299,7 +299,11 @@ async def test_with_redis_down_nothing_is_refused_and_presence_heals_when_it_is_
     own.start()
     try:
         async with (
-            _cluster(tmp_path, postgres_dsn, own, presence_debounce_s=0.2, limits_exempt_networks="") as (n0, n1, _),
+            # the lease outlives the outage, also on a loaded machine: past 0.8 lease without
+            # a renewal a node rightly refuses sends (tests/test_cluster_fencing.py)
+            _cluster(
+                tmp_path, postgres_dsn, own, presence_debounce_s=0.2, limits_exempt_networks="", node_lease_ttl_s=6.0
+            ) as (n0, n1, _),
             aiohttp.ClientSession(n0.url) as h0,
             aiohttp.ClientSession(n1.url) as h1,
             asyncio.timeout(90),

@@ -28,16 +28,19 @@ async def bounded(aw: Awaitable[T], seconds: float) -> T:
 
 async def finish(tasks: Iterable[asyncio.Task[object]], seconds: float, log: logging.Logger) -> None:
     """Wait up to ``seconds`` for background tasks a stop has cancelled or told to end,
-    then cancel what still runs and give it ``UNWIND_S``: a stop always ends. A task that
-    outlives that is named in the log (it runs on, unawaited, until the loop closes)."""
+    then, for up to ``UNWIND_S``, cancel what still runs again and again (a task that let one
+    cancellation slip, as ``asyncio.wait_for`` can in a library, takes the next): a stop
+    always ends. A task that outlives that is named in the log (it runs on, unawaited)."""
     tasks = list(tasks)
     if not tasks:
         return
     _done, pending = await asyncio.wait(tasks, timeout=seconds)
-    for task in pending:
-        task.cancel()
-    if pending:
-        _done, pending = await asyncio.wait(pending, timeout=UNWIND_S)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNWIND_S
+    while pending and (left := deadline - loop.time()) > 0:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=min(0.1, left))
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: its failure was logged where it happened
