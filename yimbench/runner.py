@@ -187,6 +187,14 @@ class RunData:
             return {}
         return {label: cpu - a.server_procs.get(label, 0.0) for label, cpu in b.server_procs.items()}
 
+    def server_procs_cpu_pct(self, start: str, end: str) -> dict[str, float]:
+        """Each of the server's processes' CPU % of one core between two barriers."""
+        a, b = self.snapshots.get(start), self.snapshots.get(end)
+        if a is None or b is None or b.t <= a.t:
+            return {}
+        dt = b.t - a.t
+        return {label: round(100.0 * cpu / dt, 1) for label, cpu in sorted(self.server_procs_cpu_s(start, end).items())}
+
     def client_cpu_s(self, start: str, end: str) -> float | None:
         a, b = self.snapshots.get(start), self.snapshots.get(end)
         return None if a is None or b is None else b.client_cpu - a.client_cpu

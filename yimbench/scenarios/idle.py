@@ -172,13 +172,7 @@ class IdleScenario(Scenario):
         idle_cpu = run.cpu_pct("connected", "held")[0]
         # the same idle CPU split by process (node: the store process under --workers N), to
         # tell which side a tail of work after the connects runs on
-        a, b = run.snapshots.get("connected"), run.snapshots.get("held")
-        hold_s = b.t - a.t if a is not None and b is not None else 0.0
-        idle_split = {
-            label: round(100.0 * cpu / hold_s, 1)
-            for label, cpu in sorted(run.server_procs_cpu_s("connected", "held").items())
-            if hold_s > 0
-        }
+        idle_split = run.server_procs_cpu_pct("connected", "held")
         return {
             "conns": ok,
             "connects_per_s": round(ok / elapsed, 1) if elapsed > 0 else None,
