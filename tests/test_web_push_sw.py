@@ -15,6 +15,7 @@ the encrypted POST, 404/410) is tested against a stand-in push service in tests/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiohttp
@@ -85,15 +86,19 @@ async def notes(worker: Worker) -> list[dict[str, Any]]:
     return result
 
 
-async def until_notes(worker: Worker, want: list[dict[str, Any]]) -> None:
-    """Wait (bounded) until the shown notifications are ``want`` (by tag); else fail showing them."""
+async def shown_within(worker: Worker, want: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+    """The shown notifications (by tag) once they are ``want``, or as they are after ``seconds``."""
     seen: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(8):
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
             while (seen := sorted(await notes(worker), key=lambda n: n["tag"])) != want:
                 await asyncio.sleep(0.05)
-    except TimeoutError:
-        assert seen == want
+    return seen
+
+
+async def until_notes(worker: Worker, want: list[dict[str, Any]]) -> None:
+    """Wait (bounded) until the shown notifications are ``want`` (by tag); else fail showing them."""
+    assert await shown_within(worker, want, 8) == want
 
 
 #: in the service worker: is a page of the web client in front (visible and focused), as its
@@ -172,8 +177,15 @@ async def test_service_worker_shows_pushes_and_opens_the_conversation(
     # No page of yim in front (the tab went elsewhere): the pushes show, one per conversation.
     await page.goto("about:blank")
     await until_no_page_in_front(worker)
-    await devtools.deliver(reg, pushed(conv_id, omar["user_id"], "are you there?"))
-    await until_notes(worker, [{"title": "Omar", "body": "are you there?", "tag": f"c{conv_id}", "conv_id": conv_id}])
+    shown = [{"title": "Omar", "body": "are you there?", "tag": f"c{conv_id}", "conv_id": conv_id}]
+    # Delivered again while nothing shows: a delivery through DevTools just after the tab left
+    # was seen to show nothing now and then on a loaded machine. The same push again is the
+    # same notification (one tag), so the list compared stays exact.
+    for _attempt in range(3):
+        await devtools.deliver(reg, pushed(conv_id, omar["user_id"], "are you there?"))
+        if await shown_within(worker, shown, 2) == shown:
+            break
+    await until_notes(worker, shown)
     # A second push of the conversation (previews off this time) replaces the first.
     await devtools.deliver(reg, pushed(conv_id, omar["user_id"], "hidden", 2, preview=False))
     burst = {"title": "yim", "body": "2 new messages from Omar", "tag": f"c{conv_id}", "conv_id": conv_id}
