@@ -158,40 +158,41 @@ async def test_a_lone_frame_leaves_at_once_and_a_busy_turn_corks() -> None:
         b.close()
 
 
-async def test_a_call_answered_by_a_resolved_future_is_replied_in_the_same_turn() -> None:
-    """A handler's future that is already resolved (the SQLite writer runs an idle send
-    inline) is answered at once, not one loop turn later."""
+async def test_replies_leave_in_the_order_their_futures_were_resolved() -> None:
+    """A call answered by a future resolved already (the SQLite writer ran an idle send
+    inline) is replied to behind a call whose future was resolved just before it but whose
+    reply is not written yet: one connection's replies, and the entries routed with them,
+    keep commit order (a worker's device saw a pushed seq jump back when this reply went at
+    once)."""
     loop = asyncio.get_running_loop()
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    b.setblocking(False)
-    seen_next_turn: list[bytes] = []
-
-    def peek() -> None:
-        try:
-            seen_next_turn.append(b.recv(1 << 16))
-        except BlockingIOError:
-            seen_next_turn.append(b"")
+    first: asyncio.Future[int] = loop.create_future()
 
     def on_call(op: str, body: msgspec.Raw) -> asyncio.Future[int]:
+        if op == "first":
+            return first  # committed later, by the writer
+        first.set_result(1)  # committed now; its reply is written by its callback
         done: asyncio.Future[int] = loop.create_future()
-        done.set_result(42)
-        loop.call_soon(peek)  # runs in the next turn
+        done.set_result(2)  # and this one right after it, inline
         return done
 
     ch = await connect(a, on_call=on_call, name="server")
+    reader, writer = await asyncio.open_unix_connection(sock=b)
     try:
-        frame = msgspec.msgpack.encode((0, 1, "q", None))
-        b.send(len(frame).to_bytes(4, "big") + frame)
-        for _ in range(500):  # bounded: the call is one read away
-            if seen_next_turn:
-                break
-            await asyncio.sleep(0.01)
-        reply = seen_next_turn[0]
-        assert reply, "the reply was not on the socket by the next loop turn"
-        assert msgspec.msgpack.decode(reply[4:]) == [1, 1, "", 42]
+        frames = b"".join(
+            len(f).to_bytes(4, "big") + f
+            for f in (msgspec.msgpack.encode((0, 1, "first", None)), msgspec.msgpack.encode((0, 2, "second", None)))
+        )
+        writer.write(frames)  # both read in one go
+        replies = []
+        async with asyncio.timeout(5):
+            for _ in range(2):
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                replies.append(msgspec.msgpack.decode(await reader.readexactly(size)))
+        assert replies == [[1, 1, "", 1], [1, 2, "", 2]]
     finally:
         ch.close()
-        b.close()
+        writer.close()
 
 
 async def test_peer_gone_fails_pending_and_later_calls() -> None:

@@ -659,10 +659,10 @@ class WorkerHub:
         turn after a send committed later: such a device sees a seq jump and syncs
         (docs/protocol.md §12.1)."""
         if isinstance(reply, asyncio.Future):
-            if reply.done():  # committed already (an idle writer runs a send inline): route now,
-                self._committed(worker, op, reply)  # before the channel writes its reply
-            else:
-                reply.add_done_callback(lambda fut: self._committed(worker, op, fut))
+            # Also when it is done already (an idle writer ran the send inline): a callback
+            # added then is scheduled behind those of the futures resolved before it, whose
+            # replies and entries are not written yet; routing it at once would overtake them.
+            reply.add_done_callback(lambda fut: self._committed(worker, op, fut))
             return reply
         if asyncio.iscoroutine(reply):
             return self._routed_when_done(worker, op, reply)

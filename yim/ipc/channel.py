@@ -249,10 +249,10 @@ class Channel(asyncio.Protocol):
             self._reply_error(call_id, op, exc)
             return
         if isinstance(result, asyncio.Future):
-            if result.done():  # resolved already (the SQLite writer ran an idle send inline): no turn
-                self._reply_done(call_id, op, result)
-            else:
-                result.add_done_callback(lambda f: self._reply_done(call_id, op, f))
+            # Also when it is done already (the SQLite writer ran an idle send inline): the
+            # callback is scheduled behind those of futures resolved earlier, so replies
+            # leave in the order their futures were resolved.
+            result.add_done_callback(lambda f: self._reply_done(call_id, op, f))
         elif asyncio.iscoroutine(result) or isinstance(result, Awaitable):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
