@@ -365,13 +365,18 @@ async def _one_node(node: WorkersNode, words: Path) -> None:
 
         # SIGKILL one worker: its clients are cut, reconnect (to a live worker), sync, and
         # find every message sent meanwhile exactly once; the worker is started again.
+        # The devices cut are those whose connection the victim holds, found before the kill:
+        # their clients see the ends one read at a time, so "the first seen closed" is not all.
         victim = sorted(first_workers)[0]
+        holder = {i: worker_of_connection(first_workers, node.port, d.ws.get_extra_info("sockname")[1])
+                  for i, d in enumerate(devs) if d.ws is not None}  # fmt: skip
+        cut = [i for i, pid in holder.items() if pid == victim]
+        kept = [i for i, pid in holder.items() if pid != victim]
+        assert cut and kept, (cut, kept)
         os.kill(victim, signal.SIGKILL)
         await wait_for(lambda: not alive(victim))
-        await until(lambda: any(d.closed.is_set() for d in devs), timeout=10)
-        cut = [i for i, d in enumerate(devs) if d.closed.is_set()]
-        kept = [i for i, d in enumerate(devs) if not d.closed.is_set()]
-        assert cut and kept, (cut, kept)
+        await until(lambda: all(devs[i].closed.is_set() for i in cut), timeout=10)
+        assert not any(devs[i].closed.is_set() for i in kept), "a device on the live worker was cut"
         heads = {i: max((e["seq"] for e in devs[i].events), default=0) for i in cut}
         sender = devs[kept[0]]
         during = await asyncio.gather(*(sender.request("send", to=ids[i], kind="text", body={"text": "meanwhile"},
