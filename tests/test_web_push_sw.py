@@ -110,6 +110,15 @@ PAGE_IN_FRONT = """async () => {
 }"""
 
 
+#: in the service worker: count the answered reads of its list of clients, for a test to wait
+#: until a push handler has looked at them (yim/web/sw.js reads them before it shows anything)
+COUNT_CLIENT_READS = """() => {
+  const read = self.clients.matchAll.bind(self.clients);
+  self.clientReads = 0;
+  self.clients.matchAll = (...args) => read(...args).then((all) => { self.clientReads += 1; return all; });
+}"""
+
+
 async def until_no_page_in_front(worker: Worker) -> None:
     """Wait (bounded) until the worker no longer sees the page in front: a navigation away
     reaches the worker's list of clients a moment after ``goto`` returns."""
@@ -172,8 +181,14 @@ async def test_service_worker_shows_pushes_and_opens_the_conversation(
     (worker,) = ctx.service_workers
 
     # The page is in front: it shows the message itself, the worker shows nothing (were this
-    # one shown, its tag c77 would be in every list compared below).
+    # one shown, its tag c77 would be in every list compared below). DevTools answers once the
+    # push is dispatched, not handled: the page leaves only after the worker's handler has read
+    # its clients, else the handler may rightly find no page in front and show it.
+    await worker.evaluate(COUNT_CLIENT_READS)
     await devtools.deliver(reg, pushed("77", omar["user_id"], "seen in the page"))
+    async with asyncio.timeout(8):
+        while not await worker.evaluate("self.clientReads"):
+            await asyncio.sleep(0.05)
     # No page of yim in front (the tab went elsewhere): the pushes show, one per conversation.
     await page.goto("about:blank")
     await until_no_page_in_front(worker)
