@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import MakeServer
 from tests.rawclient import Device, ProtocolError, login, make_users
 from tests.report import record
+from yim.gateway import limits
 from yim.gateway.limits import Backoff, TokenBuckets
 
 PASSWORD = "password123"
@@ -36,13 +37,20 @@ async def _login(http: aiohttp.ClientSession, username: str, password: str = PAS
 # --- the building blocks ------------------------------------------------------------------
 
 
-def test_token_bucket_and_backoff_arithmetic_and_bounded_tables() -> None:
-    b = TokenBuckets(rate=10.0, burst=3, max_keys=100)
+def test_token_bucket_and_backoff_arithmetic_and_bounded_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The limits' clock, moved by the test: the arithmetic is checked exactly. On the real
+    # clock, a pause of this process between two steps (a busy machine) refilled tokens and
+    # shortened locks under the bounds checked.
+    clock = [1000.0]
+    monkeypatch.setattr(limits, "_monotonic", lambda: clock[0])
+    b = TokenBuckets(rate=8.0, burst=3, max_keys=100)  # steps of 1/16 s: exact in binary
     assert [b.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = b.take("k")
-    assert 0.05 < wait <= 0.1  # one token at 10/s
-    time.sleep(wait + 0.01)
+    assert b.take("k") == 0.125  # one token at 8/s
+    clock[0] += 0.0625
+    assert b.take("k") == 0.0625  # half a token came meanwhile
+    clock[0] += 0.0625
     assert b.take("k") == 0.0
+    assert b.take("k", now=clock[0] + 0.125) == 0.0  # a time the caller read for several buckets
     assert TokenBuckets(rate=0, burst=1).take("x") == 0.0  # rate 0: off
     for i in range(10_000):  # a key churn attack keeps the table bounded
         b.take(i)
@@ -53,14 +61,22 @@ def test_token_bucket_and_backoff_arithmetic_and_bounded_tables() -> None:
     bo.failed("u")
     assert bo.locked_for("u") == 0.0  # free failures
     bo.failed("u")
-    assert 0.0 < bo.locked_for("u") <= 0.05
+    assert bo.locked_for("u") == pytest.approx(0.05)
+    clock[0] += 0.02
+    assert bo.locked_for("u") == pytest.approx(0.03)
     bo.failed("u")
-    assert 0.05 < bo.locked_for("u") <= 0.1  # doubled
+    assert bo.locked_for("u") == pytest.approx(0.1)  # doubled
     for _ in range(50):
         bo.failed("u")
-    assert bo.locked_for("u") <= 0.2  # capped
+    assert bo.locked_for("u") == pytest.approx(0.2)  # capped
     bo.succeeded("u")
     assert bo.locked_for("u") == 0.0
+    clock[0] += 61
+    bo.failed("v")
+    bo.failed("v")
+    bo.failed("v")
+    clock[0] += 61
+    assert bo.locked_for("v") == 0.0  # forgotten a window after the last failure
     for i in range(10_000):
         bo.failed(i)
     assert len(bo) <= 100
