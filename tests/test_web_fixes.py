@@ -344,3 +344,35 @@ async def test_a_request_to_a_hung_node_fails_with_timeout_instead_of_spinning(
         }"""
     )
     assert answered == "unauthorized"  # no token: the node answered, in time
+
+
+async def test_a_click_on_the_list_survives_a_render_between_press_and_release(
+    server: NodeServer, contexts: list[BrowserContext]
+) -> None:
+    """The conversation list is rebuilt on every render (a message, a presence change): one
+    between the press and the release of a click detached the item pressed, and the browser
+    clicked no link. Seen as a chat that did not open on a loaded machine, where the page's
+    own presence notice (a second after it connects) re-rendered the list mid-click."""
+    people = await users(server, ("dora", "朵拉"), ("eric", "埃里克"))
+    async with aiohttp.ClientSession(server.url) as http:
+        r = await http.post(
+            "/api/v1/messages",
+            json={"to": people["dora"]["user_id"], "kind": "text", "body": {"text": "你好"}, "client_msg_id": "c1"},
+            headers={"Authorization": "Bearer " + people["eric"]["token"]},
+        )
+        assert r.status == 201, await r.text()
+    page = await contexts[0].new_page()
+    await login_in_ui(page, server.url, "dora", "朵拉")
+    item = conv_item(page, "埃里克")
+    await expect(item).to_have_count(1)
+    box = await item.bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.down()
+    await page.evaluate("window.yim.sidebar.render()")  # what a pushed message or presence does
+    await page.mouse.up()
+    await expect(page.locator(".chat-title")).to_have_text("埃里克")
+    await expect(page.locator(".msg.theirs .text")).to_have_text(["你好"])
+    # and the render put off during the press ran after it: the list shows the chat open, read
+    await expect(item).to_have_attribute("aria-current", "page")
+    await expect(item.locator(".badge")).to_have_count(0)

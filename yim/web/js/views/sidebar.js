@@ -91,6 +91,26 @@ export class Sidebar {
     this.more = h("p", { class: "list-more", hidden: true }, t("Loading…"));
     this.scroller = h("nav", { class: "conv-scroll" }, this.list, this.empty, this.more);
     this.scroller.addEventListener("scroll", () => this.maybeLoadMore(), { passive: true });
+    // The list is rebuilt on every render (a message, a presence change): a rebuild between
+    // the press and the release of a click detaches the item pressed, and the browser then
+    // clicks no link. So while a press on the list lasts, renders leave the list as it is;
+    // the one put off runs once the press ended, after the click it made.
+    this.pressing = null; // the AbortController of the press's release listeners
+    this.listStale = false;
+    this.list.addEventListener("pointerdown", () => {
+      this.pressing?.abort();
+      const pressing = new AbortController();
+      const released = () => {
+        pressing.abort();
+        if (this.pressing !== pressing) return;
+        this.pressing = null;
+        if (this.listStale) setTimeout(() => this.render(), 0);
+      };
+      for (const type of ["pointerup", "pointercancel", "blur"]) {
+        window.addEventListener(type, released, { signal: pressing.signal });
+      }
+      this.pressing = pressing;
+    });
     const newBtn = h(
       "button",
       {
@@ -340,8 +360,11 @@ export class Sidebar {
     if (this.tab === "chats") {
       const convs = store.sortedConvs();
       this.presence.watch(convs.filter((c) => c.type === "direct" && c.peer).map((c) => c.peer.user_id));
-      clear(this.list);
-      for (const conv of convs) this.list.append(this.item(conv));
+      this.listStale = this.pressing !== null;
+      if (!this.listStale) {
+        clear(this.list);
+        for (const conv of convs) this.list.append(this.item(conv));
+      }
       this.empty.hidden = convs.length > 0;
       this.more.hidden = !store.listLoading;
     } else if (this.tab === "friends") this.friends.render();
