@@ -20,7 +20,7 @@ import re
 
 import aiohttp
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Locator, expect
 
 from tests import test_web
 from tests.conftest import MakeServer
@@ -346,14 +346,22 @@ async def test_a_request_to_a_hung_node_fails_with_timeout_instead_of_spinning(
     assert answered == "unauthorized"  # no token: the node answered, in time
 
 
+async def middle(locator: Locator) -> tuple[float, float]:
+    """Where an item of a list is (bounded wait): read again while a render replaces it."""
+    async with asyncio.timeout(8):
+        while (box := await locator.bounding_box()) is None:
+            await asyncio.sleep(0.05)
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
 async def test_a_click_on_the_list_survives_a_render_between_press_and_release(
     server: NodeServer, contexts: list[BrowserContext]
 ) -> None:
-    """The conversation list is rebuilt on every render (a message, a presence change): one
-    between the press and the release of a click detached the item pressed, and the browser
-    clicked no link. Seen as a chat that did not open on a loaded machine, where the page's
-    own presence notice (a second after it connects) re-rendered the list mid-click."""
-    people = await users(server, ("dora", "朵拉"), ("eric", "埃里克"))
+    """The lists of the sidebar are rebuilt on every render (a message, a presence change):
+    one between the press and the release of a click detached the item pressed, and the
+    browser clicked nothing. Seen as a chat that did not open on a loaded machine, where a
+    render (likely the page's own presence notice, a second after it connects) came mid-click."""
+    people = await users(server, ("dora", "朵拉"), ("eric", "埃里克"), ("fay", "菲"))
     async with aiohttp.ClientSession(server.url) as http:
         r = await http.post(
             "/api/v1/messages",
@@ -361,13 +369,17 @@ async def test_a_click_on_the_list_survives_a_render_between_press_and_release(
             headers={"Authorization": "Bearer " + people["eric"]["token"]},
         )
         assert r.status == 201, await r.text()
+        dora, fay = Device(http, people["dora"]), Device(http, people["fay"])  # friends, for the Friends tab
+        await dora.connect()
+        await fay.connect()
+        asked = await dora.request("friend_request", to=fay.user_id)
+        await fay.request("friend_accept", request_id=asked["request_id"])
+        await dora.close()
+        await fay.close()
     page = await contexts[0].new_page()
     await login_in_ui(page, server.url, "dora", "朵拉")
     item = conv_item(page, "埃里克")
-    await expect(item).to_have_count(1)
-    box = await item.bounding_box()
-    assert box is not None
-    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.move(*await middle(item))
     await page.mouse.down()
     await page.evaluate("window.yim.sidebar.render()")  # what a pushed message or presence does
     await page.mouse.up()
@@ -376,3 +388,12 @@ async def test_a_click_on_the_list_survives_a_render_between_press_and_release(
     # and the render put off during the press ran after it: the list shows the chat open, read
     await expect(item).to_have_attribute("aria-current", "page")
     await expect(item.locator(".badge")).to_have_count(0)
+
+    # The same in the Friends tab: a friend pressed while the list is rebuilt opens a chat.
+    await page.get_by_role("tab", name="Friends").click()
+    friend = page.get_by_role("list", name="Friends").locator(".person", has_text="菲").locator(".person-main")
+    await page.mouse.move(*await middle(friend))
+    await page.mouse.down()
+    await page.evaluate("window.yim.sidebar.render()")
+    await page.mouse.up()
+    await expect(page.locator(".chat-title")).to_have_text("菲")

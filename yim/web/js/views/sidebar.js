@@ -91,13 +91,16 @@ export class Sidebar {
     this.more = h("p", { class: "list-more", hidden: true }, t("Loading…"));
     this.scroller = h("nav", { class: "conv-scroll" }, this.list, this.empty, this.more);
     this.scroller.addEventListener("scroll", () => this.maybeLoadMore(), { passive: true });
-    // The list is rebuilt on every render (a message, a presence change): a rebuild between
-    // the press and the release of a click detaches the item pressed, and the browser then
-    // clicks no link. So while a press on the list lasts, renders leave the list as it is;
-    // the one put off runs once the press ended, after the click it made.
+    // The lists of the chats, friends and agent tabs are rebuilt on every render (a message,
+    // a presence change): a rebuild between the press and the release of a click detaches
+    // the item pressed, and the browser then clicks nothing. So while a press on a list lasts,
+    // renders leave the tab's list as it is; the one put off runs once the press ended, after
+    // the click it made. (A press on a form control is no click on an item: a select's popup
+    // may take the release.)
     this.pressing = null; // the AbortController of the press's release listeners
     this.listStale = false;
-    this.list.addEventListener("pointerdown", () => {
+    this.onPress = (e) => {
+      if (e.target.closest?.("select, input, textarea")) return;
       this.pressing?.abort();
       const pressing = new AbortController();
       const released = () => {
@@ -110,7 +113,8 @@ export class Sidebar {
         window.addEventListener(type, released, { signal: pressing.signal });
       }
       this.pressing = pressing;
-    });
+    };
+    this.list.addEventListener("pointerdown", this.onPress);
     const newBtn = h(
       "button",
       {
@@ -154,6 +158,7 @@ export class Sidebar {
       ["search", this.search.el],
       ["agent", this.agent.el],
     ]);
+    for (const el of [this.friends.el, this.agent.el]) el.addEventListener("pointerdown", this.onPress);
     for (const [id, el] of this.panels) {
       el.id = "panel-" + id;
       el.setAttribute("role", "tabpanel");
@@ -357,16 +362,18 @@ export class Sidebar {
       else link.removeAttribute("aria-current");
     }
 
+    this.listStale = this.pressing !== null; // see the constructor
     if (this.tab === "chats") {
       const convs = store.sortedConvs();
       this.presence.watch(convs.filter((c) => c.type === "direct" && c.peer).map((c) => c.peer.user_id));
-      this.listStale = this.pressing !== null;
       if (!this.listStale) {
         clear(this.list);
         for (const conv of convs) this.list.append(this.item(conv));
       }
       this.empty.hidden = convs.length > 0;
       this.more.hidden = !store.listLoading;
+    } else if (this.listStale) {
+      // put off until the press ends
     } else if (this.tab === "friends") this.friends.render();
     else if (this.tab === "agent") this.agent.render();
   }
