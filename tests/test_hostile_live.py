@@ -275,10 +275,14 @@ async def test_half_open_connections_are_closed_on_deadlines(make_server: MakeSe
         assert time.monotonic() - t0 < 3
 
         # TCP connected, nothing sent; and an upgrade request never finished
+        # each timed from its own open (the second open may wait on a loaded machine)
+        loop = asyncio.get_running_loop()
         idle_r, idle_w = await asyncio.open_connection(host, port)
+        idle_closed = loop.create_task(_closed_within(idle_r, 5))
         part_r, part_w = await asyncio.open_connection(host, port)
+        part_closed = loop.create_task(_closed_within(part_r, 5))
         part_w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
-        waits = await asyncio.gather(_closed_within(idle_r, 5), _closed_within(part_r, 5))
+        waits = await asyncio.gather(idle_closed, part_closed)
         assert all(0.5 < w < 3 for w in waits), waits
         idle_w.close()
         part_w.close()
