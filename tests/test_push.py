@@ -218,8 +218,10 @@ async def test_slow_provider_does_not_slow_sends(make_server: MakeServer, standi
             await d.close()
         await alice.request("send", kind="text", body={"text": "first"}, client_msg_id="s0", to=others[0].user_id)
         await until(lambda: standin.m.waiting >= 1)
-        # the provider holds a push: sends to everyone still answer at once
-        async with asyncio.timeout(5):
+        # the provider holds a push: sends to everyone still answer at once. It holds it until
+        # released below, so a send waiting on it would never answer: the bound only has to be
+        # finite, and is wide enough for 50 sends one after another on a loaded machine
+        async with asyncio.timeout(30):
             for i in range(50):
                 d = others[i % 5]
                 await alice.request("send", kind="text", body={"text": f"n{i}"}, client_msg_id=f"n{i}", to=d.user_id)
