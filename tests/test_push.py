@@ -149,10 +149,12 @@ async def test_offline_device_gets_one_push_per_burst_online_device_none(
         await subscribe(alice, standin, "alice")
         await bob_phone.close()  # the phone goes away; the desktop stays connected
 
-        for i in range(3):
-            await alice.request(
-                "send", kind="text", body={"text": f"hi {i}"}, client_msg_id=f"m{i}", to=bob_phone.user_id
-            )
+        # one burst: the three written at once (in order on the one connection), so that they
+        # commit within the collapse interval however long each round trip takes on a loaded
+        # machine; three sends one after another could span it and rightly be pushed three times
+        to = bob_phone.user_id
+        burst = [{"kind": "text", "body": {"text": f"hi {i}"}, "client_msg_id": f"m{i}", "to": to} for i in range(3)]
+        await asyncio.gather(*(alice.request("send", **fields) for fields in burst))
         await until(lambda: sum(int(p["data"]["count"]) for p in pushed(standin, "phone")) >= 3)
         await settle(2.5)  # past the collapse interval: nothing more comes
         phone = pushed(standin, "phone")
