@@ -32,7 +32,12 @@ from .rawclient import Device, ProtocolError, login, make_users, until
 from .sdk_helpers import Chat, history_of
 from .services import RedisClusterServers, RedisServer
 
-CLUSTER_TIMINGS = {"node_lease_ttl_s": 1.5, "cluster_route_ttl_s": 3.0}
+#: A node issues ids only until 0.8 of its lease past its last renewal (every third of it):
+#: with 1.5 s, a renewal (a Redis round trip on the test's own loop) late by 0.7 s refused
+#: sends (`unavailable`), and on a loaded machine renewals were seen ~1 s late. 4 s leaves
+#: ~1.9 s for that, at 0.8 s more per start (a node waits one renewal period before issuing).
+#: The tests of the lease itself set their own (tests/test_cluster_fencing.py).
+CLUSTER_TIMINGS = {"node_lease_ttl_s": 4.0, "cluster_route_ttl_s": 3.0}
 
 
 def _data_dirs(tmp_path: Path, n: int) -> list[Path]:
@@ -206,7 +211,8 @@ async def test_a_node_killed_mid_burst_costs_one_reconnect_and_nothing_else(
         "YIM_STORE": postgres_dsn,
         "YIM_REDIS_URL": redis_server.url,
         "YIM_NODE_ID_LEASE": "true",
-        "YIM_NODE_LEASE_TTL_S": "1.5",
+        # node b takes the whole resent burst at once: a lease as in CLUSTER_TIMINGS
+        "YIM_NODE_LEASE_TTL_S": str(CLUSTER_TIMINGS["node_lease_ttl_s"]),
         "YIM_CLUSTER_ROUTE_TTL_S": "3",
     }
     procs = [ServerProcess(d, **env) for d in _data_dirs(tmp_path, 3)]

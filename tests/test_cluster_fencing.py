@@ -24,8 +24,8 @@ from .sdk_helpers import Chat, history_of, poll
 from .services import RedisServer
 from .test_cluster import _data_dirs, _flush
 
-#: a longer lease than test_cluster's, so the fenced spell (at least a third of it) is long
-#: enough to be observed from outside
+#: a lease whose fenced spell (at least a third of it, 1.2 s) is long enough to be observed
+#: from outside, and whose lapse (the third test waits for one) is short
 TIMINGS = {"node_lease_ttl_s": 3.0, "cluster_route_ttl_s": 3.0}
 
 

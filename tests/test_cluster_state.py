@@ -258,7 +258,15 @@ async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: li
         agent = Device(h1, a_login)  # connected to node 1 only
         for d in (owner, agent, cust1, cust2):
             await d.connect()
-        await asyncio.sleep(0.5)  # the agent's presence is settled before they become an agent
+
+        async def shared_online(user_id: str) -> None:
+            """Until node 0 reads the user online from the cluster state: what making them an
+            agent there looks at (a fixed pause was shorter than a loaded machine's debounce)."""
+            async with asyncio.timeout(10):
+                while (await n0.node.presence.view([int(user_id)]))[int(user_id)][0][0] == "offline":
+                    await asyncio.sleep(0.05)
+
+        await shared_online(agent.user_id)  # the agent's presence is settled before they become an agent
         shop = await owner.request("shop_create", name="好店")
         sid = shop["shop_id"]
         await owner.request("shop_agent_set", shop_id=sid, user_id=agent.user_id, skills=["pre_sale"], capacity=5)
@@ -283,7 +291,7 @@ async def test_a_question_on_one_node_is_routed_to_an_agent_on_another(nodes: li
         await until(lambda: assigned_agent(cust2) == agent.user_id)
 
         # a user already online on node 0 becomes an agent there: node 1 counts them too
-        await asyncio.sleep(0.5)  # their presence is settled first
+        await shared_online(cust1.user_id)  # their presence is settled first
         await owner.request("shop_agent_set", shop_id=sid, user_id=cust1.user_id, skills=["pre_sale"], capacity=1)
         await until(lambda: n1.node.service.is_connected(int(cust1.user_id)))
         for d in (owner, agent2, cust1, cust2):

@@ -5,12 +5,12 @@ gap-triggered sync, idempotent resends, endpoint failover."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from yim.client import Client, HttpApi
 from yim.node import NodeServer
 from yim.protocol.frames import MessageOut, SendAck
 
-from .conftest import free_port
 from .sdk_helpers import Chat, history_of, login_device, reconnected
 
 
@@ -168,16 +168,20 @@ async def test_resend_with_the_same_client_msg_id_is_idempotent(server: NodeServ
 
 
 async def test_client_moves_to_the_next_endpoint_when_one_is_down(server: NodeServer) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    async with asyncio.timeout(30), Chat([dead, server.url]) as chat:
-        bob = await chat.user("bob")
-        await chat.user("alice")
-        alice = await chat.client("alice", "phone")
-        assert alice.endpoint.http == server.url
-        ack = await alice.send_text("hi", to=bob.user_id)
-        assert ack.seq == 1
-        devices = await alice.devices()
-        assert [d.device_id for d in devices] == ["phone"] and devices[0].online and devices[0].current
+    # A port bound and not listening: connecting is refused, and no other process (the other
+    # test group starts servers too) can take it meanwhile, as it could a port chosen and freed.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{held.getsockname()[1]}"
+        async with asyncio.timeout(30), Chat([dead, server.url]) as chat:
+            bob = await chat.user("bob")
+            await chat.user("alice")
+            alice = await chat.client("alice", "phone")
+            assert alice.endpoint.http == server.url
+            ack = await alice.send_text("hi", to=bob.user_id)
+            assert ack.seq == 1
+            devices = await alice.devices()
+            assert [d.device_id for d in devices] == ["phone"] and devices[0].online and devices[0].current
 
 
 def test_endpoint_urls_are_normalised() -> None:

@@ -275,10 +275,14 @@ async def test_half_open_connections_are_closed_on_deadlines(make_server: MakeSe
         assert time.monotonic() - t0 < 3
 
         # TCP connected, nothing sent; and an upgrade request never finished
+        # each timed from its own open (the second open may wait on a loaded machine)
+        loop = asyncio.get_running_loop()
         idle_r, idle_w = await asyncio.open_connection(host, port)
+        idle_closed = loop.create_task(_closed_within(idle_r, 5))
         part_r, part_w = await asyncio.open_connection(host, port)
+        part_closed = loop.create_task(_closed_within(part_r, 5))
         part_w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
-        waits = await asyncio.gather(_closed_within(idle_r, 5), _closed_within(part_r, 5))
+        waits = await asyncio.gather(idle_closed, part_closed)
         assert all(0.5 < w < 3 for w in waits), waits
         idle_w.close()
         part_w.close()
@@ -305,12 +309,20 @@ async def test_slowloris_sockets_are_closed_and_capped_per_ip(make_server: MakeS
             await asyncio.sleep(0.05)
 
     async with asyncio.timeout(30), aiohttp.ClientSession(server.url) as http:
-        conns = [await asyncio.open_connection("127.0.0.1", port, local_addr=attacker) for _ in range(25)]
-        stop = asyncio.Event()
-        trickles = [asyncio.get_running_loop().create_task(trickle(w, stop)) for _, w in conns]
-        # beyond the cap of 10: closed at once; the 10 admitted: closed after 1 s despite trickling
+        loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        closes = await asyncio.gather(*(_closed_within(r, 5) for r, _ in conns))
+        conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # each socket's close timed from its own open: opening 25 one after another can take
+        # a while on a loaded machine, and timed from the last open the first admitted ones
+        # would seem closed "at once"
+        watches: list[asyncio.Task[float]] = []
+        for _ in range(25):
+            conns.append(await asyncio.open_connection("127.0.0.1", port, local_addr=attacker))
+            watches.append(loop.create_task(_closed_within(conns[-1][0], 5)))
+        stop = asyncio.Event()
+        trickles = [loop.create_task(trickle(w, stop)) for _, w in conns]
+        # beyond the cap of 10: closed at once; the 10 admitted: closed after 1 s despite trickling
+        closes = await asyncio.gather(*watches)
         refused = sum(1 for c in closes if c < 0.5)
         assert refused == 15, closes
         assert all(c < 3 for c in closes), closes

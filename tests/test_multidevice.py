@@ -119,14 +119,19 @@ async def test_an_idle_device_is_not_rewritten_every_turn_but_a_moving_cursor_is
     server = await make_server()
     async with aiohttp.ClientSession(server.url) as http:
         alice, bob = (Device(http, x) for x in await make_users(http, ["alice", "bob"]))
-        await bob.connect()
 
         async def row() -> tuple[int, int]:
             [device] = await server.node.store.list_devices(int(bob.user_id))
             return device.last_seen_at, device.acked_seq
 
-        await asyncio.sleep(0.5)  # the first turns write the new connection once
-        settled = await row()
+        logged_in = await row()
+        await bob.connect()
+        # A flush turn writes the new connection once (a later last-seen than the login's).
+        # Awaited, not slept on: a loaded machine may run the first turn late, and a write
+        # landing after `settled` was read would look like an idle device rewritten.
+        async with asyncio.timeout(10):
+            while (settled := await row())[0] <= logged_in[0]:
+                await asyncio.sleep(0.02)
         await asyncio.sleep(0.5)  # ten more turns
         assert await row() == settled
         await alice.connect()

@@ -149,10 +149,12 @@ async def test_offline_device_gets_one_push_per_burst_online_device_none(
         await subscribe(alice, standin, "alice")
         await bob_phone.close()  # the phone goes away; the desktop stays connected
 
-        for i in range(3):
-            await alice.request(
-                "send", kind="text", body={"text": f"hi {i}"}, client_msg_id=f"m{i}", to=bob_phone.user_id
-            )
+        # one burst: the three written at once (in order on the one connection), so that they
+        # commit within the collapse interval however long each round trip takes on a loaded
+        # machine; three sends one after another could span it and rightly be pushed three times
+        to = bob_phone.user_id
+        burst = [{"kind": "text", "body": {"text": f"hi {i}"}, "client_msg_id": f"m{i}", "to": to} for i in range(3)]
+        await asyncio.gather(*(alice.request("send", **fields) for fields in burst))
         await until(lambda: sum(int(p["data"]["count"]) for p in pushed(standin, "phone")) >= 3)
         await settle(2.5)  # past the collapse interval: nothing more comes
         phone = pushed(standin, "phone")
@@ -218,8 +220,10 @@ async def test_slow_provider_does_not_slow_sends(make_server: MakeServer, standi
             await d.close()
         await alice.request("send", kind="text", body={"text": "first"}, client_msg_id="s0", to=others[0].user_id)
         await until(lambda: standin.m.waiting >= 1)
-        # the provider holds a push: sends to everyone still answer at once
-        async with asyncio.timeout(5):
+        # the provider holds a push: sends to everyone still answer at once. It holds it until
+        # released below, so a send waiting on it would never answer: the bound only has to be
+        # finite, and is wide enough for 50 sends one after another on a loaded machine
+        async with asyncio.timeout(30):
             for i in range(50):
                 d = others[i % 5]
                 await alice.request("send", kind="text", body={"text": f"n{i}"}, client_msg_id=f"n{i}", to=d.user_id)

@@ -26,7 +26,7 @@ from yim.protocol.frames import MessageOut
 from .conftest import ServerProcess
 from .sdk_helpers import PASSWORD, Chat, Inbox, history_of, login_device, poll
 from .services import RedisServer
-from .test_cluster import _data_dirs, _flush
+from .test_cluster import CLUSTER_TIMINGS, _data_dirs, _flush
 
 #: the bound the failover must meet with the SDK's default timeouts (a ping every 5 s, given
 #: up 4 s later, then the next endpoint); generous, the expected figure is under 10 s
@@ -59,7 +59,8 @@ async def two_nodes(tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
         "YIM_STORE": postgres_dsn,
         "YIM_REDIS_URL": redis_server.url,
         "YIM_NODE_ID_LEASE": "true",
-        "YIM_NODE_LEASE_TTL_S": "1.5",
+        # node b takes whole bursts at once: a lease that outlives a late renewal (tests/test_cluster.py)
+        "YIM_NODE_LEASE_TTL_S": str(CLUSTER_TIMINGS["node_lease_ttl_s"]),
         "YIM_CLUSTER_ROUTE_TTL_S": "3",
     }
     procs = [ServerProcess(d, **env) for d in _data_dirs(tmp_path, 2)]

@@ -24,6 +24,7 @@ from tests.conftest import ROOT, free_port
 from tests.rawclient import Device, ProtocolError, login, make_users, until
 from yim.config import SettingsError, load_settings
 from yim.ids.snowflake import MAX_NODE, SEQ_BITS
+from yim.node import _SEEN_FLUSH_S
 
 pytestmark = pytest.mark.slow
 
@@ -118,10 +119,17 @@ class WorkersNode:
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-async def scrapes(url: str, times: int = 8) -> list[Samples]:
+class Scrapes(list[Samples]):
+    """Scrapes of one node in the order they were taken, and how long they took."""
+
+    seconds: float = 0.0
+
+
+async def scrapes(url: str, times: int = 8) -> Scrapes:
     """``/metrics`` ``times`` times, each on a new connection: the kernel picks the worker
     that answers each one (SO_REUSEPORT), so both answer some of them."""
-    out = []
+    out = Scrapes()
+    started = time.monotonic()
     for _ in range(times):
         async with (
             aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(force_close=True)) as http,
@@ -132,19 +140,29 @@ async def scrapes(url: str, times: int = 8) -> list[Samples]:
         samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
         out.append({(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples})
         assert len(out[-1]) == len(samples), "a series given twice (Prometheus refuses the scrape)"
+    out.seconds = time.monotonic() - started
     return out
 
 
-def whole_node(samples: list[Samples]) -> Samples:
+def whole_node(samples: Scrapes, workers: int = 2) -> Samples:
     """What every scrape of the node agrees on, whichever worker answered it: two workers
     counted, each message once (the series sends move, read after the sends are ACKed), and
     the store's writer jobs as the store process counts them now (each worker's own copy of
-    them lags by up to STATS_MAX_AGE: summed in, scrapes would disagree)."""
+    them lags by up to STATS_MAX_AGE: summed in, scrapes would disagree).
+
+    The writer jobs are not frozen while the node is idle: every worker writes its devices'
+    last-seen times as one job every ``_SEEN_FLUSH_S`` (yim/node.py), whenever its devices
+    changed. So the job counts, read fresh from the store process, only never go back from
+    one scrape to the next and grow by no more than those flushes over the scrapes' time; a
+    worker's lagging copy would go back, one summed in would jump by the whole count."""
     keys = [("yim_workers_reporting", ()), ("yim_messages_in_total", ()), ("yim_frames_in_total", (("op", "send"),)),
-            ("yim_store_latency_seconds_count", ()), ("yim_store_jobs_total", ())]  # fmt: skip
+            ("yim_store_latency_seconds_count", ())]  # fmt: skip
     seen = [{k: s[k] for k in keys} for s in samples]
     assert all(one == seen[0] for one in seen), seen
     assert seen[0][("yim_workers_reporting", ())] == 2
+    jobs = [s[("yim_store_jobs_total", ())] for s in samples]
+    flushes = workers * (1 + int(samples.seconds / _SEEN_FLUSH_S))
+    assert jobs == sorted(jobs) and jobs[-1] - jobs[0] <= flushes, (jobs, samples.seconds)
     return samples[0]
 
 
