@@ -111,14 +111,14 @@ async def test_reply_to_a_message_from_before_a_member_joined_leaks_nothing(serv
     async with aiohttp.ClientSession(server.url) as http:
         alice, bob, carol = await _devices(http, ["alice", "bob", "carol"])
         gid = (await alice.request("group_create", name="g", members=[bob.user_id]))["group"]["conv_id"]
-        secret = await _text(alice, "the launch code is 0000", "s", conv_id=gid)
+        secret = await _text(alice, "the launch code is swordfish", "s", conv_id=gid)
         await alice.request("group_invite", conv_id=gid, user_ids=[carol.user_id])
 
         # carol cannot quote what she never saw: the same answer as for a seq that does not exist.
         message = await _refused(
             "not_found", carol.request("send", **_t("?", "c1"), conv_id=gid, reply_to=secret["seq"])
         )
-        assert "0000" not in message
+        assert "swordfish" not in message
         # Nor forward it.
         await _refused(
             "not_found",
@@ -132,7 +132,7 @@ async def test_reply_to_a_message_from_before_a_member_joined_leaks_nothing(serv
         got = await _pushed_seq(carol, gid, reply["seq"])
         assert got["body"] == {"text": "ok", "quote": {"seq": secret["seq"], "withheld": True}}
         for page in (await carol.pull(gid, 0), (await carol.sync_all())[0]):
-            assert "0000" not in json.dumps(page)
+            assert "swordfish" not in json.dumps(page)
 
         # A message every member can see is quoted in full.
         seen = await _text(alice, "welcome carol", "w", conv_id=gid)
