@@ -372,10 +372,11 @@ export class Sidebar {
       }
       this.empty.hidden = convs.length > 0;
       this.more.hidden = !store.listLoading;
-    } else if (this.listStale) {
-      // put off until the press ends
-    } else if (this.tab === "friends") this.friends.render();
-    else if (this.tab === "agent") this.agent.render();
+    } else if (!this.listStale) {
+      // (a stale list is put off until the press ends)
+      if (this.tab === "friends") this.friends.render();
+      else if (this.tab === "agent") this.agent.render();
+    }
   }
 
   item(conv) {
