@@ -32,7 +32,7 @@ from yim.bus.local import LocalBus
 from yim.config import Settings
 from yim.gateway.app import build_app, tune_gc
 from yim.gateway.hub import Hub
-from yim.gateway.limits import Limits, install_connection_guard, throttle_logger
+from yim.gateway.limits import Limits, TypingLimiter, install_connection_guard, throttle_logger
 from yim.ids.snowflake import Snowflake
 from yim.metrics import Metrics, StoreCollector
 from yim.protocol.close import CLOSE_GOING_AWAY
@@ -46,7 +46,6 @@ from yim.services.push import PushWorker
 from yim.services.rosters import Rosters
 from yim.services.service import CustomerService
 from yim.services.sync import ReadAhead
-from yim.services.typing import TypingLimiter
 from yim.services.words import WordFilter
 from yim.storage import open_store
 from yim.storage.base import Store
@@ -348,7 +347,6 @@ class Node:
         else:
             self.bus = LocalBus(self.hub, self.metrics)
         self.rosters = Rosters(self, settings.roster_cache_groups)
-        self.typing = TypingLimiter(settings.typing_interval_s)
         self.read_ahead = ReadAhead()
         self.presence = Presence(self, settings.presence_debounce_s)
         self.service = CustomerService(self)
@@ -357,6 +355,7 @@ class Node:
         self.erasures = ErasureSweeper(self)
         self.ids: Snowflake = Snowflake(settings.node_id)  # the bus makes the real one at start
         self.limits = Limits(settings)
+        self.typing: TypingLimiter = self.limits.typing
         #: sensitive-word lists; None when none are configured (one attribute check per text)
         self.words = WordFilter.from_settings(settings)
         #: the operator's webhooks; None when none are configured (one attribute check per send)
@@ -369,7 +368,9 @@ class Node:
             assert isinstance(self.bus, WorkerBus)
             self.cluster = self.bus.state
             self.presence.cluster = self.cluster
-            self.limits.share(self.cluster)
+            # every limit, and the connections per IP counted for the node (yim/bus/workers.py)
+            self.limits.share(self.cluster, every_request=True)
+            self.cluster.count_connections(self.limits.connections)
             # Each worker its own folder of uploads in progress: a worker that starts empties
             # its own, never one another worker is writing to.
             self.media.tmp_dir = self.media.tmp_dir / f"worker-{worker.index}"

@@ -63,6 +63,11 @@ in one call every ``cluster_limits_sync_s`` and the worker's buckets are set to 
 levels, so N workers give the budget of one over any period longer than that (within it a
 user spending through several workers at once can overdraw by what they spend in it, which
 the shared bucket carries as debt). Login and registration checks are one call each, exact.
+The per-request, upload and typing buckets are shared the same way. Connections per IP are
+counted for the node: a worker admits or refuses a connection at once from its own counts
+plus the other workers' as the hub last told it (``worker.conns``), and reports its changed
+counts to the hub (``hub.conns``) in the same beat as its spending, so the node holds at
+most the cap plus what the other workers admit from that IP within one sync period.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -133,6 +138,7 @@ _LEVELS = msgspec.msgpack.Decoder(Levels)
 _ROUTES = msgspec.msgpack.Decoder(list[tuple[int, list[int]]])
 _USERS = msgspec.msgpack.Decoder(list[int])
 _INT = msgspec.msgpack.Decoder(int)
+_CONNS = msgspec.msgpack.Decoder(list[tuple[str, int]])
 _SNAPSHOT_OF_WORKER = msgspec.msgpack.Decoder(list[Family])
 
 
@@ -344,6 +350,8 @@ class WorkerBus(LocalBus):
                 self.state.agents_online.discard(ag.user_id)
         elif op == "worker.levels":
             self.state.set_levels(_LEVELS.decode(body).levels)
+        elif op == "worker.conns":
+            self.state.others_connected(_CONNS.decode(body))
         elif op == "worker.resync":
             self.state.resync_soon(_USERS.decode(body))
         elif op == "worker.snapshot":
@@ -369,6 +377,18 @@ class WorkerBus(LocalBus):
                 remote.pop(user_id, None)
 
 
+class PerIpCounts(Protocol):
+    """A worker's open connections per IP (yim.gateway.limits.ConnectionCounts)."""
+
+    changed: set[str] | None
+
+    def changes(self) -> list[tuple[str, int]]: ...
+
+    def unreported(self, counts: list[tuple[str, int]]) -> None: ...
+
+    def set_others(self, counts: list[tuple[str, int]]) -> None: ...
+
+
 class WorkerState(SharedSpending):
     """The worker's view of what all workers share (``node.cluster``, ``presence.cluster``,
     and ``Limits.share``'s buckets), answered by the hub; see the module docstring."""
@@ -389,6 +409,10 @@ class WorkerState(SharedSpending):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._limits_task: asyncio.Task[None] | None = None
         self._recover_task: asyncio.Task[None] | None = None
+        self._connections: PerIpCounts | None = None
+        #: ``worker.conns`` come before the node counted its connections here (the hub's
+        #: first frames are read while the node is being built): applied by count_connections
+        self._others_early: list[tuple[str, int]] = []
 
     async def _call(self, op: str, body: Any, reply_type: Any) -> Any:
         return await bounded(self._bus.channel.call(op, body, reply_type), self.timeout_s)
@@ -515,11 +539,44 @@ class WorkerState(SharedSpending):
         for name, key, level in levels:
             self.set_level(name, key, level)
 
+    async def _flush_spent(self) -> None:
+        self._report_connections()  # the same beat as the buckets: one sync period bounds both
+        await super()._flush_spent()
+
     async def _debit(self, order: list[Spending]) -> list[float]:
         buckets = self._buckets
         body = DebitIn([(name, key, buckets[name].rate, buckets[name].burst, cost) for name, key, cost in order])
         levels: list[float] = await self._call("hub.debit", body, list[float])
         return levels
+
+    # --- connections per IP, counted for the node -------------------------------------
+    def count_connections(self, counts: PerIpCounts) -> None:
+        """Count the node's connections per IP with the other workers': ``counts`` (this
+        worker's) records its changes from now on, reported to the hub every sync period."""
+        counts.changed = set()
+        self._connections = counts
+        counts.set_others(self._others_early)
+        self._others_early = []
+
+    def others_connected(self, counts: list[tuple[str, int]]) -> None:
+        """``worker.conns``: what the other workers hold of these IPs now."""
+        if self._connections is not None:
+            self._connections.set_others(counts)
+        else:  # once, at start: bounded by the IPs the node holds connections of
+            self._others_early += counts
+
+    def _report_connections(self) -> None:
+        counts = self._connections
+        if counts is None:
+            return
+        changes = counts.changes()
+        if not changes:
+            return
+        channel = self._bus._channel
+        if channel is None or channel.closed.is_set():
+            counts.unreported(changes)  # the next report carries them
+            return
+        channel.cast("hub.conns", changes)
 
 
 if TYPE_CHECKING:

@@ -12,7 +12,10 @@ the memory of the store process, exact (one process, one event loop, no expiry):
   aggregate last published to watchers, and when the user was last seen;
 * online agents (customer service), copied to every worker;
 * rate-limit buckets and failed-login back-off shared by the workers, so that N workers
-  give a user the budget of one node, not N times it.
+  give a user the budget of one node, not N times it;
+* each worker's open connections per client IP, so that the cap on them holds for the
+  node (each worker decides from its copy of the others' counts, kept in step every sync
+  period: yim.gateway.limits.ConnectionCounts).
 
 It also routes the pushes of committed timeline entries (:meth:`WorkerHub.entries_routed`):
 the store process is where every entry is committed, so it sends each entry's ``message``
@@ -214,6 +217,12 @@ class Close(msgspec.Struct, array_like=True, frozen=True):
     before_ms: int
 
 
+#: ``hub.conns`` (cast): a worker's open connections from each IP whose count changed, as
+#: (ip, count now; 0: none left). ``worker.conns`` (cast): what the *other* workers hold of
+#: each IP, (ip, their sum; 0: nothing), for the IPs that changed or, after ``worker.snapshot``,
+#: every IP with connections.
+ConnCounts = list[tuple[str, int]]
+
 # ``worker.routes`` (cast): list[tuple[user, workers]], workers empty when the user has no
 # device left anywhere. ``worker.roster`` (cast):
 # conv_id. ``worker.resync`` (cast): users whose presence a dead worker's devices counted.
@@ -283,6 +292,9 @@ class HubState:
         self.buckets: dict[tuple[str, Hashable], list[float]] = {}
         #: (name, key) -> [failures, locked until (s), last failure (s)]
         self.backoffs: dict[tuple[str, Hashable], list[float]] = {}
+        #: ip -> worker -> its open connections from that IP (IPs with none are not kept:
+        #: bounded by the node's connections, ~100 bytes per IP and worker holding some)
+        self.conns: dict[str, dict[int, int]] = {}
 
     # --- routes --------------------------------------------------------------------------
     @classmethod
@@ -463,6 +475,47 @@ class HubState:
         """Is the device connected to some worker now (its route, not its debounced presence)."""
         return device_id in self.routes.get(user_id, {})
 
+    # --- connections per IP --------------------------------------------------------------
+    def count_connections(self, worker: int, counts: Iterable[tuple[str, int]]) -> list[str]:
+        """``worker``'s report: its open connections from each IP, now. Returns the IPs
+        whose count changed (the other workers are to hear of them)."""
+        conns = self.conns
+        changed: list[str] = []
+        for ip, count in counts:
+            per = conns.get(ip)
+            if count > 0:
+                if per is None:
+                    per = conns[ip] = {}
+                elif per.get(worker) == count:
+                    continue
+                per[worker] = count
+            else:
+                if per is None or per.pop(worker, None) is None:
+                    continue
+                if not per:
+                    del conns[ip]
+            changed.append(ip)
+        return changed
+
+    def others_connected(self, worker: int, ips: Iterable[str]) -> ConnCounts:
+        """What the workers other than ``worker`` hold of each IP (0: nothing)."""
+        conns = self.conns
+        out: ConnCounts = []
+        for ip in ips:
+            per = conns.get(ip)
+            out.append((ip, sum(n for w, n in per.items() if w != worker) if per else 0))
+        return out
+
+    def drop_connections(self, worker: int) -> list[str]:
+        """A worker is gone, and its connections with it: the IPs it held some of."""
+        gone: list[str] = []
+        for ip, per in list(self.conns.items()):  # a walk of every IP, only when a worker dies
+            if per.pop(worker, None) is not None:
+                gone.append(ip)
+                if not per:
+                    del self.conns[ip]
+        return gone
+
     # --- rate limits ---------------------------------------------------------------------
     def _bounded(self, table: dict[tuple[str, Hashable], list[float]], rest: Callable[[list[float]], bool]) -> None:
         if len(table) < self._max_keys:
@@ -556,6 +609,7 @@ _DEBIT = msgspec.msgpack.Decoder(DebitIn)
 _TAKE = msgspec.msgpack.Decoder(TakeIn)
 _BACKOFF = msgspec.msgpack.Decoder(list[BackoffOp])
 _INT = msgspec.msgpack.Decoder(int)
+_CONNS = msgspec.msgpack.Decoder(ConnCounts)
 
 
 class WorkerHub:
@@ -593,6 +647,8 @@ class WorkerHub:
             self.detach(worker)
         self._channels[worker] = channel
         channel.cast("worker.snapshot", self.state.snapshot())
+        if self.state.conns:  # the other workers' connections per IP, before it admits any
+            channel.cast("worker.conns", self.state.others_connected(worker, list(self.state.conns)))
         self._watchers[worker] = asyncio.get_running_loop().create_task(
             self._watch(worker, channel), name=f"yim-hub-watch-{worker}"
         )
@@ -618,6 +674,15 @@ class WorkerHub:
             log.warning("worker %d gone: %d users' routes and presence dropped", worker, len(stale))
         self._resync.update(dict.fromkeys(stale))
         self._flush_resync()
+        self._connections_changed(worker, self.state.drop_connections(worker))
+
+    def _connections_changed(self, worker: int, ips: list[str]) -> None:
+        """Each worker but ``worker`` hears what the others hold now of the IPs whose count
+        ``worker`` changed: one cast each, per report (every sync period at most)."""
+        if ips:
+            for w, ch in self._channels.items():
+                if w != worker:
+                    ch.cast("worker.conns", self.state.others_connected(w, ips))
 
     def _flush_resync(self) -> None:
         """A live worker publishes what a dead one's users look like now (it syncs their
@@ -806,6 +871,8 @@ class WorkerHub:
             rv = _REVOKE.decode(body)
             for other in self._others(worker):
                 other.cast("worker.revoke", rv)
+        elif op == "hub.conns":
+            self._connections_changed(worker, state.count_connections(worker, _CONNS.decode(body)))
         elif op == "hub.roster":
             conv_id = _INT.decode(body)
             for other in self._others(worker):

@@ -15,9 +15,14 @@ addresses every client shares the balancer's address; see docs/security.md.
 In cluster mode (``redis_url``) the limits users could multiply by spreading over nodes
 are shared through Redis (:mod:`yim.bus.cluster_state`): login attempts, failed-login
 back-off and registrations with one round trip per check (each login costs an argon2
-verify anyway), sends through in-memory buckets kept in step with shared ones in batches.
-Per-request, upload and connection limits stay per node. When Redis is away every check
-falls back to this node's own tables.
+verify anyway), sends, reactions and uploads through in-memory buckets kept in step with
+shared ones in batches. The per-request and typing limits stay per node there (see
+:meth:`Limits.share`), and so does the cap on connections per IP: it guards one node's
+sockets. When Redis is away every check falls back to this node's own tables.
+
+A node of several worker processes (``--workers N``) shares all of them through its store
+process (:mod:`yim.bus.workers`): the same batched buckets, per-request and typing
+included, and the connections per IP counted for the whole node (:class:`ConnectionCounts`).
 
 Settings (yim/config.py): a rate of 0 turns that limit off.
 """
@@ -184,6 +189,110 @@ class Backoff:
                 del state[key]
 
 
+#: (user, conversation) pairs the typing limiter remembers at most (~220 bytes each)
+TYPING_MAX_KEYS = 100_000
+
+
+class TypingLimiter:
+    """At most one forwarded typing signal per (user, conversation) per ``interval_s``.
+
+    A token bucket of rate 1/interval and burst 1 per pair: the same rule as "not within
+    ``interval_s`` of the last one let through" (a refused signal costs nothing), kept as a
+    bucket so that the workers of one node share it like the other limits (``shared``, set
+    by :meth:`Limits.share`; the key is ``"<user>:<conversation>"``, what the shared tables
+    take). Pairs quiet for an interval are full buckets, the first dropped when the table
+    reaches TYPING_MAX_KEYS.
+    """
+
+    __slots__ = ("buckets", "shared")
+
+    def __init__(self, interval_s: float) -> None:
+        self.buckets = TokenBuckets(1.0 / interval_s if interval_s > 0 else 0.0, 1.0, TYPING_MAX_KEYS)
+        self.shared: SharedBuckets | None = None
+
+    def allow(self, user_id: int, conv_id: int) -> bool:
+        key = f"{user_id}:{conv_id}"
+        if self.buckets.take(key):
+            return False
+        shared = self.shared
+        if shared is not None and self.buckets.rate > 0:
+            shared.spent("typing", key, 1.0)  # two workers must not each let one through
+        return True
+
+
+class ConnectionCounts:
+    """Open TCP connections per client IP, for the cap ``max_connections_per_ip``.
+
+    One process counts its own (``mine``). The workers of one node (``shared``) each still
+    decide at once from memory, no round trip per connect, with their own counts plus the
+    other workers' (``others``) as the store process last told them: every sync period
+    (``cluster_limits_sync_s``) a worker sends its count of each IP that changed (the
+    count, not the change: a lost or repeated report is healed by the next) and the store
+    process tells the other workers their new sum (yim/bus/workers_hub.py
+    ``HubState.count_connections``). The bound on over-admission: the node holds at most
+    the cap plus what the other workers admitted from that IP within the last sync period
+    (and the round trip of its report) — each of them saw the cap reached no later than
+    that. A dead worker's connections are gone, and so are its counts.
+
+    Memory: an IP is kept only while it has connections — in ``mine`` while this process
+    holds some, in ``others`` while another worker does — and in ``changed`` until the
+    next report: about 100 bytes per (IP, table), so per worker about 100 bytes times the
+    distinct client addresses connected to the node (the store process the same, once).
+    Addresses exempt from per-IP limits (``limits_exempt_networks``) are never counted.
+    """
+
+    __slots__ = ("cap", "changed", "mine", "others")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.mine: dict[str, int] = {}
+        self.others: dict[str, int] = {}
+        #: IPs whose count here changed since the last report; None: nothing is shared
+        self.changed: set[str] | None = None
+
+    def opened(self, ip: str) -> bool:
+        """Count a new connection from ``ip``; False if the node is at the cap (refuse it)."""
+        count = self.mine.get(ip, 0)
+        if count + self.others.get(ip, 0) >= self.cap:
+            return False
+        self.mine[ip] = count + 1
+        if self.changed is not None:
+            self.changed.add(ip)
+        return True
+
+    def closed(self, ip: str) -> None:
+        count = self.mine.get(ip, 0) - 1
+        if count > 0:
+            self.mine[ip] = count
+        else:
+            self.mine.pop(ip, None)
+        if self.changed is not None:
+            self.changed.add(ip)
+
+    def changes(self) -> list[tuple[str, int]]:
+        """The report: this process's count of each IP that changed since the last one
+        (0: none left here)."""
+        if not self.changed:
+            return []
+        changed, self.changed = self.changed, set()
+        mine = self.mine
+        return [(ip, mine.get(ip, 0)) for ip in changed]
+
+    def unreported(self, counts: list[tuple[str, int]]) -> None:
+        """A report that did not leave: its IPs go into the next."""
+        if self.changed is not None:
+            self.changed.update(ip for ip, _ in counts)
+
+    def set_others(self, counts: list[tuple[str, int]]) -> None:
+        """What the other workers hold of each IP now (0: nothing)."""
+        others = self.others
+        for ip, count in counts:
+            if count > 0:
+                others[ip] = count
+            else:
+                others.pop(ip, None)
+
+
 def _retry(wait: float) -> float:
     return round(max(wait, 0.001), 3)
 
@@ -209,17 +318,44 @@ class Limits:
         self.login_ip = Backoff(
             s.login_ip_free_failures, s.login_backoff_base_s, s.login_backoff_max_s, s.login_failure_window_s, n
         )
+        self.typing = TypingLimiter(s.typing_interval_s)
         self.max_connections_per_ip = s.max_connections_per_ip
-        self.connections_ip: dict[str, int] = {}
+        self.connections = ConnectionCounts(s.max_connections_per_ip)
         self.refused_connections = 0
         self.shared: SharedBuckets | None = None
+        #: set when every request is shared too (the workers of one node): see share
+        self._shared_requests: SharedBuckets | None = None
 
-    def share(self, state: SharedBuckets) -> None:
-        """Cluster mode: share login, registration, send and reaction limits through Redis."""
+    @property
+    def connections_ip(self) -> dict[str, int]:
+        """Open TCP connections per IP held by this process."""
+        return self.connections.mine
+
+    def share(self, state: SharedBuckets, *, every_request: bool = False) -> None:
+        """Share the limits a user could multiply by spreading devices over processes:
+        logins and registrations (a call per check), and in batches (yim/bus/shared_limits.py)
+        sends, reactions and uploads; with ``every_request`` the per-request and typing
+        limits too.
+
+        ``every_request`` is for the workers of one node (their shared buckets are a dict in
+        the store process, and connections per IP are counted for the node by the caller,
+        yim/bus/workers.py). A cluster leaves it off: nearly every active user makes a
+        request in a sync period where few send, so sharing them through Redis would cost
+        one more Lua script per active user per period (5-20 µs of Redis CPU each; at
+        docs/operations.md §3's 10 M users online, a request each per 30 s is ~330,000
+        scripts a second, on the order of the route refreshes, Redis's largest load) to
+        take away a multiplier no larger than the number of nodes a user's devices are on
+        (1.3 devices per user there)."""
         self.shared = state
         state.share_buckets("send_user", self.send_user)
         state.share_buckets("send_ip", self.send_ip)
         state.share_buckets("react_user", self.react_user)
+        state.share_buckets("upload_user", self.upload_user)
+        if every_request:
+            self._shared_requests = state
+            state.share_buckets("requests_user", self.requests_user)
+            state.share_buckets("typing", self.typing.buckets)
+            self.typing.shared = state
 
     def _use_shared(self) -> SharedBuckets | None:
         shared = self.shared
@@ -266,6 +402,9 @@ class Limits:
         wait = self.requests_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "too many requests; slow down", retry_after=_retry(wait))
+        shared = self._shared_requests
+        if shared is not None and self.requests_user.rate > 0:
+            shared.spent("requests_user", user_id, 1.0)  # added to the shared bucket in a batch
 
     async def check_register(self, ip: str | None) -> None:
         if ip is None:
@@ -288,6 +427,9 @@ class Limits:
         wait = self.upload_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "uploading too fast; slow down", retry_after=_retry(wait))
+        shared = self.shared
+        if shared is not None and self.upload_user.rate > 0:
+            shared.spent("upload_user", user_id, 1.0)
 
     def check_react(self, user_id: int) -> None:
         """Reactions per user (``react``), on top of the request limit: each one is pushed
@@ -365,18 +507,10 @@ class Limits:
         """Count a new TCP connection; False if its IP is at the cap (close it)."""
         if ip is None or self.max_connections_per_ip <= 0:
             return True
-        count = self.connections_ip.get(ip, 0)
-        if count >= self.max_connections_per_ip:
-            return False
-        self.connections_ip[ip] = count + 1
-        return True
+        return self.connections.opened(ip)
 
     def connection_closed(self, ip: str) -> None:
-        count = self.connections_ip.get(ip, 0) - 1
-        if count > 0:
-            self.connections_ip[ip] = count
-        else:
-            self.connections_ip.pop(ip, None)
+        self.connections.closed(ip)
 
 
 def install_connection_guard(server: Any, limits: Limits) -> None:

@@ -1,9 +1,9 @@
 """Typing indicator: ephemeral, forwarded to the other members' online devices, never
-stored, at most one per (user, conversation) per ``typing_interval_s``."""
+stored, at most one per (user, conversation) per ``typing_interval_s`` (``node.typing``:
+yim.gateway.limits.TypingLimiter, counted for the whole node when it has workers)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -16,26 +16,6 @@ from yim.storage.records import SessionRec
 
 if TYPE_CHECKING:
     from yim.services.context import Context, Device
-
-_MAX_TRACKED = 100_000  # (user, conversation) pairs remembered for rate limiting: ~10 MB
-
-
-class TypingLimiter:
-    def __init__(self, interval_s: float) -> None:
-        self._interval = interval_s
-        self._last: dict[tuple[int, int], float] = {}
-
-    def allow(self, user_id: int, conv_id: int) -> bool:
-        now = time.monotonic()
-        key = (user_id, conv_id)
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            return False
-        if len(self._last) >= _MAX_TRACKED:
-            cutoff = now - self._interval
-            self._last = {k: t for k, t in self._last.items() if t >= cutoff}
-        self._last[key] = now
-        return True
 
 
 async def typing(node: Context, session: SessionRec, req: Typing, origin: Device | None = None) -> dict[str, bool]:
