@@ -11,14 +11,18 @@ connection reached (``node_id + k``), a WebSocket's worker is found by its socke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
 from tests.rawclient import Device, ProtocolError, login, make_users, until
+from tests.services import RedisServer
+from tests.test_cluster_state import _cluster
 from tests.test_workers_serve import WorkersNode, worker_of_connection
 from yim.bus.workers_hub import HubState
 from yim.gateway.limits import ConnectionCounts, TypingLimiter
@@ -172,20 +176,51 @@ async def test_the_request_limit_refuses_at_the_budget_of_the_node(
     await b.close()
 
 
+async def _upload_budget_is_shared(s0: aiohttp.ClientSession, s1: aiohttp.ClientSession, overdraw: int = 0) -> None:
+    """The upload burst spent through ``s0``; through ``s1`` ``overdraw`` more are let
+    through, then it is refused, as ``s0`` is."""
+
+    async def upload(s: aiohttp.ClientSession) -> int:
+        r = await s.post("/api/v1/media?kind=file&name=n.txt", data=b"hello", headers={"Content-Type": "text/plain"})
+        assert r.status in (201, 429), await r.text()
+        return r.status
+
+    assert [await upload(s0) for _ in range(UPLOAD_BURST)] == [201] * UPLOAD_BURST
+    await asyncio.sleep(SETTLE_S)
+    assert [await upload(s1) for _ in range(overdraw)] == [201] * overdraw
+    await asyncio.sleep(SETTLE_S)
+    assert [await upload(s1), await upload(s0)] == [429, 429]
+
+
 async def test_uploads_are_limited_for_the_node(node: WorkersNode, http: aiohttp.ClientSession) -> None:
     [up] = await make_users(http, ["uploader"])
     s0, s1 = await _sessions_on_both_workers(node, up["token"])
     try:
-        headers = {"Content-Type": "text/plain"}
-        for i in range(UPLOAD_BURST):
-            r = await s0.post(f"/api/v1/media?kind=file&name=n{i}.txt", data=b"hello", headers=headers)
-            assert r.status == 201, await r.text()
-        await asyncio.sleep(SETTLE_S)
-        r = await s1.post("/api/v1/media?kind=file&name=late.txt", data=b"hello", headers=headers)
-        assert r.status == 429 and (await r.json())["code"] == "rate_limited"
+        await _upload_budget_is_shared(s0, s1)
     finally:
         await s0.close()
         await s1.close()
+
+
+async def test_uploads_are_limited_across_the_nodes_of_a_cluster(
+    tmp_path: Path, postgres_dsn: str, redis_server: RedisServer
+) -> None:
+    """Uploads are rare, so a cluster shares their budget through Redis too (the per-request
+    and typing limits stay per node there: yim.gateway.limits.Limits.share), as it shares
+    sends: a node hears the shared level when it spends itself, so its first upload of the
+    user is let through and leaves the shared bucket in debt, which every node then pays."""
+    limits = {"rate_upload_per_user_s": 0.01, "rate_upload_burst": UPLOAD_BURST, "cluster_limits_sync_s": SYNC_S}
+    async with (
+        _cluster(tmp_path, postgres_dsn, redis_server, **limits) as servers,
+        contextlib.AsyncExitStack() as stack,
+        asyncio.timeout(60),
+    ):
+        first = await stack.enter_async_context(aiohttp.ClientSession(servers[0].url))
+        [up] = await make_users(first, ["uploader"])
+        headers = {"Authorization": f"Bearer {up['token']}"}
+        second = await stack.enter_async_context(aiohttp.ClientSession(servers[1].url, headers=headers))
+        first.headers.update(headers)
+        await _upload_budget_is_shared(first, second, overdraw=1)
 
 
 async def test_typing_from_two_workers_is_forwarded_once_per_interval(
