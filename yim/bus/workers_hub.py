@@ -293,7 +293,7 @@ class HubState:
         #: (name, key) -> [failures, locked until (s), last failure (s)]
         self.backoffs: dict[tuple[str, Hashable], list[float]] = {}
         #: ip -> worker -> its open connections from that IP (IPs with none are not kept:
-        #: bounded by the node's connections, ~100 bytes per IP and worker holding some)
+        #: bounded by the node's connections; ~300 bytes per IP)
         self.conns: dict[str, dict[int, int]] = {}
 
     # --- routes --------------------------------------------------------------------------
