@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,9 +24,12 @@ import pytest_asyncio
 from tests.rawclient import Device, ProtocolError, login, make_users, until
 from tests.services import RedisServer
 from tests.test_cluster_state import _cluster
+from tests.test_workers_bus import Worker, _attach, _until
 from tests.test_workers_serve import WorkersNode, worker_of_connection
-from yim.bus.workers_hub import HubState
+from yim.bus.workers_hub import HubState, WorkerHub
+from yim.config import Settings
 from yim.gateway.limits import ConnectionCounts, TypingLimiter
+from yim.ipc.channel import Channel, connect
 
 pytestmark = pytest.mark.slow
 
@@ -245,6 +249,58 @@ async def test_typing_from_two_workers_is_forwarded_once_per_interval(
 
 
 # --- the parts, alone ------------------------------------------------------------------------
+
+
+async def test_connection_counts_reach_a_late_worker_and_go_with_a_dead_one() -> None:
+    """A hub and three workers in this process, on real channels (as tests/test_workers_bus.py):
+    a worker that starts late hears the others' counts before it admits anything, and a
+    worker that dies takes its counts with it."""
+    settings = Settings(max_connections_per_ip=3, cluster_limits_sync_s=SYNC_S, limits_exempt_networks="")
+    hub = WorkerHub(settings)
+    workers = [Worker(k, settings) for k in range(3)]
+    channels: list[Channel] = []
+
+    async def start(w: Worker) -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ch = await connect(a, on_call=w.bus.on_call, on_cast=w.bus.on_cast, name=f"worker-{w.k}")
+        w.bus.bind(ch)
+        w.bus.state.count_connections(w.limits.connections)  # as the node does (yim/node.py)
+        channels.extend([ch, await _attach(hub, w.k, b)])
+        await w.bus.start()
+        # a call answered after what the hub cast at attach, on the one FIFO channel, as the
+        # node's store.max_msg_id is before the worker listens (yim/node.py)
+        await w.bus.ping()
+        await w.bus.state.start(w.resync)
+
+    w0, w1, w2 = workers
+    ip = "198.51.100.7"
+    try:
+        async with asyncio.timeout(30):
+            await start(w0)
+            await start(w1)
+            assert w0.limits.connection_opened(ip) and w0.limits.connection_opened(ip)
+            await _until(lambda: w1.limits.connections.others == {ip: 2})
+            assert w1.limits.connection_opened(ip)
+            assert not w1.limits.connection_opened(ip)  # 2 on worker 0 + 1 here: the cap
+            await _until(lambda: w0.limits.connections.others == {ip: 1})
+            await start(w2)
+            assert w2.limits.connections.others == {ip: 3}  # sent right after its snapshot
+            assert not w2.limits.connection_opened(ip)
+            channels[0].close()  # worker 0 dies: its connections are gone, its counts too
+            await _until(lambda: w1.limits.connections.others == {} and w2.limits.connections.others == {ip: 1})
+            assert hub.state.conns == {ip: {1: 1}}
+            assert w2.limits.connection_opened(ip) and w1.limits.connection_opened(ip)
+            w1.limits.connection_closed(ip)
+            w1.limits.connection_closed(ip)
+            w2.limits.connection_closed(ip)
+            await _until(lambda: hub.state.conns == {} and w2.limits.connections.others == {})
+            assert w1.limits.connections_ip == {} and w2.limits.connections_ip == {}  # nothing kept for an idle IP
+    finally:
+        for w in workers:
+            await w.bus.state.stop()
+        for ch in channels:
+            ch.close()
+        await hub.stop()
 
 
 def test_connection_counts_of_a_worker_add_the_others() -> None:
