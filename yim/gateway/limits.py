@@ -223,23 +223,24 @@ class TypingLimiter:
 class ConnectionCounts:
     """Open TCP connections per client IP, for the cap ``max_connections_per_ip``.
 
-    One process counts its own (``mine``). The workers of one node (``shared``) each still
-    decide at once from memory, no round trip per connect, with their own counts plus the
-    other workers' (``others``) as the store process last told them: every sync period
+    One process counts its own (``mine``). The workers of one node (``changed`` set by
+    yim/bus/workers.py ``WorkerState.count_connections``) each still decide at once from
+    memory, no round trip per connect, from their own counts plus the other workers'
+    (``others``) as the store process last told them: every sync period
     (``cluster_limits_sync_s``) a worker sends its count of each IP that changed (the
     count, not the change: a lost or repeated report is healed by the next) and the store
     process tells the other workers their new sum (yim/bus/workers_hub.py
     ``HubState.count_connections``). The bound on over-admission: the node holds at most
     the cap plus what the other workers admitted from that IP within the last sync period
-    (and the round trip of its report) — each of them saw the cap reached no later than
-    that. A dead worker's connections are gone, and so are its counts.
+    (and the flight time of their reports), the connections this worker had not heard of
+    yet. A dead worker's connections are gone, and so are its counts.
 
     Memory: an IP is kept only while it has connections — in ``mine`` while this process
     holds some, in ``others`` while another worker does — and in ``changed`` until the
     next report: about 100 bytes per (IP, table), so per worker about 100 bytes times the
     distinct client addresses connected to the node (the store process about 300 per
-    address, measured with tracemalloc).
-    Addresses exempt from per-IP limits (``limits_exempt_networks``) are never counted.
+    address, measured with tracemalloc). Addresses exempt from per-IP limits
+    (``limits_exempt_networks``) are never counted.
     """
 
     __slots__ = ("cap", "changed", "mine", "others")
