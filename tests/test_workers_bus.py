@@ -190,13 +190,12 @@ async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
 
 # --- the pure state ----------------------------------------------------------------------
 def _consistent(state: HubState) -> None:
-    """The lookup tables kept beside the routes agree with them."""
-    assert state.placed == {u: sorted({r.worker for r in d.values()}) for u, d in state.routes.items()}
-    on: dict[int, set[int]] = {}
-    for u, d in state.routes.items():
-        for r in d.values():
-            on.setdefault(r.worker, set()).add(u)
-    assert {w: us for w, us in state.users_on.items() if us} == on
+    """The table kept beside the routes agrees with them; a user's routes and presence
+    fields name each device once, and no user is left with none."""
+    assert state.placed == {u: tuple(sorted({r.worker for r in rs})) for u, rs in state.routes.items()}
+    for table in (state.routes, state.presence):
+        for records in table.values():
+            assert records and len({r.device_id for r in records}) == len(records)
 
 
 def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> RouteIn:
@@ -278,7 +277,7 @@ def test_state_drop_worker_removes_its_routes_and_presence() -> None:
     changes, stale = state.drop_worker(1)
     assert changes == [(1, [0]), (2, [])]
     assert sorted(stale) == [1, 2]
-    assert not state.is_connected(2) and state.workers_of(1) == [0]
+    assert not state.is_connected(2) and state.workers_of(1) == (0,)
     _consistent(state)
     read = state.presence_read(0, PresenceReadIn([1, 2]))
     assert read == [(1, "online", ["android"], None), (2, "offline", [], None)]  # 2: published online still
@@ -316,6 +315,30 @@ def test_state_presence_aggregates_every_worker(writes: list[tuple[int, list[Any
     # a read from any worker agrees with what was published
     for worker in range(3):
         assert state.presence_read(worker, PresenceReadIn([9]))[0][1:3] == expected[1:3]
+    _consistent(state)
+
+
+def test_state_keeps_one_copy_of_what_online_users_share() -> None:
+    """Per online user the hub keeps its own records only: the sets of workers, the
+    published states and the platform and status strings are shared objects, and a
+    device's presence field holds its route's device id string."""
+    state = HubState({}, 16)
+    users = range(1, 41)
+    for u in users:
+        # decoded from the wire, as the hub gets them: equal strings, distinct objects
+        state.register(
+            u % 2, msgspec.msgpack.decode(msgspec.msgpack.encode(_route(u, f"d{u}", "web", u)), type=RouteIn)
+        )
+    body = msgspec.msgpack.encode(PresenceIn([(u, [(f"d{u}", "online", "web", u)]) for u in users], 5))
+    state.presence_sync(0, msgspec.msgpack.decode(body, type=PresenceIn))
+    assert len({id(state.placed[u]) for u in users}) == 2  # (0,) and (1,)
+    assert len({id(state.published[u]) for u in users}) == 1
+    routes = [state.routes[u][0] for u in users]
+    fields = [state.presence[u][0] for u in users]
+    assert len({id(r.platform) for r in routes} | {id(f.platform) for f in fields}) == 1
+    assert len({id(f.status) for f in fields}) == 1
+    assert all(f.device_id is r.device_id for f, r in zip(fields, routes, strict=True))
+    _consistent(state)
 
 
 def test_state_buckets_and_backoff() -> None:
@@ -472,7 +495,7 @@ async def test_multi_device_policy_and_replacement_across_workers(node: Node) ->
     w0.disconnect(phone)
     w1.disconnect(tablet)  # the old connection's unroute leaves the new route alone
     await w2.bus.ping()
-    assert node.hub.state.workers_of(104) == [2]
+    assert node.hub.state.workers_of(104) == (2,)
     w2.disconnect(again)
 
 
@@ -615,7 +638,7 @@ async def test_a_dead_workers_routes_and_presence_go(node: Node) -> None:
         await _attach(node.hub, k, a)
         assert proc.stdout is not None
         assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
-        assert node.hub.state.workers_of(109) == [k]
+        assert node.hub.state.workers_of(109) == (k,)
         await w1.bus.ping()
         assert w1.bus.remote.get(109) == (k,)
         assert (await w1.bus.state.presence_read([109]))[109][0] == ("online", ("web",))

@@ -100,12 +100,14 @@ from yim.bus.workers_hub import (
     Snapshot,
     TakeIn,
     UnrouteIn,
+    shared_set,
 )
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.metrics import Family, node_exposition, snapshot
 from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange, State
+from yim.services.presence import shared_state
 from yim.services.wire import message_json
 
 if TYPE_CHECKING:
@@ -157,8 +159,10 @@ class WorkerBus(LocalBus):
         self._serials = itertools.count(1)
         #: (user, device) -> (connection, serial) of the connections registered here
         self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
-        #: user -> the other workers that hold a device of the user (the replica)
+        #: user -> the other workers that hold a device of the user (the replica; the tuples
+        #: shared through ``_sets``, see shared_set)
         self.remote: dict[int, tuple[int, ...]] = {}
+        self._sets: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._snapshot = asyncio.Event()
         self.state = WorkerState(self, settings)
         self.remote_in = 0  # worker.entry / worker.ev / worker.no casts received
@@ -364,7 +368,7 @@ class WorkerBus(LocalBus):
         for user_id, workers in changes:
             others = tuple(w for w in workers if w != me)
             if others:
-                remote[user_id] = others
+                remote[user_id] = shared_set(self._sets, others)
             else:
                 remote.pop(user_id, None)
 
@@ -467,7 +471,8 @@ class WorkerState(SharedSpending):
         )
         got: PresenceOut = await self._call("hub.presence_sync", body, PresenceOut)
         return [
-            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen, agent)
+            # shared states: the presence service keeps the new one for every online user
+            PresenceChange(u, changed, shared_state(st, tuple(ps)), shared_state(bst, tuple(bps)), seen, agent)
             for u, changed, st, ps, bst, bps, seen, agent in got
         ]
 
