@@ -134,6 +134,7 @@ class Worker:
     async def connect(self, dev: Device) -> Device:
         await self.bus.connected(dev)  # type: ignore[arg-type]
         self.hub.register(dev)  # type: ignore[arg-type]
+        self.bus.registered(dev)  # type: ignore[arg-type]
         return dev
 
     def disconnect(self, dev: Device) -> None:
@@ -479,6 +480,25 @@ async def test_route_exists_before_the_registering_call_returns(node: Node) -> N
     w1.disconnect(dev)
     await w0.bus.ping()
     assert 103 not in w0.bus.remote and not node.hub.is_connected(103)
+
+
+async def test_a_kick_finds_a_connection_still_in_its_auth_checks(node: Node) -> None:
+    """Routed, not yet in its worker's hub (the revocation re-check may still await): the
+    same device connecting on another worker still closes it. A worker remembers only such
+    connects in progress, not every connection it holds."""
+    w0, w1, _ = node.workers
+    early = Device(110, "d", "web")
+    await w0.bus.connected(early)  # type: ignore[arg-type]
+    late = await w1.connect(Device(110, "d", "web"))
+    await _until(lambda: early.closed is not None)
+    assert early.closed is not None and early.closed[0] == CLOSE_REPLACED
+    assert late.closed is None
+    assert not w1.bus._routing  # registered: forgotten
+    w0.bus.disconnected(early)  # type: ignore[arg-type]
+    assert not w0.bus._routing
+    w1.disconnect(late)
+    await w1.bus.ping()
+    assert not node.hub.is_connected(110)
 
 
 async def test_multi_device_policy_and_replacement_across_workers(node: Node) -> None:

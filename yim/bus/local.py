@@ -155,6 +155,9 @@ class LocalBus:
         """A device authenticated on this node; called before it is registered locally and
         before its auth reply, so every node can route to it once it can sync."""
 
+    def registered(self, conn: Connection) -> None:
+        """The device ``connected`` told of is in this node's hub now (after its checks)."""
+
     def disconnected(self, conn: Connection) -> None:
         """A device's connection on this node ended."""
 
