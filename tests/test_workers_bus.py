@@ -25,10 +25,12 @@ import pytest_asyncio
 from yim.bus.workers import WorkerBus
 from yim.bus.workers_hub import (
     BackoffOp,
+    Field,
     HubState,
     Kick,
     PresenceIn,
     PresenceReadIn,
+    Route,
     RouteIn,
     TakeIn,
     UnrouteIn,
@@ -193,10 +195,11 @@ async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
 def _consistent(state: HubState) -> None:
     """The table kept beside the routes agrees with them; a user's routes and presence
     fields name each device once, and no user is left with none."""
-    assert state.placed == {u: tuple(sorted({r.worker for r in rs})) for u, rs in state.routes.items()}
-    for table in (state.routes, state.presence):
-        for records in table.values():
-            assert records and len({r.device_id for r in records}) == len(records)
+    assert state.placed == {u: tuple(sorted({r.worker for r in state.routes_of(u)})) for u in state.routes}
+    for u in state.routes:
+        assert len({r.device_id for r in state.routes_of(u)}) == len(state.routes_of(u)) > 0
+    for u in state.presence:
+        assert len({f.device_id for f in state.fields_of(u)}) == len(state.fields_of(u)) > 0
 
 
 def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> RouteIn:
@@ -334,8 +337,10 @@ def test_state_keeps_one_copy_of_what_online_users_share() -> None:
     state.presence_sync(0, msgspec.msgpack.decode(body, type=PresenceIn))
     assert len({id(state.placed[u]) for u in users}) == 2  # (0,) and (1,)
     assert len({id(state.published[u]) for u in users}) == 1
-    routes = [state.routes[u][0] for u in users]
-    fields = [state.presence[u][0] for u in users]
+    # a lone device's records are kept bare, not in a tuple of their own
+    assert all(isinstance(state.routes[u], Route) and isinstance(state.presence[u], Field) for u in users)
+    routes = [r for u in users for r in state.routes_of(u)]
+    fields = [f for u in users for f in state.fields_of(u)]
     assert len({id(r.platform) for r in routes} | {id(f.platform) for f in fields}) == 1
     assert len({id(f.status) for f in fields}) == 1
     assert all(f.device_id is r.device_id for f, r in zip(fields, routes, strict=True))

@@ -33,7 +33,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -222,7 +222,8 @@ class Close(msgspec.Struct, array_like=True, frozen=True):
 
 # The hub keeps a record per online device (a route, a presence field): both are structs
 # without a GC header (gc=False: they hold only strings and ints, no cycle can pass through
-# them), in one tuple per user, their platform and status strings the interned ones.
+# them), their platform and status strings the interned ones. A user's records are the
+# lone record itself (most users have one device online) or a tuple of them: see _each.
 class Route(msgspec.Struct, frozen=True, gc=False):
     """One device's live connection, on one worker."""
 
@@ -241,6 +242,20 @@ class Field(msgspec.Struct, frozen=True, gc=False):
     status: str
     platform: str
     connected_ms: int
+
+
+R = TypeVar("R", "Route", "Field")
+
+
+def _each(records: R | tuple[R, ...]) -> tuple[R, ...]:
+    """A user's records as a tuple (a lone one is kept bare: a 1-tuple would be 56 bytes
+    of every online user, in two tables)."""
+    return records if isinstance(records, tuple) else (records,)
+
+
+def _kept(records: tuple[R, ...]) -> R | tuple[R, ...]:
+    """How a user's non-empty records are kept (see _each)."""
+    return records[0] if len(records) == 1 else records
 
 
 #: sets of workers a user is on (``HubState.placed``, a worker's replica) are shared tuples
@@ -298,14 +313,14 @@ class HubState:
         self._max_per_user = max_per_user
         self._max_keys = max(16, max_limit_keys)
         #: user -> the live connection of each of the user's devices (one per device id, in
-        #: the order they were made; never empty: a user without one has no entry)
-        self.routes: dict[int, tuple[Route, ...]] = {}
+        #: the order they were made; never empty: a user without one has no entry; _each)
+        self.routes: dict[int, Route | tuple[Route, ...]] = {}
         #: user -> the workers that hold a device of the user, sorted: exactly the workers of
         #: ``routes[user]`` (written with them by _set_routes), a tuple shared through ``_sets``
         self.placed: dict[int, tuple[int, ...]] = {}
         self._sets: dict[tuple[int, ...], tuple[int, ...]] = {}
-        #: user -> each device as presence last wrote it (one per device id, never empty)
-        self.presence: dict[int, tuple[Field, ...]] = {}
+        #: user -> each device as presence last wrote it (one per device id, never empty; _each)
+        self.presence: dict[int, Field | tuple[Field, ...]] = {}
         #: user -> the aggregate last published to watchers (users not offline only; a
         #: shared State, yim.services.presence.shared_state)
         self.published: dict[int, State] = {}
@@ -339,7 +354,7 @@ class HubState:
             self.routes.pop(user_id, None)
             self.placed.pop(user_id, None)
             return ()
-        self.routes[user_id] = routes
+        self.routes[user_id] = _kept(routes)
         workers = shared_set(self._sets, tuple(sorted({r.worker for r in routes})))
         self.placed[user_id] = workers
         return workers
@@ -347,13 +362,21 @@ class HubState:
     def is_connected(self, user_id: int) -> bool:
         return user_id in self.routes
 
+    def routes_of(self, user_id: int) -> tuple[Route, ...]:
+        return _each(self.routes.get(user_id, ()))
+
+    def fields_of(self, user_id: int) -> tuple[Field, ...]:
+        """The user's devices as presence last wrote them."""
+        return _each(self.presence.get(user_id, ()))
+
     def register(self, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None]:
         """A device authenticated on ``worker``. Returns the connections to close (on any
         worker, the caller's included) and the user's workers if they changed (else None)."""
         before = self.workers_of(r.user_id)
-        others = tuple(d for d in self.routes.get(r.user_id, ()) if d.device_id != r.device_id)
+        routes = self.routes_of(r.user_id)
+        others = tuple(d for d in routes if d.device_id != r.device_id)
         kicks: list[Kick] = []
-        old = next((d for d in self.routes.get(r.user_id, ()) if d.device_id == r.device_id), None)
+        old = next((d for d in routes if d.device_id == r.device_id), None)
         if old is not None and old.worker != worker:  # on the same worker its Hub replaces it
             kicks.append(
                 Kick(
@@ -391,7 +414,7 @@ class HubState:
     def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
         """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
         Returns the user's workers if they changed (else None)."""
-        routes = self.routes.get(u.user_id, ())
+        routes = self.routes_of(u.user_id)
         cur = next((r for r in routes if r.device_id == u.device_id), None)
         if cur is None or cur.worker != worker or cur.serial != u.serial:
             return None
@@ -406,14 +429,13 @@ class HubState:
         cost every online user its entry)."""
         changes: list[tuple[int, list[int]]] = []
         for user_id in sorted(u for u, ws in self.placed.items() if worker in ws):
-            routes = self.routes[user_id]
-            workers = self._set_routes(user_id, tuple(r for r in routes if r.worker != worker))
+            workers = self._set_routes(user_id, tuple(r for r in self.routes_of(user_id) if r.worker != worker))
             changes.append((user_id, list(workers)))
-        stale = [u for u, fields in self.presence.items() if any(f.worker == worker for f in fields)]
+        stale = [u for u, fields in self.presence.items() if any(f.worker == worker for f in _each(fields))]
         for user_id in stale:
-            left = tuple(f for f in self.presence[user_id] if f.worker != worker)
+            left = tuple(f for f in self.fields_of(user_id) if f.worker != worker)
             if left:
-                self.presence[user_id] = left
+                self.presence[user_id] = _kept(left)
             else:
                 del self.presence[user_id]
         return changes, stale
@@ -430,8 +452,8 @@ class HubState:
         may_be_agent = self._may_be_agent
         intern = sys.intern
         for user_id, devices in body.users:
-            fields = [f for f in self.presence.get(user_id, ()) if f.worker != worker]
-            routes = self.routes.get(user_id, ())
+            fields = [f for f in self.fields_of(user_id) if f.worker != worker]
+            routes = self.routes_of(user_id)
             for device_id, status, platform, cms in devices:
                 # the device id string its route holds, if any: one copy of it in the hub
                 device_id = next((r.device_id for r in routes if r.device_id == device_id), device_id)
@@ -445,7 +467,7 @@ class HubState:
                 else:
                     fields.append(new)
             if fields:
-                self.presence[user_id] = tuple(fields)
+                self.presence[user_id] = _kept(tuple(fields))
             else:
                 self.presence.pop(user_id, None)
             state = aggregate_presence((f.status, f.platform) for f in fields)
@@ -468,7 +490,7 @@ class HubState:
         out: PresenceReadOut = []
         local = body.local
         for user_id in body.user_ids:
-            fields = self.presence.get(user_id, ())
+            fields = self.fields_of(user_id)
             entries = [(f.status, f.platform) for f in fields if local is None or f.worker != worker]
             if local is not None:
                 entries += local.get(user_id, [])
@@ -479,7 +501,7 @@ class HubState:
 
     def device_present(self, user_id: int, device_id: str) -> bool:
         """Is the device connected to some worker now (its route, not its debounced presence)."""
-        return any(r.device_id == device_id for r in self.routes.get(user_id, ()))
+        return any(r.device_id == device_id for r in self.routes_of(user_id))
 
     # --- rate limits ---------------------------------------------------------------------
     def _bounded(self, table: dict[tuple[str, Hashable], list[float]], rest: Callable[[list[float]], bool]) -> None:
