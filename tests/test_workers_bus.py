@@ -195,7 +195,10 @@ async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
 def _consistent(state: HubState) -> None:
     """The table kept beside the routes agrees with them; a user's routes and presence
     fields name each device once, and no user is left with none."""
-    assert state.placed == {u: tuple(sorted({r.worker for r in state.routes_of(u)})) for u in state.routes}
+    assert {u: state.workers_of(u) for u in state.routes} == {
+        u: tuple(sorted({r.worker for r in state.routes_of(u)})) for u in state.routes
+    }
+    assert set(state.placed) == {u for u in state.routes if len(state.routes_of(u)) > 1}
     for u in state.routes:
         assert len({r.device_id for r in state.routes_of(u)}) == len(state.routes_of(u)) > 0
     for u in state.presence:
@@ -323,20 +326,20 @@ def test_state_presence_aggregates_every_worker(writes: list[tuple[int, list[Any
 
 
 def test_state_keeps_one_copy_of_what_online_users_share() -> None:
-    """Per online user the hub keeps its own records only: the sets of workers, the
-    published states and the platform and status strings are shared objects, and a
-    device's presence field holds its route's device id string."""
+    """Per online user the hub keeps its own records only: the sets of workers and the
+    platform and status strings are shared objects, and a device's presence field holds
+    its route's device id and time."""
     state = HubState({}, 16)
     users = range(1, 41)
+    ms = 1_700_000_000_000  # an int of its own per decode (small ones are shared anyway)
     for u in users:
         # decoded from the wire, as the hub gets them: equal strings, distinct objects
         state.register(
-            u % 2, msgspec.msgpack.decode(msgspec.msgpack.encode(_route(u, f"d{u}", "web", u)), type=RouteIn)
+            u % 2, msgspec.msgpack.decode(msgspec.msgpack.encode(_route(u, f"d{u}", "web", ms + u)), type=RouteIn)
         )
-    body = msgspec.msgpack.encode(PresenceIn([(u, [(f"d{u}", "online", "web", u)]) for u in users], 5))
+    body = msgspec.msgpack.encode(PresenceIn([(u, [(f"d{u}", "online", "web", ms + u)]) for u in users], 5))
     state.presence_sync(0, msgspec.msgpack.decode(body, type=PresenceIn))
-    assert len({id(state.placed[u]) for u in users}) == 2  # (0,) and (1,)
-    assert len({id(state.published[u]) for u in users}) == 1
+    assert len({id(state.workers_of(u)) for u in users}) == 2  # (0,) and (1,)
     # a lone device's records are kept bare, not in a tuple of their own
     assert all(isinstance(state.routes[u], Route) and isinstance(state.presence[u], Field) for u in users)
     routes = [r for u in users for r in state.routes_of(u)]
@@ -344,6 +347,7 @@ def test_state_keeps_one_copy_of_what_online_users_share() -> None:
     assert len({id(r.platform) for r in routes} | {id(f.platform) for f in fields}) == 1
     assert len({id(f.status) for f in fields}) == 1
     assert all(f.device_id is r.device_id for f, r in zip(fields, routes, strict=True))
+    assert all(f.connected_ms is r.connected_ms for f, r in zip(fields, routes, strict=True))
     _consistent(state)
 
 

@@ -258,7 +258,7 @@ def _kept(records: tuple[R, ...]) -> R | tuple[R, ...]:
     return records[0] if len(records) == 1 else records
 
 
-#: sets of workers a user is on (``HubState.placed``, a worker's replica) are shared tuples
+#: sets of workers a user is on (``HubState.workers_of``, a worker's replica) are shared tuples
 #: taken from one table each: there are few distinct ones, and a tuple of its own per user
 #: would be ~56 bytes of every online user; past this bound they are made afresh
 SHARED_SETS_MAX = 1024
@@ -315,15 +315,19 @@ class HubState:
         #: user -> the live connection of each of the user's devices (one per device id, in
         #: the order they were made; never empty: a user without one has no entry; _each)
         self.routes: dict[int, Route | tuple[Route, ...]] = {}
-        #: user -> the workers that hold a device of the user, sorted: exactly the workers of
-        #: ``routes[user]`` (written with them by _set_routes), a tuple shared through ``_sets``
+        #: user -> the workers that hold a device of the user, sorted, for the users with
+        #: several routes: exactly the workers of ``routes[user]`` (written with them by
+        #: _set_routes); a lone route's is ``_alone[its worker]``. Tuples shared via ``_sets``.
         self.placed: dict[int, tuple[int, ...]] = {}
+        self._alone: dict[int, tuple[int, ...]] = {}
         self._sets: dict[tuple[int, ...], tuple[int, ...]] = {}
-        #: user -> each device as presence last wrote it (one per device id, never empty; _each)
+        #: user -> each device as presence last wrote it (one per device id, never empty; _each).
+        #: The aggregate of a user's fields is what was last published to the user's watchers
+        #: (presence_sync publishes each change it makes), except after a worker's death
+        #: dropped fields: ``_told`` keeps what watchers were told then, until the user's
+        #: next sync (the resync the hub asks a live worker for).
         self.presence: dict[int, Field | tuple[Field, ...]] = {}
-        #: user -> the aggregate last published to watchers (users not offline only; a
-        #: shared State, yim.services.presence.shared_state)
-        self.published: dict[int, State] = {}
+        self._told: dict[int, State] = {}
         #: user -> ms the user last went offline
         self.seen: dict[int, int] = {}
         self.agents: set[int] = set()
@@ -343,9 +347,14 @@ class HubState:
         return cls(limits, settings.max_connections_per_user, may_be_agent=may_be_agent)
 
     def workers_of(self, user_id: int) -> tuple[int, ...]:
-        """The workers that hold a device of the user, in order (none: offline): one dict
-        lookup, as every forwarded delivery asks it."""
-        return self.placed.get(user_id, ())
+        """The workers that hold a device of the user, in order (none: offline): two dict
+        lookups at most, as every forwarded delivery asks it."""
+        routes = self.routes.get(user_id)
+        if routes is None:
+            return ()
+        if isinstance(routes, Route):
+            return self._alone[routes.worker]
+        return self.placed[user_id]
 
     def _set_routes(self, user_id: int, routes: tuple[Route, ...]) -> tuple[int, ...]:
         """The user's routes are now ``routes``: ``placed`` follows (the one place that
@@ -355,6 +364,13 @@ class HubState:
             self.placed.pop(user_id, None)
             return ()
         self.routes[user_id] = _kept(routes)
+        if len(routes) == 1:
+            self.placed.pop(user_id, None)
+            w = routes[0].worker
+            alone = self._alone.get(w)
+            if alone is None:
+                alone = self._alone[w] = shared_set(self._sets, (w,))
+            return alone
         workers = shared_set(self._sets, tuple(sorted({r.worker for r in routes})))
         self.placed[user_id] = workers
         return workers
@@ -428,12 +444,15 @@ class HubState:
         Walks every user (a worker's death is rare; a table of each worker's users would
         cost every online user its entry)."""
         changes: list[tuple[int, list[int]]] = []
-        for user_id in sorted(u for u, ws in self.placed.items() if worker in ws):
+        for user_id in sorted(u for u in self.routes if worker in self.workers_of(u)):
             workers = self._set_routes(user_id, tuple(r for r in self.routes_of(user_id) if r.worker != worker))
             changes.append((user_id, list(workers)))
         stale = [u for u, fields in self.presence.items() if any(f.worker == worker for f in _each(fields))]
         for user_id in stale:
-            left = tuple(f for f in self.fields_of(user_id) if f.worker != worker)
+            fields = self.fields_of(user_id)
+            # what the watchers were told (an earlier drop's, if the user was not synced since)
+            self._told.setdefault(user_id, aggregate_presence((f.status, f.platform) for f in fields))
+            left = tuple(f for f in fields if f.worker != worker)
             if left:
                 self.presence[user_id] = _kept(left)
             else:
@@ -441,7 +460,7 @@ class HubState:
         return changes, stale
 
     def snapshot(self) -> Snapshot:
-        return Snapshot([(u, list(ws)) for u, ws in self.placed.items()], sorted(self.agents))
+        return Snapshot([(u, list(self.workers_of(u))) for u in self.routes], sorted(self.agents))
 
     # --- presence ------------------------------------------------------------------------
     def presence_sync(self, worker: int, body: PresenceIn) -> PresenceOut:
@@ -452,11 +471,17 @@ class HubState:
         may_be_agent = self._may_be_agent
         intern = sys.intern
         for user_id, devices in body.users:
-            fields = [f for f in self.fields_of(user_id) if f.worker != worker]
+            old = self.fields_of(user_id)
+            told = self._told.pop(user_id, None)
+            before = told if told is not None else aggregate_presence((f.status, f.platform) for f in old)
+            fields = [f for f in old if f.worker != worker]
             routes = self.routes_of(user_id)
             for device_id, status, platform, cms in devices:
-                # the device id string its route holds, if any: one copy of it in the hub
-                device_id = next((r.device_id for r in routes if r.device_id == device_id), device_id)
+                # the device id and time its route holds, if any: one copy of each in the hub
+                route = next((r for r in routes if r.device_id == device_id), None)
+                if route is not None:
+                    device_id = route.device_id
+                    cms = route.connected_ms if route.connected_ms == cms else cms
                 new = Field(device_id, worker, intern(status), intern(platform), cms)
                 for k, f in enumerate(fields):
                     if f.device_id == device_id:
@@ -471,14 +496,9 @@ class HubState:
             else:
                 self.presence.pop(user_id, None)
             state = aggregate_presence((f.status, f.platform) for f in fields)
-            before = self.published.get(user_id, OFFLINE)
             changed = state != before
-            if changed:
-                if state == OFFLINE:
-                    self.published.pop(user_id, None)
-                    self.seen[user_id] = body.now_ms
-                else:
-                    self.published[user_id] = state
+            if changed and state == OFFLINE:
+                self.seen[user_id] = body.now_ms
             seen = self.seen.get(user_id) if state == OFFLINE else None
             agent = changed and (may_be_agent is None or may_be_agent(user_id))
             out.append((user_id, changed, state[0], list(state[1]), before[0], list(before[1]), seen, agent))
