@@ -59,6 +59,8 @@ class Connection:
         "on_slow",
         "platform",
         "presence",
+        "seen_ms",
+        "seen_seq",
         "session_id",
         "transport",
         "user_id",
@@ -81,6 +83,10 @@ class Connection:
         self.presence = "online"  # or "away" (presence_set)
         self.session_id = ""
         self.acked_seq = 0
+        #: when the node's last-seen flush last wrote this device, and its cursor then
+        #: (yim/node.py; 0: never, so the first flush writes it)
+        self.seen_ms = 0
+        self.seen_seq = 0
         self.connected_at = time.monotonic()
         self.last_recv = time.monotonic()
         self.on_slow: Any = None
