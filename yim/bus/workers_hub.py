@@ -244,16 +244,16 @@ class Field(msgspec.Struct, frozen=True, gc=False):
     connected_ms: int
 
 
-R = TypeVar("R", "Route", "Field")
+_Record = TypeVar("_Record", "Route", "Field")
 
 
-def _each(records: R | tuple[R, ...]) -> tuple[R, ...]:
+def _each(records: _Record | tuple[_Record, ...]) -> tuple[_Record, ...]:
     """A user's records as a tuple (a lone one is kept bare: a 1-tuple would be 56 bytes
     of every online user, in two tables)."""
     return records if isinstance(records, tuple) else (records,)
 
 
-def _kept(records: tuple[R, ...]) -> R | tuple[R, ...]:
+def _kept(records: tuple[_Record, ...]) -> _Record | tuple[_Record, ...]:
     """How a user's non-empty records are kept (see _each)."""
     return records[0] if len(records) == 1 else records
 
