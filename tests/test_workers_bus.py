@@ -25,10 +25,12 @@ import pytest_asyncio
 from yim.bus.workers import WorkerBus
 from yim.bus.workers_hub import (
     BackoffOp,
+    Field,
     HubState,
     Kick,
     PresenceIn,
     PresenceReadIn,
+    Route,
     RouteIn,
     TakeIn,
     UnrouteIn,
@@ -134,6 +136,7 @@ class Worker:
     async def connect(self, dev: Device) -> Device:
         await self.bus.connected(dev)  # type: ignore[arg-type]
         self.hub.register(dev)  # type: ignore[arg-type]
+        self.bus.registered(dev)  # type: ignore[arg-type]
         return dev
 
     def disconnect(self, dev: Device) -> None:
@@ -190,13 +193,16 @@ async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
 
 # --- the pure state ----------------------------------------------------------------------
 def _consistent(state: HubState) -> None:
-    """The lookup tables kept beside the routes agree with them."""
-    assert state.placed == {u: sorted({r.worker for r in d.values()}) for u, d in state.routes.items()}
-    on: dict[int, set[int]] = {}
-    for u, d in state.routes.items():
-        for r in d.values():
-            on.setdefault(r.worker, set()).add(u)
-    assert {w: us for w, us in state.users_on.items() if us} == on
+    """The table kept beside the routes agrees with them; a user's routes and presence
+    fields name each device once, and no user is left with none."""
+    assert {u: state.workers_of(u) for u in state.routes} == {
+        u: tuple(sorted({r.worker for r in state.routes_of(u)})) for u in state.routes
+    }
+    assert set(state.placed) == {u for u in state.routes if len(state.routes_of(u)) > 1}
+    for u in state.routes:
+        assert len({r.device_id for r in state.routes_of(u)}) == len(state.routes_of(u)) > 0
+    for u in state.presence:
+        assert len({f.device_id for f in state.fields_of(u)}) == len(state.fields_of(u)) > 0
 
 
 def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> RouteIn:
@@ -278,7 +284,7 @@ def test_state_drop_worker_removes_its_routes_and_presence() -> None:
     changes, stale = state.drop_worker(1)
     assert changes == [(1, [0]), (2, [])]
     assert sorted(stale) == [1, 2]
-    assert not state.is_connected(2) and state.workers_of(1) == [0]
+    assert not state.is_connected(2) and state.workers_of(1) == (0,)
     _consistent(state)
     read = state.presence_read(0, PresenceReadIn([1, 2]))
     assert read == [(1, "online", ["android"], None), (2, "offline", [], None)]  # 2: published online still
@@ -316,6 +322,33 @@ def test_state_presence_aggregates_every_worker(writes: list[tuple[int, list[Any
     # a read from any worker agrees with what was published
     for worker in range(3):
         assert state.presence_read(worker, PresenceReadIn([9]))[0][1:3] == expected[1:3]
+    _consistent(state)
+
+
+def test_state_keeps_one_copy_of_what_online_users_share() -> None:
+    """Per online user the hub keeps its own records only: the sets of workers and the
+    platform and status strings are shared objects, and a device's presence field holds
+    its route's device id and time."""
+    state = HubState({}, 16)
+    users = range(1, 41)
+    ms = 1_700_000_000_000  # an int of its own per decode (small ones are shared anyway)
+    for u in users:
+        # decoded from the wire, as the hub gets them: equal strings, distinct objects
+        state.register(
+            u % 2, msgspec.msgpack.decode(msgspec.msgpack.encode(_route(u, f"d{u}", "web", ms + u)), type=RouteIn)
+        )
+    body = msgspec.msgpack.encode(PresenceIn([(u, [(f"d{u}", "online", "web", ms + u)]) for u in users], 5))
+    state.presence_sync(0, msgspec.msgpack.decode(body, type=PresenceIn))
+    assert len({id(state.workers_of(u)) for u in users}) == 2  # (0,) and (1,)
+    # a lone device's records are kept bare, not in a tuple of their own
+    assert all(isinstance(state.routes[u], Route) and isinstance(state.presence[u], Field) for u in users)
+    routes = [r for u in users for r in state.routes_of(u)]
+    fields = [f for u in users for f in state.fields_of(u)]
+    assert len({id(r.platform) for r in routes} | {id(f.platform) for f in fields}) == 1
+    assert len({id(f.status) for f in fields}) == 1
+    assert all(f.device_id is r.device_id for f, r in zip(fields, routes, strict=True))
+    assert all(f.connected_ms is r.connected_ms for f, r in zip(fields, routes, strict=True))
+    _consistent(state)
 
 
 def test_state_buckets_and_backoff() -> None:
@@ -458,6 +491,25 @@ async def test_route_exists_before_the_registering_call_returns(node: Node) -> N
     assert 103 not in w0.bus.remote and not node.hub.is_connected(103)
 
 
+async def test_a_kick_finds_a_connection_still_in_its_auth_checks(node: Node) -> None:
+    """Routed, not yet in its worker's hub (the revocation re-check may still await): the
+    same device connecting on another worker still closes it. A worker remembers only such
+    connects in progress, not every connection it holds."""
+    w0, w1, _ = node.workers
+    early = Device(110, "d", "web")
+    await w0.bus.connected(early)  # type: ignore[arg-type]
+    late = await w1.connect(Device(110, "d", "web"))
+    await _until(lambda: early.closed is not None)
+    assert early.closed is not None and early.closed[0] == CLOSE_REPLACED
+    assert late.closed is None
+    assert not w1.bus._routing  # registered: forgotten
+    w0.bus.disconnected(early)  # type: ignore[arg-type]
+    assert not w0.bus._routing
+    w1.disconnect(late)
+    await w1.bus.ping()
+    assert not node.hub.is_connected(110)
+
+
 async def test_multi_device_policy_and_replacement_across_workers(node: Node) -> None:
     w0, w1, w2 = node.workers
     phone = await w0.connect(Device(104, "phone", "android"))
@@ -472,7 +524,7 @@ async def test_multi_device_policy_and_replacement_across_workers(node: Node) ->
     w0.disconnect(phone)
     w1.disconnect(tablet)  # the old connection's unroute leaves the new route alone
     await w2.bus.ping()
-    assert node.hub.state.workers_of(104) == [2]
+    assert node.hub.state.workers_of(104) == (2,)
     w2.disconnect(again)
 
 
@@ -615,7 +667,7 @@ async def test_a_dead_workers_routes_and_presence_go(node: Node) -> None:
         await _attach(node.hub, k, a)
         assert proc.stdout is not None
         assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
-        assert node.hub.state.workers_of(109) == [k]
+        assert node.hub.state.workers_of(109) == (k,)
         await w1.bus.ping()
         assert w1.bus.remote.get(109) == (k,)
         assert (await w1.bus.state.presence_read([109]))[109][0] == ("online", ("web",))

@@ -534,23 +534,17 @@ class Node:
             await self.store.touch_devices([(uid, did, ts, acked) for (uid, did), (ts, acked) in seen.items()])
 
     async def _flush_seen_forever(self) -> None:
-        # What was last written per connected device: an idle device's row is rewritten only
-        # every _SEEN_COARSE_MS, not every turn — at 100,000 connections every turn would
-        # be 20,000 row updates a second for nothing. Rebuilt each turn from the live
-        # connections, so it never holds a device that left (O(connections), ~150 B each).
-        written: dict[tuple[int, str], tuple[int, int]] = {}
+        # What was last written per connection is kept on it (Connection.seen_ms/seen_seq,
+        # two slots, not a table entry of ~150 bytes each): an idle device's row is rewritten
+        # only every _SEEN_COARSE_MS, not every turn — at 100,000 connections every turn would
+        # be 20,000 row updates a second for nothing.
         while True:
             await asyncio.sleep(_SEEN_FLUSH_S)
             now = int(time.time() * 1000)
-            kept: dict[tuple[int, str], tuple[int, int]] = {}
             for conn in self.hub.connections():
-                key = (conn.user_id, conn.device_id)
-                last = written.get(key)
-                if last is None or last[1] != conn.acked_seq or now - last[0] >= _SEEN_COARSE_MS:
+                if conn.seen_seq != conn.acked_seq or now - conn.seen_ms >= _SEEN_COARSE_MS:
                     self.hub.mark_seen(conn)
-                    last = (now, conn.acked_seq)
-                kept[key] = last
-            written = kept
+                    conn.seen_ms, conn.seen_seq = now, conn.acked_seq
             try:
                 await self.flush_seen()
             except YimError as exc:  # the store is away (its own log line says so): advisory data

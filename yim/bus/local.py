@@ -71,14 +71,11 @@ class LocalBus:
         (the sending connection, which learns the same facts from its reply). The payload
         is encoded once; only the small frame around it differs per user."""
         payload_msgpack: bytes | None = None
-        devices_of = self._hub.devices_of
+        connections_of = self._hub.connections_of
         sent = 0
         for user_id, inbox_seq in deliveries:
-            devices = devices_of(user_id)
-            if not devices:
-                continue
             json_frame = msgpack_frame = None
-            for conn in devices.values():
+            for conn in connections_of(user_id):
                 if conn is origin:
                     continue
                 if conn.codec.binary:
@@ -106,16 +103,15 @@ class LocalBus:
         """Push one unnumbered notice to every online device of the given users: the frame
         is serialized once per wire format and the same bytes go to every connection."""
         frames: dict[str, bytes] = {}
-        devices_of = self._hub.devices_of
+        connections_of = self._hub.connections_of
         if isinstance(user_ids, set | frozenset) and len(user_ids) > self._hub.online_users():
             # A big group with few members online: walk the online users, not the roster.
             user_ids = [u for u in self._hub.online_user_ids() if u in user_ids]
         sent = 0
         for user_id in user_ids:
-            devices = devices_of(user_id)
-            if not devices or (skip and user_id in skip):
+            if skip and user_id in skip:
                 continue
-            for conn in devices.values():
+            for conn in connections_of(user_id):
                 if conn is origin:
                     continue
                 name = conn.codec.name
@@ -154,6 +150,9 @@ class LocalBus:
     async def connected(self, conn: Connection) -> None:
         """A device authenticated on this node; called before it is registered locally and
         before its auth reply, so every node can route to it once it can sync."""
+
+    def registered(self, conn: Connection) -> None:
+        """The device ``connected`` told of is in this node's hub now (after its checks)."""
 
     def disconnected(self, conn: Connection) -> None:
         """A device's connection on this node ended."""

@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -105,12 +104,14 @@ from yim.bus.workers_hub import (
     Snapshot,
     TakeIn,
     UnrouteIn,
+    shared_set,
 )
 from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.metrics import Family, node_exposition, snapshot
 from yim.protocol.close import CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange, State
+from yim.services.presence import shared_state
 from yim.services.wire import message_json
 
 if TYPE_CHECKING:
@@ -142,6 +143,15 @@ _CONNS = msgspec.msgpack.Decoder(list[tuple[str, int]])
 _SNAPSHOT_OF_WORKER = msgspec.msgpack.Decoder(list[Family])
 
 
+def _serial(conn: Connection) -> int:
+    """The number that names a connection's route to the hub (``RouteIn.serial``): its
+    object id, so a worker keeps no table of its connections for it. Two connections of one
+    device on this worker never share it: a connection's unroute is cast while it lives,
+    before another object can take its id, and a later connection's route call leaves
+    after that cast on the same FIFO channel, so the hub drops the older route first."""
+    return id(conn)
+
+
 class WorkerBus(LocalBus):
     """The bus of worker ``worker`` (0-based); see the module docstring.
 
@@ -160,11 +170,14 @@ class WorkerBus(LocalBus):
         self.workers = workers
         self._channel: Channel | None = None
         self._loop: asyncio.AbstractEventLoop  # the loop the channel runs on (bind)
-        self._serials = itertools.count(1)
-        #: (user, device) -> (connection, serial) of the connections registered here
-        self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
-        #: user -> the other workers that hold a device of the user (the replica)
+        #: (user, device) -> the connection routed from here and not yet in the hub (its
+        #: auth checks still running): a kick for it must find it. Entries leave at
+        #: ``registered`` or ``disconnected``, so this holds only connects in progress.
+        self._routing: dict[tuple[int, str], Connection] = {}
+        #: user -> the other workers that hold a device of the user (the replica; the tuples
+        #: shared through ``_sets``, see shared_set)
         self.remote: dict[int, tuple[int, ...]] = {}
+        self._sets: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._snapshot = asyncio.Event()
         self.state = WorkerState(self, settings)
         self.remote_in = 0  # worker.entry / worker.ev / worker.no casts received
@@ -202,24 +215,27 @@ class WorkerBus(LocalBus):
     async def connected(self, conn: Connection) -> None:
         """Register the device's route with the hub before its auth reply: once the call
         returns, every other worker routes to it (see the module docstring)."""
-        serial = next(self._serials)
-        self._local[(conn.user_id, conn.device_id)] = (conn, serial)
-        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
+        key = (conn.user_id, conn.device_id)
+        self._routing[key] = conn
+        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), _serial(conn))
         try:
             await self.channel.call("hub.route", body)
         except BaseException:  # not routed (the store process is gone): the device is refused
-            if self._local.get((conn.user_id, conn.device_id), (None, 0))[1] == serial:
-                del self._local[(conn.user_id, conn.device_id)]
+            if self._routing.get(key) is conn:
+                del self._routing[key]
             raise
 
-    def disconnected(self, conn: Connection) -> None:
+    def registered(self, conn: Connection) -> None:
         key = (conn.user_id, conn.device_id)
-        entry = self._local.get(key)
-        if entry is None or entry[0] is not conn:
-            return
-        del self._local[key]
+        if self._routing.get(key) is conn:
+            del self._routing[key]
+
+    def disconnected(self, conn: Connection) -> None:
+        """Unroute the connection. The hub drops the route only if it is still this
+        connection's (the serial names it), so a newer connection of the device stays."""
+        self.registered(conn)
         if self._channel is not None:
-            self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, entry[1]))
+            self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, _serial(conn)))
 
     # --- publishing ----------------------------------------------------------------------
     def publish_event(
@@ -331,9 +347,8 @@ class WorkerBus(LocalBus):
         elif op == "worker.close":
             c = _CLOSE.decode(body)
             conn = self._hub.devices_of(c.user_id).get(c.device_id)
-            if conn is None:  # authenticated, not yet in the hub: it is registered here first
-                entry = self._local.get((c.user_id, c.device_id))
-                conn = entry[0] if entry is not None else None
+            if conn is None:  # authenticated, not yet in the hub: it is routed from here first
+                conn = self._routing.get((c.user_id, c.device_id))
             if conn is not None and int(conn.connected_at * 1000) <= c.before_ms:
                 conn.close(c.code, c.reason)
         elif op == "worker.revoke":
@@ -372,7 +387,7 @@ class WorkerBus(LocalBus):
         for user_id, workers in changes:
             others = tuple(w for w in workers if w != me)
             if others:
-                remote[user_id] = others
+                remote[user_id] = shared_set(self._sets, others)
             else:
                 remote.pop(user_id, None)
 
@@ -491,7 +506,8 @@ class WorkerState(SharedSpending):
         )
         got: PresenceOut = await self._call("hub.presence_sync", body, PresenceOut)
         return [
-            PresenceChange(u, changed, (st, tuple(ps)), (bst, tuple(bps)), seen, agent)
+            # shared states: the presence service keeps the new one for every online user
+            PresenceChange(u, changed, shared_state(st, tuple(ps)), shared_state(bst, tuple(bps)), seen, agent)
             for u, changed, st, ps, bst, bps, seen, agent in got
         ]
 

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -228,13 +229,58 @@ ConnCounts = list[tuple[str, int]]
 # conv_id. ``worker.resync`` (cast): users whose presence a dead worker's devices counted.
 
 
-class Route(msgspec.Struct, array_like=True, frozen=True):
+# The hub keeps a record per online device (a route, a presence field): both are structs
+# without a GC header (gc=False: they hold only strings and ints, no cycle can pass through
+# them), their platform and status strings the interned ones. A user's records are the
+# lone record itself (most users have one device online) or a tuple of them: see _each.
+class Route(msgspec.Struct, frozen=True, gc=False):
     """One device's live connection, on one worker."""
 
+    device_id: str
     worker: int
     serial: int
     platform: str
     connected_ms: int
+
+
+class Field(msgspec.Struct, frozen=True, gc=False):
+    """One device as the presence of its worker last wrote it."""
+
+    device_id: str
+    worker: int
+    status: str
+    platform: str
+    connected_ms: int
+
+
+_Record = TypeVar("_Record", "Route", "Field")
+
+
+def _each(records: _Record | tuple[_Record, ...]) -> tuple[_Record, ...]:
+    """A user's records as a tuple (a lone one is kept bare: a 1-tuple would be 56 bytes
+    of every online user, in two tables)."""
+    return records if isinstance(records, tuple) else (records,)
+
+
+def _kept(records: tuple[_Record, ...]) -> _Record | tuple[_Record, ...]:
+    """How a user's non-empty records are kept (see _each)."""
+    return records[0] if len(records) == 1 else records
+
+
+#: sets of workers a user is on (``HubState.workers_of``, a worker's replica) are shared tuples
+#: taken from one table each: there are few distinct ones, and a tuple of its own per user
+#: would be ~56 bytes of every online user; past this bound they are made afresh
+SHARED_SETS_MAX = 1024
+
+
+def shared_set(table: dict[tuple[int, ...], tuple[int, ...]], workers: tuple[int, ...]) -> tuple[int, ...]:
+    """``workers`` as the one equal tuple of ``table`` (added if there is room)."""
+    got = table.get(workers)
+    if got is not None:
+        return got
+    if len(table) < SHARED_SETS_MAX:
+        table[workers] = workers
+    return workers
 
 
 class Kick(msgspec.Struct, array_like=True, frozen=True):
@@ -275,16 +321,22 @@ class HubState:
         self._may_be_agent = may_be_agent
         self._max_per_user = max_per_user
         self._max_keys = max(16, max_limit_keys)
-        #: user -> device -> its live connection
-        self.routes: dict[int, dict[str, Route]] = {}
-        #: user -> the workers that hold a device of the user (from routes, kept with them)
-        self.placed: dict[int, list[int]] = {}
-        #: worker -> users with a device on it
-        self.users_on: dict[int, set[int]] = {}
-        #: user -> device -> (worker, status, platform, connected_ms), as presence last wrote it
-        self.presence: dict[int, dict[str, tuple[int, str, str, int]]] = {}
-        #: user -> the aggregate last published to watchers (users not offline only)
-        self.published: dict[int, State] = {}
+        #: user -> the live connection of each of the user's devices (one per device id, in
+        #: the order they were made; never empty: a user without one has no entry; _each)
+        self.routes: dict[int, Route | tuple[Route, ...]] = {}
+        #: user -> the workers that hold a device of the user, sorted, for the users with
+        #: several routes: exactly the workers of ``routes[user]`` (written with them by
+        #: _set_routes); a lone route's is ``_alone[its worker]``. Tuples shared via ``_sets``.
+        self.placed: dict[int, tuple[int, ...]] = {}
+        self._alone: dict[int, tuple[int, ...]] = {}
+        self._sets: dict[tuple[int, ...], tuple[int, ...]] = {}
+        #: user -> each device as presence last wrote it (one per device id, never empty; _each).
+        #: The aggregate of a user's fields is what was last published to the user's watchers
+        #: (presence_sync publishes each change it makes), except after a worker's death
+        #: dropped fields: ``_told`` keeps what watchers were told then, until the user's
+        #: next sync (the resync the hub asks a live worker for).
+        self.presence: dict[int, Field | tuple[Field, ...]] = {}
+        self._told: dict[int, State] = {}
         #: user -> ms the user last went offline
         self.seen: dict[int, int] = {}
         self.agents: set[int] = set()
@@ -306,30 +358,53 @@ class HubState:
         }
         return cls(limits, settings.max_connections_per_user, may_be_agent=may_be_agent)
 
-    def workers_of(self, user_id: int) -> list[int]:
-        """The workers that hold a device of the user, in order (none: offline): one dict
-        lookup, as every forwarded delivery asks it."""
-        return self.placed.get(user_id, [])
+    def workers_of(self, user_id: int) -> tuple[int, ...]:
+        """The workers that hold a device of the user, in order (none: offline): two dict
+        lookups at most, as every forwarded delivery asks it."""
+        routes = self.routes.get(user_id)
+        if routes is None:
+            return ()
+        if isinstance(routes, Route):
+            return self._alone[routes.worker]
+        return self.placed[user_id]
 
-    def _place(self, user_id: int) -> list[int]:
-        """Work out the user's workers again from the routes (after a change)."""
-        devices = self.routes.get(user_id)
-        if not devices:
+    def _set_routes(self, user_id: int, routes: tuple[Route, ...]) -> tuple[int, ...]:
+        """The user's routes are now ``routes``: ``placed`` follows (the one place that
+        writes either). Returns the user's workers."""
+        if not routes:
+            self.routes.pop(user_id, None)
             self.placed.pop(user_id, None)
-            return []
-        workers = self.placed[user_id] = sorted({r.worker for r in devices.values()})
+            return ()
+        self.routes[user_id] = _kept(routes)
+        if len(routes) == 1:
+            self.placed.pop(user_id, None)
+            w = routes[0].worker
+            alone = self._alone.get(w)
+            if alone is None:
+                alone = self._alone[w] = shared_set(self._sets, (w,))
+            return alone
+        workers = shared_set(self._sets, tuple(sorted({r.worker for r in routes})))
+        self.placed[user_id] = workers
         return workers
 
     def is_connected(self, user_id: int) -> bool:
         return user_id in self.routes
 
+    def routes_of(self, user_id: int) -> tuple[Route, ...]:
+        return _each(self.routes.get(user_id, ()))
+
+    def fields_of(self, user_id: int) -> tuple[Field, ...]:
+        """The user's devices as presence last wrote them."""
+        return _each(self.presence.get(user_id, ()))
+
     def register(self, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None]:
         """A device authenticated on ``worker``. Returns the connections to close (on any
         worker, the caller's included) and the user's workers if they changed (else None)."""
-        devices = self.routes.setdefault(r.user_id, {})
         before = self.workers_of(r.user_id)
+        routes = self.routes_of(r.user_id)
+        others = tuple(d for d in routes if d.device_id != r.device_id)
         kicks: list[Kick] = []
-        old = devices.get(r.device_id)
+        old = next((d for d in routes if d.device_id == r.device_id), None)
         if old is not None and old.worker != worker:  # on the same worker its Hub replaces it
             kicks.append(
                 Kick(
@@ -340,88 +415,64 @@ class HubState:
                     old.connected_ms,
                 )
             )
-        devices[r.device_id] = Route(worker, r.serial, r.platform, r.connected_ms)
-        self.users_on.setdefault(worker, set()).add(r.user_id)
-        if len(devices) > 1:
-            kicks += self._policy(r, devices)
-        for kick in kicks:
-            if kick.code == CLOSE_POLICY:  # it is leaving: gone from the routes at once
-                del devices[kick.device_id]
-        self._forget_idle_workers(r.user_id, before)
-        after = self._place(r.user_id)
-        return kicks, (after if after != before else None)
+        new = Route(r.device_id, worker, r.serial, sys.intern(r.platform), r.connected_ms)
+        if others:
+            kicks += self._policy(new, others)
+            gone = {k.device_id for k in kicks if k.code == CLOSE_POLICY}  # leaving: unrouted at once
+            others = tuple(d for d in others if d.device_id not in gone)
+        after = self._set_routes(r.user_id, (*others, new))
+        return kicks, (list(after) if after != before else None)
 
-    def _policy(self, newest: RouteIn, devices: dict[str, Route]) -> list[Kick]:
+    def _policy(self, newest: Route, others: tuple[Route, ...]) -> list[Kick]:
         """The newest connection wins: the user's older devices beyond a platform-class
         limit, or beyond the per-user limit, on whichever worker."""
-        others = sorted(
-            ((d, r) for d, r in devices.items() if d != newest.device_id), key=lambda dr: dr[1].connected_ms
-        )
+        older = sorted(others, key=lambda r: r.connected_ms)
         cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
         limit = self._class_limits.get(cls, 0)
         victims: dict[str, tuple[Route, str]] = {}
         if limit:
-            same = [(d, r) for d, r in others if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
-            for d, r in same[: max(0, len(same) + 1 - limit)]:
-                victims[d] = (r, f"signed in on another {cls} device")
-        rest = [(d, r) for d, r in others if d not in victims]
-        for d, r in rest[: max(0, len(rest) + 1 - self._max_per_user)]:
-            victims[d] = (r, "too many devices online")
+            same = [r for r in older if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
+            for r in same[: max(0, len(same) + 1 - limit)]:
+                victims[r.device_id] = (r, f"signed in on another {cls} device")
+        rest = [r for r in older if r.device_id not in victims]
+        for r in rest[: max(0, len(rest) + 1 - self._max_per_user)]:
+            victims[r.device_id] = (r, "too many devices online")
         return [Kick(r.worker, d, CLOSE_POLICY, reason, r.connected_ms) for d, (r, reason) in victims.items()]
-
-    def _forget_idle_workers(self, user_id: int, workers: Iterable[int]) -> None:
-        devices = self.routes.get(user_id, {})
-        left = {r.worker for r in devices.values()}
-        for w in workers:
-            if w not in left:
-                on = self.users_on.get(w)
-                if on is not None:
-                    on.discard(user_id)
-        if not devices:
-            self.routes.pop(user_id, None)
 
     def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
         """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
         Returns the user's workers if they changed (else None)."""
-        devices = self.routes.get(u.user_id)
-        if devices is None:
-            return None
-        cur = devices.get(u.device_id)
+        routes = self.routes_of(u.user_id)
+        cur = next((r for r in routes if r.device_id == u.device_id), None)
         if cur is None or cur.worker != worker or cur.serial != u.serial:
             return None
         before = self.workers_of(u.user_id)
-        del devices[u.device_id]
-        self._forget_idle_workers(u.user_id, before)
-        after = self._place(u.user_id)
-        return after if after != before else None
+        after = self._set_routes(u.user_id, tuple(r for r in routes if r is not cur))
+        return list(after) if after != before else None
 
     def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """A worker is gone with every connection on it. Returns the route changes (user,
-        workers) and the users whose presence counted its devices (to be synced again)."""
+        workers) and the users whose presence counted its devices (to be synced again).
+        Walks every user (a worker's death is rare; a table of each worker's users would
+        cost every online user its entry)."""
         changes: list[tuple[int, list[int]]] = []
-        for user_id in sorted(self.users_on.pop(worker, set())):
-            devices = self.routes.get(user_id)
-            if devices is None:
-                continue
-            for d in [d for d, r in devices.items() if r.worker == worker]:
-                del devices[d]
-            if not devices:
-                del self.routes[user_id]
-            changes.append((user_id, self._place(user_id)))
-        stale: list[int] = []
-        for user_id, fields in self.presence.items():
-            mine = [d for d, f in fields.items() if f[0] == worker]
-            if mine:
-                for d in mine:
-                    del fields[d]
-                stale.append(user_id)
+        for user_id in sorted(u for u in self.routes if worker in self.workers_of(u)):
+            workers = self._set_routes(user_id, tuple(r for r in self.routes_of(user_id) if r.worker != worker))
+            changes.append((user_id, list(workers)))
+        stale = [u for u, fields in self.presence.items() if any(f.worker == worker for f in _each(fields))]
         for user_id in stale:
-            if not self.presence[user_id]:
+            fields = self.fields_of(user_id)
+            # what the watchers were told (an earlier drop's, if the user was not synced since)
+            self._told.setdefault(user_id, aggregate_presence((f.status, f.platform) for f in fields))
+            left = tuple(f for f in fields if f.worker != worker)
+            if left:
+                self.presence[user_id] = _kept(left)
+            else:
                 del self.presence[user_id]
         return changes, stale
 
     def snapshot(self) -> Snapshot:
-        return Snapshot([(u, self.workers_of(u)) for u in self.routes], sorted(self.agents))
+        return Snapshot([(u, list(self.workers_of(u))) for u in self.routes], sorted(self.agents))
 
     # --- presence ------------------------------------------------------------------------
     def presence_sync(self, worker: int, body: PresenceIn) -> PresenceOut:
@@ -430,27 +481,36 @@ class HubState:
         published, and remember the new one as published (the caller publishes it)."""
         out: PresenceOut = []
         may_be_agent = self._may_be_agent
+        intern = sys.intern
         for user_id, devices in body.users:
-            fields = self.presence.setdefault(user_id, {})
-            mine = {d[0] for d in devices}
-            for d in [d for d, f in fields.items() if f[0] == worker and d not in mine]:
-                del fields[d]
+            old = self.fields_of(user_id)
+            told = self._told.pop(user_id, None)
+            before = told if told is not None else aggregate_presence((f.status, f.platform) for f in old)
+            fields = [f for f in old if f.worker != worker]
+            routes = self.routes_of(user_id)
             for device_id, status, platform, cms in devices:
-                cur = fields.get(device_id)
-                # the same device connected again on another worker: the newest connection wins
-                if cur is None or cur[0] == worker or cur[3] <= cms:
-                    fields[device_id] = (worker, status, platform, cms)
-            state = aggregate_presence((f[1], f[2]) for f in fields.values())
-            if not fields:
-                del self.presence[user_id]
-            before = self.published.get(user_id, OFFLINE)
-            changed = state != before
-            if changed:
-                if state == OFFLINE:
-                    self.published.pop(user_id, None)
-                    self.seen[user_id] = body.now_ms
+                # the device id and time its route holds, if any: one copy of each in the hub
+                route = next((r for r in routes if r.device_id == device_id), None)
+                if route is not None:
+                    device_id = route.device_id
+                    cms = route.connected_ms if route.connected_ms == cms else cms
+                new = Field(device_id, worker, intern(status), intern(platform), cms)
+                for k, f in enumerate(fields):
+                    if f.device_id == device_id:
+                        # the same device connected again on another worker: the newest wins
+                        if f.connected_ms <= cms:
+                            fields[k] = new
+                        break
                 else:
-                    self.published[user_id] = state
+                    fields.append(new)
+            if fields:
+                self.presence[user_id] = _kept(tuple(fields))
+            else:
+                self.presence.pop(user_id, None)
+            state = aggregate_presence((f.status, f.platform) for f in fields)
+            changed = state != before
+            if changed and state == OFFLINE:
+                self.seen[user_id] = body.now_ms
             seen = self.seen.get(user_id) if state == OFFLINE else None
             agent = changed and (may_be_agent is None or may_be_agent(user_id))
             out.append((user_id, changed, state[0], list(state[1]), before[0], list(before[1]), seen, agent))
@@ -462,8 +522,8 @@ class HubState:
         out: PresenceReadOut = []
         local = body.local
         for user_id in body.user_ids:
-            fields = self.presence.get(user_id, {})
-            entries = [(f[1], f[2]) for f in fields.values() if local is None or f[0] != worker]
+            fields = self.fields_of(user_id)
+            entries = [(f.status, f.platform) for f in fields if local is None or f.worker != worker]
             if local is not None:
                 entries += local.get(user_id, [])
             status, platforms = aggregate_presence(entries)
@@ -473,7 +533,7 @@ class HubState:
 
     def device_present(self, user_id: int, device_id: str) -> bool:
         """Is the device connected to some worker now (its route, not its debounced presence)."""
-        return device_id in self.routes.get(user_id, {})
+        return any(r.device_id == device_id for r in self.routes_of(user_id))
 
     # --- connections per IP --------------------------------------------------------------
     def count_connections(self, worker: int, counts: Iterable[tuple[str, int]]) -> list[str]:

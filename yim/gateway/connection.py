@@ -3,7 +3,9 @@
 Outgoing frames are not sent one ``send`` call at a time: they are framed here and
 appended to a per-connection buffer that is flushed with ONE ``transport.write`` per event
 loop turn. Under load a connection gets several frames per turn (its ACKs and pushes),
-and the kernel send per frame is most of the cost of a relay (docs/performance.md).
+and the kernel send per frame is most of the cost of a relay (docs/performance.md). The
+buffer exists only from a turn's first frame to its flush, which hands it to the transport
+as it is (no copy) and never touches it again: an idle connection holds none.
 
 Back-pressure: nothing awaits a drain. If the bytes queued for a connection (our buffer +
 the transport's) exceed ``max_send_buffer_bytes``, the reader is too slow: the connection
@@ -45,7 +47,6 @@ def frame_header(first_byte: int, length: int) -> bytes:
 class Connection:
     __slots__ = (
         "_buf",
-        "_flush_pending",
         "_loop",
         "_max_buffer",
         "_opcode",
@@ -58,6 +59,8 @@ class Connection:
         "on_slow",
         "platform",
         "presence",
+        "seen_ms",
+        "seen_seq",
         "session_id",
         "transport",
         "user_id",
@@ -70,8 +73,8 @@ class Connection:
         self.codec = codec
         self._opcode = _OP_BINARY if codec.binary else _OP_TEXT
         self._loop = asyncio.get_running_loop()
-        self._buf = bytearray()
-        self._flush_pending = False
+        #: this turn's frames; None: nothing queued, no flush scheduled
+        self._buf: bytearray | None = None
         self._max_buffer = max_buffer
         self.closing = False
         self.user_id = 0
@@ -80,6 +83,10 @@ class Connection:
         self.presence = "online"  # or "away" (presence_set)
         self.session_id = ""
         self.acked_seq = 0
+        #: when the node's last-seen flush last wrote this device, and its cursor then
+        #: (yim/node.py; 0: never, so the first flush writes it)
+        self.seen_ms = 0
+        self.seen_seq = 0
         self.connected_at = time.monotonic()
         self.last_recv = time.monotonic()
         self.on_slow: Any = None
@@ -89,26 +96,26 @@ class Connection:
         if self.closing:
             return
         buf = self._buf
-        buf += frame_header(self._opcode, len(payload))
-        buf += payload
-        if not self._flush_pending:
-            self._flush_pending = True
+        if buf is None:
+            buf = self._buf = bytearray(frame_header(self._opcode, len(payload)))
             self._loop.call_soon(self._flush)
+        else:
+            buf += frame_header(self._opcode, len(payload))
+        buf += payload
         if len(buf) + self.transport.get_write_buffer_size() > self._max_buffer:
             self._cut_off()
 
     def _flush(self) -> None:
-        self._flush_pending = False
-        if self._buf and not self.transport.is_closing():
-            self.transport.write(bytes(self._buf))
-        self._buf.clear()
+        buf, self._buf = self._buf, None
+        if buf and not self.transport.is_closing():
+            self.transport.write(buf)  # the transport may keep it: it is not ours any more
 
     def flush_now(self) -> None:
         if self._buf:
             self._flush()
 
     def _cut_off(self) -> None:
-        self._buf.clear()
+        self._buf = None
         if self.on_slow is not None:
             self.on_slow(self)
         self.close(CLOSE_SLOW, "slow consumer: catch up with sync")

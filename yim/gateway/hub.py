@@ -3,16 +3,18 @@
 Session identity is (user_id, device_id): a device that connects again replaces its old
 connection (the old one is closed with 4002), so the newest connection always wins.
 
-Memory: one dict entry per online user plus one per device; a Connection is ~180 bytes
-plus its send buffer (56 bytes while empty). The whole of an idle connection, aiohttp's
-objects included, is in docs/performance.md ("Where an idle connection's bytes go").
+Memory: one dict entry per online user, holding the user's Connection itself while it is
+the only one (most users), a dict of the user's devices while there are several; a
+Connection is ~170 bytes plus its send buffer (none while idle). The whole of an idle
+connection, aiohttp's objects included, is in docs/performance.md ("Where an idle
+connection's bytes go", "Idle memory at two workers").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from yim.gateway.connection import Connection
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
 
 class Hub:
     def __init__(self, metrics: Metrics, settings: Settings) -> None:
-        self._by_user: dict[int, dict[str, Connection]] = {}
+        #: user -> the user's one connection, or device -> connection when there are several
+        #: (never a dict of fewer than two: a dict per user is ~110 bytes of every online user)
+        self._by_user: dict[int, Connection | dict[str, Connection]] = {}
         self._metrics = metrics
         self._idle_timeout = settings.idle_timeout_s
         self._class_limits = {
@@ -45,11 +49,14 @@ class Hub:
         self._metrics.slow_consumers.inc()
 
     def __len__(self) -> int:
-        return sum(len(d) for d in self._by_user.values())
+        return sum(len(d) if isinstance(d, dict) else 1 for d in self._by_user.values())
 
     def connections(self) -> Iterator[Connection]:
         for devices in list(self._by_user.values()):
-            yield from list(devices.values())
+            if isinstance(devices, dict):
+                yield from list(devices.values())
+            else:
+                yield devices
 
     def online_users(self) -> int:
         return len(self._by_user)
@@ -58,18 +65,42 @@ class Hub:
         return list(self._by_user)
 
     def devices_of(self, user_id: int) -> dict[str, Connection]:
-        return self._by_user.get(user_id, {})
+        """The user's connections by device (a dict of its own: the caller may keep it)."""
+        devices = self._by_user.get(user_id)
+        if devices is None:
+            return {}
+        if isinstance(devices, dict):
+            return devices
+        return {devices.device_id: devices}
+
+    def connections_of(self, user_id: int) -> Iterable[Connection]:
+        """The user's connections, as a delivery walks them (no dict made for a lone one)."""
+        devices = self._by_user.get(user_id)
+        if devices is None:
+            return ()
+        if isinstance(devices, dict):
+            return devices.values()
+        return (devices,)
 
     def register(self, conn: Connection) -> None:
-        devices = self._by_user.setdefault(conn.user_id, {})
+        user_id = conn.user_id
+        cur = self._by_user.get(user_id)
+        if cur is None or cur is conn or (not isinstance(cur, dict) and cur.device_id == conn.device_id):
+            self._by_user[user_id] = conn  # alone: the newest, within every limit
+            if cur is not None and cur is not conn:
+                cur.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
+            else:
+                self._metrics.connections.inc()
+            return
+        devices = cur if isinstance(cur, dict) else {cur.device_id: cur}
+        self._by_user[user_id] = devices
         old = devices.get(conn.device_id)
         devices[conn.device_id] = conn
         if old is not None and old is not conn:
             old.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
         else:
             self._metrics.connections.inc()
-        if len(devices) > 1:  # a lone device is the newest and within every limit
-            self._enforce_device_policy(conn, devices)
+        self._enforce_device_policy(conn, devices)
 
     def _enforce_device_policy(self, newest: Connection, devices: dict[str, Connection]) -> None:
         """The newest connection wins: older devices beyond a platform-class limit (e.g. one
@@ -91,10 +122,13 @@ class Hub:
 
     def unregister(self, conn: Connection) -> None:
         devices = self._by_user.get(conn.user_id)
-        if devices is not None and devices.get(conn.device_id) is conn:
+        if devices is conn:
+            del self._by_user[conn.user_id]
+            self._metrics.connections.dec()
+        elif isinstance(devices, dict) and devices.get(conn.device_id) is conn:
             del devices[conn.device_id]
-            if not devices:
-                del self._by_user[conn.user_id]
+            if len(devices) == 1:
+                self._by_user[conn.user_id] = next(iter(devices.values()))
             self._metrics.connections.dec()
         self.mark_seen(conn)
 
@@ -104,11 +138,8 @@ class Hub:
 
     def deliver(self, user_id: int, frames: dict[str, bytes], exclude: Connection | None = None) -> int:
         """Send an already-encoded frame (one per wire format) to every device of a user."""
-        devices = self._by_user.get(user_id)
-        if not devices:
-            return 0
         sent = 0
-        for conn in devices.values():
+        for conn in self.connections_of(user_id):
             if conn is exclude:
                 continue
             conn.send(frames[conn.codec.name])
@@ -117,7 +148,7 @@ class Hub:
 
     def close_sessions(self, user_id: int, session_ids: set[str], code: int, reason: str) -> int:
         closed = 0
-        for conn in list(self.devices_of(user_id).values()):
+        for conn in list(self.connections_of(user_id)):
             if conn.session_id in session_ids:
                 conn.close(code, reason)
                 closed += 1

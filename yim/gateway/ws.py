@@ -226,6 +226,7 @@ async def _authenticate(
         await conn.close_and_wait(CLOSE_AUTH_FAILED, exc.message)
         return None
     node.hub.register(conn)
+    node.bus.registered(conn)
     # A sync page read ahead for this device's previous connection may end below events
     # that were pushed to no one since: it must not tell this connection it is caught up.
     node.read_ahead.forget(session.user_id, session.device_id)

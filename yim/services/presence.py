@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,26 @@ _enc = msgspec.json.Encoder()
 OFFLINE: State = ("offline", ())
 
 
+#: Every State handed out so far: a user's state is kept as long as the user is online (the
+#: published state of every process, the hub's), and a shared tuple costs that user nothing,
+#: where one of its own is two tuples (~100 bytes). Statuses and platforms are a handful
+#: (protocol literals), so the table stays small; past its bound states are made afresh.
+_STATES: dict[State, State] = {OFFLINE: OFFLINE}
+_STATES_MAX = 256
+
+
+def shared_state(status: str, platforms: tuple[str, ...]) -> State:
+    """The State (status, platforms), the same object every time the table has room for it."""
+    state = (status, platforms)
+    got = _STATES.get(state)
+    if got is not None:
+        return got
+    if len(_STATES) < _STATES_MAX:
+        state = (sys.intern(status), tuple(sys.intern(p) for p in platforms))
+        _STATES[state] = state
+    return state
+
+
 def aggregate_presence(devices: Iterable[tuple[str, str]]) -> State:
     """A user's presence from their connected devices' (status, platform), wherever they
     are connected (this node, the workers of a node, the nodes of a cluster): online if any
@@ -61,7 +82,7 @@ def aggregate_presence(devices: Iterable[tuple[str, str]]) -> State:
         elif status != "online":
             status = "away"
         platforms.add(platform)
-    return status, tuple(sorted(platforms))
+    return shared_state(status, tuple(sorted(platforms)))
 
 
 #: Changes whose debounce has ended are published together on ticks at most this far
