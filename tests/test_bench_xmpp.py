@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from yimbench.cli import add_bench_parser, run_bench
-from yimbench.ejabberd import EjabberdMissing, EjabberdServer
+from yimbench.ejabberd import PROFILE_NOTES, EjabberdMissing, EjabberdServer
 from yimbench.runner import run_on
 from yimbench.scenarios.pairs import PairsScenario
 from yimbench.xmpp import StanzaScanner
@@ -27,11 +27,14 @@ def bench_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["bench", *argv])
 
 
-def test_pairs_against_a_private_ejabberd_delivers_every_message_and_stops_it() -> None:
-    args = bench_args("pairs", "--server", "ejabberd", "--pairs", "2", "--messages", "10", "--timeout", "60")
+@pytest.mark.parametrize("modules", ["minimal", "debian"])
+def test_pairs_against_a_private_ejabberd_delivers_every_message_and_stops_it(modules: str) -> None:
+    args = bench_args(
+        "pairs", "--server", "ejabberd", "--ejabberd-modules", modules, "--pairs", "2", "--messages", "10"
+    )
     scenario = PairsScenario(args)
     scenario.validate()
-    server = EjabberdServer()  # fails, naming the package, where ejabberd is not installed
+    server = EjabberdServer(modules=args.ejabberd_modules)  # fails, naming the package, without ejabberd
     with server as target:
         vm = psutil.Process(target.pid)
         assert vm.name() == "beam.smp" and vm.is_running()
@@ -39,6 +42,7 @@ def test_pairs_against_a_private_ejabberd_delivers_every_message_and_stops_it() 
         row = run_on(scenario, target, time.monotonic() + args.timeout, args)
     assert (row["system"], row["sent"], row["received"], row["lost"], row["dups"]) == ("ejabberd", 20, 20, 0, 0)
     assert row["errors"] == 0 and row["msgs_per_s"] > 0 and row["p99_ms"] is not None
+    assert row["params"]["modules"] == PROFILE_NOTES[modules] and row["params"]["server"].startswith("ejabberd 2")
     # CPU per message is the VM's and its helpers', as a yim node's is its processes' (the
     # figures of 20 messages are below the clock's tick, so only their presence is checked)
     assert {"node", "erl_child_setup"} <= set(row["server_procs_cpu_us_per_msg"])

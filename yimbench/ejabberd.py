@@ -5,18 +5,27 @@ It runs Debian's package (``apt-get install --no-install-recommends ejabberd``) 
 its own ``ejabberdctl foreground``, with everything in one temporary folder: the
 ejabberd config, the ``ejabberdctl`` config (its own Erlang node name, cookie and
 distribution port, so no epmd is started and nothing is shared with a system ejabberd),
-the Mnesia spool and the logs. The config is relaying only, as in the issue's figures:
+the Mnesia spool and the logs. Every run's config has:
 
 - one c2s listener on 127.0.0.1 (a free port), no TLS (no certificate, so no STARTTLS is
   offered: ``starttls_required: false``), no shaper, ``max_stanza_size`` 256 KiB, and a
   listen backlog of 4096 as yim's (ejabberd's default of 5 makes a burst of connects wait
   for SYN retransmits, seconds each);
-- ``auth_method: internal``, passwords stored plain (SASL PLAIN is then one compare);
-- one module, ``mod_register`` (in-band registration, XEP-0077), used only to make the
-  accounts before a run, with ``registration_timeout: infinity`` so that many accounts
-  from one address are not refused; no ``mod_mam``, ``mod_offline``, ``mod_roster``,
-  ``mod_stream_mgmt``, ``mod_carbons``, ``mod_ping`` or any other;
-- no shaper rules and no ``mod_fail2ban``: ejabberd's own limits never throttle the load.
+- ``auth_method: internal``, passwords stored plain (SASL PLAIN is then one compare),
+  accounts made by in-band registration (``mod_register``, XEP-0077) before the run, with
+  ``registration_timeout: infinity`` so that many accounts from one address are not refused;
+- no traffic shaping (``shaper: {}``, ``c2s_shaper`` none): ejabberd's own limits never
+  throttle the load.
+
+Its modules are one of two sets (``--ejabberd-modules``), neither with ``mod_mam``
+(relaying only, no message archive, as in the issue's figures):
+
+- ``minimal`` (the default): ``mod_register`` alone — no ``mod_offline``, ``mod_roster``,
+  ``mod_stream_mgmt``, ``mod_carboncopy``, ``mod_privacy``, ``mod_ping`` or any other, so
+  a message meets no module's hook on its way;
+- ``debian``: the module list of Debian's own /etc/ejabberd/ejabberd.yml as shipped (it
+  has no ``mod_mam``), ``mod_register`` added: what an ejabberd installed from the package
+  runs, its message hooks (privacy, blocking, carbons, offline …) included.
 
 It is stopped by the pid of its Erlang VM (SIGTERM: ``init:stop()``, a clean shutdown),
 then the folder is removed.
@@ -48,15 +57,14 @@ DOMAIN = "localhost"
 #: what a run's ``params`` says about the server
 NOTES: dict[str, object] = {
     "started_by_bench": True,
-    "server": "ejabberd (Debian package), relaying only",
-    "modules": "mod_register (account set-up only)",
     "auth": "internal, plain passwords, SASL PLAIN",
     "shapers": "none",
 }
 #: the system user that Debian's ejabberdctl insists on (it refuses root's own runs)
 _USER = "ejabberd"
 
-_CONFIG = """\
+#: what every profile shares: the listener, the accounts, no traffic shaping
+_CONFIG_HEAD = """\
 hosts: ["{domain}"]
 loglevel: warning
 log_rotate_count: 0
@@ -73,17 +81,128 @@ auth_method: internal
 auth_password_format: plain
 registration_timeout: infinity
 default_db: mnesia
-acl: {{}}
+shaper: {{}}
+"""
+
+#: ``--ejabberd-modules minimal``: relaying only, one module for the accounts
+_MINIMAL = """\
+acl: {}
 access_rules:
   register:
     allow: all
-shaper: {{}}
-shaper_rules: {{}}
+shaper_rules: {}
 modules:
   mod_register:
     access: register
     ip_access: all
 """
+
+#: ``--ejabberd-modules debian``: the module list of Debian's /etc/ejabberd/ejabberd.yml
+#: (23.01-1) as shipped, which has no mod_mam, plus mod_register for the accounts; its ACLs
+#: and access rules as shipped; its shaper rules with ``c2s_shaper`` none instead of
+#: ``normal`` (3,000 bytes/s per connection)
+_DEBIAN = """\
+acl:
+  admin:
+    user:
+      - ""
+  local:
+    user_regexp: ""
+  loopback:
+    ip:
+      - 127.0.0.0/8
+      - ::1/128
+access_rules:
+  local:
+    allow: local
+  c2s:
+    deny: blocked
+    allow: all
+  announce:
+    allow: admin
+  configure:
+    allow: admin
+  muc_create:
+    allow: local
+  pubsub_createnode:
+    allow: local
+  trusted_network:
+    allow: loopback
+  register:
+    allow: all
+shaper_rules:
+  max_user_sessions: 10
+  max_user_offline_messages:
+    5000: admin
+    100: all
+  c2s_shaper: none
+modules:
+  mod_adhoc: {}
+  mod_admin_extra: {}
+  mod_announce:
+    access: announce
+  mod_avatar: {}
+  mod_blocking: {}
+  mod_bosh: {}
+  mod_caps: {}
+  mod_carboncopy: {}
+  mod_client_state: {}
+  mod_configure: {}
+  mod_disco: {}
+  mod_fail2ban: {}
+  mod_http_api: {}
+  mod_last: {}
+  mod_mqtt: {}
+  mod_muc:
+    access:
+      - allow
+    access_admin:
+      - allow: admin
+    access_create: muc_create
+    access_persistent: muc_create
+    access_mam:
+      - allow
+    default_room_options:
+      mam: true
+  mod_muc_admin: {}
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_ping: {}
+  mod_pres_counter:
+    count: 5
+    interval: 60
+  mod_privacy: {}
+  mod_private: {}
+  mod_pubsub:
+    access_createnode: pubsub_createnode
+    plugins:
+      - flat
+      - pep
+  mod_push: {}
+  mod_push_keepalive: {}
+  mod_register:
+    access: register
+    ip_access: all
+  mod_roster:
+    versioning: true
+  mod_s2s_dialback: {}
+  mod_shared_roster: {}
+  mod_sic: {}
+  mod_stream_mgmt:
+    resend_on_timeout: if_offline
+  mod_stun_disco: {}
+  mod_vcard:
+    search: false
+  mod_vcard_xupdate: {}
+  mod_version: {}
+"""
+
+#: the module sets of ``--ejabberd-modules``, and what a run's ``params`` says of each
+PROFILES = {"minimal": _MINIMAL, "debian": _DEBIAN}
+PROFILE_NOTES = {
+    "minimal": "mod_register only (account set-up)",
+    "debian": "Debian's default list (no mod_mam) + mod_register",
+}
 
 # sourced by ejabberdctl (a shell script); ERL_DIST_PORT makes it skip epmd altogether
 _CTL_CONFIG = """\
@@ -102,12 +221,17 @@ class EjabberdMissing(RuntimeError):
 class EjabberdServer:
     """ejabberd in a subprocess on a free loopback port; a context manager giving its Target."""
 
-    def __init__(self, *, ejabberdctl: str = EJABBERDCTL, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, *, modules: str = "minimal", ejabberdctl: str = EJABBERDCTL, startup_timeout: float = 60.0
+    ) -> None:
+        if modules not in PROFILES:
+            raise ValueError(f"ejabberd modules: one of {', '.join(PROFILES)}, not {modules!r}")
         if not Path(ejabberdctl).is_file():
             raise EjabberdMissing(
                 f"{ejabberdctl} not found: install Debian's package `ejabberd`"
                 " (apt-get install --no-install-recommends ejabberd) to compare with ejabberd"
             )
+        self.modules = modules
         self.ejabberdctl = ejabberdctl
         self.startup_timeout = startup_timeout
         self.port = free_port()
@@ -120,7 +244,7 @@ class EjabberdServer:
         for sub in ("spool", "logs"):
             (self.tmp / sub).mkdir()
         config = self.tmp / "ejabberd.yml"
-        config.write_text(_CONFIG.format(domain=DOMAIN, port=self.port))
+        config.write_text(_CONFIG_HEAD.format(domain=DOMAIN, port=self.port) + PROFILES[self.modules])
         (self.tmp / "ejabberdctl.cfg").write_text(
             _CTL_CONFIG.format(
                 node=self.node, dist_port=free_port(), cookie=secrets.token_hex(16), config=config.as_posix()
@@ -177,7 +301,9 @@ class EjabberdServer:
         assert self.beam is not None
         # the VM is the server: its threads are the schedulers, its children (erl_child_setup,
         # the eimp and memsup helpers) count with it; the ejabberdctl shell above it only waits
-        return Target(url=f"xmpp://127.0.0.1:{self.port}", system="ejabberd", pid=self.beam.pid, notes=dict(NOTES))
+        notes = {"server": f"ejabberd {package_version()} (Debian package)", **NOTES}
+        notes["modules"] = PROFILE_NOTES[self.modules]
+        return Target(url=f"xmpp://127.0.0.1:{self.port}", system="ejabberd", pid=self.beam.pid, notes=notes)
 
     def _wait_ready(self) -> None:
         """Until the c2s listener answers a stream header with its features."""
@@ -250,3 +376,14 @@ def _answers(port: int) -> bool:
             return b"</stream:features>" in got
     except OSError:
         return False
+
+
+def package_version() -> str:
+    """The installed ejabberd package's version (``?`` where dpkg does not know it)."""
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "ejabberd"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "?"
