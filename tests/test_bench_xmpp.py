@@ -18,7 +18,7 @@ from yimbench.cli import add_bench_parser, run_bench
 from yimbench.ejabberd import PROFILE_NOTES, EjabberdMissing, EjabberdServer
 from yimbench.runner import run_on
 from yimbench.scenarios.pairs import PairsScenario
-from yimbench.xmpp import StanzaScanner
+from yimbench.xmpp import StanzaScanner, XmppError
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
@@ -111,3 +111,11 @@ def test_scanner_holds_a_cut_stanza_until_its_end() -> None:
     assert scanner.feed(b"dy></message><mess") == [(b"1-2", b"chat")]
     assert scanner.feed(b"age id='1-3' type='chat'><body/></message>") == [(b"1-3", b"chat")]
     assert scanner.pending() == 0
+
+
+def test_scanner_refuses_to_hold_a_stanza_past_its_bound() -> None:
+    scanner = StanzaScanner(max_stanza=64)
+    assert scanner.feed(b"<message id='1-1' type='chat'><body>" + b"x" * 20) == []
+    with pytest.raises(XmppError, match="longer than 64 bytes"):
+        scanner.feed(b"x" * 40)
+    assert StanzaScanner(max_stanza=64).feed(b" " * 1000) == []  # what is not a stanza is never held

@@ -44,6 +44,8 @@ _MESSAGE_END = b"</message>"
 _KEEPALIVE_S = 20.0  # as the yim client's pings: a whitespace keepalive (RFC 6120 §4.6.1)
 #: a log-in reply larger than this is not a reply to us
 _MAX_LOGIN_BUF = 256 * 1024
+#: the most a scanner holds of one unfinished stanza (ejabberd's own max_stanza_size is 256 KiB)
+MAX_STANZA = 1024 * 1024
 
 PASSWORD = "bench-password-1"
 
@@ -78,10 +80,11 @@ class StanzaScanner:
     as ``&lt;``), so a ``<message`` or ``</message>`` seen is always markup.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_stanza: int = MAX_STANZA) -> None:
         self._buf = bytearray()
+        self._max = max_stanza
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
         buf = self._buf
@@ -114,6 +117,8 @@ class StanzaScanner:
             out.append((attribute(head, b"id"), attribute(head, b"type")))
             pos = end
         del buf[:keep]
+        if len(buf) > self._max:
+            raise XmppError(f"a stanza longer than {self._max} bytes")
         return out
 
     def pending(self) -> int:
@@ -148,18 +153,29 @@ class XmppConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         on_message = self._on_message
         if on_message is not None:
-            for stanza_id, stanza_type in self._scanner.feed(data):
+            try:
+                found = self._scanner.feed(data)
+            except XmppError as exc:
+                self._abort(exc)
+                return
+            for stanza_id, stanza_type in found:
                 on_message(stanza_id, stanza_type)
             return
         self._login += data
         if len(self._login) > _MAX_LOGIN_BUF:
-            self._fail(XmppError("log-in reply too large"))
+            self._abort(XmppError("log-in reply too large"))
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or XmppError("connection closed"))
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _abort(self, exc: Exception) -> None:
+        """The peer broke a bound: drop the connection (its messages then count as lost)."""
+        self._fail(exc)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _fail(self, exc: Exception) -> None:
         if self.error is None:
