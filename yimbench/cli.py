@@ -2,8 +2,8 @@
 
 Output: one line per run (a JSON object with ``--json``, else a table row), then with
 ``--runs N`` (N > 1) a line of per-field medians, then with ``--compare-baseline`` a line
-with yim's figures as ratios of the bare relay's. Runs of yim and of the relay are
-interleaved, so drift of the machine hits both alike.
+with yim's figures as ratios of the bare relay's (with ``--server yim,ejabberd``, of
+ejabberd's). Runs of the systems are interleaved, so drift of the machine hits all alike.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from typing import Any, TextIO
 
 from yimbench.runner import BenchError, median_row, run_once
 from yimbench.scenarios import SCENARIOS, Scenario
+from yimbench.target import is_yim
+
+#: the scenarios the XMPP client of yimbench/xmpp.py speaks (``--server ejabberd``)
+XMPP_SCENARIOS = ("pairs",)
 
 _RATIO_KEYS = (
     "msgs_per_s",
@@ -58,6 +62,22 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=d("1"),
         metavar="N[,M...]",
         help="the node's worker processes (yim serve --workers); a list runs each, interleaved (default 1)",
+    )
+    g.add_argument(
+        "--server",
+        default=d("yim"),
+        metavar="yim[,ejabberd]",
+        help="the servers to run, interleaved run by run (default yim). ejabberd: a private ejabberd the bench"
+        " starts on loopback (pairs only; needs Debian's package: apt-get install --no-install-recommends"
+        " ejabberd), driven by an XMPP client doing what the yim client does; e.g. --server yim,ejabberd"
+        " --workers 1,2 --runs 3",
+    )
+    g.add_argument(
+        "--ejabberd-modules",
+        choices=("minimal", "debian"),
+        default=d("minimal"),
+        help="ejabberd's modules: minimal (mod_register only, for the accounts; the default) or debian (the list"
+        " of Debian's /etc/ejabberd/ejabberd.yml, which has no mod_mam); both without traffic shaping",
     )
     g.add_argument("--procs", type=int, default=d(1), help="load-generator processes (default 1)")
     g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
@@ -127,6 +147,9 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if len(systems) == 2 and "relay" in medians:
             (yim_system,) = (s for s in systems if s != "relay")
             printer.comparison(_comparison(medians[yim_system], medians["relay"]))
+        if "ejabberd" in medians:
+            for yim_system in (s for s in systems if is_yim(s)):
+                printer.comparison(_comparison(medians[yim_system], medians["ejabberd"], against="ejabberd"))
         printer.footer(medians)
         sweep_rows.extend(medians.values())
         if variant.plot:
@@ -171,17 +194,34 @@ def _systems(args: argparse.Namespace, cls: type[Scenario]) -> list[str]:
         raise ValueError("--workers above 1: a node on the embedded store that the bench starts; drop --store, --url")
     if len(workers) > 1 and args.compare_baseline:
         raise ValueError("--compare-baseline compares one yim node with the relay: give one --workers count")
+    servers = [s.strip() for s in str(args.server).split(",")]
+    if not servers or len(set(servers)) != len(servers) or not set(servers) <= {"yim", "ejabberd"}:
+        raise ValueError("--server takes yim, ejabberd or both, e.g. yim,ejabberd")
+    if "ejabberd" in servers:
+        if cls.name not in XMPP_SCENARIOS:
+            raise ValueError(f"ejabberd runs {', '.join(XMPP_SCENARIOS)} only, not `{cls.name}`")
+        if args.url or args.baseline or args.compare_baseline:
+            raise ValueError("--server ejabberd starts its own ejabberd: drop --url and the relay options")
+    if "yim" not in servers and (len(workers) > 1 or workers != [1]):
+        raise ValueError("--workers is yim's: add yim to --server")
     yims = ["yim"] if workers == [1] else [f"yim-w{n}" for n in workers]
-    systems = ["relay"] if args.baseline else [*yims, "relay"] if args.compare_baseline else yims
+    if args.baseline:
+        systems = ["relay"]
+    elif args.compare_baseline:
+        systems = [*yims, "relay"]
+    else:
+        # in the order given, so --server ejabberd,yim runs ejabberd first in each round
+        systems = [name for server in servers for name in (yims if server == "yim" else [server])]
     if "relay" in systems and not cls.baseline_ok:
         raise ValueError(f"the bare relay stores nothing, so it has no `{cls.name}` baseline")
     return systems
 
 
-def _comparison(yim: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
+def _comparison(yim: dict[str, Any], other: dict[str, Any], *, against: str = "relay") -> dict[str, Any]:
+    """yim's figures as ratios of ``other``'s (the bare relay's, or ejabberd's)."""
     ratio = {}
     for key in _RATIO_KEYS:
-        a, b = yim.get(key), relay.get(key)
+        a, b = yim.get(key), other.get(key)
         if isinstance(a, int | float) and isinstance(b, int | float) and b:
             ratio[key] = round(a / b, 3)
     return {
@@ -189,8 +229,10 @@ def _comparison(yim: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
         "scenario": yim["scenario"],
         "params": {k: v for k, v in yim["params"].items() if k not in ("password_hashing", "store")},
         "of": yim.get("run"),
+        "system": yim["system"],
+        "against": against,
         "yim": {k: yim.get(k) for k in _RATIO_KEYS if yim.get(k) is not None},
-        "relay": {k: relay.get(k) for k in _RATIO_KEYS if relay.get(k) is not None},
+        against: {k: other.get(k) for k in _RATIO_KEYS if other.get(k) is not None},
         "ratio": ratio,
     }
 
@@ -248,7 +290,10 @@ class _Printer:
             return
         parts = [f"{k} {v:.2f}x" for k, v in comp["ratio"].items()]
         of = comp["of"] if isinstance(comp["of"], str) else f"run {comp['of']}"
-        self._line(f"yim / bare relay ({of}): " + ", ".join(parts))
+        if comp["against"] == "relay":
+            self._line(f"yim / bare relay ({of}): " + ", ".join(parts))
+        else:
+            self._line(f"{comp['system']} / {comp['against']} ({of}): " + ", ".join(parts))
 
     def footer(self, medians: dict[str, dict[str, Any]]) -> None:
         if self.json:

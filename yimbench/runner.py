@@ -328,18 +328,24 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
         host, port = check_loopback(args.url)
         pid = args.server_pid or find_listener_pid(host, port)
         target = Target(url=args.url.rstrip("/").replace("ws://", "http://", 1), system=system, pid=pid)
-        return _run_on(scenario, target, deadline, args)
+        return run_on(scenario, target, deadline, args)
     if is_yim(system) and (args.store == "postgres" or args.nodes > 1):
         from yimbench.stack import ClusterStack
 
         stack = ClusterStack(args.nodes, env=scenario.node_env(), pg_stat_statements=args.pg_stat_statements)
         with stack as target:
-            return _run_on(scenario, target, deadline, args)
+            return run_on(scenario, target, deadline, args)
+    if system == "ejabberd":
+        from yimbench.ejabberd import EjabberdServer
+
+        with EjabberdServer(modules=args.ejabberd_modules) as target:
+            return run_on(scenario, target, deadline, args)
     with LocalServer(system, env=scenario.node_env() if is_yim(system) else None) as target:
-        return _run_on(scenario, target, deadline, args)
+        return run_on(scenario, target, deadline, args)
 
 
-def _run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.Namespace) -> dict[str, Any]:
+def run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the scenario once on a server already up (``target``), by ``deadline`` (monotonic)."""
     setup_started = time.monotonic()
     payloads = uvloop.run(
         asyncio.wait_for(scenario.prepare(target, deadline), timeout=max(1.0, deadline - time.monotonic()))
@@ -357,6 +363,9 @@ def _run_on(scenario: Scenario, target: Target, deadline: float, args: argparse.
     )
     start, end = scenario.cpu_phase
     row["server_cpu_pct"], row["server_loop_cpu_pct"], row["client_cpu_pct"] = data.cpu_pct(start, end)
+    if target.system == "ejabberd":
+        # an Erlang VM has no one event loop: its schedulers are threads (server_threads_cpu_pct)
+        row["server_loop_cpu_pct"] = None
     row["other_cpu_pct"] = data.other_cpu_pct(start, end)
     row["server_threads_cpu_pct"] = data.thread_cpu_pcts(start, end)
     if scenario.mem_phase is not None:
@@ -418,7 +427,12 @@ def limited_by(row: dict[str, Any], procs: int) -> str:
     server = row.get("server_cpu_pct") or 0
     threads = row.get("server_threads_cpu_pct") or []
     hints = []
-    if loop is not None and loop >= 90:
+    if row.get("system") == "ejabberd":
+        # one scheduler thread per core, no GIL: the VM is saturated when all of them are
+        if server >= 90 * cores:
+            shares = " + ".join(f"{t:.0f}" for t in threads)
+            hints.append(f"ejabberd's VM ({shares}% over its scheduler threads)")
+    elif loop is not None and loop >= 90:
         hints.append(f"server event loop ({loop:.0f}% of one core)")
     elif threads and threads[0] >= 90:
         hints.append(f"a server thread ({threads[0]:.0f}% of one core)")

@@ -13,6 +13,10 @@ Both ends of a pair live in the same load-generator process; pairs are spread ov
 yimbench/rawws.py: each frame is handled inside ``data_received``, and a released window
 slot sends the next message right there — no task or future per message — so the load
 generator's CPU per message stays well below the server's.
+
+With ``--server ejabberd`` the same pairs, window, pacing and text run over XMPP against a
+private ejabberd (yimbench/ejabberd.py) with the client of yimbench/xmpp.py; its docstring
+says what XMPP cannot do alike (no per-message ack from the server, no read acks).
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class PairsScenario(Scenario):
             raise ValueError("--pairs, --messages, --window and --ack-every must be at least 1")
         if a.rate < 0 or a.pad < 0:
             raise ValueError("--rate and --pad must not be negative")
+        if a.push and "ejabberd" in str(a.server).split(","):
+            raise ValueError("--push needs a yim node: drop ejabberd from --server")
 
     def params(self) -> dict[str, Any]:
         a = self.args
@@ -142,6 +148,8 @@ class PairsScenario(Scenario):
         return 2 * self.args.pairs
 
     async def prepare(self, target: Target, deadline: float) -> list[Any]:
+        if target.system == "ejabberd":
+            return await self._prepare_xmpp(target)
         a = self.args
         tag = run_tag()
         names = [f"b{tag}s{i}" for i in range(a.pairs)] + [f"b{tag}r{i}" for i in range(a.pairs)]
@@ -165,8 +173,41 @@ class PairsScenario(Scenario):
             for chunk in split(pairs, a.procs)
         ]
 
+    async def _prepare_xmpp(self, target: Target) -> list[Any]:
+        """The accounts by in-band registration, and the payloads of yimbench/xmpp.py's worker."""
+        from yimbench.ejabberd import DOMAIN
+        from yimbench.xmpp import register_all
+
+        a = self.args
+        host, _, port = target.url.removeprefix("xmpp://").rpartition(":")
+        tag = run_tag()
+        senders = [f"b{tag}s{i}" for i in range(a.pairs)]
+        receivers = [f"b{tag}r{i}" for i in range(a.pairs)]
+        await register_all(host, int(port), DOMAIN, senders + receivers)
+        pairs = list(zip(range(a.pairs), senders, receivers, strict=True))
+        interval = a.pairs / a.rate if a.rate else 0.0
+        return [
+            {
+                "xmpp": True,
+                "host": host,
+                "port": int(port),
+                "domain": DOMAIN,
+                "pairs": chunk,
+                "messages": a.messages,
+                "window": a.window,
+                "interval": interval,
+                "pad": " " + "x" * a.pad if a.pad else "",
+                "drain": a.drain,
+            }
+            for chunk in split(pairs, a.procs)
+        ]
+
     @staticmethod
     async def work(ctx: WorkerCtx, payload: Any) -> dict[str, Any]:
+        if payload.get("xmpp"):
+            from yimbench.xmpp import run_pairs
+
+            return await run_pairs(ctx, payload)
         return await _PairsWorker(ctx, payload).run()
 
     def summarize(self, run: RunData) -> dict[str, Any]:
