@@ -36,6 +36,8 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from yimbench.scenarios.base import WindowedSends
+
 if TYPE_CHECKING:
     from yimbench.runner import WorkerCtx
 
@@ -325,7 +327,7 @@ class _Pair:
         self.waiter: asyncio.Future[None] | None = None
 
 
-class PairsWorker:
+class PairsWorker(WindowedSends):
     """One load-generator process of ``pairs`` against an XMPP server (both ends of each
     of its pairs), returning the same fields as the yim client's worker."""
 
@@ -431,25 +433,6 @@ class PairsWorker:
         assert p.sender is not None
         body = f"{p.idx} {i} {t}{self.pad}"  # the yim client's text, byte for byte
         p.sender.write(f"<message to='{p.to}' type='chat' id='{p.idx}-{i}'><body>{body}</body></message>".encode())
-
-    @staticmethod
-    def _release(p: _Pair) -> None:
-        p.inflight -= 1
-        waiter = p.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _paced(self, p: _Pair, start: float) -> None:
-        loop = asyncio.get_running_loop()
-        for k in range(self.n):
-            delay = start + k * self.interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            while p.inflight >= self.window:
-                p.waiter = loop.create_future()
-                await p.waiter
-                p.waiter = None
-            self._send(p)
 
     async def _keepalive(self) -> None:
         while True:

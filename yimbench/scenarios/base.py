@@ -23,7 +23,7 @@ import time
 from array import array
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from yimbench.client import Account, raw_connect
 from yimbench.rawws import RawWebSocket
@@ -58,6 +58,48 @@ def latency_fields(latencies_ms: list[float]) -> dict[str, float | None]:
         "p99_ms": r(percentile(values, 99)),
         "max_ms": r(values[-1] if values else None),
     }
+
+
+class WindowedPair(Protocol):
+    """What :class:`WindowedSends` needs of a pair: its messages in flight, and the future a
+    paced sender waits on while its window is full."""
+
+    inflight: int
+    waiter: asyncio.Future[None] | None
+
+
+class WindowedSends:
+    """The one sending rule of the one-to-one load, whatever protocol carries it (yim's
+    WebSocket frames, XMPP stanzas): at most ``window`` messages of a pair in flight until
+    its receiver has them; ``interval`` > 0 paces each sender to one message per interval
+    (a full window still holds it back). A subclass writes the message (``_send``) and calls
+    ``_release`` when one is delivered or refused."""
+
+    n: int
+    window: int
+    interval: float
+
+    def _send(self, p: Any) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _release(p: WindowedPair) -> None:
+        p.inflight -= 1
+        waiter = p.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _paced(self, p: WindowedPair, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        for k in range(self.n):
+            delay = start + k * self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while p.inflight >= self.window:
+                p.waiter = loop.create_future()
+                await p.waiter
+                p.waiter = None
+            self._send(p)
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:

@@ -42,7 +42,7 @@ from yimbench.client import (
 )
 from yimbench.rawws import RawWebSocket
 from yimbench.runner import RunData, WorkerCtx
-from yimbench.scenarios.base import Scenario, latency_fields, split
+from yimbench.scenarios.base import Scenario, WindowedSends, latency_fields, split
 from yimbench.target import Target
 
 _FIRST_RID = 2  # rid 1 is the auth frame
@@ -279,7 +279,7 @@ class _Pair:
         self.waiter: asyncio.Future[None] | None = None
 
 
-class _PairsWorker:
+class _PairsWorker(WindowedSends):
     def __init__(self, ctx: WorkerCtx, payload: dict[str, Any]) -> None:
         self.ctx = ctx
         self.url: str = payload["url"]
@@ -376,25 +376,6 @@ class _PairsWorker:
             self.first_send = t / 1e9
         assert p.sender is not None
         p.sender.send_text(send_frame(_FIRST_RID + i, p.to, f"{p.idx} {i} {t}{self.pad}", f"c{i}"))
-
-    @staticmethod
-    def _release(p: _Pair) -> None:
-        p.inflight -= 1
-        waiter = p.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _paced(self, p: _Pair, start: float) -> None:
-        loop = asyncio.get_running_loop()
-        for k in range(self.n):
-            delay = start + k * self.interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            while p.inflight >= self.window:
-                p.waiter = loop.create_future()
-                await p.waiter
-                p.waiter = None
-            self._send(p)
 
     async def _keepalive(self) -> None:
         """Ping every connection now and then, as real clients do: a paced run can outlast
