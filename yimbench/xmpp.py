@@ -372,16 +372,7 @@ class PairsWorker(WindowedSends):
                 p.sender.deliver_to(self._on_bounce)
                 p.receiver.deliver_to(self._on_delivery)
             tasks = [asyncio.create_task(self._keepalive())]
-            if self.interval:
-                step = self.interval / len(self.pairs)
-                start = time.monotonic()
-                tasks += [
-                    asyncio.create_task(self._paced(p, start + k * step)) for k, p in enumerate(self.pairs.values())
-                ]
-            else:
-                for p in self.pairs.values():
-                    for _ in range(min(self.window, self.n)):
-                        self._send(p)
+            tasks += self._start_sending()
             await self._wait_delivered()
             await ctx.barrier("done")
             for task in tasks:

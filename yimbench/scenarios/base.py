@@ -78,6 +78,19 @@ class WindowedSends:
     n: int
     window: int
     interval: float
+    pairs: dict[int, Any]
+
+    def _start_sending(self) -> list[asyncio.Task[None]]:
+        """Start the load: one paced sender task per pair, spread evenly over one interval,
+        or (unpaced) every pair's window filled at once, the rest sent as slots free up."""
+        if self.interval:
+            step = self.interval / len(self.pairs)
+            start = time.monotonic()
+            return [asyncio.create_task(self._paced(p, start + k * step)) for k, p in enumerate(self.pairs.values())]
+        for p in self.pairs.values():
+            for _ in range(min(self.window, self.n)):
+                self._send(p)
+        return []
 
     def _send(self, p: Any) -> None:
         raise NotImplementedError

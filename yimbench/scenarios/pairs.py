@@ -324,16 +324,7 @@ class _PairsWorker(WindowedSends):
                 p.sender.deliver_to(functools.partial(self._on_sender_frame, p))
                 p.receiver.deliver_to(functools.partial(self._on_receiver_frame, p))
             tasks = [asyncio.create_task(self._keepalive())]
-            if self.interval:
-                step = self.interval / len(self.pairs)
-                start = time.monotonic()
-                tasks += [
-                    asyncio.create_task(self._paced(p, start + k * step)) for k, p in enumerate(self.pairs.values())
-                ]
-            else:
-                for p in self.pairs.values():
-                    for _ in range(min(self.window, self.n)):
-                        self._send(p)
+            tasks += self._start_sending()
             try:
                 await asyncio.wait_for(asyncio.shield(self.all_settled), timeout=max(0.0, ctx.remaining()))
                 await asyncio.wait_for(
