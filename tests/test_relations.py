@@ -271,6 +271,11 @@ async def test_presence_of_users_flushed_together_reaches_only_their_own_audienc
         logins = await make_users(http, ["watcher", "amy", "ben", "cleo", "hana"])
         watcher, amy, ben, cleo, hana = (Device(http, x) for x in logins)
         await watcher.connect()
+        # The watcher is told of its own change too: that notice must be in before the
+        # clear below, or a late one (a busy machine) reads as a change of the four.
+        await until(
+            lambda: any(n["type"] == "presence" and n["data"]["user_id"] == watcher.user_id for n in watcher.notices)
+        )
         for friend in (amy, ben, hana):  # not cleo
             await friend.connect()
             req = await friend.request("friend_request", to=watcher.user_id)
