@@ -45,6 +45,7 @@ class SharedSpending(abc.ABC):
         """Keep this process's in-memory TokenBuckets ``name`` in step with the shared one."""
         self._buckets[name] = buckets
         self._spent[name] = {}
+        buckets.record_to(self, name)  # each take from them is recorded for the next flush
 
     def spent(self, name: str, key: Any, cost: float) -> None:
         """``cost`` was just taken from the local bucket ``name`` for ``key``."""

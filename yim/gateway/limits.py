@@ -68,15 +68,24 @@ class TokenBuckets:
     """One token bucket per key: ``rate`` tokens per second, at most ``burst`` saved up.
 
     State per key is a two-item list ``[tokens, last_refill]``; ``take`` refills lazily.
+    Shared buckets (:meth:`record_to`) also record each successful take for the next flush
+    (yim/bus/shared_limits.py), so no check has to remember to.
     """
 
-    __slots__ = ("_max_keys", "_state", "burst", "rate")
+    __slots__ = ("_max_keys", "_name", "_shared", "_state", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, max_keys: int = 200_000) -> None:
         self.rate = float(rate)
         self.burst = max(1.0, float(burst))
         self._max_keys = max(16, max_keys)
         self._state: dict[Hashable, list[float]] = {}
+        self._shared: SharedBuckets | None = None
+        self._name = ""
+
+    def record_to(self, shared: SharedBuckets, name: str) -> None:
+        """Every take from now on is also recorded as spent from the shared bucket ``name``."""
+        self._shared = shared
+        self._name = name
 
     def __len__(self) -> int:
         return len(self._state)
@@ -94,6 +103,8 @@ class TokenBuckets:
             if len(self._state) >= self._max_keys:
                 self._prune(now)
             self._state[key] = [self.burst - cost, now]
+            if self._shared is not None:
+                self._shared.spent(self._name, key, cost)
             return 0.0
         tokens = st[0] + (now - st[1]) * rate
         if tokens > self.burst:
@@ -101,6 +112,8 @@ class TokenBuckets:
         st[1] = now
         if tokens >= cost:
             st[0] = tokens - cost
+            if self._shared is not None:
+                self._shared.spent(self._name, key, cost)
             return 0.0
         st[0] = tokens
         return (cost - tokens) / rate
@@ -198,26 +211,19 @@ class TypingLimiter:
 
     A token bucket of rate 1/interval and burst 1 per pair: the same rule as "not within
     ``interval_s`` of the last one let through" (a refused signal costs nothing), kept as a
-    bucket so that the workers of one node share it like the other limits (``shared``, set
-    by :meth:`Limits.share`; the key is ``"<user>:<conversation>"``, what the shared tables
+    bucket so that the workers of one node share it like the other limits (by
+    :meth:`Limits.share`; the key is ``"<user>:<conversation>"``, what the shared tables
     take). Pairs quiet for an interval are full buckets, the first dropped when the table
     reaches TYPING_MAX_KEYS.
     """
 
-    __slots__ = ("buckets", "shared")
+    __slots__ = ("buckets",)
 
     def __init__(self, interval_s: float) -> None:
         self.buckets = TokenBuckets(1.0 / interval_s if interval_s > 0 else 0.0, 1.0, TYPING_MAX_KEYS)
-        self.shared: SharedBuckets | None = None
 
     def allow(self, user_id: int, conv_id: int) -> bool:
-        key = f"{user_id}:{conv_id}"
-        if self.buckets.take(key):
-            return False
-        shared = self.shared
-        if shared is not None and self.buckets.rate > 0:
-            shared.spent("typing", key, 1.0)  # two workers must not each let one through
-        return True
+        return not self.buckets.take(f"{user_id}:{conv_id}")
 
 
 class ConnectionCounts:
@@ -325,8 +331,6 @@ class Limits:
         self.connections = ConnectionCounts(s.max_connections_per_ip)
         self.refused_connections = 0
         self.shared: SharedBuckets | None = None
-        #: set when every request is shared too (the workers of one node): see share
-        self._shared_requests: SharedBuckets | None = None
 
     @property
     def connections_ip(self) -> dict[str, int]:
@@ -354,10 +358,8 @@ class Limits:
         state.share_buckets("react_user", self.react_user)
         state.share_buckets("upload_user", self.upload_user)
         if every_request:
-            self._shared_requests = state
             state.share_buckets("requests_user", self.requests_user)
             state.share_buckets("typing", self.typing.buckets)
-            self.typing.shared = state
 
     def _use_shared(self) -> SharedBuckets | None:
         shared = self.shared
@@ -390,13 +392,8 @@ class Limits:
         now = _monotonic()
         cost = float(messages)
         wait = self.send_user.take(user_id, cost, now)
-        shared = self.shared
-        if not wait and shared is not None and self.send_user.rate > 0:
-            shared.spent("send_user", user_id, cost)  # added to the shared bucket in a batch
         if not wait and ip is not None:
             wait = self.send_ip.take(ip, cost, now)
-            if not wait and shared is not None and self.send_ip.rate > 0:
-                shared.spent("send_ip", ip, cost)
         if wait:
             raise YimError("rate_limited", "sending too fast; slow down", retry_after=_retry(wait))
 
@@ -404,9 +401,6 @@ class Limits:
         wait = self.requests_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "too many requests; slow down", retry_after=_retry(wait))
-        shared = self._shared_requests
-        if shared is not None and self.requests_user.rate > 0:
-            shared.spent("requests_user", user_id, 1.0)  # added to the shared bucket in a batch
 
     async def check_register(self, ip: str | None) -> None:
         if ip is None:
@@ -429,9 +423,6 @@ class Limits:
         wait = self.upload_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "uploading too fast; slow down", retry_after=_retry(wait))
-        shared = self.shared
-        if shared is not None and self.upload_user.rate > 0:
-            shared.spent("upload_user", user_id, 1.0)
 
     def check_react(self, user_id: int) -> None:
         """Reactions per user (``react``), on top of the request limit: each one is pushed
@@ -439,9 +430,6 @@ class Limits:
         wait = self.react_user.take(user_id)
         if wait:
             raise YimError("rate_limited", "reacting too fast; slow down", retry_after=_retry(wait))
-        shared = self.shared
-        if shared is not None and self.react_user.rate > 0:
-            shared.spent("react_user", user_id, 1.0)  # N nodes must not give N times the budget
 
     async def check_login(self, username: str, ip: str | None) -> None:
         """Before verifying a password: refuse while the username or the IP is locked out,
