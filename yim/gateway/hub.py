@@ -65,7 +65,7 @@ class Hub:
         return list(self._by_user)
 
     def devices_of(self, user_id: int) -> dict[str, Connection]:
-        """The user's connections by device (a dict of its own: the caller may keep it)."""
+        """The user's connections by device (read only: with several it is the hub's own dict)."""
         devices = self._by_user.get(user_id)
         if devices is None:
             return {}
