@@ -274,6 +274,37 @@ def test_state_unregister_removes_only_its_own_connection(
     _consistent(state)
 
 
+@pytest.mark.parametrize(
+    ("taken_by", "kick"),
+    [
+        (None, None),  # still the failed connect's: the older connection gets it back
+        ((1, _route(1, "a", "web", 30, 7)), (CLOSE_REPLACED, 10, 5)),  # a newer one elsewhere took it
+        ((0, _route(1, "a", "web", 30, 7)), None),  # another connect here took it: that one decides
+        ((0, _route(1, "p", "android", 30, 7)), (CLOSE_POLICY, 10, 5)),  # the policy dropped it
+    ],
+)
+def test_state_hand_back_gives_a_failed_connects_route_to_the_older_connection(
+    taken_by: tuple[int, RouteIn] | None, kick: tuple[int, int, int] | None
+) -> None:
+    """Connection 5 (made at 10 ms) of device "a" is registered on worker 0; connection 6
+    of the device routed from there too, then failed its checks."""
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 16)
+    state.register(0, _route(1, "a", "android", 10, 5))
+    state.register(0, _route(1, "a", "android", 20, 6))
+    if taken_by is not None:
+        state.register(*taken_by)
+    before = dict(state.routes)
+    got = state.hand_back(0, UnrouteIn(1, "a", 6, _route(1, "a", "android", 10, 5)))
+    assert [(k.worker, k.device_id, k.code, k.before_ms, k.serial) for k in got] == (
+        [] if kick is None else [(0, "a", *kick)]
+    )
+    if taken_by is None:
+        assert state.routes_of(1) == (Route("a", 0, 5, "android", 10),)
+    else:
+        assert state.routes == before
+    _consistent(state)
+
+
 def test_state_drop_worker_removes_its_routes_and_presence() -> None:
     state = HubState({}, 16)
     state.register(0, _route(1, "a", "web", 10))
@@ -508,6 +539,73 @@ async def test_a_kick_finds_a_connection_still_in_its_auth_checks(node: Node) ->
     w1.disconnect(late)
     await w1.bus.ping()
     assert not node.hub.is_connected(110)
+
+
+async def test_a_connect_that_fails_its_checks_leaves_the_older_connection_routed(node: Node) -> None:
+    """The device's older connection stays registered on its worker while a newer one
+    routes (its hub.route replaces the older one's route) and then fails its checks, as the
+    revocation re-check of gateway/ws.py does: the older one keeps its pushes from the
+    other workers, as on one node, where the failed connect never touched it."""
+    w0, w1, _ = node.workers
+    old = await w0.connect(Device(111, "d", "web", session_id="s1"))
+    new = Device(111, "d", "web", session_id="s2")
+    await w0.bus.connected(new)  # type: ignore[arg-type]
+    w0.bus.disconnected(new)  # type: ignore[arg-type]  # what ws.py does when the re-check fails
+    await w0.bus.ping()
+    assert node.hub.state.routes_of(111) == (Route("d", 0, id(old), "web", int(old.connected_at * 1000)),)
+    assert old.closed is None
+    await w1.bus.ping()
+    assert w1.bus.remote.get(111) == (0,)
+    w1.bus.publish_event([(111, 1)], "message", b"{}")
+    await _until(lambda: old.events() == [1])
+    w0.disconnect(old)  # and its own end drops the route it got back
+    await w0.bus.ping()
+    assert not node.hub.is_connected(111)
+
+
+async def test_a_kick_closes_exactly_the_connection_it_names(node: Node) -> None:
+    """A device with a registered connection and a newer one still in its auth checks on
+    one worker, connecting a third time on another: the kick names the route the hub knows,
+    the one in its checks, and closes it, not the registered one. That one goes when the
+    named one ends its connect: replaced when it registers, or here, when it fails, closed
+    by the hub, which saw its route taken."""
+    w0, w1, _ = node.workers
+    registered = await w0.connect(Device(112, "d", "web"))
+    checking = Device(112, "d", "web")
+    await w0.bus.connected(checking)  # type: ignore[arg-type]
+    newest = await w1.connect(Device(112, "d", "web"))
+    await _until(lambda: checking.closed is not None)
+    assert checking.closed is not None and checking.closed[0] == CLOSE_REPLACED
+    await w0.bus.ping()
+    assert registered.closed is None
+    w0.bus.disconnected(checking)  # type: ignore[arg-type]  # its connect fails
+    await _until(lambda: registered.closed is not None)
+    assert registered.closed is not None and registered.closed[0] == CLOSE_REPLACED
+    assert newest.closed is None
+    w0.disconnect(registered)
+    await w0.bus.ping()
+    assert node.hub.state.routes_of(112) == (Route("d", 1, id(newest), "web", int(newest.connected_at * 1000)),)
+    w1.disconnect(newest)
+    await w1.bus.ping()
+    assert not node.hub.is_connected(112)
+
+
+async def test_a_connect_cancelled_while_routing_leaves_no_route(node: Node) -> None:
+    """``hub.route`` is written at once and served even if its caller gave up (the
+    connection's task cancelled before the reply came): the route is dropped again."""
+    w0, w1, _ = node.workers
+    dev = Device(113, "d", "web")
+    routing = asyncio.ensure_future(w0.bus.connected(dev))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the call is written; its reply needs the hub's turn and one more
+    assert not routing.done()
+    routing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await routing
+    await w0.bus.ping()  # behind whatever w0 wrote: the hub has served the route and its end
+    assert not node.hub.is_connected(113)
+    await w1.bus.ping()
+    assert 113 not in w1.bus.remote
+    assert not w0.bus._routing
 
 
 async def test_multi_device_policy_and_replacement_across_workers(node: Node) -> None:

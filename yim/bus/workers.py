@@ -56,6 +56,21 @@ connection of the same device on another worker, 4006 for the multi-device polic
 over every worker, revoked sessions closed and dropped from every worker's cache, stale
 rosters dropped.
 
+A route names one connection (its serial, :func:`_serial`), and so does a kick
+(``worker.close``): a device may have two connections on one worker at once — the
+registered one and a reconnect still in its auth checks, whose ``hub.route`` replaced the
+other's route — and a kick closes the one it names, never the other. Every connect routed
+from here ends registered or unrouted: ``connected`` that raises (cancelled, or its channel
+failing) unroutes what its call may still have routed, and a connect that fails after it
+(the revocation re-check of :mod:`yim.gateway.ws`) is unrouted there by ``disconnected``.
+When such a failed connect had replaced the route of an older connection of the device still
+registered here, the hub hands the route back to that one in the same step that drops the
+failed one's (``UnrouteIn.back``, ``HubState.hand_back``): the device keeps the connection it
+had, as on one node, and its route never leaves this worker, so nothing committed meanwhile
+misses it. If a newer connection elsewhere or the multi-device policy took the route in
+between, the kick that took it named the failed connect, and the hub closes the older one
+in its place.
+
 :class:`WorkerState` is the worker's ``SharedState`` (presence, online agents) and the
 ``SharedBuckets`` of ``Limits.share``, answered by the hub. Sends are checked against the
 worker's own buckets in memory (the hot path makes no call); what it spent goes to the hub
@@ -144,8 +159,9 @@ _SNAPSHOT_OF_WORKER = msgspec.msgpack.Decoder(list[Family])
 
 
 def _serial(conn: Connection) -> int:
-    """The number that names a connection's route to the hub (``RouteIn.serial``): its
-    object id, so a worker keeps no table of its connections for it. Two connections of one
+    """The number that names a connection's route to the hub (``RouteIn.serial``, and
+    ``Close.serial`` of a kick for it): its object id, so a worker keeps no table of its
+    registered connections for it. Two connections of one
     device on this worker never share it: a connection's unroute is cast while it lives,
     before another object can take its id, and a later connection's route call leaves
     after that cast on the same FIFO channel, so the hub drops the older route first."""
@@ -170,10 +186,11 @@ class WorkerBus(LocalBus):
         self.workers = workers
         self._channel: Channel | None = None
         self._loop: asyncio.AbstractEventLoop  # the loop the channel runs on (bind)
-        #: (user, device) -> the connection routed from here and not yet in the hub (its
-        #: auth checks still running): a kick for it must find it. Entries leave at
-        #: ``registered`` or ``disconnected``, so this holds only connects in progress.
-        self._routing: dict[tuple[int, str], Connection] = {}
+        #: serial -> the connection routed from here and not yet in the Hub (its auth checks
+        #: still running): a kick naming it must find it, and its end must know it never was
+        #: registered. Entries leave at ``registered`` or ``disconnected`` (or when
+        #: ``connected`` raises), so this holds only connects in progress.
+        self._routing: dict[int, Connection] = {}
         #: user -> the other workers that hold a device of the user (the replica; the tuples
         #: shared through ``_sets``, see shared_set)
         self.remote: dict[int, tuple[int, ...]] = {}
@@ -214,28 +231,43 @@ class WorkerBus(LocalBus):
     # --- routes --------------------------------------------------------------------------
     async def connected(self, conn: Connection) -> None:
         """Register the device's route with the hub before its auth reply: once the call
-        returns, every other worker routes to it (see the module docstring)."""
-        key = (conn.user_id, conn.device_id)
-        self._routing[key] = conn
-        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), _serial(conn))
+        returns, every other worker routes to it (see the module docstring).
+
+        Raising, it leaves no route: the call may have been written, and be served, before
+        the caller gave up (cancelled, its channel failing), so the route is dropped as a
+        failed connect's is (:meth:`disconnected`) — by its serial, which cannot name a
+        newer connection's route."""
+        serial = _serial(conn)
+        self._routing[serial] = conn
+        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
         try:
             await self.channel.call("hub.route", body)
-        except BaseException:  # not routed (the store process is gone): the device is refused
-            if self._routing.get(key) is conn:
-                del self._routing[key]
+        except BaseException:
+            self.disconnected(conn)
             raise
 
     def registered(self, conn: Connection) -> None:
-        key = (conn.user_id, conn.device_id)
-        if self._routing.get(key) is conn:
-            del self._routing[key]
+        self._routing.pop(_serial(conn), None)
 
     def disconnected(self, conn: Connection) -> None:
         """Unroute the connection. The hub drops the route only if it is still this
-        connection's (the serial names it), so a newer connection of the device stays."""
-        self.registered(conn)
+        connection's (the serial names it), so a newer connection of the device stays.
+
+        A connection that never was registered (its connect failed after :meth:`connected`:
+        the revocation re-check, a cancel) may have taken over the route of an older
+        connection of the device that is still registered here and live. That one keeps
+        the device: the hub hands the route back to it in the same step that drops this
+        one's (UnrouteIn.back, HubState.hand_back), or closes it if a newer connection or
+        the multi-device policy took the route meanwhile."""
+        back = None
+        if self._routing.pop(_serial(conn), None) is not None:
+            held = self._hub.devices_of(conn.user_id).get(conn.device_id)
+            if held is not None and held is not conn and not held.closing:
+                back = RouteIn(
+                    held.user_id, held.device_id, held.platform, int(held.connected_at * 1000), _serial(held)
+                )
         if self._channel is not None:
-            self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, _serial(conn)))
+            self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, _serial(conn), back))
 
     # --- publishing ----------------------------------------------------------------------
     def publish_event(
@@ -346,10 +378,23 @@ class WorkerBus(LocalBus):
             self._apply_routes(_ROUTES.decode(body))
         elif op == "worker.close":
             c = _CLOSE.decode(body)
-            conn = self._hub.devices_of(c.user_id).get(c.device_id)
-            if conn is None:  # authenticated, not yet in the hub: it is routed from here first
-                conn = self._routing.get((c.user_id, c.device_id))
-            if conn is not None and int(conn.connected_at * 1000) <= c.before_ms:
+            # Exactly the connection the serial names: registered, or still in its auth
+            # checks. A device may have both here at once (a reconnect while the old
+            # connection lives), and the kick is for one of them only: the other one is
+            # settled by the named one's own end (it replaces it when registered, or hands
+            # the route back to it, HubState.hand_back). before_ms guards against an id
+            # taken again by a new connection while the kick of a gone one was on its way.
+            conn = self._routing.get(c.serial)
+            if conn is None:
+                conn = self._hub.devices_of(c.user_id).get(c.device_id)
+                if conn is not None and _serial(conn) != c.serial:
+                    conn = None
+            if (
+                conn is not None
+                and conn.user_id == c.user_id
+                and conn.device_id == c.device_id
+                and int(conn.connected_at * 1000) <= c.before_ms
+            ):
                 conn.close(c.code, c.reason)
         elif op == "worker.revoke":
             rv = _REVOKE.decode(body)

@@ -81,11 +81,16 @@ class RouteIn(msgspec.Struct, array_like=True, frozen=True):
 
 
 class UnrouteIn(msgspec.Struct, array_like=True, frozen=True):
-    """``hub.unroute`` (cast): that connection ended."""
+    """``hub.unroute`` (cast): that connection ended.
+
+    ``back``: it ended in its auth checks (never registered), while an older connection of
+    the same device on the same worker is still registered there and live — the one whose
+    route its ``hub.route`` replaced. The route goes back to that one (HubState.hand_back)."""
 
     user_id: int
     device_id: str
     serial: int
+    back: RouteIn | None = None
 
 
 class EventOut(msgspec.Struct, array_like=True, frozen=True):
@@ -208,14 +213,17 @@ class Levels(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Close(msgspec.Struct, array_like=True, frozen=True):
-    """``worker.close`` (cast): close this device's connection if it was made no later
-    than ``before_ms`` (a newer one of the same device stays)."""
+    """``worker.close`` (cast): close the connection of this device whose route has
+    ``serial`` (its worker's number for it, RouteIn.serial), if it was made no later than
+    ``before_ms``. The serial names exactly one connection: the device may have a second one
+    on that worker, registered or still in its auth checks, which the kick is not for."""
 
     user_id: int
     device_id: str
     code: int
     reason: str
     before_ms: int
+    serial: int
 
 
 #: ``hub.conns`` (cast): a worker's open connections from each IP whose count changed, as
@@ -284,14 +292,15 @@ def shared_set(table: dict[tuple[int, ...], tuple[int, ...]], workers: tuple[int
 
 
 class Kick(msgspec.Struct, array_like=True, frozen=True):
-    """A connection the multi-device policy closes: on ``worker``, ``device_id`` of the
-    user, if made no later than ``before_ms``."""
+    """A connection to close (replaced, or by the multi-device policy): the route
+    ``serial`` of ``device_id`` of the user on ``worker``, if made no later than ``before_ms``."""
 
     worker: int
     device_id: str
     code: int
     reason: str
     before_ms: int
+    serial: int
 
 
 def _quiet_since(since: float) -> Callable[[list[float]], bool]:
@@ -413,6 +422,7 @@ class HubState:
                     CLOSE_REPLACED,
                     "replaced by a newer connection of this device",
                     old.connected_ms,
+                    old.serial,
                 )
             )
         new = Route(r.device_id, worker, r.serial, sys.intern(r.platform), r.connected_ms)
@@ -437,7 +447,7 @@ class HubState:
         rest = [r for r in older if r.device_id not in victims]
         for r in rest[: max(0, len(rest) + 1 - self._max_per_user)]:
             victims[r.device_id] = (r, "too many devices online")
-        return [Kick(r.worker, d, CLOSE_POLICY, reason, r.connected_ms) for d, (r, reason) in victims.items()]
+        return [Kick(r.worker, d, CLOSE_POLICY, reason, r.connected_ms, r.serial) for d, (r, reason) in victims.items()]
 
     def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
         """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
@@ -449,6 +459,38 @@ class HubState:
         before = self.workers_of(u.user_id)
         after = self._set_routes(u.user_id, tuple(r for r in routes if r is not cur))
         return list(after) if after != before else None
+
+    def hand_back(self, worker: int, u: UnrouteIn) -> list[Kick]:
+        """A connection on ``worker`` ended in its auth checks; ``u.back`` is the device's
+        older connection there, still registered, whose route its ``hub.route`` replaced.
+        Returns the connections to close (``u.back`` or none).
+
+        The device keeps the connection it had, as on one node, where a connect that fails
+        its checks never touched the older one: a client whose retry lost a race with a
+        revocation (or was cut off mid-connect) should not lose a working connection for it.
+        The route is swapped in place, the worker staying the same, so there is no moment
+        without one: an entry committed meanwhile is routed to the worker, whose Hub has
+        held the older connection all along. If the route was taken from the ended one in
+        the meantime — by a newer connection of the device elsewhere, or by the multi-device
+        policy — the kick that took it named the ended one (gone now), and the older one is
+        as old as that: it is closed with the same code. A route of another connection on
+        the same worker (another connect of the device in progress there, or ``back``'s own
+        when the ended one's route call was never served) is left alone: that one decides."""
+        back = u.back
+        if back is None:
+            return []
+        routes = self.routes_of(u.user_id)
+        cur = next((r for r in routes if r.device_id == u.device_id), None)
+        if cur is not None and cur.worker == worker:
+            if cur.serial == u.serial:
+                new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
+                self._set_routes(u.user_id, tuple(new if r is cur else r for r in routes))
+            return []
+        if cur is None:
+            code, reason = CLOSE_POLICY, "signed in on other devices"
+        else:
+            code, reason = CLOSE_REPLACED, "replaced by a newer connection of this device"
+        return [Kick(worker, u.device_id, code, reason, back.connected_ms, back.serial)]
 
     def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """A worker is gone with every connection on it. Returns the route changes (user,
@@ -834,7 +876,7 @@ class WorkerHub:
         for k in kicks:
             ch = self._channels.get(k.worker)
             if ch is not None:
-                ch.cast("worker.close", Close(user_id, k.device_id, k.code, k.reason, k.before_ms))
+                ch.cast("worker.close", Close(user_id, k.device_id, k.code, k.reason, k.before_ms, k.serial))
 
     def _others(self, worker: int) -> Iterable[Channel]:
         return (ch for w, ch in self._channels.items() if w != worker)
@@ -926,7 +968,10 @@ class WorkerHub:
             self.forwarded += len(per_u)
         elif op == "hub.unroute":
             gone = _UNROUTE.decode(body)
-            self._routes_changed(gone.user_id, state.unregister(worker, gone))
+            if gone.back is None:
+                self._routes_changed(gone.user_id, state.unregister(worker, gone))
+            else:  # the user's workers stay as they were: the route stays on this worker or is not its
+                self._kick(state.hand_back(worker, gone), gone.user_id)
         elif op == "hub.revoke":
             rv = _REVOKE.decode(body)
             for other in self._others(worker):

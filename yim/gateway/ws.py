@@ -210,17 +210,21 @@ async def _authenticate(
         conn.platform = session.platform
         conn.session_id = session.id
         conn.last_recv = time.monotonic()
-        await node.bus.connected(conn)  # cluster mode: other nodes route to this device from now on
-        # A revocation that landed while this connect awaited the store or the bus did not
-        # see it in the hub, and may be of this session: check again until none did. The
-        # cache has dropped what was revoked, so this reads the row if it must.
-        while accounts.revocations != epoch:
-            epoch = accounts.revocations
-            try:
+        # Cluster and workers: other nodes route to this device from now on. Raising, it
+        # leaves no route behind; once it returned, this connect ends registered, or with
+        # ``disconnected`` (which may hand the route back to an older connection of the
+        # device still registered here: its failure must not cost that one its pushes).
+        await node.bus.connected(conn)
+        try:
+            # A revocation that landed while this connect awaited the store or the bus did
+            # not see it in the hub, and may be of this session: check again until none
+            # did. The cache has dropped what was revoked, so this reads the row if it must.
+            while accounts.revocations != epoch:
+                epoch = accounts.revocations
                 await accounts.authenticate(req.token)
-            except BaseException:
-                node.bus.disconnected(conn)  # it was routed to: unroute it
-                raise
+        except BaseException:
+            node.bus.disconnected(conn)
+            raise
     except YimError as exc:
         _reply_error(node, conn, req.rid, exc)
         await conn.close_and_wait(CLOSE_AUTH_FAILED, exc.message)
