@@ -170,7 +170,10 @@ class _Close(msgspec.Struct, tag="cl", tag_field="k", array_like=True):
     device_id: str
     code: int
     reason: str
-    before_ms: int  # close only connections made before this
+    before_ms: int  # close only connections made before this (a node of the previous release)
+    # The serial of the route to close (RedisBus._close). Last and defaulted: a node of the
+    # previous release ignores it, and one sent by such a node (0) is applied as it meant.
+    serial: int = 0
 
 
 class _Revoke(msgspec.Struct, tag="rv", tag_field="k", array_like=True):
@@ -492,11 +495,20 @@ class RedisBus(LocalBus):
         serial = next(self._serials)
         self._local[(conn.user_id, conn.device_id)] = (conn, serial)
         now_ms = int(time.time() * 1000)
-        try:
-            old, flat = await self._scripts["register"](
+        registering = asyncio.ensure_future(
+            self._scripts["register"](
                 keys=[self.route_key(conn.user_id)],
                 args=[conn.device_id, self._route_value(serial, conn, now_ms + self._route_ttl_ms), self._route_ttl_ms],
             )
+        )
+        try:
+            old, flat = await asyncio.shield(registering)
+        except asyncio.CancelledError:
+            # The connect is given up; its route may still be written. Once Redis has
+            # answered, it goes as a failed connect's does (disconnected), not before: an
+            # unroute sent first could find nothing and leave the route to be written after.
+            registering.add_done_callback(lambda done: self._registered_for_nothing(conn, done))
+            raise
         except Exception as exc:  # Redis away: this node still serves the device; pushes from
             self._redis_failed("registering a route", exc)  # other nodes wait for the heal
             return
@@ -520,6 +532,7 @@ class RedisBus(LocalBus):
                     CLOSE_REPLACED,
                     "replaced by a newer connection of this device",
                     now_ms,
+                    old.serial,
                 ),
             )
         settings = self._settings
@@ -541,12 +554,30 @@ class RedisBus(LocalBus):
             victims[r.device_id] = (r, "too many devices online")
         for r, reason in victims.values():
             if r.node != self.node_name:
-                self._send_to(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms))
+                self._send_to(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial))
+
+    def _registered_for_nothing(self, conn: Connection, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure here is the heal's to repair, not news
+        self.disconnected(conn)
 
     def disconnected(self, conn: Connection) -> None:
+        """The connection's route goes, unless a newer connection of the device took it.
+
+        A connection still holding the route here and not registered is a connect that
+        failed after :meth:`connected` (the revocation re-check, a cancel); its route took
+        over that of the device's older connection if one is still registered here. That
+        one keeps the device, as on one node, where the failed connect never touched it:
+        the route, this node's, now stands for it (the serial goes with it; the next
+        refresh writes its time and platform), so it never leaves this node and nothing
+        pushed meanwhile misses the device. A kick of that route closes it too (_close)."""
         key = (conn.user_id, conn.device_id)
         entry = self._local.get(key)
         if entry is None or entry[0] is not conn:
+            return
+        held = self._hub.devices_of(conn.user_id).get(conn.device_id)
+        if held is not None and held is not conn and not held.closing:
+            self._local[key] = (held, entry[1])
             return
         del self._local[key]
         self._queue("unroute", (conn.user_id, conn.device_id, f"{self.node_name}|{entry[1]}|"))
@@ -1030,6 +1061,27 @@ class RedisBus(LocalBus):
             except Exception:
                 log.exception("applying a cross-node %s failed", type(item).__name__)
 
+    def _close(self, item: _Close) -> None:
+        """Close the connection whose route the kick names (its serial), registered or still
+        in its auth checks, and the device's older connection registered here that this
+        route took over, if any: the route stood for both, and the newer connection or the
+        multi-device policy that took it wins over both. Unlike the workers' hub, a node
+        cannot learn later whether the route was taken (a policy victim's field stays until
+        its own node drops it), so the older one is settled now rather than when the named
+        one's connect ends. A kick naming a route this node has replaced since closes
+        nothing: its newer connection's register settles the other side."""
+        held = self._hub.devices_of(item.user_id).get(item.device_id)
+        if not item.serial:  # from a node of the previous release
+            if held is not None and held.connected_at * 1000 < item.before_ms:
+                held.close(item.code, item.reason)
+            return
+        entry = self._local.get((item.user_id, item.device_id))
+        if entry is None or entry[1] != item.serial:
+            return
+        entry[0].close(item.code, item.reason)
+        if held is not None and held is not entry[0]:
+            held.close(item.code, item.reason)
+
     def _apply(self, item: Item) -> None:
         match item:
             case _Ev():
@@ -1037,9 +1089,7 @@ class RedisBus(LocalBus):
             case _Notice():
                 LocalBus.publish_notice(self, item.users, item.type, item.payload)
             case _Close():
-                conn = self._hub.devices_of(item.user_id).get(item.device_id)
-                if conn is not None and conn.connected_at * 1000 < item.before_ms:
-                    conn.close(item.code, item.reason)
+                self._close(item)
             case _Revoke():
                 self._node.forget_sessions(item.session_ids)
                 self._hub.close_sessions(

@@ -1,0 +1,189 @@
+"""A device's connects in cluster mode (yim/bus/redis.py): two RedisBus instances in this
+process on one real Redis, each with the gateway's real Hub; the connections are recorders
+(the frames a WebSocket would have sent). A device with a registered connection and a
+reconnect still in its auth checks on one node: the reconnect failing leaves the older one
+routed, a kick of its route closes it, and a connect cancelled mid-registration leaves no
+route behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from yim.bus.redis import RedisBus, _Close
+from yim.config import Settings
+from yim.gateway.hub import Hub
+from yim.metrics import Metrics
+from yim.protocol.close import CLOSE_REPLACED
+from yim.protocol.codec import JSON
+
+from .services import RedisServer
+
+
+class Device:
+    """One authenticated connection as the gateway's Hub and the bus use it."""
+
+    def __init__(self, user_id: int, device_id: str, platform: str = "web") -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.platform = platform
+        self.session_id = "s"
+        self.acked_seq = 0
+        self.codec = JSON
+        self.closing = False
+        self.closed: tuple[int, str] | None = None
+        self.connected_at = time.monotonic()
+        self.frames: list[dict[str, Any]] = []
+
+    def send(self, payload: bytes) -> None:
+        self.frames.append(json.loads(payload))
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.closed = (code, reason)
+
+    def events(self) -> list[int]:
+        return [f["seq"] for f in self.frames if "seq" in f]
+
+
+class Hooks:
+    """The node's side of the bus: never fenced; the caches it would drop are none here."""
+
+    fenced: str | None = None
+
+    def __init__(self) -> None:
+        self.rosters: list[int | None] = []
+
+    def forget_sessions(self, session_ids: list[str] | None = None) -> None:
+        pass
+
+    def forget_rosters(self, conv_id: int | None = None) -> None:
+        self.rosters.append(conv_id)
+
+
+class Node:
+    def __init__(self, url: str) -> None:
+        # a route TTL long enough that no periodic refresh runs within a test
+        settings = Settings(redis_url=url, cluster_route_ttl_s=600.0)
+        self.hub = Hub(Metrics(), settings)
+        self.hooks = Hooks()
+        # The store is read only by a heal after Redis restarts, which these tests never cause.
+        self.bus = RedisBus(self.hub, Metrics(), settings, None, self.hooks, url)  # type: ignore[arg-type]
+
+    async def connect(self, dev: Device) -> Device:
+        await self.bus.connected(dev)  # type: ignore[arg-type]
+        self.hub.register(dev)  # type: ignore[arg-type]
+        self.bus.registered(dev)  # type: ignore[arg-type]
+        return dev
+
+    def disconnect(self, dev: Device) -> None:
+        self.hub.unregister(dev)  # type: ignore[arg-type]
+        self.bus.disconnected(dev)  # type: ignore[arg-type]
+
+    async def flushed(self, other: Node) -> None:
+        """Everything this node queued is done in Redis: a broadcast queued now reaches
+        ``other`` only after the batches before it (each batch's unroutes run first)."""
+        seen = len(other.hooks.rosters)
+        self.bus.roster_changed(len(self.hooks.rosters) + 1000)
+        await _until(lambda: len(other.hooks.rosters) > seen)
+
+
+async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest_asyncio.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await r.flushall()
+    finally:
+        await r.aclose()
+    a, b = Node(redis_server.url), Node(redis_server.url)
+    await a.bus.start()
+    await b.bus.start()
+    yield a, b
+    await a.bus.stop()
+    await b.bus.stop()
+
+
+async def _route_of(node: Node, user_id: int, device_id: str) -> str | None:
+    got = await node.bus._redis.hget(RedisBus.route_key(user_id), device_id)
+    return got.decode() if got is not None else None
+
+
+async def test_a_connect_that_fails_its_checks_leaves_the_older_connection_routed(nodes: tuple[Node, Node]) -> None:
+    n0, n1 = nodes
+    old = await n0.connect(Device(1, "d"))
+    new = Device(1, "d")
+    await n0.bus.connected(new)  # type: ignore[arg-type]  # its route replaces the older one's
+    n0.bus.disconnected(new)  # type: ignore[arg-type]  # what ws.py does when the re-check fails
+    await n0.flushed(n1)
+    route = await _route_of(n0, 1, "d")
+    assert route is not None and route.startswith(f"{n0.bus.node_name}|")
+    n1.bus.publish_event([(1, 1)], "message", b"{}")
+    await _until(lambda: old.events() == [1])
+    assert old.closed is None
+    n0.disconnect(old)  # and its own end drops the route it kept
+    await n0.flushed(n1)
+    assert await _route_of(n0, 1, "d") is None
+
+
+async def test_a_kick_of_a_connect_in_its_checks_closes_it(nodes: tuple[Node, Node]) -> None:
+    """The same device connecting on another node names the route of the connect still in
+    its checks: that one is closed (it would otherwise register with no route), and with it
+    the older connection its route took over."""
+    n0, n1 = nodes
+    registered = await n0.connect(Device(2, "d"))
+    checking = Device(2, "d")
+    await n0.bus.connected(checking)  # type: ignore[arg-type]
+    newest = await n1.connect(Device(2, "d"))
+    await _until(lambda: checking.closed is not None and registered.closed is not None)
+    assert checking.closed is not None and checking.closed[0] == CLOSE_REPLACED
+    assert registered.closed is not None and registered.closed[0] == CLOSE_REPLACED
+    assert newest.closed is None
+    n0.bus.disconnected(checking)  # type: ignore[arg-type]
+    n0.disconnect(registered)
+    await n0.flushed(n1)
+    route = await _route_of(n1, 2, "d")
+    assert route is not None and route.startswith(f"{n1.bus.node_name}|")
+    n1.disconnect(newest)
+
+
+async def test_a_kick_of_a_route_replaced_since_closes_nothing(nodes: tuple[Node, Node]) -> None:
+    """A kick naming a route this node replaced since (a newer connect here registered
+    after the kick's sender did) leaves the newer connection alone."""
+    n0, _ = nodes
+    older = Device(3, "d")
+    await n0.bus.connected(older)  # type: ignore[arg-type]
+    stale = n0.bus._local[(3, "d")][1]
+    newer = await n0.connect(Device(3, "d"))
+    n0.bus.disconnected(older)  # type: ignore[arg-type]
+    n0.bus._apply(_Close(3, "d", CLOSE_REPLACED, "replaced", int(time.time() * 1000), stale))
+    assert newer.closed is None
+    n0.bus._apply(_Close(3, "d", CLOSE_REPLACED, "replaced", int(time.time() * 1000), n0.bus._local[(3, "d")][1]))
+    assert newer.closed is not None
+    n0.disconnect(newer)
+
+
+async def test_a_connect_cancelled_while_registering_leaves_no_route(nodes: tuple[Node, Node]) -> None:
+    n0, n1 = nodes
+    dev = Device(4, "d")
+    registering = asyncio.ensure_future(n0.bus.connected(dev))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the script is sent; its answer needs Redis
+    assert not registering.done()
+    registering.cancel()
+    await asyncio.gather(registering, return_exceptions=True)
+    await _until(lambda: (4, "d") not in n0.bus._local)
+    await n0.flushed(n1)
+    assert await _route_of(n0, 4, "d") is None
