@@ -486,8 +486,10 @@ class HubState:
                 new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
                 self._set_routes(u.user_id, tuple(new if r is cur else r for r in routes))
             return []
-        if cur is None:
-            code, reason = CLOSE_POLICY, "signed in on other devices"
+        if cur is None:  # the policy dropped it: most likely for the class the device is of
+            cls = PLATFORM_CLASS.get(back.platform, back.platform)
+            code = CLOSE_POLICY
+            reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
         else:
             code, reason = CLOSE_REPLACED, "replaced by a newer connection of this device"
         return [Kick(worker, u.device_id, code, reason, back.connected_ms, back.serial)]
