@@ -27,7 +27,9 @@ commit order.
 Newest connection wins everywhere: registering a device returns the user's routes; an
 older connection of the same device on another node is closed there (4002), and the
 multi-device policy (e.g. one mobile device at a time) is applied over the devices of
-every node (4006).
+every node (4006). A kick names the route's serial (:meth:`RedisBus._close`). A reconnect
+that fails its checks on the node holding the device's registered connection hands its
+route to that one (:meth:`RedisBus.disconnected`).
 
 Node ids. ``--node-id auto`` leases ``yim:nodeid:{<n>}`` with SET NX PX; the lease is
 renewed every third of its TTL with a compare-and-set. A fresh lease is not used before
