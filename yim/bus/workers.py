@@ -161,10 +161,10 @@ _SNAPSHOT_OF_WORKER = msgspec.msgpack.Decoder(list[Family])
 def _serial(conn: Connection) -> int:
     """The number that names a connection's route to the hub (``RouteIn.serial``, and
     ``Close.serial`` of a kick for it): its object id, so a worker keeps no table of its
-    registered connections for it. Two connections of one
-    device on this worker never share it: a connection's unroute is cast while it lives,
-    before another object can take its id, and a later connection's route call leaves
-    after that cast on the same FIFO channel, so the hub drops the older route first."""
+    registered connections for it. Two connections of one device on this worker never share
+    it: a connection's unroute is cast while it lives, before another object can take its
+    id, and a later connection's route call leaves after that cast on the same FIFO channel,
+    so the hub drops the older route first."""
     return id(conn)
 
 
