@@ -38,6 +38,7 @@ from yim.metrics import Metrics, StoreCollector
 from yim.protocol.close import CLOSE_GOING_AWAY
 from yim.protocol.errors import YimError
 from yim.services.accounts import Accounts
+from yim.services.clock import Clock
 from yim.services.erase import ErasureSweeper
 from yim.services.hooks import Webhooks
 from yim.services.media import MediaService
@@ -307,8 +308,10 @@ def push_providers(settings: Settings) -> PushProviders:
 
 
 class Node:
-    def __init__(self, settings: Settings, worker: WorkerRole | None = None) -> None:
+    def __init__(self, settings: Settings, worker: WorkerRole | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        #: the host's clocks: connect times are read from it (yim/services/clock.py)
+        self.clock = clock or Clock()
         #: set when this node is one worker of a multi-process node (yim/supervisor.py)
         self.worker = worker
         self.metrics = Metrics()
@@ -557,10 +560,15 @@ class NodeServer:
     """A node served on host:port. ``start()`` returns once it accepts connections."""
 
     def __init__(
-        self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, worker: WorkerRole | None = None
+        self,
+        settings: Settings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        worker: WorkerRole | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
-        self.node = Node(settings, worker)
+        self.node = Node(settings, worker, clock)
         self.app = build_app(self.node)
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from yim.gateway.hub import Hub
     from yim.gateway.limits import Limits
     from yim.services.accounts import Accounts
+    from yim.services.clock import Clock
     from yim.services.media import MediaService
 
 
@@ -48,6 +49,10 @@ class ServedNode(Context, Protocol):
 
     @property
     def started_at(self) -> float: ...
+
+    @property
+    def clock(self) -> Clock:
+        """The host's clocks: a connection's ``connected_at`` is read from its monotonic one."""
 
     @property
     def stopping(self) -> bool: ...

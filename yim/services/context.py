@@ -80,6 +80,8 @@ class Device(Protocol):
     acked_seq: int
     codec: Codec
     closing: bool
+    #: a reading of the node's ``clock.monotonic`` (yim/services/clock.py): comparable only
+    #: on this host
     connected_at: float
 
     def send(self, payload: bytes) -> None:
