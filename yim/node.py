@@ -310,7 +310,8 @@ def push_providers(settings: Settings) -> PushProviders:
 class Node:
     def __init__(self, settings: Settings, worker: WorkerRole | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
-        #: the host's clocks: connect times are read from it (yim/services/clock.py)
+        #: the host's clocks: connect times are read from it, and converted with it to the
+        #: wall-clock times other nodes compare (yim/services/clock.py)
         self.clock = clock or Clock()
         #: set when this node is one worker of a multi-process node (yim/supervisor.py)
         self.worker = worker
@@ -335,7 +336,7 @@ class Node:
             # never loads redis-py (~80 modules, ~7 MB of RSS per process).
             from yim.bus.redis import RedisBus
 
-            self.bus = RedisBus(self.hub, self.metrics, settings, self.store, self, settings.redis_url)
+            self.bus = RedisBus(self.hub, self.metrics, settings, self.store, self, settings.redis_url, self.clock)
         elif worker is not None:
             from yim.bus.workers import WorkerBus
 
@@ -381,7 +382,9 @@ class Node:
             from yim.bus.cluster_state import ClusterState  # cluster mode only, as RedisBus above
 
             assert isinstance(self.bus, RedisBus)
-            self.cluster = ClusterState(settings, settings.redis_url, self.bus.node_name, self.hub.online_user_ids)
+            self.cluster = ClusterState(
+                settings, settings.redis_url, self.bus.node_name, self.hub.online_user_ids, self.clock
+            )
             self.presence.cluster = self.cluster
             self.limits.share(self.cluster)
         self.accounts: Accounts

@@ -5,7 +5,9 @@ cluster mode a user's devices may sit on several nodes and a user may log in, re
 or send through any of them, so the state users can tell apart lives in Redis:
 
 Presence. ``yim:p:{<user>}`` is a hash: device id -> ``<node>|<status>|<platform>|
-<connected_ms>`` for every online device on any node, plus ``~pub`` (the aggregate last
+<connected_ms>`` for every online device on any node (``connected_ms``: wall-clock ms since
+the epoch, converted from the connection's monotonic time when the field is written, as
+nodes on other hosts compare it: :mod:`yim.services.clock`), plus ``~pub`` (the aggregate last
 published to watchers, ``<status>|<platform,...>``) and ``~seen`` (ms the user last went
 offline). A node rewrites its own fields of a user with one script when its debounced
 presence of that user changes; the script aggregates every node's fields and says
@@ -61,6 +63,7 @@ from redis.exceptions import NoScriptError
 from yim.bus.bounded import bounded, finish
 from yim.bus.redis import connect_redis
 from yim.bus.shared_limits import SharedSpending, Spending
+from yim.services.clock import Clock
 from yim.services.context import LocalDevices, PresenceChange, State
 from yim.services.presence import aggregate_presence
 
@@ -103,7 +106,10 @@ end
 
 # KEYS[1] = yim:p:{user}; ARGV = node, now_ms, seen_ttl_ms, m, m swept nodes (their
 # fields are deleted), then pairs of device id and "<status>|<platform>|<connected_ms>"
-# for the user's devices on this node.
+# for the user's devices on this node, connected_ms in wall-clock ms. A node of the previous
+# release wrote its host's monotonic ms (far below any epoch ms): a field of this release
+# wins over its field for the same device, and its script keeps a field of this release
+# over its own, as it did a field of a host that booted earlier.
 # Returns {changed (0/1), aggregate, previous aggregate, last seen ms or ''}.
 _PRESENCE_SYNC = (
     _AGGREGATE
@@ -264,10 +270,19 @@ class _Batch:
 class ClusterState(SharedSpending):
     """One per node in cluster mode: its own Redis connections and background loops."""
 
-    def __init__(self, settings: Settings, url: str, node_name: str, online_user_ids: Callable[[], list[int]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        node_name: str,
+        online_user_ids: Callable[[], list[int]],
+        clock: Clock | None = None,
+    ) -> None:
         #: the users with a device on this node now (written again when Redis forgot them)
         self._online_user_ids = online_user_ids
         self.node_name = node_name
+        #: the host's clocks: the presence fields' connect times are converted to wall time
+        self._clock = clock or Clock()
         self._ttl_ms = int(settings.cluster_route_ttl_s * 1000)
         self._sync_s = settings.cluster_limits_sync_s
         self.timeout_s = settings.cluster_state_timeout_s
@@ -443,6 +458,9 @@ class ClusterState(SharedSpending):
         (``swept``: lapsed nodes whose fields to delete)."""
         now_ms = str(int(time.time() * 1000))
         head: list[Any] = [self.node_name, now_ms, SEEN_TTL_MS, len(swept), *sorted(swept)]
+        # LocalDevices hold this host's monotonic ms; the script compares them with other
+        # hosts' fields, so they go as wall-clock ms (error bound: Clock.offset)
+        shift = round(self._clock.offset() * 1000)
         out: list[PresenceChange] = []
         items = list(users.items())
         for i in range(0, len(items), PRESENCE_CHUNK):
@@ -454,7 +472,7 @@ class ClusterState(SharedSpending):
                 for user_id, devices in chunk:
                     args = list(head)
                     for device_id, (status, platform, cms) in devices.items():
-                        args += [device_id, f"{status}|{platform}|{cms}"]
+                        args += [device_id, f"{status}|{platform}|{cms + shift}"]
                     self._evalsha(p, "presence", [f"yim:p:{{{user_id}}}"], args)
                 if here:
                     p.sadd(f"yim:pn:{{{self.node_name}}}", *here)

@@ -5,13 +5,15 @@ store before it is published, and a device that misses a push finds it by ``sync
 this bus may drop; it never reorders one user's events.
 
 Routing. ``yim:r:{<user>}`` is a hash: device id -> ``<node>|<serial>|<connected_ms>|
-<platform>|<expires_ms>``, the node that holds the device's live connection. A node
-writes the field when a device authenticates — before the auth reply, so that any event
-committed after the device's first sync is routed to it — and refreshes it (and the
-key's TTL) every third of ``cluster_route_ttl_s`` while the connection lives: the
-heartbeat keeps the connection alive, the connection keeps the route alive. A node that
-dies (SIGKILL) leaves routes that expire on their own; a device that reconnects
-elsewhere overwrites its field at once.
+<platform>|<expires_ms>``, the node that holds the device's live connection; both times
+are wall-clock ms since the epoch (``connected_ms`` converted from the connection's
+monotonic time each time the field is written, :mod:`yim.services.clock`: nodes on other
+hosts compare it). A node writes the field when a device authenticates — before the auth
+reply, so that any event committed after the device's first sync is routed to it — and
+refreshes it (and the key's TTL) every third of ``cluster_route_ttl_s`` while the
+connection lives: the heartbeat keeps the connection alive, the connection keeps the route
+alive. A node that dies (SIGKILL) leaves routes that expire on their own; a device that
+reconnects elsewhere overwrites its field at once.
 
 Delivery. Each node reads one channel of its own, ``yim:n:{<node>}`` (sharded pub/sub on
 Redis Cluster: the channel lives on one shard, so one reader per node; plain pub/sub on a
@@ -82,6 +84,7 @@ from yim.logs import BurstLog
 from yim.protocol.close import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
 from yim.protocol.platforms import PLATFORM_CLASS
+from yim.services.clock import Clock
 from yim.services.wire import event_payload, message_json
 
 if TYPE_CHECKING:
@@ -142,6 +145,8 @@ class Route(msgspec.Struct, frozen=True):
     device_id: str
     node: str
     serial: int
+    #: wall-clock ms since the epoch (a node of the previous release wrote its host's
+    #: monotonic ms: far smaller, so such a route sorts as the oldest)
     connected_ms: int
     platform: str
     expires_ms: int
@@ -172,7 +177,7 @@ class _Close(msgspec.Struct, tag="cl", tag_field="k", array_like=True):
     device_id: str
     code: int
     reason: str
-    before_ms: int  # close only connections made before this (a node of the previous release)
+    before_ms: int  # wall-clock ms: close only connections made before (a node of the previous release)
     # The serial of the route to close (RedisBus._close). Last and defaulted: a node of the
     # previous release ignores it, and one sent by such a node (0) is applied as it meant.
     serial: int = 0
@@ -271,10 +276,19 @@ class NoNodeIdError(RuntimeError):
 
 class RedisBus(LocalBus):
     def __init__(
-        self, hub: Devices, metrics: Metrics, settings: Settings, store: Store, node: NodeHooks, url: str
+        self,
+        hub: Devices,
+        metrics: Metrics,
+        settings: Settings,
+        store: Store,
+        node: NodeHooks,
+        url: str,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(hub, metrics)
         self._node = node
+        #: the host's clocks: its connections' connect times are readings of its monotonic one
+        self._clock = clock or Clock()
         self._settings = settings
         self._store = store
         self._url = url
@@ -487,8 +501,12 @@ class RedisBus(LocalBus):
     def route_key(user_id: int) -> str:
         return f"yim:r:{{{user_id}}}"
 
-    def _route_value(self, serial: int, conn: Connection, expires_ms: int) -> str:
-        return f"{self.node_name}|{serial}|{int(conn.connected_at * 1000)}|{conn.platform}|{expires_ms}"
+    def _route_value(self, serial: int, conn: Connection, expires_ms: int, offset: float) -> str:
+        """``offset``: the host's :meth:`Clock.offset`, read once for a batch of routes. The
+        connect time is wall-clock ms: every node's routes are compared with it (the
+        multi-device policy), and a host's monotonic clock means nothing on another host."""
+        connected_ms = int((conn.connected_at + offset) * 1000)
+        return f"{self.node_name}|{serial}|{connected_ms}|{conn.platform}|{expires_ms}"
 
     async def connected(self, conn: Connection) -> None:
         if self._node.fenced is not None:  # fenced while this device authenticated
@@ -500,7 +518,11 @@ class RedisBus(LocalBus):
         registering = asyncio.ensure_future(
             self._scripts["register"](
                 keys=[self.route_key(conn.user_id)],
-                args=[conn.device_id, self._route_value(serial, conn, now_ms + self._route_ttl_ms), self._route_ttl_ms],
+                args=[
+                    conn.device_id,
+                    self._route_value(serial, conn, now_ms + self._route_ttl_ms, self._clock.offset()),
+                    self._route_ttl_ms,
+                ],
             )
         )
         try:
@@ -543,6 +565,10 @@ class RedisBus(LocalBus):
             "desktop": settings.max_online_desktop,
             "web": settings.max_online_web,
         }
+        # Oldest first, in wall-clock time over every node. A route of a node of the previous
+        # release holds its host's monotonic ms (since boot: far below any epoch ms), so it
+        # sorts first: its device counts as the oldest. Between two such nodes the order is
+        # by boot time, as it was; between two of this release it is right.
         others = sorted((r for r in routes if r.device_id != conn.device_id), key=lambda r: r.connected_ms)
         cls = PLATFORM_CLASS.get(conn.platform, conn.platform)
         limit = limits.get(cls, 0)
@@ -684,6 +710,7 @@ class RedisBus(LocalBus):
         succeed or fail on their own. Returns (refreshed, failed, the re-created ones'
         connections); raises only if none got through."""
         expires = int(time.time() * 1000) + self._route_ttl_ms
+        offset = self._clock.offset()
         script = self._scripts["refresh"]
         entries = list(self._local.items())
         ok = 0
@@ -697,7 +724,7 @@ class RedisBus(LocalBus):
                         keys=[self.route_key(user_id)],
                         args=[
                             device_id,
-                            self._route_value(serial, conn, expires),
+                            self._route_value(serial, conn, expires, offset),
                             f"{self.node_name}|{serial}|",
                             self._route_ttl_ms,
                         ],
@@ -1073,8 +1100,8 @@ class RedisBus(LocalBus):
         one's connect ends. A kick naming a route this node has replaced since closes
         nothing: its newer connection's register settles the other side."""
         held = self._hub.devices_of(item.user_id).get(item.device_id)
-        if not item.serial:  # from a node of the previous release
-            if held is not None and held.connected_at * 1000 < item.before_ms:
+        if not item.serial:  # from a node of the previous release: before_ms is its wall clock's
+            if held is not None and self._clock.wall_ms(held.connected_at) < item.before_ms:
                 held.close(item.code, item.reason)
             return
         entry = self._local.get((item.user_id, item.device_id))

@@ -1,13 +1,18 @@
-"""The clocks of the host a node runs on.
+"""The clocks of the host a node runs on, and which of them a time that leaves the host is in.
 
 A node takes a device's connect time on the host's monotonic clock (``Clock.monotonic``,
 ``Device.connected_at``): immune to clock steps, so "which of my connections is older" and
 every duration on the host stay right. CLOCK_MONOTONIC counts from about the host's boot,
-though, so its readings mean nothing on another host; :meth:`Clock.wall_ms` turns one into
-wall-clock milliseconds since the epoch, which hosts synchronised by NTP can compare.
+though, so its readings mean nothing on another host: a node on a host that booted a month
+earlier would look a month newer. Every connect time that other hosts compare is therefore
+wall-clock milliseconds since the epoch — a route's ``connected_ms`` (the multi-device
+policy sorts every node's devices by it, :mod:`yim.bus.redis`) and a presence field's
+(the newest connection of a device wins, :mod:`yim.bus.cluster_state`) — converted at the
+moment it is written, by :meth:`Clock.wall_ms` / :meth:`Clock.offset`.
 
 Invariant: a ``connected_at`` is a reading of the same node's ``clock.monotonic`` (the
-gateway takes it with ``node.clock``), so that the node's clock converts it.
+gateway takes it with ``node.clock``), so the conversion holds; times that stay on the host
+(the workers' hub of one node, the hub's own policy) stay monotonic.
 """
 
 from __future__ import annotations

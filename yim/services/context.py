@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 REQUEST_SOURCE: ContextVar[str] = ContextVar("yim_request_source", default="")
 
 #: a user's devices on this node, as presence shares them: device id -> (status, platform,
-#: connected_ms)
+#: connected_ms), that in ms of this host's monotonic clock (the workers of one node share
+#: it; a cluster's shared state converts it to wall-clock ms, yim/services/clock.py)
 LocalDevices = dict[str, tuple[str, str, int]]
 #: a user's presence: (status, sorted platform classes)
 State = tuple[str, tuple[str, ...]]
@@ -81,7 +82,7 @@ class Device(Protocol):
     codec: Codec
     closing: bool
     #: a reading of the node's ``clock.monotonic`` (yim/services/clock.py): comparable only
-    #: on this host
+    #: on this host; what leaves it is converted to wall-clock time
     connected_at: float
 
     def send(self, payload: bytes) -> None:
