@@ -163,3 +163,25 @@ async def test_a_kick_of_the_previous_release_closes_only_a_connection_made_befo
         await nodes.redis.publish(channel, _encoder.encode([stale, fresh]))
         await asyncio.wait_for(alice.closed.wait(), 10)
         assert _close_code(alice) == CLOSE_POLICY
+
+
+async def test_the_policy_closes_the_oldest_device_also_when_it_is_on_the_deciding_node(nodes: Nodes) -> None:
+    """max_connections_per_user = 2: the first device is on the node the third connects to,
+    where the gateway's own policy counts only two devices: the bus closes it all the same."""
+    async with (
+        aiohttp.ClientSession(nodes.early.url) as he,
+        aiohttp.ClientSession(nodes.late.url) as hl,
+        asyncio.timeout(60),
+    ):
+        [first_login] = await make_users(hl, ["alice"], device_id="d1")
+        first = Device(hl, first_login)
+        await first.connect()
+        second = Device(he, await login(he, "alice", "d2"))
+        await second.connect()
+        third = Device(hl, await login(hl, "alice", "d3"))
+        await third.connect()
+        await until(lambda: first.closed.is_set() or second.closed.is_set())
+        assert first.closed.is_set() and _close_code(first) == CLOSE_POLICY
+        assert not second.closed.is_set()
+        for d in (second, third):
+            await d.close()

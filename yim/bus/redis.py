@@ -581,8 +581,13 @@ class RedisBus(LocalBus):
         for r in rest[: max(0, len(rest) + 1 - settings.max_connections_per_user)]:
             victims[r.device_id] = (r, "too many devices online")
         for r, reason in victims.values():
+            kick = _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial)
             if r.node != self.node_name:
-                self._send_to(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial))
+                self._send_to(r.node, kick)
+            else:
+                # A victim here too: the hub's own policy counts only this node's devices,
+                # and closes it only when they alone are over a limit.
+                self._close(kick)
 
     def _registered_for_nothing(self, conn: Connection, done: asyncio.Future[Any]) -> None:
         if not done.cancelled():
