@@ -7,9 +7,9 @@ or send through any of them, so the state users can tell apart lives in Redis:
 Presence. ``yim:p:{<user>}`` is a hash: device id -> ``<node>|<status>|<platform>|
 <connected_ms>`` for every online device on any node (``connected_ms``: wall-clock ms since
 the epoch, converted from the connection's monotonic time when the field is written, as
-nodes on other hosts compare it: :mod:`yim.services.clock`), plus ``~pub`` (the aggregate last
-published to watchers, ``<status>|<platform,...>``) and ``~seen`` (ms the user last went
-offline). A node rewrites its own fields of a user with one script when its debounced
+nodes on other hosts compare it: :mod:`yim.services.clock`), plus ``~pub`` (the aggregate
+last published to watchers, ``<status>|<platform,...>``) and ``~seen`` (ms the user last
+went offline). A node rewrites its own fields of a user with one script when its debounced
 presence of that user changes; the script aggregates every node's fields and says
 whether the aggregate differs from ``~pub``. Exactly one node sees each change (the
 script is atomic), and that node publishes it; ``presence_query`` on any node reads the
