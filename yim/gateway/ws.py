@@ -124,9 +124,10 @@ def release_http_reader(protocol: Any) -> bool:
     ``resume_reading`` consult them only while not ``_upgraded``, ``start()`` only for the
     next request, which a connection that upgraded never serves (aiohttp turns keep-alive
     off for it), and ``finish_response`` only for an upgrade that was declined. The parser
-    is ~750 bytes and the queue, an empty deque, another ~750 (its first block of 64 slots
-    is allocated with it): 10 % of an idle connection (docs/performance.md, "Idle memory
-    at two workers, under 15 KB").
+    with the buffers it keeps of the last request it parsed is ~1.5 KB, and the queue, an
+    empty deque, ~760 bytes (its first block of 64 slots is allocated with it): measured,
+    2.3 KB of every idle connection, 16 % (docs/performance.md, "Idle memory at two
+    workers, under 15 KB").
 
     These are private attributes of aiohttp 3.14.5 (pinned in requirements.lock); no
     public API releases them. The parser becomes None, as aiohttp's own
