@@ -109,6 +109,49 @@ class _Session:
                 conn.send(conn.codec.ok(req.rid, await action(node, session, req, conn)))
 
 
+#: what an upgraded connection's HTTP message queue is replaced with: shared, and without
+#: ``append``, so a request ever queued on it would fail loudly instead of being lost
+_NO_MESSAGES: tuple[()] = ()
+_release_failed_logged = False
+
+
+def release_http_reader(protocol: Any) -> bool:
+    """Drop aiohttp's HTTP request parser and request queue from an upgraded connection.
+
+    aiohttp's per-connection ``RequestHandler`` keeps both for the connection's life,
+    although once the WebSocket's reader is set (``ws.prepare``) every byte goes to that
+    reader and neither is read again: its ``data_received``, ``pause_reading`` and
+    ``resume_reading`` consult them only while not ``_upgraded``, ``start()`` only for the
+    next request, which a connection that upgraded never serves (aiohttp turns keep-alive
+    off for it), and ``finish_response`` only for an upgrade that was declined. The parser
+    with the buffers it keeps of the last request it parsed is ~1.5 KB, and the queue, an
+    empty deque, ~760 bytes (its first block of 64 slots is allocated with it): measured,
+    2.3 KB of every idle connection, 16 % (docs/performance.md, "Idle memory at two
+    workers, under 15 KB").
+
+    These are private attributes of aiohttp 3.14.5 (pinned in requirements.lock); no
+    public API releases them. The parser becomes None, as aiohttp's own
+    ``connection_lost`` leaves it. Whatever does not look exactly as expected is left
+    alone: the connection then only costs more (logged once). tests/test_ws_memory.py pins
+    the release, so an aiohttp upgrade that changes these attributes fails the suite.
+    Returns whether they were released.
+    """
+    global _release_failed_logged
+    try:
+        if protocol._parser is None or protocol._payload_parser is None:
+            return False  # the peer has gone already: connection_lost dropped them
+        if protocol._upgraded is True and type(protocol._messages) is deque and not protocol._messages:
+            protocol._parser = None
+            protocol._messages = _NO_MESSAGES
+            return True
+    except AttributeError:
+        pass
+    if not _release_failed_logged:
+        _release_failed_logged = True
+        log.warning("aiohttp's request handler is not as expected: upgraded connections keep its HTTP parser")
+    return False
+
+
 def _decode(node: ServedNode, conn: Connection, msg: Any) -> Any:
     """Frame -> request, or None after replying with an error. Raises on a fatal frame."""
     data = msg.data
@@ -137,6 +180,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(text="shutting down")
     ws = web.WebSocketResponse(max_msg_size=settings.hard_frame_bytes, compress=False, autoping=True)
     await ws.prepare(request)
+    release_http_reader(request.protocol)
     conn = Connection(ws, request.transport, codec, settings.max_send_buffer_bytes)
     # On the node's clock: the one that converts it to wall-clock time where it leaves this
     # host (yim/services/clock.py). Connection.__init__ reads time.monotonic, the default.
