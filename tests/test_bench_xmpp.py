@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from yimbench.cli import add_bench_parser, run_bench
-from yimbench.ejabberd import PROFILE_NOTES, EjabberdMissing, EjabberdServer
+from yimbench.ejabberd import BUSY_WAIT_NOTES, PROFILE_NOTES, EjabberdMissing, EjabberdServer
 from yimbench.runner import run_on
 from yimbench.scenarios.pairs import PairsScenario
 from yimbench.xmpp import StanzaScanner, XmppError
@@ -119,3 +119,16 @@ def test_scanner_refuses_to_hold_a_stanza_past_its_bound() -> None:
     with pytest.raises(XmppError, match="longer than 64 bytes"):
         scanner.feed(b"x" * 40)
     assert StanzaScanner(max_stanza=64).feed(b" " * 1000) == []  # what is not a stanza is never held
+
+
+def test_busy_wait_none_starts_the_vm_with_its_schedulers_sleeping_at_once() -> None:
+    args = bench_args("pairs", "--server", "ejabberd", "--ejabberd-busy-wait", "none")
+    with EjabberdServer(busy_wait=args.ejabberd_busy_wait) as target:
+        flags = psutil.Process(target.pid).cmdline()
+        assert target.notes["busy_wait"] == BUSY_WAIT_NOTES["none"]
+    for flag in ("-sbwt", "-sbwtdcpu", "-sbwtdio"):
+        assert flags[flags.index(flag) + 1] == "none", flags
+    with EjabberdServer() as target:  # the default leaves Erlang's own setting
+        flags = psutil.Process(target.pid).cmdline()
+        assert target.notes["busy_wait"] == BUSY_WAIT_NOTES["default"]
+    assert not any(f.startswith("-sbwt") for f in flags), flags

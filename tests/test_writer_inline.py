@@ -17,19 +17,19 @@ import pytest_asyncio
 
 from yim.protocol.errors import YimError
 from yim.storage.records import SendCmd, UserRec
-from yim.storage.sqlite.store import INLINE_IDLE_S, SqliteStore
+from yim.storage.sqlite.store import INDEX_HAND_DELAY_S, INLINE_IDLE_S, SqliteStore
 
 _ids = itertools.count(10_000)
 
 
-def _send(sender: int, to: int, cmid: str) -> SendCmd:
+def _send(sender: int, to: int, cmid: str, text: str = "hi") -> SendCmd:
     return SendCmd(
         msg_id=next(_ids),
         new_conv_id=next(_ids),
         sender_id=sender,
         sender_device="d",
         kind="text",
-        body=b'{"text":"hi"}',
+        body=b'{"text":"%s"}' % text.encode(),
         client_msg_id=cmid,
         created_at=1,
         to=to,
@@ -125,6 +125,30 @@ async def test_a_send_is_not_answered_before_an_earlier_one_the_loop_has_not_res
     second.add_done_callback(lambda _f: done.append("second"))
     await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert done == ["first", "second"]
+
+
+async def test_an_inline_send_hands_its_index_changes_over_after_its_reply(store: SqliteStore) -> None:
+    """The indexer's wake-up is kept off the message's path: the changes of an inline send
+    are held past the loop turns that write its push and ACK, and a search still finds every
+    message committed before it (it hands held changes over first)."""
+    await _idle()
+    fut = store.send_message(_send(1, 2, "held", "paperclips"))
+    assert fut.done()
+    seen_by_reply: list[int] = []
+    fut.add_done_callback(lambda _f: seen_by_reply.append(len(store._writer._index_held)))
+    await asyncio.sleep(0)  # the turn in which the future's callbacks (push, ACK) run
+    assert seen_by_reply == [1]  # not handed to the indexer yet
+    rows, _more = await store.search.search(2, None, ["paperclips"], None, 10)
+    assert [r.text for r in rows] == ["paperclips"]  # the search handed it over itself
+    assert store._writer._index_held == []
+
+    await _idle()
+    fut = store.send_message(_send(1, 2, "later", "staplers"))
+    assert fut.done() and store._writer._index_held
+    await asyncio.sleep(INDEX_HAND_DELAY_S * 5)
+    assert store._writer._index_held == []  # handed over by the loop's timer
+    rows, _more = await store.search.search(2, None, ["staplers"], None, 10)
+    assert len(rows) == 1
 
 
 async def test_a_send_after_close_is_refused(tmp_path: Path) -> None:

@@ -79,6 +79,13 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="ejabberd's modules: minimal (mod_register only, for the accounts; the default) or debian (the list"
         " of Debian's /etc/ejabberd/ejabberd.yml, which has no mod_mam); both without traffic shaping",
     )
+    g.add_argument(
+        "--ejabberd-busy-wait",
+        choices=("default", "none"),
+        default=d("default"),
+        help="ejabberd's schedulers: default (Erlang's: they spin a while before they sleep) or none"
+        " (+sbwt none +sbwtdcpu none +sbwtdio none: they sleep at once)",
+    )
     g.add_argument("--procs", type=int, default=d(1), help="load-generator processes (default 1)")
     g.add_argument("--runs", type=int, default=d(1), help="repeat, and report the median too (default 1)")
     g.add_argument("--timeout", type=float, default=d(120.0), help="bound of each run in seconds (default 120)")

@@ -208,10 +208,18 @@ PROFILE_NOTES = {
 _CTL_CONFIG = """\
 ERLANG_NODE={node}
 ERL_DIST_PORT={dist_port}
-ERL_OPTIONS="-setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}} -env ERL_CRASH_DUMP_BYTES 0"
+ERL_OPTIONS="-setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}} -env ERL_CRASH_DUMP_BYTES 0{vm_flags}"
 EJABBERD_CONFIG_PATH={config}
 EJABBERD_BYPASS_WARNINGS=true
 """
+
+
+#: ``--ejabberd-busy-wait``: the VM flags of each choice. The schedulers spin a while
+#: (``+sbwt``, ``+sbwtdcpu``, ``+sbwtdio``, Erlang's default ``medium``) before they sleep,
+#: which keeps a vCPU awake between messages; ``none`` makes them sleep at once, as a
+#: thread blocked in epoll does, to tell that wake-up latency from the rest of the work.
+BUSY_WAIT = {"default": "", "none": " +sbwt none +sbwtdcpu none +sbwtdio none"}
+BUSY_WAIT_NOTES = {"default": "Erlang's default (medium)", "none": "off (+sbwt none +sbwtdcpu none +sbwtdio none)"}
 
 
 class EjabberdMissing(RuntimeError):
@@ -222,16 +230,24 @@ class EjabberdServer:
     """ejabberd in a subprocess on a free loopback port; a context manager giving its Target."""
 
     def __init__(
-        self, *, modules: str = "minimal", ejabberdctl: str = EJABBERDCTL, startup_timeout: float = 60.0
+        self,
+        *,
+        modules: str = "minimal",
+        busy_wait: str = "default",
+        ejabberdctl: str = EJABBERDCTL,
+        startup_timeout: float = 60.0,
     ) -> None:
         if modules not in PROFILES:
             raise ValueError(f"ejabberd modules: one of {', '.join(PROFILES)}, not {modules!r}")
+        if busy_wait not in BUSY_WAIT:
+            raise ValueError(f"ejabberd busy wait: one of {', '.join(BUSY_WAIT)}, not {busy_wait!r}")
         if not Path(ejabberdctl).is_file():
             raise EjabberdMissing(
                 f"{ejabberdctl} not found: install Debian's package `ejabberd`"
                 " (apt-get install --no-install-recommends ejabberd) to compare with ejabberd"
             )
         self.modules = modules
+        self.busy_wait = busy_wait
         self.ejabberdctl = ejabberdctl
         self.startup_timeout = startup_timeout
         self.port = free_port()
@@ -247,7 +263,11 @@ class EjabberdServer:
         config.write_text(_CONFIG_HEAD.format(domain=DOMAIN, port=self.port) + PROFILES[self.modules])
         (self.tmp / "ejabberdctl.cfg").write_text(
             _CTL_CONFIG.format(
-                node=self.node, dist_port=free_port(), cookie=secrets.token_hex(16), config=config.as_posix()
+                node=self.node,
+                dist_port=free_port(),
+                cookie=secrets.token_hex(16),
+                config=config.as_posix(),
+                vm_flags=BUSY_WAIT[self.busy_wait],
             )
         )
         shutil.copy("/etc/ejabberd/inetrc", self.tmp / "inetrc")
@@ -303,6 +323,7 @@ class EjabberdServer:
         # the eimp and memsup helpers) count with it; the ejabberdctl shell above it only waits
         notes = {"server": f"ejabberd {package_version()} (Debian package)", **NOTES}
         notes["modules"] = PROFILE_NOTES[self.modules]
+        notes["busy_wait"] = BUSY_WAIT_NOTES[self.busy_wait]
         return Target(url=f"xmpp://127.0.0.1:{self.port}", system="ejabberd", pid=self.beam.pid, notes=notes)
 
     def _wait_ready(self) -> None:

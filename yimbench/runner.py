@@ -338,7 +338,7 @@ def run_once(scenario: Scenario, system: str, args: argparse.Namespace) -> dict[
     if system == "ejabberd":
         from yimbench.ejabberd import EjabberdServer
 
-        with EjabberdServer(modules=args.ejabberd_modules) as target:
+        with EjabberdServer(modules=args.ejabberd_modules, busy_wait=args.ejabberd_busy_wait) as target:
             return run_on(scenario, target, deadline, args)
     with LocalServer(system, env=scenario.node_env() if is_yim(system) else None) as target:
         return run_on(scenario, target, deadline, args)

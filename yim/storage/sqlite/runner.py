@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from yim.storage.service import ServiceStore
-from yim.storage.sqlite.indexer import SearchIndexer
 
 
 class SqliteJobs(Protocol):
@@ -27,9 +26,9 @@ class SqliteJobs(Protocol):
         """Run ``fn(conn, *args)`` on a reader thread, in one read transaction."""
         ...
 
-    @property
-    def indexer(self) -> SearchIndexer:
-        """The search indexer, a thread or a process (search waits for it to catch up)."""
+    def index_barrier(self) -> asyncio.Future[None]:
+        """A future resolved once everything committed before this call is in the search
+        index (search waits for it: the indexer is a thread or a process)."""
         ...
 
     @property

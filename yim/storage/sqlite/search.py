@@ -130,5 +130,5 @@ class SqliteSearchStore(SearchStore):
         self, user_id: int, conv_id: int | None, terms: list[str], before: int | None, limit: int
     ) -> tuple[list[SearchRow], bool]:
         # Every message committed before this call is in the index once the barrier passes.
-        await self._store.indexer.barrier()
+        await self._store.index_barrier()
         return await self._store.read(search, user_id, conv_id, terms, before, limit)

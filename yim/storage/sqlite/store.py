@@ -59,7 +59,7 @@ from yim.storage.sqlite import hidden as hidden
 from yim.storage.sqlite import timeline as timeline
 from yim.storage.sqlite.admin import SqliteAdminStore
 from yim.storage.sqlite.erase import SqliteEraseStore
-from yim.storage.sqlite.indexer import SearchIndexer, make_indexer
+from yim.storage.sqlite.indexer import IndexOp, SearchIndexer, make_indexer
 from yim.storage.sqlite.media import SqliteMediaStore
 from yim.storage.sqlite.memory import WriterConnection, WriterMemory
 from yim.storage.sqlite.push import SqlitePushStore
@@ -90,6 +90,12 @@ def _connect(
 #: submitting event loop's thread instead of the writer thread (see _WriterThread.submit).
 #: Under load the writer is never idle this long, so sends keep overlapping on two threads.
 INLINE_IDLE_S = 0.001
+
+#: How long after an inline send its search index changes are handed to the indexer: past
+#: the two loop turns that write its push and ACK, so the indexer's wake-up (a thread that
+#: then wants the GIL, or a pipe write) is not on the message's path. The indexer gathers
+#: for 50 ms before it writes anyway, so this delays no search result.
+INDEX_HAND_DELAY_S = 0.002
 
 
 class _WriterThread:
@@ -132,6 +138,13 @@ class _WriterThread:
         self._lock = threading.Lock()  # held while a batch runs, on either thread
         self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on them (_resolved)
         self._queued = 0  # jobs put on the queue whose futures are not resolved yet
+        # Index changes of inline sends, committed but not yet handed to the indexer
+        # (INDEX_HAND_DELAY_S). Invariant: the indexer gets every change in commit order.
+        # Batches commit one at a time (_lock), and whoever hands changes over does so under
+        # _held_lock, the held ones first: none of a later batch overtakes them.
+        self._index_held: list[IndexOp] = []
+        self._held_lock = threading.Lock()
+        self._hand_scheduled = False  # a timer of the loop's will hand them over
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
         self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
         self.inline_batches = 0  # sends run on the loop thread (a batch of one each)
@@ -152,6 +165,7 @@ class _WriterThread:
         self.stopped = True
         self._jobs.put(self._STOP)
         self._thread.join()
+        self.hand_over_index()  # before the indexer stops (the store stops it after this)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -178,13 +192,30 @@ class _WriterThread:
             conn = self._conn
             if self._queued or conn is None:  # a job came in meanwhile, or the writer closed
                 return False
-            outcomes = self._run_batch(conn, [(fn, args, fut, loop)])
+            outcomes = self._run_batch(conn, [(fn, args, fut, loop)], inline=True)
             self.inline_batches += 1
             self._idle_since = time.monotonic()
         finally:
             self._lock.release()
         _resolve(outcomes)
+        if self._index_held and not self._hand_scheduled:
+            self._hand_scheduled = True
+            loop.call_later(INDEX_HAND_DELAY_S, self._hand_over_later)
         return True
+
+    def _hand_over_later(self) -> None:
+        self._hand_scheduled = False
+        self.hand_over_index()
+
+    def hand_over_index(self, ops: list[IndexOp] | None = None) -> None:
+        """Hand the held index changes, then ``ops`` (of a batch committed after them), to
+        the indexer, in that order."""
+        with self._held_lock:
+            if self._index_held:
+                ops = self._index_held + ops if ops else self._index_held
+                self._index_held = []
+            if ops:
+                self._indexer.submit(ops)
 
     def _run(self) -> None:
         try:
@@ -244,8 +275,9 @@ class _WriterThread:
             except RuntimeError:
                 pass
 
-    def _run_batch(self, conn: WriterConnection, batch: list[Any]) -> list[Any]:
-        """Run and commit one batch; return each job's (future, loop, result, error)."""
+    def _run_batch(self, conn: WriterConnection, batch: list[Any], *, inline: bool = False) -> list[Any]:
+        """Run and commit one batch; return each job's (future, loop, result, error). The
+        index changes of an ``inline`` batch are held for a moment (INDEX_HAND_DELAY_S)."""
         try:
             outcomes = self._run_optimistic(conn, batch)
             if outcomes is None:  # a job failed half-way: redo the batch, each job isolated
@@ -254,9 +286,13 @@ class _WriterThread:
                 self.slow_batches += 1
                 outcomes = self._run_isolated(conn, batch)
             conn.execute("COMMIT")
-            if conn.memory.index_ops:  # committed: now the search index may learn of them
-                self._indexer.submit(conn.memory.index_ops)
-                conn.memory.index_ops = []
+            # committed: now the search index may learn of them
+            if inline:
+                with self._held_lock:
+                    self._index_held.extend(conn.memory.index_ops)
+            else:
+                self.hand_over_index(conn.memory.index_ops)
+            conn.memory.index_ops = []
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -576,6 +612,12 @@ class SqliteStore(Store):
     def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(conn, *args)`` on the writer thread inside the next group commit."""
         return self._writer.submit(fn, *args)
+
+    def index_barrier(self) -> asyncio.Future[None]:
+        """A future resolved once everything committed before this call is in the search
+        index (an inline send's changes may still be held by the writer: they go first)."""
+        self._writer.hand_over_index()
+        return self.indexer.barrier()
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` on a reader thread, in one read transaction (one snapshot)."""
