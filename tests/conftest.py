@@ -184,6 +184,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "yim", "serve", "--port", str(self.port), "--data", str(self.data_dir)],
@@ -197,8 +198,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"yim serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+            # the listening line, not an open port: with workers (the default of `yim serve`
+            # on a machine of several cores) the port opens with the first worker
+            with open(self.log_path, "rb") as out:
+                out.seek(mark)
+                if b"listening on" in out.read():
                     return
             time.sleep(0.05)
         raise RuntimeError(f"yim serve did not listen within {timeout}s")

@@ -29,7 +29,8 @@ async def test_sigkill_under_load_loses_and_duplicates_nothing(
 ) -> None:
     """Once per store: SQLite in the node's data folder, or PostgreSQL (which keeps running
     while the node is killed)."""
-    node = server_process(YIM_STORE=store_url, **NODE_ENV)
+    # one process: it keeps every device's pushes in seq order, which this run checks too
+    node = server_process(YIM_STORE=store_url, YIM_WORKERS="1", **NODE_ENV)
     # The deadline only bounds a stuck run: a kill-and-restart cycle takes ~4 s on a quiet
     # machine and twice that on a busy one, and every one of the kills must happen.
     harness = CrashHarness(node, kills=KILLS, seed=SEED, deadline_s=max(100.0, KILLS * 10.0))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 import stat
 import subprocess
@@ -36,15 +35,17 @@ class Yim:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             env = {**os.environ, "YIM_PASSWORD_HASHING": "cheapest"}
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            # the listening line, not an open port: with workers (`yim serve`'s default on
+            # a machine of several cores) the port opens with the first worker
+            if "listening on" in self.log.read_text(errors="replace")[mark:]:
+                return
             time.sleep(0.05)
         raise RuntimeError("yim serve did not listen in time")
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import time
 import unicodedata
@@ -370,8 +371,12 @@ def test_sighup_reloads_a_running_node(server_process: Any, tmp_path: Path) -> N
     assert register("user2", "新词") == 201
     write(words, "新词", "另一个词")
     os.kill(node.proc.pid, signal.SIGHUP)
+    # every process that serves reloads its own lists: one, or each worker (the listening
+    # line says how many: `yim serve` runs one per core by default)
+    served_by = re.search(r"with (\d+) workers", node.log_path.read_text())
+    processes = int(served_by.group(1)) if served_by else 1
     deadline = time.monotonic() + 10
-    while "word lists reloaded: 2 entries to reject" not in node.log_path.read_text():
+    while node.log_path.read_text().count("word lists reloaded: 2 entries to reject") < processes:
         assert time.monotonic() < deadline, node.log_path.read_text()
         time.sleep(0.05)
     assert node.proc.poll() is None  # SIGHUP reloaded; it did not end the process

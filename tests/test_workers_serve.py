@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, free_port
 from tests.rawclient import Device, ProtocolError, login, make_users, until
-from yim.config import SettingsError, load_settings
+from yim.config import SERVE_DEFAULTS, SettingsError, load_settings, usable_cores
 from yim.ids.snowflake import MAX_NODE, SEQ_BITS
 from yim.node import _SEEN_FLUSH_S
 
@@ -203,7 +204,7 @@ async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
 def test_workers_setting_is_checked_in_one_line(tmp_path: Path) -> None:
     assert load_settings(None, data_dir=str(tmp_path)).worker_count == 1
     assert load_settings(None, workers="3").worker_count == 3
-    assert load_settings(None, workers="auto").worker_count == min(os.cpu_count() or 1, 64)
+    assert load_settings(None, workers="auto").worker_count == min(usable_cores(), 64)
     for bad, says in [
         ("0", "from 1 to 64"),
         ("65", "from 1 to 64"),
@@ -224,6 +225,56 @@ def test_workers_setting_is_checked_in_one_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "a cluster scales by adding nodes" in out.stderr, out.stderr
+
+
+def test_serve_uses_every_core_unless_told_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``yim serve`` defaults to auto (Settings built in code stay one process); what an
+    operator says anywhere wins; auto is one process where workers cannot run, never a
+    refusal to start."""
+    monkeypatch.delenv("YIM_WORKERS", raising=False)
+    cores = min(usable_cores(), 64)
+    assert cores == len(os.sched_getaffinity(0)) or cores == 64
+    assert load_settings(None, defaults=SERVE_DEFAULTS).worker_count == cores
+    assert load_settings(None).worker_count == 1
+    assert load_settings(None, defaults=SERVE_DEFAULTS, workers="1").worker_count == 1
+    config = tmp_path / "yim.toml"
+    config.write_text("workers = 1\n")
+    assert load_settings(str(config), defaults=SERVE_DEFAULTS).worker_count == 1
+    monkeypatch.setenv("YIM_WORKERS", "1")
+    assert load_settings(None, defaults=SERVE_DEFAULTS).worker_count == 1
+    monkeypatch.delenv("YIM_WORKERS")
+    cluster = load_settings(None, defaults=SERVE_DEFAULTS, store="postgres://x@127.0.0.1/db")
+    assert cluster.worker_count == 1
+    assert load_settings(None, defaults=SERVE_DEFAULTS, redis_url="redis://127.0.0.1:1/0").worker_count == 1
+
+
+def test_serve_without_workers_starts_one_per_core(tmp_path: Path) -> None:
+    """The real command as `make serve` runs it: no --workers, no setting."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "YIM_WORKERS"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yim", "serve", "--port", str(port), "--data", str(tmp_path / "data")],
+            env={**env, "YIM_PASSWORD_HASHING": "cheapest"}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        line = next(x for x in log.read_text().splitlines() if "listening on" in x)
+        cores = min(usable_cores(), 64)
+        if cores >= 2:
+            assert f"with {cores} workers" in line, line
+            assert len(children(proc.pid)) == cores + 1  # the workers and the search indexer
+        else:
+            assert "workers" not in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
 
 
 async def test_two_workers_are_one_node(tmp_path: Path) -> None:

@@ -15,13 +15,14 @@ from typing import Any
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
-    from yim.config import SettingsError, load_settings
+    from yim.config import SERVE_DEFAULTS, SettingsError, load_settings
     from yim.node import serve_forever
     from yim.storage.migrations import SchemaError
 
     try:
         settings = load_settings(
             args.config,
+            defaults=SERVE_DEFAULTS,
             host=args.host,
             port=args.port,
             data_dir=args.data,
@@ -294,8 +295,9 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument(
         "--workers",
-        help="processes serving the node: 1 (default), N (2..64: a store process and N workers on one port;"
-        " embedded SQLite store only) or 'auto' (one per core)",
+        help="processes serving the node: 'auto' (the default: one worker per core on the embedded SQLite"
+        " store, one process on a single core or in a cluster), 1 (one process) or N (2..64: a store process"
+        " and N workers on one port; embedded SQLite store only)",
     )
     serve.set_defaults(func=_serve)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,7 +92,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_id: Annotated[int, msgspec.Meta(ge=0, le=1023)] = 0  # Snowflake: 10 bits
     #: processes serving this node (docs/operations.md §1.7): 1 is one process; N >= 2 is a
     #: store process and N workers on the same port (embedded SQLite store only); "auto" is
-    #: one worker per core. Resolved to an int by __post_init__.
+    #: one worker per core this process may run on, or 1 where workers cannot run (one core,
+    #: or a PostgreSQL store or redis_url: a cluster grows by nodes). Resolved to an int by
+    #: __post_init__. Settings built in code default to 1 (a Node object is one process);
+    #: ``yim serve`` defaults to "auto" (SERVE_DEFAULTS).
     workers: int | str = 1
 
     # accounts and tokens
@@ -364,21 +368,37 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 MAX_WORKERS = 64
 
 
+#: what ``yim serve`` assumes where neither the command line, the environment nor the
+#: settings file says: a node uses every core it may run on, as the servers it replaces do
+SERVE_DEFAULTS: dict[str, Any] = {"workers": "auto"}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what a container's cpuset or
+    ``taskset`` leaves it), not every core of the host as ``os.cpu_count()`` says."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def check_workers(value: int | str, store: str, redis_url: str) -> int:
     """``workers`` as a number of processes, or a ValueError that says what is allowed."""
+    clustered = bool(redis_url) or not (store == "sqlite" or store.startswith("sqlite:"))
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":
-            count = min(os.cpu_count() or 1, MAX_WORKERS)
-        elif text.isdigit():
-            count = int(text)
-        else:
+            # "as many as fit": a clustered node is one process (it grows by nodes), so auto
+            # is never the reason a node refuses to start
+            return 1 if clustered else min(usable_cores(), MAX_WORKERS)
+        if not text.isdigit():
             raise ValueError(f"workers = {value!r}: give a number from 1 to {MAX_WORKERS}, or auto (one per core)")
+        count = int(text)
     else:
         count = value
     if not 1 <= count <= MAX_WORKERS:
         raise ValueError(f"workers = {count}: give a number from 1 to {MAX_WORKERS}, or auto (one per core)")
-    if count >= 2 and (redis_url or not (store == "sqlite" or store.startswith("sqlite:"))):
+    if count >= 2 and clustered:
         raise ValueError(
             f"workers = {count} needs the embedded SQLite store and no redis_url: a cluster scales by adding nodes"
         )
@@ -388,9 +408,12 @@ def check_workers(value: int | str, store: str, redis_url: str) -> int:
 _ENV_PREFIX = "YIM_"
 
 
-def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
-    """Merge defaults, an optional TOML file, ``YIM_<FIELD>`` env vars and explicit overrides."""
-    values: dict[str, Any] = {}
+def load_settings(
+    config_file: str | None = None, *, defaults: Mapping[str, Any] | None = None, **overrides: Any
+) -> Settings:
+    """Merge defaults (Settings' own, then ``defaults``: a command's, e.g. SERVE_DEFAULTS), an
+    optional TOML file, ``YIM_<FIELD>`` env vars and explicit overrides, later ones winning."""
+    values: dict[str, Any] = dict(defaults or {})
     origin: dict[str, str] = {}  # where each value came from, for the error message
     path = config_file or os.environ.get("YIM_CONFIG")
     if path:

@@ -61,6 +61,7 @@ from yim.node import (
 )
 from yim.protocol.errors import YimError
 from yim.services.service import DefaultRouting
+from yim.services.words import WordFilter
 from yim.storage.service import ServiceCtx
 
 log = logging.getLogger("yim.supervisor")
@@ -135,6 +136,10 @@ class StoreProcess:
         self._locks = lock_store_folders(self.settings, self.store)
         if self.settings.push_enabled:  # bad push settings stop the start here, once, not per worker
             await push_providers(self.settings).close()
+        # Word lists too: a list that cannot be loaded is said once, in the words of the
+        # one-process node, not by every worker and then as "worker 0 exited". The workers
+        # load their own filters (the store process keeps none).
+        WordFilter.from_settings(self.settings)
         await self.store.open()
         self._opened = True
         await signing_key(self.settings.data_path, self.store)  # made here, read by every worker
@@ -152,6 +157,9 @@ class StoreProcess:
         finally:
             for fut in watch:
                 fut.cancel()
+            # awaited once cancelled: a cancelled gather holds its CancelledError as an
+            # exception, which asyncio would otherwise log with a traceback at collection
+            await asyncio.gather(*watch, return_exceptions=True)
         if len(pending) == len(watch):
             raise OSError(f"the workers did not all accept within {START_TIMEOUT_S:.0f} s")
         dead = [slot for slot in self.slots if slot.exited.is_set()]

@@ -144,8 +144,7 @@ class LocalServer:
             return [sys.executable, "-m", "yimbench.relay", "--host", "127.0.0.1", "--port", str(self.port)]
         data = str(self.tmp / "data")
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", data]
-        if workers_of(self.system) > 1:
-            serve += ["--workers", str(workers_of(self.system))]
+        serve += ["--workers", str(workers_of(self.system))]  # named always: `yim serve` defaults to auto
         return [sys.executable, "-m", "yim", "--log-level", "WARNING", *serve]
 
     def __enter__(self) -> Target:
