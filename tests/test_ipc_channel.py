@@ -210,6 +210,25 @@ async def test_peer_gone_fails_pending_and_later_calls() -> None:
     client.cast("ignored", 1)  # no error: a cast to a gone peer is dropped
 
 
+async def test_on_lost_runs_before_pending_calls_fail_and_only_when_the_peer_went() -> None:
+    """A worker ends in on_lost (yim/supervisor.py): it must run while the calls whose
+    outcome is unknown are still pending, so no caller hears "unavailable" first."""
+    never: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    client, server = await pair(lambda op, body: never)
+    seen: list[tuple[str, bool]] = []
+    waiting = asyncio.ensure_future(client.call("hang", None, int))
+    client.on_lost = lambda: seen.append(("lost", waiting.done() or not client._pending))
+    server.on_lost = lambda: seen.append(("server lost", True))
+    await asyncio.sleep(0.02)
+    server.close()  # this end closing: not the server's on_lost
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert seen == [("lost", False)]  # the call was still pending when on_lost ran
+    with pytest.raises(YimError):
+        await waiting
+    client.close()
+    assert seen == [("lost", False)]  # once
+
+
 async def test_a_call_given_up_leaves_nothing_pending() -> None:
     """A caller that times out forgets its call: a peer that never answers does not grow the
     table of pending calls by one per attempt, and a late answer goes nowhere."""

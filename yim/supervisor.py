@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -383,11 +384,25 @@ def _die_with(parent: int) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
+def _store_gone(index: int) -> None:
+    """The store process is gone (killed, crashed) while this worker serves: end now, as if
+    killed with it (which the kernel is about to do: PR_SET_PDEATHSIG), before any call
+    waiting on it is answered. A send in flight may have been committed before the store
+    died; failing it with ``unavailable`` would tell its client it was not, and the client
+    would not resend it. Cut off instead, the client reconnects and resends it with its
+    ``client_msg_id``, which the restarted node stores or answers as a duplicate
+    (docs/protocol.md §12.4). Nothing a graceful stop would do here can reach the store."""
+    sys.stderr.write(f"yim: worker {index}: the store process is gone; ending at once\n")
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)
+
+
 async def _serve_worker(spec: WorkerSpec, channel_fd: int) -> int:
     settings = spec.settings
     role = WorkerRole(spec.index)
     sock = socket.socket(fileno=channel_fd)
     role.channel = await connect(sock, on_call=role.on_call, on_cast=role.on_cast, name="store process")
+    role.channel.on_lost = functools.partial(_store_gone, spec.index)
     ssl_context = None
     if settings.tls_cert or settings.tls_key:
         from yim.gateway.tls import server_ssl_context

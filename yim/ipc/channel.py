@@ -35,6 +35,9 @@ one.
 
 Loss: when the peer goes away (or the channel is closed), every call awaiting a reply
 fails with ``YimError("unavailable")``, later calls fail at once, and ``closed`` is set.
+Before that, when it was the peer that went, :attr:`Channel.on_lost` runs: a worker ends
+there (yim/supervisor.py), since its store process died with calls whose outcome it cannot
+know, and ``unavailable`` would tell a client "not stored" of a send that may have been.
 """
 
 from __future__ import annotations
@@ -97,6 +100,10 @@ class Channel(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self.closed = asyncio.Event()
+        #: run once, synchronously, when the peer closes the channel (not when this end
+        #: does), before the calls awaiting a reply fail: see "Loss" in the module docstring
+        self.on_lost: Callable[[], None] | None = None
+        self._closing = False  # this end closed it (close): on_lost is not for that
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- sending ---------------------------------------------------------------------------
@@ -297,6 +304,8 @@ class Channel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self.on_lost is not None and not self._closing and not self.closed.is_set():
+            self.on_lost()
         self._fail_pending()
 
     def _fail_pending(self) -> None:
@@ -309,6 +318,7 @@ class Channel(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the channel (what was written this turn is sent first)."""
+        self._closing = True
         if self._transport is not None:
             self._flush()
             self._transport.close()
