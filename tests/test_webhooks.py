@@ -433,6 +433,45 @@ async def test_outbox_survives_a_kill(server_process: Any, receiver: Receiver, s
     assert receiver.requests[0]["data"]["body"] == {"text": "kept"}
 
 
+@pytest.mark.backends("sqlite")
+async def test_a_claim_held_by_a_killed_node_is_taken_back_at_its_restart(
+    server_process: Any, receiver: Receiver
+) -> None:
+    """The node is killed while its attempt hangs (its claim leased for webhook_lease_s):
+    restarted, it owns the store alone, so the event is delivered at once, not after the
+    lease."""
+    hanging = asyncio.Event()
+
+    async def hang(event: dict[str, Any]) -> dict[str, Any]:
+        hanging.set()
+        await asyncio.sleep(3600)
+        return {}
+
+    receiver.decide = hang
+    env = {"YIM_WEBHOOKS": json.dumps(after_settings(receiver.url)["webhooks"]), "YIM_WEBHOOK_LEASE_S": "600"}
+    proc = server_process(**env)
+    await asyncio.to_thread(proc.start)
+    async with aiohttp.ClientSession(proc.url) as http:
+        alice, bob = await make_users(http, ["alice", "bob"])
+        r = await http.post(
+            "/api/v1/messages",
+            json={"to": bob["user_id"], "kind": "text", "body": {"text": "held"}, "client_msg_id": "h1"},
+            headers={"Authorization": f"Bearer {alice['token']}"},
+        )
+        assert r.status == 201
+        msg_id = (await r.json())["msg_id"]
+    async with asyncio.timeout(15):
+        await hanging.wait()  # claimed: the attempt is in flight
+    proc.kill()
+    receiver.requests.clear()
+    receiver.decide = lambda event: {}
+    await asyncio.to_thread(proc.start)
+    async with asyncio.timeout(15):  # the lease (600 s) would hold it far longer
+        while not receiver.requests:
+            await asyncio.sleep(0.05)
+    assert [e["event_id"] for e in receiver.requests] == [msg_id]
+
+
 @pytest.mark.backends("postgres")
 async def test_two_nodes_deliver_each_event_once(make_server: MakeServer, receiver: Receiver) -> None:
     """Nodes sharing one PostgreSQL store both deliver from the outbox; each event is claimed

@@ -197,6 +197,15 @@ class Webhooks:
 
     async def _deliver_forever(self) -> None:
         counted = 0.0
+        assert self._store is not None
+        try:
+            # rows a killed deliverer had claimed (SQLite: this is the only deliverer) are due
+            # now, not when that claim's lease ends (webhook_lease_s)
+            released = await self._store.outbox.release_claims(int(time.time() * 1000))
+            if released:
+                log.info("webhook outbox: %d waiting events due again at start", released)
+        except Exception as exc:  # the store is away: the leases end on their own
+            log.warning("webhook outbox: %s", exc)
         while True:
             try:
                 store = self._store

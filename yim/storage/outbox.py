@@ -5,7 +5,8 @@ A row is one event for one hook URL. Delivery is at least once: a node *claims* 
 (pushes their ``next_at`` out by a lease, in PostgreSQL with ``FOR UPDATE SKIP LOCKED`` so
 two nodes never claim one row), POSTs them, then deletes the delivered ones or reschedules
 the failed ones; a node that dies holding a claim leaves rows that fall due again when the
-lease ends, and another node (or the same one, restarted) delivers them again.
+lease ends, and another node (or the same one, restarted) delivers them again. On SQLite
+the one deliverer takes back every claim when it starts (:meth:`OutboxStore.release_claims`).
 
 A message's ``after_send`` events are written by the send itself, in its own transaction
 (SQLite: the group commit that writes the message; PostgreSQL: the transaction of its send
@@ -93,3 +94,13 @@ class OutboxStore(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> tuple[int, int]:
         """(rows waiting, dead letters)."""
+
+    async def release_claims(self, now: int) -> int:
+        """Called by a deliverer as it starts, on a store where it is the only one: make every
+        waiting row due at ``now``, so rows a killed deliverer had claimed are not held for
+        the rest of their lease. Returns how many rows were made due.
+
+        A store shared by several nodes (PostgreSQL) keeps its leases, which may be live
+        nodes' claims: there a dead node's rows fall due when their lease ends, and this
+        does nothing."""
+        return 0

@@ -1,5 +1,6 @@
 """SQLite jobs of the webhook outbox (see :mod:`yim.storage.outbox`). One node owns the
-file, so a claim needs no row locks: the writer thread runs one job at a time."""
+file, so a claim needs no row locks: the writer thread runs one job at a time; and a
+deliverer that starts is the only one, so it takes back every claim (release_claims)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ def _failed(conn: sqlite3.Connection, row_id: int, attempts: int, next_at: int |
     )
 
 
+def _release_claims(conn: sqlite3.Connection, now: int) -> int:
+    # A claim and a retry's back-off are both a next_at ahead: they cannot be told apart,
+    # so a start also tries at once the rows that were waiting out a back-off (one early
+    # attempt each; their attempts still count towards the dead letter).
+    return conn.execute(
+        "UPDATE webhook_outbox SET next_at = ? WHERE dead_at IS NULL AND next_at > ?", (now, now)
+    ).rowcount
+
+
 def _counts(conn: sqlite3.Connection) -> tuple[int, int]:
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE dead_at IS NULL), count(*) FILTER (WHERE dead_at IS NOT NULL)"
@@ -67,3 +77,9 @@ class SqliteOutboxStore(OutboxStore):
     async def counts(self) -> tuple[int, int]:
         counts: tuple[int, int] = await self._s.read(_counts)
         return counts
+
+    async def release_claims(self, now: int) -> int:
+        """One node owns the file (the data-folder lock) and one process of it delivers (the
+        one process, or worker 0): a claim found at its start is a dead deliverer's."""
+        released: int = await self._s.write(_release_claims, now)
+        return released
