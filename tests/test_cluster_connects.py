@@ -8,49 +8,22 @@ route behind."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from tests.bus_devices import RecordingDevice
 from yim.bus.redis import RedisBus, _Close
 from yim.config import Settings
 from yim.gateway.hub import Hub
 from yim.metrics import Metrics
 from yim.protocol.close import CLOSE_REPLACED
-from yim.protocol.codec import JSON
 
 from .services import RedisServer
 
-
-class Device:
-    """One authenticated connection as the gateway's Hub and the bus use it."""
-
-    def __init__(self, user_id: int, device_id: str, platform: str = "web") -> None:
-        self.user_id = user_id
-        self.device_id = device_id
-        self.platform = platform
-        self.session_id = "s"
-        self.acked_seq = 0
-        self.codec = JSON
-        self.closing = False
-        self.closed: tuple[int, str] | None = None
-        self.connected_at = time.monotonic()
-        self.frames: list[dict[str, Any]] = []
-
-    def send(self, payload: bytes) -> None:
-        self.frames.append(json.loads(payload))
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            self.closing = True
-            self.closed = (code, reason)
-
-    def events(self) -> list[int]:
-        return [f["seq"] for f in self.frames if "seq" in f]
+Device = RecordingDevice
 
 
 class Hooks:

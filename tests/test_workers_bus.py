@@ -8,7 +8,6 @@ between them and the hub is the real thing. HubState, the pure part, has table-d
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from tests.bus_devices import RecordingDevice
 from yim.bus.workers import WorkerBus
 from yim.bus.workers_hub import (
     BackoffOp,
@@ -43,7 +43,6 @@ from yim.ids.snowflake import node_of
 from yim.ipc.channel import Channel, connect
 from yim.metrics import Metrics
 from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
-from yim.protocol.codec import JSON
 from yim.protocol.errors import YimError
 from yim.services.context import LocalDevices, PresenceChange
 from yim.storage.records import GroupChange, GroupRec, MessageRec, SendResult
@@ -66,33 +65,7 @@ def _settings() -> Settings:
     )
 
 
-class Device:
-    """One authenticated connection as the gateway's Hub and the bus use it; the frames it
-    would write to its WebSocket are kept in ``frames``."""
-
-    def __init__(self, user_id: int, device_id: str, platform: str = "web", session_id: str = "s") -> None:
-        self.user_id = user_id
-        self.device_id = device_id
-        self.platform = platform
-        self.presence = "online"
-        self.session_id = session_id
-        self.acked_seq = 0
-        self.codec = JSON
-        self.closing = False
-        self.closed: tuple[int, str] | None = None
-        self.connected_at = time.time()
-        self.frames: list[dict[str, Any]] = []
-
-    def send(self, payload: bytes) -> None:
-        self.frames.append(json.loads(payload))
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            self.closing = True
-            self.closed = (code, reason)
-
-    def events(self) -> list[int]:
-        return [f["seq"] for f in self.frames if "seq" in f]
+Device = RecordingDevice
 
 
 class Hooks:
