@@ -128,6 +128,30 @@ async def test_killing_the_indexer_mid_load_loses_no_index_entry(
         await store.close()
 
 
+async def test_sigterm_leaves_the_indexer_to_the_node(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``systemctl stop`` signals every process of the unit (unless ``KillMode=mixed``), the
+    indexer too: it must outlive SIGTERM and be stopped by the store after its last batch,
+    not die and be restarted, with an error line, by a node that is stopping."""
+    caplog.set_level(logging.INFO, logger="yim.storage.indexer")
+    store = await _store(tmp_path)
+    pid = store.indexer.pid
+    assert pid is not None
+    try:
+        a, b = await _users(store)
+        os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(0.2)  # a process that dies of it is gone by then
+        await asyncio.gather(*(_send(store, a, b, f"after the signal {i:03d}") for i in range(50)))
+        async with asyncio.timeout(30):
+            assert await _found(store, b, "after the signal 049") == ["after the signal 049"]
+        assert isinstance(store.indexer, ProcessIndexer)
+        assert store.indexer.pid == pid and store.indexer.restarts == 0
+        assert not [r for r in caplog.records if "restarting it" in r.getMessage()]
+    finally:
+        await store.close()
+    assert _gone(pid)
+    assert _count_rows(tmp_path) == 50
+
+
 async def test_a_stalled_indexer_holds_the_writer_back_and_close_leaves_no_child(tmp_path: Path) -> None:
     store = await _store(tmp_path)
     pid = store.indexer.pid
