@@ -2,8 +2,8 @@
 process on one real Redis, each with the gateway's real Hub; the connections are recorders
 (the frames a WebSocket would have sent). A device with a registered connection and a
 reconnect still in its auth checks on one node: the reconnect failing leaves the older one
-routed, a kick of its route closes it, and a connect cancelled mid-registration leaves no
-route behind."""
+routed, a kick of its route closes it, a connect cancelled mid-registration leaves no
+route behind, and a field a failed register left behind is renewed for the connection held."""
 
 from __future__ import annotations
 
@@ -160,3 +160,27 @@ async def test_a_connect_cancelled_while_registering_leaves_no_route(nodes: tupl
     await _until(lambda: (4, "d") not in n0.bus._local)
     await n0.flushed(n1)
     assert await _route_of(n0, 4, "d") is None
+
+
+async def test_a_field_a_failed_register_left_is_renewed_for_the_connection_held(nodes: tuple[Node, Node]) -> None:
+    """A reconnect whose register script failed (Redis away; the connect goes on without it)
+    leaves the device's field naming the older connection's serial on this node. The next
+    refresh writes the route of the connection the node holds, so the field does not lapse
+    unrenewed and a newer connection elsewhere closes that connection by its serial."""
+    n0, n1 = nodes
+    await n0.connect(Device(5, "d"))
+    left = await _route_of(n0, 5, "d")
+    held = await n0.connect(Device(5, "d"))
+    serial = n0.bus._local[(5, "d")][1]
+    assert left is not None and not left.startswith(f"{n0.bus.node_name}|{serial}|")
+    # the field as the failed script leaves it: the older connection's
+    await n0.bus._redis.hset(RedisBus.route_key(5), "d", left)
+    assert await n0.bus._refresh_routes() == (1, 0, [])
+    route = await _route_of(n0, 5, "d")
+    assert route is not None and route.startswith(f"{n0.bus.node_name}|{serial}|")
+    newest = await n1.connect(Device(5, "d"))
+    await _until(lambda: held.closed is not None)
+    assert held.closed is not None and held.closed[0] == CLOSE_REPLACED
+    assert newest.closed is None
+    n0.disconnect(held)
+    n1.disconnect(newest)

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,30 @@ async def test_killing_the_indexer_mid_load_loses_no_index_entry(
         await store.close()
 
 
+async def test_sigterm_leaves_the_indexer_to_the_node(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``systemctl stop`` signals every process of the unit (unless ``KillMode=mixed``), the
+    indexer too: it must outlive SIGTERM and be stopped by the store after its last batch,
+    not die and be restarted, with an error line, by a node that is stopping."""
+    caplog.set_level(logging.INFO, logger="yim.storage.indexer")
+    store = await _store(tmp_path)
+    pid = store.indexer.pid
+    assert pid is not None
+    try:
+        a, b = await _users(store)
+        os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(0.2)  # a process that dies of it is gone by then
+        await asyncio.gather(*(_send(store, a, b, f"after the signal {i:03d}") for i in range(50)))
+        async with asyncio.timeout(30):
+            assert await _found(store, b, "after the signal 049") == ["after the signal 049"]
+        assert isinstance(store.indexer, ProcessIndexer)
+        assert store.indexer.pid == pid and store.indexer.restarts == 0
+        assert not [r for r in caplog.records if "restarting it" in r.getMessage()]
+    finally:
+        await store.close()
+    assert _gone(pid)
+    assert _count_rows(tmp_path) == 50
+
+
 async def test_a_stalled_indexer_holds_the_writer_back_and_close_leaves_no_child(tmp_path: Path) -> None:
     store = await _store(tmp_path)
     pid = store.indexer.pid
@@ -158,6 +183,46 @@ async def test_a_stalled_indexer_holds_the_writer_back_and_close_leaves_no_child
         await store.close()
     assert _gone(pid)
     assert _count_rows(tmp_path) == 4000
+
+
+async def test_a_search_behind_a_stalled_indexer_leaves_the_loop_serving(tmp_path: Path) -> None:
+    """A search while the writer waits for room in the indexer's pipe (its back-pressure:
+    an indexer catching up after a restart, a slow disk) waits for the index without taking
+    the event loop with it, which in a node with workers serves every worker's store calls
+    and the hub."""
+    store = await _store(tmp_path)
+    pid = store.indexer.pid
+    assert pid is not None
+    text = "x" * 100
+    resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    try:
+        a, b = await _users(store)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            sends = [asyncio.ensure_future(_send(store, a, b, f"{text} {i:05d}")) for i in range(4000)]
+            deadline = time.monotonic() + 10
+            done = -1
+            while time.monotonic() < deadline:  # until the writer waits on the full pipe
+                await asyncio.sleep(0.3)
+                now = sum(s.done() for s in sends)
+                if now == done:
+                    break
+                done = now
+            assert 0 < done < len(sends)
+            search = asyncio.ensure_future(_found(store, b, "00000"))
+            resume.start()  # whatever happens here, the indexer goes on in 3 s
+            started = time.monotonic()
+            await asyncio.sleep(0.1)
+            assert time.monotonic() - started < 1.0, "the loop stopped with the writer"
+            assert not search.done()
+        finally:
+            resume.cancel()
+            os.kill(pid, signal.SIGCONT)
+        async with asyncio.timeout(60):
+            assert await search == [f"{text} 00000"]
+            await asyncio.gather(*sends)
+    finally:
+        await store.close()
 
 
 async def test_a_node_killed_with_sigkill_leaves_no_orphan_indexer(server_process: Any) -> None:

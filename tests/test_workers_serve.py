@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -246,6 +247,28 @@ def test_serve_uses_every_core_unless_told_otherwise(tmp_path: Path, monkeypatch
     cluster = load_settings(None, defaults=SERVE_DEFAULTS, store="postgres://x@127.0.0.1/db")
     assert cluster.worker_count == 1
     assert load_settings(None, defaults=SERVE_DEFAULTS, redis_url="redis://127.0.0.1:1/0").worker_count == 1
+
+
+def test_auto_is_one_process_on_a_host_that_cannot_run_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS (where the README's ``make serve`` runs too), a kernel before 5.3, a sandbox
+    that refuses pidfd_open: ``yim serve`` with no flags serves as one process, and a number
+    of workers is refused in one line, where the store process would fail half-started."""
+    monkeypatch.delenv("YIM_WORKERS", raising=False)
+    with monkeypatch.context() as m:
+        m.setattr(sys, "platform", "darwin")
+        assert load_settings(None, defaults=SERVE_DEFAULTS).worker_count == 1
+        with pytest.raises(SettingsError, match="worker processes need Linux, and this is darwin"):
+            load_settings(None, workers="2")
+
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "pidfd_open", refused)
+        assert load_settings(None, defaults=SERVE_DEFAULTS).worker_count == 1
+        with pytest.raises(SettingsError, match=r"need pidfd_open \(Linux 5.3 or later\)"):
+            load_settings(None, workers="2")
+    assert load_settings(None, workers="2").worker_count == 2  # this host runs them
 
 
 def test_serve_without_workers_starts_one_per_core(tmp_path: Path) -> None:

@@ -296,8 +296,8 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         help="processes serving the node: 'auto' (the default: one worker per core on the embedded SQLite"
-        " store, one process on a single core or in a cluster), 1 (one process) or N (2..64: a store process"
-        " and N workers on one port; embedded SQLite store only)",
+        " store, one process on a single core, in a cluster or off Linux), 1 (one process) or N (2..64: a store"
+        " process and N workers on one port; embedded SQLite store only, Linux 5.3 or later)",
     )
     serve.set_defaults(func=_serve)
 

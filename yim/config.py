@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,9 +94,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: processes serving this node (docs/operations.md §1.7): 1 is one process; N >= 2 is a
     #: store process and N workers on the same port (embedded SQLite store only); "auto" is
     #: one worker per core this process may run on, or 1 where workers cannot run (one core,
-    #: or a PostgreSQL store or redis_url: a cluster grows by nodes). Resolved to an int by
-    #: __post_init__. Settings built in code default to 1 (a Node object is one process);
-    #: ``yim serve`` defaults to "auto" (SERVE_DEFAULTS).
+    #: a PostgreSQL store or redis_url: a cluster grows by nodes; a host that is not Linux
+    #: 5.3 or later, workers_unsupported). Resolved to an int by __post_init__. Settings
+    #: built in code default to 1 (a Node object is one process); ``yim serve`` defaults to
+    #: "auto" (SERVE_DEFAULTS).
     workers: int | str = 1
 
     # accounts and tokens
@@ -382,15 +384,35 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def workers_unsupported() -> str | None:
+    """Why this host cannot run a node's worker processes, or None if it can.
+
+    The store process hands each worker its settings in a memfd, watches it through a pidfd
+    (Linux 5.3 and later) and has the kernel kill it with the store process (prctl), all
+    Linux only (yim/supervisor.py). Elsewhere (macOS, where the README's ``make serve`` runs
+    too; an older kernel; a sandbox whose seccomp filter refuses pidfd_open) a node runs as
+    one process. One syscall, made only when workers are asked for."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open") or not hasattr(os, "memfd_create"):
+        return f"worker processes need Linux, and this is {sys.platform}"
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError as exc:
+        return f"worker processes need pidfd_open (Linux 5.3 or later), which this host refuses: {exc.strerror}"
+    return None
+
+
 def check_workers(value: int | str, store: str, redis_url: str) -> int:
     """``workers`` as a number of processes, or a ValueError that says what is allowed."""
     clustered = bool(redis_url) or not (store == "sqlite" or store.startswith("sqlite:"))
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":
-            # "as many as fit": a clustered node is one process (it grows by nodes), so auto
-            # is never the reason a node refuses to start
-            return 1 if clustered else min(usable_cores(), MAX_WORKERS)
+            # "as many as fit": a clustered node is one process (it grows by nodes), and so
+            # is a node on a host that cannot run workers, so auto is never the reason a
+            # node refuses to start
+            if clustered or workers_unsupported() is not None:
+                return 1
+            return min(usable_cores(), MAX_WORKERS)
         if not text.isdigit():
             raise ValueError(f"workers = {value!r}: give a number from 1 to {MAX_WORKERS}, or auto (one per core)")
         count = int(text)
@@ -402,6 +424,8 @@ def check_workers(value: int | str, store: str, redis_url: str) -> int:
         raise ValueError(
             f"workers = {count} needs the embedded SQLite store and no redis_url: a cluster scales by adding nodes"
         )
+    if count >= 2 and (why := workers_unsupported()) is not None:
+        raise ValueError(f"workers = {count}: {why}; run one process (workers = 1)")
     return count
 
 

@@ -111,7 +111,11 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {old or '', redis.call('HGETALL', KEYS[1])}
 """
 # Refresh a route only while it is still ours (a newer connection elsewhere wins), or
-# re-create it if Redis lost it (2: pushes to the device may have found no route).
+# re-create it if Redis lost it (2: pushes to the device may have found no route). Ours is
+# this node's (ARGV[3] = "<node>|"), whatever its serial: the node holds one connection per
+# device (RedisBus._local), so a field of this node naming another serial is one a register
+# left behind (its script failed while Redis was away, or two connects' scripts crossed),
+# and kept, it would lapse unrenewed while kicks naming it found no connection.
 _REFRESH = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
@@ -730,7 +734,7 @@ class RedisBus(LocalBus):
                         args=[
                             device_id,
                             self._route_value(serial, conn, expires, offset),
-                            f"{self.node_name}|{serial}|",
+                            f"{self.node_name}|",
                             self._route_ttl_ms,
                         ],
                     )

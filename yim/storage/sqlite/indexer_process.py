@@ -13,8 +13,11 @@ the index. Log lines go to the node as ``("log", level, text)``.
 
 It ends once the node closes DATA_FD — to stop it after the writer's last batch, or by
 dying (SIGKILL included: the kernel closes the node's end) — committing what came first, or
-when the node is no longer its parent. It ignores SIGINT: a Ctrl-C in a terminal reaches the
-whole process group, and the node stops the indexer itself, after its last batch.
+when the node is no longer its parent. It ignores SIGINT and SIGTERM: the node stops the
+indexer itself, after its last batch, and those reach it with the node's own — a Ctrl-C in
+a terminal goes to the whole process group, and ``systemctl stop`` signals every process of
+the unit unless ``KillMode=mixed`` (dying of it, the indexer would be restarted by a node
+that is stopping, with an error line).
 """
 
 from __future__ import annotations
@@ -268,7 +271,8 @@ def _run(index: IndexFile, base: int, data: Connection, wake: Connection, result
 
 
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops it (the module docstring)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     store_path, index_path, synchronous, base, data_fd, wake_fd, results_fd = argv
     data = Connection(int(data_fd), writable=False)
     wake = Connection(int(wake_fd), writable=False)

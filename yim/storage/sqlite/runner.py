@@ -26,9 +26,9 @@ class SqliteJobs(Protocol):
         """Run ``fn(conn, *args)`` on a reader thread, in one read transaction."""
         ...
 
-    def index_barrier(self) -> asyncio.Future[None]:
-        """A future resolved once everything committed before this call is in the search
-        index (search waits for it: the indexer is a thread or a process)."""
+    async def index_barrier(self) -> None:
+        """Return once everything committed before this call is in the search index (search
+        waits for it: the indexer is a thread or a process)."""
         ...
 
     @property

@@ -205,17 +205,27 @@ class _WriterThread:
 
     def _hand_over_later(self) -> None:
         self._hand_scheduled = False
-        self.hand_over_index()
+        self.hand_over_index(blocking=False)  # busy: the holder hands the held ones over
 
-    def hand_over_index(self, ops: list[IndexOp] | None = None) -> None:
+    def hand_over_index(self, ops: list[IndexOp] | None = None, *, blocking: bool = True) -> bool:
         """Hand the held index changes, then ``ops`` (of a batch committed after them), to
-        the indexer, in that order."""
-        with self._held_lock:
+        the indexer, in that order.
+
+        ``blocking=False`` is for the event loop's thread: it returns False at once when
+        another thread is handing changes over. That one takes the held changes first, and
+        may be waiting for room in the pipe to the indexer process (ProcessIndexer.submit:
+        the writer's back-pressure), which must not stop the loop with it."""
+        if not self._held_lock.acquire(blocking=blocking):
+            return False
+        try:
             if self._index_held:
                 ops = self._index_held + ops if ops else self._index_held
                 self._index_held = []
             if ops:
                 self._indexer.submit(ops)
+        finally:
+            self._held_lock.release()
+        return True
 
     def _run(self) -> None:
         try:
@@ -613,11 +623,15 @@ class SqliteStore(Store):
         """Run ``fn(conn, *args)`` on the writer thread inside the next group commit."""
         return self._writer.submit(fn, *args)
 
-    def index_barrier(self) -> asyncio.Future[None]:
-        """A future resolved once everything committed before this call is in the search
-        index (an inline send's changes may still be held by the writer: they go first)."""
-        self._writer.hand_over_index()
-        return self.indexer.barrier()
+    async def index_barrier(self) -> None:
+        """Return once everything committed before this call is in the search index (an
+        inline send's changes may still be held by the writer: they go first)."""
+        if not self._writer.hand_over_index(blocking=False):
+            # The writer thread is handing changes over, the held ones with them, and may be
+            # waiting for the indexer process to drain its pipe: wait for it on a thread, so
+            # the barrier below counts them and the loop serves on meanwhile.
+            await asyncio.to_thread(self._writer.hand_over_index)
+        await self.indexer.barrier()
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` on a reader thread, in one read transaction (one snapshot)."""
