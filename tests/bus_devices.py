@@ -35,3 +35,18 @@ class RecordingDevice:
 
     def events(self) -> list[int]:
         return [f["seq"] for f in self.frames if "seq" in f]
+
+
+async def connect_through(bus: Any, hub: Any, dev: RecordingDevice) -> RecordingDevice:
+    """What the gateway does for an authenticated connection (yim/gateway/ws.py): route it
+    through the bus, then register it in the hub and tell the bus."""
+    await bus.connected(dev)
+    hub.register(dev)
+    bus.registered(dev)
+    return dev
+
+
+def disconnect_through(bus: Any, hub: Any, dev: RecordingDevice) -> None:
+    """What the gateway does when a connection ends."""
+    hub.unregister(dev)
+    bus.disconnected(dev)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.bus_devices import RecordingDevice
+from tests.bus_devices import RecordingDevice, connect_through, disconnect_through
 from yim.bus.redis import RedisBus, _Close
 from yim.config import Settings
 from yim.gateway.hub import Hub
@@ -51,14 +51,10 @@ class Node:
         self.bus = RedisBus(self.hub, Metrics(), settings, None, self.hooks, url)  # type: ignore[arg-type]
 
     async def connect(self, dev: Device) -> Device:
-        await self.bus.connected(dev)  # type: ignore[arg-type]
-        self.hub.register(dev)  # type: ignore[arg-type]
-        self.bus.registered(dev)  # type: ignore[arg-type]
-        return dev
+        return await connect_through(self.bus, self.hub, dev)
 
     def disconnect(self, dev: Device) -> None:
-        self.hub.unregister(dev)  # type: ignore[arg-type]
-        self.bus.disconnected(dev)  # type: ignore[arg-type]
+        disconnect_through(self.bus, self.hub, dev)
 
     async def flushed(self, other: Node) -> None:
         """Everything this node queued is done in Redis: a broadcast queued now reaches

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from tests.bus_devices import RecordingDevice
+from tests.bus_devices import RecordingDevice, connect_through, disconnect_through
 from yim.bus.workers import WorkerBus
 from yim.bus.workers_hub import (
     BackoffOp,
@@ -107,14 +107,10 @@ class Worker:
         return True
 
     async def connect(self, dev: Device) -> Device:
-        await self.bus.connected(dev)  # type: ignore[arg-type]
-        self.hub.register(dev)  # type: ignore[arg-type]
-        self.bus.registered(dev)  # type: ignore[arg-type]
-        return dev
+        return await connect_through(self.bus, self.hub, dev)
 
     def disconnect(self, dev: Device) -> None:
-        self.hub.unregister(dev)  # type: ignore[arg-type]
-        self.bus.disconnected(dev)  # type: ignore[arg-type]
+        disconnect_through(self.bus, self.hub, dev)
 
 
 def _hub_side(hub: WorkerHub, k: int) -> tuple[Callable[[str, msgspec.Raw], Any], Callable[[str, msgspec.Raw], None]]:
