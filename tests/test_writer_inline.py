@@ -1,7 +1,8 @@
-"""The SQLite writer at low load (yim/storage/sqlite/store.py, ``_WriterThread``): a send
-submitted while the writer is idle runs on the loop's thread and is committed before
-``send_message`` returns; under a burst the rest still share group commits on the writer
-thread, and no job ever overtakes one submitted before it."""
+"""The SQLite writer's sends on the loop's thread (yim/storage/sqlite/store.py,
+``_WriterThread``): a send submitted while the writer is idle is committed before
+``send_message`` returns; under a burst the rest share group commits, gathered and
+committed at the end of the loop's turn (the one-process node) or on the writer thread
+(with the indexer process); no job ever overtakes one submitted before it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from yim.protocol.errors import YimError
-from yim.storage.records import SendCmd, UserRec
-from yim.storage.sqlite.store import INDEX_HAND_DELAY_S, INLINE_IDLE_S, SqliteStore
+from yim.storage.records import CreateGroupCmd, SendCmd, UserRec
+from yim.storage.sqlite.store import INDEX_HAND_DELAY_S, INLINE_IDLE_S, LOOP_BATCH_ROWS_PER_JOB, SqliteStore
 
 _ids = itertools.count(10_000)
 
@@ -159,3 +161,98 @@ async def test_a_send_after_close_is_refused(tmp_path: Path) -> None:
     with pytest.raises(YimError) as info:
         await asyncio.wait_for(fut, 5)
     assert info.value.code == "unavailable"
+
+
+def _burst(store: SqliteStore, n: int, tag: str) -> tuple[list[asyncio.Future[Any]], list[bool]]:
+    """``n`` sends from users 1 and 2 to 3 in this turn; which were done when submitted."""
+    futs = [store.send_message(_send(1 + i % 2, 3, f"{tag}{i}")) for i in range(n)]
+    return futs, [f.done() for f in futs]
+
+
+async def test_the_sends_of_one_loop_turn_are_committed_together_at_its_end(store: SqliteStore) -> None:
+    await _idle()
+    before = dict(store.stats)
+    futs, done = _burst(store, 40, "t")
+    gathered = futs[done.index(False) :]
+    assert len(gathered) >= 20 and not any(f.done() for f in gathered)
+    await asyncio.sleep(0)  # one turn: the batch ran at the end of the burst's turn, on this thread
+    assert all(f.done() for f in gathered)
+    after = store.stats
+    assert after["loop_batches"] - before["loop_batches"] == 1
+    assert after["batches"] - before["batches"] == after["inline_batches"] - before["inline_batches"] + 1
+    results = [f.result() for f in futs]
+    for sender in (1, 2):  # each conversation's seqs in submission order, gap-free
+        assert [r.message.seq for r in results if r.message.sender_id == sender] == list(range(1, 21))
+
+
+async def test_a_job_for_the_writer_thread_commits_the_gathered_sends_first(store: SqliteStore) -> None:
+    await _idle()
+    futs, done = _burst(store, 10, "g")
+    gathered = futs[done.index(False) :]
+    assert gathered and not any(f.done() for f in gathered)
+
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM messages WHERE client_msg_id LIKE 'g%'").fetchone()[0])
+
+    job = store.write(count)
+    assert all(f.done() for f in gathered)  # committed before the job was queued
+    assert await asyncio.wait_for(job, 10) == 10
+
+
+async def test_sends_gathered_when_the_store_closes_are_committed(tmp_path: Path) -> None:
+    s = SqliteStore(str(tmp_path / "yim.db"))
+    await s.open()
+    for uid in (1, 2, 3):
+        await s.create_user(UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1))
+    await _idle()
+    futs, _done = _burst(s, 10, "c")
+    await s.close()
+    assert [f.result().message.seq for f in futs if f.result().message.sender_id == 1] == [1, 2, 3, 4, 5]
+
+
+async def test_with_the_indexer_process_the_loop_never_commits_a_burst(tmp_path: Path) -> None:
+    """Its hand-over may wait for room in the pipe, which the loop's thread must never do:
+    a burst goes to the writer thread as before."""
+    s = SqliteStore(str(tmp_path / "yim.db"), indexer_process=True)
+    await s.open()
+    try:
+        for uid in (1, 2, 3):
+            await s.create_user(UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1))
+        await _idle()
+        futs, _done = _burst(s, 40, "p")
+        results = await asyncio.wait_for(asyncio.gather(*futs), 30)
+        assert s.stats["loop_batches"] == 0
+        assert s.stats["batches"] - s.stats["inline_batches"] >= 1  # the writer thread's
+        assert len({r.message.msg_id for r in results}) == 40
+    finally:
+        await s.close()
+
+
+async def test_sends_into_a_fan_out_group_take_the_writer_thread(store: SqliteStore) -> None:
+    """A batch that wrote more inbox rows a job than one-to-one messages do sends the sends
+    after it to the writer thread, where their SQLite work overlaps the loop's pushes; a
+    light batch brings them back to the loop."""
+    members = list(range(10, 10 + LOOP_BATCH_ROWS_PER_JOB + 4))
+    for uid in members:
+        await store.create_user(UserRec(id=uid, username=f"m{uid}", display_name="", password_hash="x", created_at=1))
+    group = await store.create_group(
+        CreateGroupCmd(
+            conv_id=next(_ids), msg_id=next(_ids), owner_id=1, member_ids=members, name="g", announcement="",
+            avatar="", join_policy="open", max_members=100, threshold=100, created_at=1,
+        )
+    )  # fmt: skip
+    conv = group.group.conv_id
+
+    def to_group(i: int) -> SendCmd:
+        return SendCmd(next(_ids), next(_ids), 1, "d", "text", b'{"text":"g"}', f"fan{i}", 1, conv_id=conv)
+
+    await _idle()
+    await asyncio.wait_for(store.send_message(to_group(0)), 10)  # inline: a batch of one, 21 rows
+    before = dict(store.stats)
+    futs = [store.send_message(to_group(i)) for i in range(1, 20)]
+    await asyncio.wait_for(asyncio.gather(*futs), 10)
+    assert store.stats["loop_batches"] == before["loop_batches"]  # the thread's batches
+    await asyncio.wait_for(store.send_message(_send(1, 2, "light")), 10)  # one-to-one again
+    futs, done = _burst(store, 20, "back")
+    await asyncio.wait_for(asyncio.gather(*futs), 10)
+    assert store.stats["loop_batches"] > before["loop_batches"] or all(done)

@@ -93,6 +93,10 @@ class SearchIndexer(abc.ABC):
         """The indexer process's id; None for a thread."""
         return None
 
+    #: whether :meth:`submit` may wait (for room in a pipe): the event loop's thread must
+    #: then never call it while running a batch (the store's loop batches are off)
+    submit_may_wait = False
+
     @abc.abstractmethod
     def start(self) -> None:
         """Open the index and catch up from the store (blocking); raise what stopped it."""
@@ -231,6 +235,8 @@ _Waiter = tuple[int, asyncio.Future[None], asyncio.AbstractEventLoop]
 class ProcessIndexer(SearchIndexer):
     """The node's side of the indexer process: hands it each commit's changes, answers
     barriers from its acknowledgements, restarts it when it dies."""
+
+    submit_may_wait = True  # the pipe to the child is the writer's back-pressure
 
     def __init__(self, store_path: str, index_path: str, synchronous: str) -> None:
         super().__init__(store_path, index_path, synchronous)

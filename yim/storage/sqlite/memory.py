@@ -40,6 +40,8 @@ What is remembered, and the invariant that keeps each one right:
 - ``allocations`` counts heads handed out: a job that fails after taking one has changed
   the transaction's outcome even if it wrote no row, so the writer must not keep the batch
   as if the job never ran (see ``_WriterThread._run_optimistic``).
+- ``inbox_rows`` counts the inbox rows flushed: the writer's measure of a batch's fan-out,
+  which decides where the next sends run (loop batches, yim/storage/sqlite/store.py).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class WriterMemory:
         "dirty_users",
         "friends_only",
         "inbox_heads",
+        "inbox_rows",
         "index_ops",
         "member_ids_held",
         "members",
@@ -109,6 +112,7 @@ class WriterMemory:
         self.member_ids_held = 0
         self.active = False
         self.allocations = 0
+        self.inbox_rows = 0  # inbox rows flushed since start: the writer's measure of fan-out
         self.index_ops: list[IndexOp] = []
         self.pending_messages: list[tuple[Any, ...]] = []
         self.pending_inbox: list[tuple[int, int, str, int, int, int]] = []
@@ -183,6 +187,7 @@ class WriterMemory:
         if self.pending_messages:
             write_rows(conn, f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ", self.pending_messages)
             if self.pending_inbox:
+                self.inbox_rows += len(self.pending_inbox)
                 write_rows(
                     conn, "INSERT INTO inbox (user_id, seq, type, conv_id, conv_seq, created_at) VALUES ",
                     self.pending_inbox,

@@ -5,9 +5,12 @@ thread that owns the only writing connection. The thread takes every job waiting
 ``batch_max``), runs each inside its own SAVEPOINT — so one failing job rolls back alone
 — and commits the batch with one COMMIT, i.e. one WAL append + (with synchronous=NORMAL)
 no fsync per message. A lone message is committed as soon as the thread is free: batches
-form only from what queued up during the previous commit, so batching adds no waiting. A
-send that finds the writer idle skips the thread altogether and is committed on the
-event loop's thread (``_WriterThread``), which saves two wake-ups at low load.
+form only from what queued up during the previous commit, so batching adds no waiting.
+Sends skip the thread where they can (``_WriterThread``): one that finds the writer idle
+is committed on the event loop's thread at once, and in a process whose indexer never
+makes a hand-over wait (the one-process node) the sends of one loop turn are committed
+together on the loop's thread at the end of the turn, so the loop and the writer do not
+take turns with one GIL.
 
 Durability: WAL with synchronous=NORMAL keeps every committed transaction across a kill
 of the process (the WAL is written before COMMIT returns); ``sqlite_synchronous=FULL``
@@ -97,6 +100,11 @@ INLINE_IDLE_S = 0.001
 #: for 50 ms before it writes anyway, so this delays no search result.
 INDEX_HAND_DELAY_S = 0.002
 
+#: Sends are gathered on the loop (``_WriterThread``, loop batches) while the last batch
+#: wrote at most this many inbox rows per job: a one-to-one message writes 2, a send to a
+#: write-fan-out group one per member.
+LOOP_BATCH_ROWS_PER_JOB = 16
+
 
 class _WriterThread:
     """Owns the only writing connection; runs queued jobs in batched transactions.
@@ -119,11 +127,31 @@ class _WriterThread:
     group's creation) could hold the loop for long. And only without an fsync per commit
     (``synchronous`` NORMAL or OFF): with FULL the loop would wait for the disk. The price:
     a COMMIT that stalls on I/O at idle holds the loop, not just the message's ACK.
+
+    **Loop batches** (``loop_batches``): under load the writer thread would run sends while
+    the loop runs everything else, both in Python, and each of them takes the GIL from the
+    other around every SQLite statement; the one that wants it back waits until the other
+    lets go (up to the 5 ms switch interval). In the one-process node that costs more than
+    the overlap of SQLite's own work buys (docs/performance.md, "Sends committed on the
+    loop's thread"). So a send that does not go inline, submitted while nothing is on the
+    thread (``_queued`` is 0), is gathered, and the sends gathered in one loop turn run as
+    one batch on the loop's thread at the end of the turn (``run_loop_batch``), their
+    futures resolved there. Order: every job submitted for the thread first commits the
+    gathered sends, and a send is gathered only while nothing is on the thread, so no job
+    overtakes an earlier one either way. Not while the last batch wrote more than
+    ``LOOP_BATCH_ROWS_PER_JOB`` inbox rows a job (sends into a write-fan-out group, a row
+    per member): that much SQLite work is worth overlapping with the loop's pushes, so those
+    sends keep the thread. On only where the indexer's ``submit`` never waits
+    (a thread's queue): the loop must never wait for the indexer process's pipe. The price
+    is the inline one, under load: a COMMIT stalled on I/O holds the loop (every connection
+    of the node, where the thread held only the writes).
     """
 
     _STOP = object()
 
-    def __init__(self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer) -> None:
+    def __init__(
+        self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer, *, loop_batches: bool = True
+    ) -> None:
         self._path = path
         self._indexer = indexer
         self._synchronous = synchronous
@@ -148,6 +176,15 @@ class _WriterThread:
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
         self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
         self.inline_batches = 0  # sends run on the loop thread (a batch of one each)
+        self._loop_batches = loop_batches and self._inline and not indexer.submit_may_wait
+        # Sends gathered in this loop turn (see the class): committed at its end on the loop
+        # of ``_gathering_loop``. Bounded by what one turn reads (each connection's window).
+        self._gathered: list[Any] = []
+        self._gathering_loop: asyncio.AbstractEventLoop | None = None
+        self.loop_batches = 0  # batches of gathered sends run on the loop thread
+        # The last batch wrote more than LOOP_BATCH_ROWS_PER_JOB inbox rows a job: group
+        # fan-out, whose SQLite work is worth overlapping with the loop's pushes (the class).
+        self._fan_out_heavy = False
         self.batches = 0
         self.slow_batches = 0  # batches redone with a savepoint per job
         self.jobs_done = 0
@@ -174,17 +211,65 @@ class _WriterThread:
             fut.set_exception(YimError("unavailable", "the store is closed"))
         elif fn is send_message and self._inline and self._run_inline(fn, args, fut, loop):
             pass
+        elif (
+            fn is send_message
+            and self._loop_batches
+            and not self._queued
+            and not self._fan_out_heavy
+            and loop is self._loop_of_gathered(loop)
+        ):
+            self._gathered.append((fn, args, fut, loop))
         else:
+            self.commit_gathered(loop)  # first: no job overtakes the sends gathered before it
             with self._count_lock:
                 self._queued += 1
             self._jobs.put((fn, args, fut, loop))
         return fut
 
+    def _loop_of_gathered(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop | None:
+        """The loop the gathered sends wait on, made ``loop`` (with the end of its turn
+        scheduled) if none are gathered; another loop's sends take the thread."""
+        if self._gathering_loop is None:
+            self._gathering_loop = loop
+            loop.call_soon(self.run_loop_batch)
+        return self._gathering_loop
+
+    def commit_gathered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the sends gathered on ``loop`` now, if any (called on that loop)."""
+        if self._gathered and self._gathering_loop is loop:
+            self.run_loop_batch()
+
+    def run_loop_batch(self) -> None:
+        """Commit the gathered sends here, on their loop's thread (see the class); at the end
+        of their turn, or earlier when a job for the thread must come after them."""
+        gathered, self._gathered = self._gathered, []
+        loop, self._gathering_loop = self._gathering_loop, None
+        for start in range(0, len(gathered), self._batch_max):
+            batch = gathered[start : start + self._batch_max]
+            with self._lock:
+                conn = self._conn
+                if conn is None:  # closed meanwhile
+                    closed = YimError("unavailable", "the store is closed")
+                    outcomes = [(fut, job_loop, None, closed) for _fn, _args, fut, job_loop in batch]
+                else:
+                    outcomes = self._run_batch(conn, batch, inline=True)
+                    self.loop_batches += 1
+                self._idle_since = time.monotonic()
+            _resolve(outcomes)
+        if loop is not None:
+            self._hand_over_held(loop)
+
+    def _hand_over_held(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``loop`` hand the held index changes over INDEX_HAND_DELAY_S from now."""
+        if self._index_held and not self._hand_scheduled:
+            self._hand_scheduled = True
+            loop.call_later(INDEX_HAND_DELAY_S, self._hand_over_later)
+
     def _run_inline(
         self, fn: Callable[..., Any], args: tuple[Any, ...], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
     ) -> bool:
         """Run one job here and now if the writer is idle (see the class); False if not."""
-        if self._queued or time.monotonic() - self._idle_since < INLINE_IDLE_S:
+        if self._queued or self._gathered or time.monotonic() - self._idle_since < INLINE_IDLE_S:
             return False
         if not self._lock.acquire(blocking=False):
             return False
@@ -198,9 +283,7 @@ class _WriterThread:
         finally:
             self._lock.release()
         _resolve(outcomes)
-        if self._index_held and not self._hand_scheduled:
-            self._hand_scheduled = True
-            loop.call_later(INDEX_HAND_DELAY_S, self._hand_over_later)
+        self._hand_over_held(loop)
         return True
 
     def _hand_over_later(self) -> None:
@@ -288,6 +371,7 @@ class _WriterThread:
     def _run_batch(self, conn: WriterConnection, batch: list[Any], *, inline: bool = False) -> list[Any]:
         """Run and commit one batch; return each job's (future, loop, result, error). The
         index changes of an ``inline`` batch are held for a moment (INDEX_HAND_DELAY_S)."""
+        rows_before = conn.memory.inbox_rows
         try:
             outcomes = self._run_optimistic(conn, batch)
             if outcomes is None:  # a job failed half-way: redo the batch, each job isolated
@@ -303,6 +387,7 @@ class _WriterThread:
             else:
                 self.hand_over_index(conn.memory.index_ops)
             conn.memory.index_ops = []
+            self._fan_out_heavy = conn.memory.inbox_rows - rows_before > LOOP_BATCH_ROWS_PER_JOB * len(batch)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -594,6 +679,7 @@ class SqliteStore(Store):
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        self._writer.commit_gathered(asyncio.get_running_loop())  # accepted before the close
         await asyncio.to_thread(self._writer.stop)
         await asyncio.to_thread(self._checkpointer.stop)  # the last connection to close checkpoints the rest
         await asyncio.to_thread(self.indexer.stop)  # after the writer: takes its last changes
@@ -606,6 +692,7 @@ class SqliteStore(Store):
             "checkpoints": self._checkpointer.checkpoints,
             "jobs": self._writer.jobs_done,
             "inline_batches": self._writer.inline_batches,
+            "loop_batches": self._writer.loop_batches,
         }
 
     def _reader(self) -> sqlite3.Connection:
