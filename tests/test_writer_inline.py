@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,13 +143,13 @@ async def test_an_inline_send_hands_its_index_changes_over_after_its_reply(store
     assert seen_by_reply == [1]  # not handed to the indexer yet
     rows, _more = await store.search.search(2, None, ["paperclips"], None, 10)
     assert [r.text for r in rows] == ["paperclips"]  # the search handed it over itself
-    assert store._writer._index_held == []
+    assert not store._writer._index_held
 
     await _idle()
     fut = store.send_message(_send(1, 2, "later", "staplers"))
     assert fut.done() and store._writer._index_held
     await asyncio.sleep(INDEX_HAND_DELAY_S * 5)
-    assert store._writer._index_held == []  # handed over by the loop's timer
+    assert not store._writer._index_held  # handed over by the loop's timer
     rows, _more = await store.search.search(2, None, ["staplers"], None, 10)
     assert len(rows) == 1
 
@@ -256,3 +257,27 @@ async def test_sends_into_a_fan_out_group_take_the_writer_thread(store: SqliteSt
     futs, done = _burst(store, 20, "back")
     await asyncio.wait_for(asyncio.gather(*futs), 10)
     assert store.stats["loop_batches"] > before["loop_batches"] or all(done)
+
+
+async def test_a_send_on_the_loop_never_waits_for_a_hand_over_in_progress(store: SqliteStore) -> None:
+    """A hand-over on another thread (a search's barrier) may wait for room in the indexer
+    process's pipe while holding the hand-over lock: a send committed on the loop's thread
+    meanwhile holds its index changes without that lock, and they reach the index after."""
+    holding, release = threading.Event(), threading.Event()
+    waited_out: list[bool] = []
+
+    def stuck_hand_over() -> None:
+        with store._writer._held_lock:
+            holding.set()
+            waited_out.append(not release.wait(10))
+
+    holder = threading.Thread(target=stuck_hand_over)
+    holder.start()
+    holding.wait(10)
+    await _idle()
+    fut = store.send_message(_send(1, 2, "meanwhile", "gearwheels"))
+    release.set()  # reached only if the send did not wait for the lock
+    holder.join(10)
+    assert fut.done() and waited_out == [False]
+    rows, _more = await store.search.search(2, None, ["gearwheels"], None, 10)
+    assert [r.text for r in rows] == ["gearwheels"]

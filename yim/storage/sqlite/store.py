@@ -29,6 +29,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -166,11 +167,14 @@ class _WriterThread:
         self._lock = threading.Lock()  # held while a batch runs, on either thread
         self._count_lock = threading.Lock()  # _queued grows on loops (put) and shrinks on them (_resolved)
         self._queued = 0  # jobs put on the queue whose futures are not resolved yet
-        # Index changes of inline sends, committed but not yet handed to the indexer
-        # (INDEX_HAND_DELAY_S). Invariant: the indexer gets every change in commit order.
-        # Batches commit one at a time (_lock), and whoever hands changes over does so under
-        # _held_lock, the held ones first: none of a later batch overtakes them.
-        self._index_held: list[IndexOp] = []
+        # Index changes of batches committed on the loop's thread, not yet handed to the
+        # indexer (INDEX_HAND_DELAY_S), a list per batch. Invariant: the indexer gets every
+        # change in commit order. Batches commit one at a time (_lock) and append here in
+        # that order; whoever hands changes over does so under _held_lock, the held ones
+        # first, so none of a later batch overtakes them. Appending takes no lock (a deque's
+        # append is atomic): a hand-over waiting for room in the indexer process's pipe
+        # holds _held_lock, and must not hold up the loop's next batch with it.
+        self._index_held: deque[list[IndexOp]] = deque()
         self._held_lock = threading.Lock()
         self._hand_scheduled = False  # a timer of the loop's will hand them over
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
@@ -301,9 +305,12 @@ class _WriterThread:
         if not self._held_lock.acquire(blocking=blocking):
             return False
         try:
-            if self._index_held:
-                ops = self._index_held + ops if ops else self._index_held
-                self._index_held = []
+            held = self._index_held
+            if held:
+                taken: list[IndexOp] = []
+                while held:  # what a batch appends meanwhile is taken now or by the next one
+                    taken += held.popleft()
+                ops = taken + ops if ops else taken
             if ops:
                 self._indexer.submit(ops)
         finally:
@@ -382,8 +389,8 @@ class _WriterThread:
             conn.execute("COMMIT")
             # committed: now the search index may learn of them
             if inline:
-                with self._held_lock:
-                    self._index_held.extend(conn.memory.index_ops)
+                if conn.memory.index_ops:
+                    self._index_held.append(conn.memory.index_ops)
             else:
                 self.hand_over_index(conn.memory.index_ops)
             conn.memory.index_ops = []
