@@ -304,9 +304,15 @@ async def test_two_workers_are_one_node(tmp_path: Path) -> None:
     words = tmp_path / "words.txt"
     words.write_text("旧词\n", encoding="utf-8")
     # word lists checked on SIGHUP only: the one way a running node takes a changed file here
+    # uploads a crash cut short: of a one-process node before, and of a worker
+    uploads = tmp_path / "data" / "tmp" / "uploads"
+    (uploads / "worker-5").mkdir(parents=True)
+    (uploads / "cut-short.part").write_bytes(b"x" * 1000)
+    (uploads / "worker-5" / "cut-short.part").write_bytes(b"x" * 1000)
     node = WorkersNode(tmp_path / "data", {"YIM_WORD_LISTS": f"reject:{words}", "YIM_WORD_LISTS_CHECK_S": "0"})
     await asyncio.to_thread(node.start)
     try:
+        assert sorted(p.name for p in uploads.iterdir()) == ["worker-0", "worker-1"]
         await _one_node(node, words)
     finally:
         await asyncio.to_thread(node.stop)

@@ -61,6 +61,7 @@ from yim.node import (
     store_of,
 )
 from yim.protocol.errors import YimError
+from yim.services.media import empty_uploads_folder, uploads_folder
 from yim.services.service import DefaultRouting
 from yim.services.words import WordFilter
 from yim.storage.service import ServiceCtx
@@ -148,6 +149,8 @@ class StoreProcess:
         # answered by the hub, which knows every worker's connections.
         self.store.service.ctx = ServiceCtx(is_connected=self.hub.is_connected, policy=DefaultRouting())
         self._reserve_port()
+        # Uploads a crash cut short, the one-process node's too: no worker writes there yet.
+        await asyncio.to_thread(empty_uploads_folder, uploads_folder(self.settings))
         for slot in self.slots:
             await self._spawn(slot)
         # every worker accepts, or one dies first

@@ -46,6 +46,7 @@ from yim.storage.records import SendCmd, SendResult
 if TYPE_CHECKING:
     from aiohttp import StreamReader
 
+    from yim.config import Settings
     from yim.services.context import Context
 
 log = logging.getLogger("yim.media")
@@ -164,21 +165,30 @@ def _write_chunks(fd: int, digest: Any, chunks: list[bytes]) -> None:
             view = view[os.write(fd, view) :]
 
 
+def uploads_folder(settings: Settings) -> Path:
+    """Where uploads in progress are written. Each worker of ``yim serve --workers N`` writes
+    to a folder of its own in it (``worker-<i>``), which it empties when it starts; the
+    store process empties the whole folder before the first worker starts."""
+    return settings.data_path / "tmp" / "uploads"
+
+
+def empty_uploads_folder(folder: Path) -> None:
+    """Remove uploads cut short by a crash (nothing may be writing to ``folder``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 class MediaService:
     def __init__(self, node: Context) -> None:
         self.node = node
         self.settings = node.settings
         self.blobs: BlobStore = open_blob_store(node.settings)
-        self.tmp_dir = node.settings.data_path / "tmp" / "uploads"
+        self.tmp_dir = uploads_folder(node.settings)
         self._images = asyncio.Semaphore(2)  # decoding an image can take ~4 bytes per pixel
         self._magic: Any = None
 
     async def start(self) -> None:
-        def prepare() -> None:
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)  # uploads cut short by a crash
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
-
-        await asyncio.to_thread(prepare)
+        await asyncio.to_thread(empty_uploads_folder, self.tmp_dir)
         await self.blobs.start()
 
     async def close(self) -> None:
