@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from typing import TYPE_CHECKING, Any
 
 from yim.protocol.close import CLOSE_SLOW
@@ -67,7 +66,9 @@ class Connection:
         "ws",
     )
 
-    def __init__(self, ws: web.WebSocketResponse, transport: Any, codec: Codec, max_buffer: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: Any, codec: Codec, max_buffer: int, connected_at: float
+    ) -> None:
         self.ws = ws
         self.transport = transport
         self.codec = codec
@@ -87,8 +88,10 @@ class Connection:
         #: (yim/node.py; 0: never, so the first flush writes it)
         self.seen_ms = 0
         self.seen_seq = 0
-        self.connected_at = time.monotonic()
-        self.last_recv = time.monotonic()
+        #: on the node's monotonic clock (yim/services/clock.py), which converts it to
+        #: wall-clock time where it leaves this host
+        self.connected_at = connected_at
+        self.last_recv = 0.0  # time.monotonic() of the last frame, from auth on (the idle sweep's)
         self.on_slow: Any = None
 
     def send(self, payload: bytes) -> None:

@@ -181,10 +181,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=settings.hard_frame_bytes, compress=False, autoping=True)
     await ws.prepare(request)
     release_http_reader(request.protocol)
-    conn = Connection(ws, request.transport, codec, settings.max_send_buffer_bytes)
-    # On the node's clock: the one that converts it to wall-clock time where it leaves this
-    # host (yim/services/clock.py). Connection.__init__ reads time.monotonic, the default.
-    conn.connected_at = node.clock.monotonic()
+    conn = Connection(ws, request.transport, codec, settings.max_send_buffer_bytes, node.clock.monotonic())
     conn.on_slow = node.hub.on_slow
     loop_session: _Session | None = None
     try:
