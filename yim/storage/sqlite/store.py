@@ -129,7 +129,7 @@ class _WriterThread:
     (``synchronous`` NORMAL or OFF): with FULL the loop would wait for the disk. The price:
     a COMMIT that stalls on I/O at idle holds the loop, not just the message's ACK.
 
-    **Loop batches** (``loop_batches``): under load the writer thread would run sends while
+    **Loop batches**: under load the writer thread would run sends while
     the loop runs everything else, both in Python, and each of them takes the GIL from the
     other around every SQLite statement; the one that wants it back waits until the other
     lets go (up to the 5 ms switch interval). In the one-process node that costs more than
@@ -150,9 +150,7 @@ class _WriterThread:
 
     _STOP = object()
 
-    def __init__(
-        self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer, *, loop_batches: bool = True
-    ) -> None:
+    def __init__(self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer) -> None:
         self._path = path
         self._indexer = indexer
         self._synchronous = synchronous
@@ -180,7 +178,7 @@ class _WriterThread:
         self._idle_since = 0.0  # time.monotonic() when the last batch ended
         self._inline = synchronous.upper() in ("NORMAL", "OFF")  # no fsync per commit: see the class
         self.inline_batches = 0  # sends run on the loop thread (a batch of one each)
-        self._loop_batches = loop_batches and self._inline and not indexer.submit_may_wait
+        self._loop_batches = self._inline and not indexer.submit_may_wait  # see the class
         # Sends gathered in this loop turn (see the class): committed at its end on the loop
         # of ``_gathering_loop``. Bounded by what one turn reads (each connection's window).
         self._gathered: list[Any] = []
