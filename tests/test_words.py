@@ -781,3 +781,39 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     _measure(args.before, args.libraries)
+
+
+async def test_a_masked_send_is_answered_in_its_place(make_server: MakeServer, tmp_path: Path) -> None:
+    """Replies come in the order of the sends (docs/protocol.md, "Reply order"), a masked
+    send's echoed ACK too: sends committed in one batch are answered in it."""
+    server = await make_server(**settings_for(tmp_path))
+    async with aiohttp.ClientSession(server.url) as http:
+        [alice, bob] = await make_users(http, ["alice", "bob"])
+        ws = await http.ws_connect("/ws")
+        await ws.send_json({"op": "auth", "rid": 1, "token": alice["token"]})
+        assert (await ws.receive_json(timeout=10))["t"] == "ok"
+        rid = 100
+        for burst in range(5):
+            texts = ["a", "你这个笨蛋", "b", "c", "idiot", "d"]
+            sent = list(range(rid, rid + len(texts)))
+            for r, text in zip(sent, texts, strict=True):  # one burst: committed together
+                await ws.send_json(
+                    {"op": "send", "rid": r, "to": bob["user_id"], "kind": "text", "body": {"text": text},
+                     "client_msg_id": f"b{burst}-{r}"}
+                )  # fmt: skip
+            answered = []
+            while len(answered) < len(sent):
+                frame = await ws.receive_json(timeout=10)
+                if frame["t"] in ("ok", "err"):
+                    assert frame["t"] == "ok", frame
+                    answered.append(frame["rid"])
+            assert answered == sent
+            rid += len(texts)
+        await ws.close()
+        # over HTTP the awaited result carries the echo
+        r = await http.post(
+            "/api/v1/messages",
+            json={"to": bob["user_id"], "kind": "text", "body": {"text": "idiot"}, "client_msg_id": "h1"},
+            headers={"Authorization": f"Bearer {alice['token']}"},
+        )
+        assert r.status == 201 and (await r.json())["body"] == {"text": "*****"}

@@ -44,7 +44,7 @@ from yim.protocol.ids import parse_id
 from yim.services.delivery import publish_entry
 from yim.services.media import media_ref_body
 from yim.services.service import session_event
-from yim.services.words import EchoedResult, echo_body
+from yim.services.words import EchoedResult, echo_body, echoed_now
 from yim.storage.media import MEDIA_KINDS, carried_media_id
 from yim.storage.records import SendCmd, SendResult, SessionRec
 from yim.storage.rules import quotes
@@ -251,15 +251,18 @@ def _submit(
         after_send=hooks.after_send_urls if hooks is not None else (),
     )
     fut = node.media.send_message(cmd) if req.kind in MEDIA_KINDS else node.store.send_message(cmd)
-    if echo:
-        fut = echo_body(fut)
     if hooks is not None and cmd.new_session_id and hooks.takes("session_opened"):
         fut.add_done_callback(functools.partial(_session_opened, hooks, cmd.new_session_id))
     if hooks is not None and cmd.after_send:
         # its after_send events were committed with it: deliver them now
         fut.add_done_callback(hooks.sent)
-    fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done))
-    return fut
+    # On the store's own future, even for an echoed send: the sends of one batch are
+    # resolved together, and each one's pushes and ACK must go in that turn, in their order
+    # (docs/protocol.md, "Reply order"); a future in between would answer it a turn late.
+    fut.add_done_callback(functools.partial(_after_commit, node, origin, time.perf_counter(), on_done, echo))
+    # A caller that awaits the result (no on_done) gets the echoed body in it; with on_done
+    # the future only counts the send in flight, and a failure stays retrieved by the above.
+    return echo_body(fut) if echo and on_done is None else fut
 
 
 def _session_opened(hooks: Webhooks, session_id: int, fut: asyncio.Future[SendResult]) -> None:
@@ -280,6 +283,7 @@ def _after_commit(
     origin: Device | None,
     started: float,
     on_done: Callable[[asyncio.Future[SendResult]], None] | None,
+    echo: bool,
     fut: asyncio.Future[SendResult],
 ) -> None:
     try:
@@ -297,7 +301,7 @@ def _after_commit(
     finally:
         # The ACK follows the pushes, and is sent even if a push failed (it is stored).
         if on_done is not None:
-            on_done(fut)
+            on_done(echoed_now(fut) if echo else fut)
 
 
 async def recall(node: Context, session: SessionRec, req: Recall, origin: Device | None = None) -> RecallOut:

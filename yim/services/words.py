@@ -495,21 +495,31 @@ class EchoedResult(SendResult, frozen=True):
     """A send whose stored body is not the one sent (masked): its ACK carries the body."""
 
 
+def _copy_echoed(done: asyncio.Future[SendResult], out: asyncio.Future[SendResult]) -> None:
+    if out.done():
+        return
+    if done.cancelled():
+        out.cancel()
+    elif (exc := done.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        result = done.result()
+        out.set_result(EchoedResult(**{f: getattr(result, f) for f in result.__struct_fields__}))
+
+
 def echo_body(fut: asyncio.Future[SendResult]) -> asyncio.Future[SendResult]:
     """A future resolving like ``fut``, with an :class:`EchoedResult`, so that the sender's
-    ACK shows the masked body its other devices and its peers get."""
+    ACK shows the masked body its other devices and its peers get: for a caller that awaits
+    it. It resolves a loop turn after ``fut``; a callback that answers the sender in the
+    order of its sends takes :func:`echoed_now` in ``fut``'s own callback instead."""
     out: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+    fut.add_done_callback(lambda done: _copy_echoed(done, out))
+    return out
 
-    def copy(done: asyncio.Future[SendResult]) -> None:
-        if out.done():
-            return
-        if done.cancelled():
-            out.cancel()
-        elif (exc := done.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            result = done.result()
-            out.set_result(EchoedResult(**{f: getattr(result, f) for f in result.__struct_fields__}))
 
-    fut.add_done_callback(copy)
+def echoed_now(done: asyncio.Future[SendResult]) -> asyncio.Future[SendResult]:
+    """``done`` (a done future) as a future already done the same way, with an
+    :class:`EchoedResult`: no loop turn between the two."""
+    out: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+    _copy_echoed(done, out)
     return out
