@@ -281,3 +281,36 @@ async def test_a_send_on_the_loop_never_waits_for_a_hand_over_in_progress(store:
     assert fut.done() and waited_out == [False]
     rows, _more = await store.search.search(2, None, ["gearwheels"], None, 10)
     assert [r.text for r in rows] == ["gearwheels"]
+
+
+async def test_with_the_indexer_process_the_loop_never_waits_for_its_pipe(tmp_path: Path) -> None:
+    """Handing an idle send's index changes over may wait for room in the pipe to the
+    indexer process (here: a hand-over held up on purpose, as a full pipe would): the loop's
+    timer does it on a thread, and a search waits for it there; the loop serves on."""
+    s = SqliteStore(str(tmp_path / "yim.db"), indexer_process=True)
+    await s.open()
+    real_submit = s.indexer.submit
+    release = threading.Event()
+    waited_out: list[bool] = []
+
+    def full_pipe(ops: list[Any]) -> None:
+        waited_out.append(not release.wait(10))
+        real_submit(ops)
+
+    try:
+        for uid in (1, 2, 3):
+            await s.create_user(UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1))
+        s.indexer.submit = full_pipe  # type: ignore[method-assign]
+        await _idle()
+        assert s.send_message(_send(1, 2, "held", "sprockets")).done()  # inline: its changes held
+        await asyncio.sleep(INDEX_HAND_DELAY_S * 20)  # the timer fired; the loop is not stuck in it
+        search = asyncio.ensure_future(s.search.search(2, None, ["sprockets"], None, 10))
+        await asyncio.sleep(0.05)
+        assert not search.done()  # waiting for the hand-over, on a thread
+        release.set()
+        rows, _more = await asyncio.wait_for(search, 10)
+        assert [r.text for r in rows] == ["sprockets"]
+        assert waited_out == [False]
+    finally:
+        release.set()
+        await s.close()

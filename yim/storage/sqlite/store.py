@@ -143,7 +143,9 @@ class _WriterThread:
     ``LOOP_BATCH_ROWS_PER_JOB`` inbox rows a job (sends into a write-fan-out group, a row
     per member): that much SQLite work is worth overlapping with the loop's pushes, so those
     sends keep the thread. On only where the indexer's ``submit`` never waits
-    (a thread's queue): the loop must never wait for the indexer process's pipe. The price
+    (a thread's queue): the loop must never wait for the indexer process's pipe (where the
+    indexer is one, the timer's and a search's hand-overs of held changes run on a thread
+    for the same reason). The price
     is the inline one, under load: a COMMIT stalled on I/O holds the loop (every connection
     of the node, where the thread held only the writes).
     """
@@ -290,7 +292,19 @@ class _WriterThread:
 
     def _hand_over_later(self) -> None:
         self._hand_scheduled = False
-        self.hand_over_index(blocking=False)  # busy: the holder hands the held ones over
+        loop = asyncio.get_running_loop()
+        if self._indexer.submit_may_wait:
+            # The pipe to the indexer process may be full: the loop never waits for it.
+            loop.run_in_executor(None, self.hand_over_index)
+        elif not self.hand_over_index(blocking=False):
+            # Another thread is handing changes over and may have drained the held ones
+            # before these came: look again later rather than leave them to the next send.
+            self._hand_over_held(loop)
+
+    def handing_over(self) -> bool:
+        """Whether index changes are held or being handed over: a barrier must first wait
+        for those (``index_barrier``)."""
+        return bool(self._index_held) or self._held_lock.locked()
 
     def hand_over_index(self, ops: list[IndexOp] | None = None, *, blocking: bool = True) -> bool:
         """Hand the held index changes, then ``ops`` (of a batch committed after them), to
@@ -718,11 +732,15 @@ class SqliteStore(Store):
     async def index_barrier(self) -> None:
         """Return once everything committed before this call is in the search index (an
         inline send's changes may still be held by the writer: they go first)."""
-        if not self._writer.hand_over_index(blocking=False):
-            # The writer thread is handing changes over, the held ones with them, and may be
-            # waiting for the indexer process to drain its pipe: wait for it on a thread, so
-            # the barrier below counts them and the loop serves on meanwhile.
-            await asyncio.to_thread(self._writer.hand_over_index)
+        writer = self._writer
+        if self.indexer.submit_may_wait:
+            # Handing over may wait for room in the pipe to the indexer process: on a thread,
+            # so the loop serves on meanwhile. That also waits for a hand-over under way
+            # (the writer thread's, with the held ones), so the barrier below counts them.
+            if writer.handing_over():
+                await asyncio.to_thread(writer.hand_over_index)
+        elif not writer.hand_over_index(blocking=False):
+            await asyncio.to_thread(writer.hand_over_index)  # the same: another thread's under way
         await self.indexer.barrier()
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
