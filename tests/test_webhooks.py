@@ -6,6 +6,7 @@ in both fail modes, a device's sends keeping their order, the settings' errors."
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import itertools
@@ -567,3 +568,22 @@ async def test_service_session_opened_and_closed(make_server: MakeServer, receiv
         assert e["event_id"] == session_id
         assert e["data"]["session_id"] == session_id and e["data"]["shop_id"] == shop
         assert e["data"]["customer_id"] == customer.user_id
+
+
+async def test_a_send_the_store_refuses_after_the_hook_leaves_no_unread_failure(
+    make_server: MakeServer, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Allowed by the hook, refused by the store (not a member): the sender gets the error
+    reply, and the node logs no "exception was never retrieved" for the send's future."""
+    server = await make_server(**hook_settings(receiver.url))
+    async with aiohttp.ClientSession(server.url) as http:
+        alice, bob, carol = await devices(http, ["alice", "bob", "carol"])
+        first = await bob.request("send", to=carol.user_id, kind="text", body={"text": "hi"}, client_msg_id="b1")
+        with pytest.raises(ProtocolError) as err:
+            await alice.request("send", conv_id=first["conv_id"], kind="text", body={"text": "x"}, client_msg_id="a1")
+        assert err.value.code in ("not_member", "not_found")
+        await alice.request("ping")  # the refused send's future has left the connection's window
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

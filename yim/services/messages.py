@@ -155,6 +155,10 @@ def _checked(
                 out.cancel()
             elif (exc := done.exception()) is not None:
                 out.set_exception(exc)
+                if on_done is not None:
+                    # answered by on_done already; a connection only counts `out` in flight
+                    # and never reads it: marked read, or asyncio logs it as never retrieved
+                    out.exception()
             else:
                 out.set_result(done.result())
 
