@@ -77,6 +77,16 @@ def _close_code(device: Device) -> int | None:
     return device.ws.close_code if device.ws is not None else None
 
 
+async def _alice_on(first_node: aiohttp.ClientSession, second_node: aiohttp.ClientSession) -> tuple[Device, Device]:
+    """alice's first device (d1) connected to one node, then her second (d2) to the other."""
+    [first_login] = await make_users(first_node, ["alice"], device_id="d1")
+    first = Device(first_node, first_login)
+    await first.connect()
+    second = Device(second_node, await login(second_node, "alice", "d2"))
+    await second.connect()
+    return first, second
+
+
 def _near_now_ms(ms: int) -> bool:
     return abs(ms - time.time() * 1000) < 60_000
 
@@ -89,11 +99,7 @@ async def test_the_policy_closes_the_device_that_connected_first_in_wall_time(no
         aiohttp.ClientSession(nodes.late.url) as hl,
         asyncio.timeout(60),
     ):
-        [first_login] = await make_users(he, ["alice"], device_id="d1")
-        first = Device(he, first_login)
-        await first.connect()
-        second = Device(hl, await login(hl, "alice", "d2"))
-        await second.connect()
+        first, second = await _alice_on(he, hl)
         routes = {
             k.decode(): v.decode().split("|")
             for k, v in (await nodes.redis.hgetall(RedisBus.route_key(int(first.user_id)))).items()
@@ -173,11 +179,7 @@ async def test_the_policy_closes_the_oldest_device_also_when_it_is_on_the_decidi
         aiohttp.ClientSession(nodes.late.url) as hl,
         asyncio.timeout(60),
     ):
-        [first_login] = await make_users(hl, ["alice"], device_id="d1")
-        first = Device(hl, first_login)
-        await first.connect()
-        second = Device(he, await login(he, "alice", "d2"))
-        await second.connect()
+        first, second = await _alice_on(hl, he)
         third = Device(hl, await login(hl, "alice", "d3"))
         await third.connect()
         await until(lambda: first.closed.is_set() or second.closed.is_set())

@@ -401,6 +401,21 @@ async def test_after_send_retries_then_dead_letter(make_server: MakeServer, rece
         assert 'yim_webhook_deliveries_total{result="retry"} 3.0' in metrics
 
 
+async def _alice_sends_bob(url: str, text: str, client_msg_id: str) -> str:
+    """New users alice and bob on the node at ``url``; alice sends bob ``text`` over HTTP
+    (stored: 201). Returns its msg_id."""
+    async with aiohttp.ClientSession(url) as http:
+        alice, bob = await make_users(http, ["alice", "bob"])
+        r = await http.post(
+            "/api/v1/messages",
+            json={"to": bob["user_id"], "kind": "text", "body": {"text": text}, "client_msg_id": client_msg_id},
+            headers={"Authorization": f"Bearer {alice['token']}"},
+        )
+        assert r.status == 201
+        msg_id: str = (await r.json())["msg_id"]
+        return msg_id
+
+
 async def test_outbox_survives_a_kill(server_process: Any, receiver: Receiver, store_url: str) -> None:
     """An ACKed message's event is delivered even though its node was killed (SIGKILL) before
     the hook could be reached: the outbox row was committed with the message, the restarted
@@ -413,15 +428,7 @@ async def test_outbox_survives_a_kill(server_process: Any, receiver: Receiver, s
     }
     proc = server_process(**env)
     await asyncio.to_thread(proc.start)
-    async with aiohttp.ClientSession(proc.url) as http:
-        alice, bob = await make_users(http, ["alice", "bob"])
-        r = await http.post(
-            "/api/v1/messages",
-            json={"to": bob["user_id"], "kind": "text", "body": {"text": "kept"}, "client_msg_id": "k1"},
-            headers={"Authorization": f"Bearer {alice['token']}"},
-        )
-        assert r.status == 201
-        msg_id = (await r.json())["msg_id"]
+    msg_id = await _alice_sends_bob(proc.url, "kept", "k1")
     await asyncio.sleep(0.5)  # a failed attempt or two: the event waits for a retry
     proc.kill()
     assert receiver.requests == []
@@ -452,15 +459,7 @@ async def test_a_claim_held_by_a_killed_node_is_taken_back_at_its_restart(
     env = {"YIM_WEBHOOKS": json.dumps(after_settings(receiver.url)["webhooks"]), "YIM_WEBHOOK_LEASE_S": "600"}
     proc = server_process(**env)
     await asyncio.to_thread(proc.start)
-    async with aiohttp.ClientSession(proc.url) as http:
-        alice, bob = await make_users(http, ["alice", "bob"])
-        r = await http.post(
-            "/api/v1/messages",
-            json={"to": bob["user_id"], "kind": "text", "body": {"text": "held"}, "client_msg_id": "h1"},
-            headers={"Authorization": f"Bearer {alice['token']}"},
-        )
-        assert r.status == 201
-        msg_id = (await r.json())["msg_id"]
+    msg_id = await _alice_sends_bob(proc.url, "held", "h1")
     async with asyncio.timeout(15):
         await hanging.wait()  # claimed: the attempt is in flight
     proc.kill()

@@ -509,7 +509,7 @@ class RedisBus(LocalBus):
         """``offset``: the host's :meth:`Clock.offset`, read once for a batch of routes. The
         connect time is wall-clock ms: every node's routes are compared with it (the
         multi-device policy), and a host's monotonic clock means nothing on another host."""
-        connected_ms = int((conn.connected_at + offset) * 1000)
+        connected_ms = self._clock.wall_ms(conn.connected_at, offset)
         return f"{self.node_name}|{serial}|{connected_ms}|{conn.platform}|{expires_ms}"
 
     async def connected(self, conn: Connection) -> None:

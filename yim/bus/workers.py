@@ -168,6 +168,12 @@ def _serial(conn: Connection) -> int:
     return id(conn)
 
 
+def _route_in(conn: Connection) -> RouteIn:
+    """The hub's record of the connection's route (its connect time in this host's
+    monotonic ms: the workers of one node share the host)."""
+    return RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), _serial(conn))
+
+
 class WorkerBus(LocalBus):
     """The bus of worker ``worker`` (0-based); see the module docstring.
 
@@ -237,11 +243,9 @@ class WorkerBus(LocalBus):
         the caller gave up (cancelled, its channel failing), so the route is dropped as a
         failed connect's is (:meth:`disconnected`) — by its serial, which cannot name a
         newer connection's route."""
-        serial = _serial(conn)
-        self._routing[serial] = conn
-        body = RouteIn(conn.user_id, conn.device_id, conn.platform, int(conn.connected_at * 1000), serial)
+        self._routing[_serial(conn)] = conn
         try:
-            await self.channel.call("hub.route", body)
+            await self.channel.call("hub.route", _route_in(conn))
         except BaseException:
             self.disconnected(conn)
             raise
@@ -263,9 +267,7 @@ class WorkerBus(LocalBus):
         if self._routing.pop(_serial(conn), None) is not None:
             held = self._hub.devices_of(conn.user_id).get(conn.device_id)
             if held is not None and held is not conn and not held.closing:
-                back = RouteIn(
-                    held.user_id, held.device_id, held.platform, int(held.connected_at * 1000), _serial(held)
-                )
+                back = _route_in(held)
         if self._channel is not None:
             self._channel.cast("hub.unroute", UnrouteIn(conn.user_id, conn.device_id, _serial(conn), back))
 

@@ -45,7 +45,8 @@ class Clock:
         reads add microseconds. Across hosts add their clock skew (NTP: milliseconds)."""
         return self.wall() - self.monotonic()
 
-    def wall_ms(self, at: float) -> int:
+    def wall_ms(self, at: float, offset: float | None = None) -> int:
         """``at``, a reading of ``monotonic``, as wall-clock ms since the epoch (see
-        :meth:`offset` for the error bound)."""
-        return int((at + self.offset()) * 1000)
+        :meth:`offset` for the error bound); ``offset``: one :meth:`offset` read for a
+        batch of times, else read now."""
+        return int((at + (self.offset() if offset is None else offset)) * 1000)

@@ -249,19 +249,25 @@ class _WriterThread:
         gathered, self._gathered = self._gathered, []
         loop, self._gathering_loop = self._gathering_loop, None
         for start in range(0, len(gathered), self._batch_max):
-            batch = gathered[start : start + self._batch_max]
-            with self._lock:
-                conn = self._conn
-                if conn is None:  # closed meanwhile
-                    closed = YimError("unavailable", "the store is closed")
-                    outcomes = [(fut, job_loop, None, closed) for _fn, _args, fut, job_loop in batch]
-                else:
-                    outcomes = self._run_batch(conn, batch, inline=True)
-                    self.loop_batches += 1
-                self._idle_since = time.monotonic()
-            _resolve(outcomes)
+            if self._commit_here(gathered[start : start + self._batch_max]):
+                self.loop_batches += 1
         if loop is not None:
             self._hand_over_held(loop)
+
+    def _commit_here(self, batch: list[Any]) -> bool:
+        """Run and commit ``batch`` on this (the loop's) thread and resolve its futures;
+        False if the writer had closed (they fail with ``unavailable``). Its index changes
+        are held (the caller has them handed over)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                closed = YimError("unavailable", "the store is closed")
+                outcomes = [(fut, job_loop, None, closed) for _fn, _args, fut, job_loop in batch]
+            else:
+                outcomes = self._run_batch(conn, batch, inline=True)
+            self._idle_since = time.monotonic()
+        _resolve(outcomes)
+        return conn is not None
 
     def _hand_over_held(self, loop: asyncio.AbstractEventLoop) -> None:
         """Have ``loop`` hand the held index changes over INDEX_HAND_DELAY_S from now."""
@@ -272,21 +278,13 @@ class _WriterThread:
     def _run_inline(
         self, fn: Callable[..., Any], args: tuple[Any, ...], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
     ) -> bool:
-        """Run one job here and now if the writer is idle (see the class); False if not."""
+        """Run one job here and now if the writer is idle (see the class); False if not.
+        Idle means no job queued, running or waiting for its future to be resolved
+        (``_queued``), so the writer thread holds no batch and ``_lock`` is free."""
         if self._queued or self._gathered or time.monotonic() - self._idle_since < INLINE_IDLE_S:
             return False
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
-            conn = self._conn
-            if self._queued or conn is None:  # a job came in meanwhile, or the writer closed
-                return False
-            outcomes = self._run_batch(conn, [(fn, args, fut, loop)], inline=True)
+        if self._commit_here([(fn, args, fut, loop)]):
             self.inline_batches += 1
-            self._idle_since = time.monotonic()
-        finally:
-            self._lock.release()
-        _resolve(outcomes)
         self._hand_over_held(loop)
         return True
 
