@@ -87,6 +87,18 @@ async def _alice_on(first_node: aiohttp.ClientSession, second_node: aiohttp.Clie
     return first, second
 
 
+async def _third_closes_the_first(node: aiohttp.ClientSession, first: Device, second: Device) -> None:
+    """alice's third device (d3) connects to ``node``: the policy (2 at most) closes her
+    first, the second stays."""
+    third = Device(node, await login(node, "alice", "d3"))
+    await third.connect()
+    await until(lambda: first.closed.is_set() or second.closed.is_set())
+    assert first.closed.is_set() and _close_code(first) == CLOSE_POLICY
+    assert not second.closed.is_set()
+    for d in (second, third):
+        await d.close()
+
+
 def _near_now_ms(ms: int) -> bool:
     return abs(ms - time.time() * 1000) < 60_000
 
@@ -108,13 +120,7 @@ async def test_the_policy_closes_the_device_that_connected_first_in_wall_time(no
         assert all(_near_now_ms(int(r[2])) for r in routes.values()), routes  # wall-clock ms
         assert int(routes["d1"][2]) <= int(routes["d2"][2])
 
-        third = Device(hl, await login(hl, "alice", "d3"))
-        await third.connect()
-        await until(lambda: first.closed.is_set() or second.closed.is_set())
-        assert first.closed.is_set() and _close_code(first) == CLOSE_POLICY
-        assert not second.closed.is_set()
-        for d in (second, third):
-            await d.close()
+        await _third_closes_the_first(hl, first, second)
 
 
 async def test_presence_keeps_the_field_of_the_newest_connection_of_a_device(nodes: Nodes) -> None:
@@ -180,10 +186,4 @@ async def test_the_policy_closes_the_oldest_device_also_when_it_is_on_the_decidi
         asyncio.timeout(60),
     ):
         first, second = await _alice_on(hl, he)
-        third = Device(hl, await login(hl, "alice", "d3"))
-        await third.connect()
-        await until(lambda: first.closed.is_set() or second.closed.is_set())
-        assert first.closed.is_set() and _close_code(first) == CLOSE_POLICY
-        assert not second.closed.is_set()
-        for d in (second, third):
-            await d.close()
+        await _third_closes_the_first(hl, first, second)
