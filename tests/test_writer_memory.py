@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from yim.protocol.errors import YimError
 from yim.storage.records import CreateGroupCmd, SendCmd, SendResult, UserRec
+from yim.storage.sqlite import store as store_module
 from yim.storage.sqlite.store import SqliteStore
 
 USERS = 4
@@ -298,6 +300,63 @@ async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path:
             sizes.append(wal.stat().st_size)
         # Without checkpoints the log would hold all four rounds (4x the first size).
         assert sizes[-1] < 2 * sizes[0], sizes
+    finally:
+        await store.close()
+
+
+def _wal_restarts_so_far(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time the log
+    starts over from its beginning (bytes 12-15, big-endian)."""
+    with wal.open("rb") as f:
+        header = f.read(16)
+    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+
+
+async def test_the_wal_starts_over_under_writes_that_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With commits back to back, no PASSIVE pass ends with every frame copied, so the WAL
+    would never start over and grow by every write (12,000 sends wrote 245 MB in a second).
+    Past WAL_RESTART_BYTES the checkpointer restarts it while the writes go on."""
+    monkeypatch.setattr(store_module, "WAL_RESTART_BYTES", 2 << 20)
+    store = SqliteStore(str(tmp_path / "yim.db"), checkpoint_interval=0.05)
+    await store.open()
+    ids = itertools.count(10_000)
+    wal = tmp_path / "yim.db-wal"
+    restarts_seen: set[int] = set()
+    try:
+        users = [next(ids) for _ in range(40)]
+        for uid in users:
+            await store.create_user(
+                UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1)
+            )
+
+        async def pair_sends(a: int, b: int) -> None:
+            for i in range(300):  # one after another, 20 senders at once: the writer never idles
+                await store.send_message(
+                    SendCmd(
+                        msg_id=next(ids),
+                        new_conv_id=next(ids),
+                        sender_id=a,
+                        sender_device="d",
+                        kind="text",
+                        body=b'{"text":"a message long enough to fill some pages of the log"}',
+                        client_msg_id=f"{a}-{i}",
+                        created_at=1,
+                        to=b,
+                    )
+                )
+
+        async def watch() -> None:
+            while True:
+                restarts_seen.add(_wal_restarts_so_far(wal))
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.gather(*(pair_sends(users[k], users[k + 1]) for k in range(0, 40, 2)))
+        watcher.cancel()
+        assert store.stats["wal_restarts"] >= 1, store.stats
+        assert len(restarts_seen) >= 2, restarts_seen  # seen from the file itself, mid-load
     finally:
         await store.close()
 

@@ -335,6 +335,9 @@ class _WriterThread:
             # the COMMIT of every ~1000th page, copying and syncing megabytes while the
             # futures of that batch's messages wait — the tail of the ACK latency.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # The first commit after the WAL starts over cuts the file back to this size: a
+            # burst that grew it leaves no gigabytes behind (see _Checkpointer).
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_BYTES}")
             # Versioned migrations (yim/storage/migrations.py), each in its own transaction; a
             # folder written by a newer release is refused before anything touches it.
             applied = migrate_sqlite(conn, f"the SQLite store {self._path}")
@@ -518,14 +521,34 @@ def _flushed(conn: WriterConnection, memory: WriterMemory) -> bool:
 _APPENDING_JOBS = frozenset({send_message})
 
 
+#: A WAL still longer than this after a PASSIVE checkpoint never had a quiet moment to start
+#: over: the log restarts only when a write transaction begins with every frame copied back,
+#: and under sustained writes each pass ends behind the commits made while it copied (one
+#: node grew its WAL to 388 MB in three one-to-one benchmark runs; 12,000 sends in one second
+#: wrote 245 MB). The checkpointer then runs a RESTART checkpoint (below). 64 MiB is a few
+#: seconds of the heaviest load measured, so a restart is rare and a crash's replay short.
+WAL_RESTART_BYTES = 64 << 20
+
+#: How long a RESTART checkpoint may wait, holding off the writer, for the write lock and
+#: then for readers of older snapshots (a sync page, a search). Past it the checkpoint gives
+#: up and the next pass tries again: the writer must never wait on a long reader.
+WAL_RESTART_WAIT_MS = 50
+
+
 class _Checkpointer:
     """Copies the WAL back into the database file every ``interval`` seconds, off the
     writer thread (which has ``wal_autocheckpoint = 0``).
 
     PASSIVE checkpoints never block the writer or readers; once every frame is copied the
     writer's next transaction starts the WAL over from its beginning, so the file stays
-    about the size of ``interval`` seconds of writes. The database file is synced by the
-    checkpoint, which is why it must not run inside a commit that someone waits for.
+    about the size of ``interval`` seconds of writes. Under writes that never pause, no
+    pass ever ends with every frame copied: a WAL longer than ``WAL_RESTART_BYTES`` after
+    one gets a RESTART checkpoint, which holds the writer off while it copies the frames
+    the PASSIVE pass left (a few milliseconds of commits) and readers move to the newest
+    snapshot, so that the writer's next transaction starts the log over. The writer
+    connection's ``journal_size_limit`` then cuts the file back to that size. The database
+    file is synced by the checkpoint, which is why it must not run inside a commit that
+    someone waits for.
     """
 
     def __init__(self, path: str, synchronous: str, interval: float = 1.0) -> None:
@@ -535,6 +558,7 @@ class _Checkpointer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="yim-sqlite-checkpoint", daemon=True)
         self.checkpoints = 0
+        self.restarts = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -546,11 +570,17 @@ class _Checkpointer:
 
     def _run(self) -> None:
         conn = _connect(self._path, self._synchronous)
+        # PASSIVE never waits; this bounds the RESTART's waits, which hold off the writer.
+        conn.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
             while not self._stop.wait(self._interval):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.checkpoints += 1
+                    if frames * page_size > WAL_RESTART_BYTES:
+                        busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        self.restarts += busy == 0
                 except sqlite3.Error as exc:  # busy or I/O: the next turn tries again
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:
@@ -707,6 +737,7 @@ class SqliteStore(Store):
             "batches": self._writer.batches,
             "slow_batches": self._writer.slow_batches,
             "checkpoints": self._checkpointer.checkpoints,
+            "wal_restarts": self._checkpointer.restarts,
             "jobs": self._writer.jobs_done,
             "inline_batches": self._writer.inline_batches,
             "loop_batches": self._writer.loop_batches,
