@@ -2,7 +2,7 @@
 process on one real Redis, each with the gateway's real Hub; the connections are recorders
 (the frames a WebSocket would have sent). A device with a registered connection and a
 reconnect still in its auth checks on one node: the reconnect failing leaves the older one
-routed, a kick of its route closes it, a connect cancelled mid-registration leaves no
+routed (and signs no other device out), a kick of its route closes it, a connect cancelled mid-registration leaves no
 route behind, and a field a failed register left behind is renewed for the connection held."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from yim.bus.redis import RedisBus, _Close
 from yim.config import Settings
 from yim.gateway.hub import Hub
 from yim.metrics import Metrics
-from yim.protocol.close import CLOSE_REPLACED
+from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED
 
 from .services import RedisServer
 
@@ -106,6 +106,27 @@ async def test_a_connect_that_fails_its_checks_leaves_the_older_connection_route
     n0.disconnect(old)  # and its own end drops the route it kept
     await n0.flushed(n1)
     assert await _route_of(n0, 1, "d") is None
+
+
+async def test_a_connect_that_fails_its_checks_signs_no_device_out(nodes: tuple[Node, Node]) -> None:
+    """One mobile at a time: a tablet connecting on another node while the phone is online,
+    whose connect then fails its checks, leaves the phone connected, as on one node; the
+    same connect passing them signs the phone out (4006)."""
+    n0, n1 = nodes
+    phone = await n0.connect(Device(6, "phone", "android"))
+    failing = Device(6, "tablet", "ios")
+    await n1.bus.connected(failing)  # type: ignore[arg-type]
+    n1.bus.disconnected(failing)  # type: ignore[arg-type]  # what ws.py does when the re-check fails
+    await n1.flushed(n0)
+    assert phone.closed is None
+    assert await _route_of(n0, 6, "phone") is not None
+    assert not n1.bus._policy_due
+    tablet = await n1.connect(Device(6, "tablet", "ios"))
+    await _until(lambda: phone.closed is not None)
+    assert phone.closed is not None and phone.closed[0] == CLOSE_POLICY
+    assert tablet.closed is None and not n1.bus._policy_due
+    n0.disconnect(phone)
+    n1.disconnect(tablet)
 
 
 async def test_a_kick_of_a_connect_in_its_checks_closes_it(nodes: tuple[Node, Node]) -> None:

@@ -28,6 +28,7 @@ from yim.bus.workers_hub import (
     Field,
     HubState,
     Kick,
+    PolicyIn,
     PresenceIn,
     PresenceReadIn,
     Route,
@@ -178,6 +179,16 @@ def _route(user: int, device: str, platform: str, ms: int, serial: int = 1) -> R
     return RouteIn(user, device, platform, ms, serial)
 
 
+def _connect_in_state(state: HubState, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None]:
+    """What a connect that passes its checks makes the hub do: ``hub.route``, then, if it
+    answered that the policy has devices to sign out, ``hub.policy``. Returns every kick
+    and the user's workers as last changed (None: unchanged)."""
+    kicks, changed, policy_due = state.register(worker, r)
+    policy, policy_changed = state.apply_policy(worker, PolicyIn(r.user_id, r.device_id, r.serial))
+    assert policy_due == bool(policy)
+    return kicks + policy, policy_changed if policy_changed is not None else changed
+
+
 @pytest.mark.parametrize(
     ("existing", "new", "kicks", "workers_after"),
     [
@@ -210,8 +221,8 @@ def test_state_register_kicks_by_the_rules_of_one_node(
 ) -> None:
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     for w, r in existing:
-        state.register(w, r)
-    got, changed = state.register(*new)
+        _connect_in_state(state, w, r)
+    got, changed = _connect_in_state(state, *new)
     assert [(k.worker, k.device_id, k.code, k.before_ms) for k in got] == kicks
     assert all(isinstance(k, Kick) for k in got)
     assert changed == workers_after
@@ -219,6 +230,24 @@ def test_state_register_kicks_by_the_rules_of_one_node(
         if k.code == CLOSE_POLICY:
             assert not state.device_present(1, k.device_id)
     assert state.device_present(1, new[1].device_id)
+    _consistent(state)
+
+
+def test_state_applies_the_policy_only_for_a_connect_that_passed_its_checks() -> None:
+    """``hub.route`` only says the policy has a device to sign out; the device stays routed
+    until ``hub.policy`` for that very route, and a route taken since signs no one out."""
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+    _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
+    kicks, changed, policy_due = state.register(0, _route(1, "q", "ios", 20, 2))
+    assert (kicks, changed, policy_due) == ([], [0, 2], True)
+    assert state.device_present(1, "p")  # still routed: the connect may yet fail
+    # a newer connection of "q" took its route meanwhile: the older connect applies nothing
+    state.register(0, _route(1, "q", "ios", 30, 3))
+    assert state.apply_policy(0, PolicyIn(1, "q", 2)) == ([], None)
+    assert state.device_present(1, "p")
+    got, changed = state.apply_policy(0, PolicyIn(1, "q", 3))
+    assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(2, "p", CLOSE_POLICY, 1)]
+    assert changed == [0] and not state.device_present(1, "p")
     _consistent(state)
 
 
@@ -261,7 +290,7 @@ def test_state_hand_back_gives_a_failed_connects_route_to_the_older_connection(
     state.register(0, _route(1, "a", "android", 10, 5))
     state.register(0, _route(1, "a", "android", 20, 6))
     if taken_by is not None:
-        state.register(*taken_by)
+        _connect_in_state(state, *taken_by)
     before = dict(state.routes)
     got = state.hand_back(0, UnrouteIn(1, "a", 6, _route(1, "a", "android", 10, 5)))
     assert [(k.worker, k.device_id, k.code, k.before_ms, k.serial) for k in got] == (
@@ -593,6 +622,31 @@ async def test_multi_device_policy_and_replacement_across_workers(node: Node) ->
     await w2.bus.ping()
     assert node.hub.state.workers_of(104) == (2,)
     w2.disconnect(again)
+
+
+async def test_a_connect_that_fails_its_checks_signs_no_device_out(node: Node) -> None:
+    """One mobile at a time: a tablet connecting on another worker while the phone is
+    online, whose connect then fails its checks (the revocation re-check of gateway/ws.py),
+    leaves the phone connected and routed, as on one node; the same connect passing them
+    signs the phone out."""
+    w0, w1, _ = node.workers
+    phone = await w0.connect(Device(114, "phone", "android"))
+    failing = Device(114, "tablet", "ios")
+    await w1.bus.connected(failing)  # type: ignore[arg-type]
+    w1.bus.disconnected(failing)  # type: ignore[arg-type]  # what ws.py does when the re-check fails
+    await w1.bus.ping()
+    await w0.bus.ping()
+    assert phone.closed is None
+    assert node.hub.state.device_present(114, "phone") and not node.hub.state.device_present(114, "tablet")
+    assert not w1.bus._policy_due
+    tablet = await w1.connect(Device(114, "tablet", "ios"))
+    await _until(lambda: phone.closed is not None)
+    assert phone.closed is not None and phone.closed[0] == CLOSE_POLICY
+    assert not w1.bus._policy_due
+    w0.disconnect(phone)
+    w1.disconnect(tablet)
+    await w1.bus.ping()
+    assert not node.hub.is_connected(114)
 
 
 async def test_presence_agrees_whichever_worker_asks(node: Node) -> None:

@@ -29,7 +29,9 @@ commit order.
 Newest connection wins everywhere: registering a device returns the user's routes; an
 older connection of the same device on another node is closed there (4002), and the
 multi-device policy (e.g. one mobile device at a time) is applied over the devices of
-every node (4006). A kick names the route's serial (:meth:`RedisBus._close`). A reconnect
+every node (4006) once the connect has passed its checks (:meth:`RedisBus.registered`): a
+connect that fails them signs no one out. A kick names the route's serial
+(:meth:`RedisBus._close`). A reconnect
 that fails its checks on the node holding the device's registered connection hands its
 route to that one (:meth:`RedisBus.disconnected`).
 
@@ -67,7 +69,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -201,6 +203,15 @@ class _Roster(msgspec.Struct, tag="ro", tag_field="k", array_like=True):
 
 
 Item = _Ev | _Notice | _Close | _Revoke | _Roster
+
+
+class _PolicyKick(NamedTuple):
+    """A device the multi-device policy signs out, and the node that holds it."""
+
+    node: str
+    close: _Close
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Item])
 
@@ -309,6 +320,10 @@ class RedisBus(LocalBus):
         self._serials = itertools.count(1)
         #: (user, device) -> (connection, serial) of this node's registered connections
         self._local: dict[tuple[int, str], tuple[Connection, int]] = {}
+        #: connects in progress -> the policy's kicks computed from the routes their
+        #: registration read (4006), sent at ``registered``; a failed connect's are dropped
+        #: (``disconnected``), so this holds only connects still in their checks
+        self._policy_due: dict[Connection, list[_PolicyKick]] = {}
         self._peers: list[str] = []  # other live nodes, refreshed periodically
         self.lease_id: int | None = None
         self._ids: LeasedSnowflake | None = None
@@ -545,11 +560,27 @@ class RedisBus(LocalBus):
             for i in range(0, len(flat), 2)
             if (r := _parse_route(flat[i].decode(), flat[i + 1].decode())) is not None and r.expires_ms > now_ms
         ]
-        self._apply_device_policy(conn, old.decode() if old else "", routes, now_ms)
+        self._replace_older(conn, old.decode() if old else "", now_ms)
+        kicks = self._device_policy(conn, routes, now_ms)
+        if kicks:
+            self._policy_due[conn] = kicks
 
-    def _apply_device_policy(self, conn: Connection, old_value: str, routes: list[Route], now_ms: int) -> None:
-        """The newest connection wins across nodes: the device's older connection is
-        replaced (4002), and the platform-class / per-user limits count every node."""
+    def registered(self, conn: Connection) -> None:
+        """The connect passed its checks: the policy's kicks go now. Not earlier, as on one
+        node, where the Hub applies the policy at registration: a device signed out (4006
+        ends a client) for a connect that then failed would be gone for nothing."""
+        for kick in self._policy_due.pop(conn, ()):
+            if kick.node != self.node_name:
+                self._send_to(kick.node, kick.close)
+            else:
+                # A victim here too: the hub's own policy counts only this node's devices,
+                # and closes it only when they alone are over a limit.
+                self._close(kick.close)
+
+    def _replace_older(self, conn: Connection, old_value: str, now_ms: int) -> None:
+        """The newest connection of a device wins across nodes: the older one on another
+        node is replaced (4002) at once — the route is the device's, and this connect took
+        it (a failed one hands it back only on this node: :meth:`disconnected`)."""
         old = _parse_route(conn.device_id, old_value) if old_value else None
         if old is not None and old.node != self.node_name:
             self._send_to(
@@ -563,6 +594,10 @@ class RedisBus(LocalBus):
                     old.serial,
                 ),
             )
+
+    def _device_policy(self, conn: Connection, routes: list[Route], now_ms: int) -> list[_PolicyKick]:
+        """The platform-class and per-user limits, counted over every node's devices: the
+        older devices ``conn`` signs out (4006)."""
         settings = self._settings
         limits = {
             "mobile": settings.max_online_mobile,
@@ -584,14 +619,10 @@ class RedisBus(LocalBus):
         rest = [r for r in others if r.device_id not in victims]
         for r in rest[: max(0, len(rest) + 1 - settings.max_connections_per_user)]:
             victims[r.device_id] = (r, "too many devices online")
-        for r, reason in victims.values():
-            kick = _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial)
-            if r.node != self.node_name:
-                self._send_to(r.node, kick)
-            else:
-                # A victim here too: the hub's own policy counts only this node's devices,
-                # and closes it only when they alone are over a limit.
-                self._close(kick)
+        return [
+            _PolicyKick(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial))
+            for r, reason in victims.values()
+        ]
 
     def _registered_for_nothing(self, conn: Connection, done: asyncio.Future[Any]) -> None:
         if not done.cancelled():
@@ -608,6 +639,7 @@ class RedisBus(LocalBus):
         the route, this node's, now stands for it (the serial goes with it; the next
         refresh writes its time and platform), so it never leaves this node and nothing
         pushed meanwhile misses the device. A kick of that route closes it too (_close)."""
+        self._policy_due.pop(conn, None)  # a failed connect signs no one out
         key = (conn.user_id, conn.device_id)
         entry = self._local.get(key)
         if entry is None or entry[0] is not conn:

@@ -54,7 +54,10 @@ Kicks, revocations and roster invalidations go through the hub to every worker c
 with the same effects as the cluster bus's (:mod:`yim.bus.redis`): 4002 for an older
 connection of the same device on another worker, 4006 for the multi-device policy counted
 over every worker, revoked sessions closed and dropped from every worker's cache, stale
-rosters dropped.
+rosters dropped. The policy's 4006 waits for the connect to pass its checks, as on one node,
+where the Hub applies it at registration: ``hub.route`` answers whether it has devices to
+sign out, and ``registered`` then casts ``hub.policy``; a connect that fails signs no one
+out.
 
 A route names one connection (its serial, :func:`_serial`), and so does a kick
 (``worker.close``): a device may have two connections on one worker at once — the
@@ -110,6 +113,7 @@ from yim.bus.workers_hub import (
     EventOut,
     Levels,
     NoticeOut,
+    PolicyIn,
     PresenceIn,
     PresenceOut,
     PresenceReadIn,
@@ -197,6 +201,10 @@ class WorkerBus(LocalBus):
         #: registered. Entries leave at ``registered`` or ``disconnected`` (or when
         #: ``connected`` raises), so this holds only connects in progress.
         self._routing: dict[int, Connection] = {}
+        #: the serials of connects in progress whose ``hub.route`` answered that the
+        #: multi-device policy has devices to sign out: ``registered`` asks the hub to apply
+        #: it (``hub.policy``), a failed connect forgets it (HubState.register says why)
+        self._policy_due: set[int] = set()
         #: user -> the other workers that hold a device of the user (the replica; the tuples
         #: shared through ``_sets``, see shared_set)
         self.remote: dict[int, tuple[int, ...]] = {}
@@ -243,15 +251,23 @@ class WorkerBus(LocalBus):
         the caller gave up (cancelled, its channel failing), so the route is dropped as a
         failed connect's is (:meth:`disconnected`) — by its serial, which cannot name a
         newer connection's route."""
-        self._routing[_serial(conn)] = conn
+        serial = _serial(conn)
+        self._routing[serial] = conn
         try:
-            await self.channel.call("hub.route", _route_in(conn))
+            policy_due: bool = await self.channel.call("hub.route", _route_in(conn), bool)
         except BaseException:
             self.disconnected(conn)
             raise
+        if policy_due:
+            self._policy_due.add(serial)
 
     def registered(self, conn: Connection) -> None:
-        self._routing.pop(_serial(conn), None)
+        serial = _serial(conn)
+        self._routing.pop(serial, None)
+        if serial in self._policy_due:
+            self._policy_due.discard(serial)
+            if self._channel is not None:
+                self._channel.cast("hub.policy", PolicyIn(conn.user_id, conn.device_id, serial))
 
     def disconnected(self, conn: Connection) -> None:
         """Unroute the connection. The hub drops the route only if it is still this
@@ -264,6 +280,7 @@ class WorkerBus(LocalBus):
         one's (UnrouteIn.back, HubState.hand_back), or closes it if a newer connection or
         the multi-device policy took the route meanwhile."""
         back = None
+        self._policy_due.discard(_serial(conn))  # a failed connect signs no one out
         if self._routing.pop(_serial(conn), None) is not None:
             held = self._hub.devices_of(conn.user_id).get(conn.device_id)
             if held is not None and held is not conn and not held.closing:

@@ -93,6 +93,16 @@ class UnrouteIn(msgspec.Struct, array_like=True, frozen=True):
     back: RouteIn | None = None
 
 
+class PolicyIn(msgspec.Struct, array_like=True, frozen=True):
+    """``hub.policy`` (cast): the connect of this route passed its checks and is registered
+    on the calling worker; its ``hub.route`` answered that the multi-device policy has
+    devices to sign out (HubState.apply_policy)."""
+
+    user_id: int
+    device_id: str
+    serial: int
+
+
 class EventOut(msgspec.Struct, array_like=True, frozen=True):
     """``hub.ev`` / ``worker.ev`` (casts): one inbox event for some users' devices."""
 
@@ -406,9 +416,17 @@ class HubState:
         """The user's devices as presence last wrote them."""
         return _each(self.presence.get(user_id, ()))
 
-    def register(self, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None]:
-        """A device authenticated on ``worker``. Returns the connections to close (on any
-        worker, the caller's included) and the user's workers if they changed (else None)."""
+    def register(self, worker: int, r: RouteIn) -> tuple[list[Kick], list[int] | None, bool]:
+        """A device authenticated on ``worker``. Returns the connections to close (the
+        device's older one on another worker), the user's workers if they changed (else
+        None), and whether the multi-device policy has devices to sign out.
+
+        The policy is not applied here: the connect may still fail its checks (the
+        revocation re-check of yim/gateway/ws.py), and a device signed out for a connect
+        that never was would be gone for nothing (4006 ends a client). The worker asks for
+        it once the connect is registered (``hub.policy``, :meth:`apply_policy`), so until
+        then the older devices stay routed. The older connection of the same device is
+        replaced at once: the route is the device's, and the connect took it."""
         before = self.workers_of(r.user_id)
         routes = self.routes_of(r.user_id)
         others = tuple(d for d in routes if d.device_id != r.device_id)
@@ -426,11 +444,26 @@ class HubState:
                 )
             )
         new = Route(r.device_id, worker, r.serial, sys.intern(r.platform), r.connected_ms)
-        if others:
-            kicks += self._policy(new, others)
-            gone = {k.device_id for k in kicks if k.code == CLOSE_POLICY}  # leaving: unrouted at once
-            others = tuple(d for d in others if d.device_id not in gone)
         after = self._set_routes(r.user_id, (*others, new))
+        policy_due = bool(others) and bool(self._policy(new, others))
+        return kicks, (list(after) if after != before else None), policy_due
+
+    def apply_policy(self, worker: int, p: PolicyIn) -> tuple[list[Kick], list[int] | None]:
+        """The connect of route ``p`` on ``worker`` is registered: the user's older devices
+        beyond the multi-device policy's limits, counted as they are now, are unrouted and
+        returned to be closed (4006), with the user's workers if they changed. Nothing, if
+        the route is no longer that connection's: a newer one took it, and its own connect
+        applies the policy."""
+        routes = self.routes_of(p.user_id)
+        new = next((d for d in routes if d.device_id == p.device_id), None)
+        if new is None or new.worker != worker or new.serial != p.serial:
+            return [], None
+        kicks = self._policy(new, tuple(d for d in routes if d is not new))
+        if not kicks:
+            return [], None
+        before = self.workers_of(p.user_id)
+        gone = {k.device_id for k in kicks}  # leaving: unrouted at once
+        after = self._set_routes(p.user_id, tuple(d for d in routes if d.device_id not in gone))
         return kicks, (list(after) if after != before else None)
 
     def _policy(self, newest: Route, others: tuple[Route, ...]) -> list[Kick]:
@@ -702,6 +735,7 @@ class HubState:
 # The bodies of the frames the hub takes, decoded once each into their final types.
 _ROUTE = msgspec.msgpack.Decoder(RouteIn)
 _UNROUTE = msgspec.msgpack.Decoder(UnrouteIn)
+_POLICY = msgspec.msgpack.Decoder(PolicyIn)
 _EVENT = msgspec.msgpack.Decoder(EventOut)
 _NOTICE = msgspec.msgpack.Decoder(NoticeOut)
 _REVOKE = msgspec.msgpack.Decoder(Revoke)
@@ -889,11 +923,11 @@ class WorkerHub:
         state = self.state
         if op == "hub.route":
             r = _ROUTE.decode(body)
-            kicks, workers = state.register(worker, r)
+            kicks, workers, policy_due = state.register(worker, r)
             # Other workers hear of the route before this reply leaves: see WorkerBus.
             self._routes_changed(r.user_id, workers)
             self._kick(kicks, r.user_id)
-            return None
+            return policy_due
         if op == "hub.presence_sync":
             return state.presence_sync(worker, _PRESENCE.decode(body))
         if op == "hub.presence_read":
@@ -968,6 +1002,11 @@ class WorkerHub:
                 out_no = body if len(us) == len(no.users) else NoticeOut(no.type, no.payload, us)
                 self._channels[w].cast("worker.no", out_no)
             self.forwarded += len(per_u)
+        elif op == "hub.policy":
+            p = _POLICY.decode(body)
+            kicks, workers = state.apply_policy(worker, p)
+            self._routes_changed(p.user_id, workers)
+            self._kick(kicks, p.user_id)
         elif op == "hub.unroute":
             gone = _UNROUTE.decode(body)
             if gone.back is None:
