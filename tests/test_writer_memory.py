@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,8 @@ async def test_the_wal_starts_over_under_writes_that_never_pause(
 ) -> None:
     """With commits back to back, no PASSIVE pass ends with every frame copied, so the WAL
     would never start over and grow by every write (12,000 sends wrote 245 MB in a second).
-    Past WAL_RESTART_BYTES the checkpointer restarts it while the writes go on."""
+    Past WAL_RESTART_BYTES the writer catches up between two batches, and the log starts
+    over while the writes go on."""
     monkeypatch.setattr(store_module, "WAL_RESTART_BYTES", 2 << 20)
     store = SqliteStore(str(tmp_path / "yim.db"), checkpoint_interval=0.05)
     await store.open()
@@ -355,9 +357,58 @@ async def test_the_wal_starts_over_under_writes_that_never_pause(
         watcher = asyncio.ensure_future(watch())
         await asyncio.gather(*(pair_sends(users[k], users[k + 1]) for k in range(0, 40, 2)))
         watcher.cancel()
-        assert store.stats["wal_restarts"] >= 1, store.stats
+        assert store.stats["wal_catch_ups"] >= 1, store.stats
         assert len(restarts_seen) >= 2, restarts_seen  # seen from the file itself, mid-load
     finally:
+        await store.close()
+
+
+async def test_a_wal_catch_up_runs_on_the_writer_thread_and_never_holds_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer's checkpoint runs (holding the writer's lock, as it does), the event
+    loop turns on and a send waits for the thread behind it: it is neither committed inline
+    nor gathered into a loop batch, either of which would make the loop wait for the lock."""
+    store = SqliteStore(str(tmp_path / "yim.db"))
+    await store.open()
+    writer = store._writer
+    holding, release = threading.Event(), threading.Event()
+    real_catch_up = writer._catch_up
+
+    def slow_catch_up(conn: Any) -> None:
+        with writer._lock:
+            holding.set()
+            release.wait(10)
+        real_catch_up(conn)
+
+    monkeypatch.setattr(writer, "_catch_up", slow_catch_up)
+    try:
+        a, b = 10_001, 10_002
+        for uid in (a, b):
+            await store.create_user(
+                UserRec(id=uid, username=f"u{uid}", display_name="", password_hash="x", created_at=1)
+            )
+        await asyncio.sleep(0.01)  # past INLINE_IDLE_S: a send now would go inline
+        writer.catch_up_wal()
+        writer.catch_up_wal()  # one at a time: the second ask is dropped
+        assert await asyncio.to_thread(holding.wait, 10)
+        cmd = SendCmd(
+            msg_id=20_001, new_conv_id=20_002, sender_id=a, sender_device="d", kind="text",
+            body=b'{"text":"hi"}', client_msg_id="c1", created_at=1, to=b,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        sending = store.send_message(cmd)  # submitted here: inline, it would wait for the lock now
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert loop.time() - began < 5.0  # the loop never waited for the lock (held 10 s)
+        assert not sending.done()
+        assert (store.stats["inline_batches"], store.stats["loop_batches"]) == (0, 0)
+        release.set()
+        assert (await sending).sender_inbox_seq == 1
+        assert store.stats["jobs"] == 3  # two users and the send: the catch-up is no job
+    finally:
+        release.set()
         await store.close()
 
 

@@ -151,6 +151,7 @@ class _WriterThread:
     """
 
     _STOP = object()
+    _CATCH_UP = object()  # a job: a PASSIVE checkpoint on the writer's connection (catch_up_wal)
 
     def __init__(self, path: str, synchronous: str, batch_max: int, indexer: SearchIndexer) -> None:
         self._path = path
@@ -189,6 +190,8 @@ class _WriterThread:
         # The last batch wrote more than LOOP_BATCH_ROWS_PER_JOB inbox rows a job: group
         # fan-out, whose SQLite work is worth overlapping with the loop's pushes (the class).
         self._fan_out_heavy = False
+        self._catch_up_queued = False  # a catch-up is on the queue or running (one at a time)
+        self.wal_catch_ups = 0  # catch-ups that copied every frame (the next commit restarts the WAL)
         self.batches = 0
         self.slow_batches = 0  # batches redone with a savepoint per job
         self.jobs_done = 0
@@ -229,6 +232,39 @@ class _WriterThread:
                 self._queued += 1
             self._jobs.put((fn, args, fut, loop))
         return fut
+
+    def catch_up_wal(self) -> None:
+        """Queue a PASSIVE checkpoint for the writer thread, between two batches (asked by
+        the checkpointer when the WAL keeps growing; called on the loop that submits sends).
+
+        The checkpointer's own passes copy frames while commits go on, so under writes that
+        never pause they end behind and the WAL never starts over. The writer is the only
+        one that appends: its checkpoint, run while it appends nothing, copies every frame
+        (unless a reader still uses an older snapshot), and its next transaction starts the
+        log over. Most frames are already copied by then; the rest and the syncs take a few
+        milliseconds, which the sends queued behind it wait. The loop never waits for it:
+        the job counts as queued (``_queued``) from here, on the loop's thread, so no send is
+        gathered or run inline meanwhile (those take ``_lock``), and the sends gathered so
+        far are committed first."""
+        if self._catch_up_queued or self.stopped:
+            return
+        self._catch_up_queued = True
+        self.commit_gathered(asyncio.get_running_loop())
+        with self._count_lock:
+            self._queued += 1
+        self._jobs.put(self._CATCH_UP)
+
+    def _catch_up(self, conn: WriterConnection) -> None:
+        try:
+            with self._lock:
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy == 0 and frames == copied:
+                self.wal_catch_ups += 1
+        except sqlite3.Error as exc:  # I/O: the checkpointer asks again after its next pass
+            log.warning("WAL checkpoint on the writer failed: %s", exc)
+        finally:
+            self._catch_up_queued = False
+            self._done(1)  # no future to resolve: the job ends here
 
     def _loop_of_gathered(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop | None:
         """The loop the gathered sends wait on, made ``loop`` (with the end of its turn
@@ -357,12 +393,19 @@ class _WriterThread:
         stopping = False
         while not stopping:
             batch = [self._jobs.get()]
-            while len(batch) < self._batch_max:
+            catch_up = batch[0] is self._CATCH_UP
+            if catch_up:
+                batch = []
+            while batch and len(batch) < self._batch_max:
                 try:
-                    batch.append(self._jobs.get_nowait())
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-            if batch[-1] is self._STOP or self._STOP in batch:
+                if job is self._CATCH_UP:  # after this batch, before the jobs behind it
+                    catch_up = True
+                    break
+                batch.append(job)
+            if self._STOP in batch:
                 stopping = True
                 batch = [job for job in batch if job is not self._STOP]
             if batch:
@@ -370,6 +413,8 @@ class _WriterThread:
                     outcomes = self._run_batch(conn, batch)
                     self._idle_since = time.monotonic()
                 self._hand_back(outcomes)
+            if catch_up:
+                self._catch_up(conn)
         with self._lock:
             self._conn = None
         conn.close()
@@ -380,7 +425,10 @@ class _WriterThread:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not self._STOP:
+            if job is self._CATCH_UP:
+                self._catch_up_queued = False
+                self._done(1)
+            elif job is not self._STOP:
                 leftovers.append((job[2], job[3], None, YimError("unavailable", "the store is closed")))
         for fut, loop, _r, error in leftovers:
             try:
@@ -525,14 +573,10 @@ _APPENDING_JOBS = frozenset({send_message})
 #: over: the log restarts only when a write transaction begins with every frame copied back,
 #: and under sustained writes each pass ends behind the commits made while it copied (one
 #: node grew its WAL to 388 MB in three one-to-one benchmark runs; 12,000 sends in one second
-#: wrote 245 MB). The checkpointer then runs a RESTART checkpoint (below). 64 MiB is a few
-#: seconds of the heaviest load measured, so a restart is rare and a crash's replay short.
+#: wrote 245 MB). The checkpointer then has the writer catch up (_WriterThread.catch_up_wal).
+#: 64 MiB is a few seconds of the heaviest load measured, so a catch-up is rare and a crash's
+#: replay short; the writer's ``journal_size_limit`` cuts the file back to it.
 WAL_RESTART_BYTES = 64 << 20
-
-#: How long a RESTART checkpoint may wait, holding off the writer, for the write lock and
-#: then for readers of older snapshots (a sync page, a search). Past it the checkpoint gives
-#: up and the next pass tries again: the writer must never wait on a long reader.
-WAL_RESTART_WAIT_MS = 50
 
 
 class _Checkpointer:
@@ -542,25 +586,27 @@ class _Checkpointer:
     PASSIVE checkpoints never block the writer or readers; once every frame is copied the
     writer's next transaction starts the WAL over from its beginning, so the file stays
     about the size of ``interval`` seconds of writes. Under writes that never pause, no
-    pass ever ends with every frame copied: a WAL longer than ``WAL_RESTART_BYTES`` after
-    one gets a RESTART checkpoint, which holds the writer off while it copies the frames
-    the PASSIVE pass left (a few milliseconds of commits) and readers move to the newest
-    snapshot, so that the writer's next transaction starts the log over. The writer
-    connection's ``journal_size_limit`` then cuts the file back to that size. The database
-    file is synced by the checkpoint, which is why it must not run inside a commit that
-    someone waits for.
+    pass ends with every frame copied: a WAL longer than ``WAL_RESTART_BYTES`` after one
+    has the writer catch up (:meth:`_WriterThread.catch_up_wal`, asked on the loop that
+    submits sends). The database file is synced by a checkpoint, which is why these passes
+    run on their own thread, never inside a commit that someone waits for; in the writer's
+    rare catch-up, the sends queued behind it wait for its copy and syncs (milliseconds).
     """
 
-    def __init__(self, path: str, synchronous: str, interval: float = 1.0) -> None:
+    def __init__(self, path: str, synchronous: str, writer: _WriterThread, interval: float = 1.0) -> None:
         self._path = path
         self._synchronous = synchronous
+        self._writer = writer
         self._interval = interval
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="yim-sqlite-checkpoint", daemon=True)
         self.checkpoints = 0
-        self.restarts = 0
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop``: the store's, where sends are submitted (the writer's catch-up is asked
+        there, see _WriterThread.catch_up_wal)."""
+        self._loop = loop
         self._thread.start()
 
     def stop(self) -> None:
@@ -570,19 +616,20 @@ class _Checkpointer:
 
     def _run(self) -> None:
         conn = _connect(self._path, self._synchronous)
-        # PASSIVE never waits; this bounds the RESTART's waits, which hold off the writer.
-        conn.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
             while not self._stop.wait(self._interval):
                 try:
                     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.checkpoints += 1
-                    if frames * page_size > WAL_RESTART_BYTES:
-                        busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                        self.restarts += busy == 0
                 except sqlite3.Error as exc:  # busy or I/O: the next turn tries again
                     log.warning("WAL checkpoint failed: %s", exc)
+                    continue
+                if frames * page_size > WAL_RESTART_BYTES and self._loop is not None:
+                    try:
+                        self._loop.call_soon_threadsafe(self._writer.catch_up_wal)
+                    except RuntimeError:  # the loop is closed: the store is closing
+                        pass
         finally:
             conn.close()
 
@@ -683,7 +730,7 @@ class SqliteStore(Store):
         index_path = str(stem.with_name(f"{stem.stem}-search{stem.suffix}"))
         self.indexer = make_indexer(path, index_path, synchronous, process=indexer_process)
         self._writer = _WriterThread(path, synchronous, batch_max, self.indexer)
-        self._checkpointer = _Checkpointer(path, synchronous, checkpoint_interval)
+        self._checkpointer = _Checkpointer(path, synchronous, self._writer, checkpoint_interval)
         self._readers = readers
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -714,7 +761,7 @@ class SqliteStore(Store):
             raise OSError(f"cannot open the SQLite store {self.path}: {exc.strerror} ({exc.filename})") from exc
         await asyncio.to_thread(self._writer.start)  # creates or migrates the schema
         await asyncio.to_thread(self.indexer.start)  # then indexes what the index lacks
-        self._checkpointer.start()
+        self._checkpointer.start(asyncio.get_running_loop())
         await self.service.load()
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="yim-sqlite-reader")
 
@@ -737,7 +784,7 @@ class SqliteStore(Store):
             "batches": self._writer.batches,
             "slow_batches": self._writer.slow_batches,
             "checkpoints": self._checkpointer.checkpoints,
-            "wal_restarts": self._checkpointer.restarts,
+            "wal_catch_ups": self._writer.wal_catch_ups,
             "jobs": self._writer.jobs_done,
             "inline_batches": self._writer.inline_batches,
             "loop_batches": self._writer.loop_batches,
