@@ -129,6 +129,29 @@ async def test_a_connect_that_fails_its_checks_signs_no_device_out(nodes: tuple[
     n1.disconnect(tablet)
 
 
+async def test_a_connect_replaced_during_its_checks_signs_no_device_out(nodes: tuple[Node, Node]) -> None:
+    """A tablet's connect on one node is replaced (4002) by the same tablet connecting on
+    the other while the first is still in its checks: the closed one, registering after
+    all, signs no one out; the phone stays."""
+    n0, n1 = nodes
+    phone = await n0.connect(Device(7, "phone", "android"))
+    first = Device(7, "tablet", "ios")
+    await n1.bus.connected(first)  # type: ignore[arg-type]  # the policy has the phone to sign out
+    again = Device(7, "tablet", "ios")
+    await n0.bus.connected(again)  # type: ignore[arg-type]  # replaces the first (4002), in its checks
+    await _until(lambda: first.closed is not None)
+    assert first.closed is not None and first.closed[0] == CLOSE_REPLACED
+    n1.hub.register(first)  # type: ignore[arg-type]  # its own checks pass all the same
+    n1.bus.registered(first)  # type: ignore[arg-type]
+    n0.bus.disconnected(again)  # type: ignore[arg-type]  # and the second fails its checks
+    await n1.flushed(n0)
+    await n0.flushed(n1)
+    assert phone.closed is None
+    assert not n0.bus._policy_due and not n1.bus._policy_due
+    n1.disconnect(first)
+    n0.disconnect(phone)
+
+
 async def test_a_kick_of_a_connect_in_its_checks_closes_it(nodes: tuple[Node, Node]) -> None:
     """The same device connecting on another node names the route of the connect still in
     its checks: that one is closed (it would otherwise register with no route), and with it

@@ -235,19 +235,40 @@ def test_state_register_kicks_by_the_rules_of_one_node(
 
 def test_state_applies_the_policy_only_for_a_connect_that_passed_its_checks() -> None:
     """``hub.route`` only says the policy has a device to sign out; the device stays routed
-    until ``hub.policy`` for that very route, and a route taken since signs no one out."""
+    until ``hub.policy``, which signs out only devices routed before the connect: one routed
+    since is newer, and its own policy signs this one out (the newest wins)."""
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
     kicks, changed, policy_due = state.register(0, _route(1, "q", "ios", 20, 2))
     assert (kicks, changed, policy_due) == ([], [0, 2], True)
     assert state.device_present(1, "p")  # still routed: the connect may yet fail
-    # a newer connection of "q" took its route meanwhile: the older connect applies nothing
-    state.register(0, _route(1, "q", "ios", 30, 3))
+    state.register(1, _route(1, "r", "android", 30, 3))  # another mobile, before q's policy
+    got, changed = state.apply_policy(0, PolicyIn(1, "q", 2))
+    assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(2, "p", CLOSE_POLICY, 1)]
+    assert changed == [0, 1] and state.device_present(1, "r")
+    got, changed = state.apply_policy(1, PolicyIn(1, "r", 3))
+    assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(0, "q", CLOSE_POLICY, 2)]
+    assert changed == [1] and state.routes_of(1) == (Route("r", 1, 3, "android", 30),)
+    _consistent(state)
+
+
+def test_state_the_policy_follows_the_device_route_on_its_worker() -> None:
+    """A connect registered while another connect of the same device routed on its worker
+    (its route now names that one) still applies the policy: if that one fails, its route
+    goes back to this one (hand_back), and no one else would. A connect whose device's
+    route went to another worker applies nothing: the newer connection there decides."""
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+    _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
+    state.register(0, _route(1, "q", "ios", 20, 2))
+    state.register(0, _route(1, "q", "ios", 30, 3))  # the device again, same worker, in its checks
+    got, _ = state.apply_policy(0, PolicyIn(1, "q", 2))
+    assert [(k.worker, k.device_id, k.code) for k in got] == [(2, "p", CLOSE_POLICY)]
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+    _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
+    state.register(0, _route(1, "q", "ios", 20, 2))
+    state.register(1, _route(1, "q", "ios", 30, 3))  # the device again, on worker 1 (4002 for serial 2)
     assert state.apply_policy(0, PolicyIn(1, "q", 2)) == ([], None)
     assert state.device_present(1, "p")
-    got, changed = state.apply_policy(0, PolicyIn(1, "q", 3))
-    assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(2, "p", CLOSE_POLICY, 1)]
-    assert changed == [0] and not state.device_present(1, "p")
     _consistent(state)
 
 

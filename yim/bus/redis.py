@@ -569,7 +569,10 @@ class RedisBus(LocalBus):
         """The connect passed its checks: the policy's kicks go now. Not earlier, as on one
         node, where the Hub applies the policy at registration: a device signed out (4006
         ends a client) for a connect that then failed would be gone for nothing."""
-        for kick in self._policy_due.pop(conn, ()):
+        kicks = self._policy_due.pop(conn, ())
+        if conn.closing:  # replaced or kicked during its checks: it signs no one out
+            return
+        for kick in kicks:
             if kick.node != self.node_name:
                 self._send_to(kick.node, kick.close)
             else:

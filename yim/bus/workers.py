@@ -266,7 +266,8 @@ class WorkerBus(LocalBus):
         self._routing.pop(serial, None)
         if serial in self._policy_due:
             self._policy_due.discard(serial)
-            if self._channel is not None:
+            # One closed in its checks (replaced, kicked) signs no one out.
+            if self._channel is not None and not conn.closing:
                 self._channel.cast("hub.policy", PolicyIn(conn.user_id, conn.device_id, serial))
 
     def disconnected(self, conn: Connection) -> None:

@@ -449,16 +449,21 @@ class HubState:
         return kicks, (list(after) if after != before else None), policy_due
 
     def apply_policy(self, worker: int, p: PolicyIn) -> tuple[list[Kick], list[int] | None]:
-        """The connect of route ``p`` on ``worker`` is registered: the user's older devices
-        beyond the multi-device policy's limits, counted as they are now, are unrouted and
-        returned to be closed (4006), with the user's workers if they changed. Nothing, if
-        the route is no longer that connection's: a newer one took it, and its own connect
-        applies the policy."""
+        """The connect of route ``p`` on ``worker`` is registered: the user's devices routed
+        before it, beyond the multi-device policy's limits, are unrouted and returned to be
+        closed (4006), with the user's workers if they changed.
+
+        A device routed since is newer: its own connect applies the policy, to this one
+        too, so the newest wins as on one node. The device's route may since name another
+        connect of it on the same worker (still in its checks, or handed back to this one
+        when that one failed, ``hand_back``): the policy applies all the same, from that
+        route's place. Nothing if the route is gone or on another worker: a newer
+        connection of the device elsewhere replaced this one, and applies its own."""
         routes = self.routes_of(p.user_id)
-        new = next((d for d in routes if d.device_id == p.device_id), None)
-        if new is None or new.worker != worker or new.serial != p.serial:
+        at = next((i for i, d in enumerate(routes) if d.device_id == p.device_id), None)
+        if at is None or routes[at].worker != worker:
             return [], None
-        kicks = self._policy(new, tuple(d for d in routes if d is not new))
+        kicks = self._policy(routes[at], routes[:at])  # routes are kept in the order they were made
         if not kicks:
             return [], None
         before = self.workers_of(p.user_id)
