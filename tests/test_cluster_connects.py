@@ -152,6 +152,33 @@ async def test_a_connect_replaced_during_its_checks_signs_no_device_out(nodes: t
     n0.disconnect(phone)
 
 
+async def test_a_policy_kick_for_a_connection_whose_route_a_reconnect_took_closes_it(
+    nodes: tuple[Node, Node],
+) -> None:
+    """ "d" is online on one node; "e", a second mobile, connects on the other (its policy
+    has "d"'s route to sign out); "d" reconnects on its node, newer than "e", so its route
+    now names the reconnect. "e" registers: its kick names the route "d" had, and closes
+    the connection that route stood for. The reconnect then fails: "e", the newest device
+    that passed its checks, stays alone."""
+    n0, n1 = nodes
+    first = await n0.connect(Device(8, "d", "android"))
+    e = Device(8, "e", "ios")
+    await n1.bus.connected(e)  # type: ignore[arg-type]
+    again = Device(8, "d", "android")
+    await n0.bus.connected(again)  # type: ignore[arg-type]  # in its checks
+    n1.hub.register(e)  # type: ignore[arg-type]
+    n1.bus.registered(e)  # type: ignore[arg-type]
+    await _until(lambda: first.closed is not None)
+    assert first.closed is not None and first.closed[0] == CLOSE_POLICY
+    n0.bus.disconnected(again)  # type: ignore[arg-type]  # fails its checks
+    await n0.flushed(n1)
+    assert e.closed is None
+    assert await _route_of(n0, 8, "d") is None
+    assert not n0.bus._took_over and not n0.bus._policy_due
+    n0.disconnect(first)
+    n1.disconnect(e)
+
+
 async def test_a_kick_of_a_connect_in_its_checks_closes_it(nodes: tuple[Node, Node]) -> None:
     """The same device connecting on another node names the route of the connect still in
     its checks: that one is closed (it would otherwise register with no route), and with it

@@ -324,6 +324,10 @@ class RedisBus(LocalBus):
         #: registration read (4006), sent at ``registered``; a failed connect's are dropped
         #: (``disconnected``), so this holds only connects still in their checks
         self._policy_due: dict[Connection, list[_PolicyKick]] = {}
+        #: connects in progress -> the serial of the route they took over from the device's
+        #: connection registered here (the one ``disconnected`` hands it back to if they
+        #: fail): a kick naming that serial is for that connection (_close)
+        self._took_over: dict[Connection, int] = {}
         self._peers: list[str] = []  # other live nodes, refreshed periodically
         self.lease_id: int | None = None
         self._ids: LeasedSnowflake | None = None
@@ -532,7 +536,11 @@ class RedisBus(LocalBus):
             conn.close(CLOSE_GOING_AWAY, "node fenced: reconnect to another node")
             return
         serial = next(self._serials)
-        self._local[(conn.user_id, conn.device_id)] = (conn, serial)
+        key = (conn.user_id, conn.device_id)
+        prev = self._local.get(key)
+        if prev is not None and self._hub.devices_of(conn.user_id).get(conn.device_id) is prev[0]:
+            self._took_over[conn] = prev[1]  # the route of the device's registered connection
+        self._local[key] = (conn, serial)
         now_ms = int(time.time() * 1000)
         registering = asyncio.ensure_future(
             self._scripts["register"](
@@ -569,6 +577,7 @@ class RedisBus(LocalBus):
         """The connect passed its checks: the policy's kicks go now. Not earlier, as on one
         node, where the Hub applies the policy at registration: a device signed out (4006
         ends a client) for a connect that then failed would be gone for nothing."""
+        self._took_over.pop(conn, None)
         kicks = self._policy_due.pop(conn, ())
         if conn.closing:  # replaced or kicked during its checks: it signs no one out
             return
@@ -643,6 +652,7 @@ class RedisBus(LocalBus):
         refresh writes its time and platform), so it never leaves this node and nothing
         pushed meanwhile misses the device. A kick of that route closes it too (_close)."""
         self._policy_due.pop(conn, None)  # a failed connect signs no one out
+        self._took_over.pop(conn, None)
         key = (conn.user_id, conn.device_id)
         entry = self._local.get(key)
         if entry is None or entry[0] is not conn:
@@ -1142,14 +1152,24 @@ class RedisBus(LocalBus):
         cannot learn later whether the route was taken (a policy victim's field stays until
         its own node drops it), so the older one is settled now rather than when the named
         one's connect ends. A kick naming a route this node has replaced since closes
-        nothing: its newer connection's register settles the other side."""
+        nothing, its newer connection's register settling the other side, unless the
+        route replaced was the device's registered connection's and its replacer is still
+        in its checks: that connection is the one the kick is for."""
         held = self._hub.devices_of(item.user_id).get(item.device_id)
         if not item.serial:  # from a node of the previous release: before_ms is its wall clock's
             if held is not None and self._clock.wall_ms(held.connected_at) < item.before_ms:
                 held.close(item.code, item.reason)
             return
         entry = self._local.get((item.user_id, item.device_id))
-        if entry is None or entry[1] != item.serial:
+        if entry is None:
+            return
+        if entry[1] != item.serial:
+            # The route it names was the device's registered connection's, taken over since
+            # by a connect still in its checks: the kick is for that connection. Were it
+            # left, a failing connect would hand the route back to it (disconnected), and the
+            # device that sent the kick has already applied its policy.
+            if self._took_over.get(entry[0]) == item.serial and held is not None and held is not entry[0]:
+                held.close(item.code, item.reason)
             return
         entry[0].close(item.code, item.reason)
         if held is not None and held is not entry[0]:
