@@ -179,6 +179,30 @@ async def test_a_policy_kick_for_a_connection_whose_route_a_reconnect_took_close
     n1.disconnect(e)
 
 
+async def test_a_policy_kick_read_before_a_failed_reconnect_closes_the_connection_it_handed_back_to(
+    nodes: tuple[Node, Node],
+) -> None:
+    """As above, but the reconnect fails before "e" registers: the route goes back to the
+    first connection under the reconnect's serial, and "e"'s kick, naming the serial it
+    read, still closes it."""
+    n0, n1 = nodes
+    first = await n0.connect(Device(9, "d", "android"))
+    e = Device(9, "e", "ios")
+    await n1.bus.connected(e)  # type: ignore[arg-type]
+    again = Device(9, "d", "android")
+    await n0.bus.connected(again)  # type: ignore[arg-type]
+    n0.bus.disconnected(again)  # type: ignore[arg-type]  # fails its checks: the route goes back
+    assert n0.bus._aliases
+    n1.hub.register(e)  # type: ignore[arg-type]
+    n1.bus.registered(e)  # type: ignore[arg-type]
+    await _until(lambda: first.closed is not None)
+    assert first.closed is not None and first.closed[0] == CLOSE_POLICY
+    assert e.closed is None
+    n0.disconnect(first)
+    n1.disconnect(e)
+    assert not n0.bus._aliases and not n0.bus._took_over
+
+
 async def test_a_kick_of_a_connect_in_its_checks_closes_it(nodes: tuple[Node, Node]) -> None:
     """The same device connecting on another node names the route of the connect still in
     its checks: that one is closed (it would otherwise register with no route), and with it

@@ -328,6 +328,10 @@ class RedisBus(LocalBus):
         #: connection registered here (the one ``disconnected`` hands it back to if they
         #: fail): a kick naming that serial is for that connection (_close)
         self._took_over: dict[Connection, int] = {}
+        #: registered connections that got their route back from a failed connect -> the
+        #: serial their route had before: a kick read before that connect names it (_close).
+        #: Only such connections have one; it goes when they end.
+        self._aliases: dict[Connection, int] = {}
         self._peers: list[str] = []  # other live nodes, refreshed periodically
         self.lease_id: int | None = None
         self._ids: LeasedSnowflake | None = None
@@ -538,8 +542,13 @@ class RedisBus(LocalBus):
         serial = next(self._serials)
         key = (conn.user_id, conn.device_id)
         prev = self._local.get(key)
-        if prev is not None and self._hub.devices_of(conn.user_id).get(conn.device_id) is prev[0]:
-            self._took_over[conn] = prev[1]  # the route of the device's registered connection
+        if prev is not None:
+            # The route of the device's registered connection, taken over directly or from
+            # another connect still in its checks that had taken it over.
+            held = self._hub.devices_of(conn.user_id).get(conn.device_id)
+            took = prev[1] if held is prev[0] else self._took_over.get(prev[0])
+            if took is not None:
+                self._took_over[conn] = took
         self._local[key] = (conn, serial)
         now_ms = int(time.time() * 1000)
         registering = asyncio.ensure_future(
@@ -652,7 +661,8 @@ class RedisBus(LocalBus):
         refresh writes its time and platform), so it never leaves this node and nothing
         pushed meanwhile misses the device. A kick of that route closes it too (_close)."""
         self._policy_due.pop(conn, None)  # a failed connect signs no one out
-        self._took_over.pop(conn, None)
+        took_over = self._took_over.pop(conn, None)
+        self._aliases.pop(conn, None)
         key = (conn.user_id, conn.device_id)
         entry = self._local.get(key)
         if entry is None or entry[0] is not conn:
@@ -660,6 +670,8 @@ class RedisBus(LocalBus):
         held = self._hub.devices_of(conn.user_id).get(conn.device_id)
         if held is not None and held is not conn and not held.closing:
             self._local[key] = (held, entry[1])
+            if took_over is not None:
+                self._aliases[held] = took_over
             return
         del self._local[key]
         self._queue("unroute", (conn.user_id, conn.device_id, f"{self.node_name}|{entry[1]}|"))
@@ -1168,7 +1180,9 @@ class RedisBus(LocalBus):
             # by a connect still in its checks: the kick is for that connection. Were it
             # left, a failing connect would hand the route back to it (disconnected), and the
             # device that sent the kick has already applied its policy.
-            if self._took_over.get(entry[0]) == item.serial and held is not None and held is not entry[0]:
+            if self._aliases.get(entry[0]) == item.serial:  # its route before a failed connect's
+                entry[0].close(item.code, item.reason)
+            elif self._took_over.get(entry[0]) == item.serial and held is not None and held is not entry[0]:
                 held.close(item.code, item.reason)
             return
         entry[0].close(item.code, item.reason)

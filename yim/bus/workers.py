@@ -268,9 +268,7 @@ class WorkerBus(LocalBus):
             self._policy_due.discard(serial)
             # One closed in its checks (replaced, kicked) signs no one out.
             if self._channel is not None and not conn.closing:
-                self._channel.cast(
-                    "hub.policy", PolicyIn(conn.user_id, conn.device_id, serial, _route_in(conn).connected_ms)
-                )
+                self._channel.cast("hub.policy", PolicyIn(conn.user_id, conn.device_id, serial))
 
     def disconnected(self, conn: Connection) -> None:
         """Unroute the connection. The hub drops the route only if it is still this

@@ -101,7 +101,6 @@ class PolicyIn(msgspec.Struct, array_like=True, frozen=True):
     user_id: int
     device_id: str
     serial: int
-    connected_ms: int  # as in its RouteIn: which devices are older than it
 
 
 class EventOut(msgspec.Struct, array_like=True, frozen=True):
@@ -260,12 +259,6 @@ class Route(msgspec.Struct, frozen=True, gc=False):
     serial: int
     platform: str
     connected_ms: int
-
-
-def _made(r: Route) -> tuple[int, int, int]:
-    """A total order of connections by when they were made (the workers share the host's
-    clock); a tie within a millisecond is broken the same way wherever it is compared."""
-    return (r.connected_ms, r.worker, r.serial)
 
 
 class Field(msgspec.Struct, frozen=True, gc=False):
@@ -451,28 +444,30 @@ class HubState:
                 )
             )
         new = Route(r.device_id, worker, r.serial, sys.intern(r.platform), r.connected_ms)
-        after = self._set_routes(r.user_id, (*others, new))
+        # Routes are kept in the order the devices routed (apply_policy counts the ones
+        # before). A reconnect of the device on the same worker takes its place in it: if
+        # it fails its checks, the older connection gets the route back there (hand_back).
+        placed = tuple(new if d is old else d for d in routes) if old is not None and old.worker == worker else None
+        after = self._set_routes(r.user_id, placed or (*others, new))
         policy_due = bool(others) and bool(self._policy(new, others))
         return kicks, (list(after) if after != before else None), policy_due
 
     def apply_policy(self, worker: int, p: PolicyIn) -> tuple[list[Kick], list[int] | None]:
-        """The connect of route ``p`` on ``worker`` is registered: the user's devices made
+        """The connect of route ``p`` on ``worker`` is registered: the user's devices routed
         before it, beyond the multi-device policy's limits, are unrouted and returned to be
         closed (4006), with the user's workers if they changed.
 
-        A device made since is newer: its own connect applies the policy, to this one too,
-        so the newest wins, as on one node. The device's route may since name another
-        connect of it on the same worker (still in its checks; if that one fails, the route
-        goes back to this one, ``hand_back``): the policy applies all the same. Nothing if
-        the route is gone or on another worker: a newer connection of the device elsewhere
-        replaced this one, and applies its own."""
+        A device routed since is newer: its own connect applies the policy, to this one
+        too, so the newest wins as on one node. The device's route may since name another
+        connect of it on the same worker (still in its checks, or handed back to this one
+        when that one failed, ``hand_back``): the policy applies all the same, from that
+        route's place. Nothing if the route is gone or on another worker: a newer
+        connection of the device elsewhere replaced this one, and applies its own."""
         routes = self.routes_of(p.user_id)
-        cur = next((d for d in routes if d.device_id == p.device_id), None)
-        if cur is None or cur.worker != worker:
+        at = next((i for i, d in enumerate(routes) if d.device_id == p.device_id), None)
+        if at is None or routes[at].worker != worker:
             return [], None
-        new = Route(p.device_id, worker, p.serial, cur.platform, p.connected_ms)
-        made = _made(new)
-        kicks = self._policy(new, tuple(d for d in routes if d is not cur and _made(d) < made))
+        kicks = self._policy(routes[at], routes[:at])  # routes are kept in the order they were made
         if not kicks:
             return [], None
         before = self.workers_of(p.user_id)
@@ -483,7 +478,7 @@ class HubState:
     def _policy(self, newest: Route, others: tuple[Route, ...]) -> list[Kick]:
         """The newest connection wins: the user's older devices beyond a platform-class
         limit, or beyond the per-user limit, on whichever worker."""
-        older = sorted(others, key=_made)
+        older = sorted(others, key=lambda r: r.connected_ms)
         cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
         limit = self._class_limits.get(cls, 0)
         victims: dict[str, tuple[Route, str]] = {}
@@ -529,21 +524,10 @@ class HubState:
         routes = self.routes_of(u.user_id)
         cur = next((r for r in routes if r.device_id == u.device_id), None)
         if cur is not None and cur.worker == worker:
-            if cur.serial != u.serial:
-                return []
-            new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
-            routes = tuple(new if r is cur else r for r in routes)
-            self._set_routes(u.user_id, routes)
-            # Devices made after the older connection may have applied the policy while the
-            # failed connect, newer than them, held the route: they did not count it then.
-            # Counted now as they would have, it goes if the newest device's policy says so.
-            newest = max(routes, key=_made)
-            victims = self._policy(newest, tuple(r for r in routes if r is not newest))
-            if newest is new or all(k.device_id != new.device_id for k in victims):
-                return []
-            cls = PLATFORM_CLASS.get(back.platform, back.platform)
-            reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
-            return [Kick(worker, u.device_id, CLOSE_POLICY, reason, back.connected_ms, back.serial)]
+            if cur.serial == u.serial:
+                new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
+                self._set_routes(u.user_id, tuple(new if r is cur else r for r in routes))
+            return []
         if cur is None:  # the policy dropped it: most likely for the class the device is of
             cls = PLATFORM_CLASS.get(back.platform, back.platform)
             code = CLOSE_POLICY
