@@ -77,3 +77,22 @@ def test_a_lone_connection_is_kept_bare_and_every_view_agrees() -> None:
     hub.unregister(again)  # type: ignore[arg-type]
     _same_views(hub, metrics, {1: []})
     assert 1 not in hub._by_user
+
+
+def test_the_device_that_registers_last_wins_also_when_its_socket_opened_first() -> None:
+    """A phone whose socket opened first (1.0) but whose auth was slow registers after a
+    tablet (2.0): the tablet is closed, as any other device older in registration would be.
+    Sorting the newest into the slice of victims and skipping it left both online."""
+    metrics = Metrics()
+    hub = Hub(metrics, Settings(max_online_mobile=1, max_connections_per_user=2))
+    tablet = Conn(1, "tablet", "ios", 2.0)
+    hub.register(tablet)  # type: ignore[arg-type]
+    phone = Conn(1, "phone", "android", 1.0)
+    hub.register(phone)  # type: ignore[arg-type]
+    assert tablet.closed == CLOSE_POLICY and phone.closed is None
+    hub.unregister(tablet)  # type: ignore[arg-type]
+    web = Conn(1, "web", "web", 3.0)
+    hub.register(web)  # type: ignore[arg-type]
+    early = Conn(1, "desktop", "desktop", 0.5)  # the per-user limit (2): the same rule
+    hub.register(early)  # type: ignore[arg-type]
+    assert phone.closed == CLOSE_POLICY and web.closed is None and early.closed is None

@@ -103,22 +103,26 @@ class Hub:
         self._enforce_device_policy(conn, devices)
 
     def _enforce_device_policy(self, newest: Connection, devices: dict[str, Connection]) -> None:
-        """The newest connection wins: older devices beyond a platform-class limit (e.g. one
-        mobile at a time) or beyond the per-user limit are closed with 4006."""
+        """The newest registration wins: the user's other devices beyond a platform-class
+        limit (e.g. one mobile at a time) or beyond the per-user limit are closed with 4006,
+        the oldest first. ``newest`` is never among them, also when its socket opened
+        before theirs (a slow auth): skipped inside the slice, it would leave one too many."""
         cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
         limit = self._class_limits.get(cls, 0)
         if limit:
             same = sorted(
-                (c for c in devices.values() if PLATFORM_CLASS.get(c.platform) == cls and not c.closing),
+                (
+                    c
+                    for c in devices.values()
+                    if c is not newest and PLATFORM_CLASS.get(c.platform) == cls and not c.closing
+                ),
                 key=lambda c: c.connected_at,
             )
-            for old in same[: max(0, len(same) - limit)]:
-                if old is not newest:
-                    old.close(CLOSE_POLICY, f"signed in on another {cls} device")
-        live = sorted((c for c in devices.values() if not c.closing), key=lambda c: c.connected_at)
-        for old in live[: max(0, len(live) - self._max_per_user)]:
-            if old is not newest:
-                old.close(CLOSE_POLICY, "too many devices online")
+            for old in same[: max(0, len(same) + 1 - limit)]:
+                old.close(CLOSE_POLICY, f"signed in on another {cls} device")
+        live = sorted((c for c in devices.values() if c is not newest and not c.closing), key=lambda c: c.connected_at)
+        for old in live[: max(0, len(live) + 1 - self._max_per_user)]:
+            old.close(CLOSE_POLICY, "too many devices online")
 
     def unregister(self, conn: Connection) -> None:
         devices = self._by_user.get(conn.user_id)
