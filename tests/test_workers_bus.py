@@ -185,7 +185,7 @@ def _connect_in_state(state: HubState, worker: int, r: RouteIn) -> tuple[list[Ki
     and the user's workers as last changed (None: unchanged)."""
     kicks, changed, policy_due = state.register(worker, r)
     policy, policy_changed = state.apply_policy(worker, PolicyIn(r.user_id, r.device_id, r.serial))
-    assert policy_due == bool(policy)
+    assert policy_due or not policy  # it may find none: connects in their checks are not counted
     return kicks + policy, policy_changed if policy_changed is not None else changed
 
 
@@ -235,87 +235,84 @@ def test_state_register_kicks_by_the_rules_of_one_node(
 
 def test_state_applies_the_policy_only_for_a_connect_that_passed_its_checks() -> None:
     """``hub.route`` only says the policy has a device to sign out; the device stays routed
-    until ``hub.policy``, which signs out only devices routed before the connect: one routed
-    since is newer, and its own policy signs this one out (the newest wins)."""
+    until ``hub.policy``, which counts the devices registered then, not the connects still
+    in their checks: those count this one when they register (the last to register wins)."""
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
     kicks, changed, policy_due = state.register(0, _route(1, "q", "ios", 20, 2))
     assert (kicks, changed, policy_due) == ([], [0, 2], True)
     assert state.device_present(1, "p")  # still routed: the connect may yet fail
-    state.register(1, _route(1, "r", "android", 30, 3))  # another mobile, before q's policy
+    state.register(1, _route(1, "r", "android", 30, 3))  # another mobile, in its checks
     got, changed = state.apply_policy(0, PolicyIn(1, "q", 2))
     assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(2, "p", CLOSE_POLICY, 1)]
     assert changed == [0, 1] and state.device_present(1, "r")
     got, changed = state.apply_policy(1, PolicyIn(1, "r", 3))
     assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(0, "q", CLOSE_POLICY, 2)]
     assert changed == [1] and state.routes_of(1) == (Route("r", 1, 3, "android", 30),)
+    assert not state._checking
     _consistent(state)
 
 
-def test_state_the_policy_follows_the_device_route_on_its_worker() -> None:
-    """A connect registered while another connect of the same device routed on its worker
-    (its route now names that one) still applies the policy: if that one fails, its route
-    goes back to this one (hand_back), and no one else would. A connect whose device's
-    route went to another worker applies nothing: the newer connection there decides."""
-    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
-    _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
-    state.register(0, _route(1, "q", "ios", 20, 2))
-    state.register(0, _route(1, "q", "ios", 30, 3))  # the device again, same worker, in its checks
-    got, _ = state.apply_policy(0, PolicyIn(1, "q", 2))
-    assert [(k.worker, k.device_id, k.code) for k in got] == [(2, "p", CLOSE_POLICY)]
-    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
-    _connect_in_state(state, 2, _route(1, "p", "android", 10, 1))
-    state.register(0, _route(1, "q", "ios", 20, 2))
-    state.register(1, _route(1, "q", "ios", 30, 3))  # the device again, on worker 1 (4002 for serial 2)
-    assert state.apply_policy(0, PolicyIn(1, "q", 2)) == ([], None)
-    assert state.device_present(1, "p")
-    _consistent(state)
-
-
-def test_state_a_reconnect_keeps_the_devices_place_and_a_failed_one_hands_it_back() -> None:
+def test_state_a_route_handed_back_is_counted_as_the_registrations_meanwhile_would_have() -> None:
     """Device "d" is on worker 1 (connection 5); "e", a second mobile, routes; "d"
-    reconnects on worker 1 (connection 6), which takes "d"'s place, before "e". "e"'s policy
-    signs that route out (its kick names 6); 6 failing, its unroute would hand the route back
-    to 5, finds it gone, and closes 5 too: "e", which routed last, is left."""
+    reconnects on worker 1 (6, in its checks). "e" registers: 6 is not counted. 6 fails and
+    its route goes back to 5, which "e", registered after it, would have closed on one
+    node: it is closed now. Had 6 registered instead, it would have closed "e"."""
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     _connect_in_state(state, 1, _route(1, "d", "android", 10, 5))
     assert state.register(2, _route(1, "e", "ios", 20, 1))[2]
-    state.register(1, _route(1, "d", "android", 30, 6))
-    assert [r.device_id for r in state.routes_of(1)] == ["d", "e"]
-    got, _ = state.apply_policy(2, PolicyIn(1, "e", 1))
-    assert [(k.worker, k.device_id, k.serial) for k in got] == [(1, "d", 6)]
+    assert state.register(1, _route(1, "d", "android", 30, 6))[2]
+    assert state.apply_policy(2, PolicyIn(1, "e", 1)) == ([], None)
     got = state.hand_back(1, UnrouteIn(1, "d", 6, _route(1, "d", "android", 10, 5)))
     assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(1, "d", CLOSE_POLICY, 5)]
-    assert state.routes_of(1) == (Route("e", 2, 1, "ios", 20),)
+    assert not state._checking
     _consistent(state)
-
-
-def test_state_an_older_connects_policy_spares_devices_routed_after_it() -> None:
-    """ "m" online; "d" routes (2), then "e" (3), then "d" again on the same worker (4, in
-    "d"'s place, still in its checks). Connection 2's policy signs out "m" only: "e" routed
-    after it. "e"'s own policy then signs "d" out: the device that routed last wins."""
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
-    _connect_in_state(state, 0, _route(1, "m", "android", 10, 1))
-    state.register(1, _route(1, "d", "android", 20, 2))
-    state.register(2, _route(1, "e", "ios", 30, 3))
-    state.register(1, _route(1, "d", "android", 40, 4))
-    got, _ = state.apply_policy(1, PolicyIn(1, "d", 2))
-    assert [(k.worker, k.device_id) for k in got] == [(0, "m")]
-    got, _ = state.apply_policy(2, PolicyIn(1, "e", 3))
-    assert [(k.worker, k.device_id, k.serial) for k in got] == [(1, "d", 4)]
-    assert state.routes_of(1) == (Route("e", 2, 3, "ios", 30),)
+    _connect_in_state(state, 1, _route(1, "d", "android", 10, 5))
+    state.register(2, _route(1, "e", "ios", 20, 1))
+    state.register(1, _route(1, "d", "android", 30, 6))
+    assert state.apply_policy(2, PolicyIn(1, "e", 1)) == ([], None)
+    got, _ = state.apply_policy(1, PolicyIn(1, "d", 6))
+    assert [(k.worker, k.device_id, k.serial) for k in got] == [(2, "e", 1)]
     _consistent(state)
+
+
+def test_state_the_last_registration_wins_whichever_connect_routed_first() -> None:
+    """A phone online on worker 0; a second phone connects on worker 1 and the first one
+    reconnects on worker 0, both in their checks. Whichever registers last stays."""
+    for last in ("a", "b"):
+        state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+        _connect_in_state(state, 0, _route(1, "a", "android", 10, 1))
+        state.register(1, _route(1, "b", "android", 20, 2))
+        state.register(0, _route(1, "a", "android", 30, 3))
+        order = [(1, PolicyIn(1, "b", 2)), (0, PolicyIn(1, "a", 3))]
+        if last == "b":
+            order.reverse()
+        for w, p in order:
+            state.apply_policy(w, p)
+        assert [r.device_id for r in state.routes_of(1)] == [last]
+        assert not state._checking
+        _consistent(state)
 
 
 def test_state_the_device_that_routes_last_wins_whatever_its_connect_time() -> None:
-    """ "p" opened its socket first (10 ms) but routed after "e" (20 ms): registering, it
-    signs "e" out, as one node's Hub would (the newest registration wins)."""
+    """ "p" opened its socket first (10 ms) but registered after "e" (20 ms): it signs "e"
+    out, as one node's Hub does (the newest registration wins)."""
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     _connect_in_state(state, 0, _route(1, "e", "ios", 20, 1))
     got, _ = _connect_in_state(state, 1, _route(1, "p", "android", 10, 2))
     assert [(k.worker, k.device_id) for k in got] == [(0, "e")]
     assert state.routes_of(1) == (Route("p", 1, 2, "android", 10),)
     _consistent(state)
+
+
+def test_state_a_dead_workers_connects_in_their_checks_are_forgotten() -> None:
+    state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
+    _connect_in_state(state, 0, _route(1, "a", "android", 10, 1))
+    state.register(1, _route(1, "b", "android", 20, 2))
+    assert state._checking == {(1, 1, "b", 2)}
+    state.drop_worker(1)
+    assert not state._checking and state.routes_of(1) == (Route("a", 0, 1, "android", 10),)
 
 
 @pytest.mark.parametrize(

@@ -366,6 +366,12 @@ class HubState:
         #: ip -> worker -> its open connections from that IP (IPs with none are not kept:
         #: bounded by the node's connections; ~300 bytes per IP)
         self.conns: dict[str, dict[int, int]] = {}
+        #: connects routed while the multi-device policy had devices to sign out, not yet
+        #: registered (their ``hub.policy`` to come), as (worker, user, device, serial): the
+        #: policy of another connect does not count them, as one node's Hub does not count
+        #: a connect still in its checks; their own policy, when they register, counts it.
+        #: Bounded by the connects in progress.
+        self._checking: set[tuple[int, int, str, int]] = set()
 
     # --- routes --------------------------------------------------------------------------
     @classmethod
@@ -444,36 +450,40 @@ class HubState:
                 )
             )
         new = Route(r.device_id, worker, r.serial, sys.intern(r.platform), r.connected_ms)
-        # Routes are kept in the order the devices routed (apply_policy counts the ones
-        # before). A reconnect of the device on the same worker takes its place in it: if
-        # it fails its checks, the older connection gets the route back there (hand_back).
-        placed = tuple(new if d is old else d for d in routes) if old is not None and old.worker == worker else None
-        after = self._set_routes(r.user_id, placed or (*others, new))
+        after = self._set_routes(r.user_id, (*others, new))
         policy_due = bool(others) and bool(self._policy(new, others))
+        if policy_due:
+            self._checking.add((worker, r.user_id, r.device_id, r.serial))
         return kicks, (list(after) if after != before else None), policy_due
 
     def apply_policy(self, worker: int, p: PolicyIn) -> tuple[list[Kick], list[int] | None]:
-        """The connect of route ``p`` on ``worker`` is registered: the user's devices routed
-        before it, beyond the multi-device policy's limits, are unrouted and returned to be
-        closed (4006), with the user's workers if they changed.
+        """The connect of route ``p`` on ``worker`` is registered: the user's other devices
+        beyond the multi-device policy's limits, the oldest first, are unrouted and returned
+        to be closed (4006), with the user's workers if they changed. The one that registers
+        last wins, as on one node: connects still in their checks with the policy due
+        (``_checking``) are not counted; registering, they count this one.
 
-        A device routed since is newer: its own connect applies the policy, to this one
-        too, so the newest wins as on one node. The device's route may since name another
-        connect of it on the same worker (still in its checks, or handed back to this one
-        when that one failed, ``hand_back``): the policy applies all the same, from that
-        route's place. Nothing if the route is gone or on another worker: a newer
-        connection of the device elsewhere replaced this one, and applies its own."""
+        The device's route may since name another connect of it on the same worker (in its
+        checks; if that one fails, the route goes back to this one, ``hand_back``): the
+        policy applies all the same. Nothing if the route is gone or on another worker: a
+        newer connection of the device elsewhere replaced this one."""
+        self._checking.discard((worker, p.user_id, p.device_id, p.serial))
         routes = self.routes_of(p.user_id)
-        at = next((i for i, d in enumerate(routes) if d.device_id == p.device_id), None)
-        if at is None or routes[at].worker != worker:
+        cur = next((d for d in routes if d.device_id == p.device_id), None)
+        if cur is None or cur.worker != worker:
             return [], None
-        kicks = self._policy(routes[at], routes[:at])  # routes are kept in the order they were made
+        kicks = self._policy(cur, self._registered(p.user_id, routes, cur))
         if not kicks:
             return [], None
         before = self.workers_of(p.user_id)
         gone = {k.device_id for k in kicks}  # leaving: unrouted at once
         after = self._set_routes(p.user_id, tuple(d for d in routes if d.device_id not in gone))
         return kicks, (list(after) if after != before else None)
+
+    def _registered(self, user_id: int, routes: tuple[Route, ...], but: Route) -> tuple[Route, ...]:
+        """``routes`` but ``but`` and the connects still in their checks (``_checking``)."""
+        checking = self._checking
+        return tuple(d for d in routes if d is not but and (d.worker, user_id, d.device_id, d.serial) not in checking)
 
     def _policy(self, newest: Route, others: tuple[Route, ...]) -> list[Kick]:
         """The newest connection wins: the user's older devices beyond a platform-class
@@ -494,6 +504,7 @@ class HubState:
     def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
         """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
         Returns the user's workers if they changed (else None)."""
+        self._checking.discard((worker, u.user_id, u.device_id, u.serial))
         routes = self.routes_of(u.user_id)
         cur = next((r for r in routes if r.device_id == u.device_id), None)
         if cur is None or cur.worker != worker or cur.serial != u.serial:
@@ -517,17 +528,29 @@ class HubState:
         policy — the kick that took it named the ended one (gone now), and the older one is
         as old as that: it is closed with the same code. A route of another connection on
         the same worker (another connect of the device in progress there, or ``back``'s own
-        when the ended one's route call was never served) is left alone: that one decides."""
+        when the ended one's route call was never served) is left alone: that one decides.
+        The route given back is counted by the multi-device policy at once, as the devices
+        that registered while the failed connect held it would have counted it."""
+        self._checking.discard((worker, u.user_id, u.device_id, u.serial))
         back = u.back
         if back is None:
             return []
         routes = self.routes_of(u.user_id)
         cur = next((r for r in routes if r.device_id == u.device_id), None)
         if cur is not None and cur.worker == worker:
-            if cur.serial == u.serial:
-                new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
-                self._set_routes(u.user_id, tuple(new if r is cur else r for r in routes))
-            return []
+            if cur.serial != u.serial:
+                return []
+            new = Route(cur.device_id, worker, back.serial, sys.intern(back.platform), back.connected_ms)
+            routes = tuple(new if r is cur else r for r in routes)
+            self._set_routes(u.user_id, routes)
+            # Devices that registered while the failed connect held the route (in its
+            # checks: not counted) did not count the older one: were it over a limit with
+            # them now, their policies would have closed it, as on one node.
+            if not self._policy(new, self._registered(u.user_id, routes, new)):
+                return []
+            cls = PLATFORM_CLASS.get(back.platform, back.platform)
+            reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
+            return [Kick(worker, u.device_id, CLOSE_POLICY, reason, back.connected_ms, back.serial)]
         if cur is None:  # the policy dropped it: most likely for the class the device is of
             cls = PLATFORM_CLASS.get(back.platform, back.platform)
             code = CLOSE_POLICY
@@ -541,6 +564,7 @@ class HubState:
         workers) and the users whose presence counted its devices (to be synced again).
         Walks every user (a worker's death is rare; a table of each worker's users would
         cost every online user its entry)."""
+        self._checking = {c for c in self._checking if c[0] != worker}
         changes: list[tuple[int, list[int]]] = []
         for user_id in sorted(u for u in self.routes if worker in self.workers_of(u)):
             workers = self._set_routes(user_id, tuple(r for r in self.routes_of(user_id) if r.worker != worker))
