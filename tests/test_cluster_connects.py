@@ -152,6 +152,17 @@ async def test_a_connect_replaced_during_its_checks_signs_no_device_out(nodes: t
     n0.disconnect(phone)
 
 
+async def _a_second_mobile_and_a_reconnect(n0: Node, n1: Node, user_id: int) -> tuple[Device, Device, Device]:
+    """Phone "d" registered on ``n0``; a second mobile "e" routed on ``n1`` (its policy has
+    "d"'s route to sign out); "d" reconnecting on ``n0``, routed and still in its checks."""
+    first = await n0.connect(Device(user_id, "d", "android"))
+    e = Device(user_id, "e", "ios")
+    await n1.bus.connected(e)  # type: ignore[arg-type]
+    again = Device(user_id, "d", "android")
+    await n0.bus.connected(again)  # type: ignore[arg-type]
+    return first, e, again
+
+
 async def test_a_policy_kick_for_a_connection_whose_route_a_reconnect_took_closes_it(
     nodes: tuple[Node, Node],
 ) -> None:
@@ -161,11 +172,7 @@ async def test_a_policy_kick_for_a_connection_whose_route_a_reconnect_took_close
     the connection that route stood for. The reconnect then fails: "e", the newest device
     that passed its checks, stays alone."""
     n0, n1 = nodes
-    first = await n0.connect(Device(8, "d", "android"))
-    e = Device(8, "e", "ios")
-    await n1.bus.connected(e)  # type: ignore[arg-type]
-    again = Device(8, "d", "android")
-    await n0.bus.connected(again)  # type: ignore[arg-type]  # in its checks
+    first, e, again = await _a_second_mobile_and_a_reconnect(n0, n1, 8)
     n1.hub.register(e)  # type: ignore[arg-type]
     n1.bus.registered(e)  # type: ignore[arg-type]
     await _until(lambda: first.closed is not None)
@@ -186,11 +193,7 @@ async def test_a_policy_kick_read_before_a_failed_reconnect_closes_the_connectio
     first connection under the reconnect's serial, and "e"'s kick, naming the serial it
     read, still closes it."""
     n0, n1 = nodes
-    first = await n0.connect(Device(9, "d", "android"))
-    e = Device(9, "e", "ios")
-    await n1.bus.connected(e)  # type: ignore[arg-type]
-    again = Device(9, "d", "android")
-    await n0.bus.connected(again)  # type: ignore[arg-type]
+    first, e, again = await _a_second_mobile_and_a_reconnect(n0, n1, 9)
     n0.bus.disconnected(again)  # type: ignore[arg-type]  # fails its checks: the route goes back
     assert n0.bus._aliases
     n1.hub.register(e)  # type: ignore[arg-type]

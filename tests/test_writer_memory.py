@@ -16,6 +16,7 @@ import itertools
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,21 @@ def test_writer_memory_keeps_one_at_a_time_outcomes(
     asyncio.run(_run(ops, waves, threshold))
 
 
+def _page_filling_send(ids: Iterator[int], a: int, b: int, client_msg_id: str) -> SendCmd:
+    """A one-to-one send from ``a`` to ``b`` whose text fills some of a WAL page."""
+    return SendCmd(
+        msg_id=next(ids),
+        new_conv_id=next(ids),
+        sender_id=a,
+        sender_device="d",
+        kind="text",
+        body=b'{"text":"a message long enough to fill some pages of the log"}',
+        client_msg_id=client_msg_id,
+        created_at=1,
+        to=b,
+    )
+
+
 async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path: Path) -> None:
     """The writer never checkpoints (that ran inside a commit); the checkpointer thread does,
     so the WAL restarts from its beginning instead of holding every write since start."""
@@ -276,22 +292,7 @@ async def test_the_wal_is_copied_back_off_the_writer_and_does_not_grow(tmp_path:
         sizes = []
         for round_ in range(4):
             await asyncio.gather(
-                *(
-                    store.send_message(
-                        SendCmd(
-                            msg_id=next(ids),
-                            new_conv_id=next(ids),
-                            sender_id=a,
-                            sender_device="d",
-                            kind="text",
-                            body=b'{"text":"a message long enough to fill some pages of the log"}',
-                            client_msg_id=f"r{round_}-{i}",
-                            created_at=1,
-                            to=b,
-                        )
-                    )
-                    for i in range(1500)
-                )
+                *(store.send_message(_page_filling_send(ids, a, b, f"r{round_}-{i}")) for i in range(1500))
             )
             done = store.stats["checkpoints"]
             for _ in range(200):  # two whole checkpoints after the round's last commit (bounded)
@@ -335,19 +336,7 @@ async def test_the_wal_starts_over_under_writes_that_never_pause(
 
         async def pair_sends(a: int, b: int) -> None:
             for i in range(300):  # one after another, 20 senders at once: the writer never idles
-                await store.send_message(
-                    SendCmd(
-                        msg_id=next(ids),
-                        new_conv_id=next(ids),
-                        sender_id=a,
-                        sender_device="d",
-                        kind="text",
-                        body=b'{"text":"a message long enough to fill some pages of the log"}',
-                        client_msg_id=f"{a}-{i}",
-                        created_at=1,
-                        to=b,
-                    )
-                )
+                await store.send_message(_page_filling_send(ids, a, b, f"{a}-{i}"))
 
         async def watch() -> None:
             while True:
