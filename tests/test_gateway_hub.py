@@ -96,3 +96,15 @@ def test_the_device_that_registers_last_wins_also_when_its_socket_opened_first()
     early = Conn(1, "desktop", "desktop", 0.5)  # the per-user limit (2): the same rule
     hub.register(early)  # type: ignore[arg-type]
     assert phone.closed == CLOSE_POLICY and web.closed is None and early.closed is None
+
+
+def test_a_connection_closed_during_its_checks_signs_no_one_out() -> None:
+    """Kicked or replaced from another worker or node while in its checks, a connection
+    that registers all the same closes no other device: its replacer decides."""
+    hub = Hub(Metrics(), Settings(max_online_mobile=1))
+    phone = Conn(1, "phone", "android", 1.0)
+    hub.register(phone)  # type: ignore[arg-type]
+    tablet = Conn(1, "tablet", "ios", 2.0)
+    tablet.close(CLOSE_REPLACED, "replaced elsewhere")
+    hub.register(tablet)  # type: ignore[arg-type]
+    assert phone.closed is None

@@ -265,7 +265,7 @@ def test_state_a_route_handed_back_is_counted_as_the_registrations_meanwhile_wou
     assert state.apply_policy(2, PolicyIn(1, "e", 1)) == ([], None)
     got = state.hand_back(1, UnrouteIn(1, "d", 6, _route(1, "d", "android", 10, 5)))
     assert [(k.worker, k.device_id, k.code, k.serial) for k in got] == [(1, "d", CLOSE_POLICY, 5)]
-    assert not state._checking
+    assert not state._checking and state.routes_of(1) == (Route("e", 2, 1, "ios", 20),)
     _consistent(state)
     state = HubState({"mobile": 1, "desktop": 0, "web": 0}, 4)
     _connect_in_state(state, 1, _route(1, "d", "android", 10, 5))

@@ -545,9 +545,11 @@ class HubState:
             self._set_routes(u.user_id, routes)
             # Devices that registered while the failed connect held the route (in its
             # checks: not counted) did not count the older one: were it over a limit with
-            # them now, their policies would have closed it, as on one node.
+            # them now, their policies would have closed it, as on one node. It leaves the
+            # routes at once, as apply_policy's victims do, so no later policy counts it.
             if not self._policy(new, self._registered(u.user_id, routes, new)):
                 return []
+            self._set_routes(u.user_id, tuple(r for r in routes if r is not new))
             cls = PLATFORM_CLASS.get(back.platform, back.platform)
             reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
             return [Kick(worker, u.device_id, CLOSE_POLICY, reason, back.connected_ms, back.serial)]
@@ -1044,8 +1046,12 @@ class WorkerHub:
             gone = _UNROUTE.decode(body)
             if gone.back is None:
                 self._routes_changed(gone.user_id, state.unregister(worker, gone))
-            else:  # the user's workers stay as they were: the route stays on this worker or is not its
-                self._kick(state.hand_back(worker, gone), gone.user_id)
+            else:
+                before = state.workers_of(gone.user_id)
+                kicks = state.hand_back(worker, gone)
+                after = state.workers_of(gone.user_id)  # changed only if the policy closed it
+                self._routes_changed(gone.user_id, list(after) if after != before else None)
+                self._kick(kicks, gone.user_id)
         elif op == "hub.revoke":
             rv = _REVOKE.decode(body)
             for other in self._others(worker):

@@ -107,6 +107,8 @@ class Hub:
         limit (e.g. one mobile at a time) or beyond the per-user limit are closed with 4006,
         the oldest first. ``newest`` is never among them, also when its socket opened
         before theirs (a slow auth): skipped inside the slice, it would leave one too many."""
+        if newest.closing:  # closed during its checks (replaced, kicked): it signs no one out
+            return
         cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
         limit = self._class_limits.get(cls, 0)
         if limit:
