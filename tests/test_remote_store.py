@@ -272,7 +272,15 @@ async def test_stats_is_a_snapshot_refreshed_when_read(served: Served) -> None:
         if fresh.stats:
             break
         await asyncio.sleep(0.01)
-    assert set(fresh.stats) == {"batches", "slow_batches", "checkpoints", "jobs", "inline_batches", "loop_batches"}
+    assert set(fresh.stats) == {
+        "batches",
+        "slow_batches",
+        "checkpoints",
+        "wal_catch_ups",
+        "jobs",
+        "inline_batches",
+        "loop_batches",
+    }
     assert fresh.stats["jobs"] > 0
 
 
