@@ -359,6 +359,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return self.workers if isinstance(self.workers, int) else 1
 
     @property
+    def class_limits(self) -> dict[str, int]:
+        """The online limit of each platform class (yim/protocol/platforms.py; 0: none)."""
+        return {"mobile": self.max_online_mobile, "desktop": self.max_online_desktop, "web": self.max_online_web}
+
+    @property
     def indexer_in_process(self) -> bool:
         """Whether the SQLite search indexer runs in a child process (``search_indexer``)."""
         if self.search_indexer == "auto":

@@ -63,6 +63,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import random
 import secrets
@@ -85,7 +86,7 @@ from yim.ids.snowflake import MAX_NODE, Snowflake
 from yim.logs import BurstLog
 from yim.protocol.close import CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
-from yim.protocol.platforms import PLATFORM_CLASS
+from yim.protocol.platforms import signed_out
 from yim.services.clock import Clock
 from yim.services.wire import event_payload, message_json
 
@@ -203,6 +204,10 @@ class _Roster(msgspec.Struct, tag="ro", tag_field="k", array_like=True):
 
 
 Item = _Ev | _Notice | _Close | _Revoke | _Roster
+
+
+_PLATFORM = operator.attrgetter("platform")
+_MADE = operator.attrgetter("connected_ms")
 
 
 class _PolicyKick(NamedTuple):
@@ -620,29 +625,17 @@ class RedisBus(LocalBus):
         """The platform-class and per-user limits, counted over every node's devices: the
         older devices ``conn`` signs out (4006)."""
         settings = self._settings
-        limits = {
-            "mobile": settings.max_online_mobile,
-            "desktop": settings.max_online_desktop,
-            "web": settings.max_online_web,
-        }
         # Oldest first, in wall-clock time over every node. A route of a node of the previous
         # release holds its host's monotonic ms (since boot: far below any epoch ms), so it
         # sorts first: its device counts as the oldest. Between two such nodes the order is
         # by boot time, as it was; between two of this release it is right.
-        others = sorted((r for r in routes if r.device_id != conn.device_id), key=lambda r: r.connected_ms)
-        cls = PLATFORM_CLASS.get(conn.platform, conn.platform)
-        limit = limits.get(cls, 0)
-        victims: dict[str, tuple[Route, str]] = {}
-        if limit:
-            same = [r for r in others if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
-            for r in same[: max(0, len(same) + 1 - limit)]:
-                victims[r.device_id] = (r, f"signed in on another {cls} device")
-        rest = [r for r in others if r.device_id not in victims]
-        for r in rest[: max(0, len(rest) + 1 - settings.max_connections_per_user)]:
-            victims[r.device_id] = (r, "too many devices online")
+        others = [r for r in routes if r.device_id != conn.device_id]
+        victims = signed_out(
+            conn.platform, others, settings.class_limits, settings.max_connections_per_user, _PLATFORM, _MADE
+        )
         return [
             _PolicyKick(r.node, _Close(conn.user_id, r.device_id, CLOSE_POLICY, reason, now_ms, r.serial))
-            for r, reason in victims.values()
+            for r, reason in victims
         ]
 
     def _registered_for_nothing(self, conn: Connection, done: asyncio.Future[Any]) -> None:

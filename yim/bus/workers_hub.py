@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -43,7 +44,7 @@ import msgspec
 from yim.bus.bounded import bounded
 from yim.protocol.close import CLOSE_POLICY, CLOSE_REPLACED, CLOSE_REVOKED
 from yim.protocol.errors import YimError
-from yim.protocol.platforms import PLATFORM_CLASS
+from yim.protocol.platforms import PLATFORM_CLASS, signed_out
 from yim.services.context import State
 from yim.services.lockout import locked_until
 from yim.services.presence import aggregate_presence
@@ -313,6 +314,10 @@ class Kick(msgspec.Struct, array_like=True, frozen=True):
     serial: int
 
 
+_PLATFORM = operator.attrgetter("platform")
+_MADE = operator.attrgetter("connected_ms")
+
+
 def _quiet_since(since: float) -> Callable[[list[float]], bool]:
     """A back-off counter with no failure since ``since`` (at rest: forgotten first)."""
     return lambda v: v[2] < since
@@ -376,12 +381,7 @@ class HubState:
     # --- routes --------------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Settings, may_be_agent: Callable[[int], bool] | None = None) -> HubState:
-        limits = {
-            "mobile": settings.max_online_mobile,
-            "desktop": settings.max_online_desktop,
-            "web": settings.max_online_web,
-        }
-        return cls(limits, settings.max_connections_per_user, may_be_agent=may_be_agent)
+        return cls(settings.class_limits, settings.max_connections_per_user, may_be_agent=may_be_agent)
 
     def workers_of(self, user_id: int) -> tuple[int, ...]:
         """The workers that hold a device of the user, in order (none: offline): two dict
@@ -488,18 +488,15 @@ class HubState:
     def _policy(self, newest: Route, others: tuple[Route, ...]) -> list[Kick]:
         """The newest connection wins: the user's older devices beyond a platform-class
         limit, or beyond the per-user limit, on whichever worker."""
-        older = sorted(others, key=lambda r: r.connected_ms)
-        cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
-        limit = self._class_limits.get(cls, 0)
-        victims: dict[str, tuple[Route, str]] = {}
-        if limit:
-            same = [r for r in older if PLATFORM_CLASS.get(r.platform, r.platform) == cls]
-            for r in same[: max(0, len(same) + 1 - limit)]:
-                victims[r.device_id] = (r, f"signed in on another {cls} device")
-        rest = [r for r in older if r.device_id not in victims]
-        for r in rest[: max(0, len(rest) + 1 - self._max_per_user)]:
-            victims[r.device_id] = (r, "too many devices online")
-        return [Kick(r.worker, d, CLOSE_POLICY, reason, r.connected_ms, r.serial) for d, (r, reason) in victims.items()]
+        victims = signed_out(newest.platform, others, self._class_limits, self._max_per_user, _PLATFORM, _MADE)
+        return [Kick(r.worker, r.device_id, CLOSE_POLICY, reason, r.connected_ms, r.serial) for r, reason in victims]
+
+    def _policy_kick(self, worker: int, back: RouteIn) -> Kick:
+        """``back``, the connection of a route the policy closed, to be closed on ``worker``:
+        most likely for the class its device is of."""
+        cls = PLATFORM_CLASS.get(back.platform, back.platform)
+        reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
+        return Kick(worker, back.device_id, CLOSE_POLICY, reason, back.connected_ms, back.serial)
 
     def unregister(self, worker: int, u: UnrouteIn) -> list[int] | None:
         """A connection on ``worker`` ended; a newer one of the device (anywhere) stays.
@@ -550,16 +547,11 @@ class HubState:
             if not self._policy(new, self._registered(u.user_id, routes, new)):
                 return []
             self._set_routes(u.user_id, tuple(r for r in routes if r is not new))
-            cls = PLATFORM_CLASS.get(back.platform, back.platform)
-            reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
-            return [Kick(worker, u.device_id, CLOSE_POLICY, reason, back.connected_ms, back.serial)]
-        if cur is None:  # the policy dropped it: most likely for the class the device is of
-            cls = PLATFORM_CLASS.get(back.platform, back.platform)
-            code = CLOSE_POLICY
-            reason = f"signed in on another {cls} device" if self._class_limits.get(cls) else "too many devices online"
-        else:
-            code, reason = CLOSE_REPLACED, "replaced by a newer connection of this device"
-        return [Kick(worker, u.device_id, code, reason, back.connected_ms, back.serial)]
+            return [self._policy_kick(worker, back)]
+        if cur is None:  # the policy dropped it
+            return [self._policy_kick(worker, back)]
+        reason = "replaced by a newer connection of this device"
+        return [Kick(worker, u.device_id, CLOSE_REPLACED, reason, back.connected_ms, back.serial)]
 
     def drop_worker(self, worker: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """A worker is gone with every connection on it. Returns the route changes (user,

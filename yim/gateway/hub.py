@@ -13,17 +13,22 @@ connection's bytes go", "Idle memory at two workers").
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from yim.gateway.connection import Connection
 from yim.protocol.close import CLOSE_IDLE, CLOSE_POLICY, CLOSE_REPLACED
-from yim.protocol.platforms import PLATFORM_CLASS
+from yim.protocol.platforms import signed_out
 
 if TYPE_CHECKING:
     from yim.config import Settings
     from yim.metrics import Metrics
+
+
+_PLATFORM = operator.attrgetter("platform")
+_CONNECTED_AT = operator.attrgetter("connected_at")
 
 
 class Hub:
@@ -33,11 +38,7 @@ class Hub:
         self._by_user: dict[int, Connection | dict[str, Connection]] = {}
         self._metrics = metrics
         self._idle_timeout = settings.idle_timeout_s
-        self._class_limits = {
-            "mobile": settings.max_online_mobile,
-            "desktop": settings.max_online_desktop,
-            "web": settings.max_online_web,
-        }
+        self._class_limits = settings.class_limits
         self._max_per_user = settings.max_connections_per_user
         self._sweeper: asyncio.Task[None] | None = None
         #: (user, device) -> (last_seen_ms, acked_seq), flushed to the store periodically.
@@ -109,22 +110,10 @@ class Hub:
         before theirs (a slow auth): skipped inside the slice, it would leave one too many."""
         if newest.closing:  # closed during its checks (replaced, kicked): it signs no one out
             return
-        cls = PLATFORM_CLASS.get(newest.platform, newest.platform)
-        limit = self._class_limits.get(cls, 0)
-        if limit:
-            same = sorted(
-                (
-                    c
-                    for c in devices.values()
-                    if c is not newest and PLATFORM_CLASS.get(c.platform) == cls and not c.closing
-                ),
-                key=lambda c: c.connected_at,
-            )
-            for old in same[: max(0, len(same) + 1 - limit)]:
-                old.close(CLOSE_POLICY, f"signed in on another {cls} device")
-        live = sorted((c for c in devices.values() if c is not newest and not c.closing), key=lambda c: c.connected_at)
-        for old in live[: max(0, len(live) + 1 - self._max_per_user)]:
-            old.close(CLOSE_POLICY, "too many devices online")
+        others = (c for c in devices.values() if c is not newest and not c.closing)
+        limits, most = self._class_limits, self._max_per_user
+        for old, reason in signed_out(newest.platform, others, limits, most, _PLATFORM, _CONNECTED_AT):
+            old.close(CLOSE_POLICY, reason)
 
     def unregister(self, conn: Connection) -> None:
         devices = self._by_user.get(conn.user_id)

@@ -392,10 +392,9 @@ class _WriterThread:
         self._ready.set()
         stopping = False
         while not stopping:
-            batch = [self._jobs.get()]
-            catch_up = batch[0] is self._CATCH_UP
-            if catch_up:
-                batch = []
+            job = self._jobs.get()
+            catch_up = job is self._CATCH_UP
+            batch = [] if catch_up else [job]
             while batch and len(batch) < self._batch_max:
                 try:
                     job = self._jobs.get_nowait()
